@@ -1,0 +1,124 @@
+/**
+ * The contract between the generic layers and a format driver.
+ *
+ * An Image answers for its own layer only: every byte range is `data` (stored here), `zero`
+ * (known to read as zeros, even over a parent) or `unallocated` (this layer has nothing: ask
+ * the parent, or zeros when there is none). The Disk wrapper (src/disk.ts) validates every
+ * request (bounds, read-only, closed) before it reaches a driver, so drivers never re-check.
+ */
+import type { ByteStore } from '../storage/store.js';
+
+export type BlockState = 'data' | 'zero' | 'unallocated';
+
+export interface BlockExtent {
+  offset: number;
+  length: number;
+  state: BlockState;
+}
+
+export interface Geometry {
+  cylinders: number;
+  heads: number;
+  sectors: number;
+}
+
+export interface ExtentInfo {
+  /** resolved file path (undefined for ZERO extents) */
+  path?: string;
+  /** extent type as the format names it (FLAT, SPARSE, VMFS, ZERO, ...) */
+  type: string;
+  access: string;
+  /** bytes of the virtual disk this extent covers */
+  length: number;
+  /** where it starts in the virtual disk */
+  virtualOffset: number;
+  /** start of the data inside its file (FLAT), bytes */
+  fileOffset: number;
+}
+
+export interface DiskInfo {
+  format: string;
+  /** createType for VMDK; "fixed"/"dynamic" style names for other formats */
+  type: string;
+  capacity: number;
+  sectors: number;
+  adapterType?: string;
+  geometry?: Geometry;
+  biosGeometry?: Geometry;
+  numLinks: number;
+  parent?: string;
+  cid?: string;
+  parentCid?: string;
+  uuid?: string;
+  hwVersion?: string;
+  version?: number;
+  extents: ExtentInfo[];
+  /** virtual bytes this layer stores (data ranges of its block status) */
+  allocatedBytes: number;
+  /** sum of the lengths of every file of the image */
+  fileSize: number;
+  /** bytes the host file system has allocated for them */
+  diskSize: number;
+  readOnly: boolean;
+  compressed?: boolean;
+  files: string[];
+}
+
+export interface Capabilities {
+  readonly write: 'none' | 'native';
+  readonly blockStatus: 'native' | 'emulate';
+  readonly zero: 'none' | 'emulate' | 'native';
+  readonly metadata: boolean;
+  readonly createTypes: readonly string[];
+}
+
+export interface Image {
+  readonly format: string;
+  readonly path: string;
+  /** virtual size in bytes */
+  readonly capacity: number;
+  readonly readOnly: boolean;
+  readonly capabilities: Capabilities;
+  /** read `into.length` bytes at `offset` (validated by the caller) */
+  read(into: Buffer, offset: number): Promise<void>;
+  write(data: Buffer, offset: number): Promise<void>;
+  /** ranges of [offset, offset+length) in order, covering it exactly */
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+  info(): Promise<DiskInfo>;
+  metadataKeys(): string[];
+  readMetadata(key: string): string | undefined;
+  writeMetadata(key: string, value: string): Promise<void>;
+}
+
+export interface OpenOptions {
+  readOnly?: boolean;
+  /** allow extent files that are absolute, contain "..", or are devices (CVE-2022-47951 class) */
+  allowExternalExtents?: boolean;
+}
+
+export interface CreateOptions {
+  /** format-specific type name (VMDK createType) */
+  type?: string;
+  capacity: number;
+  adapterType?: string;
+  hwVersion?: number | string;
+  /** write zeros into flat extents instead of leaving the files sparse */
+  preallocate?: boolean;
+  /** VMFS only: mark the disk thin provisioned */
+  thin?: boolean;
+  overwrite?: boolean;
+}
+
+export interface Driver {
+  readonly name: string;
+  readonly extensions: readonly string[];
+  readonly capabilities: Capabilities;
+  /** 0..100: how sure we are this is ours, from the first bytes of the file */
+  probe(head: Buffer, size: number): number;
+  open(path: string, opts: OpenOptions): Promise<Image>;
+  create(path: string, opts: CreateOptions): Promise<Image>;
+}
+
+export type { ByteStore };

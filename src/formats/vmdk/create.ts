@@ -1,0 +1,204 @@
+/**
+ * Creating VMDK links of every hosted type and VMFS, with VMware's file naming:
+ *   monolithicSparse      <n>.vmdk (descriptor embedded at sector 1, 20 sectors reserved)
+ *   monolithicFlat        <n>.vmdk + <n>-flat.vmdk
+ *   twoGbMaxExtentSparse  <n>.vmdk + <n>-s001.vmdk, -s002, ... (4192256-sector extents)
+ *   twoGbMaxExtentFlat    <n>.vmdk + <n>-f001.vmdk, ...
+ *   vmfs                  <n>.vmdk + <n>-flat.vmdk (extent type VMFS; thin adds ddb.thinProvisioned)
+ * Every file is created exclusively (unless overwrite); a failure removes what was created.
+ */
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+import { DiskError } from '../../core/errors.js';
+import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';
+import { FileStore, fsx } from '../../storage/file.js';
+import type { CreateOptions, Geometry } from '../types.js';
+import { Descriptor, type ExtentLine } from './descriptor.js';
+import { VmdkImage, newCid, newLongContentId } from './image.js';
+import { freshSparseLayout, writeFreshSparse } from './sparse.js';
+
+/** VMware's (and VirtualBox's) split size: 2047 MiB. QEMU uses 2 GiB; readers accept any. */
+export const SPLIT_EXTENT_SECTORS = 4192256;
+/** grains and tables of one hosted sparse extent must stay below sector 2^32 */
+const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
+
+export const ADAPTER_TYPES = ['ide', 'buslogic', 'lsilogic', 'pvscsi', 'legacyESX'] as const;
+
+/** vmware-vdiskmanager -t numbers, and aliases users type. */
+const TYPE_ALIASES: Record<string, string> = {
+  '0': 'monolithicSparse',
+  '1': 'twoGbMaxExtentSparse',
+  '2': 'monolithicFlat',
+  '3': 'twoGbMaxExtentFlat',
+  '4': 'vmfs',
+  '5': 'streamOptimized',
+  '2gbmaxextentsparse': 'twoGbMaxExtentSparse',
+  '2gbmaxextentflat': 'twoGbMaxExtentFlat',
+  vmfsthin: 'vmfs',
+  vmfsthick: 'vmfs',
+  vmfspreallocated: 'vmfs',
+  vmfseagerzeroedthick: 'vmfs',
+  sparse: 'monolithicSparse',
+  flat: 'monolithicFlat',
+};
+
+export function normaliseCreateType(type: string | undefined): string {
+  if (type === undefined) return 'monolithicSparse';
+  const known = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'];
+  const exact = known.find((k) => k.toLowerCase() === type.toLowerCase());
+  return exact ?? TYPE_ALIASES[type.toLowerCase()] ?? type;
+}
+
+/**
+ * Geometry as VMware writes it (NOTES.md §6): IDE 16 heads / 63 sectors with cylinders
+ * clamped at 16383 on hosted disks; SCSI by VMware KB 1026266 (64/32 below 1 GiB, 128/32
+ * below 2 GiB, else 255/63).
+ */
+export function vmwareGeometry(sectors: number, adapterType: string, esx = false): Geometry {
+  let heads: number;
+  let spt: number;
+  if (adapterType === 'ide') {
+    heads = 16;
+    spt = 63;
+  } else if (sectors * SECTOR_SIZE < 2 ** 30) {
+    heads = 64;
+    spt = 32;
+  } else if (sectors * SECTOR_SIZE < 2 ** 31) {
+    heads = 128;
+    spt = 32;
+  } else {
+    heads = 255;
+    spt = 63;
+  }
+  let cylinders = Math.max(1, Math.floor(sectors / (heads * spt)));
+  if (adapterType === 'ide' && !esx) cylinders = Math.min(cylinders, 16383);
+  return { cylinders, heads, sectors: spt };
+}
+
+/** 16 random bytes in VMware's ddb.uuid notation ("60 00 C2 xx ...-xx ..."). */
+export function newVmwareUuid(): string {
+  const b = randomBytes(16);
+  b[0] = 0x60;
+  b[1] = 0x00;
+  b[2] = 0xc2;
+  const hex = [...b].map((x, i) => (i === 2 ? 'C2' : x.toString(16).padStart(2, '0')));
+  return `${hex.slice(0, 8).join(' ')}-${hex.slice(8).join(' ')}`;
+}
+
+export async function createVmdk(path: string, opts: CreateOptions): Promise<VmdkImage> {
+  const type = normaliseCreateType(opts.type);
+  if (type === 'streamOptimized') {
+    throw new DiskError('NOTSUPPORTED', 'streamOptimized disks are written by conversion, not created empty (vdkit convert is where this writer will live)', { path, field: 'type' });
+  }
+  if (!['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs'].includes(type)) {
+    throw new DiskError('INVAL', `unknown VMDK type ${JSON.stringify(opts.type)}`, { path, field: 'type', expected: 'monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, vmfs or 0-4' });
+  }
+  if (!Number.isSafeInteger(opts.capacity) || opts.capacity <= 0) {
+    throw new DiskError('INVAL', 'capacity must be a positive whole number of bytes', { path, field: 'capacity', found: opts.capacity });
+  }
+  const sectors = ceilDiv(opts.capacity, SECTOR_SIZE);
+  const esx = type === 'vmfs';
+  const adapterType = opts.adapterType ?? 'lsilogic';
+  if (!(ADAPTER_TYPES as readonly string[]).includes(adapterType)) {
+    throw new DiskError('INVAL', `unknown adapter type ${JSON.stringify(adapterType)}`, { path, field: 'adapterType', expected: ADAPTER_TYPES.join(', ') });
+  }
+  const hw = String(opts.hwVersion ?? 4);
+  if (!/^\d{1,3}$/.test(hw)) throw new DiskError('INVAL', `bad hardware version ${JSON.stringify(hw)}`, { path, field: 'hwVersion' });
+  if (type === 'monolithicSparse' && sectors > MAX_MONOLITHIC_SPARSE_SECTORS) {
+    throw new DiskError('INVAL', 'a monolithicSparse disk holds at most about 2 TiB; use twoGbMaxExtentSparse', { path, field: 'capacity', found: opts.capacity });
+  }
+
+  const dir = dirname(path);
+  const stem = basename(path).replace(/\.vmdk$/i, '');
+  const extentFile = (suffix: string) => `${stem}${suffix}.vmdk`;
+  const lines: ExtentLine[] = [];
+  if (type === 'monolithicSparse') {
+    lines.push({ access: 'RW', sectorCount: sectors, type: 'SPARSE', fileName: basename(path), offsetSectors: 0 });
+  } else if (type === 'monolithicFlat' || type === 'vmfs') {
+    lines.push({ access: 'RW', sectorCount: sectors, type: type === 'vmfs' ? 'VMFS' : 'FLAT', fileName: extentFile('-flat'), offsetSectors: 0 });
+  } else {
+    const letter = type === 'twoGbMaxExtentSparse' ? 's' : 'f';
+    const count = ceilDiv(sectors, SPLIT_EXTENT_SECTORS);
+    for (let i = 0; i < count; i++) {
+      const n = Math.min(SPLIT_EXTENT_SECTORS, sectors - i * SPLIT_EXTENT_SECTORS);
+      lines.push({
+        access: 'RW',
+        sectorCount: n,
+        type: letter === 's' ? 'SPARSE' : 'FLAT',
+        fileName: extentFile(`-${letter}${String(i + 1).padStart(3, '0')}`),
+        offsetSectors: 0,
+      });
+    }
+  }
+
+  const cid = newCid();
+  const g = vmwareGeometry(sectors, adapterType, esx);
+  const ddb: [string, string][] = [
+    ['adapterType', adapterType],
+    ['geometry.cylinders', String(g.cylinders)],
+    ['geometry.heads', String(g.heads)],
+    ['geometry.sectors', String(g.sectors)],
+    ['longContentID', newLongContentId(cid)],
+  ];
+  const thin = opts.thin ?? opts.type?.toLowerCase() === 'vmfsthin';
+  if (esx && thin) ddb.push(['thinProvisioned', '1']);
+  ddb.push(['toolsVersion', '2147483647'], ['uuid', newVmwareUuid()], ['virtualHWVersion', hw]);
+  const descriptor = Descriptor.build({ cid, createType: type, extents: lines, ddb });
+
+  const created: string[] = [];
+  const createFile = async (p: string) => {
+    if (opts.overwrite) {
+      const st = await FileStore.open(p, { create: true, overwrite: true });
+      created.push(p);
+      return st;
+    }
+    const st = await FileStore.open(p, { create: true });
+    created.push(p);
+    return st;
+  };
+  try {
+    if (type === 'monolithicSparse') {
+      const st = await createFile(path);
+      try {
+        await writeFreshSparse(st, sectors, { descriptor: descriptor.toString(), descriptorSectors: 20 });
+        await st.flush();
+      } finally {
+        await st.close();
+      }
+    } else {
+      for (const line of lines) {
+        const st = await createFile(join(dir, line.fileName!));
+        try {
+          if (line.type === 'SPARSE') {
+            await writeFreshSparse(st, line.sectorCount, {});
+          } else {
+            await st.truncate(line.sectorCount * SECTOR_SIZE);
+            if (opts.preallocate) await zeroFill(st, line.sectorCount * SECTOR_SIZE);
+          }
+          await st.flush();
+        } finally {
+          await st.close();
+        }
+      }
+      // The descriptor last: until it exists, no tool sees a half-made disk.
+      const st = await createFile(path);
+      try {
+        await st.write(0, Buffer.from(descriptor.toString(), 'utf8'));
+        await st.flush();
+      } finally {
+        await st.close();
+      }
+    }
+  } catch (err) {
+    for (const p of created) await fsx.remove(p).catch(() => {});
+    throw err;
+  }
+  return VmdkImage.open(path, { readOnly: false });
+}
+
+async function zeroFill(st: FileStore, length: number): Promise<void> {
+  const chunk = Buffer.alloc(Math.min(length, 8 * 1024 * 1024));
+  for (let at = 0; at < length; at += chunk.length) await st.write(at, chunk.subarray(0, Math.min(chunk.length, length - at)));
+}
+
+export { freshSparseLayout };

@@ -1,0 +1,404 @@
+/**
+ * VMDK driver: one link (descriptor + extents) opened as an Image.
+ *
+ * Design notes
+ * - Layout: a link is a text descriptor (separate file, or embedded at sector 1 of a
+ *   monolithic sparse file) naming extents in order; extent i covers the virtual sectors after
+ *   extents 0..i-1. Sparse extents: sparse.ts; flat/zero: extents.ts. Full map in NOTES.md.
+ * - Crash-safe write order: grain data, then GT, then redundant GT (sparse.ts). The descriptor
+ *   gets a new CID before the first data write of a session (so a crash never leaves changed
+ *   content under an old CID that a child trusts); a separate descriptor file is replaced
+ *   atomically (write a temporary file, then rename), an embedded one is rewritten in place
+ *   within its reserved sectors.
+ * - While open read-write every sparse extent has uncleanShutdown = 1; close sets it back to 0
+ *   after flushing, as VMware and VirtualBox do (QEMU ignores the byte).
+ * - Producer quirks: QEMU writes CIDs without zero padding; VMware's split extents are 4192256
+ *   sectors, QEMU's 4194304 (we read any size from the extent lines); QEMU never reads the
+ *   embedded extent line, VirtualBox addresses by it, so we keep it equal to the header capacity.
+ * - Untrusted names: extent file names that are absolute, contain "..", or resolve to a device
+ *   or outside the descriptor's folder are refused unless `allowExternalExtents` is set
+ *   (CVE-2022-47951 and CVE-2024-4467 are this bug in other tools).
+ */
+import { randomBytes, randomInt } from 'node:crypto';
+import { basename, dirname, isAbsolute, resolve, sep } from 'node:path';
+import { DiskError } from '../../core/errors.js';
+import { SECTOR_SIZE } from '../../core/ints.js';
+import { FileStore, fsx } from '../../storage/file.js';
+import type { ByteStore } from '../../storage/store.js';
+import type { BlockExtent, Capabilities, DiskInfo, ExtentInfo, Geometry, Image, OpenOptions } from '../types.js';
+import { Descriptor, MAX_DESCRIPTOR_BYTES, hex8, looksLikeDescriptor, parseCid, type ExtentLine } from './descriptor.js';
+import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
+import { SparseExtent } from './sparse.js';
+import { COWD_MAGIC, SPARSE_MAGIC } from './structs.js';
+
+export const VMDK_CREATE_TYPES = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'] as const;
+
+export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
+  write: 'native',
+  blockStatus: 'native',
+  zero: 'emulate',
+  metadata: true,
+  createTypes: ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs'],
+});
+
+const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VMDK_CAPABILITIES, write: 'none' });
+
+const NO_PARENT = 0xffffffff;
+
+export class VmdkImage implements Image {
+  readonly format = 'vmdk';
+  readonly capacity: number;
+  readonly capabilities: Capabilities;
+  private readonly starts: number[];
+  private cidRenewed = false;
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly descriptor: Descriptor,
+    private readonly extents: Extent[],
+    /** the sparse extent holding an embedded descriptor (monolithic files) */
+    private readonly embeddedIn: SparseExtent | undefined,
+    /** false for a bare extent opened without any descriptor */
+    private readonly descriptorWritable: boolean,
+    readonly readOnly: boolean,
+  ) {
+    let at = 0;
+    this.starts = extents.map((e) => {
+      const s = at;
+      at += e.length;
+      return s;
+    });
+    this.capacity = at;
+    this.capabilities = readOnly ? READ_ONLY_CAPABILITIES : VMDK_CAPABILITIES;
+  }
+
+  static async open(path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
+    const readOnly = !!opts.readOnly;
+    const store = await FileStore.open(path, { readOnly });
+    const opened: ByteStore[] = [store];
+    try {
+      const size = await store.size();
+      const head = await store.readZeroPadded(0, Math.min(Math.max(size, 0), 4096));
+      const magic = head.length >= 4 ? head.readUInt32LE(0) : 0;
+      if (magic === SPARSE_MAGIC) return await VmdkImage.openMonolithic(path, store, readOnly);
+      if (magic === COWD_MAGIC) {
+        throw new DiskError('NOTSUPPORTED', 'ESX sparse (COWD) extents are not supported yet; open the delta through its descriptor', { path });
+      }
+      if (!looksLikeDescriptor(head)) throw new DiskError('INVALIDDISK', 'not a VMDK file (no sparse header magic and no text descriptor)', { path });
+      if (size > MAX_DESCRIPTOR_BYTES) {
+        throw new DiskError('BADDESCRIPTOR', 'descriptor file is too large', { path, field: 'descriptor', expected: `<= ${MAX_DESCRIPTOR_BYTES} bytes`, found: size });
+      }
+      const text = (await store.read(0, size)).toString('utf8');
+      await store.close();
+      opened.length = 0;
+      const descriptor = Descriptor.parse(text, path);
+      const extents = await openExtents(path, descriptor, opts, opened);
+      const image = new VmdkImage(path, descriptor, extents, undefined, true, readOnly);
+      await image.markOpen();
+      return image;
+    } catch (err) {
+      for (const s of opened) await s.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  private static async openMonolithic(path: string, store: ByteStore, readOnly: boolean): Promise<VmdkImage> {
+    const sparse = await SparseExtent.open(store, { readOnly });
+    const text = await sparse.readEmbeddedDescriptor();
+    let descriptor: Descriptor;
+    let writable = true;
+    if (text === undefined || text.trim() === '') {
+      // A bare sparse extent (e.g. one -s001 file opened alone): describe it ourselves.
+      writable = false;
+      descriptor = Descriptor.build({
+        cid: NO_PARENT - 1,
+        createType: sparse.compressed ? 'streamOptimized' : 'monolithicSparse',
+        extents: [{ access: 'RW', sectorCount: sparse.capacityBytes / SECTOR_SIZE, type: 'SPARSE', fileName: basename(path), offsetSectors: 0 }],
+        ddb: [],
+      });
+    } else {
+      descriptor = Descriptor.parse(text, path);
+    }
+    const lines = descriptor.extents();
+    if (lines.length !== 1 || (lines[0]!.type !== 'SPARSE' && lines[0]!.type !== 'VMFSSPARSE')) {
+      throw new DiskError('BADDESCRIPTOR', 'a monolithic sparse file must describe exactly one SPARSE extent (itself)', { path, field: 'extents', found: lines.length });
+    }
+    const line = lines[0]!;
+    if (line.sectorCount * SECTOR_SIZE > sparse.capacityBytes) {
+      throw new DiskError('CORRUPT', 'extent line is larger than the sparse header capacity', { path, field: 'capacity', expected: `>= ${line.sectorCount} sectors`, found: sparse.capacityBytes / SECTOR_SIZE });
+    }
+    // The embedded extent line names the file itself; whatever name it carries, the data is here.
+    const extent = new SparseFileExtent(line, sparse, path, !readOnly && line.access === 'RW');
+    const image = new VmdkImage(path, descriptor, [extent], writable ? sparse : undefined, writable, readOnly || sparse.readOnly);
+    await image.markOpen();
+    return image;
+  }
+
+  private get sparseExtents(): SparseExtent[] {
+    return this.extents.flatMap((e) => (e.sparse ? [e.sparse] : []));
+  }
+
+  private async markOpen(): Promise<void> {
+    if (this.readOnly) return;
+    for (const s of this.sparseExtents) if (!s.readOnly) await s.setUncleanShutdown(true);
+  }
+
+  // ------------------------------------------------------------------ I/O
+
+  private extentIndex(offset: number): number {
+    // binary search: last extent whose start <= offset
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.starts[mid]! <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  async read(into: Buffer, offset: number): Promise<void> {
+    let pos = 0;
+    const parts: Promise<void>[] = [];
+    while (pos < into.length) {
+      const at = offset + pos;
+      const i = this.extentIndex(at);
+      const e = this.extents[i]!;
+      if (e.line.access === 'NOACCESS') throw new DiskError('PERMISSIONS', 'extent is NOACCESS', { path: e.path ?? this.path, offset: at });
+      const within = at - this.starts[i]!;
+      const n = Math.min(e.length - within, into.length - pos);
+      parts.push(e.read(into.subarray(pos, pos + n), within));
+      pos += n;
+    }
+    await Promise.all(parts);
+  }
+
+  async write(data: Buffer, offset: number): Promise<void> {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    if (!this.cidRenewed) await this.renewCid();
+    let pos = 0;
+    while (pos < data.length) {
+      const at = offset + pos;
+      const i = this.extentIndex(at);
+      const e = this.extents[i]!;
+      const within = at - this.starts[i]!;
+      const n = Math.min(e.length - within, data.length - pos);
+      await e.write(data.subarray(pos, pos + n), within);
+      pos += n;
+    }
+  }
+
+  async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    const out: BlockExtent[] = [];
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const i = this.extentIndex(pos);
+      const e = this.extents[i]!;
+      const start = this.starts[i]!;
+      const n = Math.min(start + e.length, end) - pos;
+      for (const r of await e.status(pos - start, n)) {
+        const last = out[out.length - 1];
+        if (last && last.state === r.state && last.offset + last.length === r.offset + start) last.length += r.length;
+        else out.push({ offset: r.offset + start, length: r.length, state: r.state });
+      }
+      pos += n;
+    }
+    return out;
+  }
+
+  async flush(): Promise<void> {
+    for (const e of this.extents) await e.flush();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    let first: unknown;
+    try {
+      if (!this.readOnly) {
+        await this.flush();
+        for (const s of this.sparseExtents) if (!s.readOnly) await s.setUncleanShutdown(false);
+        await this.flush();
+      }
+    } catch (err) {
+      first = err;
+    }
+    for (const e of this.extents) {
+      try {
+        await e.close();
+      } catch (err) {
+        first ??= err;
+      }
+    }
+    if (first) throw first;
+  }
+
+  // ------------------------------------------------------------------ descriptor
+
+  /** A new content ID on the first change of a session (NOTES.md §2.7). */
+  private async renewCid(): Promise<void> {
+    this.cidRenewed = true;
+    if (!this.descriptorWritable) return;
+    const cid = newCid();
+    this.descriptor.set('CID', hex8(cid));
+    const long = this.descriptor.ddb('longContentID');
+    if (long !== undefined && /^[0-9a-fA-F]{32}$/.test(long)) this.descriptor.setDdb('longContentID', long.slice(0, 24).toLowerCase() + hex8(cid));
+    await this.saveDescriptor();
+  }
+
+  private async saveDescriptor(): Promise<void> {
+    const text = this.descriptor.toString();
+    if (this.embeddedIn) await this.embeddedIn.writeEmbeddedDescriptor(text);
+    else await fsx.writeFileAtomic(this.path, Buffer.from(text, 'utf8'));
+  }
+
+  metadataKeys(): string[] {
+    return this.descriptor.ddbKeys();
+  }
+
+  readMetadata(key: string): string | undefined {
+    return this.descriptor.ddb(key);
+  }
+
+  async writeMetadata(key: string, value: string): Promise<void> {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    if (!this.descriptorWritable) throw new DiskError('NOTSUPPORTED', 'this extent has no descriptor to hold metadata', { path: this.path });
+    this.descriptor.setDdb(key, value);
+    await this.saveDescriptor();
+  }
+
+  /** The descriptor as text (what `vdkit info --descriptor` shows). */
+  descriptorText(): string {
+    return this.descriptor.toString();
+  }
+
+  async info(): Promise<DiskInfo> {
+    const d = this.descriptor;
+    const files = [this.path, ...this.extents.flatMap((e) => (e.path && e.path !== this.path ? [e.path] : []))];
+    let fileSize = 0;
+    let diskSize = 0;
+    for (const f of new Set(files)) {
+      fileSize += await fsx.fileSize(f);
+      diskSize += await fsx.allocatedSize(f);
+    }
+    let allocatedBytes = 0;
+    for (const r of await this.blockStatus(0, this.capacity)) if (r.state === 'data') allocatedBytes += r.length;
+    const extents: ExtentInfo[] = this.extents.map((e, i) => ({
+      path: e.path,
+      type: e.line.type,
+      access: e.line.access,
+      length: e.length,
+      virtualOffset: this.starts[i]!,
+      fileOffset: e.line.offsetSectors * SECTOR_SIZE,
+    }));
+    const parentCid = parseCid(d.get('parentCID'), this.path, 'parentCID');
+    const cid = parseCid(d.get('CID'), this.path);
+    const sparse = this.sparseExtents[0];
+    return {
+      format: 'vmdk',
+      type: d.get('createType') ?? 'unknown',
+      capacity: this.capacity,
+      sectors: this.capacity / SECTOR_SIZE,
+      adapterType: d.ddb('adapterType'),
+      geometry: geometry(d, 'cylinders', 'heads', 'sectors'),
+      biosGeometry: geometry(d, 'biosCylinders', 'biosHeads', 'biosSectors'),
+      numLinks: 1,
+      parent: d.get('parentFileNameHint'),
+      cid: cid === undefined ? undefined : hex8(cid),
+      parentCid: parentCid === undefined ? undefined : hex8(parentCid),
+      uuid: d.ddb('uuid'),
+      hwVersion: d.ddb('virtualHWVersion'),
+      version: sparse?.version,
+      extents,
+      allocatedBytes,
+      fileSize,
+      diskSize,
+      readOnly: this.readOnly,
+      compressed: sparse?.compressed ?? false,
+      files: [...new Set(files)],
+    };
+  }
+}
+
+function geometry(d: Descriptor, c: string, h: string, s: string): Geometry | undefined {
+  const cyl = d.ddb(`geometry.${c}`);
+  const heads = d.ddb(`geometry.${h}`);
+  const sectors = d.ddb(`geometry.${s}`);
+  if (cyl === undefined || heads === undefined || sectors === undefined) return undefined;
+  const g = { cylinders: Number(cyl), heads: Number(heads), sectors: Number(sectors) };
+  return Object.values(g).every((v) => Number.isSafeInteger(v) && v >= 0) ? g : undefined;
+}
+
+/** A random CID that is neither "no parent" nor VMware's "unassigned" value. */
+export function newCid(): number {
+  for (;;) {
+    const c = randomInt(0, 0x100000000);
+    if (c !== 0xffffffff && c !== 0xfffffffe) return c;
+  }
+}
+
+export function newLongContentId(cid: number): string {
+  return randomBytes(12).toString('hex') + hex8(cid);
+}
+
+/** Resolve an extent file name from a descriptor, refusing names that escape its folder. */
+export async function resolveExtentPath(descriptorPath: string, fileName: string, allowExternal: boolean): Promise<string> {
+  const dir = dirname(resolve(descriptorPath));
+  const where = { path: descriptorPath, field: 'extent file name', found: fileName };
+  if (fileName === '' || fileName.includes('\0')) throw new DiskError('BADDESCRIPTOR', 'empty or invalid extent file name', where);
+  const external = isAbsolute(fileName) || /^[A-Za-z]:[\\/]/.test(fileName) || fileName.split(/[\\/]/).includes('..');
+  if (external && !allowExternal) {
+    throw new DiskError('EXTERNALEXTENT', 'extent file name is absolute or leaves the descriptor\'s folder (pass allowExternalExtents to allow)', where);
+  }
+  const full = resolve(dir, fileName);
+  const kind = await fsx.kind(full);
+  if (kind === 'missing') throw new DiskError('FILENOTFOUND', 'extent file not found', { ...where, path: full });
+  if (!allowExternal) {
+    if (kind === 'device' || kind === 'other' || kind === 'dir') throw new DiskError('EXTERNALEXTENT', 'extent names a device or something other than a regular file', where);
+    if (kind === 'symlink') {
+      const real = await fsx.realpath(full);
+      const realDir = await fsx.realpath(dir);
+      if (!real.startsWith(realDir + sep) || (await fsx.kind(real)) !== 'file') {
+        throw new DiskError('EXTERNALEXTENT', 'extent is a symbolic link leading out of the descriptor\'s folder', where);
+      }
+    }
+  }
+  return full;
+}
+
+async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptions, opened: ByteStore[]): Promise<Extent[]> {
+  const readOnly = !!opts.readOnly;
+  const out: Extent[] = [];
+  for (const line of descriptor.extents()) {
+    if (line.type === 'ZERO') {
+      out.push(new ZeroExtent(line));
+      continue;
+    }
+    if (line.type === 'VMFSRDM' || line.type === 'VMFSRAW' || line.type === 'SESPARSE') {
+      throw new DiskError('NOTSUPPORTED', `${line.type} extents are not supported`, { path, field: 'extent type', found: line.type });
+    }
+    const file = await resolveExtentPath(path, line.fileName!, !!opts.allowExternalExtents);
+    const extentReadOnly = readOnly || line.access !== 'RW';
+    const store = await FileStore.open(file, { readOnly: extentReadOnly });
+    opened.push(store);
+    if (line.type === 'FLAT' || line.type === 'VMFS') {
+      out.push(new FlatExtent(line, store, file, line.offsetSectors * SECTOR_SIZE, await store.size(), extentReadOnly));
+      continue;
+    }
+    // SPARSE, or VMFSSPARSE holding a hosted sparse file
+    const head = await store.readZeroPadded(0, 4);
+    if (head.readUInt32LE(0) === COWD_MAGIC) {
+      throw new DiskError('NOTSUPPORTED', 'ESX sparse (COWD) extents are not supported yet', { path: file, field: 'magicNumber' });
+    }
+    const sparse = await SparseExtent.open(store, { readOnly: extentReadOnly });
+    if (line.sectorCount * SECTOR_SIZE > sparse.capacityBytes) {
+      throw new DiskError('CORRUPT', 'extent line is larger than the sparse extent capacity', { path: file, field: 'capacity', expected: `>= ${line.sectorCount} sectors`, found: sparse.capacityBytes / SECTOR_SIZE });
+    }
+    out.push(new SparseFileExtent(line, sparse, file, !extentReadOnly));
+  }
+  return out;
+}
+
+export type { ExtentLine };

@@ -1,0 +1,559 @@
+/**
+ * A hosted sparse extent (KDMV): monolithicSparse files, the -sNNN files of split disks,
+ * hosted deltas, and streamOptimized files (read-only). Layout and rules: NOTES.md §3-4.
+ *
+ * Write order (crash safety): the whole grain's data is written at the end of the file first;
+ * only then are its grain-table entries written, to the primary GT and then to the redundant
+ * GT. A crash in between leaks a grain but never exposes garbage, and every byte written by an
+ * earlier, completed write stays reachable.
+ */
+import { inflateSync } from 'node:zlib';
+import { DiskError } from '../../core/errors.js';
+import { SECTOR_SIZE, ceilDiv, isPowerOfTwo, roundUp, toSafeNumber } from '../../core/ints.js';
+import type { ByteStore } from '../../storage/store.js';
+import type { BlockExtent, BlockState } from '../types.js';
+import {
+  COMPRESSION_DEFLATE,
+  COMPRESSION_NONE,
+  FLAG_COMPRESSED,
+  FLAG_MARKERS,
+  FLAG_REDUNDANT_GD,
+  FLAG_VALID_NEWLINE,
+  FLAG_ZEROED_GTE,
+  GD_AT_END,
+  GRAIN_MARKER_HEAD,
+  KNOWN_FLAGS,
+  MARKER_EOS,
+  MARKER_FOOTER,
+  MarkerHead,
+  SparseExtentHeader,
+  SPARSE_MAGIC,
+  type SparseExtentHeaderValue,
+} from './structs.js';
+
+/** QEMU refuses more than 32 Mi GD entries; we cap at 16 Mi (64 MiB of GD) to bound memory. */
+export const MAX_GD_ENTRIES = 16 * 1024 * 1024;
+/** grains above 32 MiB would mean per-grain buffers sized by an untrusted field */
+export const MAX_GRAIN_SECTORS = 65536;
+const MAX_DESCRIPTOR_SECTORS = 20480;
+/** cached grain tables (a 512-entry GT is 2 KiB: 8192 of them cover 256 GiB in 16 MiB) */
+const GT_CACHE_LIMIT = 8192;
+const GRAIN_CACHE_LIMIT = 16;
+
+const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+export interface SparseOpenOptions {
+  readOnly: boolean;
+}
+
+export class SparseExtent {
+  readonly header: SparseExtentHeaderValue;
+  readonly path: string;
+  readonly grainSectors: number;
+  readonly grainBytes: number;
+  readonly numGTEs: number;
+  readonly capacityBytes: number;
+  readonly compressed: boolean;
+  readonly markers: boolean;
+  readonly zeroedGrains: boolean;
+  readonly version: number;
+  private readonly gd: Uint32Array;
+  private readonly rgd: Uint32Array | undefined;
+  private readonly gtBytes: number;
+  private readonly gtCache = new Map<number, Uint32Array>();
+  private readonly grainCache = new Map<number, Buffer>();
+  private fileSize: number;
+  private nextFree: number;
+  private readonly gdOffsetBytes: number;
+  private readonly rgdOffsetBytes: number;
+
+  private constructor(
+    readonly store: ByteStore,
+    header: SparseExtentHeaderValue,
+    fields: {
+      grainSectors: number;
+      numGTEs: number;
+      capacitySectors: number;
+      gd: Uint32Array;
+      rgd?: Uint32Array;
+      fileSize: number;
+      gdOffsetBytes: number;
+      rgdOffsetBytes: number;
+    },
+    readonly readOnly: boolean,
+  ) {
+    this.header = header;
+    this.path = store.name;
+    this.version = header.version;
+    this.grainSectors = fields.grainSectors;
+    this.grainBytes = fields.grainSectors * SECTOR_SIZE;
+    this.numGTEs = fields.numGTEs;
+    this.capacityBytes = fields.capacitySectors * SECTOR_SIZE;
+    this.compressed = (header.flags & FLAG_COMPRESSED) !== 0;
+    this.markers = (header.flags & FLAG_MARKERS) !== 0;
+    this.zeroedGrains = (header.flags & FLAG_ZEROED_GTE) !== 0;
+    this.gd = fields.gd;
+    this.rgd = fields.rgd;
+    this.gtBytes = roundUp(fields.numGTEs * 4, SECTOR_SIZE);
+    this.fileSize = fields.fileSize;
+    this.nextFree = roundUp(fields.fileSize, this.grainBytes);
+    this.gdOffsetBytes = fields.gdOffsetBytes;
+    this.rgdOffsetBytes = fields.rgdOffsetBytes;
+  }
+
+  static async open(store: ByteStore, opts: SparseOpenOptions): Promise<SparseExtent> {
+    const path = store.name;
+    const fileSize = await store.size();
+    if (fileSize < SECTOR_SIZE) {
+      throw new DiskError('INVALIDDISK', 'file is too short for a sparse extent header', { path, struct: 'SparseExtentHeader', expected: '>= 512 bytes', found: fileSize });
+    }
+    const head = await store.read(0, SECTOR_SIZE);
+    let header = SparseExtentHeader.decode(head, 0, path);
+    const bad = (field: string, message: string, expected: unknown, found: unknown, code: 'CORRUPT' | 'UNSUPPORTEDDISKVERSION' | 'UNSUPPORTEDFEATURE' | 'CMPUNSUP' = 'CORRUPT') =>
+      new DiskError(code, message, { path, struct: 'SparseExtentHeader', field, expected, found });
+
+    if (header.version < 1 || header.version > 3) {
+      throw bad('version', 'unsupported sparse extent version', '1, 2 or 3', header.version, 'UNSUPPORTEDDISKVERSION');
+    }
+    const unknown = header.flags & ~KNOWN_FLAGS;
+    if (unknown & 0xffff0000) throw bad('flags', 'unknown incompatible flags', `bits of 0x${KNOWN_FLAGS.toString(16)}`, `0x${header.flags.toString(16)}`, 'UNSUPPORTEDFEATURE');
+    if (header.flags & FLAG_MARKERS && !(header.flags & FLAG_COMPRESSED)) {
+      throw bad('flags', 'markers without compression', 'compressed flag with markers', `0x${header.flags.toString(16)}`);
+    }
+    if (header.flags & FLAG_VALID_NEWLINE) {
+      const ok = header.singleEndLineChar === 0x0a && header.nonEndLineChar === 0x20 && header.doubleEndLineChar1 === 0x0d && header.doubleEndLineChar2 === 0x0a;
+      if (!ok) throw bad('singleEndLineChar', 'newline check bytes are damaged (file transferred in text mode?)', '0a 20 0d 0a', [header.singleEndLineChar, header.nonEndLineChar, header.doubleEndLineChar1, header.doubleEndLineChar2].map((b) => b.toString(16).padStart(2, '0')).join(' '));
+    }
+    if (header.compressAlgorithm !== COMPRESSION_NONE && header.compressAlgorithm !== COMPRESSION_DEFLATE) {
+      throw bad('compressAlgorithm', 'unsupported compression algorithm', '0 or 1', header.compressAlgorithm, 'CMPUNSUP');
+    }
+    if (header.flags & FLAG_COMPRESSED && header.compressAlgorithm !== COMPRESSION_DEFLATE) {
+      throw bad('compressAlgorithm', 'compressed flag set without deflate', 1, header.compressAlgorithm, 'CMPUNSUP');
+    }
+
+    // A stream with its grain directory at the end: the footer (last-but-one sector) holds the real header.
+    if (header.gdOffset === GD_AT_END) {
+      if (!(header.flags & FLAG_MARKERS)) throw bad('gdOffset', 'grain directory at end of file without markers', 'a sector number', 'GD_AT_END');
+      if (fileSize % SECTOR_SIZE !== 0 || fileSize < 4 * SECTOR_SIZE) throw bad('footer', 'stream file length is not whole sectors', 'a multiple of 512', fileSize);
+      const tail = await store.read(fileSize - 3 * SECTOR_SIZE, 3 * SECTOR_SIZE);
+      const footerMarker = MarkerHead.decode(tail, 0, path);
+      const eos = MarkerHead.decode(tail, 2 * SECTOR_SIZE, path);
+      if (footerMarker.size !== 0 || footerMarker.type !== MARKER_FOOTER || eos.val !== 0n || eos.size !== 0 || eos.type !== MARKER_EOS) {
+        throw bad('footer', 'invalid stream footer or end-of-stream marker', 'footer marker, footer, EOS at end of file', 'something else');
+      }
+      header = SparseExtentHeader.decode(tail, SECTOR_SIZE, path);
+      if (header.gdOffset === GD_AT_END) throw bad('gdOffset', 'footer does not give the grain directory', 'a sector number', 'GD_AT_END');
+    }
+
+    const num = (v: bigint, field: string) => toSafeNumber(v, { path, struct: 'SparseExtentHeader', field });
+    const grainSectors = num(header.grainSize, 'grainSize');
+    if (!isPowerOfTwo(grainSectors) || grainSectors > MAX_GRAIN_SECTORS) {
+      throw bad('grainSize', 'invalid grain size', `a power of two <= ${MAX_GRAIN_SECTORS} sectors`, grainSectors);
+    }
+    const numGTEs = header.numGTEsPerGT;
+    if (!isPowerOfTwo(numGTEs) || numGTEs > 512) throw bad('numGTEsPerGT', 'invalid number of grain table entries', 'a power of two <= 512', numGTEs);
+    const capacitySectors = num(header.capacity, 'capacity');
+    if (capacitySectors * SECTOR_SIZE > Number.MAX_SAFE_INTEGER) throw bad('capacity', 'capacity is too large', '< 2^44 sectors', capacitySectors);
+    const coverage = numGTEs * grainSectors;
+    const numGDEntries = ceilDiv(capacitySectors, coverage);
+    if (numGDEntries > MAX_GD_ENTRIES) throw bad('capacity', 'grain directory too large (L1 size too big)', `<= ${MAX_GD_ENTRIES} entries`, numGDEntries);
+
+    const descriptorOffset = num(header.descriptorOffset, 'descriptorOffset');
+    const descriptorSize = num(header.descriptorSize, 'descriptorSize');
+    if (descriptorSize > MAX_DESCRIPTOR_SECTORS) throw bad('descriptorSize', 'embedded descriptor too large', `<= ${MAX_DESCRIPTOR_SECTORS} sectors`, descriptorSize);
+    if (descriptorOffset !== 0 && descriptorSize === 0) throw bad('descriptorSize', 'descriptor offset without a size', '> 0', 0);
+    if (descriptorOffset !== 0 && (descriptorOffset + descriptorSize) * SECTOR_SIZE > fileSize) {
+      throw bad('descriptorOffset', 'embedded descriptor lies past the end of the file', `<= ${fileSize} bytes`, (descriptorOffset + descriptorSize) * SECTOR_SIZE);
+    }
+    const overHead = num(header.overHead, 'overHead');
+    if (!(header.flags & FLAG_COMPRESSED) && overHead * SECTOR_SIZE > fileSize) {
+      throw bad('overHead', 'file truncated', `at least ${overHead * SECTOR_SIZE} bytes`, fileSize);
+    }
+
+    const gdBytes = numGDEntries * 4;
+    const gdOffset = num(header.gdOffset, 'gdOffset');
+    if (gdOffset === 0 || gdOffset * SECTOR_SIZE + gdBytes > fileSize) {
+      throw bad('gdOffset', 'grain directory lies outside the file', `inside ${fileSize} bytes`, gdOffset * SECTOR_SIZE);
+    }
+    const gd = await readU32Array(store, gdOffset * SECTOR_SIZE, numGDEntries);
+
+    let rgd: Uint32Array | undefined;
+    let rgdOffsetBytes = 0;
+    if (header.flags & FLAG_REDUNDANT_GD) {
+      const rgdOffset = num(header.rgdOffset, 'rgdOffset');
+      if (rgdOffset !== 0) {
+        if (rgdOffset * SECTOR_SIZE + gdBytes > fileSize) throw bad('rgdOffset', 'redundant grain directory lies outside the file', `inside ${fileSize} bytes`, rgdOffset * SECTOR_SIZE);
+        if (rgdOffset === gdOffset) throw bad('rgdOffset', 'redundant grain directory is the primary one', `!= ${gdOffset}`, rgdOffset);
+        rgd = await readU32Array(store, rgdOffset * SECTOR_SIZE, numGDEntries);
+        rgdOffsetBytes = rgdOffset * SECTOR_SIZE;
+      }
+    }
+    const readOnly = opts.readOnly || store.readOnly;
+    if (!readOnly && header.flags & FLAG_COMPRESSED) {
+      throw new DiskError('CMPRDONLY', 'streamOptimized (compressed) extents can only be opened read-only', { path });
+    }
+    return new SparseExtent(store, header, { grainSectors, numGTEs, capacitySectors, gd, rgd, fileSize, gdOffsetBytes: gdOffset * SECTOR_SIZE, rgdOffsetBytes }, readOnly);
+  }
+
+  get uncleanShutdown(): boolean {
+    return this.header.uncleanShutdown !== 0;
+  }
+
+  async readEmbeddedDescriptor(): Promise<string | undefined> {
+    const off = Number(this.header.descriptorOffset);
+    const size = Number(this.header.descriptorSize);
+    if (off === 0 || size === 0) return undefined;
+    const raw = await this.store.read(off * SECTOR_SIZE, size * SECTOR_SIZE);
+    const nul = raw.indexOf(0);
+    return raw.subarray(0, nul < 0 ? raw.length : nul).toString('utf8');
+  }
+
+  /** Rewrite the embedded descriptor in place; it must fit the reserved sectors. */
+  async writeEmbeddedDescriptor(text: string): Promise<void> {
+    const off = Number(this.header.descriptorOffset);
+    const size = Number(this.header.descriptorSize);
+    const bytes = Buffer.from(text, 'utf8');
+    if (off === 0 || bytes.length > size * SECTOR_SIZE) {
+      throw new DiskError('NOSPACE', 'descriptor does not fit the space reserved for it in the sparse file', { path: this.path, field: 'descriptorSize', expected: `<= ${size * SECTOR_SIZE} bytes`, found: bytes.length });
+    }
+    const buf = Buffer.alloc(size * SECTOR_SIZE);
+    bytes.copy(buf);
+    await this.store.write(off * SECTOR_SIZE, buf);
+  }
+
+  async setUncleanShutdown(unclean: boolean): Promise<void> {
+    await this.store.write(SparseExtentHeader.offsetOf('uncleanShutdown'), Buffer.from([unclean ? 1 : 0]));
+  }
+
+  // ---------------------------------------------------------------- tables
+
+  private async gt(gdIndex: number): Promise<Uint32Array | undefined> {
+    const cached = this.gtCache.get(gdIndex);
+    if (cached !== undefined) return cached;
+    const gde = this.gd[gdIndex]!;
+    if (gde === 0) return undefined;
+    const at = gde * SECTOR_SIZE;
+    if (at + this.numGTEs * 4 > this.fileSize) {
+      throw new DiskError('CORRUPT', 'grain table lies past the end of the file', { path: this.path, struct: 'grain directory', field: `GDE[${gdIndex}]`, expected: `< ${this.fileSize} bytes`, found: at });
+    }
+    const table = await readU32Array(this.store, at, this.numGTEs);
+    if (this.gtCache.size >= GT_CACHE_LIMIT) this.gtCache.delete(this.gtCache.keys().next().value!);
+    this.gtCache.set(gdIndex, table);
+    return table;
+  }
+
+  /** The grain table entry of grain `gi` (0 where there is no grain table). */
+  private async gte(gi: number): Promise<number> {
+    const g = Math.floor(gi / this.numGTEs);
+    const table = this.gtCache.get(g) ?? (await this.gt(g));
+    if (table === undefined) return 0;
+    const e = table[gi - g * this.numGTEs]!;
+    if (e > 1 && !this.compressed && e * SECTOR_SIZE >= this.fileSize) {
+      throw new DiskError('CORRUPT', 'grain lies past the end of the file', { path: this.path, struct: 'grain table', field: `GTE[${gi}]`, expected: `< ${this.fileSize} bytes`, found: e * SECTOR_SIZE });
+    }
+    return e;
+  }
+
+  private stateOf(e: number): BlockState {
+    return e === 0 ? 'unallocated' : e === 1 ? 'zero' : 'data';
+  }
+
+  // ---------------------------------------------------------------- I/O
+
+  /** Read `into.length` bytes at byte `offset` of this extent. Unallocated grains read as zeros. */
+  async read(into: Buffer, offset: number): Promise<void> {
+    const gb = this.grainBytes;
+    const pending: Promise<void>[] = [];
+    let pos = 0;
+    // a run of grains contiguous in the file, read with one call
+    let runFile = -1;
+    let runPos = 0;
+    let runLen = 0;
+    const flush = () => {
+      if (runLen > 0) pending.push(this.readFile(into.subarray(runPos, runPos + runLen), runFile));
+      runLen = 0;
+    };
+    while (pos < into.length) {
+      const vo = offset + pos;
+      const gi = Math.floor(vo / gb);
+      const within = vo - gi * gb;
+      const n = Math.min(gb - within, into.length - pos);
+      const e = await this.gte(gi);
+      if (e <= 1) {
+        flush();
+        into.fill(0, pos, pos + n);
+      } else if (this.compressed) {
+        flush();
+        const grain = await this.compressedGrain(gi, e);
+        grain.copy(into, pos, within, within + n);
+      } else {
+        const fileAt = e * SECTOR_SIZE + within;
+        if (runLen > 0 && runFile + runLen === fileAt) runLen += n;
+        else {
+          flush();
+          runFile = fileAt;
+          runPos = pos;
+          runLen = n;
+        }
+      }
+      pos += n;
+    }
+    flush();
+    await Promise.all(pending);
+  }
+
+  private async readFile(into: Buffer, at: number): Promise<void> {
+    if (at + into.length <= this.fileSize) return this.store.readInto(into, at);
+    // a last grain cut short by a truncated file reads as zeros past the end (as QEMU does)
+    const buf = await this.store.readZeroPadded(at, into.length);
+    buf.copy(into);
+  }
+
+  private async compressedGrain(gi: number, e: number): Promise<Buffer> {
+    const hit = this.grainCache.get(gi);
+    if (hit) return hit;
+    const at = e * SECTOR_SIZE;
+    const where = { path: this.path, struct: 'grain marker', field: `GTE[${gi}]` };
+    if (at >= this.fileSize) throw new DiskError('CORRUPT', 'compressed grain lies past the end of the file', { ...where, found: at, expected: `< ${this.fileSize}` });
+    const maxCompressed = 2 * this.grainBytes;
+    let data: Buffer;
+    if (this.markers) {
+      const head = await this.store.readZeroPadded(at, GRAIN_MARKER_HEAD);
+      const lba = head.readBigUInt64LE(0);
+      const size = head.readUInt32LE(8);
+      const expected = BigInt(gi) * BigInt(this.grainSectors);
+      if (lba !== expected) throw new DiskError('CORRUPT', 'grain marker names another grain', { ...where, field: 'lba', expected, found: lba });
+      if (size === 0 || size > maxCompressed - GRAIN_MARKER_HEAD || at + GRAIN_MARKER_HEAD + size > this.fileSize) {
+        throw new DiskError('CORRUPT', 'bad compressed grain size', { ...where, field: 'size', expected: `1..${Math.min(maxCompressed - GRAIN_MARKER_HEAD, this.fileSize - at - GRAIN_MARKER_HEAD)}`, found: size });
+      }
+      data = await this.store.read(at + GRAIN_MARKER_HEAD, size);
+    } else {
+      data = await this.store.read(at, Math.min(maxCompressed, this.fileSize - at));
+    }
+    let out: Buffer;
+    try {
+      out = inflateSync(data, { maxOutputLength: this.grainBytes, finishFlush: 2 /* Z_SYNC_FLUSH: tolerate trailing bytes */ });
+    } catch (err) {
+      throw new DiskError('ZLIB', 'cannot inflate compressed grain', { ...where, field: 'data' }, { cause: err });
+    }
+    let grain = out;
+    if (out.length < this.grainBytes) {
+      grain = Buffer.alloc(this.grainBytes);
+      out.copy(grain);
+    }
+    if (this.grainCache.size >= GRAIN_CACHE_LIMIT) this.grainCache.delete(this.grainCache.keys().next().value!);
+    this.grainCache.set(gi, grain);
+    return grain;
+  }
+
+  /**
+   * Write `data` at byte `offset` of this extent. Grains not yet allocated are allocated
+   * whole at the end of the file, the rest of each new grain zero-filled.
+   */
+  async write(data: Buffer, offset: number): Promise<void> {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    const gb = this.grainBytes;
+    const direct: Promise<void>[] = [];
+    const fresh: { gi: number; buf: Buffer }[] = [];
+    let pos = 0;
+    while (pos < data.length) {
+      const vo = offset + pos;
+      const gi = Math.floor(vo / gb);
+      const within = vo - gi * gb;
+      const n = Math.min(gb - within, data.length - pos);
+      const e = await this.gte(gi);
+      const chunk = data.subarray(pos, pos + n);
+      if (e > 1) {
+        direct.push(this.store.write(e * SECTOR_SIZE + within, chunk));
+      } else if (n === gb) {
+        fresh.push({ gi, buf: chunk });
+      } else {
+        const buf = Buffer.alloc(gb);
+        chunk.copy(buf, within);
+        fresh.push({ gi, buf });
+      }
+      pos += n;
+    }
+    await Promise.all(direct);
+    if (fresh.length === 0) return;
+
+    // Grain tables missing from the directory are created first (VMware does; QEMU cannot).
+    for (const f of fresh) {
+      const g = Math.floor(f.gi / this.numGTEs);
+      if (this.gd[g] === 0) await this.allocateGrainTable(g);
+    }
+    // Data first, in one vectored write of consecutive grains...
+    const start = this.nextFree;
+    if ((start + fresh.length * gb) / SECTOR_SIZE > 0xffffffff) {
+      throw new DiskError('NOSPACE', 'sparse extent is full: grains cannot lie beyond sector 2^32', { path: this.path });
+    }
+    await this.store.writev(start, fresh.map((f) => f.buf));
+    this.nextFree = start + fresh.length * gb;
+    this.fileSize = Math.max(this.fileSize, this.nextFree);
+    // ...then the table entries that point at it.
+    const entries = fresh.map((f, i) => ({ gi: f.gi, value: (start + i * gb) / SECTOR_SIZE }));
+    await this.setEntries(entries);
+  }
+
+  /** Set grain table entries, writing each touched span to the GT and then the redundant GT. */
+  private async setEntries(entries: { gi: number; value: number }[]): Promise<void> {
+    const byTable = new Map<number, { lo: number; hi: number }>();
+    for (const { gi, value } of entries) {
+      const g = Math.floor(gi / this.numGTEs);
+      const table = (await this.gt(g))!;
+      const idx = gi - g * this.numGTEs;
+      table[idx] = value;
+      const span = byTable.get(g);
+      if (span) {
+        span.lo = Math.min(span.lo, idx);
+        span.hi = Math.max(span.hi, idx);
+      } else byTable.set(g, { lo: idx, hi: idx });
+    }
+    const primary: Promise<void>[] = [];
+    for (const [g, { lo, hi }] of byTable) {
+      const table = this.gtCache.get(g)!;
+      primary.push(this.store.write(this.gd[g]! * SECTOR_SIZE + lo * 4, u32Bytes(table, lo, hi + 1)));
+    }
+    await Promise.all(primary);
+    if (this.rgd) {
+      const redundant: Promise<void>[] = [];
+      for (const [g, { lo, hi }] of byTable) {
+        const r = this.rgd[g]!;
+        if (r === 0) continue;
+        redundant.push(this.store.write(r * SECTOR_SIZE + lo * 4, u32Bytes(this.gtCache.get(g)!, lo, hi + 1)));
+      }
+      await Promise.all(redundant);
+    }
+  }
+
+  /** Give directory entry `g` a new, empty grain table (and redundant copy) at the end of the file. */
+  private async allocateGrainTable(g: number): Promise<void> {
+    const copies = this.rgd ? 2 : 1;
+    const start = this.nextFree;
+    const zero = Buffer.alloc(this.gtBytes * copies);
+    await this.store.write(start, zero);
+    this.nextFree = roundUp(start + zero.length, this.grainBytes);
+    this.fileSize = Math.max(this.fileSize, start + zero.length);
+    const gtSector = start / SECTOR_SIZE;
+    this.gd[g] = gtSector;
+    await this.store.write(this.gdOffsetBytes + g * 4, u32Bytes(this.gd, g, g + 1));
+    if (this.rgd) {
+      this.rgd[g] = gtSector + this.gtBytes / SECTOR_SIZE;
+      await this.store.write(this.rgdOffsetBytes + g * 4, u32Bytes(this.rgd, g, g + 1));
+    }
+    this.gtCache.set(g, new Uint32Array(this.numGTEs));
+  }
+
+  /** Block status of [offset, offset+length) within this extent, adjacent equal states merged. */
+  async status(offset: number, length: number): Promise<BlockExtent[]> {
+    const out: BlockExtent[] = [];
+    const gb = this.grainBytes;
+    const coverage = gb * this.numGTEs;
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const gi = Math.floor(pos / gb);
+      const g = Math.floor(gi / this.numGTEs);
+      let n: number;
+      let state: BlockState;
+      if (this.gd[g] === 0) {
+        // a whole grain-table range with no table: one step to its end
+        n = Math.min((g + 1) * coverage, end) - pos;
+        state = 'unallocated';
+      } else {
+        n = Math.min((gi + 1) * gb, end) - pos;
+        state = this.stateOf(await this.gte(gi));
+      }
+      const last = out[out.length - 1];
+      if (last && last.state === state) last.length += n;
+      else out.push({ offset: pos, length: n, state });
+      pos += n;
+    }
+    return out;
+  }
+
+  async flush(): Promise<void> {
+    await this.store.flush();
+  }
+}
+
+async function readU32Array(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
+  const arr = new Uint32Array(count);
+  const view = Buffer.from(arr.buffer, arr.byteOffset, count * 4);
+  await store.readInto(view, at);
+  if (!HOST_LE) for (let i = 0; i < count; i++) arr[i] = view.readUInt32LE(i * 4);
+  return arr;
+}
+
+function u32Bytes(arr: Uint32Array, from: number, to: number): Buffer {
+  if (HOST_LE) return Buffer.from(arr.buffer, arr.byteOffset + from * 4, (to - from) * 4);
+  const buf = Buffer.alloc((to - from) * 4);
+  for (let i = from; i < to; i++) buf.writeUInt32LE(arr[i]!, (i - from) * 4);
+  return buf;
+}
+
+/** Layout of a fresh sparse extent (NOTES.md §3.7), shared by create and tests. */
+export function freshSparseLayout(capacitySectors: number, opts: { embeddedDescriptorSectors: number; grainSectors?: number; numGTEs?: number }) {
+  const grainSectors = opts.grainSectors ?? 128;
+  const numGTEs = opts.numGTEs ?? 512;
+  const gtCount = ceilDiv(ceilDiv(capacitySectors, grainSectors), numGTEs);
+  const gdSectors = ceilDiv(4 * gtCount, SECTOR_SIZE);
+  const gtSectors = ceilDiv(4 * numGTEs, SECTOR_SIZE);
+  const descriptorOffset = opts.embeddedDescriptorSectors > 0 ? 1 : 0;
+  const rgdOffset = opts.embeddedDescriptorSectors > 0 ? 1 + opts.embeddedDescriptorSectors : 1;
+  const gdOffset = rgdOffset + gdSectors + gtSectors * gtCount;
+  const overHead = roundUp(gdOffset + gdSectors + gtSectors * gtCount, grainSectors);
+  return { grainSectors, numGTEs, gtCount, gdSectors, gtSectors, descriptorOffset, rgdOffset, gdOffset, overHead };
+}
+
+/**
+ * Write a fresh sparse extent into an empty store: header, embedded descriptor, RGD and GD
+ * pointing at their (zero) grain tables, and the file sized to `overHead`. The tables are
+ * not built in memory, so a 16 TiB disk costs its directories, not its whole metadata area.
+ */
+export async function writeFreshSparse(store: ByteStore, capacitySectors: number, opts: { descriptor?: string; descriptorSectors?: number }): Promise<void> {
+  const descriptorSectors = opts.descriptor !== undefined ? (opts.descriptorSectors ?? 20) : 0;
+  const L = freshSparseLayout(capacitySectors, { embeddedDescriptorSectors: descriptorSectors });
+  if (L.overHead > 0xffffffff) throw new DiskError('INVAL', 'capacity too large for one sparse extent', { found: capacitySectors });
+  const head = Buffer.alloc((1 + descriptorSectors) * SECTOR_SIZE);
+  SparseExtentHeader.encode(
+    {
+      magicNumber: SPARSE_MAGIC,
+      version: 1,
+      flags: FLAG_VALID_NEWLINE | FLAG_REDUNDANT_GD,
+      capacity: BigInt(capacitySectors),
+      grainSize: BigInt(L.grainSectors),
+      descriptorOffset: BigInt(L.descriptorOffset),
+      descriptorSize: BigInt(descriptorSectors),
+      numGTEsPerGT: L.numGTEs,
+      rgdOffset: BigInt(L.rgdOffset),
+      gdOffset: BigInt(L.gdOffset),
+      overHead: BigInt(L.overHead),
+      uncleanShutdown: 0,
+      singleEndLineChar: 0x0a,
+      nonEndLineChar: 0x20,
+      doubleEndLineChar1: 0x0d,
+      doubleEndLineChar2: 0x0a,
+      compressAlgorithm: 0,
+    },
+    head,
+    0,
+  );
+  if (opts.descriptor !== undefined) {
+    const text = Buffer.from(opts.descriptor, 'utf8');
+    if (text.length > descriptorSectors * SECTOR_SIZE) {
+      throw new DiskError('INVAL', 'descriptor larger than the space reserved for it', { path: store.name, expected: descriptorSectors * SECTOR_SIZE, found: text.length });
+    }
+    text.copy(head, SECTOR_SIZE);
+  }
+  const rgd = Buffer.alloc(L.gdSectors * SECTOR_SIZE);
+  const gd = Buffer.alloc(L.gdSectors * SECTOR_SIZE);
+  for (let i = 0; i < L.gtCount; i++) {
+    rgd.writeUInt32LE(L.rgdOffset + L.gdSectors + L.gtSectors * i, i * 4);
+    gd.writeUInt32LE(L.gdOffset + L.gdSectors + L.gtSectors * i, i * 4);
+  }
+  await store.truncate(L.overHead * SECTOR_SIZE);
+  await store.write(0, head);
+  await store.write(L.rgdOffset * SECTOR_SIZE, rgd);
+  await store.write(L.gdOffset * SECTOR_SIZE, gd);
+}

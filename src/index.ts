@@ -1,0 +1,10 @@
+export { DiskError, ERROR_TABLE, errorText, type ErrorCode, type ErrorDetails } from './core/errors.js';
+export { SECTOR_SIZE, parseSize } from './core/ints.js';
+export { Disk, openDisk, createDisk, type DiskOpenOptions, type DiskCreateOptions } from './disk.js';
+export type { BlockExtent, BlockState, DiskInfo, ExtentInfo, Geometry, Image, Capabilities, Driver } from './formats/types.js';
+export { backends, detectFormat } from './formats/registry.js';
+export { FileStore } from './storage/file.js';
+export { MemoryStore } from './storage/memory.js';
+export type { ByteStore } from './storage/store.js';
+export { convert, type ConvertOptions, type Progress } from './ops/convert.js';
+export { vmwareGeometry, SPLIT_EXTENT_SECTORS } from './formats/vmdk/create.js';
