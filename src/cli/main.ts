@@ -1,0 +1,273 @@
+/**
+ * The `vdkit` command. Exit status: 0 success, 1 failure (the DiskError's code and text on
+ * stderr), 2 wrong usage.
+ */
+import { createReadStream } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { DiskError, errorText } from '../core/errors.js';
+import { SECTOR_SIZE, parseSize } from '../core/ints.js';
+import { Disk } from '../disk.js';
+import { convert } from '../ops/convert.js';
+import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
+
+class UsageError extends Error {}
+
+function num(text: string, what: string): number {
+  try {
+    return parseSize(text);
+  } catch {
+    throw new UsageError(`${what}: expected a number (K/M/G/T suffixes allowed), got ${JSON.stringify(text)}`);
+  }
+}
+
+function out(s: string | Buffer): Promise<void> {
+  return new Promise((resolve, reject) => process.stdout.write(s, (err) => (err ? reject(err) : resolve())));
+}
+
+async function withDisk<T>(path: string, opts: { readOnly: boolean; format?: string; allowExternalExtents?: boolean }, fn: (d: Disk) => Promise<T>): Promise<T> {
+  const d = await Disk.open(path, opts);
+  try {
+    return await fn(d);
+  } finally {
+    await d.close();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('vdkit')
+    .description('Virtual disk development kit: create, inspect, read, write and convert VMDK and raw disk images')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  const formatOpt = () => new Option('-f, --format <fmt>', 'image format (detected from the content when omitted)');
+  const external = () => new Option('--allow-external-extents', 'allow extent files outside the descriptor\'s folder (absolute paths, "..", devices)');
+
+  program
+    .command('create')
+    .description('create a new disk (vmware-vdiskmanager -c / VixDiskLib_Create)')
+    .addOption(new Option('-f, --format <fmt>', 'vmdk or raw').default('vmdk'))
+    .option('-t, --type <type>', 'monolithicSparse (0, default), twoGbMaxExtentSparse (1), monolithicFlat (2), twoGbMaxExtentFlat (3), vmfs (4), vmfsThin')
+    .option('-a, --adapter <type>', 'ide, buslogic, lsilogic (default) or pvscsi')
+    .option('--hw <version>', 'virtual hardware version written to ddb.virtualHWVersion (default 4)')
+    .option('--thin', 'vmfs: mark the disk thin provisioned')
+    .option('--preallocate', 'flat types: write zeros into the data files instead of leaving them sparse')
+    .option('--overwrite', 'replace existing files')
+    .argument('<file>')
+    .argument('<size>', 'bytes, or with a K/M/G/T suffix, or sectors with an s suffix (2048s)')
+    .action(async (file: string, size: string, o) => {
+      const capacity = num(size, 'size');
+      const d = await Disk.create(file, {
+        format: o.format,
+        type: o.type,
+        capacity,
+        adapterType: o.adapter,
+        hwVersion: o.hw,
+        thin: o.thin,
+        preallocate: o.preallocate,
+        overwrite: o.overwrite,
+      });
+      const info = await d.info();
+      await d.close();
+      await out(`created ${file}: ${info.format} ${info.type}, ${capacity} bytes (${humanBytes(capacity)})\n`);
+    });
+
+  program
+    .command('info')
+    .description('show what a disk is (VixDiskLib_GetInfo, qemu-img info)')
+    .option('--json', 'machine-readable output')
+    .option('--descriptor', 'VMDK: also print the descriptor text')
+    .addOption(formatOpt())
+    .addOption(external())
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      await withDisk(file, { readOnly: true, format: o.format, allowExternalExtents: o.allowExternalExtents }, async (d) => {
+        const info = await d.info();
+        if (o.json) await out(JSON.stringify({ ...info, path: file }, (_k, v) => (v === undefined ? null : v), 2) + '\n');
+        else await out(formatInfo(info));
+        if (o.descriptor && 'descriptorText' in d.image) await out('\n' + (d.image as { descriptorText(): string }).descriptorText());
+      });
+    });
+
+  program
+    .command('read')
+    .description('read bytes from the virtual disk to stdout (raw, or a hex dump like the VDDK sample\'s -dump)')
+    .requiredOption('--offset <n>', 'byte offset')
+    .requiredOption('--length <n>', 'number of bytes')
+    .option('--hex', 'hex dump instead of raw bytes')
+    .addOption(formatOpt())
+    .addOption(external())
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      const offset = num(o.offset, '--offset');
+      const length = num(o.length, '--length');
+      await withDisk(file, { readOnly: true, format: o.format, allowExternalExtents: o.allowExternalExtents }, async (d) => {
+        const step = 1024 * 1024;
+        for (let at = 0; at < length; at += step) {
+          const n = Math.min(step, length - at);
+          const buf = await d.read(offset + at, n);
+          await out(o.hex ? hexDump(buf, offset + at) : buf);
+        }
+      });
+    });
+
+  program
+    .command('write')
+    .description('write bytes from stdin (or --input FILE) into the virtual disk at --offset')
+    .requiredOption('--offset <n>', 'byte offset')
+    .option('--input <file>', 'read the data from this file instead of stdin')
+    .addOption(formatOpt())
+    .addOption(external())
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      const offset = num(o.offset, '--offset');
+      await withDisk(file, { readOnly: false, format: o.format, allowExternalExtents: o.allowExternalExtents }, async (d) => {
+        const input = o.input ? createReadStream(o.input, { highWaterMark: 1024 * 1024 }) : process.stdin;
+        let at = offset;
+        for await (const chunk of input) {
+          const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
+          await d.write(at, buf);
+          at += buf.length;
+        }
+        await d.flush();
+        process.stderr.write(`wrote ${at - offset} bytes at offset ${offset}\n`);
+      });
+    });
+
+  program
+    .command('fill')
+    .description('fill sectors with one byte value (the VDDK sample\'s -fill)')
+    .requiredOption('--start <sector>', 'first sector')
+    .requiredOption('--count <n>', 'number of sectors', '1')
+    .option('--value <byte>', 'byte value, decimal or 0x hex', '0xff')
+    .addOption(formatOpt())
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      const start = num(o.start, '--start');
+      const count = num(o.count, '--count');
+      const value = Number(o.value);
+      if (!Number.isInteger(value) || value < 0 || value > 255) throw new UsageError(`--value: expected a byte 0..255, got ${JSON.stringify(o.value)}`);
+      await withDisk(file, { readOnly: false, format: o.format }, async (d) => {
+        const per = 2048; // sectors per write (1 MiB)
+        const buf = Buffer.alloc(per * SECTOR_SIZE, value);
+        for (let s = 0; s < count; s += per) {
+          const n = Math.min(per, count - s);
+          await d.writeSectors(start + s, buf.subarray(0, n * SECTOR_SIZE));
+        }
+        await d.flush();
+      });
+    });
+
+  program
+    .command('meta')
+    .description('list, read or write metadata (the VMDK disk database; VixDiskLib_Read/WriteMetadata)')
+    .addOption(formatOpt())
+    .option('--json', 'list as JSON')
+    .argument('<file>')
+    .argument('[key]')
+    .argument('[value]')
+    .action(async (file: string, key: string | undefined, value: string | undefined, o) => {
+      await withDisk(file, { readOnly: value === undefined, format: o.format }, async (d) => {
+        if (key === undefined) {
+          const entries = d.metadataKeys().map((k) => [k, d.readMetadata(k) ?? ''] as const);
+          if (o.json) await out(JSON.stringify(Object.fromEntries(entries), null, 2) + '\n');
+          else await out(entries.map(([k, v]) => `${k} = ${v}\n`).join(''));
+        } else if (value === undefined) {
+          const v = d.readMetadata(key);
+          if (v === undefined) throw new DiskError('INVAL', `no metadata key ${JSON.stringify(key)}`, { path: file, field: key });
+          await out(v + '\n');
+        } else {
+          await d.writeMetadata(key, value);
+        }
+      });
+    });
+
+  program
+    .command('map')
+    .description('list data / zero / unallocated ranges of the disk (qemu-img map)')
+    .option('--json', 'machine-readable output')
+    .option('--all', 'also list zero and unallocated ranges')
+    .addOption(formatOpt())
+    .addOption(external())
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      await withDisk(file, { readOnly: true, format: o.format, allowExternalExtents: o.allowExternalExtents }, async (d) => {
+        const ranges = await d.blockStatus();
+        if (o.json) {
+          await out(JSON.stringify(ranges) + '\n');
+          return;
+        }
+        const shown = o.all ? ranges : ranges.filter((r) => r.state === 'data');
+        await out(`${'offset'.padEnd(18)}${'length'.padEnd(18)}state\n`);
+        await out(shown.map((r) => `0x${r.offset.toString(16).padEnd(16)}0x${r.length.toString(16).padEnd(16)}${r.state}\n`).join(''));
+      });
+    });
+
+  program
+    .command('convert')
+    .alias('clone')
+    .description('copy a disk into a new image, converting format and type (qemu-img convert, vmware-vdiskmanager -r)')
+    .addOption(formatOpt())
+    .addOption(new Option('-O, --output-format <fmt>', 'vmdk or raw').default('vmdk'))
+    .option('-t, --type <type>', 'target type (VMDK createType or 0-4)')
+    .option('-a, --adapter <type>', 'target adapter type')
+    .option('--hw <version>', 'target virtual hardware version')
+    .option('-p, --progress', 'show a progress bar on a terminal')
+    .option('--overwrite', 'replace an existing target')
+    .addOption(external())
+    .argument('<src>')
+    .argument('<dst>')
+    .action(async (src: string, dst: string, o) => {
+      await withDisk(src, { readOnly: true, format: o.format, allowExternalExtents: o.allowExternalExtents }, async (d) => {
+        const started = Date.now();
+        const tty = !!o.progress && process.stderr.isTTY;
+        let lastDraw = 0;
+        await convert(d, dst, {
+          format: o.outputFormat,
+          type: o.type,
+          adapterType: o.adapter,
+          hwVersion: o.hw,
+          overwrite: o.overwrite,
+          onProgress: tty
+            ? (p) => {
+                const now = Date.now();
+                if (now - lastDraw < 100 && p.done < p.total) return;
+                lastDraw = now;
+                process.stderr.write(`\r${progressBar(p.done, p.total, started)}`);
+              }
+            : undefined,
+        });
+        if (tty) process.stderr.write('\n');
+      });
+    });
+
+  return program;
+}
+
+/** Run the CLI; resolves to the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2;
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`vdkit: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof DiskError) {
+      process.stderr.write(`vdkit: ${err.code} (${err.number}): ${err.message}\n`);
+      if (!err.message.includes(errorText(err.code))) process.stderr.write(`  ${errorText(err.code)}\n`);
+      return 1;
+    }
+    process.stderr.write(`vdkit: INTERNAL: ${(err as Error)?.stack ?? String(err)}\n`);
+    return 1;
+  }
+}

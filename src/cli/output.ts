@@ -1,0 +1,65 @@
+/** Human-readable formatting shared by the commands. */
+import type { DiskInfo } from '../formats/types.js';
+
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${Number.isInteger(v) ? v : v.toFixed(2)} ${units[u]}`;
+}
+
+export function formatInfo(i: DiskInfo): string {
+  const g = (x?: { cylinders: number; heads: number; sectors: number }) => (x ? `${x.cylinders}/${x.heads}/${x.sectors}` : '-');
+  const rows: [string, string][] = [
+    ['image', i.files[0] ?? ''],
+    ['format', i.format],
+    ['type', i.type],
+    ['capacity', `${i.capacity} bytes (${humanBytes(i.capacity)}, ${i.sectors} sectors)`],
+  ];
+  if (i.adapterType !== undefined) rows.push(['adapter type', i.adapterType]);
+  if (i.format === 'vmdk') {
+    rows.push(['BIOS geometry', g(i.biosGeometry)], ['physical geometry', g(i.geometry)]);
+    rows.push(['number of links', String(i.numLinks)]);
+    rows.push(['parent', i.parent ?? '-']);
+    rows.push(['CID', i.cid ?? '-'], ['parent CID', i.parentCid ?? '-']);
+    if (i.uuid) rows.push(['uuid', i.uuid]);
+    if (i.hwVersion) rows.push(['hardware version', i.hwVersion]);
+    if (i.version !== undefined) rows.push(['sparse version', String(i.version)]);
+  }
+  rows.push(['allocated', `${i.allocatedBytes} bytes (${humanBytes(i.allocatedBytes)})`]);
+  rows.push(['file size', `${i.fileSize} bytes (${humanBytes(i.fileSize)})`]);
+  rows.push(['disk size', `${i.diskSize} bytes (${humanBytes(i.diskSize)})`]);
+  rows.push(['read only', i.readOnly ? 'yes' : 'no']);
+  const width = Math.max(...rows.map(([k]) => k.length));
+  let out = rows.map(([k, v]) => `${k.padEnd(width)} : ${v}`).join('\n') + '\n';
+  out += `extents:\n`;
+  for (const e of i.extents) {
+    out += `  ${e.access} ${e.type.padEnd(6)} ${String(e.length).padStart(14)} bytes at ${e.virtualOffset}${e.fileOffset ? ` (file offset ${e.fileOffset})` : ''} ${e.path ?? ''}\n`;
+  }
+  return out;
+}
+
+/** Hex dump in the style of the VDDK sample's -dump: offset, 16 bytes, ASCII. */
+export function hexDump(buf: Buffer, base: number): string {
+  const lines: string[] = [];
+  for (let i = 0; i < buf.length; i += 16) {
+    const row = buf.subarray(i, i + 16);
+    const hex = [...row].map((b) => b.toString(16).padStart(2, '0')).join(' ');
+    const ascii = [...row].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '.')).join('');
+    lines.push(`${(base + i).toString(16).padStart(8, '0')}: ${hex.padEnd(47)}  |${ascii}|`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export function progressBar(done: number, total: number, startedMs: number, width = 30): string {
+  const frac = total > 0 ? done / total : 1;
+  const filled = Math.round(frac * width);
+  const elapsed = (Date.now() - startedMs) / 1000;
+  const rate = elapsed > 0 ? done / elapsed : 0;
+  const eta = rate > 0 ? (total - done) / rate : 0;
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(frac * 100).toFixed(1).padStart(5)}%  ${humanBytes(Math.round(rate))}/s  ETA ${eta.toFixed(0)}s`;
+}
