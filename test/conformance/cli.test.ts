@@ -1,0 +1,102 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const BIN = join(REPO, 'bin', 'vdkit.js');
+
+function vdkit(args: string[], opts: { cwd: string; input?: Buffer }): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+  return new Promise((res, rej) => {
+    const p = spawn(process.execPath, [BIN, ...args], { cwd: opts.cwd });
+    const out: Buffer[] = [];
+    let err = '';
+    p.stdout.on('data', (c: Buffer) => out.push(c));
+    p.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    p.on('error', rej);
+    p.on('close', (code) => res({ code: code ?? -1, stdout: Buffer.concat(out), stderr: err }));
+    p.stdin.end(opts.input ?? Buffer.alloc(0));
+  });
+}
+
+test('CLI: create (names and numbers), info --json, write/read, fill, meta, map, convert, exit codes', async () => {
+  const cwd = await mkdtemp(join(tmpdir(), 'vdkit-cli-'));
+  try {
+    const ok = async (args: string[], input?: Buffer) => {
+      const r = await vdkit(args, { cwd, input });
+      assert.equal(r.code, 0, `vdkit ${args.join(' ')}: ${r.stderr}`);
+      return r;
+    };
+    await ok(['create', 'a.vmdk', '64M']);
+    await ok(['create', '-t', '1', '-a', 'ide', '--hw', '7', 'b.vmdk', '2100M']);
+    await ok(['create', '-t', '2', 'c.vmdk', '8388608s']);
+    await ok(['create', '-t', 'vmfs', '--thin', 'd.vmdk', '1G']);
+
+    const info = JSON.parse((await ok(['info', '--json', 'b.vmdk'])).stdout.toString());
+    for (const k of ['format', 'type', 'capacity', 'sectors', 'numLinks', 'parent', 'cid', 'parentCid', 'extents', 'adapterType', 'geometry']) {
+      assert.ok(k in info, `info --json has ${k}`);
+    }
+    assert.equal(info.format, 'vmdk');
+    assert.equal(info.type, 'twoGbMaxExtentSparse');
+    assert.equal(info.capacity, 2100 * 1024 * 1024);
+    assert.equal(info.sectors, 2100 * 2048);
+    assert.equal(info.numLinks, 1);
+    assert.equal(info.parent, null);
+    assert.equal(info.adapterType, 'ide');
+    assert.equal(info.hwVersion, '7');
+    assert.equal(info.extents.length, 2);
+    assert.deepEqual(info.geometry, { cylinders: 4266, heads: 16, sectors: 63 });
+    assert.equal(JSON.parse((await ok(['info', '--json', 'c.vmdk'])).stdout.toString()).capacity, 4 * 2 ** 30);
+
+    const payload = Buffer.from('vdkit writes this through stdin\n');
+    await ok(['write', 'a.vmdk', '--offset', '1M'], payload);
+    const back = await ok(['read', 'a.vmdk', '--offset', '1M', '--length', String(payload.length)]);
+    assert.deepEqual(back.stdout, payload);
+    const hex = (await ok(['read', 'a.vmdk', '--offset', '1048576', '--length', '16', '--hex'])).stdout.toString();
+    assert.match(hex, /^00100000: 76 64 6b 69 74 20 77 72 69 74 65 73 20 74 68 69 {2}\|vdkit writes thi\|$/m);
+
+    await ok(['fill', 'a.vmdk', '--start', '4', '--count', '3', '--value', '0x41']);
+    const filled = (await ok(['read', 'a.vmdk', '--offset', '2048', '--length', '1536'])).stdout;
+    assert.deepEqual(filled, Buffer.alloc(1536, 0x41));
+
+    await ok(['meta', 'a.vmdk', 'toolsVersion', '4242']);
+    assert.equal((await ok(['meta', 'a.vmdk', 'toolsVersion'])).stdout.toString(), '4242\n');
+    assert.match((await ok(['meta', 'a.vmdk'])).stdout.toString(), /^adapterType = lsilogic$/m);
+
+    const map = JSON.parse((await ok(['map', '--json', 'a.vmdk'])).stdout.toString()) as { offset: number; length: number; state: string }[];
+    assert.deepEqual(map.filter((r) => r.state === 'data').map((r) => [r.offset, r.length]), [[0, 65536], [1 << 20, 65536]]);
+
+    await ok(['convert', '-O', 'raw', 'a.vmdk', 'a.raw']);
+    const raw = await readFile(join(cwd, 'a.raw'));
+    assert.equal(raw.length, 64 << 20);
+    assert.deepEqual(raw.subarray(1 << 20, (1 << 20) + payload.length), payload);
+    await ok(['convert', '-f', 'raw', '-O', 'vmdk', '-t', 'twoGbMaxExtentFlat', 'a.raw', 'e.vmdk']);
+    const again = await ok(['read', 'e.vmdk', '--offset', '0', '--length', String(64 << 20)]);
+    assert.ok(again.stdout.equals(raw), 'raw -> vmdk -> bytes round trip');
+
+    // failures: 1 with code and text; usage: 2
+    const oor = await vdkit(['read', 'a.vmdk', '--offset', '64M', '--length', '1'], { cwd });
+    assert.equal(oor.code, 1);
+    assert.match(oor.stderr, /OUTOFRANGE \(16007\)/);
+    const missing = await vdkit(['info', 'nope.vmdk'], { cwd });
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /FILENOTFOUND.*nope\.vmdk/);
+    const exists = await vdkit(['create', 'a.vmdk', '1M'], { cwd });
+    assert.equal(exists.code, 1);
+    assert.match(exists.stderr, /FILEEXISTS/);
+    await writeFile(join(cwd, 'junk.vmdk'), 'not a disk at all');
+    const junk = await vdkit(['info', '-f', 'vmdk', 'junk.vmdk'], { cwd });
+    assert.equal(junk.code, 1);
+    assert.match(junk.stderr, /INVALIDDISK/);
+    assert.equal((await vdkit(['frobnicate'], { cwd })).code, 2);
+    assert.equal((await vdkit(['create', 'x.vmdk'], { cwd })).code, 2);
+    assert.equal((await vdkit(['create', 'x.vmdk', 'ten'], { cwd })).code, 2);
+    assert.equal((await vdkit(['read', 'a.vmdk', '--offset', '0'], { cwd })).code, 2);
+    assert.equal((await vdkit(['--help'], { cwd })).code, 0);
+  } finally {
+    await rm(cwd, { recursive: true, force: true });
+  }
+});

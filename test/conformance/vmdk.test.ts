@@ -1,0 +1,243 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile, truncate } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Disk, DiskError } from '../../src/index.js';
+
+const TYPES = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs'] as const;
+const SPLIT = 4192256 * 512;
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'vdkit-conf-'));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const pattern = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
+
+for (const type of TYPES) {
+  test(`${type}: create, write, read back, reopen, block status`, async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'd.vmdk');
+      const capacity = SPLIT + 3 * 1024 * 1024; // two extents for split types
+      const d = await Disk.create(path, { type, capacity });
+      assert.equal(d.capacity, capacity);
+      const writes: [number, Buffer][] = [
+        [0, pattern(4096, 1)],
+        [65536 - 100, pattern(300, 2)], // across a grain boundary
+        [SPLIT - 1000, pattern(3000, 3)], // across the extent boundary
+        [capacity - 512, pattern(512, 4)], // last sector
+      ];
+      for (const [o, b] of writes) await d.write(o, b);
+      for (const [o, b] of writes) assert.deepEqual(await d.read(o, b.length), b);
+      await d.close();
+
+      const r = await Disk.open(path, { readOnly: true });
+      assert.equal(r.capacity, capacity);
+      for (const [o, b] of writes) assert.deepEqual(await r.read(o, b.length), b);
+      // untouched bytes read as zeros
+      assert.deepEqual(await r.read(10 * 1024 * 1024, 4096), Buffer.alloc(4096));
+      // block status covers the disk exactly, and every written byte is in a data range
+      const status = await r.blockStatus();
+      let at = 0;
+      for (const s of status) {
+        assert.equal(s.offset, at);
+        at += s.length;
+      }
+      assert.equal(at, capacity);
+      for (const [o, b] of writes) {
+        for (const x of [o, o + b.length - 1]) {
+          const s = status.find((e) => e.offset <= x && x < e.offset + e.length)!;
+          assert.equal(s.state, 'data', `offset ${x} should be data`);
+        }
+      }
+      if (type.includes('Sparse')) {
+        const data = status.filter((s) => s.state === 'data').reduce((a, s) => a + s.length, 0);
+        assert.ok(data <= 8 * 65536, `sparse image allocates only touched grains (${data})`);
+      }
+      const info = await r.info();
+      assert.equal(info.type, type);
+      assert.equal(info.capacity, capacity);
+      assert.equal(info.numLinks, 1);
+      assert.equal(info.parentCid, 'ffffffff');
+      assert.equal(info.extents.length, type.startsWith('twoGb') ? 2 : 1);
+      await r.close();
+    });
+  });
+}
+
+test('CID changes on the first write of a session only; metadata persists', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'd.vmdk');
+    const d = await Disk.create(path, { capacity: 1 << 20 });
+    await d.close();
+    const cidOf = async () => (await (await Disk.open(path, { readOnly: true }).then(async (x) => { const i = await x.info(); await x.close(); return i; }))).cid;
+    const before = await cidOf();
+    const w = await Disk.open(path);
+    await w.write(0, Buffer.alloc(512, 1));
+    const mid = (await w.info()).cid;
+    await w.write(512, Buffer.alloc(512, 2));
+    assert.equal((await w.info()).cid, mid, 'second write keeps the session CID');
+    await w.writeMetadata('toolsVersion', '777');
+    await w.writeMetadata('vdkit.custom', 'x y z');
+    await w.close();
+    assert.notEqual(mid, before);
+    assert.equal(await cidOf(), mid);
+    const r = await Disk.open(path, { readOnly: true });
+    assert.equal(r.readMetadata('toolsVersion'), '777');
+    assert.equal(r.readMetadata('ddb.vdkit.custom'), 'x y z');
+    assert.ok(r.metadataKeys().includes('uuid'));
+    const long = r.readMetadata('longContentID')!;
+    assert.equal(long.slice(-8), mid, 'longContentID ends with the CID');
+    await r.close();
+    // a read-only session changes nothing
+    const bytes = await readFile(path);
+    const ro = await Disk.open(path, { readOnly: true });
+    await ro.read(0, 4096);
+    await ro.close();
+    assert.deepEqual(await readFile(path), bytes);
+  });
+});
+
+test('uncleanShutdown is set while open read-write and cleared on close', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'd.vmdk');
+    const d = await Disk.create(path, { capacity: 1 << 20 });
+    assert.equal((await readFile(path))[72], 1, 'set while open');
+    await d.close();
+    assert.equal((await readFile(path))[72], 0, 'cleared on close');
+  });
+});
+
+test('redundant grain tables stay identical to the primary ones', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'd.vmdk');
+    const d = await Disk.create(path, { capacity: 100 * 1024 * 1024 });
+    for (let i = 0; i < 40; i++) await d.write(((i * 7919) % 1600) * 65536, Buffer.alloc(1000, i + 1));
+    await d.close();
+    const f = await readFile(path);
+    const gd = Number(f.readBigUInt64LE(56));
+    const rgd = Number(f.readBigUInt64LE(48));
+    const gts = Math.ceil(100 * 1024 * 1024 / 512 / 128 / 512);
+    for (let g = 0; g < gts; g++) {
+      const a = f.readUInt32LE(gd * 512 + g * 4);
+      const b = f.readUInt32LE(rgd * 512 + g * 4);
+      assert.notEqual(a, b);
+      assert.deepEqual(f.subarray(a * 512, a * 512 + 2048), f.subarray(b * 512, b * 512 + 2048), `GT ${g} == RGT ${g}`);
+    }
+  });
+});
+
+test('custom descriptor mixing FLAT, SPARSE and ZERO extents, unknown lines preserved', async () => {
+  await withDir(async (dir) => {
+    // make a 1 MiB sparse extent file by creating a split-style layout: use a monolithicSparse's file as an extent
+    const sparseDisk = await Disk.create(join(dir, 'part.vmdk'), { capacity: 1 << 20 });
+    await sparseDisk.write(0, Buffer.alloc(512, 0x5a));
+    await sparseDisk.close();
+    await writeFile(join(dir, 'a.bin'), Buffer.alloc(1 << 20, 0x11));
+    await writeFile(join(dir, 'b.bin'), Buffer.concat([Buffer.alloc(4096, 0xee), Buffer.alloc(1 << 20, 0x22)]));
+    const text = [
+      '# Disk DescriptorFile',
+      'version=1',
+      'encoding="UTF-8"',
+      'CID=fffffffe',
+      'parentCID=ffffffff',
+      'isNativeSnapshot="no"',
+      'createType="custom"',
+      '',
+      '# Extent description',
+      'RW 2048 FLAT "a.bin" 0',
+      'RW 2048 ZERO',
+      'RW 2048 SPARSE "part.vmdk"',
+      'RDONLY 2048 FLAT "b.bin" 8',
+      '',
+      '# The Disk Data Base ',
+      '#DDB',
+      '',
+      'ddb.adapterType = "buslogic"',
+      'ddb.someVendorKey = "keep me"',
+      '',
+    ].join('\n');
+    const path = join(dir, 'custom.vmdk');
+    await writeFile(path, text);
+    const d = await Disk.open(path);
+    assert.equal(d.capacity, 4 << 20);
+    assert.deepEqual(await d.read(0, 16), Buffer.alloc(16, 0x11));
+    assert.deepEqual(await d.read((1 << 20) + 5, 16), Buffer.alloc(16, 0));
+    assert.deepEqual(await d.read(2 << 20, 16), Buffer.alloc(16, 0x5a));
+    assert.deepEqual(await d.read(3 << 20, 16), Buffer.alloc(16, 0x22));
+    const st = await d.blockStatus();
+    assert.deepEqual(st.find((s) => s.offset === 1 << 20), { offset: 1 << 20, length: 1 << 20, state: 'zero' });
+    await assert.rejects(d.write((1 << 20) + 10, Buffer.alloc(10)), (e: DiskError) => e.code === 'PERMISSIONS');
+    await assert.rejects(d.write((3 << 20) + 10, Buffer.alloc(10)), (e: DiskError) => e.code === 'RDONLY');
+    await d.write(10, Buffer.alloc(10, 0x33));
+    await d.close();
+    const after = await readFile(path, 'utf8');
+    // only the CID line changed
+    const a = text.split('\n');
+    const b = after.split('\n');
+    assert.equal(b.length, a.length);
+    const changed = a.map((l, i) => (l === b[i] ? -1 : i)).filter((i) => i >= 0);
+    assert.deepEqual(changed, [3]);
+    assert.match(b[3]!, /^CID=[0-9a-f]{8}$/);
+  });
+});
+
+test('vmfs thin sets ddb.thinProvisioned; flat files are sparse until written', async () => {
+  await withDir(async (dir) => {
+    const d = await Disk.create(join(dir, 'e.vmdk'), { type: 'vmfs', thin: true, capacity: 1 << 30 });
+    assert.equal(d.readMetadata('thinProvisioned'), '1');
+    const info = await d.info();
+    assert.ok(info.diskSize < 1 << 20, `disk size ${info.diskSize}`);
+    assert.equal(info.extents[0]!.type, 'VMFS');
+    await d.close();
+    const desc = await readFile(join(dir, 'e.vmdk'), 'utf8');
+    assert.match(desc, /^RW 2097152 VMFS "e-flat.vmdk"$/m);
+    assert.match(desc, /^createType="vmfs"$/m);
+  });
+});
+
+test('create refuses to replace files unless overwrite, and cleans up on failure', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'x.vmdk');
+    await writeFile(join(dir, 'x-s002.vmdk'), 'in the way');
+    await assert.rejects(Disk.create(path, { type: 'twoGbMaxExtentSparse', capacity: SPLIT + 1024 }), (e: DiskError) => e.code === 'FILEEXISTS');
+    // nothing half-made is left behind
+    await assert.rejects(readFile(join(dir, 'x-s001.vmdk')), /ENOENT/);
+    await assert.rejects(readFile(path), /ENOENT/);
+    assert.equal(await readFile(join(dir, 'x-s002.vmdk'), 'utf8'), 'in the way');
+    const d = await Disk.create(path, { type: 'twoGbMaxExtentSparse', capacity: SPLIT + 1024, overwrite: true });
+    await d.close();
+  });
+});
+
+test('flat extent shorter than its line reads zeros past the file end', async () => {
+  await withDir(async (dir) => {
+    const d = await Disk.create(join(dir, 'f.vmdk'), { type: 'monolithicFlat', capacity: 1 << 20 });
+    await d.write(0, Buffer.alloc(512, 7));
+    await d.close();
+    await truncate(join(dir, 'f-flat.vmdk'), 1024);
+    const r = await Disk.open(join(dir, 'f.vmdk'), { readOnly: true });
+    assert.deepEqual(await r.read(0, 512), Buffer.alloc(512, 7));
+    assert.deepEqual(await r.read(4096, 512), Buffer.alloc(512));
+    await r.close();
+  });
+});
+
+test('sector helpers and capacity rounding', async () => {
+  await withDir(async (dir) => {
+    const d = await Disk.create(join(dir, 's.vmdk'), { capacity: 1000 }); // rounds up to 2 sectors
+    assert.equal(d.capacity, 1024);
+    assert.equal(d.sectorCount, 2);
+    await d.writeSectors(1, Buffer.alloc(512, 9));
+    assert.deepEqual(await d.readSectors(1, 1), Buffer.alloc(512, 9));
+    await assert.rejects(d.writeSectors(2, Buffer.alloc(512)), (e: DiskError) => e.code === 'OUTOFRANGE');
+    await assert.rejects(d.writeSectors(0, Buffer.alloc(100)), (e: DiskError) => e.code === 'INVAL');
+    await d.close();
+    await assert.rejects(d.read(0, 1), (e: DiskError) => e.code === 'CLOSED');
+  });
+});
