@@ -241,3 +241,18 @@ test('sector helpers and capacity rounding', async () => {
     await assert.rejects(d.read(0, 1), (e: DiskError) => e.code === 'CLOSED');
   });
 });
+
+test('a child (delta) link opens read-only with its parent hint, and refuses read-write', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'child.vmdk');
+    await (await Disk.create(path, { type: 'twoGbMaxExtentSparse', capacity: 1 << 20 })).close();
+    const text = (await readFile(path, 'utf8')).replace('parentCID=ffffffff', 'parentCID=1234abcd\nparentFileNameHint="base.vmdk"');
+    await writeFile(path, text);
+    await assert.rejects(Disk.open(path), (e: DiskError) => e.code === 'PARTIALCHAIN' && e.message.includes('child.vmdk'));
+    const r = await Disk.open(path, { readOnly: true });
+    const info = await r.info();
+    assert.equal(info.parent, 'base.vmdk');
+    assert.equal(info.parentCid, '1234abcd');
+    await r.close();
+  });
+});

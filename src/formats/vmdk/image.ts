@@ -74,6 +74,26 @@ export class VmdkImage implements Image {
   }
 
   static async open(path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
+    const image = await VmdkImage.openLink(path, opts);
+    // A delta link alone does not hold the whole disk: a partial-grain write would fill the
+    // rest of the grain with zeros instead of the parent's bytes. Until the chain layer opens
+    // parents, a child may only be inspected read-only.
+    if (!image.readOnly && image.parentCid !== NO_PARENT) {
+      await image.close().catch(() => {});
+      throw new DiskError('PARTIALCHAIN', 'this disk is a child (redo log / snapshot delta) of another disk and chains are not supported yet; open it read-only to inspect it', {
+        path,
+        field: 'parentCID',
+        found: image.descriptor.get('parentCID'),
+      });
+    }
+    return image;
+  }
+
+  private get parentCid(): number {
+    return parseCid(this.descriptor.get('parentCID'), this.path, 'parentCID') ?? NO_PARENT;
+  }
+
+  private static async openLink(path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
     const readOnly = !!opts.readOnly;
     const store = await FileStore.open(path, { readOnly });
     const opened: ByteStore[] = [store];
