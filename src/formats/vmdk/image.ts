@@ -109,7 +109,8 @@ export class VmdkImage implements Image {
       if (size > MAX_DESCRIPTOR_BYTES) {
         throw new DiskError('BADDESCRIPTOR', 'descriptor file is too large', { path, field: 'descriptor', expected: `<= ${MAX_DESCRIPTOR_BYTES} bytes`, found: size });
       }
-      const text = (await store.read(0, size)).toString('utf8');
+      // The text ends at the first NUL: QEMU rewrites a descriptor file NUL-padded to whole sectors.
+      const text = (await store.read(0, size)).toString('utf8').split('\0', 1)[0]!;
       await store.close();
       opened.length = 0;
       const descriptor = Descriptor.parse(text, path);
@@ -159,9 +160,14 @@ export class VmdkImage implements Image {
     return this.extents.flatMap((e) => (e.sparse ? [e.sparse] : []));
   }
 
+  /** sparse extents this session may write: opened writable and RW in the descriptor */
+  private get writableSparse(): SparseExtent[] {
+    return this.extents.flatMap((e) => (e.sparse && !e.sparse.readOnly && e.line.access === 'RW' ? [e.sparse] : []));
+  }
+
   private async markOpen(): Promise<void> {
     if (this.readOnly) return;
-    for (const s of this.sparseExtents) if (!s.readOnly) await s.setUncleanShutdown(true);
+    for (const s of this.writableSparse) await s.setUncleanShutdown(true);
   }
 
   // ------------------------------------------------------------------ I/O
@@ -196,6 +202,13 @@ export class VmdkImage implements Image {
 
   async write(data: Buffer, offset: number): Promise<void> {
     if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    // Refuse before anything changes: a write that fails on an RDONLY or ZERO extent must
+    // not have renewed the CID (children of this link would no longer match it).
+    for (let i = this.extentIndex(offset); i < this.extents.length && this.starts[i]! < offset + data.length; i++) {
+      const e = this.extents[i]!;
+      if (e.line.type === 'ZERO') throw new DiskError('PERMISSIONS', 'cannot write to a ZERO extent', { path: this.path, offset: this.starts[i] });
+      if (e.line.access !== 'RW') throw new DiskError('RDONLY', `extent is ${e.line.access}`, { path: e.path ?? this.path });
+    }
     if (!this.cidRenewed) await this.renewCid();
     let pos = 0;
     while (pos < data.length) {
@@ -239,7 +252,7 @@ export class VmdkImage implements Image {
     try {
       if (!this.readOnly) {
         await this.flush();
-        for (const s of this.sparseExtents) if (!s.readOnly) await s.setUncleanShutdown(false);
+        for (const s of this.writableSparse) await s.setUncleanShutdown(false);
         await this.flush();
       }
     } catch (err) {
