@@ -156,10 +156,12 @@ export class Descriptor {
       this.lines[idx] = { ...line, key: (this.lines[idx] as { key: string }).key };
       return;
     }
-    // New header keys go after the last header line, before the extents (VirtualBox ordering).
+    // New header keys go after the last header line above the extents (VirtualBox ordering;
+    // ESXi's changeTrackPath sits below the extents and must not pull new keys down with it).
+    const firstExtent = this.lines.findIndex((l) => l.kind === 'extent');
     let last = -1;
     this.lines.forEach((l, i) => {
-      if (l.kind === 'header') last = i;
+      if (l.kind === 'header' && (firstExtent < 0 || i < firstExtent)) last = i;
     });
     this.lines.splice(last + 1, 0, line);
   }

@@ -61,7 +61,11 @@ export class FlatExtent implements Extent {
 
 /** ZERO extents: no file; reads return zeros, writes are refused. */
 export class ZeroExtent implements Extent {
-  constructor(readonly line: ExtentLine) {}
+  constructor(
+    readonly line: ExtentLine,
+    /** the descriptor's path, for errors */
+    private readonly descriptorPath: string,
+  ) {}
   get length(): number {
     return this.line.sectorCount * 512;
   }
@@ -69,7 +73,7 @@ export class ZeroExtent implements Extent {
     into.fill(0);
   }
   async write(_data: Buffer, offset: number): Promise<void> {
-    throw new DiskError('PERMISSIONS', 'cannot write to a ZERO extent', { offset });
+    throw new DiskError('PERMISSIONS', 'cannot write to a ZERO extent', { path: this.descriptorPath, offset });
   }
   async status(offset: number, length: number): Promise<BlockExtent[]> {
     return [{ offset, length, state: 'zero' }];

@@ -55,7 +55,7 @@ export class VmdkImage implements Image {
 
   private constructor(
     readonly path: string,
-    private readonly descriptor: Descriptor,
+    private descriptor: Descriptor,
     private readonly extents: Extent[],
     /** the sparse extent holding an embedded descriptor (monolithic files) */
     private readonly embeddedIn: SparseExtent | undefined,
@@ -151,7 +151,7 @@ export class VmdkImage implements Image {
     }
     // The embedded extent line names the file itself; whatever name it carries, the data is here.
     const extent = new SparseFileExtent(line, sparse, path, !readOnly && line.access === 'RW');
-    const image = new VmdkImage(path, descriptor, [extent], writable ? sparse : undefined, writable, readOnly || sparse.readOnly);
+    const image = new VmdkImage(path, descriptor, [extent], writable ? sparse : undefined, writable, readOnly || sparse.readOnly || line.access !== 'RW');
     await image.markOpen();
     return image;
   }
@@ -272,19 +272,25 @@ export class VmdkImage implements Image {
 
   /** A new content ID on the first change of a session (NOTES.md §2.7). */
   private async renewCid(): Promise<void> {
+    if (this.descriptorWritable) {
+      await this.changeDescriptor((d) => {
+        const cid = newCid();
+        d.set('CID', hex8(cid));
+        const long = d.ddb('longContentID');
+        if (long !== undefined && /^[0-9a-fA-F]{32}$/.test(long)) d.setDdb('longContentID', long.slice(0, 24).toLowerCase() + hex8(cid));
+      });
+    }
     this.cidRenewed = true;
-    if (!this.descriptorWritable) return;
-    const cid = newCid();
-    this.descriptor.set('CID', hex8(cid));
-    const long = this.descriptor.ddb('longContentID');
-    if (long !== undefined && /^[0-9a-fA-F]{32}$/.test(long)) this.descriptor.setDdb('longContentID', long.slice(0, 24).toLowerCase() + hex8(cid));
-    await this.saveDescriptor();
   }
 
-  private async saveDescriptor(): Promise<void> {
-    const text = this.descriptor.toString();
+  /** Apply `change` to a copy of the descriptor, save it, and only then make it current. */
+  private async changeDescriptor(change: (d: Descriptor) => void): Promise<void> {
+    const next = Descriptor.parse(this.descriptor.toString(), this.path);
+    change(next);
+    const text = next.toString();
     if (this.embeddedIn) await this.embeddedIn.writeEmbeddedDescriptor(text);
     else await fsx.writeFileAtomic(this.path, Buffer.from(text, 'utf8'));
+    this.descriptor = next;
   }
 
   metadataKeys(): string[] {
@@ -298,8 +304,7 @@ export class VmdkImage implements Image {
   async writeMetadata(key: string, value: string): Promise<void> {
     if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
     if (!this.descriptorWritable) throw new DiskError('NOTSUPPORTED', 'this extent has no descriptor to hold metadata', { path: this.path });
-    this.descriptor.setDdb(key, value);
-    await this.saveDescriptor();
+    await this.changeDescriptor((d) => d.setDdb(key, value));
   }
 
   /** The descriptor as text (what `vdkit info --descriptor` shows). */
@@ -390,12 +395,11 @@ export async function resolveExtentPath(descriptorPath: string, fileName: string
   if (kind === 'missing') throw new DiskError('FILENOTFOUND', 'extent file not found', { ...where, path: full });
   if (!allowExternal) {
     if (kind === 'device' || kind === 'other' || kind === 'dir') throw new DiskError('EXTERNALEXTENT', 'extent names a device or something other than a regular file', where);
-    if (kind === 'symlink') {
-      const real = await fsx.realpath(full);
-      const realDir = await fsx.realpath(dir);
-      if (!real.startsWith(realDir + sep) || (await fsx.kind(real)) !== 'file') {
-        throw new DiskError('EXTERNALEXTENT', 'extent is a symbolic link leading out of the descriptor\'s folder', where);
-      }
+    // Any component may be a symbolic link (the file or a folder on the way): compare real paths.
+    const real = await fsx.realpath(full);
+    const realDir = await fsx.realpath(dir);
+    if (!real.startsWith(realDir + sep) || (await fsx.kind(real)) !== 'file') {
+      throw new DiskError('EXTERNALEXTENT', 'extent resolves (through a symbolic link) to a file outside the descriptor\'s folder', where);
     }
   }
   return full;
@@ -406,7 +410,7 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
   const out: Extent[] = [];
   for (const line of descriptor.extents()) {
     if (line.type === 'ZERO') {
-      out.push(new ZeroExtent(line));
+      out.push(new ZeroExtent(line, path));
       continue;
     }
     if (line.type === 'VMFSRDM' || line.type === 'VMFSRAW' || line.type === 'SESPARSE') {

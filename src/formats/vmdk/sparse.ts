@@ -66,6 +66,7 @@ export class SparseExtent {
   private nextFree: number;
   private readonly gdOffsetBytes: number;
   private readonly rgdOffsetBytes: number;
+  private readonly overHeadSectors: number;
 
   private constructor(
     readonly store: ByteStore,
@@ -99,6 +100,7 @@ export class SparseExtent {
     this.nextFree = roundUp(fields.fileSize, this.grainBytes);
     this.gdOffsetBytes = fields.gdOffsetBytes;
     this.rgdOffsetBytes = fields.rgdOffsetBytes;
+    this.overHeadSectors = Number(header.overHead);
   }
 
   static async open(store: ByteStore, opts: SparseOpenOptions): Promise<SparseExtent> {
@@ -248,8 +250,17 @@ export class SparseExtent {
     const table = this.gtCache.get(g) ?? (await this.gt(g));
     if (table === undefined) return 0;
     const e = table[gi - g * this.numGTEs]!;
-    if (e > 1 && !this.compressed && e * SECTOR_SIZE >= this.fileSize) {
-      throw new DiskError('CORRUPT', 'grain lies past the end of the file', { path: this.path, struct: 'grain table', field: `GTE[${gi}]`, expected: `< ${this.fileSize} bytes`, found: e * SECTOR_SIZE });
+    if (e > 1 && (e < this.overHeadSectors || (!this.compressed && e * SECTOR_SIZE >= this.fileSize))) {
+      // Grains live between the metadata area and the end of the file; anything else would
+      // make a write land on the header, descriptor or tables.
+      const past = e * SECTOR_SIZE >= this.fileSize;
+      throw new DiskError('CORRUPT', past ? 'grain lies past the end of the file' : 'grain table entry points into the metadata area', {
+        path: this.path,
+        struct: 'grain table',
+        field: `GTE[${gi}]`,
+        expected: `sector ${this.overHeadSectors} .. ${Math.ceil(this.fileSize / SECTOR_SIZE) - 1}`,
+        found: e,
+      });
     }
     return e;
   }

@@ -1,0 +1,109 @@
+/**
+ * The VMware-made streamOptimized sample (iotest-version3.vmdk from QEMU's sample images,
+ * layout in vmdk.md §4.3 (A): GD at the end, footer + EOS) as a good input, and damaged copies
+ * of it: wrong marker LBA, oversized marker, broken zlib data, missing EOS.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, statSync, truncateSync } from 'node:fs';
+import { join } from 'node:path';
+import { Disk } from '../../src/index.js';
+import { SHARED, bunzip, expectFailure, poke, removeTempDirs, sha, tempDir, u32le, u64le } from './support.js';
+
+const FIRST_MARKER = 128 * 512; // overHead 128: the first grain marker (GTE of grain 0)
+let dir: string;
+let sample: string;
+let n = 0;
+
+before(() => {
+  dir = tempDir('corpus-stream');
+  sample = bunzip(join(SHARED, 'testdata', 'outside', 'iotest-version3.vmdk.bz2'), dir, 'iotest-version3.vmdk');
+});
+after(() => removeTempDirs());
+
+function copy(): string {
+  const p = join(dir, `s${++n}.vmdk`);
+  copyFileSync(sample, p);
+  return p;
+}
+
+test('iotest-version3.vmdk opens read-only: 16 GiB streamOptimized, version 3, VMware geometry', async () => {
+  assert.equal(statSync(sample).size, 282624);
+  const digest = sha(sample);
+  const d = await Disk.open(sample, { readOnly: true });
+  try {
+    assert.equal(d.capacity, 17179869184);
+    assert.equal(d.format, 'vmdk');
+    const info = await d.info();
+    assert.equal(info.type, 'streamOptimized');
+    assert.equal(info.version, 3);
+    assert.equal(info.compressed, true);
+    assert.equal(info.adapterType, 'lsilogic');
+    assert.deepEqual(info.geometry, { cylinders: 2088, heads: 255, sectors: 63 });
+    assert.equal(info.cid, 'a454774a');
+    const status = await d.blockStatus();
+    let pos = 0;
+    let data = 0;
+    for (const r of status) {
+      assert.equal(r.offset, pos);
+      pos += r.length;
+      if (r.state === 'data') {
+        data += r.length;
+        await d.read(r.offset, r.length); // inflates without error
+      } else {
+        assert.ok((await d.read(r.offset, Math.min(r.length, 1 << 20))).every((b) => b === 0));
+      }
+    }
+    assert.equal(pos, d.capacity);
+    assert.equal(data, info.allocatedBytes);
+    assert.ok(data > 0 && data % 65536 === 0);
+  } finally {
+    await d.close();
+  }
+  assert.equal(sha(sample), digest, 'reading never writes');
+});
+
+test('opening the stream read-write -> CMPRDONLY', async () => {
+  await expectFailure(() => Disk.open(sample), { code: 'CMPRDONLY', path: sample });
+});
+
+test('a grain marker naming another LBA -> CORRUPT lba', async () => {
+  const p = copy();
+  await poke(p, FIRST_MARKER, u64le(128n));
+  const d = await Disk.open(p, { readOnly: true });
+  try {
+    await expectFailure(() => d.read(0, 512), { code: 'CORRUPT', path: p, field: 'lba' });
+  } finally {
+    await d.close();
+  }
+});
+
+test('a grain marker with an absurd size -> CORRUPT size (no huge read)', async () => {
+  const p = copy();
+  await poke(p, FIRST_MARKER + 8, u32le(0x7fffffff));
+  const d = await Disk.open(p, { readOnly: true });
+  try {
+    await expectFailure(() => d.read(0, 512), { code: 'CORRUPT', path: p, field: 'size' });
+  } finally {
+    await d.close();
+  }
+});
+
+test('damaged zlib data -> ZLIB', async () => {
+  const p = copy();
+  await poke(p, FIRST_MARKER + 12, Buffer.alloc(64, 0xff));
+  const d = await Disk.open(p, { readOnly: true });
+  try {
+    await expectFailure(() => d.read(0, 512), { code: 'ZLIB', path: p, field: 'data' });
+  } finally {
+    await d.close();
+  }
+});
+
+test('a stream cut before its end-of-stream marker -> CORRUPT footer', async () => {
+  const p = copy();
+  truncateSync(p, 282624 - 512);
+  await expectFailure(() => Disk.open(p, { readOnly: true }), { code: 'CORRUPT', path: p, field: 'footer' });
+  truncateSync(p, 282624 - 100);
+  await expectFailure(() => Disk.open(p, { readOnly: true }), { code: 'CORRUPT', path: p, field: 'footer' });
+});
