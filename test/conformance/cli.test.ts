@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -96,6 +96,28 @@ test('CLI: create (names and numbers), info --json, write/read, fill, meta, map,
     assert.equal((await vdkit(['create', 'x.vmdk', 'ten'], { cwd })).code, 2);
     assert.equal((await vdkit(['read', 'a.vmdk', '--offset', '0'], { cwd })).code, 2);
     assert.equal((await vdkit(['--help'], { cwd })).code, 0);
+  } finally {
+    await rm(cwd, { recursive: true, force: true });
+  }
+});
+
+test('CLI: convert -p draws a progress bar on a terminal, and nothing on a pipe', async (t) => {
+  const script = spawnSync('sh', ['-c', 'command -v script'], { encoding: 'utf8' });
+  if (script.status !== 0) {
+    t.skip('the `script` command (util-linux) is not installed: no pseudo-terminal to test with');
+    return;
+  }
+  const cwd = await mkdtemp(join(tmpdir(), 'vdkit-cli-p-'));
+  try {
+    assert.equal((await vdkit(['create', 's.vmdk', '256M'], { cwd })).code, 0);
+    assert.equal((await vdkit(['fill', 's.vmdk', '--start', '0', '--count', '40000'], { cwd })).code, 0);
+    const cmd = `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} convert -p -O vmdk s.vmdk t.vmdk`;
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { cwd, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /\r\[#{30}\] 100\.0%/);
+    const piped = await vdkit(['convert', '-p', '-O', 'raw', 's.vmdk', 't.raw'], { cwd });
+    assert.equal(piped.code, 0);
+    assert.equal(piped.stderr, '');
   } finally {
     await rm(cwd, { recursive: true, force: true });
   }
