@@ -1,7 +1,7 @@
 /**
  * Copy one disk into a new image of any format/type, driven by block status: only ranges the
  * source reports as data are read, and blocks that read as all zeros are not written, so the
- * target stays sparse. Reading the next chunk overlaps writing the current one.
+ * target stays sparse. Reading the next chunks overlaps writing the current one.
  */
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
@@ -33,13 +33,26 @@ export interface ConvertResult {
 
 const ZERO = Buffer.alloc(1024 * 1024);
 
-function isZero(buf: Buffer): boolean {
-  for (let at = 0; at < buf.length; at += ZERO.length) {
-    const n = Math.min(ZERO.length, buf.length - at);
-    if (!buf.subarray(at, at + n).equals(ZERO.subarray(0, n))) return false;
+/** whether buf[from, to) is all zeros (memcmp against a zero buffer, no allocation) */
+function isZero(buf: Buffer, from: number, to: number): boolean {
+  for (let at = from; at < to; at += ZERO.length) {
+    const n = Math.min(ZERO.length, to - at);
+    if (buf.compare(ZERO, 0, n, at, at + n) !== 0) return false;
   }
   return true;
 }
+
+/**
+ * Chunks in the pipeline, each with its own buffer, reused: at most this many reads are in
+ * flight, which leaves one of libuv's four threads free for the (serial) writes.
+ */
+const READ_AHEAD = 3;
+
+/**
+ * Start a flush (fdatasync) in the background after every this many bytes written, so the
+ * target's data goes to the disk while the copy goes on instead of all at the final flush.
+ */
+const FLUSH_EVERY = 32 * 1024 * 1024;
 
 export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
   const capacity = opts.capacity ?? src.capacity;
@@ -50,6 +63,27 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
   let written = 0;
   let done = 0;
   const total = Math.min(capacity, src.capacity);
+  // Pipeline: up to READ_AHEAD chunks are read into their own buffers while earlier chunks are
+  // written. The writes form one chain, issued in order and each started only after the one
+  // before it has finished (Disk.write serialises them too), so the target sees exactly the
+  // write sequence of a plain loop; the first failing write stops the rest of the chain.
+  let chain: Promise<void> = Promise.resolve();
+  let writeError: { err: unknown } | undefined;
+  let unflushed = 0;
+  let flushing: Promise<void> | undefined;
+  const flushNow = () => {
+    unflushed = 0;
+    flushing = dst.flush().then(
+      () => {
+        flushing = undefined;
+      },
+      (err) => {
+        flushing = undefined;
+        writeError ??= { err };
+      },
+    );
+  };
+  const reads = new Map<number, Promise<Buffer>>(); // chunk index -> its read, until taken
   try {
     const report = () => opts.onProgress?.({ done, total, written });
     report();
@@ -57,39 +91,73 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
     // chunk list over the data ranges
     const chunks: { offset: number; length: number }[] = [];
     for (const r of ranges) for (let at = r.offset; at < r.offset + r.length; at += chunk) chunks.push({ offset: at, length: Math.min(chunk, r.offset + r.length - at) });
-    let next = chunks.length > 0 ? src.read(chunks[0]!.offset, chunks[0]!.length) : undefined;
+    const slots = Math.min(READ_AHEAD, chunks.length);
+    const buffers: Buffer[] = [];
+    // per buffer: settles once no pending write refers to it any more (never rejects)
+    const free: Promise<void>[] = new Array<Promise<void>>(slots).fill(Promise.resolve());
+    const startRead = (i: number): void => {
+      const slot = i % slots;
+      const c = chunks[i]!;
+      const p = free[slot]!.then(async () => {
+        const buf = (buffers[slot] ??= Buffer.allocUnsafe(chunk)).subarray(0, c.length);
+        await src.readInto(buf, c.offset);
+        return buf;
+      });
+      p.catch(() => {}); // awaited below; this only keeps an abandoned read from being "unhandled"
+      reads.set(i, p);
+    };
+    for (let i = 0; i < slots; i++) startRead(i);
     for (let i = 0; i < chunks.length; i++) {
+      if (writeError) throw writeError.err;
       if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: dstPath }, { cause: opts.signal.reason });
       const c = chunks[i]!;
-      const buf = await next!;
-      next = i + 1 < chunks.length ? src.read(chunks[i + 1]!.offset, chunks[i + 1]!.length) : undefined;
+      const read = reads.get(i)!;
+      reads.delete(i);
+      const buf = await read;
       // write runs of non-zero blocks (aligned to the block size in virtual offsets)
+      const runs: [number, number][] = [];
       let runStart = -1;
       let pos = 0;
       while (pos < buf.length) {
         const abs = c.offset + pos;
         const n = Math.min(block - (abs % block), buf.length - pos);
-        const zero = isZero(buf.subarray(pos, pos + n));
+        const zero = isZero(buf, pos, pos + n);
         if (!zero && runStart < 0) runStart = pos;
         if (zero && runStart >= 0) {
-          await dst.write(c.offset + runStart, buf.subarray(runStart, pos));
-          written += pos - runStart;
+          runs.push([runStart, pos]);
           runStart = -1;
         }
         pos += n;
       }
-      if (runStart >= 0) {
-        await dst.write(c.offset + runStart, buf.subarray(runStart));
-        written += buf.length - runStart;
+      if (runStart >= 0) runs.push([runStart, buf.length]);
+      for (const [from, to] of runs) {
+        chain = chain.then(async () => {
+          await dst.write(c.offset + from, buf.subarray(from, to));
+          written += to - from;
+          unflushed += to - from;
+          if (unflushed >= FLUSH_EVERY && flushing === undefined) flushNow();
+        });
       }
-      done = c.offset + c.length;
-      report();
+      chain = chain.then(() => {
+        done = c.offset + c.length;
+        report();
+      });
+      chain.catch((err) => (writeError ??= { err }));
+      free[i % slots] = chain.catch(() => {});
+      if (i + slots < chunks.length) startRead(i + slots);
     }
+    await chain;
+    await flushing;
+    if (writeError) throw writeError.err;
     done = total;
     report();
     await dst.flush();
     await dst.close();
   } catch (err) {
+    // let the reads and writes still in flight finish before the target is closed and removed
+    await chain.catch(() => {});
+    await Promise.allSettled(reads.values());
+    await flushing;
     const files = await dst.info().then((i) => i.files).catch(() => [dstPath]);
     await dst.close().catch(() => {});
     if (!existedBefore) for (const f of files) await fsx.remove(f).catch(() => {});

@@ -1,0 +1,90 @@
+/**
+ * A deterministic raw image of mixed content for the benchmarks: runs of 4 KiB..2 MiB (whole
+ * 4 KiB blocks, so both whole 64 KiB grains and partly filled grains occur), each run being
+ * random data, explicitly written zeros, or a hole that is never written, about a third each.
+ * The layout comes from a seeded PRNG and the random bytes from an AES-128-CTR keystream keyed by
+ * the seed, so the same seed gives the same file byte for byte (and it is fast: ~1 s per GiB).
+ */
+import { createCipheriv, createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+
+/** mulberry32: a small, fast, seeded 32-bit PRNG; returns floats in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface MixStats {
+  runs: number;
+  randomBytes: number;
+  zeroBytes: number;
+  holeBytes: number;
+  /** 64 KiB grains holding some random data */
+  dataGrains: number;
+  /** of those, grains that also hold zeros or holes */
+  partialGrains: number;
+  /** grains of zeros and/or holes only */
+  zeroGrains: number;
+}
+
+const BLOCK = 4096;
+const GRAIN = 64 * 1024;
+const RANDOM = 1;
+const ZERO = 2;
+
+export async function buildMixedRaw(path: string, size: number, seed: number): Promise<MixStats> {
+  if (size % GRAIN !== 0) throw new Error('size must be a multiple of 64 KiB');
+  const rnd = mulberry32(seed);
+  const key = createHash('sha256').update(`vdkit-bench-${seed}`).digest();
+  const cipher = createCipheriv('aes-128-ctr', key.subarray(0, 16), key.subarray(16, 32));
+  const maxRun = 2 * 1024 * 1024;
+  const zeros = Buffer.alloc(maxRun);
+  const blocks = size / BLOCK;
+  const kinds = new Uint8Array(blocks); // 0 hole, 1 random, 2 zero
+  const stats: MixStats = { runs: 0, randomBytes: 0, zeroBytes: 0, holeBytes: 0, dataGrains: 0, partialGrains: 0, zeroGrains: 0 };
+
+  const fh = await open(path, 'w+');
+  try {
+    await fh.truncate(size);
+    let b = 0;
+    while (b < blocks) {
+      // run length 2^k blocks, k uniform in 0..9 (4 KiB .. 2 MiB), not aligned to anything
+      const len = Math.min(1 << Math.floor(rnd() * 10), blocks - b);
+      const kind = Math.floor(rnd() * 3); // 0 hole, 1 random, 2 zero
+      const bytes = len * BLOCK;
+      stats.runs++;
+      if (kind === RANDOM) {
+        const data = cipher.update(zeros.subarray(0, bytes));
+        await fh.write(data, 0, bytes, b * BLOCK);
+        stats.randomBytes += bytes;
+      } else if (kind === ZERO) {
+        await fh.write(zeros, 0, bytes, b * BLOCK);
+        stats.zeroBytes += bytes;
+      } else stats.holeBytes += bytes;
+      kinds.fill(kind, b, b + len);
+      b += len;
+    }
+    // Settle the file on disk now, so its write-back does not land in the timed part.
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+
+  const perGrain = GRAIN / BLOCK;
+  for (let g = 0; g < blocks; g += perGrain) {
+    let random = 0;
+    for (let i = g; i < g + perGrain; i++) if (kinds[i] === RANDOM) random++;
+    if (random === 0) stats.zeroGrains++;
+    else {
+      stats.dataGrains++;
+      if (random < perGrain) stats.partialGrains++;
+    }
+  }
+  return stats;
+}
