@@ -14,17 +14,9 @@ export const GiB = 1024 * MiB;
 export const SECTOR = 512;
 export const GRAIN = 64 * KiB;
 
-/** mulberry32: a tiny deterministic 32-bit PRNG. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../helpers/prng.js';
+
+export { mulberry32 };
 
 export class Rng {
   private readonly next: () => number;
