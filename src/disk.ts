@@ -45,6 +45,10 @@ export class Disk {
   get format(): string {
     return this.image.format;
   }
+  /** the format's own type name (VMDK createType, ...) */
+  get type(): string {
+    return this.image.type;
+  }
   /** virtual size in bytes */
   get capacity(): number {
     return this.image.capacity;

@@ -70,9 +70,8 @@ export function buildProgram(): Command {
         preallocate: o.preallocate,
         overwrite: o.overwrite,
       });
-      const info = await d.info();
       await d.close();
-      await out(`created ${file}: ${info.format} ${info.type}, ${capacity} bytes (${humanBytes(capacity)})\n`);
+      await out(`created ${file}: ${d.format} ${d.type}, ${d.capacity} bytes (${humanBytes(d.capacity)})\n`);
     });
 
   program

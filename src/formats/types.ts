@@ -74,6 +74,8 @@ export interface Capabilities {
 
 export interface Image {
   readonly format: string;
+  /** the format's own type name (VMDK createType, "raw", ...) */
+  readonly type: string;
   readonly path: string;
   /** virtual size in bytes */
   readonly capacity: number;

@@ -17,6 +17,6 @@ test('hexDump prints offset, 16 bytes and ASCII per line', () => {
 test('progressBar shows fraction, rate and ETA', () => {
   const started = Date.now() - 2000;
   const bar = progressBar(2 * 2 ** 20, 8 * 2 ** 20, started, 20);
-  assert.match(bar, /^\[#####\.{15}\]  25\.0%  1(\.\d+)? MiB\/s  ETA \d+s$/);
+  assert.match(bar, /^\[#####\.{15}\]  25\.0%  \d+(\.\d+)? (KiB|MiB)\/s  ETA \d+s$/);
   assert.match(progressBar(10, 10, Date.now() - 1000, 10), /^\[#{10}\] 100\.0%/);
 });

@@ -11,6 +11,7 @@ const RAW_CAPABILITIES: Capabilities = Object.freeze({ write: 'native', blockSta
 
 export class RawImage implements Image {
   readonly format = 'raw';
+  readonly type = 'raw';
   readonly capabilities: Capabilities;
   constructor(
     readonly path: string,

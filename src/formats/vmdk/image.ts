@@ -89,6 +89,10 @@ export class VmdkImage implements Image {
     return image;
   }
 
+  get type(): string {
+    return this.descriptor.get('createType') ?? 'unknown';
+  }
+
   private get parentCid(): number {
     return parseCid(this.descriptor.get('parentCID'), this.path, 'parentCID') ?? NO_PARENT;
   }
@@ -336,7 +340,7 @@ export class VmdkImage implements Image {
     const sparse = this.sparseExtents[0];
     return {
       format: 'vmdk',
-      type: d.get('createType') ?? 'unknown',
+      type: this.type,
       capacity: this.capacity,
       sectors: this.capacity / SECTOR_SIZE,
       adapterType: d.ddb('adapterType'),

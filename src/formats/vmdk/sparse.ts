@@ -160,6 +160,11 @@ export class SparseExtent {
     const numGDEntries = ceilDiv(capacitySectors, coverage);
     if (numGDEntries > MAX_GD_ENTRIES) throw bad('capacity', 'grain directory too large (L1 size too big)', `<= ${MAX_GD_ENTRIES} entries`, numGDEntries);
 
+    const overHead = num(header.overHead, 'overHead');
+    if (!(header.flags & FLAG_COMPRESSED) && overHead * SECTOR_SIZE > fileSize) {
+      throw bad('overHead', 'file truncated', `at least ${overHead * SECTOR_SIZE} bytes`, fileSize);
+    }
+
     const descriptorOffset = num(header.descriptorOffset, 'descriptorOffset');
     const descriptorSize = num(header.descriptorSize, 'descriptorSize');
     if (descriptorSize > MAX_DESCRIPTOR_SECTORS) throw bad('descriptorSize', 'embedded descriptor too large', `<= ${MAX_DESCRIPTOR_SECTORS} sectors`, descriptorSize);
@@ -167,17 +172,14 @@ export class SparseExtent {
     if (descriptorOffset !== 0 && (descriptorOffset + descriptorSize) * SECTOR_SIZE > fileSize) {
       throw bad('descriptorOffset', 'embedded descriptor lies past the end of the file', `<= ${fileSize} bytes`, (descriptorOffset + descriptorSize) * SECTOR_SIZE);
     }
-    const overHead = num(header.overHead, 'overHead');
-    if (!(header.flags & FLAG_COMPRESSED) && overHead * SECTOR_SIZE > fileSize) {
-      throw bad('overHead', 'file truncated', `at least ${overHead * SECTOR_SIZE} bytes`, fileSize);
-    }
-
     const gdBytes = numGDEntries * 4;
     const gdOffset = num(header.gdOffset, 'gdOffset');
     if (gdOffset === 0 || gdOffset * SECTOR_SIZE + gdBytes > fileSize) {
       throw bad('gdOffset', 'grain directory lies outside the file', `inside ${fileSize} bytes`, gdOffset * SECTOR_SIZE);
     }
+    const gtSectors = ceilDiv(numGTEs * 4, SECTOR_SIZE);
     const gd = await readU32Array(store, gdOffset * SECTOR_SIZE, numGDEntries);
+    checkDirectory(gd, 'GDE', gtSectors, fileSize, path);
 
     let rgd: Uint32Array | undefined;
     let rgdOffsetBytes = 0;
@@ -187,6 +189,7 @@ export class SparseExtent {
         if (rgdOffset * SECTOR_SIZE + gdBytes > fileSize) throw bad('rgdOffset', 'redundant grain directory lies outside the file', `inside ${fileSize} bytes`, rgdOffset * SECTOR_SIZE);
         if (rgdOffset === gdOffset) throw bad('rgdOffset', 'redundant grain directory is the primary one', `!= ${gdOffset}`, rgdOffset);
         rgd = await readU32Array(store, rgdOffset * SECTOR_SIZE, numGDEntries);
+        checkDirectory(rgd, 'RGDE', gtSectors, fileSize, path);
         rgdOffsetBytes = rgdOffset * SECTOR_SIZE;
       }
     }
@@ -244,12 +247,45 @@ export class SparseExtent {
     return table;
   }
 
+  /**
+   * Load the grain tables of directory entries from..to that sit back to back in the file with
+   * one read per run (at most 1 MiB), instead of one read per table. Returns the last entry
+   * handled, so a scan over a whole disk costs a few large reads.
+   */
+  private async prefetchTables(from: number, to: number): Promise<number> {
+    const maxRun = Math.max(1, Math.floor((1024 * 1024) / this.gtBytes));
+    const limit = Math.min(to, from + GT_CACHE_LIMIT / 2 - 1);
+    let g = from;
+    while (g <= limit) {
+      const first = this.gd[g]!;
+      if (first === 0 || this.gtCache.has(g)) {
+        g++;
+        continue;
+      }
+      const step = this.gtBytes / SECTOR_SIZE;
+      let n = 1;
+      while (g + n <= limit && n < maxRun && this.gd[g + n] === first + n * step && !this.gtCache.has(g + n)) n++;
+      const at = first * SECTOR_SIZE;
+      if (at + n * this.gtBytes > this.fileSize) return g - 1; // let gt() report the bad entry
+      const all = await readU32Array(this.store, at, (n * this.gtBytes) / 4);
+      for (let i = 0; i < n; i++) {
+        if (this.gtCache.size >= GT_CACHE_LIMIT) this.gtCache.delete(this.gtCache.keys().next().value!);
+        this.gtCache.set(g + i, all.subarray((i * this.gtBytes) / 4, (i * this.gtBytes) / 4 + this.numGTEs));
+      }
+      g += n;
+    }
+    return limit;
+  }
+
   /** The grain table entry of grain `gi` (0 where there is no grain table). */
   private async gte(gi: number): Promise<number> {
     const g = Math.floor(gi / this.numGTEs);
     const table = this.gtCache.get(g) ?? (await this.gt(g));
     if (table === undefined) return 0;
-    const e = table[gi - g * this.numGTEs]!;
+    return this.checkedEntry(gi, table[gi - g * this.numGTEs]!);
+  }
+
+  private checkedEntry(gi: number, e: number): number {
     if (e > 1 && (e < this.overHeadSectors || (!this.compressed && e * SECTOR_SIZE >= this.fileSize))) {
       // Grains live between the metadata area and the end of the file; anything else would
       // make a write land on the header, descriptor or tables.
@@ -460,31 +496,65 @@ export class SparseExtent {
     const out: BlockExtent[] = [];
     const gb = this.grainBytes;
     const coverage = gb * this.numGTEs;
-    let pos = offset;
     const end = offset + length;
-    while (pos < end) {
-      const gi = Math.floor(pos / gb);
-      const g = Math.floor(gi / this.numGTEs);
-      let n: number;
-      let state: BlockState;
-      if (this.gd[g] === 0) {
-        // a whole grain-table range with no table: one step to its end
-        n = Math.min((g + 1) * coverage, end) - pos;
-        state = 'unallocated';
-      } else {
-        n = Math.min((gi + 1) * gb, end) - pos;
-        state = this.stateOf(await this.gte(gi));
-      }
+    const push = (at: number, n: number, state: BlockState) => {
       const last = out[out.length - 1];
       if (last && last.state === state) last.length += n;
-      else out.push({ offset: pos, length: n, state });
-      pos += n;
+      else out.push({ offset: at, length: n, state });
+    };
+    let pos = offset;
+    let prefetchedTo = -1;
+    while (pos < end) {
+      // one grain-table range per step; its entries are scanned without awaiting
+      const g = Math.floor(pos / coverage);
+      const rangeEnd = Math.min((g + 1) * coverage, end);
+      if (g > prefetchedTo && end - pos > coverage) prefetchedTo = await this.prefetchTables(g, Math.floor((end - 1) / coverage));
+      const table = this.gd[g] === 0 ? undefined : (this.gtCache.get(g) ?? (await this.gt(g)));
+      if (table === undefined) {
+        push(pos, rangeEnd - pos, 'unallocated');
+        pos = rangeEnd;
+        continue;
+      }
+      const base = g * this.numGTEs;
+      while (pos < rangeEnd) {
+        const gi = Math.floor(pos / gb);
+        const n = Math.min((gi + 1) * gb, rangeEnd) - pos;
+        push(pos, n, this.stateOf(this.checkedEntry(gi, table[gi - base]!)));
+        pos += n;
+      }
     }
     return out;
   }
 
   async flush(): Promise<void> {
     await this.store.flush();
+  }
+}
+
+/**
+ * Grain directory sanity: every table it names must lie inside the file, and no two may
+ * overlap (crafted files point many entries at one table to make scans endless). The count
+ * check comes first, so a tiny file with a huge directory is refused without sorting it.
+ */
+function checkDirectory(dir: Uint32Array, field: 'GDE' | 'RGDE', gtSectors: number, fileSize: number, path: string): void {
+  const fileSectors = Math.floor(fileSize / SECTOR_SIZE);
+  let used = 0;
+  for (let i = 0; i < dir.length; i++) {
+    const e = dir[i]!;
+    if (e === 0) continue;
+    used++;
+    if (e + gtSectors > fileSectors) {
+      throw new DiskError('CORRUPT', 'grain table lies past the end of the file', { path, struct: field === 'GDE' ? 'grain directory' : 'redundant grain directory', field: `${field}[${i}]`, expected: `<= ${fileSectors - gtSectors}`, found: e });
+    }
+  }
+  if (used * gtSectors > fileSectors) {
+    throw new DiskError('CORRUPT', 'grain directory names more grain tables than fit in the file', { path, field, expected: `<= ${Math.floor(fileSectors / gtSectors)}`, found: used });
+  }
+  const sorted = dir.filter((e) => e !== 0).sort();
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i]! - sorted[i - 1]! < gtSectors) {
+      throw new DiskError('CORRUPT', 'two grain directory entries name overlapping grain tables', { path, field, found: sorted[i] });
+    }
   }
 }
 
