@@ -1,4 +1,4 @@
-import { open, type FileHandle, stat, mkdir, rename, unlink, readdir, lstat, realpath } from 'node:fs/promises';
+import { open, type FileHandle, stat, rename, unlink, lstat, realpath } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { DiskError, fromSystemError } from '../core/errors.js';
 import type { ByteStore } from './store.js';
@@ -199,15 +199,7 @@ export const fsx = {
       throw fromSystemError(err, path);
     }
   },
-  async readFile(path: string, maxBytes: number): Promise<Buffer> {
-    const st = await FileStore.open(path, { readOnly: true });
-    try {
-      const size = await st.size();
-      return await st.read(0, Math.min(size, maxBytes));
-    } finally {
-      await st.close();
-    }
-  },
+
   async writeFileAtomic(path: string, data: Buffer): Promise<void> {
     const tmp = `${path}.vdkit-tmp-${process.pid}`;
     const st = await FileStore.open(tmp, { create: true, overwrite: true });
@@ -223,13 +215,7 @@ export const fsx = {
       throw fromSystemError(err, path);
     }
   },
-  async rename(from: string, to: string): Promise<void> {
-    try {
-      await rename(from, to);
-    } catch (err) {
-      throw fromSystemError(err, from);
-    }
-  },
+
   async remove(path: string): Promise<void> {
     try {
       await unlink(path);
@@ -237,10 +223,6 @@ export const fsx = {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, path);
     }
   },
-  async mkdirp(path: string): Promise<void> {
-    await mkdir(path, { recursive: true });
-  },
-  async list(dir: string): Promise<string[]> {
-    return readdir(dir);
-  },
+
+
 };

@@ -15,7 +15,7 @@ import { FileStore, fsx } from '../../storage/file.js';
 import type { CreateOptions, Geometry } from '../types.js';
 import { Descriptor, type ExtentLine } from './descriptor.js';
 import { VmdkImage, newCid, newLongContentId } from './image.js';
-import { freshSparseLayout, writeFreshSparse } from './sparse.js';
+import { writeFreshSparse } from './sparse.js';
 
 /** VMware's (and VirtualBox's) split size: 2047 MiB. QEMU uses 2 GiB; readers accept any. */
 export const SPLIT_EXTENT_SECTORS = 4192256;
@@ -201,4 +201,3 @@ async function zeroFill(st: FileStore, length: number): Promise<void> {
   for (let at = 0; at < length; at += chunk.length) await st.write(at, chunk.subarray(0, Math.min(chunk.length, length - at)));
 }
 
-export { freshSparseLayout };
