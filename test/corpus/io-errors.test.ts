@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Disk, DiskError } from '../../src/index.js';
 import { SparseExtentHeader } from '../../src/formats/vmdk/structs.js';
 import { expectFailure, readAt, removeTempDirs, sha, tempDir } from './support.js';
+import { xorshiftBytes } from '../helpers/prng.js';
 
 const MiB = 2 ** 20;
 const TYPES = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs'] as const;
@@ -25,17 +26,7 @@ function writeFileAt(path: string, at: number, data: Buffer): void {
   }
 }
 
-function pattern(len: number, seed: number): Buffer {
-  const b = Buffer.alloc(len);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
+const pattern = (len: number, seed: number): Buffer => xorshiftBytes(len, seed);
 
 for (const type of TYPES) {
   test(`${type}: OUTOFRANGE past the capacity, INVAL for bad numbers; earlier data intact`, async () => {

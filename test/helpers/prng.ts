@@ -9,3 +9,16 @@ export function mulberry32(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** `len` bytes of a xorshift32 stream from `seed` (deterministic test data). */
+export function xorshiftBytes(len: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(len);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < len; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}

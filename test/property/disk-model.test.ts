@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { Disk, MemoryStore, SPLIT_EXTENT_SECTORS, type BlockExtent } from '../../src/index.js';
+import { xorshiftBytes } from '../helpers/prng.js';
 
 const KiB = 1024;
 const MiB = 2 ** 20;
@@ -97,15 +98,7 @@ const opsArb = fc.array(opArb, { minLength: 1, maxLength: 30 });
 
 function bytesOf(f: Fill, len: number): Buffer {
   if (f.kind === 'byte') return Buffer.alloc(len, f.value);
-  const b = Buffer.allocUnsafe(len);
-  let x = f.seed >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
+  return xorshiftBytes(len, f.seed);
 }
 
 // ------------------------------------------------------------------ checks
