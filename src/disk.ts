@@ -5,12 +5,22 @@
  */
 import { DiskError } from './core/errors.js';
 import { SECTOR_SIZE, checkRange } from './core/ints.js';
-import { detectFormat, driverByName } from './formats/registry.js';
+import { openChain, type ChainOpenOptions } from './chain/chain.js';
+import { findChildren } from './chain/children.js';
+import { backends, detectFormat, driverByName } from './formats/registry.js';
 import type { BlockExtent, CreateOptions, DiskInfo, Image, OpenOptions } from './formats/types.js';
 
-export interface DiskOpenOptions extends OpenOptions {
-  /** format name; detected from the content when omitted */
+/** how the chain layer opens each link: by the format it names, else by content */
+export async function openLink(path: string, opts: OpenOptions & { format?: string }): Promise<Image> {
+  const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
+  return driver.open(path, opts);
+}
+
+export interface DiskOpenOptions extends ChainOpenOptions {
+  /** format name of the top image; detected from the content when omitted */
   format?: string;
+  /** open a disk read-write even though a child (redo log) in its folder depends on it */
+  force?: boolean;
 }
 
 export interface DiskCreateOptions extends CreateOptions {
@@ -24,9 +34,30 @@ export class Disk {
 
   private constructor(readonly image: Image) {}
 
+  /**
+   * Open a disk: its whole chain (parents found from the hints, checked, opened read-only),
+   * or with `singleLink` only the named image. Read-write opens refuse a disk that a child in
+   * its folder depends on (the VDDK guide: "it is an error to open the parent"), unless `force`.
+   */
   static async open(path: string, opts: DiskOpenOptions = {}): Promise<Disk> {
-    const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
-    return new Disk(await driver.open(path, opts));
+    let image: Image;
+    if (opts.singleLink) {
+      const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
+      image = await driver.open(path, { ...opts, cowByCaller: false });
+    } else {
+      image = await openChain(path, opts, openLink);
+    }
+    if (!image.readOnly && !opts.force) {
+      const children = await findChildren(image, openLink, backends().flatMap((b) => b.extensions)).catch(async (err) => {
+        await image.close().catch(() => {});
+        throw err;
+      });
+      if (children.length > 0) {
+        await image.close().catch(() => {});
+        throw new DiskError('RDONLY', `${children[0]} is a child of this disk: writing here would corrupt it; open read-only, or force`, { path, field: 'children', found: children });
+      }
+    }
+    return new Disk(image);
   }
 
   static async create(path: string, opts: DiskCreateOptions): Promise<Disk> {

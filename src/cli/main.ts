@@ -4,13 +4,20 @@
  */
 import { createReadStream } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { DiskError, errorText } from '../core/errors.js';
+import { DiskError, errorText, type ErrorCode } from '../core/errors.js';
 import { SECTOR_SIZE, parseSize } from '../core/ints.js';
 import { Disk } from '../disk.js';
 import { convert } from '../ops/convert.js';
+import { createChild } from '../ops/child.js';
+import { describeChain } from '../ops/chain-list.js';
 import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
 
 class UsageError extends Error {}
+
+/** the open options every command that opens a disk shares */
+function openOpts(o: { format?: string; allowExternalExtents?: boolean; untrusted?: boolean; singleLink?: boolean; force?: boolean }) {
+  return { format: o.format, allowExternalExtents: o.allowExternalExtents, untrusted: o.untrusted, singleLink: o.singleLink, force: o.force };
+}
 
 function num(text: string, what: string): number {
   try {
@@ -24,7 +31,11 @@ function out(s: string | Buffer): Promise<void> {
   return new Promise((resolve, reject) => process.stdout.write(s, (err) => (err ? reject(err) : resolve())));
 }
 
-async function withDisk<T>(path: string, opts: { readOnly: boolean; format?: string; allowExternalExtents?: boolean }, fn: (d: Disk) => Promise<T>): Promise<T> {
+async function withDisk<T>(
+  path: string,
+  opts: { readOnly: boolean; format?: string; allowExternalExtents?: boolean; untrusted?: boolean; singleLink?: boolean; force?: boolean },
+  fn: (d: Disk) => Promise<T>,
+): Promise<T> {
   const d = await Disk.open(path, opts);
   try {
     return await fn(d);
@@ -45,6 +56,9 @@ export function buildProgram(): Command {
 
   const formatOpt = () => new Option('-f, --format <fmt>', 'image format (detected from the content when omitted)');
   const external = () => new Option('--allow-external-extents', 'allow extent files outside the descriptor\'s folder (absolute paths, "..", devices)');
+  const untrusted = () => new Option('--untrusted', 'refuse parent hints that are absolute or leave the child\'s folder');
+  const singleLink = () => new Option('--single-link', 'open only this image, not its parents (unallocated ranges read as zeros)');
+  const force = () => new Option('--force', 'write to a disk even though a child (redo log) depends on it');
 
   program
     .command('create')
@@ -80,10 +94,12 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output')
     .option('--descriptor', 'VMDK: also print the descriptor text')
     .addOption(formatOpt())
+    .addOption(untrusted())
+    .addOption(singleLink())
     .addOption(external())
     .argument('<file>')
     .action(async (file: string, o) => {
-      await withDisk(file, { readOnly: true, format: o.format, allowExternalExtents: o.allowExternalExtents }, async (d) => {
+      await withDisk(file, { readOnly: true, ...openOpts(o) }, async (d) => {
         const info = await d.info();
         if (o.json) await out(JSON.stringify({ ...info, path: file }, (_k, v) => (v === undefined ? null : v), 2) + '\n');
         else await out(formatInfo(info));
@@ -98,12 +114,14 @@ export function buildProgram(): Command {
     .requiredOption('--length <n>', 'number of bytes')
     .option('--hex', 'hex dump instead of raw bytes')
     .addOption(formatOpt())
+    .addOption(untrusted())
+    .addOption(singleLink())
     .addOption(external())
     .argument('<file>')
     .action(async (file: string, o) => {
       const offset = num(o.offset, '--offset');
       const length = num(o.length, '--length');
-      await withDisk(file, { readOnly: true, format: o.format, allowExternalExtents: o.allowExternalExtents }, async (d) => {
+      await withDisk(file, { readOnly: true, ...openOpts(o) }, async (d) => {
         const step = 1024 * 1024;
         for (let at = 0; at < length; at += step) {
           const n = Math.min(step, length - at);
@@ -119,11 +137,13 @@ export function buildProgram(): Command {
     .requiredOption('--offset <n>', 'byte offset')
     .option('--input <file>', 'read the data from this file instead of stdin')
     .addOption(formatOpt())
+    .addOption(untrusted())
+    .addOption(force())
     .addOption(external())
     .argument('<file>')
     .action(async (file: string, o) => {
       const offset = num(o.offset, '--offset');
-      await withDisk(file, { readOnly: false, format: o.format, allowExternalExtents: o.allowExternalExtents }, async (d) => {
+      await withDisk(file, { readOnly: false, ...openOpts(o) }, async (d) => {
         const input = o.input ? createReadStream(o.input, { highWaterMark: 1024 * 1024 }) : process.stdin;
         let at = offset;
         for await (const chunk of input) {
@@ -143,13 +163,16 @@ export function buildProgram(): Command {
     .requiredOption('--count <n>', 'number of sectors', '1')
     .option('--value <byte>', 'byte value, decimal or 0x hex', '0xff')
     .addOption(formatOpt())
+    .addOption(external())
+    .addOption(untrusted())
+    .addOption(force())
     .argument('<file>')
     .action(async (file: string, o) => {
       const start = num(o.start, '--start');
       const count = num(o.count, '--count');
       const value = Number(o.value);
       if (!Number.isInteger(value) || value < 0 || value > 255) throw new UsageError(`--value: expected a byte 0..255, got ${JSON.stringify(o.value)}`);
-      await withDisk(file, { readOnly: false, format: o.format }, async (d) => {
+      await withDisk(file, { readOnly: false, ...openOpts(o) }, async (d) => {
         const per = 2048; // sectors per write (1 MiB)
         const buf = Buffer.alloc(per * SECTOR_SIZE, value);
         for (let s = 0; s < count; s += per) {
@@ -164,12 +187,15 @@ export function buildProgram(): Command {
     .command('meta')
     .description('list, read or write metadata (the VMDK disk database; VixDiskLib_Read/WriteMetadata)')
     .addOption(formatOpt())
+    .addOption(external())
+    .addOption(untrusted())
+    .addOption(force())
     .option('--json', 'list as JSON')
     .argument('<file>')
     .argument('[key]')
     .argument('[value]')
     .action(async (file: string, key: string | undefined, value: string | undefined, o) => {
-      await withDisk(file, { readOnly: value === undefined, format: o.format }, async (d) => {
+      await withDisk(file, { readOnly: value === undefined, ...openOpts(o) }, async (d) => {
         if (key === undefined) {
           const entries = d.metadataKeys().map((k) => [k, d.readMetadata(k) ?? ''] as const);
           if (o.json) await out(JSON.stringify(Object.fromEntries(entries), null, 2) + '\n');
@@ -190,10 +216,12 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output')
     .option('--all', 'also list zero and unallocated ranges')
     .addOption(formatOpt())
+    .addOption(untrusted())
+    .addOption(singleLink())
     .addOption(external())
     .argument('<file>')
     .action(async (file: string, o) => {
-      await withDisk(file, { readOnly: true, format: o.format, allowExternalExtents: o.allowExternalExtents }, async (d) => {
+      await withDisk(file, { readOnly: true, ...openOpts(o) }, async (d) => {
         const ranges = await d.blockStatus();
         if (o.json) {
           await out(JSON.stringify(ranges) + '\n');
@@ -210,6 +238,8 @@ export function buildProgram(): Command {
     .alias('clone')
     .description('copy a disk into a new image, converting format and type (qemu-img convert, vmware-vdiskmanager -r)')
     .addOption(formatOpt())
+    .addOption(untrusted())
+    .addOption(singleLink())
     .addOption(new Option('-O, --output-format <fmt>', 'vmdk or raw').default('vmdk'))
     .option('-t, --type <type>', 'target type (VMDK createType or 0-4)')
     .option('-a, --adapter <type>', 'target adapter type')
@@ -220,7 +250,7 @@ export function buildProgram(): Command {
     .argument('<src>')
     .argument('<dst>')
     .action(async (src: string, dst: string, o) => {
-      await withDisk(src, { readOnly: true, format: o.format, allowExternalExtents: o.allowExternalExtents }, async (d) => {
+      await withDisk(src, { readOnly: true, ...openOpts(o) }, async (d) => {
         const started = Date.now();
         const tty = !!o.progress && process.stderr.isTTY;
         let lastDraw = 0;
@@ -241,6 +271,44 @@ export function buildProgram(): Command {
         });
         if (tty) process.stderr.write('\n');
       });
+    });
+
+  program
+    .command('child')
+    .alias('redo')
+    .description('create a child (redo log / snapshot delta) of a disk (VixDiskLib_CreateChild, the VDDK sample\'s -redo)')
+    .option('-t, --type <type>', 'monolithicSparse (default) or twoGbMaxExtentSparse')
+    .option('--absolute-hint', 'record the parent as an absolute path')
+    .option('--overwrite', 'replace existing files')
+    .addOption(untrusted())
+    .argument('<parent>')
+    .argument('[child]', 'default: VMware naming, <parent>-000001.vmdk (the first free number)')
+    .action(async (parent: string, child: string | undefined, o) => {
+      const d = await createChild(parent, child, { type: o.type, overwrite: o.overwrite, absoluteHint: o.absoluteHint, untrusted: o.untrusted });
+      const info = await d.info();
+      await d.close();
+      await out(`created ${d.path}: child of ${info.parent} (${info.numLinks} links, parent CID ${info.parentCid})\n`);
+    });
+
+  program
+    .command('chain')
+    .description('list the links of a chain, top to bottom, with CIDs, parent hints, sizes and any break')
+    .option('--json', 'machine-readable output')
+    .addOption(untrusted())
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      const c = await describeChain(file, { untrusted: o.untrusted });
+      if (o.json) {
+        await out(JSON.stringify(c, (_k, v) => (v === undefined ? null : v), 2) + '\n');
+      } else {
+        const rows = c.links.map((l, i) => {
+          const parent = l.parentHint ? `parent "${l.parentHint}" (parentCID ${l.parentCid ?? '-'})` : 'base';
+          return `${String(i + 1).padStart(3)}  ${l.path}\n     ${l.format} ${l.type}, ${humanBytes(l.capacity)}, CID ${l.cid ?? '-'}, ${humanBytes(l.allocatedBytes)} allocated, ${humanBytes(l.fileSize)} on file; ${parent}\n`;
+        });
+        await out(rows.join(''));
+        if (c.break) await out(`BROKEN below ${c.break.at}: ${c.break.code}: ${c.break.reason}\n`);
+      }
+      if (c.break) throw new DiskError(c.break.code as ErrorCode, c.break.reason);
     });
 
   return program;

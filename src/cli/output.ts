@@ -36,6 +36,10 @@ export function formatInfo(i: DiskInfo): string {
   rows.push(['read only', i.readOnly ? 'yes' : 'no']);
   const width = Math.max(...rows.map(([k]) => k.length));
   let out = rows.map(([k, v]) => `${k.padEnd(width)} : ${v}`).join('\n') + '\n';
+  if (i.chain && i.chain.length > 1) {
+    out += `chain (top first):\n`;
+    i.chain.forEach((p, n) => (out += `  ${n + 1}. ${p}\n`));
+  }
   out += `extents:\n`;
   for (const e of i.extents) {
     out += `  ${e.access} ${e.type.padEnd(6)} ${String(e.length).padStart(14)} bytes at ${e.virtualOffset}${e.fileOffset ? ` (file offset ${e.fileOffset})` : ''} ${e.path ?? ''}\n`;

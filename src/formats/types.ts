@@ -14,6 +14,18 @@ export interface BlockExtent {
   offset: number;
   length: number;
   state: BlockState;
+  /** in a chain: which link holds the range (0 = the top); absent for a single image */
+  depth?: number;
+}
+
+/** What a link records about its parent (VMDK parentFileNameHint + parentCID, ...). */
+export interface BackingLink {
+  /** the parent's path as the image stores it (may be relative to the image's folder) */
+  hint: string;
+  /** format of the parent, when the image says (VMDK parents are always VMDK) */
+  format?: string;
+  /** the parent identity the child was made against (VMDK: parent CID, 8 hex digits) */
+  parentId?: string;
 }
 
 export interface Geometry {
@@ -47,6 +59,8 @@ export interface DiskInfo {
   biosGeometry?: Geometry;
   numLinks: number;
   parent?: string;
+  /** the files of each link, top first (chains only) */
+  chain?: string[];
   cid?: string;
   parentCid?: string;
   uuid?: string;
@@ -81,6 +95,12 @@ export interface Image {
   readonly capacity: number;
   readonly readOnly: boolean;
   readonly capabilities: Capabilities;
+  /** allocation unit in bytes (VMDK grain); writes to a child are copy-on-write at this size */
+  readonly clusterSize: number;
+  /** the parent this image is a child of, if any */
+  backing(): BackingLink | undefined;
+  /** the identity children record when made against this image (VMDK CID) */
+  identity(): string | undefined;
   /** read `into.length` bytes at `offset` (validated by the caller) */
   read(into: Buffer, offset: number): Promise<void>;
   write(data: Buffer, offset: number): Promise<void>;
@@ -98,6 +118,14 @@ export interface OpenOptions {
   readOnly?: boolean;
   /** allow extent files that are absolute, contain "..", or are devices (CVE-2022-47951 class) */
   allowExternalExtents?: boolean;
+  /**
+   * Open a child link by itself, without its parents (VixDiskLib's SINGLE_LINK). Unallocated
+   * ranges then read as zeros; read-write is allowed only for the chain layer, which does the
+   * copy-on-write itself.
+   */
+  singleLink?: boolean;
+  /** internal (chain layer): the caller does copy-on-write from the parent, so a child may be opened read-write */
+  cowByCaller?: boolean;
 }
 
 export interface CreateOptions {
@@ -111,6 +139,8 @@ export interface CreateOptions {
   /** VMFS only: mark the disk thin provisioned */
   thin?: boolean;
   overwrite?: boolean;
+  /** make the new image a child of this parent (VMDK: parentCID + parentFileNameHint) */
+  parent?: { hint: string; parentId: string; copyMetadata?: [string, string][] };
 }
 
 export interface Driver {

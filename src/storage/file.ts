@@ -1,4 +1,4 @@
-import { open, type FileHandle, stat, rename, unlink, lstat, realpath } from 'node:fs/promises';
+import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { DiskError, fromSystemError } from '../core/errors.js';
 import type { ByteStore } from './store.js';
@@ -216,6 +216,13 @@ export const fsx = {
     }
   },
 
+  async list(dir: string): Promise<string[]> {
+    try {
+      return await readdir(dir);
+    } catch (err) {
+      throw fromSystemError(err, dir);
+    }
+  },
   async remove(path: string): Promise<void> {
     try {
       await unlink(path);

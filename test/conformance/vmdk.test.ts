@@ -242,14 +242,17 @@ test('sector helpers and capacity rounding', async () => {
   });
 });
 
-test('a child (delta) link opens read-only with its parent hint, and refuses read-write', async () => {
+test('a child (delta) link alone (singleLink) opens read-only with its parent hint, and refuses read-write', async () => {
   await withDir(async (dir) => {
     const path = join(dir, 'child.vmdk');
     await (await Disk.create(path, { type: 'twoGbMaxExtentSparse', capacity: 1 << 20 })).close();
     const text = (await readFile(path, 'utf8')).replace('parentCID=ffffffff', 'parentCID=1234abcd\nparentFileNameHint="base.vmdk"');
     await writeFile(path, text);
-    await assert.rejects(Disk.open(path), (e: DiskError) => e.code === 'PARTIALCHAIN' && e.message.includes('child.vmdk'));
-    const r = await Disk.open(path, { readOnly: true });
+    // the whole chain: its parent is missing
+    await assert.rejects(Disk.open(path, { readOnly: true }), (e: DiskError) => e.code === 'OPENPARENT' && e.message.includes('base.vmdk'));
+    // one link alone: read-only only (a write would zero-fill instead of copying from the parent)
+    await assert.rejects(Disk.open(path, { singleLink: true }), (e: DiskError) => e.code === 'PARTIALCHAIN' && e.message.includes('child.vmdk'));
+    const r = await Disk.open(path, { readOnly: true, singleLink: true });
     const info = await r.info();
     assert.equal(info.parent, 'base.vmdk');
     assert.equal(info.parentCid, '1234abcd');

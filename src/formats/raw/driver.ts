@@ -12,6 +12,7 @@ const RAW_CAPABILITIES: Capabilities = Object.freeze({ write: 'native', blockSta
 export class RawImage implements Image {
   readonly format = 'raw';
   readonly type = 'raw';
+  readonly clusterSize = 512;
   readonly capabilities: Capabilities;
   constructor(
     readonly path: string,
@@ -60,6 +61,12 @@ export class RawImage implements Image {
       readOnly: this.readOnly,
       files: [this.path],
     };
+  }
+  backing(): undefined {
+    return undefined;
+  }
+  identity(): undefined {
+    return undefined;
   }
   metadataKeys(): string[] {
     return [];

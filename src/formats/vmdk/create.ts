@@ -13,7 +13,7 @@ import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { CreateOptions, Geometry } from '../types.js';
-import { Descriptor, type ExtentLine } from './descriptor.js';
+import { Descriptor, parseCid, type ExtentLine } from './descriptor.js';
 import { VmdkImage, newCid, newLongContentId } from './image.js';
 import { writeFreshSparse } from './sparse.js';
 
@@ -133,7 +133,7 @@ export async function createVmdk(path: string, opts: CreateOptions): Promise<Vmd
 
   const cid = newCid();
   const g = vmwareGeometry(sectors, adapterType, esx);
-  const ddb: [string, string][] = [
+  let ddb: [string, string][] = [
     ['adapterType', adapterType],
     ['geometry.cylinders', String(g.cylinders)],
     ['geometry.heads', String(g.heads)],
@@ -143,7 +143,25 @@ export async function createVmdk(path: string, opts: CreateOptions): Promise<Vmd
   const thin = opts.thin ?? opts.type?.toLowerCase() === 'vmfsthin';
   if (esx && thin) ddb.push(['thinProvisioned', '1']);
   ddb.push(['toolsVersion', '2147483647'], ['uuid', newVmwareUuid()], ['virtualHWVersion', hw]);
-  const descriptor = Descriptor.build({ cid, createType: type, extents: lines, ddb });
+  if (opts.parent) {
+    if (type !== 'monolithicSparse' && type !== 'twoGbMaxExtentSparse') {
+      throw new DiskError('INVAL', 'a child disk must be monolithicSparse or twoGbMaxExtentSparse', { path, field: 'type', found: type });
+    }
+    // A child describes the same disk as its parent: it keeps the parent's adapter, geometry,
+    // hardware version and uuid; only its content IDs are its own.
+    const inherited = new Map(opts.parent.copyMetadata ?? []);
+    inherited.delete('longContentID');
+    ddb = ddb.map(([k, v]) => [k, inherited.get(k) ?? v] as [string, string]);
+    for (const [k, v] of inherited) if (!ddb.some(([x]) => x === k)) ddb.push([k, v]);
+  }
+  const descriptor = Descriptor.build({
+    cid,
+    createType: type,
+    extents: lines,
+    ddb,
+    parentCid: opts.parent ? parseCid(opts.parent.parentId, path, 'parentCID') : undefined,
+    parentFileNameHint: opts.parent?.hint,
+  });
 
   const created: string[] = [];
   const createFile = async (p: string) => {
@@ -193,7 +211,7 @@ export async function createVmdk(path: string, opts: CreateOptions): Promise<Vmd
     for (const p of created) await fsx.remove(p).catch(() => {});
     throw err;
   }
-  return VmdkImage.open(path, { readOnly: false });
+  return VmdkImage.open(path, { readOnly: false, cowByCaller: !!opts.parent });
 }
 
 async function zeroFill(st: FileStore, length: number): Promise<void> {

@@ -25,7 +25,7 @@ import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BlockExtent, Capabilities, DiskInfo, ExtentInfo, Geometry, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, Capabilities, DiskInfo, ExtentInfo, Geometry, Image, OpenOptions } from '../types.js';
 import { Descriptor, MAX_DESCRIPTOR_BYTES, hex8, looksLikeDescriptor, parseCid, type ExtentLine } from './descriptor.js';
 import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
 import { SparseExtent } from './sparse.js';
@@ -78,9 +78,9 @@ export class VmdkImage implements Image {
     // A delta link alone does not hold the whole disk: a partial-grain write would fill the
     // rest of the grain with zeros instead of the parent's bytes. Until the chain layer opens
     // parents, a child may only be inspected read-only.
-    if (!image.readOnly && image.parentCid !== NO_PARENT) {
+    if (!image.readOnly && image.parentCid !== NO_PARENT && !opts.cowByCaller) {
       await image.close().catch(() => {});
-      throw new DiskError('PARTIALCHAIN', 'this disk is a child (redo log / snapshot delta) of another disk and chains are not supported yet; open it read-only to inspect it', {
+      throw new DiskError('PARTIALCHAIN', 'this disk is a child (redo log / snapshot delta): open its chain (without singleLink) to write to it, or open this link read-only to inspect it', {
         path,
         field: 'parentCID',
         found: image.descriptor.get('parentCID'),
@@ -91,6 +91,31 @@ export class VmdkImage implements Image {
 
   get type(): string {
     return this.descriptor.get('createType') ?? 'unknown';
+  }
+
+  get clusterSize(): number {
+    return Math.max(SECTOR_SIZE, ...this.sparseExtents.map((x) => x.grainBytes));
+  }
+
+  backing(): BackingLink | undefined {
+    if (this.parentCid === NO_PARENT) return undefined;
+    const hint = this.descriptor.get('parentFileNameHint');
+    if (hint === undefined) throw new DiskError('OPENPARENT', 'child disk has a parentCID but no parentFileNameHint', { path: this.path, field: 'parentFileNameHint' });
+    return { hint, format: 'vmdk', parentId: hex8(this.parentCid) };
+  }
+
+  identity(): string | undefined {
+    const cid = parseCid(this.descriptor.get('CID'), this.path);
+    return cid === undefined ? undefined : hex8(cid);
+  }
+
+  /** Point this child at another parent (rebase / repair a broken link). */
+  async setBacking(link: { hint: string; parentId: string }): Promise<void> {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    await this.changeDescriptor((d) => {
+      d.set('parentCID', link.parentId);
+      d.set('parentFileNameHint', link.hint);
+    });
   }
 
   private get parentCid(): number {
