@@ -1,0 +1,79 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { Disk } from '../../src/index.js';
+import { createChild } from '../../src/ops/child.js';
+import { run, skipUnless, tmpDir } from '../helpers/tools.js';
+import { MiB, RawModel, Rng, assertWholeDiskEqual, planWrites, runOk, seedOf } from './support.js';
+
+for (const depth of [1, 2, 5]) {
+  test(`qemu-img reads a vdkit chain of depth ${depth} exactly as vdkit wrote it`, async (t) => {
+    if (!skipUnless(t, 'qemu-img')) return;
+    const dir = (await tmpDir(t)).path;
+    const capacity = 96 * MiB;
+    const rng = new Rng(seedOf(t.name));
+    const model = await RawModel.create(join(dir, 'model.raw'), capacity);
+    let top = join(dir, 'base.vmdk');
+    let d = await Disk.create(top, { capacity, type: depth % 2 ? 'monolithicSparse' : 'twoGbMaxExtentSparse' });
+    for (let level = 0; level < depth; level++) {
+      if (level > 0) {
+        await d.close();
+        d = await createChild(top, undefined, { type: level % 2 ? 'twoGbMaxExtentSparse' : 'monolithicSparse' });
+        top = d.path;
+      }
+      for (const w of planWrites(rng, capacity, [65536, 32 * MiB], 12)) {
+        await d.write(w.offset, w.data);
+        await model.write(w.offset, w.data);
+      }
+    }
+    assert.equal((await d.info()).numLinks, depth);
+    await d.close();
+    await model.close();
+    const info = await runOk('qemu-img', ['info', '--backing-chain', '--output=json', top], 'qemu-img info');
+    assert.equal((JSON.parse(info.stdout) as unknown[]).length, depth, 'qemu-img sees every link');
+    const cmp = await run('qemu-img', ['compare', '-f', 'vmdk', '-F', 'raw', top, model.path]);
+    assert.equal(cmp.code, 0, `qemu-img compare: ${cmp.stdout}${cmp.stderr}`);
+    for (const f of [top]) {
+      const chk = await run('qemu-img', ['check', '-f', 'vmdk', f]);
+      assert.equal(chk.code, 0, chk.stdout + chk.stderr);
+    }
+    const r = await Disk.open(top, { readOnly: true });
+    await assertWholeDiskEqual(r, model.path, `vdkit chain depth ${depth}`);
+    await r.close();
+  });
+}
+
+test('vdkit reads and writes chains qemu-img makes (qemu-img create -b -F vmdk)', async (t) => {
+  if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
+  const dir = (await tmpDir(t)).path;
+  const base = join(dir, 'base.vmdk');
+  await runOk('qemu-img', ['create', '-q', '-f', 'vmdk', base, '64M'], 'create base');
+  await runOk('qemu-io', ['-f', 'vmdk', '-c', 'write -P 0x11 0 192k', '-c', 'write -P 0x12 10M 4k', base], 'write base');
+  const mid = join(dir, 'mid.vmdk');
+  await runOk('qemu-img', ['create', '-q', '-f', 'vmdk', '-b', 'base.vmdk', '-F', 'vmdk', mid], 'create mid');
+  await runOk('qemu-io', ['-f', 'vmdk', '-c', 'write -P 0x21 4k 1k', '-c', 'write -P 0x22 20M 64k', mid], 'write mid');
+  const top = join(dir, 'top.vmdk');
+  await runOk('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', '-b', 'mid.vmdk', '-F', 'vmdk', top], 'create top');
+  await runOk('qemu-io', ['-f', 'vmdk', '-c', 'write -P 0x31 100k 3k', '-c', 'write -P 0x32 63M 512', top], 'write top');
+  const raw = join(dir, 'top.raw');
+  await runOk('qemu-img', ['convert', '-f', 'vmdk', '-O', 'raw', top, raw], 'convert');
+
+  const d = await Disk.open(top);
+  const info = await d.info();
+  assert.equal(info.numLinks, 3);
+  assert.equal(info.parent, 'mid.vmdk');
+  await assertWholeDiskEqual(d, raw, 'qemu-made chain');
+  // vdkit writes into qemu's chain (partial grains over the parents), mirrored into the raw copy
+  const model = await RawModel.open(raw);
+  for (const [off, len, val] of [[4096 + 10, 20, 0x41], [10 * MiB + 100, 5000, 0x42], [33 * MiB - 3, 9, 0x43]] as const) {
+    const buf = Buffer.alloc(len, val);
+    await d.write(off, buf);
+    await model.write(off, buf);
+  }
+  await d.close();
+  await model.close();
+  const cmp = await run('qemu-img', ['compare', '-f', 'vmdk', '-F', 'raw', top, raw]);
+  assert.equal(cmp.code, 0, cmp.stdout + cmp.stderr);
+  const chk = await run('qemu-img', ['check', '-f', 'vmdk', top]);
+  assert.equal(chk.code, 0, chk.stdout + chk.stderr);
+});
