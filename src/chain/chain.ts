@@ -18,9 +18,10 @@
  *   out of the child's folder ("..") are refused (EXTERNALEXTENT); by default they are followed,
  *   since chains a user made often point to a base in another folder.
  */
-import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
+import { readJournal } from './journal.js';
 import type { BlockExtent, Capabilities, DiskInfo, Image, OpenOptions } from '../formats/types.js';
 
 export const DEFAULT_MAX_DEPTH = 255;
@@ -60,6 +61,13 @@ export async function resolveParentPath(childPath: string, hint: string, untrust
   throw new DiskError('OPENPARENT', `parent not found (looked for ${candidates.join(' and ')})`, { path: childPath, field: 'parent hint', found: hint, expected: candidates[0] });
 }
 
+/** The hint a child stores for its parent: the bare name when they share a folder, a relative path below, else absolute. */
+export function hintFor(childPath: string, parentPath: string, absolute = false): string {
+  if (absolute) return resolve(parentPath);
+  const rel = relative(dirname(resolve(childPath)), resolve(parentPath));
+  return rel.startsWith('..') || isAbsolute(rel) ? resolve(parentPath) : rel;
+}
+
 /** Open `path` and every parent below it. A lone base comes back as the plain image. */
 export async function openChain(path: string, opts: ChainOpenOptions & { format?: string }, openLink: LinkOpener): Promise<Image> {
   const maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH;
@@ -88,7 +96,7 @@ export async function openChain(path: string, opts: ChainOpenOptions & { format?
         throw new DiskError('OPENPARENT', `cannot open parent ${parentPath}`, { path: at, field: 'parent hint', found: link.hint }, { cause: err });
       }
       layers.push(parent);
-      checkLink(at, img, parentPath, parent, link.parentId);
+      await checkLink(at, img, parentPath, parent, link.parentId);
       img = parent;
       at = parentPath;
     }
@@ -99,10 +107,10 @@ export async function openChain(path: string, opts: ChainOpenOptions & { format?
   return layers.length === 1 ? layers[0]! : new ChainImage(layers);
 }
 
-function checkLink(childPath: string, child: Image, parentPath: string, parent: Image, parentId: string | undefined): void {
+async function checkLink(childPath: string, child: Image, parentPath: string, parent: Image, parentId: string | undefined): Promise<void> {
   if (parentId !== undefined) {
     const id = parent.identity();
-    if (id === undefined || id.toLowerCase() !== parentId.toLowerCase()) {
+    if ((id === undefined || id.toLowerCase() !== parentId.toLowerCase()) && !(await committedFrom(parentPath, parentId, id))) {
       throw new DiskError('CID_MISMATCH', `child was made from content ${parentId} but its parent ${parentPath} now has ${id ?? 'none'}`, {
         path: childPath,
         field: 'parentCID',
@@ -120,6 +128,15 @@ function checkLink(childPath: string, child: Image, parentPath: string, parent: 
   if (child.format === 'vmdk' && parent.format === 'vmdk' && child.capacity !== parent.capacity) {
     throw new DiskError('INVALIDCHAIN', 'child and parent describe disks of different sizes', { path: childPath, field: 'capacity', expected: parent.capacity, found: child.capacity, parent: parentPath });
   }
+}
+
+/**
+ * An interrupted commit gives the base its new identity before the links above it are re-pointed;
+ * its journal vouches for the change, so the chain stays readable until the commit is resumed.
+ */
+async function committedFrom(parentPath: string, expected: string, found: string | undefined): Promise<boolean> {
+  const j = await readJournal(parentPath).catch(() => undefined);
+  return !!j && found !== undefined && j.phase === 'switch' && j.oldId.toLowerCase() === expected.toLowerCase() && j.newId.toLowerCase() === found.toLowerCase();
 }
 
 export class ChainImage implements Image {
@@ -158,6 +175,15 @@ export class ChainImage implements Image {
   }
   identity() {
     return this.top.identity();
+  }
+  setIdentity(id: string): Promise<void> {
+    return this.top.setIdentity(id);
+  }
+  setBacking(link: { hint: string; parentId: string } | undefined): Promise<void> {
+    return this.top.setBacking(link);
+  }
+  makeEmpty(): Promise<void> {
+    return this.top.makeEmpty();
   }
 
   async read(into: Buffer, offset: number): Promise<void> {

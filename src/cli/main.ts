@@ -10,6 +10,8 @@ import { Disk } from '../disk.js';
 import { convert } from '../ops/convert.js';
 import { createChild } from '../ops/child.js';
 import { describeChain } from '../ops/chain-list.js';
+import { commit, mergeIntoTop } from '../ops/commit.js';
+import { rebase } from '../ops/rebase.js';
 import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
 
 class UsageError extends Error {}
@@ -288,6 +290,59 @@ export function buildProgram(): Command {
       const info = await d.info();
       await d.close();
       await out(`created ${d.path}: child of ${info.parent} (${info.numLinks} links, parent CID ${info.parentCid})\n`);
+    });
+
+  program
+    .command('attach')
+    .description('attach a new child to any generation of a chain, even one that already has children (VixDiskLib_Attach)')
+    .option('-t, --type <type>', 'monolithicSparse (default) or twoGbMaxExtentSparse')
+    .option('--overwrite', 'replace existing files')
+    .addOption(untrusted())
+    .argument('<parent>')
+    .argument('<child>')
+    .action(async (parent: string, child: string, o) => {
+      const d = await createChild(parent, child, { type: o.type, overwrite: o.overwrite, untrusted: o.untrusted });
+      const info = await d.info();
+      await d.close();
+      await out(`attached ${d.path} to ${parent} (${info.numLinks} links)\n`);
+    });
+
+  program
+    .command('commit')
+    .description('fold a child into its parent (or the links down to --base), or with --into-top pull parents into the child (qemu-img commit, VDMerge)')
+    .option('-b, --base <file>', 'the link to commit into (default: the parent); with --into-top, the link that becomes the parent')
+    .option('--drop', 'remove the top after committing (default: keep it as an empty child)')
+    .option('--into-top', 'merge the parents into the top instead (the other direction)')
+    .option('--all', 'with --into-top: merge every parent, making the top a standalone disk')
+    .option('--force', 'commit even though the base has other children')
+    .option('-p, --progress', 'show a progress bar on a terminal')
+    .addOption(untrusted())
+    .argument('<top>')
+    .action(async (top: string, o) => {
+      const started = Date.now();
+      const tty = !!o.progress && process.stderr.isTTY;
+      const onProgress = tty ? (p: { done: number; total: number }) => process.stderr.write(`\r${progressBar(p.done, p.total, started)}`) : undefined;
+      if (o.intoTop) {
+        const r = await mergeIntoTop(top, { base: o.base, all: o.all, untrusted: o.untrusted, onProgress });
+        if (tty) process.stderr.write('\n');
+        await out(`merged ${humanBytes(r.bytesCopied)} into ${top}; its parent is now ${r.parent ?? 'none (standalone disk)'}\n`);
+      } else {
+        const r = await commit(top, { base: o.base, drop: o.drop, force: o.force, untrusted: o.untrusted, onProgress });
+        if (tty) process.stderr.write('\n');
+        await out(`committed ${humanBytes(r.bytesCopied)} into ${r.base}\n`);
+      }
+    });
+
+  program
+    .command('rebase')
+    .description('point a child at another parent, copying what differs (qemu-img rebase); --unsafe only rewrites the link (repair)')
+    .requiredOption('-b, --backing <file>', 'the new parent ("" for none: the child becomes a standalone disk)')
+    .option('-u, --unsafe', 'rewrite the parent hint and CID only (repair a link after the parent moved or its CID changed)')
+    .addOption(untrusted())
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      const r = await rebase(file, o.backing === '' ? undefined : o.backing, { unsafe: o.unsafe, untrusted: o.untrusted });
+      await out(`${file} now has parent ${o.backing === '' ? 'none' : o.backing}${o.unsafe ? '' : ` (${humanBytes(r.bytesCopied)} copied)`}\n`);
     });
 
   program

@@ -101,6 +101,12 @@ export interface Image {
   backing(): BackingLink | undefined;
   /** the identity children record when made against this image (VMDK CID) */
   identity(): string | undefined;
+  /** give the image a new identity (VMDK CID); chain operations use it to re-link children */
+  setIdentity(id: string): Promise<void>;
+  /** point the image at another parent, or make it a base (undefined) */
+  setBacking(link: { hint: string; parentId: string } | undefined): Promise<void>;
+  /** drop everything this image stores (every range becomes unallocated) */
+  makeEmpty(): Promise<void>;
   /** read `into.length` bytes at `offset` (validated by the caller) */
   read(into: Buffer, offset: number): Promise<void>;
   write(data: Buffer, offset: number): Promise<void>;
@@ -126,6 +132,11 @@ export interface OpenOptions {
   singleLink?: boolean;
   /** internal (chain layer): the caller does copy-on-write from the parent, so a child may be opened read-write */
   cowByCaller?: boolean;
+  /**
+   * internal (chain operations): writes that do not change what the disk reads as (commit,
+   * rebase, merge) keep the image identity (VMDK CID), so children stay valid.
+   */
+  preserveIdentity?: boolean;
 }
 
 export interface CreateOptions {

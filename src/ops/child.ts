@@ -3,7 +3,8 @@
  * `qemu-img create -b`. The child is an empty sparse disk that names its parent; reads fall
  * through to the parent until the child is written.
  */
-import { basename, dirname, join, relative, resolve } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { hintFor } from '../chain/chain.js';
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
 import { Disk } from '../disk.js';
@@ -40,8 +41,7 @@ export async function createChild(parentPath: string, childPath?: string, opts: 
     const id = parent.image.identity();
     if (id === undefined) throw new DiskError('INVALIDDISK', 'parent has no content ID to link to', { path: parentPath, field: 'CID' });
     child = childPath ?? (await defaultChildPath(parentPath));
-    const sameFolder = resolve(dirname(child)) === resolve(dirname(parentPath));
-    const hint = sameFolder && !opts.absoluteHint ? basename(parentPath) : opts.absoluteHint ? resolve(parentPath) : relativeOrAbsolute(child, parentPath);
+    const hint = hintFor(child, parentPath, opts.absoluteHint);
     const keys = ['adapterType', 'geometry.cylinders', 'geometry.heads', 'geometry.sectors', 'geometry.biosCylinders', 'geometry.biosHeads', 'geometry.biosSectors', 'toolsVersion', 'uuid', 'virtualHWVersion'];
     const copyMetadata = keys.flatMap((k) => {
       const v = parent.readMetadata(k);
@@ -59,10 +59,4 @@ export async function createChild(parentPath: string, childPath?: string, opts: 
   }
   await (await Disk.create(child, spec)).close();
   return Disk.open(child, { untrusted: opts.untrusted });
-}
-
-/** a hint relative to the child's folder when the parent is below or beside it, else absolute */
-function relativeOrAbsolute(child: string, parent: string): string {
-  const rel = relative(dirname(resolve(child)), resolve(parent));
-  return rel.startsWith('..') ? resolve(parent) : rel;
 }

@@ -200,6 +200,14 @@ export const fsx = {
     }
   },
 
+  async readText(path: string, maxBytes: number): Promise<string> {
+    const st = await FileStore.open(path, { readOnly: true });
+    try {
+      return (await st.read(0, Math.min(await st.size(), maxBytes))).toString('utf8');
+    } finally {
+      await st.close();
+    }
+  },
   async writeFileAtomic(path: string, data: Buffer): Promise<void> {
     const tmp = `${path}.vdkit-tmp-${process.pid}`;
     const st = await FileStore.open(tmp, { create: true, overwrite: true });

@@ -77,3 +77,43 @@ test('vdkit reads and writes chains qemu-img makes (qemu-img create -b -F vmdk)'
   const chk = await run('qemu-img', ['check', '-f', 'vmdk', top]);
   assert.equal(chk.code, 0, chk.stdout + chk.stderr);
 });
+
+test('qemu-img agrees after vdkit commits, merges and rebases a chain', async (t) => {
+  if (!skipUnless(t, 'qemu-img')) return;
+  const { commit, mergeIntoTop } = await import('../../src/ops/commit.js');
+  const { rebase } = await import('../../src/ops/rebase.js');
+  const dir = (await tmpDir(t)).path;
+  const capacity = 48 * MiB;
+  const rng = new Rng(seedOf(t.name));
+  const model = await RawModel.create(join(dir, 'model.raw'), capacity);
+  let top = join(dir, 'l0.vmdk');
+  let d = await Disk.create(top, { capacity });
+  for (let level = 0; level < 4; level++) {
+    if (level > 0) {
+      await d.close();
+      d = await createChild(top, join(dir, `l${level}.vmdk`));
+      top = d.path;
+    }
+    for (const w of planWrites(rng, capacity, [65536, 32 * MiB], 8)) {
+      await d.write(w.offset, w.data);
+      await model.write(w.offset, w.data);
+    }
+  }
+  await d.close();
+  await model.close();
+  const same = async (what: string) => {
+    const cmp = await run('qemu-img', ['compare', '-f', 'vmdk', '-F', 'raw', top, model.path]);
+    assert.equal(cmp.code, 0, `${what}: ${cmp.stdout}${cmp.stderr}`);
+    const chk = await run('qemu-img', ['check', '-f', 'vmdk', top]);
+    assert.equal(chk.code, 0, `${what}: ${chk.stdout}${chk.stderr}`);
+  };
+  await same('before');
+  await commit(top); // l3 into l2
+  await same('after commit into the parent');
+  await mergeIntoTop(top); // l2... into l3: l3 now on l0
+  await same('after merging into the top');
+  await rebase(top, undefined); // standalone
+  await same('after rebasing onto nothing');
+  const info = JSON.parse((await runOk('qemu-img', ['info', '--backing-chain', '--output=json', top], 'info')).stdout) as unknown[];
+  assert.equal(info.length, 1);
+});

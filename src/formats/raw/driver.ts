@@ -68,6 +68,15 @@ export class RawImage implements Image {
   identity(): undefined {
     return undefined;
   }
+  async setIdentity(): Promise<void> {
+    throw new DiskError('NOTSUPPORTED', 'raw images have no identity', { path: this.path });
+  }
+  async setBacking(): Promise<void> {
+    throw new DiskError('NOTSUPPORTED', 'raw images cannot have a parent', { path: this.path });
+  }
+  async makeEmpty(): Promise<void> {
+    throw new DiskError('NOTSUPPORTED', 'raw images cannot be emptied', { path: this.path });
+  }
   metadataKeys(): string[] {
     return [];
   }

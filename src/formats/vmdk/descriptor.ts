@@ -166,6 +166,14 @@ export class Descriptor {
     this.lines.splice(last + 1, 0, line);
   }
 
+  /** remove a header key; true if it was there */
+  remove(key: string): boolean {
+    const k = key.toLowerCase();
+    const before = this.lines.length;
+    this.lines = this.lines.filter((l) => !(l.kind === 'header' && l.key.toLowerCase() === k));
+    return this.lines.length !== before;
+  }
+
   // ---- extents
   extents(): ExtentLine[] {
     return this.lines.flatMap((l) => (l.kind === 'extent' ? [l.extent] : []));

@@ -62,7 +62,9 @@ export class VmdkImage implements Image {
     /** false for a bare extent opened without any descriptor */
     private readonly descriptorWritable: boolean,
     readonly readOnly: boolean,
+    preserveIdentity = false,
   ) {
+    this.cidRenewed = preserveIdentity;
     let at = 0;
     this.starts = extents.map((e) => {
       const s = at;
@@ -109,13 +111,33 @@ export class VmdkImage implements Image {
     return cid === undefined ? undefined : hex8(cid);
   }
 
-  /** Point this child at another parent (rebase / repair a broken link). */
-  async setBacking(link: { hint: string; parentId: string }): Promise<void> {
+  /** Point this link at another parent (rebase / repair a broken link), or make it a base. */
+  async setBacking(link: { hint: string; parentId: string } | undefined): Promise<void> {
     if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    if (!this.descriptorWritable) throw new DiskError('NOTSUPPORTED', 'this extent has no descriptor to record a parent in', { path: this.path });
     await this.changeDescriptor((d) => {
-      d.set('parentCID', link.parentId);
-      d.set('parentFileNameHint', link.hint);
+      d.set('parentCID', link ? hex8(parseCid(link.parentId, this.path, 'parentCID')!) : hex8(NO_PARENT));
+      if (link) d.set('parentFileNameHint', link.hint);
+      else d.remove('parentFileNameHint');
     });
+  }
+
+  async setIdentity(id: string): Promise<void> {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    const cid = parseCid(id, this.path, 'CID')!;
+    await this.changeDescriptor((d) => {
+      d.set('CID', hex8(cid));
+      const long = d.ddb('longContentID');
+      if (long !== undefined && /^[0-9a-fA-F]{32}$/.test(long)) d.setDdb('longContentID', long.slice(0, 24).toLowerCase() + hex8(cid));
+    });
+    this.cidRenewed = true;
+  }
+
+  /** Drop every grain of every sparse extent (the link then holds nothing). */
+  async makeEmpty(): Promise<void> {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    if (this.extents.some((e) => !e.sparse)) throw new DiskError('NOTSUPPORTED', 'only sparse links can be emptied', { path: this.path });
+    for (const s of this.writableSparse) await s.clear();
   }
 
   private get parentCid(): number {
@@ -130,7 +152,7 @@ export class VmdkImage implements Image {
       const size = await store.size();
       const head = await store.readZeroPadded(0, Math.min(Math.max(size, 0), 4096));
       const magic = head.length >= 4 ? head.readUInt32LE(0) : 0;
-      if (magic === SPARSE_MAGIC) return await VmdkImage.openMonolithic(path, store, readOnly);
+      if (magic === SPARSE_MAGIC) return await VmdkImage.openMonolithic(path, store, readOnly, !!opts.preserveIdentity);
       if (magic === COWD_MAGIC) {
         throw new DiskError('NOTSUPPORTED', 'ESX sparse (COWD) extents are not supported yet; open the delta through its descriptor', { path });
       }
@@ -144,7 +166,7 @@ export class VmdkImage implements Image {
       opened.length = 0;
       const descriptor = Descriptor.parse(text, path);
       const extents = await openExtents(path, descriptor, opts, opened);
-      const image = new VmdkImage(path, descriptor, extents, undefined, true, readOnly);
+      const image = new VmdkImage(path, descriptor, extents, undefined, true, readOnly, !!opts.preserveIdentity);
       await image.markOpen();
       return image;
     } catch (err) {
@@ -153,7 +175,7 @@ export class VmdkImage implements Image {
     }
   }
 
-  private static async openMonolithic(path: string, store: ByteStore, readOnly: boolean): Promise<VmdkImage> {
+  private static async openMonolithic(path: string, store: ByteStore, readOnly: boolean, preserveIdentity: boolean): Promise<VmdkImage> {
     const sparse = await SparseExtent.open(store, { readOnly });
     const text = await sparse.readEmbeddedDescriptor();
     let descriptor: Descriptor;
@@ -180,7 +202,7 @@ export class VmdkImage implements Image {
     }
     // The embedded extent line names the file itself; whatever name it carries, the data is here.
     const extent = new SparseFileExtent(line, sparse, path, !readOnly && line.access === 'RW');
-    const image = new VmdkImage(path, descriptor, [extent], writable ? sparse : undefined, writable, readOnly || sparse.readOnly || line.access !== 'RW');
+    const image = new VmdkImage(path, descriptor, [extent], writable ? sparse : undefined, writable, readOnly || sparse.readOnly || line.access !== 'RW', preserveIdentity);
     await image.markOpen();
     return image;
   }

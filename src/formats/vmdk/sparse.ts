@@ -526,6 +526,30 @@ export class SparseExtent {
     return out;
   }
 
+  /**
+   * Drop every grain: zero each grain table (primary, then redundant) and cut the file back to
+   * the metadata area. Stopped half-way, some grains are merely unreferenced (leaked until the
+   * truncate), never half-referenced.
+   */
+  async clear(): Promise<void> {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    const zero = Buffer.alloc(this.gtBytes);
+    for (const dir of [this.gd, this.rgd]) {
+      if (!dir) continue;
+      for (let g = 0; g < dir.length; g++) if (dir[g] !== 0) await this.store.write(dir[g]! * SECTOR_SIZE, zero);
+    }
+    this.gtCache.clear();
+    this.grainCache.clear();
+    // keep any grain tables that were allocated after overHead (foreign files with GDE 0)
+    let end = this.overHeadSectors * SECTOR_SIZE;
+    for (const dir of [this.gd, this.rgd]) if (dir) for (const e of dir) if (e !== 0) end = Math.max(end, e * SECTOR_SIZE + this.gtBytes);
+    end = roundUp(end, SECTOR_SIZE);
+    await this.store.flush();
+    await this.store.truncate(end);
+    this.fileSize = end;
+    this.nextFree = roundUp(end, this.grainBytes);
+  }
+
   async flush(): Promise<void> {
     await this.store.flush();
   }

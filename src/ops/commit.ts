@@ -1,0 +1,244 @@
+/**
+ * Commit and merge (VDMerge, qemu-img commit, VMware "delete snapshot"): fold links of a chain
+ * into one, in either direction, so that the remaining chain reads exactly as before.
+ *
+ * commit (down): the data of the links above `base` goes into `base`; the top is left as an
+ *   empty child of the base (or removed with `drop`) and the links in between are removed.
+ *   Order, journaled beside the base (chain/journal.ts):
+ *     1. journal {phase: copy}; 2. copy every range the upper links hold into the base, keeping
+ *     the base's CID (what the chain reads does not change while the base fills up);
+ *     3. journal {phase: switch}; 4. base gets its new CID; 5. top re-pointed at the base (new
+ *     CID) and emptied, or removed; 6. the links in between removed; 7. journal removed.
+ *   Killed at any point, the chain still reads the same data (in the window between 4 and 5
+ *   the journal vouches for the base's new CID), and running the commit again completes it.
+ *   The base must have no other children (their content would change under them) unless forced.
+ *
+ * merge into the top (up): the data of the links between the top and `base` is copied into
+ *   the top where the top has none, keeping the top's CID (its children stay valid); then the
+ *   top is re-pointed at `base` (one atomic descriptor write) and the merged links are removed
+ *   when no other child uses them. Killed before the re-pointing, the top merely holds copies
+ *   of its parents' data; running the merge again completes it.
+ */
+import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
+import { DiskError } from '../core/errors.js';
+import { fsx } from '../storage/file.js';
+import { hintFor } from '../chain/chain.js';
+import { findChildren } from '../chain/children.js';
+import { readJournal, removeJournal, writeJournal, type CommitJournal } from '../chain/journal.js';
+import { backends } from '../formats/registry.js';
+import { Disk, openLink } from '../disk.js';
+import type { Image } from '../formats/types.js';
+import type { Progress } from './convert.js';
+
+export interface CommitOptions {
+  /** the link to commit into (default: the top's parent) */
+  base?: string;
+  /** remove the top after committing (default: keep it as an empty child of the base) */
+  drop?: boolean;
+  /** commit even though the base has other children (they will no longer match it) */
+  force?: boolean;
+  untrusted?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: Progress) => void;
+  /** called after each step (journal written, each chunk copied, identity switched, ...); tests stop commits there */
+  onStep?: (step: string) => Promise<void> | void;
+}
+
+const CHUNK = 1024 * 1024;
+
+async function filesOf(path: string): Promise<string[]> {
+  const img = await openLink(path, { readOnly: true, singleLink: true });
+  try {
+    const files = (await img.info()).files.map((f) => resolve(f));
+    // the descriptor last, so a removal stopped half-way still leaves a findable disk
+    const head = resolve(path);
+    return [...files.filter((f) => f !== head), head];
+  } finally {
+    await img.close();
+  }
+}
+
+async function removeFiles(files: readonly string[]): Promise<void> {
+  for (const f of files) await fsx.remove(f);
+}
+
+function chainPaths(d: Disk): string[] {
+  const layers = (d.image as { layers?: Image[] }).layers ?? [d.image];
+  return layers.map((l) => resolve(l.path));
+}
+
+/** Copy the chain's content into `target` over the ranges `want` selects (by depth). */
+async function copyRanges(
+  from: Disk,
+  to: Disk,
+  want: (depth: number | undefined) => boolean,
+  opts: { signal?: AbortSignal; onProgress?: (p: Progress) => void; onStep?: (step: string) => Promise<void> | void },
+): Promise<number> {
+  const ranges = (await from.blockStatus()).filter((r) => want(r.depth));
+  const total = ranges.reduce((a, r) => a + r.length, 0);
+  let done = 0;
+  for (const r of ranges) {
+    for (let at = r.offset; at < r.offset + r.length; at += CHUNK) {
+      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: to.path }, { cause: opts.signal.reason });
+      const n = Math.min(CHUNK, r.offset + r.length - at);
+      await to.write(at, await from.read(at, n));
+      done += n;
+      opts.onProgress?.({ done, total, written: done });
+      await opts.onStep?.(`copied ${at}+${n}`);
+    }
+  }
+  return total;
+}
+
+export async function commit(topPath: string, opts: CommitOptions = {}): Promise<{ base: string; bytesCopied: number }> {
+  const top = resolve(topPath);
+  let journal: CommitJournal | undefined;
+  let basePath: string;
+  if (opts.base !== undefined) {
+    basePath = resolve(opts.base);
+    journal = await readJournal(basePath);
+  } else {
+    // the base is the top's parent; an interrupted commit's journal sits beside it
+    const probe = await Disk.open(top, { readOnly: true, untrusted: opts.untrusted });
+    const paths = chainPaths(probe);
+    await probe.close();
+    if (paths.length < 2) throw new DiskError('INVAL', 'this disk has no parent to commit into', { path: topPath });
+    basePath = paths[1]!;
+    journal = await readJournal(basePath);
+  }
+  let copied = 0;
+  if (journal && resolve(journal.top) !== top) {
+    throw new DiskError('NOTSUPPORTED', `another commit into this base is unfinished (from ${journal.top}); resume that one first`, { path: basePath });
+  }
+  if (!journal) {
+    const chain = await Disk.open(top, { readOnly: true, untrusted: opts.untrusted });
+    let paths: string[];
+    let oldId: string | undefined;
+    try {
+      paths = chainPaths(chain);
+      const depth = paths.indexOf(basePath);
+      if (depth < 1) throw new DiskError('INVAL', `${opts.base ?? basePath} is not below ${topPath} in its chain`, { path: topPath, field: 'base', found: opts.base });
+      oldId = ((chain.image as { layers?: Image[] }).layers ?? [chain.image])[depth]!.identity();
+      journal = {
+        version: 1,
+        op: 'commit',
+        top,
+        base: basePath,
+        depth,
+        oldId: oldId ?? '',
+        newId: randomBytes(4).toString('hex'),
+        phase: 'copy',
+        drop: !!opts.drop,
+        removeFiles: [],
+      };
+    } finally {
+      await chain.close();
+    }
+    if (!oldId) throw new DiskError('NOTSUPPORTED', 'the base has no identity to renew', { path: basePath });
+    const inChain = new Set(paths.slice(0, journal.depth));
+    const base = await openLink(basePath, { readOnly: true, singleLink: true });
+    const others = (await findChildren(base, openLink, backends().flatMap((b) => b.extensions)).finally(() => base.close())).filter((c) => !inChain.has(resolve(c)));
+    if (others.length > 0 && !opts.force) {
+      throw new DiskError('RDONLY', `the base has another child (${others[0]}) that the commit would break; remove it or force`, { path: basePath, field: 'children', found: others });
+    }
+    for (const p of paths.slice(1, journal.depth)) journal.removeFiles.push(...(await filesOf(p)));
+    if (journal.drop) journal.removeFiles.push(...(await filesOf(top)));
+    await writeJournal(journal);
+    await opts.onStep?.('journal');
+  }
+
+  if (journal.phase === 'copy') {
+    const from = await Disk.open(top, { readOnly: true, untrusted: opts.untrusted });
+    try {
+      // the base opened as a chain of its own: writes into it copy-on-write from below it
+      const to = await Disk.open(basePath, { force: true, preserveIdentity: true, untrusted: opts.untrusted });
+      try {
+        copied = await copyRanges(from, to, (d) => d !== undefined && d < journal!.depth, opts);
+        await to.flush();
+      } finally {
+        await to.close();
+      }
+    } finally {
+      await from.close();
+    }
+    journal.phase = 'switch';
+    await writeJournal(journal);
+    await opts.onStep?.('switch');
+  }
+
+  // switch: every step below is idempotent, so a resumed commit simply runs them again
+  const base = await openLink(basePath, { singleLink: true, cowByCaller: true });
+  try {
+    await base.setIdentity(journal.newId);
+    await base.flush();
+  } finally {
+    await base.close();
+  }
+  await opts.onStep?.('base identity');
+  if (!journal.drop) {
+    const t = await openLink(top, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+    try {
+      await t.setBacking({ hint: hintFor(top, basePath), parentId: journal.newId });
+      await opts.onStep?.('top relinked');
+      await t.makeEmpty();
+      await t.flush();
+    } finally {
+      await t.close();
+    }
+  }
+  await opts.onStep?.('top emptied');
+  for (const f of journal.removeFiles) {
+    await fsx.remove(f);
+    await opts.onStep?.(`removed ${f}`);
+  }
+  await removeJournal(basePath);
+  return { base: basePath, bytesCopied: copied };
+}
+
+export interface MergeOptions {
+  /** the link that becomes the top's parent; links above it are merged into the top (default: the parent's parent) */
+  base?: string;
+  /** merge every parent into the top: the top becomes a standalone disk */
+  all?: boolean;
+  untrusted?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: Progress) => void;
+  onStep?: (step: string) => Promise<void> | void;
+}
+
+export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Promise<{ bytesCopied: number; parent?: string }> {
+  const top = resolve(topPath);
+  const d = await Disk.open(top, { preserveIdentity: true, untrusted: opts.untrusted });
+  let paths: string[];
+  let depth: number;
+  let copied: number;
+  let parentId: string | undefined;
+  try {
+    paths = chainPaths(d);
+    if (paths.length < 2) throw new DiskError('INVAL', 'this disk has no parent to merge', { path: topPath });
+    depth = opts.all ? paths.length : opts.base !== undefined ? paths.indexOf(resolve(opts.base)) : Math.min(2, paths.length);
+    if (depth < 1) throw new DiskError('INVAL', `${opts.base} is not below ${topPath} in its chain`, { path: topPath, field: 'base', found: opts.base });
+    copied = await copyRanges(d, d, (x) => x !== undefined && x >= 1 && x < depth, opts);
+    await d.flush();
+    const layers = (d.image as { layers?: Image[] }).layers ?? [d.image];
+    parentId = depth < paths.length ? layers[depth]!.identity() : undefined;
+  } finally {
+    await d.close();
+  }
+  const newParent = depth < paths.length ? paths[depth] : undefined;
+  const t = await openLink(top, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+  try {
+    await t.setBacking(newParent ? { hint: hintFor(top, newParent), parentId: parentId! } : undefined);
+  } finally {
+    await t.close();
+  }
+  // merged links go when nothing else depends on them
+  for (const p of paths.slice(1, depth)) {
+    const img = await openLink(p, { readOnly: true, singleLink: true });
+    const kids = await findChildren(img, openLink, backends().flatMap((b) => b.extensions)).finally(() => img.close());
+    if (kids.length === 0) await removeFiles(await filesOf(p));
+    else break; // a link still used keeps everything below it too
+  }
+  return { bytesCopied: copied, parent: newParent };
+}

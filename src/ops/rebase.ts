@@ -1,0 +1,94 @@
+/**
+ * Rebase (qemu-img rebase) and link repair.
+ *
+ * safe: every cluster the child does not hold, and where the old chain and the new parent read
+ *   differently, is copied into the child first (from the old chain), keeping the child's CID
+ *   because what the child reads does not change; then the child is re-pointed with one atomic
+ *   descriptor write. Killed before that, the child still reads as before through its old parent.
+ * unsafe: only the link is rewritten (new hint and parent CID). This is how a broken link is
+ *   repaired after the parent moved or its CID changed, once the caller has made sure the
+ *   content still matches.
+ */
+import { resolve } from 'node:path';
+import { DiskError } from '../core/errors.js';
+import { hintFor } from '../chain/chain.js';
+import { Disk, openLink } from '../disk.js';
+import type { Progress } from './convert.js';
+
+export interface RebaseOptions {
+  /** only rewrite the link; copy nothing (repair) */
+  unsafe?: boolean;
+  untrusted?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: Progress) => void;
+}
+
+const CHUNK = 1024 * 1024;
+
+/** Re-point `childPath` at `newParent` (undefined: make it a standalone base). */
+export async function rebase(childPath: string, newParent: string | undefined, opts: RebaseOptions = {}): Promise<{ bytesCopied: number }> {
+  const child = resolve(childPath);
+  let parentId: string | undefined;
+  let parentCapacity: number | undefined;
+  let parentFormat: string | undefined;
+  let np: Disk | undefined;
+  if (newParent !== undefined) {
+    np = await Disk.open(newParent, { readOnly: true, untrusted: opts.untrusted });
+    parentId = np.image.identity();
+    parentCapacity = np.capacity;
+    parentFormat = np.format;
+    if (parentId === undefined) {
+      await np.close();
+      throw new DiskError('NOTSUPPORTED', 'the new parent has no identity a child can record', { path: newParent });
+    }
+  }
+  let copied = 0;
+  try {
+    const link = await openLink(child, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+    try {
+      if (parentCapacity !== undefined && link.format === 'vmdk' && parentFormat === 'vmdk' && parentCapacity !== link.capacity) {
+        throw new DiskError('INVALIDCHAIN', 'the new parent describes a disk of another size', { path: child, field: 'capacity', expected: link.capacity, found: parentCapacity });
+      }
+      if (!opts.unsafe) {
+        const old = await Disk.open(child, { readOnly: true, untrusted: opts.untrusted });
+        try {
+          const g = link.clusterSize;
+          const lacking = (await link.blockStatus(0, link.capacity)).filter((r) => r.state === 'unallocated');
+          const total = lacking.reduce((a, r) => a + r.length, 0);
+          let done = 0;
+          for (const r of lacking) {
+            for (let at = r.offset; at < r.offset + r.length; at += CHUNK) {
+              if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: child }, { cause: opts.signal.reason });
+              const n = Math.min(CHUNK, r.offset + r.length - at);
+              const before = await old.read(at, n);
+              const after = np ? await np.read(at, Math.max(0, Math.min(n, np.capacity - at))) : Buffer.alloc(0);
+              // clusters whose bytes differ between the old and new parent go into the child whole
+              for (let c = 0; c < n; c += g) {
+                const len = Math.min(g, n - c);
+                const a = before.subarray(c, c + len);
+                const b = after.subarray(c, c + len);
+                const same = b.length === len ? a.equals(b) : a.subarray(0, b.length).equals(b) && a.subarray(b.length).every((x) => x === 0);
+                if (!same) {
+                  await link.write(Buffer.from(a), at + c);
+                  copied += len;
+                }
+              }
+              done += n;
+              opts.onProgress?.({ done, total, written: copied });
+            }
+          }
+          await link.flush();
+        } finally {
+          await old.close();
+        }
+      }
+      await link.setBacking(newParent !== undefined ? { hint: hintFor(child, newParent), parentId: parentId! } : undefined);
+      await link.flush();
+    } finally {
+      await link.close();
+    }
+  } finally {
+    await np?.close();
+  }
+  return { bytesCopied: copied };
+}
