@@ -8,3 +8,7 @@ export { MemoryStore } from './storage/memory.js';
 export type { ByteStore } from './storage/store.js';
 export { convert, type ConvertOptions, type Progress } from './ops/convert.js';
 export { vmwareGeometry, SPLIT_EXTENT_SECTORS } from './formats/vmdk/create.js';
+export { createChild, defaultChildPath, type CreateChildOptions } from './ops/child.js';
+export { commit, mergeIntoTop, type CommitOptions, type MergeOptions } from './ops/commit.js';
+export { rebase, type RebaseOptions } from './ops/rebase.js';
+export { describeChain, type ChainLink, type ChainBreak } from './ops/chain-list.js';
