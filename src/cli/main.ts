@@ -354,7 +354,7 @@ export function buildProgram(): Command {
     .action(async (file: string, o) => {
       const c = await describeChain(file, { untrusted: o.untrusted });
       if (o.json) {
-        await out(JSON.stringify(c, (_k, v) => (v === undefined ? null : v), 2) + '\n');
+        await out(JSON.stringify({ links: c.links, break: c.break ?? null }, (_k, v) => (v === undefined ? null : v), 2) + '\n');
       } else {
         const rows = c.links.map((l, i) => {
           const parent = l.parentHint ? `parent "${l.parentHint}" (parentCID ${l.parentCid ?? '-'})` : 'base';

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -118,6 +118,61 @@ test('CLI: convert -p draws a progress bar on a terminal, and nothing on a pipe'
     const piped = await vdkit(['convert', '-p', '-O', 'raw', 's.vmdk', 't.raw'], { cwd });
     assert.equal(piped.code, 0);
     assert.equal(piped.stderr, '');
+  } finally {
+    await rm(cwd, { recursive: true, force: true });
+  }
+});
+
+test('CLI: child/redo, attach, chain, commit, rebase', async () => {
+  const cwd = await mkdtemp(join(tmpdir(), 'vdkit-cli-chain-'));
+  try {
+    const ok = async (args: string[]) => {
+      const r = await vdkit(args, { cwd });
+      assert.equal(r.code, 0, `vdkit ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout.toString();
+    };
+    await ok(['create', 'base.vmdk', '32M']);
+    await ok(['fill', 'base.vmdk', '--start', '0', '--count', '4', '--value', '0x11']);
+    assert.match(await ok(['child', 'base.vmdk']), /created .*base-000001\.vmdk: child of base\.vmdk \(2 links/);
+    await ok(['fill', 'base-000001.vmdk', '--start', '2', '--count', '1', '--value', '0x22']);
+    assert.match(await ok(['redo', 'base-000001.vmdk']), /base-000002\.vmdk/);
+    await ok(['fill', 'base-000002.vmdk', '--start', '3', '--count', '1', '--value', '0x33']);
+    const expect = Buffer.concat([Buffer.alloc(1024, 0x11), Buffer.alloc(512, 0x22), Buffer.alloc(512, 0x33)]);
+    assert.deepEqual(Buffer.from(await vdkit(['read', 'base-000002.vmdk', '--offset', '0', '--length', '2048'], { cwd }).then((r) => r.stdout)), expect);
+
+    const info = JSON.parse(await ok(['info', '--json', 'base-000002.vmdk']));
+    assert.equal(info.numLinks, 3);
+    assert.equal(info.parent, 'base-000001.vmdk');
+    assert.equal(info.chain.length, 3);
+    const chain = JSON.parse(await ok(['chain', '--json', 'base-000002.vmdk']));
+    assert.equal(chain.links.length, 3);
+    assert.equal(chain.break, null);
+    assert.equal(chain.links[0].parentCid, chain.links[1].cid);
+    assert.match(await ok(['chain', 'base-000002.vmdk']), /^ {2}3 {2}.*base\.vmdk\n.*; base$/m);
+
+    // the parent is read-only now; --force overrides
+    const refused = await vdkit(['fill', 'base.vmdk', '--start', '9', '--count', '1'], { cwd });
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /RDONLY.*base-000001\.vmdk is a child/);
+
+    assert.match(await ok(['attach', 'base.vmdk', 'other.vmdk']), /attached .*other\.vmdk to base\.vmdk \(2 links\)/);
+
+    assert.match(await ok(['commit', 'base-000002.vmdk']), /committed 64 KiB into .*base-000001\.vmdk/);
+    assert.deepEqual(Buffer.from(await vdkit(['read', 'base-000002.vmdk', '--offset', '0', '--length', '2048'], { cwd }).then((r) => r.stdout)), expect);
+    assert.match(await ok(['rebase', '-b', 'base.vmdk', 'base-000002.vmdk']), /now has parent base\.vmdk \(\d+ (B|KiB) copied\)/);
+    assert.equal(JSON.parse(await ok(['info', '--json', 'base-000002.vmdk'])).numLinks, 2);
+    assert.deepEqual(Buffer.from(await vdkit(['read', 'base-000002.vmdk', '--offset', '0', '--length', '2048'], { cwd }).then((r) => r.stdout)), expect);
+    assert.match(await ok(['commit', '--into-top', '--all', 'base-000002.vmdk']), /standalone/);
+    assert.equal(JSON.parse(await ok(['info', '--json', 'base-000002.vmdk'])).numLinks, 1);
+
+    // a broken chain: listed up to the break, exit 1 with the code
+    await rename(join(cwd, 'base.vmdk'), join(cwd, 'gone.vmdk'));
+    const broken = await vdkit(['chain', 'other.vmdk'], { cwd });
+    assert.equal(broken.code, 1);
+    assert.match(broken.stdout.toString(), /BROKEN below .*other\.vmdk: OPENPARENT/);
+    assert.match(broken.stderr, /OPENPARENT/);
+    await ok(['rebase', '-u', '-b', 'gone.vmdk', 'other.vmdk']);
+    assert.equal(JSON.parse(await ok(['info', '--json', 'other.vmdk'])).numLinks, 2);
   } finally {
     await rm(cwd, { recursive: true, force: true });
   }
