@@ -61,6 +61,14 @@ export function buildProgram(): Command {
   const untrusted = () => new Option('--untrusted', 'refuse parent hints that are absolute or leave the child\'s folder');
   const singleLink = () => new Option('--single-link', 'open only this image, not its parents (unallocated ranges read as zeros)');
   const force = () => new Option('--force', 'write to a disk even though a child (redo log) depends on it');
+  const withOptions = (cmd: Command, options: Option[]) => {
+    for (const o of options) cmd.addOption(o);
+    return cmd;
+  };
+  /** options of every command that opens a disk to read it */
+  const readingOptions = () => [formatOpt(), untrusted(), singleLink(), external()];
+  /** options of every command that opens a disk to change it */
+  const writingOptions = () => [formatOpt(), untrusted(), force(), external()];
 
   program
     .command('create')
@@ -90,15 +98,10 @@ export function buildProgram(): Command {
       await out(`created ${file}: ${d.format} ${d.type}, ${d.capacity} bytes (${humanBytes(d.capacity)})\n`);
     });
 
-  program
-    .command('info')
+  withOptions(program.command('info'), readingOptions())
     .description('show what a disk is (VixDiskLib_GetInfo, qemu-img info)')
     .option('--json', 'machine-readable output')
     .option('--descriptor', 'VMDK: also print the descriptor text')
-    .addOption(formatOpt())
-    .addOption(untrusted())
-    .addOption(singleLink())
-    .addOption(external())
     .argument('<file>')
     .action(async (file: string, o) => {
       await withDisk(file, { readOnly: true, ...openOpts(o) }, async (d) => {
@@ -109,16 +112,11 @@ export function buildProgram(): Command {
       });
     });
 
-  program
-    .command('read')
+  withOptions(program.command('read'), readingOptions())
     .description('read bytes from the virtual disk to stdout (raw, or a hex dump like the VDDK sample\'s -dump)')
     .requiredOption('--offset <n>', 'byte offset')
     .requiredOption('--length <n>', 'number of bytes')
     .option('--hex', 'hex dump instead of raw bytes')
-    .addOption(formatOpt())
-    .addOption(untrusted())
-    .addOption(singleLink())
-    .addOption(external())
     .argument('<file>')
     .action(async (file: string, o) => {
       const offset = num(o.offset, '--offset');
@@ -133,15 +131,10 @@ export function buildProgram(): Command {
       });
     });
 
-  program
-    .command('write')
+  withOptions(program.command('write'), writingOptions())
     .description('write bytes from stdin (or --input FILE) into the virtual disk at --offset')
     .requiredOption('--offset <n>', 'byte offset')
     .option('--input <file>', 'read the data from this file instead of stdin')
-    .addOption(formatOpt())
-    .addOption(untrusted())
-    .addOption(force())
-    .addOption(external())
     .argument('<file>')
     .action(async (file: string, o) => {
       const offset = num(o.offset, '--offset');
@@ -158,16 +151,11 @@ export function buildProgram(): Command {
       });
     });
 
-  program
-    .command('fill')
+  withOptions(program.command('fill'), writingOptions())
     .description('fill sectors with one byte value (the VDDK sample\'s -fill)')
     .requiredOption('--start <sector>', 'first sector')
     .requiredOption('--count <n>', 'number of sectors', '1')
     .option('--value <byte>', 'byte value, decimal or 0x hex', '0xff')
-    .addOption(formatOpt())
-    .addOption(external())
-    .addOption(untrusted())
-    .addOption(force())
     .argument('<file>')
     .action(async (file: string, o) => {
       const start = num(o.start, '--start');
@@ -185,13 +173,8 @@ export function buildProgram(): Command {
       });
     });
 
-  program
-    .command('meta')
+  withOptions(program.command('meta'), writingOptions())
     .description('list, read or write metadata (the VMDK disk database; VixDiskLib_Read/WriteMetadata)')
-    .addOption(formatOpt())
-    .addOption(external())
-    .addOption(untrusted())
-    .addOption(force())
     .option('--json', 'list as JSON')
     .argument('<file>')
     .argument('[key]')
@@ -212,15 +195,10 @@ export function buildProgram(): Command {
       });
     });
 
-  program
-    .command('map')
+  withOptions(program.command('map'), readingOptions())
     .description('list data / zero / unallocated ranges of the disk (qemu-img map)')
     .option('--json', 'machine-readable output')
     .option('--all', 'also list zero and unallocated ranges')
-    .addOption(formatOpt())
-    .addOption(untrusted())
-    .addOption(singleLink())
-    .addOption(external())
     .argument('<file>')
     .action(async (file: string, o) => {
       await withDisk(file, { readOnly: true, ...openOpts(o) }, async (d) => {
@@ -235,20 +213,15 @@ export function buildProgram(): Command {
       });
     });
 
-  program
-    .command('convert')
+  withOptions(program.command('convert'), readingOptions())
     .alias('clone')
     .description('copy a disk into a new image, converting format and type (qemu-img convert, vmware-vdiskmanager -r)')
-    .addOption(formatOpt())
-    .addOption(untrusted())
-    .addOption(singleLink())
     .addOption(new Option('-O, --output-format <fmt>', 'vmdk or raw').default('vmdk'))
     .option('-t, --type <type>', 'target type (VMDK createType or 0-4)')
     .option('-a, --adapter <type>', 'target adapter type')
     .option('--hw <version>', 'target virtual hardware version')
     .option('-p, --progress', 'show a progress bar on a terminal')
     .option('--overwrite', 'replace an existing target')
-    .addOption(external())
     .argument('<src>')
     .argument('<dst>')
     .action(async (src: string, dst: string, o) => {

@@ -1,6 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFile, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +9,7 @@ import { commit, mergeIntoTop } from '../../src/ops/commit.js';
 import { rebase } from '../../src/ops/rebase.js';
 import { describeChain } from '../../src/ops/chain-list.js';
 import { tmpDir } from '../helpers/tools.js';
+import { runKilledWhen } from '../helpers/spawn-lines.js';
 import { mulberry32, xorshiftBytes } from '../helpers/prng.js';
 
 const MiB = 2 ** 20;
@@ -133,25 +133,9 @@ test('rebase: safe copies what differs; unsafe repairs a link after the parent m
 });
 
 /** Run the commit runner, SIGKILL it after its `k`-th step line (or let it finish). */
-function runCommitKilledAt(top: string, base: string, k: number): Promise<{ steps: string[]; killed: boolean }> {
-  return new Promise((res, rej) => {
-    const p = spawn(process.execPath, [RUNNER, top, base], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const steps: string[] = [];
-    let buf = '';
-    let err = '';
-    p.stderr.on('data', (c) => (err += c));
-    p.stdout.on('data', (c: Buffer) => {
-      buf += c.toString();
-      const lines = buf.split('\n');
-      buf = lines.pop()!;
-      for (const l of lines) {
-        steps.push(l);
-        if (steps.length === k) p.kill('SIGKILL');
-      }
-    });
-    p.on('error', rej);
-    p.on('close', (code, signal) => (signal === 'SIGKILL' || code === 0 ? res({ steps, killed: signal === 'SIGKILL' }) : rej(new Error(`commit runner failed: ${err}`))));
-  });
+async function runCommitKilledAt(top: string, base: string, k: number): Promise<{ steps: string[]; killed: boolean }> {
+  const r = await runKilledWhen(RUNNER, [top, base], (_l, n) => n === k);
+  return { steps: r.lines, killed: r.killed };
 }
 
 test('a commit killed at random points 20 times: the chain always reads the same, and a second commit completes it', async (t) => {

@@ -1,33 +1,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Disk } from '../../src/index.js';
 import { chunkFor } from '../helpers/crash-pattern.js';
+import { runKilledWhen } from '../helpers/spawn-lines.js';
 
 const WRITER = join(dirname(fileURLToPath(import.meta.url)), '../helpers/crash-writer.js');
 
 /** Run the writer, SIGKILL it once it has acknowledged `acks` writes; return the last ack. */
-function runAndKill(path: string, acks: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [WRITER, path], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let last = -1;
-    let buf = '';
-    let err = '';
-    p.stderr.on('data', (c) => (err += c));
-    p.stdout.on('data', (c: Buffer) => {
-      buf += c.toString();
-      const lines = buf.split('\n');
-      buf = lines.pop()!;
-      for (const l of lines) last = Number(l.slice(4));
-      if (last >= acks) p.kill('SIGKILL');
-    });
-    p.on('error', reject);
-    p.on('close', (_code, signal) => (signal === 'SIGKILL' ? resolve(last) : reject(new Error(`writer ended without being killed: ${err}`))));
-  });
+async function runAndKill(path: string, acks: number): Promise<number> {
+  const r = await runKilledWhen(WRITER, [path], (line) => Number(line.slice(4)) >= acks);
+  if (!r.killed) throw new Error('writer ended without being killed');
+  return Number(r.lines.at(-1)!.slice(4));
 }
 
 for (const type of ['monolithicSparse', 'twoGbMaxExtentSparse', 'monolithicFlat'] as const) {
