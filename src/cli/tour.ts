@@ -42,6 +42,11 @@ export async function tour(): Promise<void> {
     await step(['map', 'sparse.vmdk'], 'which ranges hold data');
     await step(['info', 'split.vmdk'], 'what a disk is');
     await step(['convert', '-O', 'vmdk', '-t', 'monolithicFlat', 'sparse.vmdk', 'copy.vmdk'], 'convert to another type; only data is copied');
+    await step(['child', 'sparse.vmdk'], 'a redo log: sparse-000001.vmdk records changes, sparse.vmdk stays as it was');
+    await step(['fill', '--start', '1', '--count', '1', '--value', '0x42', 'sparse-000001.vmdk']);
+    await step(['read', '--offset', '496', '--length', '32', '--hex', 'sparse-000001.vmdk'], 'the child reads its parent\'s sector 0 and its own sector 1');
+    await step(['chain', 'sparse-000001.vmdk'], 'the chain, top first');
+    await step(['commit', 'sparse-000001.vmdk'], 'fold the redo log back into its parent');
     await step(['info', '--json', 'copy.vmdk'], 'machine-readable info');
     process.stdout.write(`\ntour done; removing ${dir}\n`);
   } finally {
