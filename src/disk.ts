@@ -5,7 +5,7 @@
  */
 import { DiskError } from './core/errors.js';
 import { SECTOR_SIZE, checkRange } from './core/ints.js';
-import { openChain, type ChainOpenOptions } from './chain/chain.js';
+import { openChain, type ChainFormats, type ChainOpenOptions } from './chain/chain.js';
 import { findChildren } from './chain/children.js';
 import { backends, detectFormat, driverByName } from './formats/registry.js';
 import type { BlockExtent, CreateOptions, DiskInfo, Image, OpenOptions } from './formats/types.js';
@@ -15,6 +15,13 @@ export async function openLink(path: string, opts: OpenOptions & { format?: stri
   const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
   return driver.open(path, opts);
 }
+
+/** what the chain layer needs from the registry */
+export const chainFormats: ChainFormats = {
+  open: openLink,
+  extensions: (format) => driverByName(format).extensions,
+  sameSize: (format) => driverByName(format).capabilities.differencingSameSize,
+};
 
 export interface DiskOpenOptions extends ChainOpenOptions {
   /** format name of the top image; detected from the content when omitted */
@@ -45,10 +52,10 @@ export class Disk {
       const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
       image = await driver.open(path, { ...opts, cowByCaller: false });
     } else {
-      image = await openChain(path, opts, openLink);
+      image = await openChain(path, opts, chainFormats);
     }
     if (!image.readOnly && !opts.force) {
-      const children = await findChildren(image, openLink, backends().flatMap((b) => b.extensions)).catch(async (err) => {
+      const children = await findChildren(image, chainFormats, backends().flatMap((b) => b.extensions)).catch(async (err) => {
         await image.close().catch(() => {});
         throw err;
       });

@@ -22,7 +22,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:pat
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
 import { readJournal } from './journal.js';
-import type { BlockExtent, Capabilities, DiskInfo, Image, OpenOptions } from '../formats/types.js';
+import type { BackingLink, BlockExtent, Capabilities, DiskInfo, Image, OpenOptions } from '../formats/types.js';
 
 export const DEFAULT_MAX_DEPTH = 255;
 
@@ -31,6 +31,20 @@ export interface ChainOpenOptions extends OpenOptions {
   untrusted?: boolean;
   /** most links a chain may have (default 255) */
   maxDepth?: number;
+  /**
+   * parent files the caller knows about (VDI records no parent path): a link whose parent
+   * identity matches one of these uses it before any hint or folder search
+   */
+  parentPaths?: string[];
+}
+
+/** What the chain layer needs to know about formats (supplied by the registry). */
+export interface ChainFormats {
+  open: LinkOpener;
+  /** file extensions of a format, to search a folder for a parent by identity */
+  extensions(format: string): readonly string[];
+  /** a child must have exactly its parent's size */
+  sameSize(format: string): boolean;
 }
 
 /** How the chain layer opens one link (provided by the registry, so chain/ stays format-free). */
@@ -43,22 +57,54 @@ function styleOf(img: Image): 'esx' | 'hosted' | undefined {
   return ESX_TYPES.has(img.type.toLowerCase()) ? 'esx' : 'hosted';
 }
 
-/** Where a child's parent hint points, or an error saying why it may not be followed. */
-export async function resolveParentPath(childPath: string, hint: string, untrusted: boolean): Promise<string> {
+/** Try each hint (as written, then by its file name beside the child); the first that exists wins. */
+async function findByHints(childPath: string, hints: readonly string[], untrusted: boolean): Promise<{ path?: string; tried: string[] }> {
   const dir = dirname(resolve(childPath));
-  const windowsAbsolute = /^[A-Za-z]:[\\/]/.test(hint) || hint.startsWith('\\\\');
-  const escapes = isAbsolute(hint) || windowsAbsolute || hint.split(/[\\/]/).includes('..');
-  if (untrusted && escapes) {
-    throw new DiskError('EXTERNALEXTENT', 'parent hint is absolute or leaves the child\'s folder (refused for untrusted images)', { path: childPath, field: 'parent hint', found: hint });
+  const tried: string[] = [];
+  for (const hint of hints) {
+    if (hint === '') continue;
+    const windowsAbsolute = /^[A-Za-z]:[\\/]/.test(hint) || hint.startsWith('\\\\');
+    const escapes = isAbsolute(hint) || windowsAbsolute || hint.split(/[\\/]/).includes('..');
+    if (untrusted && escapes) {
+      throw new DiskError('EXTERNALEXTENT', "parent hint is absolute or leaves the child's folder (refused for untrusted images)", { path: childPath, field: 'parent hint', found: hint });
+    }
+    const candidates: string[] = [];
+    if (!windowsAbsolute) candidates.push(resolve(dir, hint.replace(/\\/g, '/')));
+    // a chain moved as a whole folder (or a Windows path): the parent beside the child under its own name
+    candidates.push(join(dir, basename(hint.replace(/\\/g, '/'))));
+    for (const c of candidates) {
+      if (tried.includes(c)) continue;
+      tried.push(c);
+      if ((await fsx.kind(c)) !== 'missing') return { path: c, tried };
+    }
   }
-  const candidates: string[] = [];
-  if (windowsAbsolute) candidates.push(join(dir, hint.split(/[\\/]/).pop()!));
-  else candidates.push(resolve(dir, hint));
-  // a chain moved as a whole folder: the parent sits next to the child under its own name
-  const beside = join(dir, basename(hint.replace(/\\/g, '/')));
-  if (!candidates.includes(beside)) candidates.push(beside);
-  for (const c of candidates) if ((await fsx.kind(c)) !== 'missing') return c;
-  throw new DiskError('OPENPARENT', `parent not found (looked for ${candidates.join(' and ')})`, { path: childPath, field: 'parent hint', found: hint, expected: candidates[0] });
+  return { tried };
+}
+
+/** Look for a parent by identity: among the caller's files, then in the child's folder. */
+async function findByIdentity(childPath: string, link: BackingLink, formats: ChainFormats, given: readonly string[], searchFolder: boolean): Promise<string | undefined> {
+  if (link.parentId === undefined) return undefined;
+  const want = link.parentId.toLowerCase();
+  const candidates = [...given];
+  if (searchFolder && link.format) {
+    const dir = dirname(resolve(childPath));
+    const exts = formats.extensions(link.format);
+    for (const n of (await fsx.list(dir)).slice(0, 2000)) if (exts.some((e) => n.toLowerCase().endsWith(`.${e}`))) candidates.push(join(dir, n));
+  }
+  const self = resolve(childPath);
+  for (const c of candidates) {
+    if (resolve(c) === self || (await fsx.kind(c)) !== 'file') continue;
+    let img: Image | undefined;
+    try {
+      img = await formats.open(c, { readOnly: true, singleLink: true, format: link.format });
+      if (img.identity()?.toLowerCase() === want) return c;
+    } catch {
+      // not an image of that format: keep looking
+    } finally {
+      await img?.close().catch(() => {});
+    }
+  }
+  return undefined;
 }
 
 /** The hint a child stores for its parent: the bare name when they share a folder, a relative path below, else absolute. */
@@ -69,12 +115,12 @@ export function hintFor(childPath: string, parentPath: string, absolute = false)
 }
 
 /** Open `path` and every parent below it. A lone base comes back as the plain image. */
-export async function openChain(path: string, opts: ChainOpenOptions & { format?: string }, openLink: LinkOpener): Promise<Image> {
+export async function openChain(path: string, opts: ChainOpenOptions & { format?: string }, formats: ChainFormats): Promise<Image> {
   const maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH;
   const layers: Image[] = [];
   const seen = new Set<string>();
   try {
-    let img = await openLink(path, { ...opts, cowByCaller: true });
+    let img = await formats.open(path, { ...opts, cowByCaller: true });
     layers.push(img);
     seen.add(await fsx.realpath(path));
     let at = path;
@@ -84,19 +130,19 @@ export async function openChain(path: string, opts: ChainOpenOptions & { format?
       if (layers.length >= maxDepth) {
         throw new DiskError('TOOMANYREDO', `chain is deeper than ${maxDepth} links`, { path, field: 'depth', expected: `<= ${maxDepth}` });
       }
-      const parentPath = await resolveParentPath(at, link.hint, !!opts.untrusted);
+      const parentPath = await locateParent(at, link, opts, formats);
       const real = await fsx.realpath(parentPath);
       if (seen.has(real)) throw new DiskError('INVALIDCHAIN', 'the chain loops back on itself', { path: at, field: 'parent hint', found: parentPath });
       seen.add(real);
       let parent: Image;
       try {
-        parent = await openLink(parentPath, { readOnly: true, allowExternalExtents: opts.allowExternalExtents, format: link.format, cowByCaller: true });
+        parent = await formats.open(parentPath, { readOnly: true, allowExternalExtents: opts.allowExternalExtents, format: link.format, cowByCaller: true });
       } catch (err) {
         if (err instanceof DiskError && err.code !== 'FILENOTFOUND') throw err;
         throw new DiskError('OPENPARENT', `cannot open parent ${parentPath}`, { path: at, field: 'parent hint', found: link.hint }, { cause: err });
       }
       layers.push(parent);
-      await checkLink(at, img, parentPath, parent, link.parentId);
+      await checkLink(at, img, parentPath, parent, link.parentId, formats);
       img = parent;
       at = parentPath;
     }
@@ -107,7 +153,24 @@ export async function openChain(path: string, opts: ChainOpenOptions & { format?
   return layers.length === 1 ? layers[0]! : new ChainImage(layers);
 }
 
-async function checkLink(childPath: string, child: Image, parentPath: string, parent: Image, parentId: string | undefined): Promise<void> {
+/** The parent of the link at `childPath`: caller-given files by identity, the hints, then the folder by identity. */
+export async function locateParent(childPath: string, link: BackingLink, opts: { untrusted?: boolean; parentPaths?: string[] }, formats: ChainFormats): Promise<string> {
+  if (opts.parentPaths?.length) {
+    const given = await findByIdentity(childPath, link, formats, opts.parentPaths, false);
+    if (given) return given;
+  }
+  const found = await findByHints(childPath, [link.hint, ...(link.hints ?? [])], !!opts.untrusted);
+  if (found.path) return found.path;
+  if (link.searchByIdentity) {
+    const byId = await findByIdentity(childPath, link, formats, [], true);
+    if (byId) return byId;
+  }
+  const where = found.tried.length > 0 ? `looked for ${found.tried.join(' and ')}` : 'the image records no parent path';
+  const how = link.searchByIdentity ? `; no image in ${dirname(resolve(childPath))} has identity ${link.parentId}` : '';
+  throw new DiskError('OPENPARENT', `parent not found (${where}${how})`, { path: childPath, field: 'parent hint', found: link.hint, expected: found.tried[0] });
+}
+
+async function checkLink(childPath: string, child: Image, parentPath: string, parent: Image, parentId: string | undefined, formats: ChainFormats): Promise<void> {
   if (parentId !== undefined) {
     const id = parent.identity();
     if ((id === undefined || id.toLowerCase() !== parentId.toLowerCase()) && !(await committedFrom(parentPath, parentId, id))) {
@@ -125,7 +188,7 @@ async function checkLink(childPath: string, child: Image, parentPath: string, pa
   if (cs && ps && cs !== ps) {
     throw new DiskError('INVALIDCHAIN', undefined, { path: childPath, field: 'createType', found: `${child.type} over ${parent.type}`, parent: parentPath });
   }
-  if (child.format === 'vmdk' && parent.format === 'vmdk' && child.capacity !== parent.capacity) {
+  if (child.format === parent.format && formats.sameSize(child.format) && child.capacity !== parent.capacity) {
     throw new DiskError('INVALIDCHAIN', 'child and parent describe disks of different sizes', { path: childPath, field: 'capacity', expected: parent.capacity, found: child.capacity, parent: parentPath });
   }
 }

@@ -6,11 +6,11 @@
 import { dirname, join, resolve } from 'node:path';
 import { fsx } from '../storage/file.js';
 import type { Image } from '../formats/types.js';
-import { resolveParentPath, type LinkOpener } from './chain.js';
+import { locateParent, type ChainFormats } from './chain.js';
 
 const MAX_CANDIDATES = 2000;
 
-export async function findChildren(image: Image, openLink: LinkOpener, extensions: readonly string[]): Promise<string[]> {
+export async function findChildren(image: Image, formats: ChainFormats, extensions: readonly string[]): Promise<string[]> {
   const self = await fsx.realpath(image.path);
   const id = image.identity();
   const dir = dirname(resolve(image.path));
@@ -23,7 +23,7 @@ export async function findChildren(image: Image, openLink: LinkOpener, extension
     let link;
     let other: Image | undefined;
     try {
-      other = await openLink(p, { readOnly: true, singleLink: true });
+      other = await formats.open(p, { readOnly: true, singleLink: true });
       link = other.backing();
     } catch {
       continue; // not a disk we can read: it cannot be a child we would break
@@ -32,7 +32,7 @@ export async function findChildren(image: Image, openLink: LinkOpener, extension
     }
     if (!link) continue;
     try {
-      const parent = await fsx.realpath(await resolveParentPath(p, link.hint, false));
+      const parent = await fsx.realpath(await locateParent(p, link, {}, formats));
       if (parent === self && (link.parentId === undefined || id === undefined || link.parentId.toLowerCase() === id.toLowerCase())) children.push(p);
     } catch {
       continue;

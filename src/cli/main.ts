@@ -8,6 +8,7 @@ import { DiskError, errorText, type ErrorCode } from '../core/errors.js';
 import { SECTOR_SIZE, parseSize } from '../core/ints.js';
 import { Disk } from '../disk.js';
 import { convert } from '../ops/convert.js';
+import { backendInfo } from '../formats/registry.js';
 import { createChild } from '../ops/child.js';
 import { describeChain } from '../ops/chain-list.js';
 import { commit, mergeIntoTop } from '../ops/commit.js';
@@ -73,8 +74,8 @@ export function buildProgram(): Command {
   program
     .command('create')
     .description('create a new disk (vmware-vdiskmanager -c / VixDiskLib_Create)')
-    .addOption(new Option('-f, --format <fmt>', 'vmdk or raw').default('vmdk'))
-    .option('-t, --type <type>', 'monolithicSparse (0, default), twoGbMaxExtentSparse (1), monolithicFlat (2), twoGbMaxExtentFlat (3), vmfs (4), vmfsThin')
+    .addOption(new Option('-f, --format <fmt>', 'image format (see `vdkit formats`)').default('vmdk'))
+    .option('-t, --type <type>', 'vmdk: monolithicSparse (0, default), twoGbMaxExtentSparse (1), monolithicFlat (2), twoGbMaxExtentFlat (3), vmfs (4), vmfsThin; other formats: see `vdkit formats`')
     .option('-a, --adapter <type>', 'ide, buslogic, lsilogic (default) or pvscsi')
     .option('--hw <version>', 'virtual hardware version written to ddb.virtualHWVersion (default 4)')
     .option('--thin', 'vmfs: mark the disk thin provisioned')
@@ -216,7 +217,7 @@ export function buildProgram(): Command {
   withOptions(program.command('convert'), readingOptions())
     .alias('clone')
     .description('copy a disk into a new image, converting format and type (qemu-img convert, vmware-vdiskmanager -r)')
-    .addOption(new Option('-O, --output-format <fmt>', 'vmdk or raw').default('vmdk'))
+    .addOption(new Option('-O, --output-format <fmt>', 'target format (see `vdkit formats`)').default('vmdk'))
     .option('-t, --type <type>', 'target type (VMDK createType or 0-4)')
     .option('-a, --adapter <type>', 'target adapter type')
     .option('--hw <version>', 'target virtual hardware version')
@@ -246,6 +247,31 @@ export function buildProgram(): Command {
         });
         if (tty) process.stderr.write('\n');
       });
+    });
+
+  program
+    .command('formats')
+    .description('list the formats vdkit handles and what each can do (VDBackendInfo)')
+    .option('--json', 'machine-readable output')
+    .action(async (o) => {
+      const list = backendInfo();
+      if (o.json) {
+        await out(JSON.stringify(list, null, 2) + '\n');
+        return;
+      }
+      for (const b of list) {
+        const c = b.capabilities;
+        const can = [
+          c.write === 'native' ? 'write' : 'read-only',
+          c.differencing ? 'differencing' : '',
+          c.split ? 'split' : '',
+          c.discard !== 'none' ? 'discard' : '',
+          c.resize !== 'none' ? `resize (${c.resize})` : '',
+          c.metadata ? 'metadata' : '',
+        ].filter(Boolean);
+        await out(`${b.name.padEnd(6)} ${b.description}\n       files: ${b.extensions.map((e) => `.${e}`).join(' ')}; types: ${c.createTypes.join(', ')}; ${can.join(', ')}\n`);
+        for (const opt of b.createOptions) await out(`       -o ${opt.name}: ${opt.description}\n`);
+      }
     });
 
   program

@@ -1,14 +1,37 @@
-/** Every driver, and detection by content (VDGetFormat): the highest probe score wins. */
+/**
+ * Every driver, detection by content (VDGetFormat) and the backend list (VDBackendInfo).
+ * Detection never looks at the file name: the highest probe score wins, raw (score 1) last.
+ */
 import { DiskError } from '../core/errors.js';
 import { FileStore } from '../storage/file.js';
 import { rawDriver } from './raw/driver.js';
-import type { Driver } from './types.js';
+import type { Capabilities, CreateOptionInfo, Driver } from './types.js';
 import { vmdkDriver } from './vmdk/driver.js';
 
 const DRIVERS: readonly Driver[] = Object.freeze([vmdkDriver, rawDriver]);
 
+const CAPABILITY_KEYS: readonly (keyof Capabilities)[] = ['write', 'blockStatus', 'zero', 'metadata', 'createTypes', 'differencing', 'differencingSameSize', 'split', 'discard', 'resize'];
+// Capabilities are data, declared once; a driver that forgets one fails here, at load time.
+for (const d of DRIVERS) {
+  for (const k of CAPABILITY_KEYS) if (d.capabilities[k] === undefined) throw new DiskError('INTERNAL', `driver ${d.name} does not declare capability ${k}`);
+  if (d.capabilities.createTypes.length === 0) throw new DiskError('INTERNAL', `driver ${d.name} declares no create type`);
+}
+
 export function backends(): readonly Driver[] {
   return DRIVERS;
+}
+
+/** VDBackendInfo: what `vdkit formats` prints */
+export interface BackendInfo {
+  name: string;
+  description: string;
+  extensions: readonly string[];
+  capabilities: Capabilities;
+  createOptions: readonly CreateOptionInfo[];
+}
+
+export function backendInfo(): BackendInfo[] {
+  return DRIVERS.map((d) => ({ name: d.name, description: d.description, extensions: d.extensions, capabilities: d.capabilities, createOptions: d.createOptions }));
 }
 
 export function driverByName(name: string): Driver {
@@ -22,10 +45,11 @@ export async function detectFormat(path: string): Promise<Driver> {
   try {
     const size = await st.size();
     const head = await st.readZeroPadded(0, Math.min(size, 4096));
+    const tail = size >= 512 ? await st.read(size - 512, 512) : Buffer.alloc(0);
     let best: Driver = rawDriver;
     let score = 0;
     for (const d of DRIVERS) {
-      const s = d.probe(head, size);
+      const s = d.probe(head, size, tail);
       if (s > score) {
         score = s;
         best = d;

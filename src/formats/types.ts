@@ -20,12 +20,19 @@ export interface BlockExtent {
 
 /** What a link records about its parent (VMDK parentFileNameHint + parentCID, ...). */
 export interface BackingLink {
-  /** the parent's path as the image stores it (may be relative to the image's folder) */
+  /**
+   * the parent's path as the image stores it (may be relative to the image's folder); empty
+   * when the format records none (VDI: the parent is found by its UUID)
+   */
   hint: string;
+  /** more places the image records, tried in order after `hint` (VHD parent locators) */
+  hints?: string[];
   /** format of the parent, when the image says (VMDK parents are always VMDK) */
   format?: string;
-  /** the parent identity the child was made against (VMDK: parent CID, 8 hex digits) */
+  /** the parent identity the child was made against (VMDK: parent CID, 8 hex digits; VDI/VHD: parent UUID) */
   parentId?: string;
+  /** when no hint leads to the parent, look in the child's folder for an image with identity `parentId` */
+  searchByIdentity?: boolean;
 }
 
 export interface Geometry {
@@ -80,10 +87,27 @@ export interface DiskInfo {
 
 export interface Capabilities {
   readonly write: 'none' | 'native';
+  /** native: the format knows which ranges it stores; emulate: found by reading (raw) */
   readonly blockStatus: 'native' | 'emulate';
   readonly zero: 'none' | 'emulate' | 'native';
+  /** format metadata keys that can be listed, read and written (VMDK ddb, VDI comment, ...) */
   readonly metadata: boolean;
+  /** the types `create` accepts, the first being the default */
   readonly createTypes: readonly string[];
+  /** can be a child of another image of this format (redo log, differencing image) */
+  readonly differencing: boolean;
+  /** a child must have exactly its parent's size */
+  readonly differencingSameSize: boolean;
+  /** the disk can be split into several files */
+  readonly split: boolean;
+  readonly discard: 'none' | 'native';
+  readonly resize: 'none' | 'grow' | 'grow-shrink';
+}
+
+/** One create option a driver understands (for `vdkit formats` and VDBackendInfo). */
+export interface CreateOptionInfo {
+  readonly name: string;
+  readonly description: string;
 }
 
 export interface Image {
@@ -150,16 +174,25 @@ export interface CreateOptions {
   /** VMFS only: mark the disk thin provisioned */
   thin?: boolean;
   overwrite?: boolean;
-  /** make the new image a child of this parent (VMDK: parentCID + parentFileNameHint) */
-  parent?: { hint: string; parentId: string; copyMetadata?: [string, string][] };
+  /**
+   * make the new image a child of this parent: `hint` is the path to store (relative to the
+   * child's folder where possible), `parentPath` the parent's absolute path (VHD stores both),
+   * `parentId` its identity (VMDK CID, VDI/VHD UUID); `copyMetadata` keys to inherit
+   */
+  parent?: { hint: string; parentPath: string; parentId: string; copyMetadata?: [string, string][] };
 }
 
 export interface Driver {
   readonly name: string;
+  readonly description: string;
   readonly extensions: readonly string[];
   readonly capabilities: Capabilities;
-  /** 0..100: how sure we are this is ours, from the first bytes of the file */
-  probe(head: Buffer, size: number): number;
+  readonly createOptions: readonly CreateOptionInfo[];
+  /**
+   * 0..100: how sure we are this is ours, from the first 4 KiB of the file (`head`) and its
+   * last 512 bytes (`tail`: fixed VHDs have their only footer there). Raw scores 1.
+   */
+  probe(head: Buffer, size: number, tail: Buffer): number;
   open(path: string, opts: OpenOptions): Promise<Image>;
   create(path: string, opts: CreateOptions): Promise<Image>;
 }

@@ -4,8 +4,8 @@
  */
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
-import { resolveParentPath, DEFAULT_MAX_DEPTH } from '../chain/chain.js';
-import { openLink } from '../disk.js';
+import { locateParent, DEFAULT_MAX_DEPTH } from '../chain/chain.js';
+import { chainFormats, openLink } from '../disk.js';
 
 export interface ChainLink {
   path: string;
@@ -64,7 +64,7 @@ export async function describeChain(path: string, opts: { untrusted?: boolean; m
       if (links.length >= (opts.maxDepth ?? DEFAULT_MAX_DEPTH)) return { links, break: { at, code: 'TOOMANYREDO', reason: 'chain is deeper than the limit' } };
       let parent: string;
       try {
-        parent = await resolveParentPath(at, link.hint, !!opts.untrusted);
+        parent = await locateParent(at, link, { untrusted: opts.untrusted }, chainFormats);
       } catch (err) {
         const e = err as DiskError;
         return { links, break: { at, code: e.code ?? 'OPENPARENT', reason: e.message } };

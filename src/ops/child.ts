@@ -3,14 +3,15 @@
  * `qemu-img create -b`. The child is an empty sparse disk that names its parent; reads fall
  * through to the parent until the child is written.
  */
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
+import { driverByName } from '../formats/registry.js';
 import { hintFor } from '../chain/chain.js';
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
 import { Disk } from '../disk.js';
 
 export interface CreateChildOptions {
-  /** monolithicSparse (default) or twoGbMaxExtentSparse */
+  /** the child's type: VMDK monolithicSparse (default) or twoGbMaxExtentSparse; other formats choose their differencing type */
   type?: string;
   overwrite?: boolean;
   /** store the parent hint as an absolute path even when both share a folder */
@@ -19,12 +20,13 @@ export interface CreateChildOptions {
   untrusted?: boolean;
 }
 
-/** VMware's naming: base.vmdk -> base-000001.vmdk; base-000001.vmdk -> base-000002.vmdk (first free). */
+/** VMware's naming: base.vmdk -> base-000001.vmdk; base-000001.vmdk -> base-000002.vmdk (first free); same for .vdi/.vhd. */
 export async function defaultChildPath(parentPath: string): Promise<string> {
   const dir = dirname(parentPath);
-  const stem = basename(parentPath).replace(/\.vmdk$/i, '').replace(/-\d{6}$/, '');
+  const ext = extname(parentPath);
+  const stem = basename(parentPath, ext).replace(/-\d{6}$/, '');
   for (let n = 1; n < 1000000; n++) {
-    const p = join(dir, `${stem}-${String(n).padStart(6, '0')}.vmdk`);
+    const p = join(dir, `${stem}-${String(n).padStart(6, '0')}${ext}`);
     if (!(await fsx.exists(p))) return p;
   }
   throw new DiskError('FILEEXISTS', 'no free child name left', { path: parentPath });
@@ -35,24 +37,26 @@ export async function createChild(parentPath: string, childPath?: string, opts: 
   let child: string;
   let spec: Parameters<typeof Disk.create>[1];
   try {
-    if (parent.format !== 'vmdk') {
-      throw new DiskError('NOTSUPPORTED', `children of ${parent.format} disks are not supported yet`, { path: parentPath, field: 'format' });
+    const driver = driverByName(parent.format);
+    if (!driver.capabilities.differencing) {
+      throw new DiskError('NOTSUPPORTED', `${parent.format} disks cannot have children`, { path: parentPath, field: 'format' });
     }
     const id = parent.image.identity();
     if (id === undefined) throw new DiskError('INVALIDDISK', 'parent has no content ID to link to', { path: parentPath, field: 'CID' });
     child = childPath ?? (await defaultChildPath(parentPath));
     const hint = hintFor(child, parentPath, opts.absoluteHint);
+    // VMDK keys a child inherits; other formats ignore what they do not have
     const keys = ['adapterType', 'geometry.cylinders', 'geometry.heads', 'geometry.sectors', 'geometry.biosCylinders', 'geometry.biosHeads', 'geometry.biosSectors', 'toolsVersion', 'uuid', 'virtualHWVersion'];
     const copyMetadata = keys.flatMap((k) => {
       const v = parent.readMetadata(k);
       return v === undefined ? [] : [[k, v] as [string, string]];
     });
     spec = {
-      format: 'vmdk',
-      type: opts.type ?? 'monolithicSparse',
+      format: parent.format,
+      type: opts.type,
       capacity: parent.capacity,
       overwrite: opts.overwrite,
-      parent: { hint, parentId: id, copyMetadata },
+      parent: { hint, parentPath: resolve(parentPath), parentId: id, copyMetadata },
     };
   } finally {
     await parent.close();

@@ -27,7 +27,7 @@ import { hintFor } from '../chain/chain.js';
 import { findChildren } from '../chain/children.js';
 import { readJournal, removeJournal, writeJournal, type CommitJournal } from '../chain/journal.js';
 import { backends } from '../formats/registry.js';
-import { Disk, openLink } from '../disk.js';
+import { Disk, chainFormats, openLink } from '../disk.js';
 import type { Image } from '../formats/types.js';
 import type { Progress } from './convert.js';
 
@@ -138,7 +138,7 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
     if (!oldId) throw new DiskError('NOTSUPPORTED', 'the base has no identity to renew', { path: basePath });
     const inChain = new Set(paths.slice(0, journal.depth));
     const base = await openLink(basePath, { readOnly: true, singleLink: true });
-    const others = (await findChildren(base, openLink, backends().flatMap((b) => b.extensions)).finally(() => base.close())).filter((c) => !inChain.has(resolve(c)));
+    const others = (await findChildren(base, chainFormats, backends().flatMap((b) => b.extensions)).finally(() => base.close())).filter((c) => !inChain.has(resolve(c)));
     if (others.length > 0 && !opts.force) {
       throw new DiskError('RDONLY', `the base has another child (${others[0]}) that the commit would break; remove it or force`, { path: basePath, field: 'children', found: others });
     }
@@ -236,7 +236,7 @@ export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Pr
   // merged links go when nothing else depends on them
   for (const p of paths.slice(1, depth)) {
     const img = await openLink(p, { readOnly: true, singleLink: true });
-    const kids = await findChildren(img, openLink, backends().flatMap((b) => b.extensions)).finally(() => img.close());
+    const kids = await findChildren(img, chainFormats, backends().flatMap((b) => b.extensions)).finally(() => img.close());
     if (kids.length === 0) await removeFiles(await filesOf(p));
     else break; // a link still used keeps everything below it too
   }

@@ -87,7 +87,10 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
   try {
     const report = () => opts.onProgress?.({ done, total, written });
     report();
-    const ranges = (await src.blockStatus(0, total)).filter((r) => r.state === 'data');
+    // An emulated block status would read the whole source once more: copy everything instead
+    // and let the zero detection below find the holes.
+    const ranges =
+      src.image.capabilities.blockStatus === 'emulate' ? [{ offset: 0, length: total }] : (await src.blockStatus(0, total)).filter((r) => r.state === 'data');
     // chunk list over the data ranges
     const chunks: { offset: number; length: number }[] = [];
     for (const r of ranges) for (let at = r.offset; at < r.offset + r.length; at += chunk) chunks.push({ offset: at, length: Math.min(chunk, r.offset + r.length - at) });

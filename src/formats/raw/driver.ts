@@ -1,13 +1,29 @@
 /**
- * raw: the image file is the disk. Block status reports everything as data: Node exposes no
- * SEEK_DATA/SEEK_HOLE, so holes are found by the copy loop's zero detection instead.
+ * raw: the image file is the disk. Node exposes no SEEK_DATA/SEEK_HOLE, so block status is
+ * found by reading (capability `blockStatus: 'emulate'`): 64 KiB blocks that read as all zeros
+ * are reported as zero. Copy loops skip that pass for emulated drivers and detect zeros as they
+ * copy, so a raw source is read once, not twice.
  */
 import { DiskError } from '../../core/errors.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent, Capabilities, CreateOptions, DiskInfo, Driver, Image, OpenOptions } from '../types.js';
 
-const RAW_CAPABILITIES: Capabilities = Object.freeze({ write: 'native', blockStatus: 'emulate', zero: 'emulate', metadata: false, createTypes: ['raw'] });
+const ZERO_BLOCK = 64 * 1024;
+const ZEROS = Buffer.alloc(ZERO_BLOCK);
+
+const RAW_CAPABILITIES: Capabilities = Object.freeze({
+  write: 'native',
+  blockStatus: 'emulate',
+  zero: 'emulate',
+  metadata: false,
+  createTypes: ['raw'],
+  differencing: false,
+  differencingSameSize: false,
+  split: false,
+  discard: 'none',
+  resize: 'grow-shrink',
+});
 
 export class RawImage implements Image {
   readonly format = 'raw';
@@ -39,7 +55,24 @@ export class RawImage implements Image {
     return this.store.write(offset, data);
   }
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
-    return [{ offset, length, state: 'data' }];
+    const out: BlockExtent[] = [];
+    const step = 4 * 1024 * 1024;
+    const buf = Buffer.allocUnsafe(Math.min(step, length));
+    for (let at = offset; at < offset + length; at += step) {
+      const n = Math.min(step, offset + length - at);
+      const chunk = buf.subarray(0, n);
+      await this.store.readInto(chunk, at);
+      for (let b = 0; b < n; ) {
+        // blocks aligned to 64 KiB in disk offsets
+        const e = Math.min(n, b + ZERO_BLOCK - ((at + b) % ZERO_BLOCK));
+        const state = chunk.compare(ZEROS, 0, e - b, b, e) === 0 ? 'zero' : 'data';
+        const last = out[out.length - 1];
+        if (last && last.state === state) last.length += e - b;
+        else out.push({ offset: at + b, length: e - b, state });
+        b = e;
+      }
+    }
+    return out;
   }
   flush(): Promise<void> {
     return this.store.flush();
@@ -90,6 +123,8 @@ export class RawImage implements Image {
 
 export const rawDriver: Driver = Object.freeze({
   name: 'raw',
+  description: 'plain image file: the file is the disk',
+  createOptions: [],
   extensions: ['raw', 'img', 'bin'],
   capabilities: RAW_CAPABILITIES,
   probe: () => 1,

@@ -6,7 +6,15 @@ import { COWD_MAGIC, SPARSE_MAGIC } from './structs.js';
 
 export const vmdkDriver: Driver = Object.freeze({
   name: 'vmdk',
+  description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs, streamOptimized (read)',
   extensions: ['vmdk'],
+  createOptions: [
+    { name: 'type', description: 'monolithicSparse (0), twoGbMaxExtentSparse (1), monolithicFlat (2), twoGbMaxExtentFlat (3), vmfs (4), vmfsThin' },
+    { name: 'adapterType', description: 'ide, buslogic, lsilogic (default), pvscsi, legacyESX' },
+    { name: 'hwVersion', description: 'ddb.virtualHWVersion (default 4)' },
+    { name: 'thin', description: 'vmfs: ddb.thinProvisioned' },
+    { name: 'preallocate', description: 'flat types: write the zeros' },
+  ],
   capabilities: VMDK_CAPABILITIES,
   probe(head: Buffer): number {
     if (head.length >= 4) {

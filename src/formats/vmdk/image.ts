@@ -39,6 +39,11 @@ export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
   zero: 'emulate',
   metadata: true,
   createTypes: ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs'],
+  differencing: true,
+  differencingSameSize: true,
+  split: true,
+  discard: 'none',
+  resize: 'none',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VMDK_CAPABILITIES, write: 'none' });
