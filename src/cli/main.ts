@@ -270,7 +270,7 @@ export function buildProgram(): Command {
           c.metadata ? 'metadata' : '',
         ].filter(Boolean);
         await out(`${b.name.padEnd(6)} ${b.description}\n       files: ${b.extensions.map((e) => `.${e}`).join(' ')}; types: ${c.createTypes.join(', ')}; ${can.join(', ')}\n`);
-        for (const opt of b.createOptions) await out(`       -o ${opt.name}: ${opt.description}\n`);
+        for (const opt of b.createOptions) await out(`       create option ${opt.name}: ${opt.description}\n`);
       }
     });
 
