@@ -165,6 +165,13 @@ export async function locateParent(childPath: string, link: BackingLink, opts: {
     const byId = await findByIdentity(childPath, link, formats, [], true);
     if (byId) return byId;
   }
+  // A link that records no path (VDI), and the caller named exactly one other file as a parent:
+  // that file is the one meant, so the link check can say what is wrong with it (CID_MISMATCH)
+  // instead of "not found".
+  if (opts.parentPaths?.length && link.hint === '' && !link.hints?.length) {
+    const others = opts.parentPaths.filter((p) => resolve(p) !== resolve(childPath));
+    if (others.length === 1 && (await fsx.kind(others[0]!)) === 'file') return others[0]!;
+  }
   const where = found.tried.length > 0 ? `looked for ${found.tried.join(' and ')}` : 'the image records no parent path';
   const how = link.searchByIdentity ? `; no image in ${dirname(resolve(childPath))} has identity ${link.parentId}` : '';
   throw new DiskError('OPENPARENT', `parent not found (${where}${how})`, { path: childPath, field: 'parent hint', found: link.hint, expected: found.tried[0] });

@@ -7,8 +7,13 @@ import { FileStore } from '../storage/file.js';
 import { rawDriver } from './raw/driver.js';
 import type { Capabilities, CreateOptionInfo, Driver } from './types.js';
 import { vmdkDriver } from './vmdk/driver.js';
+import { vdiDriver } from './vdi/driver.js';
 
-const DRIVERS: readonly Driver[] = Object.freeze([vmdkDriver, rawDriver]);
+const DRIVERS: readonly Driver[] = Object.freeze([
+  vmdkDriver,
+  vdiDriver,
+  rawDriver,
+]);
 
 const CAPABILITY_KEYS: readonly (keyof Capabilities)[] = ['write', 'blockStatus', 'zero', 'metadata', 'createTypes', 'differencing', 'differencingSameSize', 'split', 'discard', 'resize'];
 // Capabilities are data, declared once; a driver that forgets one fails here, at load time.

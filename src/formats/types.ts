@@ -83,6 +83,8 @@ export interface DiskInfo {
   readOnly: boolean;
   compressed?: boolean;
   files: string[];
+  /** inconsistencies tolerated on a read-only open (e.g. a VDI allocated-block count that disagrees with its map) */
+  warnings?: string[];
 }
 
 export interface Capabilities {

@@ -19,7 +19,7 @@
  *   when no other child uses them. Killed before the re-pointing, the top merely holds copies
  *   of its parents' data; running the merge again completes it.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
@@ -127,7 +127,8 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
         base: basePath,
         depth,
         oldId: oldId ?? '',
-        newId: randomBytes(4).toString('hex'),
+        // a new identity of the base's kind: VMDK CIDs are 8 hex digits, VDI/VHD identities UUIDs
+        newId: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(oldId ?? '') ? randomUUID() : randomBytes(4).toString('hex'),
         phase: 'copy',
         drop: !!opts.drop,
         removeFiles: [],

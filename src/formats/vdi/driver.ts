@@ -1,0 +1,21 @@
+import type { CreateOptions, Driver, OpenOptions } from '../types.js';
+import { createVdi } from './create.js';
+import { VDI_CAPABILITIES, VdiImage } from './image.js';
+import { VDI_SIGNATURE } from './structs.js';
+
+export const vdiDriver: Driver = Object.freeze({
+  name: 'vdi',
+  description: 'VirtualBox disk image: dynamic, fixed and differencing (v1.1 headers; legacy v0 read-only)',
+  extensions: ['vdi'],
+  createOptions: [
+    { name: 'type', description: 'dynamic (default, type 1) or fixed (type 2); children are always differencing (type 4)' },
+    { name: 'preallocate', description: 'fixed: write the zeros of the data area instead of leaving the file sparse' },
+  ],
+  capabilities: VDI_CAPABILITIES,
+  /** the signature at offset 64 is all VirtualBox and QEMU look at */
+  probe(head: Buffer): number {
+    return head.length >= 68 && head.readUInt32LE(64) === VDI_SIGNATURE ? 100 : 0;
+  },
+  open: (path: string, opts: OpenOptions) => VdiImage.open(path, opts),
+  create: (path: string, opts: CreateOptions) => createVdi(path, opts),
+});

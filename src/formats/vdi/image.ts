@@ -1,0 +1,703 @@
+/**
+ * VDI driver: one VirtualBox disk image file opened as an Image.
+ *
+ * Design notes (full map in NOTES.md)
+ * - Layout: pre-header + header (v1 0x180 or v1+ 0x190 bytes at 0x48), a block map (one u32 per
+ *   virtual block: physical index, FREE = 0xFFFFFFFF, ZERO = 0xFFFFFFFE) at offBlocks, and the
+ *   data area at offData where physical block p starts at offData + p * (cbBlock + cbBlockExtra).
+ * - The whole map is validated when the image is opened (every index inside the file, none used
+ *   twice, found with a bitmap after a pigeonhole count) and kept in memory; its size is bounded
+ *   by the file size before anything is allocated.
+ * - Crash-safe write order for a new block: the whole block at the end of the data area first,
+ *   then its map entry, then the header's cBlocksAllocated. A crash leaves at worst a block past
+ *   the end of the data area (overwritten by the next allocation) or a count one short of the map
+ *   (re-derived from the map at the next read-write open).
+ * - uuidModify gets a new random value before the first change of a session (VirtualBox does
+ *   the same), unless the caller preserves identity (chain operations).
+ * - Differencing images record only their parent's UUIDs, never a path: backing() asks the
+ *   chain layer to look for the parent by identity (the creation UUID, RFC-4122 text).
+ */
+import { dirname, resolve } from 'node:path';
+import { DiskError, type ErrorCode } from '../../core/errors.js';
+import { ceilDiv, isPowerOfTwo, toSafeNumber } from '../../core/ints.js';
+import { FileStore, fsx } from '../../storage/file.js';
+import type { BackingLink, BlockExtent, BlockState, Capabilities, DiskInfo, Geometry, Image, OpenOptions } from '../types.js';
+import {
+  BLOCK_FREE,
+  BLOCK_ZERO,
+  HEADER_V1PLUS_SIZE,
+  HEADER_V1_SIZE,
+  KNOWN_FLAGS,
+  NULL_UUID,
+  PRE_HEADER_SIZE,
+  SECTOR,
+  TYPE_DIFF,
+  TYPE_FIXED,
+  TYPE_NORMAL,
+  TYPE_UNDO,
+  VDI_SIGNATURE,
+  VDI_VERSION_LEGACY,
+  VdiHeaderV0,
+  VdiHeaderV1,
+  VdiHeaderV1Plus,
+  VdiPreHeader,
+  isNullUuid,
+  newUuid,
+  uuidFromText,
+  uuidToText,
+  type VdiHeaderValue,
+} from './structs.js';
+
+export const VDI_CAPABILITIES: Capabilities = Object.freeze({
+  write: 'native',
+  blockStatus: 'native',
+  zero: 'native',
+  metadata: true,
+  createTypes: ['dynamic', 'fixed'],
+  differencing: true,
+  differencingSameSize: true,
+  split: false,
+  discard: 'none',
+  resize: 'none',
+});
+const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VDI_CAPABILITIES, write: 'none' });
+
+/** block sizes we accept: a sector up to 32 MiB (per-block buffers are sized by this field) */
+export const MIN_BLOCK_SIZE = SECTOR;
+export const MAX_BLOCK_SIZE = 32 * 1024 * 1024;
+/** QEMU's cap on blocks_in_image (a 2 GiB map); we refuse more too */
+export const MAX_BLOCKS = 0x1fffff80;
+/** VirtualBox's largest disk: 4 PiB - 3 MiB */
+export const MAX_DISK_BYTES = 4 * 2 ** 50 - 3 * 2 ** 20;
+
+const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+const ZEROS = Buffer.alloc(64 * 1024);
+
+export type HeaderKind = 'v0' | 'v1' | 'v1+';
+
+/** Metadata keys (NOTES.md "Metadata"); `type` is read-only. */
+export const METADATA_KEYS = ['comment', 'uuid', 'modificationUuid', 'parentUuid', 'parentModificationUuid', 'geometry.cylinders', 'geometry.heads', 'geometry.sectors', 'type'] as const;
+
+const TYPE_NAMES: Record<number, string> = { [TYPE_NORMAL]: 'dynamic', [TYPE_FIXED]: 'fixed', [TYPE_UNDO]: 'dynamic', [TYPE_DIFF]: 'differencing' };
+
+interface Parsed {
+  h: VdiHeaderValue;
+  kind: HeaderKind;
+  map: Uint32Array;
+  capacity: number;
+  /** allocated entries in the map */
+  used: number;
+  /** highest physical index used, -1 when none */
+  maxIndex: number;
+}
+
+export class VdiImage implements Image {
+  readonly format = 'vdi';
+  readonly capacity: number;
+  readonly capabilities: Capabilities;
+  readonly clusterSize: number;
+  private readonly stride: number;
+  private readonly warnings: string[] = [];
+  private modifyRenewed: boolean;
+  private closed = false;
+  /** physical index of the next new block (= cBlocksAllocated of a consistent image) */
+  private nextIndex: number;
+
+  private constructor(
+    readonly path: string,
+    private readonly store: FileStore,
+    private h: VdiHeaderValue,
+    private kind: HeaderKind,
+    private readonly map: Uint32Array,
+    capacity: number,
+    readonly readOnly: boolean,
+    preserveIdentity: boolean,
+  ) {
+    this.capacity = capacity;
+    this.clusterSize = h.cbBlock;
+    this.stride = h.cbBlock + h.cbBlockExtra;
+    this.capabilities = readOnly ? READ_ONLY_CAPABILITIES : VDI_CAPABILITIES;
+    this.modifyRenewed = preserveIdentity;
+    this.nextIndex = h.cBlocksAllocated;
+  }
+
+  static async open(path: string, opts: OpenOptions = {}): Promise<VdiImage> {
+    const readOnly = !!opts.readOnly;
+    const store = await FileStore.open(path, { readOnly });
+    try {
+      const p = await parse(store, path);
+      if (p.kind === 'v0' && !readOnly) {
+        throw new DiskError('UNSUPPORTEDDISKVERSION', 'legacy VDI v0 images can only be opened read-only (convert them to write)', { path, field: 'version', found: '0.2' });
+      }
+      if (!readOnly && p.h.type === TYPE_DIFF && !opts.cowByCaller) {
+        // alone, a partial write to a block the image lacks could only zero-fill the rest of it
+        throw new DiskError('PARTIALCHAIN', 'this is a differencing image: open its chain (without singleLink) to write to it, or open it read-only to inspect it', {
+          path,
+          field: 'type',
+          found: 'differencing',
+        });
+      }
+      const image = new VdiImage(path, store, p.h, p.kind, p.map, p.capacity, readOnly, !!opts.preserveIdentity);
+      await image.checkCount(p.used, p.maxIndex);
+      if (p.h.type !== TYPE_DIFF && !isNullUuid(p.h.uuidLinkage)) {
+        image.warnings.push(`base image carries a parent UUID ${uuidToText(p.h.uuidLinkage)} (VirtualBox 3.x copy bug); ignored`);
+      }
+      return image;
+    } catch (err) {
+      await store.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  /**
+   * cBlocksAllocated must equal the number of allocated map entries and the data area must be
+   * dense (indices 0..n-1). Read-only: a mismatch is reported in info().warnings. Read-write: a
+   * dense map with a wrong count (what a crash between map entry and header leaves) is repaired
+   * by writing the count from the map; a data area with unused slots needs repair (NEEDSREPAIR).
+   */
+  private async checkCount(used: number, maxIndex: number): Promise<void> {
+    const dense = maxIndex + 1 === used;
+    if (used === this.h.cBlocksAllocated && dense) return;
+    const what = dense
+      ? `cBlocksAllocated is ${this.h.cBlocksAllocated} but the block map has ${used} allocated blocks`
+      : `the data area has unused slots (${used} blocks allocated, highest index ${maxIndex}, cBlocksAllocated ${this.h.cBlocksAllocated})`;
+    if (this.readOnly) {
+      this.warnings.push(what);
+      this.nextIndex = Math.max(used, maxIndex + 1);
+      return;
+    }
+    if (!dense) {
+      throw new DiskError('NEEDSREPAIR', `${what}: open read-only, or convert the image`, { path: this.path, struct: 'VdiHeader', field: 'cBlocksAllocated', expected: used, found: this.h.cBlocksAllocated });
+    }
+    this.h.cBlocksAllocated = used;
+    this.nextIndex = used;
+    await this.writeHeader();
+    await this.store.flush();
+    this.warnings.push(`${what}; repaired`);
+  }
+
+  get type(): string {
+    return TYPE_NAMES[this.h.type] ?? 'dynamic';
+  }
+
+  /** the raw header (tests, `vdkit info`): a copy */
+  header(): VdiHeaderValue & { kind: HeaderKind } {
+    return { ...this.h, kind: this.kind };
+  }
+
+  backing(): BackingLink | undefined {
+    if (this.h.type !== TYPE_DIFF) return undefined;
+    if (isNullUuid(this.h.uuidLinkage)) {
+      throw new DiskError('OPENPARENT', 'differencing image without a parent UUID', { path: this.path, struct: 'VdiHeader', field: 'uuidLinkage', found: uuidToText(NULL_UUID) });
+    }
+    return { hint: '', format: 'vdi', parentId: uuidToText(this.h.uuidLinkage), searchByIdentity: true };
+  }
+
+  identity(): string {
+    return uuidToText(this.h.uuidCreate);
+  }
+
+  async setIdentity(id: string): Promise<void> {
+    this.checkWritable();
+    this.h.uuidCreate = parseUuid(id, this.path, 'uuidCreate');
+    await this.writeHeader();
+  }
+
+  /**
+   * Link this image to another parent (rebase, commit, merge) or make it a base. A link sets
+   * uuidLinkage to the parent's creation UUID and uuidParentModify to the parent's modification
+   * UUID when the parent can be read at `hint` (relative to this image's folder); a normal or
+   * undo image becomes a differencing image. No link: type 1 (normal dynamic) with null
+   * link and parent-modify UUIDs, the only base form VirtualBox and QEMU both accept.
+   */
+  async setBacking(link: { hint: string; parentId: string } | undefined): Promise<void> {
+    this.checkWritable();
+    if (link === undefined) {
+      if (this.h.type === TYPE_DIFF || this.h.type === TYPE_UNDO) this.h.type = TYPE_NORMAL;
+      this.h.uuidLinkage = Buffer.from(NULL_UUID);
+      this.h.uuidParentModify = Buffer.from(NULL_UUID);
+      await this.writeHeader();
+      return;
+    }
+    if (this.h.type === TYPE_FIXED) {
+      throw new DiskError('NOTSUPPORTED', 'a fixed VDI image cannot become a differencing image', { path: this.path, struct: 'VdiHeader', field: 'type', found: 'fixed' });
+    }
+    const linkage = parseUuid(link.parentId, this.path, 'uuidLinkage');
+    let parentModify: Buffer | undefined;
+    if (link.hint !== '') {
+      const parentPath = resolve(dirname(resolve(this.path)), link.hint);
+      if ((await fsx.kind(parentPath)) === 'file') {
+        const parent = await VdiImage.open(parentPath, { readOnly: true, singleLink: true }).catch(() => undefined);
+        if (parent) {
+          if (parent.h.uuidCreate.equals(linkage)) parentModify = Buffer.from(parent.h.uuidModify);
+          await parent.close().catch(() => {});
+        }
+      }
+    }
+    // the parent could not be read: keep what we had for the same parent, else record none
+    parentModify ??= linkage.equals(this.h.uuidLinkage) ? this.h.uuidParentModify : Buffer.from(NULL_UUID);
+    this.h.type = TYPE_DIFF;
+    this.h.uuidLinkage = linkage;
+    this.h.uuidParentModify = parentModify;
+    await this.writeHeader();
+  }
+
+  /** Every entry FREE, cBlocksAllocated 0, the file cut back to the data offset (map first, then header, then truncate). */
+  async makeEmpty(): Promise<void> {
+    this.checkWritable();
+    if (this.h.type === TYPE_FIXED) throw new DiskError('NOTSUPPORTED', 'a fixed VDI image cannot be emptied', { path: this.path, struct: 'VdiHeader', field: 'type', found: 'fixed' });
+    if (!this.modifyRenewed) await this.renewModify();
+    this.map.fill(BLOCK_FREE);
+    const chunkEntries = 256 * 1024;
+    for (let i = 0; i < this.map.length; i += chunkEntries) await this.writeMapSpan(i, Math.min(this.map.length, i + chunkEntries));
+    this.h.cBlocksAllocated = 0;
+    this.nextIndex = 0;
+    await this.writeHeader();
+    await this.store.flush();
+    await this.store.truncate(this.h.offData);
+  }
+
+  // ------------------------------------------------------------------ I/O
+
+  private fileOffset(physical: number, within: number): number {
+    return this.h.offData + physical * this.stride + this.h.cbBlockExtra + within;
+  }
+
+  async read(into: Buffer, offset: number): Promise<void> {
+    const bs = this.h.cbBlock;
+    const parts: Promise<void>[] = [];
+    let runFile = -1;
+    let runPos = 0;
+    let runLen = 0;
+    const flush = () => {
+      if (runLen > 0) parts.push(this.store.readInto(into.subarray(runPos, runPos + runLen), runFile));
+      runLen = 0;
+    };
+    let pos = 0;
+    while (pos < into.length) {
+      const at = offset + pos;
+      const b = Math.floor(at / bs);
+      const within = at - b * bs;
+      const n = Math.min(bs - within, into.length - pos);
+      const e = this.map[b]!;
+      if (e >= BLOCK_ZERO) {
+        flush();
+        into.fill(0, pos, pos + n);
+      } else {
+        const fileAt = this.fileOffset(e, within);
+        if (runLen > 0 && runFile + runLen === fileAt) runLen += n;
+        else {
+          flush();
+          runFile = fileAt;
+          runPos = pos;
+          runLen = n;
+        }
+      }
+      pos += n;
+    }
+    flush();
+    await Promise.all(parts);
+  }
+
+  async write(data: Buffer, offset: number): Promise<void> {
+    this.checkWritable();
+    if (!this.modifyRenewed) await this.renewModify();
+    const bs = this.h.cbBlock;
+    const direct: Promise<void>[] = [];
+    const fresh: { block: number; buf: Buffer }[] = [];
+    const zeroed: number[] = [];
+    let pos = 0;
+    while (pos < data.length) {
+      const at = offset + pos;
+      const b = Math.floor(at / bs);
+      const within = at - b * bs;
+      const n = Math.min(bs - within, data.length - pos);
+      const chunk = data.subarray(pos, pos + n);
+      const e = this.map[b]!;
+      if (e < BLOCK_ZERO) {
+        direct.push(this.store.write(this.fileOffset(e, within), chunk));
+      } else {
+        // FREE or ZERO: the rest of the block reads as zeros here (a differencing image gets
+        // whole blocks from the chain layer, which copies the parent's bytes around the write)
+        const whole = within === 0 && n === bs;
+        if (isZero(chunk) && this.h.type !== TYPE_FIXED) {
+          if (e !== BLOCK_ZERO) zeroed.push(b);
+        } else if (whole) {
+          fresh.push({ block: b, buf: chunk });
+        } else {
+          const buf = Buffer.alloc(bs);
+          chunk.copy(buf, within);
+          fresh.push({ block: b, buf });
+        }
+      }
+      pos += n;
+    }
+    await Promise.all(direct);
+    if (fresh.length > 0) await this.allocate(fresh);
+    if (zeroed.length > 0) {
+      for (const b of zeroed) this.map[b] = BLOCK_ZERO;
+      await this.writeMapEntries(zeroed);
+    }
+  }
+
+  /** New blocks: data at the end of the data area, then their map entries, then the header count. */
+  private async allocate(fresh: { block: number; buf: Buffer }[]): Promise<void> {
+    const first = this.nextIndex;
+    if (first + fresh.length > Math.min(this.h.cBlocks, BLOCK_ZERO)) {
+      throw new DiskError('NOSPACE', 'the data area is full (more physical blocks than the map has entries)', { path: this.path, field: 'cBlocksAllocated', found: first });
+    }
+    const extra = this.h.cbBlockExtra;
+    const bufs: Buffer[] = [];
+    for (const f of fresh) {
+      if (extra > 0) bufs.push(Buffer.alloc(extra));
+      bufs.push(f.buf);
+    }
+    await this.store.writev(this.h.offData + first * this.stride, bufs);
+    fresh.forEach((f, i) => (this.map[f.block] = first + i));
+    await this.writeMapEntries(fresh.map((f) => f.block));
+    this.nextIndex = first + fresh.length;
+    this.h.cBlocksAllocated = this.nextIndex;
+    await this.writeHeader();
+  }
+
+  /** Write the map entries of `blocks` (ascending), one write per run of neighbouring entries. */
+  private async writeMapEntries(blocks: number[]): Promise<void> {
+    const sorted = [...blocks].sort((a, b) => a - b);
+    const writes: Promise<void>[] = [];
+    let lo = sorted[0]!;
+    let hi = lo;
+    for (let i = 1; i <= sorted.length; i++) {
+      const b = sorted[i];
+      if (b !== undefined && b - hi <= 128) {
+        hi = b;
+        continue;
+      }
+      writes.push(this.writeMapSpan(lo, hi + 1));
+      if (b !== undefined) lo = hi = b;
+    }
+    await Promise.all(writes);
+  }
+
+  private async writeMapSpan(from: number, to: number): Promise<void> {
+    await this.store.write(this.h.offBlocks + from * 4, u32Bytes(this.map, from, to));
+  }
+
+  async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    const out: BlockExtent[] = [];
+    const bs = this.h.cbBlock;
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      const b = Math.floor(pos / bs);
+      const n = Math.min((b + 1) * bs, end) - pos;
+      const e = this.map[b]!;
+      const state: BlockState = e === BLOCK_FREE ? 'unallocated' : e === BLOCK_ZERO ? 'zero' : 'data';
+      const last = out[out.length - 1];
+      if (last && last.state === state) last.length += n;
+      else out.push({ offset: pos, length: n, state });
+      pos += n;
+    }
+    return out;
+  }
+
+  async flush(): Promise<void> {
+    await this.store.flush();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    let first: unknown;
+    try {
+      if (!this.readOnly) await this.store.flush();
+    } catch (err) {
+      first = err;
+    }
+    try {
+      await this.store.close();
+    } catch (err) {
+      first ??= err;
+    }
+    if (first) throw first;
+  }
+
+  // ------------------------------------------------------------------ header
+
+  private checkWritable(): void {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+  }
+
+  /** VirtualBox's "first modification": a new uuidModify, saved before the data changes. */
+  private async renewModify(): Promise<void> {
+    this.h.uuidModify = newUuid();
+    await this.writeHeader();
+    this.modifyRenewed = true;
+  }
+
+  /** The header (not the pre-header) rewritten in place: 0x180 bytes for v1, 0x190 for v1+. */
+  private async writeHeader(): Promise<void> {
+    const buf = this.kind === 'v1+' ? VdiHeaderV1Plus.encode(this.h) : VdiHeaderV1.encode(this.h as unknown as Parameters<typeof VdiHeaderV1.encode>[0]);
+    await this.store.write(PRE_HEADER_SIZE, buf.subarray(PRE_HEADER_SIZE));
+  }
+
+  metadataKeys(): string[] {
+    return METADATA_KEYS.filter((k) => this.readMetadata(k) !== undefined);
+  }
+
+  readMetadata(key: string): string | undefined {
+    const h = this.h;
+    switch (key) {
+      case 'comment': {
+        const nul = h.comment.indexOf(0);
+        return h.comment.subarray(0, nul < 0 ? h.comment.length : nul).toString('utf8');
+      }
+      case 'uuid':
+        return uuidToText(h.uuidCreate);
+      case 'modificationUuid':
+        return uuidToText(h.uuidModify);
+      case 'parentUuid':
+        return isNullUuid(h.uuidLinkage) ? undefined : uuidToText(h.uuidLinkage);
+      case 'parentModificationUuid':
+        return isNullUuid(h.uuidParentModify) ? undefined : uuidToText(h.uuidParentModify);
+      case 'geometry.cylinders':
+        return this.kind === 'v1+' ? String(h.lchsCylinders) : undefined;
+      case 'geometry.heads':
+        return this.kind === 'v1+' ? String(h.lchsHeads) : undefined;
+      case 'geometry.sectors':
+        return this.kind === 'v1+' ? String(h.lchsSectors) : undefined;
+      case 'type':
+        return this.type;
+      default:
+        return undefined;
+    }
+  }
+
+  async writeMetadata(key: string, value: string): Promise<void> {
+    this.checkWritable();
+    const where = { path: this.path, field: key, found: value };
+    const h = this.h;
+    switch (key) {
+      case 'type':
+        throw new DiskError('NOTSUPPORTED', 'metadata key type is read-only (it follows from create, rebase and merge)', where);
+      case 'comment': {
+        const b = Buffer.from(value, 'utf8');
+        if (b.length > 255 || b.includes(0)) throw new DiskError('INVAL', 'comment must be at most 255 bytes of UTF-8 without NUL', { ...where, expected: '<= 255 bytes', found: b.length });
+        const c = Buffer.alloc(256);
+        b.copy(c);
+        h.comment = c;
+        break;
+      }
+      case 'uuid':
+        h.uuidCreate = parseUuid(value, this.path, key);
+        break;
+      case 'modificationUuid':
+        h.uuidModify = parseUuid(value, this.path, key);
+        break;
+      case 'parentUuid':
+      case 'parentModificationUuid': {
+        if (h.type !== TYPE_DIFF) throw new DiskError('NOTSUPPORTED', `${key} can only be set on a differencing image (link a base with rebase)`, where);
+        const u = parseUuid(value, this.path, key);
+        if (key === 'parentUuid') h.uuidLinkage = u;
+        else h.uuidParentModify = u;
+        break;
+      }
+      case 'geometry.cylinders':
+      case 'geometry.heads':
+      case 'geometry.sectors': {
+        const max = key === 'geometry.cylinders' ? 1024 : key === 'geometry.heads' ? 255 : 63;
+        if (!/^\d{1,10}$/.test(value) || Number(value) > max) throw new DiskError('INVAL', `LCHS ${key.slice(9)} must be 0..${max} (0: not set)`, { ...where, expected: `0..${max}` });
+        if (this.kind !== 'v1+') this.upgradeHeader();
+        const n = Number(value);
+        if (key === 'geometry.cylinders') h.lchsCylinders = n;
+        else if (key === 'geometry.heads') h.lchsHeads = n;
+        else h.lchsSectors = n;
+        break;
+      }
+      default:
+        throw new DiskError('INVAL', `unknown VDI metadata key (known: ${METADATA_KEYS.join(', ')})`, where);
+    }
+    await this.writeHeader();
+  }
+
+  /** v1 -> v1+ (as VirtualBox does on a read-write open): room for the LCHS geometry. */
+  private upgradeHeader(): void {
+    if (this.h.offBlocks < PRE_HEADER_SIZE + HEADER_V1PLUS_SIZE) {
+      throw new DiskError('NOTSUPPORTED', 'no room for a v1+ header (LCHS geometry) before the block map', { path: this.path, struct: 'VdiHeader', field: 'cbHeader', found: this.h.cbHeader });
+    }
+    this.kind = 'v1+';
+    this.h.cbHeader = HEADER_V1PLUS_SIZE;
+    this.h.lchsCylinders = 0;
+    this.h.lchsHeads = 0;
+    this.h.lchsSectors = 0;
+    this.h.lchsSectorSize = SECTOR;
+  }
+
+  async info(): Promise<DiskInfo> {
+    const h = this.h;
+    let allocatedBytes = 0;
+    for (const r of await this.blockStatus(0, this.capacity)) if (r.state === 'data') allocatedBytes += r.length;
+    const geometry: Geometry | undefined = this.kind === 'v1+' && h.lchsCylinders > 0 && h.lchsHeads > 0 && h.lchsSectors > 0 ? { cylinders: h.lchsCylinders, heads: h.lchsHeads, sectors: h.lchsSectors } : undefined;
+    const parent = this.h.type === TYPE_DIFF && !isNullUuid(h.uuidLinkage) ? uuidToText(h.uuidLinkage) : undefined;
+    return {
+      format: 'vdi',
+      type: this.type,
+      capacity: this.capacity,
+      sectors: Math.floor(this.capacity / SECTOR),
+      geometry,
+      numLinks: 1,
+      parent,
+      cid: this.identity(),
+      parentCid: parent,
+      uuid: this.identity(),
+      version: this.kind === 'v0' ? 0 : 1,
+      extents: [{ path: this.path, type: this.type.toUpperCase(), access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: h.offData }],
+      allocatedBytes,
+      fileSize: await this.store.size(),
+      diskSize: await fsx.allocatedSize(this.path),
+      readOnly: this.readOnly,
+      files: [this.path],
+      ...(this.warnings.length > 0 ? { warnings: [...this.warnings] } : {}),
+    };
+  }
+}
+
+// ------------------------------------------------------------------ parsing
+
+function parseUuid(text: string, path: string, field: string): Buffer {
+  const u = uuidFromText(text);
+  if (!u) throw new DiskError('INVAL', 'not a UUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)', { path, field, found: text });
+  if (isNullUuid(u)) throw new DiskError('INVAL', 'the null UUID is not allowed here', { path, field, found: text });
+  return u;
+}
+
+async function parse(store: FileStore, path: string): Promise<Parsed> {
+  const fileSize = await store.size();
+  const bad = (code: ErrorCode, field: string, message: string, expected?: unknown, found?: unknown) => new DiskError(code, message, { path, struct: 'VdiHeader', field, expected, found });
+
+  if (fileSize < PRE_HEADER_SIZE) throw bad('INVALIDDISK', 'signature', 'file is too short to be a VDI image', `>= ${PRE_HEADER_SIZE} bytes`, fileSize);
+  const head = await store.readZeroPadded(0, Math.min(fileSize, PRE_HEADER_SIZE + HEADER_V1PLUS_SIZE));
+  const pre = VdiPreHeader.decode(head, 0, path);
+  if (pre.signature !== VDI_SIGNATURE) throw bad('INVALIDDISK', 'signature', 'not a VDI image (bad signature)', hex(VDI_SIGNATURE), hex(pre.signature));
+
+  let h: VdiHeaderValue;
+  let kind: HeaderKind;
+  if (pre.version === VDI_VERSION_LEGACY) {
+    kind = 'v0';
+    if (fileSize < VdiHeaderV0.size) throw bad('CORRUPT', 'cbHeader', 'file truncated inside the v0 header', `>= ${VdiHeaderV0.size} bytes`, fileSize);
+    const v0 = VdiHeaderV0.decode(head, 0, path);
+    h = {
+      ...v0,
+      cbHeader: 0,
+      offBlocks: VdiHeaderV0.size,
+      offData: VdiHeaderV0.size + 4 * v0.cBlocks,
+      dummy: 0,
+      cbBlockExtra: 0,
+      uuidParentModify: Buffer.from(NULL_UUID),
+      lchsCylinders: 0,
+      lchsHeads: 0,
+      lchsSectors: 0,
+      lchsSectorSize: SECTOR,
+    };
+  } else {
+    if (pre.version >>> 16 !== 1) {
+      throw bad('UNSUPPORTEDDISKVERSION', 'version', 'unsupported VDI version', '1.x (0x0001xxxx) or legacy 0x00000002', `${pre.version >>> 16}.${pre.version & 0xffff}`);
+    }
+    if (fileSize < PRE_HEADER_SIZE + 4) throw bad('CORRUPT', 'cbHeader', 'file truncated inside the header', `>= ${PRE_HEADER_SIZE + HEADER_V1_SIZE} bytes`, fileSize);
+    const cbHeader = head.readUInt32LE(PRE_HEADER_SIZE);
+    if (cbHeader < HEADER_V1_SIZE) throw bad('CORRUPT', 'cbHeader', 'header size too small', `>= 0x${HEADER_V1_SIZE.toString(16)}`, `0x${cbHeader.toString(16)}`);
+    kind = cbHeader >= HEADER_V1PLUS_SIZE ? 'v1+' : 'v1';
+    const need = PRE_HEADER_SIZE + (kind === 'v1+' ? HEADER_V1PLUS_SIZE : HEADER_V1_SIZE);
+    if (fileSize < need) throw bad('CORRUPT', 'cbHeader', 'file truncated inside the header', `>= ${need} bytes`, fileSize);
+    if (kind === 'v1+') {
+      h = VdiHeaderV1Plus.decode(head, 0, path);
+    } else {
+      h = { ...VdiHeaderV1.decode(head, 0, path), lchsCylinders: 0, lchsHeads: 0, lchsSectors: 0, lchsSectorSize: SECTOR };
+    }
+  }
+
+  // field checks (vdi.md §12), each naming its field
+  if (h.type < TYPE_NORMAL || h.type > TYPE_DIFF) throw bad('CORRUPT', 'type', 'unknown image type', '1 (normal), 2 (fixed), 3 (undo) or 4 (diff)', h.type);
+  if (h.flags & ~KNOWN_FLAGS) throw bad('UNSUPPORTEDFEATURE', 'flags', 'unknown image flags', 'bits of 0x301', hex(h.flags));
+  if (kind === 'v1+' && h.lchsSectorSize !== SECTOR) throw bad('CORRUPT', 'lchsSectorSize', 'LCHS geometry sector size must be 512', SECTOR, h.lchsSectorSize);
+  if (h.cbDisk === 0n) throw bad('CORRUPT', 'cbDisk', 'disk size is 0', '> 0', 0);
+  if (h.cbDisk > BigInt(MAX_DISK_BYTES)) throw bad('CORRUPT', 'cbDisk', 'disk size is over the format limit', `<= ${MAX_DISK_BYTES} (4 PiB - 3 MiB)`, h.cbDisk);
+  const cbDisk = toSafeNumber(h.cbDisk, { path, struct: 'VdiHeader', field: 'cbDisk' });
+  if (!isPowerOfTwo(h.cbBlock) || h.cbBlock < MIN_BLOCK_SIZE || h.cbBlock > MAX_BLOCK_SIZE) {
+    throw bad('CORRUPT', 'cbBlock', 'invalid block size', `a power of two from ${MIN_BLOCK_SIZE} to ${MAX_BLOCK_SIZE}`, h.cbBlock);
+  }
+  if (h.cbBlockExtra !== 0 && (!isPowerOfTwo(h.cbBlockExtra) || h.cbBlockExtra > h.cbBlock)) {
+    throw bad('CORRUPT', 'cbBlockExtra', 'invalid per-block extra data size', `0 or a power of two <= ${h.cbBlock}`, h.cbBlockExtra);
+  }
+  const wantBlocks = ceilDiv(cbDisk, h.cbBlock);
+  if (h.cBlocks === 0 || h.cBlocks !== wantBlocks) throw bad('CORRUPT', 'cBlocks', 'block count does not match the disk size', `ceil(cbDisk / cbBlock) = ${wantBlocks}`, h.cBlocks);
+  if (h.cBlocks > MAX_BLOCKS) throw bad('CORRUPT', 'cBlocks', 'too many blocks', `<= ${MAX_BLOCKS}`, h.cBlocks);
+  if (h.cBlocksAllocated > h.cBlocks) throw bad('CORRUPT', 'cBlocksAllocated', 'more blocks allocated than the disk has', `<= ${h.cBlocks}`, h.cBlocksAllocated);
+  const headerEnd = kind === 'v0' ? VdiHeaderV0.size : PRE_HEADER_SIZE + (kind === 'v1+' ? HEADER_V1PLUS_SIZE : HEADER_V1_SIZE);
+  if (h.offBlocks < headerEnd) throw bad('CORRUPT', 'offBlocks', 'block map overlaps the header', `>= 0x${headerEnd.toString(16)}`, `0x${h.offBlocks.toString(16)}`);
+  const mapBytes = 4 * h.cBlocks;
+  if (h.offData < h.offBlocks + mapBytes) throw bad('CORRUPT', 'offData', 'data area overlaps the block map', `>= ${h.offBlocks + mapBytes}`, h.offData);
+  if (h.offBlocks + mapBytes > fileSize) throw bad('CORRUPT', 'offBlocks', 'block map lies past the end of the file (file truncated?)', `<= ${fileSize - mapBytes}`, h.offBlocks);
+  if (isNullUuid(h.uuidCreate)) throw bad('CORRUPT', 'uuidCreate', 'image UUID is null', 'a non-null UUID', uuidToText(h.uuidCreate));
+  if (isNullUuid(h.uuidModify)) throw bad('CORRUPT', 'uuidModify', 'modification UUID is null', 'a non-null UUID', uuidToText(h.uuidModify));
+
+  // the map: read (bounded by the file size, checked above), then every entry checked
+  const map = await readU32Array(store, h.offBlocks, h.cBlocks);
+  const stride = h.cbBlock + h.cbBlockExtra;
+  const fileBlocks = fileSize > h.offData ? Math.floor((fileSize - h.offData) / stride) : 0;
+  let used = 0;
+  let maxIndex = -1;
+  for (let i = 0; i < map.length; i++) {
+    const e = map[i]!;
+    if (e >= BLOCK_ZERO) continue;
+    if (e >= h.cBlocks) throw bad('CORRUPT', `blockMap[${i}]`, 'block map entry points past the data area', `< ${h.cBlocks} (cBlocks)`, e);
+    if (e >= fileBlocks) throw bad('CORRUPT', `blockMap[${i}]`, 'block map entry points past the end of the file (file truncated?)', `< ${fileBlocks} blocks in the file`, e);
+    used++;
+    if (e > maxIndex) maxIndex = e;
+  }
+  // two entries naming one physical block: more entries than blocks in the file proves it
+  // without looking further; otherwise a bitmap of the used indices finds the pair
+  if (used > fileBlocks) throw bad('CORRUPT', 'blockMap', 'more allocated blocks than the file holds (entries share blocks)', `<= ${fileBlocks}`, used);
+  if (used > 0) {
+    const seen = new Uint8Array(Math.ceil((maxIndex + 1) / 8));
+    for (let i = 0; i < map.length; i++) {
+      const e = map[i]!;
+      if (e >= BLOCK_ZERO) continue;
+      const bit = 1 << (e & 7);
+      if (seen[e >>> 3]! & bit) {
+        const other = map.indexOf(e);
+        throw new DiskError('CORRUPT', `two block map entries point at the same physical block (${other} and ${i})`, { path, struct: 'VdiHeader', field: `blockMap[${i}]`, found: e, other: `blockMap[${other}]` });
+      }
+      seen[e >>> 3]! |= bit;
+    }
+  }
+  // odd sizes (VBoxManage convertfromraw) are rounded up to whole sectors, as QEMU does
+  const capacity = Math.ceil(cbDisk / SECTOR) * SECTOR;
+  return { h, kind, map, capacity, used, maxIndex };
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16).padStart(8, '0')}`;
+}
+
+function isZero(buf: Buffer): boolean {
+  for (let at = 0; at < buf.length; at += ZEROS.length) {
+    const n = Math.min(ZEROS.length, buf.length - at);
+    if (buf.compare(ZEROS, 0, n, at, at + n) !== 0) return false;
+  }
+  return true;
+}
+
+async function readU32Array(store: FileStore, at: number, count: number): Promise<Uint32Array> {
+  const arr = new Uint32Array(count);
+  const view = Buffer.from(arr.buffer, arr.byteOffset, count * 4);
+  await store.readInto(view, at);
+  if (!HOST_LE) for (let i = 0; i < count; i++) arr[i] = view.readUInt32LE(i * 4);
+  return arr;
+}
+
+function u32Bytes(arr: Uint32Array, from: number, to: number): Buffer {
+  if (HOST_LE) return Buffer.from(arr.buffer, arr.byteOffset + from * 4, (to - from) * 4);
+  const buf = Buffer.alloc((to - from) * 4);
+  for (let i = from; i < to; i++) buf.writeUInt32LE(arr[i]!, (i - from) * 4);
+  return buf;
+}
