@@ -6,12 +6,14 @@ import { DiskError } from '../core/errors.js';
 import { FileStore } from '../storage/file.js';
 import { rawDriver } from './raw/driver.js';
 import type { Capabilities, CreateOptionInfo, Driver } from './types.js';
+import { vhdDriver } from './vhd/driver.js';
 import { vmdkDriver } from './vmdk/driver.js';
 import { vdiDriver } from './vdi/driver.js';
 
 const DRIVERS: readonly Driver[] = Object.freeze([
   vmdkDriver,
   vdiDriver,
+  vhdDriver,
   rawDriver,
 ]);
 

@@ -163,6 +163,13 @@ export interface OpenOptions {
    * rebase, merge) keep the image identity (VMDK CID), so children stay valid.
    */
   preserveIdentity?: boolean;
+  /**
+   * VHD: open an image whose footer or dynamic-header checksum does not match (or whose end
+   * footer is missing but whose copy at offset 0 is intact), read-only, to recover its data.
+   * Without it such an image is refused (CORRUPT, field "checksum"); a read-write open is
+   * refused even with it, so a damaged image is never written to.
+   */
+  ignoreChecksums?: boolean;
 }
 
 export interface CreateOptions {
@@ -182,6 +189,12 @@ export interface CreateOptions {
    * `parentId` its identity (VMDK CID, VDI/VHD UUID); `copyMetadata` keys to inherit
    */
   parent?: { hint: string; parentPath: string; parentId: string; copyMetadata?: [string, string][] };
+  /**
+   * VHD: round the capacity up to the next size a CHS geometry describes exactly (what
+   * `qemu-img create -f vpc` does without force_size, and what Virtual PC needs). Default: the
+   * exact capacity (Hyper-V, Azure, QEMU force_size).
+   */
+  chsRounding?: boolean;
 }
 
 export interface Driver {

@@ -1,0 +1,34 @@
+import type { CreateOptions, Driver, OpenOptions } from '../types.js';
+import { createVhd } from './create.js';
+import { VHD_CAPABILITIES, VhdImage } from './image.js';
+import { FOOTER_CHECKSUM_AT, FOOTER_COOKIE, Footer, vhdChecksum } from './structs.js';
+
+/**
+ * Ours when the footer cookie is at offset 0 (the footer copy of a dynamic or differencing
+ * image) or in the last 512 bytes (a fixed image, whose only footer is there) and that footer
+ * is a plausible one: a raw disk that merely contains the word elsewhere is not claimed.
+ */
+function probe(head: Buffer, _size: number, tail: Buffer): number {
+  if (head.length >= 8 && head.toString('latin1', 0, 8) === FOOTER_COOKIE) return 100;
+  if (tail.length === 512 && tail.toString('latin1', 0, 8) === FOOTER_COOKIE) {
+    const checksumOk = vhdChecksum(tail, FOOTER_CHECKSUM_AT) === tail.readUInt32BE(FOOTER_CHECKSUM_AT);
+    const looksFixed = tail.readUInt32BE(Footer.offsetOf('fileFormatVersion')) >>> 16 === 1 && tail.readUInt32BE(Footer.offsetOf('diskType')) === 2;
+    if (checksumOk || looksFixed) return 100;
+  }
+  return 0;
+}
+
+export const vhdDriver: Driver = Object.freeze({
+  name: 'vhd',
+  description: 'Microsoft Virtual Hard Disk (Virtual PC, Hyper-V, Azure; qemu "vpc"): fixed, dynamic, differencing',
+  extensions: ['vhd', 'avhd'],
+  createOptions: [
+    { name: 'type', description: 'dynamic (default, 2 MiB blocks) or fixed; a child is always differencing' },
+    { name: 'chsRounding', description: 'round the size up to a CHS geometry (Virtual PC, qemu-img without force_size); default: exact size' },
+    { name: 'preallocate', description: 'fixed: write the zeros instead of leaving the file sparse' },
+  ],
+  capabilities: VHD_CAPABILITIES,
+  probe,
+  open: (path: string, opts: OpenOptions) => VhdImage.open(path, opts),
+  create: (path: string, opts: CreateOptions) => createVhd(path, opts),
+});

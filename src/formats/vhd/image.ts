@@ -1,0 +1,955 @@
+/**
+ * VHD driver: one fixed, dynamic or differencing VHD file opened as an Image.
+ *
+ * Design notes (full map in NOTES.md)
+ * - Layout: fixed = data + footer; dynamic/differencing = footer copy @0, dynamic header,
+ *   BAT, (parent locator data), blocks [sector bitmap + data], footer. The footer at the end is
+ *   authoritative; the copy at offset 0 is rewritten from it when a read-write open finds it
+ *   different (a crash between the two footer writes of a metadata change).
+ * - Size: vhd.md §2.2 per creator (structs.ts sizeRule): CHS geometry for "vpc ", "vs  ",
+ *   "qemu" (unless the geometry is the maximum), current size for everyone else.
+ * - Crash-safe allocation: footer at the new end of file, then bitmap + data where the old
+ *   footer was, then the BAT entry. The file always ends with a valid footer and no BAT entry
+ *   ever points at a block that is not fully written; a crash leaks at most the new block.
+ *   Writes into allocated blocks: data first, then the bitmap bits that expose it.
+ * - Bitmaps: a set bit means the sector is stored here. A clear bit (and an unallocated block)
+ *   is `unallocated`: zeros in a dynamic image, the parent's sector in a differencing one.
+ *   clusterSize is one sector, so the chain layer copies-on-write whole sectors.
+ * - Identity: the footer's unique id (stored byte order, printed as libvhdi and QEMU print it).
+ *   Writes never change it (Hyper-V does not either), nor the footer timestamp: children record
+ *   both, and a parent that a child depends on is protected by the chain layer instead.
+ */
+import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
+import { DiskError } from '../../core/errors.js';
+import { ceilDiv, isPowerOfTwo, roundUp, toSafeNumber } from '../../core/ints.js';
+import { FileStore, fsx } from '../../storage/file.js';
+import type { ByteStore } from '../../storage/store.js';
+import type { BackingLink, BlockExtent, BlockState, Capabilities, DiskInfo, Geometry, Image, OpenOptions } from '../types.js';
+import {
+  BAT_UNUSED,
+  DISK_DIFFERENCING,
+  DISK_DYNAMIC,
+  DISK_TYPE_NAMES,
+  DynamicHeader,
+  FOOTER_CHECKSUM_AT,
+  FOOTER_COOKIE,
+  FOOTER_SIZE,
+  Footer,
+  HEADER_CHECKSUM_AT,
+  HEADER_SIZE,
+  LOCATOR_RESERVE,
+  MAX_BAT_ENTRIES,
+  MAX_BLOCK_SIZE,
+  MAX_LOCATOR_BYTES,
+  MAX_VHD_BYTES,
+  NO_OFFSET,
+  PLATFORM,
+  ParentLocatorEntry,
+  SECTOR,
+  codeBytes,
+  codeText,
+  decodeUtf16be,
+  encodeFooter,
+  encodeHeader,
+  encodeUtf16be,
+  fromVhdTime,
+  geometrySectors,
+  parseUuid,
+  sizeRule,
+  uuidFromIdentity,
+  uuidText,
+  vhdChecksum,
+  type DynamicHeaderValue,
+  type FooterValue,
+} from './structs.js';
+
+export const VHD_CAPABILITIES: Capabilities = Object.freeze({
+  write: 'native',
+  blockStatus: 'native',
+  zero: 'emulate',
+  metadata: true,
+  createTypes: ['dynamic', 'fixed'],
+  differencing: true,
+  differencingSameSize: true,
+  split: false,
+  discard: 'none',
+  resize: 'none',
+});
+
+const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VHD_CAPABILITIES, write: 'none' });
+
+/** cached sector bitmaps, in bytes (a 2 MiB block has a 512-byte bitmap: 32768 blocks = 64 GiB) */
+const BITMAP_CACHE_BYTES = 16 * 1024 * 1024;
+const WRITABLE_KEYS = ['creatorApplication', 'creatorVersion', 'creatorHostOS', 'uuid', 'geometry'] as const;
+const READ_ONLY_KEYS = ['diskType', 'savedState', 'timestamp', 'originalSize', 'currentSize', 'parentUuid', 'parentName', 'parentTimestamp'] as const;
+
+/** One parent locator entry as found in (or written to) the dynamic header. */
+interface Locator {
+  code: number;
+  /** platform data space as stored (bytes in what we write; see NOTES.md) */
+  space: number;
+  length: number;
+  offset: number;
+  /** decoded path for the path codes */
+  text?: string;
+}
+
+/** What a child records about its parent (dynamic header fields plus locator data). */
+export interface ParentLinkage {
+  parentUniqueId: Buffer;
+  parentTimestamp: number;
+  parentUnicodeName: Buffer;
+  locators: { code: number; data: Buffer }[];
+}
+
+interface DynamicState {
+  headerOffset: number;
+  tableOffset: number;
+  /** maxTableEntries as stored */
+  entries: number;
+  blockSize: number;
+  bitmapBytes: number;
+  /** the entries the disk uses: ceil(capacity / blockSize) */
+  bat: Uint32Array;
+  /** where the next block goes: the footer's position, sector aligned */
+  nextFree: number;
+}
+
+const PATH_CODES = new Set<number>([PLATFORM.W2ru, PLATFORM.W2ku, PLATFORM.Wi2r, PLATFORM.Wi2k, PLATFORM.MacX]);
+
+export class VhdImage implements Image {
+  readonly format = 'vhd';
+  readonly clusterSize = SECTOR;
+  readonly capabilities: Capabilities;
+  private readonly bitmaps = new Map<number, Buffer>();
+  private readonly bitmapLimit: number;
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly store: ByteStore,
+    private footer: FooterValue,
+    private footerBytes: Buffer,
+    readonly capacity: number,
+    private fileSize: number,
+    private header: DynamicHeaderValue | undefined,
+    private readonly dyn: DynamicState | undefined,
+    private locators: Locator[],
+    readonly readOnly: boolean,
+    /** damage tolerated by a read-only recovery open (ignoreChecksums) */
+    private readonly warnings: string[] = [],
+  ) {
+    this.capabilities = readOnly ? READ_ONLY_CAPABILITIES : VHD_CAPABILITIES;
+    this.bitmapLimit = Math.max(16, Math.floor(BITMAP_CACHE_BYTES / (dyn?.bitmapBytes ?? SECTOR)));
+  }
+
+  get type(): string {
+    return DISK_TYPE_NAMES[this.footer.diskType]!;
+  }
+
+  // ------------------------------------------------------------------ open and validation
+
+  static async open(path: string, opts: OpenOptions = {}): Promise<VhdImage> {
+    const readOnly = !!opts.readOnly;
+    const store = await FileStore.open(path, { readOnly });
+    let image: VhdImage;
+    try {
+      image = await VhdImage.load(path, store, readOnly, !!opts.ignoreChecksums);
+    } catch (err) {
+      await store.close().catch(() => {});
+      throw err;
+    }
+    // A differencing link alone does not hold the whole disk: a partial-sector write would
+    // zero-fill the rest of a sector its parent holds. Only the chain layer may write it.
+    if (!readOnly && image.type === 'differencing' && !opts.cowByCaller) {
+      await image.close().catch(() => {});
+      throw new DiskError('PARTIALCHAIN', 'this VHD is a differencing image: open its chain (without singleLink) to write to it, or open this link read-only to inspect it', {
+        path,
+        field: 'diskType',
+        found: 'differencing',
+      });
+    }
+    return image;
+  }
+
+  private static async load(path: string, store: ByteStore, readOnly: boolean, ignoreChecksums: boolean): Promise<VhdImage> {
+    const fileSize = await store.size();
+    if (fileSize < FOOTER_SIZE) {
+      throw new DiskError('INVALIDDISK', 'file is too short for a VHD footer', { path, struct: 'footer', field: 'cookie', expected: `>= ${FOOTER_SIZE} bytes`, found: fileSize });
+    }
+    const recover = ignoreChecksums && readOnly;
+    const warnings: string[] = [];
+    const tail = await store.read(fileSize - FOOTER_SIZE, FOOTER_SIZE);
+    const head = await store.read(0, FOOTER_SIZE);
+    let footerBytes = tail;
+    // structures must end before this offset (the footer at the end)
+    let limit = fileSize - FOOTER_SIZE;
+    if (!hasCookie(tail)) {
+      if (hasCookie(head) && head.readUInt32BE(Footer.offsetOf('diskType')) !== 2 && recover) {
+        footerBytes = head;
+        limit = fileSize;
+        warnings.push('no footer at the end of the file: read with the copy at offset 0');
+      } else if (hasCookie(head)) {
+        throw new DiskError('CORRUPT', 'no footer at the end of the file (truncated, or cut short during a write); the copy at offset 0 is intact: open read-only with ignoreChecksums to recover the data', {
+          path,
+          struct: 'footer',
+          field: 'cookie',
+          offset: fileSize - FOOTER_SIZE,
+          expected: FOOTER_COOKIE,
+          found: tail.toString('latin1', 0, 8),
+        });
+      } else {
+        throw new DiskError('INVALIDDISK', 'not a VHD file: no "conectix" footer at the end of the file or at its start', { path, struct: 'footer', field: 'cookie', expected: FOOTER_COOKIE, found: tail.toString('latin1', 0, 8) });
+      }
+    }
+    const footer = Footer.decode(footerBytes, 0, path);
+    if (checkChecksum(footerBytes, FOOTER_CHECKSUM_AT, footer.checksum, 'footer', path, readOnly, ignoreChecksums)) warnings.push('footer checksum mismatch ignored');
+    if (footer.fileFormatVersion >>> 16 !== 1) {
+      throw new DiskError('UNSUPPORTEDDISKVERSION', 'unsupported VHD file format version', { path, struct: 'footer', field: 'fileFormatVersion', expected: '1.x (0x00010000)', found: `0x${footer.fileFormatVersion.toString(16)}` });
+    }
+    const type = DISK_TYPE_NAMES[footer.diskType];
+    if (type === undefined) {
+      throw new DiskError('UNSUPPORTEDFEATURE', 'unsupported VHD disk type', { path, struct: 'footer', field: 'diskType', expected: '2 (fixed), 3 (dynamic) or 4 (differencing)', found: footer.diskType });
+    }
+    const capacity = capacityOf(footer, path);
+
+    if (type === 'fixed') {
+      if (capacity > fileSize - FOOTER_SIZE) {
+        throw new DiskError('CORRUPT', 'file truncated: the data area is shorter than the disk', { path, struct: 'footer', field: 'currentSize', expected: `a file of >= ${capacity + FOOTER_SIZE} bytes`, found: fileSize });
+      }
+      return new VhdImage(path, store, footer, footerBytes, capacity, fileSize, undefined, undefined, [], readOnly, warnings);
+    }
+
+    // ---- dynamic / differencing: the dynamic header
+    const bad = (field: string, message: string, expected: unknown, found: unknown, struct = 'dynamicHeader') => new DiskError('CORRUPT', message, { path, struct, field, expected, found });
+    if (footer.dataOffset === NO_OFFSET) throw bad('dataOffset', 'a dynamic disk needs the offset of its dynamic header', 'a file offset', 'none (0xffffffffffffffff)', 'footer');
+    const headerOffset = toSafeNumber(footer.dataOffset, { path, struct: 'footer', field: 'dataOffset' });
+    if (headerOffset % SECTOR !== 0) throw bad('dataOffset', 'dynamic header offset is not sector aligned', 'a multiple of 512', headerOffset, 'footer');
+    if (headerOffset < SECTOR || headerOffset + HEADER_SIZE > limit) throw bad('dataOffset', 'dynamic header lies outside the file', `512..${limit - HEADER_SIZE}`, headerOffset, 'footer');
+    const headerBytes = await store.read(headerOffset, HEADER_SIZE);
+    const header = DynamicHeader.decode(headerBytes, 0, path);
+    if (checkChecksum(headerBytes, HEADER_CHECKSUM_AT, header.checksum, 'dynamicHeader', path, readOnly, ignoreChecksums)) warnings.push('dynamic header checksum mismatch ignored');
+    if (header.headerVersion >>> 16 !== 1) {
+      throw new DiskError('UNSUPPORTEDDISKVERSION', 'unsupported dynamic header version', { path, struct: 'dynamicHeader', field: 'headerVersion', expected: '1.x (0x00010000)', found: `0x${header.headerVersion.toString(16)}` });
+    }
+    const blockSize = header.blockSize;
+    if (!isPowerOfTwo(blockSize) || blockSize < SECTOR || blockSize > MAX_BLOCK_SIZE) {
+      throw bad('blockSize', 'invalid block size', `a power of two from 512 to ${MAX_BLOCK_SIZE}`, blockSize);
+    }
+    const entries = header.maxTableEntries;
+    const need = ceilDiv(capacity, blockSize);
+    if (entries < need) throw bad('maxTableEntries', 'the BAT has fewer entries than the disk has blocks', `>= ${need}`, entries);
+    const tableOffset = toSafeNumber(header.tableOffset, { path, struct: 'dynamicHeader', field: 'tableOffset' });
+    if (tableOffset < SECTOR || tableOffset >= limit) throw bad('tableOffset', 'the BAT lies outside the file', `512..${limit - 1}`, tableOffset);
+    if (tableOffset + entries * 4 > limit) {
+      throw bad('maxTableEntries', 'the BAT runs past the end of the file', `<= ${Math.floor((limit - tableOffset) / 4)} entries`, entries);
+    }
+    if (need > MAX_BAT_ENTRIES) throw bad('maxTableEntries', 'the BAT is too large', `<= ${MAX_BAT_ENTRIES} entries in use`, need);
+    const bitmapBytes = roundUp(Math.ceil(blockSize / SECTOR / 8), SECTOR);
+    const bat = await readBat(store, tableOffset, need);
+
+    // ---- parent locators (differencing only: a dynamic disk's parent fields mean nothing)
+    const locators: Locator[] = [];
+    if (type === 'differencing') {
+      for (let i = 0; i < 8; i++) {
+        const e = ParentLocatorEntry.decode(header.parentLocators, i * 24, path);
+        if (e.platformCode === PLATFORM.NONE) continue;
+        const field = `parentLocator[${i}]`;
+        const offset = toSafeNumber(e.platformDataOffset, { path, struct: 'dynamicHeader', field: `${field}.platformDataOffset` });
+        const length = e.platformDataLength;
+        if (length > MAX_LOCATOR_BYTES) throw bad(`${field}.platformDataLength`, 'parent locator data is too long', `<= ${MAX_LOCATOR_BYTES} bytes`, length);
+        if (length > 0 && (offset < SECTOR || offset + length > limit)) {
+          throw bad(`${field}.platformDataOffset`, 'parent locator data lies outside the file', `inside 512..${limit}`, offset);
+        }
+        const loc: Locator = { code: e.platformCode, space: e.platformDataSpace, length, offset };
+        if (PATH_CODES.has(e.platformCode) && length > 0) loc.text = decodeLocator(e.platformCode, await store.read(offset, length));
+        locators.push(loc);
+      }
+    }
+
+    const metadata: Region[] = [
+      { name: 'footer copy', start: 0, end: SECTOR },
+      { name: 'dynamic header', start: headerOffset, end: headerOffset + HEADER_SIZE },
+      { name: 'BAT', start: tableOffset, end: tableOffset + entries * 4 },
+      ...locators.filter((l) => l.length > 0).map((l) => ({ name: 'parent locator data', start: l.offset, end: l.offset + l.length })),
+    ];
+    checkBlocks(bat, (bitmapBytes + blockSize) / SECTOR, limit, metadata, path);
+
+    const dyn: DynamicState = { headerOffset, tableOffset, entries, blockSize, bitmapBytes, bat, nextFree: roundUp(fileSize - FOOTER_SIZE, SECTOR) };
+    const image = new VhdImage(path, store, footer, footerBytes, capacity, fileSize, header, dyn, locators, readOnly, warnings);
+    // The footer copy follows the footer at the end (a crash between the two footer writes of a
+    // metadata change leaves them different).
+    if (!image.readOnly && !head.equals(footerBytes)) await store.write(0, footerBytes);
+    return image;
+  }
+
+  // ------------------------------------------------------------------ chain links
+
+  backing(): BackingLink | undefined {
+    if (this.type !== 'differencing') return undefined;
+    const text = (code: number) => this.locators.find((l) => l.code === code && l.text)?.text;
+    const rel = text(PLATFORM.W2ru) ?? text(PLATFORM.Wi2r);
+    const hint = rel === undefined ? '' : rel.replace(/\\/g, '/').replace(/^(\.\/)+/, '');
+    const name = decodeUtf16be(this.header!.parentUnicodeName);
+    const hints: string[] = [];
+    for (const h of [text(PLATFORM.W2ku), text(PLATFORM.Wi2k), text(PLATFORM.MacX), name]) if (h && h !== hint && !hints.includes(h)) hints.push(h);
+    return { hint, hints, format: 'vhd', parentId: uuidText(this.header!.parentUniqueId) };
+  }
+
+  identity(): string {
+    return uuidText(this.footer.uniqueId);
+  }
+
+  async setIdentity(id: string): Promise<void> {
+    this.checkWritable();
+    await this.saveFooter({ ...this.footer, uniqueId: uuidFromIdentity(id) });
+  }
+
+  /**
+   * Point this differencing image at another parent (rebase, link repair), make a dynamic image
+   * a differencing one, or (undefined) make a differencing image a plain dynamic one.
+   */
+  async setBacking(link: { hint: string; parentId: string } | undefined): Promise<void> {
+    this.checkWritable();
+    if (!this.dyn) throw new DiskError('NOTSUPPORTED', 'a fixed VHD cannot have a parent (only dynamic and differencing ones can)', { path: this.path, field: 'diskType', found: 'fixed' });
+    if (!link) {
+      if (this.type !== 'differencing') return;
+      // Footers first: once they say "dynamic" the parent fields are ignored. Sectors this image
+      // does not hold then read as zeros, so callers first copy in whatever the parent had
+      // there (safe rebase, merge): the disk reads the same before and after.
+      await this.saveFooter({ ...this.footer, diskType: DISK_DYNAMIC });
+      await this.saveHeader({ ...this.header!, parentUniqueId: Buffer.alloc(16), parentTimestamp: 0, parentUnicodeName: Buffer.alloc(512), parentLocators: Buffer.alloc(192) });
+      this.locators = [];
+      return;
+    }
+    const dir = dirname(resolve(this.path));
+    const parentPath = isAbsolute(link.hint) ? link.hint : resolve(dir, link.hint);
+    await this.writeLinkage(await parentLinkage(this.path, parentPath, link.hint, uuidFromIdentity(link.parentId)));
+    // header first: while the footers still say "dynamic" the new parent fields are ignored
+    if (this.type === 'dynamic') await this.saveFooter({ ...this.footer, diskType: DISK_DIFFERENCING });
+  }
+
+  /** Drop every block: all BAT entries unused, the file cut back to its metadata and footer. */
+  async makeEmpty(): Promise<void> {
+    this.checkWritable();
+    const d = this.dyn;
+    if (!d) throw new DiskError('NOTSUPPORTED', 'a fixed VHD cannot be emptied', { path: this.path, field: 'diskType', found: 'fixed' });
+    // 1. the BAT (whole table, in 1 MiB pieces): from here no block is referenced
+    const piece = Buffer.alloc(Math.min(d.entries * 4, 1024 * 1024), 0xff);
+    for (let at = 0; at < d.entries * 4; at += piece.length) await this.store.write(d.tableOffset + at, piece.subarray(0, Math.min(piece.length, d.entries * 4 - at)));
+    d.bat.fill(BAT_UNUSED);
+    this.bitmaps.clear();
+    await this.store.flush();
+    // 2. a footer after the metadata, then the file cut there (the old footer stays the last
+    //    sector until the truncate, so the file never ends without one)
+    let end = Math.max(SECTOR, d.headerOffset + HEADER_SIZE, d.tableOffset + d.entries * 4);
+    for (const l of this.locators) if (l.length > 0) end = Math.max(end, l.offset + locatorCapacity(l));
+    end = roundUp(end, SECTOR);
+    if (end < this.fileSize - FOOTER_SIZE) {
+      await this.store.write(end, this.footerBytes);
+      await this.store.truncate(end + FOOTER_SIZE);
+      this.fileSize = end + FOOTER_SIZE;
+    }
+    d.nextFree = roundUp(this.fileSize - FOOTER_SIZE, SECTOR);
+  }
+
+  /**
+   * Write the parent fields and locators. Locator data goes back into the areas the old
+   * locators used when it fits there (header without locators first, then the data, then the
+   * full header: a crash leaves the old parent link, minus its locators); else it is appended
+   * like a block (footer at the new end first, then the data, then the header).
+   */
+  private async writeLinkage(l: ParentLinkage): Promise<void> {
+    const d = this.dyn!;
+    const free = this.reusableLocatorAreas();
+    let placed: { code: number; data: Buffer; offset: number; space: number }[] = [];
+    for (const x of l.locators) {
+      const i = free.findIndex((a) => a.capacity >= x.data.length);
+      if (i < 0) break;
+      placed.push({ ...x, offset: free[i]!.start, space: free[i]!.capacity });
+      free.splice(i, 1);
+    }
+    if (placed.length === l.locators.length) {
+      await this.saveHeader({ ...this.header!, parentLocators: Buffer.alloc(192) });
+      for (const p of placed) await this.store.write(p.offset, p.data);
+    } else {
+      let at = d.nextFree;
+      placed = l.locators.map((x) => {
+        const p = { ...x, offset: at, space: roundUp(Math.max(x.data.length, LOCATOR_RESERVE), SECTOR) };
+        at += p.space;
+        return p;
+      });
+      await this.store.write(at, this.footerBytes);
+      for (const p of placed) await this.store.write(p.offset, p.data);
+      d.nextFree = at;
+      this.fileSize = at + FOOTER_SIZE;
+    }
+    await this.saveHeader({
+      ...this.header!,
+      parentUniqueId: l.parentUniqueId,
+      parentTimestamp: l.parentTimestamp,
+      parentUnicodeName: l.parentUnicodeName,
+      parentLocators: encodeLocators(placed),
+    });
+    this.locators = placed.map((p) => ({ code: p.code, space: p.space, length: p.data.length, offset: p.offset, text: decodeLocator(p.code, p.data) }));
+  }
+
+  /** Areas of the current locators that hold nothing else (no block, table or header), in bytes. */
+  private reusableLocatorAreas(): { start: number; capacity: number }[] {
+    const d = this.dyn!;
+    const areas = this.locators
+      .filter((l) => l.code !== PLATFORM.NONE && l.offset >= SECTOR)
+      .map((l) => ({ name: 'locator', start: l.offset, end: l.offset + locatorCapacity(l) }))
+      .sort((a, b) => a.start - b.start);
+    const used: Region[] = [
+      { name: 'footer copy', start: 0, end: SECTOR },
+      { name: 'header', start: d.headerOffset, end: d.headerOffset + HEADER_SIZE },
+      { name: 'BAT', start: d.tableOffset, end: d.tableOffset + d.entries * 4 },
+      { name: 'footer', start: this.fileSize - FOOTER_SIZE, end: Number.MAX_SAFE_INTEGER },
+    ];
+    const stride = d.bitmapBytes + d.blockSize;
+    for (const e of d.bat) if (e !== BAT_UNUSED) used.push({ name: 'block', start: e * SECTOR, end: e * SECTOR + stride });
+    const out: { start: number; capacity: number }[] = [];
+    for (let i = 0; i < areas.length; i++) {
+      const a = { start: areas[i]!.start, end: Math.min(areas[i]!.end, areas[i + 1]?.start ?? Number.MAX_SAFE_INTEGER) };
+      if (a.end > a.start && !used.some((u) => u.start < a.end && a.start < u.end)) out.push({ start: a.start, capacity: a.end - a.start });
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------------ I/O
+
+  async read(into: Buffer, offset: number): Promise<void> {
+    const d = this.dyn;
+    if (!d) return this.store.readInto(into, offset);
+    const parts: Promise<void>[] = [];
+    let pos = 0;
+    while (pos < into.length) {
+      const vo = offset + pos;
+      const b = Math.floor(vo / d.blockSize);
+      const within = vo - b * d.blockSize;
+      const n = Math.min(d.blockSize - within, into.length - pos);
+      const sub = into.subarray(pos, pos + n);
+      if (d.bat[b] === BAT_UNUSED) sub.fill(0);
+      else parts.push(this.readBlock(b, sub, within));
+      pos += n;
+    }
+    await Promise.all(parts);
+  }
+
+  private async readBlock(b: number, into: Buffer, within: number): Promise<void> {
+    const d = this.dyn!;
+    const bitmap = await this.bitmap(b);
+    const dataAt = d.bat[b]! * SECTOR + d.bitmapBytes;
+    const end = within + into.length;
+    const reads: Promise<void>[] = [];
+    for (const [a, z, set] of sectorRuns(bitmap, Math.floor(within / SECTOR), Math.ceil(end / SECTOR))) {
+      const from = Math.max(a * SECTOR, within) - within;
+      const to = Math.min(z * SECTOR, end) - within;
+      if (set) reads.push(this.store.readInto(into.subarray(from, to), dataAt + within + from));
+      else into.fill(0, from, to);
+    }
+    await Promise.all(reads);
+  }
+
+  async write(data: Buffer, offset: number): Promise<void> {
+    this.checkWritable();
+    const d = this.dyn;
+    if (!d) return this.store.write(offset, data);
+    const fresh: Fresh[] = [];
+    let pos = 0;
+    while (pos < data.length) {
+      const vo = offset + pos;
+      const b = Math.floor(vo / d.blockSize);
+      const within = vo - b * d.blockSize;
+      const n = Math.min(d.blockSize - within, data.length - pos);
+      const chunk = data.subarray(pos, pos + n);
+      const s0 = Math.floor(within / SECTOR);
+      const s1 = Math.ceil((within + n) / SECTOR);
+      if (d.bat[b] === BAT_UNUSED) fresh.push({ b, s0, s1, data: padToSectors(chunk, within - s0 * SECTOR, s1 - s0) });
+      else await this.writeAllocated(b, chunk, within, s0, s1);
+      pos += n;
+    }
+    if (fresh.length > 0) await this.allocate(fresh);
+  }
+
+  /** Write into an allocated block: the data, then the bitmap bits that make it visible. */
+  private async writeAllocated(b: number, chunk: Buffer, within: number, s0: number, s1: number): Promise<void> {
+    const d = this.dyn!;
+    const bitmap = await this.bitmap(b);
+    const dataAt = d.bat[b]! * SECTOR + d.bitmapBytes;
+    const headPartial = within % SECTOR !== 0;
+    const tailPartial = (within + chunk.length) % SECTOR !== 0;
+    const headClear = headPartial && !bitAt(bitmap, s0);
+    const tailClear = tailPartial && !bitAt(bitmap, s1 - 1);
+    if (headClear || tailClear) {
+      // a partial sector that is not stored here: the rest of it reads as zeros (the chain
+      // layer has already widened writes over a parent's sectors to whole sectors)
+      const buf = Buffer.alloc((s1 - s0) * SECTOR);
+      if (headPartial && !headClear) await this.store.readInto(buf.subarray(0, SECTOR), dataAt + s0 * SECTOR);
+      if (tailPartial && !tailClear && s1 - 1 > s0) await this.store.readInto(buf.subarray(buf.length - SECTOR), dataAt + (s1 - 1) * SECTOR);
+      chunk.copy(buf, within - s0 * SECTOR);
+      await this.store.write(dataAt + s0 * SECTOR, buf);
+    } else {
+      await this.store.write(dataAt + within, chunk);
+    }
+    if (!allSet(bitmap, s0, s1)) {
+      setBits(bitmap, s0, s1);
+      const lo = s0 >> 3;
+      const hi = ((s1 - 1) >> 3) + 1;
+      await this.store.write(d.bat[b]! * SECTOR + lo, bitmap.subarray(lo, hi));
+    }
+  }
+
+  /**
+   * New blocks at the end of the file, in the crash-safe order: (1) the footer at the new end,
+   * (2) bitmaps and data where the old footer was (sectors not written stay holes: zeros),
+   * (3) the BAT entries.
+   */
+  private async allocate(fresh: Fresh[]): Promise<void> {
+    const d = this.dyn!;
+    const stride = d.bitmapBytes + d.blockSize;
+    const start = d.nextFree;
+    const end = start + fresh.length * stride;
+    if ((end - stride) / SECTOR >= BAT_UNUSED) {
+      throw new DiskError('NOSPACE', 'the VHD file is full: blocks cannot start beyond sector 2^32-1', { path: this.path, field: 'BAT' });
+    }
+    await this.store.write(end, this.footerBytes);
+    const writes: Promise<void>[] = [];
+    const bitmaps = fresh.map((f, i) => {
+      const at = start + i * stride;
+      const bitmap = Buffer.alloc(d.bitmapBytes);
+      setBits(bitmap, f.s0, f.s1);
+      writes.push(this.store.write(at, bitmap), this.store.write(at + d.bitmapBytes + f.s0 * SECTOR, f.data));
+      return bitmap;
+    });
+    await Promise.all(writes);
+    d.nextFree = end;
+    this.fileSize = end + FOOTER_SIZE;
+    fresh.forEach((f, i) => {
+      d.bat[f.b] = (start + i * stride) / SECTOR;
+      this.cacheBitmap(f.b, bitmaps[i]!);
+    });
+    await this.writeBatEntries(fresh.map((f) => f.b));
+  }
+
+  private async writeBatEntries(blocks: number[]): Promise<void> {
+    const d = this.dyn!;
+    const sorted = [...blocks].sort((a, b) => a - b);
+    for (let i = 0; i < sorted.length; ) {
+      let j = i + 1;
+      while (j < sorted.length && sorted[j] === sorted[j - 1]! + 1) j++;
+      const buf = Buffer.alloc((j - i) * 4);
+      for (let k = i; k < j; k++) buf.writeUInt32BE(d.bat[sorted[k]!]!, (k - i) * 4);
+      await this.store.write(d.tableOffset + sorted[i]! * 4, buf);
+      i = j;
+    }
+  }
+
+  private async bitmap(b: number): Promise<Buffer> {
+    const hit = this.bitmaps.get(b);
+    if (hit) return hit;
+    const d = this.dyn!;
+    const read = await this.store.read(d.bat[b]! * SECTOR, d.bitmapBytes);
+    // a write may have cached (and changed) this bitmap while we were reading it: keep that one
+    return this.bitmaps.get(b) ?? this.cacheBitmap(b, read);
+  }
+
+  private cacheBitmap(b: number, bitmap: Buffer): Buffer {
+    if (this.bitmaps.size >= this.bitmapLimit) this.bitmaps.delete(this.bitmaps.keys().next().value!);
+    this.bitmaps.set(b, bitmap);
+    return bitmap;
+  }
+
+  async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    const d = this.dyn;
+    if (!d) return [{ offset, length, state: 'data' }];
+    const out: BlockExtent[] = [];
+    const push = (at: number, n: number, state: BlockState) => {
+      const last = out[out.length - 1];
+      if (last && last.state === state) last.length += n;
+      else out.push({ offset: at, length: n, state });
+    };
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      const b = Math.floor(pos / d.blockSize);
+      const base = b * d.blockSize;
+      const n = Math.min(base + d.blockSize, end) - pos;
+      if (d.bat[b] === BAT_UNUSED) push(pos, n, 'unallocated');
+      else {
+        const bitmap = await this.bitmap(b);
+        for (const [a, z, set] of sectorRuns(bitmap, Math.floor((pos - base) / SECTOR), Math.ceil((pos + n - base) / SECTOR))) {
+          const from = Math.max(base + a * SECTOR, pos);
+          const to = Math.min(base + z * SECTOR, pos + n);
+          push(from, to - from, set ? 'data' : 'unallocated');
+        }
+      }
+      pos += n;
+    }
+    return out;
+  }
+
+  async flush(): Promise<void> {
+    await this.store.flush();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      if (!this.readOnly) await this.store.flush();
+    } finally {
+      await this.store.close();
+    }
+  }
+
+  private checkWritable(): void {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    if (this.closed) throw new DiskError('CLOSED', undefined, { path: this.path });
+  }
+
+  // ------------------------------------------------------------------ footer and header
+
+  /** The footer at the end first (it is authoritative), then its copy at offset 0. */
+  private async saveFooter(next: FooterValue): Promise<void> {
+    const bytes = encodeFooter(next);
+    await this.store.write(this.fileSize - FOOTER_SIZE, bytes);
+    if (this.dyn) await this.store.write(0, bytes);
+    this.footer = { ...next, checksum: bytes.readUInt32BE(FOOTER_CHECKSUM_AT) };
+    this.footerBytes = bytes;
+  }
+
+  private async saveHeader(next: DynamicHeaderValue): Promise<void> {
+    const bytes = encodeHeader(next);
+    await this.store.write(this.dyn!.headerOffset, bytes);
+    this.header = { ...next, checksum: bytes.readUInt32BE(HEADER_CHECKSUM_AT) };
+  }
+
+  // ------------------------------------------------------------------ metadata
+
+  metadataKeys(): string[] {
+    const keys = ['creatorApplication', 'creatorVersion', 'creatorHostOS', 'uuid', 'geometry', 'diskType', 'savedState', 'timestamp', 'originalSize', 'currentSize'];
+    if (this.type === 'differencing') keys.push('parentUuid', 'parentName', 'parentTimestamp');
+    return keys;
+  }
+
+  readMetadata(key: string): string | undefined {
+    const f = this.footer;
+    const diff = this.type === 'differencing' ? this.header : undefined;
+    switch (key) {
+      case 'creatorApplication':
+        return codeText(f.creatorApplication);
+      case 'creatorVersion':
+        return `${f.creatorVersion >>> 16}.${f.creatorVersion & 0xffff}`;
+      case 'creatorHostOS':
+        return codeText(f.creatorHostOS);
+      case 'uuid':
+        return uuidText(f.uniqueId);
+      case 'geometry':
+        return `${f.cylinders}/${f.heads}/${f.sectorsPerTrack}`;
+      case 'diskType':
+        return this.type;
+      case 'savedState':
+        return String(f.savedState);
+      case 'timestamp':
+        return fromVhdTime(f.timestamp).toISOString();
+      case 'originalSize':
+        return f.originalSize.toString();
+      case 'currentSize':
+        return f.currentSize.toString();
+      case 'parentUuid':
+        return diff && uuidText(diff.parentUniqueId);
+      case 'parentName':
+        return diff && decodeUtf16be(diff.parentUnicodeName);
+      case 'parentTimestamp':
+        return diff && fromVhdTime(diff.parentTimestamp).toISOString();
+      default:
+        return undefined;
+    }
+  }
+
+  /** creatorApplication, creatorVersion, creatorHostOS, uuid and geometry; footers rewritten with new checksums. */
+  async writeMetadata(key: string, value: string): Promise<void> {
+    this.checkWritable();
+    const where = { path: this.path, struct: 'footer', field: key, found: value };
+    if ((READ_ONLY_KEYS as readonly string[]).includes(key)) {
+      throw new DiskError('NOTSUPPORTED', `${key} is read-only: it follows from the image's structure`, { ...where, expected: WRITABLE_KEYS.join(', ') });
+    }
+    if (!(WRITABLE_KEYS as readonly string[]).includes(key)) {
+      throw new DiskError('NOTSUPPORTED', 'VHD has no free-form metadata', { ...where, expected: WRITABLE_KEYS.join(', ') });
+    }
+    const next = { ...this.footer };
+    const invalid = (expected: string) => new DiskError('INVAL', `bad value for ${key}`, { ...where, expected });
+    switch (key) {
+      case 'creatorApplication':
+      case 'creatorHostOS':
+        if (!/^[\x20-\x7e]{1,4}$/.test(value)) throw invalid('1 to 4 printable ASCII characters (give all 4 of a space-padded code, e.g. "vpc ")');
+        next[key] = codeBytes(value);
+        break;
+      case 'creatorVersion': {
+        const m = /^(\d{1,5})\.(\d{1,5})$/.exec(value);
+        if (!m || Number(m[1]) > 0xffff || Number(m[2]) > 0xffff) throw invalid('major.minor, each 0..65535');
+        next.creatorVersion = ((Number(m[1]) << 16) | Number(m[2])) >>> 0;
+        break;
+      }
+      case 'uuid': {
+        const id = parseUuid(value);
+        if (!id) throw invalid('a UUID (32 hex digits, dashes optional)');
+        next.uniqueId = id;
+        break;
+      }
+      case 'geometry': {
+        const m = /^(\d{1,5})\/(\d{1,3})\/(\d{1,3})$/.exec(value);
+        if (!m || Number(m[1]) > 65535 || Number(m[2]) > 255 || Number(m[3]) > 255) throw invalid('cylinders/heads/sectors, at most 65535/255/255');
+        next.cylinders = Number(m[1]);
+        next.heads = Number(m[2]);
+        next.sectorsPerTrack = Number(m[3]);
+        break;
+      }
+    }
+    const size = capacityOf(next, this.path);
+    if (size !== this.capacity) {
+      throw new DiskError('INVAL', `this ${key} would change the disk size from ${this.capacity} to ${size} bytes (the creator decides whether the size comes from the geometry)`, { ...where, expected: `a value keeping ${this.capacity} bytes` });
+    }
+    await this.saveFooter(next);
+  }
+
+  async info(): Promise<DiskInfo> {
+    let allocatedBytes = 0;
+    for (const r of await this.blockStatus(0, this.capacity)) if (r.state === 'data') allocatedBytes += r.length;
+    const link = this.backing();
+    const f = this.footer;
+    const geometry: Geometry = { cylinders: f.cylinders, heads: f.heads, sectors: f.sectorsPerTrack };
+    return {
+      format: 'vhd',
+      type: this.type,
+      capacity: this.capacity,
+      sectors: this.capacity / SECTOR,
+      geometry,
+      numLinks: 1,
+      parent: link ? link.hint || link.hints?.[0] : undefined,
+      parentCid: link?.parentId,
+      uuid: this.identity(),
+      version: f.fileFormatVersion >>> 16,
+      extents: [{ path: this.path, type: this.type.toUpperCase(), access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
+      allocatedBytes,
+      fileSize: this.fileSize,
+      diskSize: await fsx.allocatedSize(this.path),
+      readOnly: this.readOnly,
+      files: [this.path],
+      ...(this.warnings.length > 0 ? { warnings: [...this.warnings] } : {}),
+    };
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+
+interface Fresh {
+  b: number;
+  s0: number;
+  s1: number;
+  /** sectors s0..s1 of the block */
+  data: Buffer;
+}
+
+interface Region {
+  name: string;
+  start: number;
+  end: number;
+}
+
+function hasCookie(b: Buffer): boolean {
+  return b.toString('latin1', 0, 8) === FOOTER_COOKIE;
+}
+
+/** Verify a checksum; returns true when it is wrong but ignored (recovery: read-only). */
+function checkChecksum(bytes: Buffer, at: number, stored: number, struct: string, path: string, readOnly: boolean, ignore: boolean): boolean {
+  const computed = vhdChecksum(bytes, at);
+  if (computed === stored) return false;
+  if (ignore && readOnly) return true;
+  const how = ignore ? 'a damaged image opens read-only only' : 'open read-only with ignoreChecksums to recover its data';
+  throw new DiskError('CORRUPT', `${struct} checksum mismatch (${how})`, { path, struct, field: 'checksum', expected: hex32(computed), found: hex32(stored) });
+}
+
+const hex32 = (v: number) => `0x${v.toString(16).padStart(8, '0')}`;
+
+/** The virtual size a footer gives, by its creator's rule (structs.ts sizeRule), whole sectors. */
+function capacityOf(f: FooterValue, path: string): number {
+  let size: number;
+  let field = 'currentSize';
+  if (sizeRule(f) === 'chs') {
+    size = geometrySectors({ cylinders: f.cylinders, heads: f.heads, sectors: f.sectorsPerTrack }) * SECTOR;
+    field = 'cylinders';
+  } else {
+    size = Math.floor(toSafeNumber(f.currentSize, { path, struct: 'footer', field }) / SECTOR) * SECTOR;
+  }
+  if (size > MAX_VHD_BYTES) {
+    throw new DiskError('CORRUPT', 'disk is larger than the VHD limit of 2040 GiB', { path, struct: 'footer', field, expected: `<= ${MAX_VHD_BYTES}`, found: size });
+  }
+  return size;
+}
+
+async function readBat(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
+  const raw = await store.read(at, count * 4);
+  const bat = new Uint32Array(count);
+  for (let i = 0; i < count; i++) bat[i] = raw.readUInt32BE(i * 4);
+  return bat;
+}
+
+/**
+ * BAT sanity: every block inside the file (before the footer), no more blocks than the file
+ * can hold (checked before sorting, so a crafted table costs nothing), no two overlapping, none
+ * over the header, the BAT or the locator data.
+ */
+function checkBlocks(bat: Uint32Array, strideSectors: number, limit: number, metadata: Region[], path: string): void {
+  const limitSectors = Math.floor(limit / SECTOR);
+  let used = 0;
+  for (let i = 0; i < bat.length; i++) {
+    const e = bat[i]!;
+    if (e === BAT_UNUSED) continue;
+    used++;
+    if (e + strideSectors > limitSectors) {
+      throw new DiskError('CORRUPT', 'block lies past the end of the file', { path, struct: 'BAT', field: `BAT[${i}]`, expected: `<= ${limitSectors - strideSectors}`, found: e });
+    }
+  }
+  if (used * strideSectors > limitSectors) {
+    throw new DiskError('CORRUPT', 'the BAT names more blocks than fit in the file', { path, struct: 'BAT', field: 'BAT', expected: `<= ${Math.floor(limitSectors / strideSectors)}`, found: used });
+  }
+  const sorted = bat.filter((e) => e !== BAT_UNUSED).sort();
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i]! - sorted[i - 1]! < strideSectors) {
+      throw new DiskError('CORRUPT', 'two BAT entries name the same or overlapping blocks', { path, struct: 'BAT', field: 'BAT', found: sorted[i] });
+    }
+  }
+  for (const r of metadata) {
+    // the first block that ends after the region starts
+    let lo = 0;
+    let hi = sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((sorted[mid]! + strideSectors) * SECTOR <= r.start) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo < sorted.length && sorted[lo]! * SECTOR < r.end) {
+      throw new DiskError('CORRUPT', `a block overlaps the ${r.name}`, { path, struct: 'BAT', field: 'BAT', expected: `no block over ${r.start}..${r.end}`, found: sorted[lo] });
+    }
+  }
+}
+
+function bitAt(bm: Buffer, s: number): boolean {
+  return ((bm[s >> 3]! >> (7 - (s & 7))) & 1) === 1;
+}
+
+function setBits(bm: Buffer, s0: number, s1: number): void {
+  for (let s = s0; s < s1; s++) bm[s >> 3]! |= 0x80 >> (s & 7);
+}
+
+function allSet(bm: Buffer, s0: number, s1: number): boolean {
+  for (let s = s0; s < s1; s++) if (!bitAt(bm, s)) return false;
+  return true;
+}
+
+/** Runs of equal bits over sectors [s0, s1): [from, to, set]. Whole bytes are skipped at once. */
+export function sectorRuns(bm: Buffer, s0: number, s1: number): [number, number, boolean][] {
+  const out: [number, number, boolean][] = [];
+  let s = s0;
+  while (s < s1) {
+    const v = bitAt(bm, s);
+    const whole = v ? 0xff : 0;
+    let t = s + 1;
+    while (t < s1) {
+      if ((t & 7) === 0 && t + 8 <= s1 && bm[t >> 3] === whole) {
+        t += 8;
+        continue;
+      }
+      if (bitAt(bm, t) !== v) break;
+      t++;
+    }
+    out.push([s, t, v]);
+    s = t;
+  }
+  return out;
+}
+
+/** `chunk` placed at byte `at` of `sectors` zeroed sectors (no copy when it already is whole sectors). */
+function padToSectors(chunk: Buffer, at: number, sectors: number): Buffer {
+  if (at === 0 && chunk.length === sectors * SECTOR) return chunk;
+  const buf = Buffer.alloc(sectors * SECTOR);
+  chunk.copy(buf, at);
+  return buf;
+}
+
+function decodeLocator(code: number, data: Buffer): string {
+  let text: string;
+  if (code === PLATFORM.W2ru || code === PLATFORM.W2ku) text = data.subarray(0, data.length & ~1).toString('utf16le');
+  else if (code === PLATFORM.MacX) {
+    const url = data.toString('utf8');
+    try {
+      text = url.startsWith('file://') ? decodeURIComponent(new URL(url).pathname) : url;
+    } catch {
+      text = url;
+    }
+  } else text = data.toString('utf8');
+  return text.replace(/\0+$/, '');
+}
+
+/**
+ * Bytes a locator's area holds for certain. The data space is a sector count per the spec and a
+ * byte count in what Virtual PC, Hyper-V and VirtualBox write: read it as bytes when that covers
+ * the data (the smaller reading), as sectors otherwise.
+ */
+function locatorCapacity(l: Locator): number {
+  return Math.max(l.length, l.space >= l.length ? l.space : l.space * SECTOR);
+}
+
+function encodeLocators(placed: { code: number; data: Buffer; offset: number; space: number }[]): Buffer {
+  const buf = Buffer.alloc(8 * 24);
+  placed.forEach((p, i) => ParentLocatorEntry.encode({ platformCode: p.code, platformDataSpace: p.space, platformDataLength: p.data.length, platformDataOffset: BigInt(p.offset) }, buf, i * 24));
+  return buf;
+}
+
+/**
+ * What a child records about `parentPath`: the parent's unique id, its footer timestamp, its
+ * file name (UTF-16BE, as VirtualBox writes it) and two locators in UTF-16LE: W2ku with the
+ * absolute path (the host's own spelling) and W2ru with the path relative to the child's folder
+ * (".\name", "..\dir\name"), from `hint` when it is relative.
+ */
+export async function parentLinkage(childPath: string, parentPath: string, hint: string, parentUniqueId: Buffer): Promise<ParentLinkage> {
+  const name = encodeUtf16be(basename(parentPath));
+  if (name.length > 512) {
+    throw new DiskError('NAMETOOLONG', 'the parent file name does not fit the 256 UTF-16 units of the parent unicode name', { path: childPath, struct: 'dynamicHeader', field: 'parentUnicodeName', found: basename(parentPath) });
+  }
+  const parentUnicodeName = Buffer.alloc(512);
+  name.copy(parentUnicodeName);
+  const rel = hint !== '' && !isAbsolute(hint) ? hint : relative(dirname(resolve(childPath)), parentPath);
+  const win = rel.split(sep).join('\\').replace(/\//g, '\\');
+  const w2ru = win.startsWith('..\\') || win === '..' ? win : `.\\${win}`;
+  const locators = [
+    { code: PLATFORM.W2ku, data: Buffer.from(parentPath, 'utf16le') },
+    { code: PLATFORM.W2ru, data: Buffer.from(w2ru, 'utf16le') },
+  ];
+  for (const l of locators) {
+    if (l.data.length > MAX_LOCATOR_BYTES) throw new DiskError('NAMETOOLONG', 'the parent path is too long for a parent locator', { path: childPath, struct: 'dynamicHeader', field: 'parentLocator', found: parentPath });
+  }
+  return { parentUniqueId, parentTimestamp: await footerTimestamp(parentPath), parentUnicodeName, locators };
+}
+
+/** The footer timestamp of a VHD file, or 0 when it cannot be read (what the parent timestamp records). */
+async function footerTimestamp(path: string): Promise<number> {
+  let st: FileStore | undefined;
+  try {
+    st = await FileStore.open(path, { readOnly: true });
+    const size = await st.size();
+    for (const at of [size - FOOTER_SIZE, 0]) {
+      if (at < 0) continue;
+      const b = await st.read(at, FOOTER_SIZE);
+      if (hasCookie(b)) return b.readUInt32BE(Footer.offsetOf('timestamp'));
+    }
+    return 0;
+  } catch {
+    return 0;
+  } finally {
+    await st?.close().catch(() => {});
+  }
+}
