@@ -438,6 +438,45 @@ test('chain operations on VDI: commit into the base, merge everything into the t
   await r.close();
 });
 
+test('setBacking: a dynamic base becomes a differencing child (UUIDs from the parent); a fixed image refuses; undefined makes a base', async (t) => {
+  const dir = (await tmpDir(t)).path;
+  const parent = join(dir, 'p.vdi');
+  const pd = await Disk.create(parent, { format: 'vdi', capacity: 2 * MiB });
+  await pd.write(0, Buffer.from('from the parent'));
+  await pd.close();
+  const ph = await rawHeader(parent);
+  const lone = join(dir, 'lone.vdi');
+  await (await Disk.create(lone, { format: 'vdi', capacity: 2 * MiB })).close();
+  const img = await openLink(lone, { singleLink: true, cowByCaller: true });
+  await img.setBacking({ hint: 'p.vdi', parentId: uuidText(ph.uuidCreate) });
+  await img.close();
+  let h = await rawHeader(lone);
+  assert.equal(h.type, 4);
+  assert.ok(h.uuidLinkage.equals(ph.uuidCreate));
+  assert.ok(h.uuidParentModify.equals(ph.uuidModify), 'the parent modification UUID read from the parent at the hint');
+  const r = await Disk.open(lone, { readOnly: true });
+  assert.deepEqual(await r.read(0, 15), Buffer.from('from the parent'));
+  await r.close();
+  // a parent that cannot be read at the hint: the link is still set, the parent-modify UUID is unknown (null)
+  const img2 = await openLink(lone, { singleLink: true, cowByCaller: true });
+  await img2.setBacking({ hint: 'missing.vdi', parentId: '01234567-89ab-cdef-0123-456789abcdef' });
+  h = await rawHeader(lone);
+  assert.equal(uuidText(h.uuidLinkage), '01234567-89ab-cdef-0123-456789abcdef');
+  assert.ok(h.uuidParentModify.equals(Buffer.alloc(16)));
+  await assert.rejects(img2.setBacking({ hint: 'p.vdi', parentId: 'zzz' }), (e: DiskError) => e.code === 'INVAL' && e.details.field === 'uuidLinkage');
+  await img2.setBacking(undefined);
+  await img2.close();
+  h = await rawHeader(lone);
+  assert.equal(h.type, 1);
+  assert.ok(h.uuidLinkage.equals(Buffer.alloc(16)) && h.uuidParentModify.equals(Buffer.alloc(16)));
+  const f = join(dir, 'f.vdi');
+  await (await Disk.create(f, { format: 'vdi', type: 'fixed', capacity: MiB })).close();
+  const fi = await openLink(f, { singleLink: true });
+  await assert.rejects(fi.setBacking({ hint: 'p.vdi', parentId: uuidText(ph.uuidCreate) }), (e: DiskError) => e.code === 'NOTSUPPORTED' && e.details.field === 'type');
+  await assert.rejects(fi.makeEmpty(), (e: DiskError) => e.code === 'NOTSUPPORTED');
+  await fi.close();
+});
+
 test('detection by content: a VDI named .img is found as vdi', async (t) => {
   const dir = (await tmpDir(t)).path;
   const p = join(dir, 'disk.img');
