@@ -102,6 +102,10 @@ function boundaryWrites(capacity: number): [number, Buffer][] {
     [511, xorshiftBytes(2, 2)], // across a sector boundary, 1 byte each side
     [1000, xorshiftBytes(3, 3)], // inside one sector
     [1001, xorshiftBytes(1, 4)], // again inside the same (now stored) sector
+    [12 * 512 + 300, xorshiftBytes(10, 21)], // sector 12 stored (bytes 300..309)
+    [10 * 512 + 100, xorshiftBytes(2 * 512 + 100, 22)], // from a partial sector not stored (10) to a partial stored one (12)
+    [16 * 512 + 50, xorshiftBytes(10, 23)], // sector 16 stored (bytes 50..59)
+    [16 * 512 + 200, xorshiftBytes(2 * 512, 24)], // from a partial stored sector (16) to a partial one not stored (18)
     [BLOCK - 700, xorshiftBytes(1400, 5)], // across a block boundary, partial sectors at both ends
     [3 * BLOCK - 512, xorshiftBytes(BLOCK + 1024, 6)], // three blocks, whole sectors
     [5 * BLOCK + 5, xorshiftBytes(512, 7)], // a sector's worth straddling two sectors
@@ -190,6 +194,10 @@ for (const type of ['dynamic', 'fixed'] as const) {
       const at = (x: number) => status.find((e) => e.offset <= x && x < e.offset + e.length)!.state;
       assert.equal(at(4095), 'data');
       assert.equal(at(4096), 'unallocated', 'sector 8 was never written');
+      assert.equal(at(10 * 512), 'data', 'a partly written sector is stored whole');
+      assert.equal(at(13 * 512 - 1), 'data');
+      assert.equal(at(13 * 512), 'unallocated');
+      assert.equal(at(19 * 512 - 1), 'data');
       assert.equal(at(5 * BLOCK - 1), 'unallocated', 'the rest of a block a write ended in');
       assert.equal(at(5 * BLOCK + 4), 'data', 'a partly written sector is stored whole');
       assert.equal(at(5 * BLOCK + 5 + 511), 'data', 'a 512-byte write straddling two sectors stores both');
