@@ -100,6 +100,11 @@ export interface Capabilities {
   readonly differencing: boolean;
   /** a child must have exactly its parent's size */
   readonly differencingSameSize: boolean;
+  /**
+   * the identity children record changes whenever the content does (VMDK CID), so a commit into
+   * a base gives it a new one; false where it is a fixed name (VDI creation UUID, VHD unique id)
+   */
+  readonly identityFollowsContent: boolean;
   /** the disk can be split into several files */
   readonly split: boolean;
   readonly discard: 'none' | 'native';

@@ -19,14 +19,14 @@
  *   when no other child uses them. Killed before the re-pointing, the top merely holds copies
  *   of its parents' data; running the merge again completes it.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
 import { hintFor } from '../chain/chain.js';
 import { findChildren } from '../chain/children.js';
 import { readJournal, removeJournal, writeJournal, type CommitJournal } from '../chain/journal.js';
-import { backends } from '../formats/registry.js';
+import { backends, driverByName } from '../formats/registry.js';
 import { Disk, chainFormats, openLink } from '../disk.js';
 import type { Image } from '../formats/types.js';
 import type { Progress } from './convert.js';
@@ -115,11 +115,14 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
     const chain = await Disk.open(top, { readOnly: true, untrusted: opts.untrusted });
     let paths: string[];
     let oldId: string | undefined;
+    let layerFormat = 'vmdk';
     try {
       paths = chainPaths(chain);
       const depth = paths.indexOf(basePath);
       if (depth < 1) throw new DiskError('INVAL', `${opts.base ?? basePath} is not below ${topPath} in its chain`, { path: topPath, field: 'base', found: opts.base });
-      oldId = ((chain.image as { layers?: Image[] }).layers ?? [chain.image])[depth]!.identity();
+      const baseLayer = ((chain.image as { layers?: Image[] }).layers ?? [chain.image])[depth]!;
+      oldId = baseLayer.identity();
+      layerFormat = baseLayer.format;
       journal = {
         version: 1,
         op: 'commit',
@@ -127,8 +130,9 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
         base: basePath,
         depth,
         oldId: oldId ?? '',
-        // a new identity of the base's kind: VMDK CIDs are 8 hex digits, VDI/VHD identities UUIDs
-        newId: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(oldId ?? '') ? randomUUID() : randomBytes(4).toString('hex'),
+        // VMDK: the base's content changes, so does its CID; VDI/VHD keep their UUID (VirtualBox
+        // and Hyper-V find disks by it), so children need no re-linking
+        newId: driverByName(layerFormat).capabilities.identityFollowsContent ? randomBytes(4).toString('hex') : (oldId ?? ''),
         phase: 'copy',
         drop: !!opts.drop,
         removeFiles: [],
@@ -169,12 +173,14 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
   }
 
   // switch: every step below is idempotent, so a resumed commit simply runs them again
-  const base = await openLink(basePath, { singleLink: true, cowByCaller: true });
-  try {
-    await base.setIdentity(journal.newId);
-    await base.flush();
-  } finally {
-    await base.close();
+  if (journal.newId !== journal.oldId) {
+    const base = await openLink(basePath, { singleLink: true, cowByCaller: true });
+    try {
+      await base.setIdentity(journal.newId);
+      await base.flush();
+    } finally {
+      await base.close();
+    }
   }
   await opts.onStep?.('base identity');
   if (!journal.drop) {

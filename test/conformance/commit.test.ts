@@ -162,3 +162,25 @@ test('a commit killed at random points 20 times: the chain always reads the same
   }
   t.diagnostic(`kill points covered: ${[...seenSteps].sort().join(', ')}`);
 });
+
+for (const format of ['vdi', 'vhd'] as const) {
+  test(`${format}: commit keeps the base's UUID (VirtualBox and Hyper-V find disks by it) and the chain reads the same`, async (t) => {
+    const dir = (await tmpDir(t)).path;
+    const base = join(dir, `base.${format}`);
+    const d = await Disk.create(base, { format, capacity: 8 * MiB });
+    await d.write(0, xorshiftBytes(3 * MiB, 5));
+    await d.close();
+    const id = await Disk.open(base, { readOnly: true }).then(async (x) => { const v = x.image.identity(); await x.close(); return v; });
+    const c = await createChild(base);
+    await c.write(MiB + 3, xorshiftBytes(2 * MiB, 6));
+    const model = await c.read(0, 8 * MiB);
+    await c.close();
+    await commit(c.path);
+    const after = await Disk.open(base, { readOnly: true, singleLink: true });
+    assert.equal(after.image.identity(), id);
+    assert.ok((await after.read(0, 8 * MiB)).equals(model), 'the base holds the committed data');
+    await after.close();
+    assert.ok((await readAll(c.path)).equals(model));
+    assert.equal((await describeChain(c.path)).links[0]!.allocatedBytes, 0);
+  });
+}
