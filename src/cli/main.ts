@@ -18,8 +18,8 @@ import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
 class UsageError extends Error {}
 
 /** the open options every command that opens a disk shares */
-function openOpts(o: { format?: string; allowExternalExtents?: boolean; untrusted?: boolean; singleLink?: boolean; force?: boolean }) {
-  return { format: o.format, allowExternalExtents: o.allowExternalExtents, untrusted: o.untrusted, singleLink: o.singleLink, force: o.force };
+function openOpts(o: { format?: string; allowExternalExtents?: boolean; untrusted?: boolean; singleLink?: boolean; force?: boolean; ignoreChecksums?: boolean }) {
+  return { format: o.format, allowExternalExtents: o.allowExternalExtents, untrusted: o.untrusted, singleLink: o.singleLink, force: o.force, ignoreChecksums: o.ignoreChecksums };
 }
 
 function num(text: string, what: string): number {
@@ -67,7 +67,8 @@ export function buildProgram(): Command {
     return cmd;
   };
   /** options of every command that opens a disk to read it */
-  const readingOptions = () => [formatOpt(), untrusted(), singleLink(), external()];
+  const ignoreChecksums = () => new Option('--ignore-checksums', 'open an image whose checksums do not match, read-only, to recover its data (VHD)');
+  const readingOptions = () => [formatOpt(), untrusted(), singleLink(), external(), ignoreChecksums()];
   /** options of every command that opens a disk to change it */
   const writingOptions = () => [formatOpt(), untrusted(), force(), external()];
 
@@ -79,7 +80,8 @@ export function buildProgram(): Command {
     .option('-a, --adapter <type>', 'ide, buslogic, lsilogic (default) or pvscsi')
     .option('--hw <version>', 'virtual hardware version written to ddb.virtualHWVersion (default 4)')
     .option('--thin', 'vmfs: mark the disk thin provisioned')
-    .option('--preallocate', 'flat types: write zeros into the data files instead of leaving them sparse')
+    .option('--preallocate', 'flat and fixed types: write zeros into the data files instead of leaving them sparse')
+    .option('--chs-rounding', 'vhd: round the size up to a whole CHS geometry (Virtual PC; qemu-img without force_size)')
     .option('--overwrite', 'replace existing files')
     .argument('<file>')
     .argument('<size>', 'bytes, or with a K/M/G/T suffix, or sectors with an s suffix (2048s)')
@@ -93,6 +95,7 @@ export function buildProgram(): Command {
         hwVersion: o.hw,
         thin: o.thin,
         preallocate: o.preallocate,
+        chsRounding: o.chsRounding,
         overwrite: o.overwrite,
       });
       await d.close();
@@ -288,7 +291,7 @@ export function buildProgram(): Command {
       const d = await createChild(parent, child, { type: o.type, overwrite: o.overwrite, absoluteHint: o.absoluteHint, untrusted: o.untrusted });
       const info = await d.info();
       await d.close();
-      await out(`created ${d.path}: child of ${info.parent} (${info.numLinks} links, parent CID ${info.parentCid})\n`);
+      await out(`created ${d.path}: child of ${parent} (${info.numLinks} links, parent ${d.format === 'vmdk' ? 'CID' : 'id'} ${d.image.backing()?.parentId ?? '-'})\n`);
     });
 
   program
@@ -356,8 +359,9 @@ export function buildProgram(): Command {
         await out(JSON.stringify({ links: c.links, break: c.break ?? null }, (_k, v) => (v === undefined ? null : v), 2) + '\n');
       } else {
         const rows = c.links.map((l, i) => {
-          const parent = l.parentHint ? `parent "${l.parentHint}" (parentCID ${l.parentCid ?? '-'})` : 'base';
-          return `${String(i + 1).padStart(3)}  ${l.path}\n     ${l.format} ${l.type}, ${humanBytes(l.capacity)}, CID ${l.cid ?? '-'}, ${humanBytes(l.allocatedBytes)} allocated, ${humanBytes(l.fileSize)} on file; ${parent}\n`;
+          const idName = l.format === 'vmdk' ? 'CID' : 'id';
+          const parent = !l.hasParent ? 'base' : `parent ${l.parentHint ? `"${l.parentHint}"` : '(found by id)'} (parent ${idName} ${l.parentCid ?? '-'})`;
+          return `${String(i + 1).padStart(3)}  ${l.path}\n     ${l.format} ${l.type}, ${humanBytes(l.capacity)}, ${idName} ${l.cid ?? '-'}, ${humanBytes(l.allocatedBytes)} allocated, ${humanBytes(l.fileSize)} on file; ${parent}\n`;
         });
         await out(rows.join(''));
         if (c.break) await out(`BROKEN below ${c.break.at}: ${c.break.code}: ${c.break.reason}\n`);

@@ -21,15 +21,15 @@ export function formatInfo(i: DiskInfo): string {
     ['capacity', `${i.capacity} bytes (${humanBytes(i.capacity)}, ${i.sectors} sectors)`],
   ];
   if (i.adapterType !== undefined) rows.push(['adapter type', i.adapterType]);
-  if (i.format === 'vmdk') {
-    rows.push(['BIOS geometry', g(i.biosGeometry)], ['physical geometry', g(i.geometry)]);
-    rows.push(['number of links', String(i.numLinks)]);
-    rows.push(['parent', i.parent ?? '-']);
-    rows.push(['CID', i.cid ?? '-'], ['parent CID', i.parentCid ?? '-']);
-    if (i.uuid) rows.push(['uuid', i.uuid]);
-    if (i.hwVersion) rows.push(['hardware version', i.hwVersion]);
-    if (i.version !== undefined) rows.push(['sparse version', String(i.version)]);
-  }
+  if (i.format === 'vmdk') rows.push(['BIOS geometry', g(i.biosGeometry)], ['physical geometry', g(i.geometry)]);
+  else if (i.geometry) rows.push(['geometry', g(i.geometry)]);
+  rows.push(['number of links', String(i.numLinks)]);
+  if (i.numLinks > 1 || i.parent !== undefined) rows.push(['parent', i.parent ?? '-']);
+  if (i.cid !== undefined) rows.push(['CID', i.cid], ['parent CID', i.parentCid ?? '-']);
+  if (i.uuid) rows.push(['uuid', i.uuid]);
+  if (i.hwVersion) rows.push(['hardware version', i.hwVersion]);
+  if (i.format === 'vmdk' && i.version !== undefined) rows.push(['sparse version', String(i.version)]);
+  for (const w of i.warnings ?? []) rows.push(['warning', w]);
   rows.push(['allocated', `${i.allocatedBytes} bytes (${humanBytes(i.allocatedBytes)})`]);
   rows.push(['file size', `${i.fileSize} bytes (${humanBytes(i.fileSize)})`]);
   rows.push(['disk size', `${i.diskSize} bytes (${humanBytes(i.diskSize)})`]);

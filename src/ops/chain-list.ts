@@ -16,8 +16,10 @@ export interface ChainLink {
   cid?: string;
   /** the parent identity this link was made against */
   parentCid?: string;
-  /** parent hint as stored */
+  /** parent hint as stored ('' when the format records none, e.g. VDI) */
   parentHint?: string;
+  /** whether this link has a parent at all */
+  hasParent: boolean;
   fileSize: number;
   allocatedBytes: number;
 }
@@ -53,6 +55,7 @@ export async function describeChain(path: string, opts: { untrusted?: boolean; m
         cid: img.identity(),
         parentCid: link?.parentId,
         parentHint: link?.hint,
+        hasParent: link !== undefined,
         fileSize: info.fileSize,
         allocatedBytes: info.allocatedBytes,
       });

@@ -177,3 +177,55 @@ test('CLI: child/redo, attach, chain, commit, rebase', async () => {
     await rm(cwd, { recursive: true, force: true });
   }
 });
+
+test('CLI: VDI and VHD — create, formats, info, meta, child/chain, convert between formats', async () => {
+  const cwd = await mkdtemp(join(tmpdir(), 'vdkit-cli-fmt-'));
+  try {
+    const ok = async (args: string[], input?: Buffer) => {
+      const r = await vdkit(args, { cwd, input });
+      assert.equal(r.code, 0, `vdkit ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    const formats = JSON.parse((await ok(['formats', '--json'])).toString()) as { name: string; capabilities: { createTypes: string[]; differencing: boolean } }[];
+    assert.deepEqual(formats.map((f) => f.name).sort(), ['raw', 'vdi', 'vhd', 'vmdk']);
+    assert.deepEqual(formats.find((f) => f.name === 'vdi')!.capabilities.createTypes, ['dynamic', 'fixed']);
+    assert.equal(formats.find((f) => f.name === 'vhd')!.capabilities.differencing, true);
+
+    await ok(['create', '-f', 'vdi', 'd.vdi', '64M']);
+    await ok(['create', '-f', 'vdi', '-t', 'fixed', 'f.vdi', '8M']);
+    await ok(['create', '-f', 'vhd', '-t', 'fixed', 'f.vhd', '10M']);
+    await ok(['create', '-f', 'vhd', 'd.vhd', '100M']);
+    await ok(['create', '-f', 'vhd', '--chs-rounding', 'c.vhd', '100M']);
+    const info = async (f: string) => JSON.parse((await ok(['info', '--json', f])).toString());
+    assert.equal((await info('d.vdi')).type, 'dynamic');
+    assert.equal((await info('f.vdi')).type, 'fixed');
+    assert.equal((await info('f.vhd')).capacity, 10 * 2 ** 20);
+    assert.equal((await info('d.vhd')).capacity, 100 * 2 ** 20);
+    assert.equal((await info('c.vhd')).capacity, 104865792);
+
+    await ok(['meta', 'd.vdi', 'comment', 'made by the CLI test']);
+    assert.equal((await ok(['meta', 'd.vdi', 'comment'])).toString(), 'made by the CLI test\n');
+    assert.match((await ok(['meta', 'd.vhd'])).toString(), /^creatorApplication = vdkt$/m);
+
+    const data = Buffer.from('data that goes from VMDK to VHD to VDI and back');
+    await ok(['create', 'src.vmdk', '16M']);
+    await ok(['write', 'src.vmdk', '--offset', '5M'], data);
+    await ok(['convert', '-O', 'vhd', 'src.vmdk', 'x.vhd']);
+    await ok(['convert', '-O', 'vdi', '-t', 'fixed', 'x.vhd', 'x.vdi']);
+    await ok(['convert', '-O', 'vmdk', 'x.vdi', 'back.vmdk']);
+    assert.deepEqual(await ok(['read', 'back.vmdk', '--offset', '5M', '--length', String(data.length)]), data);
+    assert.equal((await info('x.vdi')).type, 'fixed');
+
+    // differencing children of each, found again through the chain
+    assert.match((await ok(['child', 'd.vdi'])).toString(), /d-000001\.vdi: child of d\.vdi \(2 links/);
+    assert.match((await ok(['child', 'd.vhd'])).toString(), /d-000001\.vhd: child of d\.vhd \(2 links/);
+    await ok(['write', 'd-000001.vhd', '--offset', '1000'], data);
+    assert.deepEqual(await ok(['read', 'd-000001.vhd', '--offset', '1000', '--length', String(data.length)]), data);
+    const chain = JSON.parse((await ok(['chain', '--json', 'd-000001.vdi'])).toString());
+    assert.equal(chain.links.length, 2);
+    assert.equal(chain.links[0].parentCid, chain.links[1].cid);
+    assert.match((await ok(['chain', 'd-000001.vdi'])).toString(), /parent \(found by id\)/);
+  } finally {
+    await rm(cwd, { recursive: true, force: true });
+  }
+});
