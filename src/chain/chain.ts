@@ -64,6 +64,11 @@ async function findByHints(childPath: string, hints: readonly string[], untruste
   for (const hint of hints) {
     if (hint === '') continue;
     const windowsAbsolute = /^[A-Za-z]:[\\/]/.test(hint) || hint.startsWith('\\\\');
+    // qemu-style protocol names (json:{...}, nbd://, http://) are never interpreted: a trusted
+    // image gets them as a plain file name, an untrusted one is refused (CVE-2024-4467 class)
+    if (untrusted && !windowsAbsolute && /^[A-Za-z][A-Za-z0-9+.-]*:/.test(hint)) {
+      throw new DiskError('EXTERNALEXTENT', 'parent name is a protocol or JSON specification (refused for untrusted images)', { path: childPath, field: 'parent hint', found: hint });
+    }
     const escapes = isAbsolute(hint) || windowsAbsolute || hint.split(/[\\/]/).includes('..');
     if (untrusted && escapes) {
       throw new DiskError('EXTERNALEXTENT', "parent hint is absolute or leaves the child's folder (refused for untrusted images)", { path: childPath, field: 'parent hint', found: hint });

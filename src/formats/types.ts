@@ -109,6 +109,30 @@ export interface Capabilities {
   readonly split: boolean;
   readonly discard: 'none' | 'native';
   readonly resize: 'none' | 'grow' | 'grow-shrink';
+  /** `check()`: none, detect problems, or detect and repair them */
+  readonly check: 'none' | 'detect' | 'repair';
+}
+
+/** One finding of a consistency check (qemu-img check's corruptions and leaks). */
+export interface CheckFinding {
+  /** corruption: data may be wrong or lost; leak: space allocated that nothing uses; warning: neither */
+  kind: 'corruption' | 'leak' | 'warning';
+  message: string;
+  /** on-disk structure and field, as DiskError details name them */
+  struct?: string;
+  field?: string;
+  /** file offset concerned, when there is one */
+  offset?: number;
+  /** whether a repair run fixed it */
+  repaired?: boolean;
+}
+
+export interface CheckReport {
+  path: string;
+  format: string;
+  findings: CheckFinding[];
+  /** bytes of the image files that hold data nothing points at (after repair: what is left) */
+  leakedBytes: number;
 }
 
 /** One create option a driver understands (for `vdkit formats` and VDBackendInfo). */
@@ -149,6 +173,13 @@ export interface Image {
   metadataKeys(): string[];
   readMetadata(key: string): string | undefined;
   writeMetadata(key: string, value: string): Promise<void>;
+  /**
+   * Consistency check (qemu-img check, VDRepair, VixDiskLib_CheckRepair), present when
+   * capabilities.check is not 'none'. With `repair` (capability 'repair', image opened
+   * read-write) it fixes what it can and marks those findings `repaired`; without it nothing
+   * is changed.
+   */
+  check?(opts: { repair: boolean }): Promise<CheckReport>;
 }
 
 export interface OpenOptions {

@@ -24,6 +24,7 @@ const RAW_CAPABILITIES: Capabilities = Object.freeze({
   split: false,
   discard: 'none',
   resize: 'grow-shrink',
+  check: 'none',
 });
 
 export class RawImage implements Image {

@@ -45,6 +45,7 @@ export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
   split: true,
   discard: 'none',
   resize: 'none',
+  check: 'none',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VMDK_CAPABILITIES, write: 'none' });
