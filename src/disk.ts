@@ -50,7 +50,9 @@ export class Disk {
     let image: Image;
     if (opts.singleLink) {
       const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
-      image = await driver.open(path, { ...opts, cowByCaller: false });
+      // a lone link is never written through the chain layer, so it does no copy-on-write itself
+      // (only internal callers that write metadata alone, like check, pass cowByCaller)
+      image = await driver.open(path, { ...opts, cowByCaller: opts.cowByCaller ?? false });
     } else {
       image = await openChain(path, opts, chainFormats);
     }

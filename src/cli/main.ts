@@ -6,7 +6,7 @@ import { createReadStream } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { DiskError, errorText, type ErrorCode } from '../core/errors.js';
 import { SECTOR_SIZE, parseSize } from '../core/ints.js';
-import { Disk } from '../disk.js';
+import { Disk, type DiskOpenOptions } from '../disk.js';
 import { convert } from '../ops/convert.js';
 import { backendInfo } from '../formats/registry.js';
 import { createChild } from '../ops/child.js';
@@ -39,7 +39,7 @@ function out(s: string | Buffer): Promise<void> {
 
 async function withDisk<T>(
   path: string,
-  opts: { readOnly: boolean; format?: string; allowExternalExtents?: boolean; untrusted?: boolean; singleLink?: boolean; force?: boolean },
+  opts: DiskOpenOptions & { readOnly: boolean },
   fn: (d: Disk) => Promise<T>,
 ): Promise<T> {
   const d = await Disk.open(path, opts);
@@ -261,7 +261,8 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable report')
     .argument('<file>')
     .action(async (file: string, o) => {
-      await withDisk(file, { ...openOpts(o), readOnly: !o.repair, singleLink: true, force: true }, async (d) => {
+      // one link alone: a check looks at this file's own structures; repair writes metadata, never data
+      await withDisk(file, { ...openOpts(o), readOnly: !o.repair, singleLink: true, cowByCaller: true, force: true }, async (d) => {
         const mode = d.image.capabilities.check;
         if (mode === 'none' || !d.image.check) throw new DiskError('NOTSUPPORTED', `${d.format} images cannot be checked yet`, { path: file });
         if (o.repair && mode !== 'repair') throw new DiskError('NOTSUPPORTED', `${d.format} images can be checked but not repaired`, { path: file });
