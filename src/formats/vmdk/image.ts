@@ -25,7 +25,7 @@ import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, Capabilities, DiskInfo, ExtentInfo, Geometry, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, Capabilities, CheckFinding, CheckReport, DiskInfo, ExtentInfo, Geometry, Image, OpenOptions } from '../types.js';
 import { Descriptor, MAX_DESCRIPTOR_BYTES, hex8, looksLikeDescriptor, parseCid, type ExtentLine } from './descriptor.js';
 import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
 import { SparseExtent } from './sparse.js';
@@ -45,7 +45,7 @@ export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
   split: true,
   discard: 'none',
   resize: 'none',
-  check: 'none',
+  check: 'repair',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VMDK_CAPABILITIES, write: 'none' });
@@ -363,6 +363,18 @@ export class VmdkImage implements Image {
     if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
     if (!this.descriptorWritable) throw new DiskError('NOTSUPPORTED', 'this extent has no descriptor to hold metadata', { path: this.path });
     await this.changeDescriptor((d) => d.setDdb(key, value));
+  }
+
+  async check(opts: { repair: boolean }): Promise<CheckReport> {
+    const findings: CheckFinding[] = [];
+    let leakedBytes = 0;
+    for (const e of this.extents) {
+      if (!e.sparse) continue;
+      const r = await e.sparse.check(opts.repair && !this.readOnly);
+      for (const f of r.findings) findings.push({ ...f, message: this.extents.length > 1 ? `${e.path}: ${f.message}` : f.message });
+      leakedBytes += r.leakedBytes;
+    }
+    return { path: this.path, format: 'vmdk', findings, leakedBytes };
   }
 
   /** The descriptor as text (what `vdkit info --descriptor` shows). */

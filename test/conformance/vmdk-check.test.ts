@@ -1,0 +1,121 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { open, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Disk } from '../../src/index.js';
+import { run, skipUnless, tmpDir } from '../helpers/tools.js';
+
+const MiB = 2 ** 20;
+
+async function image(dir: string, type = 'monolithicSparse'): Promise<string> {
+  const p = join(dir, 'c.vmdk');
+  const d = await Disk.create(p, { type, capacity: 64 * MiB });
+  for (let i = 0; i < 6; i++) await d.write(i * 3 * 65536 + 100, Buffer.alloc(5000, i + 1));
+  await d.close();
+  return p;
+}
+
+async function header(p: string): Promise<{ gd: number; rgd: number }> {
+  const fh = await open(p, 'r');
+  const b = Buffer.alloc(512);
+  await fh.read(b, 0, 512, 0);
+  await fh.close();
+  return { gd: Number(b.readBigUInt64LE(56)), rgd: Number(b.readBigUInt64LE(48)) };
+}
+
+async function u32At(p: string, at: number): Promise<number> {
+  const fh = await open(p, 'r');
+  const b = Buffer.alloc(4);
+  await fh.read(b, 0, 4, at);
+  await fh.close();
+  return b.readUInt32LE(0);
+}
+
+async function poke(p: string, at: number, data: Buffer): Promise<void> {
+  const fh = await open(p, 'r+');
+  await fh.write(data, 0, data.length, at);
+  await fh.close();
+}
+
+async function check(p: string, repair = false) {
+  const d = await Disk.open(p, { readOnly: !repair, singleLink: true, cowByCaller: true });
+  try {
+    return await d.image.check!({ repair });
+  } finally {
+    await d.close();
+  }
+}
+
+test('vmdk check: a clean image has no findings', async (t) => {
+  const p = await image((await tmpDir(t)).path);
+  const r = await check(p);
+  assert.deepEqual(r.findings, []);
+  assert.equal(r.leakedBytes, 0);
+});
+
+test('vmdk check: a redundant grain table that differs is a corruption, repaired from the primary', async (t) => {
+  const p = await image((await tmpDir(t)).path);
+  const { rgd } = await header(p);
+  const rgt0 = await u32At(p, rgd * 512);
+  await poke(p, rgt0 * 512 + 8, Buffer.from([9, 9, 9, 9]));
+  const r = await check(p);
+  assert.equal(r.findings.length, 1);
+  assert.equal(r.findings[0]!.kind, 'corruption');
+  assert.equal(r.findings[0]!.field, 'RGT[0]');
+  const fixed = await check(p, true);
+  assert.equal(fixed.findings[0]!.repaired, true);
+  assert.deepEqual((await check(p)).findings, []);
+});
+
+test('vmdk check: leaked grains at the end are reported and cut off by repair; data stays', async (t) => {
+  const p = await image((await tmpDir(t)).path);
+  const before = await Disk.open(p, { readOnly: true }).then(async (d) => { const b = await d.read(0, 2 * MiB); await d.close(); return b; });
+  const size = (await stat(p)).size;
+  await poke(p, size, Buffer.alloc(3 * 65536, 0x77));
+  const r = await check(p);
+  assert.equal(r.findings.length, 1);
+  assert.equal(r.findings[0]!.kind, 'leak');
+  assert.equal(r.leakedBytes, 3 * 65536);
+  const fixed = await check(p, true);
+  assert.equal(fixed.leakedBytes, 0);
+  assert.equal((await stat(p)).size, size);
+  const after = await Disk.open(p, { readOnly: true }).then(async (d) => { const b = await d.read(0, 2 * MiB); await d.close(); return b; });
+  assert.ok(after.equals(before));
+});
+
+test('vmdk check: grains past the end of the file or shared by two entries are corruptions', async (t) => {
+  const p = await image((await tmpDir(t)).path);
+  const { gd } = await header(p);
+  const gt0 = await u32At(p, gd * 512);
+  const first = await u32At(p, gt0 * 512);
+  await poke(p, gt0 * 512 + 4 * 3, Buffer.from(new Uint32Array([first]).buffer)); // grain 3 -> grain 0's sector
+  await poke(p, gt0 * 512 + 4 * 9, Buffer.from(new Uint32Array([0x7fffffff]).buffer));
+  const r = await check(p);
+  const fields = r.findings.filter((f) => f.kind === 'corruption').map((f) => f.field).sort();
+  // the redundant table still holds the old entries, so it differs too
+  assert.deepEqual(fields, ['GTE[3]', 'GTE[9]', 'RGT[0]']);
+});
+
+test('vdkit check exit codes follow qemu-img (0 clean, 2 corruption, 3 leaks), and qemu-img agrees on the repaired image', async (t) => {
+  const dir = (await tmpDir(t)).path;
+  const p = await image(dir, 'twoGbMaxExtentSparse');
+  const vdkit = (args: string[]) => run(process.execPath, [new URL('../../../bin/vdkit.js', import.meta.url).pathname, ...args]);
+  assert.equal((await vdkit(['check', p])).code, 0);
+  const extent = join(dir, 'c-s001.vmdk');
+  await poke(extent, (await stat(extent)).size, Buffer.alloc(65536, 1));
+  const leak = await vdkit(['check', p]);
+  assert.equal(leak.code, 3, leak.stdout + leak.stderr);
+  assert.match(leak.stdout, /Leaked:/);
+  const json = JSON.parse((await vdkit(['check', '--json', p])).stdout);
+  assert.equal(json.leakedBytes, 65536);
+  const fixed = await vdkit(['check', '--repair', p]);
+  assert.equal(fixed.code, 0, fixed.stdout + fixed.stderr);
+  const { rgd } = await header(extent);
+  await poke(extent, (await u32At(extent, rgd * 512)) * 512, Buffer.from([1, 2, 3, 4]));
+  assert.equal((await vdkit(['check', p])).code, 2);
+  await vdkit(['check', '-r', p]);
+  assert.equal((await vdkit(['check', p])).code, 0);
+  if (!skipUnless(t, 'qemu-img')) return;
+  const q = await run('qemu-img', ['check', '-f', 'vmdk', p]);
+  assert.equal(q.code, 0, q.stdout + q.stderr);
+});
