@@ -18,13 +18,17 @@ export interface CreateChildOptions {
   absoluteHint?: boolean;
   /** open the parent chain with this trust setting (see ChainOpenOptions.untrusted) */
   untrusted?: boolean;
+  /** the child's format (default: the parent's); only formats that take any backing (qcow2) differ */
+  format?: string;
+  /** the child's size in bytes (default: the parent's; only formats whose children may differ in size) */
+  capacity?: number;
 }
 
 /** VMware's naming: base.vmdk -> base-000001.vmdk; base-000001.vmdk -> base-000002.vmdk (first free); same for .vdi/.vhd. */
-export async function defaultChildPath(parentPath: string): Promise<string> {
+export async function defaultChildPath(parentPath: string, format?: string): Promise<string> {
   const dir = dirname(parentPath);
-  const ext = extname(parentPath);
-  const stem = basename(parentPath, ext).replace(/-\d{6}$/, '');
+  const ext = format ? `.${driverByName(format).extensions[0]}` : extname(parentPath);
+  const stem = basename(parentPath, extname(parentPath)).replace(/-\d{6}$/, '');
   for (let n = 1; n < 1000000; n++) {
     const p = join(dir, `${stem}-${String(n).padStart(6, '0')}${ext}`);
     if (!(await fsx.exists(p))) return p;
@@ -37,13 +41,22 @@ export async function createChild(parentPath: string, childPath?: string, opts: 
   let child: string;
   let spec: Parameters<typeof Disk.create>[1];
   try {
-    const driver = driverByName(parent.format);
+    const format = opts.format ?? parent.format;
+    const driver = driverByName(format);
     if (!driver.capabilities.differencing) {
-      throw new DiskError('NOTSUPPORTED', `${parent.format} disks cannot have children`, { path: parentPath, field: 'format' });
+      throw new DiskError('NOTSUPPORTED', `${format} disks cannot be children`, { path: parentPath, field: 'format' });
+    }
+    // Children that record their parent's identity (VMDK CID, VDI/VHD UUID) need a parent of
+    // their own format; formats that record only a name and a format (qcow2) take any parent.
+    if (format !== parent.format && driver.capabilities.differencingSameSize) {
+      throw new DiskError('NOTSUPPORTED', `a ${format} child needs a ${format} parent (this one is ${parent.format})`, { path: parentPath, field: 'format' });
+    }
+    if (opts.capacity !== undefined && opts.capacity !== parent.capacity && driver.capabilities.differencingSameSize) {
+      throw new DiskError('INVAL', `a ${format} child has its parent's size`, { path: parentPath, field: 'capacity', expected: parent.capacity, found: opts.capacity });
     }
     const id = parent.image.identity();
-    if (id === undefined) throw new DiskError('INVALIDDISK', 'parent has no content ID to link to', { path: parentPath, field: 'CID' });
-    child = childPath ?? (await defaultChildPath(parentPath));
+    if (id === undefined && driver.capabilities.differencingSameSize) throw new DiskError('INVALIDDISK', 'parent has no identity to link to', { path: parentPath, field: 'identity' });
+    child = childPath ?? (await defaultChildPath(parentPath, format === parent.format ? undefined : format));
     const hint = hintFor(child, parentPath, opts.absoluteHint);
     // VMDK keys a child inherits; other formats ignore what they do not have
     const keys = ['adapterType', 'geometry.cylinders', 'geometry.heads', 'geometry.sectors', 'geometry.biosCylinders', 'geometry.biosHeads', 'geometry.biosSectors', 'toolsVersion', 'uuid', 'virtualHWVersion'];
@@ -52,11 +65,11 @@ export async function createChild(parentPath: string, childPath?: string, opts: 
       return v === undefined ? [] : [[k, v] as [string, string]];
     });
     spec = {
-      format: parent.format,
+      format,
       type: opts.type,
-      capacity: parent.capacity,
+      capacity: opts.capacity ?? parent.capacity,
       overwrite: opts.overwrite,
-      parent: { hint, parentPath: resolve(parentPath), parentId: id, copyMetadata },
+      parent: { hint, parentPath: resolve(parentPath), parentId: id ?? '', copyMetadata },
     };
   } finally {
     await parent.close();
