@@ -7,6 +7,7 @@ import { FileStore } from '../storage/file.js';
 import { rawDriver } from './raw/driver.js';
 import type { Capabilities, CreateOptionInfo, Driver } from './types.js';
 import { vhdDriver } from './vhd/driver.js';
+import { vhdxDriver } from './vhdx/driver.js';
 import { vmdkDriver } from './vmdk/driver.js';
 import { vdiDriver } from './vdi/driver.js';
 
@@ -14,6 +15,7 @@ const DRIVERS: readonly Driver[] = Object.freeze([
   vmdkDriver,
   vdiDriver,
   vhdDriver,
+  vhdxDriver,
   rawDriver,
 ]);
 

@@ -231,6 +231,11 @@ export interface CreateOptions {
    * exact capacity (Hyper-V, Azure, QEMU force_size).
    */
   chsRounding?: boolean;
+  /**
+   * VHDX: payload block size in bytes, a power of two from 1 MiB to 256 MiB (default: QEMU's
+   * size-dependent choice, 8 MiB up to 1 GiB ... 64 MiB above 32 TiB; 2 MiB for a child)
+   */
+  blockSize?: number;
 }
 
 export interface Driver {

@@ -1,0 +1,203 @@
+/**
+ * Creating VHDX files in the layout `qemu-img create -f vhdx` uses (vhd.md §17):
+ *   0        file type identifier ("vhdxfile", creator "vdkit 0.1.0")
+ *   64 KiB   header 1, 128 KiB header 2 (sequence numbers s and s+1, LogGuid zero)
+ *   192 KiB  region table 1, 256 KiB region table 2 (BAT then metadata, Required set)
+ *   1 MiB    log, 1 MiB
+ *   2 MiB    BAT, entries x 8 rounded up to 1 MiB
+ *   then     metadata region, 1 MiB: table, then FileParameters, VirtualDiskSize, Page83
+ *            (Virtual Disk ID), LogicalSectorSize, PhysicalSectorSize, [ParentLocator]
+ *   +4 MiB   data area (where QEMU starts it): a dynamic file ends here; a fixed one holds its
+ *            blocks here, FULLY_PRESENT at consecutive offsets, as a sparse hole
+ * Differences from QEMU: Required=1 on both regions (what Windows writes), physical sector
+ * size 4096 (Hyper-V's default; QEMU writes 512), unallocated blocks NOT_PRESENT (QEMU's
+ * default block_state_zero=on writes ZERO, even for fixed images).
+ */
+import { dirname, resolve } from 'node:path';
+import { randomInt } from 'node:crypto';
+import { DiskError } from '../../core/errors.js';
+import { roundUp } from '../../core/ints.js';
+import { FileStore, fsx } from '../../storage/file.js';
+import type { CreateOptions } from '../types.js';
+import { VhdxImage, parentLocatorItem } from './image.js';
+import {
+  ALIGN,
+  FILE_SIGNATURE,
+  FileIdentifier,
+  FileParameters,
+  GUIDS,
+  HAS_PARENT,
+  HEADER_OFFSETS,
+  HEADER_SIGNATURE,
+  LEAVE_BLOCKS_ALLOCATED,
+  MAX_BLOCK_SIZE,
+  MAX_VIRTUAL_SIZE,
+  META_IS_REQUIRED,
+  META_IS_VIRTUAL_DISK,
+  METADATA_SIGNATURE,
+  METADATA_TABLE_SIZE,
+  MIN_BLOCK_SIZE,
+  MetadataTableEntry,
+  MetadataTableHeader,
+  MiB,
+  PAYLOAD,
+  REGION_REQUIRED,
+  REGION_SIGNATURE,
+  REGION_TABLE_OFFSETS,
+  REGION_TABLE_SIZE,
+  RegionTableEntry,
+  RegionTableHeader,
+  VDKIT_CREATOR,
+  ZERO_GUID,
+  batEntry,
+  batEntryCount,
+  chunkRatio,
+  defaultBlockSize,
+  encodeHeader,
+  guidBytes,
+  guidFromIdentity,
+  newGuid,
+  payloadIndex,
+  withChecksum,
+} from './structs.js';
+
+export const LOG_OFFSET = MiB;
+export const LOG_LENGTH = MiB;
+export const BAT_OFFSET = 2 * MiB;
+export const METADATA_LENGTH = MiB;
+/** QEMU starts the data area 4 MiB after the metadata region */
+export const DATA_GAP = 4 * MiB;
+/** block size of a new differencing image (what Hyper-V uses for children, whatever the parent's) */
+export const CHILD_BLOCK_SIZE = 2 * MiB;
+export const LOGICAL_SECTOR = 512;
+export const PHYSICAL_SECTOR = 4096;
+
+const TYPES: Record<string, 'fixed' | 'dynamic' | 'differencing'> = {
+  fixed: 'fixed',
+  dynamic: 'dynamic',
+  differencing: 'differencing',
+  diff: 'differencing',
+  sparse: 'dynamic',
+  expandable: 'dynamic',
+};
+
+export async function createVhdx(path: string, opts: CreateOptions): Promise<VhdxImage> {
+  const asked = opts.type === undefined ? undefined : TYPES[opts.type.toLowerCase()];
+  if (opts.type !== undefined && asked === undefined) {
+    throw new DiskError('INVAL', `unknown VHDX type ${JSON.stringify(opts.type)}`, { path, field: 'type', expected: 'dynamic, fixed (differencing: give a parent)' });
+  }
+  let type = asked ?? 'dynamic';
+  if (opts.parent) {
+    if (type === 'fixed') throw new DiskError('INVAL', 'a child VHDX is a differencing image, not a fixed one', { path, field: 'type', found: opts.type });
+    type = 'differencing';
+  } else if (type === 'differencing') {
+    throw new DiskError('INVAL', 'a differencing VHDX needs a parent (create it as a child)', { path, field: 'type', found: opts.type });
+  }
+  const size = opts.capacity;
+  if (!Number.isSafeInteger(size) || size <= 0 || size % LOGICAL_SECTOR !== 0 || size > MAX_VIRTUAL_SIZE) {
+    throw new DiskError('INVAL', 'capacity must be a positive whole number of 512-byte sectors, at most 64 TiB', { path, field: 'capacity', expected: `512..${MAX_VIRTUAL_SIZE}`, found: size });
+  }
+  const blockSize = opts.blockSize ?? (opts.parent ? CHILD_BLOCK_SIZE : defaultBlockSize(size));
+  if (!Number.isSafeInteger(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || (blockSize & (blockSize - 1)) !== 0) {
+    throw new DiskError('INVAL', 'block size must be a power of two from 1 MiB to 256 MiB', { path, field: 'blockSize', expected: `a power of two, ${MIN_BLOCK_SIZE}..${MAX_BLOCK_SIZE}`, found: blockSize });
+  }
+  const hasParent = type === 'differencing';
+  const fixed = type === 'fixed';
+  const cr = chunkRatio(LOGICAL_SECTOR, blockSize);
+  const blocks = Math.ceil(size / blockSize);
+  const entries = batEntryCount(blocks, cr, hasParent);
+  const batLength = roundUp(entries * 8, ALIGN);
+  const metaOffset = BAT_OFFSET + batLength;
+  const dataStart = metaOffset + METADATA_LENGTH + DATA_GAP;
+  const fileSize = fixed ? dataStart + size : dataStart;
+
+  // metadata items (QEMU's order and offsets), and the parent locator of a child
+  const virtualDiskId = opts.parent?.copyMetadata?.find(([k]) => k === 'uuid')?.[1];
+  const items: { id: string; data: Buffer; flags: number }[] = [
+    { id: GUIDS.FILE_PARAMETERS, data: FileParameters.encode({ blockSize, flags: (fixed ? LEAVE_BLOCKS_ALLOCATED : 0) | (hasParent ? HAS_PARENT : 0) }), flags: META_IS_REQUIRED },
+    { id: GUIDS.VIRTUAL_DISK_SIZE, data: u64(size), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
+    { id: GUIDS.VIRTUAL_DISK_ID, data: (virtualDiskId !== undefined ? guidBytes(virtualDiskId) : undefined) ?? newGuid(), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
+    { id: GUIDS.LOGICAL_SECTOR_SIZE, data: u32(LOGICAL_SECTOR), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
+    { id: GUIDS.PHYSICAL_SECTOR_SIZE, data: u32(PHYSICAL_SECTOR), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
+  ];
+  if (opts.parent) {
+    const parentPath = resolve(dirname(resolve(path)), opts.parent.parentPath);
+    items.push({ id: GUIDS.PARENT_LOCATOR, data: parentLocatorItem(path, parentPath, opts.parent.hint, guidFromIdentity(opts.parent.parentId)), flags: META_IS_REQUIRED });
+  }
+  const meta = Buffer.alloc(METADATA_TABLE_SIZE + roundUp(items.reduce((a, x) => a + x.data.length, 0), 4096));
+  MetadataTableHeader.encode({ signature: METADATA_SIGNATURE, entryCount: items.length }, meta, 0);
+  let at = METADATA_TABLE_SIZE;
+  items.forEach((x, i) => {
+    MetadataTableEntry.encode({ itemId: guidBytes(x.id)!, offset: at, length: x.data.length, flags: x.flags }, meta, 32 + i * 32);
+    x.data.copy(meta, at);
+    at += x.data.length;
+  });
+
+  // header section
+  const ident = FileIdentifier.encode({ signature: FILE_SIGNATURE, creator: Buffer.from(VDKIT_CREATOR, 'utf16le') });
+  const seq = BigInt(randomInt(0, 2 ** 32 - 1));
+  const fileWriteGuid = newGuid();
+  const dataWriteGuid = newGuid();
+  const header = (n: bigint) =>
+    encodeHeader({
+      signature: HEADER_SIGNATURE,
+      checksum: 0,
+      sequenceNumber: n,
+      fileWriteGuid,
+      dataWriteGuid,
+      logGuid: ZERO_GUID,
+      logVersion: 0,
+      version: 1,
+      logLength: LOG_LENGTH,
+      logOffset: BigInt(LOG_OFFSET),
+    });
+  const region = Buffer.alloc(REGION_TABLE_SIZE);
+  RegionTableHeader.encode({ signature: REGION_SIGNATURE, checksum: 0, entryCount: 2 }, region, 0);
+  RegionTableEntry.encode({ guid: guidBytes(GUIDS.BAT_REGION)!, fileOffset: BigInt(BAT_OFFSET), length: batLength, flags: REGION_REQUIRED }, region, 16);
+  RegionTableEntry.encode({ guid: guidBytes(GUIDS.METADATA_REGION)!, fileOffset: BigInt(metaOffset), length: METADATA_LENGTH, flags: REGION_REQUIRED }, region, 48);
+  withChecksum(region);
+
+  // BAT: a fixed image's blocks are FULLY_PRESENT from the data area on; everything else NOT_PRESENT
+  let bat: Buffer | undefined;
+  if (fixed) {
+    bat = Buffer.alloc(entries * 8);
+    for (let n = 0; n < blocks; n++) bat.writeBigUInt64LE(batEntry(PAYLOAD.FULLY_PRESENT, (dataStart + n * blockSize) / MiB), payloadIndex(n, cr) * 8);
+  }
+
+  const store = await FileStore.open(path, { create: true, overwrite: !!opts.overwrite });
+  try {
+    await store.truncate(fileSize);
+    await store.write(0, ident);
+    await store.write(HEADER_OFFSETS[0], header(seq));
+    await store.write(HEADER_OFFSETS[1], header(seq + 1n));
+    for (const off of REGION_TABLE_OFFSETS) await store.write(off, region);
+    if (bat) await store.write(BAT_OFFSET, bat);
+    await store.write(metaOffset, meta);
+    if (fixed && opts.preallocate) await zeroFill(store, dataStart, size);
+    await store.flush();
+  } catch (err) {
+    await store.close().catch(() => {});
+    await fsx.remove(path).catch(() => {});
+    throw err;
+  }
+  await store.close();
+  // a child is opened as the chain layer opens its top (it does the copy-on-write)
+  return VhdxImage.open(path, { readOnly: false, cowByCaller: !!opts.parent });
+}
+
+function u32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+}
+
+function u64(v: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(v));
+  return b;
+}
+
+async function zeroFill(store: FileStore, at: number, length: number): Promise<void> {
+  const chunk = Buffer.alloc(Math.min(length, 8 * MiB));
+  for (let done = 0; done < length; done += chunk.length) await store.write(at + done, chunk.subarray(0, Math.min(chunk.length, length - done)));
+}

@@ -1,0 +1,24 @@
+import type { CreateOptions, Driver, OpenOptions } from '../types.js';
+import { createVhdx } from './create.js';
+import { VHDX_CAPABILITIES, VhdxImage } from './image.js';
+import { FILE_SIGNATURE } from './structs.js';
+
+/** Ours when the file type identifier "vhdxfile" is at offset 0 (what QEMU probes too). */
+function probe(head: Buffer): number {
+  return head.length >= 8 && head.toString('latin1', 0, 8) === FILE_SIGNATURE ? 100 : 0;
+}
+
+export const vhdxDriver: Driver = Object.freeze({
+  name: 'vhdx',
+  description: 'Microsoft VHDX (Hyper-V, Windows 8+, Disk2vhd; qemu "vhdx"): fixed, dynamic, differencing; log replay',
+  extensions: ['vhdx', 'avhdx'],
+  createOptions: [
+    { name: 'type', description: 'dynamic (default) or fixed; a child is always differencing' },
+    { name: 'blockSize', description: 'payload block size, a power of two from 1 MiB to 256 MiB (default as qemu-img: 8 MiB up to 1 GiB, 16 MiB up to 100 GiB, 32 MiB up to 32 TiB, else 64 MiB; children 2 MiB)' },
+    { name: 'preallocate', description: 'fixed: write the zeros instead of leaving the file sparse' },
+  ],
+  capabilities: VHDX_CAPABILITIES,
+  probe,
+  open: (path: string, opts: OpenOptions) => VhdxImage.open(path, opts),
+  create: (path: string, opts: CreateOptions) => createVhdx(path, opts),
+});
