@@ -10,12 +10,14 @@ import { vhdDriver } from './vhd/driver.js';
 import { vhdxDriver } from './vhdx/driver.js';
 import { vmdkDriver } from './vmdk/driver.js';
 import { vdiDriver } from './vdi/driver.js';
+import { qcow2Driver } from './qcow2/driver.js';
 
 const DRIVERS: readonly Driver[] = Object.freeze([
   vmdkDriver,
   vdiDriver,
   vhdDriver,
   vhdxDriver,
+  qcow2Driver,
   rawDriver,
 ]);
 

@@ -232,6 +232,11 @@ export interface CreateOptions {
    */
   chsRounding?: boolean;
   /**
+   * qcow2: cluster size in bytes, a power of two from 512 to 2 MiB (default 64 KiB; what
+   * `qemu-img create -o cluster_size=` sets). Other formats ignore it.
+   */
+  clusterSize?: number;
+  /**
    * VHDX: payload block size in bytes, a power of two from 1 MiB to 256 MiB (default: QEMU's
    * size-dependent choice, 8 MiB up to 1 GiB ... 64 MiB above 32 TiB; 2 MiB for a child)
    */

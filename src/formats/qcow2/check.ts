@@ -1,0 +1,268 @@
+/**
+ * qcow2 consistency check and repair, as `qemu-img check` does it (qcow2.md §12):
+ *
+ * 1. Count the references every structure makes to every host cluster: the header cluster, the
+ *    active L1 table and every L2 table and data cluster under it, each snapshot's L1 table and
+ *    what it maps (again: a snapshot sharing an L2 table counts it, and its clusters, once more),
+ *    the snapshot table, the refcount table and its blocks, and the bitmap directory, tables and
+ *    data when the bitmaps autoclear bit says they are valid. Compressed clusters count every
+ *    host cluster their bytes touch. Tables that point past the end of the file (by a cluster or
+ *    more), misaligned offsets and reserved bits are corruptions, and what they point at is not
+ *    counted.
+ * 2. Compare with the stored refcounts: stored > counted is a leak (space wasted, no data at
+ *    risk), stored < counted a corruption (the cluster could be handed out again while in use).
+ * 3. COPIED flags of the active L1 and L2 entries must say "refcount is exactly 1".
+ *
+ * Repair: leaks get their refcount lowered to the count; refcounts below the count are raised
+ * when that is safe — the cluster is used only as data, or only as L2 tables (sharing, as
+ * snapshots do), never when metadata overlaps something else; then COPIED flags are set to
+ * match the refcounts; then the dirty bit is cleared. Refcount blocks a repair needs are placed
+ * past the end of the file, beyond every referenced cluster.
+ */
+import { DiskError } from '../../core/errors.js';
+import type { CheckFinding, CheckReport } from '../types.js';
+import type { Qcow2Image } from './image.js';
+import { AUTOCLEAR, EXT, MAX_L1_BYTES, decodeL1, decodeL2, getRefcount } from './structs.js';
+
+const DATA = 1;
+const L2 = 2;
+const META = 3;
+const MIXED = 4;
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Promise<CheckReport> {
+  const h = img.header;
+  const g = img.geometry;
+  const cs = g.clusterSize;
+  const store = img.storeForCheck;
+  const refs = img.refs;
+  const fileSize = img.fileSize;
+  const nb = Math.ceil(fileSize / cs) + 1;
+  const ref = new Uint32Array(nb);
+  const role = new Uint8Array(nb);
+  const findings: CheckFinding[] = [];
+  const corrupt = (message: string, struct: string, field?: string, offset?: number) => findings.push({ kind: 'corruption', message, struct, field, offset });
+
+  /** count a reference to every cluster of [offset, offset+size); false when it is past the end */
+  const inc = (offset: number, size: number, r: number, what: string, struct: string, field?: string): boolean => {
+    if (size <= 0) return true;
+    if (offset + size - fileSize > cs || !Number.isSafeInteger(offset + size)) {
+      corrupt(`${what} at ${hex(offset)} (${size} bytes) lies past the end of the file by a cluster or more`, struct, field, offset);
+      return false;
+    }
+    for (let c = Math.floor(offset / cs); c <= Math.floor((offset + size - 1) / cs); c++) {
+      if (ref[c] !== 0xffffffff) ref[c]!++;
+      role[c] = role[c] === 0 ? r : role[c] === r && r !== META ? r : MIXED;
+    }
+    return true;
+  };
+
+  const readL2 = (off: number) => store.readZeroPadded(off, cs);
+
+  /** the L2 tables and data under one L1 table */
+  const walkL1 = async (l1: Buffer, count: number, label: string, active: boolean): Promise<void> => {
+    for (let i = 0; i < count; i++) {
+      const e = decodeL1(l1, i);
+      const field = `${label}[${i}]`;
+      if (e.reservedBits) corrupt(`L1 entry with reserved bits set: ${field} = ${hex(Number(l1.readBigUInt64BE(i * 8) & 0xffffffffffffn))}`, 'L1 table', field);
+      if (e.offset === 0) continue;
+      if (e.offset % cs !== 0) {
+        corrupt(`L2 table offset ${hex(e.offset)} is not cluster aligned; L1 entry corrupted`, 'L1 table', field, e.offset);
+        continue;
+      }
+      if (!inc(e.offset, cs, L2, 'L2 table', 'L1 table', field)) continue;
+      const l2 = await readL2(e.offset);
+      for (let j = 0; j < g.l2Entries; j++) {
+        const x = decodeL2(l2, j, g);
+        const f2 = `${active ? 'l2' : `${label}.l2`}[${i}][${j}]`;
+        if (x.kind === 'compressed') {
+          if (x.copied) corrupt(`compressed cluster with the COPIED flag: ${f2}`, 'L2 table', f2, x.offset);
+          if (x.allocMask !== 0 || x.zeroMask !== 0) corrupt(`compressed cluster with a non-zero subcluster bitmap: ${f2}`, 'L2 table', f2, x.offset);
+          inc(x.offset, x.csize, DATA, 'compressed cluster', 'L2 table', f2);
+          continue;
+        }
+        if (g.l2EntrySize === 16) {
+          if (x.allocMask & x.zeroMask) corrupt(`subclusters both allocated and zero: ${f2}`, 'L2 table', f2);
+          if (x.allocMask !== 0 && x.offset === 0) corrupt(`allocated subclusters without a host cluster: ${f2}`, 'L2 table', f2);
+        }
+        if (x.offset === 0) continue;
+        if (x.reservedBits) corrupt(`L2 entry with reserved bits set: ${f2}`, 'L2 table', f2, x.offset);
+        if (x.offset % cs !== 0) {
+          corrupt(`data cluster offset ${hex(x.offset)} is not cluster aligned; L2 entry corrupted`, 'L2 table', f2, x.offset);
+          continue;
+        }
+        inc(x.offset, cs, DATA, 'data cluster', 'L2 table', f2);
+      }
+    }
+  };
+
+  // ---- 1. references
+  inc(0, cs, META, 'header', 'header', 'magic');
+  const l1Offset = Number(h.l1_table_offset);
+  if (h.l1_size > 0) inc(l1Offset, h.l1_size * 8, META, 'L1 table', 'header', 'l1_table_offset');
+  await walkL1(img.l1Table, h.l1_size, 'l1', true);
+
+  if (img.snapshots.length > 0) {
+    inc(Number(h.snapshots_offset), img.snapshotTableBytes, META, 'snapshot table', 'header', 'snapshots_offset');
+    for (const s of img.snapshots) {
+      const field = `snapshot[${s.index}]`;
+      if (s.l1Size * 8 > MAX_L1_BYTES || s.l1Offset % cs !== 0 || (s.l1Size > 0 && s.l1Offset === 0)) {
+        corrupt(`snapshot ${s.id} (${s.name}) has an invalid L1 table (offset ${hex(s.l1Offset)}, ${s.l1Size} entries)`, 'snapshot table', `${field}.l1_table_offset`, s.l1Offset);
+        continue;
+      }
+      if (s.l1Size === 0) continue;
+      if (!inc(s.l1Offset, s.l1Size * 8, META, `snapshot ${s.id} L1 table`, 'snapshot table', `${field}.l1_table_offset`)) continue;
+      await walkL1(await store.readZeroPadded(s.l1Offset, s.l1Size * 8), s.l1Size, `${field}.l1`, false);
+    }
+  }
+
+  inc(refs.tableOffset, refs.tableClusters * cs, META, 'refcount table', 'header', 'refcount_table_offset');
+  const blocks: (Buffer | null)[] = [];
+  for (let rt = 0; rt < refs.tableEntries; rt++) {
+    let off = 0;
+    try {
+      off = refs.blockOffset(rt);
+    } catch (err) {
+      if (!(err instanceof DiskError)) throw err;
+      corrupt(`${err.message.replace(/^[^:]*: /, '')} (${err.details.field})`, 'refcount table', err.details.field as string, err.details.found as number);
+      blocks.push(null);
+      continue;
+    }
+    if (off !== 0) inc(off, cs, META, 'refcount block', 'refcount table', `refcount_table[${rt}]`);
+    blocks.push(off === 0 ? null : await refs.block(rt));
+  }
+
+  if ((h.autoclear_features & (1n << BigInt(AUTOCLEAR.BITMAPS))) !== 0n) await countBitmaps(img, inc, corrupt);
+
+  // ---- 2. stored refcounts against the count
+  const epb = refs.entriesPerBlock;
+  const stored = (c: number): number => {
+    const b = blocks[Math.floor(c / epb)];
+    return b ? getRefcount(b, c - Math.floor(c / epb) * epb, refs.order) : 0;
+  };
+  const raise: number[] = [];
+  const lower: number[] = [];
+  for (let c = 0; c < nb; c++) {
+    const s = stored(c);
+    const want = ref[c]!;
+    if (s === want) continue;
+    if (s > want) {
+      findings.push({ kind: 'leak', message: `Leaked cluster ${c} refcount=${s} reference=${want}`, struct: 'refcount block', field: `refcount[${c}]`, offset: c * cs });
+      lower.push(c);
+    } else {
+      corrupt(`ERROR cluster ${c} refcount=${s} reference=${want}`, 'refcount block', `refcount[${c}]`, c * cs);
+      if (role[c] === DATA || role[c] === L2) raise.push(c);
+    }
+  }
+  // refcounts kept for clusters past the end of the file (a crash after the refcount update)
+  for (let rt = Math.floor(nb / epb); rt < blocks.length; rt++) {
+    const b = blocks[rt];
+    if (!b) continue;
+    for (let c = Math.max(nb, rt * epb); c < (rt + 1) * epb; c++) {
+      const s = getRefcount(b, c - rt * epb, refs.order);
+      if (s === 0) continue;
+      findings.push({ kind: 'leak', message: `Leaked cluster ${c} refcount=${s} reference=0`, struct: 'refcount block', field: `refcount[${c}]`, offset: c * cs });
+      lower.push(c);
+    }
+  }
+
+  // ---- repair of refcounts
+  if (opts.repair) {
+    const byField = new Map(findings.map((f) => [`${f.kind}:${f.field}`, f]));
+    // new refcount blocks go past everything referenced
+    refs.freeIndex = Math.max(refs.freeIndex, nb);
+    for (const c of raise) {
+      await refs.ensureBlock(c);
+      await refs.set(c, ref[c]!);
+      byField.get(`corruption:refcount[${c}]`)!.repaired = true;
+    }
+    for (const c of lower) {
+      await refs.set(c, c < nb ? ref[c]! : 0);
+      byField.get(`leak:refcount[${c}]`)!.repaired = true;
+    }
+    refs.freeIndex = 0;
+  }
+
+  // ---- 3. COPIED flags of the active tables (against the refcounts as they now are)
+  const memo = new Map<number, Buffer | null>();
+  const refcountOf = async (c: number): Promise<number> => {
+    const rt = Math.floor(c / epb);
+    if (!memo.has(rt)) memo.set(rt, await refs.block(rt).catch(() => null));
+    const b = memo.get(rt)!;
+    return b ? getRefcount(b, c - rt * epb, refs.order) : 0;
+  };
+  const l1 = img.l1Table;
+  for (let i = 0; i < h.l1_size; i++) {
+    const e = decodeL1(l1, i);
+    if (e.offset === 0 || e.offset % cs !== 0 || e.offset + cs - fileSize > cs) continue;
+    const rc = await refcountOf(e.offset / cs);
+    if (e.copied !== (rc === 1)) {
+      const f: CheckFinding = { kind: 'corruption', message: `OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(e.offset)} refcount=${rc}`, struct: 'L1 table', field: `l1[${i}]`, offset: e.offset };
+      findings.push(f);
+      if (opts.repair) {
+        await img.writeL1Entry(i, e.offset, rc === 1);
+        f.repaired = true;
+      }
+    }
+    const l2 = await readL2(e.offset);
+    for (let j = 0; j < g.l2Entries; j++) {
+      const x = decodeL2(l2, j, g);
+      if (x.kind === 'compressed' || x.offset === 0 || x.offset % cs !== 0 || x.offset + cs - fileSize > cs) continue;
+      const rc2 = await refcountOf(x.offset / cs);
+      if (x.copied === (rc2 === 1)) continue;
+      const at = j * g.l2EntrySize;
+      const f: CheckFinding = { kind: 'corruption', message: `OFLAG_COPIED data cluster: l2_entry=${hex(x.offset)} refcount=${rc2}`, struct: 'L2 table', field: `l2[${i}][${j}]`, offset: x.offset };
+      findings.push(f);
+      if (opts.repair) {
+        const word = Buffer.from(l2.subarray(at, at + 8));
+        word[0] = rc2 === 1 ? word[0]! | 0x80 : word[0]! & 0x7f;
+        await img.writeL2Word(e.offset, at, word);
+        f.repaired = true;
+      }
+    }
+  }
+
+  if (opts.repair && !findings.some((f) => f.kind !== 'warning' && !f.repaired)) await img.clearDirty();
+  if (opts.repair) await img.flush();
+  const leakedBytes = findings.filter((f) => f.kind === 'leak' && !f.repaired).length * cs;
+  return { path: img.path, format: 'qcow2', findings, leakedBytes };
+}
+
+/** Bitmap directory, bitmap tables and their data clusters (only when the autoclear bit says they are valid). */
+async function countBitmaps(
+  img: Qcow2Image,
+  inc: (offset: number, size: number, r: number, what: string, struct: string, field?: string) => boolean,
+  corrupt: (message: string, struct: string, field?: string, offset?: number) => void,
+): Promise<void> {
+  const ext = img.extension(EXT.BITMAPS);
+  if (!ext || ext.length < 24) return;
+  const store = img.storeForCheck;
+  const cs = img.clusterSize;
+  const count = ext.readUInt32BE(0);
+  const dirSize = Number(ext.readBigUInt64BE(8));
+  const dirOffset = Number(ext.readBigUInt64BE(16));
+  if (dirSize > 64 * 1024 * 1024 || dirOffset % cs !== 0) {
+    corrupt('invalid bitmap directory', 'bitmaps extension', 'bitmap_directory_offset', dirOffset);
+    return;
+  }
+  if (!inc(dirOffset, dirSize, META, 'bitmap directory', 'bitmaps extension', 'bitmap_directory_offset')) return;
+  const dir = await store.readZeroPadded(dirOffset, dirSize);
+  let at = 0;
+  for (let i = 0; i < count && at + 24 <= dir.length; i++) {
+    const tableOffset = Number(dir.readBigUInt64BE(at) & 0x00fffffffffffe00n);
+    const tableSize = dir.readUInt32BE(at + 8);
+    const nameSize = dir.readUInt16BE(at + 18);
+    const extraSize = dir.readUInt32BE(at + 20);
+    const field = `bitmap[${i}]`;
+    if (tableSize * 8 > 64 * 1024 * 1024 || tableOffset % cs !== 0) corrupt(`bitmap ${i} has an invalid table`, 'bitmap directory', field, tableOffset);
+    else if (tableSize > 0 && inc(tableOffset, tableSize * 8, META, `bitmap ${i} table`, 'bitmap directory', field)) {
+      const t = await store.readZeroPadded(tableOffset, tableSize * 8);
+      for (let k = 0; k < tableSize; k++) {
+        const off = Number(t.readBigUInt64BE(k * 8) & 0x00fffffffffffe00n);
+        if (off !== 0) inc(off, cs, DATA, `bitmap ${i} data`, 'bitmap table', `${field}[${k}]`);
+      }
+    }
+    at += Math.ceil((24 + extraSize + nameSize) / 8) * 8;
+  }
+}

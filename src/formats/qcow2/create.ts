@@ -1,0 +1,123 @@
+/**
+ * Creating qcow2 files as `qemu-img create -f qcow2` (QEMU 7.2) does, byte for byte for the
+ * same options (qcow2.md §10): cluster 0 = header (v3: 112 bytes, v2: 72) + backing format
+ * extension + feature name table (v3, clusters above 4 KiB) + end marker + backing file name;
+ * cluster 1 = refcount table (one cluster), cluster 2 = refcount block (clusters 0-2 in use);
+ * then the L1 table is grown to its size through the allocator, exactly as QEMU's
+ * qcow2_grow_l1_table does after creating that three-cluster image, so it lands at cluster 3
+ * and the file ends right after it (not padded to a cluster).
+ */
+import { dirname, resolve } from 'node:path';
+import { DiskError } from '../../core/errors.js';
+import { isPowerOfTwo } from '../../core/ints.js';
+import { FileStore, fsx } from '../../storage/file.js';
+import type { CreateOptions } from '../types.js';
+import { Qcow2Image, detectFormatName } from './image.js';
+import {
+  DEFAULT_CLUSTER_BITS,
+  EXT,
+  MAX_BACKING_NAME,
+  MAX_CLUSTER_BITS,
+  MAX_L1_BYTES,
+  MIN_CLUSTER_BITS,
+  QCOW2_MAGIC,
+  V3_HEADER_LENGTH,
+  encodeFeatureTable,
+  encodeHeaderArea,
+  formatToQemu,
+  geometry,
+  l1EntriesFor,
+  setRefcount,
+  type ExtensionRecord,
+  type HeaderValue,
+} from './structs.js';
+
+const TYPES: Record<string, 2 | 3> = { v3: 3, '1.1': 3, 'compat=1.1': 3, qcow2: 3, v2: 2, '0.10': 2, 'compat=0.10': 2 };
+
+export async function createQcow2(path: string, opts: CreateOptions): Promise<Qcow2Image> {
+  const version = opts.type === undefined ? 3 : TYPES[opts.type.toLowerCase()];
+  if (version === undefined) {
+    throw new DiskError('INVAL', `unknown qcow2 type ${JSON.stringify(opts.type)}`, { path, field: 'type', expected: 'v3 (compat 1.1, default) or v2 (compat 0.10)', found: opts.type });
+  }
+  const cs = opts.clusterSize ?? 2 ** DEFAULT_CLUSTER_BITS;
+  if (!isPowerOfTwo(cs) || cs < 2 ** MIN_CLUSTER_BITS || cs > 2 ** MAX_CLUSTER_BITS) {
+    throw new DiskError('INVAL', 'cluster size must be a power of two from 512 bytes to 2 MiB', { path, field: 'clusterSize', expected: '512..2097152', found: cs });
+  }
+  const clusterBits = Math.log2(cs);
+  if (!Number.isSafeInteger(opts.capacity) || opts.capacity < 0 || opts.capacity % 512 !== 0) {
+    throw new DiskError('INVAL', 'capacity must be a whole number of 512-byte sectors', { path, field: 'capacity', found: opts.capacity });
+  }
+  const l1Entries = l1EntriesFor(opts.capacity, geometry(clusterBits, false));
+  if (l1Entries * 8 > MAX_L1_BYTES) {
+    throw new DiskError('INVAL', `capacity too large for ${cs}-byte clusters (the L1 table would exceed QEMU's 32 MiB)`, { path, field: 'capacity', expected: `<= ${(MAX_L1_BYTES / 8) * (cs / 8) * cs}`, found: opts.capacity });
+  }
+  if (opts.preallocate) throw new DiskError('NOTSUPPORTED', 'qcow2 preallocation is not supported (images are created sparse)', { path, field: 'preallocate' });
+
+  const exts: ExtensionRecord[] = [];
+  let name: Buffer | undefined;
+  if (opts.parent) {
+    name = Buffer.from(opts.parent.hint, 'utf8');
+    if (name.length === 0 || name.length > MAX_BACKING_NAME) {
+      throw new DiskError('NAMETOOLONG', 'a backing file name has 1 to 1023 bytes', { path, struct: 'header', field: 'backing_file_size', found: name.length });
+    }
+    // the backing format: what the parent is, by content (QEMU >= 6.1 always records it)
+    const fmt = await detectFormatName(resolve(dirname(resolve(path)), opts.parent.parentPath));
+    if (fmt !== undefined) exts.push({ type: EXT.BACKING_FORMAT, data: Buffer.from(formatToQemu(fmt), 'latin1') });
+  }
+  if (version === 3 && cs > 4096) exts.push({ type: EXT.FEATURE_TABLE, data: encodeFeatureTable() });
+  const h: HeaderValue = {
+    magic: QCOW2_MAGIC,
+    version,
+    backing_file_offset: 0n,
+    backing_file_size: 0,
+    cluster_bits: clusterBits,
+    size: 0n, // set after the L1 table is grown, as QEMU does
+    crypt_method: 0,
+    l1_size: 0,
+    l1_table_offset: 0n,
+    refcount_table_offset: BigInt(cs),
+    refcount_table_clusters: 1,
+    nb_snapshots: 0,
+    snapshots_offset: 0n,
+    incompatible_features: 0n,
+    compatible_features: 0n,
+    autoclear_features: 0n,
+    refcount_order: 4,
+    header_length: version === 3 ? V3_HEADER_LENGTH : 0,
+    compression_type: 0,
+  };
+  const area = encodeHeaderArea(h, Buffer.alloc(0), exts, name);
+  if (area.length > cs) {
+    throw new DiskError('NAMETOOLONG', 'the header, its extensions and the backing file name do not fit in cluster 0', { path, struct: 'header', field: 'backing_file_size', expected: `<= ${cs} bytes in all`, found: area.length });
+  }
+  const tableEntry = Buffer.alloc(8);
+  tableEntry.writeBigUInt64BE(BigInt(2 * cs));
+  const block = Buffer.alloc(8);
+  for (let c = 0; c < 3; c++) setRefcount(block, c, 4, 1);
+
+  const store = await FileStore.open(path, { create: true, overwrite: !!opts.overwrite });
+  try {
+    await store.write(0, area);
+    await store.write(cs, tableEntry);
+    await store.write(2 * cs, block);
+    await store.truncate(3 * cs);
+    await store.flush();
+  } catch (err) {
+    await store.close().catch(() => {});
+    await fsx.remove(path).catch(() => {});
+    throw err;
+  }
+  await store.close();
+  let image: Qcow2Image | undefined;
+  try {
+    // a child is opened as the chain layer opens its top (it does the copy-on-write)
+    image = await Qcow2Image.open(path, { readOnly: false, cowByCaller: true });
+    await image.setInitialSize(opts.capacity);
+    await image.flush();
+    return image;
+  } catch (err) {
+    await image?.close().catch(() => {});
+    await fsx.remove(path).catch(() => {});
+    throw err;
+  }
+}

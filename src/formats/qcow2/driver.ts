@@ -1,0 +1,23 @@
+import type { CreateOptions, Driver, OpenOptions } from '../types.js';
+import { createQcow2 } from './create.js';
+import { QCOW2_CAPABILITIES, Qcow2Image } from './image.js';
+import { QCOW2_MAGIC } from './structs.js';
+
+/** Ours when the file starts with "QFI\xfb" (any version: an unsupported one then gets a clear error). */
+function probe(head: Buffer): number {
+  return head.length >= 4 && head.readUInt32BE(0) === QCOW2_MAGIC ? 100 : 0;
+}
+
+export const qcow2Driver: Driver = Object.freeze({
+  name: 'qcow2',
+  description: 'QEMU copy-on-write image, version 3 (compat 1.1) and 2 (compat 0.10): backing files, zero clusters, compressed clusters (read), snapshots (listed), check/repair',
+  extensions: ['qcow2', 'qcow'],
+  createOptions: [
+    { name: 'type', description: 'v3 (compat 1.1, default) or v2 (compat 0.10)' },
+    { name: 'clusterSize', description: 'cluster size in bytes, a power of two from 512 to 2 MiB (default 65536)' },
+  ],
+  capabilities: QCOW2_CAPABILITIES,
+  probe,
+  open: (path: string, opts: OpenOptions) => Qcow2Image.open(path, opts),
+  create: (path: string, opts: CreateOptions) => createQcow2(path, opts),
+});
