@@ -1094,7 +1094,8 @@ export class VhdxImage implements Image {
     for (let k = 0; k < this.bState.length; k++) if (this.bState[k] === BITMAP.PRESENT) usedEnd = Math.max(usedEnd, this.bOff[k]! * MiB + BITMAP_BLOCK_SIZE);
     for (const u of used) usedEnd = Math.max(usedEnd, u.end);
     let leaked = 0;
-    if (anyBlock && this.fileSize > roundUp(usedEnd, ALIGN)) {
+    // whole MiB only: what our allocation leaves behind (Disk2vhd ends its files with 512 spare bytes)
+    if (anyBlock && this.fileSize - roundUp(usedEnd, ALIGN) >= ALIGN) {
       const from = roundUp(usedEnd, ALIGN);
       leaked = this.fileSize - from;
       const f: CheckFinding = { kind: 'leak', message: `${leaked} bytes at the end of the file belong to no block (a writer stopped before committing its BAT)`, struct: 'BAT', field: 'BAT', offset: from };
