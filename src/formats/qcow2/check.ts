@@ -155,14 +155,16 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
       if (role[c] === DATA || role[c] === L2) raise.push(c);
     }
   }
-  // refcounts kept for clusters past the end of the file (a crash after the refcount update)
+  // Refcounts of clusters past the end of the file (a writer killed after the refcount update,
+  // before the data): QEMU does not look there, and they cost no space; but once the file
+  // grows over them they are leaks, so they are reported as warnings and cleared by a repair.
   for (let rt = Math.floor(nb / epb); rt < blocks.length; rt++) {
     const b = blocks[rt];
     if (!b) continue;
     for (let c = Math.max(nb, rt * epb); c < (rt + 1) * epb; c++) {
       const s = getRefcount(b, c - rt * epb, refs.order);
       if (s === 0) continue;
-      findings.push({ kind: 'leak', message: `Leaked cluster ${c} refcount=${s} reference=0`, struct: 'refcount block', field: `refcount[${c}]`, offset: c * cs });
+      findings.push({ kind: 'warning', message: `cluster ${c} past the end of the file has refcount=${s} reference=0`, struct: 'refcount block', field: `refcount[${c}]`, offset: c * cs });
       lower.push(c);
     }
   }
@@ -179,7 +181,7 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
     }
     for (const c of lower) {
       await refs.set(c, c < nb ? ref[c]! : 0);
-      byField.get(`leak:refcount[${c}]`)!.repaired = true;
+      byField.get(`${c < nb ? 'leak' : 'warning'}:refcount[${c}]`)!.repaired = true;
     }
     refs.freeIndex = 0;
   }

@@ -133,6 +133,8 @@ interface Plan {
   host: number;
   /** clusters to free after the L2 update (byte ranges) */
   free?: [number, number];
+  /** alloc over zeros: the written bytes alone, at this offset in the cluster (the rest reads as zeros) */
+  piece?: { at: number; bytes: Buffer };
 }
 
 export class Qcow2Image implements Image {
@@ -746,19 +748,30 @@ export class Qcow2Image implements Image {
           continue;
         }
       }
-      plans.push({ idx, start, action: 'alloc', data: content, host: 0, free });
+      const overZeros = !whole && (e.kind === 'unallocated' || e.kind === 'zero');
+      plans.push({ idx, start, action: 'alloc', data: content, host: 0, free, piece: overZeros ? { at: from - start, bytes: piece } : undefined });
     }
     if (plans.length === 0) return;
 
     // 1. refcounts: the new L2 table first, then the data clusters (contiguous), as QEMU
+    const eof = this.file.size;
     const l2Off = fresh ? await this.refs.alloc(1) : l1e.offset;
     const allocs = plans.filter((p) => p.action === 'alloc');
     if (allocs.length > 0) {
       const base = await this.refs.alloc(allocs.length);
       allocs.forEach((p, i) => (p.host = base + i * cs));
-      // 2. data: the new clusters are contiguous in the file
-      await this.store.writev(base, coalesce(allocs.map((p) => p.data)));
-      this.file.size = Math.max(this.file.size, base + allocs.length * cs);
+      // 2. data. Clusters past the old end of the file were never written (holes): over zeros
+      //    only the new bytes go there, so partial writes keep the file sparse.
+      const parts = allocs.map((p) => (p.piece && p.host >= eof ? { at: p.host + p.piece.at, bytes: p.piece.bytes } : { at: p.host, bytes: p.data }));
+      for (let i = 0; i < parts.length; ) {
+        let j = i + 1;
+        while (j < parts.length && parts[j]!.at === parts[j - 1]!.at + parts[j - 1]!.bytes.length) j++;
+        await this.store.writev(parts[i]!.at, coalesce(parts.slice(i, j).map((x) => x.bytes)));
+        i = j;
+      }
+      const end = base + allocs.length * cs;
+      if ((await this.store.size()) < end) await this.store.truncate(end);
+      this.file.size = Math.max(this.file.size, end);
     }
     const inplace = plans.filter((p) => p.action === 'inplace');
     for (let i = 0; i < inplace.length; ) {
