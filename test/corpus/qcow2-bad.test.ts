@@ -108,7 +108,7 @@ async function setName(p: string, name: string): Promise<void> {
 interface Case {
   name: string;
   from?: () => string;
-  damage: (path: string) => Promise<void> | void;
+  damage: (path: string) => Promise<unknown> | void;
   code: ErrorCode;
   field?: string | RegExp;
   message?: RegExp;
