@@ -421,7 +421,8 @@ export class VhdxImage implements Image {
             ignoredBitmaps++;
             continue;
           }
-          if (offMiB < 1 || offMiB * MiB + BITMAP_BLOCK_SIZE > viewSize) throw badEntry(i, 'sector bitmap block lies past the end of the file', `<= ${Math.floor((viewSize - BITMAP_BLOCK_SIZE) / MiB)} MiB`, `${offMiB} MiB`);
+          if (offMiB < 1) throw badEntry(i, 'sector bitmap block lies in the header section', '>= 1 MiB', `${offMiB} MiB`);
+          if (offMiB * MiB + BITMAP_BLOCK_SIZE > viewSize) throw badEntry(i, 'sector bitmap block lies past the end of the file', `<= ${Math.floor((viewSize - BITMAP_BLOCK_SIZE) / MiB)} MiB`, `${offMiB} MiB`);
           bState[k] = state;
           bOff[k] = offMiB;
           present++;
@@ -433,7 +434,8 @@ export class VhdxImage implements Image {
           }
           pState[n] = state === PAYLOAD.UNMAPPED_V095 ? PAYLOAD.UNMAPPED : state;
           if (state === PAYLOAD.FULLY_PRESENT || state === PAYLOAD.PARTIALLY_PRESENT) {
-            if (offMiB < 1 || offMiB * MiB + blockLen(n) > viewSize) throw badEntry(i, 'payload block lies past the end of the file', `<= ${Math.floor((viewSize - blockLen(n)) / MiB)} MiB`, `${offMiB} MiB`);
+            if (offMiB < 1) throw badEntry(i, 'payload block lies in the header section', '>= 1 MiB', `${offMiB} MiB`);
+            if (offMiB * MiB + blockLen(n) > viewSize) throw badEntry(i, 'payload block lies past the end of the file', `<= ${Math.floor((viewSize - blockLen(n)) / MiB)} MiB`, `${offMiB} MiB`);
             pOff[n] = offMiB;
             present++;
           }
@@ -502,7 +504,7 @@ export class VhdxImage implements Image {
       await applyReplay(this.store, replay);
       this.fileSize = await this.store.size();
     }
-    if (!isZeroGuid(this.header.logGuid)) await this.updateHeader({ logGuid: ZERO_GUID });
+    if (!isZeroGuid(this.header.logGuid)) await this.emptyLog();
     const other = 1 - chosen;
     if (!tables[other]!.equals(tables[chosen]!)) {
       await this.store.write(REGION_TABLE_OFFSETS[other]!, tables[chosen]!);
@@ -532,6 +534,17 @@ export class VhdxImage implements Image {
     if (this.dataGuidRenewed || this.preserveIdentity) return;
     this.dataGuidRenewed = true;
     await this.updateHeader({ dataWriteGuid: newGuid() });
+  }
+
+  /**
+   * Every log entry is applied: mark the log empty (LogGuid 0) in both header slots, so that
+   * neither copy sends a later open to replay entries whose FlushedFileOffset no longer holds
+   * (the file is cut shorter after this by makeEmpty and repair).
+   */
+  private async emptyLog(): Promise<void> {
+    if (isZeroGuid(this.header.logGuid) && isZeroGuid(this.headers[1 - this.current]!.value?.logGuid ?? ZERO_GUID)) return;
+    await this.updateHeader({ logGuid: ZERO_GUID });
+    await this.updateHeader({ logGuid: ZERO_GUID });
   }
 
   // ------------------------------------------------------------------ chain links
@@ -634,6 +647,7 @@ export class VhdxImage implements Image {
     }
     this.bitmaps.clear();
     await this.commit();
+    await this.emptyLog();
     // nothing references the blocks any more: the file ends after its last structure
     const end = roundUp(Math.max(...structureRanges(this.regions, Number(this.header.logOffset), this.header.logLength).map((u) => u.end)), ALIGN);
     if (end < this.fileSize) {
@@ -966,8 +980,7 @@ export class VhdxImage implements Image {
     try {
       if (!this.readOnly && !this.broken) {
         await this.commit();
-        // every entry is applied: the log is empty again
-        if (!isZeroGuid(this.header.logGuid)) await this.updateHeader({ logGuid: ZERO_GUID });
+        await this.emptyLog();
         await this.store.flush();
       }
     } finally {
@@ -1101,6 +1114,7 @@ export class VhdxImage implements Image {
       const f: CheckFinding = { kind: 'leak', message: `${leaked} bytes at the end of the file belong to no block (a writer stopped before committing its BAT)`, struct: 'BAT', field: 'BAT', offset: from };
       if (opts.repair && !this.readOnly && !this.broken) {
         await this.commit();
+        await this.emptyLog();
         await this.store.truncate(from);
         await this.store.flush();
         this.fileSize = from;
