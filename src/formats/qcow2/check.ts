@@ -38,9 +38,9 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
   const store = img.storeForCheck;
   const refs = img.refs;
   const fileSize = img.fileSize;
-  const nb = Math.ceil(fileSize / cs) + 1;
-  const ref = new Uint32Array(nb);
-  const role = new Uint8Array(nb);
+  // one cluster more than the file has: a structure may run up to a cluster past the end
+  const ref = new Uint32Array(Math.ceil(fileSize / cs) + 1);
+  const role = new Uint8Array(ref.length);
   const findings: CheckFinding[] = [];
   const corrupt = (message: string, struct: string, field?: string, offset?: number) => findings.push({ kind: 'corruption', message, struct, field, offset });
 
@@ -143,6 +143,8 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
   };
   const raise: number[] = [];
   const lower: number[] = [];
+  // the clusters of the file, and the one after it if something refers to it (as QEMU counts)
+  const nb = ref[ref.length - 1]! > 0 ? ref.length : ref.length - 1;
   for (let c = 0; c < nb; c++) {
     const s = stored(c);
     const want = ref[c]!;
