@@ -280,8 +280,8 @@ export class VhdxImage implements Image {
         replay = replayOf(scan.sequence, fileSize, { offset: logOffset, length: logLength }, path);
         findings.push(
           readOnly
-            ? { kind: 'corruption', message: `the log holds ${scan.sequence.length} entr${scan.sequence.length === 1 ? 'y' : 'ies'} not applied to the file (an interrupted writer); read through an in-memory replay: open read-write (or check with repair) to replay it`, struct: 'header', field: 'logGuid', repaired: false }
-            : { kind: 'corruption', message: `the log held ${scan.sequence.length} entr${scan.sequence.length === 1 ? 'y' : 'ies'} not applied to the file (an interrupted writer): replayed`, struct: 'header', field: 'logGuid', repaired: true },
+            ? { kind: 'corruption', message: `the log holds a sequence of ${scan.sequence.length} entr${scan.sequence.length === 1 ? 'y' : 'ies'} that was never marked applied (the writer did not close the image); read through an in-memory replay: open read-write (or check with repair) to replay it`, struct: 'header', field: 'logGuid', repaired: false }
+            : { kind: 'corruption', message: `the log held a sequence of ${scan.sequence.length} entr${scan.sequence.length === 1 ? 'y' : 'ies'} that was never marked applied (the writer did not close the image): replayed`, struct: 'header', field: 'logGuid', repaired: true },
         );
       } else {
         findings.push({ kind: 'warning', message: 'the header names a log but the log holds no entry of it', struct: 'header', field: 'logGuid', repaired: !readOnly });
