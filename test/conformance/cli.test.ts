@@ -187,7 +187,7 @@ test('CLI: VDI and VHD — create, formats, info, meta, child/chain, convert bet
       return r.stdout;
     };
     const formats = JSON.parse((await ok(['formats', '--json'])).toString()) as { name: string; capabilities: { createTypes: string[]; differencing: boolean } }[];
-    assert.deepEqual(formats.map((f) => f.name).sort(), ['raw', 'vdi', 'vhd', 'vmdk']);
+    assert.deepEqual(formats.map((f) => f.name).sort(), ['qcow2', 'raw', 'vdi', 'vhd', 'vhdx', 'vmdk']);
     assert.deepEqual(formats.find((f) => f.name === 'vdi')!.capabilities.createTypes, ['dynamic', 'fixed']);
     assert.equal(formats.find((f) => f.name === 'vhd')!.capabilities.differencing, true);
 
