@@ -8,7 +8,8 @@
  * - qemu's images read identically through vdkit (against `qemu-img convert -O raw`): compat
  *   0.10 and 1.1, clusters of 512 B, 4 KiB, 64 KiB and 2 MiB, compressed (`convert -c`), zero
  *   clusters (`write -z`), extended_l2=on, lazy_refcounts=on (also left dirty by an abort),
- *   backing files (qcow2, and VMDK via -F vmdk); vdkit's block status agrees with `qemu-img map`.
+ *   preallocation=metadata, backing files (qcow2, VMDK via -F vmdk, VHD via -F vpc); vdkit's
+ *   block status agrees with `qemu-img map`.
  * - vdkit writes into qemu images (compressed, version 2, dirty, with internal snapshots) keep
  *   check and compare clean, and leave the snapshots' content as it was; snapshots are listed.
  * - `vdkit check` agrees with `qemu-img check` on leaky, corrupted and dirty images (exit
@@ -228,7 +229,7 @@ test("qemu's images read identically through vdkit: compat 0.10 and 1.1, cluster
   }
 });
 
-test("qemu's zero clusters, extended L2 subclusters and lazy refcounts read identically; block status agrees with qemu-img map", async (t) => {
+test("qemu's zero clusters, extended L2 subclusters, lazy refcounts and preallocated metadata read identically; block status agrees with qemu-img map", async (t) => {
   if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
   const dir = (await tmpDir(t, 'vdkit-interop-qcow2-')).path;
   const src = await makeSource(dir);
@@ -237,6 +238,7 @@ test("qemu's zero clusters, extended L2 subclusters and lazy refcounts read iden
     ['extl2', ['-o', 'extended_l2=on,cluster_size=65536'], ['write -P 0x11 70k 3k', 'write -z 200k 64k', 'write -z 2m 4k', 'write -P 0x12 3m 2k']],
     ['extl2-32k', ['-o', 'extended_l2=on,cluster_size=32768'], ['write -z 0 1k', 'write -P 0x13 5k 1k']],
     ['lazy', ['-o', 'lazy_refcounts=on'], ['write -P 0xab 0 64k', 'write -z 2m 64k']],
+    ['prealloc', ['-o', 'preallocation=metadata'], ['write -P 0xab 100k 64k', 'write -z 3m 64k']],
   ];
   for (const [name, opts, cmds] of images) {
     const p = join(dir, `${name}.qcow2`);
@@ -274,6 +276,15 @@ test('backing files: qemu-made qcow2 over qcow2 and qcow2 over VMDK (-F vmdk) re
   assert.equal((await d.info()).numLinks, 3);
   assert.deepEqual(d.image.backing(), { hint: 'mid.qcow2', format: 'qcow2' });
   await d.close();
+
+  // a VHD base: QEMU calls the format "vpc"
+  await runOk('qemu-img', ['convert', '-O', 'vpc', '-o', 'force_size=on', src, join(dir, 'base.vhd')], 'base vhd');
+  await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.vhd', '-F', 'vpc', join(dir, 'ovh.qcow2')], 'over vhd');
+  await runOk('qemu-io', ['-c', 'write -P 0x41 100 100', join(dir, 'ovh.qcow2')], 'qemu-io over vhd');
+  await assertReadsLikeQemu(join(dir, 'ovh.qcow2'), dir, 'qcow2 over vhd');
+  const h = await Disk.open(join(dir, 'ovh.qcow2'), { readOnly: true });
+  assert.deepEqual(h.image.backing(), { hint: 'base.vhd', format: 'vhd' });
+  await h.close();
 
   await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.vmdk', '-F', 'vmdk', join(dir, 'ovv.qcow2')], 'over vmdk');
   await runOk('qemu-io', ['-c', 'write -P 0x31 65536 100', '-c', 'write -z 3m 64k', join(dir, 'ovv.qcow2')], 'qemu-io over vmdk');
