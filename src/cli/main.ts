@@ -7,8 +7,9 @@ import { Command, CommanderError, Option } from 'commander';
 import { DiskError, errorText, type ErrorCode } from '../core/errors.js';
 import { SECTOR_SIZE, parseSize } from '../core/ints.js';
 import { Disk, type DiskOpenOptions } from '../disk.js';
+import type { CreateOptions } from '../formats/types.js';
 import { convert } from '../ops/convert.js';
-import { backendInfo } from '../formats/registry.js';
+import { backendInfo, detectFormat } from '../formats/registry.js';
 import { createChild } from '../ops/child.js';
 import { describeChain } from '../ops/chain-list.js';
 import { commit, mergeIntoTop } from '../ops/commit.js';
@@ -16,6 +17,49 @@ import { rebase } from '../ops/rebase.js';
 import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
 
 class UsageError extends Error {}
+
+/** qemu-img's -o spellings, onto CreateOptions */
+function parseCreateOptions(list: string | undefined): Partial<CreateOptions> {
+  const out: Partial<CreateOptions> = {};
+  if (!list) return out;
+  for (const item of list.split(',')) {
+    const eq = item.indexOf('=');
+    const key = (eq < 0 ? item : item.slice(0, eq)).trim();
+    const value = eq < 0 ? 'on' : item.slice(eq + 1).trim();
+    const flag = () => {
+      if (!['on', 'off', 'true', 'false', '1', '0', 'yes', 'no'].includes(value)) throw new UsageError(`-o ${key}: expected on or off, got ${JSON.stringify(value)}`);
+      return ['on', 'true', '1', 'yes'].includes(value);
+    };
+    switch (key) {
+      case 'subformat':
+      case 'type':
+        out.type = value;
+        break;
+      case 'adapter_type':
+        out.adapterType = value;
+        break;
+      case 'hwversion':
+        out.hwVersion = value;
+        break;
+      case 'cluster_size':
+        out.clusterSize = num(value, '-o cluster_size');
+        break;
+      case 'block_size':
+        out.blockSize = num(value, '-o block_size');
+        break;
+      case 'preallocation':
+        if (!['off', 'full', 'falloc', 'metadata'].includes(value)) throw new UsageError(`-o preallocation: off or full, got ${JSON.stringify(value)}`);
+        out.preallocate = value === 'full' || value === 'falloc';
+        break;
+      case 'force_size':
+        out.chsRounding = !flag();
+        break;
+      default:
+        throw new UsageError(`-o: unknown option ${JSON.stringify(key)} (known: subformat, adapter_type, hwversion, cluster_size, block_size, preallocation, force_size)`);
+    }
+  }
+  return out;
+}
 
 /** a command's exit status when it finished but wants to say more than success (check: 2, 3) */
 let exitStatus = 0;
@@ -86,20 +130,36 @@ export function buildProgram(): Command {
     .option('--preallocate', 'flat and fixed types: write zeros into the data files instead of leaving them sparse')
     .option('--chs-rounding', 'vhd: round the size up to a whole CHS geometry (Virtual PC; qemu-img without force_size)')
     .option('--overwrite', 'replace existing files')
+    .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, preallocation (key=value,...)')
+    .option('-b, --backing <file>', 'create a child of this disk (qemu-img create -b); SIZE may then be omitted')
+    .option('-F, --backing-format <fmt>', 'format of the backing file (detected when omitted)')
     .argument('<file>')
-    .argument('<size>', 'bytes, or with a K/M/G/T suffix, or sectors with an s suffix (2048s)')
-    .action(async (file: string, size: string, o) => {
-      const capacity = num(size, 'size');
+    .argument('[size]', 'bytes, or with a K/M/G/T suffix, or sectors with an s suffix (2048s)')
+    .action(async (file: string, size: string | undefined, o) => {
+      const extra = parseCreateOptions(o.options);
+      const format = o.format;
+      if (o.backing !== undefined) {
+        if (o.backingFormat !== undefined) {
+          const actual = (await detectFormat(o.backing)).name;
+          if (actual !== o.backingFormat) throw new DiskError('INVAL', `backing file is ${actual}, not ${o.backingFormat}`, { path: o.backing, field: 'backing format' });
+        }
+        const d = await createChild(o.backing, file, { format, type: o.type ?? extra.type, capacity: size === undefined ? undefined : num(size, 'size'), overwrite: o.overwrite });
+        await d.close();
+        await out(`created ${file}: ${d.format} ${d.type} child of ${o.backing}, ${d.capacity} bytes (${humanBytes(d.capacity)})\n`);
+        return;
+      }
+      if (size === undefined) throw new UsageError('size: required unless -b BACKING is given');
       const d = await Disk.create(file, {
-        format: o.format,
-        type: o.type,
-        capacity,
+        format,
+        capacity: num(size, 'size'),
         adapterType: o.adapter,
         hwVersion: o.hw,
         thin: o.thin,
         preallocate: o.preallocate,
         chsRounding: o.chsRounding,
         overwrite: o.overwrite,
+        ...extra,
+        type: o.type ?? extra.type,
       });
       await d.close();
       await out(`created ${file}: ${d.format} ${d.type}, ${d.capacity} bytes (${humanBytes(d.capacity)})\n`);
