@@ -18,10 +18,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, open, stat, truncate } from 'node:fs/promises';
+import { copyFile, open, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Disk } from '../../src/index.js';
 import { createChild } from '../../src/ops/child.js';
+import { commit } from '../../src/ops/commit.js';
 import { describeRun, repoRoot, run, skipUnless, tmpDir } from '../helpers/tools.js';
 import { KiB, MiB, RawModel, Rng, assertWholeDiskEqual, mapToStatus, mergeStatus, planWrites, qemuMap, runOk, seedOf } from './support.js';
 
@@ -437,7 +438,7 @@ test('vdkit check agrees with qemu-img check on leaky, corrupted and dirty image
 
 // ------------------------------------------------------------------ chains with qemu-img
 
-test('vdkit chains under qemu-img: info sees the backing file and format, qemu reads the chain, qemu rebase -u and commit are read back', async (t) => {
+test('vdkit chains under qemu-img: info sees the backing file and format, qemu reads the chain, vdkit commit stays clean, qemu rebase -u and commit are read back', async (t) => {
   if (!skipUnless(t, 'qemu-img')) return;
   const dir = (await tmpDir(t, 'vdkit-interop-qcow2-')).path;
   const base = join(dir, 'base.qcow2');
@@ -457,6 +458,20 @@ test('vdkit chains under qemu-img: info sees the backing file and format, qemu r
   await runOk('qemu-img', ['convert', '-O', 'raw', join(dir, 'c.qcow2'), raw], 'convert chain');
   assert.ok((await fileBytes(raw)).equals(model), 'qemu reads the vdkit chain as vdkit does');
   await assertQemuClean(join(dir, 'c.qcow2'), 'child');
+
+  // vdkit commits a grandchild into the child (the top emptied through makeEmpty, re-linked
+  // through setBacking): qemu finds both clean and reads the same
+  const g = await createChild(join(dir, 'c.qcow2'), join(dir, 'g.qcow2'));
+  await g.write(3 * MiB - 7, Buffer.alloc(70 * KiB, 0x42));
+  const gModel = await g.read(0, g.capacity);
+  await g.close();
+  await commit(join(dir, 'g.qcow2'));
+  await assertQemuClean(join(dir, 'g.qcow2'), 'emptied top after a vdkit commit');
+  await assertQemuClean(join(dir, 'c.qcow2'), 'child after a vdkit commit into it');
+  await runOk('qemu-img', ['convert', '-O', 'raw', join(dir, 'g.qcow2'), raw], 'convert after commit');
+  assert.ok((await fileBytes(raw)).equals(gModel), 'qemu reads the committed chain as before');
+  await rm(join(dir, 'g.qcow2'));
+  model.set(gModel);
 
   // qemu moves the link (unsafe rebase onto a copy), vdkit follows it
   await copyFile(base, join(dir, 'copy.qcow2'));

@@ -33,7 +33,6 @@ import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckReport, D
 import { checkQcow2 } from './check.js';
 import { Refcounts, type FileState } from './refcounts.js';
 import {
-  AUTOCLEAR,
   EXT,
   ExtensionHeader,
   Header,
