@@ -602,6 +602,33 @@ test('rebase, merge and commit re-link VHDX chains and keep what they read', asy
   await fixed.close();
 });
 
+test('a parent path longer than the locator item: the item is placed after the others in the metadata region; the chain still opens', async (t) => {
+  const dir = (await tmpDir(t)).path;
+  const deep = join(dir, ...'xyzwvutsrqp'.split('').map((c) => c.repeat(200)));
+  await mkdir(deep, { recursive: true });
+  const base = join(dir, 'base.vhdx');
+  await (await Disk.create(base, { format: 'vhdx', capacity: 4 * MiB, blockSize: BLOCK })).close();
+  const c = await createChild(base, join(dir, 'c.vhdx'));
+  await c.write(0, Buffer.alloc(4096, 1));
+  await c.close();
+  const before = (await rawLayout(join(dir, 'c.vhdx'))).items.get(ITEM.locator)!;
+  const farBase = join(deep, 'base.vhdx');
+  await rename(base, farBase);
+  await rebase(join(dir, 'c.vhdx'), farBase, { unsafe: true });
+  const L = await rawLayout(join(dir, 'c.vhdx'));
+  const after = L.items.get(ITEM.locator)!;
+  assert.ok(after.length > before.length, 'a longer item');
+  const others = [...L.items.entries()].filter(([k]) => k !== ITEM.locator).map(([, i]) => i.offset + i.length);
+  assert.ok(after.offset >= Math.max(...others), 'placed after every other item (where the old one ended the table, in place)');
+  assert.equal(locatorPairs(after.data).get('absolute_win32_path'), farBase);
+  const ends = [...L.items.values()].map((i) => [i.offset, i.offset + i.length]).sort((a, b) => a[0]! - b[0]!);
+  for (let i = 1; i < ends.length; i++) assert.ok(ends[i]![0]! >= ends[i - 1]![1]!, 'no two items overlap');
+  const r = await Disk.open(join(dir, 'c.vhdx'), { readOnly: true });
+  assert.equal((await r.info()).chain?.[1], farBase);
+  assert.deepEqual(await r.read(0, 4096), Buffer.alloc(4096, 1));
+  await r.close();
+});
+
 test('the log: a writer stopped after the log flush leaves a pending entry; read-only opens read the replayed data without writing, read-write opens replay it', async (t) => {
   const dir = (await tmpDir(t)).path;
   const path = join(dir, 'log.vhdx');

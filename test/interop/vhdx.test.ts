@@ -200,7 +200,7 @@ const OUTSIDE = [
 ] as const;
 
 for (const o of OUTSIDE) {
-  test(`${o.file}: opens with the README size ${o.size} and reads as qemu-img's conversion`, async (t) => {
+  test(`${o.file}: opens with the README size ${o.size}, reads as qemu-img's conversion, takes vdkit writes qemu-img agrees with`, async (t) => {
     if (!skipUnless(t, 'bunzip2', 'qemu-img', 'vhdiinfo')) return;
     const dir = (await tmpDir(t, 'vdkit-interop-vhdx-')).path;
     const img = join(dir, o.file);
@@ -221,6 +221,17 @@ for (const o of OUTSIDE) {
     } finally {
       await d.close();
     }
+    // vdkit writes into the producer's layout (Hyper-V: metadata before the BAT, ZERO blocks): qemu agrees
+    const w = await Disk.open(img);
+    const model = await RawModel.open(raw);
+    try {
+      await writeBoth(w, model, o.file, o.blockSize, 12);
+      await w.close();
+    } finally {
+      await model.close();
+    }
+    await qemuCompare(img, raw, `${o.file} after vdkit writes`);
+    await qemuCheck(img, `${o.file} after vdkit writes`);
   });
 }
 
