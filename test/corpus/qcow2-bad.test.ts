@@ -12,6 +12,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, statSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { deflateRawSync } from 'node:zlib';
 import { Disk, DiskError, type ErrorCode } from '../../src/index.js';
 import { openLink } from '../../src/disk.js';
@@ -311,6 +312,27 @@ test('a corrupt-bit image opens read-only and reads; bad structures do not stop 
   const e = await Disk.open(q, { readOnly: true });
   await assert.rejects(e.read(0, 512), (err: DiskError) => err.code === 'CORRUPT' && err.details.field === 'l1[0]');
   await e.close();
+});
+
+test('an L1 table naming one L2 table a million times: open and info stay fast and small (CVE-2015-5162 class)', async () => {
+  const p = copy(base);
+  const { l2 } = await layout(p);
+  const entries = 2 ** 20;
+  const at = Math.ceil(statSync(p).size / CS) * CS;
+  const l1 = Buffer.alloc(entries * 8);
+  for (let i = 0; i < entries; i++) l1.writeBigUInt64BE(0x8000000000000000n | BigInt(l2), i * 8);
+  await poke(p, at, l1);
+  await poke(p, ho('l1_table_offset'), u64(BigInt(at)));
+  await poke(p, ho('l1_size'), u32(entries));
+  await poke(p, ho('size'), u64(BigInt(entries) * 512n * BigInt(MiB)));
+  const t0 = performance.now();
+  const d = await Disk.open(p, { readOnly: true });
+  const info = await d.info();
+  await d.close();
+  const ms = performance.now() - t0;
+  assert.equal(info.capacity, entries * 512 * MiB);
+  assert.equal(info.allocatedBytes, entries * 3 * CS, 'three data clusters per L2 range');
+  assert.ok(ms < 2000, `open + info took ${ms.toFixed(0)} ms`);
 });
 
 test('a valid snapshot table is listed in metadata', async () => {

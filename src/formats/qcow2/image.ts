@@ -970,9 +970,34 @@ export class Qcow2Image implements Image {
     });
   }
 
+  /**
+   * Bytes this image stores, counted per L2 table and remembered per table offset: the cost is
+   * bounded by the L1 size and the file size even when a crafted L1 table names one L2 table
+   * millions of times (the CPU-exhaustion class of CVE-2015-5162).
+   */
+  private async dataBytes(): Promise<number> {
+    const memo = new Map<number, number>();
+    let total = 0;
+    for (let i = 0; i < this.h.l1_size && i * this.span < this.capacity; i++) {
+      const e = decodeL1(this.l1, i);
+      if (e.offset === 0) continue;
+      const start = i * this.span;
+      const full = start + this.span <= this.capacity;
+      const known = full ? memo.get(e.offset) : undefined;
+      if (known !== undefined) {
+        total += known;
+        continue;
+      }
+      let n = 0;
+      for (const s of await this.segments(start, Math.min(this.span, this.capacity - start))) if (s.state === 'data') n += s.length;
+      if (full) memo.set(e.offset, n);
+      total += n;
+    }
+    return total;
+  }
+
   async info(): Promise<DiskInfo> {
-    let allocatedBytes = 0;
-    for (const r of await this.blockStatus(0, this.capacity)) if (r.state === 'data') allocatedBytes += r.length;
+    const allocatedBytes = await this.dataBytes();
     return {
       format: 'qcow2',
       type: this.type,
