@@ -495,7 +495,9 @@ test('parent locator: relative_path, absolute_win32_path; found through each, an
   await n.close();
 
   // a lone child opened read-write: refused (only the chain does its copy-on-write)
+  const untouched = await sha(moved);
   await assert.rejects(Disk.open(moved, { singleLink: true }), (e: DiskError) => e.code === 'PARTIALCHAIN' && e.details.field === 'hasParent');
+  assert.equal(await sha(moved), untouched, 'refused before the session header is written');
   const single = await Disk.open(moved, { singleLink: true, readOnly: true });
   assert.deepEqual(await single.read(0, 512), Buffer.alloc(512), 'alone, what the parent holds reads as zeros');
   await single.close();

@@ -221,27 +221,15 @@ export class VhdxImage implements Image {
   static async open(path: string, opts: OpenOptions = {}): Promise<VhdxImage> {
     const readOnly = !!opts.readOnly;
     const store = await FileStore.open(path, { readOnly });
-    let image: VhdxImage;
     try {
-      image = await VhdxImage.load(path, store, readOnly, !!opts.preserveIdentity);
+      return await VhdxImage.load(path, store, readOnly, !!opts.preserveIdentity, !!opts.cowByCaller);
     } catch (err) {
       await store.close().catch(() => {});
       throw err;
     }
-    // A differencing link alone does not hold the whole disk: a partial-sector write would
-    // zero-fill the rest of a sector its parent holds. Only the chain layer may write it.
-    if (!readOnly && image.params.hasParent && !opts.cowByCaller) {
-      await image.close().catch(() => {});
-      throw new DiskError('PARTIALCHAIN', 'this VHDX is a differencing image: open its chain (without singleLink) to write to it, or open this link read-only to inspect it', {
-        path,
-        field: 'hasParent',
-        found: 'differencing',
-      });
-    }
-    return image;
   }
 
-  private static async load(path: string, store: ByteStore, readOnly: boolean, preserveIdentity: boolean): Promise<VhdxImage> {
+  private static async load(path: string, store: ByteStore, readOnly: boolean, preserveIdentity: boolean, cowByCaller: boolean): Promise<VhdxImage> {
     const findings: CheckFinding[] = [];
     const fileSize = await store.size();
     const err = (code: 'CORRUPT' | 'INVALIDDISK' | 'UNSUPPORTEDFEATURE' | 'UNSUPPORTEDDISKVERSION', struct: string, field: string, message: string, expected?: unknown, found?: unknown) =>
@@ -482,6 +470,16 @@ export class VhdxImage implements Image {
       preserveIdentity,
       findings,
     );
+    // A differencing link alone does not hold the whole disk: a partial-sector write would
+    // zero-fill the rest of a sector its parent holds. Only the chain layer may write it.
+    // (Refused before the session starts: a refused open writes nothing.)
+    if (!readOnly && hasParent && !cowByCaller) {
+      throw new DiskError('PARTIALCHAIN', 'this VHDX is a differencing image: open its chain (without singleLink) to write to it, or open this link read-only to inspect it', {
+        path,
+        field: 'hasParent',
+        found: 'differencing',
+      });
+    }
     if (!readOnly) {
       try {
         await image.startSession(replay, chosen, tables.map((t) => t.bytes));
