@@ -314,7 +314,7 @@ test('a corrupt-bit image opens read-only and reads; bad structures do not stop 
   await e.close();
 });
 
-test('an L1 table naming one L2 table a million times: open and info stay fast and small (CVE-2015-5162 class)', async () => {
+test('an L1 table naming one L2 table a million times: open, info and check stay fast and small (CVE-2015-5162 class)', async () => {
   const p = copy(base);
   const { l2 } = await layout(p);
   const entries = 2 ** 20;
@@ -333,6 +333,14 @@ test('an L1 table naming one L2 table a million times: open and info stay fast a
   assert.equal(info.capacity, entries * 512 * MiB);
   assert.equal(info.allocatedBytes, entries * 3 * CS, 'three data clusters per L2 range');
   assert.ok(ms < 2000, `open + info took ${ms.toFixed(0)} ms`);
+  // check walks the shared table once and counts it a million times
+  const t1 = performance.now();
+  const link = await openLink(p, { readOnly: true, singleLink: true });
+  const report = await link.check!({ repair: false });
+  await link.close();
+  const checkMs = performance.now() - t1;
+  assert.ok(report.findings.some((f) => f.kind === 'corruption' && f.message === `ERROR cluster ${l2 / CS} refcount=1 reference=${entries}`), JSON.stringify(report.findings.slice(0, 3)));
+  assert.ok(checkMs < 3000, `check took ${checkMs.toFixed(0)} ms`);
 });
 
 test('a valid snapshot table is listed in metadata', async () => {

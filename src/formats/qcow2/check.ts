@@ -45,23 +45,30 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
   const corrupt = (message: string, struct: string, field?: string, offset?: number) => findings.push({ kind: 'corruption', message, struct, field, offset });
 
   /** count a reference to every cluster of [offset, offset+size); false when it is past the end */
-  const inc = (offset: number, size: number, r: number, what: string, struct: string, field?: string): boolean => {
+  const inc = (offset: number, size: number, r: number, what: string, struct: string, field?: string, times = 1): boolean => {
     if (size <= 0) return true;
     if (offset + size - fileSize > cs || !Number.isSafeInteger(offset + size)) {
       corrupt(`${what} at ${hex(offset)} (${size} bytes) lies past the end of the file by a cluster or more`, struct, field, offset);
       return false;
     }
     for (let c = Math.floor(offset / cs); c <= Math.floor((offset + size - 1) / cs); c++) {
-      if (ref[c] !== 0xffffffff) ref[c]!++;
-      role[c] = role[c] === 0 ? r : role[c] === r && r !== META ? r : MIXED;
+      ref[c] = Math.min(0xffffffff, ref[c]! + times);
+      // data and L2 tables may be shared (snapshots); metadata named twice is an overlap
+      const alone = role[c] === 0 && (times === 1 || r !== META);
+      role[c] = alone || (role[c] === r && r !== META) ? r : MIXED;
     }
     return true;
   };
 
   const readL2 = (off: number) => store.readZeroPadded(off, cs);
 
-  /** the L2 tables and data under one L1 table */
-  const walkL1 = async (l1: Buffer, count: number, label: string, active: boolean): Promise<void> => {
+  /**
+   * L2 tables by offset, with how many L1 entries (active and snapshots) name them: each table
+   * is read and walked once and its clusters counted that many times, so a table shared by many
+   * snapshots, or named a million times by a crafted L1, costs one read.
+   */
+  const l2Refs = new Map<number, { times: number; field: string; active: boolean }>();
+  const collectL1 = (l1: Buffer, count: number, label: string, active: boolean): void => {
     for (let i = 0; i < count; i++) {
       const e = decodeL1(l1, i);
       const field = `${label}[${i}]`;
@@ -71,15 +78,25 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
         corrupt(`L2 table offset ${hex(e.offset)} is not cluster aligned; L1 entry corrupted`, 'L1 table', field, e.offset);
         continue;
       }
-      if (!inc(e.offset, cs, L2, 'L2 table', 'L1 table', field)) continue;
-      const l2 = await readL2(e.offset);
+      const known = l2Refs.get(e.offset);
+      if (known) known.times++;
+      else l2Refs.set(e.offset, { times: 1, field, active });
+    }
+  };
+
+  const walkL2s = async (): Promise<void> => {
+    for (const [off, r] of l2Refs) {
+      if (!inc(off, cs, L2, 'L2 table', 'L1 table', r.field, r.times)) continue;
+      const l2 = await readL2(off);
+      const prefix = r.active ? 'l2' : `${r.field.replace(/\[\d+\]$/, '')}.l2`;
+      const i = /\[(\d+)\]$/.exec(r.field)![1];
       for (let j = 0; j < g.l2Entries; j++) {
         const x = decodeL2(l2, j, g);
-        const f2 = `${active ? 'l2' : `${label}.l2`}[${i}][${j}]`;
+        const f2 = `${prefix}[${i}][${j}]`;
         if (x.kind === 'compressed') {
           if (x.copied) corrupt(`compressed cluster with the COPIED flag: ${f2}`, 'L2 table', f2, x.offset);
           if (x.allocMask !== 0 || x.zeroMask !== 0) corrupt(`compressed cluster with a non-zero subcluster bitmap: ${f2}`, 'L2 table', f2, x.offset);
-          inc(x.offset, x.csize, DATA, 'compressed cluster', 'L2 table', f2);
+          inc(x.offset, x.csize, DATA, 'compressed cluster', 'L2 table', f2, r.times);
           continue;
         }
         if (g.l2EntrySize === 16) {
@@ -92,7 +109,7 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
           corrupt(`data cluster offset ${hex(x.offset)} is not cluster aligned; L2 entry corrupted`, 'L2 table', f2, x.offset);
           continue;
         }
-        inc(x.offset, cs, DATA, 'data cluster', 'L2 table', f2);
+        inc(x.offset, cs, DATA, 'data cluster', 'L2 table', f2, r.times);
       }
     }
   };
@@ -101,7 +118,7 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
   inc(0, cs, META, 'header', 'header', 'magic');
   const l1Offset = Number(h.l1_table_offset);
   if (h.l1_size > 0) inc(l1Offset, h.l1_size * 8, META, 'L1 table', 'header', 'l1_table_offset');
-  await walkL1(img.l1Table, h.l1_size, 'l1', true);
+  collectL1(img.l1Table, h.l1_size, 'l1', true);
 
   if (img.snapshots.length > 0) {
     inc(Number(h.snapshots_offset), img.snapshotTableBytes, META, 'snapshot table', 'header', 'snapshots_offset');
@@ -113,9 +130,10 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
       }
       if (s.l1Size === 0) continue;
       if (!inc(s.l1Offset, s.l1Size * 8, META, `snapshot ${s.id} L1 table`, 'snapshot table', `${field}.l1_table_offset`)) continue;
-      await walkL1(await store.readZeroPadded(s.l1Offset, s.l1Size * 8), s.l1Size, `${field}.l1`, false);
+      collectL1(await store.readZeroPadded(s.l1Offset, s.l1Size * 8), s.l1Size, `${field}.l1`, false);
     }
   }
+  await walkL2s();
 
   inc(refs.tableOffset, refs.tableClusters * cs, META, 'refcount table', 'header', 'refcount_table_offset');
   const blocks: (Buffer | null)[] = [];
@@ -197,6 +215,7 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
     return b ? getRefcount(b, c - rt * epb, refs.order) : 0;
   };
   const l1 = img.l1Table;
+  const seenL2 = new Set<number>();
   for (let i = 0; i < h.l1_size; i++) {
     const e = decodeL1(l1, i);
     if (e.offset === 0 || e.offset % cs !== 0 || e.offset + cs - fileSize > cs) continue;
@@ -209,6 +228,8 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
         f.repaired = true;
       }
     }
+    if (seenL2.has(e.offset)) continue;
+    seenL2.add(e.offset);
     const l2 = await readL2(e.offset);
     for (let j = 0; j < g.l2Entries; j++) {
       const x = decodeL2(l2, j, g);
