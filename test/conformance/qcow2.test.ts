@@ -625,3 +625,24 @@ test('check and repair: leaks are lowered, a refcount below the count raised, CO
   assert.equal(await refcountOf(p, 3), 1);
   assert.notEqual((await l2Entry(p, 5 * cs)) & 0x8000000000000000n, 0n, 'COPIED set again');
 });
+
+test('refcount table growth: 512-byte clusters past 8 MiB of file move the table; data and check stay right', async (t) => {
+  const dir = (await tmpDir(t)).path;
+  const p = join(dir, 'g.qcow2');
+  const capacity = 16 * MiB;
+  const d = await Disk.create(p, { format: 'qcow2', capacity, clusterSize: 512 });
+  const before = await rawHeader(p);
+  assert.deepEqual([before.rtOffset, before.rtClusters], [512, 1], 'one table cluster: 64 blocks of 256 clusters = 8 MiB of file');
+  const data = xorshiftBytes(10 * MiB, 77);
+  for (let at = 0; at < data.length; at += MiB) await d.write(3 * MiB + at, data.subarray(at, at + MiB));
+  await d.write(100, Buffer.alloc(1000, 9)); // and the allocator keeps working afterwards
+  await assertClean(d.image, 'after growth');
+  await d.close();
+  const after = await rawHeader(p);
+  assert.ok(after.rtOffset > 512 && after.rtClusters >= 2, `table moved and grew (${after.rtOffset}, ${after.rtClusters} clusters)`);
+  assert.equal(await refcountOf(p, 1), 0, 'the old table cluster was freed');
+  const r = await Disk.open(p, { readOnly: true });
+  assert.deepEqual(await r.read(3 * MiB, data.length), data);
+  assert.deepEqual(await r.read(100, 1000), Buffer.alloc(1000, 9));
+  await r.close();
+});

@@ -157,6 +157,26 @@ for (const c of VDKIT_CASES) {
   });
 }
 
+test('vdkit 512-byte clusters past 8 MiB of file: the refcount table grows and qemu-img check stays clean', async (t) => {
+  if (!skipUnless(t, 'qemu-img')) return;
+  const dir = (await tmpDir(t, 'vdkit-interop-qcow2-')).path;
+  const path = join(dir, 'g.qcow2');
+  const d = await Disk.create(path, { format: 'qcow2', capacity: 16 * MiB, clusterSize: 512 });
+  const model = await RawModel.create(join(dir, 'model.raw'), 16 * MiB);
+  const rng = new Rng(seedOf('growth'));
+  for (let at = 2 * MiB; at < 13 * MiB; at += 700 * KiB) {
+    const data = rng.bytes(650 * KiB);
+    await d.write(at, data);
+    await model.write(at, data);
+  }
+  await d.close();
+  await model.close();
+  const h = await fileBytes(path);
+  assert.ok(h.readUInt32BE(56) > 1, 'the refcount table grew');
+  await assertQemuClean(path, 'after refcount table growth');
+  await qemuCompare(path, join(dir, 'model.raw'), 'after refcount table growth');
+});
+
 test('a fresh vdkit image is byte for byte what qemu-img create writes (sizes, cluster sizes, compat, backing files)', async (t) => {
   if (!skipUnless(t, 'qemu-img')) return;
   const dir = (await tmpDir(t, 'vdkit-interop-qcow2-')).path;
