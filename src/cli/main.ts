@@ -18,6 +18,9 @@ import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
 
 class UsageError extends Error {}
 
+/** qemu's names for formats that vdkit names otherwise */
+const QEMU_FORMAT_NAMES: Record<string, string> = { vpc: 'vhd' };
+
 /** qemu-img's -o spellings, onto CreateOptions */
 function parseCreateOptions(list: string | undefined): Partial<CreateOptions> {
   const out: Partial<CreateOptions> = {};
@@ -33,6 +36,7 @@ function parseCreateOptions(list: string | undefined): Partial<CreateOptions> {
     switch (key) {
       case 'subformat':
       case 'type':
+      case 'compat': // qcow2: 0.10 (version 2) or 1.1 (version 3)
         out.type = value;
         break;
       case 'adapter_type':
@@ -55,7 +59,7 @@ function parseCreateOptions(list: string | undefined): Partial<CreateOptions> {
         out.chsRounding = !flag();
         break;
       default:
-        throw new UsageError(`-o: unknown option ${JSON.stringify(key)} (known: subformat, adapter_type, hwversion, cluster_size, block_size, preallocation, force_size)`);
+        throw new UsageError(`-o: unknown option ${JSON.stringify(key)} (known: subformat, compat, adapter_type, hwversion, cluster_size, block_size, preallocation, force_size)`);
     }
   }
   return out;
@@ -140,10 +144,17 @@ export function buildProgram(): Command {
       const format = o.format;
       if (o.backing !== undefined) {
         if (o.backingFormat !== undefined) {
+          const want = QEMU_FORMAT_NAMES[o.backingFormat] ?? o.backingFormat;
           const actual = (await detectFormat(o.backing)).name;
-          if (actual !== o.backingFormat) throw new DiskError('INVAL', `backing file is ${actual}, not ${o.backingFormat}`, { path: o.backing, field: 'backing format' });
+          if (actual !== want) throw new DiskError('INVAL', `backing file is ${actual}, not ${o.backingFormat}`, { path: o.backing, field: 'backing format' });
         }
-        const d = await createChild(o.backing, file, { format, type: o.type ?? extra.type, capacity: size === undefined ? undefined : num(size, 'size'), overwrite: o.overwrite });
+        const d = await createChild(o.backing, file, {
+          format,
+          type: o.type ?? extra.type,
+          capacity: size === undefined ? undefined : num(size, 'size'),
+          overwrite: o.overwrite,
+          createOptions: extra,
+        });
         await d.close();
         await out(`created ${file}: ${d.format} ${d.type} child of ${o.backing}, ${d.capacity} bytes (${humanBytes(d.capacity)})\n`);
         return;

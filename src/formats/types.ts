@@ -101,6 +101,12 @@ export interface Capabilities {
   /** a child must have exactly its parent's size */
   readonly differencingSameSize: boolean;
   /**
+   * how a child of this format names its parent: by `identity` (it records the parent's CID or
+   * UUID, so the parent must be of the same format and is checked when the chain opens) or by
+   * `name` only (qcow2: a file name and a format; any format can be the parent)
+   */
+  readonly parentLink: 'identity' | 'name';
+  /**
    * the identity children record changes whenever the content does (VMDK CID), so a commit into
    * a base gives it a new one; false where it is a fixed name (VDI creation UUID, VHD unique id)
    */

@@ -5,6 +5,7 @@
  */
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { driverByName } from '../formats/registry.js';
+import type { CreateOptions } from '../formats/types.js';
 import { hintFor } from '../chain/chain.js';
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
@@ -22,6 +23,8 @@ export interface CreateChildOptions {
   format?: string;
   /** the child's size in bytes (default: the parent's; only formats whose children may differ in size) */
   capacity?: number;
+  /** more create options for the child's format (qcow2 clusterSize, VHDX blockSize, ...) */
+  createOptions?: Partial<CreateOptions>;
 }
 
 /** VMware's naming: base.vmdk -> base-000001.vmdk; base-000001.vmdk -> base-000002.vmdk (first free); same for .vdi/.vhd. */
@@ -48,14 +51,14 @@ export async function createChild(parentPath: string, childPath?: string, opts: 
     }
     // Children that record their parent's identity (VMDK CID, VDI/VHD UUID) need a parent of
     // their own format; formats that record only a name and a format (qcow2) take any parent.
-    if (format !== parent.format && driver.capabilities.differencingSameSize) {
+    if (format !== parent.format && driver.capabilities.parentLink === 'identity') {
       throw new DiskError('NOTSUPPORTED', `a ${format} child needs a ${format} parent (this one is ${parent.format})`, { path: parentPath, field: 'format' });
     }
     if (opts.capacity !== undefined && opts.capacity !== parent.capacity && driver.capabilities.differencingSameSize) {
       throw new DiskError('INVAL', `a ${format} child has its parent's size`, { path: parentPath, field: 'capacity', expected: parent.capacity, found: opts.capacity });
     }
     const id = parent.image.identity();
-    if (id === undefined && driver.capabilities.differencingSameSize) throw new DiskError('INVALIDDISK', 'parent has no identity to link to', { path: parentPath, field: 'identity' });
+    if (id === undefined && driver.capabilities.parentLink === 'identity') throw new DiskError('INVALIDDISK', 'parent has no identity to link to', { path: parentPath, field: 'identity' });
     child = childPath ?? (await defaultChildPath(parentPath, format === parent.format ? undefined : format));
     const hint = hintFor(child, parentPath, opts.absoluteHint);
     // VMDK keys a child inherits; other formats ignore what they do not have
@@ -65,6 +68,7 @@ export async function createChild(parentPath: string, childPath?: string, opts: 
       return v === undefined ? [] : [[k, v] as [string, string]];
     });
     spec = {
+      ...opts.createOptions,
       format,
       type: opts.type,
       capacity: opts.capacity ?? parent.capacity,

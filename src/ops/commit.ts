@@ -149,7 +149,7 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
     } finally {
       await chain.close();
     }
-    if (!oldId) throw new DiskError('NOTSUPPORTED', 'the base has no identity to renew', { path: basePath });
+    if (!oldId && driverByName(layerFormat).capabilities.identityFollowsContent) throw new DiskError('NOTSUPPORTED', 'the base has no identity to renew', { path: basePath });
     const inChain = new Set(paths.slice(0, journal.depth));
     const base = await openLink(basePath, { readOnly: true, singleLink: true });
     const others = (await findChildren(base, chainFormats, backends().flatMap((b) => b.extensions)).finally(() => base.close())).filter((c) => !inChain.has(resolve(c)));

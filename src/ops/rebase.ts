@@ -13,6 +13,7 @@ import { resolve } from 'node:path';
 import { DiskError } from '../core/errors.js';
 import { hintFor } from '../chain/chain.js';
 import { Disk, openLink } from '../disk.js';
+import { driverByName } from '../formats/registry.js';
 import type { Progress } from './convert.js';
 
 export interface RebaseOptions {
@@ -37,16 +38,16 @@ export async function rebase(childPath: string, newParent: string | undefined, o
     parentId = np.image.identity();
     parentCapacity = np.capacity;
     parentFormat = np.format;
-    if (parentId === undefined) {
-      await np.close();
-      throw new DiskError('NOTSUPPORTED', 'the new parent has no identity a child can record', { path: newParent });
-    }
   }
   let copied = 0;
   try {
     const link = await openLink(child, { singleLink: true, cowByCaller: true, preserveIdentity: true });
     try {
-      if (parentCapacity !== undefined && link.format === 'vmdk' && parentFormat === 'vmdk' && parentCapacity !== link.capacity) {
+      const caps = driverByName(link.format).capabilities;
+      if (newParent !== undefined && caps.parentLink === 'identity' && (parentId === undefined || parentFormat !== link.format)) {
+        throw new DiskError('NOTSUPPORTED', `a ${link.format} child needs a ${link.format} parent with an identity to record`, { path: newParent, field: 'format', found: parentFormat });
+      }
+      if (parentCapacity !== undefined && caps.differencingSameSize && parentFormat === link.format && parentCapacity !== link.capacity) {
         throw new DiskError('INVALIDCHAIN', 'the new parent describes a disk of another size', { path: child, field: 'capacity', expected: link.capacity, found: parentCapacity });
       }
       if (!opts.unsafe) {
@@ -82,7 +83,7 @@ export async function rebase(childPath: string, newParent: string | undefined, o
           await old.close();
         }
       }
-      await link.setBacking(newParent !== undefined ? { hint: hintFor(child, newParent), parentId: parentId! } : undefined);
+      await link.setBacking(newParent !== undefined ? { hint: hintFor(child, newParent), parentId: parentId ?? '' } : undefined);
       await link.flush();
     } finally {
       await link.close();

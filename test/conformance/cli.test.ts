@@ -229,3 +229,39 @@ test('CLI: VDI and VHD — create, formats, info, meta, child/chain, convert bet
     await rm(cwd, { recursive: true, force: true });
   }
 });
+
+test('CLI: qcow2 and VHDX — create with -o, backing files with -b/-F, child, check', async () => {
+  const cwd = await mkdtemp(join(tmpdir(), 'vdkit-cli-q-'));
+  try {
+    const ok = async (args: string[], input?: Buffer) => {
+      const r = await vdkit(args, { cwd, input });
+      assert.equal(r.code, 0, `vdkit ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout.toString();
+    };
+    const info = async (f: string) => JSON.parse(await ok(['info', '--json', f]));
+    await ok(['create', '-f', 'qcow2', '-o', 'cluster_size=4k', 'a.qcow2', '32M']);
+    await ok(['create', '-f', 'qcow2', '-o', 'compat=0.10', 'v2.qcow2', '32M']);
+    assert.equal((await info('v2.qcow2')).type, 'v2');
+    await ok(['create', '-f', 'vhdx', '-o', 'block_size=1M', 'a.vhdx', '32M']);
+    await ok(['create', '-f', 'vhdx', '-t', 'fixed', 'f.vhdx', '8M']);
+    assert.equal((await info('f.vhdx')).type, 'fixed');
+    await ok(['create', 'base.vmdk', '32M']);
+    await ok(['write', 'base.vmdk', '--offset', '1M'], Buffer.from('from the vmdk base'));
+    // a qcow2 over a VMDK: any backing format, size from the backing file
+    assert.match(await ok(['create', '-f', 'qcow2', '-b', 'base.vmdk', '-F', 'vmdk', 'over.qcow2']), /qcow2 v3 child of base\.vmdk, 33554432 bytes/);
+    assert.equal((await info('over.qcow2')).numLinks, 2);
+    assert.equal(await ok(['read', 'over.qcow2', '--offset', '1M', '--length', '18']), 'from the vmdk base');
+    const wrong = await vdkit(['create', '-f', 'qcow2', '-b', 'base.vmdk', '-F', 'vdi', 'x.qcow2'], { cwd });
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /backing file is vmdk, not vdi/);
+    assert.match(await ok(['child', 'a.vhdx']), /a-000001\.vhdx: child of a\.vhdx/);
+    await ok(['write', 'a-000001.vhdx', '--offset', '100'], Buffer.from('vhdx child'));
+    assert.equal(await ok(['read', 'a-000001.vhdx', '--offset', '100', '--length', '10']), 'vhdx child');
+    assert.match(await ok(['check', 'a.qcow2']), /No errors were found/);
+    assert.match(await ok(['check', 'a.vhdx']), /No errors were found/);
+    const usage = await vdkit(['create', '-f', 'qcow2', '-o', 'bogus=1', 'y.qcow2', '1M'], { cwd });
+    assert.equal(usage.code, 2);
+  } finally {
+    await rm(cwd, { recursive: true, force: true });
+  }
+});

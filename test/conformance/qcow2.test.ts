@@ -546,7 +546,7 @@ test('metadata: compat, cluster size, refcount bits, backing; all read-only; ide
   assert.equal(c.readMetadata('backingFile'), 'base.qcow2');
   assert.equal(c.readMetadata('backingFormat'), 'qcow2');
   await assert.rejects(c.writeMetadata('compat', '0.10'), (e: DiskError) => e.code === 'NOTSUPPORTED' && e.details.field === 'compat');
-  assert.equal(c.image.identity(), 'qcow2:no-identity');
+  assert.equal(c.image.identity(), undefined);
   await c.image.setIdentity('1234abcd');
   await c.close();
 });

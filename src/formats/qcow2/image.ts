@@ -77,6 +77,7 @@ export const QCOW2_CAPABILITIES: Capabilities = Object.freeze({
   createTypes: ['v3', 'v2'],
   differencing: true,
   differencingSameSize: false,
+  parentLink: 'name',
   identityFollowsContent: false,
   split: false,
   discard: 'none',
@@ -92,7 +93,6 @@ const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...QCOW2_CAPABILITI
  * the parent for an identity to record (createChild, commit, rebase); every qcow2 image answers
  * with this constant, which no qcow2 child ever checks.
  */
-export const QCOW2_IDENTITY = 'qcow2:no-identity';
 
 /** L2 tables kept in memory */
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
@@ -435,11 +435,12 @@ export class Qcow2Image implements Image {
     return e ? formatFromQemu(e.data.toString('latin1')) : undefined;
   }
 
-  identity(): string {
-    return QCOW2_IDENTITY;
+  /** qcow2 has no identity: a child names its backing file and format only (parentLink 'name') */
+  identity(): undefined {
+    return undefined;
   }
 
-  /** qcow2 stores no identity: nothing to set (see QCOW2_IDENTITY). */
+  /** qcow2 stores no identity: nothing to set. */
   async setIdentity(_id: string): Promise<void> {
     this.checkWritable();
   }

@@ -20,6 +20,7 @@ const RAW_CAPABILITIES: Capabilities = Object.freeze({
   createTypes: ['raw'],
   differencing: false,
   differencingSameSize: false,
+  parentLink: 'name',
   identityFollowsContent: false,
   split: false,
   discard: 'none',

@@ -56,6 +56,7 @@ export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   createTypes: ['dynamic', 'fixed'],
   differencing: true,
   differencingSameSize: true,
+  parentLink: 'identity',
   identityFollowsContent: false,
   split: false,
   discard: 'none',

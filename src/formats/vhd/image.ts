@@ -71,6 +71,7 @@ export const VHD_CAPABILITIES: Capabilities = Object.freeze({
   createTypes: ['dynamic', 'fixed'],
   differencing: true,
   differencingSameSize: true,
+  parentLink: 'identity',
   identityFollowsContent: false,
   split: false,
   discard: 'none',

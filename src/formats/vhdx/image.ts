@@ -96,6 +96,7 @@ export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
   createTypes: ['dynamic', 'fixed'],
   differencing: true,
   differencingSameSize: true,
+  parentLink: 'identity',
   // Hyper-V renews the DataWriteGuid on the first data write of a session, and a child records
   // its parent's DataWriteGuid: like a VMDK CID, the identity follows the content
   identityFollowsContent: true,

@@ -41,6 +41,7 @@ export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
   createTypes: ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs'],
   differencing: true,
   differencingSameSize: true,
+  parentLink: 'identity',
   identityFollowsContent: true,
   split: true,
   discard: 'none',
