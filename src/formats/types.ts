@@ -256,6 +256,11 @@ export interface Driver {
   readonly capabilities: Capabilities;
   readonly createOptions: readonly CreateOptionInfo[];
   /**
+   * A fresh identity of this format's kind (VMDK: a CID; VHDX: a DataWriteGuid), for chain
+   * operations that change a base's content; undefined where the format has none (qcow2, raw).
+   */
+  newIdentity(): string | undefined;
+  /**
    * 0..100: how sure we are this is ours, from the first 4 KiB of the file (`head`) and its
    * last 512 bytes (`tail`: fixed VHDs have their only footer there). Raw scores 1.
    */

@@ -19,7 +19,6 @@
  *   when no other child uses them. Killed before the re-pointing, the top merely holds copies
  *   of its parents' data; running the merge again completes it.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
@@ -91,15 +90,6 @@ async function copyRanges(
   return total;
 }
 
-/**
- * A new identity of the same kind as `old`: a GUID for GUID identities (VHDX DataWriteGuid), so
- * the base's identity after setIdentity reads back exactly as the journal records it; else 8 hex
- * digits (VMDK CID).
- */
-function freshIdentityLike(old: string | undefined): string {
-  return old !== undefined && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(old) ? randomUUID() : randomBytes(4).toString('hex');
-}
-
 export async function commit(topPath: string, opts: CommitOptions = {}): Promise<{ base: string; bytesCopied: number }> {
   const top = resolve(topPath);
   let journal: CommitJournal | undefined;
@@ -141,7 +131,7 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
         oldId: oldId ?? '',
         // VMDK: the base's content changes, so does its CID; VDI/VHD keep their UUID (VirtualBox
         // and Hyper-V find disks by it), so children need no re-linking
-        newId: driverByName(layerFormat).capabilities.identityFollowsContent ? freshIdentityLike(oldId) : (oldId ?? ''),
+        newId: driverByName(layerFormat).capabilities.identityFollowsContent ? (driverByName(layerFormat).newIdentity() ?? '') : (oldId ?? ''),
         phase: 'copy',
         drop: !!opts.drop,
         removeFiles: [],

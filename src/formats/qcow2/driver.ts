@@ -12,6 +12,7 @@ export const qcow2Driver: Driver = Object.freeze({
   name: 'qcow2',
   description: 'QEMU copy-on-write image, version 3 (compat 1.1) and 2 (compat 0.10): backing files, zero clusters, compressed clusters (read), snapshots (listed), check/repair',
   extensions: ['qcow2', 'qcow'],
+  newIdentity: () => undefined,
   createOptions: [
     { name: 'type', description: 'v3 (compat 1.1, default) or v2 (compat 0.10)' },
     { name: 'clusterSize', description: 'cluster size in bytes, a power of two from 512 to 2 MiB (default 65536)' },

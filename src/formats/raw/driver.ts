@@ -127,6 +127,7 @@ export class RawImage implements Image {
 export const rawDriver: Driver = Object.freeze({
   name: 'raw',
   description: 'plain image file: the file is the disk',
+  newIdentity: () => undefined,
   createOptions: [],
   extensions: ['raw', 'img', 'bin'],
   capabilities: RAW_CAPABILITIES,

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { CreateOptions, Driver, OpenOptions } from '../types.js';
 import { createVdi } from './create.js';
 import { VDI_CAPABILITIES, VdiImage } from './image.js';
@@ -7,6 +8,7 @@ export const vdiDriver: Driver = Object.freeze({
   name: 'vdi',
   description: 'VirtualBox disk image: dynamic, fixed and differencing (v1.1 headers; legacy v0 read-only)',
   extensions: ['vdi'],
+  newIdentity: () => randomUUID(),
   createOptions: [
     { name: 'type', description: 'dynamic (default, type 1) or fixed (type 2); children are always differencing (type 4)' },
     { name: 'preallocate', description: 'fixed: write the zeros of the data area instead of leaving the file sparse' },

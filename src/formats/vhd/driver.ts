@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { CreateOptions, Driver, OpenOptions } from '../types.js';
 import { createVhd } from './create.js';
 import { VHD_CAPABILITIES, VhdImage } from './image.js';
@@ -22,6 +23,7 @@ export const vhdDriver: Driver = Object.freeze({
   name: 'vhd',
   description: 'Microsoft Virtual Hard Disk (Virtual PC, Hyper-V, Azure; qemu "vpc"): fixed, dynamic, differencing',
   extensions: ['vhd', 'avhd'],
+  newIdentity: () => randomUUID(),
   createOptions: [
     { name: 'type', description: 'dynamic (default, 2 MiB blocks) or fixed; a child is always differencing' },
     { name: 'chsRounding', description: 'round the size up to a CHS geometry (Virtual PC, qemu-img without force_size); default: exact size' },

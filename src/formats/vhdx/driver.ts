@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { CreateOptions, Driver, OpenOptions } from '../types.js';
 import { createVhdx } from './create.js';
 import { VHDX_CAPABILITIES, VhdxImage } from './image.js';
@@ -12,6 +13,7 @@ export const vhdxDriver: Driver = Object.freeze({
   name: 'vhdx',
   description: 'Microsoft VHDX (Hyper-V, Windows 8+, Disk2vhd; qemu "vhdx"): fixed, dynamic, differencing; log replay',
   extensions: ['vhdx', 'avhdx'],
+  newIdentity: () => randomUUID(),
   createOptions: [
     { name: 'type', description: 'dynamic (default) or fixed; a child is always differencing' },
     { name: 'blockSize', description: 'payload block size, a power of two from 1 MiB to 256 MiB (default as qemu-img: 8 MiB up to 1 GiB, 16 MiB up to 100 GiB, 32 MiB up to 32 TiB, else 64 MiB; children 2 MiB)' },

@@ -1,13 +1,14 @@
 import type { CreateOptions, Driver, OpenOptions } from '../types.js';
 import { createVmdk } from './create.js';
-import { looksLikeDescriptor } from './descriptor.js';
-import { VMDK_CAPABILITIES, VmdkImage } from './image.js';
+import { hex8, looksLikeDescriptor } from './descriptor.js';
+import { VMDK_CAPABILITIES, VmdkImage, newCid } from './image.js';
 import { COWD_MAGIC, SPARSE_MAGIC } from './structs.js';
 
 export const vmdkDriver: Driver = Object.freeze({
   name: 'vmdk',
   description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs, streamOptimized (read)',
   extensions: ['vmdk'],
+  newIdentity: () => hex8(newCid()),
   createOptions: [
     { name: 'type', description: 'monolithicSparse (0), twoGbMaxExtentSparse (1), monolithicFlat (2), twoGbMaxExtentFlat (3), vmfs (4), vmfsThin' },
     { name: 'adapterType', description: 'ide, buslogic, lsilogic (default), pvscsi, legacyESX' },
