@@ -9,6 +9,8 @@ import { SECTOR_SIZE, parseSize } from '../core/ints.js';
 import { Disk, type DiskOpenOptions } from '../disk.js';
 import type { CreateOptions } from '../formats/types.js';
 import { convert } from '../ops/convert.js';
+import { compare } from '../ops/compare.js';
+import { checksum } from '../ops/checksum.js';
 import { backendInfo, detectFormat } from '../formats/registry.js';
 import { createChild } from '../ops/child.js';
 import { describeChain } from '../ops/chain-list.js';
@@ -348,6 +350,49 @@ export function buildProgram(): Command {
         }
         if (open.some((f) => f.kind === 'corruption')) exitStatus = 2;
         else if (open.some((f) => f.kind === 'leak')) exitStatus = 3;
+      });
+    });
+
+  program
+    .command('compare')
+    .description('compare the content of two disks of any formats (qemu-img compare): exit 0 identical, 1 different, 2 error')
+    .option('-f, --format <fmt>', 'format of the first disk (detected when omitted)')
+    .option('-F, --second-format <fmt>', 'format of the second disk (detected when omitted)')
+    .option('-s, --strict', 'also fail on different sizes or allocation')
+    .addOption(untrusted())
+    .argument('<a>')
+    .argument('<b>')
+    .action(async (a: string, b: string, o) => {
+      try {
+        const da = await Disk.open(a, { readOnly: true, format: o.format ? (QEMU_FORMAT_NAMES[o.format] ?? o.format) : undefined, untrusted: o.untrusted });
+        try {
+          const db = await Disk.open(b, { readOnly: true, format: o.secondFormat ? (QEMU_FORMAT_NAMES[o.secondFormat] ?? o.secondFormat) : undefined, untrusted: o.untrusted });
+          try {
+            const r = await compare(da, db, { strict: o.strict });
+            if (r.identical) await out('Images are identical.\n');
+            else {
+              await out(`Content mismatch at offset ${r.offset}! (${r.reason})\n`);
+              exitStatus = 1;
+            }
+          } finally {
+            await db.close();
+          }
+        } finally {
+          await da.close();
+        }
+      } catch (err) {
+        if (!(err instanceof DiskError)) throw err;
+        process.stderr.write(`vdkit: ${err.code} (${err.number}): ${err.message}\n`);
+        exitStatus = 2; // qemu-img compare: 2 means the comparison itself failed
+      }
+    });
+
+  withOptions(program.command('checksum'), readingOptions())
+    .description('one digest of the disk content, the same in every format, type and chain')
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      await withDisk(file, { readOnly: true, ...openOpts(o) }, async (d) => {
+        await out(`${await checksum(d)}  ${file}\n`);
       });
     });
 
