@@ -19,6 +19,7 @@
  *   Writes never change it (Hyper-V does not either), nor the footer timestamp: children record
  *   both, and a parent that a child depends on is protected by the chain layer instead.
  */
+import { Bitmap } from '../../binary/bitmap.js';
 import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { DiskError } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo, roundUp, toSafeNumber } from '../../core/ints.js';
@@ -840,40 +841,12 @@ function checkBlocks(bat: Uint32Array, strideSectors: number, limit: number, met
   }
 }
 
-function bitAt(bm: Buffer, s: number): boolean {
-  return ((bm[s >> 3]! >> (7 - (s & 7))) & 1) === 1;
-}
-
-function setBits(bm: Buffer, s0: number, s1: number): void {
-  for (let s = s0; s < s1; s++) bm[s >> 3]! |= 0x80 >> (s & 7);
-}
-
-function allSet(bm: Buffer, s0: number, s1: number): boolean {
-  for (let s = s0; s < s1; s++) if (!bitAt(bm, s)) return false;
-  return true;
-}
-
-/** Runs of equal bits over sectors [s0, s1): [from, to, set]. Whole bytes are skipped at once. */
-export function sectorRuns(bm: Buffer, s0: number, s1: number): [number, number, boolean][] {
-  const out: [number, number, boolean][] = [];
-  let s = s0;
-  while (s < s1) {
-    const v = bitAt(bm, s);
-    const whole = v ? 0xff : 0;
-    let t = s + 1;
-    while (t < s1) {
-      if ((t & 7) === 0 && t + 8 <= s1 && bm[t >> 3] === whole) {
-        t += 8;
-        continue;
-      }
-      if (bitAt(bm, t) !== v) break;
-      t++;
-    }
-    out.push([s, t, v]);
-    s = t;
-  }
-  return out;
-}
+const BITS = new Bitmap('msb');
+const bitAt = (bm: Buffer, s: number): boolean => BITS.get(bm, s);
+const setBits = (bm: Buffer, s0: number, s1: number): void => BITS.set(bm, s0, s1);
+const allSet = (bm: Buffer, s0: number, s1: number): boolean => BITS.allSet(bm, s0, s1);
+/** Runs of equal bits over sectors [s0, s1): [from, to, set]. */
+export const sectorRuns = (bm: Buffer, s0: number, s1: number): [number, number, boolean][] => BITS.runs(bm, s0, s1);
 
 /** `chunk` placed at byte `at` of `sectors` zeroed sectors (no copy when it already is whole sectors). */
 function padToSectors(chunk: Buffer, at: number, sectors: number): Buffer {
