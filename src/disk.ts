@@ -147,8 +147,11 @@ export class Disk {
 
   async flush(): Promise<void> {
     this.check();
-    await this.writeQueue;
-    await this.image.flush();
+    // A flush is queued like a write: drivers may commit metadata in flush (VHDX writes its BAT
+    // through the log there), which must not interleave with a write allocating a block.
+    const run = this.writeQueue.then(() => this.image.flush());
+    this.writeQueue = run.catch(() => {});
+    await run;
   }
 
   async close(): Promise<void> {

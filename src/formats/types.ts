@@ -186,6 +186,12 @@ export interface Image {
    * is changed.
    */
   check?(opts: { repair: boolean }): Promise<CheckReport>;
+  /**
+   * Move a disk made of several files that name each other (VMDK descriptor + extents) to a
+   * new name, the file at the new name written last; closes the image. Single-file formats
+   * leave it out: moving their one file is the whole job.
+   */
+  renameTo?(newPath: string): Promise<void>;
 }
 
 export interface OpenOptions {

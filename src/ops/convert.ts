@@ -3,6 +3,7 @@
  * source reports as data are read, and blocks that read as all zeros are not written, so the
  * target stays sparse. Reading the next chunks overlaps writing the current one.
  */
+import { basename, dirname, extname, join } from 'node:path';
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
@@ -23,7 +24,7 @@ export interface ConvertOptions extends Omit<DiskCreateOptions, 'capacity'> {
   /** bytes per read (default 2 MiB) */
   chunkSize?: number;
   /** zero-detection granularity in bytes (default 64 KiB, the VMDK grain) */
-  blockSize?: number;
+  zeroBlockSize?: number;
 }
 
 export interface ConvertResult {
@@ -57,9 +58,13 @@ const FLUSH_EVERY = 32 * 1024 * 1024;
 export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
   const capacity = opts.capacity ?? src.capacity;
   const chunk = opts.chunkSize ?? 2 * 1024 * 1024;
-  const block = opts.blockSize ?? 64 * 1024;
-  const existedBefore = await fsx.exists(dstPath);
-  const dst = await Disk.create(dstPath, { ...opts, capacity });
+  const block = opts.zeroBlockSize ?? 64 * 1024;
+  if (!opts.overwrite && (await fsx.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
+  // The target is built under a hidden temporary name in the same folder and moved to its name
+  // only when complete, so a killed convert never leaves something at `dstPath` that looks whole.
+  const ext = extname(dstPath);
+  const partial = join(dirname(dstPath), `.${basename(dstPath, ext)}.vdkit-partial-${process.pid}${ext}`);
+  const dst = await Disk.create(partial, { ...opts, capacity, overwrite: true });
   let written = 0;
   let done = 0;
   const total = Math.min(capacity, src.capacity);
@@ -155,15 +160,26 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
     done = total;
     report();
     await dst.flush();
+    // move into place: one rename, or for multi-file VMDKs extents first and the descriptor last
+    if (dst.image.renameTo) {
+      const files = (await dst.info()).files;
+      if (files.length > 1 || dst.format === 'vmdk') {
+        await dst.image.renameTo(dstPath);
+        await dst.close().catch(() => {});
+        return { bytesWritten: written, bytesSkipped: total - written };
+      }
+    }
     await dst.close();
+    await fsx.rename(partial, dstPath);
   } catch (err) {
     // let the reads and writes still in flight finish before the target is closed and removed
     await chain.catch(() => {});
     await Promise.allSettled(reads.values());
     await flushing;
-    const files = await dst.info().then((i) => i.files).catch(() => [dstPath]);
+    // only the temporary files go: whatever was at dstPath before is untouched
+    const files = await dst.info().then((i) => i.files).catch(() => [partial]);
     await dst.close().catch(() => {});
-    if (!existedBefore) for (const f of files) await fsx.remove(f).catch(() => {});
+    for (const f of files) if (basename(f).includes('.vdkit-partial-')) await fsx.remove(f).catch(() => {});
     throw err;
   }
   return { bytesWritten: written, bytesSkipped: total - written };

@@ -231,6 +231,13 @@ export const fsx = {
       throw fromSystemError(err, dir);
     }
   },
+  async rename(from: string, to: string): Promise<void> {
+    try {
+      await rename(from, to);
+    } catch (err) {
+      throw fromSystemError(err, from);
+    }
+  },
   async remove(path: string): Promise<void> {
     try {
       await unlink(path);

@@ -20,7 +20,7 @@
  *   (CVE-2022-47951 and CVE-2024-4467 are this bug in other tools).
  */
 import { randomBytes, randomInt } from 'node:crypto';
-import { basename, dirname, isAbsolute, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
@@ -376,6 +376,33 @@ export class VmdkImage implements Image {
       leakedBytes += r.leakedBytes;
     }
     return { path: this.path, format: 'vmdk', findings, leakedBytes };
+  }
+
+  /**
+   * Rename this disk's files for a new descriptor path (VixDiskLib_Rename's file part): extents
+   * named after the old stem get the new stem, extent lines are rewritten, and the descriptor is
+   * written at its new name **last**, so a rename stopped half-way never leaves a disk at the new
+   * name that is not whole. The image must be open read-write; it is closed afterwards.
+   */
+  async renameTo(newPath: string): Promise<void> {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    const oldStem = basename(this.path).replace(/\.vmdk$/i, '');
+    const newStem = basename(newPath).replace(/\.vmdk$/i, '');
+    const renamed = (name: string) => (name.startsWith(oldStem) ? newStem + name.slice(oldStem.length) : name);
+    if (this.embeddedIn) {
+      // monolithic: the embedded extent line names the file itself (libvmdk opens it by that name)
+      await this.changeDescriptor((d) => d.setExtents(d.extents().map((e) => ({ ...e, fileName: basename(newPath) }))));
+      await this.close();
+      await fsx.rename(this.path, newPath);
+      return;
+    }
+    const next = Descriptor.parse(this.descriptor.toString(), this.path);
+    next.setExtents(next.extents().map((e) => (e.fileName === undefined ? e : { ...e, fileName: renamed(e.fileName) })));
+    const moves = this.extents.flatMap((e) => (e.path && e.line.fileName && renamed(e.line.fileName) !== e.line.fileName ? [[e.path, join(dirname(e.path), renamed(basename(e.path)))] as const] : []));
+    await this.close();
+    for (const [from, to] of moves) await fsx.rename(from, to);
+    await fsx.writeFileAtomic(newPath, Buffer.from(next.toString(), 'utf8'));
+    if (resolve(newPath) !== resolve(this.path)) await fsx.remove(this.path);
   }
 
   /** The descriptor as text (what `vdkit info --descriptor` shows). */
