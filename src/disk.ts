@@ -147,8 +147,14 @@ export class Disk {
 
   async flush(): Promise<void> {
     this.check();
-    // A flush is queued like a write: drivers may commit metadata in flush (VHDX writes its BAT
-    // through the log there), which must not interleave with a write allocating a block.
+    // A driver whose flush commits metadata (VHDX writes its BAT through the log there) gets it
+    // queued like a write, so it never interleaves with a write allocating a block; a plain
+    // fdatasync waits for the writes before it but lets later ones go on.
+    if (this.image.capabilities.flush === 'concurrent') {
+      await this.writeQueue;
+      await this.image.flush();
+      return;
+    }
     const run = this.writeQueue.then(() => this.image.flush());
     this.writeQueue = run.catch(() => {});
     await run;

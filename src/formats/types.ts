@@ -115,6 +115,11 @@ export interface Capabilities {
   readonly split: boolean;
   readonly discard: 'none' | 'native';
   readonly resize: 'none' | 'grow' | 'grow-shrink';
+  /**
+   * concurrent: flush only makes written data durable (fdatasync) and may run while later writes
+   * go on; exclusive: flush also commits metadata (VHDX log, qcow2 caches) and is ordered with writes
+   */
+  readonly flush: 'concurrent' | 'exclusive';
   /** `check()`: none, detect problems, or detect and repair them */
   readonly check: 'none' | 'detect' | 'repair';
 }

@@ -82,6 +82,7 @@ export const QCOW2_CAPABILITIES: Capabilities = Object.freeze({
   split: false,
   discard: 'none',
   resize: 'none',
+  flush: 'exclusive',
   check: 'repair',
 });
 

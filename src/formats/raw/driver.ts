@@ -25,6 +25,7 @@ const RAW_CAPABILITIES: Capabilities = Object.freeze({
   split: false,
   discard: 'none',
   resize: 'grow-shrink',
+  flush: 'concurrent',
   check: 'none',
 });
 

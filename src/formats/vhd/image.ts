@@ -77,6 +77,7 @@ export const VHD_CAPABILITIES: Capabilities = Object.freeze({
   split: false,
   discard: 'none',
   resize: 'none',
+  flush: 'exclusive',
   check: 'none',
 });
 

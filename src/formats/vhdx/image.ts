@@ -104,6 +104,7 @@ export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
   split: false,
   discard: 'none',
   resize: 'none',
+  flush: 'exclusive',
   check: 'repair',
 });
 

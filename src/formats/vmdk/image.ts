@@ -46,6 +46,7 @@ export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
   split: true,
   discard: 'none',
   resize: 'none',
+  flush: 'concurrent',
   check: 'repair',
 });
 
