@@ -301,6 +301,7 @@ export function buildProgram(): Command {
     .option('-a, --adapter <type>', 'target adapter type')
     .option('--hw <version>', 'target virtual hardware version')
     .option('-p, --progress', 'show a progress bar on a terminal')
+    .option('--json-progress', 'print one JSON line per progress update to stderr, for scripts')
     .option('--overwrite', 'replace an existing target')
     .argument('<src>')
     .argument('<dst>')
@@ -315,14 +316,18 @@ export function buildProgram(): Command {
           adapterType: o.adapter,
           hwVersion: o.hw,
           overwrite: o.overwrite,
-          onProgress: tty
-            ? (p) => {
-                const now = Date.now();
-                if (now - lastDraw < 100 && p.done < p.total) return;
-                lastDraw = now;
-                process.stderr.write(`\r${progressBar(p.done, p.total, started)}`);
-              }
-            : undefined,
+          onProgress:
+            tty || o.jsonProgress
+              ? (p) => {
+                  const now = Date.now();
+                  if (now - lastDraw < 100 && p.done < p.total) return;
+                  lastDraw = now;
+                  if (o.jsonProgress) {
+                    const seconds = (now - started) / 1000;
+                    process.stderr.write(JSON.stringify({ done: p.done, total: p.total, written: p.written, percent: p.total ? (100 * p.done) / p.total : 100, bytesPerSecond: seconds > 0 ? Math.round(p.done / seconds) : 0 }) + '\n');
+                  } else process.stderr.write(`\r${progressBar(p.done, p.total, started)}`);
+                }
+              : undefined,
         });
         if (tty) process.stderr.write('\n');
       });

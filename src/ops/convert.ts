@@ -55,6 +55,30 @@ const READ_AHEAD = 3;
  */
 const FLUSH_EVERY = 32 * 1024 * 1024;
 
+/**
+ * Remove what converts to `dstPath` left behind when they were killed: hidden partial files
+ * (and their extents) whose process no longer runs.
+ */
+async function removeStalePartials(dstPath: string): Promise<void> {
+  const dir = dirname(dstPath);
+  const prefix = `.${basename(dstPath, extname(dstPath))}.vdkit-partial-`;
+  for (const name of await fsx.list(dir)) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(/^(\d+)/.exec(name.slice(prefix.length))?.[1]);
+    if (!Number.isSafeInteger(pid) || pid === process.pid || processRuns(pid)) continue;
+    await fsx.remove(join(dir, name));
+  }
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
   const capacity = opts.capacity ?? src.capacity;
   const chunk = opts.chunkSize ?? 2 * 1024 * 1024;
@@ -64,6 +88,7 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
   // only when complete, so a killed convert never leaves something at `dstPath` that looks whole.
   const ext = extname(dstPath);
   const partial = join(dirname(dstPath), `.${basename(dstPath, ext)}.vdkit-partial-${process.pid}${ext}`);
+  await removeStalePartials(dstPath);
   const dst = await Disk.create(partial, { ...opts, capacity, overwrite: true });
   let written = 0;
   let done = 0;

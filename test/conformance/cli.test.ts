@@ -118,6 +118,14 @@ test('CLI: convert -p draws a progress bar on a terminal, and nothing on a pipe'
     const piped = await vdkit(['convert', '-p', '-O', 'raw', 's.vmdk', 't.raw'], { cwd });
     assert.equal(piped.code, 0);
     assert.equal(piped.stderr, '');
+    // --json-progress: one JSON object per line, ending at 100 %
+    const json = await vdkit(['convert', '--json-progress', '-O', 'qcow2', 's.vmdk', 't.qcow2'], { cwd });
+    assert.equal(json.code, 0);
+    const lines = json.stderr.trim().split('\n').map((l) => JSON.parse(l) as { done: number; total: number; percent: number });
+    assert.ok(lines.length >= 2);
+    assert.equal(lines.at(-1)!.percent, 100);
+    assert.equal(lines.at(-1)!.total, 256 * 2 ** 20);
+    for (let i = 1; i < lines.length; i++) assert.ok(lines[i]!.done >= lines[i - 1]!.done);
   } finally {
     await rm(cwd, { recursive: true, force: true });
   }

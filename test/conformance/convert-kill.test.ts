@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Disk, compare } from '../../src/index.js';
+import { Disk, compare, convert } from '../../src/index.js';
 import { tmpDir } from '../helpers/tools.js';
 import { mulberry32, xorshiftBytes } from '../helpers/prng.js';
 
@@ -60,4 +60,15 @@ test('a convert killed at random moments never leaves a target at the destinatio
   }
   t.diagnostic(`${killed} converts killed, ${finished} finished`);
   assert.ok(killed >= 5, 'the kill times must actually interrupt some converts');
+  // converting again to a name whose convert was killed removes what that one left behind
+  const s = await Disk.open(src, { readOnly: true });
+  for (let i = 0; i < 20; i++) {
+    const [name, args] = targets[i % targets.length]!;
+    const dst = join(dir, `${i}-${name}`);
+    if ((await readdir(dir)).includes(`${i}-${name}`)) continue;
+    const type = args.includes('-t') ? args[args.indexOf('-t') + 1] : undefined;
+    await convert(s, dst, { format: args[1]!, type });
+  }
+  await s.close();
+  assert.deepEqual((await readdir(dir)).filter((n) => n.includes('.vdkit-partial-')), [], 'no partial files left');
 });
