@@ -15,6 +15,7 @@ export const SECTOR = 512;
 export const GRAIN = 64 * KiB;
 
 import { mulberry32 } from '../helpers/prng.js';
+import { firstDifference } from '../helpers/model.js';
 
 export { mulberry32 };
 
@@ -145,11 +146,6 @@ export async function readExact(fh: FileHandle, offset: number, length: number):
   return buf;
 }
 
-function firstDifference(a: Buffer, b: Buffer): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
-  return n;
-}
 
 /** Assert that bytes [offset, offset+length) of the disk equal the same bytes of the raw file. */
 export async function assertRangeEqual(disk: Disk, raw: RawModel | FileHandle, offset: number, length: number, label: string): Promise<void> {

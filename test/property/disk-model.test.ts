@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { Disk, MemoryStore, SPLIT_EXTENT_SECTORS, type BlockExtent } from '../../src/index.js';
 import { xorshiftBytes } from '../helpers/prng.js';
+import { firstDifference } from '../helpers/model.js';
 
 const KiB = 1024;
 const MiB = 2 ** 20;
@@ -103,11 +104,6 @@ function bytesOf(f: Fill, len: number): Buffer {
 
 // ------------------------------------------------------------------ checks
 
-function firstDifference(a: Buffer, b: Buffer): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
-  return a.length === b.length ? -1 : n;
-}
 
 async function compare(disk: Disk, model: MemoryStore, offset: number, len: number, when: string): Promise<void> {
   const got = await disk.read(offset, len);

@@ -20,6 +20,7 @@ import { Disk } from '../../src/index.js';
 import { openLink } from '../../src/disk.js';
 import { createChild } from '../../src/ops/child.js';
 import { xorshiftBytes } from '../helpers/prng.js';
+import { assertReadsLike, assertStatusHonest } from '../helpers/model.js';
 
 const KiB = 1024;
 const RUNS = Number(process.env.VDKIT_PROP_RUNS ?? 40);
@@ -77,31 +78,6 @@ function arbitraries(k: Kind): fc.Arbitrary<Op> {
   );
 }
 
-function firstDifference(a: Buffer, b: Buffer): number {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
-  return -1;
-}
-
-async function compare(d: Disk, model: Buffer, offset: number, len: number, when: string): Promise<void> {
-  const got = await d.read(offset, len);
-  const at = firstDifference(got, model.subarray(offset, offset + len));
-  if (at >= 0) assert.fail(`${when}: byte ${offset + at} reads ${got[at]}, model ${model[offset + at]}`);
-}
-
-async function checkStatus(d: Disk, model: Buffer, offset: number, len: number, when: string): Promise<void> {
-  let pos = offset;
-  for (const r of await d.blockStatus(offset, len)) {
-    assert.equal(r.offset, pos, `${when}: contiguous`);
-    assert.ok(r.length > 0);
-    if (r.state !== 'data') {
-      const nz = model.subarray(r.offset, r.offset + r.length).findIndex((b) => b !== 0);
-      if (nz >= 0) assert.fail(`${when}: ${r.state} range ${r.offset}+${r.length} but byte ${r.offset + nz} is ${model[r.offset + nz]}`);
-    }
-    pos += r.length;
-  }
-  assert.equal(pos, offset + len, `${when}: covers the range`);
-}
-
 async function runSequence(k: Kind, ops: Op[]): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'vdkit-qcow2prop-'));
   const model = Buffer.alloc(k.capacity);
@@ -132,14 +108,14 @@ async function runSequence(k: Kind, ops: Op[]): Promise<void> {
           await d.write(o.offset, data);
           data.copy(model, o.offset);
           const a = Math.max(0, o.offset - 600);
-          await compare(d, model, a, Math.min(k.capacity, o.offset + o.length + 600) - a, when);
+          await assertReadsLike(d, model, a, Math.min(k.capacity, o.offset + o.length + 600) - a, when);
           break;
         }
         case 'read':
-          await compare(d, model, o.offset, o.length, when);
+          await assertReadsLike(d, model, o.offset, o.length, when);
           break;
         case 'status':
-          await checkStatus(d, model, o.offset, o.length, when);
+          await assertStatusHonest(d, model, o.offset, o.length, when);
           break;
         case 'flush':
           await d.flush();
@@ -164,8 +140,8 @@ async function runSequence(k: Kind, ops: Op[]): Promise<void> {
     d = undefined;
     const r = await Disk.open(top, { readOnly: true });
     try {
-      await compare(r, model, 0, k.capacity, `${k.name} after the sequence, reopened`);
-      await checkStatus(r, model, 0, k.capacity, `${k.name} final status`);
+      await assertReadsLike(r, model, 0, k.capacity, `${k.name} after the sequence, reopened`);
+      await assertStatusHonest(r, model, 0, k.capacity, `${k.name} final status`);
     } finally {
       await r.close();
     }

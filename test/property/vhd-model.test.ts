@@ -19,6 +19,7 @@ import { Disk } from '../../src/index.js';
 import { createChild } from '../../src/ops/child.js';
 import { vhdChecksum } from '../../src/formats/vhd/structs.js';
 import { xorshiftBytes } from '../helpers/prng.js';
+import { assertReadsLike, assertStatusHonest, rangeArb } from '../helpers/model.js';
 
 const MiB = 2 ** 20;
 const BLOCK = 2 * MiB;
@@ -38,20 +39,7 @@ type Op =
   | { op: 'child' };
 
 const BOUNDARIES = [0, 512, BLOCK, 2 * BLOCK, 3 * BLOCK, CAPACITY];
-const position = fc.oneof(
-  { weight: 3, arbitrary: fc.tuple(fc.constantFrom(...BOUNDARIES), fc.integer({ min: -1500, max: 1500 })).map(([b, d]) => b + d) },
-  { weight: 1, arbitrary: fc.integer({ min: 0, max: CAPACITY / 512 - 1 }).map((s) => s * 512) },
-  { weight: 2, arbitrary: fc.integer({ min: 0, max: CAPACITY - 1 }) },
-);
-const length = fc.oneof(
-  { weight: 3, arbitrary: fc.integer({ min: 1, max: 600 }) },
-  { weight: 1, arbitrary: fc.constantFrom(512, 4096, BLOCK) },
-  { weight: 2, arbitrary: fc.integer({ min: 1, max: 300 * 1024 }) },
-);
-const range = fc.tuple(position, length).map(([p, len]) => {
-  const offset = Math.max(0, Math.min(p, CAPACITY - 1));
-  return { offset, length: Math.min(len, CAPACITY - offset) };
-});
+const range = rangeArb(CAPACITY, BOUNDARIES, [512, 4096, BLOCK]);
 const opArb = (kind: Kind): fc.Arbitrary<Op> =>
   fc.oneof(
     { weight: 6, arbitrary: fc.tuple(range, fc.integer({ min: 1, max: 0x7fffffff }), fc.boolean()).map(([r, seed, z]) => ({ op: 'write' as const, ...r, seed, zero: z && seed % 5 === 0 })) },
@@ -61,31 +49,6 @@ const opArb = (kind: Kind): fc.Arbitrary<Op> =>
     { weight: 1, arbitrary: fc.constant({ op: 'reopen' as const }) },
     { weight: kind === 'chain' ? 1 : 0, arbitrary: fc.constant({ op: 'child' as const }) },
   );
-
-function firstDifference(a: Buffer, b: Buffer): number {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
-  return -1;
-}
-
-async function compare(d: Disk, model: Buffer, offset: number, len: number, when: string): Promise<void> {
-  const got = await d.read(offset, len);
-  const at = firstDifference(got, model.subarray(offset, offset + len));
-  if (at >= 0) assert.fail(`${when}: byte ${offset + at} reads ${got[at]}, model ${model[offset + at]}`);
-}
-
-async function checkStatus(d: Disk, model: Buffer, offset: number, len: number, when: string): Promise<void> {
-  let pos = offset;
-  for (const r of await d.blockStatus(offset, len)) {
-    assert.equal(r.offset, pos, `${when}: contiguous`);
-    assert.ok(r.length > 0);
-    if (r.state !== 'data') {
-      const nz = model.subarray(r.offset, r.offset + r.length).findIndex((b) => b !== 0);
-      if (nz >= 0) assert.fail(`${when}: ${r.state} range ${r.offset}+${r.length} but byte ${r.offset + nz} is ${model[r.offset + nz]}`);
-    }
-    pos += r.length;
-  }
-  assert.equal(pos, offset + len, `${when}: covers the range`);
-}
 
 function footerIsValid(path: string): boolean {
   const fd = openSync(path, 'r');
@@ -127,14 +90,14 @@ async function runSequence(kind: Kind, ops: Op[]): Promise<void> {
           const data = o.zero ? Buffer.alloc(o.length) : xorshiftBytes(o.length, o.seed);
           await d.write(o.offset, data);
           data.copy(model, o.offset);
-          await compare(d, model, Math.max(0, o.offset - 600), Math.min(CAPACITY, o.offset + o.length + 600) - Math.max(0, o.offset - 600), when);
+          await assertReadsLike(d, model, Math.max(0, o.offset - 600), Math.min(CAPACITY, o.offset + o.length + 600) - Math.max(0, o.offset - 600), when);
           break;
         }
         case 'read':
-          await compare(d, model, o.offset, o.length, when);
+          await assertReadsLike(d, model, o.offset, o.length, when);
           break;
         case 'status':
-          await checkStatus(d, model, o.offset, o.length, when);
+          await assertStatusHonest(d, model, o.offset, o.length, when);
           break;
         case 'flush':
           await d.flush();
@@ -159,8 +122,8 @@ async function runSequence(kind: Kind, ops: Op[]): Promise<void> {
     assert.ok(footerIsValid(top), 'the file ends with a valid footer');
     const r = await Disk.open(top, { readOnly: true });
     try {
-      await compare(r, model, 0, CAPACITY, `${kind} after the sequence, reopened`);
-      await checkStatus(r, model, 0, CAPACITY, `${kind} final status`);
+      await assertReadsLike(r, model, 0, CAPACITY, `${kind} after the sequence, reopened`);
+      await assertStatusHonest(r, model, 0, CAPACITY, `${kind} final status`);
     } finally {
       await r.close();
     }

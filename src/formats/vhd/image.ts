@@ -19,6 +19,7 @@
  *   Writes never change it (Hyper-V does not either), nor the footer timestamp: children record
  *   both, and a parent that a child depends on is protected by the chain layer instead.
  */
+import { writeBitmapped } from '../common/bitmapped-write.js';
 import { Bitmap } from '../../binary/bitmap.js';
 import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { DiskError } from '../../core/errors.js';
@@ -472,39 +473,19 @@ export class VhdImage implements Image {
       const s0 = Math.floor(within / SECTOR);
       const s1 = Math.ceil((within + n) / SECTOR);
       if (d.bat[b] === BAT_UNUSED) fresh.push({ b, s0, s1, data: padToSectors(chunk, within - s0 * SECTOR, s1 - s0) });
-      else await this.writeAllocated(b, chunk, within, s0, s1);
+      else await this.writeAllocated(b, chunk, within);
       pos += n;
     }
     if (fresh.length > 0) await this.allocate(fresh);
   }
 
   /** Write into an allocated block: the data, then the bitmap bits that make it visible. */
-  private async writeAllocated(b: number, chunk: Buffer, within: number, s0: number, s1: number): Promise<void> {
+  private async writeAllocated(b: number, chunk: Buffer, within: number): Promise<void> {
     const d = this.dyn!;
     const bitmap = await this.bitmap(b);
-    const dataAt = d.bat[b]! * SECTOR + d.bitmapBytes;
-    const headPartial = within % SECTOR !== 0;
-    const tailPartial = (within + chunk.length) % SECTOR !== 0;
-    const headClear = headPartial && !bitAt(bitmap, s0);
-    const tailClear = tailPartial && !bitAt(bitmap, s1 - 1);
-    if (headClear || tailClear) {
-      // a partial sector that is not stored here: the rest of it reads as zeros (the chain
-      // layer has already widened writes over a parent's sectors to whole sectors)
-      const buf = Buffer.alloc((s1 - s0) * SECTOR);
-      if (headPartial && !headClear) await this.store.readInto(buf.subarray(0, SECTOR), dataAt + s0 * SECTOR);
-      if (tailPartial && !tailClear && s1 - 1 > s0) await this.store.readInto(buf.subarray(buf.length - SECTOR), dataAt + (s1 - 1) * SECTOR);
-      chunk.copy(buf, within - s0 * SECTOR);
-      await this.store.write(dataAt + s0 * SECTOR, buf);
-    } else {
-      await this.store.write(dataAt + within, chunk);
-    }
-    if (!allSet(bitmap, s0, s1)) {
-      setBits(bitmap, s0, s1);
-      const lo = s0 >> 3;
-      const hi = ((s1 - 1) >> 3) + 1;
-      await this.store.write(d.bat[b]! * SECTOR + lo, bitmap.subarray(lo, hi));
-    }
+    await writeBitmapped({ store: this.store, bits: BITS, bitmap, dataAt: d.bat[b]! * SECTOR + d.bitmapBytes, bitmapAt: d.bat[b]! * SECTOR, sectorSize: SECTOR }, chunk, within);
   }
+
 
   /**
    * New blocks at the end of the file, in the crash-safe order: (1) the footer at the new end,
@@ -843,9 +824,7 @@ function checkBlocks(bat: Uint32Array, strideSectors: number, limit: number, met
 }
 
 const BITS = new Bitmap('msb');
-const bitAt = (bm: Buffer, s: number): boolean => BITS.get(bm, s);
 const setBits = (bm: Buffer, s0: number, s1: number): void => BITS.set(bm, s0, s1);
-const allSet = (bm: Buffer, s0: number, s1: number): boolean => BITS.allSet(bm, s0, s1);
 /** Runs of equal bits over sectors [s0, s1): [from, to, set]. */
 export const sectorRuns = (bm: Buffer, s0: number, s1: number): [number, number, boolean][] => BITS.runs(bm, s0, s1);
 

@@ -20,6 +20,7 @@
  *   data, clear = unallocated); ZERO = zero; NOT_PRESENT, UNDEFINED, UNMAPPED = unallocated
  *   (zeros alone, the parent's data in a chain). clusterSize is the logical sector size.
  */
+import { writeBitmapped } from '../common/bitmapped-write.js';
 import { Bitmap } from '../../binary/bitmap.js';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { DiskError } from '../../core/errors.js';
@@ -60,7 +61,6 @@ import {
   MetadataTableHeader,
   MiB,
   PAYLOAD,
-  PAYLOAD_STATE_NAMES,
   REGION_REQUIRED,
   REGION_SIGNATURE,
   REGION_TABLE_OFFSETS,
@@ -84,7 +84,6 @@ import {
   normalizeGuid,
   payloadIndex,
   vhdxChecksum,
-  withChecksum,
   type HeaderValue,
   type ParentLocator,
 } from './structs.js';
@@ -822,33 +821,10 @@ export class VhdxImage implements Image {
 
   /** Write into a partially present block: the data (partial sectors not stored here padded with zeros), then the bits that expose it. */
   private async writePartial(n: number, chunk: Buffer, within: number): Promise<void> {
-    const ls = this.params.logicalSectorSize;
-    const bm = await this.bitmap(n);
-    const base = this.pOff[n]! * MiB;
-    const s0 = Math.floor(within / ls);
-    const s1 = Math.ceil((within + chunk.length) / ls);
-    const headPartial = within % ls !== 0;
-    const tailPartial = (within + chunk.length) % ls !== 0;
-    const headClear = headPartial && !bitAt(bm, s0);
-    const tailClear = tailPartial && !bitAt(bm, s1 - 1);
-    if (headClear || tailClear) {
-      // a partial sector this image does not hold: the rest of it reads as zeros (the chain
-      // layer has already widened writes over a parent's sectors to whole sectors)
-      const buf = Buffer.alloc((s1 - s0) * ls);
-      if (headPartial && !headClear) await this.store.readInto(buf.subarray(0, ls), base + s0 * ls);
-      if (tailPartial && !tailClear && s1 - 1 > s0) await this.store.readInto(buf.subarray(buf.length - ls), base + (s1 - 1) * ls);
-      chunk.copy(buf, within - s0 * ls);
-      await this.store.write(base + s0 * ls, buf);
-    } else {
-      await this.store.write(base + within, chunk);
-    }
-    if (!allSet(bm, s0, s1)) {
-      setBits(bm, s0, s1);
-      const lo = s0 >> 3;
-      const hi = ((s1 - 1) >> 3) + 1;
-      await this.store.write(this.sliceOffset(n) + lo, bm.subarray(lo, hi));
-    }
+    const bitmap = await this.bitmap(n);
+    await writeBitmapped({ store: this.store, bits: BITS, bitmap, dataAt: this.pOff[n]! * MiB, bitmapAt: this.sliceOffset(n), sectorSize: this.params.logicalSectorSize }, chunk, within);
   }
+
 
   /**
    * New blocks at the end of the file: the file is extended first (the new blocks are holes,
@@ -1234,9 +1210,7 @@ function checkOverlaps(pState: Uint8Array, pOff: Uint32Array, bState: Uint8Array
 }
 
 const BITS = new Bitmap('lsb');
-const bitAt = (bm: Buffer, s: number): boolean => BITS.get(bm, s);
 const setBits = (bm: Buffer, s0: number, s1: number): void => BITS.set(bm, s0, s1);
-const allSet = (bm: Buffer, s0: number, s1: number): boolean => BITS.allSet(bm, s0, s1);
 /** Runs of equal bits over sectors [s0, s1): [from, to, set]. */
 export const sectorRuns = (bm: Buffer, s0: number, s1: number): [number, number, boolean][] => BITS.runs(bm, s0, s1);
 
