@@ -8,7 +8,9 @@ import { DiskError, errorText, type ErrorCode } from '../core/errors.js';
 import { SECTOR_SIZE, parseSize } from '../core/ints.js';
 import { Disk, type DiskOpenOptions } from '../disk.js';
 import type { CreateOptions } from '../formats/types.js';
-import { convert } from '../ops/convert.js';
+import { convert, type ConvertOptions } from '../ops/convert.js';
+import { copyPieces, openSequentialInput, SequentialImage } from '../ops/stream-in.js';
+import { StreamSink } from '../storage/sink.js';
 import { compare } from '../ops/compare.js';
 import { checksum } from '../ops/checksum.js';
 import { backendInfo, detectFormat } from '../formats/registry.js';
@@ -295,42 +297,59 @@ export function buildProgram(): Command {
 
   withOptions(program.command('convert'), readingOptions())
     .alias('clone')
-    .description('copy a disk into a new image, converting format and type (qemu-img convert, vmware-vdiskmanager -r)')
+    .description('copy a disk into a new image, converting format and type (qemu-img convert, vmware-vdiskmanager -r); "-" as SRC reads raw or streamOptimized from stdin, "-" as DST writes raw or streamOptimized to stdout')
     .addOption(new Option('-O, --output-format <fmt>', 'target format (see `vdkit formats`)').default('vmdk'))
-    .option('-t, --type <type>', 'target type (VMDK createType or 0-4)')
+    .option('-t, --type <type>', 'target type (VMDK createType or 0-5; streamOptimized is 5)')
     .option('-a, --adapter <type>', 'target adapter type')
     .option('--hw <version>', 'target virtual hardware version')
     .option('-p, --progress', 'show a progress bar on a terminal')
     .option('--json-progress', 'print one JSON line per progress update to stderr, for scripts')
     .option('--overwrite', 'replace an existing target')
+    .option('--compression-level <n>', 'streamOptimized: zlib level 1 (fastest, as VMware writes; default) to 9 (smallest)')
+    .option('--stream-name <name>', 'streamOptimized to stdout: the file name recorded in the stream (default disk.vmdk)')
+    .option('--input-size <size>', 'raw from stdin: its size (needed unless the output is raw to stdout)')
     .argument('<src>')
     .argument('<dst>')
     .action(async (src: string, dst: string, o) => {
-      await withDisk(src, { readOnly: true, ...openOpts(o) }, async (d) => {
-        const started = Date.now();
-        const tty = !!o.progress && process.stderr.isTTY;
-        let lastDraw = 0;
-        await convert(d, dst, {
-          format: o.outputFormat,
-          type: o.type,
-          adapterType: o.adapter,
-          hwVersion: o.hw,
-          overwrite: o.overwrite,
-          onProgress:
-            tty || o.jsonProgress
-              ? (p) => {
-                  const now = Date.now();
-                  if (now - lastDraw < 100 && p.done < p.total) return;
-                  lastDraw = now;
-                  if (o.jsonProgress) {
-                    const seconds = (now - started) / 1000;
-                    process.stderr.write(JSON.stringify({ done: p.done, total: p.total, written: p.written, percent: p.total ? (100 * p.done) / p.total : 100, bytesPerSecond: seconds > 0 ? Math.round(p.done / seconds) : 0 }) + '\n');
-                  } else process.stderr.write(`\r${progressBar(p.done, p.total, started)}`);
-                }
-              : undefined,
-        });
-        if (tty) process.stderr.write('\n');
-      });
+      const started = Date.now();
+      const tty = !!o.progress && process.stderr.isTTY;
+      let lastDraw = 0;
+      const format = QEMU_FORMAT_NAMES[o.outputFormat] ?? o.outputFormat;
+      const toStdout = dst === '-';
+      if (toStdout && process.stdout.isTTY) throw new UsageError('refusing to write a disk image to a terminal; redirect stdout or give a file name');
+      const sink = toStdout ? new StreamSink('-', process.stdout) : undefined;
+      const options: ConvertOptions = {
+        format,
+        type: o.type,
+        adapterType: o.adapter,
+        hwVersion: o.hw,
+        overwrite: o.overwrite,
+        compressionLevel: o.compressionLevel === undefined ? undefined : Number(o.compressionLevel),
+        sink,
+        onProgress:
+          tty || o.jsonProgress
+            ? (p) => {
+                const now = Date.now();
+                if (now - lastDraw < 100 && p.done < p.total) return;
+                lastDraw = now;
+                if (o.jsonProgress) {
+                  const seconds = (now - started) / 1000;
+                  process.stderr.write(JSON.stringify({ done: p.done, total: p.total, written: p.written, percent: p.total ? (100 * p.done) / p.total : 100, bytesPerSecond: seconds > 0 ? Math.round(p.done / seconds) : 0 }) + '\n');
+                } else process.stderr.write(`\r${progressBar(p.done, p.total, started)}`);
+              }
+            : undefined,
+      };
+      const target = toStdout ? (o.streamName ?? 'disk.vmdk') : dst;
+      if (src === '-') {
+        const input = await openSequentialInput(process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size') });
+        if (input.capacity === undefined) {
+          if (!(toStdout && format === 'raw')) throw new UsageError('raw input from stdin needs --input-size SIZE (unless the output is raw to stdout)');
+          await copyPieces(input, sink!);
+        } else await convert(Disk.from(new SequentialImage(input, input.capacity)), target, options);
+      } else {
+        await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => convert(d, target, options));
+      }
+      if (tty) process.stderr.write('\n');
     });
 
   withOptions(program.command('check'), [formatOpt(), untrusted(), external()])

@@ -6,7 +6,10 @@
 import { basename, dirname, extname, join } from 'node:path';
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
+import type { ByteSink } from '../storage/sink.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
+import { normaliseCreateType } from '../formats/vmdk/create.js';
+import { convertToRawSink, convertToStream } from './convert-stream.js';
 
 export interface Progress {
   /** virtual bytes processed so far */
@@ -25,6 +28,15 @@ export interface ConvertOptions extends Omit<DiskCreateOptions, 'capacity'> {
   chunkSize?: number;
   /** zero-detection granularity in bytes (default 64 KiB, the VMDK grain) */
   zeroBlockSize?: number;
+  /** streamOptimized: zlib level 1-9 (default 1, as VMware writes) */
+  compressionLevel?: number;
+  /** streamOptimized: compression threads (default one per core) */
+  workers?: number;
+  /**
+   * streamOptimized or raw: append the output to this sink (e.g. stdout) instead of creating
+   * `dstPath`; `dstPath` then only supplies the name recorded in a stream's descriptor
+   */
+  sink?: ByteSink;
 }
 
 export interface ConvertResult {
@@ -59,7 +71,7 @@ const FLUSH_EVERY = 32 * 1024 * 1024;
  * Remove what converts to `dstPath` left behind when they were killed: hidden partial files
  * (and their extents) whose process no longer runs.
  */
-async function removeStalePartials(dstPath: string): Promise<void> {
+export async function removeStalePartials(dstPath: string): Promise<void> {
   const dir = dirname(dstPath);
   const prefix = `.${basename(dstPath, extname(dstPath))}.vdkit-partial-`;
   for (const name of await fsx.list(dir)) {
@@ -68,6 +80,12 @@ async function removeStalePartials(dstPath: string): Promise<void> {
     if (!Number.isSafeInteger(pid) || pid === process.pid || processRuns(pid)) continue;
     await fsx.remove(join(dir, name));
   }
+}
+
+/** The hidden name a convert to `dstPath` builds its target under. */
+export function partialPathFor(dstPath: string): string {
+  const ext = extname(dstPath);
+  return join(dirname(dstPath), `.${basename(dstPath, ext)}.vdkit-partial-${process.pid}${ext}`);
 }
 
 function processRuns(pid: number): boolean {
@@ -80,14 +98,19 @@ function processRuns(pid: number): boolean {
 }
 
 export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
+  const format = opts.format ?? 'vmdk';
+  if (format === 'vmdk' && normaliseCreateType(opts.type) === 'streamOptimized') return convertToStream(src, dstPath, opts);
+  if (opts.sink) {
+    if (format !== 'raw') throw new DiskError('NOTSUPPORTED', 'only raw and streamOptimized VMDK can be written to a pipe', { path: opts.sink.name, field: 'format', found: format });
+    return convertToRawSink(src, opts.sink, opts);
+  }
   const capacity = opts.capacity ?? src.capacity;
   const chunk = opts.chunkSize ?? 2 * 1024 * 1024;
   const block = opts.zeroBlockSize ?? 64 * 1024;
   if (!opts.overwrite && (await fsx.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
   // The target is built under a hidden temporary name in the same folder and moved to its name
   // only when complete, so a killed convert never leaves something at `dstPath` that looks whole.
-  const ext = extname(dstPath);
-  const partial = join(dirname(dstPath), `.${basename(dstPath, ext)}.vdkit-partial-${process.pid}${ext}`);
+  const partial = partialPathFor(dstPath);
   await removeStalePartials(dstPath);
   const dst = await Disk.create(partial, { ...opts, capacity, overwrite: true });
   let written = 0;

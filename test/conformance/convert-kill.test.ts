@@ -37,6 +37,7 @@ test('a convert killed at random moments never leaves a target at the destinatio
     ['out.qcow2', ['-O', 'qcow2']],
     ['out.vhdx', ['-O', 'vhdx']],
     ['out.vdi', ['-O', 'vdi']],
+    ['stream.vmdk', ['-O', 'vmdk', '-t', 'streamOptimized']],
   ];
   let killed = 0;
   let finished = 0;

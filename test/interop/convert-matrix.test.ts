@@ -17,6 +17,7 @@ const KINDS: { name: string; format: string; type?: string; qemu: string; check:
   { name: 'vmdk-split-sparse', format: 'vmdk', type: 'twoGbMaxExtentSparse', qemu: 'vmdk', check: true },
   { name: 'vmdk-split-flat', format: 'vmdk', type: 'twoGbMaxExtentFlat', qemu: 'vmdk', check: true },
   { name: 'vmdk-vmfs', format: 'vmdk', type: 'vmfs', qemu: 'vmdk', check: true },
+  { name: 'vmdk-stream', format: 'vmdk', type: 'streamOptimized', qemu: 'vmdk', check: true },
   { name: 'vdi-dynamic', format: 'vdi', type: 'dynamic', qemu: 'vdi', check: true },
   { name: 'vdi-fixed', format: 'vdi', type: 'fixed', qemu: 'vdi', check: true },
   { name: 'vhd-dynamic', format: 'vhd', type: 'dynamic', qemu: 'vpc', check: false },
@@ -34,15 +35,26 @@ test('convert matrix: every format and type to every other, checked by qemu-img'
   const capacity = 24 * MiB;
   // sources of every kind holding the same content: data, written zeros, a partial grain, the end
   const sources: string[] = [];
+  const streams: [string, typeof KINDS[number]][] = [];
   for (const k of KINDS) {
     const p = join(dir, `src-${k.name}.${ext(k.format)}`);
+    sources.push(p);
+    // a stream is only ever written whole, by conversion: made below from the raw source
+    if (k.type === 'streamOptimized') {
+      streams.push([p, k]);
+      continue;
+    }
     const d = await Disk.create(p, { format: k.format, type: k.type, capacity });
     await d.write(7, xorshiftBytes(200 * 1024, 1));
     await d.write(9 * MiB - 333, xorshiftBytes(3 * MiB, 2));
     await d.write(15 * MiB, Buffer.alloc(2 * MiB));
     await d.write(capacity - 512, Buffer.alloc(512, 0xfe));
     await d.close();
-    sources.push(p);
+  }
+  for (const [p, k] of streams) {
+    const raw = await Disk.open(sources[KINDS.findIndex((x) => x.format === 'raw')]!, { readOnly: true, format: 'raw' });
+    await convert(raw, p, { format: k.format, type: k.type });
+    await raw.close();
   }
   let pairs = 0;
   for (const [i, from] of KINDS.entries()) {

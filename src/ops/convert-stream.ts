@@ -1,0 +1,106 @@
+/**
+ * Convert into stream-shaped outputs: a streamOptimized VMDK (to a file or any sink, such as
+ * stdout) and raw bytes to a sink. Both only append, so they also work into a pipe. A file
+ * target is written under the same hidden temporary name as every convert and renamed when it
+ * is complete and flushed.
+ */
+import { basename } from 'node:path';
+import { DiskError } from '../core/errors.js';
+import type { Disk } from '../disk.js';
+import { writeStreamOptimized, type StreamSource } from '../formats/vmdk/stream-writer.js';
+import { fsx } from '../storage/file.js';
+import { FileSink, type ByteSink } from '../storage/sink.js';
+import { partialPathFor, removeStalePartials, type ConvertOptions, type ConvertResult } from './convert.js';
+
+/** A Disk seen as a stream source: its data ranges, zeros past its end. */
+export function diskSource(src: Disk, capacity: number): StreamSource {
+  const readable = Math.min(capacity, src.capacity);
+  return {
+    capacity,
+    async *spans() {
+      if (src.image.capabilities.blockStatus === 'emulate') {
+        yield { offset: 0, length: readable };
+        return;
+      }
+      for (const r of await src.blockStatus(0, readable)) if (r.state === 'data') yield { offset: r.offset, length: r.length };
+    },
+    async readInto(buf, offset) {
+      const n = Math.max(0, Math.min(buf.length, readable - offset));
+      if (n > 0) await src.readInto(buf.subarray(0, n), offset);
+      buf.fill(0, n);
+    },
+  };
+}
+
+export async function convertToStream(src: Disk, dstPath: string, opts: ConvertOptions): Promise<ConvertResult> {
+  const capacity = opts.capacity ?? src.capacity;
+  const total = Math.min(capacity, src.capacity);
+  const report = (done: number, written: number) => opts.onProgress?.({ done: Math.min(done, total), total, written });
+  const write = async (sink: ByteSink) => {
+    report(0, 0);
+    const r = await writeStreamOptimized(diskSource(src, capacity), sink, {
+      fileName: basename(dstPath),
+      adapterType: opts.adapterType,
+      hwVersion: opts.hwVersion,
+      compressionLevel: opts.compressionLevel,
+      workers: opts.workers,
+      signal: opts.signal,
+      onProgress: report,
+    });
+    await sink.flush();
+    report(total, r.size);
+    return { bytesWritten: r.size, bytesSkipped: 0 };
+  };
+  if (opts.sink) return write(opts.sink);
+
+  if (!opts.overwrite && (await fsx.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
+  await removeStalePartials(dstPath);
+  const partial = partialPathFor(dstPath);
+  const sink = await FileSink.create(partial, { overwrite: true });
+  try {
+    const r = await write(sink);
+    await sink.close();
+    await fsx.rename(partial, dstPath);
+    return r;
+  } catch (err) {
+    await sink.close();
+    await fsx.remove(partial).catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * Raw bytes of `src` appended to a sink (stdout): every byte, zeros included, since a pipe
+ * cannot have holes. Unallocated ranges are not read, only sent as zeros.
+ */
+export async function convertToRawSink(src: Disk, sink: ByteSink, opts: ConvertOptions): Promise<ConvertResult> {
+  const capacity = opts.capacity ?? src.capacity;
+  const readable = Math.min(capacity, src.capacity);
+  const CHUNK = 2 * 1024 * 1024;
+  const zeros = Buffer.alloc(CHUNK);
+  const ranges = src.image.capabilities.blockStatus === 'emulate' ? [{ offset: 0, length: readable, state: 'data' as const }] : await src.blockStatus(0, readable);
+  let done = 0;
+  let written = 0;
+  opts.onProgress?.({ done, total: capacity, written });
+  const sendZeros = async (length: number) => {
+    for (let left = length; left > 0; left -= CHUNK) await sink.append(zeros.subarray(0, Math.min(CHUNK, left)));
+  };
+  for (const r of ranges) {
+    for (let at = r.offset; at < r.offset + r.length; at += CHUNK) {
+      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: sink.name }, { cause: opts.signal.reason });
+      const n = Math.min(CHUNK, r.offset + r.length - at);
+      if (r.state === 'data') {
+        const buf = Buffer.allocUnsafe(n); // the sink may hold on to it until it flushes
+        await src.readInto(buf, at);
+        await sink.append(buf);
+        written += n;
+      } else await sendZeros(n);
+      done = at + n;
+      opts.onProgress?.({ done, total: capacity, written });
+    }
+  }
+  await sendZeros(capacity - readable);
+  await sink.flush();
+  opts.onProgress?.({ done: capacity, total: capacity, written });
+  return { bytesWritten: written, bytesSkipped: capacity - written };
+}

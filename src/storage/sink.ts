@@ -1,0 +1,145 @@
+/**
+ * Sequential byte sinks: where a stream-shaped output (streamOptimized VMDK, raw to stdout) goes.
+ * A sink only appends, so the same writer serves a regular file and a pipe. Small appends are
+ * gathered into one buffer and handed on in ~1 MiB pieces, because a pipe or a file takes a few
+ * large writes much faster than thousands of 512-byte ones.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { DiskError, fromSystemError } from '../core/errors.js';
+
+export interface ByteSink {
+  /** a name for messages: the path, or "-" for stdout */
+  readonly name: string;
+  /** bytes appended so far */
+  readonly position: number;
+  /** append (the buffer may be kept until the next flush: do not reuse it before then) */
+  append(buf: Buffer): Promise<void>;
+  /** hand every gathered byte on; for files also fdatasync */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const GATHER = 1024 * 1024;
+
+abstract class GatheringSink implements ByteSink {
+  position = 0;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  constructor(readonly name: string) {}
+
+  async append(buf: Buffer): Promise<void> {
+    if (buf.length === 0) return;
+    this.position += buf.length;
+    if (buf.length >= GATHER && this.pendingBytes === 0) return this.put(buf);
+    this.pending.push(buf);
+    this.pendingBytes += buf.length;
+    if (this.pendingBytes >= GATHER) await this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const one = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    await this.put(one);
+  }
+
+  async flush(): Promise<void> {
+    await this.drain();
+    await this.sync();
+  }
+
+  protected abstract put(buf: Buffer): Promise<void>;
+  protected abstract sync(): Promise<void>;
+  abstract close(): Promise<void>;
+}
+
+/** A new regular file, written from its start. */
+export class FileSink extends GatheringSink {
+  private written = 0;
+  private constructor(
+    name: string,
+    private readonly fh: FileHandle,
+  ) {
+    super(name);
+  }
+
+  static async create(path: string, opts: { overwrite?: boolean } = {}): Promise<FileSink> {
+    try {
+      const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | (opts.overwrite ? constants.O_TRUNC : constants.O_EXCL), 0o644);
+      return new FileSink(path, fh);
+    } catch (err) {
+      throw fromSystemError(err, path);
+    }
+  }
+
+  protected async put(buf: Buffer): Promise<void> {
+    let done = 0;
+    try {
+      while (done < buf.length) {
+        const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, this.written + done);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw fromSystemError(err, this.name);
+    }
+    this.written += buf.length;
+  }
+
+  protected async sync(): Promise<void> {
+    try {
+      await this.fh.datasync();
+    } catch (err) {
+      throw fromSystemError(err, this.name);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close().catch(() => {});
+  }
+}
+
+/** A Node stream such as process.stdout (a pipe or a terminal): backpressure is honoured. */
+export class StreamSink extends GatheringSink {
+  private failed: Error | undefined;
+  constructor(
+    name: string,
+    private readonly out: Writable,
+  ) {
+    super(name);
+    out.on('error', (err) => (this.failed ??= err));
+  }
+
+  protected put(buf: Buffer): Promise<void> {
+    if (this.failed) return Promise.reject(this.wrap(this.failed));
+    return new Promise((resolve, reject) => {
+      const ok = this.out.write(buf, (err) => {
+        if (err) reject(this.wrap(err));
+        else if (ok) resolve();
+      });
+      if (!ok) {
+        const onDrain = () => {
+          this.out.off('error', onError);
+          resolve();
+        };
+        const onError = (err: Error) => {
+          this.out.off('drain', onDrain);
+          reject(this.wrap(err));
+        };
+        this.out.once('drain', onDrain);
+        this.out.once('error', onError);
+      }
+    });
+  }
+
+  private wrap(err: Error): DiskError {
+    if ((err as NodeJS.ErrnoException).code === 'EPIPE') return new DiskError('CANCELLED', 'the reader of the output went away', { path: this.name }, { cause: err });
+    return fromSystemError(err, this.name);
+  }
+
+  protected async sync(): Promise<void> {}
+
+  async close(): Promise<void> {}
+}
