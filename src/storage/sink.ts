@@ -14,7 +14,7 @@ export interface ByteSink {
   readonly name: string;
   /** bytes appended so far */
   readonly position: number;
-  /** append (the buffer may be kept until the next flush: do not reuse it before then) */
+  /** append; once the promise resolves the sink no longer needs `buf` */
   append(buf: Buffer): Promise<void>;
   /** hand every gathered byte on; for files also fdatasync */
   flush(): Promise<void>;
@@ -25,25 +25,31 @@ const GATHER = 1024 * 1024;
 
 abstract class GatheringSink implements ByteSink {
   position = 0;
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  /** small appends are copied here, so callers may reuse their buffers once append resolves */
+  private readonly gather = Buffer.allocUnsafeSlow(GATHER);
+  private gathered = 0;
   constructor(readonly name: string) {}
 
   async append(buf: Buffer): Promise<void> {
     if (buf.length === 0) return;
     this.position += buf.length;
-    if (buf.length >= GATHER && this.pendingBytes === 0) return this.put(buf);
-    this.pending.push(buf);
-    this.pendingBytes += buf.length;
-    if (this.pendingBytes >= GATHER) await this.drain();
+    if (this.gathered + buf.length <= GATHER) {
+      buf.copy(this.gather, this.gathered);
+      this.gathered += buf.length;
+      if (this.gathered === GATHER) await this.drain();
+      return;
+    }
+    await this.drain();
+    if (buf.length >= GATHER) return this.put(buf);
+    buf.copy(this.gather, 0);
+    this.gathered = buf.length;
   }
 
   private async drain(): Promise<void> {
-    if (this.pendingBytes === 0) return;
-    const one = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-    this.pending = [];
-    this.pendingBytes = 0;
-    await this.put(one);
+    if (this.gathered === 0) return;
+    const n = this.gathered;
+    this.gathered = 0;
+    await this.put(this.gather.subarray(0, n));
   }
 
   async flush(): Promise<void> {

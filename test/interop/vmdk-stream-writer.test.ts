@@ -10,11 +10,11 @@ import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { inflateSync } from 'node:zlib';
+import { deflateSync, inflateSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { Disk, convert } from '../../src/index.js';
 import { writeStreamOptimized, type StreamSource } from '../../src/formats/vmdk/stream-writer.js';
-import { compressGrains } from '../../src/formats/vmdk/deflate-worker.js';
+import { adler32, compressGrains, storedZlib, storedZlibLength } from '../../src/formats/vmdk/deflate-worker.js';
 import type { ByteSink } from '../../src/storage/sink.js';
 import { bunzip, inCI, run, sharedTestdata, skipUnless, tmpDir, whichTool } from '../helpers/tools.js';
 import { mulberry32, xorshiftBytes } from '../helpers/prng.js';
@@ -230,6 +230,22 @@ test('the compressor: zero grains left out, incompressible grains stored, every 
     at += sectors * SECTOR;
   }
   assert.equal(at, out.length);
+});
+
+test('stored grains are valid zlib streams; Adler-32 agrees with zlib', () => {
+  for (const n of [1, 7, 255, 5552, 5553, 65535, 65536, 65537, 131071]) {
+    const data = xorshiftBytes(n, n);
+    const out = Buffer.alloc(storedZlibLength(n) + 5, 0xee);
+    const len = storedZlib(data, out, 3);
+    assert.equal(len, storedZlibLength(n));
+    assert.ok(inflateSync(out.subarray(3, 3 + len)).equals(data), `${n} bytes round trip through zlib`);
+    assert.equal(out[3 + len], 0xee, 'nothing written past the stream');
+    const z = deflateSync(data, { level: 0 });
+    assert.equal(adler32(data), z.readUInt32BE(z.length - 4), `Adler-32 of ${n} bytes`);
+  }
+  const ones = Buffer.alloc(65536, 0xff); // the largest sums
+  const z = deflateSync(ones);
+  assert.equal(adler32(ones), z.readUInt32BE(z.length - 4));
 });
 
 test('the stream does not depend on how many compression threads ran', async () => {

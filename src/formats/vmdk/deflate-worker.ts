@@ -9,9 +9,9 @@
  *
  * Incompressible data (already-compressed or encrypted content) costs zlib as much time as it
  * does at any level and gains nothing, so a grain whose byte histogram looks random is
- * test-compressed on an 8 KiB sample; if that sample does not shrink, the grain is stored with
- * zlib level 0 (a valid zlib stream of stored blocks, 16 bytes larger than the data, which is
- * what a real compressor would have produced anyway).
+ * test-compressed on an 8 KiB sample; if that sample does not shrink, the grain is stored: a
+ * valid zlib stream of stored blocks, 16 bytes larger than the data, which is what a real
+ * compressor would have produced anyway.
  */
 import { parentPort } from 'node:worker_threads';
 import { deflateSync } from 'node:zlib';
@@ -23,6 +23,8 @@ export interface DeflateJob {
   lba: number;
   grainBytes: number;
   level: number;
+  /** a buffer to write the markers into, if big enough (handed back and forth, never garbage) */
+  outBuf?: ArrayBuffer;
 }
 
 export interface DeflateResult {
@@ -65,6 +67,75 @@ function sampledEntropy(b: Buffer): number {
   return e;
 }
 
+/** Adler-32 (RFC 1950 §8.2), the zlib trailer; reduced every 5552 bytes as zlib does */
+export function adler32(b: Buffer): number {
+  let a = 1;
+  let s = 0;
+  const n = b.length;
+  let i = 0;
+  while (i < n) {
+    const end = Math.min(n, i + 5552);
+    const end8 = i + ((end - i) & ~7);
+    while (i < end8) {
+      a += b[i]!;
+      s += a;
+      a += b[i + 1]!;
+      s += a;
+      a += b[i + 2]!;
+      s += a;
+      a += b[i + 3]!;
+      s += a;
+      a += b[i + 4]!;
+      s += a;
+      a += b[i + 5]!;
+      s += a;
+      a += b[i + 6]!;
+      s += a;
+      a += b[i + 7]!;
+      s += a;
+      i += 8;
+    }
+    while (i < end) {
+      a += b[i++]!;
+      s += a;
+    }
+    a %= 65521;
+    s %= 65521;
+  }
+  return ((s << 16) | a) >>> 0;
+}
+
+/**
+ * `grain` as a zlib stream of stored (uncompressed) deflate blocks, written into `out` at `at`;
+ * returns its length. Written by hand rather than with zlib level 0 so that an incompressible
+ * grain costs no allocation at all: buffers zlib returns are external memory, which V8 only
+ * reclaims after tens of MiB of it have piled up in each thread.
+ */
+export function storedZlib(grain: Buffer, out: Buffer, at: number): number {
+  let p = at;
+  out[p++] = 0x78; // CMF: deflate, 32 KiB window
+  out[p++] = 0x01; // FLG: fastest, no dictionary; (0x78 << 8 | 0x01) % 31 === 0
+  for (let i = 0; i < grain.length || i === 0; ) {
+    const n = Math.min(0xffff, grain.length - i);
+    const last = i + n >= grain.length;
+    out[p++] = last ? 1 : 0; // BFINAL, BTYPE 00 (stored)
+    out.writeUInt16LE(n, p);
+    out.writeUInt16LE(~n & 0xffff, p + 2);
+    p += 4;
+    grain.copy(out, p, i, i + n);
+    p += n;
+    i += n;
+    if (last) break;
+  }
+  out.writeUInt32BE(adler32(grain), p);
+  return p + 4 - at;
+}
+
+/** bytes storedZlib writes for `length` bytes */
+export function storedZlibLength(length: number): number {
+  return 2 + 5 * Math.max(1, Math.ceil(length / 0xffff)) + length + 4;
+}
+
 function looksIncompressible(grain: Buffer): boolean {
   if (sampledEntropy(grain) < 7.8) return false;
   const mid = grain.length >> 1;
@@ -74,7 +145,8 @@ function looksIncompressible(grain: Buffer): boolean {
 
 export function compressGrains(job: DeflateJob): DeflateResult {
   const data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
-  const parts: Buffer[] = [];
+  // per non-zero grain: its zlib stream, or undefined for a stored one (written straight into out)
+  const parts: (Buffer | undefined)[] = [];
   const grains: number[] = [];
   let total = 0;
   const count = Math.ceil(data.length / job.grainBytes);
@@ -82,23 +154,29 @@ export function compressGrains(job: DeflateJob): DeflateResult {
   for (let g = 0; g < count; g++) {
     const grain = data.subarray(g * job.grainBytes, (g + 1) * job.grainBytes);
     if (isZero(grain)) continue;
-    const level = job.level > 0 && looksIncompressible(grain) ? 0 : job.level;
-    const z = deflateSync(grain, { level });
-    const sectors = Math.ceil((12 + z.length) / SECTOR);
+    const z = job.level > 0 && !looksIncompressible(grain) ? deflateSync(grain, { level: job.level }) : undefined;
+    const size = z ? z.length : storedZlibLength(grain.length);
+    const sectors = Math.ceil((12 + size) / SECTOR);
     parts.push(z);
     grains.push(g, sectors);
     total += sectors * SECTOR;
   }
-  // not from Buffer's shared pool: this memory is transferred to the main thread
-  const out = Buffer.allocUnsafeSlow(total);
+  // reuse the caller's buffer; otherwise not from Buffer's shared pool, since this memory is
+  // transferred to the main thread
+  const out = job.outBuf && job.outBuf.byteLength >= total ? Buffer.from(job.outBuf, 0, total) : Buffer.allocUnsafeSlow(total);
   let at = 0;
   for (let i = 0; i < parts.length; i++) {
-    const z = parts[i]!;
+    const z = parts[i];
+    const g = grains[2 * i]!;
     const end = at + grains[2 * i + 1]! * SECTOR;
-    out.writeBigUInt64LE(BigInt(job.lba + grains[2 * i]! * grainSectors), at);
-    out.writeUInt32LE(z.length, at + 8);
-    z.copy(out, at + 12);
-    out.fill(0, at + 12 + z.length, end);
+    let size: number;
+    if (z) {
+      z.copy(out, at + 12);
+      size = z.length;
+    } else size = storedZlib(data.subarray(g * job.grainBytes, (g + 1) * job.grainBytes), out, at + 12);
+    out.writeBigUInt64LE(BigInt(job.lba + g * grainSectors), at);
+    out.writeUInt32LE(size, at + 8);
+    out.fill(0, at + 12 + size, end);
     at = end;
   }
   return { id: job.id, out, grains, data: job.data };

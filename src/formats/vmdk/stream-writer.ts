@@ -56,6 +56,8 @@ const GT_SECTORS = (GTES * 4) / SECTOR_SIZE;
 const GT_SPAN = GRAIN_BYTES * GTES; // 32 MiB of virtual disk per grain table
 /** bytes per compression job: 16 grains; a job never crosses a grain-table range */
 const JOB_BYTES = 16 * GRAIN_BYTES;
+/** room for a job's markers: a grain that does not compress grows by a few bytes, to 129 sectors */
+const JOB_OUT_BYTES = 16 * (GRAIN_SECTORS + 1) * SECTOR_SIZE;
 /** grain-marker sectors are u32 in the grain tables */
 const MAX_FILE_SECTORS = 0xffffffff;
 
@@ -75,7 +77,7 @@ export interface StreamWriteOptions {
   hwVersion?: number | string;
   /** zlib level 1-9 (default 1, as VMware's exporter writes: its grains start 78 01) */
   compressionLevel?: number;
-  /** compression threads (default: one per core) */
+  /** compression threads (default: one per core, at most 4: each costs up to ~40 MiB) */
   workers?: number;
   /** extra ddb entries (e.g. a uuid to keep) */
   ddb?: [string, string][];
@@ -173,7 +175,9 @@ class DeflatePool {
   constructor(count: number) {
     const url = new URL('./deflate-worker.js', import.meta.url);
     for (let i = 0; i < count; i++) {
-      const w = new Worker(url);
+      // small heaps: each grain makes a little garbage, and a worker's default young generation
+      // would let tens of MiB of it pile up per thread before collecting
+      const w = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 48 } });
       w.on('message', (r: DeflateResult) => {
         const p = this.waiting.get(r.id);
         this.waiting.delete(r.id);
@@ -197,7 +201,9 @@ class DeflatePool {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise((resolve, reject) => {
       this.waiting.set(job.id, { resolve, reject });
-      this.workers[this.next++ % this.workers.length]!.postMessage(job, [job.data.buffer as ArrayBuffer]);
+      const transfer = [job.data.buffer as ArrayBuffer];
+      if (job.outBuf) transfer.push(job.outBuf);
+      this.workers[this.next++ % this.workers.length]!.postMessage(job, transfer);
     });
   }
 
@@ -247,10 +253,14 @@ export async function writeStreamOptimized(src: StreamSource, sink: ByteSink, op
     gtUsed = false;
   };
 
-  const workers = Math.max(1, opts.workers ?? Math.min(availableParallelism(), 8));
+  const workers = Math.max(1, opts.workers ?? Math.min(availableParallelism(), 4));
   const pool = new DeflatePool(workers);
   const maxInFlight = workers * 3;
+  // Input and output buffers travel to a worker and back, and are reused: transferred buffers
+  // that became garbage would only be reclaimed by a full collection of the main heap, which
+  // stays small, so tens of MiB of them could pile up.
   const free: ArrayBuffer[] = [];
+  const freeOut: ArrayBuffer[] = [];
   const inFlight: { offset: number; end: number; result: Promise<DeflateResult> }[] = [];
   let nextId = 0;
   let lastEnd = 0; // end of the last job: spans widened to whole grains may overlap it
@@ -275,6 +285,7 @@ export async function writeStreamOptimized(src: StreamSource, sink: ByteSink, op
     if (r.grains.length > 0) gtUsed = true;
     if (at > MAX_FILE_SECTORS) throw new DiskError('INVAL', 'the stream would exceed 2 TiB, the most a grain table can address', { path: sink.name, field: 'capacity' });
     await sink.append(out);
+    if (r.out.buffer.byteLength >= JOB_OUT_BYTES) freeOut.push(r.out.buffer as ArrayBuffer);
     opts.onProgress?.(job.end, sink.position);
   };
 
@@ -293,7 +304,7 @@ export async function writeStreamOptimized(src: StreamSource, sink: ByteSink, op
         const readable = Math.min(end, src.capacity) - from;
         await src.readInto(buf.subarray(0, readable), from);
         buf.fill(0, readable);
-        const job: DeflateJob = { id: nextId++, data: new Uint8Array(ab, 0, bytes), lba: from / SECTOR_SIZE, grainBytes: GRAIN_BYTES, level };
+        const job: DeflateJob = { id: nextId++, data: new Uint8Array(ab, 0, bytes), lba: from / SECTOR_SIZE, grainBytes: GRAIN_BYTES, level, outBuf: freeOut.pop() ?? new ArrayBuffer(JOB_OUT_BYTES) };
         const result = pool.run(job);
         result.catch(() => {}); // awaited in order by emit
         inFlight.push({ offset: from, end, result });
