@@ -332,15 +332,16 @@ test('an L1 table naming one L2 table a million times: open, info and check stay
   const ms = performance.now() - t0;
   assert.equal(info.capacity, entries * 512 * MiB);
   assert.equal(info.allocatedBytes, entries * 3 * CS, 'three data clusters per L2 range');
-  assert.ok(ms < 2000, `open + info took ${ms.toFixed(0)} ms`);
-  // check walks the shared table once and counts it a million times
+  assert.ok(ms < 5000, `open + info took ${ms.toFixed(0)} ms`);
+  // check walks the shared table once and counts it a million times (the bounds leave room for a
+  // loaded machine; walking the table once per entry would take hours, not seconds)
   const t1 = performance.now();
   const link = await openLink(p, { readOnly: true, singleLink: true });
   const report = await link.check!({ repair: false });
   await link.close();
   const checkMs = performance.now() - t1;
   assert.ok(report.findings.some((f) => f.kind === 'corruption' && f.message === `ERROR cluster ${l2 / CS} refcount=1 reference=${entries}`), JSON.stringify(report.findings.slice(0, 3)));
-  assert.ok(checkMs < 3000, `check took ${checkMs.toFixed(0)} ms`);
+  assert.ok(checkMs < 10000, `check took ${checkMs.toFixed(0)} ms`);
 });
 
 test('a valid snapshot table is listed in metadata', async () => {
