@@ -6,7 +6,7 @@ import { COWD_MAGIC, SPARSE_MAGIC } from './structs.js';
 
 export const vmdkDriver: Driver = Object.freeze({
   name: 'vmdk',
-  description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs, streamOptimized (read)',
+  description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs, streamOptimized (read; written whole by convert)',
   extensions: ['vmdk'],
   newIdentity: () => hex8(newCid()),
   createOptions: [
