@@ -10,7 +10,7 @@ export const vmdkDriver: Driver = Object.freeze({
   extensions: ['vmdk'],
   newIdentity: () => hex8(newCid()),
   createOptions: [
-    { name: 'type', description: 'monolithicSparse (0), twoGbMaxExtentSparse (1), monolithicFlat (2), twoGbMaxExtentFlat (3), vmfs (4), vmfsThin' },
+    { name: 'type', description: 'monolithicSparse (0), twoGbMaxExtentSparse (1), monolithicFlat (2), twoGbMaxExtentFlat (3), vmfs (4), vmfsThin, streamOptimized (5, convert only)' },
     { name: 'adapterType', description: 'ide, buslogic, lsilogic (default), pvscsi, legacyESX' },
     { name: 'hwVersion', description: 'ddb.virtualHWVersion (default 4)' },
     { name: 'thin', description: 'vmfs: ddb.thinProvisioned' },
