@@ -195,13 +195,16 @@ export interface SeSparseSpec {
   zero: number;
   unmapped: number;
   missingTables?: number[];
+  /** highest grain slot to use (default grains + 4096, so some slots lie past 4096) */
+  maxSlot?: number;
 }
 
 /**
  * A SESparse file laid out as ESXi's logged example, scaled down: constant header (sector 0),
  * volatile header (1), journal header and journal, GD, the grain-table area (tables placed at
  * random slots, so GD entry i rarely names table i), free bitmap, back map, grains. Grain slots
- * are drawn from a range past 4096 so the split grain index (bits 48-59 and 0-47) is exercised.
+ * are drawn from [0, grains + 4096] by default, so some lie past 4096 and the split grain index (bits 48-59
+ * and 0-47 of an entry) is exercised.
  */
 export function buildSeSparse(rng: BuildRng, spec: SeSparseSpec): BuiltExtent {
   const { capacitySectors } = spec;
@@ -249,7 +252,7 @@ export function buildSeSparse(rng: BuildRng, spec: SeSparseSpec): BuiltExtent {
       const r = rng.float();
       if (r < spec.data) {
         let k: number;
-        do k = rng.int(0, Math.max(3 * 4096, 4 * grains)); while (usedSlots.has(k));
+        do k = rng.int(0, spec.maxSlot ?? grains + 4096); while (usedSlots.has(k));
         usedSlots.add(k);
         maxSlot = Math.max(maxSlot, k);
         const e = 0x3000000000000000n | (BigInt(k & 0xfff) << 48n) | BigInt(Math.floor(k / 4096));

@@ -203,6 +203,19 @@ export class EsxSparseExtent implements Extent {
     if (gtAreaAt < 1) throw bad('grainTablesOffset', 'grain tables overlap the constant header', '>= 1', gtAreaAt);
     const gtSlots = Math.floor(num('grainTablesSize') / SESPARSE_GT_SECTORS);
     const grainsAt = region('grainsOffset', 0, 'grain area');
+    // The directory, the table area and the start of the grains are fixed, separate areas (ESXi
+    // lays them out one after the other): a directory that runs into the tables is a damaged
+    // size field, refused before a directory of that size is read.
+    const gdSector = gdAt / SECTOR_SIZE;
+    const gtAreaEnd = gtAreaAt + gtSlots * SESPARSE_GT_SECTORS;
+    const overlaps = (a: number, aEnd: number, b: number, bEnd: number) => a < bEnd && b < aEnd;
+    if (overlaps(gdSector, gdSector + gdSectors, gtAreaAt, gtAreaEnd)) {
+      throw bad('grainDirSize', 'grain directory overlaps the grain-table area', `<= ${gtAreaAt > gdSector ? gtAreaAt - gdSector : 'n/a'} sectors`, gdSectors);
+    }
+    const grainsSector = grainsAt / SECTOR_SIZE;
+    if (overlaps(grainsSector, grainsSector + 1, gdSector, gdSector + gdSectors) || overlaps(grainsSector, grainsSector + 1, gtAreaAt, gtAreaEnd)) {
+      throw bad('grainsOffset', 'grain area starts inside the grain directory or the grain-table area', 'an offset after both', grainsSector);
+    }
 
     const gd = await readU32Array(store, gdAt, needed * 2);
     const tables = new Float64Array(needed);
