@@ -177,11 +177,17 @@ test('descriptor with a garbage line, a bad extent type, or version=4 -> the par
   await expectFailure(() => Disk.open(v, { format: 'vmdk' }), { code: 'UNSUPPORTEDDISKVERSION', path: v, field: 'version' });
 });
 
-test('unsupported extent kinds (VMFSRAW, SESPARSE) -> NOTSUPPORTED', async () => {
+test('unsupported extent kinds (VMFSRAW, VMFSRDM) -> NOTSUPPORTED', async () => {
   const r = writeDescriptor([`RW ${SECTORS} VMFSRAW "inside-flat.vmdk"`], 'vmfsRaw');
   await expectFailure(() => Disk.open(r), { code: 'NOTSUPPORTED', path: r, field: 'extent type' });
+  const m = writeDescriptor([`RW ${SECTORS} VMFSRDM "inside-flat.vmdk"`], 'vmfsRawDeviceMap');
+  await expectFailure(() => Disk.open(m), { code: 'NOTSUPPORTED', path: m, field: 'extent type' });
+});
+
+test('a SESPARSE extent that is not a SESparse file -> INVALIDDISK naming the extent (read-write: NOTSUPPORTED first)', async () => {
   const s = writeDescriptor([`RW ${SECTORS} SESPARSE "inside-flat.vmdk"`], 'seSparse');
-  await expectFailure(() => Disk.open(s), { code: 'NOTSUPPORTED', path: s, field: 'extent type' });
+  await expectFailure(() => Disk.open(s, { readOnly: true }), { code: 'INVALIDDISK', path: join(here, 'inside-flat.vmdk'), field: 'magic' });
+  await expectFailure(() => Disk.open(s), { code: 'NOTSUPPORTED', path: join(here, 'inside-flat.vmdk'), field: 'extent type' });
 });
 
 test('a SPARSE extent that is not a sparse file -> INVALIDDISK naming the extent', async () => {

@@ -2,11 +2,11 @@ import type { CreateOptions, Driver, OpenOptions } from '../types.js';
 import { createVmdk } from './create.js';
 import { hex8, looksLikeDescriptor } from './descriptor.js';
 import { VMDK_CAPABILITIES, VmdkImage, newCid } from './image.js';
-import { COWD_MAGIC, SPARSE_MAGIC } from './structs.js';
+import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
 
 export const vmdkDriver: Driver = Object.freeze({
   name: 'vmdk',
-  description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs, streamOptimized (read; written whole by convert)',
+  description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs; streamOptimized (read; written whole by convert); ESXi deltas (vmfsSparse, seSparse) read-only',
   extensions: ['vmdk'],
   newIdentity: () => hex8(newCid()),
   createOptions: [
@@ -22,6 +22,7 @@ export const vmdkDriver: Driver = Object.freeze({
       const magic = head.readUInt32LE(0);
       if (magic === SPARSE_MAGIC || magic === COWD_MAGIC) return 100;
     }
+    if (head.length >= 8 && head.readBigUInt64LE(0) === SESPARSE_CONST_MAGIC) return 100;
     return looksLikeDescriptor(head) ? 100 : 0;
   },
   open: (path: string, opts: OpenOptions) => VmdkImage.open(path, opts),

@@ -1,4 +1,4 @@
-/** The three kinds of extent a VMDK link is made of, behind one small interface. */
+/** The kinds of extent a VMDK link is made of, behind one small interface (ESXi deltas: esx-sparse.ts). */
 import { DiskError } from '../../core/errors.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent } from '../types.js';
@@ -13,6 +13,8 @@ export interface Extent {
   readonly path?: string;
   readonly store?: ByteStore;
   readonly sparse?: SparseExtent;
+  /** allocation unit of a sparse extent, in bytes (absent for flat and zero extents) */
+  readonly grainBytes?: number;
   read(into: Buffer, offset: number): Promise<void>;
   write(data: Buffer, offset: number): Promise<void>;
   status(offset: number, length: number): Promise<BlockExtent[]>;
@@ -92,6 +94,9 @@ export class SparseFileExtent implements Extent {
   ) {}
   get store(): ByteStore {
     return this.sparse.store;
+  }
+  get grainBytes(): number {
+    return this.sparse.grainBytes;
   }
   get length(): number {
     return this.line.sectorCount * 512;

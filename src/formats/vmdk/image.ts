@@ -28,8 +28,9 @@ import type { ByteStore } from '../../storage/store.js';
 import type { BackingLink, BlockExtent, Capabilities, CheckFinding, CheckReport, DiskInfo, ExtentInfo, Geometry, Image, OpenOptions } from '../types.js';
 import { Descriptor, MAX_DESCRIPTOR_BYTES, hex8, looksLikeDescriptor, parseCid, type ExtentLine } from './descriptor.js';
 import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
+import { EsxSparseExtent } from './esx-sparse.js';
 import { SparseExtent } from './sparse.js';
-import { COWD_MAGIC, SPARSE_MAGIC } from './structs.js';
+import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
 
 export const VMDK_CREATE_TYPES = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'] as const;
 
@@ -105,7 +106,7 @@ export class VmdkImage implements Image {
   }
 
   get clusterSize(): number {
-    return Math.max(SECTOR_SIZE, ...this.sparseExtents.map((x) => x.grainBytes));
+    return Math.max(SECTOR_SIZE, ...this.extents.map((e) => e.grainBytes ?? 0));
   }
 
   backing(): BackingLink | undefined {
@@ -162,8 +163,8 @@ export class VmdkImage implements Image {
       const head = await store.readZeroPadded(0, Math.min(Math.max(size, 0), 4096));
       const magic = head.length >= 4 ? head.readUInt32LE(0) : 0;
       if (magic === SPARSE_MAGIC) return await VmdkImage.openMonolithic(path, store, readOnly, !!opts.preserveIdentity);
-      if (magic === COWD_MAGIC) {
-        throw new DiskError('NOTSUPPORTED', 'ESX sparse (COWD) extents are not supported yet; open the delta through its descriptor', { path });
+      if (magic === COWD_MAGIC || (head.length >= 8 && head.readBigUInt64LE(0) === SESPARSE_CONST_MAGIC)) {
+        return await VmdkImage.openBareEsx(path, store, magic === COWD_MAGIC ? 'VMFSSPARSE' : 'SESPARSE', readOnly);
       }
       if (!looksLikeDescriptor(head)) throw new DiskError('INVALIDDISK', 'not a VMDK file (no sparse header magic and no text descriptor)', { path });
       if (size > MAX_DESCRIPTOR_BYTES) {
@@ -214,6 +215,27 @@ export class VmdkImage implements Image {
     const image = new VmdkImage(path, descriptor, [extent], writable ? sparse : undefined, writable, readOnly || sparse.readOnly || line.access !== 'RW', preserveIdentity);
     await image.markOpen();
     return image;
+  }
+
+  /**
+   * A COWD or SESparse file opened without its descriptor (as a bare -s001 file can be): it is
+   * described as a link of its own, with no parent, so unallocated grains read as zeros. QEMU
+   * cannot open these files alone; the descriptor (`-000001.vmdk`) is the normal way in.
+   */
+  private static async openBareEsx(path: string, store: ByteStore, type: 'VMFSSPARSE' | 'SESPARSE', readOnly: boolean): Promise<VmdkImage> {
+    // the line's size is not known before the header is read: open with a provisional line
+    const provisional: ExtentLine = { access: 'RDONLY', sectorCount: 1, type, fileName: basename(path), offsetSectors: 0 };
+    const open = type === 'VMFSSPARSE' ? EsxSparseExtent.openCowd : EsxSparseExtent.openSeSparse;
+    const probe = await open(provisional, store, { readOnly });
+    const sectors = probe.capacityBytes / SECTOR_SIZE;
+    const descriptor = Descriptor.build({
+      cid: NO_PARENT - 1,
+      createType: type === 'VMFSSPARSE' ? 'vmfsSparse' : 'seSparse',
+      extents: [{ ...provisional, access: 'RW', sectorCount: sectors }],
+      ddb: [],
+    });
+    const extent = probe.withLine(descriptor.extents()[0]!);
+    return new VmdkImage(path, descriptor, [extent], undefined, false, true);
   }
 
   private get sparseExtents(): SparseExtent[] {
@@ -512,7 +534,7 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
       out.push(new ZeroExtent(line, path));
       continue;
     }
-    if (line.type === 'VMFSRDM' || line.type === 'VMFSRAW' || line.type === 'SESPARSE') {
+    if (line.type === 'VMFSRDM' || line.type === 'VMFSRAW') {
       throw new DiskError('NOTSUPPORTED', `${line.type} extents are not supported`, { path, field: 'extent type', found: line.type });
     }
     const file = await resolveExtentPath(path, line.fileName!, !!opts.allowExternalExtents);
@@ -523,10 +545,16 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
       out.push(new FlatExtent(line, store, file, line.offsetSectors * SECTOR_SIZE, await store.size(), extentReadOnly));
       continue;
     }
-    // SPARSE, or VMFSSPARSE holding a hosted sparse file
+    if (line.type === 'SESPARSE') {
+      out.push(await EsxSparseExtent.openSeSparse(line, store, { readOnly: extentReadOnly }));
+      continue;
+    }
+    // SPARSE or VMFSSPARSE: a hosted sparse (KDMV) or an ESX sparse (COWD) file; like QEMU, we
+    // go by the magic, not by the extent type
     const head = await store.readZeroPadded(0, 4);
     if (head.readUInt32LE(0) === COWD_MAGIC) {
-      throw new DiskError('NOTSUPPORTED', 'ESX sparse (COWD) extents are not supported yet', { path: file, field: 'magicNumber' });
+      out.push(await EsxSparseExtent.openCowd(line, store, { readOnly: extentReadOnly }));
+      continue;
     }
     const sparse = await SparseExtent.open(store, { readOnly: extentReadOnly });
     if (line.sectorCount * SECTOR_SIZE > sparse.capacityBytes) {

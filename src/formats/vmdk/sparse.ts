@@ -631,7 +631,7 @@ export class SparseExtent {
  * overlap (crafted files point many entries at one table to make scans endless). The count
  * check comes first, so a tiny file with a huge directory is refused without sorting it.
  */
-function checkDirectory(dir: Uint32Array, field: 'GDE' | 'RGDE', gtSectors: number, fileSize: number, path: string): void {
+export function checkDirectory(dir: Uint32Array, field: 'GDE' | 'RGDE', gtSectors: number, fileSize: number, path: string): void {
   const fileSectors = Math.floor(fileSize / SECTOR_SIZE);
   let used = 0;
   for (let i = 0; i < dir.length; i++) {
@@ -653,7 +653,7 @@ function checkDirectory(dir: Uint32Array, field: 'GDE' | 'RGDE', gtSectors: numb
   }
 }
 
-async function readU32Array(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
+export async function readU32Array(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
   const arr = new Uint32Array(count);
   const view = Buffer.from(arr.buffer, arr.byteOffset, count * 4);
   await store.readInto(view, at);
