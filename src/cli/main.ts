@@ -18,6 +18,7 @@ import { createChild } from '../ops/child.js';
 import { describeChain } from '../ops/chain-list.js';
 import { commit, mergeIntoTop } from '../ops/commit.js';
 import { rebase } from '../ops/rebase.js';
+import { measure } from '../ops/measure.js';
 import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
 
 class UsageError extends Error {}
@@ -350,6 +351,29 @@ export function buildProgram(): Command {
         await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => convert(d, target, options));
       }
       if (tty) process.stderr.write('\n');
+    });
+
+  withOptions(program.command('measure'), readingOptions())
+    .description('bytes a new image will take, for a source disk or a bare size (qemu-img measure, VixDiskLib_SpaceNeededForClone)')
+    .requiredOption('-O, --output-format <fmt>', 'target format (see `vdkit formats`)')
+    .option('-t, --type <type>', 'target type (VMDK createType, fixed/dynamic, ...)')
+    .option('-o, --options <list>', 'qemu-img style target options: subformat, cluster_size, block_size, ... (key=value,...)')
+    .option('--size <size>', 'target virtual size (default: the source\'s); FILE may then be omitted')
+    .option('--json', 'machine-readable output')
+    .argument('[file]', 'the source disk')
+    .action(async (file: string | undefined, o) => {
+      if (file === undefined && o.size === undefined) throw new UsageError('measure: give a FILE or --size');
+      const extra = parseCreateOptions(o.options);
+      const target = {
+        ...extra,
+        format: QEMU_FORMAT_NAMES[o.outputFormat] ?? o.outputFormat,
+        type: o.type ?? extra.type,
+        capacity: o.size === undefined ? undefined : num(o.size, '--size'),
+      };
+      const r = file === undefined ? await measure(undefined, target) : await withDisk(file, { readOnly: true, ...openOpts(o) }, (d) => measure(d, target));
+      if (o.json) await out(JSON.stringify({ required: r.required, 'fully-allocated': r.fullyAllocated, capacity: r.capacity, notes: r.notes }, null, 2) + '\n');
+      else await out(`required size: ${r.required}\nfully allocated size: ${r.fullyAllocated}\n`);
+      if (!o.json) for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
     });
 
   withOptions(program.command('check'), [formatOpt(), untrusted(), external()])
