@@ -377,6 +377,7 @@ export function buildProgram(): Command {
     .option('-t, --type <type>', 'target type (VMDK createType, fixed/dynamic, ...)')
     .option('-o, --options <list>', 'qemu-img style target options: subformat, cluster_size, block_size, ... (key=value,...)')
     .option('--size <size>', 'target virtual size (default: the source\'s); FILE may then be omitted')
+    .option('--detect-zeroes', 'read the data and count only blocks that are not all zeros (what convert writes)')
     .option('--json', 'machine-readable output')
     .argument('[file]', 'the source disk')
     .action(async (file: string | undefined, o) => {
@@ -387,6 +388,7 @@ export function buildProgram(): Command {
         format: QEMU_FORMAT_NAMES[o.outputFormat] ?? o.outputFormat,
         type: o.type ?? extra.type,
         capacity: o.size === undefined ? undefined : num(o.size, '--size'),
+        detectZeroes: !!o.detectZeroes,
       };
       const r = file === undefined ? await measure(undefined, target) : await withDisk(file, { readOnly: true, ...openOpts(o) }, (d) => measure(d, target));
       if (o.json) await out(JSON.stringify({ required: r.required, 'fully-allocated': r.fullyAllocated, capacity: r.capacity, notes: r.notes }, null, 2) + '\n');
