@@ -392,7 +392,7 @@ export async function lint(disk: Disk, profile: TargetProfile): Promise<LintFind
 
   if (format === 'vmdk') {
     if (type === 'streamOptimized' && profile.sparseVersion !== undefined && info.version !== undefined && info.version !== profile.sparseVersion) {
-      add('error', 'version', `sparse header version ${info.version}: ${profile.title} wants version ${profile.sparseVersion} for streamOptimized ("Not a supported disk format (sparse VMDK version too old)")`, fixConvert);
+      add('error', 'version', `sparse header version ${info.version}: ${profile.title} wants version ${profile.sparseVersion} for streamOptimized (older streams are refused: "Not a supported disk format (sparse VMDK version too old)")`, fixConvert);
     }
     if (profile.sparseVersions && info.version !== undefined && !profile.sparseVersions.includes(info.version)) {
       add('error', 'version', `sparse header version ${info.version}: ${profile.title} reads versions ${profile.sparseVersions.join(' and ')}`, fixConvert);
