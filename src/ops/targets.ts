@@ -181,13 +181,14 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     standalone: true,
     accepts: [
       { format: 'vhd', types: ['fixed'], verdict: 'ok' },
-      { format: 'vhd', verdict: 'error', why: 'Azure takes fixed VHDs only (Add-AzVhd converts dynamic ones on upload; other uploads do not)' },
+      { format: 'vhd', verdict: 'error', why: 'Azure takes fixed VHDs only (Add-AzVhd converts a dynamic one while uploading; an upload of the file as it is needs it fixed)' },
       { format: '*', verdict: 'error', why: 'Azure imports fixed VHD files only (VHDX and others must be converted)' },
     ],
     sources: [
       'https://learn.microsoft.com/powershell/module/az.compute/add-azvhd ("needs to be a .vhd file and in size N * MiB + 512 bytes"; dynamic VHDs converted to fixed)',
       'https://learn.microsoft.com/ja-jp/dotnet/api/azure.resourcemanager.compute.models.diskcreationdata.uploadsizebytes?view=azure-dotnet (upload size between 20 MiB + 512 and 32 TiB + 512)',
       'https://github.com/qemu/qemu/commit/ecdb0d5651eb9a9604c23e342cfd993a49140309 (Azure needs 1 MB alignment and an exact BAT)',
+      'http://www.systemcentercentral.com/faq-are-vhds-in-microsoft-azure-fixed-or-dynamic/ ("Azure supports VHD format, fixed disks")',
       'shared/research/peers.md §2 items 14-21; shared/formats/vhd.md §3 (Azure: fixed, whole MiB, force_size)',
     ],
   },
