@@ -1,7 +1,6 @@
 /**
  * Target profiles (docs/targets.md): applyTarget's choices as data, `vdkit convert --target` for
- * every profile vdkit can already write (all but aws, whose streamOptimized writer lands
- * separately) checked by the outside tools (qemu-img info/compare/check, vmdkinfo, vhdiinfo,
+ * every profile checked by the outside tools (qemu-img info/compare/check, vmdkinfo, vhdiinfo,
  * the VHD footer read with plain fs), `vdkit lint --target` passing on each result, and lint's
  * specific findings on images that break a target's rules (exit 1), with exit 2 on errors.
  */
@@ -96,7 +95,7 @@ test('applyTarget: what each profile chooses, rounding, explicit options winning
   assert.throws(() => targetByName('nowhere'), (e: unknown) => e instanceof DiskError && e.code === 'INVAL');
 });
 
-test('convert --target: each writable profile, checked by qemu-img, vmdkinfo, vhdiinfo and lint', async (t) => {
+test('convert --target: every profile, checked by qemu-img, vmdkinfo, vhdiinfo and lint', async (t) => {
   if (!skipUnless(t, 'qemu-img', 'qemu-io', 'vmdkinfo', 'vhdiinfo')) return;
   const dir = (await tmpDir(t, 'vdkit-targets-')).path;
   const src = join(dir, 'src.qcow2');
@@ -168,6 +167,23 @@ test('convert --target: each writable profile, checked by qemu-img, vmdkinfo, vh
         assert.equal(Number(footer.readBigUInt64BE(48)), 34 * MiB, 'current size');
         assert.equal(Number(footer.readBigUInt64BE(40)), 34 * MiB, 'original size');
         assert.equal(footer.readBigUInt64BE(16), 0xffffffffffffffffn, 'a fixed disk has no data offset');
+      },
+    },
+    {
+      target: 'aws',
+      out: 'aws.vmdk',
+      qemuFormat: 'vmdk',
+      check: async (out) => {
+        const info = await qemuInfoJson(out, 'vmdk');
+        assert.equal((info['format-specific'] as { data: { 'create-type': string } }).data['create-type'], 'streamOptimized');
+        assert.equal((await toolInfo('vmdkinfo', out))['Disk type'], 'Stream optimized');
+        const head = Buffer.alloc(8);
+        const fh = await open(out, 'r');
+        await fh.read(head, 0, 8, 0);
+        await fh.close();
+        assert.equal(head.toString('latin1', 0, 4), 'KDMV');
+        assert.equal(head.readUInt32LE(4), 3, 'sparse header version 3');
+        assert.match(await readFile(out, 'latin1'), /ddb\.adapterType = "lsilogic"/);
       },
     },
     {
