@@ -17,6 +17,7 @@
 import { DiskError } from '../core/errors.js';
 import { roundUp } from '../core/ints.js';
 import type { Disk } from '../disk.js';
+import { driverByName } from '../formats/registry.js';
 import { normaliseCreateType } from '../formats/vmdk/create.js';
 import type { ConvertOptions } from './convert.js';
 
@@ -334,7 +335,9 @@ export function applyTarget(profile: TargetProfile, opts: ConvertOptions, source
     pick('clusterSize', profile.clusterSize, 'cluster size');
     pick('chsRounding', profile.chsRounding, 'CHS rounding');
   }
-  const rule = verdictOf(profile, format, normaliseType(format, out.type ?? (sameFormat ? profile.type : undefined)));
+  // the type the convert will write: the caller's, the profile's, or the format's default
+  const writes = out.type ?? (sameFormat ? profile.type : driverByName(format).capabilities.createTypes[0]);
+  const rule = verdictOf(profile, format, normaliseType(format, writes));
   if (rule.verdict !== 'ok') {
     conflicts.push({ severity: rule.verdict, field: 'format', message: `${format}${out.type ? ` ${out.type}` : ''}: ${rule.why}`, fix: `leave out -O/-t to get ${profile.format} ${profile.type}` });
   }

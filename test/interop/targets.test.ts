@@ -79,6 +79,10 @@ test('applyTarget: what each profile chooses, rounding, explicit options winning
   assert.equal(other.options.type, undefined, 'no VHD type forced onto another format');
   assert.equal(other.conflicts[0]?.field, 'format');
 
+  // another format the target also takes: its default type is judged, not "no type"
+  assert.deepEqual(applyTarget(targetByName('aws'), { format: 'vhd' }, SRC_SIZE).conflicts, []);
+  assert.equal(applyTarget(targetByName('aws'), { format: 'qcow2' }, SRC_SIZE).conflicts[0]?.severity, 'error');
+
   const hv = applyTarget(targetByName('hyperv'), {}, SRC_SIZE);
   assert.deepEqual([hv.options.format, hv.options.type, hv.options.blockSize], ['vhdx', 'dynamic', 32 * MiB]);
   assert.equal(applyTarget(targetByName('gcp'), {}, SRC_SIZE).capacity, GiB, 'GCP: whole GiB');
