@@ -14,3 +14,5 @@ export { createChild, defaultChildPath, type CreateChildOptions } from './ops/ch
 export { commit, mergeIntoTop, type CommitOptions, type MergeOptions } from './ops/commit.js';
 export { rebase, type RebaseOptions } from './ops/rebase.js';
 export { describeChain, type ChainLink, type ChainBreak } from './ops/chain-list.js';
+export { measure, type MeasureOptions, type MeasureResult } from './ops/measure.js';
+export { TARGETS, accepted, applyTarget, lint, targetByName, type AppliedTarget, type LintFinding, type Severity, type TargetName, type TargetProfile } from './ops/targets.js';

@@ -18,6 +18,8 @@ import { createChild } from '../ops/child.js';
 import { describeChain } from '../ops/chain-list.js';
 import { commit, mergeIntoTop } from '../ops/commit.js';
 import { rebase } from '../ops/rebase.js';
+import { measure } from '../ops/measure.js';
+import { TARGETS, accepted, applyTarget, lint, targetByName, type LintFinding, type TargetProfile } from '../ops/targets.js';
 import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
 
 class UsageError extends Error {}
@@ -308,9 +310,10 @@ export function buildProgram(): Command {
     .option('--compression-level <n>', 'streamOptimized: zlib level 1 (fastest, as VMware writes; default) to 9 (smallest)')
     .option('--stream-name <name>', 'streamOptimized to stdout: the file name recorded in the stream (default disk.vmdk)')
     .option('--input-size <size>', 'raw from stdin: its size (needed unless the output is raw to stdout)')
+    .option('--target <t>', `make what a target takes (${Object.keys(TARGETS).join(', ')}): format, type, adapter, versions, size rounding; -O/-t/-a/--hw override it (docs/targets.md)`)
     .argument('<src>')
     .argument('<dst>')
-    .action(async (src: string, dst: string, o) => {
+    .action(async (src: string, dst: string, o, cmd: Command) => {
       const started = Date.now();
       const tty = !!o.progress && process.stderr.isTTY;
       let lastDraw = 0;
@@ -339,17 +342,85 @@ export function buildProgram(): Command {
               }
             : undefined,
       };
+      // --target: the profile fills in what -O/-t/-a/--hw left open, and rounds the size (docs/targets.md)
+      const profile = o.target === undefined ? undefined : targetByName(o.target);
+      const forTarget = (capacity: number): ConvertOptions => {
+        if (!profile) return options;
+        const explicitFormat = cmd.getOptionValueSource('outputFormat') === 'default' ? undefined : format;
+        const applied = applyTarget(profile, { ...options, format: explicitFormat }, capacity);
+        process.stderr.write(`target ${profile.name} (${profile.title}): ${applied.choices.join('; ') || 'nothing to choose'}\n`);
+        for (const c of applied.conflicts) process.stderr.write(`${c.severity}: ${c.message}${c.fix ? ` (${c.fix})` : ''}\n`);
+        return applied.options;
+      };
       const target = toStdout ? (o.streamName ?? 'disk.vmdk') : dst;
       if (src === '-') {
         const input = await openSequentialInput(process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size') });
         if (input.capacity === undefined) {
           if (!(toStdout && format === 'raw')) throw new UsageError('raw input from stdin needs --input-size SIZE (unless the output is raw to stdout)');
           await copyPieces(input, sink!);
-        } else await convert(Disk.from(new SequentialImage(input, input.capacity)), target, options);
+        } else await convert(Disk.from(new SequentialImage(input, input.capacity)), target, forTarget(input.capacity));
       } else {
-        await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => convert(d, target, options));
+        await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => convert(d, target, forTarget(d.capacity)));
       }
       if (tty) process.stderr.write('\n');
+      if (profile && !toStdout) {
+        // check the result the way `vdkit lint --target` would
+        const findings = await withDisk(dst, { readOnly: true, singleLink: true }, (t) => lint(t, profile));
+        for (const f of findings) process.stderr.write(`${f.severity}: ${f.field}: ${f.message}\n`);
+        process.stderr.write(accepted(findings) ? `${dst}: nothing blocks ${profile.name}\n` : `${dst}: ${profile.name} would refuse it\n`);
+      }
+    });
+
+  withOptions(program.command('measure'), readingOptions())
+    .description('bytes a new image will take, for a source disk or a bare size (qemu-img measure, VixDiskLib_SpaceNeededForClone)')
+    .requiredOption('-O, --output-format <fmt>', 'target format (see `vdkit formats`)')
+    .option('-t, --type <type>', 'target type (VMDK createType, fixed/dynamic, ...)')
+    .option('-o, --options <list>', 'qemu-img style target options: subformat, cluster_size, block_size, ... (key=value,...)')
+    .option('--size <size>', 'target virtual size (default: the source\'s); FILE may then be omitted')
+    .option('--detect-zeroes', 'read the data and count only blocks that are not all zeros (what convert writes)')
+    .option('--json', 'machine-readable output')
+    .argument('[file]', 'the source disk')
+    .action(async (file: string | undefined, o) => {
+      if (file === undefined && o.size === undefined) throw new UsageError('measure: give a FILE or --size');
+      const extra = parseCreateOptions(o.options);
+      const target = {
+        ...extra,
+        format: QEMU_FORMAT_NAMES[o.outputFormat] ?? o.outputFormat,
+        type: o.type ?? extra.type,
+        capacity: o.size === undefined ? undefined : num(o.size, '--size'),
+        detectZeroes: !!o.detectZeroes,
+      };
+      const r = file === undefined ? await measure(undefined, target) : await withDisk(file, { readOnly: true, ...openOpts(o) }, (d) => measure(d, target));
+      if (o.json) await out(JSON.stringify({ required: r.required, 'fully-allocated': r.fullyAllocated, capacity: r.capacity, notes: r.notes }, null, 2) + '\n');
+      else await out(`required size: ${r.required}\nfully allocated size: ${r.fullyAllocated}\n`);
+      if (!o.json) for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
+    });
+
+  withOptions(program.command('lint'), [formatOpt(), untrusted(), external()])
+    .description('explain what an image lacks for a target (docs/targets.md): exit 0 nothing blocks, 1 the target would refuse it, 2 error')
+    .requiredOption('--target <t>', Object.keys(TARGETS).join(', '))
+    .option('--json', 'machine-readable findings')
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      let profile: TargetProfile;
+      let findings: LintFinding[];
+      try {
+        profile = targetByName(o.target);
+        // the image's own structure is what a target sees; a parent is reported, not opened
+        findings = await withDisk(file, { readOnly: true, ...openOpts(o), singleLink: true }, (d) => lint(d, profile));
+      } catch (err) {
+        if (!(err instanceof DiskError)) throw err;
+        process.stderr.write(`vdkit: ${err.code} (${err.number}): ${err.message}\n`);
+        exitStatus = 2; // 1 means "the target would refuse it"
+        return;
+      }
+      const ok = accepted(findings);
+      if (o.json) await out(JSON.stringify({ target: profile.name, accepted: ok, findings }, null, 2) + '\n');
+      else {
+        for (const f of findings) await out(`${f.severity}: ${f.field}: ${f.message}${f.fix ? `\n  fix: ${f.fix}` : ''}\n`);
+        await out(ok ? `${file}: nothing blocks ${profile.name} (${profile.title})\n` : `${file}: ${profile.name} would refuse it\n`);
+      }
+      if (!ok) exitStatus = 1;
     });
 
   withOptions(program.command('check'), [formatOpt(), untrusted(), external()])

@@ -5,7 +5,13 @@
 import { DiskError } from '../core/errors.js';
 import { FileStore } from '../storage/file.js';
 import { rawDriver } from './raw/driver.js';
-import type { Capabilities, CreateOptionInfo, Driver } from './types.js';
+import type { Capabilities, CreateOptionInfo, CreateOptions, Driver, MeasureLayout } from './types.js';
+import { measureQcow2 } from './qcow2/measure.js';
+import { measureRaw } from './raw/measure.js';
+import { measureVdi } from './vdi/measure.js';
+import { measureVhd } from './vhd/measure.js';
+import { measureVhdx } from './vhdx/measure.js';
+import { measureVmdk } from './vmdk/measure.js';
 import { vhdDriver } from './vhd/driver.js';
 import { vhdxDriver } from './vhdx/driver.js';
 import { vmdkDriver } from './vmdk/driver.js';
@@ -49,6 +55,27 @@ export function driverByName(name: string): Driver {
   const d = DRIVERS.find((x) => x.name === name.toLowerCase());
   if (!d) throw new DiskError('NOTSUPPORTED', `unknown format ${JSON.stringify(name)}`, { field: 'format', expected: DRIVERS.map((x) => x.name).join(', ') });
   return d;
+}
+
+/** Each format's layout numbers for `measure`, from the format's own folder (formats/<fmt>/measure.ts). */
+const MEASURE: Record<string, (opts: CreateOptions, name?: string) => MeasureLayout> = {
+  vmdk: measureVmdk,
+  vdi: measureVdi,
+  vhd: measureVhd,
+  vhdx: measureVhdx,
+  qcow2: measureQcow2,
+  raw: measureRaw,
+};
+
+/**
+ * How an image of `format` made with `opts` is laid out (file bytes per allocation unit and
+ * metadata). `name` is the target's file name, for formats whose descriptor names its files.
+ */
+export function measureLayout(format: string, opts: CreateOptions, name?: string): MeasureLayout {
+  const driver = driverByName(format);
+  const measure = MEASURE[driver.name];
+  if (!measure) throw new DiskError('NOTSUPPORTED', `${driver.name} images cannot be measured`, { field: 'format' });
+  return measure(opts, name);
 }
 
 export async function detectFormat(path: string): Promise<Driver> {

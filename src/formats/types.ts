@@ -260,6 +260,31 @@ export interface CreateOptions {
   blockSize?: number;
 }
 
+/** A run of allocation units of a target image that hold data (what `measure` counts). */
+export interface UnitRun {
+  /** index of the first unit (unit i covers virtual bytes [i*unit, (i+1)*unit)) */
+  first: number;
+  count: number;
+}
+
+/**
+ * How a format lays out an image made with given create options, for `measure`
+ * (VixDiskLib_SpaceNeededForClone, `qemu-img measure`): each format answers from the same
+ * constants and layout functions its create and allocation code use, so the numbers follow them.
+ */
+export interface MeasureLayout {
+  /** virtual size of the image the options create, after the format's own rounding */
+  capacity: number;
+  /** virtual bytes per allocation unit (grain, block, cluster); `required` takes runs of these */
+  unit: number;
+  /** bytes of the image's files once the units in `runs` (sorted, disjoint) hold data */
+  required(runs: readonly UnitRun[]): number;
+  /** bytes of the image's files with every unit allocated */
+  fullyAllocated: number;
+  /** what the numbers mean beyond "file bytes" (an upper bound, a datastore's block size, ...) */
+  notes: string[];
+}
+
 export interface Driver {
   readonly name: string;
   readonly description: string;

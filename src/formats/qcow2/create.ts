@@ -32,7 +32,7 @@ import {
   type HeaderValue,
 } from './structs.js';
 
-const TYPES: Record<string, 2 | 3> = { v3: 3, '1.1': 3, 'compat=1.1': 3, qcow2: 3, v2: 2, '0.10': 2, 'compat=0.10': 2 };
+export const TYPES: Record<string, 2 | 3> = { v3: 3, '1.1': 3, 'compat=1.1': 3, qcow2: 3, v2: 2, '0.10': 2, 'compat=0.10': 2 };
 
 export async function createQcow2(path: string, opts: CreateOptions): Promise<Qcow2Image> {
   const version = opts.type === undefined ? 3 : TYPES[opts.type.toLowerCase()];

@@ -37,7 +37,7 @@ import {
 /** the largest disk we create: QEMU's limit (0x1FFFFF80 blocks of 1 MiB), so qemu-img opens every image we make */
 export const MAX_CREATE_BYTES = MAX_BLOCKS * DEFAULT_BLOCK_SIZE;
 
-const TYPE_ALIASES: Record<string, number> = {
+export const TYPE_ALIASES: Record<string, number> = {
   dynamic: TYPE_NORMAL,
   normal: TYPE_NORMAL,
   standard: TYPE_NORMAL,

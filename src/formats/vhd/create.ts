@@ -45,7 +45,7 @@ import {
 
 const TABLE_OFFSET = 3 * SECTOR;
 
-const TYPES: Record<string, 'fixed' | 'dynamic' | 'differencing'> = {
+export const TYPES: Record<string, 'fixed' | 'dynamic' | 'differencing'> = {
   fixed: 'fixed',
   dynamic: 'dynamic',
   differencing: 'differencing',

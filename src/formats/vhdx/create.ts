@@ -72,7 +72,7 @@ export const CHILD_BLOCK_SIZE = 2 * MiB;
 export const LOGICAL_SECTOR = 512;
 export const PHYSICAL_SECTOR = 4096;
 
-const TYPES: Record<string, 'fixed' | 'dynamic' | 'differencing'> = {
+export const TYPES: Record<string, 'fixed' | 'dynamic' | 'differencing'> = {
   fixed: 'fixed',
   dynamic: 'dynamic',
   differencing: 'differencing',
