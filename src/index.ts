@@ -9,6 +9,7 @@ export type { ByteStore } from './storage/store.js';
 export { convert, type ConvertOptions, type Progress } from './ops/convert.js';
 export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';
 export { checksum } from './ops/checksum.js';
+export { checkDisk, openFindings, type CheckDiskOptions } from './ops/check.js';
 export { vmwareGeometry, SPLIT_EXTENT_SECTORS } from './formats/vmdk/create.js';
 export { createChild, defaultChildPath, type CreateChildOptions } from './ops/child.js';
 export { commit, mergeIntoTop, type CommitOptions, type MergeOptions } from './ops/commit.js';

@@ -13,6 +13,7 @@ import { copyPieces, openSequentialInput, SequentialImage } from '../ops/stream-
 import { StreamSink } from '../storage/sink.js';
 import { compare } from '../ops/compare.js';
 import { checksum } from '../ops/checksum.js';
+import { checkDisk, openFindings } from '../ops/check.js';
 import { backendInfo, detectFormat } from '../formats/registry.js';
 import { createChild } from '../ops/child.js';
 import { describeChain } from '../ops/chain-list.js';
@@ -424,28 +425,28 @@ export function buildProgram(): Command {
     });
 
   withOptions(program.command('check'), [formatOpt(), untrusted(), external()])
-    .description('check a disk for corruptions and leaks (qemu-img check, VDRepair, VixDiskLib_CheckRepair); exit 0 clean, 2 corruptions, 3 leaks only, 1 could not check')
+    .description('check a disk and its chain for corruptions and leaks (qemu-img check, VDRepair, VixDiskLib_CheckRepair); exit 0 clean, 2 corruptions, 3 leaks only, 1 could not check')
     .option('-r, --repair', 'repair what can be repaired (opens the disk read-write)')
+    .option('-n, --dry-run', 'with --repair: say what a repair would change, change nothing')
     .option('--json', 'machine-readable report')
     .argument('<file>')
     .action(async (file: string, o) => {
-      // one link alone: a check looks at this file's own structures; repair writes metadata, never data
-      await withDisk(file, { ...openOpts(o), readOnly: !o.repair, singleLink: true, cowByCaller: true, force: true }, async (d) => {
-        const mode = d.image.capabilities.check;
-        if (mode === 'none' || !d.image.check) throw new DiskError('NOTSUPPORTED', `${d.format} images cannot be checked yet`, { path: file });
-        if (o.repair && mode !== 'repair') throw new DiskError('NOTSUPPORTED', `${d.format} images can be checked but not repaired`, { path: file });
-        const report = await d.image.check({ repair: !!o.repair });
-        const open = report.findings.filter((f) => !f.repaired);
-        if (o.json) await out(JSON.stringify(report, null, 2) + '\n');
-        else {
-          for (const f of report.findings) await out(`${f.repaired ? 'Repaired' : f.kind === 'corruption' ? 'ERROR' : f.kind === 'leak' ? 'Leaked' : 'Warning'}: ${f.message}${f.field ? ` (${[f.struct, f.field].filter(Boolean).join('.')})` : ''}\n`);
-          const errors = open.filter((f) => f.kind === 'corruption').length;
-          const leaks = open.filter((f) => f.kind === 'leak').length;
-          await out(errors === 0 && leaks === 0 ? 'No errors were found on the image.\n' : `${errors} errors and ${leaks} leaked clusters were found on the image.\n`);
+      if (o.dryRun && !o.repair) throw new UsageError('--dry-run goes with --repair');
+      const report = await checkDisk(file, { ...openOpts(o), repair: !!o.repair, dryRun: !!o.dryRun });
+      const { corruptions, leaks } = openFindings(report);
+      if (o.json) await out(JSON.stringify(report, null, 2) + '\n');
+      else {
+        for (const r of [report, ...(report.links ?? [])]) {
+          const prefix = r === report ? '' : `${r.path}: `;
+          for (const f of r.findings) {
+            const label = f.repaired ? 'Repaired' : f.wouldRepair ? 'Would repair' : f.kind === 'corruption' ? 'ERROR' : f.kind === 'leak' ? 'Leaked' : 'Warning';
+            await out(`${label}: ${prefix}${f.message}${f.field ? ` (${[f.struct, f.field].filter(Boolean).join('.')})` : ''}\n`);
+          }
         }
-        if (open.some((f) => f.kind === 'corruption')) exitStatus = 2;
-        else if (open.some((f) => f.kind === 'leak')) exitStatus = 3;
-      });
+        await out(corruptions === 0 && leaks === 0 ? 'No errors were found on the image.\n' : `${corruptions} errors and ${leaks} leaks were found on the image${report.dryRun ? ' (dry run: nothing was changed)' : ''}.\n`);
+      }
+      if (corruptions > 0) exitStatus = 2;
+      else if (leaks > 0) exitStatus = 3;
     });
 
   program

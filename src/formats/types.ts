@@ -136,6 +136,19 @@ export interface CheckFinding {
   offset?: number;
   /** whether a repair run fixed it */
   repaired?: boolean;
+  /** dry run: a repair would fix it (nothing was changed) */
+  wouldRepair?: boolean;
+}
+
+/** What `check` is asked to do. */
+export interface CheckOptions {
+  /** fix what can be fixed (needs a read-write image, unless `dryRun`) */
+  repair: boolean;
+  /**
+   * with `repair`: work out every change a repair would make and report those findings with
+   * `wouldRepair`, writing nothing (VDRepair's dry run). The image may be read-only.
+   */
+  dryRun?: boolean;
 }
 
 export interface CheckReport {
@@ -144,6 +157,10 @@ export interface CheckReport {
   findings: CheckFinding[];
   /** bytes of the image files that hold data nothing points at (after repair: what is left) */
   leakedBytes: number;
+  /** the report of a dry run: nothing was written */
+  dryRun?: boolean;
+  /** a chain check: the reports of the parents, nearest first (ops/check.ts) */
+  links?: CheckReport[];
 }
 
 /** One create option a driver understands (for `vdkit formats` and VDBackendInfo). */
@@ -187,10 +204,10 @@ export interface Image {
   /**
    * Consistency check (qemu-img check, VDRepair, VixDiskLib_CheckRepair), present when
    * capabilities.check is not 'none'. With `repair` (capability 'repair', image opened
-   * read-write) it fixes what it can and marks those findings `repaired`; without it nothing
-   * is changed.
+   * read-write) it fixes what it can and marks those findings `repaired`; without it, or with
+   * `dryRun` (any image), nothing is changed.
    */
-  check?(opts: { repair: boolean }): Promise<CheckReport>;
+  check?(opts: CheckOptions): Promise<CheckReport>;
   /**
    * Move a disk made of several files that name each other (VMDK descriptor + extents) to a
    * new name, the file at the new name written last; closes the image. Single-file formats
@@ -303,6 +320,12 @@ export interface Driver {
   probe(head: Buffer, size: number, tail: Buffer): number;
   open(path: string, opts: OpenOptions): Promise<Image>;
   create(path: string, opts: CreateOptions): Promise<Image>;
+  /**
+   * Check (and repair) the file at `path` without opening it as an Image: for formats whose
+   * open refuses the damage a repair can mend (VDI blocks shared by two entries, a VHD footer
+   * with a bad checksum). Opens the file read-write only for a repair that is not a dry run.
+   */
+  checkFile?(path: string, opts: CheckOptions): Promise<CheckReport>;
 }
 
 export type { ByteStore };

@@ -20,7 +20,7 @@
  * past the end of the file, beyond every referenced cluster.
  */
 import { DiskError } from '../../core/errors.js';
-import type { CheckFinding, CheckReport } from '../types.js';
+import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import type { Qcow2Image } from './image.js';
 import { AUTOCLEAR, EXT, MAX_L1_BYTES, decodeL1, decodeL2, getRefcount } from './structs.js';
 
@@ -31,7 +31,12 @@ const MIXED = 4;
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 
-export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Promise<CheckReport> {
+export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<CheckReport> {
+  // a dry run makes every decision a repair would, writes nothing, and reads the refcounts a
+  // repair would have written from `planned`
+  const dryRun = opts.repair && !!opts.dryRun;
+  const write = opts.repair && !dryRun;
+  const planned = new Map<number, number>();
   const h = img.header;
   const g = img.geometry;
   const cs = g.clusterSize;
@@ -190,7 +195,18 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
   }
 
   // ---- repair of refcounts
-  if (opts.repair) {
+  if (dryRun) {
+    const byField = new Map(findings.map((f) => [`${f.kind}:${f.field}`, f]));
+    for (const c of raise) {
+      planned.set(c, ref[c]!);
+      byField.get(`corruption:refcount[${c}]`)!.wouldRepair = true;
+    }
+    for (const c of lower) {
+      planned.set(c, c < nb ? ref[c]! : 0);
+      byField.get(`${c < nb ? 'leak' : 'warning'}:refcount[${c}]`)!.wouldRepair = true;
+    }
+  }
+  if (write) {
     const byField = new Map(findings.map((f) => [`${f.kind}:${f.field}`, f]));
     // new refcount blocks go past everything referenced
     refs.freeIndex = Math.max(refs.freeIndex, nb);
@@ -209,6 +225,8 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
   // ---- 3. COPIED flags of the active tables (against the refcounts as they now are)
   const memo = new Map<number, Buffer | null>();
   const refcountOf = async (c: number): Promise<number> => {
+    const p = planned.get(c);
+    if (p !== undefined) return p;
     const rt = Math.floor(c / epb);
     if (!memo.has(rt)) memo.set(rt, await refs.block(rt).catch(() => null));
     const b = memo.get(rt)!;
@@ -223,7 +241,8 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
     if (e.copied !== (rc === 1)) {
       const f: CheckFinding = { kind: 'corruption', message: `OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(e.offset)} refcount=${rc}`, struct: 'L1 table', field: `l1[${i}]`, offset: e.offset };
       findings.push(f);
-      if (opts.repair) {
+      if (dryRun) f.wouldRepair = true;
+      else if (write) {
         await img.writeL1Entry(i, e.offset, rc === 1);
         f.repaired = true;
       }
@@ -239,7 +258,8 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
       const at = j * g.l2EntrySize;
       const f: CheckFinding = { kind: 'corruption', message: `OFLAG_COPIED data cluster: l2_entry=${hex(x.offset)} refcount=${rc2}`, struct: 'L2 table', field: `l2[${i}][${j}]`, offset: x.offset };
       findings.push(f);
-      if (opts.repair) {
+      if (dryRun) f.wouldRepair = true;
+      else if (write) {
         const word = Buffer.from(l2.subarray(at, at + 8));
         word[0] = rc2 === 1 ? word[0]! | 0x80 : word[0]! & 0x7f;
         await img.writeL2Word(e.offset, at, word);
@@ -248,10 +268,10 @@ export async function checkQcow2(img: Qcow2Image, opts: { repair: boolean }): Pr
     }
   }
 
-  if (opts.repair && !findings.some((f) => f.kind !== 'warning' && !f.repaired)) await img.clearDirty();
-  if (opts.repair) await img.flush();
+  if (write && !findings.some((f) => f.kind !== 'warning' && !f.repaired)) await img.clearDirty();
+  if (write) await img.flush();
   const leakedBytes = findings.filter((f) => f.kind === 'leak' && !f.repaired).length * cs;
-  return { path: img.path, format: 'qcow2', findings, leakedBytes };
+  return { path: img.path, format: 'qcow2', findings, leakedBytes, ...(dryRun ? { dryRun: true } : {}) };
 }
 
 /** Bitmap directory, bitmap tables and their data clusters (only when the autoclear bit says they are valid). */

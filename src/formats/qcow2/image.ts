@@ -29,7 +29,7 @@ import { DiskError } from '../../core/errors.js';
 import { toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckReport, DiskInfo, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, OpenOptions } from '../types.js';
 import { checkQcow2 } from './check.js';
 import { Refcounts, type FileState } from './refcounts.js';
 import {
@@ -891,8 +891,8 @@ export class Qcow2Image implements Image {
     if (t) word.copy(t, byteOffset);
   }
 
-  async check(opts: { repair: boolean }): Promise<CheckReport> {
-    if (opts.repair) this.checkWritable();
+  async check(opts: CheckOptions): Promise<CheckReport> {
+    if (opts.repair && !opts.dryRun) this.checkWritable();
     else if (this.closed) throw new DiskError('CLOSED', undefined, { path: this.path });
     return checkQcow2(this, opts);
   }

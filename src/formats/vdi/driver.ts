@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import type { CreateOptions, Driver, OpenOptions } from '../types.js';
+import type { CheckOptions, CreateOptions, Driver, OpenOptions } from '../types.js';
 import { createVdi } from './create.js';
 import { VDI_CAPABILITIES, VdiImage } from './image.js';
 import { VDI_SIGNATURE } from './structs.js';
+import { checkVdiFile } from './check.js';
 
 export const vdiDriver: Driver = Object.freeze({
   name: 'vdi',
@@ -20,4 +21,5 @@ export const vdiDriver: Driver = Object.freeze({
   },
   open: (path: string, opts: OpenOptions) => VdiImage.open(path, opts),
   create: (path: string, opts: CreateOptions) => createVdi(path, opts),
+  checkFile: (path: string, opts: CheckOptions) => checkVdiFile(path, opts),
 });

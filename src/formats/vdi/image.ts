@@ -21,7 +21,9 @@ import { dirname, resolve } from 'node:path';
 import { DiskError, type ErrorCode } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo, toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, DiskInfo, Geometry, Image, OpenOptions } from '../types.js';
+import type { ByteStore } from '../../storage/store.js';
+import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, OpenOptions } from '../types.js';
+import { checkVdiStore } from './check.js';
 import {
   BLOCK_FREE,
   BLOCK_ZERO,
@@ -62,7 +64,7 @@ export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   discard: 'none',
   resize: 'none',
   flush: 'exclusive',
-  check: 'none',
+  check: 'repair',
 });
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VDI_CAPABILITIES, write: 'none' });
 
@@ -425,6 +427,25 @@ export class VdiImage implements Image {
     if (first) throw first;
   }
 
+  // ------------------------------------------------------------------ check
+
+  /**
+   * Consistency check of this file (check.ts). An open image already passed the map checks of
+   * the open, so what is left to find here is counts, leaks and parent UUIDs; after a repair
+   * the header and map are read again.
+   */
+  async check(opts: CheckOptions): Promise<CheckReport> {
+    if (opts.repair && !opts.dryRun) this.checkWritable();
+    const report = await checkVdiStore(this.store, this.path, opts);
+    if (report.findings.some((f) => f.repaired)) {
+      const p = await parse(this.store, this.path);
+      this.h = p.h;
+      this.map.set(p.map);
+      this.nextIndex = p.h.cBlocksAllocated;
+    }
+    return report;
+  }
+
   // ------------------------------------------------------------------ header
 
   private checkWritable(): void {
@@ -574,7 +595,27 @@ function parseUuid(text: string, path: string, field: string): Buffer {
   return u;
 }
 
-async function parse(store: FileStore, path: string): Promise<Parsed> {
+/** A header that passed every field check; the block map not yet read (check.ts reads it leniently). */
+export interface ParsedHeader {
+  h: VdiHeaderValue;
+  kind: HeaderKind;
+  capacity: number;
+  fileSize: number;
+}
+
+async function parse(store: ByteStore, path: string): Promise<Parsed> {
+  const { h, kind, capacity, fileSize } = await parseHeader(store, path);
+  const bad = (code: ErrorCode, field: string, message: string, expected?: unknown, found?: unknown) => new DiskError(code, message, { path, struct: 'VdiHeader', field, expected, found });
+  if (h.cBlocksAllocated > h.cBlocks) throw bad('CORRUPT', 'cBlocksAllocated', 'more blocks allocated than the disk has', `<= ${h.cBlocks}`, h.cBlocksAllocated);
+  const m = await parseMap(store, path, h, fileSize);
+  return { h, kind, capacity, ...m };
+}
+
+/**
+ * The pre-header and header, every field checked (vdi.md §12) except cBlocksAllocated, which
+ * a check repairs rather than refuses.
+ */
+export async function parseHeader(store: ByteStore, path: string): Promise<ParsedHeader> {
   const fileSize = await store.size();
   const bad = (code: ErrorCode, field: string, message: string, expected?: unknown, found?: unknown) => new DiskError(code, message, { path, struct: 'VdiHeader', field, expected, found });
 
@@ -635,7 +676,6 @@ async function parse(store: FileStore, path: string): Promise<Parsed> {
   const wantBlocks = ceilDiv(cbDisk, h.cbBlock);
   if (h.cBlocks === 0 || h.cBlocks !== wantBlocks) throw bad('CORRUPT', 'cBlocks', 'block count does not match the disk size', `ceil(cbDisk / cbBlock) = ${wantBlocks}`, h.cBlocks);
   if (h.cBlocks > MAX_BLOCKS) throw bad('CORRUPT', 'cBlocks', 'too many blocks', `<= ${MAX_BLOCKS}`, h.cBlocks);
-  if (h.cBlocksAllocated > h.cBlocks) throw bad('CORRUPT', 'cBlocksAllocated', 'more blocks allocated than the disk has', `<= ${h.cBlocks}`, h.cBlocksAllocated);
   const headerEnd = kind === 'v0' ? VdiHeaderV0.size : PRE_HEADER_SIZE + (kind === 'v1+' ? HEADER_V1PLUS_SIZE : HEADER_V1_SIZE);
   if (h.offBlocks < headerEnd) throw bad('CORRUPT', 'offBlocks', 'block map overlaps the header', `>= 0x${headerEnd.toString(16)}`, `0x${h.offBlocks.toString(16)}`);
   const mapBytes = 4 * h.cBlocks;
@@ -643,7 +683,13 @@ async function parse(store: FileStore, path: string): Promise<Parsed> {
   if (h.offBlocks + mapBytes > fileSize) throw bad('CORRUPT', 'offBlocks', 'block map lies past the end of the file (file truncated?)', `<= ${fileSize - mapBytes}`, h.offBlocks);
   if (isNullUuid(h.uuidCreate)) throw bad('CORRUPT', 'uuidCreate', 'image UUID is null', 'a non-null UUID', uuidToText(h.uuidCreate));
   if (isNullUuid(h.uuidModify)) throw bad('CORRUPT', 'uuidModify', 'modification UUID is null', 'a non-null UUID', uuidToText(h.uuidModify));
+  // odd sizes (VBoxManage convertfromraw) are rounded up to whole sectors, as QEMU does
+  const capacity = Math.ceil(cbDisk / SECTOR) * SECTOR;
+  return { h, kind, capacity, fileSize };
+}
 
+async function parseMap(store: ByteStore, path: string, h: VdiHeaderValue, fileSize: number): Promise<{ map: Uint32Array; used: number; maxIndex: number }> {
+  const bad = (code: ErrorCode, field: string, message: string, expected?: unknown, found?: unknown) => new DiskError(code, message, { path, struct: 'VdiHeader', field, expected, found });
   // the map: read (bounded by the file size, checked above), then every entry checked
   const map = await readU32Array(store, h.offBlocks, h.cBlocks);
   const stride = h.cbBlock + h.cbBlockExtra;
@@ -674,9 +720,7 @@ async function parse(store: FileStore, path: string): Promise<Parsed> {
       seen[e >>> 3]! |= bit;
     }
   }
-  // odd sizes (VBoxManage convertfromraw) are rounded up to whole sectors, as QEMU does
-  const capacity = Math.ceil(cbDisk / SECTOR) * SECTOR;
-  return { h, kind, map, capacity, used, maxIndex };
+  return { map, used, maxIndex };
 }
 
 function hex(n: number): string {
@@ -691,7 +735,7 @@ function isZero(buf: Buffer): boolean {
   return true;
 }
 
-async function readU32Array(store: FileStore, at: number, count: number): Promise<Uint32Array> {
+export async function readU32Array(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
   const arr = new Uint32Array(count);
   const view = Buffer.from(arr.buffer, arr.byteOffset, count * 4);
   await store.readInto(view, at);
@@ -699,7 +743,7 @@ async function readU32Array(store: FileStore, at: number, count: number): Promis
   return arr;
 }
 
-function u32Bytes(arr: Uint32Array, from: number, to: number): Buffer {
+export function u32Bytes(arr: Uint32Array, from: number, to: number): Buffer {
   if (HOST_LE) return Buffer.from(arr.buffer, arr.byteOffset + from * 4, (to - from) * 4);
   const buf = Buffer.alloc((to - from) * 4);
   for (let i = from; i < to; i++) buf.writeUInt32LE(arr[i]!, (i - from) * 4);

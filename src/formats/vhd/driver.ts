@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { CreateOptions, Driver, OpenOptions } from '../types.js';
+import type { CheckOptions, CreateOptions, Driver, OpenOptions } from '../types.js';
+import { checkVhdFile } from './check.js';
 import { createVhd } from './create.js';
 import { VHD_CAPABILITIES, VhdImage } from './image.js';
 import { FOOTER_CHECKSUM_AT, FOOTER_COOKIE, Footer, vhdChecksum } from './structs.js';
@@ -33,4 +34,5 @@ export const vhdDriver: Driver = Object.freeze({
   probe,
   open: (path: string, opts: OpenOptions) => VhdImage.open(path, opts),
   create: (path: string, opts: CreateOptions) => createVhd(path, opts),
+  checkFile: (path: string, opts: CheckOptions) => checkVhdFile(path, opts),
 });

@@ -26,7 +26,8 @@ import { DiskError } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo, roundUp, toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, DiskInfo, Geometry, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, OpenOptions } from '../types.js';
+import { checkVhdStore } from './check.js';
 import {
   BAT_UNUSED,
   DISK_DIFFERENCING,
@@ -79,7 +80,7 @@ export const VHD_CAPABILITIES: Capabilities = Object.freeze({
   discard: 'none',
   resize: 'none',
   flush: 'exclusive',
-  check: 'none',
+  check: 'repair',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VHD_CAPABILITIES, write: 'none' });
@@ -287,6 +288,29 @@ export class VhdImage implements Image {
     // metadata change leaves them different).
     if (!image.readOnly && !head.equals(footerBytes)) await store.write(0, footerBytes);
     return image;
+  }
+
+  // ------------------------------------------------------------------ check
+
+  /**
+   * Consistency check of this file (check.ts). An image that opened has intact checksums and
+   * a sound BAT, so what is left is leaks, the footer copy and header oddities; after a repair
+   * the structures are read again.
+   */
+  async check(opts: CheckOptions): Promise<CheckReport> {
+    if (opts.repair && !opts.dryRun) this.checkWritable();
+    const report = await checkVhdStore(this.store, this.path, opts);
+    if (report.findings.some((f) => f.repaired)) {
+      const fresh = await VhdImage.load(this.path, this.store, this.readOnly, false);
+      this.footer = fresh.footer;
+      this.footerBytes = fresh.footerBytes;
+      this.fileSize = fresh.fileSize;
+      this.header = fresh.header;
+      this.locators = fresh.locators;
+      if (this.dyn && fresh.dyn) Object.assign(this.dyn, fresh.dyn);
+      this.bitmaps.clear();
+    }
+    return report;
   }
 
   // ------------------------------------------------------------------ chain links
@@ -761,7 +785,7 @@ function checkChecksum(bytes: Buffer, at: number, stored: number, struct: string
 const hex32 = (v: number) => `0x${v.toString(16).padStart(8, '0')}`;
 
 /** The virtual size a footer gives, by its creator's rule (structs.ts sizeRule), whole sectors. */
-function capacityOf(f: FooterValue, path: string): number {
+export function capacityOf(f: FooterValue, path: string): number {
   let size: number;
   let field = 'currentSize';
   if (sizeRule(f) === 'chs') {
@@ -776,7 +800,7 @@ function capacityOf(f: FooterValue, path: string): number {
   return size;
 }
 
-async function readBat(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
+export async function readBat(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
   const raw = await store.read(at, count * 4);
   const bat = new Uint32Array(count);
   for (let i = 0; i < count; i++) bat[i] = raw.readUInt32BE(i * 4);

@@ -27,7 +27,7 @@ import { DiskError } from '../../core/errors.js';
 import { roundUp, toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckFinding, CheckReport, DiskInfo, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckFinding, CheckOptions, CheckReport, DiskInfo, Image, OpenOptions } from '../types.js';
 import { LogOverlayStore, LogWriter, applyReplay, replayOf, scanLog, type Replay } from './log.js';
 import {
   ALIGN,
@@ -1063,8 +1063,13 @@ export class VhdxImage implements Image {
    * (read-write): the log, the header and the region tables were already mended by the open;
    * leaked space at the end is cut off.
    */
-  async check(opts: { repair: boolean }): Promise<CheckReport> {
+  async check(opts: CheckOptions): Promise<CheckReport> {
+    const dryRun = opts.repair && !!opts.dryRun;
+    if (opts.repair && !dryRun) this.checkWritable();
     const findings: CheckFinding[] = this.findings.map((f) => ({ ...f }));
+    // a dry run on a read-only image: what the open left alone, a read-write open mends (log
+    // replay, the second region table copy)
+    if (dryRun) for (const f of findings) if (f.repaired === false && (f.field === 'logGuid' || f.struct === 'regionTable')) f.wouldRepair = true;
     const used = structureRanges(this.regions, Number(this.header.logOffset), this.header.logLength);
     try {
       checkOverlaps(this.pState, this.pOff, this.bState, this.bOff, this.params.blockSize, this.cr, used, this.path);
@@ -1089,7 +1094,8 @@ export class VhdxImage implements Image {
       const from = roundUp(usedEnd, ALIGN);
       leaked = this.fileSize - from;
       const f: CheckFinding = { kind: 'leak', message: `${leaked} bytes at the end of the file belong to no block (a writer stopped before committing its BAT)`, struct: 'BAT', field: 'BAT', offset: from };
-      if (opts.repair && !this.readOnly && !this.broken) {
+      if (dryRun && !this.broken) f.wouldRepair = true;
+      else if (opts.repair && !this.readOnly && !this.broken) {
         await this.commit();
         await this.emptyLog();
         await this.store.truncate(from);
@@ -1101,7 +1107,7 @@ export class VhdxImage implements Image {
       }
       findings.push(f);
     }
-    return { path: this.path, format: 'vhdx', findings, leakedBytes: leaked };
+    return { path: this.path, format: 'vhdx', findings, leakedBytes: leaked, ...(dryRun ? { dryRun: true } : {}) };
   }
 }
 

@@ -25,7 +25,7 @@ import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, Capabilities, CheckFinding, CheckReport, DiskInfo, ExtentInfo, Geometry, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, Capabilities, CheckFinding, CheckOptions, CheckReport, DiskInfo, ExtentInfo, Geometry, Image, OpenOptions } from '../types.js';
 import { Descriptor, MAX_DESCRIPTOR_BYTES, hex8, looksLikeDescriptor, parseCid, type ExtentLine } from './descriptor.js';
 import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
 import { EsxSparseExtent } from './esx-sparse.js';
@@ -389,16 +389,18 @@ export class VmdkImage implements Image {
     await this.changeDescriptor((d) => d.setDdb(key, value));
   }
 
-  async check(opts: { repair: boolean }): Promise<CheckReport> {
+  async check(opts: CheckOptions): Promise<CheckReport> {
     const findings: CheckFinding[] = [];
     let leakedBytes = 0;
+    const dryRun = opts.repair && !!opts.dryRun;
+    if (opts.repair && !dryRun && this.readOnly) throw new DiskError('RDONLY', 'a repair needs the disk opened read-write (or a dry run)', { path: this.path });
     for (const e of this.extents) {
       if (!e.sparse) continue;
-      const r = await e.sparse.check(opts.repair && !this.readOnly);
+      const r = await e.sparse.check(opts.repair, dryRun);
       for (const f of r.findings) findings.push({ ...f, message: this.extents.length > 1 ? `${e.path}: ${f.message}` : f.message });
       leakedBytes += r.leakedBytes;
     }
-    return { path: this.path, format: 'vmdk', findings, leakedBytes };
+    return { path: this.path, format: 'vmdk', findings, leakedBytes, ...(dryRun ? { dryRun: true } : {}) };
   }
 
   /**

@@ -560,7 +560,7 @@ export class SparseExtent {
    * table that differs from a sound primary is rewritten from it, and leaked grains at the end
    * of the file are cut off (leaks in the middle stay: moving grains is defragmentation).
    */
-  async check(repair: boolean): Promise<{ findings: CheckFinding[]; leakedBytes: number }> {
+  async check(repair: boolean, dryRun = false): Promise<{ findings: CheckFinding[]; leakedBytes: number }> {
     const findings: CheckFinding[] = [];
     const where = { struct: 'grain table' };
     const fileSectors = Math.ceil(this.fileSize / SECTOR_SIZE);
@@ -584,7 +584,8 @@ export class SparseExtent {
         const copy = await readU32Array(this.store, this.rgd[g]! * SECTOR_SIZE, this.numGTEs);
         if (!u32Bytes(copy, 0, copy.length).equals(u32Bytes(table, 0, table.length))) {
           const f: CheckFinding = { kind: 'corruption', message: `redundant grain table ${g} differs from the primary`, struct: 'redundant grain table', field: `RGT[${g}]`, offset: this.rgd[g]! * SECTOR_SIZE };
-          if (repair && !this.readOnly) {
+          if (repair && dryRun) f.wouldRepair = true;
+          else if (repair && !this.readOnly) {
             await this.store.write(this.rgd[g]! * SECTOR_SIZE, u32Bytes(table, 0, table.length));
             f.repaired = true;
           }
@@ -610,7 +611,10 @@ export class SparseExtent {
     if (leaked > 0) {
       const tail = Math.max(0, this.fileSize - lastUsedEnd * SECTOR_SIZE);
       const f: CheckFinding = { kind: 'leak', message: `${leaked} bytes of grains are not used by any grain table`, struct: 'grain table' };
-      if (repair && !this.readOnly && tail > 0) {
+      if (repair && dryRun && tail > 0) {
+        if (leaked - Math.min(leaked, roundUp(tail, this.grainBytes)) === 0) f.wouldRepair = true;
+        else f.message += ` (a repair would cut off ${tail} bytes at the end)`;
+      } else if (repair && !this.readOnly && tail > 0) {
         await this.store.flush();
         await this.store.truncate(lastUsedEnd * SECTOR_SIZE);
         this.fileSize = lastUsedEnd * SECTOR_SIZE;

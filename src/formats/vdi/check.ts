@@ -1,0 +1,213 @@
+/**
+ * VDI consistency check and repair (qemu-img check -f vdi, VBoxManage repairhd / VDRepair).
+ *
+ * Design notes
+ * - Works on the file's bytes, not on an opened image: the open refuses a map whose entries
+ *   share a block or point past the file, and those are exactly what a repair mends. The header
+ *   must pass the open's field checks (parseHeader): a header we cannot trust is reported, never
+ *   rewritten.
+ * - Findings, by what they risk:
+ *   corruption: a map entry past the data area (>= cBlocks) or past the end of the file, two
+ *   entries naming one physical block, cBlocksAllocated different from the entries (QEMU
+ *   counts that as an error too: its next allocation would overwrite a block), a differencing
+ *   image without a parent UUID;
+ *   leak: physical blocks no entry names — holes inside the data area, and bytes after the last
+ *   block;
+ *   warning: a base carrying a parent UUID (the VirtualBox 3.x copy bug), cbDisk not a multiple
+ *   of 512.
+ * - Which entry keeps a shared block: the first in map order (VirtualBox's choice); in a fixed
+ *   image the entry whose index is its own block (map[i] = i) wins, and a dropped entry of a
+ *   fixed image gets its own block back when nobody else uses it.
+ * - A dropped entry becomes FREE (VirtualBox's repair does the same): the block reads as zeros
+ *   in a base, and as the parent's block in a differencing image.
+ * - Repair order, each step flushed before the next, so a repair killed at any point leaves an
+ *   image that opens, reads what the finished repair would (or the old valid data), and needs
+ *   at worst another repair for leaks:
+ *   1. bad map entries set FREE;
+ *   2. holes filled by moving the highest blocks down (copy, flush, then the map entry: a kill
+ *      after the copy leaves an unreferenced copy in a hole, which is still a hole);
+ *   3. the header: cBlocksAllocated = the entries (now 0..n-1, dense), stray parent UUIDs nulled;
+ *   4. the file cut after the last block (a kill before this leaves a trailing leak).
+ * - A dry run does all the arithmetic and writes nothing; legacy v0 images are never written.
+ */
+import { DiskError } from '../../core/errors.js';
+import { FileStore } from '../../storage/file.js';
+import type { ByteStore } from '../../storage/store.js';
+import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
+import { parseHeader, readU32Array, u32Bytes } from './image.js';
+import { BLOCK_FREE, BLOCK_ZERO, NULL_UUID, PRE_HEADER_SIZE, TYPE_DIFF, TYPE_FIXED, VdiHeaderV1, VdiHeaderV1Plus, isNullUuid, uuidToText } from './structs.js';
+
+/** Check (and repair) the VDI file at `path`, opening it read-write only for a real repair. */
+export async function checkVdiFile(path: string, opts: CheckOptions): Promise<CheckReport> {
+  const store = await FileStore.open(path, { readOnly: !(opts.repair && !opts.dryRun) });
+  try {
+    return await checkVdiStore(store, path, opts);
+  } finally {
+    await store.close();
+  }
+}
+
+export async function checkVdiStore(store: ByteStore, path: string, opts: CheckOptions): Promise<CheckReport> {
+  const findings: CheckFinding[] = [];
+  const report = (leakedBytes: number): CheckReport => ({ path, format: 'vdi', findings, leakedBytes, ...(opts.repair && opts.dryRun ? { dryRun: true } : {}) });
+  let parsed;
+  try {
+    parsed = await parseHeader(store, path);
+  } catch (err) {
+    if (!(err instanceof DiskError) || err.code !== 'CORRUPT') throw err;
+    findings.push({ kind: 'corruption', message: `${err.message.replace(`${path}: `, '')} (not repairable: the header is the only copy)`, struct: err.details.struct, field: err.details.field });
+    return report(0);
+  }
+  const { h, kind, fileSize } = parsed;
+  const repair = opts.repair && kind !== 'v0';
+  const write = repair && !opts.dryRun;
+  const done = (f: CheckFinding) => {
+    if (!repair) return;
+    if (opts.dryRun) f.wouldRepair = true;
+    else f.repaired = true;
+  };
+  const fixed = h.type === TYPE_FIXED;
+  const stride = h.cbBlock + h.cbBlockExtra;
+  const fileBlocks = fileSize > h.offData ? Math.floor((fileSize - h.offData) / stride) : 0;
+  const slots = Math.min(h.cBlocks, fileBlocks);
+  const map = await readU32Array(store, h.offBlocks, h.cBlocks);
+  /** physical block -> the virtual block that keeps it (-1: nobody) */
+  const owner = new Int32Array(slots).fill(-1);
+  const pending: CheckFinding[] = [];
+  const changed: number[] = [];
+
+  // fixed images: entries that are their own block claim it first
+  if (fixed) for (let i = 0; i < map.length; i++) if (map[i] === i && i < slots) owner[i] = i;
+  for (let i = 0; i < map.length; i++) {
+    const e = map[i]!;
+    if (e >= BLOCK_ZERO || (fixed && e === i && e < slots)) continue;
+    let problem: string | undefined;
+    if (e >= h.cBlocks) problem = `points past the data area (physical block ${e}, cBlocks ${h.cBlocks})`;
+    else if (e >= fileBlocks) problem = `points past the end of the file (physical block ${e}; the file holds ${fileBlocks})`;
+    else if (owner[e]! >= 0) problem = `points at physical block ${e}, which blockMap[${owner[e]}] uses too`;
+    if (problem === undefined) {
+      owner[e] = i;
+      continue;
+    }
+    map[i] = BLOCK_FREE;
+    changed.push(i);
+    const after = h.type === TYPE_DIFF ? 'reads from the parent' : 'reads as zeros';
+    const f: CheckFinding = { kind: 'corruption', message: `block map entry ${i} ${problem}; a repair frees the entry (virtual block ${i} then ${after})`, struct: 'VdiHeader', field: `blockMap[${i}]`, offset: h.offBlocks + 4 * i };
+    findings.push(f);
+    pending.push(f);
+  }
+  if (fixed) {
+    // a dropped entry of a fixed image gets its own block back when it is free
+    for (const i of changed) {
+      if (i < slots && owner[i]! < 0) {
+        map[i] = i;
+        owner[i] = i;
+        const f = findings.find((x) => x.field === `blockMap[${i}]`)!;
+        f.message = f.message.replace(/; a repair frees .*$/, `; a repair points it back at its own block ${i} (fixed image)`);
+      }
+    }
+  }
+  let used = 0;
+  let maxIndex = -1;
+  for (let p = 0; p < slots; p++) {
+    if (owner[p]! < 0) continue;
+    used++;
+    maxIndex = p;
+  }
+
+  // cBlocksAllocated against the entries
+  const countFinding: CheckFinding | undefined =
+    h.cBlocksAllocated !== used
+      ? { kind: 'corruption', message: `cBlocksAllocated is ${h.cBlocksAllocated} but the block map has ${used} valid allocated blocks`, struct: 'VdiHeader', field: 'cBlocksAllocated', offset: VdiHeaderV1.offsetOf('cBlocksAllocated') }
+      : undefined;
+  if (countFinding) findings.push(countFinding);
+
+  // parent UUIDs
+  let linkFinding: CheckFinding | undefined;
+  if (h.type === TYPE_DIFF && isNullUuid(h.uuidLinkage)) {
+    findings.push({ kind: 'corruption', message: 'differencing image without a parent UUID (its parent cannot be found; not repairable)', struct: 'VdiHeader', field: 'uuidLinkage' });
+  } else if (h.type !== TYPE_DIFF && (!isNullUuid(h.uuidLinkage) || !isNullUuid(h.uuidParentModify))) {
+    linkFinding = { kind: 'warning', message: `base image carries a parent UUID ${uuidToText(h.uuidLinkage)} (VirtualBox 3.x copy bug; QEMU refuses such images); a repair clears it`, struct: 'VdiHeader', field: 'uuidLinkage' };
+    findings.push(linkFinding);
+  }
+  if (h.cbDisk % 512n !== 0n) findings.push({ kind: 'warning', message: `cbDisk ${h.cbDisk} is not a multiple of 512 (read as ${parsed.capacity} bytes, rounded up as QEMU does; VirtualBox rounds down)`, struct: 'VdiHeader', field: 'cbDisk' });
+
+  // leaks: holes inside the data area (dynamic images), bytes after the last block
+  const holes: number[] = [];
+  if (!fixed) for (let p = 0; p < maxIndex; p++) if (owner[p]! < 0) holes.push(p);
+  const holeFinding: CheckFinding | undefined =
+    holes.length > 0
+      ? { kind: 'leak', message: `${holes.length} physical block${holes.length === 1 ? '' : 's'} inside the data area ${holes.length === 1 ? 'is' : 'are'} used by no map entry (first: ${holes[0]}); a repair moves the last blocks into ${holes.length === 1 ? 'it' : 'them'}`, struct: 'VdiHeader', field: 'blockMap', offset: h.offData + holes[0]! * stride }
+      : undefined;
+  if (holeFinding) findings.push(holeFinding);
+  const dataEnd = h.offData + (fixed ? h.cBlocks : used) * stride;
+  const lastEnd = h.offData + (fixed ? h.cBlocks : maxIndex + 1) * stride;
+  const tail = Math.max(0, fileSize - Math.max(lastEnd, h.offData));
+  const tailFinding: CheckFinding | undefined =
+    tail > 0 ? { kind: 'leak', message: `${tail} bytes after the last block are used by nothing; a repair cuts them off`, struct: 'data area', field: 'fileSize', offset: fileSize - tail } : undefined;
+  if (tailFinding) findings.push(tailFinding);
+
+  if (kind === 'v0' && opts.repair && findings.some((f) => f.kind !== 'warning' || f === linkFinding)) {
+    findings.push({ kind: 'warning', message: 'legacy v0 images are not repaired (convert the image instead)', struct: 'VdiHeader', field: 'version' });
+  }
+  if (!repair) return report(holes.length * stride + tail);
+
+  // ---- repair (dry run: the same decisions, no writes)
+  if (write && changed.length > 0) {
+    changed.sort((a, b) => a - b);
+    for (let k = 0; k < changed.length; ) {
+      let end = k + 1;
+      while (end < changed.length && changed[end] === changed[end - 1]! + 1) end++;
+      await store.write(h.offBlocks + 4 * changed[k]!, u32Bytes(map, changed[k]!, changed[end - 1]! + 1));
+      k = end;
+    }
+    await store.flush();
+  }
+  pending.forEach(done);
+
+  if (holes.length > 0) {
+    let top = maxIndex;
+    const buf = write ? Buffer.alloc(stride) : Buffer.alloc(0);
+    for (const hole of holes) {
+      while (top > hole && owner[top]! < 0) top--;
+      if (top <= hole) break;
+      const v = owner[top]!;
+      if (write) {
+        await store.readInto(buf, h.offData + top * stride);
+        await store.write(h.offData + hole * stride, buf);
+        await store.flush();
+        map[v] = hole;
+        await store.write(h.offBlocks + 4 * v, u32Bytes(map, v, v + 1));
+        await store.flush();
+      }
+      owner[hole] = v;
+      owner[top] = -1;
+      top--;
+    }
+    done(holeFinding!);
+  }
+
+  if (countFinding || linkFinding) {
+    if (write) {
+      const next = { ...h, cBlocksAllocated: used };
+      if (linkFinding) {
+        next.uuidLinkage = Buffer.from(NULL_UUID);
+        next.uuidParentModify = Buffer.from(NULL_UUID);
+      }
+      const bytes = kind === 'v1+' ? VdiHeaderV1Plus.encode(next) : VdiHeaderV1.encode(next as unknown as Parameters<typeof VdiHeaderV1.encode>[0]);
+      await store.write(PRE_HEADER_SIZE, bytes.subarray(PRE_HEADER_SIZE));
+      await store.flush();
+    }
+    if (countFinding) done(countFinding);
+    if (linkFinding) done(linkFinding);
+  }
+
+  if (fileSize > dataEnd && fileSize > h.offData) {
+    if (write) {
+      await store.truncate(Math.max(dataEnd, h.offData));
+      await store.flush();
+    }
+    if (tailFinding) done(tailFinding);
+  }
+  return report(opts.dryRun ? holes.length * stride + tail : 0);
+}
