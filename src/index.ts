@@ -14,3 +14,5 @@ export { createChild, defaultChildPath, type CreateChildOptions } from './ops/ch
 export { commit, mergeIntoTop, type CommitOptions, type MergeOptions } from './ops/commit.js';
 export { rebase, type RebaseOptions } from './ops/rebase.js';
 export { describeChain, type ChainLink, type ChainBreak } from './ops/chain-list.js';
+export { resize, type ResizeOptions, type ResizeResult } from './ops/resize.js';
+export { rename, unlink, type RenameResult, type UnlinkOptions } from './ops/rename.js';

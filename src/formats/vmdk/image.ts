@@ -385,25 +385,31 @@ export class VmdkImage implements Image {
    * written at its new name **last**, so a rename stopped half-way never leaves a disk at the new
    * name that is not whole. The image must be open read-write; it is closed afterwards.
    */
-  async renameTo(newPath: string): Promise<void> {
+  async renameTo(newPath: string, opts: { keepOld?: boolean } = {}): Promise<void> {
     if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
     const oldStem = basename(this.path).replace(/\.vmdk$/i, '');
     const newStem = basename(newPath).replace(/\.vmdk$/i, '');
     const renamed = (name: string) => (name.startsWith(oldStem) ? newStem + name.slice(oldStem.length) : name);
+    // a name of a previous, killed rename may be in the way of a hard link
+    const move = async (from: string, to: string) => {
+      if (!opts.keepOld) return fsx.rename(from, to);
+      await fsx.remove(to);
+      if (!(await fsx.link(from, to))) await fsx.rename(from, to);
+    };
     if (this.embeddedIn) {
-      // monolithic: the embedded extent line names the file itself (libvmdk opens it by that name)
+      // monolithic: the embedded extent line names the file itself (libvmdk and VirtualBox open it by that name)
       await this.changeDescriptor((d) => d.setExtents(d.extents().map((e) => ({ ...e, fileName: basename(newPath) }))));
       await this.close();
-      await fsx.rename(this.path, newPath);
+      await move(this.path, newPath);
       return;
     }
     const next = Descriptor.parse(this.descriptor.toString(), this.path);
     next.setExtents(next.extents().map((e) => (e.fileName === undefined ? e : { ...e, fileName: renamed(e.fileName) })));
     const moves = this.extents.flatMap((e) => (e.path && e.line.fileName && renamed(e.line.fileName) !== e.line.fileName ? [[e.path, join(dirname(e.path), renamed(basename(e.path)))] as const] : []));
     await this.close();
-    for (const [from, to] of moves) await fsx.rename(from, to);
+    for (const [from, to] of moves) await move(from, to);
     await fsx.writeFileAtomic(newPath, Buffer.from(next.toString(), 'utf8'));
-    if (resolve(newPath) !== resolve(this.path)) await fsx.remove(this.path);
+    if (!opts.keepOld && resolve(newPath) !== resolve(this.path)) await fsx.remove(this.path);
   }
 
   /** The descriptor as text (what `vdkit info --descriptor` shows). */
