@@ -36,6 +36,13 @@ export interface ResizeResult {
 /** `size` is the new capacity in bytes, or a change of it with `relative` (+/-) */
 export async function resize(path: string, size: number, opts: ResizeOptions & { relative?: boolean } = {}): Promise<ResizeResult> {
   const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
+  // a look first, read-only: some types (streamOptimized) cannot even be opened for writing
+  const peek = await openLink(path, { format: driver.name, singleLink: true, readOnly: true });
+  const peekType = peek.type;
+  await peek.close();
+  if (driver.name === 'vmdk' && peekType === 'streamOptimized') {
+    throw new DiskError('NOTSUPPORTED', 'streamOptimized disks cannot be resized in place: convert to monolithicSparse, resize, and convert back', { path, field: 'createType', found: peekType });
+  }
   const image = await openLink(path, { format: driver.name, singleLink: true, cowByCaller: true, preserveIdentity: true });
   let closed = false;
   try {
