@@ -70,12 +70,12 @@ async function children(image: Image): Promise<string[]> {
 async function checkGrow(image: Image): Promise<void> {
   const caps = image.capabilities;
   if (image.backing() && caps.differencingSameSize) {
-    throw new DiskError('INVALIDCHAIN', `a ${image.format} child must keep its parent's size: resize the base and create the child again`, { path: image.path, field: 'capacity', found: image.capacity });
+    throw new DiskError('NOTSUPPORTED', `a ${image.format} child must keep its parent's size: resize the base and create the child again`, { path: image.path, field: 'capacity', found: image.capacity });
   }
   for (const c of await children(image)) {
     const childFormat = (await detectFormat(c)).name;
     if (driverByName(childFormat).capabilities.differencingSameSize) {
-      throw new DiskError('INVALIDCHAIN', `${c} is a child of this disk and must keep its parent's size: growing would break it`, { path: image.path, field: 'children', found: c });
+      throw new DiskError('NOTSUPPORTED', `${c} is a child of this disk and must keep its parent's size: growing would break it`, { path: image.path, field: 'children', found: c });
     }
   }
 }
