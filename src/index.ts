@@ -17,3 +17,5 @@ export { rebase, type RebaseOptions } from './ops/rebase.js';
 export { describeChain, type ChainLink, type ChainBreak } from './ops/chain-list.js';
 export { measure, type MeasureOptions, type MeasureResult } from './ops/measure.js';
 export { TARGETS, accepted, applyTarget, lint, targetByName, type AppliedTarget, type LintFinding, type Severity, type TargetName, type TargetProfile } from './ops/targets.js';
+export { resize, type ResizeOptions, type ResizeResult } from './ops/resize.js';
+export { rename, unlink, type RenameResult, type UnlinkOptions } from './ops/rename.js';

@@ -21,6 +21,8 @@ import { commit, mergeIntoTop } from '../ops/commit.js';
 import { rebase } from '../ops/rebase.js';
 import { measure } from '../ops/measure.js';
 import { TARGETS, accepted, applyTarget, lint, targetByName, type LintFinding, type TargetProfile } from '../ops/targets.js';
+import { resize } from '../ops/resize.js';
+import { rename, unlink } from '../ops/rename.js';
 import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
 
 class UsageError extends Error {}
@@ -585,6 +587,46 @@ export function buildProgram(): Command {
     .action(async (file: string, o) => {
       const r = await rebase(file, o.backing === '' ? undefined : o.backing, { unsafe: o.unsafe, untrusted: o.untrusted });
       await out(`${file} now has parent ${o.backing === '' ? 'none' : o.backing}${o.unsafe ? '' : ` (${humanBytes(r.bytesCopied)} copied)`}\n`);
+    });
+
+  program
+    .command('resize')
+    .description('grow (or with --shrink, shrink) the virtual size in place (qemu-img resize, vmware-vdiskmanager -x); SIZE, +SIZE or -SIZE (after --)')
+    .option('--shrink', 'allow a smaller size')
+    .option('--force', 'with --shrink: cut off data beyond the new end')
+    .addOption(formatOpt())
+    .argument('<file>')
+    .argument('<size>')
+    .action(async (file: string, size: string, o) => {
+      const sign = size[0] === '+' ? 1 : size[0] === '-' ? -1 : 0;
+      let n: number;
+      try {
+        n = parseSize(sign ? size.slice(1) : size);
+      } catch {
+        throw new UsageError(`resize: bad size ${JSON.stringify(size)}`);
+      }
+      const r = await resize(file, sign === 0 ? n : sign * n, { relative: sign !== 0, shrink: o.shrink, force: o.force, format: o.format });
+      await out(`${file}: ${humanBytes(r.oldCapacity)} -> ${humanBytes(r.newCapacity)} (${r.newCapacity} bytes)\n`);
+    });
+
+  program
+    .command('rename')
+    .description('rename every file of a disk, rewriting extent names and the parent hints of its children (vmware-vdiskmanager -n)')
+    .argument('<old>')
+    .argument('<new>')
+    .action(async (from: string, to: string) => {
+      const r = await rename(from, to);
+      await out(`${from} -> ${to}${r.children.length ? ` (${r.children.length} child${r.children.length > 1 ? 'ren' : ''} re-pointed)` : ''}\n`);
+    });
+
+  program
+    .command('delete')
+    .description('delete every file of a disk (VixDiskLib_Unlink); refused when a child depends on it unless --force')
+    .option('--force', 'delete even though children depend on it')
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      const r = await unlink(file, { force: o.force });
+      await out(`removed ${r.removed.join(', ')}\n`);
     });
 
   program

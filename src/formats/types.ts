@@ -211,9 +211,18 @@ export interface Image {
   /**
    * Move a disk made of several files that name each other (VMDK descriptor + extents) to a
    * new name, the file at the new name written last; closes the image. Single-file formats
-   * leave it out: moving their one file is the whole job.
+   * leave it out: moving their one file is the whole job. With `keepOld` the files get their new
+   * names as hard links (where the file system has them) and the old descriptor stays, so the
+   * disk opens under both names until the caller removes the old ones.
    */
-  renameTo?(newPath: string): Promise<void>;
+  renameTo?(newPath: string, opts?: { keepOld?: boolean }): Promise<void>;
+  /**
+   * Change the virtual size in place (capabilities.resize says which way), crash-safely in the
+   * order the format's NOTES.md gives; closes the image. Growing makes the new range read as
+   * unallocated/zeros; shrinking drops what lies beyond the new end (the caller has checked
+   * that it holds nothing, or was told to force).
+   */
+  resize?(newCapacity: number): Promise<void>;
 }
 
 export interface OpenOptions {

@@ -1,4 +1,4 @@
-import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir } from 'node:fs/promises';
+import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { DiskError, fromSystemError } from '../core/errors.js';
 import type { ByteStore } from './store.js';
@@ -236,6 +236,20 @@ export const fsx = {
       await rename(from, to);
     } catch (err) {
       throw fromSystemError(err, from);
+    }
+  },
+  /**
+   * A second name for `from` (hard link), so a rename can make the new names whole before the
+   * old ones go; false where the file system has no hard links (the caller renames instead).
+   */
+  async link(from: string, to: string): Promise<boolean> {
+    try {
+      await link(from, to);
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV' || code === 'EMLINK') return false;
+      throw fromSystemError(err, to);
     }
   },
   async remove(path: string): Promise<void> {

@@ -81,7 +81,7 @@ export const QCOW2_CAPABILITIES: Capabilities = Object.freeze({
   identityFollowsContent: false,
   split: false,
   discard: 'none',
-  resize: 'none',
+  resize: 'grow-shrink',
   flush: 'exclusive',
   check: 'repair',
 });
@@ -876,6 +876,40 @@ export class Qcow2Image implements Image {
     await this.growL1(l1EntriesFor(capacity, this.g));
     this.h.size = BigInt(capacity);
     await this.writeHeaderFields(['size']);
+  }
+
+  /**
+   * Resize in place (qemu-img resize). Grow: the L1 table first (a larger one in fresh clusters,
+   * then the header points at it, as QEMU's qcow2_grow_l1_table), the tail of a partial last
+   * cluster zeroed while still beyond the end, then the header's size field (one 8-byte write:
+   * what makes the new size visible). Shrink: what lies beyond the new end is zeroed first
+   * (v3: zero-flag entries, so its clusters are freed), then the size field; the L1 table keeps
+   * its entries (a table longer than needed is valid), so growing again reads zeros there.
+   */
+  async resize(newCapacity: number): Promise<void> {
+    try {
+      await this.prepareWrite();
+      const old = this.capacity;
+      if (newCapacity < old && this.snapshots.length > 0) throw new DiskError('CANTSHRINK', 'an image with internal snapshots cannot be shrunk', { path: this.path, field: 'nb_snapshots', found: this.snapshots.length });
+      if (this.hasIncompat(INCOMPAT.DATA_FILE)) throw new DiskError('NOTSUPPORTED', 'images with an external data file cannot be resized', { path: this.path, field: 'incompatible_features' });
+      const cs = this.clusterSize;
+      if (newCapacity > old) {
+        await this.growL1(l1EntriesFor(newCapacity, this.g));
+        const tail = Math.min(newCapacity, Math.ceil(old / cs) * cs) - old;
+        if (tail > 0 && (await this.blockStatus(old - (old % cs), cs)).some((r) => r.state !== 'unallocated')) await this.write(Buffer.alloc(tail), old);
+      } else {
+        const zeros = Buffer.alloc(Math.max(cs, 1024 * 1024));
+        for (const r of await this.blockStatus(newCapacity, old - newCapacity)) {
+          if (r.state === 'unallocated' && !this.backingName) continue;
+          for (let at = r.offset; at < r.offset + r.length; at += zeros.length) await this.write(zeros.subarray(0, Math.min(zeros.length, r.offset + r.length - at)), at);
+        }
+      }
+      await this.store.flush();
+      this.h.size = BigInt(newCapacity);
+      await this.writeHeaderFields(['size']);
+    } finally {
+      await this.close();
+    }
   }
 
   /** Rewrite L1 entry `i` from the in-memory table (check --repair fixes COPIED flags). */

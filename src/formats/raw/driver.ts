@@ -78,6 +78,15 @@ export class RawImage implements Image {
     }
     return out;
   }
+  /** a raw file is its disk: truncate it (growing leaves a hole that reads as zeros) */
+  async resize(newCapacity: number): Promise<void> {
+    try {
+      await this.store.truncate(newCapacity);
+      await this.store.flush();
+    } finally {
+      await this.store.close();
+    }
+  }
   flush(): Promise<void> {
     return this.store.flush();
   }

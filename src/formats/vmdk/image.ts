@@ -29,7 +29,9 @@ import type { BackingLink, BlockExtent, Capabilities, CheckFinding, CheckOptions
 import { Descriptor, MAX_DESCRIPTOR_BYTES, hex8, looksLikeDescriptor, parseCid, type ExtentLine } from './descriptor.js';
 import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
 import { EsxSparseExtent } from './esx-sparse.js';
-import { SparseExtent } from './sparse.js';
+import { SparseExtent, writeFreshSparse } from './sparse.js';
+// create.ts imports this module too; both names are only used at run time, after loading
+import { SPLIT_EXTENT_SECTORS as SPLIT_SECTORS, vmwareGeometry } from './create.js';
 import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
 
 export const VMDK_CREATE_TYPES = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'] as const;
@@ -46,7 +48,7 @@ export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
   identityFollowsContent: true,
   split: true,
   discard: 'none',
-  resize: 'none',
+  resize: 'grow',
   flush: 'concurrent',
   check: 'repair',
 });
@@ -409,25 +411,103 @@ export class VmdkImage implements Image {
    * written at its new name **last**, so a rename stopped half-way never leaves a disk at the new
    * name that is not whole. The image must be open read-write; it is closed afterwards.
    */
-  async renameTo(newPath: string): Promise<void> {
+  async renameTo(newPath: string, opts: { keepOld?: boolean } = {}): Promise<void> {
     if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
     const oldStem = basename(this.path).replace(/\.vmdk$/i, '');
     const newStem = basename(newPath).replace(/\.vmdk$/i, '');
     const renamed = (name: string) => (name.startsWith(oldStem) ? newStem + name.slice(oldStem.length) : name);
+    // a name of a previous, killed rename may be in the way of a hard link
+    const move = async (from: string, to: string) => {
+      if (!opts.keepOld) return fsx.rename(from, to);
+      await fsx.remove(to);
+      if (!(await fsx.link(from, to))) await fsx.rename(from, to);
+    };
     if (this.embeddedIn) {
-      // monolithic: the embedded extent line names the file itself (libvmdk opens it by that name)
+      // monolithic: the embedded extent line names the file itself (libvmdk and VirtualBox open it by that name)
       await this.changeDescriptor((d) => d.setExtents(d.extents().map((e) => ({ ...e, fileName: basename(newPath) }))));
       await this.close();
-      await fsx.rename(this.path, newPath);
+      await move(this.path, newPath);
       return;
     }
     const next = Descriptor.parse(this.descriptor.toString(), this.path);
     next.setExtents(next.extents().map((e) => (e.fileName === undefined ? e : { ...e, fileName: renamed(e.fileName) })));
     const moves = this.extents.flatMap((e) => (e.path && e.line.fileName && renamed(e.line.fileName) !== e.line.fileName ? [[e.path, join(dirname(e.path), renamed(basename(e.path)))] as const] : []));
     await this.close();
-    for (const [from, to] of moves) await fsx.rename(from, to);
+    for (const [from, to] of moves) await move(from, to);
     await fsx.writeFileAtomic(newPath, Buffer.from(next.toString(), 'utf8'));
-    if (resolve(newPath) !== resolve(this.path)) await fsx.remove(this.path);
+    if (!opts.keepOld && resolve(newPath) !== resolve(this.path)) await fsx.remove(this.path);
+  }
+
+  /**
+   * Grow the disk in place (VixDiskLib_Grow, vmware-vdiskmanager -x). The files take the new
+   * size first, invisibly (the descriptor still gives the old extent sizes); the descriptor
+   * (atomic replace, or the embedded one rewritten in place) is the last write and makes it
+   * visible. Split disks get new extent files (-sNNN / -fNNN, split size as VMware's); a single
+   * flat extent is extended; a monolithic sparse file grows its grain directory (sparse.ts
+   * growTo). Closes the image.
+   */
+  async resize(newCapacity: number): Promise<void> {
+    try {
+      if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+      if (!this.descriptorWritable) throw new DiskError('NOTSUPPORTED', 'a bare extent has no descriptor to record a new size in', { path: this.path });
+      if (this.sparseExtents.some((x) => x.compressed)) {
+        throw new DiskError('NOTSUPPORTED', 'streamOptimized disks cannot be resized in place: convert to monolithicSparse, resize, and convert back', { path: this.path, field: 'createType', found: this.type });
+      }
+      if (newCapacity < this.capacity) throw new DiskError('CANTSHRINK', 'VMDK disks can only grow', { path: this.path, field: 'size', found: newCapacity });
+      const grow = (newCapacity - this.capacity) / SECTOR_SIZE;
+      const lines = this.descriptor.extents();
+      const last = this.extents[this.extents.length - 1]!;
+      const split = /^twoGbMaxExtent/i.test(this.type) || this.extents.length > 1;
+      if (last.line.type === 'ZERO' || last.line.access !== 'RW') throw new DiskError('NOTSUPPORTED', `the last extent is ${last.line.type} ${last.line.access}: nothing to grow`, { path: this.path, field: 'extents' });
+      if (split) {
+        const sparse = !!last.sparse;
+        const stem = basename(this.path).replace(/\.vmdk$/i, '');
+        const dir = dirname(this.path);
+        let n = lines.length;
+        const used = new Set(lines.map((l) => l.fileName));
+        for (let left = grow; left > 0; ) {
+          const sectors = Math.min(left, SPLIT_SECTORS);
+          let name: string;
+          do name = `${stem}-${sparse ? 's' : 'f'}${String(++n).padStart(3, '0')}.vmdk`;
+          while (used.has(name));
+          // a file of this name is no extent of the disk (a killed resize left it): overwrite
+          const store = await FileStore.open(join(dir, name), { create: true, overwrite: true });
+          try {
+            if (sparse) await writeFreshSparse(store, sectors, {});
+            else await store.truncate(sectors * SECTOR_SIZE);
+            await store.flush();
+          } finally {
+            await store.close();
+          }
+          lines.push({ access: 'RW', sectorCount: sectors, type: sparse ? 'SPARSE' : last.line.type, fileName: name, offsetSectors: 0 });
+          left -= sectors;
+        }
+      } else {
+        const line = lines[lines.length - 1]!;
+        if (last.sparse) {
+          await last.sparse.growTo(line.sectorCount + grow);
+        } else {
+          const flat = (last as FlatExtent).store;
+          const oldEnd = line.offsetSectors * SECTOR_SIZE + line.sectorCount * SECTOR_SIZE;
+          // bytes past the old extent end are dropped first, so the new range reads zeros
+          if ((await flat.size()) > oldEnd) await flat.truncate(oldEnd);
+          await flat.truncate(oldEnd + grow * SECTOR_SIZE);
+          await flat.flush();
+        }
+        lines[lines.length - 1] = { ...line, sectorCount: line.sectorCount + grow };
+      }
+      await this.changeDescriptor((d) => {
+        d.setExtents(lines);
+        if (d.ddb('geometry.cylinders') !== undefined) {
+          const g = vmwareGeometry(newCapacity / SECTOR_SIZE, d.ddb('adapterType') ?? 'ide', this.type === 'vmfs');
+          d.setDdb('geometry.cylinders', String(g.cylinders));
+          d.setDdb('geometry.heads', String(g.heads));
+          d.setDdb('geometry.sectors', String(g.sectors));
+        }
+      });
+    } finally {
+      await this.close();
+    }
   }
 
   /** The descriptor as text (what `vdkit info --descriptor` shows). */

@@ -1,0 +1,159 @@
+/**
+ * resize and rename killed (SIGKILL) at random moments, 20 runs per format: afterwards the disk
+ * opens with exactly the content it had before the operation or after it (the old data, zeros
+ * beyond), under exactly one name for rename, a child still reaches its parent, and qemu-img
+ * check finds no corruption. The worker repeats the operation so a kill lands inside one.
+ */
+import assert from 'node:assert/strict';
+import { readdir, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Disk, rename } from '../../src/index.js';
+import { runKilledWhen } from '../helpers/spawn-lines.js';
+import { mulberry32, xorshiftBytes } from '../helpers/prng.js';
+import { describeRun, run, skipUnless, tmpDir } from '../helpers/tools.js';
+
+const WORKER = join(dirname(fileURLToPath(import.meta.url)), '../helpers/admin-kill-worker.js');
+const MiB = 2 ** 20;
+const RUNS = 20;
+const PATTERN = xorshiftBytes(MiB, 77);
+const PATTERN_AT = 2 * MiB;
+
+interface Kind {
+  label: string;
+  ext: string;
+  qemu: string;
+  create: string[];
+  /** qemu-img check understands it */
+  check: boolean;
+  step: number;
+}
+
+const KINDS: Kind[] = [
+  { label: 'raw', ext: 'img', qemu: 'raw', create: [], check: false, step: 3 * MiB },
+  // 512-byte clusters: every step grows the L1 table
+  { label: 'qcow2', ext: 'qcow2', qemu: 'qcow2', create: ['-o', 'cluster_size=512'], check: true, step: 3 * MiB },
+  // 24 MiB steps add grain directory entries (32 MiB each), so the directories move
+  { label: 'vmdk monolithicSparse', ext: 'vmdk', qemu: 'vmdk', create: ['-o', 'subformat=monolithicSparse'], check: true, step: 24 * MiB },
+  { label: 'vmdk twoGbMaxExtentSparse', ext: 'vmdk', qemu: 'vmdk', create: ['-o', 'subformat=twoGbMaxExtentSparse'], check: true, step: 3 * MiB },
+  { label: 'vmdk monolithicFlat', ext: 'vmdk', qemu: 'vmdk', create: ['-o', 'subformat=monolithicFlat'], check: true, step: 3 * MiB },
+];
+
+async function qemu(args: string[]): Promise<void> {
+  const r = await run('qemu-img', args);
+  assert.equal(r.code, 0, describeRun('qemu-img', args, r));
+}
+
+/** the pattern at PATTERN_AT, zeros everywhere else, and nothing else */
+async function assertContent(path: string, sizes: number[], what: string): Promise<void> {
+  const d = await Disk.open(path, { readOnly: true });
+  try {
+    assert.ok(sizes.includes(d.capacity), `${what}: size ${d.capacity}, expected one of ${sizes}`);
+    assert.ok((await d.read(PATTERN_AT, MiB)).equals(PATTERN), `${what}: the old data changed`);
+    const zeros = Buffer.alloc(4 * MiB);
+    for (const r of await d.blockStatus()) {
+      if (r.state !== 'data') continue;
+      for (let at = r.offset; at < r.offset + r.length; at += zeros.length) {
+        const b = await d.read(at, Math.min(zeros.length, r.offset + r.length - at));
+        // the pattern's bytes were checked above; blank them so the rest must be zeros
+        const from = Math.max(PATTERN_AT, at);
+        const to = Math.min(PATTERN_AT + MiB, at + b.length);
+        if (from < to) b.fill(0, from - at, to - at);
+        assert.ok(b.equals(zeros.subarray(0, b.length)), `${what}: bytes at ${at} are not zeros`);
+      }
+    }
+  } finally {
+    await d.close();
+  }
+}
+
+/** qemu-img check: no corruption (exit 2); leaks (exit 3) are what a killed allocation may leave */
+async function checkNoCorruption(path: string, format: string): Promise<void> {
+  const args = ['check', '-q', '-f', format, path];
+  const r = await run('qemu-img', args);
+  assert.ok(r.code === 0 || r.code === 3, describeRun('qemu-img', args, r));
+}
+
+async function makeDisk(path: string, k: Kind, size: number): Promise<void> {
+  await qemu(['create', '-q', '-f', k.qemu, ...k.create, path, String(size)]);
+  const d = await Disk.open(path);
+  await d.write(PATTERN_AT, PATTERN);
+  await d.close();
+}
+
+// the formats run side by side: most of a run is the worker's start-up, not the disk work
+test('resize killed at random moments leaves the old or the new disk', { concurrency: true }, async (t) => {
+  await Promise.all(KINDS.map((k) => t.test(k.label, async (t) => {
+    if (!skipUnless(t, 'qemu-img')) return;
+    const dir = (await tmpDir(t)).path;
+    const path = join(dir, `d.${k.ext}`);
+    await makeDisk(path, k, 8 * MiB);
+    const rnd = mulberry32(k.label.length * 7919);
+    let size = 8 * MiB;
+    let killed = 0;
+    for (let run = 0; run < RUNS; run++) {
+      const delay = rnd() * 60;
+      let started = 0;
+      const r = await runKilledWhen(WORKER, ['resize', path, String(k.step), '4'], (line) => {
+        if (line === 'ready') started = Date.now();
+        // the first line after `delay` ms is the kill moment, plus a random busy-wait within it
+        if (started && Date.now() - started >= delay) {
+          const until = Date.now() + rnd() * 4;
+          while (Date.now() < until);
+          return true;
+        }
+        return false;
+      });
+      const done = r.lines.filter((l) => l.startsWith('done ')).map((l) => Number(l.slice(5)));
+      if (r.killed) killed++;
+      const last = done.length ? done[done.length - 1]! : size;
+      await assertContent(path, [last, last + k.step], `${k.label} run ${run}`);
+      if (k.check) await checkNoCorruption(path, k.qemu);
+      const d = await Disk.open(path, { readOnly: true });
+      size = d.capacity;
+      await d.close();
+    }
+    t.diagnostic(`${killed} of ${RUNS} resizes killed; ${size / MiB} MiB at the end`);
+    assert.ok(size > 8 * MiB, 'some resizes finished');
+  })));
+});
+
+test('rename (with a child) killed at random moments leaves a whole disk its child reaches', { concurrency: true }, async (t) => {
+  await Promise.all(KINDS.filter((x) => x.label !== 'raw' && x.label !== 'vmdk monolithicFlat').map((k) => t.test(k.label, async (t) => {
+    if (!skipUnless(t, 'qemu-img')) return;
+    const dir = (await tmpDir(t)).path;
+    const a = join(dir, `a.${k.ext}`);
+    const b = join(dir, `b.${k.ext}`);
+    await makeDisk(a, k, 8 * MiB);
+    await qemu(['create', '-q', '-f', k.qemu, '-b', `a.${k.ext}`, '-F', k.qemu, join(dir, `child.${k.ext}`)]);
+    const rnd = mulberry32(k.label.length * 104729);
+    for (let run = 0; run < RUNS; run++) {
+      const delay = rnd() * 80;
+      let started = 0;
+      await runKilledWhen(WORKER, ['rename', a, b, '3'], (line) => {
+        if (line === 'ready') started = Date.now();
+        return !!started && Date.now() - started >= delay;
+      });
+      const names = await readdir(dir);
+      const at = [a, b].filter((p) => names.includes(p.slice(dir.length + 1)));
+      assert.ok(at.length >= 1, `run ${run}: the disk has no name left: ${names}`);
+      for (const p of at) await assertContent(p, [8 * MiB], `${k.label} run ${run} ${p}`);
+      // the child reaches a whole parent through its chain
+      const child = await Disk.open(join(dir, `child.${k.ext}`), { readOnly: true });
+      assert.ok((await child.read(PATTERN_AT, MiB)).equals(PATTERN), `run ${run}: the child no longer reads its parent`);
+      await child.close();
+      if (k.check) for (const p of at) await checkNoCorruption(p, k.qemu);
+      // a stopped rename leaves both names (hard links to the same files): drop the one the child does not use
+      if (at.length === 2) {
+        const c = await Disk.open(join(dir, `child.${k.ext}`), { readOnly: true });
+        const parent = (await c.info()).chain?.[1] ?? '';
+        await c.close();
+        const extra = parent.endsWith(`a.${k.ext}`) ? 'b' : 'a';
+        for (const f of names.filter((n) => n.startsWith(extra))) await rm(join(dir, f));
+      }
+      // the worker starts again from a
+      if (!(await readdir(dir)).includes(`a.${k.ext}`)) await rename(b, a);
+    }
+  })));
+});
