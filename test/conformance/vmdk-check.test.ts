@@ -67,6 +67,19 @@ test('vmdk check: a redundant grain table that differs is a corruption, repaired
   assert.deepEqual((await check(p)).findings, []);
 });
 
+test('vmdk check: a redundant table that only lags the primary (a write killed between the two) is a warning, synced by repair', async (t) => {
+  const p = await image((await tmpDir(t)).path);
+  const { rgd } = await header(p);
+  const rgt0 = await u32At(p, rgd * 512);
+  assert.notEqual(await u32At(p, rgt0 * 512), 0, 'grain 0 is allocated');
+  await poke(p, rgt0 * 512, Buffer.alloc(4)); // the copy never got grain 0's entry
+  const r = await check(p);
+  assert.deepEqual(r.findings.map((f) => [f.kind, f.field]), [['warning', 'RGT[0]']]);
+  const fixed = await check(p, true);
+  assert.equal(fixed.findings[0]!.repaired, true);
+  assert.deepEqual((await check(p)).findings, []);
+});
+
 test('vmdk check: leaked grains at the end are reported and cut off by repair; data stays', async (t) => {
   const p = await image((await tmpDir(t)).path);
   const before = await Disk.open(p, { readOnly: true }).then(async (d) => { const b = await d.read(0, 2 * MiB); await d.close(); return b; });

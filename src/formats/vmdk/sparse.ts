@@ -634,7 +634,14 @@ export class SparseExtent {
       if (this.rgd && this.rgd[g] !== 0) {
         const copy = await readU32Array(this.store, this.rgd[g]! * SECTOR_SIZE, this.numGTEs);
         if (!u32Bytes(copy, 0, copy.length).equals(u32Bytes(table, 0, table.length))) {
-          const f: CheckFinding = { kind: 'corruption', message: `redundant grain table ${g} differs from the primary`, struct: 'redundant grain table', field: `RGT[${g}]`, offset: this.rgd[g]! * SECTOR_SIZE };
+          // A copy that only lacks entries the primary has is what a write interrupted between
+          // the two tables leaves (the primary is written first): nothing is lost. Anything else
+          // means one of them was damaged.
+          let lagging = true;
+          for (let i = 0; i < table.length && lagging; i++) if (copy[i] !== table[i] && copy[i] !== 0) lagging = false;
+          const f: CheckFinding = lagging
+            ? { kind: 'warning', message: `redundant grain table ${g} lacks entries the primary has (an interrupted write)`, struct: 'redundant grain table', field: `RGT[${g}]`, offset: this.rgd[g]! * SECTOR_SIZE }
+            : { kind: 'corruption', message: `redundant grain table ${g} differs from the primary`, struct: 'redundant grain table', field: `RGT[${g}]`, offset: this.rgd[g]! * SECTOR_SIZE };
           if (repair && dryRun) f.wouldRepair = true;
           else if (repair && !this.readOnly) {
             await this.store.write(this.rgd[g]! * SECTOR_SIZE, u32Bytes(table, 0, table.length));
