@@ -27,7 +27,7 @@ const DRIVERS: readonly Driver[] = Object.freeze([
   rawDriver,
 ]);
 
-const CAPABILITY_KEYS: readonly (keyof Capabilities)[] = ['write', 'blockStatus', 'zero', 'metadata', 'createTypes', 'differencing', 'differencingSameSize', 'parentLink', 'identityFollowsContent', 'split', 'discard', 'resize', 'flush', 'check'];
+const CAPABILITY_KEYS: readonly (keyof Capabilities)[] = ['write', 'blockStatus', 'zero', 'metadata', 'createTypes', 'differencing', 'differencingSameSize', 'parentLink', 'identityFollowsContent', 'split', 'discard', 'resize', 'flush', 'check', 'compact', 'defragment'];
 // Capabilities are data, declared once; a driver that forgets one fails here, at load time.
 for (const d of DRIVERS) {
   for (const k of CAPABILITY_KEYS) if (d.capabilities[k] === undefined) throw new DiskError('INTERNAL', `driver ${d.name} does not declare capability ${k}`);

@@ -122,6 +122,23 @@ export interface Capabilities {
   readonly flush: 'concurrent' | 'exclusive';
   /** `check()`: none, detect problems, or detect and repair them */
   readonly check: 'none' | 'detect' | 'repair';
+  /** `compact()`: give back the space of units that read as zeros or were discarded */
+  readonly compact: 'none' | 'native';
+  /** `defragment()`: put data units in virtual order in the file(s) */
+  readonly defragment: 'none' | 'native';
+}
+
+/** options of the long in-place operations (compact, defragment) */
+export interface InPlaceOptions {
+  signal?: AbortSignal;
+  /** units (or bytes) processed so far and in all */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** what compact / defragment did, in bytes of the image's files */
+export interface InPlaceResult {
+  fileBytesBefore: number;
+  fileBytesAfter: number;
 }
 
 /** One finding of a consistency check (qemu-img check's corruptions and leaks). */
@@ -216,6 +233,21 @@ export interface Image {
    * disk opens under both names until the caller removes the old ones.
    */
   renameTo?(newPath: string, opts?: { keepOld?: boolean }): Promise<void>;
+  /**
+   * Present when capabilities.discard is 'native': mark [offset, offset+length) unused. Whole
+   * allocation units become unallocated in a base; in a child they must still read zeros (not
+   * the parent's data): a zero-unit marker where the format has one, else zeros written. Parts
+   * of units are written as zeros.
+   */
+  discard?(offset: number, length: number): Promise<void>;
+  /**
+   * Present when capabilities.compact is 'native': drop allocated units that read as all zeros
+   * (or were discarded), move the rest down, and cut the file(s); in place and crash-safe (a
+   * kill at any moment leaves the content intact; at worst space stays leaked).
+   */
+  compact?(opts: InPlaceOptions): Promise<InPlaceResult>;
+  /** Present when capabilities.defragment is 'native': same crash rules as compact. */
+  defragment?(opts: InPlaceOptions): Promise<InPlaceResult>;
   /**
    * Change the virtual size in place (capabilities.resize says which way), crash-safely in the
    * order the format's NOTES.md gives; closes the image. Growing makes the new range read as

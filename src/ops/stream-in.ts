@@ -237,6 +237,8 @@ const SEQUENTIAL_CAPABILITIES: Capabilities = {
   resize: 'none',
   flush: 'concurrent',
   check: 'none',
+  compact: 'none',
+  defragment: 'none',
 };
 
 /**

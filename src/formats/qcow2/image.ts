@@ -84,6 +84,8 @@ export const QCOW2_CAPABILITIES: Capabilities = Object.freeze({
   resize: 'grow-shrink',
   flush: 'exclusive',
   check: 'repair',
+  compact: 'none',
+  defragment: 'none',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...QCOW2_CAPABILITIES, write: 'none' });

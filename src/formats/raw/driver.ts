@@ -27,6 +27,8 @@ const RAW_CAPABILITIES: Capabilities = Object.freeze({
   resize: 'grow-shrink',
   flush: 'concurrent',
   check: 'none',
+  compact: 'none',
+  defragment: 'none',
 });
 
 export class RawImage implements Image {

@@ -65,6 +65,8 @@ export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   resize: 'none',
   flush: 'exclusive',
   check: 'repair',
+  compact: 'none',
+  defragment: 'none',
 });
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VDI_CAPABILITIES, write: 'none' });
 

@@ -81,6 +81,8 @@ export const VHD_CAPABILITIES: Capabilities = Object.freeze({
   resize: 'none',
   flush: 'exclusive',
   check: 'repair',
+  compact: 'none',
+  defragment: 'none',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VHD_CAPABILITIES, write: 'none' });

@@ -105,6 +105,8 @@ export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
   resize: 'none',
   flush: 'exclusive',
   check: 'repair',
+  compact: 'none',
+  defragment: 'none',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VHDX_CAPABILITIES, write: 'none' });

@@ -51,6 +51,8 @@ export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
   resize: 'grow',
   flush: 'concurrent',
   check: 'repair',
+  compact: 'none',
+  defragment: 'none',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VMDK_CAPABILITIES, write: 'none' });
