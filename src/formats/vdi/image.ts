@@ -61,7 +61,7 @@ export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   split: false,
   discard: 'none',
   resize: 'none',
-  flush: 'exclusive',
+  flush: 'concurrent',
   check: 'none',
 });
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VDI_CAPABILITIES, write: 'none' });
