@@ -82,7 +82,7 @@ export const QCOW2_CAPABILITIES: Capabilities = Object.freeze({
   split: false,
   discard: 'none',
   resize: 'grow-shrink',
-  flush: 'exclusive',
+  flush: 'concurrent',
   check: 'repair',
   compact: 'none',
   defragment: 'none',
@@ -773,7 +773,9 @@ export class Qcow2Image implements Image {
         i = j;
       }
       const end = base + allocs.length * cs;
-      if ((await this.store.size()) < end) await this.store.truncate(end);
+      // the file can only be short of `end` when the last cluster was written partly (a hole)
+      const last = parts[parts.length - 1]!;
+      if (last.at + last.bytes.length < end && (await this.store.size()) < end) await this.store.truncate(end);
       this.file.size = Math.max(this.file.size, end);
     }
     const inplace = plans.filter((p) => p.action === 'inplace');

@@ -63,7 +63,7 @@ export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   split: false,
   discard: 'none',
   resize: 'none',
-  flush: 'exclusive',
+  flush: 'concurrent',
   check: 'repair',
   compact: 'none',
   defragment: 'none',

@@ -79,7 +79,7 @@ export const VHD_CAPABILITIES: Capabilities = Object.freeze({
   split: false,
   discard: 'none',
   resize: 'none',
-  flush: 'exclusive',
+  flush: 'concurrent',
   check: 'repair',
   compact: 'none',
   defragment: 'none',
