@@ -6,13 +6,15 @@
  *   npm run bench:convert               (build, then run with the defaults below)
  *   node dist/bench/convert-matrix.js [--json[=FILE]] [--size 4G] [--rounds 3] [--seed 1] [--keep]
  *                                     [--only CASE[,CASE...]] [--dir DIR] [--vdkit-bin PATH]
- *                                     [--no-sync-peer]
+ *                                     [--no-sync-peer] [--no-unsafe]
  *
  * Cases: vmdk, vdi, vhd, qcow2 (raw -> that format), vmdk-raw, vdi-raw, vhd-raw, qcow2-raw (that
  * format -> raw, from the image qemu-img made, so both tools read the same file), stream (raw ->
  * streamOptimized VMDK). Besides the peers of the targets, each case but stream also times "qemu-img+sync":
  * qemu-img and then `sync -d` of its output, timed as one (qemu-img never fdatasyncs, vdkit does
- * before it exits), for context; --no-sync-peer leaves it out. Each timed run is a child process (start-up counts for every tool alike);
+ * before it exits), for context; --no-sync-peer leaves it out. They also time "vdkit --cache
+ * unsafe" (no fdatasync either): against qemu-img that is like for like; --no-unsafe leaves it
+ * out. Each timed run is a child process (start-up counts for every tool alike);
  * before it, the old output is deleted and `sync` runs, untimed. Peak RSS comes from
  * /usr/bin/time (`%M`) when it is installed, else from polling /proc/PID/status (VmHWM).
  * After the rounds every vdkit output is compared with its source by `qemu-img compare` (untimed);
@@ -49,6 +51,8 @@ interface Options {
   vdkitBin: string;
   /** also time qemu-img followed by an fdatasync of its output (for context) */
   durablePeer: boolean;
+  /** also time vdkit --cache unsafe (no fdatasync, like qemu-img) against qemu-img */
+  unsafeVdkit: boolean;
 }
 
 function parseSize(s: string): number {
@@ -62,7 +66,7 @@ const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 const VDKIT = join(ROOT, 'bin', 'vdkit.js');
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { size: 4 * 1024 ** 3, rounds: 3, seed: 1, keep: false, json: false, only: [...CASES], dir: tmpdir(), vdkitBin: VDKIT, durablePeer: true };
+  const o: Options = { size: 4 * 1024 ** 3, rounds: 3, seed: 1, keep: false, json: false, only: [...CASES], dir: tmpdir(), vdkitBin: VDKIT, durablePeer: true, unsafeVdkit: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = () => {
@@ -77,6 +81,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--seed') o.seed = Number(val());
     else if (a === '--keep') o.keep = true;
     else if (a === '--no-sync-peer') o.durablePeer = false;
+    else if (a === '--no-unsafe') o.unsafeVdkit = false;
     else if (a === '--dir') o.dir = resolve(val());
     else if (a === '--vdkit-bin') o.vdkitBin = resolve(val());
     else if (a === '--only') {
@@ -237,6 +242,22 @@ function vdkitTool(spec: CaseSpec, bin: string): Tool {
   };
 }
 
+/**
+ * vdkit with `--cache unsafe`: no fdatasync, as qemu-img convert runs by default. Against
+ * qemu-img this is the like-for-like comparison (same durability); vdkit's default stays durable.
+ */
+function vdkitUnsafeTool(spec: CaseSpec, bin: string): Tool {
+  const v = vdkitTool(spec, bin);
+  return {
+    name: 'vdkit --cache unsafe',
+    out: v.out.replace('out-vdkit', 'out-vdkitunsafe'),
+    argv: (src, dst) => {
+      const [cmd, args] = v.argv(src, dst);
+      return [cmd, [...args.slice(0, 2), '--cache', 'unsafe', ...args.slice(2)]];
+    },
+  };
+}
+
 function qemuTool(spec: CaseSpec): Tool {
   const opts = spec.type === 'streamOptimized' ? ['-o', 'subformat=streamOptimized'] : [];
   return {
@@ -287,7 +308,7 @@ interface CaseFigures {
   source: string;
   tools: ToolFigures[];
   /** vdkit / peer median wall time, and the target, per peer */
-  ratios: { peer: string; ratio: number; target: number | undefined; met: boolean | undefined }[];
+  ratios: { subject: string; peer: string; ratio: number; target: number | undefined; met: boolean | undefined }[];
   /** qemu-img compare of vdkit's output with the source */
   compare: 'ok' | 'MISMATCH' | 'skipped';
   peakRssLimit: number;
@@ -361,13 +382,15 @@ async function benchCase(spec: CaseSpec, src: string, tools: Tool[], dir: string
   }
 
   const vd = figures.find((f) => f.tool === 'vdkit')!;
-  const ratios = figures
-    .filter((p) => p !== vd)
-    .map((p) => {
-      const target = spec.targets[p.tool];
-      const ratio = vd.supported && p.supported ? vd.medianMs / p.medianMs : NaN;
-      return { peer: p.tool, ratio, target, met: Number.isNaN(ratio) || target === undefined ? undefined : ratio <= target };
-    });
+  const ratioOf = (subject: ToolFigures, p: ToolFigures) => {
+    const target = spec.targets[p.tool];
+    const ratio = subject.supported && p.supported ? subject.medianMs / p.medianMs : NaN;
+    return { subject: subject.tool, peer: p.tool, ratio, target, met: Number.isNaN(ratio) || target === undefined ? undefined : ratio <= target };
+  };
+  const ratios = figures.filter((p) => !p.tool.startsWith('vdkit')).map((p) => ratioOf(vd, p));
+  const unsafe = figures.find((f) => f.tool === 'vdkit --cache unsafe');
+  const qemu = figures.find((f) => f.tool === 'qemu-img');
+  if (unsafe && qemu) ratios.push(ratioOf(unsafe, qemu));
   const rssMet = vd.supported ? vd.maxPeakRss < RSS_LIMIT : undefined;
   if (!opts.keep) for (const { tool } of live) await rm(join(dir, tool.out), { force: true });
   return { name: spec.name, title: spec.title, source: src, tools: figures, ratios, compare, peakRssLimit: RSS_LIMIT, rssMet };
@@ -404,6 +427,7 @@ async function main(): Promise<number> {
         if (!existsSync(src)) await mustRun('qemu-img', ['convert', '-f', 'raw', '-O', QEMU_FMT[spec.srcFormat]!, raw, src], dir);
       }
       const tools = [vdkitTool(spec, opts.vdkitBin), qemuTool(spec)];
+      if (opts.unsafeVdkit && name !== 'stream') tools.splice(1, 0, vdkitUnsafeTool(spec, opts.vdkitBin));
       // not for streamOptimized: there compression, not the write-back, sets the pace (and one
       // more qemu-img run costs minutes at 4 GiB)
       if (opts.durablePeer && name !== 'stream') tools.push(qemuDurableTool(spec));
@@ -427,7 +451,8 @@ async function main(): Promise<number> {
     const rows: string[][] = [['case', 'tool', 'median', 'peak RSS', 'output', 'vdkit/peer', 'target', '']];
     for (const c of results) {
       for (const t of c.tools) {
-        const r = c.ratios.find((x) => x.peer === t.tool);
+        // a peer's row shows vdkit / that peer; the unsafe vdkit's row shows it / qemu-img
+        const r = t.tool === 'vdkit --cache unsafe' ? c.ratios.find((x) => x.subject === t.tool) : c.ratios.find((x) => x.subject === 'vdkit' && x.peer === t.tool);
         const vd = t.tool === 'vdkit';
         rows.push([
           t === c.tools[0] ? c.title : '',

@@ -11,6 +11,7 @@ import type { CreateOptions } from '../formats/types.js';
 import { convert, type ConvertOptions } from '../ops/convert.js';
 import { copyPieces, openSequentialInput, SequentialImage } from '../ops/stream-in.js';
 import { StreamSink } from '../storage/sink.js';
+import { setCacheMode } from '../storage/cache-mode.js';
 import { compare } from '../ops/compare.js';
 import { checksum } from '../ops/checksum.js';
 import { checkDisk, openFindings } from '../ops/check.js';
@@ -313,6 +314,7 @@ export function buildProgram(): Command {
     .option('--compression-level <n>', 'streamOptimized: zlib level 1 (fastest, as VMware writes; default) to 9 (smallest)')
     .option('--stream-name <name>', 'streamOptimized to stdout: the file name recorded in the stream (default disk.vmdk)')
     .option('--input-size <size>', 'raw from stdin: its size (needed unless the output is raw to stdout)')
+    .addOption(new Option('--cache <mode>', 'writeback: the target is on the disk (fdatasync) before it gets its name; unsafe: no fdatasync, as qemu-img convert does by default (faster; a host crash soon after can lose the output)').choices(['writeback', 'unsafe']).default('writeback'))
     .option('--target <t>', `make what a target takes (${Object.keys(TARGETS).join(', ')}): format, type, adapter, versions, size rounding; -O/-t/-a/--hw override it (docs/targets.md)`)
     .argument('<src>')
     .argument('<dst>')
@@ -320,6 +322,7 @@ export function buildProgram(): Command {
       const started = Date.now();
       const tty = !!o.progress && process.stderr.isTTY;
       let lastDraw = 0;
+      setCacheMode(o.cache);
       const format = QEMU_FORMAT_NAMES[o.outputFormat] ?? o.outputFormat;
       const toStdout = dst === '-';
       if (toStdout && process.stdout.isTTY) throw new UsageError('refusing to write a disk image to a terminal; redirect stdout or give a file name');

@@ -2,6 +2,7 @@ import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, 
 import { constants } from 'node:fs';
 import { DiskError, fromSystemError } from '../core/errors.js';
 import type { ByteStore } from './store.js';
+import { cacheMode } from './cache-mode.js';
 
 export interface FileOpenOptions {
   readOnly?: boolean;
@@ -131,7 +132,7 @@ export class FileStore implements ByteStore {
   }
 
   async flush(): Promise<void> {
-    if (this.readOnly || this.closed) return;
+    if (this.readOnly || this.closed || cacheMode() === 'unsafe') return;
     try {
       await this.fh.datasync();
     } catch (err) {

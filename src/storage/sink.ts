@@ -8,6 +8,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { DiskError, fromSystemError } from '../core/errors.js';
+import { cacheMode } from './cache-mode.js';
 
 export interface ByteSink {
   /** a name for messages: the path, or "-" for stdout */
@@ -95,6 +96,7 @@ export class FileSink extends GatheringSink {
   }
 
   protected async sync(): Promise<void> {
+    if (cacheMode() === 'unsafe') return;
     try {
       await this.fh.datasync();
     } catch (err) {
