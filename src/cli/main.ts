@@ -8,7 +8,8 @@ import { DiskError, errorText, type ErrorCode } from '../core/errors.js';
 import { SECTOR_SIZE, parseSize } from '../core/ints.js';
 import { Disk, type DiskOpenOptions } from '../disk.js';
 import type { CreateOptions } from '../formats/types.js';
-import { convert } from '../ops/convert.js';
+import { convert, type ConvertOptions } from '../ops/convert.js';
+import { cloneChain } from '../ops/clone-chain.js';
 import { compare } from '../ops/compare.js';
 import { checksum } from '../ops/checksum.js';
 import { backendInfo, detectFormat } from '../formats/registry.js';
@@ -303,14 +304,27 @@ export function buildProgram(): Command {
     .option('-p, --progress', 'show a progress bar on a terminal')
     .option('--json-progress', 'print one JSON line per progress update to stderr, for scripts')
     .option('--overwrite', 'replace an existing target')
+    .option('--size <size>', 'target size (K/M/G/T suffixes): smaller drops the end, larger adds zeros')
+    .option('--keep-chain', 'copy a chain link by link into a new chain (lower links: <dst stem>-base.ext, -base-000001.ext, ...)')
+    .option('--from <n>', 'with --keep-chain: first link kept as a link, 0 = the base; links below are flattened into the new base')
+    .option('--to <n>', 'with --keep-chain: last link copied, 0 = the base (default: the top)')
     .argument('<src>')
     .argument('<dst>')
     .action(async (src: string, dst: string, o) => {
+      const link = (v: string | undefined, what: string) => {
+        if (v === undefined) return undefined;
+        if (!o.keepChain) throw new UsageError(`${what} needs --keep-chain`);
+        if (!/^\d+$/.test(v)) throw new UsageError(`${what}: expected a link number (0 = the base), got ${JSON.stringify(v)}`);
+        return Number(v);
+      };
+      const from = link(o.from, '--from');
+      const to = link(o.to, '--to');
       await withDisk(src, { readOnly: true, ...openOpts(o) }, async (d) => {
         const started = Date.now();
         const tty = !!o.progress && process.stderr.isTTY;
         let lastDraw = 0;
-        await convert(d, dst, {
+        await (o.keepChain ? (s: Disk, p: string, x: ConvertOptions) => cloneChain(s, p, { ...x, from, to }) : convert)(d, dst, {
+          capacity: o.size === undefined ? undefined : num(o.size, '--size'),
           format: o.outputFormat,
           type: o.type,
           adapterType: o.adapter,
