@@ -177,7 +177,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
   const from = opts.from ?? 0;
   const to = opts.to ?? n - 1;
   for (const [field, v] of [['from', from], ['to', to]] as const) {
-    if (!Number.isSafeInteger(v) || v < 0 || v >= n) throw new DiskError('INVAL', `${field}: a link number from 0 (the base) to ${n - 1} (the top)`, { path: src.path, field, expected: `0..${n - 1}`, found: v });
+    if (!Number.isSafeInteger(v) || v < 0 || v >= n) throw new DiskError('INVAL', `a link number from 0 (the base) to ${n - 1} (the top)`, { path: src.path, field, expected: `0..${n - 1}`, found: v });
   }
   if (from > to) throw new DiskError('INVAL', `from (${from}) is above to (${to})`, { path: src.path, field: 'from', expected: `<= ${to}`, found: from });
   const count = to - from + 1;
