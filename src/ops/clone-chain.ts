@@ -193,6 +193,9 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
   const wanted = (k: number) => opts.capacity ?? (caps.differencingSameSize ? layers[to]!.capacity : layers[from + k]!.capacity);
   const newCap = finals.map((_, k) => targetCapacity(format, wanted(k)));
 
+  // what killed clones to this name left first: their renamed links would otherwise block the names
+  await removeStaleClones(finals[count - 1]!);
+  for (const f of finals) await removeStalePartials(f);
   const sourceFiles = new Set<string>();
   for (const l of layers) for (const f of (await l.info()).files) sourceFiles.add(await fsx.realpath(f).catch(() => resolve(f)));
   for (const f of finals) {
@@ -201,8 +204,6 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
     }
     if (!opts.overwrite && (await fsx.exists(f))) throw new DiskError('FILEEXISTS', undefined, { path: f });
   }
-  await removeStaleClones(finals[count - 1]!);
-  for (const f of finals) await removeStalePartials(f);
 
   // the plan: the base's data ranges (positions, as convert counts them), then each link's own ranges
   const chunkSize = opts.chunkSize ?? 2 * 1024 * 1024;
