@@ -218,7 +218,12 @@ export async function cloneAndCheck(t: TestContext, dir: string, src: Source, fo
 
   // (e) the names recorded are the final ones
   if (QEMU_CHAINS.has(format)) {
-    const info = JSON.parse((await runOk('qemu-img', ['info', '--backing-chain', '--output=json', dst], 'qemu-img info')).stdout) as { filename: string; 'backing-filename'?: string; 'full-backing-filename'?: string }[];
+    const info = JSON.parse((await runOk('qemu-img', ['info', '--backing-chain', '--output=json', dst], 'qemu-img info')).stdout) as {
+      filename: string;
+      'backing-filename'?: string;
+      'full-backing-filename'?: string;
+      'backing-filename-format'?: string;
+    }[];
     assert.equal(info.length, n, `${label} -> ${format}: qemu-img sees every link`);
     for (const [i, e] of info.entries()) {
       const k = n - 1 - i;
@@ -227,6 +232,8 @@ export async function cloneAndCheck(t: TestContext, dir: string, src: Source, fo
       else {
         assert.equal(e['backing-filename'], basename(finals[k - 1]!), `${label} -> ${format}: link ${k} names its parent`);
         assert.equal(resolve(e['full-backing-filename']!), finals[k - 1], `${label} -> ${format}: link ${k} parent resolves`);
+        // qcow2 records the parent's format too, found from the parent's bytes under its temporary name
+        if (format === 'qcow2') assert.equal(e['backing-filename-format'], 'qcow2', `${label} -> ${format}: link ${k} backing format`);
       }
     }
   } else if (format === 'vhd' || format === 'vhdx') {
@@ -235,6 +242,15 @@ export async function cloneAndCheck(t: TestContext, dir: string, src: Source, fo
       const parent = /Parent filename\s*:\s*(.+)/.exec(out)?.[1]?.trim();
       // VHD shows the parent unicode name (a bare file name), VHDX the absolute_win32_path
       assert.equal(parent, format === 'vhd' ? basename(finals[k - 1]!) : finals[k - 1], `${label} -> ${format}: link ${k} parent per vhdiinfo\n${out}`);
+      if (format === 'vhd') {
+        // the dynamic header's parent time stamp (offset 56) is the parent's footer time stamp
+        // (offset 24 of the footer copy at 0), read from the parent under its temporary name
+        const child = await readFile(finals[k]!);
+        const parentFooter = await readFile(finals[k - 1]!);
+        const stamp = parentFooter.readUInt32BE(24);
+        assert.ok(stamp > 0, 'parent footer has a time stamp');
+        assert.equal(child.readUInt32BE(512 + 56), stamp, `${label} -> ${format}: link ${k} parent time stamp`);
+      }
     }
   }
   for (const f of finals) {
