@@ -40,8 +40,8 @@ import { driverByName } from '../formats/registry.js';
 import type { Image } from '../formats/types.js';
 import { Disk, openLink } from '../disk.js';
 import { childCreateOptions } from './child.js';
-import { describeChain } from './chain-list.js';
-import { copyRanges, dataRanges, moveIntoPlace, partialPath, partialPrefix, processRuns, removeStalePartials, targetCapacity, type ConvertOptions, type ConvertResult } from './convert.js';
+import { copyRanges, dataRanges, moveIntoPlace, targetCapacity, type ConvertOptions, type ConvertResult } from './convert.js';
+import { linkFiles, partialPath, recordPath, removeStalePartials, writeRecord, type CloneRecord } from './partials.js';
 
 export interface CloneChainOptions extends ConvertOptions {
   /** the lowest source link copied as a link of its own, 0 = the base (default 0); links below it are flattened into the new base */
@@ -67,80 +67,6 @@ export function chainLinkNames(dstPath: string, count: number): string[] {
   for (let k = 0; k < count - 1; k++) names.push(k === 0 ? `${base}${ext}` : `${base}-${String(k).padStart(6, '0')}${ext}`);
   names.push(dstPath);
   return names;
-}
-
-/** the record a clone keeps beside its top while it runs */
-interface CloneRecord {
-  version: 1;
-  /** absolute final paths, base first; the last is the top */
-  links: string[];
-  /** final paths already renamed into place */
-  renamed: string[];
-}
-
-const RECORD_SUFFIX = '.chain';
-const MAX_RECORD_BYTES = 1024 * 1024;
-
-function recordPath(dstPath: string): string {
-  return join(dirname(dstPath), `${partialPrefix(dstPath)}${process.pid}${RECORD_SUFFIX}`);
-}
-
-async function writeRecord(path: string, rec: CloneRecord): Promise<void> {
-  await fsx.writeFileAtomic(path, Buffer.from(JSON.stringify(rec), 'utf8'));
-}
-
-/** Files of one link, the named file last (so a removal stopped half-way leaves a findable disk). */
-async function linkFiles(path: string): Promise<string[]> {
-  try {
-    const img = await openLink(path, { readOnly: true, singleLink: true });
-    try {
-      const files = (await img.info()).files.map((f) => resolve(f));
-      return [...files.filter((f) => f !== resolve(path)), resolve(path)];
-    } finally {
-      await img.close().catch(() => {});
-    }
-  } catch {
-    return [resolve(path)];
-  }
-}
-
-/**
- * Clean up after clones to `dstPath` that were killed: their temporary files, and the links
- * they had already renamed into place when their top never got there (the chain now at
- * `dstPath`, if any, does not use them).
- */
-async function removeStaleClones(dstPath: string): Promise<void> {
-  const dir = dirname(dstPath);
-  const prefix = partialPrefix(dstPath);
-  for (const name of await fsx.list(dir)) {
-    if (!name.startsWith(prefix) || !name.endsWith(RECORD_SUFFIX)) continue;
-    const pid = Number(/^(\d+)/.exec(name.slice(prefix.length))?.[1]);
-    if (!Number.isSafeInteger(pid) || pid === process.pid || processRuns(pid)) continue;
-    const path = join(dir, name);
-    let rec: CloneRecord | undefined;
-    try {
-      const parsed = JSON.parse(await fsx.readText(path, MAX_RECORD_BYTES)) as Partial<CloneRecord>;
-      if (Array.isArray(parsed.links) && Array.isArray(parsed.renamed) && [...parsed.links, ...parsed.renamed].every((p) => typeof p === 'string')) rec = parsed as CloneRecord;
-    } catch {
-      // unreadable: only the record itself goes
-    }
-    if (rec) {
-      // only names in this folder: a record is a file anyone could have written
-      const here = (p: string) => resolve(dirname(p)) === resolve(dir);
-      for (const l of rec.links) if (here(l)) await removeStalePartials(l);
-      const top = rec.links[rec.links.length - 1];
-      const inUse = new Set<string>();
-      if (top !== undefined && (await fsx.exists(top))) {
-        const c = await describeChain(top).catch(() => undefined);
-        for (const l of c?.links ?? []) inUse.add(resolve(l.path));
-      }
-      for (const l of rec.renamed) {
-        if (!here(l) || l === top || inUse.has(resolve(l))) continue;
-        for (const f of await linkFiles(l)) await fsx.remove(f);
-      }
-    }
-    await fsx.remove(path);
-  }
 }
 
 /** The child type for `format` under a base of `type` (VMDK children are always sparse). */
@@ -193,9 +119,8 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
   const wanted = (k: number) => opts.capacity ?? (caps.differencingSameSize ? layers[to]!.capacity : layers[from + k]!.capacity);
   const newCap = finals.map((_, k) => targetCapacity(format, wanted(k)));
 
-  // what killed clones to this name left first: their renamed links would otherwise block the names
-  await removeStaleClones(finals[count - 1]!);
-  for (const f of finals) await removeStalePartials(f);
+  // what killed clones to these names left, first: their renamed links would otherwise block the names
+  for (const f of [...finals].reverse()) await removeStalePartials(f);
   const sourceFiles = new Set<string>();
   for (const l of layers) for (const f of (await l.info()).files) sourceFiles.add(await fsx.realpath(f).catch(() => resolve(f)));
   for (const f of finals) {
@@ -235,6 +160,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
     await writeRecord(record, rec);
     report();
     for (let k = 0; k < count; k++) {
+      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: finals[k] }, { cause: opts.signal.reason });
       let dst: Disk;
       let below: Disk | undefined;
       let read: (into: Buffer, offset: number) => Promise<void>;
@@ -282,6 +208,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
       await opts.onStep?.(`link ${k} written`);
     }
     for (const l of lower.splice(0)) await l.close();
+    if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: dstPath }, { cause: opts.signal.reason });
     // every link is complete: into place base first, the top (dstPath) last
     for (let k = 0; k < count; k++) {
       if (format === 'vmdk') {

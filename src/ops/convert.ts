@@ -3,12 +3,13 @@
  * source reports as data are read, and blocks that read as all zeros are not written, so the
  * target stays sparse. Reading the next chunks overlaps writing the current one.
  */
-import { basename, dirname, extname, join } from 'node:path';
+import { basename } from 'node:path';
 import { DiskError } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
 import { fsx } from '../storage/file.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
 import type { Image } from '../formats/types.js';
+import { partialPath, removeStalePartials } from './partials.js';
 
 export interface Progress {
   /** virtual bytes processed so far */
@@ -62,41 +63,6 @@ const FLUSH_EVERY = 32 * 1024 * 1024;
 
 const DEFAULT_CHUNK = 2 * 1024 * 1024;
 const DEFAULT_ZERO_BLOCK = 64 * 1024;
-
-/** The hidden temporary name a target is built under, in its own folder (removed or renamed at the end). */
-export function partialPath(finalPath: string, pid = process.pid): string {
-  const ext = extname(finalPath);
-  return join(dirname(finalPath), `.${basename(finalPath, ext)}.vdkit-partial-${pid}${ext}`);
-}
-
-/** The prefix every partial file of `finalPath` starts with (any process). */
-export function partialPrefix(finalPath: string): string {
-  return `.${basename(finalPath, extname(finalPath))}.vdkit-partial-`;
-}
-
-/**
- * Remove what converts to `dstPath` left behind when they were killed: hidden partial files
- * (and their extents) whose process no longer runs.
- */
-export async function removeStalePartials(dstPath: string): Promise<void> {
-  const dir = dirname(dstPath);
-  const prefix = partialPrefix(dstPath);
-  for (const name of await fsx.list(dir)) {
-    if (!name.startsWith(prefix)) continue;
-    const pid = Number(/^(\d+)/.exec(name.slice(prefix.length))?.[1]);
-    if (!Number.isSafeInteger(pid) || pid === process.pid || processRuns(pid)) continue;
-    await fsx.remove(join(dir, name));
-  }
-}
-
-export function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * The capacity a new image of `format` gets for a wanted size: every format but raw stores whole
