@@ -123,7 +123,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
   for (const f of [...finals].reverse()) await removeStalePartials(f);
   const sourceFiles = new Set<string>();
   for (const l of layers) for (const f of (await l.info()).files) sourceFiles.add(await fsx.realpath(f).catch(() => resolve(f)));
-  for (const f of finals) {
+  for (const f of [...finals].reverse()) {
     if (sourceFiles.has(resolve(f)) || ((await fsx.exists(f)) && sourceFiles.has(await fsx.realpath(f)))) {
       throw new DiskError('INVAL', 'the new chain would replace a file of the chain it is copied from', { path: f, field: 'dstPath' });
     }
