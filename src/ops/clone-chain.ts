@@ -28,9 +28,9 @@
  *   temporary name, but created recording its parent's final name (CreateOptions.parent.readFrom
  *   says where the parent's bytes are meanwhile). When all links are complete they are renamed
  *   base first, top last, so `dstPath` appears only when the whole chain is there. A record file
- *   beside the top lists the final names and, as the renames go, which are done; a later clone
- *   or convert to the same name removes what a killed one left: its temporary files, and links
- *   already renamed when the top never was.
+ *   beside the top lists the final names and, from the start of the renames, that the lower ones
+ *   may be in place; a later clone or convert to the same name removes what a killed one left:
+ *   its temporary files, and links it renamed when the top never was.
  */
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { DiskError } from '../core/errors.js';
@@ -150,7 +150,9 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
   const report = () => opts.onProgress?.({ done, total, written });
 
   const record = recordPath(finals[count - 1]!);
-  const rec: CloneRecord = { version: 1, links: finals, renamed: [] };
+  const rec: CloneRecord = { version: 1, links: finals, mayBeInPlace: [] };
+  /** lower links this run has renamed into place */
+  const placed: string[] = [];
   const tempFiles: string[] = [];
   /** the new links written so far, opened read-only, top first */
   const lower: Image[] = [];
@@ -209,7 +211,10 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
     }
     for (const l of lower.splice(0)) await l.close();
     if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: dstPath }, { cause: opts.signal.reason });
-    // every link is complete: into place base first, the top (dstPath) last
+    // every link is complete: into place base first, the top (dstPath) last; the record says so
+    // first, in one write, so a kill between any rename and the next leaves nothing unrecorded
+    rec.mayBeInPlace = finals.slice(0, -1);
+    await writeRecord(record, rec);
     for (let k = 0; k < count; k++) {
       if (format === 'vmdk') {
         // the descriptor names its extents (a monolithic one, itself): VMDK renames them too
@@ -219,10 +224,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
         await fsx.rename(temps[k]!, finals[k]!);
       }
       if (k === count - 1) topInPlace = true;
-      else {
-        rec.renamed.push(finals[k]!);
-        await writeRecord(record, rec);
-      }
+      else placed.push(finals[k]!);
       await opts.onStep?.(`renamed ${finals[k]}`);
     }
     done = total;
@@ -233,7 +235,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
     if (!topInPlace) {
       for (const f of tempFiles) if (basename(f).includes('.vdkit-partial-')) await fsx.remove(f).catch(() => {});
       for (const f of temps) await fsx.remove(f).catch(() => {});
-      for (const l of rec.renamed) for (const f of await linkFiles(l)) await fsx.remove(f).catch(() => {});
+      for (const l of placed) for (const f of await linkFiles(l)) await fsx.remove(f).catch(() => {});
     }
     await fsx.remove(record).catch(() => {});
     throw err;

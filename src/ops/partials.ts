@@ -4,8 +4,8 @@
  *
  * A target `<dir>/<stem><ext>` is built as `<dir>/.<stem>.vdkit-partial-<pid><ext>` (its extents
  * carry the same prefix) and renamed when complete. A chain clone also keeps a record
- * `.<stem of its top>.vdkit-partial-<pid>.chain` listing the final names of its links and those
- * already renamed into place (chain/NOTES.md "Clone keeping the chain"). Leftovers belong to a
+ * `.<stem of its top>.vdkit-partial-<pid>.chain` listing the final names of its links and, once
+ * its renames begin, those that may be in place (chain/NOTES.md "Clone keeping the chain"). Leftovers belong to a
  * process that no longer runs; the pid in the name says which.
  */
 import { basename, dirname, extname, join, resolve } from 'node:path';
@@ -45,8 +45,11 @@ export interface CloneRecord {
   version: 1;
   /** absolute final paths, base first; the last is the top */
   links: string[];
-  /** final paths already renamed into place */
-  renamed: string[];
+  /**
+   * final paths of the lower links that may be in place: empty until the renames begin, then all
+   * of them (written once, before the first rename, so no rename can happen unrecorded)
+   */
+  mayBeInPlace: string[];
 }
 
 const RECORD_SUFFIX = '.chain';
@@ -77,9 +80,9 @@ export async function linkFiles(path: string): Promise<string[]> {
 
 /**
  * Remove what converts and clones to `dstPath` left behind when they were killed. For each clone
- * record: the temporary files of every name it lists, and the links it had renamed into place
- * unless the chain now at its top uses them (its top's rename happened, only the record's
- * removal did not). Then the hidden partial files of `dstPath` itself.
+ * record: the temporary files of every name it lists, and the lower links that may have been
+ * renamed into place, unless the chain now at its top uses them (its top's rename happened, only
+ * the record's removal did not). Then the hidden partial files of `dstPath` itself.
  */
 export async function removeStalePartials(dstPath: string): Promise<void> {
   const dir = dirname(dstPath);
@@ -91,7 +94,7 @@ export async function removeStalePartials(dstPath: string): Promise<void> {
     let rec: CloneRecord | undefined;
     try {
       const parsed = JSON.parse(await fsx.readText(path, MAX_RECORD_BYTES)) as Partial<CloneRecord>;
-      if (Array.isArray(parsed.links) && Array.isArray(parsed.renamed) && [...parsed.links, ...parsed.renamed].every((p) => typeof p === 'string')) rec = parsed as CloneRecord;
+      if (Array.isArray(parsed.links) && Array.isArray(parsed.mayBeInPlace) && [...parsed.links, ...parsed.mayBeInPlace].every((p) => typeof p === 'string')) rec = parsed as CloneRecord;
     } catch {
       // unreadable: only the record itself goes
     }
@@ -105,7 +108,7 @@ export async function removeStalePartials(dstPath: string): Promise<void> {
         const c = await describeChain(top).catch(() => undefined);
         for (const l of c?.links ?? []) inUse.add(resolve(dirname(top), l.path));
       }
-      for (const l of rec.renamed) {
+      for (const l of rec.mayBeInPlace) {
         if (!here(l) || l === top || inUse.has(resolve(l))) continue;
         for (const f of await linkFiles(l)) await fsx.remove(f);
       }

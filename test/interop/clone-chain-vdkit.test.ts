@@ -53,7 +53,7 @@ test('keep-chain: a clone killed during its renames is cleaned up by the next on
   await rename(first.links[0]!, finals[0]!);
   await rename(first.links[1]!, finals[1]!);
   await rename(first.links[2]!, join(dir, `.k.vdkit-partial-${pid}.vdi`));
-  await writeFile(join(dir, `.k.vdkit-partial-${pid}.chain`), JSON.stringify({ version: 1, links: finals, renamed: finals.slice(0, 2) }));
+  await writeFile(join(dir, `.k.vdkit-partial-${pid}.chain`), JSON.stringify({ version: 1, links: finals, mayBeInPlace: finals.slice(0, 2) }));
   // and an unrelated disk at a name such a record might list, not renamed by it: kept
   const other = join(dir, 'k-base-000002.vdi');
   await (await Disk.create(other, { format: 'vdi', capacity: MiB })).close();
@@ -64,7 +64,7 @@ test('keep-chain: a clone killed during its renames is cleaned up by the next on
   assert.deepEqual(names.sort(), ['k-base-000002.vdi', 'k-base.vdi', 'k.vdi'], 'the stale links, temporary top and record are gone');
   await sameContent(dst, src.top, 'the new clone');
   // a record whose top did get renamed (only its removal was lost): its links are in use, kept
-  await writeFile(join(dir, `.k.vdkit-partial-${pid}.chain`), JSON.stringify({ version: 1, links: r.links, renamed: r.links.slice(0, 1) }));
+  await writeFile(join(dir, `.k.vdkit-partial-${pid}.chain`), JSON.stringify({ version: 1, links: r.links, mayBeInPlace: r.links.slice(0, 1) }));
   await cloneChain(src.top, join(dir, 'k2.vdi'), { format: 'vdi' }); // other name: does not look at k's records
   assert.ok((await readdir(dir)).includes(`.k.vdkit-partial-${pid}.chain`));
   // a clone to k.vdi that cleans up and is then cancelled: the record goes, the links stay
