@@ -7,6 +7,7 @@ export { FileStore } from './storage/file.js';
 export { MemoryStore } from './storage/memory.js';
 export type { ByteStore } from './storage/store.js';
 export { convert, type ConvertOptions, type Progress } from './ops/convert.js';
+export { cloneChain, chainLinkNames, type CloneChainOptions, type CloneChainResult } from './ops/clone-chain.js';
 export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';
 export { checksum } from './ops/checksum.js';
 export { checkDisk, openFindings, type CheckDiskOptions } from './ops/check.js';

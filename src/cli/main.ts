@@ -12,6 +12,7 @@ import { convert, type ConvertOptions } from '../ops/convert.js';
 import { copyPieces, openSequentialInput, SequentialImage } from '../ops/stream-in.js';
 import { StreamSink } from '../storage/sink.js';
 import { setCacheMode } from '../storage/cache-mode.js';
+import { cloneChain } from '../ops/clone-chain.js';
 import { compare } from '../ops/compare.js';
 import { checksum } from '../ops/checksum.js';
 import { checkDisk, openFindings } from '../ops/check.js';
@@ -314,6 +315,10 @@ export function buildProgram(): Command {
     .option('--compression-level <n>', 'streamOptimized: zlib level 1 (fastest, as VMware writes; default) to 9 (smallest)')
     .option('--stream-name <name>', 'streamOptimized to stdout: the file name recorded in the stream (default disk.vmdk)')
     .option('--input-size <size>', 'raw from stdin: its size (needed unless the output is raw to stdout)')
+    .option('--size <size>', 'target size (K/M/G/T suffixes): smaller drops the end, larger adds zeros')
+    .option('--keep-chain', 'copy a chain link by link into a new chain (lower links: <dst stem>-base.ext, -base-000001.ext, ...)')
+    .option('--from <n>', 'with --keep-chain: first link kept as a link, 0 = the base; links below are flattened into the new base')
+    .option('--to <n>', 'with --keep-chain: last link copied, 0 = the base (default: the top)')
     .addOption(new Option('--cache <mode>', 'writeback: the target is on the disk (fdatasync) before it gets its name; unsafe: no fdatasync, as qemu-img convert does by default (faster; a host crash soon after can lose the output)').choices(['writeback', 'unsafe']).default('writeback'))
     .option('--target <t>', `make what a target takes (${Object.keys(TARGETS).join(', ')}): format, type, adapter, versions, size rounding; -O/-t/-a/--hw override it (docs/targets.md)`)
     .argument('<src>')
@@ -323,6 +328,15 @@ export function buildProgram(): Command {
       const tty = !!o.progress && process.stderr.isTTY;
       let lastDraw = 0;
       setCacheMode(o.cache);
+      const link = (v: string | undefined, what: string) => {
+        if (v === undefined) return undefined;
+        if (!o.keepChain) throw new UsageError(`${what} needs --keep-chain`);
+        if (!/^\d+$/.test(v)) throw new UsageError(`${what}: expected a link number (0 = the base), got ${JSON.stringify(v)}`);
+        return Number(v);
+      };
+      const from = link(o.from, '--from');
+      const to = link(o.to, '--to');
+      if (o.keepChain && (src === '-' || dst === '-')) throw new UsageError('--keep-chain needs files, not pipes');
       const format = QEMU_FORMAT_NAMES[o.outputFormat] ?? o.outputFormat;
       const toStdout = dst === '-';
       if (toStdout && process.stdout.isTTY) throw new UsageError('refusing to write a disk image to a terminal; redirect stdout or give a file name');
@@ -333,6 +347,7 @@ export function buildProgram(): Command {
         adapterType: o.adapter,
         hwVersion: o.hw,
         overwrite: o.overwrite,
+        capacity: o.size === undefined ? undefined : num(o.size, '--size'),
         compressionLevel: o.compressionLevel === undefined ? undefined : Number(o.compressionLevel),
         sink,
         onProgress:
@@ -366,7 +381,10 @@ export function buildProgram(): Command {
           await copyPieces(input, sink!);
         } else await convert(Disk.from(new SequentialImage(input, input.capacity)), target, forTarget(input.capacity));
       } else {
-        await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => convert(d, target, forTarget(d.capacity)));
+        await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => {
+          const x = forTarget(options.capacity ?? d.capacity);
+          return o.keepChain ? cloneChain(d, target, { ...x, from, to }) : convert(d, target, x);
+        });
       }
       if (tty) process.stderr.write('\n');
       if (profile && !toStdout) {

@@ -297,9 +297,13 @@ export interface CreateOptions {
   /**
    * make the new image a child of this parent: `hint` is the path to store (relative to the
    * child's folder where possible), `parentPath` the parent's absolute path (VHD stores both),
-   * `parentId` its identity (VMDK CID, VDI/VHD UUID); `copyMetadata` keys to inherit
+   * `parentId` its identity (VMDK CID, VDI/VHD UUID); `copyMetadata` keys to inherit.
+   * `readFrom`: where the parent's file is now, when it is not at `parentPath` yet (a chain clone
+   * writes every link under a temporary name and renames them when all are done): drivers read
+   * the parent there (VHD footer timestamp, VDI header, qcow2 backing format) but record only
+   * `hint` and `parentPath`, the names the parent will have.
    */
-  parent?: { hint: string; parentPath: string; parentId: string; copyMetadata?: [string, string][] };
+  parent?: { hint: string; parentPath: string; parentId: string; copyMetadata?: [string, string][]; readFrom?: string };
   /**
    * VHD: round the capacity up to the next size a CHS geometry describes exactly (what
    * `qemu-img create -f vpc` does without force_size, and what Virtual PC needs). Default: the

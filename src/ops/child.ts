@@ -5,11 +5,11 @@
  */
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { driverByName } from '../formats/registry.js';
-import type { CreateOptions } from '../formats/types.js';
+import type { CreateOptions, Image } from '../formats/types.js';
 import { hintFor } from '../chain/chain.js';
 import { DiskError } from '../core/errors.js';
 import { fsx } from '../storage/file.js';
-import { Disk } from '../disk.js';
+import { Disk, type DiskCreateOptions } from '../disk.js';
 
 export interface CreateChildOptions {
   /** the child's type: VMDK monolithicSparse (default) or twoGbMaxExtentSparse; other formats choose their differencing type */
@@ -39,42 +39,55 @@ export async function defaultChildPath(parentPath: string, format?: string): Pro
   throw new DiskError('FILEEXISTS', 'no free child name left', { path: parentPath });
 }
 
+/**
+ * The create options of a child of `parent` (an open link) that will live at `childPath`, with
+ * the parent at `parentPath`. Shared by createChild and the chain clone, so a child's link
+ * metadata (hint, parent identity, inherited VMDK keys) is made in one place.
+ */
+export function childCreateOptions(parent: Image, parentPath: string, childPath: string, opts: CreateChildOptions & { readFrom?: string } = {}): DiskCreateOptions {
+  const format = opts.format ?? parent.format;
+  const driver = driverByName(format);
+  if (!driver.capabilities.differencing) {
+    throw new DiskError('NOTSUPPORTED', `${format} disks cannot be children`, { path: parentPath, field: 'format' });
+  }
+  // Children that record their parent's identity (VMDK CID, VDI/VHD UUID) need a parent of
+  // their own format; formats that record only a name and a format (qcow2) take any parent.
+  if (format !== parent.format && driver.capabilities.parentLink === 'identity') {
+    throw new DiskError('NOTSUPPORTED', `a ${format} child needs a ${format} parent (this one is ${parent.format})`, { path: parentPath, field: 'format' });
+  }
+  if (opts.capacity !== undefined && opts.capacity !== parent.capacity && driver.capabilities.differencingSameSize) {
+    throw new DiskError('INVAL', `a ${format} child has its parent's size`, { path: parentPath, field: 'capacity', expected: parent.capacity, found: opts.capacity });
+  }
+  const id = parent.identity();
+  if (id === undefined && driver.capabilities.parentLink === 'identity') throw new DiskError('INVALIDDISK', 'parent has no identity to link to', { path: parentPath, field: 'identity' });
+  const hint = hintFor(childPath, parentPath, opts.absoluteHint);
+  // VMDK keys a child inherits; other formats ignore what they do not have
+  const keys = ['adapterType', 'geometry.cylinders', 'geometry.heads', 'geometry.sectors', 'geometry.biosCylinders', 'geometry.biosHeads', 'geometry.biosSectors', 'toolsVersion', 'uuid', 'virtualHWVersion'];
+  const copyMetadata = keys.flatMap((k) => {
+    const v = parent.readMetadata(k);
+    return v === undefined ? [] : [[k, v] as [string, string]];
+  });
+  return {
+    ...opts.createOptions,
+    format,
+    type: opts.type,
+    capacity: opts.capacity ?? parent.capacity,
+    overwrite: opts.overwrite,
+    parent: { hint, parentPath: resolve(parentPath), parentId: id ?? '', copyMetadata, readFrom: opts.readFrom },
+  };
+}
+
 export async function createChild(parentPath: string, childPath?: string, opts: CreateChildOptions = {}): Promise<Disk> {
   const parent = await Disk.open(parentPath, { readOnly: true, untrusted: opts.untrusted });
   let child: string;
-  let spec: Parameters<typeof Disk.create>[1];
+  let spec: DiskCreateOptions;
   try {
     const format = opts.format ?? parent.format;
-    const driver = driverByName(format);
-    if (!driver.capabilities.differencing) {
+    if (!driverByName(format).capabilities.differencing) {
       throw new DiskError('NOTSUPPORTED', `${format} disks cannot be children`, { path: parentPath, field: 'format' });
     }
-    // Children that record their parent's identity (VMDK CID, VDI/VHD UUID) need a parent of
-    // their own format; formats that record only a name and a format (qcow2) take any parent.
-    if (format !== parent.format && driver.capabilities.parentLink === 'identity') {
-      throw new DiskError('NOTSUPPORTED', `a ${format} child needs a ${format} parent (this one is ${parent.format})`, { path: parentPath, field: 'format' });
-    }
-    if (opts.capacity !== undefined && opts.capacity !== parent.capacity && driver.capabilities.differencingSameSize) {
-      throw new DiskError('INVAL', `a ${format} child has its parent's size`, { path: parentPath, field: 'capacity', expected: parent.capacity, found: opts.capacity });
-    }
-    const id = parent.image.identity();
-    if (id === undefined && driver.capabilities.parentLink === 'identity') throw new DiskError('INVALIDDISK', 'parent has no identity to link to', { path: parentPath, field: 'identity' });
     child = childPath ?? (await defaultChildPath(parentPath, format === parent.format ? undefined : format));
-    const hint = hintFor(child, parentPath, opts.absoluteHint);
-    // VMDK keys a child inherits; other formats ignore what they do not have
-    const keys = ['adapterType', 'geometry.cylinders', 'geometry.heads', 'geometry.sectors', 'geometry.biosCylinders', 'geometry.biosHeads', 'geometry.biosSectors', 'toolsVersion', 'uuid', 'virtualHWVersion'];
-    const copyMetadata = keys.flatMap((k) => {
-      const v = parent.readMetadata(k);
-      return v === undefined ? [] : [[k, v] as [string, string]];
-    });
-    spec = {
-      ...opts.createOptions,
-      format,
-      type: opts.type,
-      capacity: opts.capacity ?? parent.capacity,
-      overwrite: opts.overwrite,
-      parent: { hint, parentPath: resolve(parentPath), parentId: id ?? '', copyMetadata },
-    };
+    spec = childCreateOptions(parent.image, parentPath, child, opts);
   } finally {
     await parent.close();
   }

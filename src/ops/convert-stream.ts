@@ -10,7 +10,8 @@ import type { Disk } from '../disk.js';
 import { writeStreamOptimized, type StreamSource } from '../formats/vmdk/stream-writer.js';
 import { fsx } from '../storage/file.js';
 import { FileSink, type ByteSink } from '../storage/sink.js';
-import { partialPathFor, removeStalePartials, type ConvertOptions, type ConvertResult } from './convert.js';
+import type { ConvertOptions, ConvertResult } from './convert.js';
+import { partialPath, removeStalePartials } from './partials.js';
 
 /** A Disk seen as a stream source: its data ranges, zeros past its end. */
 export function diskSource(src: Disk, capacity: number): StreamSource {
@@ -55,7 +56,7 @@ export async function convertToStream(src: Disk, dstPath: string, opts: ConvertO
 
   if (!opts.overwrite && (await fsx.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
   await removeStalePartials(dstPath);
-  const partial = partialPathFor(dstPath);
+  const partial = partialPath(dstPath);
   const sink = await FileSink.create(partial, { overwrite: true });
   try {
     const r = await write(sink);

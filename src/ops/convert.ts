@@ -3,13 +3,16 @@
  * source reports as data are read, and blocks that read as all zeros are not written, so the
  * target stays sparse. Reading the next chunks overlaps writing the current one.
  */
-import { basename, dirname, extname, join } from 'node:path';
+import { basename } from 'node:path';
 import { DiskError } from '../core/errors.js';
+import { SECTOR_SIZE } from '../core/ints.js';
 import { fsx } from '../storage/file.js';
 import type { ByteSink } from '../storage/sink.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
 import { normaliseCreateType } from '../formats/vmdk/create.js';
 import { convertToRawSink, convertToStream } from './convert-stream.js';
+import type { Image } from '../formats/types.js';
+import { partialPath, removeStalePartials } from './partials.js';
 
 export interface Progress {
   /** virtual bytes processed so far */
@@ -20,7 +23,10 @@ export interface Progress {
 }
 
 export interface ConvertOptions extends Omit<DiskCreateOptions, 'capacity'> {
-  /** target capacity (default: the source's) */
+  /**
+   * target capacity (default: the source's), rounded up to whole 512-byte sectors for every
+   * format but raw: smaller drops what lies past the new end, larger adds a tail of zeros
+   */
   capacity?: number;
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
@@ -67,64 +73,57 @@ const READ_AHEAD = 3;
  */
 const FLUSH_EVERY = 32 * 1024 * 1024;
 
+const DEFAULT_CHUNK = 2 * 1024 * 1024;
+const DEFAULT_ZERO_BLOCK = 64 * 1024;
+
 /**
- * Remove what converts to `dstPath` left behind when they were killed: hidden partial files
- * (and their extents) whose process no longer runs.
+ * The capacity a new image of `format` gets for a wanted size: every format but raw stores whole
+ * 512-byte sectors, so a size in between is rounded up (the added tail reads as zeros), as
+ * qemu-img convert does for a raw source of an odd size.
  */
-export async function removeStalePartials(dstPath: string): Promise<void> {
-  const dir = dirname(dstPath);
-  const prefix = `.${basename(dstPath, extname(dstPath))}.vdkit-partial-`;
-  for (const name of await fsx.list(dir)) {
-    if (!name.startsWith(prefix)) continue;
-    const pid = Number(/^(\d+)/.exec(name.slice(prefix.length))?.[1]);
-    if (!Number.isSafeInteger(pid) || pid === process.pid || processRuns(pid)) continue;
-    await fsx.remove(join(dir, name));
-  }
+export function targetCapacity(format: string, wanted: number): number {
+  if (!Number.isSafeInteger(wanted) || wanted < 0) throw new DiskError('INVAL', 'capacity must be a whole number of bytes', { field: 'capacity', found: wanted });
+  return format === 'raw' ? wanted : Math.ceil(wanted / SECTOR_SIZE) * SECTOR_SIZE;
 }
 
-/** The hidden name a convert to `dstPath` builds its target under. */
-export function partialPathFor(dstPath: string): string {
-  const ext = extname(dstPath);
-  return join(dirname(dstPath), `.${basename(dstPath, ext)}.vdkit-partial-${process.pid}${ext}`);
+export interface CopyRangesOptions {
+  /** bytes per read */
+  chunkSize: number;
+  /** zero-detection granularity in bytes */
+  zeroBlockSize: number;
+  signal?: AbortSignal;
+  /** named in a CANCELLED error */
+  label: string;
+  /**
+   * Blocks that read as all zeros are not written where this says the target already reads
+   * zeros: undefined = everywhere (a fresh image); otherwise the image below a new child, whose
+   * block status tells where its zeros are (past its end reads as zeros too).
+   */
+  below?: Disk;
+  /** after each chunk: its range and the bytes written for it */
+  onChunk?: (c: { offset: number; length: number }, written: number) => void;
 }
 
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+/** whether every byte of [offset, offset+length) of `below` is known to read as zeros */
+async function readsZero(below: Disk, offset: number, length: number): Promise<boolean> {
+  const inside = Math.max(0, Math.min(length, below.capacity - offset));
+  if (inside === 0) return true;
+  return (await below.blockStatus(offset, inside)).every((r) => r.state !== 'data');
 }
 
-export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
-  const format = opts.format ?? 'vmdk';
-  if (format === 'vmdk' && normaliseCreateType(opts.type) === 'streamOptimized') return convertToStream(src, dstPath, opts);
-  if (opts.sink) {
-    if (format !== 'raw') throw new DiskError('NOTSUPPORTED', 'only raw and streamOptimized VMDK can be written to a pipe', { path: opts.sink.name, field: 'format', found: format });
-    return convertToRawSink(src, opts.sink, opts);
-  }
-  const capacity = opts.capacity ?? src.capacity;
-  const chunk = opts.chunkSize ?? 2 * 1024 * 1024;
-  const block = opts.zeroBlockSize ?? 64 * 1024;
-  if (!opts.overwrite && (await fsx.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
-  // The target is built under a hidden temporary name in the same folder and moved to its name
-  // only when complete, so a killed convert never leaves something at `dstPath` that looks whole.
-  const partial = partialPathFor(dstPath);
-  await removeStalePartials(dstPath);
-  const dst = await Disk.create(partial, { ...opts, capacity, overwrite: true });
-  // A target that allocates whole units bigger than the zero-detection block (VDI: 1 MiB blocks)
-  // stores the zeros around data in a unit anyway: looking for zeros per unit gives one write per
-  // unit instead of one per run of data, with the same result. Not above a chunk; not for targets
-  // that keep unwritten sectors of a block as holes (VHD, VHDX report one sector).
-  const zeroBlock = opts.zeroBlockSize ?? Math.min(chunk, Math.max(block, dst.image.clusterSize));
+/**
+ * The copy engine of convert and the chain clone: copy `ranges` of `read` into `dst`.
+ * Up to READ_AHEAD chunks are read into their own buffers while earlier chunks are written.
+ * The writes form one chain, issued in order and each started only after the one before it has
+ * finished (Disk.write serialises them too), so the target sees exactly the write sequence of
+ * a plain loop; the first failing write stops the rest of the chain. On failure every read and
+ * write still in flight has settled before the error is thrown, so the caller may close and
+ * remove the target at once.
+ */
+export async function copyRanges(read: (into: Buffer, offset: number) => Promise<void>, dst: Disk, ranges: readonly { offset: number; length: number }[], opts: CopyRangesOptions): Promise<number> {
+  const chunk = opts.chunkSize;
+  const block = opts.zeroBlockSize;
   let written = 0;
-  let done = 0;
-  const total = Math.min(capacity, src.capacity);
-  // Pipeline: up to READ_AHEAD chunks are read into their own buffers while earlier chunks are
-  // written. The writes form one chain, issued in order and each started only after the one
-  // before it has finished (Disk.write serialises them too), so the target sees exactly the
-  // write sequence of a plain loop; the first failing write stops the rest of the chain.
   let chain: Promise<void> = Promise.resolve();
   let writeError: { err: unknown } | undefined;
   let unflushed = 0;
@@ -143,13 +142,6 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
   };
   const reads = new Map<number, Promise<Buffer>>(); // chunk index -> its read, until taken
   try {
-    const report = () => opts.onProgress?.({ done, total, written });
-    report();
-    // An emulated block status would read the whole source once more: copy everything instead
-    // and let the zero detection below find the holes.
-    const ranges =
-      src.image.capabilities.blockStatus === 'emulate' ? [{ offset: 0, length: total }] : (await src.blockStatus(0, total)).filter((r) => r.state === 'data');
-    // chunk list over the data ranges
     const chunks: { offset: number; length: number }[] = [];
     for (const r of ranges) for (let at = r.offset; at < r.offset + r.length; at += chunk) chunks.push({ offset: at, length: Math.min(chunk, r.offset + r.length - at) });
     const slots = Math.min(READ_AHEAD, chunks.length);
@@ -161,7 +153,7 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
       const c = chunks[i]!;
       const p = free[slot]!.then(async () => {
         const buf = (buffers[slot] ??= Buffer.allocUnsafe(chunk)).subarray(0, c.length);
-        await src.readInto(buf, c.offset);
+        await read(buf, c.offset);
         return buf;
       });
       p.catch(() => {}); // awaited below; this only keeps an abandoned read from being "unhandled"
@@ -170,39 +162,39 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
     for (let i = 0; i < slots; i++) startRead(i);
     for (let i = 0; i < chunks.length; i++) {
       if (writeError) throw writeError.err;
-      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: dstPath }, { cause: opts.signal.reason });
+      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: opts.label }, { cause: opts.signal.reason });
       const c = chunks[i]!;
-      const read = reads.get(i)!;
+      const readDone = reads.get(i)!;
       reads.delete(i);
-      const buf = await read;
-      // write runs of non-zero blocks (aligned to the block size in virtual offsets)
+      const buf = await readDone;
+      // write runs of non-zero blocks (aligned to the block size in virtual offsets); a zero
+      // block over something that does not read as zeros is written too (it hides it)
       const runs: [number, number][] = [];
       let runStart = -1;
       let pos = 0;
       while (pos < buf.length) {
         const abs = c.offset + pos;
-        const n = Math.min(zeroBlock - (abs % zeroBlock), buf.length - pos);
-        const zero = isZero(buf, pos, pos + n);
-        if (!zero && runStart < 0) runStart = pos;
-        if (zero && runStart >= 0) {
+        const n = Math.min(block - (abs % block), buf.length - pos);
+        const skip = isZero(buf, pos, pos + n) && (opts.below === undefined || (await readsZero(opts.below, abs, n)));
+        if (!skip && runStart < 0) runStart = pos;
+        if (skip && runStart >= 0) {
           runs.push([runStart, pos]);
           runStart = -1;
         }
         pos += n;
       }
       if (runStart >= 0) runs.push([runStart, buf.length]);
+      let chunkWritten = 0;
       for (const [from, to] of runs) {
         chain = chain.then(async () => {
           await dst.write(c.offset + from, buf.subarray(from, to));
           written += to - from;
+          chunkWritten += to - from;
           unflushed += to - from;
           if (unflushed >= FLUSH_EVERY && flushing === undefined) flushNow();
         });
       }
-      chain = chain.then(() => {
-        done = c.offset + c.length;
-        report();
-      });
+      chain = chain.then(() => opts.onChunk?.(c, chunkWritten));
       chain.catch((err) => (writeError ??= { err }));
       free[i % slots] = chain.catch(() => {});
       if (i + slots < chunks.length) startRead(i + slots);
@@ -210,25 +202,87 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
     await chain;
     await flushing;
     if (writeError) throw writeError.err;
-    done = total;
-    report();
-    await dst.flush();
-    // move into place: one rename, or for multi-file VMDKs extents first and the descriptor last
-    if (dst.image.renameTo) {
-      const files = (await dst.info()).files;
-      if (files.length > 1 || dst.format === 'vmdk') {
-        await dst.image.renameTo(dstPath);
-        await dst.close().catch(() => {});
-        return { bytesWritten: written, bytesSkipped: total - written };
-      }
-    }
-    await dst.close();
-    await fsx.rename(partial, dstPath);
+    return written;
   } catch (err) {
-    // let the reads and writes still in flight finish before the target is closed and removed
+    // let the reads and writes still in flight finish before the caller closes the target
     await chain.catch(() => {});
     await Promise.allSettled(reads.values());
     await flushing;
+    throw err;
+  }
+}
+
+/**
+ * Move a finished image from its temporary name to `finalPath` and close it: one rename, or for
+ * VMDKs (whose descriptor names its extents, and a monolithic one itself) extents first and
+ * the descriptor last.
+ */
+export async function moveIntoPlace(img: Image, finalPath: string): Promise<void> {
+  if (img.renameTo) {
+    const files = (await img.info()).files;
+    if (files.length > 1 || img.format === 'vmdk') {
+      await img.renameTo(finalPath);
+      await img.close().catch(() => {});
+      return;
+    }
+  }
+  const from = img.path;
+  await img.close();
+  await fsx.rename(from, finalPath);
+}
+
+/** The data ranges of `src` over [0, length), or the whole span when finding them would mean reading it all. */
+export async function dataRanges(src: Disk, length: number): Promise<{ offset: number; length: number }[]> {
+  if (length === 0) return [];
+  // An emulated block status would read the whole source once more: copy everything instead
+  // and let the zero detection find the holes.
+  if (src.image.capabilities.blockStatus === 'emulate') return [{ offset: 0, length }];
+  return (await src.blockStatus(0, length)).filter((r) => r.state === 'data');
+}
+
+export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
+  const format = opts.format ?? 'vmdk';
+  if (format === 'vmdk' && normaliseCreateType(opts.type) === 'streamOptimized') return convertToStream(src, dstPath, opts);
+  if (opts.sink) {
+    if (format !== 'raw') throw new DiskError('NOTSUPPORTED', 'only raw and streamOptimized VMDK can be written to a pipe', { path: opts.sink.name, field: 'format', found: format });
+    return convertToRawSink(src, opts.sink, opts);
+  }
+  const capacity = targetCapacity(format, opts.capacity ?? src.capacity);
+  if (!opts.overwrite && (await fsx.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
+  // The target is built under a hidden temporary name in the same folder and moved to its name
+  // only when complete, so a killed convert never leaves something at `dstPath` that looks whole.
+  const partial = partialPath(dstPath);
+  await removeStalePartials(dstPath);
+  const dst = await Disk.create(partial, { ...opts, capacity, overwrite: true });
+  let written = 0;
+  let done = 0;
+  // shrinking drops what lies past the new end; growing leaves the new tail unwritten (zeros)
+  const total = Math.min(capacity, src.capacity);
+  try {
+    const report = () => opts.onProgress?.({ done, total, written });
+    report();
+    const ranges = await dataRanges(src, total);
+    const chunk = opts.chunkSize ?? DEFAULT_CHUNK;
+    await copyRanges((buf, at) => src.readInto(buf, at), dst, ranges, {
+      chunkSize: chunk,
+      // A target that allocates whole units bigger than 64 KiB (VDI: 1 MiB blocks) stores the
+      // zeros around data in a unit anyway: looking for zeros per unit gives one write per unit
+      // instead of one per run of data, with the same result. Not above a chunk; not for targets
+      // that keep unwritten sectors of a block as holes (VHD, VHDX report one sector).
+      zeroBlockSize: opts.zeroBlockSize ?? Math.min(chunk, Math.max(DEFAULT_ZERO_BLOCK, dst.image.clusterSize)),
+      signal: opts.signal,
+      label: dstPath,
+      onChunk: (c, n) => {
+        written += n;
+        done = c.offset + c.length;
+        report();
+      },
+    });
+    done = total;
+    report();
+    await dst.flush();
+    await moveIntoPlace(dst.image, dstPath);
+  } catch (err) {
     // only the temporary files go: whatever was at dstPath before is untouched
     const files = await dst.info().then((i) => i.files).catch(() => [partial]);
     await dst.close().catch(() => {});

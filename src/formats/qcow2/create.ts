@@ -61,7 +61,7 @@ export async function createQcow2(path: string, opts: CreateOptions): Promise<Qc
       throw new DiskError('NAMETOOLONG', 'a backing file name has 1 to 1023 bytes', { path, struct: 'header', field: 'backing_file_size', found: name.length });
     }
     // the backing format: what the parent is, by content (QEMU >= 6.1 always records it)
-    const fmt = await detectFormatName(resolve(dirname(resolve(path)), opts.parent.parentPath));
+    const fmt = await detectFormatName(resolve(dirname(resolve(path)), opts.parent.readFrom ?? opts.parent.parentPath));
     if (fmt !== undefined) exts.push({ type: EXT.BACKING_FORMAT, data: Buffer.from(formatToQemu(fmt), 'latin1') });
   }
   if (version === 3 && cs > 4096) exts.push({ type: EXT.FEATURE_TABLE, data: encodeFeatureTable() });

@@ -66,7 +66,7 @@ export async function createVdi(path: string, opts: CreateOptions): Promise<VdiI
   let lchs = { c: 0, h: 0, s: 0 };
   if (opts.parent) {
     // The child describes the parent's disk: same size, block size and LCHS geometry (VDCreateDiff).
-    const parent = await VdiImage.open(opts.parent.parentPath, { readOnly: true, singleLink: true }).catch((err: unknown) => {
+    const parent = await VdiImage.open(opts.parent.readFrom ?? opts.parent.parentPath, { readOnly: true, singleLink: true }).catch((err: unknown) => {
       throw new DiskError('OPENPARENT', `cannot open parent ${opts.parent!.parentPath}`, { path, field: 'parent' }, { cause: err });
     });
     try {

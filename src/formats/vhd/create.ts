@@ -101,7 +101,8 @@ export async function createVhd(path: string, opts: CreateOptions): Promise<VhdI
   let linkage: ParentLinkage | undefined;
   if (opts.parent) {
     const parentPath = resolve(dirname(resolve(path)), opts.parent.parentPath);
-    linkage = await parentLinkage(path, parentPath, opts.parent.hint, uuidFromIdentity(opts.parent.parentId));
+    const readFrom = opts.parent.readFrom === undefined ? parentPath : resolve(dirname(resolve(path)), opts.parent.readFrom);
+    linkage = await parentLinkage(path, parentPath, opts.parent.hint, uuidFromIdentity(opts.parent.parentId), readFrom);
   }
 
   const store = await FileStore.open(path, { create: true, overwrite: !!opts.overwrite });

@@ -897,7 +897,7 @@ function encodeLocators(placed: { code: number; data: Buffer; offset: number; sp
  * absolute path (the host's own spelling) and W2ru with the path relative to the child's folder
  * (".\name", "..\dir\name"), from `hint` when it is relative.
  */
-export async function parentLinkage(childPath: string, parentPath: string, hint: string, parentUniqueId: Buffer): Promise<ParentLinkage> {
+export async function parentLinkage(childPath: string, parentPath: string, hint: string, parentUniqueId: Buffer, readFrom = parentPath): Promise<ParentLinkage> {
   const name = encodeUtf16be(basename(parentPath));
   if (name.length > 512) {
     throw new DiskError('NAMETOOLONG', 'the parent file name does not fit the 256 UTF-16 units of the parent unicode name', { path: childPath, struct: 'dynamicHeader', field: 'parentUnicodeName', found: basename(parentPath) });
@@ -914,7 +914,7 @@ export async function parentLinkage(childPath: string, parentPath: string, hint:
   for (const l of locators) {
     if (l.data.length > MAX_LOCATOR_BYTES) throw new DiskError('NAMETOOLONG', 'the parent path is too long for a parent locator', { path: childPath, struct: 'dynamicHeader', field: 'parentLocator', found: parentPath });
   }
-  return { parentUniqueId, parentTimestamp: await footerTimestamp(parentPath), parentUnicodeName, locators };
+  return { parentUniqueId, parentTimestamp: await footerTimestamp(readFrom), parentUnicodeName, locators };
 }
 
 /** The footer timestamp of a VHD file, or 0 when it cannot be read (what the parent timestamp records). */

@@ -1,0 +1,126 @@
+/**
+ * Temporary names of targets being written (convert, chain clone) and the cleanup of what killed
+ * runs left behind.
+ *
+ * A target `<dir>/<stem><ext>` is built as `<dir>/.<stem>.vdkit-partial-<pid><ext>` (its extents
+ * carry the same prefix) and renamed when complete. A chain clone also keeps a record
+ * `.<stem of its top>.vdkit-partial-<pid>.chain` listing the final names of its links and, once
+ * its renames begin, those that may be in place (chain/NOTES.md "Clone keeping the chain"). Leftovers belong to a
+ * process that no longer runs; the pid in the name says which.
+ */
+import { basename, dirname, extname, join, resolve } from 'node:path';
+import { fsx } from '../storage/file.js';
+import { openLink } from '../disk.js';
+import { describeChain } from './chain-list.js';
+
+/** The hidden temporary name a target is built under, in its own folder. */
+export function partialPath(finalPath: string, pid = process.pid): string {
+  const ext = extname(finalPath);
+  return join(dirname(finalPath), `.${basename(finalPath, ext)}.vdkit-partial-${pid}${ext}`);
+}
+
+/** The prefix every partial file of `finalPath` starts with (any process). */
+export function partialPrefix(finalPath: string): string {
+  return `.${basename(finalPath, extname(finalPath))}.vdkit-partial-`;
+}
+
+export function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** the pid in a leftover's name after `prefix`, when that process no longer runs */
+function stalePid(name: string, prefix: string): number | undefined {
+  if (!name.startsWith(prefix)) return undefined;
+  const pid = Number(/^(\d+)/.exec(name.slice(prefix.length))?.[1]);
+  return Number.isSafeInteger(pid) && pid !== process.pid && !processRuns(pid) ? pid : undefined;
+}
+
+/** the record a chain clone keeps beside its top while it runs */
+export interface CloneRecord {
+  version: 1;
+  /** absolute final paths, base first; the last is the top */
+  links: string[];
+  /**
+   * final paths of the lower links that may be in place: empty until the renames begin, then all
+   * of them (written once, before the first rename, so no rename can happen unrecorded)
+   */
+  mayBeInPlace: string[];
+}
+
+const RECORD_SUFFIX = '.chain';
+const MAX_RECORD_BYTES = 1024 * 1024;
+
+export function recordPath(topPath: string): string {
+  return join(dirname(topPath), `${partialPrefix(topPath)}${process.pid}${RECORD_SUFFIX}`);
+}
+
+export async function writeRecord(path: string, rec: CloneRecord): Promise<void> {
+  await fsx.writeFileAtomic(path, Buffer.from(JSON.stringify(rec), 'utf8'));
+}
+
+/** Files of one link, the named file last (so a removal stopped half-way leaves a findable disk). */
+export async function linkFiles(path: string): Promise<string[]> {
+  try {
+    const img = await openLink(path, { readOnly: true, singleLink: true });
+    try {
+      const files = (await img.info()).files.map((f) => resolve(f));
+      return [...files.filter((f) => f !== resolve(path)), resolve(path)];
+    } finally {
+      await img.close().catch(() => {});
+    }
+  } catch {
+    return [resolve(path)];
+  }
+}
+
+/**
+ * Remove what converts and clones to `dstPath` left behind when they were killed. For each clone
+ * record: the temporary files of every name it lists, and the lower links that may have been
+ * renamed into place, unless the chain now at its top uses them (its top's rename happened, only
+ * the record's removal did not). Then the hidden partial files of `dstPath` itself.
+ */
+export async function removeStalePartials(dstPath: string): Promise<void> {
+  const dir = dirname(dstPath);
+  const prefix = partialPrefix(dstPath);
+  const names = await fsx.list(dir);
+  for (const name of names) {
+    if (!name.endsWith(RECORD_SUFFIX) || stalePid(name, prefix) === undefined) continue;
+    const path = join(dir, name);
+    let rec: CloneRecord | undefined;
+    try {
+      const parsed = JSON.parse(await fsx.readText(path, MAX_RECORD_BYTES)) as Partial<CloneRecord>;
+      if (Array.isArray(parsed.links) && Array.isArray(parsed.mayBeInPlace) && [...parsed.links, ...parsed.mayBeInPlace].every((p) => typeof p === 'string')) rec = parsed as CloneRecord;
+    } catch {
+      // unreadable: only the record itself goes
+    }
+    if (rec) {
+      // only names in this folder: a record is a file anyone could have written
+      const here = (p: string) => resolve(dirname(p)) === resolve(dir);
+      for (const l of rec.links) if (here(l) && resolve(l) !== resolve(dstPath)) await removeOwnPartials(l);
+      const top = rec.links[rec.links.length - 1];
+      const inUse = new Set<string>();
+      if (top !== undefined && here(top) && (await fsx.exists(top))) {
+        const c = await describeChain(top).catch(() => undefined);
+        for (const l of c?.links ?? []) inUse.add(resolve(dirname(top), l.path));
+      }
+      for (const l of rec.mayBeInPlace) {
+        if (!here(l) || l === top || inUse.has(resolve(l))) continue;
+        for (const f of await linkFiles(l)) await fsx.remove(f);
+      }
+    }
+    await fsx.remove(path);
+  }
+  await removeOwnPartials(dstPath);
+}
+
+/** the hidden partial files (and extents, and records) of `finalPath` whose process is gone */
+async function removeOwnPartials(finalPath: string): Promise<void> {
+  const dir = dirname(finalPath);
+  const prefix = partialPrefix(finalPath);
+  for (const name of await fsx.list(dir)) if (stalePid(name, prefix) !== undefined) await fsx.remove(join(dir, name));
+}
