@@ -37,6 +37,7 @@ interface Kind {
 
 const KINDS: Kind[] = [
   { label: 'vdi', format: 'vdi', ext: 'vdi', unit: MiB, create: {}, qemuCheck: true, tolerated: ['cBlocksAllocated'] },
+  { label: 'qcow2', format: 'qcow2', ext: 'qcow2', unit: 64 * 1024, create: {}, qemuCheck: true, tolerated: [] },
 ];
 
 /** Run the worker; SIGKILL it when it prints `step <killAt>` (never: it runs to the end). */

@@ -35,6 +35,8 @@ interface Fmt {
 
 export const FORMATS: Fmt[] = [
   { label: 'vdi', format: 'vdi', ext: 'vdi', unit: MiB, qemuCreate: [], vdkitCreate: {}, qemuCheck: true },
+  { label: 'qcow2', format: 'qcow2', ext: 'qcow2', unit: 64 * 1024, qemuCreate: [], vdkitCreate: {}, qemuCheck: true },
+  { label: 'qcow2 v2', format: 'qcow2', ext: 'qcow2', unit: 64 * 1024, qemuCreate: ['-o', 'compat=0.10'], vdkitCreate: { type: 'v2' }, qemuCheck: true },
 ];
 
 async function ok(cmd: string, args: string[]): Promise<string> {
@@ -164,9 +166,13 @@ for (const f of FORMATS) {
     const st = await d.blockStatus(2 * f.unit, 2 * f.unit);
     assert.ok(st.every((r) => r.state !== 'data'), `discarded units are no data: ${JSON.stringify(st)}`);
     await d.close();
+    await assertContent(dir, path, f, expected, 'after discard');
+    await assertClean(path, f);
+    // the discarded units are free: a compact gives them back (VDI already did)
+    await compactFile(path);
     const after = (await stat(path)).size;
     assert.ok(after <= before - 3 * f.unit, `${before} -> ${after}: three units given back`);
-    await assertContent(dir, path, f, expected, 'after discard');
+    await assertContent(dir, path, f, expected, 'after discard and compact');
     await assertClean(path, f);
   });
 
