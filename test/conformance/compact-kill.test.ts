@@ -29,6 +29,8 @@ interface Kind {
   format: string;
   ext: string;
   unit: number;
+  /** units in the template image (small: 20 copies are made) */
+  units: number;
   create: Record<string, unknown>;
   qemuCheck: boolean;
   /** corruption findings (fields) a kill may leave that a repair clears (see the header) */
@@ -36,8 +38,9 @@ interface Kind {
 }
 
 const KINDS: Kind[] = [
-  { label: 'vdi', format: 'vdi', ext: 'vdi', unit: MiB, create: {}, qemuCheck: true, tolerated: ['cBlocksAllocated'] },
-  { label: 'qcow2', format: 'qcow2', ext: 'qcow2', unit: 64 * 1024, create: {}, qemuCheck: true, tolerated: [] },
+  { label: 'vdi', format: 'vdi', ext: 'vdi', unit: MiB, units: 16, create: {}, qemuCheck: true, tolerated: ['cBlocksAllocated'] },
+  { label: 'qcow2', format: 'qcow2', ext: 'qcow2', unit: 64 * 1024, units: 16, create: {}, qemuCheck: true, tolerated: [] },
+  { label: 'vhd', format: 'vhd', ext: 'vhd', unit: 2 * MiB, units: 8, create: {}, qemuCheck: false, tolerated: [] },
 ];
 
 /** Run the worker; SIGKILL it when it prints `step <killAt>` (never: it runs to the end). */
@@ -71,12 +74,12 @@ async function readAll(path: string): Promise<Buffer> {
 
 async function template(dir: string, k: Kind): Promise<{ path: string; expected: Buffer }> {
   const path = join(dir, `tpl.${k.ext}`);
-  const units = 16;
+  const units = k.units;
   const d = await Disk.create(path, { format: k.format, capacity: units * k.unit, ...k.create });
   // data everywhere, then zeros written into units 0, 3, 5, 6, 9, 12 and 13 (stored zeros:
   // holes low and high, runs, the first unit)
   await d.write(0, xorshiftBytes(units * k.unit, 3));
-  for (const u of [0, 3, 5, 6, 9, 12, 13]) await d.write(u * k.unit, Buffer.alloc(k.unit));
+  for (const u of [0, 3, 5, 6, 9, 12, 13].filter((x) => x < units - 1)) await d.write(u * k.unit, Buffer.alloc(k.unit));
   await d.close();
   return { path, expected: await readAll(path) };
 }
