@@ -9,6 +9,10 @@
  * kill between them leaves the count one off the map, the state a killed allocation leaves too
  * (the next read-write open or a repair re-derives it). The count never drops below the highest
  * used slot + 1, so no allocator can overwrite a live block; the test allows exactly that finding.
+ * VHDX: BAT changes go through the log, and a session's log is marked applied only at close, so
+ * a kill leaves a log that the next read-write open replays (check reports it on field
+ * `logGuid`; QEMU refuses to open such an image without `check -r all`): allowed, and replayed
+ * by the repair.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -40,6 +44,7 @@ interface Kind {
 const KINDS: Kind[] = [
   { label: 'vdi', format: 'vdi', ext: 'vdi', unit: MiB, units: 16, create: {}, qemuCheck: true, tolerated: ['cBlocksAllocated'] },
   { label: 'qcow2', format: 'qcow2', ext: 'qcow2', unit: 64 * 1024, units: 16, create: {}, qemuCheck: true, tolerated: [] },
+  { label: 'vhdx', format: 'vhdx', ext: 'vhdx', unit: MiB, units: 16, create: { blockSize: MiB }, qemuCheck: true, tolerated: ['logGuid'] },
   { label: 'vhd', format: 'vhd', ext: 'vhd', unit: 2 * MiB, units: 8, create: {}, qemuCheck: false, tolerated: [] },
 ];
 

@@ -40,6 +40,8 @@ export const FORMATS: Fmt[] = [
   { label: 'qcow2', format: 'qcow2', qemu: 'qcow2', ext: 'qcow2', unit: 64 * 1024, qemuCreate: [], vdkitCreate: {}, qemuCheck: true },
   // qemu-img check does not know VHD: vdkit check only; qemu makes the images and compares
   { label: 'vhd', format: 'vhd', qemu: 'vpc', ext: 'vhd', unit: 2 * MiB, qemuCreate: ['-o', 'force_size=on'], vdkitCreate: {}, qemuCheck: false },
+  // 1 MiB blocks (qemu: block_size), so the 16 MiB of data span 16 blocks
+  { label: 'vhdx', format: 'vhdx', qemu: 'vhdx', ext: 'vhdx', unit: MiB, qemuCreate: ['-o', 'block_size=1M'], vdkitCreate: { blockSize: MiB }, qemuCheck: true },
   { label: 'qcow2 v2', format: 'qcow2', qemu: 'qcow2', ext: 'qcow2', unit: 64 * 1024, qemuCreate: ['-o', 'compat=0.10'], vdkitCreate: { type: 'v2' }, qemuCheck: true },
 ];
 
