@@ -29,7 +29,7 @@ import { DiskError } from '../../core/errors.js';
 import { toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
 import { checkQcow2 } from './check.js';
 import { Refcounts, type FileState } from './refcounts.js';
 import {
@@ -80,11 +80,11 @@ export const QCOW2_CAPABILITIES: Capabilities = Object.freeze({
   parentLink: 'name',
   identityFollowsContent: false,
   split: false,
-  discard: 'none',
+  discard: 'native',
   resize: 'grow-shrink',
   flush: 'concurrent',
   check: 'repair',
-  compact: 'none',
+  compact: 'native',
   defragment: 'none',
 });
 
@@ -821,6 +821,215 @@ export class Qcow2Image implements Image {
       this.inflated.delete(at);
     }
     if (frees.length > 0) await this.refs.decrementMany(frees);
+  }
+
+  // ------------------------------------------------------------------ discard / compact
+
+  /**
+   * Whole clusters: in a base without a backing file the L2 entry becomes 0 (unallocated);
+   * in a child a v3 image gets the zero flag, a v2 image zeros written as data (v2 has no way to
+   * hide the backing file otherwise). Their clusters are freed (entry first, then refcount).
+   * Parts of clusters stored here get zeros written; a part of a cluster a child does not
+   * store is left (the chain layer owns the backing file's bytes).
+   */
+  async discard(offset: number, length: number): Promise<void> {
+    await this.prepareWrite();
+    const cs = this.clusterSize;
+    const end = offset + length;
+    const whole: number[] = [];
+    for (let c = Math.floor(offset / cs); c * cs < end; c++) {
+      const from = Math.max(offset, c * cs);
+      const to = Math.min(end, (c + 1) * cs, this.capacity);
+      const cEnd = Math.min((c + 1) * cs, this.capacity);
+      if (from === c * cs && to === cEnd) {
+        whole.push(c);
+        continue;
+      }
+      const st = await this.blockStatus(from, to - from);
+      if (st.some((r) => r.state === 'data')) await this.write(Buffer.alloc(to - from), from);
+    }
+    if (whole.length === 0) return;
+    if (this.backingName !== undefined) {
+      // a child: the zero flag through the write path (v3), zeros as data (v2)
+      const z = Buffer.alloc(cs);
+      for (const c of whole) await this.write(z.subarray(0, Math.min(cs, this.capacity - c * cs)), c * cs);
+      return;
+    }
+    const set = new Set(whole);
+    await this.dropClusters((e, c) => set.has(c) && (e.kind !== 'unallocated' || e.offset !== 0), 'unallocate');
+  }
+
+  /**
+   * Drop the clusters `pick` selects, per L2 table: the entries rewritten (0, or the zero flag),
+   * then the clusters' refcounts lowered. Tables shared with a snapshot (L1 COPIED clear) are
+   * left alone.
+   */
+  private async dropClusters(pick: (e: L2Entry, cluster: number) => boolean | Promise<boolean>, mark: 'unallocate' | 'zero', progress?: (l1i: number) => void): Promise<void> {
+    const cs = this.clusterSize;
+    const g = this.g;
+    for (let l1i = 0; l1i < this.h.l1_size; l1i++) {
+      progress?.(l1i);
+      const l1e = decodeL1(this.l1, l1i);
+      if (l1e.offset === 0 || !l1e.copied) continue;
+      const l2 = (await this.loadL2(l1i))!;
+      const frees: number[] = [];
+      let lo = Infinity;
+      let hi = -1;
+      for (let idx = 0; idx < g.l2Entries; idx++) {
+        const c = l1i * g.l2Entries + idx;
+        if (c * cs >= this.capacity) break;
+        const e = decodeL2(l2, idx, g);
+        if (!(await pick(e, c))) continue;
+        if (e.kind === 'compressed') {
+          for (let x = Math.floor(e.offset / cs); x <= Math.floor((e.offset + e.csize - 1) / cs); x++) frees.push(x);
+          this.inflated.delete(e.offset);
+        } else if (e.offset !== 0) {
+          this.checkData(e, `l2[${l1i}][${idx}]`);
+          frees.push(e.offset / cs);
+        }
+        encodeL2(l2, idx, g, 0, { zero: mark === 'zero' });
+        lo = Math.min(lo, idx);
+        hi = Math.max(hi, idx);
+      }
+      if (hi < 0) continue;
+      const es = g.l2EntrySize;
+      await this.store.write(l1e.offset + lo * es, l2.subarray(lo * es, (hi + 1) * es));
+      if (frees.length > 0) {
+        await this.store.flush();
+        await this.refs.decrementMany(frees);
+      }
+    }
+    await this.store.flush();
+  }
+
+  /**
+   * 1. Clusters stored here (refcount 1) that read as zeros are dropped: unallocated in a base,
+   *    the zero flag in a v3 child (a v2 child keeps them: it has no zero marker).
+   * 2. Without internal snapshots, the highest data clusters and L2 tables are moved down into
+   *    the lowest free clusters, in batches: target refcounts raised, data copied, flush, table
+   *    entries pointed at the copies, flush, old refcounts lowered. A kill leaves at most leaked
+   *    clusters (check -r leaks), never an entry pointing at a cluster of refcount 0 or at bytes
+   *    not yet copied. Moving stops at the first cluster that is other metadata.
+   * 3. The file is cut after the last cluster with a refcount.
+   */
+  async compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
+    await this.prepareWrite();
+    const fileBytesBefore = await this.store.size();
+    const cs = this.clusterSize;
+    const cancel = () => {
+      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal.reason });
+    };
+    const child = this.backingName !== undefined;
+    if (!child || this.h.version >= 3) {
+      const buf = Buffer.alloc(cs);
+      await this.dropClusters(
+        async (e) => {
+          if (e.kind !== 'normal' || !e.copied) return false;
+          await this.readHost(buf, e.offset);
+          return isZero(buf);
+        },
+        child ? 'zero' : 'unallocate',
+        (l1i) => {
+          cancel();
+          opts.onProgress?.(l1i, this.h.l1_size);
+        },
+      );
+    }
+    opts.onProgress?.(this.h.l1_size, this.h.l1_size);
+    if (this.snapshots.length === 0) await this.moveDown();
+    const last = await this.refs.lastUsed();
+    const end = Math.max((last + 1) * cs, Number(this.h.l1_table_offset) + this.l1.length);
+    if (end < this.file.size) {
+      await this.store.truncate(end);
+      await this.store.flush();
+      this.file.size = end;
+    }
+    this.refs.freeIndex = 0;
+    return { fileBytesBefore, fileBytesAfter: await this.store.size() };
+  }
+
+  /** Step 2 of compact: the highest movable clusters into the lowest free ones. */
+  private async moveDown(): Promise<void> {
+    const cs = this.clusterSize;
+    const g = this.g;
+    const total = Math.ceil(this.file.size / cs);
+    const used = new Uint8Array(total);
+    for (let c = 0; c < total; c++) used[c] = (await this.refs.get(c)) > 0 ? 1 : 0;
+    // who points at each cluster we may move: an L2 entry (data) or an L1 entry (L2 table)
+    type Owner = { l1i: number; idx: number };
+    const owners = new Map<number, Owner>();
+    for (let l1i = 0; l1i < this.h.l1_size; l1i++) {
+      const l1e = decodeL1(this.l1, l1i);
+      if (l1e.offset === 0 || !l1e.copied) continue;
+      owners.set(l1e.offset / cs, { l1i, idx: -1 });
+      const l2 = (await this.loadL2(l1i))!;
+      for (let idx = 0; idx < g.l2Entries; idx++) {
+        const e = decodeL2(l2, idx, g);
+        if (e.kind === 'normal' && e.copied && e.offset % cs === 0) owners.set(e.offset / cs, { l1i, idx });
+      }
+    }
+    let low = 0;
+    let high = total - 1;
+    const buf = Buffer.alloc(cs);
+    for (;;) {
+      const batch: { from: number; to: number; o: Owner }[] = [];
+      let stop = false;
+      while (batch.length < 64) {
+        while (high >= 0 && !used[high]) high--;
+        while (low < high && used[low]) low++;
+        if (low >= high) break;
+        const o = owners.get(high);
+        // other metadata (refcount blocks or table, L1, snapshots) stays where it is
+        if (!o || this.refs.blockOffset(Math.floor(low / this.refs.entriesPerBlock)) === 0) {
+          stop = true;
+          break;
+        }
+        // an L2 table moves alone: the data moves of its entries must not race its copy
+        if (o.idx < 0 && batch.length > 0) break;
+        batch.push({ from: high, to: low, o });
+        used[low] = 1;
+        used[high] = 0;
+        if (o.idx < 0) break;
+      }
+      if (batch.length === 0) break;
+      // a. refcounts of the targets
+      for (const b of batch) {
+        if (!(await this.refs.update(b.to, 1, 1))) throw new DiskError('INTERNAL', 'compact: a refcount block appeared under a target cluster', { path: this.path, found: b.to });
+      }
+      // b. the copies
+      for (const b of batch) {
+        if (b.o.idx < 0) {
+          const t = (await this.loadL2(b.o.l1i))!;
+          await this.store.write(b.to * cs, t);
+        } else {
+          await this.store.readInto(buf, b.from * cs);
+          await this.store.write(b.to * cs, buf);
+        }
+      }
+      await this.store.flush();
+      // c. the entries
+      for (const b of batch) {
+        if (b.o.idx < 0) {
+          const t = (await this.loadL2(b.o.l1i))!;
+          await this.writeL1Entry(b.o.l1i, b.to * cs, true);
+          this.l2Cache.delete(b.from * cs);
+          this.cacheL2(b.to * cs, t);
+        } else {
+          const l2Off = decodeL1(this.l1, b.o.l1i).offset;
+          const t = (await this.loadL2(b.o.l1i))!;
+          encodeL2(t, b.o.idx, g, b.to * cs, { copied: true });
+          const es = g.l2EntrySize;
+          await this.store.write(l2Off + b.o.idx * es, t.subarray(b.o.idx * es, (b.o.idx + 1) * es));
+        }
+        owners.delete(b.from);
+        owners.set(b.to, b.o);
+      }
+      await this.store.flush();
+      // d. the old clusters freed
+      await this.refs.decrementMany(batch.map((b) => b.from));
+      await this.store.flush();
+      if (stop) break;
+    }
   }
 
   /** Before the first change: clear the autoclear bits we do not maintain (bitmaps, raw data file). */

@@ -22,7 +22,7 @@ import { DiskError, type ErrorCode } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo, toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
 import { checkVdiStore } from './check.js';
 import {
   BLOCK_FREE,
@@ -61,11 +61,11 @@ export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   parentLink: 'identity',
   identityFollowsContent: false,
   split: false,
-  discard: 'none',
+  discard: 'native',
   resize: 'none',
   flush: 'concurrent',
   check: 'repair',
-  compact: 'none',
+  compact: 'native',
   defragment: 'none',
 });
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VDI_CAPABILITIES, write: 'none' });
@@ -427,6 +427,122 @@ export class VdiImage implements Image {
       first ??= err;
     }
     if (first) throw first;
+  }
+
+  // ------------------------------------------------------------------ discard / compact
+
+  /**
+   * Whole blocks in the range are dropped (FREE in a base, ZERO in a differencing image, so a
+   * child still reads zeros, not its parent) and the data area is closed up at once, as
+   * VirtualBox's discard does: a VDI data area must stay dense (QEMU allocates at
+   * cBlocksAllocated). Parts of blocks are written as zeros where this image stores the block;
+   * a part of a block a differencing image does not store is left to the chain layer (it needs
+   * the parent's bytes for the rest of the block). A fixed image gets zeros written.
+   */
+  async discard(offset: number, length: number): Promise<void> {
+    this.checkWritable();
+    if (!this.modifyRenewed) await this.renewModify();
+    const bs = this.h.cbBlock;
+    const end = offset + length;
+    const diff = this.h.type === TYPE_DIFF;
+    const fixed = this.h.type === TYPE_FIXED;
+    const drop: number[] = [];
+    for (let b = Math.floor(offset / bs); b * bs < end; b++) {
+      const from = Math.max(offset, b * bs);
+      const blockEnd = Math.min((b + 1) * bs, this.capacity);
+      const to = Math.min(end, blockEnd);
+      const e = this.map[b]!;
+      const whole = from === b * bs && to === blockEnd;
+      if (whole && !fixed) {
+        if (e < BLOCK_ZERO || (diff && e === BLOCK_FREE)) drop.push(b);
+      } else if (e < BLOCK_ZERO) {
+        await this.writeZeros(this.fileOffset(e, from - b * bs), to - from);
+      }
+    }
+    await this.dropBlocks(drop);
+  }
+
+  /**
+   * Drop every allocated block that reads as zeros, close up the data area and cut the file.
+   * Fixed images have no spare blocks to give back (NOTSUPPORTED, as in VirtualBox).
+   */
+  async compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
+    this.checkWritable();
+    if (this.h.type === TYPE_FIXED) throw new DiskError('NOTSUPPORTED', 'a fixed VDI image cannot be compacted', { path: this.path, struct: 'VdiHeader', field: 'type', found: 'fixed' });
+    const fileBytesBefore = await this.store.size();
+    const buf = Buffer.alloc(this.h.cbBlock);
+    const zero: number[] = [];
+    for (let b = 0; b < this.map.length; b++) {
+      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal.reason });
+      const e = this.map[b]!;
+      if (e < BLOCK_ZERO) {
+        await this.store.readInto(buf, this.fileOffset(e, 0));
+        if (isZero(buf)) zero.push(b);
+      }
+      opts.onProgress?.(b + 1, this.map.length);
+    }
+    // the entries change but not what the disk reads: uuidModify stays (children stay valid)
+    await this.dropBlocks(zero);
+    return { fileBytesBefore, fileBytesAfter: await this.store.size() };
+  }
+
+  private async writeZeros(at: number, length: number): Promise<void> {
+    const z = Buffer.alloc(Math.min(length, 1024 * 1024));
+    for (let done = 0; done < length; done += z.length) await this.store.write(at + done, z.subarray(0, Math.min(z.length, length - done)));
+  }
+
+  /**
+   * Crash-safe order (NOTES.md "Compact and discard"): 1. the dropped entries FREE/ZERO, flush
+   * (their slots become holes); 2. for each hole from the lowest, the highest live block copied
+   * into it, flush, then its entry, flush; 3. cBlocksAllocated, flush; 4. the file cut after the
+   * last block. Every entry points at the right bytes at every moment; cBlocksAllocated is
+   * never below the highest used slot + 1, so no allocator overwrites a live block.
+   */
+  private async dropBlocks(blocks: number[]): Promise<void> {
+    if (blocks.length > 0) {
+      const mark = this.h.type === TYPE_DIFF ? BLOCK_ZERO : BLOCK_FREE;
+      for (const b of blocks) this.map[b] = mark;
+      await this.writeMapEntries(blocks);
+      await this.store.flush();
+    }
+    const slots = Math.max(this.nextIndex, 0);
+    const owner = new Int32Array(slots).fill(-1);
+    let used = 0;
+    for (let i = 0; i < this.map.length; i++) {
+      const e = this.map[i]!;
+      if (e < BLOCK_ZERO) {
+        owner[e] = i;
+        used++;
+      }
+    }
+    let top = slots - 1;
+    const buf = Buffer.alloc(this.stride);
+    for (let hole = 0; hole < top; hole++) {
+      if (owner[hole]! >= 0) continue;
+      while (top > hole && owner[top]! < 0) top--;
+      if (top <= hole) break;
+      const v = owner[top]!;
+      await this.store.readInto(buf, this.h.offData + top * this.stride);
+      await this.store.write(this.h.offData + hole * this.stride, buf);
+      await this.store.flush();
+      this.map[v] = hole;
+      await this.writeMapSpan(v, v + 1);
+      await this.store.flush();
+      owner[hole] = v;
+      owner[top] = -1;
+      top--;
+    }
+    if (this.h.cBlocksAllocated !== used) {
+      this.h.cBlocksAllocated = used;
+      await this.writeHeader();
+      await this.store.flush();
+    }
+    this.nextIndex = used;
+    const end = this.h.offData + used * this.stride;
+    if ((await this.store.size()) > end) {
+      await this.store.truncate(end);
+      await this.store.flush();
+    }
   }
 
   // ------------------------------------------------------------------ check

@@ -26,7 +26,7 @@ import { DiskError } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo, roundUp, toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
 import { checkVhdStore } from './check.js';
 import {
   BAT_UNUSED,
@@ -77,11 +77,11 @@ export const VHD_CAPABILITIES: Capabilities = Object.freeze({
   parentLink: 'identity',
   identityFollowsContent: false,
   split: false,
-  discard: 'none',
+  discard: 'native',
   resize: 'none',
   flush: 'concurrent',
   check: 'repair',
-  compact: 'none',
+  compact: 'native',
   defragment: 'none',
 });
 
@@ -602,6 +602,141 @@ export class VhdImage implements Image {
     return out;
   }
 
+  // ------------------------------------------------------------------ discard / compact
+
+  /**
+   * VHD has no zero marker: in a dynamic image whole blocks become unused (BAT 0xFFFFFFFF) and
+   * the rest of the range gets zeros where sectors are stored; in a differencing image zeros are
+   * written over the whole sectors of the range (they must hide the parent). The space of
+   * dropped blocks comes back at once (closeUp). A fixed image gets zeros written.
+   */
+  async discard(offset: number, length: number): Promise<void> {
+    this.checkWritable();
+    const d = this.dyn;
+    const end = offset + length;
+    if (!d) return this.writeZeroRange(offset, end);
+    if (this.type === 'differencing') {
+      // whole sectors only: the rest of a partial sector the child lacks is the parent's
+      const from = Math.ceil(offset / SECTOR) * SECTOR;
+      const to = Math.floor(end / SECTOR) * SECTOR;
+      if (to > from) await this.writeZeroRange(from, to);
+      return;
+    }
+    const drop: number[] = [];
+    for (let b = Math.floor(offset / d.blockSize); b * d.blockSize < end; b++) {
+      const from = Math.max(offset, b * d.blockSize);
+      const blockEnd = Math.min((b + 1) * d.blockSize, this.capacity);
+      const to = Math.min(end, blockEnd);
+      if (d.bat[b] === BAT_UNUSED) continue;
+      if (from === b * d.blockSize && to === blockEnd) drop.push(b);
+      else await this.writeAllocated(b, Buffer.alloc(to - from), from - b * d.blockSize);
+    }
+    if (drop.length > 0) {
+      await this.dropBlocks(drop);
+      await this.closeUp();
+    }
+  }
+
+  private async writeZeroRange(from: number, to: number): Promise<void> {
+    const z = Buffer.alloc(Math.min(to - from, 1024 * 1024));
+    for (let at = from; at < to; at += z.length) await this.write(z.subarray(0, Math.min(z.length, to - at)), at);
+  }
+
+  /**
+   * Drop blocks that read as zeros (in a differencing image only blocks with no sector stored:
+   * stored zeros hide the parent and VHD has no other way to say so), move the highest blocks
+   * into the holes, and cut the file behind a new footer. Fixed images: NOTSUPPORTED.
+   */
+  async compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
+    this.checkWritable();
+    const d = this.dyn;
+    if (!d) throw new DiskError('NOTSUPPORTED', 'a fixed VHD cannot be compacted', { path: this.path, field: 'diskType', found: 'fixed' });
+    const fileBytesBefore = await this.store.size();
+    const diff = this.type === 'differencing';
+    const buf = Buffer.alloc(d.blockSize);
+    const drop: number[] = [];
+    for (let b = 0; b < d.bat.length; b++) {
+      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal.reason });
+      if (d.bat[b] !== BAT_UNUSED) {
+        const bitmap = await this.bitmap(b);
+        if (diff) {
+          if (isZeroBuf(bitmap)) drop.push(b);
+        } else {
+          await this.readBlock(b, buf, 0);
+          if (isZeroBuf(buf)) drop.push(b);
+        }
+      }
+      opts.onProgress?.(b + 1, d.bat.length);
+    }
+    await this.dropBlocks(drop);
+    await this.closeUp();
+    return { fileBytesBefore, fileBytesAfter: await this.store.size() };
+  }
+
+  /** BAT entries unused (they read zeros, or the parent where no sector was stored), flush. */
+  private async dropBlocks(blocks: number[]): Promise<void> {
+    if (blocks.length === 0) return;
+    const d = this.dyn!;
+    for (const b of blocks) {
+      d.bat[b] = BAT_UNUSED;
+      this.bitmaps.delete(b);
+    }
+    await this.writeBatEntries(blocks);
+    await this.store.flush();
+  }
+
+  /**
+   * Close up the block area and cut the file (NOTES.md "Compact and discard"): the highest block
+   * is copied into the lowest gap below it that holds a whole block (never overlapping itself),
+   * flush, its BAT entry, flush; then a footer at the new end (space nothing uses), flush, and
+   * the file truncated after it: until the truncate the old footer is still the last sector.
+   */
+  private async closeUp(): Promise<void> {
+    const d = this.dyn!;
+    const stride = d.bitmapBytes + d.blockSize;
+    let metaEnd = Math.max(SECTOR, d.headerOffset + HEADER_SIZE, d.tableOffset + d.entries * 4);
+    for (const l of this.locators) if (l.length > 0) metaEnd = Math.max(metaEnd, l.offset + locatorCapacity(l));
+    metaEnd = roundUp(metaEnd, SECTOR);
+    const blocks: { b: number; at: number }[] = [];
+    for (let b = 0; b < d.bat.length; b++) if (d.bat[b] !== BAT_UNUSED) blocks.push({ b, at: d.bat[b]! * SECTOR });
+    blocks.sort((x, y) => x.at - y.at);
+    const buf = Buffer.alloc(stride);
+    for (;;) {
+      const top = blocks[blocks.length - 1];
+      if (!top) break;
+      // the lowest gap below the top block that holds a whole block
+      let target = -1;
+      let prevEnd = metaEnd;
+      for (let i = 0; i < blocks.length; i++) {
+        if (blocks[i]!.at - prevEnd >= stride) {
+          target = prevEnd;
+          break;
+        }
+        prevEnd = Math.max(prevEnd, blocks[i]!.at + stride);
+      }
+      if (target < 0 || target >= top.at) break;
+      await this.store.readInto(buf, top.at);
+      await this.store.write(target, buf);
+      await this.store.flush();
+      d.bat[top.b] = target / SECTOR;
+      await this.writeBatEntries([top.b]);
+      await this.store.flush();
+      blocks.pop();
+      top.at = target;
+      blocks.splice(blocks.findIndex((x) => x.at > target) < 0 ? blocks.length : blocks.findIndex((x) => x.at > target), 0, top);
+    }
+    const last = blocks[blocks.length - 1];
+    const newEnd = roundUp(Math.max(metaEnd, last ? last.at + stride : 0), SECTOR);
+    if (newEnd < this.fileSize - FOOTER_SIZE) {
+      await this.store.write(newEnd, this.footerBytes);
+      await this.store.flush();
+      await this.store.truncate(newEnd + FOOTER_SIZE);
+      await this.store.flush();
+      this.fileSize = newEnd + FOOTER_SIZE;
+    }
+    d.nextFree = roundUp(this.fileSize - FOOTER_SIZE, SECTOR);
+  }
+
   async flush(): Promise<void> {
     await this.store.flush();
   }
@@ -769,6 +904,15 @@ interface Region {
   name: string;
   start: number;
   end: number;
+}
+
+function isZeroBuf(b: Buffer): boolean {
+  const z = Buffer.alloc(Math.min(b.length, 64 * 1024));
+  for (let at = 0; at < b.length; at += z.length) {
+    const n = Math.min(z.length, b.length - at);
+    if (b.compare(z, 0, n, at, at + n) !== 0) return false;
+  }
+  return true;
 }
 
 function hasCookie(b: Buffer): boolean {

@@ -27,7 +27,7 @@ import { DiskError } from '../../core/errors.js';
 import { roundUp, toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckFinding, CheckOptions, CheckReport, DiskInfo, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckFinding, CheckOptions, CheckReport, DiskInfo, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
 import { LogOverlayStore, LogWriter, applyReplay, replayOf, scanLog, type Replay } from './log.js';
 import {
   ALIGN,
@@ -101,11 +101,11 @@ export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
   // its parent's DataWriteGuid: like a VMDK CID, the identity follows the content
   identityFollowsContent: true,
   split: false,
-  discard: 'none',
+  discard: 'native',
   resize: 'none',
   flush: 'exclusive',
   check: 'repair',
-  compact: 'none',
+  compact: 'native',
   defragment: 'none',
 });
 
@@ -653,6 +653,158 @@ export class VhdxImage implements Image {
     // nothing references the blocks any more: the file ends after its last structure
     const end = roundUp(Math.max(...structureRanges(this.regions, Number(this.header.logOffset), this.header.logLength).map((u) => u.end)), ALIGN);
     if (end < this.fileSize) {
+      await this.store.truncate(end);
+      await this.store.flush();
+      this.fileSize = end;
+    }
+    this.nextFree = roundUp(Math.max(this.fileSize, end), ALIGN);
+  }
+
+  // ------------------------------------------------------------------ discard / compact
+
+  private get fixed(): boolean {
+    return this.params.leaveBlocksAllocated && !this.params.hasParent;
+  }
+
+  /**
+   * Whole blocks: NOT_PRESENT in a base, PAYLOAD_BLOCK_ZERO in a differencing image (zeros, not
+   * the parent), committed through the log, then the file closed up (closeUp). Parts of blocks:
+   * zeros written where the block is stored; in a differencing image zeros over the whole
+   * sectors of the range wherever the block is not ZERO (sector bitmaps make that exact; a
+   * partial sector is left to the chain layer). A fixed image gets zeros written.
+   */
+  async discard(offset: number, length: number): Promise<void> {
+    this.checkWritable();
+    await this.beginDataWrite();
+    const bs = this.params.blockSize;
+    const ls = this.params.logicalSectorSize;
+    const diff = this.params.hasParent;
+    const end = offset + length;
+    let dropped = false;
+    for (let n = Math.floor(offset / bs); n * bs < end; n++) {
+      const from = Math.max(offset, n * bs);
+      const to = Math.min(end, n * bs + this.blockLen(n));
+      const st = this.pState[n]!;
+      if (!this.fixed && from === n * bs && to === n * bs + this.blockLen(n)) {
+        const next = diff ? PAYLOAD.ZERO : PAYLOAD.NOT_PRESENT;
+        if (st !== next && (diff || st === PAYLOAD.FULLY_PRESENT || st === PAYLOAD.ZERO)) {
+          this.setPayload(n, next, 0);
+          this.bitmaps.delete(n);
+          dropped = true;
+        }
+      } else if (diff) {
+        const a = Math.ceil(from / ls) * ls;
+        const z = Math.floor(to / ls) * ls;
+        if (z > a && st !== PAYLOAD.ZERO) await this.write(Buffer.alloc(z - a), a);
+      } else if (st === PAYLOAD.FULLY_PRESENT) {
+        await this.zeroFill(this.pOff[n]! * MiB + (from - n * bs), to - from);
+      }
+    }
+    if (dropped) {
+      await this.commit();
+      await this.closeUp();
+    }
+  }
+
+  /**
+   * Drop FULLY_PRESENT blocks that read as zeros (NOT_PRESENT in a base, ZERO in a differencing
+   * image) and PARTIALLY_PRESENT blocks with no sector stored (NOT_PRESENT: the parent either
+   * way), commit, then close up and cut the file. The DataWriteGuid stays: the content does
+   * not change, so children stay linked. Fixed images: NOTSUPPORTED.
+   */
+  async compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
+    this.checkWritable();
+    if (this.fixed) throw new DiskError('NOTSUPPORTED', 'a fixed VHDX cannot be compacted', { path: this.path, field: 'leaveBlocksAllocated', found: 'fixed' });
+    await this.commit();
+    const fileBytesBefore = await this.store.size();
+    const diff = this.params.hasParent;
+    const buf = Buffer.alloc(this.params.blockSize);
+    for (let n = 0; n < this.blocks; n++) {
+      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal.reason });
+      const st = this.pState[n];
+      if (st === PAYLOAD.FULLY_PRESENT) {
+        const b = buf.subarray(0, this.blockLen(n));
+        await this.store.readInto(b, this.pOff[n]! * MiB);
+        if (isZero(b)) this.setPayload(n, diff ? PAYLOAD.ZERO : PAYLOAD.NOT_PRESENT, 0);
+      } else if (st === PAYLOAD.PARTIALLY_PRESENT) {
+        if (isZero(await this.bitmap(n))) {
+          this.setPayload(n, PAYLOAD.NOT_PRESENT, 0);
+          this.bitmaps.delete(n);
+        }
+      }
+      opts.onProgress?.(n + 1, this.blocks);
+    }
+    await this.commit();
+    await this.closeUp();
+    return { fileBytesBefore, fileBytesAfter: await this.store.size() };
+  }
+
+  /**
+   * Move the highest payload and sector bitmap blocks into the lowest free 1 MiB-aligned gaps
+   * below them (never overlapping a block in use), in batches: the copies, flush, the new BAT
+   * entries through the log (commit); then the log marked empty and the file cut after the
+   * last block (1 MiB aligned, as every block offset is).
+   */
+  private async closeUp(): Promise<void> {
+    const bs = this.params.blockSize;
+    const dataStart = roundUp(Math.max(...structureRanges(this.regions, Number(this.header.logOffset), this.header.logLength).map((u) => u.end)), ALIGN);
+    type Item = { kind: 'payload' | 'bitmap'; i: number; at: number; len: number };
+    const items: Item[] = [];
+    for (let n = 0; n < this.blocks; n++) {
+      const st = this.pState[n];
+      if (st === PAYLOAD.FULLY_PRESENT || st === PAYLOAD.PARTIALLY_PRESENT) items.push({ kind: 'payload', i: n, at: this.pOff[n]! * MiB, len: bs });
+    }
+    for (let k = 0; k < this.bState.length; k++) if (this.bState[k] === BITMAP.PRESENT) items.push({ kind: 'bitmap', i: k, at: this.bOff[k]! * MiB, len: BITMAP_BLOCK_SIZE });
+    // occupied ranges: every block where it is now, and (during a batch) where it is going
+    const busy = items.map((x) => [x.at, x.at + x.len] as [number, number]);
+    const gapFor = (len: number, below: number): number => {
+      busy.sort((a, b) => a[0] - b[0]);
+      let prev = dataStart;
+      for (const [a, z] of busy) {
+        if (a >= below) break;
+        if (a - prev >= len) return prev;
+        prev = Math.max(prev, z);
+      }
+      return -1;
+    };
+    items.sort((a, b) => a.at - b.at);
+    const buf = Buffer.alloc(Math.max(bs, BITMAP_BLOCK_SIZE));
+    for (;;) {
+      const batch: { item: Item; to: number }[] = [];
+      while (batch.length < 16 && items.length > 0) {
+        const top = items[items.length - 1]!;
+        const to = gapFor(top.len, top.at);
+        if (to < 0 || to + top.len > top.at) break;
+        busy.push([to, to + top.len]);
+        batch.push({ item: top, to });
+        items.pop();
+      }
+      if (batch.length === 0) break;
+      for (const { item, to } of batch) {
+        const b = buf.subarray(0, Math.min(item.len, this.fileSize - item.at));
+        await this.store.readInto(b, item.at);
+        await this.store.write(to, b);
+      }
+      for (const { item, to } of batch) {
+        if (item.kind === 'payload') this.setPayload(item.i, this.pState[item.i]!, to / MiB);
+        else {
+          this.bOff[item.i] = to / MiB;
+          this.pending.set(bitmapIndex(item.i, this.cr), batEntry(BITMAP.PRESENT, to / MiB));
+        }
+      }
+      await this.commit(); // flushes the copies before the log entry
+      for (const { item, to } of batch) {
+        const at = busy.findIndex(([a]) => a === item.at);
+        busy.splice(at, 1);
+        item.at = to;
+        items.push(item);
+      }
+      items.sort((a, b) => a.at - b.at);
+    }
+    const last = items.reduce((m, x) => Math.max(m, x.at + x.len), dataStart);
+    const end = roundUp(last, ALIGN);
+    if (end < this.fileSize) {
+      await this.emptyLog();
       await this.store.truncate(end);
       await this.store.flush();
       this.fileSize = end;
@@ -1241,4 +1393,13 @@ export function parentLocatorItem(childPath: string, parentPath: string, hint: s
     if (Buffer.byteLength(v, 'utf16le') > 0xffff) throw new DiskError('NAMETOOLONG', 'the parent path is too long for a parent locator entry', { path: childPath, struct: 'parentLocator', field: k, found: v.slice(0, 200) });
   }
   return encodeParentLocator(pairs);
+}
+
+function isZero(b: Buffer): boolean {
+  const z = Buffer.alloc(Math.min(b.length, 64 * 1024));
+  for (let at = 0; at < b.length; at += z.length) {
+    const n = Math.min(z.length, b.length - at);
+    if (b.compare(z, 0, n, at, at + n) !== 0) return false;
+  }
+  return true;
 }
