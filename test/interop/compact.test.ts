@@ -5,7 +5,7 @@
  * (test/helpers/sparse-tables.ts) to see where the grains went.
  */
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Disk, DiskError, checkDisk, compact, createDisk, defragment, discard } from '../../src/index.js';
@@ -291,5 +291,41 @@ test('compact, defragment and discard refuse what they cannot do, naming the for
     const r = await run(process.execPath, [BIN, ...args]);
     assert.equal(r.code, 1, describeRun('vdkit', args, r));
     assert.match(r.stderr, /NOTSUPPORTED.*monolithicFlat/s, describeRun('vdkit', args, r));
+  }
+});
+
+test('check: a redundant table naming a copy of the grain (a move killed between the tables) is a warning; another grain is corruption', async (t) => {
+  const dir = (await tmpDir(t)).path;
+  const img = join(dir, 'd.vmdk');
+  const d = await createDisk(img, { capacity: MiB });
+  await d.write(0, Buffer.alloc(GRAIN, 0x11));
+  await d.write(GRAIN, Buffer.alloc(GRAIN, 0x22));
+  await d.close();
+  const fh = await open(img, 'r+');
+  try {
+    const h = Buffer.alloc(512);
+    await fh.read(h, 0, 512, 0);
+    const rgd = Number(h.readBigUInt64LE(48));
+    const entry = Buffer.alloc(4);
+    await fh.read(entry, 0, 4, rgd * 512);
+    const rgtAt = entry.readUInt32LE(0) * 512;
+    const st = await sparseTables(img);
+    const end = (await fh.stat()).size;
+    // a copy of grain 0 at the end of the file, named by the redundant table only
+    await fh.write(Buffer.alloc(GRAIN, 0x11), 0, GRAIN, end);
+    entry.writeUInt32LE(end / 512, 0);
+    await fh.write(entry, 0, 4, rgtAt);
+    await fh.sync();
+    let r = await checkDisk(img, { repair: false });
+    assert.deepEqual(r.findings.filter((f) => f.kind === 'corruption'), [], 'same bytes: no corruption');
+    assert.ok(r.findings.some((f) => f.kind === 'warning' && /lags/.test(f.message)), 'reported as a lagging copy');
+    // the redundant table naming grain 1 for grain 0: different bytes
+    entry.writeUInt32LE(st.gte[1]!, 0);
+    await fh.write(entry, 0, 4, rgtAt);
+    await fh.sync();
+    r = await checkDisk(img, { repair: false });
+    assert.ok(r.findings.some((f) => f.kind === 'corruption' && /differs/.test(f.message)), 'different bytes: corruption');
+  } finally {
+    await fh.close();
   }
 });
