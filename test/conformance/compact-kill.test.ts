@@ -131,15 +131,18 @@ test('compact and defragment killed at random moments keep the content', { concu
     const full = await (await startWorker([op, img])).go(Infinity);
     await assertSound(img, expected, 'uninterrupted run', op === 'defrag');
     let killed = 0;
+    let estimate = full.ms;
     const runs = type === 'monolithicSparse' ? RUNS : RUNS / 2;
     // the next worker loads while the previous run is checked
     let next = startWorker([op, img]);
     for (let i = 0; i < runs; i++) {
       await copyDir(template, work);
       const worker = await next;
-      const r = await worker.go(rnd() * full.ms * 1.2);
+      const r = await worker.go(rnd() * estimate * 1.1);
       next = startWorker([op, img]);
       if (r.killed) killed++;
+      // a loaded machine makes single timings noisy: the fastest finished run sets the range
+      else estimate = Math.min(estimate, r.ms);
       await assertSound(img, expected, `run ${i} (${r.killed ? `killed after ${r.ms.toFixed(1)} ms` : 'finished'})`, true);
       if (i % 4 === 0) {
         // the operation runs again over whatever the kill left and finishes the job

@@ -282,6 +282,10 @@ test('compact, defragment and discard refuse what they cannot do, naming the for
   const raw = join(dir, 'r.img');
   await writeFile(raw, Buffer.alloc(MiB));
   await rejects(compact(raw, { format: 'raw' }), 'NOTSUPPORTED', /raw/);
+  // an extent file of a split disk alone does not say whether the disk is a child
+  const split = join(dir, 'split.vmdk');
+  await runOk('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', split, String(MiB)], 'create split');
+  await rejects(compact(join(dir, 'split-s001.vmdk')), 'NOTSUPPORTED', /bare extent/);
   const ac = new AbortController();
   ac.abort();
   const sparse = join(dir, 's.vmdk');

@@ -520,6 +520,9 @@ export class VmdkImage implements Image {
 
   private refuseRelayout(what: string): SparseExtent[] {
     if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    // a bare extent file says nothing of a parent: treating a child's extent as a base would
+    // turn its zero grains into "ask the parent"
+    if (!this.descriptorWritable) throw new DiskError('NOTSUPPORTED', `${what} needs the disk's descriptor, not a bare extent file`, { path: this.path, field: 'descriptor' });
     if (this.capabilities.compact === 'none') {
       throw new DiskError('NOTSUPPORTED', `${what} needs a hosted sparse VMDK (monolithicSparse, twoGbMaxExtentSparse or a child of one); this disk is ${this.type}`, { path: this.path, field: 'createType', found: this.type });
     }
