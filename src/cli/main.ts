@@ -513,6 +513,8 @@ export function buildProgram(): Command {
           c.differencing ? 'differencing' : '',
           c.split ? 'split' : '',
           c.discard !== 'none' ? 'discard' : '',
+          c.compact !== 'none' ? 'compact' : '',
+          c.defragment !== 'none' ? 'defrag' : '',
           c.resize !== 'none' ? `resize (${c.resize})` : '',
           c.metadata ? 'metadata' : '',
         ].filter(Boolean);

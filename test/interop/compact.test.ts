@@ -291,6 +291,10 @@ test('compact, defragment and discard refuse what they cannot do, naming the for
   const sparse = join(dir, 's.vmdk');
   await runOk('qemu-img', ['create', '-q', '-f', 'vmdk', sparse, String(MiB)], 'create sparse');
   await rejects(compact(sparse, { signal: ac.signal }), 'CANCELLED');
+  for (const args of [['discard', sparse, '--offset', '64K', '--length', '128K'], ['defrag', sparse]]) {
+    const r = await run(process.execPath, [BIN, ...args]);
+    assert.equal(r.code, 0, describeRun('vdkit', args, r));
+  }
   for (const args of [['compact', flat], ['defrag', flat], ['discard', flat, '--offset', '0', '--length', '512']]) {
     const r = await run(process.execPath, [BIN, ...args]);
     assert.equal(r.code, 1, describeRun('vdkit', args, r));
