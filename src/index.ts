@@ -21,3 +21,6 @@ export { TARGETS, accepted, applyTarget, lint, targetByName, type AppliedTarget,
 export { resize, type ResizeOptions, type ResizeResult } from './ops/resize.js';
 export { rename, unlink, type RenameResult, type UnlinkOptions } from './ops/rename.js';
 export { setCacheMode, cacheMode, type CacheMode } from './storage/cache-mode.js';
+export { compact, defragment, type InPlaceOpOptions } from './ops/compact.js';
+export { discard, type DiscardOptions, type DiscardResult } from './ops/discard.js';
+export type { InPlaceOptions, InPlaceResult } from './formats/types.js';

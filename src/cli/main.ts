@@ -25,6 +25,8 @@ import { measure } from '../ops/measure.js';
 import { TARGETS, accepted, applyTarget, lint, targetByName, type LintFinding, type TargetProfile } from '../ops/targets.js';
 import { resize } from '../ops/resize.js';
 import { rename, unlink } from '../ops/rename.js';
+import { compact, defragment } from '../ops/compact.js';
+import { discard } from '../ops/discard.js';
 import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
 
 class UsageError extends Error {}
@@ -532,6 +534,8 @@ export function buildProgram(): Command {
           c.differencing ? 'differencing' : '',
           c.split ? 'split' : '',
           c.discard !== 'none' ? 'discard' : '',
+          c.compact !== 'none' ? 'compact' : '',
+          c.defragment !== 'none' ? 'defrag' : '',
           c.resize !== 'none' ? `resize (${c.resize})` : '',
           c.metadata ? 'metadata' : '',
         ].filter(Boolean);
@@ -628,6 +632,49 @@ export function buildProgram(): Command {
       }
       const r = await resize(file, sign === 0 ? n : sign * n, { relative: sign !== 0, shrink: o.shrink, force: o.force, format: o.format });
       await out(`${file}: ${humanBytes(r.oldCapacity)} -> ${humanBytes(r.newCapacity)} (${r.newCapacity} bytes)\n`);
+    });
+
+  const inPlaceCommand = (name: 'compact' | 'defrag', description: string, op: typeof compact) =>
+    program
+      .command(name)
+      .description(description)
+      .option('-p, --progress', 'show a progress bar on a terminal')
+      .addOption(formatOpt())
+      .argument('<file>')
+      .action(async (file: string, o) => {
+        const started = Date.now();
+        const tty = !!o.progress && process.stderr.isTTY;
+        let lastDraw = 0;
+        const onProgress = tty
+          ? (done: number, total: number) => {
+              const now = Date.now();
+              if (now - lastDraw < 100 && done < total) return;
+              lastDraw = now;
+              process.stderr.write(`\r${progressBar(done, total, started)}`);
+            }
+          : undefined;
+        const r = await op(file, { format: o.format, onProgress });
+        if (tty) process.stderr.write('\n');
+        const saved = r.fileBytesBefore - r.fileBytesAfter;
+        await out(`${file}: ${humanBytes(r.fileBytesBefore)} -> ${humanBytes(r.fileBytesAfter)}${saved > 0 ? ` (${humanBytes(saved)} given back)` : ''}\n`);
+      });
+  inPlaceCommand('compact', 'give back the space of grains/blocks that read as zeros or were discarded, in place (vmware-vdiskmanager -k, VixDiskLib_Shrink, VBoxManage modifymedium --compact)', compact);
+  inPlaceCommand('defrag', 'put grains/blocks in virtual order in the file(s), in place (vmware-vdiskmanager -d, VixDiskLib_Defragment)', defragment).alias('defragment');
+
+  program
+    .command('discard')
+    .description('mark a byte range unused (TRIM, VDDiscardRanges): it reads zeros afterwards; whole grains/blocks are freed where the format can')
+    .requiredOption('--offset <bytes>', 'start of the range (K/M/G suffixes allowed)')
+    .requiredOption('--length <bytes>', 'length of the range')
+    .option('--force', 'discard even though a child depends on this disk')
+    .addOption(formatOpt())
+    .addOption(untrusted())
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      const offset = num(o.offset, '--offset');
+      const length = num(o.length, '--length');
+      const r = await discard(file, offset, length, { format: o.format, force: o.force, untrusted: o.untrusted });
+      await out(`${file}: discarded ${humanBytes(length)} at ${offset} (${humanBytes(r.unitBytes)} freed as whole units, ${humanBytes(r.zeroedBytes)} written as zeros)\n`);
     });
 
   program

@@ -25,7 +25,7 @@ import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, Capabilities, CheckFinding, CheckOptions, CheckReport, DiskInfo, ExtentInfo, Geometry, Image, OpenOptions } from '../types.js';
+import type { BackingLink, BlockExtent, Capabilities, CheckFinding, CheckOptions, CheckReport, DiskInfo, ExtentInfo, Geometry, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
 import { Descriptor, MAX_DESCRIPTOR_BYTES, hex8, looksLikeDescriptor, parseCid, type ExtentLine } from './descriptor.js';
 import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
 import { EsxSparseExtent } from './esx-sparse.js';
@@ -47,15 +47,18 @@ export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
   parentLink: 'identity',
   identityFollowsContent: true,
   split: true,
-  discard: 'none',
+  // hosted sparse types (monolithicSparse, twoGbMaxExtentSparse, their children); an opened
+  // image of another type (flat, streamOptimized, ESX deltas) says 'none' (NOTES.md)
+  discard: 'native',
   resize: 'grow',
   flush: 'concurrent',
   check: 'repair',
-  compact: 'none',
-  defragment: 'none',
+  compact: 'native',
+  defragment: 'native',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VMDK_CAPABILITIES, write: 'none' });
+const NOT_SPARSE: Pick<Capabilities, 'discard' | 'compact' | 'defragment'> = { discard: 'none', compact: 'none', defragment: 'none' };
 
 const NO_PARENT = 0xffffffff;
 
@@ -86,7 +89,10 @@ export class VmdkImage implements Image {
       return s;
     });
     this.capacity = at;
-    this.capabilities = readOnly ? READ_ONLY_CAPABILITIES : VMDK_CAPABILITIES;
+    const caps = readOnly ? READ_ONLY_CAPABILITIES : VMDK_CAPABILITIES;
+    // discard, compact and defragment rearrange hosted sparse (KDMV) grains: every extent must be one
+    const hostedSparse = extents.length > 0 && extents.every((e) => e.sparse !== undefined && !e.sparse.compressed);
+    this.capabilities = hostedSparse ? caps : Object.freeze({ ...caps, ...NOT_SPARSE });
   }
 
   static async open(path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
@@ -510,6 +516,81 @@ export class VmdkImage implements Image {
     } finally {
       await this.close();
     }
+  }
+
+  private refuseRelayout(what: string): SparseExtent[] {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    // a bare extent file says nothing of a parent: treating a child's extent as a base would
+    // turn its zero grains into "ask the parent"
+    if (!this.descriptorWritable) throw new DiskError('NOTSUPPORTED', `${what} needs the disk's descriptor, not a bare extent file`, { path: this.path, field: 'descriptor' });
+    if (this.capabilities.compact === 'none') {
+      throw new DiskError('NOTSUPPORTED', `${what} needs a hosted sparse VMDK (monolithicSparse, twoGbMaxExtentSparse or a child of one); this disk is ${this.type}`, { path: this.path, field: 'createType', found: this.type });
+    }
+    return this.writableSparse;
+  }
+
+  private async fileBytes(): Promise<number> {
+    let n = 0;
+    for (const f of new Set([this.path, ...this.extents.flatMap((e) => (e.path ? [e.path] : []))])) n += await fsx.fileSize(f);
+    return n;
+  }
+
+  /**
+   * Discard (VDDiscardRanges, TRIM) in place: whole grains become GTE 0 in a base; in a child
+   * GTE 1 where the header is version 2 with the zeroed-grain flag, else zeros are written (a
+   * version-1 child has no marker that hides its parent). Parts of grains read zeros afterwards;
+   * a part of a grain a child does not hold must come through the chain (ops/discard.ts).
+   */
+  async discard(offset: number, length: number): Promise<void> {
+    this.refuseRelayout('discard');
+    if (length === 0) return;
+    if (!this.cidRenewed) await this.renewCid();
+    const hasParent = this.parentCid !== NO_PARENT;
+    for (let pos = offset; pos < offset + length; ) {
+      const i = this.extentIndex(pos);
+      const e = this.extents[i]!;
+      const within = pos - this.starts[i]!;
+      const n = Math.min(e.length - within, offset + length - pos);
+      if (e.line.access !== 'RW') throw new DiskError('RDONLY', `extent is ${e.line.access}`, { path: e.path ?? this.path });
+      await e.sparse!.discard(within, n, { hasParent, limit: e.length });
+      pos += n;
+    }
+  }
+
+  /**
+   * Compact (VixDiskLib_Shrink, vmware-vdiskmanager -k) extent by extent: sparse.ts compact.
+   * The content does not change, so the CID stays and children stay valid.
+   */
+  async compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
+    const sparse = this.refuseRelayout('compact');
+    const hasParent = this.parentCid !== NO_PARENT;
+    return this.relayout(sparse, opts, (s, onGrain) => s.compact({ hasParent, signal: opts.signal, onGrain }));
+  }
+
+  /**
+   * Defragment (VixDiskLib_Defragment, vmware-vdiskmanager -d): grains in virtual order in each
+   * extent file. A hosted split disk's extent lines fix which file holds which virtual range,
+   * so no grain can move to another (lower-numbered) extent: each file is put in order alone.
+   */
+  async defragment(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
+    const sparse = this.refuseRelayout('defragment');
+    return this.relayout(sparse, opts, (s, onGrain) => s.defragment({ signal: opts.signal, onGrain }));
+  }
+
+  private async relayout(sparse: SparseExtent[], opts: InPlaceOptions, run: (s: SparseExtent, onGrain: () => void) => Promise<void>): Promise<InPlaceResult> {
+    const fileBytesBefore = await this.fileBytes();
+    let total = 0;
+    for (const s of sparse) total += await s.dataGrainCount();
+    let done = 0;
+    opts.onProgress?.(0, total);
+    for (const s of sparse) {
+      await run(s, () => {
+        done++;
+        opts.onProgress?.(done, total);
+      });
+      await s.flush();
+    }
+    return { fileBytesBefore, fileBytesAfter: await this.fileBytes() };
   }
 
   /** The descriptor as text (what `vdkit info --descriptor` shows). */

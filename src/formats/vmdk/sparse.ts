@@ -493,34 +493,50 @@ export class SparseExtent {
     await this.setEntries(entries);
   }
 
-  /** Set grain table entries, writing each touched span to the GT and then the redundant GT. */
-  private async setEntries(entries: { gi: number; value: number }[]): Promise<void> {
-    const byTable = new Map<number, { lo: number; hi: number }>();
+  /**
+   * Set grain table entries, writing each touched span to the GT and then the redundant GT.
+   * `redundantFirst` is for entries that free a grain (0, or 1 for a zero grain): written to the
+   * copy first, a kill in between leaves a copy that merely lags the primary, which still maps
+   * the intact old grain (check calls that a warning, not corruption).
+   */
+  private async setEntries(entries: { gi: number; value: number }[], redundantFirst = false): Promise<void> {
+    // the tables are held here: a large batch may push them out of the cache meanwhile
+    const byTable = new Map<number, { lo: number; hi: number; table: Uint32Array }>();
     for (const { gi, value } of entries) {
       const g = Math.floor(gi / this.numGTEs);
-      const table = (await this.gt(g))!;
+      const table = byTable.get(g)?.table ?? (await this.gt(g))!;
       const idx = gi - g * this.numGTEs;
       table[idx] = value;
       const span = byTable.get(g);
       if (span) {
         span.lo = Math.min(span.lo, idx);
         span.hi = Math.max(span.hi, idx);
-      } else byTable.set(g, { lo: idx, hi: idx });
+      } else byTable.set(g, { lo: idx, hi: idx, table });
     }
-    const primary: Promise<void>[] = [];
-    for (const [g, { lo, hi }] of byTable) {
-      const table = this.gtCache.get(g)!;
-      primary.push(this.store.write(this.gd[g]! * SECTOR_SIZE + lo * 4, u32Bytes(table, lo, hi + 1)));
-    }
-    await Promise.all(primary);
-    if (this.rgd) {
+    const writePrimary = async () => {
+      const primary: Promise<void>[] = [];
+      for (const [g, { lo, hi, table }] of byTable) {
+        primary.push(this.store.write(this.gd[g]! * SECTOR_SIZE + lo * 4, u32Bytes(table, lo, hi + 1)));
+      }
+      await Promise.all(primary);
+    };
+    const writeRedundant = async () => {
+      if (!this.rgd) return;
       const redundant: Promise<void>[] = [];
-      for (const [g, { lo, hi }] of byTable) {
-        const r = this.rgd[g]!;
+      for (const [g, { lo, hi, table }] of byTable) {
+        const r = this.rgd![g]!;
         if (r === 0) continue;
-        redundant.push(this.store.write(r * SECTOR_SIZE + lo * 4, u32Bytes(this.gtCache.get(g)!, lo, hi + 1)));
+        redundant.push(this.store.write(r * SECTOR_SIZE + lo * 4, u32Bytes(table, lo, hi + 1)));
       }
       await Promise.all(redundant);
+    };
+    if (redundantFirst && this.rgd) {
+      await writeRedundant();
+      await this.store.flush();
+      await writePrimary();
+    } else {
+      await writePrimary();
+      await writeRedundant();
     }
   }
 
@@ -601,6 +617,243 @@ export class SparseExtent {
     this.nextFree = roundUp(end, this.grainBytes);
   }
 
+  /** whether two grain slots (both inside the grain area) hold the same bytes */
+  private async sameGrain(a: number, b: number, fileSectors: number): Promise<boolean> {
+    const inside = (e: number) => e >= this.overHeadSectors && e < fileSectors;
+    if (!inside(a) || !inside(b)) return false;
+    const [x, y] = await Promise.all([this.store.readZeroPadded(a * SECTOR_SIZE, this.grainBytes), this.store.readZeroPadded(b * SECTOR_SIZE, this.grainBytes)]);
+    return x.equals(y);
+  }
+
+  // ------------------------------------------------- discard, compact, defragment (NOTES.md)
+
+  /** a grain that must read zeros over a parent can be marked GTE 1 (version 2 + flag bit 2) */
+  get hasZeroMarker(): boolean {
+    return this.zeroedGrains && this.version >= 2;
+  }
+
+  /**
+   * Mark [offset, offset+length) of this extent unused. `limit` is where the extent's virtual
+   * range ends (its extent line): a grain reaching it counts as whole. Whole grains: GTE 0 in a
+   * base; in a child GTE 1 where the header allows it, else zeros are written (a v1 child has
+   * no other way to hide its parent). Parts of grains: zeros written where the grain is
+   * allocated; a part of a child's unallocated grain needs the parent's bytes around it, so the
+   * caller must write those zeros through the chain.
+   */
+  async discard(offset: number, length: number, opts: { hasParent: boolean; limit: number }): Promise<void> {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    const gb = this.grainBytes;
+    const frees: { gi: number; value: number }[] = [];
+    const zeroWrites: { at: number; n: number }[] = [];
+    const end = offset + length;
+    for (let pos = offset; pos < end; ) {
+      const gi = Math.floor(pos / gb);
+      const within = pos - gi * gb;
+      const n = Math.min(gb - within, end - pos);
+      const whole = within === 0 && pos + n >= Math.min((gi + 1) * gb, opts.limit);
+      const e = await this.gte(gi);
+      if (whole) {
+        if (!opts.hasParent) {
+          if (e !== 0) frees.push({ gi, value: 0 });
+        } else if (this.hasZeroMarker) {
+          if (e !== 1) frees.push({ gi, value: 1 });
+        } else zeroWrites.push({ at: pos, n });
+      } else if (e > 1) {
+        zeroWrites.push({ at: pos, n });
+      } else if (e === 0 && opts.hasParent) {
+        throw new DiskError('INVAL', 'part of a grain a child does not hold yet: discard it through the chain (the rest of the grain comes from the parent)', { path: this.path, field: `GTE[${gi}]`, offset: pos });
+      }
+      pos += n;
+    }
+    if (frees.length > 0) await this.setEntries(frees, true);
+    const zeros = Buffer.alloc(gb);
+    for (const z of zeroWrites) await this.write(zeros.subarray(0, z.n), z.at);
+  }
+
+  /** Number of grains holding data (for progress totals). */
+  async dataGrainCount(): Promise<number> {
+    let n = 0;
+    for (let g = 0; g < this.gd.length; g++) {
+      const table = await this.gt(g);
+      if (table) for (let i = 0; i < table.length; i++) if (table[i]! > 1) n++;
+    }
+    return n;
+  }
+
+  /**
+   * Compact: grains that read as zeros are dropped (GTE 0 in a base, GTE 1 in a child whose
+   * header allows it; a version-1 child keeps them, since GTE 0 would show the parent), then
+   * grains are moved from the end of the file into the free slots below them, and the file is
+   * cut after the last one. Leaked slots (a killed write, a discard) are reclaimed the same way.
+   * Crash order per batch of moves: copy the grains to their new slots, flush; point the GT,
+   * then the redundant GT at them, flush; only then are the old slots free for reuse or the cut.
+   */
+  async compact(opts: { hasParent: boolean; signal?: AbortSignal; onGrain?: () => void }): Promise<void> {
+    const space = await this.beginRelayout(opts.signal);
+    // 1. find grains that read as zeros and drop them (redundant table first: see setEntries)
+    const dropTo = !opts.hasParent ? 0 : this.hasZeroMarker ? 1 : -1;
+    const buf = Buffer.alloc(this.grainBytes * 16);
+    const drops: { gi: number; value: number }[] = [];
+    const bySector = space.grains.map((_, i) => i).sort((a, b) => space.sector[a]! - space.sector[b]!);
+    for (let k = 0; k < bySector.length; k += 16) {
+      checkAbort(opts.signal, this.path);
+      const batch = bySector.slice(k, k + 16);
+      await Promise.all(batch.map((i, j) => this.readFile(buf.subarray(j * this.grainBytes, (j + 1) * this.grainBytes), space.sector[i]! * SECTOR_SIZE)));
+      for (let j = 0; j < batch.length; j++) {
+        opts.onGrain?.();
+        if (dropTo < 0) continue;
+        const grain = buf.subarray(j * this.grainBytes, (j + 1) * this.grainBytes);
+        if (isZero(grain)) drops.push({ gi: space.grains[batch[j]!]!, value: dropTo });
+      }
+    }
+    if (drops.length > 0) {
+      for (let k = 0; k < drops.length; k += 4096) await this.setEntries(drops.slice(k, k + 4096), true);
+      await this.store.flush();
+      const dropped = new Set(drops.map((d) => d.gi));
+      for (let i = 0; i < space.grains.length; i++) if (dropped.has(space.grains[i]!)) space.release(i);
+    }
+    // 2. move grains down from the end into the lowest free slots
+    const live = space.liveIndexes().sort((a, b) => space.sector[b]! - space.sector[a]!);
+    let free = 0;
+    let moves: { i: number; to: number }[] = [];
+    for (const i of live) {
+      while (!space.isFree(free)) free++;
+      if (space.slotSector(free) >= space.sector[i]!) break;
+      moves.push({ i, to: free });
+      space.reserve(free);
+      if (moves.length >= MOVE_BATCH) {
+        await this.moveGrains(space, moves, opts.signal);
+        moves = [];
+      }
+    }
+    if (moves.length > 0) await this.moveGrains(space, moves, opts.signal);
+    await this.cutAfterUse(space);
+  }
+
+  /**
+   * Defragment: grains in virtual order from the first grain slot on (slots holding grain
+   * tables allocated after the metadata area are skipped), so a sequential read of the disk is
+   * a sequential read of the file. Window by window: grains sitting in the window's slots that
+   * belong elsewhere are moved out of the way (to free slots past the final area, else to the
+   * end of the file), then the window's grains are moved in. Every move has compact's crash
+   * order; the file is cut after the last grain.
+   */
+  async defragment(opts: { signal?: AbortSignal; onGrain?: () => void }): Promise<void> {
+    const space = await this.beginRelayout(opts.signal);
+    const order = space.liveIndexes().sort((a, b) => space.grains[a]! - space.grains[b]!);
+    const targets: number[] = [];
+    for (let slot = 0; targets.length < order.length; slot++) if (!space.isFixed(slot)) targets.push(slot);
+    const finalEnd = targets.length > 0 ? targets[targets.length - 1]! + 1 : 0;
+    let spare = finalEnd;
+    const spareSlot = () => {
+      while (!space.isFree(spare)) spare++;
+      return spare;
+    };
+    for (let k = 0; k < order.length; k += MOVE_BATCH) {
+      checkAbort(opts.signal, this.path);
+      const window = new Set<number>();
+      for (let j = k; j < Math.min(k + MOVE_BATCH, order.length); j++) window.add(targets[j]!);
+      // out of the way: whatever occupies a window slot and is not the grain that belongs there
+      const evict: { i: number; to: number }[] = [];
+      for (let j = k; j < Math.min(k + MOVE_BATCH, order.length); j++) {
+        const t = targets[j]!;
+        for (const i of space.occupants(t)) {
+          if (i === order[j] && space.sector[i] === space.slotSector(t)) continue;
+          if (evict.some((m) => m.i === i)) continue;
+          const to = spareSlot();
+          space.reserve(to);
+          evict.push({ i, to });
+        }
+      }
+      if (evict.length > 0) await this.moveGrains(space, evict, opts.signal);
+      if (spare > finalEnd) spare = finalEnd; // evicted sources may have freed slots there
+      const place: { i: number; to: number }[] = [];
+      for (let j = k; j < Math.min(k + MOVE_BATCH, order.length); j++) {
+        const i = order[j]!;
+        const t = targets[j]!;
+        if (space.sector[i] === space.slotSector(t)) continue;
+        space.reserve(t);
+        place.push({ i, to: t });
+      }
+      if (place.length > 0) await this.moveGrains(space, place, opts.signal);
+      for (let j = k; j < Math.min(k + MOVE_BATCH, order.length); j++) opts.onGrain?.();
+    }
+    await this.cutAfterUse(space);
+  }
+
+  /**
+   * Start of compact / defragment: the redundant tables are made equal to the primary ones
+   * (a killed earlier run may have left a copy naming a slot the primary no longer uses, which
+   * must not be handed to another grain), and the map of the grain area is built.
+   */
+  private async beginRelayout(signal?: AbortSignal): Promise<GrainSpace> {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    if (this.compressed) throw new DiskError('NOTSUPPORTED', 'compressed (streamOptimized) extents cannot be rearranged in place', { path: this.path, field: 'flags' });
+    checkAbort(signal, this.path);
+    this.gtCache.clear();
+    const fileSectors = Math.ceil(this.fileSize / SECTOR_SIZE);
+    const fixed: [number, number][] = [[0, this.overHeadSectors]];
+    const gtSectors = this.gtBytes / SECTOR_SIZE;
+    const gdSectors = Math.ceil((this.gd.length * 4) / SECTOR_SIZE);
+    fixed.push([this.gdOffsetBytes / SECTOR_SIZE, this.gdOffsetBytes / SECTOR_SIZE + gdSectors]);
+    if (this.rgd) fixed.push([this.rgdOffsetBytes / SECTOR_SIZE, this.rgdOffsetBytes / SECTOR_SIZE + gdSectors]);
+    for (const dir of [this.gd, this.rgd]) if (dir) for (const e of dir) if (e !== 0) fixed.push([e, e + gtSectors]);
+    const grains: number[] = [];
+    const sectors: number[] = [];
+    let synced = false;
+    for (let g = 0; g < this.gd.length; g++) {
+      const table = await this.gt(g);
+      if (!table) continue;
+      for (let i = 0; i < table.length; i++) {
+        const gi = g * this.numGTEs + i;
+        const e = this.checkedEntry(gi, table[i]!);
+        if (e > 1) {
+          grains.push(gi);
+          sectors.push(e);
+        }
+      }
+      if (this.rgd && this.rgd[g] !== 0) {
+        const copy = await readU32Array(this.store, this.rgd[g]! * SECTOR_SIZE, this.numGTEs);
+        if (!u32Bytes(copy, 0, copy.length).equals(u32Bytes(table, 0, table.length))) {
+          await this.store.write(this.rgd[g]! * SECTOR_SIZE, u32Bytes(table, 0, table.length));
+          synced = true;
+        }
+      }
+    }
+    if (synced) await this.store.flush();
+    return new GrainSpace(this.path, this.overHeadSectors, this.grainSectors, fileSectors, fixed, grains, sectors);
+  }
+
+  /** Move a batch of grains to reserved free slots in the crash-safe order (see compact). */
+  private async moveGrains(space: GrainSpace, moves: { i: number; to: number }[], signal?: AbortSignal): Promise<void> {
+    checkAbort(signal, this.path);
+    const gb = this.grainBytes;
+    for (let k = 0; k < moves.length; k += 16) {
+      const part = moves.slice(k, k + 16);
+      const bufs = part.map(() => Buffer.allocUnsafe(gb));
+      await Promise.all(part.map((m, j) => this.readFile(bufs[j]!, space.sector[m.i]! * SECTOR_SIZE)));
+      await Promise.all(part.map((m, j) => this.store.write(space.slotSector(m.to) * SECTOR_SIZE, bufs[j]!)));
+    }
+    for (const m of moves) this.fileSize = Math.max(this.fileSize, (space.slotSector(m.to) + this.grainSectors) * SECTOR_SIZE);
+    await this.store.flush();
+    await this.setEntries(moves.map((m) => ({ gi: space.grains[m.i]!, value: space.slotSector(m.to) })));
+    await this.store.flush();
+    for (const m of moves) space.moved(m.i, m.to);
+    this.nextFree = roundUp(this.fileSize, gb);
+  }
+
+  /** Cut the file after the last grain or table still in use (the moves are durable by now). */
+  private async cutAfterUse(space: GrainSpace): Promise<void> {
+    const end = space.usedEndSector() * SECTOR_SIZE;
+    if (end < this.fileSize) {
+      await this.store.flush();
+      await this.store.truncate(end);
+      this.fileSize = end;
+    }
+    this.nextFree = roundUp(this.fileSize, this.grainBytes);
+    await this.store.flush();
+  }
+
   async flush(): Promise<void> {
     await this.store.flush();
   }
@@ -637,10 +890,16 @@ export class SparseExtent {
           // A copy that only lacks entries the primary has is what a write interrupted between
           // the two tables leaves (the primary is written first): nothing is lost. Anything else
           // means one of them was damaged.
+          // A compact or defragment killed between the two tables leaves the copy naming a
+          // grain's old slot, which still holds the same bytes (old slots are reused only once
+          // both tables are durable); a discard writes the copy first, so the copy reads 0 or 1.
           let lagging = true;
-          for (let i = 0; i < table.length && lagging; i++) if (copy[i] !== table[i] && copy[i] !== 0) lagging = false;
+          for (let i = 0; i < table.length && lagging; i++) {
+            if (copy[i] === table[i] || copy[i]! <= 1) continue;
+            lagging = table[i]! > 1 && (await this.sameGrain(table[i]!, copy[i]!, fileSectors));
+          }
           const f: CheckFinding = lagging
-            ? { kind: 'warning', message: `redundant grain table ${g} lacks entries the primary has (an interrupted write)`, struct: 'redundant grain table', field: `RGT[${g}]`, offset: this.rgd[g]! * SECTOR_SIZE }
+            ? { kind: 'warning', message: `redundant grain table ${g} lags the primary (an interrupted write, discard or grain move)`, struct: 'redundant grain table', field: `RGT[${g}]`, offset: this.rgd[g]! * SECTOR_SIZE }
             : { kind: 'corruption', message: `redundant grain table ${g} differs from the primary`, struct: 'redundant grain table', field: `RGT[${g}]`, offset: this.rgd[g]! * SECTOR_SIZE };
           if (repair && dryRun) f.wouldRepair = true;
           else if (repair && !this.readOnly) {
@@ -794,4 +1053,167 @@ export async function writeFreshSparse(store: ByteStore, capacitySectors: number
   await store.write(0, head);
   await store.write(L.rgdOffset * SECTOR_SIZE, rgd);
   await store.write(L.gdOffset * SECTOR_SIZE, gd);
+}
+
+/** grains moved per crash-safe step (2 flushes each): 64 grains = 4 MiB with the default grain */
+const MOVE_BATCH = 64;
+
+function checkAbort(signal: AbortSignal | undefined, path: string): void {
+  if (signal?.aborted) throw new DiskError('CANCELLED', undefined, { path }, { cause: signal.reason });
+}
+
+function isZero(buf: Buffer): boolean {
+  // compare 8 bytes at a time where the buffer is aligned (grains always are)
+  if (buf.byteOffset % 8 === 0 && buf.length % 8 === 0) {
+    const words = new BigUint64Array(buf.buffer, buf.byteOffset, buf.length / 8);
+    for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
+    return true;
+  }
+  for (let i = 0; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * The grain area of a sparse extent as grain-sized slots, counted from the first
+ * grain-aligned sector at or after overHead, for compact and defragment. A slot is free when
+ * no grain, table or directory overlaps it. Grains from producers that do not align them
+ * (any sector after overHead is legal) may cover two slots; every grain moved lands aligned.
+ */
+class GrainSpace {
+  readonly base: number;
+  /** per slot: fixed metadata overlaps it */
+  private fixedSlots: Uint8Array;
+  /** per slot: how many grains (or reservations) overlap it */
+  private count: Int32Array;
+  /** per slot: the index of the grain aligned on it, or -1 */
+  private owner: Int32Array;
+  /** slot -> indexes of unaligned grains overlapping it */
+  private readonly loose = new Map<number, number[]>();
+  private readonly dead: Uint8Array;
+  private readonly fixedEnd: number;
+
+  constructor(
+    private readonly path: string,
+    overHead: number,
+    private readonly gs: number,
+    fileSectors: number,
+    fixed: [number, number][],
+    /** grain index of each grain */
+    readonly grains: number[],
+    /** current sector of each grain */
+    readonly sector: number[],
+  ) {
+    this.base = roundUp(overHead, gs);
+    const slots = Math.max(0, Math.ceil((fileSectors - this.base) / gs)) + grains.length + 2;
+    this.fixedSlots = new Uint8Array(slots);
+    this.count = new Int32Array(slots);
+    this.owner = new Int32Array(slots).fill(-1);
+    this.dead = new Uint8Array(grains.length);
+    let fixedEnd = overHead;
+    for (const [from, to] of fixed) {
+      fixedEnd = Math.max(fixedEnd, to);
+      for (const s of this.slotsOf(from, to)) {
+        this.ensure(s);
+        this.fixedSlots[s] = 1;
+      }
+    }
+    this.fixedEnd = fixedEnd;
+    for (let i = 0; i < grains.length; i++) this.occupy(i, sector[i]!);
+  }
+
+  private slotsOf(from: number, to: number): number[] {
+    const out: number[] = [];
+    if (to <= this.base) return out;
+    for (let s = Math.floor((Math.max(from, this.base) - this.base) / this.gs); this.base + s * this.gs < to; s++) out.push(s);
+    return out;
+  }
+
+  private ensure(slot: number): void {
+    if (slot < this.count.length) return;
+    const n = Math.max(slot + 1, this.count.length * 2);
+    const grow = <T extends Uint8Array | Int32Array>(a: T, fill: number): T => {
+      const b = new (a.constructor as new (n: number) => T)(n);
+      b.fill(fill as never);
+      b.set(a);
+      return b;
+    };
+    this.fixedSlots = grow(this.fixedSlots, 0);
+    this.count = grow(this.count, 0);
+    this.owner = grow(this.owner, -1);
+  }
+
+  private occupy(i: number, at: number): void {
+    const slots = this.slotsOf(at, at + this.gs);
+    const aligned = (at - this.base) % this.gs === 0 && at >= this.base;
+    for (const s of slots) {
+      this.ensure(s);
+      this.count[s]!++;
+      if (aligned) {
+        if (this.owner[s] !== -1) throw new DiskError('CORRUPT', 'two grains share a slot of the file: run check --repair first', { path: this.path, struct: 'grain table', field: `GTE[${this.grains[i]}]`, offset: at * SECTOR_SIZE });
+        this.owner[s] = i;
+      } else {
+        const l = this.loose.get(s);
+        if (l) l.push(i);
+        else this.loose.set(s, [i]);
+      }
+    }
+  }
+
+  private vacate(i: number, at: number): void {
+    for (const s of this.slotsOf(at, at + this.gs)) {
+      this.count[s]!--;
+      if (this.owner[s] === i) this.owner[s] = -1;
+      const l = this.loose.get(s);
+      if (l) {
+        const rest = l.filter((x) => x !== i);
+        if (rest.length) this.loose.set(s, rest);
+        else this.loose.delete(s);
+      }
+    }
+  }
+
+  slotSector(slot: number): number {
+    return this.base + slot * this.gs;
+  }
+  isFixed(slot: number): boolean {
+    return slot < this.fixedSlots.length && this.fixedSlots[slot] === 1;
+  }
+  isFree(slot: number): boolean {
+    return slot >= this.count.length || (this.count[slot] === 0 && this.fixedSlots[slot] === 0);
+  }
+  /** hold a free slot as the destination of a pending move */
+  reserve(slot: number): void {
+    this.ensure(slot);
+    this.count[slot]!++;
+  }
+  /** grains overlapping a slot */
+  occupants(slot: number): number[] {
+    if (slot >= this.count.length) return [];
+    const out = this.owner[slot]! >= 0 ? [this.owner[slot]!] : [];
+    return out.concat(this.loose.get(slot) ?? []);
+  }
+  /** a dropped grain: its slots are free (its table entries are durable by now) */
+  release(i: number): void {
+    if (this.dead[i]) return;
+    this.dead[i] = 1;
+    this.vacate(i, this.sector[i]!);
+  }
+  liveIndexes(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.grains.length; i++) if (!this.dead[i]) out.push(i);
+    return out;
+  }
+  /** a move is durable: the reservation becomes the grain, the old slots are free */
+  moved(i: number, slot: number): void {
+    this.vacate(i, this.sector[i]!);
+    this.count[slot]!--;
+    this.sector[i] = this.slotSector(slot);
+    this.occupy(i, this.sector[i]!);
+  }
+  /** first sector after every grain and every piece of metadata */
+  usedEndSector(): number {
+    let end = this.fixedEnd;
+    for (let i = 0; i < this.grains.length; i++) if (!this.dead[i]) end = Math.max(end, this.sector[i]! + this.gs);
+    return end;
+  }
 }

@@ -1,0 +1,60 @@
+/**
+ * Compact (VixDiskLib_Shrink, VDCompact, vmware-vdiskmanager -k) and defragment
+ * (VixDiskLib_Defragment, vmware-vdiskmanager -d), in place.
+ *
+ * Design notes
+ * - The format work is the driver's `Image.compact` / `Image.defragment` (each format's NOTES.md
+ *   gives its crash-safe order: data copied and flushed before the table entry that points at
+ *   it, old space reused or cut only after that). This module decides whether it may run.
+ * - Neither changes what the disk reads as, so the image keeps its identity (VMDK CID) and its
+ *   children stay valid: compacting or defragmenting a parent is allowed. The driver keeps a
+ *   link with a parent reading zeros where it did (a zero marker, or the zeros stay stored),
+ *   never "unallocated", which would show the grandparent.
+ * - The link is opened alone (singleLink): nothing is read through the parents.
+ * - A format or type without the capability is refused with NOTSUPPORTED naming it, before
+ *   anything is opened for writing (streamOptimized cannot even be opened read-write).
+ */
+import { DiskError } from '../core/errors.js';
+import { openLink } from '../disk.js';
+import { driverByName, detectFormat } from '../formats/registry.js';
+import type { Image, InPlaceOptions, InPlaceResult } from '../formats/types.js';
+
+export interface InPlaceOpOptions extends InPlaceOptions {
+  /** format name; detected when omitted */
+  format?: string;
+}
+
+export async function compact(path: string, opts: InPlaceOpOptions = {}): Promise<InPlaceResult> {
+  return inPlace(path, 'compact', opts, (img) => img.compact!({ signal: opts.signal, onProgress: opts.onProgress }));
+}
+
+export async function defragment(path: string, opts: InPlaceOpOptions = {}): Promise<InPlaceResult> {
+  return inPlace(path, 'defragment', opts, (img) => img.defragment!({ signal: opts.signal, onProgress: opts.onProgress }));
+}
+
+/** the same refusal for every in-place operation: the capability must be native and the method present */
+export async function refuseWithout(path: string, cap: 'compact' | 'defragment' | 'discard', format?: string): Promise<string> {
+  const driver = format ? driverByName(format) : await detectFormat(path);
+  const peek = await openLink(path, { format: driver.name, singleLink: true, readOnly: true });
+  try {
+    const method = cap === 'discard' ? peek.discard : cap === 'compact' ? peek.compact : peek.defragment;
+    if (peek.capabilities[cap] === 'none' || !method) {
+      const verb = cap === 'compact' ? 'compacted' : cap === 'defragment' ? 'defragmented' : 'discarded';
+      throw new DiskError('NOTSUPPORTED', `${peek.format} ${peek.type} images cannot be ${verb}`, { path, field: 'type', found: `${peek.format} ${peek.type}` });
+    }
+  } finally {
+    await peek.close();
+  }
+  return driver.name;
+}
+
+async function inPlace(path: string, cap: 'compact' | 'defragment', opts: InPlaceOpOptions, run: (img: Image) => Promise<InPlaceResult>): Promise<InPlaceResult> {
+  if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path }, { cause: opts.signal.reason });
+  const format = await refuseWithout(path, cap, opts.format);
+  const image = await openLink(path, { format, singleLink: true, cowByCaller: true, preserveIdentity: true });
+  try {
+    return await run(image);
+  } finally {
+    await image.close();
+  }
+}
