@@ -19,3 +19,5 @@ export { measure, type MeasureOptions, type MeasureResult } from './ops/measure.
 export { TARGETS, accepted, applyTarget, lint, targetByName, type AppliedTarget, type LintFinding, type Severity, type TargetName, type TargetProfile } from './ops/targets.js';
 export { resize, type ResizeOptions, type ResizeResult } from './ops/resize.js';
 export { rename, unlink, type RenameResult, type UnlinkOptions } from './ops/rename.js';
+export { VixDiskLib, VixDiskLibError } from './compat/vixdisklib.js';
+export * as vixdisklib from './compat/vixdisklib.js';
