@@ -971,7 +971,14 @@ async function inPlace(
   progress.report(0);
   const opts: InPlaceOptions = { signal: progress.signal, onProgress: (done, total) => progress.report(total === 0 ? 100 : (100 * done) / total) };
   await disk.flush();
-  const result = await run.call(image, opts);
+  let result: InPlaceResult;
+  try {
+    result = await run.call(image, opts);
+  } catch (err) {
+    // however the driver reports being stopped, a stop asked for by the progress function is a cancel
+    cancelled(progress.signal, disk.path);
+    throw err;
+  }
   cancelled(progress.signal, disk.path);
   progress.report(100);
   return result;
