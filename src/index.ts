@@ -24,3 +24,5 @@ export { setCacheMode, cacheMode, type CacheMode } from './storage/cache-mode.js
 export { compact, defragment, type InPlaceOpOptions } from './ops/compact.js';
 export { discard, type DiscardOptions, type DiscardResult } from './ops/discard.js';
 export type { InPlaceOptions, InPlaceResult } from './formats/types.js';
+export { VixDiskLib, VixDiskLibError } from './compat/vixdisklib.js';
+export * as vixdisklib from './compat/vixdisklib.js';

@@ -28,6 +28,7 @@ import { rename, unlink } from '../ops/rename.js';
 import { compact, defragment } from '../ops/compact.js';
 import { discard } from '../ops/discard.js';
 import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
+import { vdiskmanager } from './vdiskmanager.js';
 
 class UsageError extends Error {}
 
@@ -719,12 +720,24 @@ export function buildProgram(): Command {
       if (c.break) throw new DiskError(c.break.code as ErrorCode, c.break.reason);
     });
 
+  program
+    .command('vdiskmanager')
+    .description('vmware-vdiskmanager\'s own options (-c -s -a -t, -r, -x, -d, -k, -n, -R, -e, -q) for scripts written against it')
+    .helpOption(false)
+    .allowUnknownOption()
+    .argument('[args...]')
+    .action(async (args: string[]) => {
+      exitStatus = await vdiskmanager(args);
+    });
+
   return program;
 }
 
 /** Run the CLI; resolves to the exit status. */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  // vmware-vdiskmanager's single-letter options are parsed by its own parser, not commander's
+  if (argv[0] === 'vdiskmanager') return vdiskmanager(argv.slice(1));
   try {
     exitStatus = 0;
     await program.parseAsync(argv, { from: 'user' });
