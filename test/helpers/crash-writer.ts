@@ -2,6 +2,7 @@
  * Child process for the crash test: opens a disk read-write and writes deterministic chunks
  * forever, printing "ack <i>" after each write has resolved. The parent kills it with SIGKILL.
  */
+import { lineSync } from './ack.js';
 import { Disk } from '../../src/index.js';
 import { chunkFor } from './crash-pattern.js';
 
@@ -10,5 +11,5 @@ const d = await Disk.open(path!);
 for (let i = 0; ; i++) {
   const { offset, data } = chunkFor(i, d.capacity);
   await d.write(offset, data);
-  process.stdout.write(`ack ${i}\n`);
+  lineSync(`ack ${i}\n`);
 }

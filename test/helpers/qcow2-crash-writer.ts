@@ -3,15 +3,16 @@
  * writes chunk i of the shared pattern, flushes, and prints "ack <i>" once the flush completed.
  * The parent kills it with SIGKILL at a random moment.
  */
+import { lineSync } from './ack.js';
 import { Disk } from '../../src/index.js';
 import { qcow2ChunkFor } from './qcow2-crash-pattern.js';
 
 const [path] = process.argv.slice(2);
 const d = await Disk.open(path!);
-process.stdout.write('ready\n');
+lineSync('ready\n');
 for (let i = 0; ; i++) {
   const { offset, data } = qcow2ChunkFor(i, d.capacity, d.image.clusterSize);
   await d.write(offset, data);
   await d.flush();
-  process.stdout.write(`ack ${i}\n`);
+  lineSync(`ack ${i}\n`);
 }

@@ -5,6 +5,7 @@
  * The parent kills it with SIGKILL at a random moment. Pipes are synchronous on Linux, so every
  * line printed before the kill reaches the parent.
  */
+import { lineSync } from './ack.js';
 import { Disk } from '../../src/index.js';
 import { chunkFor } from './crash-pattern.js';
 
@@ -13,10 +14,10 @@ const every = Math.max(1, Number(everyArg ?? 3));
 const d = await Disk.open(path!);
 for (let i = 0; ; i++) {
   const { offset, data } = chunkFor(i, d.capacity);
-  process.stdout.write(`start ${i}\n`);
+  lineSync(`start ${i}\n`);
   await d.write(offset, data);
   if (i % every === every - 1) {
     await d.flush();
-    process.stdout.write(`ack ${i}\n`);
+    lineSync(`ack ${i}\n`);
   }
 }
