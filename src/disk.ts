@@ -43,7 +43,8 @@ export interface DiskOpenOptions extends ChainOpenOptions {
    * other. false (VirtualBox's default): where the format can discard, the whole allocation
    * units an all-zero write covers are discarded instead (unallocated in a base, a zero marker
    * or zeros in a child), so they take no space; the disk reads the same either way. Formats
-   * without discard ignore it, as VirtualBox does.
+   * without discard, and disks opened with their parents (the chain layer does its own
+   * copy-on-write and has no discard), ignore it, as VirtualBox ignores it where unsupported.
    */
   honorZeroes?: boolean;
   /**
