@@ -13,7 +13,8 @@
  *         (VirtualBox, backslash escapes), PCHS ddb.geometry.{cylinders,heads,sectors}, LCHS
  *         ddb.geometry.{biosCylinders,biosHeads,biosSectors}, adapter ddb.adapterType.
  *   VDI   uuidCreate, uuidModify, uuidLinkage, uuidParentModify, szComment, LCHS in the v1.1
- *         header. The legacy (v1) geometry is not exposed by the driver, so PCHS reads as unset.
+ *         header. VirtualBox never stores the PCHS geometry in a VDI (vdi.md §3.1: the legacy
+ *         geometry fields are zeros), so it reads as unset and cannot be set.
  *   VHD   footer unique id, CHS geometry (PCHS; it may define the size, so the driver refuses
  *         a geometry that changes it), parent unique id in the dynamic header (read only here:
  *         rebase rewrites it together with the parent locators).
