@@ -9,6 +9,7 @@ import { openChain, type ChainFormats, type ChainOpenOptions } from './chain/cha
 import { findChildren } from './chain/children.js';
 import { backends, detectFormat, driverByName } from './formats/registry.js';
 import type { BlockExtent, CreateOptions, DiskInfo, Image, OpenOptions } from './formats/types.js';
+import { getProperties, setProperties, type DiskProperties } from './ops/properties.js';
 
 /** how the chain layer opens each link: by the format it names, else by content */
 export async function openLink(path: string, opts: OpenOptions & { format?: string }): Promise<Image> {
@@ -28,6 +29,41 @@ export interface DiskOpenOptions extends ChainOpenOptions {
   format?: string;
   /** open a disk read-write even though a child (redo log) in its folder depends on it */
   force?: boolean;
+  /*
+   * VirtualBox's VD_OPEN_FLAGS_* map onto these: READONLY is `readOnly`; the rest follow.
+   */
+  /**
+   * VD_OPEN_FLAGS_INFO: open only the named link, read-only, for inspection: no parent is
+   * looked for or checked (a missing or mismatched parent is not an error) and no child search
+   * is made. Unallocated ranges read as zeros, as with `singleLink`.
+   */
+  infoOnly?: boolean;
+  /**
+   * VD_OPEN_FLAGS_HONOR_ZEROES. true (vdkit's default): an all-zero write is stored like any
+   * other. false (VirtualBox's default): where the format can discard, the whole allocation
+   * units an all-zero write covers are discarded instead (unallocated in a base, a zero marker
+   * or zeros in a child), so they take no space; the disk reads the same either way. Formats
+   * without discard, and disks opened with their parents (the chain layer does its own
+   * copy-on-write and has no discard), ignore it, as VirtualBox ignores it where unsupported.
+   */
+  honorZeroes?: boolean;
+  /**
+   * VD_OPEN_FLAGS_DISCARD: allow `Disk.discard`. Without it discard requests are refused; with
+   * it, a format that cannot discard is refused at open (VERR_VD_DISCARD_NOT_SUPPORTED).
+   */
+  discard?: boolean;
+  /**
+   * VD_OPEN_FLAGS_SHAREABLE: others may write the image while it is open. vdkit takes no file
+   * locks on any open (it never denies others access, unlike VirtualBox's RTFILE_O_DENY_WRITE),
+   * so this is accepted for compatibility and changes nothing; coordinating writers is the
+   * caller's job.
+   */
+  shareable?: boolean;
+}
+
+export interface SetPropertiesOptions {
+  /** change the UUID even though a child in the disk's folder was made against this disk */
+  force?: boolean;
 }
 
 export interface DiskCreateOptions extends CreateOptions {
@@ -39,7 +75,10 @@ export class Disk {
   private closed = false;
   private writeQueue: Promise<unknown> = Promise.resolve();
 
-  private constructor(readonly image: Image) {}
+  private constructor(
+    readonly image: Image,
+    private readonly flags: { honorZeroes: boolean; discard: boolean } = { honorZeroes: true, discard: false },
+  ) {}
 
   /**
    * Open a disk: its whole chain (parents found from the hints, checked, opened read-only),
@@ -48,6 +87,11 @@ export class Disk {
    */
   static async open(path: string, opts: DiskOpenOptions = {}): Promise<Disk> {
     let image: Image;
+    if (opts.infoOnly) {
+      const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
+      image = await driver.open(path, { ...opts, readOnly: true, singleLink: true, cowByCaller: false });
+      return new Disk(image);
+    }
     if (opts.singleLink) {
       const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
       // a lone link is never written through the chain layer, so it does no copy-on-write itself
@@ -66,7 +110,11 @@ export class Disk {
         throw new DiskError('RDONLY', `${children[0]} is a child of this disk: writing here would corrupt it; open read-only, or force`, { path, field: 'children', found: children });
       }
     }
-    return new Disk(image);
+    if (opts.discard && (image.capabilities.discard !== 'native' || !image.discard)) {
+      await image.close().catch(() => {});
+      throw new DiskError('NOTSUPPORTED', `${image.format} images cannot discard`, { path, field: 'discard' });
+    }
+    return new Disk(image, { honorZeroes: opts.honorZeroes ?? true, discard: !!opts.discard });
   }
 
   static async create(path: string, opts: DiskCreateOptions): Promise<Disk> {
@@ -124,7 +172,42 @@ export class Disk {
     checkRange(offset, data.length, this.capacity, this.path);
     if (data.length === 0) return;
     // Writes are applied one at a time: allocation in sparse formats is not reentrant.
-    const run = this.writeQueue.then(() => this.image.write(data, offset));
+    const run = this.writeQueue.then(() => (this.flags.honorZeroes || !this.image.discard ? this.image.write(data, offset) : this.writeSkippingZeroes(data, offset)));
+    this.writeQueue = run.catch(() => {});
+    await run;
+  }
+
+  /** honorZeroes false: whole all-zero allocation units are discarded, the rest written */
+  private async writeSkippingZeroes(data: Buffer, offset: number): Promise<void> {
+    const unit = this.image.clusterSize;
+    let pending = 0; // start (in data) of bytes not yet handed on
+    let at = Math.ceil(offset / unit) * unit - offset;
+    while (at + unit <= data.length) {
+      let end = at;
+      while (end + unit <= data.length && isZero(data.subarray(end, end + unit))) end += unit;
+      if (end > at) {
+        if (at > pending) await this.image.write(data.subarray(pending, at), offset + pending);
+        await this.image.discard!(offset + at, end - at);
+        pending = end;
+        at = end;
+      } else {
+        at += unit;
+      }
+    }
+    if (pending < data.length) await this.image.write(data.subarray(pending), offset + pending);
+  }
+
+  /**
+   * Discard [offset, offset+length) (VDDiscardRanges): needs the `discard` open flag. Whole
+   * allocation units stop taking space; the range reads as zeros afterwards.
+   */
+  async discard(offset: number, length: number): Promise<void> {
+    this.check();
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    if (!this.flags.discard) throw new DiskError('NOTSUPPORTED', 'discard was not enabled when the disk was opened (open option discard)', { path: this.path, field: 'discard' });
+    checkRange(offset, length, this.capacity, this.path);
+    if (length === 0) return;
+    const run = this.writeQueue.then(() => this.image.discard!(offset, length));
     this.writeQueue = run.catch(() => {});
     await run;
   }
@@ -189,6 +272,39 @@ export class Disk {
     this.writeQueue = run.catch(() => {});
     await run;
   }
+
+  /** UUIDs, comment, geometries and adapter type (VDGetUuid, VDGetComment, ...); undefined where the format has none */
+  getProperties(): DiskProperties {
+    this.check();
+    return getProperties(this.image);
+  }
+
+  /**
+   * Change some of them (VDSetUuid, VDSetComment, ...). NOTSUPPORTED, naming the property,
+   * where the format does not store it; a new `uuid` is refused while a child in the disk's
+   * folder depends on this disk, unless `force`.
+   */
+  async setProperties(props: DiskProperties, opts: SetPropertiesOptions = {}): Promise<void> {
+    this.check();
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    if (props.uuid !== undefined && !opts.force) {
+      const children = await findChildren(this.image, chainFormats, backends().flatMap((b) => b.extensions));
+      if (children.length > 0) {
+        throw new DiskError('RDONLY', `${children[0]} is a child of this disk: a new uuid would break its link; force to do it anyway`, { path: this.path, field: 'uuid', found: children });
+      }
+    }
+    const run = this.writeQueue.then(() => setProperties(this.image, props));
+    this.writeQueue = run.catch(() => {});
+    await run;
+  }
+}
+
+function isZero(b: Buffer): boolean {
+  for (let i = 0; i < b.length; i += 8192) {
+    const part = b.subarray(i, i + 8192);
+    if (part.some((x) => x !== 0)) return false;
+  }
+  return true;
 }
 
 export async function openDisk(path: string, opts: DiskOpenOptions = {}): Promise<Disk> {

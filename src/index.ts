@@ -1,6 +1,7 @@
 export { DiskError, ERROR_TABLE, errorText, type ErrorCode, type ErrorDetails } from './core/errors.js';
 export { SECTOR_SIZE, parseSize } from './core/ints.js';
-export { Disk, openDisk, createDisk, type DiskOpenOptions, type DiskCreateOptions } from './disk.js';
+export { Disk, openDisk, createDisk, type DiskOpenOptions, type DiskCreateOptions, type SetPropertiesOptions } from './disk.js';
+export { getProperties, setProperties, settableProperties, PROPERTY_NAMES, type DiskProperties, type PropertyName } from './ops/properties.js';
 export type { BlockExtent, BlockState, DiskInfo, ExtentInfo, Geometry, Image, Capabilities, Driver } from './formats/types.js';
 export { backends, detectFormat } from './formats/registry.js';
 export { FileStore } from './storage/file.js';

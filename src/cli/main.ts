@@ -27,7 +27,8 @@ import { resize } from '../ops/resize.js';
 import { rename, unlink } from '../ops/rename.js';
 import { compact, defragment } from '../ops/compact.js';
 import { discard } from '../ops/discard.js';
-import { formatInfo, hexDump, humanBytes, progressBar } from './output.js';
+import { formatInfo, formatProperties, hexDump, humanBytes, progressBar } from './output.js';
+import { parseGeometry, type DiskProperties } from '../ops/properties.js';
 import { vdiskmanager } from './vdiskmanager.js';
 
 class UsageError extends Error {}
@@ -194,12 +195,14 @@ export function buildProgram(): Command {
     .description('show what a disk is (VixDiskLib_GetInfo, qemu-img info)')
     .option('--json', 'machine-readable output')
     .option('--descriptor', 'VMDK: also print the descriptor text')
+    .option('--no-chain', 'inspect this image alone: its parent is not looked for or checked (VD_OPEN_FLAGS_INFO)')
     .argument('<file>')
     .action(async (file: string, o) => {
-      await withDisk(file, { readOnly: true, ...openOpts(o) }, async (d) => {
+      await withDisk(file, { readOnly: true, ...openOpts(o), infoOnly: o.chain === false }, async (d) => {
         const info = await d.info();
-        if (o.json) await out(JSON.stringify({ ...info, path: file }, (_k, v) => (v === undefined ? null : v), 2) + '\n');
-        else await out(formatInfo(info));
+        const properties = d.getProperties();
+        if (o.json) await out(JSON.stringify({ ...info, path: file, properties }, (_k, v) => (v === undefined ? null : v), 2) + '\n');
+        else await out(formatInfo(info) + formatProperties(properties));
         if (o.descriptor && 'descriptorText' in d.image) await out('\n' + (d.image as { descriptorText(): string }).descriptorText());
       });
     });
@@ -284,6 +287,37 @@ export function buildProgram(): Command {
         } else {
           await d.writeMetadata(key, value);
         }
+      });
+    });
+
+  withOptions(program.command('set'), [formatOpt(), untrusted(), external()])
+    .description('change UUIDs, comment, geometry or adapter type (VDSetUuid, VDSetComment, VDSetPCHSGeometry, ...)')
+    .option('--uuid <uuid>', 'the image UUID ("new" for a random one)')
+    .option('--modification-uuid <uuid>', 'the modification UUID (VDI, VMDK as VirtualBox writes it)')
+    .option('--parent-uuid <uuid>', 'the parent UUID a child records')
+    .option('--parent-modification-uuid <uuid>', 'the parent\'s modification UUID a child records')
+    .option('--comment <text>', 'the comment (VDI, VMDK as VirtualBox writes it)')
+    .option('--geometry <c/h/s>', 'the physical CHS geometry (VMDK, VHD)')
+    .option('--bios-geometry <c/h/s>', 'the logical (BIOS) CHS geometry (VMDK, VDI)')
+    .option('--adapter <type>', 'the adapter type (VMDK: ide, buslogic, lsilogic, legacyESX, ...)')
+    .option('--force', 'change the UUID even though a child depends on this disk')
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      const props: DiskProperties = {
+        uuid: o.uuid,
+        modificationUuid: o.modificationUuid,
+        parentUuid: o.parentUuid,
+        parentModificationUuid: o.parentModificationUuid,
+        comment: o.comment,
+        pchs: o.geometry === undefined ? undefined : parseGeometry(o.geometry, file, 'geometry'),
+        lchs: o.biosGeometry === undefined ? undefined : parseGeometry(o.biosGeometry, file, 'bios-geometry'),
+        adapterType: o.adapter,
+      };
+      if (Object.values(props).every((v) => v === undefined)) throw new UsageError('set: give at least one of --uuid, --modification-uuid, --parent-uuid, --parent-modification-uuid, --comment, --geometry, --bios-geometry, --adapter');
+      // the open itself is forced: only a new uuid can break a child, and setProperties checks that
+      await withDisk(file, { readOnly: false, ...openOpts(o), force: true }, async (d) => {
+        await d.setProperties(props, { force: !!o.force });
+        await out(formatProperties(d.getProperties()));
       });
     });
 

@@ -1,5 +1,6 @@
 /** Human-readable formatting shared by the commands. */
 import type { DiskInfo } from '../formats/types.js';
+import type { DiskProperties } from '../ops/properties.js';
 
 export function humanBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
@@ -11,7 +12,6 @@ export function humanBytes(n: number): string {
   }
   return u === 0 ? `${n} B` : `${Number.isInteger(v) ? v : v.toFixed(2)} ${units[u]}`;
 }
-
 export function formatInfo(i: DiskInfo): string {
   const g = (x?: { cylinders: number; heads: number; sectors: number }) => (x ? `${x.cylinders}/${x.heads}/${x.sectors}` : '-');
   const rows: [string, string][] = [
@@ -45,6 +45,24 @@ export function formatInfo(i: DiskInfo): string {
     out += `  ${e.access} ${e.type.padEnd(6)} ${String(e.length).padStart(14)} bytes at ${e.virtualOffset}${e.fileOffset ? ` (file offset ${e.fileOffset})` : ''} ${e.path ?? ''}\n`;
   }
   return out;
+}
+
+/** the uniform properties (`vdkit info`, `vdkit set`): only those the format stores */
+export function formatProperties(p: DiskProperties): string {
+  const g = (x: { cylinders: number; heads: number; sectors: number }) => `${x.cylinders}/${x.heads}/${x.sectors}`;
+  const rows: [string, string | undefined][] = [
+    ['uuid', p.uuid],
+    ['modification uuid', p.modificationUuid],
+    ['parent uuid', p.parentUuid],
+    ['parent modification uuid', p.parentModificationUuid],
+    ['comment', p.comment === undefined ? undefined : JSON.stringify(p.comment)],
+    ['PCHS geometry', p.pchs && g(p.pchs)],
+    ['LCHS geometry', p.lchs && g(p.lchs)],
+    ['adapter type', p.adapterType],
+  ];
+  const shown = rows.filter((r): r is [string, string] => r[1] !== undefined);
+  if (shown.length === 0) return 'properties: none\n';
+  return 'properties:\n' + shown.map(([k, v]) => `  ${k}: ${v}\n`).join('');
 }
 
 /** Hex dump in the style of the VDDK sample's -dump: offset, 16 bytes, ASCII. */
