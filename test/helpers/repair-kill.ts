@@ -1,6 +1,7 @@
 /**
  * Shared by the repair kill tests: run a repair in a child process (repair-runner.ts) and
- * SIGKILL it at a random moment, 20 runs on copies of one damaged template. Afterwards a check
+ * SIGKILL it at a random one of its write/flush/truncate steps, 20 runs on copies of one
+ * damaged template. Afterwards a check
  * finds no corruption that was not there before, an image whose corruptions are already gone
  * opens and reads the expected content, and a second repair finishes the job (clean, expected
  * content, qemu-img check clean where it knows the format).
@@ -19,28 +20,26 @@ import { describeRun, run, tmpDir } from './tools.js';
 const RUNS = 20;
 const RUNNER = join(dirname(fileURLToPath(import.meta.url)), 'repair-runner.js');
 
-/** Run the repair; SIGKILL it `delayMs` after it says it is ready. Resolves with whether it was killed, and its time when it was not. */
-export function repairKilledAfter(path: string, delayMs: number): Promise<{ killed: boolean; ms?: number }> {
+/**
+ * Run the repair; SIGKILL it when it prints `step <killAt>` (its writes, flushes and truncates
+ * are numbered; the kill lands just before or after that step). Resolves with whether it was
+ * killed, and its time and step count when it was not.
+ */
+export function repairKilledAt(path: string, killAt: number): Promise<{ killed: boolean; ms?: number; steps?: number }> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [RUNNER, path], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    let timer: NodeJS.Timeout | undefined;
     p.stderr.on('data', (c) => (err += c));
     p.stdout.on('data', (c: Buffer) => {
-      const before = out;
       out += c.toString();
-      if (!before.includes('ready\n') && out.includes('ready\n')) {
-        if (delayMs <= 0) p.kill('SIGKILL');
-        else timer = setTimeout(() => p.kill('SIGKILL'), delayMs);
-      }
+      if (out.includes(`step ${killAt}\n`)) p.kill('SIGKILL');
     });
     p.on('error', reject);
     p.on('close', (code, signal) => {
-      // a pending timer would keep the test process alive for its whole delay
-      clearTimeout(timer);
-      if (signal === 'SIGKILL') resolve({ killed: true });
-      else if (code === 0) resolve({ killed: false, ms: Number(/done ([\d.]+)/.exec(out)?.[1]) });
+      if (signal === 'SIGKILL') return resolve({ killed: true });
+      const m = /done ([\d.]+) (\d+)/.exec(out);
+      if (code === 0 && m) resolve({ killed: false, ms: Number(m[1]), steps: Number(m[2]) });
       else reject(new Error(`repair runner failed (${code}): ${err}`));
     });
   });
@@ -59,22 +58,27 @@ export async function repairKillRuns(t: TestContext, label: string, template: st
   const before = new Set(corruptFields(original));
   const total = problems(original);
   assert.ok(total > 0, `${label}: the template is damaged: ${JSON.stringify(original.findings)}`);
-  // how long a whole repair takes here: kills land anywhere in [0, 1.2 x that]
+  // how many steps a whole repair takes: each run kills at a random one of them
   const probe = join(dir, 'probe');
   await copyFile(template, probe);
-  const whole = await repairKilledAfter(probe, 60_000);
+  const whole = await repairKilledAt(probe, Infinity);
   assert.equal(whole.killed, false);
+  assert.ok(whole.steps! > 0, `${label}: the repair writes something`);
   const rnd = mulberry32(seed);
   let killedMidway = 0;
+  let untouched = 0;
+  let finished = 0;
   const one = async (i: number) => {
     const p = join(dir, `run${i}.${label}`);
     await copyFile(template, p);
-    const r = await repairKilledAfter(p, rnd() * whole.ms! * 1.2);
+    const r = await repairKilledAt(p, 1 + Math.floor(rnd() * whole.steps!));
     const after = await checkDisk(p, { repair: false, chain: false });
     const now = corruptFields(after);
     for (const f of now) assert.ok(before.has(f), `${label} run ${i}: a killed repair left a new corruption ${f}: ${JSON.stringify(after.findings)}`);
     const left = problems(after);
     if (left > 0 && left < total) killedMidway++;
+    else if (left === total) untouched++;
+    else finished++;
     if (now.length === 0) {
       // every corruption already mended: the image opens and reads what the repair promises
       const d = await Disk.open(p, { readOnly: true });
@@ -95,5 +99,5 @@ export async function repairKillRuns(t: TestContext, label: string, template: st
     }
   };
   for (let i = 0; i < RUNS; i += 4) await Promise.all([i, i + 1, i + 2, i + 3].filter((k) => k < RUNS).map(one));
-  t.diagnostic(`${label}: whole repair ${whole.ms} ms; ${killedMidway} of ${RUNS} kills left a half-done repair`);
+  t.diagnostic(`${label}: template ${[...before].join(', ') || 'no'} corruption, ${total} findings in all; whole repair ${whole.steps} steps, ${whole.ms} ms; of ${RUNS} kills ${untouched} left it as it was, ${killedMidway} half-done, ${finished} done`);
 }
