@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Disk } from '../../src/index.js';
+import { Disk, resize } from '../../src/index.js';
 import { run, skipUnless, tmpDir } from '../helpers/tools.js';
 
 const MiB = 2 ** 20;
@@ -132,3 +132,37 @@ test('vdkit check exit codes follow qemu-img (0 clean, 2 corruption, 3 leaks), a
   const q = await run('qemu-img', ['check', '-f', 'vmdk', p]);
   assert.equal(q.code, 0, q.stdout + q.stderr);
 });
+
+// A resize of a monolithicSparse extent moves its directories past the metadata area when it
+// adds directory entries: 8 -> 544 MiB adds 16 (32 MiB each), whose 16 tables and 16 redundant
+// ones fill one 64 KiB grain slot exactly, so the new directories open a slot of their own.
+// That slot is metadata, not a leak, and a repair must not cut it off. 8 -> 32 MiB adds no
+// entry: only the header's capacity changes (the file does not grow).
+for (const [to, grows] of [[544 * MiB, true], [32 * MiB, false]] as const) {
+  test(`vmdk check: after a resize to ${to / MiB} MiB no leak is reported; a repair keeps the directories`, async (t) => {
+    if (!skipUnless(t, 'qemu-img')) return;
+    const dir = (await tmpDir(t)).path;
+    const p = join(dir, 'g.vmdk');
+    assert.equal((await run('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicSparse', p, '8M'])).code, 0);
+    const data = Buffer.alloc(70000, 0x5a);
+    let d = await Disk.open(p);
+    await d.write(3 * MiB + 7, data);
+    await d.close();
+    const sizeBefore = (await stat(p)).size;
+    await resize(p, to);
+    const sizeAfter = (await stat(p)).size;
+    assert.equal(sizeAfter > sizeBefore, grows, `file ${sizeBefore} -> ${sizeAfter} bytes`);
+    const before = await check(p);
+    assert.deepEqual(before.findings, []);
+    assert.equal((await run('qemu-img', ['check', '-q', '-f', 'vmdk', p])).code, 0);
+    const fixed = await check(p, true);
+    assert.deepEqual(fixed.findings, []);
+    assert.equal((await stat(p)).size, sizeAfter, 'a repair changes nothing');
+    assert.equal((await run('qemu-img', ['check', '-q', '-f', 'vmdk', p])).code, 0);
+    d = await Disk.open(p, { readOnly: true });
+    assert.equal(d.capacity, to);
+    assert.ok((await d.read(3 * MiB + 7, data.length)).equals(data));
+    assert.ok((await d.read(to - MiB, MiB)).equals(Buffer.alloc(MiB)));
+    await d.close();
+  });
+}

@@ -492,17 +492,31 @@ export class VdiImage implements Image {
   }
 
   /**
-   * Crash-safe order (NOTES.md "Compact and discard"): 1. the dropped entries FREE/ZERO, flush
-   * (their slots become holes); 2. for each hole from the lowest, the highest live block copied
-   * into it, flush, then its entry, flush; 3. cBlocksAllocated, flush; 4. the file cut after the
-   * last block. Every entry points at the right bytes at every moment; cBlocksAllocated is
-   * never below the highest used slot + 1, so no allocator overwrites a live block.
+   * Crash-safe order (NOTES.md "Compact and discard"). QEMU's check (and ours) calls any
+   * difference between cBlocksAllocated and the allocated entries a corruption, so the count and
+   * the entries change in ONE write: 1. the dropped entries FREE/ZERO and the new count, written
+   * as a single write from the header to the last changed entry (the bytes between are read and
+   * written back unchanged), flush: their slots become holes, a leak; 2. for each hole from the
+   * lowest, the highest live block copied into it, flush, then its entry, flush (the count does
+   * not change: the same blocks stay allocated); 3. the file cut after the last block only when
+   * no entry points there any more (a kill before it leaves a trailing leak).
+   * Why one write is enough: a fatal signal stops a write only between pages, and the header
+   * and the first 896 entries of a map right after the header (QEMU's layout) share page 0; a
+   * map further out (VirtualBox's, at 1 MiB) makes the write longer, so a kill landing inside
+   * the copy itself could still split it (the count then differs from the entries; a repair or
+   * the next read-write open re-derives it). Between steps 1 and 2 the data area has holes and
+   * cBlocksAllocated is below the highest used slot + 1: QEMU's allocator would reuse a live
+   * slot, which is why vdkit's own read-write open refuses such an image (NEEDSREPAIR) until a
+   * repair or another compact closes the holes.
    */
   private async dropBlocks(blocks: number[]): Promise<void> {
     if (blocks.length > 0) {
       const mark = this.h.type === TYPE_DIFF ? BLOCK_ZERO : BLOCK_FREE;
       for (const b of blocks) this.map[b] = mark;
-      await this.writeMapEntries(blocks);
+      let allocated = 0;
+      for (let i = 0; i < this.map.length; i++) if (this.map[i]! < BLOCK_ZERO) allocated++;
+      this.h.cBlocksAllocated = allocated;
+      await this.writeHeaderAndEntries(Math.max(...blocks));
       await this.store.flush();
     }
     const slots = Math.max(this.nextIndex, 0);
@@ -532,6 +546,7 @@ export class VdiImage implements Image {
       owner[top] = -1;
       top--;
     }
+    // only when the count was already off before (step 1 writes it otherwise)
     if (this.h.cBlocksAllocated !== used) {
       this.h.cBlocksAllocated = used;
       await this.writeHeader();
@@ -543,6 +558,27 @@ export class VdiImage implements Image {
       await this.store.truncate(end);
       await this.store.flush();
     }
+  }
+
+  /**
+   * The header and map entries 0..last in one write (see dropBlocks). Falls back to two writes,
+   * entries first, when the map does not follow the header or the span would be large (the gap
+   * before the map is a header field: never sized by it without a bound).
+   */
+  private async writeHeaderAndEntries(last: number): Promise<void> {
+    const header = this.kind === 'v1+' ? VdiHeaderV1Plus.encode(this.h) : VdiHeaderV1.encode(this.h as unknown as Parameters<typeof VdiHeaderV1.encode>[0]);
+    const mapEnd = this.h.offBlocks + 4 * (last + 1);
+    if (this.kind === 'v0' || this.h.offBlocks < header.length || mapEnd - PRE_HEADER_SIZE > ONE_WRITE_MAX) {
+      await this.writeMapSpan(0, last + 1);
+      await this.store.flush();
+      await this.writeHeader();
+      return;
+    }
+    const span = Buffer.alloc(mapEnd - PRE_HEADER_SIZE);
+    if (this.h.offBlocks > header.length) await this.store.readInto(span.subarray(header.length - PRE_HEADER_SIZE, this.h.offBlocks - PRE_HEADER_SIZE), header.length);
+    header.copy(span, 0, PRE_HEADER_SIZE);
+    u32Bytes(this.map, 0, last + 1).copy(span, this.h.offBlocks - PRE_HEADER_SIZE);
+    await this.store.write(PRE_HEADER_SIZE, span);
   }
 
   // ------------------------------------------------------------------ check
@@ -733,6 +769,9 @@ async function parse(store: ByteStore, path: string): Promise<Parsed> {
  * The pre-header and header, every field checked (vdi.md §12) except cBlocksAllocated, which
  * a check repairs rather than refuses.
  */
+/** the longest header-plus-map write dropBlocks makes in one piece */
+const ONE_WRITE_MAX = 64 * 1024 * 1024;
+
 export async function parseHeader(store: ByteStore, path: string): Promise<ParsedHeader> {
   const fileSize = await store.size();
   const bad = (code: ErrorCode, field: string, message: string, expected?: unknown, found?: unknown) => new DiskError(code, message, { path, struct: 'VdiHeader', field, expected, found });

@@ -243,6 +243,16 @@ export class SparseExtent {
     const gtSectors = this.gtBytes / SECTOR_SIZE;
     const gdSectors = ceilDiv(entries * 4, SECTOR_SIZE);
     const fresh = entries - oldEntries;
+    if (fresh === 0) {
+      // the directory already covers the new size: only the header's capacity changes
+      const head = await this.store.read(0, SECTOR_SIZE);
+      const h = SparseExtentHeader.decode(head, 0, this.path);
+      h.capacity = BigInt(capacitySectors);
+      SparseExtentHeader.encode(h, head, 0);
+      await this.store.write(0, head);
+      await this.store.flush();
+      return;
+    }
     let at = this.nextFree / SECTOR_SIZE;
     const gd = new Uint32Array(entries);
     gd.set(this.gd);
@@ -913,16 +923,22 @@ export class SparseExtent {
       }
     }
     if (this.compressed) return { findings, leakedBytes: 0 };
-    // leaks: grain-sized slots after the metadata area that no table uses (tables allocated
-    // later, for directory entries that had none, are metadata, not leaks)
-    const tables = new Set<number>();
-    for (const dir of [this.gd, this.rgd]) if (dir) for (const e of dir) if (e !== 0) for (let s = 0; s < this.gtBytes / SECTOR_SIZE; s++) tables.add(e + s);
+    // leaks: grain-sized slots after the metadata area that no table uses. Tables allocated
+    // later (for directory entries that had none) and directories a resize moved past the
+    // metadata area are metadata, not leaks: a slot holding any sector of them is in use, and
+    // a repair never cuts the file before their end.
+    const meta = new Set<number>();
+    for (const dir of [this.gd, this.rgd]) if (dir) for (const e of dir) if (e !== 0) for (let s = 0; s < this.gtBytes / SECTOR_SIZE; s++) meta.add(e + s);
+    const dirSectors = ceilDiv(this.gd.length * 4, SECTOR_SIZE);
+    for (const at of [this.gdOffsetBytes, this.rgdOffsetBytes]) if (at > 0) for (let s = 0; s < dirSectors; s++) meta.add(at / SECTOR_SIZE + s);
+    const slotUsed = new Set<number>();
+    for (const t of meta) if (t >= this.overHeadSectors) slotUsed.add(this.overHeadSectors + Math.floor((t - this.overHeadSectors) / this.grainSectors) * this.grainSectors);
     let leaked = 0;
     let lastUsedEnd = this.overHeadSectors;
     for (const [s] of used) lastUsedEnd = Math.max(lastUsedEnd, s + this.grainSectors);
-    for (const t of tables) lastUsedEnd = Math.max(lastUsedEnd, t + 1);
+    for (const t of meta) lastUsedEnd = Math.max(lastUsedEnd, t + 1);
     for (let s = this.overHeadSectors; s < fileSectors; s += this.grainSectors) {
-      if (used.has(s) || tables.has(s)) continue;
+      if (used.has(s) || slotUsed.has(s)) continue;
       leaked += this.grainBytes;
     }
     if (leaked > 0) {
