@@ -51,8 +51,7 @@ async function assertState(c: Case, img: string, ref: string, size: number, what
   assert.equal(r.code, 0, `${what}: ${describeRun('qemu-img', args, r)}`);
   if (c.qemuFormat === 'vdi') await runOk('qemu-img', ['check', '-q', '-f', 'vdi', img], 'qemu-img check');
   const report = await checkDisk(img, { repair: false });
-  assert.deepEqual(openFindings(report), { corruptions: 0, leaks: openFindings(report).leaks }, `${what}: vdkit check ${JSON.stringify(report.findings)}`);
-  assert.equal(openFindings(report).corruptions, 0);
+  assert.equal(openFindings(report).corruptions, 0, `${what}: vdkit check ${JSON.stringify(report.findings)}`);
   if (c.qemuFormat === 'vpc') {
     const v = await runOk('vhdiinfo', [img], 'vhdiinfo');
     assert.match(v.stdout, new RegExp(`Media size\\s*:.*\\(${size} bytes\\)`), `${what}: vhdiinfo ${v.stdout}`);
