@@ -20,14 +20,18 @@ interface Case {
   qemuFormat: string;
   ext: string;
   create: string[];
-  /** the grown size: VHD dynamic takes its BAT past the first sector (blocks move); VDI stays within qemu's map sector */
+  /**
+   * the grown size: VHD dynamic takes its BAT past its first sector (blocks move); VDI dynamic
+   * its map past qemu's one sector (the first data block moves, the map goes in its place);
+   * VDI fixed stays within that sector (a full image cannot move its map)
+   */
   grow: number;
 }
 
 const CASES: Case[] = [
   { label: 'vhd dynamic', qemuFormat: 'vpc', ext: 'vhd', create: ['-o', 'subformat=dynamic'], grow: 300 * MiB },
   { label: 'vhd fixed', qemuFormat: 'vpc', ext: 'vhd', create: ['-o', 'subformat=fixed'], grow: 300 * MiB },
-  { label: 'vdi dynamic', qemuFormat: 'vdi', ext: 'vdi', create: [], grow: 100 * MiB },
+  { label: 'vdi dynamic', qemuFormat: 'vdi', ext: 'vdi', create: [], grow: 300 * MiB },
   { label: 'vdi fixed', qemuFormat: 'vdi', ext: 'vdi', create: ['-o', 'static=on'], grow: 100 * MiB },
 ];
 
@@ -71,6 +75,12 @@ test('resize VHD and VDI: grow, shrink, refuse a shrink over data', { concurrenc
     for (const [p, at, n] of WRITES) {
       await runOk('qemu-io', ['-f', c.qemuFormat, '-c', `write -P ${p} ${at} ${n}`, img], 'qemu-io write');
       await runOk('qemu-io', ['-f', 'raw', '-c', `write -P ${p} ${at} ${n}`, ref], 'qemu-io write raw');
+    }
+    if (c.label === 'vdi fixed') {
+      // more than qemu's map sector holds: refused, nothing changed
+      const r = await vdkit(['resize', img, String(300 * MiB)]);
+      assert.match(r.stderr, /NOTSUPPORTED/, describeRun('vdkit', ['resize'], r));
+      await assertState(c, img, ref, OLD, 'refused grow');
     }
     await runOk(process.execPath, [BIN, 'resize', img, String(c.grow)], 'vdkit resize grow');
     await assertState(c, img, ref, c.grow, 'grown');

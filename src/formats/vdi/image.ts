@@ -552,12 +552,60 @@ export class VdiImage implements Image {
    * cBlocksAllocated: one sector) is the switch and is written last, so a killed resize leaves
    * the old disk or the new one.
    * - Grow: the new map entries first (FREE; a fixed image gets zeroed blocks at the end of the
-   *   data area first, then entries naming them), flush, then the header. The map must fit
-   *   before offData: moving data blocks to make room (VirtualBox does) is not done here.
+   *   data area first, then entries naming them), flush, then the header. A map that no longer
+   *   fits before offData moves into the start of the data area first (relocateMap).
    * - Shrink: the blocks past the new end dropped first (the data area closed up as a discard
    *   does; a fixed image needs them in the last slots already), then the header, then the file
    *   cut after the last block.
    */
+  /**
+   * Grow past the room before offData: the first k data blocks (k * stride >= the new map)
+   * are copied after the last one, flush, their entries pointed at the copies, flush (the old
+   * layout now has holes at its start: a leak, cBlocksAllocated still the count of entries);
+   * the new map, every index minus k, written over those first k slots, flush; then one header
+   * write moves offBlocks there and offData k blocks on. The copies must keep indices below the
+   * old cBlocks (QEMU and vdkit call a larger entry corruption), so a full image (every fixed
+   * one) cannot do it: NOTSUPPORTED.
+   */
+  private async relocateMap(newC: number, newCapacity: number): Promise<void> {
+    const h = this.h;
+    const oldC = h.cBlocks;
+    const n = this.nextIndex;
+    const k = Math.max(1, ceilDiv(newC * 4, this.stride));
+    const moving = Math.min(k, n);
+    const base = Math.max(n, k);
+    if (h.type === TYPE_FIXED || (moving > 0 && base + moving > oldC)) {
+      throw new DiskError('NOTSUPPORTED', 'the larger block map does not fit before the data area, and the data blocks in its way cannot move (the image is full or fixed): convert it to resize', { path: this.path, struct: 'VdiHeader', field: 'offData', expected: `>= ${h.offBlocks + newC * 4}`, found: h.offData });
+    }
+    const owner = new Map<number, number>();
+    for (let b = 0; b < oldC; b++) if (this.map[b]! < moving) owner.set(this.map[b]!, b);
+    const buf = Buffer.alloc(this.stride);
+    for (let i = 0; i < moving; i++) {
+      await this.store.readInto(buf, h.offData + i * this.stride);
+      await this.store.write(h.offData + (base + i) * this.stride, buf);
+    }
+    await this.store.flush();
+    if (owner.size > 0) {
+      for (const [i, b] of owner) this.map[b] = base + i;
+      await this.writeMapEntries([...owner.values()]);
+      await this.store.flush();
+    }
+    const next = new Uint32Array(newC).fill(BLOCK_FREE);
+    for (let b = 0; b < oldC; b++) {
+      const e = this.map[b]!;
+      next[b] = e < BLOCK_ZERO ? e - k : e;
+    }
+    const offBlocks = h.offData;
+    await this.store.write(offBlocks, u32Bytes(next, 0, newC));
+    await this.store.flush();
+    h.offBlocks = offBlocks;
+    h.offData = offBlocks + k * this.stride;
+    h.cbDisk = BigInt(newCapacity);
+    h.cBlocks = newC;
+    await this.writeHeader();
+    await this.store.flush();
+  }
+
   async resize(newCapacity: number): Promise<void> {
     try {
       this.checkWritable();
@@ -570,7 +618,8 @@ export class VdiImage implements Image {
       const fixed = this.h.type === TYPE_FIXED;
       if (newC > oldC) {
         if (this.h.offBlocks + newC * 4 > this.h.offData) {
-          throw new DiskError('NOTSUPPORTED', 'the larger block map does not fit before the data area (moving data blocks to make room is not supported)', { ...where, field: 'offData', expected: `>= ${this.h.offBlocks + newC * 4}`, found: this.h.offData });
+          await this.relocateMap(newC, newCapacity);
+          return;
         }
         const add = newC - oldC;
         const ext = new Uint32Array(add).fill(BLOCK_FREE);
