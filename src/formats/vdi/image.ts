@@ -548,17 +548,6 @@ export class VdiImage implements Image {
   // ------------------------------------------------------------------ resize
 
   /**
-   * Resize in place (NOTES.md "Resize"); closes the image. The header (cbDisk, cBlocks,
-   * cBlocksAllocated: one sector) is the switch and is written last, so a killed resize leaves
-   * the old disk or the new one.
-   * - Grow: the new map entries first (FREE; a fixed image gets zeroed blocks at the end of the
-   *   data area first, then entries naming them), flush, then the header. A map that no longer
-   *   fits before offData moves into the start of the data area first (relocateMap).
-   * - Shrink: the blocks past the new end dropped first (the data area closed up as a discard
-   *   does; a fixed image needs them in the last slots already), then the header, then the file
-   *   cut after the last block.
-   */
-  /**
    * Grow past the room before offData: the first k data blocks (k * stride >= the new map)
    * are copied after the last one, flush, their entries pointed at the copies, flush (the old
    * layout now has holes at its start: a leak, cBlocksAllocated still the count of entries);
@@ -606,6 +595,17 @@ export class VdiImage implements Image {
     await this.store.flush();
   }
 
+  /**
+   * Resize in place (NOTES.md "Resize"); closes the image. The header (cbDisk, cBlocks,
+   * cBlocksAllocated: one sector) is the switch and is written last, so a killed resize leaves
+   * the old disk or the new one.
+   * - Grow: the new map entries first (FREE; a fixed image gets zeroed blocks at the end of the
+   *   data area first, then entries naming them), flush, then the header. A map that no longer
+   *   fits before offData moves into the start of the data area first (relocateMap).
+   * - Shrink: the blocks past the new end dropped first (the data area closed up as a discard
+   *   does; a fixed image needs them in the last slots already), then the header, then the file
+   *   cut after the last block.
+   */
   async resize(newCapacity: number): Promise<void> {
     try {
       this.checkWritable();
