@@ -1,9 +1,9 @@
 /**
- * resize for VHD (fixed, dynamic) and VDI (fixed, dynamic), with qemu-img as the oracle: images
+ * resize for VHD, VDI and VHDX (fixed, dynamic), with qemu-img as the oracle: images
  * made by qemu-img with data near both ends are grown and shrunk by `vdkit resize`; qemu-img
  * info must report the new size, qemu-img compare must find the old content (zeros beyond),
- * qemu-img check (VDI) and vdkit check must find nothing, vhdiinfo must report the VHD's new
- * media size, and a shrink over data must be refused without --force.
+ * qemu-img check (VDI, VHDX) and vdkit check must find nothing, vhdiinfo must report the new
+ * media size (VHD, VHDX), and a shrink over data must be refused without --force.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -33,6 +33,9 @@ const CASES: Case[] = [
   { label: 'vhd fixed', qemuFormat: 'vpc', ext: 'vhd', create: ['-o', 'subformat=fixed'], grow: 300 * MiB },
   { label: 'vdi dynamic', qemuFormat: 'vdi', ext: 'vdi', create: [], grow: 300 * MiB },
   { label: 'vdi fixed', qemuFormat: 'vdi', ext: 'vdi', create: ['-o', 'static=on'], grow: 100 * MiB },
+  // 40 MiB is not a whole number of qemu's blocks: the partial last block moves to full size
+  { label: 'vhdx dynamic', qemuFormat: 'vhdx', ext: 'vhdx', create: [], grow: 300 * MiB },
+  { label: 'vhdx fixed', qemuFormat: 'vhdx', ext: 'vhdx', create: ['-o', 'subformat=fixed'], grow: 300 * MiB },
 ];
 
 const OLD = 40 * MiB;
@@ -53,18 +56,18 @@ async function assertState(c: Case, img: string, ref: string, size: number, what
   const args = ['compare', '-f', 'raw', '-F', c.qemuFormat, ref, img];
   const r = await run('qemu-img', args);
   assert.equal(r.code, 0, `${what}: ${describeRun('qemu-img', args, r)}`);
-  if (c.qemuFormat === 'vdi') await runOk('qemu-img', ['check', '-q', '-f', 'vdi', img], 'qemu-img check');
+  if (c.qemuFormat !== 'vpc') await runOk('qemu-img', ['check', '-q', '-f', c.qemuFormat, img], 'qemu-img check');
   const report = await checkDisk(img, { repair: false });
   assert.equal(openFindings(report).corruptions, 0, `${what}: vdkit check ${JSON.stringify(report.findings)}`);
-  if (c.qemuFormat === 'vpc') {
+  if (c.qemuFormat !== 'vdi') {
     const v = await runOk('vhdiinfo', [img], 'vhdiinfo');
     assert.match(v.stdout, new RegExp(`Media size\\s*:.*\\(${size} bytes\\)`), `${what}: vhdiinfo ${v.stdout}`);
   }
 }
 
-test('resize VHD and VDI: grow, shrink, refuse a shrink over data', { concurrency: true }, async (t) => {
+test('resize VHD, VDI and VHDX: grow, shrink, refuse a shrink over data', { concurrency: true }, async (t) => {
   await Promise.all(CASES.map((c) => t.test(c.label, async (t) => {
-    if (!skipUnless(t, 'qemu-img', 'qemu-io', ...(c.qemuFormat === 'vpc' ? ['vhdiinfo'] : []))) return;
+    if (!skipUnless(t, 'qemu-img', 'qemu-io', ...(c.qemuFormat !== 'vdi' ? ['vhdiinfo'] : []))) return;
     const dir = (await tmpDir(t)).path;
     const img = join(dir, `d.${c.ext}`);
     const ref = join(dir, 'ref.raw');
