@@ -62,7 +62,7 @@ export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   identityFollowsContent: false,
   split: false,
   discard: 'native',
-  resize: 'none',
+  resize: 'grow-shrink',
   flush: 'concurrent',
   check: 'repair',
   compact: 'native',
@@ -579,6 +579,122 @@ export class VdiImage implements Image {
     header.copy(span, 0, PRE_HEADER_SIZE);
     u32Bytes(this.map, 0, last + 1).copy(span, this.h.offBlocks - PRE_HEADER_SIZE);
     await this.store.write(PRE_HEADER_SIZE, span);
+  }
+
+  // ------------------------------------------------------------------ resize
+
+  /**
+   * Grow past the room before offData: the first k data blocks (k * stride >= the new map)
+   * are copied after the last one, flush, their entries pointed at the copies, flush (the old
+   * layout now has holes at its start: a leak, cBlocksAllocated still the count of entries);
+   * the new map, every index minus k, written over those first k slots, flush; then one header
+   * write moves offBlocks there and offData k blocks on. The copies must keep indices below the
+   * old cBlocks (QEMU and vdkit call a larger entry corruption), so a full image (every fixed
+   * one) cannot do it: NOTSUPPORTED.
+   */
+  private async relocateMap(newC: number, newCapacity: number): Promise<void> {
+    const h = this.h;
+    const oldC = h.cBlocks;
+    const n = this.nextIndex;
+    const k = Math.max(1, ceilDiv(newC * 4, this.stride));
+    const moving = Math.min(k, n);
+    const base = Math.max(n, k);
+    if (h.type === TYPE_FIXED || (moving > 0 && base + moving > oldC)) {
+      throw new DiskError('NOTSUPPORTED', 'the larger block map does not fit before the data area, and the data blocks in its way cannot move (the image is full or fixed): convert it to resize', { path: this.path, struct: 'VdiHeader', field: 'offData', expected: `>= ${h.offBlocks + newC * 4}`, found: h.offData });
+    }
+    const owner = new Map<number, number>();
+    for (let b = 0; b < oldC; b++) if (this.map[b]! < moving) owner.set(this.map[b]!, b);
+    const buf = Buffer.alloc(this.stride);
+    for (let i = 0; i < moving; i++) {
+      await this.store.readInto(buf, h.offData + i * this.stride);
+      await this.store.write(h.offData + (base + i) * this.stride, buf);
+    }
+    await this.store.flush();
+    if (owner.size > 0) {
+      for (const [i, b] of owner) this.map[b] = base + i;
+      await this.writeMapEntries([...owner.values()]);
+      await this.store.flush();
+    }
+    const next = new Uint32Array(newC).fill(BLOCK_FREE);
+    for (let b = 0; b < oldC; b++) {
+      const e = this.map[b]!;
+      next[b] = e < BLOCK_ZERO ? e - k : e;
+    }
+    const offBlocks = h.offData;
+    await this.store.write(offBlocks, u32Bytes(next, 0, newC));
+    await this.store.flush();
+    h.offBlocks = offBlocks;
+    h.offData = offBlocks + k * this.stride;
+    h.cbDisk = BigInt(newCapacity);
+    h.cBlocks = newC;
+    await this.writeHeader();
+    await this.store.flush();
+  }
+
+  /**
+   * Resize in place (NOTES.md "Resize"); closes the image. The header (cbDisk, cBlocks,
+   * cBlocksAllocated: one sector) is the switch and is written last, so a killed resize leaves
+   * the old disk or the new one.
+   * - Grow: the new map entries first (FREE; a fixed image gets zeroed blocks at the end of the
+   *   data area first, then entries naming them), flush, then the header. A map that no longer
+   *   fits before offData moves into the start of the data area first (relocateMap).
+   * - Shrink: the blocks past the new end dropped first (the data area closed up as a discard
+   *   does; a fixed image needs them in the last slots already), then the header, then the file
+   *   cut after the last block.
+   */
+  async resize(newCapacity: number): Promise<void> {
+    try {
+      this.checkWritable();
+      const where = { path: this.path, struct: 'VdiHeader', field: 'cbDisk', found: newCapacity };
+      if (this.h.type === TYPE_DIFF) throw new DiskError('NOTSUPPORTED', 'a differencing VDI keeps its parent\'s size: resize the base and create the child again', { ...where, field: 'type', found: 'differencing' });
+      if (newCapacity <= 0 || newCapacity % SECTOR !== 0 || newCapacity > MAX_DISK_BYTES) throw new DiskError('INVAL', 'a VDI size is a whole number of sectors up to 4 PiB - 3 MiB', { ...where, expected: `512..${MAX_DISK_BYTES}` });
+      const oldC = this.h.cBlocks;
+      const newC = ceilDiv(newCapacity, this.h.cbBlock);
+      if (newC > MAX_BLOCKS) throw new DiskError('INVAL', 'too many blocks', { ...where, field: 'cBlocks', expected: `<= ${MAX_BLOCKS}`, found: newC });
+      const fixed = this.h.type === TYPE_FIXED;
+      if (newC > oldC) {
+        if (this.h.offBlocks + newC * 4 > this.h.offData) {
+          await this.relocateMap(newC, newCapacity);
+          return;
+        }
+        const add = newC - oldC;
+        const ext = new Uint32Array(add).fill(BLOCK_FREE);
+        if (fixed) {
+          const n = this.nextIndex;
+          const end = this.h.offData + n * this.stride;
+          // bytes past the data area are a leak nothing names: cut them so the new blocks read zeros
+          if ((await this.store.size()) > end) await this.store.truncate(end);
+          await this.store.truncate(end + add * this.stride);
+          await this.store.flush();
+          for (let i = 0; i < add; i++) ext[i] = n + i;
+          this.h.cBlocksAllocated = n + add;
+        }
+        await this.store.write(this.h.offBlocks + oldC * 4, u32Bytes(ext, 0, add));
+        await this.store.flush();
+      } else if (newC < oldC) {
+        if (fixed) {
+          for (let i = 0; i < oldC; i++) {
+            if ((i < newC) !== (this.map[i]! < newC)) throw new DiskError('NOTSUPPORTED', 'the blocks of this fixed image past the new end are not its last ones: convert it to shrink', { ...where, field: `blockMap[${i}]`, found: this.map[i] });
+          }
+          this.h.cBlocksAllocated = newC;
+        } else {
+          const drop: number[] = [];
+          for (let i = newC; i < oldC; i++) if (this.map[i]! < BLOCK_ZERO) drop.push(i);
+          await this.dropBlocks(drop);
+          await this.store.flush();
+        }
+      }
+      this.h.cbDisk = BigInt(newCapacity);
+      this.h.cBlocks = newC;
+      await this.writeHeader();
+      await this.store.flush();
+      if (newC < oldC) {
+        await this.store.truncate(this.h.offData + this.h.cBlocksAllocated * this.stride);
+        await this.store.flush();
+      }
+    } finally {
+      await this.close();
+    }
   }
 
   // ------------------------------------------------------------------ check

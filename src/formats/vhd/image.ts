@@ -55,6 +55,7 @@ import {
   encodeFooter,
   encodeHeader,
   encodeUtf16be,
+  exactSizeGeometry,
   fromVhdTime,
   geometrySectors,
   parseUuid,
@@ -78,7 +79,7 @@ export const VHD_CAPABILITIES: Capabilities = Object.freeze({
   identityFollowsContent: false,
   split: false,
   discard: 'native',
-  resize: 'none',
+  resize: 'grow-shrink',
   flush: 'concurrent',
   check: 'repair',
   compact: 'native',
@@ -735,6 +736,111 @@ export class VhdImage implements Image {
       this.fileSize = newEnd + FOOTER_SIZE;
     }
     d.nextFree = roundUp(this.fileSize - FOOTER_SIZE, SECTOR);
+  }
+
+  // ------------------------------------------------------------------ resize
+
+  /**
+   * Resize in place (NOTES.md "Resize"); closes the image. What makes the new size visible is
+   * the footer (the last sector of the file, then its copy at 0): everything before it leaves
+   * a disk of the old size that reads as before.
+   * - Fixed grow: the old footer written again at the new end (still the old disk), the sector
+   *   it held zeroed, flush, then the new footer over the copy at the new end.
+   * - Fixed shrink: the new footer at the new end, flush, then the file cut after it.
+   * - Dynamic grow: blocks in the way of a larger BAT moved to the end of the file (footer at
+   *   the new end, copy, flush, BAT entry, flush), the new BAT entries unused, flush, the
+   *   dynamic header's maxTableEntries, flush, then the footers.
+   * - Dynamic shrink: the footers first, then the BAT entries past the new end unused.
+   */
+  async resize(newCapacity: number): Promise<void> {
+    try {
+      this.checkWritable();
+      if (this.type === 'differencing') throw new DiskError('NOTSUPPORTED', 'a differencing VHD keeps its parent\'s size: resize the base and create the child again', { path: this.path, field: 'diskType', found: this.type });
+      if (newCapacity <= 0 || newCapacity % SECTOR !== 0 || newCapacity > MAX_VHD_BYTES) {
+        throw new DiskError('INVAL', 'a VHD size is a whole number of sectors up to 2040 GiB', { path: this.path, field: 'currentSize', expected: `512..${MAX_VHD_BYTES}`, found: newCapacity });
+      }
+      const g = exactSizeGeometry(newCapacity);
+      // originalSize too: libvhdi reports it as the media size
+      const next: FooterValue = { ...this.footer, originalSize: BigInt(newCapacity), currentSize: BigInt(newCapacity), cylinders: g.cylinders, heads: g.heads, sectorsPerTrack: g.sectors };
+      const bytes = encodeFooter(next);
+      if (!this.dyn) await this.resizeFixed(newCapacity, bytes);
+      else await this.resizeDynamic(newCapacity, next);
+      await this.store.flush();
+    } finally {
+      await this.close();
+    }
+  }
+
+  private async resizeFixed(newCapacity: number, bytes: Buffer): Promise<void> {
+    const old = this.capacity;
+    if (newCapacity > old) {
+      await this.store.write(newCapacity, this.footerBytes);
+      await this.store.flush();
+      await this.store.write(old, Buffer.alloc(SECTOR));
+      await this.store.flush();
+      await this.store.write(newCapacity, bytes);
+    } else {
+      await this.store.write(newCapacity, bytes);
+      await this.store.flush();
+      await this.store.truncate(newCapacity + FOOTER_SIZE);
+    }
+  }
+
+  private async resizeDynamic(newCapacity: number, next: FooterValue): Promise<void> {
+    const d = this.dyn!;
+    const oldNeed = d.bat.length;
+    const need = ceilDiv(newCapacity, d.blockSize);
+    if (need > MAX_BAT_ENTRIES) throw new DiskError('INVAL', 'the BAT would be too large', { path: this.path, field: 'maxTableEntries', expected: `<= ${MAX_BAT_ENTRIES}`, found: need });
+    if (need < oldNeed) {
+      await this.saveFooter(next);
+      await this.store.flush();
+      await this.store.write(d.tableOffset + need * 4, Buffer.alloc((oldNeed - need) * 4, 0xff));
+      return;
+    }
+    const stride = d.bitmapBytes + d.blockSize;
+    let entries = d.entries;
+    if (need > entries) {
+      entries = roundUp(need * 4, SECTOR) / 4;
+      const batEnd = d.tableOffset + entries * 4;
+      if (d.headerOffset > d.tableOffset && d.headerOffset < batEnd) {
+        throw new DiskError('NOTSUPPORTED', 'the dynamic header lies where a larger BAT must go', { path: this.path, struct: 'dynamicHeader', field: 'tableOffset', found: d.tableOffset });
+      }
+      // blocks in the way go to the end of the file, lowest first (as a new block is written)
+      const inWay: number[] = [];
+      for (let b = 0; b < oldNeed; b++) {
+        const at = d.bat[b]!;
+        if (at !== BAT_UNUSED && at * SECTOR < batEnd) inWay.push(b);
+      }
+      const buf = Buffer.alloc(stride);
+      for (const b of inWay) {
+        const from = d.bat[b]! * SECTOR;
+        const to = Math.max(d.nextFree, roundUp(batEnd, SECTOR));
+        await this.store.readInto(buf, from);
+        await this.store.write(to + stride, this.footerBytes);
+        await this.store.write(to, buf);
+        await this.store.flush();
+        d.bat[b] = to / SECTOR;
+        await this.writeBatEntries([b]);
+        await this.store.flush();
+        d.nextFree = to + stride;
+        this.fileSize = d.nextFree + FOOTER_SIZE;
+      }
+      if (batEnd > d.nextFree) {
+        // the BAT reaches past the last block: a footer after it first (the file must end in one)
+        await this.store.write(batEnd, this.footerBytes);
+        await this.store.flush();
+        d.nextFree = batEnd;
+        this.fileSize = batEnd + FOOTER_SIZE;
+      }
+    }
+    // the new entries unused (a shrunk disk may have left old block addresses there)
+    await this.store.write(d.tableOffset + oldNeed * 4, Buffer.alloc((entries - oldNeed) * 4, 0xff));
+    await this.store.flush();
+    if (entries !== d.entries) {
+      await this.saveHeader({ ...this.header!, maxTableEntries: entries });
+      await this.store.flush();
+    }
+    await this.saveFooter(next);
   }
 
   async flush(): Promise<void> {

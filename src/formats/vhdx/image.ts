@@ -102,7 +102,7 @@ export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
   identityFollowsContent: true,
   split: false,
   discard: 'native',
-  resize: 'none',
+  resize: 'grow-shrink',
   flush: 'exclusive',
   check: 'repair',
   compact: 'native',
@@ -1103,6 +1103,82 @@ export class VhdxImage implements Image {
     if (this.readOnly || this.closed) return;
     await this.commit();
     await this.store.flush();
+  }
+
+  // ------------------------------------------------------------------ resize
+
+  /**
+   * Resize in place (NOTES.md "Resize"); closes the image. The Virtual Disk Size metadata item,
+   * committed through the log in an entry of its own, is the switch. Grow: a fixed image's new
+   * payload blocks allocated (the file extended: zeros), then the new BAT entries (NOT_PRESENT,
+   * or FULLY_PRESENT at those blocks) committed, then the size. Shrink: the size first, then the
+   * entries past the end NOT_PRESENT (their space is left as a leak). Entries past the end are
+   * invisible to the disk, so every stop leaves the old disk or the new one; the log makes each
+   * commit whole. The BAT must fit in its region (moving the region is not done).
+   */
+  async resize(newCapacity: number): Promise<void> {
+    try {
+      this.checkWritable();
+      const where = { path: this.path, struct: 'metadata', field: 'virtualDiskSize', found: newCapacity };
+      if (this.params.hasParent) throw new DiskError('NOTSUPPORTED', 'a differencing VHDX keeps its parent\'s size: resize the base and create the child again', { ...where, field: 'hasParent', found: true });
+      const ls = this.params.logicalSectorSize;
+      if (newCapacity <= 0 || newCapacity % ls !== 0 || newCapacity > MAX_VIRTUAL_SIZE) throw new DiskError('INVAL', `a VHDX size is a multiple of the ${ls}-byte logical sector up to 64 TiB`, { ...where, expected: `${ls}..${MAX_VIRTUAL_SIZE}` });
+      const bs = this.params.blockSize;
+      const oldBlocks = this.blocks;
+      const newBlocks = Math.ceil(newCapacity / bs);
+      const oldEntries = batEntryCount(oldBlocks, this.cr, false);
+      const newEntries = batEntryCount(newBlocks, this.cr, false);
+      if (newEntries * 8 > this.bat.length) {
+        throw new DiskError('NOTSUPPORTED', 'the BAT region is too small for the new size (moving it is not supported): convert the image to resize it', { ...where, struct: 'regionTable', field: 'BAT.length', expected: `>= ${newEntries * 8}`, found: this.bat.length });
+      }
+      const it = this.items.find((x) => x.id === GUIDS.VIRTUAL_DISK_SIZE)!;
+      const size = Buffer.alloc(8);
+      size.writeBigUInt64LE(BigInt(newCapacity));
+      const sizeSectors = await this.metadataSectors([{ at: it.offset, data: size }]);
+      await this.commit();
+      if (newCapacity > this.capacity) {
+        for (let i = oldEntries; i < newEntries; i++) this.pending.set(i, batEntry(PAYLOAD.NOT_PRESENT, 0));
+        const newLen = (n: number) => Math.min(bs, newCapacity - n * bs);
+        let at = this.nextFree;
+        let end = this.fileSize;
+        // a stored partial last block may have only its old length of file space (the next
+        // block, or the end of the file, follows it): a full-size copy at the end of the file
+        const oldLast = oldBlocks - 1;
+        if (this.blockLen(oldLast) < bs && this.pState[oldLast] === PAYLOAD.FULLY_PRESENT) {
+          await this.store.write(at, await this.store.read(this.pOff[oldLast]! * MiB, this.blockLen(oldLast)));
+          this.pending.set(payloadIndex(oldLast, this.cr), batEntry(PAYLOAD.FULLY_PRESENT, at / MiB));
+          end = Math.max(end, at + roundUp(newLen(oldLast), MiB));
+          at += bs;
+        }
+        if (this.params.leaveBlocksAllocated) {
+          for (let n = oldBlocks; n < newBlocks; n++) {
+            this.pending.set(payloadIndex(n, this.cr), batEntry(PAYLOAD.FULLY_PRESENT, at / MiB));
+            end = Math.max(end, at + roundUp(newLen(n), MiB));
+            at += bs;
+          }
+        }
+        if (end > this.fileSize) {
+          await this.store.truncate(end);
+          this.fileSize = end;
+        }
+        this.nextFree = at;
+        await this.commit();
+        await this.commit(sizeSectors);
+      } else {
+        // the cut-off tail of the new last block reads as zeros should the disk grow again
+        const last = newBlocks - 1;
+        const within = newCapacity - last * bs;
+        const st = this.pState[last]!;
+        if (within < this.blockLen(last) && (st === PAYLOAD.FULLY_PRESENT || st === PAYLOAD.PARTIALLY_PRESENT)) {
+          await this.zeroFill(this.pOff[last]! * MiB + within, this.blockLen(last) - within);
+        }
+        await this.commit(sizeSectors);
+        for (let i = newEntries; i < oldEntries; i++) this.pending.set(i, batEntry(PAYLOAD.NOT_PRESENT, 0));
+        await this.commit();
+      }
+    } finally {
+      await this.close();
+    }
   }
 
   async close(): Promise<void> {
