@@ -132,7 +132,7 @@ test('compact and defragment killed at random moments keep the content', { concu
     await assertSound(img, expected, 'uninterrupted run', op === 'defrag');
     let killed = 0;
     let estimate = full.ms;
-    const runs = type === 'monolithicSparse' ? RUNS : RUNS / 2;
+    const runs = RUNS;
     // the next worker loads while the previous run is checked
     let next = startWorker([op, img]);
     for (let i = 0; i < runs; i++) {
