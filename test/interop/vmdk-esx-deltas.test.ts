@@ -105,6 +105,10 @@ for (const c of CASES) {
       for (const r of status) if (r.state !== 'data') assert.ok(qemuBytes.subarray(r.offset, r.offset + r.length).every((b) => b === 0), `${r.state} range ${r.offset}+${r.length} reads zeros`);
       if (c.type === 'SESPARSE') assert.ok(status.some((r) => r.state === 'zero'), 'the SESparse case has zero grains');
       else assert.ok(!status.some((r) => r.state === 'zero'), 'COWD has no zero grains');
+      // check says plainly that it did not walk these extents, instead of a clean report
+      const report = await d.image.check!({ repair: false });
+      assert.deepEqual(report.findings.map((f) => [f.kind, f.field]), [['warning', 'extent type']]);
+      assert.match(report.findings[0]!.message, c.type === 'SESPARSE' ? /SESparse extent not checked/ : /COWD extent not checked/);
     } finally {
       await d.close();
     }
