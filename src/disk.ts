@@ -10,6 +10,7 @@ import { findChildren } from './chain/children.js';
 import { backends, detectFormat, driverByName } from './formats/registry.js';
 import type { BlockExtent, CreateOptions, DiskInfo, Image, OpenOptions } from './formats/types.js';
 import { getProperties, setProperties, type DiskProperties } from './ops/properties.js';
+import { isZero } from './binary/zeros.js';
 
 /** how the chain layer opens each link: by the format it names, else by content */
 export async function openLink(path: string, opts: OpenOptions & { format?: string }): Promise<Image> {
@@ -297,14 +298,6 @@ export class Disk {
     this.writeQueue = run.catch(() => {});
     await run;
   }
-}
-
-function isZero(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i += 8192) {
-    const part = b.subarray(i, i + 8192);
-    if (part.some((x) => x !== 0)) return false;
-  }
-  return true;
 }
 
 export async function openDisk(path: string, opts: DiskOpenOptions = {}): Promise<Disk> {

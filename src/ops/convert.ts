@@ -13,6 +13,7 @@ import { normaliseCreateType } from '../formats/vmdk/create.js';
 import { convertToRawSink, convertToStream } from './convert-stream.js';
 import type { Image } from '../formats/types.js';
 import { partialPath, removeStalePartials } from './partials.js';
+import { isZero } from '../binary/zeros.js';
 
 export interface Progress {
   /** virtual bytes processed so far */
@@ -48,17 +49,6 @@ export interface ConvertOptions extends Omit<DiskCreateOptions, 'capacity'> {
 export interface ConvertResult {
   bytesWritten: number;
   bytesSkipped: number;
-}
-
-const ZERO = Buffer.alloc(1024 * 1024);
-
-/** whether buf[from, to) is all zeros (memcmp against a zero buffer, no allocation) */
-function isZero(buf: Buffer, from: number, to: number): boolean {
-  for (let at = from; at < to; at += ZERO.length) {
-    const n = Math.min(ZERO.length, to - at);
-    if (buf.compare(ZERO, 0, n, at, at + n) !== 0) return false;
-  }
-  return true;
 }
 
 /**

@@ -21,6 +21,7 @@ import { DiskError } from '../core/errors.js';
 import type { Disk, DiskCreateOptions } from '../disk.js';
 import { measureLayout } from '../formats/registry.js';
 import type { UnitRun } from '../formats/types.js';
+import { isZero } from '../binary/zeros.js';
 
 export interface MeasureOptions extends Omit<DiskCreateOptions, 'capacity' | 'format'> {
   /** target format */
@@ -112,12 +113,3 @@ async function addNonZeroUnits(src: Disk, offset: number, length: number, unit: 
   }
 }
 
-const ZEROS = Buffer.alloc(64 * 1024);
-
-function isZero(buf: Buffer, from: number, to: number): boolean {
-  for (let at = from; at < to; at += ZEROS.length) {
-    const n = Math.min(ZEROS.length, to - at);
-    if (buf.compare(ZEROS, 0, n, at, at + n) !== 0) return false;
-  }
-  return true;
-}

@@ -68,6 +68,7 @@ import {
   type HeaderValue,
   type L2Entry,
 } from './structs.js';
+import { isZero } from '../../binary/zeros.js';
 
 export const QCOW2_CAPABILITIES: Capabilities = Object.freeze({
   write: 'native',
@@ -1268,8 +1269,6 @@ export class Qcow2Image implements Image {
 
 // ------------------------------------------------------------------ helpers
 
-const ZERO = Buffer.alloc(64 * 1024);
-
 /** Adjacent views of one buffer joined back into one view (a large write stays one piece). */
 function coalesce(parts: Buffer[]): Buffer[] {
   const out: Buffer[] = [];
@@ -1279,14 +1278,6 @@ function coalesce(parts: Buffer[]): Buffer[] {
     else out.push(p);
   }
   return out;
-}
-
-export function isZero(b: Buffer): boolean {
-  for (let at = 0; at < b.length; at += ZERO.length) {
-    const n = Math.min(ZERO.length, b.length - at);
-    if (b.compare(ZERO, 0, n, at, at + n) !== 0) return false;
-  }
-  return true;
 }
 
 /**

@@ -49,6 +49,7 @@ import {
   uuidToText,
   type VdiHeaderValue,
 } from './structs.js';
+import { isZero } from '../../binary/zeros.js';
 
 export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   write: 'native',
@@ -79,7 +80,6 @@ export const MAX_BLOCKS = 0x1fffff80;
 export const MAX_DISK_BYTES = 4 * 2 ** 50 - 3 * 2 ** 20;
 
 const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-const ZEROS = Buffer.alloc(64 * 1024);
 
 export type HeaderKind = 'v0' | 'v1' | 'v1+';
 
@@ -998,14 +998,6 @@ async function parseMap(store: ByteStore, path: string, h: VdiHeaderValue, fileS
 
 function hex(n: number): string {
   return `0x${n.toString(16).padStart(8, '0')}`;
-}
-
-function isZero(buf: Buffer): boolean {
-  for (let at = 0; at < buf.length; at += ZEROS.length) {
-    const n = Math.min(ZEROS.length, buf.length - at);
-    if (buf.compare(ZEROS, 0, n, at, at + n) !== 0) return false;
-  }
-  return true;
 }
 
 export async function readU32Array(store: ByteStore, at: number, count: number): Promise<Uint32Array> {

@@ -66,6 +66,7 @@ import {
   type DynamicHeaderValue,
   type FooterValue,
 } from './structs.js';
+import { isZero } from '../../binary/zeros.js';
 
 export const VHD_CAPABILITIES: Capabilities = Object.freeze({
   write: 'native',
@@ -513,7 +514,6 @@ export class VhdImage implements Image {
     await writeBitmapped({ store: this.store, bits: BITS, bitmap, dataAt: d.bat[b]! * SECTOR + d.bitmapBytes, bitmapAt: d.bat[b]! * SECTOR, sectorSize: SECTOR }, chunk, within);
   }
 
-
   /**
    * New blocks at the end of the file, in the crash-safe order: (1) the footer at the new end,
    * (2) bitmaps and data where the old footer was (sectors not written stay holes: zeros),
@@ -661,10 +661,10 @@ export class VhdImage implements Image {
       if (d.bat[b] !== BAT_UNUSED) {
         const bitmap = await this.bitmap(b);
         if (diff) {
-          if (isZeroBuf(bitmap)) drop.push(b);
+          if (isZero(bitmap)) drop.push(b);
         } else {
           await this.readBlock(b, buf, 0);
-          if (isZeroBuf(buf)) drop.push(b);
+          if (isZero(buf)) drop.push(b);
         }
       }
       opts.onProgress?.(b + 1, d.bat.length);
@@ -1010,15 +1010,6 @@ interface Region {
   name: string;
   start: number;
   end: number;
-}
-
-function isZeroBuf(b: Buffer): boolean {
-  const z = Buffer.alloc(Math.min(b.length, 64 * 1024));
-  for (let at = 0; at < b.length; at += z.length) {
-    const n = Math.min(z.length, b.length - at);
-    if (b.compare(z, 0, n, at, at + n) !== 0) return false;
-  }
-  return true;
 }
 
 function hasCookie(b: Buffer): boolean {

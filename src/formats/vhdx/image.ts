@@ -87,6 +87,7 @@ import {
   type HeaderValue,
   type ParentLocator,
 } from './structs.js';
+import { isZero } from '../../binary/zeros.js';
 
 export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
   write: 'native',
@@ -979,7 +980,6 @@ export class VhdxImage implements Image {
     await writeBitmapped({ store: this.store, bits: BITS, bitmap, dataAt: this.pOff[n]! * MiB, bitmapAt: this.sliceOffset(n), sectorSize: this.params.logicalSectorSize }, chunk, within);
   }
 
-
   /**
    * New blocks at the end of the file: the file is extended first (the new blocks are holes,
    * reading as zeros), then the data and, for partially present blocks, the whole bitmap slice
@@ -1471,11 +1471,3 @@ export function parentLocatorItem(childPath: string, parentPath: string, hint: s
   return encodeParentLocator(pairs);
 }
 
-function isZero(b: Buffer): boolean {
-  const z = Buffer.alloc(Math.min(b.length, 64 * 1024));
-  for (let at = 0; at < b.length; at += z.length) {
-    const n = Math.min(z.length, b.length - at);
-    if (b.compare(z, 0, n, at, at + n) !== 0) return false;
-  }
-  return true;
-}

@@ -15,6 +15,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { deflateSync } from 'node:zlib';
+import { isZero } from '../../binary/zeros.js';
 
 export interface DeflateJob {
   id: number;
@@ -38,15 +39,6 @@ export interface DeflateResult {
 }
 
 const SECTOR = 512;
-const ZERO = Buffer.alloc(64 * 1024);
-
-function isZero(b: Buffer): boolean {
-  for (let at = 0; at < b.length; at += ZERO.length) {
-    const n = Math.min(ZERO.length, b.length - at);
-    if (b.compare(ZERO, 0, n, at, at + n) !== 0) return false;
-  }
-  return true;
-}
 
 /** Shannon entropy of a byte sample, bits per byte (8 for uniform random data). */
 function sampledEntropy(b: Buffer): number {

@@ -44,6 +44,7 @@ import {
   SeSparseConstHeader,
   SeSparseVolatileHeader,
 } from './structs.js';
+import { isZero } from '../../binary/zeros.js';
 
 /** decoded table entry: a byte offset in the file (>= 0) or one of these */
 const UNALLOCATED = -1;
@@ -407,7 +408,3 @@ function checkLine(line: ExtentLine, capacitySectors: number, path: string, fiel
   }
 }
 
-function isZero(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
-}

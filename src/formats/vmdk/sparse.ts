@@ -30,6 +30,7 @@ import {
   SPARSE_MAGIC,
   type SparseExtentHeaderValue,
 } from './structs.js';
+import { isZero } from '../../binary/zeros.js';
 
 /** QEMU refuses more than 32 Mi GD entries; we cap at 16 Mi (64 MiB of GD) to bound memory. */
 export const MAX_GD_ENTRIES = 16 * 1024 * 1024;
@@ -1076,17 +1077,6 @@ const MOVE_BATCH = 64;
 
 function checkAbort(signal: AbortSignal | undefined, path: string): void {
   if (signal?.aborted) throw new DiskError('CANCELLED', undefined, { path }, { cause: signal.reason });
-}
-
-function isZero(buf: Buffer): boolean {
-  // compare 8 bytes at a time where the buffer is aligned (grains always are)
-  if (buf.byteOffset % 8 === 0 && buf.length % 8 === 0) {
-    const words = new BigUint64Array(buf.buffer, buf.byteOffset, buf.length / 8);
-    for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
-    return true;
-  }
-  for (let i = 0; i < buf.length; i++) if (buf[i] !== 0) return false;
-  return true;
 }
 
 /**
