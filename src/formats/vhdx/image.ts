@@ -84,6 +84,7 @@ import {
   normalizeGuid,
   payloadIndex,
   vhdxChecksum,
+  withChecksum,
   type HeaderValue,
   type ParentLocator,
 } from './structs.js';
@@ -183,8 +184,8 @@ export class VhdxImage implements Image {
     private params: VhdxParams,
     private readonly headers: HeaderSlot[],
     private current: number,
-    private readonly regions: Region[],
-    private readonly bat: Region,
+    private regions: Region[],
+    private bat: Region,
     private readonly meta: Region,
     private items: MetaItem[],
     private virtualDiskId: Buffer,
@@ -587,9 +588,7 @@ export class VhdxImage implements Image {
     const locator = parentLocatorItem(this.path, parentPath, link.hint, guidFromIdentity(link.parentId));
     if (!this.params.hasParent) {
       const entries = batEntryCount(this.blocks, this.cr, true);
-      if (entries * 8 > this.bat.length) {
-        throw new DiskError('NOTSUPPORTED', 'the BAT region is too small for the sector bitmap entries a differencing image needs', { path: this.path, struct: 'regionTable', field: 'BAT.length', expected: `>= ${entries * 8}`, found: this.bat.length });
-      }
+      if (entries * 8 > this.bat.length) await this.growBatRegion(entries);
     }
     if (!this.params.hasParent) {
       // sector bitmap entries of a dynamic image mean nothing (they were ignored): make them NOT_PRESENT
@@ -748,7 +747,9 @@ export class VhdxImage implements Image {
    */
   private async closeUp(): Promise<void> {
     const bs = this.params.blockSize;
-    const dataStart = roundUp(Math.max(...structureRanges(this.regions, Number(this.header.logOffset), this.header.logLength).map((u) => u.end)), ALIGN);
+    // structures are never moved; blocks go below the first block only after the leading ones
+    // (a BAT region moved to the end of the file by a grow sits among or after the blocks)
+    const structures = structureRanges(this.regions, Number(this.header.logOffset), this.header.logLength);
     type Item = { kind: 'payload' | 'bitmap'; i: number; at: number; len: number };
     const items: Item[] = [];
     for (let n = 0; n < this.blocks; n++) {
@@ -756,8 +757,12 @@ export class VhdxImage implements Image {
       if (st === PAYLOAD.FULLY_PRESENT || st === PAYLOAD.PARTIALLY_PRESENT) items.push({ kind: 'payload', i: n, at: this.pOff[n]! * MiB, len: bs });
     }
     for (let k = 0; k < this.bState.length; k++) if (this.bState[k] === BITMAP.PRESENT) items.push({ kind: 'bitmap', i: k, at: this.bOff[k]! * MiB, len: BITMAP_BLOCK_SIZE });
-    // occupied ranges: every block where it is now, and (during a batch) where it is going
+    const firstBlock = Math.min(Infinity, ...items.map((x) => x.at));
+    const dataStart = roundUp(Math.max(HEADER_SECTION, ...structures.filter((u) => u.start < firstBlock).map((u) => u.end)), ALIGN);
+    // occupied ranges: every block where it is now, and (during a batch) where it is going, and
+    // the structures past dataStart
     const busy = items.map((x) => [x.at, x.at + x.len] as [number, number]);
+    for (const u of structures) if (u.end > dataStart) busy.push([u.start, u.end]);
     const gapFor = (len: number, below: number): number => {
       busy.sort((a, b) => a[0] - b[0]);
       let prev = dataStart;
@@ -802,7 +807,7 @@ export class VhdxImage implements Image {
       }
       items.sort((a, b) => a.at - b.at);
     }
-    const last = items.reduce((m, x) => Math.max(m, x.at + x.len), dataStart);
+    const last = items.reduce((m, x) => Math.max(m, x.at + x.len), Math.max(dataStart, ...structures.map((u) => u.end)));
     const end = roundUp(last, ALIGN);
     if (end < this.fileSize) {
       await this.emptyLog();
@@ -1128,9 +1133,7 @@ export class VhdxImage implements Image {
       const newBlocks = Math.ceil(newCapacity / bs);
       const oldEntries = batEntryCount(oldBlocks, this.cr, false);
       const newEntries = batEntryCount(newBlocks, this.cr, false);
-      if (newEntries * 8 > this.bat.length) {
-        throw new DiskError('NOTSUPPORTED', 'the BAT region is too small for the new size (moving it is not supported): convert the image to resize it', { ...where, struct: 'regionTable', field: 'BAT.length', expected: `>= ${newEntries * 8}`, found: this.bat.length });
-      }
+      if (newEntries * 8 > this.bat.length) await this.growBatRegion(newEntries);
       const it = this.items.find((x) => x.id === GUIDS.VIRTUAL_DISK_SIZE)!;
       const size = Buffer.alloc(8);
       size.writeBigUInt64LE(BigInt(newCapacity));
@@ -1179,6 +1182,54 @@ export class VhdxImage implements Image {
     } finally {
       await this.close();
     }
+  }
+
+  /**
+   * A BAT region too small for `entries` (grow, or a dynamic image becoming differencing) is
+   * replaced by a larger one at the end of the file, as Hyper-V does: 1. the new region (1 MiB
+   * multiple) gets the committed BAT copied in and zeros (NOT_PRESENT) after it, flush; nothing
+   * points at it yet, so a stop here leaves a trailing leak; 2. both region tables, rewritten
+   * with the BAT entry's new offset and length, go through the log in one entry: the switch. A
+   * stop after the log entry is replayed by the next read-write open (and read through by a
+   * read-only one); both BATs hold the same entries until the switch. The old region is left
+   * unused (free space inside the file; compact does not reuse it).
+   */
+  private async growBatRegion(entries: number): Promise<void> {
+    if (entries > MAX_BAT_ENTRIES) {
+      throw new DiskError('NOTSUPPORTED', 'the BAT would have more entries than vdkit holds in memory (use a larger block size)', { path: this.path, struct: 'regionTable', field: 'BAT.length', expected: `<= ${MAX_BAT_ENTRIES * 8}`, found: entries * 8 });
+    }
+    await this.commit();
+    const old = this.bat;
+    const length = roundUp(entries * 8, ALIGN);
+    const at = this.nextFree;
+    if (at + length > this.fileSize) {
+      await this.store.truncate(at + length);
+      this.fileSize = at + length;
+    }
+    const chunk = Buffer.alloc(Math.min(old.length, BAT_READ_CHUNK));
+    for (let done = 0; done < old.length; done += chunk.length) {
+      const part = chunk.subarray(0, Math.min(chunk.length, old.length - done));
+      await this.store.readInto(part, old.offset + done);
+      await this.store.write(at + done, part);
+    }
+    await this.store.flush();
+    const regions = this.regions.map((r) => (r === old ? { ...r, offset: at, length } : r));
+    const table = await this.store.read(REGION_TABLE_OFFSETS[0]!, REGION_TABLE_SIZE);
+    RegionTableHeader.encode({ signature: REGION_SIGNATURE, checksum: 0, entryCount: regions.length }, table, 0);
+    regions.forEach((r, i) => RegionTableEntry.encode({ guid: guidBytes(r.guid)!, fileOffset: BigInt(r.offset), length: r.length, flags: r.required ? REGION_REQUIRED : 0 }, table, 16 + i * 32));
+    withChecksum(table);
+    const sectors = new Map<number, Buffer>();
+    const used = Math.ceil((16 + regions.length * 32) / LOG_SECTOR);
+    for (const copy of REGION_TABLE_OFFSETS) for (let s = 0; s < used; s++) sectors.set(copy + s * LOG_SECTOR, Buffer.from(table.subarray(s * LOG_SECTOR, (s + 1) * LOG_SECTOR)));
+    // the rest of each 64 KiB table is covered by the checksum: it must match copy 1's bytes
+    const rest = table.subarray(used * LOG_SECTOR);
+    if (!rest.equals((await this.store.read(REGION_TABLE_OFFSETS[1]! + used * LOG_SECTOR, rest.length)))) {
+      for (let s = used; s < REGION_TABLE_SIZE / LOG_SECTOR; s++) sectors.set(REGION_TABLE_OFFSETS[1]! + s * LOG_SECTOR, Buffer.from(table.subarray(s * LOG_SECTOR, (s + 1) * LOG_SECTOR)));
+    }
+    await this.commit(sectors);
+    this.regions = regions;
+    this.bat = regions.find((r) => r.guid === GUIDS.BAT_REGION)!;
+    this.nextFree = at + length;
   }
 
   async close(): Promise<void> {
