@@ -1119,7 +1119,7 @@ export class VhdxImage implements Image {
    * or FULLY_PRESENT at those blocks) committed, then the size. Shrink: the size first, then the
    * entries past the end NOT_PRESENT (their space is left as a leak). Entries past the end are
    * invisible to the disk, so every stop leaves the old disk or the new one; the log makes each
-   * commit whole. The BAT must fit in its region (moving the region is not done).
+   * commit whole. A BAT that outgrows its region moves first (growBatRegion).
    */
   async resize(newCapacity: number): Promise<void> {
     try {
