@@ -746,7 +746,8 @@ export class VhdImage implements Image {
    * position that is not exactly the target) is first moved out of the way into a free slot
    * past the final area (a grid of whole blocks from there, used blocks and locator data
    * avoided; past the end of the file a new block is appended as allocate does, the footer at
-   * the new end first), then the right block is copied in. Every move: copy, flush, BAT entry,
+   * the new end first), then the right block is copied in, and every block whose target
+   * that uncovers follows at once (a cycle walk: few blocks parked at a time). Every move: copy, flush, BAT entry,
    * flush, so a BAT entry always names a complete block and space is written only when no entry
    * names it. The end is closeUp's: a footer after the last block (space nothing uses), flush,
    * then the truncate. A kill leaves gaps (check: leaks) and at most a stray footer copy inside
@@ -804,7 +805,8 @@ export class VhdImage implements Image {
         return k;
       }
     };
-    const release = (b: number) => {
+    /** b leaves where it is; its starting place when that is what it leaves */
+    const release = (b: number): number | undefined => {
       const k = slotOf.get(b);
       if (k !== undefined) {
         parked.delete(k);
@@ -814,7 +816,9 @@ export class VhdImage implements Image {
         const at = d.bat[b]! * SECTOR;
         gone.add(b);
         if (at + stride > finalEnd) spareFrom = Math.min(spareFrom, Math.max(0, Math.floor((at - finalEnd) / stride)));
+        return at;
       }
+      return undefined;
     };
     const buf = Buffer.alloc(stride);
     let moved = 0;
@@ -831,6 +835,36 @@ export class VhdImage implements Image {
       await this.writeBatEntries([b]);
       await this.store.flush();
       moved++;
+    };
+
+    /**
+     * b to its target; then every block whose target the space b left uncovers goes to its
+     * target too, and so on: on an aligned layout this walks a permutation cycle, so at most
+     * one block is parked at a time (the file grows by one block, not by half the blocks)
+     */
+    const place = async (b: number, t: number) => {
+      const left: number[] = [];
+      const leave = (v: number) => {
+        const at = release(v);
+        if (at !== undefined) left.push(at);
+      };
+      leave(b);
+      await move(b, t);
+      while (left.length > 0) {
+        const at = left.pop()!;
+        let r = 0;
+        for (let hi = n; r < hi; ) {
+          const mid = (r + hi) >> 1;
+          if (targets[mid]! + stride <= at) r = mid + 1;
+          else hi = mid;
+        }
+        for (; r < n && targets[r]! < at + stride; r++) {
+          const v = order[r]!;
+          if (d.bat[v]! * SECTOR === targets[r] || origOver(targets[r]!).length > 0) continue;
+          leave(v);
+          await move(v, targets[r]!);
+        }
+      }
     };
 
     opts.onProgress?.(0, n);
@@ -852,8 +886,7 @@ export class VhdImage implements Image {
           parked.set(k, o);
           slotOf.set(o, k);
         }
-        release(b);
-        await move(b, t);
+        await place(b, t);
       }
       opts.onProgress?.(r + 1, n);
     }
