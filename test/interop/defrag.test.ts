@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import * as V from '../../src/compat/vixdisklib.js';
 import { Disk, DiskError, checkDisk, createChild, defragment, openFindings } from '../../src/index.js';
 import { vdiBlockOrder, vhdBlockOrder, type BlockOrder } from '../helpers/block-order.js';
 import { describeRun, run, skipUnless, tmpDir } from '../helpers/tools.js';
@@ -205,7 +206,7 @@ test('defragment refuses fixed images and a full VDI out of order, and stops cle
   }
 });
 
-test('CLI: vdkit defrag and vdkit vdiskmanager -d on VDI and VHD', async (t) => {
+test('CLI (vdkit defrag, vdkit vdiskmanager -d) and VixDiskLib_Defragment on VDI and VHD', async (t) => {
   if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
   const dir = (await tmpDir(t)).path;
   for (const f of FORMATS) {
@@ -233,5 +234,23 @@ test('CLI: vdkit defrag and vdkit vdiskmanager -d on VDI and VHD', async (t) => 
     assert.match(r.stdout, /Defragmentation completed successfully\./);
     assert.equal((await f.order(img2)).inOrder, true);
     await same(f, ref, img2, `vdiskmanager -d ${f.format}`);
+
+    // VixDiskLib_Defragment on a handle of a third copy, with its progress callback
+    const img3 = await fragmented(dir, f, 'vdkit', 'vix');
+    await runOk('qemu-img', ['convert', '-q', '-f', f.qemu, '-O', 'raw', img3, ref], 'qemu-img convert');
+    await V.VixDiskLib_Init(1, 0, null, null, null, null);
+    const cnx = await V.VixDiskLib_Connect(null);
+    try {
+      const h = await V.VixDiskLib_Open(cnx, img3, 0);
+      const seen: number[] = [];
+      const res = await V.VixDiskLib_Defragment(h, (_data, percent) => (seen.push(percent), true), null);
+      await V.VixDiskLib_Close(h);
+      assert.ok((res.moved ?? 0) > 0 && seen.at(-1) === 100, `VixDiskLib_Defragment: ${JSON.stringify(res)}, progress ${seen.join(',')}`);
+    } finally {
+      await V.VixDiskLib_Disconnect(cnx);
+      V.VixDiskLib_Exit();
+    }
+    await same(f, ref, img3, `VixDiskLib_Defragment ${f.format}`);
+    assert.equal((await f.order(img3)).inOrder, true);
   }
 });
