@@ -5,7 +5,7 @@
  * consecutive slots from the start of the data area, and the file ends right after the last
  * one (VHD: after the footer that follows it).
  */
-import { open } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 
 export interface BlockOrder {
   /** file offset of each allocated block, in virtual order */
@@ -89,4 +89,45 @@ export async function vhdBlockOrder(path: string): Promise<BlockOrder> {
   }
   if (size !== metaEnd + offsets.length * stride + 512) inOrder = false;
   return { offsets, inOrder };
+}
+
+/**
+ * Rewrite a dynamic VHD (no parent locators) with its blocks in a random order at unaligned
+ * places: gaps of a few sectors (Virtual PC's spare sector, Hyper-V's padding) and now and then
+ * of more than a block, the footer after the last one. Plain fs; the disk reads the same.
+ */
+export async function scatterVhdBlocks(path: string, rnd: () => number): Promise<void> {
+  const f = await readFile(path);
+  const footer = f.subarray(f.length - 512);
+  const headerAt = Number(footer.readBigUInt64BE(16));
+  const h = f.subarray(headerAt, headerAt + 1024);
+  const tableOffset = Number(h.readBigUInt64BE(16));
+  const entries = h.readUInt32BE(28);
+  const blockSize = h.readUInt32BE(32);
+  const stride = Math.ceil(blockSize / 512 / 8 / 512) * 512 + blockSize;
+  const metaEnd = Math.ceil((tableOffset + entries * 4) / 512) * 512;
+  const used: { i: number; data: Buffer }[] = [];
+  for (let i = 0; i < entries; i++) {
+    const e = f.readUInt32BE(tableOffset + 4 * i);
+    if (e !== 0xffffffff) used.push({ i, data: Buffer.from(f.subarray(e * 512, e * 512 + stride)) });
+  }
+  for (let i = used.length - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    [used[i], used[j]] = [used[j]!, used[i]!];
+  }
+  let at = metaEnd + Math.floor(rnd() * 3) * 512;
+  const places: number[] = [];
+  for (const _ of used) {
+    places.push(at);
+    const r = rnd();
+    at += stride + (r < 0.5 ? Math.floor(rnd() * 4) * 512 : r < 0.65 ? Math.floor((rnd() * 2 * stride) / 512) * 512 : 0);
+  }
+  const out = Buffer.alloc(at + 512);
+  f.copy(out, 0, 0, metaEnd);
+  used.forEach((u, k) => {
+    u.data.copy(out, places[k]!);
+    out.writeUInt32BE(places[k]! / 512, tableOffset + 4 * u.i);
+  });
+  footer.copy(out, at);
+  await writeFile(path, out);
 }

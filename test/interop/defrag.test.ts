@@ -16,7 +16,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import * as V from '../../src/compat/vixdisklib.js';
 import { Disk, DiskError, checkDisk, createChild, defragment, openFindings } from '../../src/index.js';
-import { vdiBlockOrder, vhdBlockOrder, type BlockOrder } from '../helpers/block-order.js';
+import { scatterVhdBlocks, vdiBlockOrder, vhdBlockOrder, type BlockOrder } from '../helpers/block-order.js';
+import { mulberry32 } from '../helpers/prng.js';
 import { describeRun, run, skipUnless, tmpDir } from '../helpers/tools.js';
 import { MiB, Rng, runOk, seedOf } from './support.js';
 
@@ -166,6 +167,30 @@ for (const f of FORMATS) {
     assert.deepEqual(openFindings(rep), { corruptions: 0, leaks: 0 }, JSON.stringify(rep.findings));
   });
 }
+
+test('vhd: blocks at unaligned places with gaps (Virtual PC, Hyper-V layouts) are put in order', async (t) => {
+  if (!skipUnless(t, 'qemu-img')) return;
+  const dir = (await tmpDir(t)).path;
+  const f = FORMATS.find((x) => x.format === 'vhd')!;
+  for (let seed = 1; seed <= 6; seed++) {
+    const rnd = mulberry32(seed);
+    const img = join(dir, `u${seed}.vhd`);
+    const units = 4 + Math.floor(rnd() * 6);
+    const d = await Disk.create(img, { format: 'vhd', capacity: units * f.unit });
+    for (let u = 0; u < units; u++) if (u === 0 || rnd() < 0.7) await d.write(u * f.unit + Math.floor(rnd() * 4000) * 512, Buffer.alloc(512 * (1 + Math.floor(rnd() * 8)), u + 1));
+    await d.close();
+    await scatterVhdBlocks(img, rnd);
+    assert.equal((await f.order(img)).inOrder, false, `seed ${seed}: scattered`);
+    const ref = join(dir, `u${seed}.raw`);
+    await runOk('qemu-img', ['convert', '-q', '-f', 'vpc', '-O', 'raw', img, ref], 'qemu-img convert');
+    const before = (await stat(img)).size;
+    const r = await defragment(img);
+    assert.ok(r.fileBytesAfter <= before, `seed ${seed}: ${before} -> ${r.fileBytesAfter}`);
+    assert.equal((await f.order(img)).inOrder, true, `seed ${seed}: in virtual order`);
+    await same(f, ref, img, `seed ${seed}`);
+    await assertClean(f, img, `seed ${seed}`);
+  }
+});
 
 test('defragment refuses fixed images and a full VDI out of order, and stops cleanly when cancelled', async (t) => {
   if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
