@@ -691,7 +691,8 @@ export function buildProgram(): Command {
         const r = await op(file, { format: o.format, onProgress });
         if (tty) process.stderr.write('\n');
         const saved = r.fileBytesBefore - r.fileBytesAfter;
-        await out(`${file}: ${humanBytes(r.fileBytesBefore)} -> ${humanBytes(r.fileBytesAfter)}${saved > 0 ? ` (${humanBytes(saved)} given back)` : ''}\n`);
+        const moved = r.moved === undefined ? '' : `, ${r.moved} data block${r.moved === 1 ? '' : 's'} moved${name === 'defrag' && r.moved === 0 ? ' (already in virtual order)' : ''}`;
+        await out(`${file}: ${humanBytes(r.fileBytesBefore)} -> ${humanBytes(r.fileBytesAfter)}${saved > 0 ? ` (${humanBytes(saved)} given back)` : ''}${moved}\n`);
       });
   inPlaceCommand('compact', 'give back the space of grains/blocks that read as zeros or were discarded, in place (vmware-vdiskmanager -k, VixDiskLib_Shrink, VBoxManage modifymedium --compact)', compact);
   inPlaceCommand('defrag', 'put grains/blocks in virtual order in the file(s), in place (vmware-vdiskmanager -d, VixDiskLib_Defragment)', defragment).alias('defragment');

@@ -139,6 +139,8 @@ export interface InPlaceOptions {
 export interface InPlaceResult {
   fileBytesBefore: number;
   fileBytesAfter: number;
+  /** grains/blocks copied to a new place (drivers that count them; the CLI prints it) */
+  moved?: number;
 }
 
 /** One finding of a consistency check (qemu-img check's corruptions and leaks). */

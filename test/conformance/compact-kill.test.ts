@@ -14,30 +14,20 @@
  * by the repair.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { copyFile, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { test, type TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { Disk, checkDisk, openFindings } from '../../src/index.js';
-import { mulberry32, xorshiftBytes } from '../helpers/prng.js';
-import { describeRun, run, skipUnless, tmpDir } from '../helpers/tools.js';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { Disk } from '../../src/index.js';
+import { killRuns, readAll, type KillKind } from '../helpers/in-place-kill.js';
+import { xorshiftBytes } from '../helpers/prng.js';
+import { describeRun, run, skipUnless } from '../helpers/tools.js';
 
 const MiB = 2 ** 20;
-const RUNS = 20;
-const WORKER = join(dirname(fileURLToPath(import.meta.url)), '../helpers/compact-kill-worker.js');
 
-interface Kind {
-  label: string;
-  format: string;
-  ext: string;
+interface Kind extends KillKind {
   unit: number;
   /** units in the template image (small: 20 copies are made) */
   units: number;
   create: Record<string, unknown>;
-  qemuCheck: boolean;
-  /** corruption findings (fields) a kill may leave that a repair clears (see the header) */
-  tolerated: string[];
   /** the template's empty image made by qemu-img (its layout), not by vdkit */
   qemuMade?: boolean;
 }
@@ -49,35 +39,6 @@ const KINDS: Kind[] = [
   { label: 'vhdx', format: 'vhdx', ext: 'vhdx', unit: MiB, units: 16, create: { blockSize: MiB }, qemuCheck: true, tolerated: ['logGuid'] },
   { label: 'vhd', format: 'vhd', ext: 'vhd', unit: 2 * MiB, units: 8, create: {}, qemuCheck: false, tolerated: [] },
 ];
-
-/** Run the worker; SIGKILL it when it prints `step <killAt>` (never: it runs to the end). */
-function killedAt(path: string, killAt: number): Promise<{ killed: boolean; steps?: number }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [WORKER, 'compact', path], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stderr.on('data', (c) => (err += c));
-    p.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      if (out.includes(`step ${killAt}\n`)) p.kill('SIGKILL');
-    });
-    p.on('error', reject);
-    p.on('close', (code, signal) => {
-      if (signal === 'SIGKILL') resolve({ killed: true });
-      else if (code === 0) resolve({ killed: false, steps: Number(/done (\d+)/.exec(out)?.[1]) });
-      else reject(new Error(`compact worker failed (${code}): ${err}`));
-    });
-  });
-}
-
-async function readAll(path: string): Promise<Buffer> {
-  const d = await Disk.open(path, { readOnly: true, singleLink: true });
-  try {
-    return await d.read(0, d.capacity);
-  } finally {
-    await d.close();
-  }
-}
 
 async function template(dir: string, k: Kind): Promise<{ path: string; expected: Buffer }> {
   const path = join(dir, `tpl.${k.ext}`);
@@ -96,52 +57,9 @@ async function template(dir: string, k: Kind): Promise<{ path: string; expected:
   return { path, expected: await readAll(path) };
 }
 
-async function killRuns(t: TestContext, k: Kind): Promise<void> {
-  const dir = (await tmpDir(t, `vdkit-compact-kill-${k.label.replace(/ /g, '-')}-`)).path;
-  const { path: tpl, expected } = await template(dir, k);
-  const probe = join(dir, `probe.${k.ext}`);
-  await copyFile(tpl, probe);
-  const whole = await killedAt(probe, Infinity);
-  assert.equal(whole.killed, false);
-  const full = (await stat(probe)).size;
-  const rnd = mulberry32(k.label.length * 7919);
-  let midway = 0;
-  const one = async (i: number) => {
-    const p = join(dir, `run${i}.${k.ext}`);
-    await copyFile(tpl, p);
-    const r = await killedAt(p, 1 + Math.floor(rnd() * whole.steps!));
-    assert.ok((await readAll(p)).equals(expected), `${k.label} run ${i}: content after the kill (killed: ${r.killed})`);
-    const after = await checkDisk(p, { repair: false, chain: false });
-    const bad = after.findings.filter((f) => f.kind === 'corruption' && !k.tolerated.includes(f.field ?? ''));
-    assert.deepEqual(bad, [], `${k.label} run ${i}: no corruption after the kill`);
-    if (after.findings.length > 0) midway++;
-    if (k.qemuCheck && !after.findings.some((f) => f.kind === 'corruption')) {
-      const args = ['check', '-q', '-f', k.format, p];
-      const q = await run('qemu-img', args);
-      assert.ok(q.code === 0 || q.code === 3, describeRun('qemu-img', args, q));
-    }
-    // a repair, then a second compact, finish the job (every fifth run: the time goes to the kills)
-    if (i % 5 !== 0) return;
-    const fixed = await checkDisk(p, { repair: true, chain: false });
-    assert.equal(openFindings(fixed).corruptions, 0, JSON.stringify(fixed.findings));
-    const d = await Disk.open(p, { singleLink: true });
-    await d.image.compact!({});
-    await d.close();
-    assert.ok((await readAll(p)).equals(expected), `${k.label} run ${i}: content after repair and compact`);
-    assert.equal((await stat(p)).size, full, `${k.label} run ${i}: the second compact gives back everything`);
-    if (k.qemuCheck) {
-      const args = ['check', '-q', '-f', k.format, p];
-      const q = await run('qemu-img', args);
-      assert.equal(q.code, 0, describeRun('qemu-img', args, q));
-    }
-  };
-  for (let i = 0; i < RUNS; i += 4) await Promise.all([i, i + 1, i + 2, i + 3].filter((n) => n < RUNS).map(one));
-  t.diagnostic(`${k.label}: whole compact ${whole.steps} steps; ${midway} of ${RUNS} kills left a half-done compact`);
-}
-
 test('compact killed at random moments keeps the content and adds no corruption', { concurrency: true }, async (t) => {
   await Promise.all(KINDS.map((k) => t.test(k.label, async (t) => {
     if (!skipUnless(t, 'qemu-img')) return;
-    await killRuns(t, k);
+    await killRuns(t, k, { op: 'compact', template: (dir) => template(dir, k) });
   })));
 });

@@ -67,7 +67,7 @@ export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   flush: 'concurrent',
   check: 'repair',
   compact: 'native',
-  defragment: 'none',
+  defragment: 'native',
 });
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VDI_CAPABILITIES, write: 'none' });
 
@@ -484,6 +484,82 @@ export class VdiImage implements Image {
     // the entries change but not what the disk reads: uuidModify stays (children stay valid)
     await this.dropBlocks(zero);
     return { fileBytesBefore, fileBytesAfter: await this.store.size() };
+  }
+
+  /**
+   * Defragment (NOTES.md "Defragment"): the allocated blocks put in virtual order, the one with
+   * the lowest virtual index in slot 0, and so on; the data area stays dense and the file is cut
+   * after the last block. The permutation from slots to ranks is walked cycle by cycle with ONE
+   * scratch slot, n = cBlocksAllocated, right after the data area: the first occupant of a
+   * cycle is copied there (flush, entry, flush), which empties its slot; the block that belongs
+   * in an empty slot is copied in (flush, entry, flush), which empties the slot it came from;
+   * the scratch copy closes the cycle. Every entry always points at a complete copy and no slot
+   * is written while an entry names it, so a kill never changes what the disk reads, and the
+   * count never changes (every step re-points one entry), so it always equals the entries.
+   * During a cycle the scratch slot is in use and one slot below it is empty: a hole (check: a
+   * leak; the read-write open asks for a repair, as after a killed compact). The scratch index
+   * must be below cBlocks (QEMU's check and our open call a larger one corrupt), so a full image
+   * cannot move a block: a fixed image (every block allocated, map i = i from creation; VirtualBox
+   * never reorders one and refuses to compact it) is refused, as is a full dynamic image that is
+   * out of order; one already in order has nothing to do.
+   */
+  async defragment(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
+    this.checkWritable();
+    const where = { path: this.path, struct: 'VdiHeader' };
+    if (this.h.type === TYPE_FIXED) throw new DiskError('NOTSUPPORTED', 'a fixed VDI image cannot be defragmented (every block is allocated in virtual order when it is created)', { ...where, field: 'type', found: 'fixed' });
+    const fileBytesBefore = await this.store.size();
+    const order: number[] = [];
+    for (let b = 0; b < this.map.length; b++) if (this.map[b]! < BLOCK_ZERO) order.push(b);
+    const n = order.length;
+    // the read-write open made the data area dense with the count equal to the entries
+    if (n !== this.nextIndex) throw new DiskError('NEEDSREPAIR', 'the block map and cBlocksAllocated disagree: check -r first', { ...where, field: 'cBlocksAllocated', expected: n, found: this.nextIndex });
+    const owner = new Int32Array(n);
+    for (const b of order) owner[this.map[b]!] = b;
+    const inOrder = order.every((b, r) => this.map[b] === r);
+    if (!inOrder && n >= this.h.cBlocks) {
+      throw new DiskError('NOTSUPPORTED', 'every block of this image is allocated: no spare block index for a crash-safe move (convert the image instead)', { ...where, field: 'cBlocksAllocated', found: n, expected: `< ${this.h.cBlocks}` });
+    }
+    const scratch = n;
+    const buf = Buffer.alloc(this.stride);
+    let moved = 0;
+    const move = async (v: number, to: number) => {
+      await this.store.readInto(buf, this.h.offData + this.map[v]! * this.stride);
+      await this.store.write(this.h.offData + to * this.stride, buf);
+      await this.store.flush();
+      this.map[v] = to;
+      await this.writeMapSpan(v, v + 1);
+      await this.store.flush();
+      moved++;
+    };
+    opts.onProgress?.(0, n);
+    let cancelled = false;
+    for (let s = 0; s < n; s++) {
+      if (owner[s] !== order[s]) {
+        // between cycles the scratch slot is free: the only safe place to stop
+        if (opts.signal?.aborted) {
+          cancelled = true;
+          break;
+        }
+        const first = owner[s]!;
+        await move(first, scratch);
+        for (let hole = s; ; ) {
+          const v = order[hole]!;
+          const from = this.map[v]!;
+          await move(v, hole);
+          owner[hole] = v;
+          if (v === first) break;
+          hole = from;
+        }
+      }
+      opts.onProgress?.(s + 1, n);
+    }
+    const end = this.h.offData + n * this.stride;
+    if ((await this.store.size()) > end) {
+      await this.store.truncate(end);
+      await this.store.flush();
+    }
+    if (cancelled) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal!.reason });
+    return { fileBytesBefore, fileBytesAfter: await this.store.size(), moved };
   }
 
   private async writeZeros(at: number, length: number): Promise<void> {
