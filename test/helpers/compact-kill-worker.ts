@@ -20,6 +20,7 @@ for (const name of ['write', 'writev', 'flush', 'truncate']) {
 }
 console.log('ready');
 if (op === 'compact') await d.image.compact!({});
+else if (op === 'defragment') await d.image.defragment!({});
 else throw new Error(`unknown op ${op}`);
 await d.close();
 console.log(`done ${steps}`);

@@ -92,13 +92,17 @@ export async function vhdxLayout(path: string): Promise<VhdxLayout> {
   return { blockSize, structuresEnd: Math.ceil(end / MiB) * MiB, items };
 }
 
-/** blocks back to back in virtual order, the first right after the structures */
-export async function vhdxInOrder(path: string): Promise<boolean> {
+/**
+ * Blocks in virtual order: back to back, the first right after the structures (what defragment
+ * makes), or with `packed: false` only each after the one before (a fixed image's layout).
+ */
+export async function vhdxInOrder(path: string, opts: { packed?: boolean } = {}): Promise<boolean> {
   const l = await vhdxLayout(path);
+  const packed = opts.packed ?? true;
   let at = l.structuresEnd;
   for (const it of l.items) {
-    if (it.offset !== at) return false;
-    at += it.length;
+    if (packed ? it.offset !== at : it.offset < at) return false;
+    at = it.offset + it.length;
   }
   return true;
 }
@@ -109,8 +113,10 @@ export interface Qcow2Layout {
   clusterSize: number;
   /** host offsets of the normal data clusters in guest order */
   data: number[];
-  /** clusters holding metadata: header, L1, L2 tables, refcount table and blocks */
-  metadata: Set<number>;
+  /** clusters that stay where they are: header, L1, L2 tables, refcount table and blocks, compressed and preallocated zero clusters */
+  fixed: Set<number>;
+  /** the raw L2 entries of the compressed clusters, in guest order */
+  compressed: bigint[];
 }
 
 const OFFSET_MASK = 0x00fffffffffffe00n;
@@ -124,38 +130,48 @@ export async function qcow2Layout(path: string): Promise<Qcow2Layout> {
   const l1Offset = Number(h.readBigUInt64BE(40));
   const rtOffset = Number(h.readBigUInt64BE(48));
   const rtClusters = h.readUInt32BE(56);
-  const metadata = new Set<number>([0]);
-  for (let c = 0; c < Math.ceil((l1Size * 8) / cs); c++) metadata.add(l1Offset / cs + c);
-  for (let c = 0; c < rtClusters; c++) metadata.add(rtOffset / cs + c);
+  const fixed = new Set<number>([0]);
+  const compressed: bigint[] = [];
+  for (let c = 0; c < Math.ceil((l1Size * 8) / cs); c++) fixed.add(l1Offset / cs + c);
+  for (let c = 0; c < rtClusters; c++) fixed.add(rtOffset / cs + c);
   const rt = await readAt(path, rtOffset, rtClusters * cs);
   for (let i = 0; i < rt.length / 8; i++) {
     const off = Number(rt.readBigUInt64BE(i * 8) & ~0x1ffn);
-    if (off !== 0) metadata.add(off / cs);
+    if (off !== 0) fixed.add(off / cs);
   }
   const l1 = await readAt(path, l1Offset, l1Size * 8);
   const data: number[] = [];
   for (let i = 0; i < l1Size; i++) {
     const l2Offset = Number(l1.readBigUInt64BE(i * 8) & OFFSET_MASK);
     if (l2Offset === 0) continue;
-    metadata.add(l2Offset / cs);
+    fixed.add(l2Offset / cs);
     const l2 = await readAt(path, l2Offset, cs);
     for (let j = 0; j < cs / 8; j++) {
       const e = l2.readBigUInt64BE(j * 8);
-      if (e & (1n << 62n)) continue; // compressed
+      if (e & (1n << 62n)) {
+        // compressed (§6): x = 62 - (cluster_bits - 8) offset bits, then the extra 512-byte sectors
+        const x = 62n - BigInt(Math.log2(cs) - 8);
+        const off = Number(e & ((1n << x) - 1n));
+        const bytes = (Number((e >> x) & ((1n << BigInt(Math.log2(cs) - 8)) - 1n)) + 1) * 512 - (off % 512);
+        for (let c = Math.floor(off / cs); c <= Math.floor((off + bytes - 1) / cs); c++) fixed.add(c);
+        compressed.push(e);
+        continue;
+      }
       const off = Number(e & OFFSET_MASK);
-      if (off !== 0 && !(e & 1n)) data.push(off);
+      if (off !== 0 && e & 1n) fixed.add(off / cs); // a preallocated zero cluster stays
+      else if (off !== 0) data.push(off);
     }
   }
-  return { clusterSize: cs, data, metadata };
+  return { clusterSize: cs, data, fixed, compressed };
 }
 
-/** data clusters in guest order, with nothing but metadata before and between them */
+/** data clusters in guest order, with nothing but fixed clusters before and between them */
 export async function qcow2InOrder(path: string): Promise<boolean> {
   const l = await qcow2Layout(path);
   let c = 0;
   for (const off of l.data) {
     const want = off / l.clusterSize;
-    while (c < want && l.metadata.has(c)) c++;
+    while (c < want && l.fixed.has(c)) c++;
     if (c !== want) return false;
     c++;
   }

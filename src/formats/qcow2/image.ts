@@ -1104,6 +1104,9 @@ export class Qcow2Image implements Image {
       if (missing < 0) plan = p;
       else {
         if (attempt >= 64) throw new DiskError('INTERNAL', 'defragment: refcount blocks for the targets keep moving the plan', { path: this.path });
+        // new blocks go past the final layout (a block there is dropped again at the end,
+        // when it describes only free clusters; among the targets it would stay for good)
+        this.refs.freeIndex = Math.max(this.refs.freeIndex, p.finalEnd);
         await this.refs.ensureBlock(missing);
         await this.store.flush();
       }
@@ -1154,6 +1157,7 @@ export class Qcow2Image implements Image {
       await this.store.flush();
       opts.onProgress?.(b.placed, total);
     }
+    await this.refs.dropEmptyBlocks();
     const last = await this.refs.lastUsed();
     const end = Math.max((last + 1) * cs, Number(this.h.l1_table_offset) + this.l1.length);
     if (end < this.file.size) {
