@@ -855,7 +855,7 @@ export class VhdxImage implements Image {
     }
     const fixedUnits = new Uint8Array(dataStart / MiB);
     for (const u of structures) fixedUnits.fill(1, Math.floor(u.start / MiB), Math.ceil(u.end / MiB));
-    const { batches } = planRelayout(plan, fixedUnits, dataStart / MiB, Math.max(2, Math.min(64, Math.floor((64 * MiB) / bs))));
+    const { batches } = planRelayout(plan, fixedUnits, dataStart / MiB, Math.max(2, Math.min(16, Math.floor((64 * MiB) / bs))));
     const buf = Buffer.allocUnsafe(Math.max(bs, BITMAP_BLOCK_SIZE));
     for (const b of batches) {
       if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal.reason });
