@@ -853,6 +853,8 @@ export class VhdxImage implements Image {
       opts.onProgress?.(total, total);
       return { fileBytesBefore, fileBytesAfter: fileBytesBefore };
     }
+    // without a log no BAT entry can change safely: refused before anything is copied
+    if (!this.logWriter) throw new DiskError('NOTSUPPORTED', 'this VHDX has no log: its blocks cannot be moved safely', { path: this.path, struct: 'header', field: 'logLength', found: 0 });
     const fixedUnits = new Uint8Array(dataStart / MiB);
     for (const u of structures) fixedUnits.fill(1, Math.floor(u.start / MiB), Math.ceil(u.end / MiB));
     const { batches } = planRelayout(plan, fixedUnits, dataStart / MiB, Math.max(2, Math.min(16, Math.floor((64 * MiB) / bs))));
