@@ -237,6 +237,38 @@ export class Refcounts {
     return -1;
   }
 
+  /**
+   * Drop refcount blocks that describe nothing in use but (maybe) themselves (defragment made
+   * them for room it no longer uses): the table entry cleared first, flushed, then a block's
+   * refcount lowered where another block records it. A crash in between leaves that block
+   * leaked, nothing else. Repeated while it frees more (a block recording the refcount of the
+   * one just dropped). Returns how many went.
+   */
+  async dropEmptyBlocks(): Promise<number> {
+    const epb = this.entriesPerBlock;
+    let dropped = 0;
+    for (let changed = true; changed; ) {
+      changed = false;
+      for (let rt = this.tableEntries - 1; rt >= 0; rt--) {
+        const off = this.blockOffset(rt);
+        if (off === 0) continue;
+        const b = (await this.block(rt))!;
+        const self = off / this.clusterSize;
+        const selfHere = Math.floor(self / epb) === rt;
+        let used = false;
+        for (let i = 0; i < epb && !used; i++) if (getRefcount(b, i, this.order) !== 0 && !(selfHere && rt * epb + i === self)) used = true;
+        if (used) continue;
+        await this.setTableEntry(rt, 0);
+        await this.store.flush();
+        this.cache.delete(off);
+        if (!selfHere) await this.update(self, 1, -1);
+        dropped++;
+        changed = true;
+      }
+    }
+    return dropped;
+  }
+
   private async writeBlockRange(rt: number, b: Buffer, first: number, last: number): Promise<void> {
     const [from, to] = refcountBytes(first, last, this.order);
     const off = this.blockOffset(rt);

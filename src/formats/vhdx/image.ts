@@ -89,6 +89,7 @@ import {
   type ParentLocator,
 } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
+import { planRelayout, type PlanItem } from '../common/relayout-plan.js';
 
 export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
   write: 'native',
@@ -108,7 +109,7 @@ export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
   flush: 'exclusive',
   check: 'repair',
   compact: 'native',
-  defragment: 'none',
+  defragment: 'native',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VHDX_CAPABILITIES, write: 'none' });
@@ -816,6 +817,93 @@ export class VhdxImage implements Image {
       this.fileSize = end;
     }
     this.nextFree = roundUp(Math.max(this.fileSize, end), ALIGN);
+  }
+
+  /**
+   * Defragment (NOTES.md "Defragment"): payload blocks in virtual order, each chunk's sector
+   * bitmap block just before the chunk's first payload block, back to back from the first 1 MiB
+   * after the structures, then the file cut after the last one. The moves come in batches from
+   * relayout-plan.ts: every copy of a batch is written into space nothing references, then
+   * `commit` flushes the copies before it logs and applies the new BAT entries; the old places
+   * are reused only by a later batch. A fixed image whose blocks are already in virtual order
+   * (what every producer writes) is left alone. The DataWriteGuid stays (the content does not
+   * change).
+   */
+  async defragment(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
+    this.checkWritable();
+    await this.commit();
+    const fileBytesBefore = await this.store.size();
+    const bs = this.params.blockSize;
+    const structures = structureRanges(this.regions, Number(this.header.logOffset), this.header.logLength);
+    const dataStart = roundUp(Math.max(...structures.map((u) => u.end)), ALIGN);
+    // the final order: per chunk, its sector bitmap block, then its payload blocks
+    type Item = { kind: 'payload' | 'bitmap'; i: number };
+    const items: Item[] = [];
+    const plan: PlanItem[] = [];
+    for (let k = 0; k * this.cr < this.blocks; k++) {
+      if (this.bState[k] === BITMAP.PRESENT) {
+        items.push({ kind: 'bitmap', i: k });
+        plan.push({ at: this.bOff[k]!, len: BITMAP_BLOCK_SIZE / MiB });
+      }
+      for (let n = k * this.cr; n < Math.min(this.blocks, (k + 1) * this.cr); n++) {
+        const st = this.pState[n];
+        if (st !== PAYLOAD.FULLY_PRESENT && st !== PAYLOAD.PARTIALLY_PRESENT) continue;
+        items.push({ kind: 'payload', i: n });
+        plan.push({ at: this.pOff[n]!, len: bs / MiB });
+      }
+    }
+    const total = items.length;
+    opts.onProgress?.(0, total);
+    if (this.fixed && plan.every((p, j) => j === 0 || p.at > plan[j - 1]!.at)) {
+      opts.onProgress?.(total, total);
+      return { fileBytesBefore, fileBytesAfter: fileBytesBefore };
+    }
+    // without a log no BAT entry can change safely: refused before anything is copied
+    if (!this.logWriter) throw new DiskError('NOTSUPPORTED', 'this VHDX has no log: its blocks cannot be moved safely', { path: this.path, struct: 'header', field: 'logLength', found: 0 });
+    const fixedUnits = new Uint8Array(dataStart / MiB);
+    for (const u of structures) fixedUnits.fill(1, Math.floor(u.start / MiB), Math.ceil(u.end / MiB));
+    const { batches } = planRelayout(plan, fixedUnits, dataStart / MiB, Math.max(2, Math.min(16, Math.floor((64 * MiB) / bs))));
+    const buf = Buffer.allocUnsafe(Math.max(bs, BITMAP_BLOCK_SIZE));
+    for (const b of batches) {
+      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal.reason });
+      // destinations past the end: the file is extended first (a hole), as allocate does
+      const reach = Math.max(...b.moves.map((m) => (m.to + plan[m.item]!.len) * MiB));
+      if (reach > this.fileSize) {
+        await this.store.truncate(reach);
+        this.fileSize = reach;
+      }
+      for (const m of b.moves) {
+        const from = m.from * MiB;
+        const chunk = buf.subarray(0, Math.min(plan[m.item]!.len * MiB, this.fileSize - from));
+        await this.store.readInto(chunk, from);
+        await this.store.write(m.to * MiB, chunk);
+      }
+      for (const m of b.moves) {
+        const it = items[m.item]!;
+        if (it.kind === 'payload') this.setPayload(it.i, this.pState[it.i]!, m.to);
+        else {
+          this.bOff[it.i] = m.to;
+          this.pending.set(bitmapIndex(it.i, this.cr), batEntry(BITMAP.PRESENT, m.to));
+        }
+      }
+      await this.commit(); // flushes the copies before the log entry
+      opts.onProgress?.(b.placed, total);
+    }
+    // the end: after the last block (the disk's last block only as far as the disk goes)
+    let end = dataStart;
+    for (const it of items) {
+      if (it.kind === 'bitmap') end = Math.max(end, this.bOff[it.i]! * MiB + BITMAP_BLOCK_SIZE);
+      else end = Math.max(end, this.pOff[it.i]! * MiB + roundUp(this.blockLen(it.i), ALIGN));
+    }
+    if (end < this.fileSize) {
+      await this.emptyLog();
+      await this.store.truncate(end);
+      await this.store.flush();
+      this.fileSize = end;
+    }
+    this.nextFree = roundUp(Math.max(this.fileSize, end), ALIGN);
+    opts.onProgress?.(total, total);
+    return { fileBytesBefore, fileBytesAfter: await this.store.size() };
   }
 
   // ------------------------------------------------------------------ metadata region
