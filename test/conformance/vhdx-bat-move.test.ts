@@ -6,7 +6,7 @@
  * With 1 MiB blocks, QEMU's 1 MiB BAT region holds 131072 entries: about 127.97 GiB of disk.
  * - qemu-img's image grown from 40 MiB to 200 GiB: qemu-img info reports the size, check is
  *   clean, compare finds the old content; both region tables name the new region; qemu-io
- *   writes past 128 GiB and vdkit reads it back; compact afterwards keeps it all.
+ *   writes past 128 GiB and vdkit reads it back; compact and defragment afterwards keep it all.
  * - a dynamic image of 131040 MiB (fits as dynamic, not as differencing) made a child of another.
  * - the grow killed at random moments (20 runs): the old or the new disk, never corruption.
  */
@@ -15,7 +15,7 @@ import { open, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { Disk, checkDisk, compact, openFindings, resize } from '../../src/index.js';
+import { Disk, checkDisk, compact, defragment, openFindings, resize } from '../../src/index.js';
 import { mulberry32, xorshiftBytes } from '../helpers/prng.js';
 import { runKilledWhen } from '../helpers/spawn-lines.js';
 import { describeRun, run, skipUnless, tmpDir } from '../helpers/tools.js';
@@ -100,6 +100,15 @@ test('VHDX grow past its BAT region moves the BAT; qemu-img, vhdiinfo and a comp
   await ok('qemu-img', ['check', '-q', '-f', 'vhdx', p]);
   await ok('qemu-io', ['-f', 'vhdx', '-c', 'read -P 0x77 150G 2M', '-c', 'read -P 0x5a 1M 3M', '-c', 'read -P 0x11 39M 1M', '-c', 'read -P 0 4M 35M', p]);
   await clean(p, 'after compact');
+  // defragment steps around the moved BAT region too
+  await ok('qemu-io', ['-f', 'vhdx', '-c', 'write -P 0x66 100G 1M', '-c', 'write -P 0x55 20M 1M', p]);
+  const f = await defragment(p);
+  assert.ok(f.fileBytesAfter <= f.fileBytesBefore, `defragment did not grow the file (${f.fileBytesBefore} -> ${f.fileBytesAfter})`);
+  await ok('qemu-img', ['check', '-q', '-f', 'vhdx', p]);
+  await ok('qemu-io', ['-f', 'vhdx', '-c', 'read -P 0x77 150G 2M', '-c', 'read -P 0x66 100G 1M', '-c', 'read -P 0x55 20M 1M', '-c', 'read -P 0x5a 1M 3M', '-c', 'read -P 0x11 39M 1M', '-c', 'read -P 0 4M 16M', p]);
+  await clean(p, 'after defragment');
+  const [moved] = await batRegions(p);
+  assert.deepEqual(moved, regions[0], 'the BAT region stays where the grow put it');
 });
 
 test('VHDX: a dynamic image whose BAT has no room for sector bitmaps becomes a differencing one', async (t) => {

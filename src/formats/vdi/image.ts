@@ -592,7 +592,7 @@ export class VdiImage implements Image {
       let allocated = 0;
       for (let i = 0; i < this.map.length; i++) if (this.map[i]! < BLOCK_ZERO) allocated++;
       this.h.cBlocksAllocated = allocated;
-      await this.writeHeaderAndEntries(Math.max(...blocks));
+      await this.writeHeaderAndEntries(blocks.reduce((m, b) => Math.max(m, b), 0));
       await this.store.flush();
     }
     const slots = Math.max(this.nextIndex, 0);

@@ -758,7 +758,7 @@ export class VhdxImage implements Image {
       if (st === PAYLOAD.FULLY_PRESENT || st === PAYLOAD.PARTIALLY_PRESENT) items.push({ kind: 'payload', i: n, at: this.pOff[n]! * MiB, len: bs });
     }
     for (let k = 0; k < this.bState.length; k++) if (this.bState[k] === BITMAP.PRESENT) items.push({ kind: 'bitmap', i: k, at: this.bOff[k]! * MiB, len: BITMAP_BLOCK_SIZE });
-    const firstBlock = Math.min(Infinity, ...items.map((x) => x.at));
+    const firstBlock = items.reduce((m, x) => Math.min(m, x.at), Infinity);
     const dataStart = roundUp(Math.max(HEADER_SECTION, ...structures.filter((u) => u.start < firstBlock).map((u) => u.end)), ALIGN);
     // occupied ranges: every block where it is now, and (during a batch) where it is going, and
     // the structures past dataStart
@@ -835,7 +835,6 @@ export class VhdxImage implements Image {
     const fileBytesBefore = await this.store.size();
     const bs = this.params.blockSize;
     const structures = structureRanges(this.regions, Number(this.header.logOffset), this.header.logLength);
-    const dataStart = roundUp(Math.max(...structures.map((u) => u.end)), ALIGN);
     // the final order: per chunk, its sector bitmap block, then its payload blocks
     type Item = { kind: 'payload' | 'bitmap'; i: number };
     const items: Item[] = [];
@@ -860,7 +859,12 @@ export class VhdxImage implements Image {
     }
     // without a log no BAT entry can change safely: refused before anything is copied
     if (!this.logWriter) throw new DiskError('NOTSUPPORTED', 'this VHDX has no log: its blocks cannot be moved safely', { path: this.path, struct: 'header', field: 'logLength', found: 0 });
-    const fixedUnits = new Uint8Array(dataStart / MiB);
+    // blocks start after the structures that come before the first block; a BAT region moved
+    // to the end by a grow (growBatRegion) stays where it is and is stepped around
+    const firstBlock = plan.reduce((m, p) => Math.min(m, p.at * MiB), Infinity);
+    const dataStart = roundUp(Math.max(HEADER_SECTION, ...structures.filter((u) => u.start < firstBlock).map((u) => u.end)), ALIGN);
+    const structuresEnd = roundUp(Math.max(...structures.map((u) => u.end)), ALIGN);
+    const fixedUnits = new Uint8Array(structuresEnd / MiB);
     for (const u of structures) fixedUnits.fill(1, Math.floor(u.start / MiB), Math.ceil(u.end / MiB));
     const { batches } = planRelayout(plan, fixedUnits, dataStart / MiB, Math.max(2, Math.min(16, Math.floor((64 * MiB) / bs))));
     const buf = Buffer.allocUnsafe(Math.max(bs, BITMAP_BLOCK_SIZE));
@@ -890,7 +894,7 @@ export class VhdxImage implements Image {
       opts.onProgress?.(b.placed, total);
     }
     // the end: after the last block (the disk's last block only as far as the disk goes)
-    let end = dataStart;
+    let end = Math.max(dataStart, structuresEnd);
     for (const it of items) {
       if (it.kind === 'bitmap') end = Math.max(end, this.bOff[it.i]! * MiB + BITMAP_BLOCK_SIZE);
       else end = Math.max(end, this.pOff[it.i]! * MiB + roundUp(this.blockLen(it.i), ALIGN));
