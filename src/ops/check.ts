@@ -56,7 +56,7 @@ async function checkLink(driver: Driver, path: string, opts: CheckDiskOptions): 
   if (driver.checkFile) return driver.checkFile(path, what);
   const write = opts.repair && !opts.dryRun;
   // repair writes metadata, never data, so the lone link may be opened read-write
-  const d = await Disk.open(path, { format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents });
+  const d = await Disk.open(path, { format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, forCheck: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents });
   try {
     if (!d.image.check) throw new DiskError('NOTSUPPORTED', `${driver.name} images cannot be checked yet`, { path });
     return await d.image.check(what);
