@@ -45,6 +45,7 @@ import {
   SeSparseVolatileHeader,
 } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
+import { ZEROS, planRead } from '../common/read-plan.js';
 import type { StructValue } from '../../binary/struct.js';
 
 /** decoded table entry: a byte offset in the file (>= 0) or one of these */
@@ -324,57 +325,23 @@ export class EsxSparseExtent implements Extent {
 
   // ---------------------------------------------------------------- Extent
 
-  async read(into: Buffer, offset: number): Promise<void> {
-    const pending: Promise<void>[] = [];
-    try {
-      await this.planReads(into, offset, pending);
-    } catch (err) {
-      // reads already started must settle before the error leaves (no stray rejections)
-      await Promise.allSettled(pending);
-      throw err;
-    }
-    await Promise.all(pending);
-  }
-
-  /** Fill unallocated and zero grains, and start one file read per run of contiguous grains. */
-  private async planReads(into: Buffer, offset: number, pending: Promise<void>[]): Promise<void> {
-    const gb = this.layout.grainBytes;
-    let runFile = -1;
-    let runPos = 0;
-    let runLen = 0;
-    const flush = () => {
-      if (runLen > 0) pending.push(this.readFile(into.subarray(runPos, runPos + runLen), runFile));
-      runLen = 0;
-    };
-    let pos = 0;
-    while (pos < into.length) {
-      const g = Math.floor((offset + pos) / gb / ENTRIES_PER_GT);
-      const words = await this.table(g);
-      // every grain of this table that the request covers, without awaiting
-      const end = Math.min(into.length, (g + 1) * ENTRIES_PER_GT * gb - offset);
-      while (pos < end) {
-        const at = offset + pos;
-        const gi = Math.floor(at / gb);
-        const within = at - gi * gb;
-        const n = Math.min(gb - within, end - pos);
-        const e = words === undefined ? UNALLOCATED : this.layout.decode(words, gi - g * ENTRIES_PER_GT, gi);
-        if (e < 0) {
-          flush();
-          into.fill(0, pos, pos + n);
-        } else {
-          const fileAt = e + within;
-          if (runLen > 0 && runFile + runLen === fileAt) runLen += n;
-          else {
-            flush();
-            runFile = fileAt;
-            runPos = pos;
-            runLen = n;
-          }
-        }
-        pos += n;
-      }
-    }
-    flush();
+  read(into: Buffer, offset: number): Promise<void> {
+    const { tables, decode, grainBytes } = this.layout;
+    return planRead(into, offset, {
+      unit: grainBytes,
+      locate: (gi) => {
+        const g = Math.floor(gi / ENTRIES_PER_GT);
+        if (tables[g] === 0) return ZEROS;
+        const entry = (words: Uint32Array) => {
+          const e = decode(words, gi - g * ENTRIES_PER_GT, gi);
+          return e < 0 ? ZEROS : e;
+        };
+        // a cached table answers at once; a table to load costs one await per table, not per grain
+        const words = this.gtCache.get(g);
+        return words ? entry(words) : this.table(g).then((w) => entry(w!));
+      },
+      readFile: (part, at) => this.readFile(part, at),
+    });
   }
 
   private async readFile(into: Buffer, at: number): Promise<void> {
