@@ -156,7 +156,8 @@ export interface CheckFinding {
   /** whether a repair run fixed it */
   repaired?: boolean;
   /** dry run: a repair would fix it (nothing was changed) */
-  wouldRepair?: boolean;
+  wouldRepair?: boolean;  /** a repair was asked for, but vdkit cannot mend this (the message says what can) */
+  notRepairable?: boolean;
 }
 
 /** What `check` is asked to do. */
@@ -283,6 +284,12 @@ export interface OpenOptions {
    * refused even with it, so a damaged image is never written to.
    */
   ignoreChecksums?: boolean;
+  /**
+   * internal (ops/check): the open is for a check or repair. Parts of the image that vdkit only
+   * ever checks (VMDK ESXi delta extents) are then opened read-only instead of refusing a
+   * read-write open; their findings come back as not repairable.
+   */
+  forCheck?: boolean;
 }
 
 export interface CreateOptions {

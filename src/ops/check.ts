@@ -12,11 +12,16 @@
  *   were checked, and what is wrong is the link. When the chain opens, each parent is checked
  *   (never repaired: a repair writes only the file it was asked about) and its report is
  *   attached as `links`, nearest parent first.
+ * - Files a stopped rename of the named disk left in its folder (ops/rename.ts
+ *   renameLeftovers) are leaks of the disk; a repair removes them.
  */
+import { basename } from 'node:path';
 import { DiskError } from '../core/errors.js';
 import { Disk } from '../disk.js';
 import { detectFormat, driverByName } from '../formats/registry.js';
-import type { CheckOptions, CheckReport, Driver } from '../formats/types.js';
+import type { CheckFinding, CheckOptions, CheckReport, Driver } from '../formats/types.js';
+import { fsx } from '../storage/file.js';
+import { renameLeftovers } from './rename.js';
 
 export interface CheckDiskOptions extends CheckOptions {
   /** format of the named file (detected when omitted) */
@@ -30,8 +35,29 @@ export interface CheckDiskOptions extends CheckOptions {
 export async function checkDisk(path: string, opts: CheckDiskOptions): Promise<CheckReport> {
   const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
   const report = await checkLink(driver, path, opts);
+  await checkLeftovers(path, opts, report);
   if (opts.chain !== false) await checkChain(driver, path, opts, report);
   return report;
+}
+
+/** Files a stopped rename of this disk left in its folder (ops/rename.ts): a leak; a repair removes them. */
+async function checkLeftovers(path: string, opts: CheckDiskOptions, report: CheckReport): Promise<void> {
+  let stray: string[];
+  try {
+    stray = await renameLeftovers(path);
+  } catch (err) {
+    if (err instanceof DiskError) return; // a disk that does not open: the structural check said why
+    throw err;
+  }
+  for (const file of stray) {
+    const f: CheckFinding = { kind: 'leak', message: `${file} was left by a stopped rename of this disk (no disk uses it)`, struct: 'folder', field: basename(file) };
+    if (opts.repair && opts.dryRun) f.wouldRepair = true;
+    else if (opts.repair) {
+      await fsx.remove(file);
+      f.repaired = true;
+    }
+    report.findings.push(f);
+  }
 }
 
 /** The problems a report (and the reports of its links) leaves open. */
@@ -56,7 +82,7 @@ async function checkLink(driver: Driver, path: string, opts: CheckDiskOptions): 
   if (driver.checkFile) return driver.checkFile(path, what);
   const write = opts.repair && !opts.dryRun;
   // repair writes metadata, never data, so the lone link may be opened read-write
-  const d = await Disk.open(path, { format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents });
+  const d = await Disk.open(path, { format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, forCheck: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents });
   try {
     if (!d.image.check) throw new DiskError('NOTSUPPORTED', `${driver.name} images cannot be checked yet`, { path });
     return await d.image.check(what);

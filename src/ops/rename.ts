@@ -10,11 +10,27 @@
  *   parent locators, VDI nothing: it finds its parent by UUID); (3) the old names go, the old
  *   descriptor first. Killed at any point, the disk opens under the old name, the new name or
  *   both, with the same content, and every child reaches it. Where the file system has no hard
- *   links the files are renamed instead (children are then re-pointed after the move).
+ *   links the files are renamed instead (children are then re-pointed after the move); there a
+ *   kill between moving a VMDK's extents and writing its new descriptor leaves neither name
+ *   whole (every file is there, the extents under their new names): a gap of that fallback, not
+ *   covered by the kill tests (their folders have hard links).
+ * - A disk of several files (VMDK descriptor + extents) cannot change all its names at once, so
+ *   two kill windows leave a name no disk uses: after the extents got their new names and before
+ *   the new descriptor is in place (`b-flat.vmdk` beside a whole `a.vmdk`, perhaps with the new
+ *   descriptor's temporary file), and after the old descriptor went and before the old extents
+ *   did (`a-flat.vmdk` beside a whole `b.vmdk`). Every other order is worse (a descriptor naming
+ *   a missing extent). Such a leftover is recognisable: a hard link of one of the disk's files,
+ *   named like it under another stem that has no top file (`b.vmdk` missing), or a temporary
+ *   file (`<name>.vdkit-tmp-<pid>`) of such a name or of the disk's own top file whose process
+ *   is gone. `renameLeftovers` finds them; the next rename of the disk removes them first, and
+ *   `check` reports them (a leak) and a repair removes them.
+ * - VHDX children are re-pointed through their log; a kill there leaves a log the next
+ *   read-write open replays (VHDX's own recovery; check reports it on `logGuid` and a repair
+ *   applies it), so the child reaches the parent under one of the names either way.
  * - Unlink removes every file of the disk (top file first, so a disk killed half-way through
  *   is no longer found by name), refusing when a child in its folder depends on it unless forced.
  */
-import { resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { DiskError } from '../core/errors.js';
 import { findChildren } from '../chain/children.js';
 import { hintFor } from '../chain/chain.js';
@@ -48,6 +64,8 @@ export async function rename(oldPath: string, newPath: string): Promise<RenameRe
   } finally {
     await image.close();
   }
+  // what an earlier rename of this disk left when it was stopped
+  for (const f of await leftoversOf(src, from)) await fsx.remove(f);
   const links: { path: string; parentId: string }[] = [];
   for (const c of kids) {
     const child = await openLink(c, { singleLink: true, readOnly: true });
@@ -76,6 +94,65 @@ export async function rename(oldPath: string, newPath: string): Promise<RenameRe
   // the old descriptor (the name the disk is opened by) first, then the rest
   for (const f of from) if (!to.includes(f)) await fsx.remove(f);
   return { from, to, children: kids };
+}
+
+/**
+ * Files a stopped rename of the disk at `path` left behind (see the design notes): hard links of
+ * its files under a stem whose top file does not exist, and the temporary files of such names
+ * or of the disk's own top file whose process is gone. Nothing is removed here.
+ */
+export async function renameLeftovers(path: string): Promise<string[]> {
+  const top = resolve(path);
+  const image = await openLink(top, { singleLink: true, readOnly: true });
+  let files: string[];
+  try {
+    files = (await image.info()).files.map((f) => resolve(f));
+  } finally {
+    await image.close();
+  }
+  return leftoversOf(top, files);
+}
+
+async function leftoversOf(top: string, files: string[]): Promise<string[]> {
+  const dir = dirname(top);
+  const ext = extname(top);
+  const stem = basename(top, ext);
+  // the disk's other files in its folder named after its stem: what a rename gives new names
+  const renamed = files.filter((f) => f !== top && dirname(f) === dir && basename(f).startsWith(stem)).map((f) => ({ file: f, suffix: basename(f).slice(stem.length) }));
+  const names = await fsx.list(dir);
+  const out: string[] = [];
+  const otherStems = new Set<string>();
+  for (const n of names) {
+    const full = join(dir, n);
+    if (files.includes(full)) continue;
+    for (const r of renamed) {
+      if (!n.endsWith(r.suffix) || n.length === r.suffix.length) continue;
+      const other = n.slice(0, n.length - r.suffix.length);
+      if (await fsx.exists(join(dir, other + ext))) continue; // a disk of that name: not ours to touch
+      const [a, b] = [await fsx.fileId(full), await fsx.fileId(r.file)];
+      if (a && b && a.dev === b.dev && a.ino === b.ino) {
+        out.push(full);
+        otherStems.add(other);
+        break;
+      }
+    }
+  }
+  const tops = new Set([basename(top), ...[...otherStems].map((s) => s + ext)]);
+  for (const n of names) {
+    const m = /^(.*)\.vdkit-tmp-(\d+)$/.exec(n);
+    if (m && tops.has(m[1]!) && processGone(Number(m[2]))) out.push(join(dir, n));
+  }
+  return out;
+}
+
+function processGone(pid: number): boolean {
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
 
 export interface UnlinkOptions {

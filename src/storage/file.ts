@@ -253,6 +253,15 @@ export const fsx = {
       throw fromSystemError(err, to);
     }
   },
+  /** device, inode and link count of a file (lstat), or undefined when there is none */
+  async fileId(path: string): Promise<{ dev: number; ino: number; nlink: number } | undefined> {
+    try {
+      const st = await lstat(path);
+      return st.isFile() ? { dev: st.dev, ino: st.ino, nlink: st.nlink } : undefined;
+    } catch {
+      return undefined;
+    }
+  },
   async remove(path: string): Promise<void> {
     try {
       await unlink(path);

@@ -11,9 +11,12 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Disk, type ErrorCode } from '../../src/index.js';
+import { checkDisk } from '../../src/ops/check.js';
+import type { CheckFinding } from '../../src/formats/types.js';
+import { run } from '../helpers/tools.js';
 import { CowdHeader, SeSparseConstHeader, SeSparseVolatileHeader } from '../../src/formats/vmdk/structs.js';
 import { BuildRng, COWD, DATA, SES, SES_VOLATILE, buildCowd, buildSeSparse, esxDescriptor, writeExtent, type BuiltExtent } from '../helpers/esx-sparse-builder.js';
-import { expectFailure, poke, removeTempDirs, sha, tempDir, u32le, u64le } from './support.js';
+import { expectFailure, poke, removeTempDirs, repoRoot, sha, tempDir, u32le, u64le } from './support.js';
 
 let root: string;
 let cowd: BuiltExtent;
@@ -220,3 +223,255 @@ for (const c of ENTRY_CASES) {
     }
   });
 }
+
+// ------------------------------------------------------------------ check (report only)
+
+/** the findings of a check, dry run and repair of `desc`; every run must leave the extent and descriptor as they were */
+async function checkAll(desc: string, extent: string): Promise<CheckFinding[]> {
+  const before = [sha(extent), sha(desc)];
+  const report = await checkDisk(desc, { repair: false });
+  assert.deepEqual([sha(extent), sha(desc)], before, 'a check changes no byte');
+  const dry = await checkDisk(desc, { repair: true, dryRun: true });
+  assert.deepEqual([sha(extent), sha(desc)], before, 'a dry-run repair changes no byte');
+  const fixed = await checkDisk(desc, { repair: true });
+  assert.deepEqual([sha(extent), sha(desc)], before, 'a repair changes no byte');
+  for (const r of [dry, fixed]) {
+    // the same findings, the problems marked as not repairable and none claimed repaired
+    assert.deepEqual(r.findings.map((f) => [f.kind, f.struct, f.field]), report.findings.map((f) => [f.kind, f.struct, f.field]));
+    for (const f of r.findings) {
+      assert.ok(!f.repaired && !f.wouldRepair, `nothing repaired: ${f.message}`);
+      assert.equal(!!f.notRepairable, f.kind !== 'warning', `not repairable, said plainly: ${f.message}`);
+      if (f.kind !== 'warning') assert.match(f.message, /not repairable by vdkit/);
+    }
+  }
+  for (const f of report.findings) assert.ok(!f.notRepairable, 'a plain check does not speak of repairs');
+  return report.findings;
+}
+
+for (const kind of ['c', 's'] as const) {
+  test(`check: a clean ${kind === 'c' ? 'COWD' : 'SESparse'} link (and its bare extent file) has no findings; check, dry run and repair change no byte`, async () => {
+    const { desc, extent } = await copy(kind);
+    assert.deepEqual(await checkAll(desc, extent), []);
+    const bare = await checkDisk(extent, { repair: true });
+    assert.deepEqual(bare.findings, []);
+    assert.equal(bare.leakedBytes, 0);
+  });
+}
+
+interface CheckCase {
+  name: string;
+  kind: 'c' | 's';
+  damage: (extent: string) => Promise<void>;
+  /** the findings (at least these; `only` = exactly these) */
+  want: { kind: CheckFinding['kind']; struct: string; field: string | RegExp; message: RegExp }[];
+  only?: boolean;
+  leaked?: number;
+}
+
+/** file offset of the entry of virtual grain `gi` (its table must exist) */
+const entryAt = (b: BuiltExtent, gi: number) => b.at.tables[Math.floor(gi / 4096)]! + (gi % 4096) * (b === cowd ? 4 : 8);
+const sesEntry = (slot: number) => u64le(0x3000000000000000n | (BigInt(slot & 0xfff) << 48n) | BigInt(Math.floor(slot / 4096)));
+/** the builder's grainsOffset (sectors), read back from the header it wrote */
+const sesGrainsSector = () => sesHeader('grainsOffset');
+const sesHeader = (field: keyof typeof SES) => Number(ses.parts.find((p) => p.offset === 0)!.data.readBigUInt64LE(SES[field]));
+
+const CHECK_CASES: CheckCase[] = [
+  // ---- COWD
+  {
+    name: 'COWD grain entry into the grain directory',
+    kind: 'c',
+    damage: (p) => poke(p, entryAt(cowd, dataGrainIn(cowd, 1)), u32le(4)),
+    want: [{ kind: 'corruption', struct: 'grain table', field: 'GTE[', message: /points into the header or grain directory/ }],
+  },
+  {
+    name: 'COWD grain entry past the end of the file',
+    kind: 'c',
+    damage: (p) => poke(p, entryAt(cowd, dataGrainIn(cowd, 0)), u32le(cowd.fileLength / 512 + 10)),
+    want: [{ kind: 'corruption', struct: 'grain table', field: 'GTE[', message: /past the end of the file/ }],
+  },
+  {
+    name: 'COWD two entries naming one grain',
+    kind: 'c',
+    damage: async (p) => {
+      const a = dataGrainIn(cowd, 0);
+      await poke(p, entryAt(cowd, dataGrainIn(cowd, 2)), u32le(cowd.at.grains.get(a)! / 512));
+    },
+    want: [
+      { kind: 'corruption', struct: 'grain table', field: 'GTE[', message: /^grain \d+ overlaps grain \d+ \(sector \d+\)$/ },
+      { kind: 'leak', struct: 'grain table', field: '', message: /512 bytes below freeSector/ },
+    ],
+    only: true,
+    leaked: 512,
+  },
+  {
+    name: 'COWD grain entry inside a grain table',
+    kind: 'c',
+    damage: (p) => poke(p, entryAt(cowd, dataGrainIn(cowd, 1)), u32le(cowd.at.tables[0]! / 512 + 7)),
+    want: [{ kind: 'corruption', struct: 'grain table', field: 'GTE[', message: /overlaps grain table 0 \(sector \d+\)/ }],
+  },
+  {
+    name: 'COWD freeSector below the grains in use',
+    kind: 'c',
+    damage: (p) => poke(p, COWD.freeSector, u32le(cowd.fileLength / 512 - 3)),
+    want: [{ kind: 'corruption', struct: 'CowdHeader', field: 'freeSector', message: /ESXi would allocate over them/ }],
+    only: true,
+  },
+  {
+    name: 'COWD a grain no entry uses (leak)',
+    kind: 'c',
+    damage: (p) => poke(p, entryAt(cowd, dataGrainIn(cowd, 1)), u32le(0)),
+    want: [{ kind: 'leak', struct: 'grain table', field: '', message: /^512 bytes below freeSector are used by no grain or grain table$/ }],
+    only: true,
+    leaked: 512,
+  },
+  {
+    name: 'COWD numGDEntries larger than the capacity needs, an extra entry set',
+    kind: 'c',
+    damage: async (p) => {
+      await poke(p, COWD.numGDEntries, u32le(5));
+      await poke(p, cowdGd(4), u32le(cowd.at.tables[1]! / 512));
+    },
+    want: [
+      { kind: 'warning', struct: 'CowdHeader', field: 'numGDEntries', message: /numGDEntries is 5, the capacity needs 3/ },
+      { kind: 'warning', struct: 'grain directory', field: 'GDE[4]', message: /beyond the capacity/ },
+    ],
+    only: true,
+  },
+  {
+    name: 'COWD a grain table entry beyond the capacity',
+    kind: 'c',
+    damage: (p) => poke(p, cowd.at.tables[2]! + 3000 * 4, u32le(cowd.fileLength / 512 - 1)),
+    want: [{ kind: 'warning', struct: 'grain table', field: `GTE[${2 * 4096 + 3000}]`, message: /beyond the capacity/ }],
+    only: true,
+  },
+  {
+    name: 'COWD uncleanShutdown set',
+    kind: 'c',
+    damage: (p) => poke(p, COWD.uncleanShutdown, u32le(1)),
+    want: [{ kind: 'warning', struct: 'CowdHeader', field: 'uncleanShutdown', message: /not closed cleanly/ }],
+    only: true,
+  },
+  // ---- SESparse
+  {
+    name: 'SESparse unallocated entry with bits set',
+    kind: 's',
+    damage: (p) => poke(p, entryAt(ses, dataGrainIn(ses, 1)), u64le(5n)),
+    want: [{ kind: 'corruption', struct: 'grain table', field: 'GTE[', message: /unallocated grain table entry \d+ has bits set/ }],
+  },
+  {
+    name: 'SESparse entry of unknown type',
+    kind: 's',
+    damage: (p) => poke(p, entryAt(ses, dataGrainIn(ses, 0)), u64le(0x7000000000000000n)),
+    want: [{ kind: 'corruption', struct: 'grain table', field: 'GTE[', message: /unknown type/ }],
+  },
+  {
+    name: 'SESparse grain index outside the grain area',
+    kind: 's',
+    damage: (p) => poke(p, entryAt(ses, dataGrainIn(ses, 0)), sesEntry(sesHeader('grainsSize') / 8 + 3)),
+    want: [{ kind: 'corruption', struct: 'grain table', field: 'GTE[', message: /outside the grain area/ }],
+  },
+  {
+    name: 'SESparse two entries naming one grain',
+    kind: 's',
+    damage: async (p) => {
+      const a = dataGrainIn(ses, 0);
+      const slot = (ses.at.grains.get(a)! / 512 - sesGrainsSector()) / 8;
+      await poke(p, entryAt(ses, dataGrainIn(ses, 1)), sesEntry(slot));
+    },
+    want: [{ kind: 'corruption', struct: 'grain table', field: 'GTE[', message: /^grains \d+ and \d+ share grain index \d+$/ }],
+    only: true,
+  },
+  {
+    name: 'SESparse journal running into the grain directory',
+    kind: 's',
+    damage: (p) => poke(p, SES.journalSize, u64le(100n)),
+    want: [{ kind: 'corruption', struct: 'SeSparseConstHeader', field: 'journalSize', message: /the journal \(sectors 4\+100\) overlaps the grain directory/ }],
+  },
+  {
+    name: 'SESparse volatile header size 0',
+    kind: 's',
+    damage: (p) => poke(p, SES.volatileHeaderSize, u64le(0n)),
+    want: [{ kind: 'corruption', struct: 'SeSparseConstHeader', field: 'volatileHeaderSize', message: /volatile header size is 0/ }],
+    only: true,
+  },
+  {
+    name: 'SESparse back map past the end of the file',
+    kind: 's',
+    damage: (p) => poke(p, SES.backmapOffset, u64le(2n ** 40n)),
+    want: [{ kind: 'corruption', struct: 'SeSparseConstHeader', field: 'backmapOffset', message: /the back map .* runs past the end of the file/ }],
+    only: true,
+  },
+  {
+    name: 'SESparse grain area declared past the end of the file',
+    kind: 's',
+    damage: (p) => poke(p, SES.grainsSize, u64le(BigInt(sesHeader('grainsSize') + 800))),
+    want: [{ kind: 'warning', struct: 'SeSparseConstHeader', field: 'grainsSize', message: /the grain area .* runs past the end/ }],
+    only: true,
+  },
+  {
+    name: 'SESparse grain-table area not whole tables',
+    kind: 's',
+    // one sector more: no more whole tables, and the area now runs into the free bitmap
+    damage: (p) => poke(p, SES.grainTablesSize, u64le(BigInt(sesHeader('grainTablesSize') + 1))),
+    want: [
+      { kind: 'warning', struct: 'SeSparseConstHeader', field: 'grainTablesSize', message: /not a whole number/ },
+      { kind: 'corruption', struct: 'SeSparseConstHeader', field: 'grainTablesSize', message: /the grain-table area .* overlaps the free bitmap/ },
+    ],
+    only: true,
+  },
+  {
+    name: 'SESparse freeGtNumber beyond the grain-table area',
+    kind: 's',
+    damage: (p) => poke(p, SES_VOL() + SES_VOLATILE.freeGtNumber, u64le(1000n)),
+    want: [{ kind: 'corruption', struct: 'SeSparseVolatileHeader', field: 'freeGtNumber', message: /beyond the \d+ grain tables/ }],
+    only: true,
+  },
+  {
+    name: 'SESparse freeGtNumber below the tables in use',
+    kind: 's',
+    damage: (p) => poke(p, SES_VOL() + SES_VOLATILE.freeGtNumber, u64le(0n)),
+    want: [{ kind: 'warning', struct: 'SeSparseVolatileHeader', field: 'freeGtNumber', message: /2 grain tables are in use but freeGtNumber is 0/ }],
+    only: true,
+  },
+  {
+    name: 'SESparse directory entry beyond the capacity not empty',
+    kind: 's',
+    damage: (p) => poke(p, sesGd(2), u64le(0x1000000000000004n)),
+    want: [{ kind: 'corruption', struct: 'grain directory', field: 'GDE[2]', message: /beyond the capacity but is not empty/ }],
+    only: true,
+  },
+  {
+    name: 'SESparse a grain table entry beyond the capacity',
+    kind: 's',
+    damage: (p) => poke(p, ses.at.tables[1]! + 2000 * 8, u64le(0x2000000000000000n)),
+    want: [{ kind: 'warning', struct: 'grain table', field: `GTE[${4096 + 2000}]`, message: /beyond the capacity/ }],
+    only: true,
+  },
+];
+
+for (const c of CHECK_CASES) {
+  test(`check finds: ${c.name}; dry run and repair report it as not repairable and change no byte`, async () => {
+    const { desc, extent } = await copy(c.kind);
+    await c.damage(extent);
+    const findings = await checkAll(desc, extent);
+    for (const w of c.want) {
+      const hit = findings.find((f) => f.kind === w.kind && (f.struct ?? '') === w.struct && (typeof w.field === 'string' ? (f.field ?? '').startsWith(w.field) : w.field.test(f.field ?? '')) && w.message.test(f.message));
+      assert.ok(hit, `a ${w.kind} ${w.struct}.${String(w.field)} ${w.message}; found ${JSON.stringify(findings, null, 1)}`);
+    }
+    if (c.only) assert.equal(findings.length, c.want.length, `only the expected findings: ${JSON.stringify(findings, null, 1)}`);
+    if (c.leaked !== undefined) assert.equal((await checkDisk(desc, { repair: false })).leakedBytes, c.leaked);
+  });
+}
+
+test('vdkit check --repair on a damaged COWD link: exit 2, the finding printed as not repairable, no byte changed', async () => {
+  const { desc, extent } = await copy('c');
+  await poke(extent, COWD.freeSector, u32le(cowd.fileLength / 512 - 3));
+  const before = [sha(extent), sha(desc)];
+  const vdkit = (args: string[]) => run(process.execPath, [join(repoRoot(), 'bin', 'vdkit.js'), ...args]);
+  const r = await vdkit(['check', '--repair', desc]);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stdout, /^ERROR: freeSector \d+ lies before .* \(not repairable by vdkit: ESXi COWD files are repaired on ESXi, vmkfstools -x repair\) \(CowdHeader\.freeSector\)$/m);
+  assert.deepEqual([sha(extent), sha(desc)], before);
+  const json = JSON.parse((await vdkit(['check', '--json', desc])).stdout) as { findings: CheckFinding[] };
+  assert.deepEqual(json.findings.map((f) => [f.kind, f.struct, f.field]), [['corruption', 'CowdHeader', 'freeSector']]);
+});

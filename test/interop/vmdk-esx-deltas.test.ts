@@ -9,6 +9,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Disk, DiskError } from '../../src/index.js';
@@ -105,13 +106,23 @@ for (const c of CASES) {
       for (const r of status) if (r.state !== 'data') assert.ok(qemuBytes.subarray(r.offset, r.offset + r.length).every((b) => b === 0), `${r.state} range ${r.offset}+${r.length} reads zeros`);
       if (c.type === 'SESPARSE') assert.ok(status.some((r) => r.state === 'zero'), 'the SESparse case has zero grains');
       else assert.ok(!status.some((r) => r.state === 'zero'), 'COWD has no zero grains');
-      // check says plainly that it did not walk these extents, instead of a clean report
+      // check walks every table of a file as ESXi lays it out and finds nothing
       const report = await d.image.check!({ repair: false });
-      assert.deepEqual(report.findings.map((f) => [f.kind, f.field]), [['warning', 'extent type']]);
-      assert.match(report.findings[0]!.message, c.type === 'SESPARSE' ? /SESparse extent not checked/ : /COWD extent not checked/);
+      assert.deepEqual(report.findings, []);
+      assert.equal(report.leakedBytes, 0);
+      assert.equal(d.image.capabilities.check, 'detect', 'ESXi deltas are checked, not repaired');
     } finally {
       await d.close();
     }
+
+    // vdkit check --repair: clean, and no byte of either file changes
+    const extentFile = join(dir, `disk-000001-${c.type === 'SESPARSE' ? 'sesparse' : 'delta'}.vmdk`);
+    const hashes = () => [desc, extentFile].map((p) => createHash('sha256').update(readFileSync(p)).digest('hex'));
+    const hashed = hashes();
+    const cli = await run(process.execPath, [join(repoRoot(), 'bin', 'vdkit.js'), 'check', '--repair', desc]);
+    assert.equal(cli.code, 0, cli.stdout + cli.stderr);
+    assert.match(cli.stdout, /No errors were found on the image/);
+    assert.deepEqual(hashes(), hashed, 'check --repair of a clean ESXi delta writes nothing');
 
     // read-write is refused before anything is written, naming the extent file
     const before = readFileSync(desc);
@@ -211,6 +222,13 @@ test('ESXi chain vmfs <- vmfsSparse <- seSparse: vdkit flattens it to the bytes 
   } finally {
     await d.close();
   }
+
+  // vdkit check walks the SESparse top and then its links (the COWD delta, the vmfs base): all clean
+  const chk = await run(process.execPath, [join(repoRoot(), 'bin', 'vdkit.js'), 'check', '--json', topPath]);
+  assert.equal(chk.code, 0, chk.stdout + chk.stderr);
+  const report = JSON.parse(chk.stdout) as { findings: unknown[]; links?: { path: string; findings: unknown[] }[] };
+  assert.deepEqual(report.findings, []);
+  assert.deepEqual(report.links?.map((l) => [l.path, l.findings]), [[midPath, []], [basePath, []]]);
 
   // the command line does the same (`vdkit convert` opens its source read-only)
   const cliOut = join(dir, 'cli.qcow2');

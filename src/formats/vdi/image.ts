@@ -50,6 +50,7 @@ import {
   type VdiHeaderValue,
 } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
+import { ZEROS, planRead } from '../common/read-plan.js';
 
 export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   write: 'native',
@@ -271,40 +272,15 @@ export class VdiImage implements Image {
     return this.h.offData + physical * this.stride + this.h.cbBlockExtra + within;
   }
 
-  async read(into: Buffer, offset: number): Promise<void> {
-    const bs = this.h.cbBlock;
-    const parts: Promise<void>[] = [];
-    let runFile = -1;
-    let runPos = 0;
-    let runLen = 0;
-    const flush = () => {
-      if (runLen > 0) parts.push(this.store.readInto(into.subarray(runPos, runPos + runLen), runFile));
-      runLen = 0;
-    };
-    let pos = 0;
-    while (pos < into.length) {
-      const at = offset + pos;
-      const b = Math.floor(at / bs);
-      const within = at - b * bs;
-      const n = Math.min(bs - within, into.length - pos);
-      const e = this.map[b]!;
-      if (e >= BLOCK_ZERO) {
-        flush();
-        into.fill(0, pos, pos + n);
-      } else {
-        const fileAt = this.fileOffset(e, within);
-        if (runLen > 0 && runFile + runLen === fileAt) runLen += n;
-        else {
-          flush();
-          runFile = fileAt;
-          runPos = pos;
-          runLen = n;
-        }
-      }
-      pos += n;
-    }
-    flush();
-    await Promise.all(parts);
+  read(into: Buffer, offset: number): Promise<void> {
+    return planRead(into, offset, {
+      unit: this.h.cbBlock,
+      locate: (b) => {
+        const e = this.map[b]!;
+        return e >= BLOCK_ZERO ? ZEROS : this.fileOffset(e, 0);
+      },
+      readFile: (part, at) => this.store.readInto(part, at),
+    });
   }
 
   async write(data: Buffer, offset: number): Promise<void> {

@@ -45,6 +45,8 @@ import {
   SeSparseVolatileHeader,
 } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
+import { ZEROS, planRead } from '../common/read-plan.js';
+import type { StructValue } from '../../binary/struct.js';
 
 /** decoded table entry: a byte offset in the file (>= 0) or one of these */
 const UNALLOCATED = -1;
@@ -72,7 +74,36 @@ interface Layout {
   decode(words: Uint32Array, i: number, gi: number): number;
   /** header facts for info and notes */
   version: number;
+  /** what opening read and derived, for check (esx-check.ts) */
+  facts: EsxFacts;
 }
+
+/** The headers and derived places of a COWD extent, as opened. */
+export interface CowdFacts {
+  kind: 'COWD';
+  fileSize: number;
+  header: StructValue<typeof CowdHeader.fields>;
+  /** grain directory entries the capacity needs (GT sectors; 0 = none) */
+  gd: Uint32Array;
+  /** first sector after the header and the whole grain directory (numGDEntries) */
+  metaEndSector: number;
+}
+
+/** The headers and derived places of a SESparse extent, as opened. */
+export interface SeSparseFacts {
+  kind: 'SESparse';
+  fileSize: number;
+  header: StructValue<typeof SeSparseConstHeader.fields>;
+  volatile: StructValue<typeof SeSparseVolatileHeader.fields>;
+  /** GDEs the capacity needs */
+  needed: number;
+  /** grain-table slots in grainTablesSize */
+  gtSlots: number;
+  /** byte offset of the grain area (grainsOffset) */
+  grainsAt: number;
+}
+
+export type EsxFacts = CowdFacts | SeSparseFacts;
 
 export class EsxSparseExtent implements Extent {
   private readonly gtCache = new Map<number, Uint32Array>();
@@ -98,6 +129,14 @@ export class EsxSparseExtent implements Extent {
   }
   get version(): number {
     return this.layout.version;
+  }
+  /** headers and places as opened, for check */
+  get facts(): EsxFacts {
+    return this.layout.facts;
+  }
+  /** byte offset in the file of the grain table of each directory entry the capacity needs; 0 = none */
+  get tableOffsets(): Float64Array {
+    return this.layout.tables;
   }
 
   /** Open a COWD extent. `readOnly` must be true: we never write these files. */
@@ -153,7 +192,8 @@ export class EsxSparseExtent implements Extent {
       return at;
     };
     checkLine(line, h.numSectors, path, 'numSectors');
-    return new EsxSparseExtent(line, store, path, { kind: 'COWD', capacityBytes: h.numSectors * SECTOR_SIZE, grainBytes, tables, entryBytes: 4, decode, version: h.version });
+    const facts: CowdFacts = { kind: 'COWD', fileSize, header: h, gd, metaEndSector: metaEnd };
+    return new EsxSparseExtent(line, store, path, { kind: 'COWD', capacityBytes: h.numSectors * SECTOR_SIZE, grainBytes, tables, entryBytes: 4, decode, version: h.version, facts });
   }
 
   /** Open a SESparse extent. `readOnly` must be true: we never write these files. */
@@ -248,9 +288,7 @@ export class EsxSparseExtent implements Extent {
         case 2: // zero grain
           return ZERO;
         case 3: {
-          // grain index: entry bits 48-59 are its low 12 bits, entry bits 0-47 the rest
-          const high = (hi & 0xffff) * 2 ** 32 + lo;
-          const index = high * 4096 + ((hi >>> 16) & 0xfff);
+          const index = seSparseGrainIndex(lo, hi);
           const at = grainsAt + index * grainBytes;
           if (!Number.isSafeInteger(at) || at >= fileSize) {
             throw new DiskError('CORRUPT', 'grain lies past the end of the file', { ...where, expected: `grain index < ${Math.ceil((fileSize - grainsAt) / grainBytes)}`, found: index });
@@ -262,7 +300,8 @@ export class EsxSparseExtent implements Extent {
       }
     };
     checkLine(line, capacity, path, 'capacity');
-    return new EsxSparseExtent(line, store, path, { kind: 'SESparse', capacityBytes: capacity * SECTOR_SIZE, grainBytes, tables, entryBytes: 8, decode, version: 2 });
+    const facts: SeSparseFacts = { kind: 'SESparse', fileSize, header: h, volatile: v, needed, gtSlots, grainsAt };
+    return new EsxSparseExtent(line, store, path, { kind: 'SESparse', capacityBytes: capacity * SECTOR_SIZE, grainBytes, tables, entryBytes: 8, decode, version: 2, facts });
   }
 
   /** The same extent under another extent line (a bare file is described once its header is read). */
@@ -286,57 +325,23 @@ export class EsxSparseExtent implements Extent {
 
   // ---------------------------------------------------------------- Extent
 
-  async read(into: Buffer, offset: number): Promise<void> {
-    const pending: Promise<void>[] = [];
-    try {
-      await this.planReads(into, offset, pending);
-    } catch (err) {
-      // reads already started must settle before the error leaves (no stray rejections)
-      await Promise.allSettled(pending);
-      throw err;
-    }
-    await Promise.all(pending);
-  }
-
-  /** Fill unallocated and zero grains, and start one file read per run of contiguous grains. */
-  private async planReads(into: Buffer, offset: number, pending: Promise<void>[]): Promise<void> {
-    const gb = this.layout.grainBytes;
-    let runFile = -1;
-    let runPos = 0;
-    let runLen = 0;
-    const flush = () => {
-      if (runLen > 0) pending.push(this.readFile(into.subarray(runPos, runPos + runLen), runFile));
-      runLen = 0;
-    };
-    let pos = 0;
-    while (pos < into.length) {
-      const g = Math.floor((offset + pos) / gb / ENTRIES_PER_GT);
-      const words = await this.table(g);
-      // every grain of this table that the request covers, without awaiting
-      const end = Math.min(into.length, (g + 1) * ENTRIES_PER_GT * gb - offset);
-      while (pos < end) {
-        const at = offset + pos;
-        const gi = Math.floor(at / gb);
-        const within = at - gi * gb;
-        const n = Math.min(gb - within, end - pos);
-        const e = words === undefined ? UNALLOCATED : this.layout.decode(words, gi - g * ENTRIES_PER_GT, gi);
-        if (e < 0) {
-          flush();
-          into.fill(0, pos, pos + n);
-        } else {
-          const fileAt = e + within;
-          if (runLen > 0 && runFile + runLen === fileAt) runLen += n;
-          else {
-            flush();
-            runFile = fileAt;
-            runPos = pos;
-            runLen = n;
-          }
-        }
-        pos += n;
-      }
-    }
-    flush();
+  read(into: Buffer, offset: number): Promise<void> {
+    const { tables, decode, grainBytes } = this.layout;
+    return planRead(into, offset, {
+      unit: grainBytes,
+      locate: (gi) => {
+        const g = Math.floor(gi / ENTRIES_PER_GT);
+        if (tables[g] === 0) return ZEROS;
+        const entry = (words: Uint32Array) => {
+          const e = decode(words, gi - g * ENTRIES_PER_GT, gi);
+          return e < 0 ? ZEROS : e;
+        };
+        // a cached table answers at once; a table to load costs one await per table, not per grain
+        const words = this.gtCache.get(g);
+        return words ? entry(words) : this.table(g).then((w) => entry(w!));
+      },
+      readFile: (part, at) => this.readFile(part, at),
+    });
   }
 
   private async readFile(into: Buffer, at: number): Promise<void> {
@@ -394,6 +399,11 @@ export class EsxSparseExtent implements Extent {
     this.gtCache.clear();
     await this.store.close();
   }
+}
+
+/** Grain index of an allocated SESparse GTE (top nibble 3): entry bits 48-59 are its low 12 bits, bits 0-47 the rest. */
+export function seSparseGrainIndex(lo: number, hi: number): number {
+  return ((hi & 0xffff) * 2 ** 32 + lo) * 4096 + ((hi >>> 16) & 0xfff);
 }
 
 function refuseWrite(readOnly: boolean, path: string, what: string): void {

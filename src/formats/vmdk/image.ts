@@ -29,6 +29,7 @@ import type { BackingLink, BlockExtent, Capabilities, CheckFinding, CheckOptions
 import { Descriptor, MAX_DESCRIPTOR_BYTES, hex8, looksLikeDescriptor, parseCid, type ExtentLine } from './descriptor.js';
 import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
 import { EsxSparseExtent } from './esx-sparse.js';
+import { checkEsxExtent } from './esx-check.js';
 import { SparseExtent, writeFreshSparse } from './sparse.js';
 // create.ts imports this module too; both names are only used at run time, after loading
 import { SPLIT_EXTENT_SECTORS as SPLIT_SECTORS, vmwareGeometry } from './create.js';
@@ -92,7 +93,9 @@ export class VmdkImage implements Image {
     const caps = readOnly ? READ_ONLY_CAPABILITIES : VMDK_CAPABILITIES;
     // discard, compact and defragment rearrange hosted sparse (KDMV) grains: every extent must be one
     const hostedSparse = extents.length > 0 && extents.every((e) => e.sparse !== undefined && !e.sparse.compressed);
-    this.capabilities = hostedSparse ? caps : Object.freeze({ ...caps, ...NOT_SPARSE });
+    // ESXi delta extents are checked, never repaired (esx-check.ts)
+    const esx = extents.some((e) => e instanceof EsxSparseExtent);
+    this.capabilities = hostedSparse ? caps : Object.freeze({ ...caps, ...NOT_SPARSE, ...(esx ? { check: 'detect' as const } : {}) });
   }
 
   static async open(path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
@@ -174,7 +177,15 @@ export class VmdkImage implements Image {
       const magic = head.length >= 4 ? head.readUInt32LE(0) : 0;
       if (magic === SPARSE_MAGIC) return await VmdkImage.openMonolithic(path, store, readOnly, !!opts.preserveIdentity);
       if (magic === COWD_MAGIC || (head.length >= 8 && head.readBigUInt64LE(0) === SESPARSE_CONST_MAGIC)) {
-        return await VmdkImage.openBareEsx(path, store, magic === COWD_MAGIC ? 'VMFSSPARSE' : 'SESPARSE', readOnly);
+        let esxStore: ByteStore = store;
+        if (!readOnly && opts.forCheck) {
+          // checked, never written: reopened read-only (a plain read-write open is refused)
+          await store.close();
+          opened.length = 0;
+          esxStore = await FileStore.open(path, { readOnly: true });
+          opened.push(esxStore);
+        }
+        return await VmdkImage.openBareEsx(path, esxStore, magic === COWD_MAGIC ? 'VMFSSPARSE' : 'SESPARSE', esxStore.readOnly);
       }
       if (!looksLikeDescriptor(head)) throw new DiskError('INVALIDDISK', 'not a VMDK file (no sparse header magic and no text descriptor)', { path });
       if (size > MAX_DESCRIPTOR_BYTES) {
@@ -403,12 +414,21 @@ export class VmdkImage implements Image {
     const findings: CheckFinding[] = [];
     let leakedBytes = 0;
     const dryRun = opts.repair && !!opts.dryRun;
-    if (opts.repair && !dryRun && this.readOnly) throw new DiskError('RDONLY', 'a repair needs the disk opened read-write (or a dry run)', { path: this.path });
+    // ESXi delta extents are only ever checked: a repair of a disk made of them writes nothing
+    const esx = this.extents.some((e) => e instanceof EsxSparseExtent);
+    if (opts.repair && !dryRun && this.readOnly && !esx) throw new DiskError('RDONLY', 'a repair needs the disk opened read-write (or a dry run)', { path: this.path });
     for (const e of this.extents) {
       if (e instanceof EsxSparseExtent) {
-        // their headers and tables were validated when opened; a full walk (leaks, shared
-        // grains) is not written yet, and a clean report must not pretend it was
-        findings.push({ kind: 'warning', message: `${e.path}: ESXi ${e.kind} extent not checked beyond what opening it validates`, struct: 'extent', field: 'extent type' });
+        const r = await checkEsxExtent(e);
+        for (const f of r.findings) {
+          const found: CheckFinding = { ...f, message: this.extents.length > 1 ? `${e.path}: ${f.message}` : f.message };
+          if (opts.repair && f.kind !== 'warning') {
+            found.message += ` (not repairable by vdkit: ESXi ${e.kind} files are repaired on ESXi, vmkfstools -x repair)`;
+            found.notRepairable = true;
+          }
+          findings.push(found);
+        }
+        leakedBytes += r.leakedBytes;
         continue;
       }
       if (!e.sparse) continue;
@@ -710,21 +730,30 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
     }
     const file = await resolveExtentPath(path, line.fileName!, !!opts.allowExternalExtents);
     const extentReadOnly = readOnly || line.access !== 'RW';
-    const store = await FileStore.open(file, { readOnly: extentReadOnly });
+    // ESXi delta extents are never written: a check (and repair) opens them read-only, any
+    // other read-write open is refused (EsxSparseExtent)
+    const store = await FileStore.open(file, { readOnly: extentReadOnly || (line.type === 'SESPARSE' && !!opts.forCheck) });
     opened.push(store);
     if (line.type === 'FLAT' || line.type === 'VMFS') {
       out.push(new FlatExtent(line, store, file, line.offsetSectors * SECTOR_SIZE, await store.size(), extentReadOnly));
       continue;
     }
     if (line.type === 'SESPARSE') {
-      out.push(await EsxSparseExtent.openSeSparse(line, store, { readOnly: extentReadOnly }));
+      out.push(await EsxSparseExtent.openSeSparse(line, store, { readOnly: store.readOnly }));
       continue;
     }
     // SPARSE or VMFSSPARSE: a hosted sparse (KDMV) or an ESX sparse (COWD) file; like QEMU, we
     // go by the magic, not by the extent type
     const head = await store.readZeroPadded(0, 4);
     if (head.readUInt32LE(0) === COWD_MAGIC) {
-      out.push(await EsxSparseExtent.openCowd(line, store, { readOnly: extentReadOnly }));
+      let ro: ByteStore = store;
+      if (!store.readOnly && opts.forCheck) {
+        await store.close();
+        opened.pop();
+        ro = await FileStore.open(file, { readOnly: true });
+        opened.push(ro);
+      }
+      out.push(await EsxSparseExtent.openCowd(line, ro, { readOnly: ro.readOnly }));
       continue;
     }
     const sparse = await SparseExtent.open(store, { readOnly: extentReadOnly });

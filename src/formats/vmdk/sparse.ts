@@ -31,6 +31,7 @@ import {
   type SparseExtentHeaderValue,
 } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
+import { ZEROS, planRead } from '../common/read-plan.js';
 
 /** QEMU refuses more than 32 Mi GD entries; we cap at 16 Mi (64 MiB of GD) to bound memory. */
 export const MAX_GD_ENTRIES = 16 * 1024 * 1024;
@@ -370,45 +371,36 @@ export class SparseExtent {
   // ---------------------------------------------------------------- I/O
 
   /** Read `into.length` bytes at byte `offset` of this extent. Unallocated grains read as zeros. */
-  async read(into: Buffer, offset: number): Promise<void> {
+  read(into: Buffer, offset: number): Promise<void> {
+    if (this.compressed) return this.readCompressed(into, offset);
+    const per = this.numGTEs;
+    const grainAt = (gi: number, e: number) => (this.checkedEntry(gi, e) <= 1 ? ZEROS : e * SECTOR_SIZE);
+    return planRead(into, offset, {
+      unit: this.grainBytes,
+      locate: (gi) => {
+        const g = Math.floor(gi / per);
+        // a cached table (or none at all) answers at once; a table to load costs one await
+        const table = this.gtCache.get(g);
+        if (table) return grainAt(gi, table[gi - g * per]!);
+        if (this.gd[g] === 0) return ZEROS;
+        return this.gt(g).then((t) => grainAt(gi, t![gi - g * per]!));
+      },
+      readFile: (part, at) => this.readFile(part, at),
+    });
+  }
+
+  /** streamOptimized: every allocated grain is inflated on its own (nothing to coalesce) */
+  private async readCompressed(into: Buffer, offset: number): Promise<void> {
     const gb = this.grainBytes;
-    const pending: Promise<void>[] = [];
-    let pos = 0;
-    // a run of grains contiguous in the file, read with one call
-    let runFile = -1;
-    let runPos = 0;
-    let runLen = 0;
-    const flush = () => {
-      if (runLen > 0) pending.push(this.readFile(into.subarray(runPos, runPos + runLen), runFile));
-      runLen = 0;
-    };
-    while (pos < into.length) {
-      const vo = offset + pos;
-      const gi = Math.floor(vo / gb);
-      const within = vo - gi * gb;
+    for (let pos = 0; pos < into.length; ) {
+      const gi = Math.floor((offset + pos) / gb);
+      const within = offset + pos - gi * gb;
       const n = Math.min(gb - within, into.length - pos);
       const e = await this.gte(gi);
-      if (e <= 1) {
-        flush();
-        into.fill(0, pos, pos + n);
-      } else if (this.compressed) {
-        flush();
-        const grain = await this.compressedGrain(gi, e);
-        grain.copy(into, pos, within, within + n);
-      } else {
-        const fileAt = e * SECTOR_SIZE + within;
-        if (runLen > 0 && runFile + runLen === fileAt) runLen += n;
-        else {
-          flush();
-          runFile = fileAt;
-          runPos = pos;
-          runLen = n;
-        }
-      }
+      if (e <= 1) into.fill(0, pos, pos + n);
+      else (await this.compressedGrain(gi, e)).copy(into, pos, within, within + n);
       pos += n;
     }
-    flush();
-    await Promise.all(pending);
   }
 
   private async readFile(into: Buffer, at: number): Promise<void> {
