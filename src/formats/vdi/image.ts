@@ -636,6 +636,10 @@ export class VdiImage implements Image {
       const newC = ceilDiv(newCapacity, this.h.cbBlock);
       if (newC > MAX_BLOCKS) throw new DiskError('INVAL', 'too many blocks', { ...where, field: 'cBlocks', expected: `<= ${MAX_BLOCKS}`, found: newC });
       const fixed = this.h.type === TYPE_FIXED;
+      // a stored block that holds the end keeps bytes past it: zeros there, while they lie past
+      // the end (grow: the old end; shrink: the new one, in the part being cut), so that they
+      // cannot reappear when the disk grows again
+      await this.zeroPastEnd(Math.min(newCapacity, this.capacity));
       if (newC > oldC) {
         if (this.h.offBlocks + newC * 4 > this.h.offData) {
           await this.relocateMap(newC, newCapacity);
@@ -679,6 +683,17 @@ export class VdiImage implements Image {
     } finally {
       await this.close();
     }
+  }
+
+  /** zeros from `end` to the end of its block when that block is stored here, flushed */
+  private async zeroPastEnd(end: number): Promise<void> {
+    const bs = this.h.cbBlock;
+    const within = end % bs;
+    if (within === 0) return;
+    const e = this.map[Math.floor(end / bs)];
+    if (e === undefined || e >= BLOCK_ZERO) return;
+    await this.writeZeros(this.fileOffset(e, within), bs - within);
+    await this.store.flush();
   }
 
   // ------------------------------------------------------------------ check
