@@ -10,15 +10,13 @@ import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Disk, checkDisk, openFindings, rename } from '../../src/index.js';
+import { MiB, PATTERN, PATTERN_AT, assertContent, checkNoCorruption, vdkitNoCorruption } from '../helpers/admin-kill.js';
 import { runKilledWhen } from '../helpers/spawn-lines.js';
-import { mulberry32, xorshiftBytes } from '../helpers/prng.js';
+import { mulberry32 } from '../helpers/prng.js';
 import { describeRun, run, skipUnless, tmpDir } from '../helpers/tools.js';
 
 const WORKER = join(dirname(fileURLToPath(import.meta.url)), '../helpers/admin-kill-worker.js');
-const MiB = 2 ** 20;
 const RUNS = 20;
-const PATTERN = xorshiftBytes(MiB, 77);
-const PATTERN_AT = 2 * MiB;
 
 interface Kind {
   label: string;
@@ -56,44 +54,9 @@ const RESIZE_ONLY: Kind[] = [
   { label: 'vhdx fixed', ext: 'vhdx', qemu: 'vhdx', create: ['-o', 'subformat=fixed'], check: true, step: 3 * MiB },
 ];
 
-async function vdkitNoCorruption(path: string, what: string): Promise<void> {
-  const report = await checkDisk(path, { repair: false });
-  assert.equal(openFindings(report).corruptions, 0, `${what}: ${JSON.stringify(report.findings)}`);
-}
-
 async function qemu(args: string[]): Promise<void> {
   const r = await run('qemu-img', args);
   assert.equal(r.code, 0, describeRun('qemu-img', args, r));
-}
-
-/** the pattern at PATTERN_AT, zeros everywhere else, and nothing else */
-async function assertContent(path: string, sizes: number[], what: string): Promise<void> {
-  const d = await Disk.open(path, { readOnly: true });
-  try {
-    assert.ok(sizes.includes(d.capacity), `${what}: size ${d.capacity}, expected one of ${sizes}`);
-    assert.ok((await d.read(PATTERN_AT, MiB)).equals(PATTERN), `${what}: the old data changed`);
-    const zeros = Buffer.alloc(4 * MiB);
-    for (const r of await d.blockStatus()) {
-      if (r.state !== 'data') continue;
-      for (let at = r.offset; at < r.offset + r.length; at += zeros.length) {
-        const b = await d.read(at, Math.min(zeros.length, r.offset + r.length - at));
-        // the pattern's bytes were checked above; blank them so the rest must be zeros
-        const from = Math.max(PATTERN_AT, at);
-        const to = Math.min(PATTERN_AT + MiB, at + b.length);
-        if (from < to) b.fill(0, from - at, to - at);
-        assert.ok(b.equals(zeros.subarray(0, b.length)), `${what}: bytes at ${at} are not zeros`);
-      }
-    }
-  } finally {
-    await d.close();
-  }
-}
-
-/** qemu-img check: no corruption (exit 2); leaks (exit 3) are what a killed allocation may leave */
-async function checkNoCorruption(path: string, format: string): Promise<void> {
-  const args = ['check', '-q', '-f', format, path];
-  const r = await run('qemu-img', args);
-  assert.ok(r.code === 0 || r.code === 3, describeRun('qemu-img', args, r));
 }
 
 async function makeDisk(path: string, k: Kind, size: number): Promise<void> {

@@ -307,6 +307,40 @@ test('vhd check: a fixed image with a bad footer checksum gets it recomputed (no
   assert.ok((await content(p, 4 * MiB)).equals(expected));
 });
 
+test('vhd check: a fixed image longer than its data (a shrink stopped after its footer switch) is a leak; repair cuts it, qemu reads the same', async (t) => {
+  const dir = (await tmpDir(t)).path;
+  const p = join(dir, 'f.vhd');
+  const d = await Disk.create(p, { format: 'vhd', type: 'fixed', capacity: 4 * MiB });
+  await d.write(MiB, pattern(1, MiB));
+  await d.close();
+  const footer = await readAt(p, 4 * MiB, 512);
+  // the state a killed shrink leaves: the 4 MiB footer at the end of a 6 MiB (+512) file, with
+  // the cut-off bytes and a stray footer copy in the slack
+  await poke(p, 4 * MiB, Buffer.alloc(2 * MiB, 0x44));
+  await poke(p, 6 * MiB, footer);
+  const expected = Buffer.alloc(4 * MiB);
+  pattern(1, MiB).copy(expected, MiB);
+  assert.ok((await content(p, 4 * MiB)).equals(expected));
+  await qemuAgrees(t, p, expected);
+  const r = await checkDisk(p, { repair: false });
+  assert.deepEqual(fields(r, 'corruption'), []);
+  assert.deepEqual(fields(r, 'leak'), ['currentSize']);
+  assert.equal(r.leakedBytes, 2 * MiB);
+  assert.equal((await vdkit(['check', p])).code, 3);
+  await dryRunThenRepair(p, 3);
+  assert.equal((await stat(p)).size, 4 * MiB + 512);
+  assert.ok((await content(p, 4 * MiB)).equals(expected));
+  await qemuAgrees(t, p, expected);
+  // a grow of such a file cuts the slack first: the new part reads zeros, not the old bytes
+  await poke(p, 4 * MiB, Buffer.alloc(2 * MiB, 0x44));
+  await poke(p, 6 * MiB, footer);
+  assert.equal((await vdkit(['resize', p, String(8 * MiB)])).code, 0);
+  const grown = Buffer.alloc(8 * MiB);
+  expected.copy(grown);
+  assert.ok((await content(p, 8 * MiB)).equals(grown));
+  await qemuAgrees(t, p, grown);
+});
+
 // ------------------------------------------------------------------ dry run of the other formats
 
 test('dry run: VMDK, qcow2 and VHDX report what a repair would do and change nothing', async (t) => {

@@ -1,17 +1,36 @@
 /**
  * Child process for the resize/rename kill tests: `resize PATH STEP COUNT` grows the disk by
- * STEP bytes COUNT times; `rename DIR A B COUNT` renames the disk between the names A and B
- * (and back) COUNT times. After each finished operation it prints `done <size|name>`, so the
- * test knows the last state that must have survived; it is killed at a random moment.
+ * STEP bytes COUNT times (a negative STEP shrinks it, with `shrink` and without `force`: the
+ * part cut off must read as zeros); `rename DIR A B COUNT` renames the disk between the names A
+ * and B (and back) COUNT times. After each finished operation it prints `done <size|name>`, so
+ * the test knows the last state that must have survived; it is killed at a random moment.
+ * With `--steps` as the first argument every file write, flush and truncate prints `step <n>`
+ * first and yields for a moment (as repair-runner.ts does), so the test can kill it next to any
+ * one of them; it prints `steps <n>` at the end.
  */
-import { rename, resize } from '../../src/index.js';
+import { FileStore, rename, resize } from '../../src/index.js';
 
-const [op, ...args] = process.argv.slice(2);
+const argv = process.argv.slice(2);
+let steps = 0;
+if (argv[0] === '--steps') {
+  argv.shift();
+  const proto = FileStore.prototype as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  for (const name of ['write', 'writev', 'flush', 'truncate']) {
+    const orig = proto[name]!;
+    proto[name] = async function (this: unknown, ...a: unknown[]) {
+      console.log(`step ${++steps}`);
+      await new Promise((r) => setTimeout(r, 1));
+      return orig.apply(this, a);
+    };
+  }
+}
+
+const [op, ...args] = argv;
 console.log('ready');
 if (op === 'resize') {
   const [path, step, count] = args as [string, string, string];
   for (let i = 0; i < Number(count); i++) {
-    const r = await resize(path, Number(step), { relative: true });
+    const r = await resize(path, Number(step), { relative: true, shrink: Number(step) < 0 });
     console.log(`done ${r.newCapacity}`);
   }
 } else if (op === 'rename') {
@@ -24,3 +43,4 @@ if (op === 'resize') {
 } else {
   throw new Error(`unknown op ${op}`);
 }
+console.log(`steps ${steps}`);

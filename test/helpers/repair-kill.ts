@@ -50,9 +50,11 @@ const problems = (r: CheckReport) => r.findings.filter((f) => f.kind !== 'warnin
 
 /**
  * The 20 killed repairs of `template` (which must hold at least one corruption or leak);
- * `qemuFormat`: qemu-img check must call the finished image clean.
+ * `qemuFormat`: qemu-img check must call the finished image clean. `allOrNothing`: the repair
+ * mends every corruption in one write, so a kill leaves either all of the template's
+ * corruptions or none (then qemu-img check too finds none).
  */
-export async function repairKillRuns(t: TestContext, label: string, template: string, expected: Buffer, seed: number, qemuFormat?: string): Promise<void> {
+export async function repairKillRuns(t: TestContext, label: string, template: string, expected: Buffer, seed: number, qemuFormat?: string, allOrNothing = false): Promise<void> {
   const dir = (await tmpDir(t, `vdkit-repair-kill-${label}-`)).path;
   const original = await checkDisk(template, { repair: false, chain: false });
   const before = new Set(corruptFields(original));
@@ -75,6 +77,14 @@ export async function repairKillRuns(t: TestContext, label: string, template: st
     const after = await checkDisk(p, { repair: false, chain: false });
     const now = corruptFields(after);
     for (const f of now) assert.ok(before.has(f), `${label} run ${i}: a killed repair left a new corruption ${f}: ${JSON.stringify(after.findings)}`);
+    if (allOrNothing) {
+      assert.ok(now.length === 0 || now.length === corruptFields(original).length, `${label} run ${i}: a killed repair mended only some corruptions: ${JSON.stringify(after.findings)}`);
+      if (now.length === 0 && qemuFormat) {
+        const args = ['check', '-f', qemuFormat, p];
+        const q = await run('qemu-img', args);
+        assert.ok(q.code === 0 || q.code === 3, `${label} run ${i} after the kill: ${describeRun('qemu-img', args, q)}`);
+      }
+    }
     const left = problems(after);
     if (left > 0 && left < total) killedMidway++;
     else if (left === total) untouched++;

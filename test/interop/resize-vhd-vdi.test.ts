@@ -108,3 +108,23 @@ test('resize VHD, VDI and VHDX: grow, shrink, refuse a shrink over data', { conc
     await assertState(c, img, ref, 38 * MiB, 'forced shrink');
   })));
 });
+
+test('a forced shrink to a size inside a stored block, then a grow: the cut bytes read as zeros (qemu-io)', { concurrency: true }, async (t) => {
+  await Promise.all(CASES.map((c) => t.test(c.label, async (t) => {
+    if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
+    const dir = (await tmpDir(t)).path;
+    const img = join(dir, `d.${c.ext}`);
+    const create = c.qemuFormat === 'vpc' ? ['-o', `${c.create[1]},force_size=on`] : c.create;
+    await runOk('qemu-img', ['create', '-q', '-f', c.qemuFormat, ...create, img, String(10 * MiB)], 'qemu-img create');
+    await runOk('qemu-io', ['-f', c.qemuFormat, '-c', `write -P 7 ${9 * MiB} ${MiB}`, img], 'qemu-io write');
+    // 9.5 MiB: inside a VDI block (1 MiB), a VHD block (2 MiB) and a VHDX block; the stored
+    // block keeps its bytes past the new end unless the resize clears them
+    const mid = 9 * MiB + 512 * 1024;
+    await runOk(process.execPath, [BIN, 'resize', '--shrink', '--force', img, String(mid)], 'vdkit resize --shrink --force');
+    await runOk(process.execPath, [BIN, 'resize', img, String(10 * MiB)], 'vdkit resize grow');
+    const io = await runOk('qemu-io', ['-f', c.qemuFormat, '-c', `read -P 7 ${9 * MiB} ${512 * 1024}`, '-c', `read -P 0 ${mid} ${512 * 1024}`, img], 'qemu-io read');
+    assert.doesNotMatch(io.stdout + io.stderr, /fail|mismatch/i, io.stdout);
+    const report = await checkDisk(img, { repair: false });
+    assert.equal(openFindings(report).corruptions, 0, JSON.stringify(report.findings));
+  })));
+});

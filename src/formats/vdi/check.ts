@@ -23,18 +23,23 @@
  * - Repair order, each step flushed before the next, so a repair killed at any point leaves an
  *   image that opens, reads what the finished repair would (or the old valid data), and needs
  *   at worst another repair for leaks:
- *   1. bad map entries set FREE;
+ *   1. bad map entries set FREE, cBlocksAllocated = the valid entries, stray parent UUIDs
+ *      nulled: ONE write from the header to the last changed entry (image.ts
+ *      writeHeaderAndMap, as compact does), so the count never disagrees with the entries on
+ *      disk (QEMU calls that corruption). After it only leaks are left (holes, the tail). The
+ *      write falls back to entries-then-header only for a map not right after the header or a
+ *      span over 64 MiB (then a kill between leaves the count off until the next repair);
  *   2. holes filled by moving the highest blocks down (copy, flush, then the map entry: a kill
- *      after the copy leaves an unreferenced copy in a hole, which is still a hole);
- *   3. the header: cBlocksAllocated = the entries (now 0..n-1, dense), stray parent UUIDs nulled;
- *   4. the file cut after the last block (a kill before this leaves a trailing leak).
+ *      after the copy leaves an unreferenced copy in a hole, which is still a hole; the count
+ *      does not change);
+ *   3. the file cut after the last block (a kill before this leaves a trailing leak).
  * - A dry run does all the arithmetic and writes nothing; legacy v0 images are never written.
  */
 import { DiskError } from '../../core/errors.js';
 import { FileStore } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
-import { parseHeader, readU32Array, u32Bytes } from './image.js';
+import { parseHeader, readU32Array, u32Bytes, writeHeaderAndMap } from './image.js';
 import { BLOCK_FREE, BLOCK_ZERO, NULL_UUID, PRE_HEADER_SIZE, TYPE_DIFF, TYPE_FIXED, VdiHeaderV1, VdiHeaderV1Plus, isNullUuid, uuidToText } from './structs.js';
 
 /** Check (and repair) the VDI file at `path`, opening it read-write only for a real repair. */
@@ -153,17 +158,26 @@ export async function checkVdiStore(store: ByteStore, path: string, opts: CheckO
   if (!repair) return report(holes.length * stride + tail);
 
   // ---- repair (dry run: the same decisions, no writes)
-  if (write && changed.length > 0) {
-    changed.sort((a, b) => a - b);
-    for (let k = 0; k < changed.length; ) {
-      let end = k + 1;
-      while (end < changed.length && changed[end] === changed[end - 1]! + 1) end++;
-      await store.write(h.offBlocks + 4 * changed[k]!, u32Bytes(map, changed[k]!, changed[end - 1]! + 1));
-      k = end;
+  // step 1: the dropped entries, the count and the cleared parent UUIDs in one write (the count
+  // matches the entries on disk at every moment: QEMU calls any difference a corruption)
+  const next = { ...h, cBlocksAllocated: used };
+  if (linkFinding) {
+    next.uuidLinkage = Buffer.from(NULL_UUID);
+    next.uuidParentModify = Buffer.from(NULL_UUID);
+  }
+  if (write && (changed.length > 0 || countFinding || linkFinding)) {
+    if (changed.length > 0) {
+      // the span reaches the last changed entry; the entries between come from `map` unchanged
+      await writeHeaderAndMap(store, kind, next, map, changed.reduce((a, b) => Math.max(a, b), 0));
+    } else {
+      const bytes = kind === 'v1+' ? VdiHeaderV1Plus.encode(next) : VdiHeaderV1.encode(next as unknown as Parameters<typeof VdiHeaderV1.encode>[0]);
+      await store.write(PRE_HEADER_SIZE, bytes.subarray(PRE_HEADER_SIZE));
     }
     await store.flush();
   }
   pending.forEach(done);
+  if (countFinding) done(countFinding);
+  if (linkFinding) done(linkFinding);
 
   if (holes.length > 0) {
     let top = maxIndex;
@@ -185,21 +199,6 @@ export async function checkVdiStore(store: ByteStore, path: string, opts: CheckO
       top--;
     }
     done(holeFinding!);
-  }
-
-  if (countFinding || linkFinding) {
-    if (write) {
-      const next = { ...h, cBlocksAllocated: used };
-      if (linkFinding) {
-        next.uuidLinkage = Buffer.from(NULL_UUID);
-        next.uuidParentModify = Buffer.from(NULL_UUID);
-      }
-      const bytes = kind === 'v1+' ? VdiHeaderV1Plus.encode(next) : VdiHeaderV1.encode(next as unknown as Parameters<typeof VdiHeaderV1.encode>[0]);
-      await store.write(PRE_HEADER_SIZE, bytes.subarray(PRE_HEADER_SIZE));
-      await store.flush();
-    }
-    if (countFinding) done(countFinding);
-    if (linkFinding) done(linkFinding);
   }
 
   if (fileSize > dataEnd && fileSize > h.offData) {

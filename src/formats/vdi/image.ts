@@ -612,25 +612,9 @@ export class VdiImage implements Image {
     }
   }
 
-  /**
-   * The header and map entries 0..last in one write (see dropBlocks). Falls back to two writes,
-   * entries first, when the map does not follow the header or the span would be large (the gap
-   * before the map is a header field: never sized by it without a bound).
-   */
+  /** The header and map entries 0..last in one write (see dropBlocks and writeHeaderAndMap). */
   private async writeHeaderAndEntries(last: number): Promise<void> {
-    const header = this.kind === 'v1+' ? VdiHeaderV1Plus.encode(this.h) : VdiHeaderV1.encode(this.h as unknown as Parameters<typeof VdiHeaderV1.encode>[0]);
-    const mapEnd = this.h.offBlocks + 4 * (last + 1);
-    if (this.kind === 'v0' || this.h.offBlocks < header.length || mapEnd - PRE_HEADER_SIZE > ONE_WRITE_MAX) {
-      await this.writeMapSpan(0, last + 1);
-      await this.store.flush();
-      await this.writeHeader();
-      return;
-    }
-    const span = Buffer.alloc(mapEnd - PRE_HEADER_SIZE);
-    if (this.h.offBlocks > header.length) await this.store.readInto(span.subarray(header.length - PRE_HEADER_SIZE, this.h.offBlocks - PRE_HEADER_SIZE), header.length);
-    header.copy(span, 0, PRE_HEADER_SIZE);
-    u32Bytes(this.map, 0, last + 1).copy(span, this.h.offBlocks - PRE_HEADER_SIZE);
-    await this.store.write(PRE_HEADER_SIZE, span);
+    await writeHeaderAndMap(this.store, this.kind, this.h, this.map, last);
   }
 
   // ------------------------------------------------------------------ resize
@@ -704,6 +688,10 @@ export class VdiImage implements Image {
       const newC = ceilDiv(newCapacity, this.h.cbBlock);
       if (newC > MAX_BLOCKS) throw new DiskError('INVAL', 'too many blocks', { ...where, field: 'cBlocks', expected: `<= ${MAX_BLOCKS}`, found: newC });
       const fixed = this.h.type === TYPE_FIXED;
+      // a stored block that holds the end keeps bytes past it: zeros there, while they lie past
+      // the end (grow: the old end; shrink: the new one, in the part being cut), so that they
+      // cannot reappear when the disk grows again
+      await this.zeroPastEnd(Math.min(newCapacity, this.capacity));
       if (newC > oldC) {
         if (this.h.offBlocks + newC * 4 > this.h.offData) {
           await this.relocateMap(newC, newCapacity);
@@ -747,6 +735,17 @@ export class VdiImage implements Image {
     } finally {
       await this.close();
     }
+  }
+
+  /** zeros from `end` to the end of its block when that block is stored here, flushed */
+  private async zeroPastEnd(end: number): Promise<void> {
+    const bs = this.h.cbBlock;
+    const within = end % bs;
+    if (within === 0) return;
+    const e = this.map[Math.floor(end / bs)];
+    if (e === undefined || e >= BLOCK_ZERO) return;
+    await this.writeZeros(this.fileOffset(e, within), bs - within);
+    await this.store.flush();
   }
 
   // ------------------------------------------------------------------ check
@@ -937,7 +936,7 @@ async function parse(store: ByteStore, path: string): Promise<Parsed> {
  * The pre-header and header, every field checked (vdi.md §12) except cBlocksAllocated, which
  * a check repairs rather than refuses.
  */
-/** the longest header-plus-map write dropBlocks makes in one piece */
+/** the longest header-plus-map write writeHeaderAndMap makes in one piece */
 const ONE_WRITE_MAX = 64 * 1024 * 1024;
 
 export async function parseHeader(store: ByteStore, path: string): Promise<ParsedHeader> {
@@ -1058,6 +1057,31 @@ export async function readU32Array(store: ByteStore, at: number, count: number):
   await store.readInto(view, at);
   if (!HOST_LE) for (let i = 0; i < count; i++) arr[i] = view.readUInt32LE(i * 4);
   return arr;
+}
+
+/**
+ * The header and map entries 0..last in ONE write from the end of the pre-header (the bytes
+ * between the header and the map are read and written back unchanged), so that
+ * cBlocksAllocated never disagrees with the entries on disk (compact's dropBlocks, check's
+ * repair). Falls back to two writes, entries first, when the map does not follow the header or
+ * the span would be large (the gap before the map is a header field: never sized by it without
+ * a bound); returns which it did.
+ */
+export async function writeHeaderAndMap(store: ByteStore, kind: HeaderKind, h: VdiHeaderValue, map: Uint32Array, last: number): Promise<'one' | 'two'> {
+  const header = kind === 'v1+' ? VdiHeaderV1Plus.encode(h) : VdiHeaderV1.encode(h as unknown as Parameters<typeof VdiHeaderV1.encode>[0]);
+  const mapEnd = h.offBlocks + 4 * (last + 1);
+  if (kind === 'v0' || h.offBlocks < header.length || mapEnd - PRE_HEADER_SIZE > ONE_WRITE_MAX) {
+    await store.write(h.offBlocks, u32Bytes(map, 0, last + 1));
+    await store.flush();
+    await store.write(PRE_HEADER_SIZE, header.subarray(PRE_HEADER_SIZE));
+    return 'two';
+  }
+  const span = Buffer.alloc(mapEnd - PRE_HEADER_SIZE);
+  if (h.offBlocks > header.length) await store.readInto(span.subarray(header.length - PRE_HEADER_SIZE, h.offBlocks - PRE_HEADER_SIZE), header.length);
+  header.copy(span, 0, PRE_HEADER_SIZE);
+  u32Bytes(map, 0, last + 1).copy(span, h.offBlocks - PRE_HEADER_SIZE);
+  await store.write(PRE_HEADER_SIZE, span);
+  return 'one';
 }
 
 export function u32Bytes(arr: Uint32Array, from: number, to: number): Buffer {

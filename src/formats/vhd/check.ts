@@ -25,6 +25,9 @@
  *   footer (what an allocation killed before its BAT entry leaves): repaired by writing the
  *   footer right after the last structure, then cutting the file after it. Gaps of a block or
  *   more between blocks are reported (moving blocks is compaction, not repair).
+ * - Fixed images: bytes between the data area and the footer (a shrink killed after its
+ *   switch, before its cut): a leak, repaired like the dynamic tail leak (footer right after
+ *   the data, then the cut).
  * - CHS geometry that describes more sectors than currentSize, or none: warning.
  * - Repair order, each step flushed: BAT entries, dynamic header, footer at the end (at its new
  *   place, then the cut), footer copy at offset 0. The file never ends without a valid footer:
@@ -187,6 +190,19 @@ export async function checkVhdStore(store: ByteStore, path: string, opts: CheckO
   let tableOffset = 0;
   if (fixed) {
     if (capacity > limit) add({ kind: 'corruption', message: `the data area is shorter than the disk (file cut short): ${limit} bytes for ${capacity} (not repairable)`, struct: 'footer', field: 'currentSize' });
+    else {
+      // the data area ends at the size (currentSize too, when a CHS size rule reads less: other
+      // readers may use it); bytes after it, before the footer, are what a shrink killed
+      // before its cut leaves
+      const current = Number(footer.currentSize);
+      const dataEnd = roundUp(current > capacity && current <= limit ? current : capacity, SECTOR);
+      if (limit - dataEnd >= SECTOR) {
+        leakedBytes += limit - dataEnd;
+        tailLeak = add({ kind: 'leak', message: `${limit - dataEnd} bytes between the data area and the footer are used by nothing (a shrink stopped before its cut); a repair moves the footer there and cuts the file`, struct: 'footer', field: 'currentSize', offset: dataEnd });
+        newFooterAt = dataEnd;
+        tailLeakBytes = limit - dataEnd;
+      }
+    }
   } else {
     const r = await checkDynamic();
     if (r === 'fatal') {

@@ -911,7 +911,8 @@ export class VhdImage implements Image {
    * a disk of the old size that reads as before.
    * - Fixed grow: the old footer written again at the new end (still the old disk), the sector
    *   it held zeroed, flush, then the new footer over the copy at the new end.
-   * - Fixed shrink: the new footer at the new end, flush, then the file cut after it.
+   * - Fixed shrink: the new footer over the old one at the end of the file (the switch: the
+   *   data stays at 0), flush, then the footer again at the new end, flush, and the cut.
    * - Dynamic grow: blocks in the way of a larger BAT moved to the end of the file (footer at
    *   the new end, copy, flush, BAT entry, flush), the new BAT entries unused, flush, the
    *   dynamic header's maxTableEntries, flush, then the footers.
@@ -938,6 +939,7 @@ export class VhdImage implements Image {
 
   private async resizeFixed(newCapacity: number, bytes: Buffer): Promise<void> {
     const old = this.capacity;
+    await this.cutFixedSlack(old, this.footerBytes);
     if (newCapacity > old) {
       await this.store.write(newCapacity, this.footerBytes);
       await this.store.flush();
@@ -945,14 +947,45 @@ export class VhdImage implements Image {
       await this.store.flush();
       await this.store.write(newCapacity, bytes);
     } else {
-      await this.store.write(newCapacity, bytes);
+      // the switch: the new footer over the old one, in place (one sector). Every reader takes
+      // the size from the footer at the end and the data from offset 0, so from here the disk
+      // is the new one; the bytes after it up to the footer are slack (a leak)
+      await this.store.write(this.fileSize - FOOTER_SIZE, bytes);
       await this.store.flush();
-      await this.store.truncate(newCapacity + FOOTER_SIZE);
+      await this.cutFixedSlack(newCapacity, bytes);
     }
+  }
+
+  /**
+   * A fixed image whose file is longer than its data area plus the footer (a shrink killed
+   * after its switch): the footer written again right after the data (inside the slack:
+   * nothing reads it), flush, then the file cut after it. Until the cut the footer at the end
+   * is still the last sector, so every moment is the same disk.
+   */
+  private async cutFixedSlack(at: number, footer: Buffer): Promise<void> {
+    if (this.fileSize - FOOTER_SIZE <= at) return;
+    await this.store.write(at, footer);
+    await this.store.flush();
+    await this.store.truncate(at + FOOTER_SIZE);
+    await this.store.flush();
+    this.fileSize = at + FOOTER_SIZE;
   }
 
   private async resizeDynamic(newCapacity: number, next: FooterValue): Promise<void> {
     const d = this.dyn!;
+    // a stored block that holds the end keeps bytes past it: zeros there, while they lie past
+    // the end (grow: the old end; shrink: the new one, in the part being cut), so that they
+    // cannot reappear when the disk grows again (QEMU ignores the sector bitmaps: the data
+    // itself must be zeros)
+    const end = Math.min(newCapacity, this.capacity);
+    const within = end % d.blockSize;
+    const last = d.bat[Math.floor(end / d.blockSize)];
+    if (within !== 0 && last !== undefined && last !== BAT_UNUSED) {
+      const z = Buffer.alloc(Math.min(d.blockSize - within, 1024 * 1024));
+      const at = last * SECTOR + d.bitmapBytes + within;
+      for (let done = 0; done < d.blockSize - within; done += z.length) await this.store.write(at + done, z.subarray(0, Math.min(z.length, d.blockSize - within - done)));
+      await this.store.flush();
+    }
     const oldNeed = d.bat.length;
     const need = ceilDiv(newCapacity, d.blockSize);
     if (need > MAX_BAT_ENTRIES) throw new DiskError('INVAL', 'the BAT would be too large', { path: this.path, field: 'maxTableEntries', expected: `<= ${MAX_BAT_ENTRIES}`, found: need });
