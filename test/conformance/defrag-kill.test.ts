@@ -12,6 +12,12 @@
  * in use (a leak that the repair closes). Both layouts: the map at 1 MiB (VirtualBox's and
  * vdkit's) and right after the header (QEMU's, written by qemu-io in reverse order).
  * VHD: blocks parked past the final area and moved in; the file always ends in a valid footer.
+ * VHDX: BAT changes go through the log and a session's log is marked applied only when the
+ * file is cut or closed, so a kill leaves a log that the next read-write open replays (check
+ * reports it on field `logGuid`; QEMU refuses such an image without `check -r all`): allowed,
+ * as in compact-kill, and replayed by the repair.
+ * qcow2: the 512-byte-cluster kind needs new refcount blocks for the room past the end of the
+ * file (each covers 128 KiB), which the end of the run drops again.
  *
  * Rows are self-contained (how to make the template, how to tell virtual order) so more formats
  * can be added as rows.
@@ -21,11 +27,13 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { Disk } from '../../src/index.js';
 import { vdiBlockOrder, vhdBlockOrder } from '../helpers/block-order.js';
+import { qcow2InOrder, vhdxInOrder } from '../helpers/defrag-layout.js';
 import { killRuns, readAll, type KillKind } from '../helpers/in-place-kill.js';
 import { mulberry32, xorshiftBytes } from '../helpers/prng.js';
 import { describeRun, run, skipUnless } from '../helpers/tools.js';
 
 const MiB = 2 ** 20;
+const KiB = 1024;
 
 interface DefragKind extends KillKind {
   /** allocation unit (cluster, block) of the template */
@@ -36,6 +44,8 @@ interface DefragKind extends KillKind {
   create: Record<string, unknown>;
   /** made by `qemu-img create -f <format> <opts>` and written by qemu-io in reverse order instead */
   qemuMade?: { format: string; opts: string[] };
+  /** the seed of the shuffled order vdkit writes the units in (default: from the label) */
+  randomSeed?: number;
   /** the data units of the file at `path` are in virtual order (parsed from the file, not by vdkit) */
   inOrder: (path: string) => Promise<boolean>;
 }
@@ -55,6 +65,9 @@ const KINDS: DefragKind[] = [
     inOrder: async (p) => (await vdiBlockOrder(p)).inOrder,
   },
   { label: 'vhd', format: 'vhd', ext: 'vhd', unit: 2 * MiB, units: 8, create: {}, qemuCheck: false, tolerated: [], inOrder: async (p) => (await vhdBlockOrder(p)).inOrder },
+  { label: 'qcow2 qemu reverse', format: 'qcow2', ext: 'qcow2', unit: 64 * KiB, units: 96, create: {}, qemuCheck: true, tolerated: [], qemuMade: { format: 'qcow2', opts: [] }, inOrder: qcow2InOrder },
+  { label: 'qcow2 512-byte clusters', format: 'qcow2', ext: 'qcow2', unit: 512, units: 256, create: { clusterSize: 512 }, qemuCheck: true, tolerated: [], randomSeed: 21, inOrder: qcow2InOrder },
+  { label: 'vhdx', format: 'vhdx', ext: 'vhdx', unit: MiB, units: 32, create: { blockSize: MiB }, qemuCheck: true, tolerated: ['logGuid'], randomSeed: 22, inOrder: (p) => vhdxInOrder(p) },
 ];
 
 async function ok(cmd: string, args: string[]): Promise<void> {
@@ -66,7 +79,7 @@ async function ok(cmd: string, args: string[]): Promise<void> {
 function writeOrder(k: DefragKind): number[] {
   const units = [...Array(k.units).keys()].filter((u) => u % 4 !== 2);
   if (k.qemuMade) return units.reverse();
-  const rnd = mulberry32(k.label.length * 31 + 7);
+  const rnd = mulberry32(k.randomSeed ?? k.label.length * 31 + 7);
   for (let i = units.length - 1; i > 0; i--) {
     const j = Math.floor(rnd() * (i + 1));
     [units[i], units[j]] = [units[j]!, units[i]!];
@@ -81,7 +94,7 @@ async function fragmented(dir: string, k: DefragKind): Promise<{ path: string; e
   const capacity = k.units * k.unit;
   if (k.qemuMade) {
     await ok('qemu-img', ['create', '-q', '-f', k.qemuMade.format, ...k.qemuMade.opts, path, String(capacity)]);
-    await ok('qemu-io', ['-f', k.qemuMade.format, ...writeOrder(k).flatMap((u) => ['-c', `write -P ${u + 1} ${u * k.unit} ${k.unit}`]), path]);
+    await ok('qemu-io', ['-f', k.qemuMade.format, ...writeOrder(k).flatMap((u) => ['-c', `write -P ${(u % 250) + 1} ${u * k.unit} ${k.unit}`]), path]);
   } else {
     const d = await Disk.create(path, { format: k.format, capacity, ...k.create });
     for (const u of writeOrder(k)) await d.write(u * k.unit, xorshiftBytes(k.unit, u + 1));
