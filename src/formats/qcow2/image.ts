@@ -907,6 +907,19 @@ export class Qcow2Image implements Image {
     await this.store.flush();
   }
 
+  /** the file cut after the last cluster in use (never before the L1 table), allocation from the start again */
+  private async cutAfterLastUse(): Promise<void> {
+    const cs = this.clusterSize;
+    const last = await this.refs.lastUsed();
+    const end = Math.max((last + 1) * cs, Number(this.h.l1_table_offset) + this.l1.length);
+    if (end < this.file.size) {
+      await this.store.truncate(end);
+      await this.store.flush();
+      this.file.size = end;
+    }
+    this.refs.freeIndex = 0;
+  }
+
   /**
    * 1. Clusters stored here (refcount 1) that read as zeros are dropped: unallocated in a base,
    *    the zero flag in a v3 child (a v2 child keeps them: it has no zero marker).
@@ -942,14 +955,7 @@ export class Qcow2Image implements Image {
     }
     opts.onProgress?.(this.h.l1_size, this.h.l1_size);
     if (this.snapshots.length === 0) await this.moveDown();
-    const last = await this.refs.lastUsed();
-    const end = Math.max((last + 1) * cs, Number(this.h.l1_table_offset) + this.l1.length);
-    if (end < this.file.size) {
-      await this.store.truncate(end);
-      await this.store.flush();
-      this.file.size = end;
-    }
-    this.refs.freeIndex = 0;
+    await this.cutAfterLastUse();
     return { fileBytesBefore, fileBytesAfter: await this.store.size() };
   }
 
@@ -1158,14 +1164,7 @@ export class Qcow2Image implements Image {
       opts.onProgress?.(b.placed, total);
     }
     await this.refs.dropEmptyBlocks();
-    const last = await this.refs.lastUsed();
-    const end = Math.max((last + 1) * cs, Number(this.h.l1_table_offset) + this.l1.length);
-    if (end < this.file.size) {
-      await this.store.truncate(end);
-      await this.store.flush();
-      this.file.size = end;
-    }
-    this.refs.freeIndex = 0;
+    await this.cutAfterLastUse();
     opts.onProgress?.(total, total);
     return { fileBytesBefore, fileBytesAfter: await this.store.size() };
   }

@@ -687,6 +687,22 @@ export class VhdImage implements Image {
   }
 
   /**
+   * The file cut after `newEnd` (blocks and metadata end there): a footer at the new end (space
+   * nothing uses), flush, then the truncate; until the truncate the old footer is still the last
+   * sector. New blocks go after the footer's place again.
+   */
+  private async cutAfter(newEnd: number, d: DynamicState): Promise<void> {
+    if (newEnd < this.fileSize - FOOTER_SIZE) {
+      await this.store.write(newEnd, this.footerBytes);
+      await this.store.flush();
+      await this.store.truncate(newEnd + FOOTER_SIZE);
+      await this.store.flush();
+      this.fileSize = newEnd + FOOTER_SIZE;
+    }
+    d.nextFree = roundUp(this.fileSize - FOOTER_SIZE, SECTOR);
+  }
+
+  /**
    * Close up the block area and cut the file (NOTES.md "Compact and discard"): the highest block
    * is copied into the lowest gap below it that holds a whole block (never overlapping itself),
    * flush, its BAT entry, flush; then a footer at the new end (space nothing uses), flush, and
@@ -727,15 +743,7 @@ export class VhdImage implements Image {
       blocks.splice(blocks.findIndex((x) => x.at > target) < 0 ? blocks.length : blocks.findIndex((x) => x.at > target), 0, top);
     }
     const last = blocks[blocks.length - 1];
-    const newEnd = roundUp(Math.max(metaEnd, last ? last.at + stride : 0), SECTOR);
-    if (newEnd < this.fileSize - FOOTER_SIZE) {
-      await this.store.write(newEnd, this.footerBytes);
-      await this.store.flush();
-      await this.store.truncate(newEnd + FOOTER_SIZE);
-      await this.store.flush();
-      this.fileSize = newEnd + FOOTER_SIZE;
-    }
-    d.nextFree = roundUp(this.fileSize - FOOTER_SIZE, SECTOR);
+    await this.cutAfter(roundUp(Math.max(metaEnd, last ? last.at + stride : 0), SECTOR), d);
   }
 
   /**
@@ -890,15 +898,8 @@ export class VhdImage implements Image {
       }
       opts.onProgress?.(r + 1, n);
     }
-    const newEnd = roundUp(Math.max(metaEnd, finalEnd), SECTOR);
-    if (!cancelled && newEnd < this.fileSize - FOOTER_SIZE) {
-      await this.store.write(newEnd, this.footerBytes);
-      await this.store.flush();
-      await this.store.truncate(newEnd + FOOTER_SIZE);
-      await this.store.flush();
-      this.fileSize = newEnd + FOOTER_SIZE;
-    }
-    d.nextFree = roundUp(this.fileSize - FOOTER_SIZE, SECTOR);
+    if (!cancelled) await this.cutAfter(roundUp(Math.max(metaEnd, finalEnd), SECTOR), d);
+    else d.nextFree = roundUp(this.fileSize - FOOTER_SIZE, SECTOR);
     if (cancelled) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal!.reason });
     return { fileBytesBefore, fileBytesAfter: await this.store.size(), moved };
   }

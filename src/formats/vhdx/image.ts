@@ -741,6 +741,21 @@ export class VhdxImage implements Image {
   }
 
   /**
+   * The file cut at `end` (1 MiB aligned, after every block and structure in use): the log is
+   * marked empty first (its entries may name offsets past the new end), then the truncate; new
+   * blocks go from there.
+   */
+  private async cutAt(end: number): Promise<void> {
+    if (end < this.fileSize) {
+      await this.emptyLog();
+      await this.store.truncate(end);
+      await this.store.flush();
+      this.fileSize = end;
+    }
+    this.nextFree = roundUp(Math.max(this.fileSize, end), ALIGN);
+  }
+
+  /**
    * Move the highest payload and sector bitmap blocks into the lowest free 1 MiB-aligned gaps
    * below them (never overlapping a block in use), in batches: the copies, flush, the new BAT
    * entries through the log (commit); then the log marked empty and the file cut after the
@@ -809,14 +824,7 @@ export class VhdxImage implements Image {
       items.sort((a, b) => a.at - b.at);
     }
     const last = items.reduce((m, x) => Math.max(m, x.at + x.len), Math.max(dataStart, ...structures.map((u) => u.end)));
-    const end = roundUp(last, ALIGN);
-    if (end < this.fileSize) {
-      await this.emptyLog();
-      await this.store.truncate(end);
-      await this.store.flush();
-      this.fileSize = end;
-    }
-    this.nextFree = roundUp(Math.max(this.fileSize, end), ALIGN);
+    await this.cutAt(roundUp(last, ALIGN));
   }
 
   /**
@@ -899,13 +907,7 @@ export class VhdxImage implements Image {
       if (it.kind === 'bitmap') end = Math.max(end, this.bOff[it.i]! * MiB + BITMAP_BLOCK_SIZE);
       else end = Math.max(end, this.pOff[it.i]! * MiB + roundUp(this.blockLen(it.i), ALIGN));
     }
-    if (end < this.fileSize) {
-      await this.emptyLog();
-      await this.store.truncate(end);
-      await this.store.flush();
-      this.fileSize = end;
-    }
-    this.nextFree = roundUp(Math.max(this.fileSize, end), ALIGN);
+    await this.cutAt(end);
     opts.onProgress?.(total, total);
     return { fileBytesBefore, fileBytesAfter: await this.store.size() };
   }
