@@ -20,20 +20,10 @@ import { rebase } from '../../src/ops/rebase.js';
 import type { Image } from '../../src/formats/types.js';
 import { xorshiftBytes } from '../helpers/prng.js';
 import { tmpDir } from '../helpers/tools.js';
+import { readAt as bytesAt } from '../helpers/bytes.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-async function bytesAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    await fh.read(b, 0, length, offset);
-    return b;
-  } finally {
-    await fh.close();
-  }
-}
 
 async function poke(path: string, offset: number, data: Buffer): Promise<void> {
   const fh = await open(path, 'r+');

@@ -22,22 +22,12 @@ import { chunkFor } from '../helpers/crash-pattern.js';
 import { runKilledWhen } from '../helpers/spawn-lines.js';
 import { xorshiftBytes } from '../helpers/prng.js';
 import { tmpDir } from '../helpers/tools.js';
+import { readAt as bytesAt } from '../helpers/bytes.js';
 
 const MiB = 2 ** 20;
 const BLOCK = 2 * MiB;
 /** 10 blocks and 7 sectors: the last block is partial, and no CHS geometry gives this size */
 const CAPACITY = 5 * BLOCK * 2 + 7 * 512;
-
-async function bytesAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    await fh.read(b, 0, length, offset);
-    return b;
-  } finally {
-    await fh.close();
-  }
-}
 
 async function poke(path: string, offset: number, data: Buffer): Promise<void> {
   const fh = await open(path, 'r+');

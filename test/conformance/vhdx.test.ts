@@ -26,22 +26,12 @@ import { rebase } from '../../src/ops/rebase.js';
 import { vhdxLogHooks } from '../../src/formats/vhdx/log.js';
 import { xorshiftBytes } from '../helpers/prng.js';
 import { tmpDir } from '../helpers/tools.js';
+import { readAt as bytesAt } from '../helpers/bytes.js';
 
 const MiB = 2 ** 20;
 const BLOCK = MiB;
 /** 10 blocks and 7 sectors: the last block is partial */
 const CAPACITY = 10 * BLOCK + 7 * 512;
-
-async function bytesAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    await fh.read(b, 0, length, offset);
-    return b;
-  } finally {
-    await fh.close();
-  }
-}
 
 async function poke(path: string, offset: number, data: Buffer): Promise<void> {
   const fh = await open(path, 'r+');

@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import assert from 'node:assert/strict';
 import { DiskError, type ErrorCode } from '../../src/index.js';
+import { readAt } from '../helpers/bytes.js';
+export { readAt };
 
 /** the folder holding package.json, searched upward from this compiled file */
 export function repoRoot(): string {
@@ -68,17 +70,6 @@ export const u64le = (v: bigint) => {
   b.writeBigUInt64LE(v);
   return b;
 };
-
-export async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    await fh.read(b, 0, length, offset);
-    return b;
-  } finally {
-    await fh.close();
-  }
-}
 
 export function sha(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');

@@ -4,20 +4,9 @@
  * vdkit's parsers. Each kind is one self-contained pair of functions: the layout, and whether it
  * is in virtual order.
  */
-import { open } from 'node:fs/promises';
+import { readAt } from './bytes.js';
 
 const MiB = 2 ** 20;
-
-async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    await fh.read(b, 0, length, offset);
-    return b;
-  } finally {
-    await fh.close();
-  }
-}
 
 // ------------------------------------------------------------------ VHDX
 
