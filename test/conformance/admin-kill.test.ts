@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Disk, checkDisk, openFindings, rename } from '../../src/index.js';
-import { MiB, PATTERN, PATTERN_AT, assertContent, checkNoCorruption, vdkitNoCorruption } from '../helpers/admin-kill.js';
+import { MiB, PATTERN, PATTERN_AT, assertContent, checkNoCorruption, vdkitNoCorruption, type ResizeKind as Kind } from '../helpers/admin-kill.js';
 import { runKilledWhen } from '../helpers/spawn-lines.js';
 import { mulberry32 } from '../helpers/prng.js';
 import { describeRun, run, skipUnless, tmpDir } from '../helpers/tools.js';
@@ -18,15 +18,6 @@ import { describeRun, run, skipUnless, tmpDir } from '../helpers/tools.js';
 const WORKER = join(dirname(fileURLToPath(import.meta.url)), '../helpers/admin-kill-worker.js');
 const RUNS = 20;
 
-interface Kind {
-  label: string;
-  ext: string;
-  qemu: string;
-  create: string[];
-  /** qemu-img check understands it */
-  check: boolean;
-  step: number;
-}
 
 const KINDS: Kind[] = [
   { label: 'raw', ext: 'img', qemu: 'raw', create: [], check: false, step: 3 * MiB },

@@ -31,7 +31,7 @@ import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Disk, DiskError, checkDisk, createChild, openFindings, resize } from '../../src/index.js';
-import { MiB, PATTERN, PATTERN_AT, assertContent, checkNoCorruption } from '../helpers/admin-kill.js';
+import { MiB, PATTERN, PATTERN_AT, assertContent, checkNoCorruption, type ResizeKind as Kind } from '../helpers/admin-kill.js';
 import { runKilledWhen } from '../helpers/spawn-lines.js';
 import { mulberry32 } from '../helpers/prng.js';
 import { describeRun, run, skipUnless, tmpDir } from '../helpers/tools.js';
@@ -42,15 +42,6 @@ const COUNT = 2;
 /** the size every run ends at when no step is killed */
 const FINAL = 8 * MiB;
 
-interface Kind {
-  label: string;
-  ext: string;
-  qemu: string;
-  create: string[];
-  /** qemu-img check understands it */
-  check: boolean;
-  step: number;
-}
 
 /**
  * Steps: VDI 1 MiB blocks (each step drops blocks and moves the pattern's down), VHD dynamic

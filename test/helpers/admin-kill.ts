@@ -47,3 +47,17 @@ export async function checkNoCorruption(path: string, format: string): Promise<v
   const r = await run('qemu-img', args);
   assert.ok(r.code === 0 || r.code === 3, describeRun('qemu-img', args, r));
 }
+
+/** one kind of disk in the resize kill tests (admin-kill, shrink-kill), made by qemu-img */
+export interface ResizeKind {
+  label: string;
+  ext: string;
+  /** qemu-img's format name */
+  qemu: string;
+  /** qemu-img create options */
+  create: string[];
+  /** qemu-img check understands it */
+  check: boolean;
+  /** bytes each resize adds (admin-kill) or takes away (shrink-kill) */
+  step: number;
+}
