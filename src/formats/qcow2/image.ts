@@ -1243,20 +1243,45 @@ export class Qcow2Image implements Image {
       if (newCapacity < old && this.snapshots.length > 0) throw new DiskError('CANTSHRINK', 'an image with internal snapshots cannot be shrunk', { path: this.path, field: 'nb_snapshots', found: this.snapshots.length });
       if (this.hasIncompat(INCOMPAT.DATA_FILE)) throw new DiskError('NOTSUPPORTED', 'images with an external data file cannot be resized', { path: this.path, field: 'incompatible_features' });
       const cs = this.clusterSize;
-      if (newCapacity > old) {
-        await this.growL1(l1EntriesFor(newCapacity, this.g));
-        const tail = Math.min(newCapacity, Math.ceil(old / cs) * cs) - old;
-        if (tail > 0 && (await this.blockStatus(old - (old % cs), cs)).some((r) => r.state !== 'unallocated')) await this.write(Buffer.alloc(tail), old);
-      } else {
+      // What lies past the end must read as zeros should the disk grow (again). Grow: the tail
+      // of the old last cluster, and anything still mapped past the old end (a shrink stopped
+      // before its zeros), zeroed before the switch (the header size). Shrink: the switch first,
+      // then the cut part zeroed while it is past the end, so a stop shows the old disk whole
+      // or the new one.
+      const zeroRanges = async (from: number, to: number, all: boolean) => {
         const zeros = Buffer.alloc(Math.max(cs, 1024 * 1024));
-        for (const r of await this.blockStatus(newCapacity, old - newCapacity)) {
-          if (r.state === 'unallocated' && !this.backingName) continue;
+        for (const r of await this.blockStatus(from, to - from)) {
+          if (r.state === 'unallocated' && !all) continue;
           for (let at = r.offset; at < r.offset + r.length; at += zeros.length) await this.write(zeros.subarray(0, Math.min(zeros.length, r.offset + r.length - at)), at);
         }
+        await this.store.flush();
+      };
+      if (newCapacity > old) {
+        await this.growL1(l1EntriesFor(newCapacity, this.g));
+        // blockStatus and write see the new size in memory; the file keeps the old until the switch
+        this.h.size = BigInt(newCapacity);
+        try {
+          const tail = Math.min(newCapacity, Math.ceil(old / cs) * cs) - old;
+          if (tail > 0 && (await this.blockStatus(old - (old % cs), cs)).some((r) => r.state !== 'unallocated')) await this.write(Buffer.alloc(tail), old);
+          const next = Math.ceil(old / cs) * cs;
+          if (next < newCapacity) await zeroRanges(next, newCapacity, false);
+        } finally {
+          this.h.size = BigInt(old);
+        }
+        await this.store.flush();
+        this.h.size = BigInt(newCapacity);
+        await this.writeHeaderFields(['size']);
+      } else {
+        this.h.size = BigInt(newCapacity);
+        await this.writeHeaderFields(['size']);
+        await this.store.flush();
+        this.h.size = BigInt(old);
+        try {
+          await zeroRanges(newCapacity, old, !!this.backingName);
+        } finally {
+          this.h.size = BigInt(newCapacity);
+        }
       }
-      await this.store.flush();
-      this.h.size = BigInt(newCapacity);
-      await this.writeHeaderFields(['size']);
     } finally {
       await this.close();
     }

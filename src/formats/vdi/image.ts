@@ -688,10 +688,11 @@ export class VdiImage implements Image {
       const newC = ceilDiv(newCapacity, this.h.cbBlock);
       if (newC > MAX_BLOCKS) throw new DiskError('INVAL', 'too many blocks', { ...where, field: 'cBlocks', expected: `<= ${MAX_BLOCKS}`, found: newC });
       const fixed = this.h.type === TYPE_FIXED;
-      // a stored block that holds the end keeps bytes past it: zeros there, while they lie past
-      // the end (grow: the old end; shrink: the new one, in the part being cut), so that they
-      // cannot reappear when the disk grows again
-      await this.zeroPastEnd(Math.min(newCapacity, this.capacity));
+      // a stored block that holds the end keeps bytes past it: zeros there while they lie past
+      // the end (grow: the old end, before the switch; shrink: the new end, after it), so that
+      // they cannot reappear when the disk grows again, and a stop shows the old or new disk
+      const shrinking = newCapacity < this.capacity;
+      if (!shrinking) await this.zeroPastEnd(this.capacity);
       if (newC > oldC) {
         if (this.h.offBlocks + newC * 4 > this.h.offData) {
           await this.relocateMap(newC, newCapacity);
@@ -718,19 +719,27 @@ export class VdiImage implements Image {
           }
           this.h.cBlocksAllocated = newC;
         } else {
-          const drop: number[] = [];
-          for (let i = newC; i < oldC; i++) if (this.map[i]! < BLOCK_ZERO) drop.push(i);
-          await this.dropBlocks(drop);
-          await this.store.flush();
+          // the entries past the new end leave the map with the header write below (the switch:
+          // size, block count and allocated count in one sector); their slots become holes
+          // that dropBlocks closes after it
+          for (let i = newC; i < oldC; i++) this.map[i] = BLOCK_FREE;
+          let allocated = 0;
+          for (let i = 0; i < newC; i++) if (this.map[i]! < BLOCK_ZERO) allocated++;
+          this.h.cBlocksAllocated = allocated;
         }
       }
       this.h.cbDisk = BigInt(newCapacity);
       this.h.cBlocks = newC;
       await this.writeHeader();
       await this.store.flush();
+      if (shrinking) await this.zeroPastEnd(newCapacity);
       if (newC < oldC) {
-        await this.store.truncate(this.h.offData + this.h.cBlocksAllocated * this.stride);
-        await this.store.flush();
+        if (fixed) {
+          await this.store.truncate(this.h.offData + this.h.cBlocksAllocated * this.stride);
+          await this.store.flush();
+        } else {
+          await this.dropBlocks([]);
+        }
       }
     } finally {
       await this.close();

@@ -974,28 +974,31 @@ export class VhdImage implements Image {
 
   private async resizeDynamic(newCapacity: number, next: FooterValue): Promise<void> {
     const d = this.dyn!;
-    // a stored block that holds the end keeps bytes past it: zeros there, while they lie past
-    // the end (grow: the old end; shrink: the new one, in the part being cut), so that they
-    // cannot reappear when the disk grows again (QEMU ignores the sector bitmaps: the data
-    // itself must be zeros)
-    const end = Math.min(newCapacity, this.capacity);
-    const within = end % d.blockSize;
-    const last = d.bat[Math.floor(end / d.blockSize)];
-    if (within !== 0 && last !== undefined && last !== BAT_UNUSED) {
+    // a stored block that holds the end keeps bytes past it: zeros there while they lie past
+    // the end (grow: the old end, before the switch; shrink: the new end, after it), so that
+    // they cannot reappear when the disk grows again and a stop shows the old or the new disk
+    // (QEMU ignores the sector bitmaps: the data itself must be zeros)
+    const zeroPastEnd = async (end: number) => {
+      const within = end % d.blockSize;
+      const last = d.bat[Math.floor(end / d.blockSize)];
+      if (within === 0 || last === undefined || last === BAT_UNUSED) return;
       const z = Buffer.alloc(Math.min(d.blockSize - within, 1024 * 1024));
       const at = last * SECTOR + d.bitmapBytes + within;
       for (let done = 0; done < d.blockSize - within; done += z.length) await this.store.write(at + done, z.subarray(0, Math.min(z.length, d.blockSize - within - done)));
       await this.store.flush();
-    }
+    };
     const oldNeed = d.bat.length;
     const need = ceilDiv(newCapacity, d.blockSize);
     if (need > MAX_BAT_ENTRIES) throw new DiskError('INVAL', 'the BAT would be too large', { path: this.path, field: 'maxTableEntries', expected: `<= ${MAX_BAT_ENTRIES}`, found: need });
-    if (need < oldNeed) {
+    if (newCapacity < this.capacity) {
+      // the footer is the switch; what lies past the new end is invisible after it
       await this.saveFooter(next);
       await this.store.flush();
-      await this.store.write(d.tableOffset + need * 4, Buffer.alloc((oldNeed - need) * 4, 0xff));
+      await zeroPastEnd(newCapacity);
+      if (need < oldNeed) await this.store.write(d.tableOffset + need * 4, Buffer.alloc((oldNeed - need) * 4, 0xff));
       return;
     }
+    await zeroPastEnd(this.capacity);
     const stride = d.bitmapBytes + d.blockSize;
     let entries = d.entries;
     if (need > entries) {

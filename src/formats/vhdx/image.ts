@@ -1262,14 +1262,18 @@ export class VhdxImage implements Image {
         await this.commit();
         await this.commit(sizeSectors);
       } else {
-        // the cut-off tail of the new last block reads as zeros should the disk grow again
+        // the cut-off tail of the new last block reads as zeros should the disk grow again;
+        // written after the size switch, when it lies past the end (a stop before it shows the
+        // old disk whole)
         const last = newBlocks - 1;
         const within = newCapacity - last * bs;
         const st = this.pState[last]!;
-        if (within < this.blockLen(last) && (st === PAYLOAD.FULLY_PRESENT || st === PAYLOAD.PARTIALLY_PRESENT)) {
-          await this.zeroFill(this.pOff[last]! * MiB + within, this.blockLen(last) - within);
-        }
+        const tail = this.blockLen(last) - within;
         await this.commit(sizeSectors);
+        if (tail > 0 && (st === PAYLOAD.FULLY_PRESENT || st === PAYLOAD.PARTIALLY_PRESENT)) {
+          await this.zeroFill(this.pOff[last]! * MiB + within, tail);
+          await this.store.flush();
+        }
         for (let i = newEntries; i < oldEntries; i++) this.pending.set(i, batEntry(PAYLOAD.NOT_PRESENT, 0));
         await this.commit();
       }
