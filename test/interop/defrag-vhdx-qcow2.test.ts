@@ -265,3 +265,44 @@ test('defragment refuses a qcow2 image with internal snapshots and changes nothi
   assert.notEqual(r.code, 0, describeRun('vdkit defrag', [copy], r));
   assert.match(r.stderr, /NOTSUPPORTED/);
 });
+
+test('a defragment cancelled on an open handle: later writes on the same handle never land on a parked block', async (t) => {
+  if (!skipUnless(t, 'qemu-img')) return;
+  const dir = (await tmpDir(t)).path;
+  for (const [format, create] of [['vhdx', { blockSize: MiB }], ['qcow2', {}]] as const) {
+    const unit = format === 'vhdx' ? MiB : 64 * KiB;
+    const units = 32;
+    const p = join(dir, `c.${format}`);
+    const model = Buffer.alloc(units * unit);
+    const d = await Disk.create(p, { format, capacity: units * unit, ...create });
+    // every other unit, from the last to the first: the whole layout is out of order
+    for (let u = units - 2; u >= 0; u -= 2) {
+      const data = xorshiftBytes(unit, u + 1);
+      data.copy(model, u * unit);
+      await d.write(u * unit, data);
+    }
+    await d.flush();
+    const stop = new AbortController();
+    let calls = 0;
+    await assert.rejects(
+      d.image.defragment!({ signal: stop.signal, onProgress: () => ++calls >= 2 && stop.abort() }),
+      (e: unknown) => e instanceof DiskError && e.code === 'CANCELLED',
+      `${format}: the defragment is cancelled`,
+    );
+    // the gaps get data through the same handle
+    for (let u = 1; u < units; u += 2) {
+      const data = xorshiftBytes(unit, 100 + u);
+      data.copy(model, u * unit);
+      await d.write(u * unit, data);
+    }
+    await d.close();
+    const r = await Disk.open(p, { readOnly: true });
+    try {
+      assert.ok((await r.read(0, units * unit)).equals(model), `${format}: every unit reads what was written`);
+    } finally {
+      await r.close();
+    }
+    await ok('qemu-img', ['check', '-q', '-f', format, p]);
+    await vdkitClean(p);
+  }
+});

@@ -856,7 +856,8 @@ export class VhdxImage implements Image {
         const st = this.pState[n];
         if (st !== PAYLOAD.FULLY_PRESENT && st !== PAYLOAD.PARTIALLY_PRESENT) continue;
         items.push({ kind: 'payload', i: n });
-        plan.push({ at: this.pOff[n]!, len: bs / MiB });
+        // the disk's last block may be stored with only its length (rounded to 1 MiB)
+        plan.push({ at: this.pOff[n]!, len: Math.ceil(this.blockLen(n) / MiB) });
       }
     }
     const total = items.length;
@@ -884,6 +885,8 @@ export class VhdxImage implements Image {
         await this.store.truncate(reach);
         this.fileSize = reach;
       }
+      // blocks parked up there until the end (or a cancel) cuts the file: new blocks go after
+      this.nextFree = Math.max(this.nextFree, roundUp(reach, ALIGN));
       for (const m of b.moves) {
         const from = m.from * MiB;
         const chunk = buf.subarray(0, Math.min(plan[m.item]!.len * MiB, this.fileSize - from));
