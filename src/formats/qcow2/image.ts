@@ -1105,15 +1105,22 @@ export class Qcow2Image implements Image {
       const fixed = new Uint8Array(limit);
       for (let c = 0; c < limit; c++) if (!isData.has(c) && (await this.refs.get(c)) > 0) fixed[c] = 1;
       const p = planRelayout(items, fixed, 0, MOVE_BATCH);
-      let missing = -1;
-      for (const b of p.batches) for (const m of b.moves) if (missing < 0 && this.refs.blockOffset(Math.floor(m.to / this.refs.entriesPerBlock)) === 0) missing = m.to;
-      if (missing < 0) plan = p;
+      // every refcount block the moves need and the file lacks, made in one go: each new block
+      // is a cluster the next plan must step around, so a few rounds settle it
+      const missing = new Map<number, number>(); // refcount block index -> a cluster it covers
+      for (const b of p.batches) {
+        for (const m of b.moves) {
+          const rt = Math.floor(m.to / this.refs.entriesPerBlock);
+          if (this.refs.blockOffset(rt) === 0 && !missing.has(rt)) missing.set(rt, m.to);
+        }
+      }
+      if (missing.size === 0) plan = p;
       else {
         if (attempt >= 64) throw new DiskError('INTERNAL', 'defragment: refcount blocks for the targets keep moving the plan', { path: this.path });
         // new blocks go past the final layout (a block there is dropped again at the end,
         // when it describes only free clusters; among the targets it would stay for good)
         this.refs.freeIndex = Math.max(this.refs.freeIndex, p.finalEnd);
-        await this.refs.ensureBlock(missing);
+        for (const cluster of missing.values()) await this.refs.ensureBlock(cluster);
         await this.store.flush();
       }
     }
