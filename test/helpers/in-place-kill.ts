@@ -118,4 +118,5 @@ export async function killRuns(t: TestContext, k: KillKind, plan: KillPlan): Pro
   };
   for (let i = 0; i < KILL_RUNS; i += 4) await Promise.all([i, i + 1, i + 2, i + 3].filter((n) => n < KILL_RUNS).map(one));
   t.diagnostic(`${k.label}: whole ${plan.op} ${whole.steps} steps; ${midway} of ${KILL_RUNS} kills left a half-done ${plan.op}`);
+  assert.ok(midway > 0, `${k.label}: some kills land inside the ${plan.op} (a test whose kills all miss proves nothing)`);
 }
