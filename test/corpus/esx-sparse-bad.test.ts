@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Disk, type ErrorCode } from '../../src/index.js';
-import { checkDisk } from '../../src/ops/check.js';
+import { checkDisk, openFindings } from '../../src/ops/check.js';
 import type { CheckFinding } from '../../src/formats/types.js';
 import { run } from '../helpers/tools.js';
 import { CowdHeader, SeSparseConstHeader, SeSparseVolatileHeader } from '../../src/formats/vmdk/structs.js';
@@ -474,4 +474,20 @@ test('vdkit check --repair on a damaged COWD link: exit 2, the finding printed a
   assert.deepEqual([sha(extent), sha(desc)], before);
   const json = JSON.parse((await vdkit(['check', '--json', desc])).stdout) as { findings: CheckFinding[] };
   assert.deepEqual(json.findings.map((f) => [f.kind, f.struct, f.field]), [['corruption', 'CowdHeader', 'freeSector']]);
+});
+
+test('check: a grain table of garbage gives at most 1000 findings and one summary (memory bounded whatever the file holds)', async () => {
+  const { desc, extent } = await copy('c');
+  // every entry of grain table 1 points past the end of the file
+  const table = Buffer.alloc(4096 * 4);
+  for (let i = 0; i < 4096; i++) table.writeUInt32LE(0x00ffffff, i * 4);
+  await poke(extent, cowd.at.tables[1]!, table);
+  const report = await checkDisk(desc, { repair: false });
+  assert.equal(report.findings.length, 1001, 'the first 1000 findings and a summary');
+  const last = report.findings[1000]!;
+  assert.equal(last.kind, 'corruption');
+  assert.match(last.message, /^\d+ more findings left out/);
+  const dropped = Number(/^(\d+)/.exec(last.message)![1]);
+  assert.ok(dropped > 0);
+  assert.equal(openFindings(report).corruptions > 0, true);
 });

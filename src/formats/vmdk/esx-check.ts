@@ -78,8 +78,40 @@ const HEADER = -1;
 const GD = -2;
 const tableOwner = (g: number) => -3 - g;
 
+/** at most this many findings per extent: a garbage table would otherwise give one per entry */
+const MAX_FINDINGS = 1000;
+
+/**
+ * A findings list that keeps the first MAX_FINDINGS and then one summary finding counting the
+ * rest (a corruption when any of the rest is one), so memory stays bounded by a constant
+ * whatever the file holds.
+ */
+function boundedFindings(): CheckFinding[] {
+  const list: CheckFinding[] = [];
+  let summary: CheckFinding | undefined;
+  let dropped = 0;
+  const push = (...items: CheckFinding[]): number => {
+    for (const f of items) {
+      if (list.length < MAX_FINDINGS) {
+        Array.prototype.push.call(list, f);
+        continue;
+      }
+      dropped++;
+      if (!summary) {
+        summary = { kind: f.kind, message: '', struct: f.struct };
+        Array.prototype.push.call(list, summary);
+      }
+      if (f.kind === 'corruption') summary.kind = 'corruption';
+      summary.message = `${dropped} more findings left out (the first ${MAX_FINDINGS} are listed)`;
+    }
+    return list.length;
+  };
+  Object.defineProperty(list, 'push', { value: push });
+  return list;
+}
+
 async function checkCowd(e: EsxSparseExtent, f: CowdFacts): Promise<EsxCheckResult> {
-  const findings: CheckFinding[] = [];
+  const findings = boundedFindings();
   const h = f.header;
   const grainSectors = h.grainSize;
   const fileSectors = Math.floor(f.fileSize / SECTOR_SIZE);
@@ -200,7 +232,7 @@ const REGIONS = [
 ] as const;
 
 async function checkSeSparse(e: EsxSparseExtent, f: SeSparseFacts): Promise<EsxCheckResult> {
-  const findings: CheckFinding[] = [];
+  const findings = boundedFindings();
   const h = f.header;
   const where = { struct: 'SeSparseConstHeader' };
   const fileSectors = Math.floor(f.fileSize / SECTOR_SIZE);
