@@ -54,13 +54,17 @@ export async function rebase(childPath: string, newParent: string | undefined, o
         const old = await Disk.open(child, { readOnly: true, untrusted: opts.untrusted });
         try {
           const g = link.clusterSize;
+          // whole clusters per step: the link does no copy-on-write (cowByCaller), so a write
+          // into part of an unallocated cluster zero-fills the rest of it; with clusters over
+          // 1 MiB (qcow2 cluster_size=2M) a 1 MiB step would leave half a cluster zeros
+          const step = Math.ceil(CHUNK / g) * g;
           const lacking = (await link.blockStatus(0, link.capacity)).filter((r) => r.state === 'unallocated');
           const total = lacking.reduce((a, r) => a + r.length, 0);
           let done = 0;
           for (const r of lacking) {
-            for (let at = r.offset; at < r.offset + r.length; at += CHUNK) {
+            for (let at = r.offset; at < r.offset + r.length; at += step) {
               if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: child }, { cause: opts.signal.reason });
-              const n = Math.min(CHUNK, r.offset + r.length - at);
+              const n = Math.min(step, r.offset + r.length - at);
               const before = await old.read(at, n);
               const after = np ? await np.read(at, Math.max(0, Math.min(n, np.capacity - at))) : Buffer.alloc(0);
               // clusters whose bytes differ between the old and new parent go into the child whole

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Disk } from '../../src/index.js';
 import { createChild } from '../../src/ops/child.js';
+import { rebase } from '../../src/ops/rebase.js';
 import { run, skipUnless, tmpDir } from '../helpers/tools.js';
 import { MiB, RawModel, Rng, assertWholeDiskEqual, planWrites, runOk, seedOf } from './support.js';
 
@@ -116,4 +117,23 @@ test('qemu-img agrees after vdkit commits, merges and rebases a chain', async (t
   await same('after rebasing onto nothing');
   const info = JSON.parse((await runOk('qemu-img', ['info', '--backing-chain', '--output=json', top], 'info')).stdout) as unknown[];
   assert.equal(info.length, 1);
+});
+
+test('safe rebase of a qcow2 child with 2 MiB clusters keeps what it reads (whole clusters are copied, never half)', async (t) => {
+  if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
+  const dir = (await tmpDir(t)).path;
+  const a = join(dir, 'A.qcow2');
+  const b = join(dir, 'B.qcow2');
+  const c = join(dir, 'C.qcow2');
+  await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', a, '4M'], 'rebase 2M step 1');
+  await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xaa 0 4M', a], 'rebase 2M step 2');
+  await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', b, '4M'], 'rebase 2M step 3');
+  // B differs from A only in the first 64 KiB of the first 2 MiB cluster
+  await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xaa 0 4M', '-c', 'write -P 0xbb 0 64k', b], 'rebase 2M step 4');
+  await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=2M', '-b', 'A.qcow2', '-F', 'qcow2', c], 'rebase 2M step 5');
+  const r = await rebase(c, b);
+  assert.equal(r.bytesCopied, 2 * MiB, 'one whole 2 MiB cluster is copied into the child');
+  // what the child read through A it still reads through B: 0xaa everywhere
+  await runOk('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0xaa 0 4M', c], 'rebase 2M step 6');
+  await runOk('qemu-img', ['check', '-q', c], 'rebase 2M step 7');
 });
