@@ -75,7 +75,12 @@ export async function rename(oldPath: string, newPath: string): Promise<RenameRe
   if (image.renameTo) {
     // the multi-file formats rename themselves (descriptor and extent names)
     const rw = await openLink(src, { format: image.format, singleLink: true, cowByCaller: true, preserveIdentity: true });
-    await rw.renameTo!(dst, { keepOld: true });
+    try {
+      await rw.renameTo!(dst, { keepOld: true });
+    } catch (err) {
+      await rw.close().catch(() => {});
+      throw err;
+    }
   } else {
     if (!(await fsx.link(src, dst))) await fsx.rename(src, dst);
   }

@@ -232,3 +232,20 @@ test('rename re-points VHD, VHDX and VDI children (parent locators, found by UUI
     assert.deepEqual(await readdir(dir), []);
   }
 });
+
+test('rename refuses to replace another disk\'s file that has a new extent name, before it moves anything', async (t) => {
+  if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
+  const dir = (await tmpDir(t)).path;
+  const a = join(dir, 'a.vmdk');
+  const other = join(dir, 'b-flat.vmdk');
+  await runOk('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', a, '1M'], 'create a');
+  await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', other, '1M'], 'an unrelated disk named like the new extent');
+  await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 64k', other], 'its data');
+  const before = await readdir(dir);
+  await assert.rejects(rename(a, join(dir, 'b.vmdk')), (e: Error & { code?: string }) => e.code === 'FILEEXISTS' && /b-flat\.vmdk/.test(e.message));
+  assert.deepEqual((await readdir(dir)).sort(), before.sort(), 'nothing moved, nothing removed');
+  await runOk('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x5a 0 64k', other], 'the other disk keeps its data');
+  // the disk itself still renames where the way is clear
+  await rename(a, join(dir, 'c.vmdk'));
+  await runOk('qemu-img', ['check', '-q', join(dir, 'c.vmdk')], 'renamed disk');
+});

@@ -466,6 +466,18 @@ export class VmdkImage implements Image {
     const next = Descriptor.parse(this.descriptor.toString(), this.path);
     next.setExtents(next.extents().map((e) => (e.fileName === undefined ? e : { ...e, fileName: renamed(e.fileName) })));
     const moves = this.extents.flatMap((e) => (e.path && e.line.fileName && renamed(e.line.fileName) !== e.line.fileName ? [[e.path, join(dirname(e.path), renamed(basename(e.path)))] as const] : []));
+    if (opts.keepOld) {
+      // only this disk's own file (a link a stopped rename left) may be replaced: another
+      // file of a new extent name belongs to someone else; checked before anything moves
+      for (const [from, to] of moves) {
+        const there = await fsx.fileId(to);
+        if (!there) continue;
+        const mine = await fsx.fileId(from);
+        if (!mine || mine.dev !== there.dev || mine.ino !== there.ino) {
+          throw new DiskError('FILEEXISTS', `${basename(to)} exists and is not a file of this disk: the renamed extent would replace it`, { path: to, field: 'extent', found: basename(to) });
+        }
+      }
+    }
     await this.close();
     for (const [from, to] of moves) await move(from, to);
     await fsx.writeFileAtomic(newPath, Buffer.from(next.toString(), 'utf8'));
