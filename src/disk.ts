@@ -75,6 +75,8 @@ export interface DiskCreateOptions extends CreateOptions {
 export class Disk {
   private closed = false;
   private writeQueue: Promise<unknown> = Promise.resolve();
+  /** settles when the running exclusive operation (runExclusive) ends; reads wait for it */
+  private exclusive: Promise<void> | undefined;
 
   private constructor(
     readonly image: Image,
@@ -156,6 +158,7 @@ export class Disk {
   async read(offset: number, length: number): Promise<Buffer> {
     this.check();
     checkRange(offset, length, this.capacity, this.path);
+    if (this.exclusive) await this.exclusive;
     const buf = Buffer.allocUnsafe(length);
     if (length > 0) await this.image.read(buf, offset);
     return buf;
@@ -164,7 +167,30 @@ export class Disk {
   async readInto(into: Buffer, offset: number): Promise<void> {
     this.check();
     checkRange(offset, into.length, this.capacity, this.path);
+    if (this.exclusive) await this.exclusive;
     if (into.length > 0) await this.image.read(into, offset);
+  }
+
+  /**
+   * Run `fn` alone on this disk: after the writes already queued, with later writes queued
+   * behind it and reads and block status waiting for it. For operations that move data inside
+   * the open image (VixDiskLib_Shrink, VixDiskLib_Defragment): a write applied to a block's old
+   * place after it was copied would be lost when the table switches to the copy.
+   */
+  async runExclusive<T>(fn: () => Promise<T>): Promise<T> {
+    this.check();
+    const run = this.writeQueue.then(fn);
+    const done = run.then(
+      () => {},
+      () => {},
+    );
+    this.writeQueue = done;
+    this.exclusive = done;
+    try {
+      return await run;
+    } finally {
+      if (this.exclusive === done) this.exclusive = undefined;
+    }
   }
 
   async write(offset: number, data: Buffer): Promise<void> {
@@ -226,6 +252,7 @@ export class Disk {
     this.check();
     checkRange(offset, length, this.capacity, this.path);
     if (length === 0) return [];
+    if (this.exclusive) await this.exclusive;
     return this.image.blockStatus(offset, length);
   }
 

@@ -973,7 +973,8 @@ async function inPlace(
   await disk.flush();
   let result: InPlaceResult;
   try {
-    result = await run.call(image, opts);
+    // alone on the handle: Read/Write calls made meanwhile wait for it (they would race the moves)
+    result = await disk.runExclusive(() => run.call(image, opts));
   } catch (err) {
     // however the driver reports being stopped, a stop asked for by the progress function is a cancel
     cancelled(progress.signal, disk.path);

@@ -458,3 +458,47 @@ test('VixDiskLib: Shrink and Defragment go through Image.compact/defragment', as
     }
   });
 });
+
+test('VixDiskLib_Shrink with Write calls made on the handle meanwhile: every write survives (the shrink runs alone)', async (t) => {
+  if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
+  const dir = (await tmpDir(t)).path;
+  const p = join(dir, 'r.vmdk');
+  const MiB = 2 ** 20;
+  const ok = async (cmd: string, args: string[]) => {
+    const r = await run(cmd, args);
+    assert.equal(r.code, 0, describeRun(cmd, args, r));
+    return r;
+  };
+  await ok('qemu-img', ['create', '-q', '-f', 'vmdk', p, '64M']);
+  // data everywhere, the lower half then zeroed: compact drops those grains and moves the rest down
+  await ok('qemu-io', ['-f', 'vmdk', '-c', 'write -P 0x11 0 64M', '-c', 'write -z 0 32M', p]);
+  await V.VixDiskLib_Init(1, 1, null, null, null, null);
+  const conn = await V.VixDiskLib_Connect(null);
+  const h = await V.VixDiskLib_Open(conn, p, 0);
+  const expect = Buffer.alloc(64 * MiB, 0x11);
+  expect.fill(0, 0, 32 * MiB);
+  const shrink = V.VixDiskLib_Shrink(h, null, null);
+  // a second task writes one sector into each grain of the upper half while the shrink runs
+  const writes: Promise<number>[] = [];
+  for (let g = 512; g < 1024; g++) {
+    const buf = Buffer.alloc(512, 0xee);
+    writes.push(V.VixDiskLib_Write(h, g * 128, 1, buf));
+    buf.copy(expect, g * 65536);
+    await new Promise((r) => setImmediate(r));
+  }
+  await shrink;
+  await Promise.all(writes);
+  const back = Buffer.alloc(64 * MiB);
+  await V.VixDiskLib_Read(h, 0, (64 * MiB) / 512, back);
+  assert.ok(back.equals(expect), 'the handle reads every write');
+  await V.VixDiskLib_Close(h);
+  const raw = join(dir, 'r.raw');
+  await ok('qemu-img', ['convert', '-O', 'raw', p, raw]);
+  const d = await Disk.open(raw, { readOnly: true, format: 'raw' });
+  try {
+    assert.ok((await d.read(0, 64 * MiB)).equals(expect), 'qemu-img reads every write after close');
+  } finally {
+    await d.close();
+  }
+  await ok('qemu-img', ['check', '-q', p]);
+});
