@@ -816,8 +816,8 @@ export class Qcow2Image implements Image {
       const es = g.l2EntrySize;
       await this.store.write(l2Off + lo * es, l2.subarray(lo * es, (hi + 1) * es));
     }
-    // 5. what is no longer referenced from here
-    if (sharedL2) await this.refs.update(sharedL2 / cs, 1, -1);
+    // 5. what is no longer referenced from here: the new entries made durable first, so that
+    // a power loss cannot leave an old entry naming a cluster already handed to someone else
     const frees: number[] = [];
     for (const p of plans) {
       if (!p.free) continue;
@@ -825,6 +825,8 @@ export class Qcow2Image implements Image {
       for (let c = Math.floor(at / cs); c <= Math.floor((at + len - 1) / cs); c++) frees.push(c);
       this.inflated.delete(at);
     }
+    if (sharedL2 || frees.length > 0) await this.store.flush();
+    if (sharedL2) await this.refs.update(sharedL2 / cs, 1, -1);
     if (frees.length > 0) await this.refs.decrementMany(frees);
   }
 
