@@ -294,3 +294,36 @@ test('block status of a nearly 2 TiB sparse disk is quick (grain tables read in 
     await d.close();
   });
 });
+
+test('a grain table write that fails (I/O error) leaves the handle reading what the file says', async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, 'eio.vmdk');
+    const d = await Disk.create(path, { capacity: 4 * 2 ** 20 });
+    await d.write(0, Buffer.alloc(65536, 1));
+    await d.flush();
+    // the next small write (a grain table span; grains are 64 KiB) fails, as a full disk would
+    type WriteFn = (this: FileStore, offset: number, data: Buffer) => Promise<void>;
+    const proto = FileStore.prototype as unknown as { write: WriteFn };
+    const orig = proto.write;
+    proto.write = function (offset, data) {
+      if (data.length < 65536) return Promise.reject(new DiskError('FILEIO', 'injected', { path }));
+      return orig.call(this, offset, data);
+    };
+    try {
+      await assert.rejects(d.write(65536 * 8, Buffer.alloc(65536, 2)), /injected/);
+    } finally {
+      proto.write = orig;
+    }
+    // the handle, and a fresh open, agree with the file: the grain is not there
+    assert.ok((await d.read(65536 * 8, 65536)).equals(Buffer.alloc(65536)), 'the handle reads what the file holds');
+    assert.ok((await d.read(0, 65536)).equals(Buffer.alloc(65536, 1)));
+    await d.close();
+    const again = await Disk.open(path, { readOnly: true });
+    try {
+      assert.ok((await again.read(65536 * 8, 65536)).equals(Buffer.alloc(65536)));
+      assert.ok((await again.read(0, 65536)).equals(Buffer.alloc(65536, 1)));
+    } finally {
+      await again.close();
+    }
+  });
+});

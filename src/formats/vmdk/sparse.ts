@@ -533,13 +533,20 @@ export class SparseExtent {
       }
       await Promise.all(redundant);
     };
-    if (redundantFirst && this.rgd) {
-      await writeRedundant();
-      await this.store.flush();
-      await writePrimary();
-    } else {
-      await writePrimary();
-      await writeRedundant();
+    try {
+      if (redundantFirst && this.rgd) {
+        await writeRedundant();
+        await this.store.flush();
+        await writePrimary();
+      } else {
+        await writePrimary();
+        await writeRedundant();
+      }
+    } catch (err) {
+      // the cached tables hold entries the file may not: read them from the file again, so
+      // this handle goes on from what is on the disk (an I/O error, a full disk)
+      for (const g of byTable.keys()) this.gtCache.delete(g);
+      throw err;
     }
   }
 
