@@ -8,21 +8,14 @@
  * first and yields for a moment (as repair-runner.ts does), so the test can kill it next to any
  * one of them; it prints `steps <n>` at the end.
  */
-import { FileStore, rename, resize } from '../../src/index.js';
+import { rename, resize } from '../../src/index.js';
+import { numberFileSteps } from './file-steps.js';
 
 const argv = process.argv.slice(2);
-let steps = 0;
+let steps = () => 0;
 if (argv[0] === '--steps') {
   argv.shift();
-  const proto = FileStore.prototype as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-  for (const name of ['write', 'writev', 'flush', 'truncate']) {
-    const orig = proto[name]!;
-    proto[name] = async function (this: unknown, ...a: unknown[]) {
-      console.log(`step ${++steps}`);
-      await new Promise((r) => setTimeout(r, 1));
-      return orig.apply(this, a);
-    };
-  }
+  steps = numberFileSteps((l) => console.log(l));
 }
 
 const [op, ...args] = argv;
@@ -43,4 +36,4 @@ if (op === 'resize') {
 } else {
   throw new Error(`unknown op ${op}`);
 }
-console.log(`steps ${steps}`);
+console.log(`steps ${steps()}`);

@@ -11,13 +11,13 @@
  * in virtual order).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { copyFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Disk, checkDisk, openFindings } from '../../src/index.js';
 import { mulberry32 } from './prng.js';
+import { runKilledAtStep } from './spawn-lines.js';
 import { describeRun, run, tmpDir } from './tools.js';
 
 export type KillOp = 'compact' | 'defragment';
@@ -37,23 +37,12 @@ export interface KillKind {
 }
 
 /** Run the worker; SIGKILL it when it prints `step <killAt>` (never: it runs to the end). */
-export function killedAt(op: KillOp, path: string, killAt: number): Promise<{ killed: boolean; steps?: number }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [WORKER, op, path], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stderr.on('data', (c) => (err += c));
-    p.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      if (out.includes(`step ${killAt}\n`)) p.kill('SIGKILL');
-    });
-    p.on('error', reject);
-    p.on('close', (code, signal) => {
-      if (signal === 'SIGKILL') resolve({ killed: true });
-      else if (code === 0) resolve({ killed: false, steps: Number(/done (\d+)/.exec(out)?.[1]) });
-      else reject(new Error(`${op} worker failed (${code}): ${err}`));
-    });
-  });
+export async function killedAt(op: KillOp, path: string, killAt: number): Promise<{ killed: boolean; steps?: number }> {
+  const r = await runKilledAtStep(WORKER, [op, path], killAt);
+  if (r.killed) return { killed: true };
+  const done = r.lines.find((l) => l.startsWith('done '));
+  if (!done) throw new Error(`${op} worker ended without "done": ${r.lines.slice(-3).join(' | ')}`);
+  return { killed: false, steps: Number(done.slice(5)) };
 }
 
 /** The whole disk of this link alone, read-only. */

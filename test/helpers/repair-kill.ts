@@ -7,7 +7,7 @@
  * content, qemu-img check clean where it knows the format).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runKilledAtStep } from './spawn-lines.js';
 import { copyFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -25,24 +25,12 @@ const RUNNER = join(dirname(fileURLToPath(import.meta.url)), 'repair-runner.js')
  * are numbered; the kill lands just before or after that step). Resolves with whether it was
  * killed, and its time and step count when it was not.
  */
-export function repairKilledAt(path: string, killAt: number): Promise<{ killed: boolean; ms?: number; steps?: number }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [RUNNER, path], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stderr.on('data', (c) => (err += c));
-    p.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      if (out.includes(`step ${killAt}\n`)) p.kill('SIGKILL');
-    });
-    p.on('error', reject);
-    p.on('close', (code, signal) => {
-      if (signal === 'SIGKILL') return resolve({ killed: true });
-      const m = /done ([\d.]+) (\d+)/.exec(out);
-      if (code === 0 && m) resolve({ killed: false, ms: Number(m[1]), steps: Number(m[2]) });
-      else reject(new Error(`repair runner failed (${code}): ${err}`));
-    });
-  });
+export async function repairKilledAt(path: string, killAt: number): Promise<{ killed: boolean; ms?: number; steps?: number }> {
+  const r = await runKilledAtStep(RUNNER, [path], killAt);
+  if (r.killed) return { killed: true };
+  const m = r.lines.map((l) => /^done ([\d.]+) (\d+)$/.exec(l)).find((x) => x);
+  if (!m) throw new Error(`repair runner ended without "done": ${r.lines.slice(-3).join(' | ')}`);
+  return { killed: false, ms: Number(m[1]), steps: Number(m[2]) };
 }
 
 const corruptFields = (r: CheckReport) => r.findings.filter((f) => f.kind === 'corruption' && !f.repaired).map((f) => f.field!);

@@ -4,20 +4,12 @@
  * flush and truncate of a file prints `step <n>` first and yields for a moment, so the parent
  * can SIGKILL it between any two steps (or at a random time).
  */
-import { FileStore, checkDisk } from '../../src/index.js';
+import { checkDisk } from '../../src/index.js';
+import { numberFileSteps } from './file-steps.js';
 
 const [path] = process.argv.slice(2);
-let steps = 0;
-const proto = FileStore.prototype as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-for (const name of ['write', 'writev', 'flush', 'truncate']) {
-  const orig = proto[name]!;
-  proto[name] = async function (this: unknown, ...args: unknown[]) {
-    process.stdout.write(`step ${++steps}\n`);
-    await new Promise((r) => setTimeout(r, 1));
-    return orig.apply(this, args);
-  };
-}
+const steps = numberFileSteps();
 process.stdout.write('ready\n');
 const t0 = performance.now();
 await checkDisk(path!, { repair: true, chain: false });
-process.stdout.write(`done ${(performance.now() - t0).toFixed(2)} ${steps}\n`);
+process.stdout.write(`done ${(performance.now() - t0).toFixed(2)} ${steps()}\n`);
