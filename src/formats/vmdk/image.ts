@@ -102,8 +102,16 @@ export class VmdkImage implements Image {
     const image = await VmdkImage.openLink(path, opts);
     // A delta link alone does not hold the whole disk: a partial-grain write would fill the
     // rest of the grain with zeros instead of the parent's bytes. Until the chain layer opens
-    // parents, a child may only be inspected read-only.
-    if (!image.readOnly && image.parentCid !== NO_PARENT && !opts.cowByCaller) {
+    // parents, a child may only be inspected read-only. (A bad parentCID throws here too: the
+    // image is closed on every way out.)
+    let child: boolean;
+    try {
+      child = !image.readOnly && image.parentCid !== NO_PARENT && !opts.cowByCaller;
+    } catch (err) {
+      await image.close().catch(() => {});
+      throw err;
+    }
+    if (child) {
       await image.close().catch(() => {});
       throw new DiskError('PARTIALCHAIN', 'this disk is a child (redo log / snapshot delta): open its chain (without singleLink) to write to it, or open this link read-only to inspect it', {
         path,
@@ -175,7 +183,7 @@ export class VmdkImage implements Image {
       const size = await store.size();
       const head = await store.readZeroPadded(0, Math.min(Math.max(size, 0), 4096));
       const magic = head.length >= 4 ? head.readUInt32LE(0) : 0;
-      if (magic === SPARSE_MAGIC) return await VmdkImage.openMonolithic(path, store, readOnly, !!opts.preserveIdentity);
+      if (magic === SPARSE_MAGIC) return await VmdkImage.openMonolithic(path, store, readOnly, !!opts.preserveIdentity, !!opts.forCheck);
       if (magic === COWD_MAGIC || (head.length >= 8 && head.readBigUInt64LE(0) === SESPARSE_CONST_MAGIC)) {
         let esxStore: ByteStore = store;
         if (!readOnly && opts.forCheck) {
@@ -206,8 +214,8 @@ export class VmdkImage implements Image {
     }
   }
 
-  private static async openMonolithic(path: string, store: ByteStore, readOnly: boolean, preserveIdentity: boolean): Promise<VmdkImage> {
-    const sparse = await SparseExtent.open(store, { readOnly });
+  private static async openMonolithic(path: string, store: ByteStore, readOnly: boolean, preserveIdentity: boolean, forCheck: boolean): Promise<VmdkImage> {
+    const sparse = await SparseExtent.open(store, { readOnly, forCheck });
     const text = await sparse.readEmbeddedDescriptor();
     let descriptor: Descriptor;
     let writable = true;
@@ -732,7 +740,16 @@ export async function resolveExtentPath(descriptorPath: string, fileName: string
 async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptions, opened: ByteStore[]): Promise<Extent[]> {
   const readOnly = !!opts.readOnly;
   const out: Extent[] = [];
-  for (const line of descriptor.extents()) {
+  // Each file once (by device and inode, so hard links and symbolic links count too), and never
+  // the descriptor itself: two extents on one file would each allocate grains at its end, and an
+  // acknowledged write of one would read back as the other's bytes. FLAT lines may share a file
+  // in disjoint byte ranges (that aliases nothing).
+  const seen = new Map<string, { line: ExtentLine; n: number }[]>();
+  const self = await fsx.fileId(path);
+  if (self) seen.set(`${self.dev}:${self.ino}`, [{ line: { access: 'RW', sectorCount: 1, type: 'ZERO', offsetSectors: 0 }, n: 0 }]);
+  const lines = descriptor.extents();
+  for (let n = 1; n <= lines.length; n++) {
+    const line = lines[n - 1]!;
     if (line.type === 'ZERO') {
       out.push(new ZeroExtent(line, path));
       continue;
@@ -741,6 +758,20 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
       throw new DiskError('NOTSUPPORTED', `${line.type} extents are not supported`, { path, field: 'extent type', found: line.type });
     }
     const file = await resolveExtentPath(path, line.fileName!, !!opts.allowExternalExtents);
+    const id = await fsx.fileId(file);
+    if (id) {
+      const key = `${id.dev}:${id.ino}`;
+      const flat = (l: ExtentLine) => l.type === 'FLAT' || l.type === 'VMFS';
+      const earlier = seen.get(key) ?? [];
+      for (const prev of earlier) {
+        if (prev.n === 0) throw new DiskError('BADDESCRIPTOR', `extent ${n} (${JSON.stringify(line.fileName)}) is the descriptor file itself`, { path, field: 'extent file name', found: line.fileName });
+        if (!(flat(prev.line) && flat(line) && disjoint(prev.line, line))) {
+          throw new DiskError('BADDESCRIPTOR', `extents ${prev.n} and ${n} name the same file ${JSON.stringify(line.fileName)}: each extent file may be listed once`, { path, field: 'extent file name', found: line.fileName });
+        }
+      }
+      earlier.push({ line, n });
+      seen.set(key, earlier);
+    }
     const extentReadOnly = readOnly || line.access !== 'RW';
     // ESXi delta extents are never written: a check (and repair) opens them read-only, any
     // other read-write open is refused (EsxSparseExtent)
@@ -768,13 +799,18 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
       out.push(await EsxSparseExtent.openCowd(line, ro, { readOnly: ro.readOnly }));
       continue;
     }
-    const sparse = await SparseExtent.open(store, { readOnly: extentReadOnly });
+    const sparse = await SparseExtent.open(store, { readOnly: extentReadOnly, forCheck: !!opts.forCheck });
     if (line.sectorCount * SECTOR_SIZE > sparse.capacityBytes) {
       throw new DiskError('CORRUPT', 'extent line is larger than the sparse extent capacity', { path: file, field: 'capacity', expected: `>= ${line.sectorCount} sectors`, found: sparse.capacityBytes / SECTOR_SIZE });
     }
     out.push(new SparseFileExtent(line, sparse, file, !extentReadOnly));
   }
   return out;
+}
+
+/** two FLAT/VMFS lines on one file that share no byte */
+function disjoint(a: ExtentLine, b: ExtentLine): boolean {
+  return a.offsetSectors + a.sectorCount <= b.offsetSectors || b.offsetSectors + b.sectorCount <= a.offsetSectors;
 }
 
 export type { ExtentLine };

@@ -32,12 +32,14 @@ import {
 } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
 import { ZEROS, planRead } from '../common/read-plan.js';
+import { entryError, isRedundant, metadataOverlaps, overlapError, overlapMessage, scanGrainEntries, type EntryProblem, type Overlap, type SparseMap } from './overlap.js';
 
 /** QEMU refuses more than 32 Mi GD entries; we cap at 16 Mi (64 MiB of GD) to bound memory. */
 export const MAX_GD_ENTRIES = 16 * 1024 * 1024;
 /** grains above 32 MiB would mean per-grain buffers sized by an untrusted field */
 export const MAX_GRAIN_SECTORS = 65536;
-const MAX_DESCRIPTOR_SECTORS = 20480;
+/** 1 MiB, the size a descriptor may have at all (MAX_DESCRIPTOR_BYTES, QEMU's bound) */
+const MAX_DESCRIPTOR_SECTORS = 2048;
 /** cached grain tables (a 512-entry GT is 2 KiB: 8192 of them cover 256 GiB in 16 MiB) */
 const GT_CACHE_LIMIT = 8192;
 const GRAIN_CACHE_LIMIT = 16;
@@ -46,6 +48,11 @@ const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 export interface SparseOpenOptions {
   readOnly: boolean;
+  /**
+   * opened for check / repair: metadata that overlaps itself is recorded for the check
+   * instead of refusing a read-write open, and every write other than a repair is refused
+   */
+  forCheck?: boolean;
 }
 
 export class SparseExtent {
@@ -60,15 +67,20 @@ export class SparseExtent {
   readonly zeroedGrains: boolean;
   readonly version: number;
   private readonly gd: Uint32Array;
-  private readonly rgd: Uint32Array | undefined;
+  /** replaced when a repair rebuilds the redundant copy elsewhere */
+  private rgd: Uint32Array | undefined;
   private readonly gtBytes: number;
   private readonly gtCache = new Map<number, Uint32Array>();
   private readonly grainCache = new Map<number, Buffer>();
   private fileSize: number;
   private nextFree: number;
   private readonly gdOffsetBytes: number;
-  private readonly rgdOffsetBytes: number;
+  private rgdOffsetBytes: number;
   private readonly overHeadSectors: number;
+  /** metadata pieces sharing sectors (found at open; a read-write open is refused unless for a check) */
+  overlaps: Overlap[] = [];
+  /** why this handle may not write (an open for check of an extent whose metadata overlaps) */
+  private refusal: DiskError | undefined;
 
   private constructor(
     readonly store: ByteStore,
@@ -199,7 +211,48 @@ export class SparseExtent {
     if (!readOnly && header.flags & FLAG_COMPRESSED) {
       throw new DiskError('CMPRDONLY', 'streamOptimized (compressed) extents can only be opened read-only', { path });
     }
-    return new SparseExtent(store, header, { grainSectors, numGTEs, capacitySectors, gd, rgd, fileSize, gdOffsetBytes: gdOffset * SECTOR_SIZE, rgdOffsetBytes }, readOnly);
+    const extent = new SparseExtent(store, header, { grainSectors, numGTEs, capacitySectors, gd, rgd, fileSize, gdOffsetBytes: gdOffset * SECTOR_SIZE, rgdOffsetBytes }, readOnly);
+    // Overlap rules (overlap.ts, NOTES.md): checked on every open so that check reports them;
+    // a read-write open is refused, except the one a check --repair makes to mend them.
+    extent.overlaps = header.flags & FLAG_COMPRESSED ? [] : metadataOverlaps(extent.map());
+    if (!readOnly && extent.overlaps.length > 0) {
+      const err = overlapError(path, extent.overlaps[0]!);
+      if (!opts.forCheck) throw err;
+      extent.refusal = err;
+    }
+    if (!readOnly && !opts.forCheck) {
+      // every entry inside the grain area and apart from the tables, and new grains past the
+      // highest sector any entry names (a truncated file must not get a grain an entry still names)
+      const scan = await scanGrainEntries(store, extent.map(), { limit: 1, stopAtLimit: true });
+      if (scan.problems.length > 0) throw entryError(path, scan.problems[0]!);
+      extent.nextFree = Math.max(extent.nextFree, roundUp(scan.highWater * SECTOR_SIZE, extent.grainBytes));
+    }
+    return extent;
+  }
+
+  /** the extent's metadata layout, for the overlap rules */
+  map(): SparseMap {
+    return {
+      path: this.path,
+      fileSize: this.fileSize,
+      overHead: this.overHeadSectors,
+      descriptorOffset: Number(this.header.descriptorOffset),
+      descriptorSize: Number(this.header.descriptorSize),
+      gdOffset: this.gdOffsetBytes / SECTOR_SIZE,
+      rgdOffset: this.rgdOffsetBytes / SECTOR_SIZE,
+      gdSectors: ceilDiv(this.gd.length * 4, SECTOR_SIZE),
+      gtSectors: this.gtBytes / SECTOR_SIZE,
+      grainSectors: this.grainSectors,
+      numGTEs: this.numGTEs,
+      gd: this.gd,
+      rgd: this.rgd,
+    };
+  }
+
+  /** RDONLY, or the overlap that makes this handle (opened for a check) refuse writes */
+  private assertWritable(): void {
+    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    if (this.refusal) throw this.refusal;
   }
 
   get uncleanShutdown(): boolean {
@@ -217,6 +270,7 @@ export class SparseExtent {
 
   /** Rewrite the embedded descriptor in place; it must fit the reserved sectors. */
   async writeEmbeddedDescriptor(text: string): Promise<void> {
+    this.assertWritable();
     const off = Number(this.header.descriptorOffset);
     const size = Number(this.header.descriptorSize);
     const bytes = Buffer.from(text, 'utf8');
@@ -237,7 +291,7 @@ export class SparseExtent {
    * unused metadata space before overHead. The caller then rewrites the extent line.
    */
   async growTo(capacitySectors: number): Promise<void> {
-    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    this.assertWritable();
     if (this.compressed) throw new DiskError('NOTSUPPORTED', 'a compressed (streamOptimized) extent cannot grow in place: convert it to monolithicSparse first', { path: this.path, field: 'flags' });
     const oldEntries = this.gd.length;
     const entries = ceilDiv(capacitySectors, this.numGTEs * this.grainSectors);
@@ -452,7 +506,7 @@ export class SparseExtent {
    * whole at the end of the file, the rest of each new grain zero-filled.
    */
   async write(data: Buffer, offset: number): Promise<void> {
-    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    this.assertWritable();
     const gb = this.grainBytes;
     const direct: Promise<void>[] = [];
     const fresh: { gi: number; buf: Buffer }[] = [];
@@ -609,7 +663,7 @@ export class SparseExtent {
    * truncate), never half-referenced.
    */
   async clear(): Promise<void> {
-    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    this.assertWritable();
     const zero = Buffer.alloc(this.gtBytes);
     for (const dir of [this.gd, this.rgd]) {
       if (!dir) continue;
@@ -651,7 +705,7 @@ export class SparseExtent {
    * caller must write those zeros through the chain.
    */
   async discard(offset: number, length: number, opts: { hasParent: boolean; limit: number }): Promise<void> {
-    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    this.assertWritable();
     const gb = this.grainBytes;
     const frees: { gi: number; value: number }[] = [];
     const zeroWrites: { at: number; n: number }[] = [];
@@ -797,7 +851,7 @@ export class SparseExtent {
    * must not be handed to another grain), and the map of the grain area is built.
    */
   private async beginRelayout(signal?: AbortSignal): Promise<GrainSpace> {
-    if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+    this.assertWritable();
     if (this.compressed) throw new DiskError('NOTSUPPORTED', 'compressed (streamOptimized) extents cannot be rearranged in place', { path: this.path, field: 'flags' });
     checkAbort(signal, this.path);
     this.gtCache.clear();
@@ -869,6 +923,135 @@ export class SparseExtent {
   }
 
   /**
+   * Report every metadata overlap found at open as corruption. With `repair`: an embedded
+   * descriptor running over the next structure is cut back to end before it when its text
+   * ends there; a redundant GD or GT that overlaps anything is rebuilt from the primary at the
+   * end of the file (rebuildRedundant). Overlaps among the primary structures cannot be mended
+   * (which of the two holds the real entries is unknown): marked notRepairable. Returns whether
+   * redundant metadata still overlaps something (its tables must then not be compared).
+   */
+  private async checkOverlaps(repair: boolean, dryRun: boolean, findings: CheckFinding[], hits: EntryProblem[]): Promise<boolean> {
+    const m = this.map();
+    const isDesc = (o: Overlap) => o.a.kind === 'descriptor' || o.b.kind === 'descriptor';
+    const isRed = (o: Overlap) => isRedundant(o.a) || isRedundant(o.b);
+    // the descriptor can shrink to end before the first structure starting inside it, if its text ends there
+    let descriptorSectors: number | undefined;
+    const dOff = m.descriptorOffset;
+    const dEnd = dOff + m.descriptorSize;
+    if (this.overlaps.some(isDesc)) {
+      let limit = dEnd;
+      let startsBefore = false;
+      const consider = (start: number, end: number) => {
+        if (end <= dOff || start >= dEnd) return;
+        if (start <= dOff) startsBefore = true;
+        else limit = Math.min(limit, start);
+      };
+      consider(0, 1);
+      consider(m.gdOffset, m.gdOffset + m.gdSectors);
+      if (m.rgd) consider(m.rgdOffset, m.rgdOffset + m.gdSectors);
+      for (const dir of [m.gd, m.rgd]) if (dir) for (const e of dir) if (e !== 0) consider(e, e + m.gtSectors);
+      if (!startsBefore && limit > dOff) {
+        const text = await this.store.readZeroPadded(dOff * SECTOR_SIZE, (limit - dOff) * SECTOR_SIZE);
+        if (text.indexOf(0) >= 0) descriptorSectors = limit - dOff;
+      }
+    }
+    const left = this.overlaps.filter((o) => !(isDesc(o) && descriptorSectors !== undefined));
+    const primaryOnly = left.filter((o) => !isRed(o));
+    const redHits = hits.filter((p) => p.piece && isRedundant(p.piece));
+    const primaryHits = hits.filter((p) => !(p.piece && isRedundant(p.piece)));
+    const rebuild = (left.some(isRed) || redHits.length > 0) && primaryOnly.length === 0 && primaryHits.length === 0;
+    const act = repair && !dryRun && !this.readOnly;
+    for (const o of this.overlaps) {
+      const f: CheckFinding = { kind: 'corruption', message: `metadata overlap: ${overlapMessage(o)}`, struct: 'SparseExtentHeader', field: o.b.field, offset: o.b.start * SECTOR_SIZE };
+      const fixable = (isDesc(o) && descriptorSectors !== undefined) || (isRed(o) && rebuild);
+      if (repair && fixable) {
+        f.message += isDesc(o) && descriptorSectors !== undefined ? ` (repair: descriptorSize becomes ${descriptorSectors} sectors; the text fits)` : ' (repair: the redundant grain directory and tables are rebuilt from the primary at the end of the file)';
+        if (dryRun) f.wouldRepair = true;
+        else if (act) f.repaired = true;
+      } else if (repair) {
+        f.message += isDesc(o)
+          ? ' (not repairable by vdkit: the descriptor text runs into the structure after it)'
+          : ' (not repairable by vdkit: primary structures share sectors, so which holds the real entries is unknown; open read-only and copy the disk with convert)';
+        f.notRepairable = true;
+      }
+      findings.push(f);
+    }
+    for (const p of hits) {
+      const f: CheckFinding = { kind: 'corruption', message: p.message, struct: 'grain table', field: `GTE[${p.gi}]`, offset: p.sector * SECTOR_SIZE };
+      const red = p.piece !== undefined && isRedundant(p.piece);
+      if (repair && red && rebuild) {
+        f.message += ' (repair: the redundant grain directory and tables are rebuilt from the primary at the end of the file)';
+        if (dryRun) f.wouldRepair = true;
+        else if (act) f.repaired = true;
+      } else if (repair) {
+        f.message += ' (not repairable by vdkit: the grain and a primary table share sectors, so one of them is already wrong; open read-only and copy the disk with convert)';
+        f.notRepairable = true;
+      }
+      findings.push(f);
+    }
+    if (act) {
+      if (descriptorSectors !== undefined) {
+        const head = await this.store.read(0, SECTOR_SIZE);
+        const h = SparseExtentHeader.decode(head, 0, this.path);
+        h.descriptorSize = BigInt(descriptorSectors);
+        SparseExtentHeader.encode(h, head, 0);
+        await this.store.write(0, head);
+        await this.store.flush();
+        this.header.descriptorSize = h.descriptorSize;
+      }
+      if (rebuild) await this.rebuildRedundant();
+      this.overlaps = metadataOverlaps(this.map());
+    }
+    return act && rebuild ? this.overlaps.some(isRed) : left.some(isRed) || redHits.length > 0;
+  }
+
+  /**
+   * A new redundant copy from the primary: the GTs copied, then the RGD, all past the end of
+   * the file and past every grain an entry names; flushed; then one header write moves
+   * rgdOffset. Killed before it, the old (overlapping) copy is still named and nothing is lost.
+   */
+  private async rebuildRedundant(): Promise<void> {
+    const gtSectors = this.gtBytes / SECTOR_SIZE;
+    const gdSectors = ceilDiv(this.gd.length * 4, SECTOR_SIZE);
+    const scan = await scanGrainEntries(this.store, this.map(), { limit: 0, stopAtLimit: false });
+    let at = Math.max(roundUp(this.fileSize, this.grainBytes), roundUp(scan.highWater * SECTOR_SIZE, this.grainBytes)) / SECTOR_SIZE;
+    const rgd = new Uint32Array(this.gd.length);
+    const chunkTables = Math.max(1, Math.floor((1024 * 1024) / this.gtBytes));
+    let pending: { g: number; to: number }[] = [];
+    const writeChunk = async () => {
+      if (pending.length === 0) return;
+      const buf = Buffer.alloc(pending.length * this.gtBytes);
+      for (let k = 0; k < pending.length; k++) (await this.store.readZeroPadded(this.gd[pending[k]!.g]! * SECTOR_SIZE, this.gtBytes)).copy(buf, k * this.gtBytes);
+      await this.store.write(pending[0]!.to * SECTOR_SIZE, buf);
+      pending = [];
+    };
+    for (let g = 0; g < this.gd.length; g++) {
+      if (this.gd[g] === 0) continue;
+      rgd[g] = at;
+      pending.push({ g, to: at });
+      at += gtSectors;
+      if (pending.length >= chunkTables) await writeChunk();
+    }
+    await writeChunk();
+    const rgdAt = at;
+    if (rgdAt + gdSectors > 0xffffffff) throw new DiskError('NOSPACE', 'no room for a new redundant grain directory below sector 2^32', { path: this.path, field: 'rgdOffset' });
+    await this.store.write(rgdAt * SECTOR_SIZE, Buffer.concat([u32Bytes(rgd, 0, rgd.length), Buffer.alloc(gdSectors * SECTOR_SIZE - rgd.length * 4)]));
+    await this.store.flush();
+    const head = await this.store.read(0, SECTOR_SIZE);
+    const h = SparseExtentHeader.decode(head, 0, this.path);
+    h.rgdOffset = BigInt(rgdAt);
+    h.flags |= FLAG_REDUNDANT_GD;
+    SparseExtentHeader.encode(h, head, 0);
+    await this.store.write(0, head);
+    await this.store.flush();
+    this.header.rgdOffset = h.rgdOffset;
+    this.rgd = rgd;
+    this.rgdOffsetBytes = rgdAt * SECTOR_SIZE;
+    this.fileSize = Math.max(this.fileSize, (rgdAt + gdSectors) * SECTOR_SIZE);
+    this.nextFree = Math.max(this.nextFree, roundUp(this.fileSize, this.grainBytes));
+  }
+
+  /**
    * Consistency check of this extent (grain tables against the file and against their
    * redundant copies, grains used twice, grains nothing uses). With `repair`: a redundant
    * table that differs from a sound primary is rewritten from it, and leaked grains at the end
@@ -877,6 +1060,10 @@ export class SparseExtent {
   async check(repair: boolean, dryRun = false): Promise<{ findings: CheckFinding[]; leakedBytes: number }> {
     const findings: CheckFinding[] = [];
     const where = { struct: 'grain table' };
+    // overlapping metadata first: a repair here changes where the redundant copy lives
+    // grains over tables or directories past overHead (the walk below sees every other entry fault)
+    const hits = this.compressed ? [] : (await scanGrainEntries(this.store, this.map(), { limit: 64, stopAtLimit: false })).problems.filter((p) => p.kind === 'over-table');
+    const redundantSuspect = this.overlaps.length > 0 || hits.length > 0 ? await this.checkOverlaps(repair, dryRun, findings, hits) : false;
     const fileSectors = Math.ceil(this.fileSize / SECTOR_SIZE);
     const used = new Map<number, number>(); // grain sector -> grain index
     for (let g = 0; g < this.gd.length; g++) {
@@ -887,14 +1074,21 @@ export class SparseExtent {
         if (e <= 1) continue;
         const gi = g * this.numGTEs + i;
         if (e < this.overHeadSectors || (!this.compressed && e >= fileSectors)) {
-          findings.push({ kind: 'corruption', message: `grain ${gi} points outside the grain area (sector ${e})`, ...where, field: `GTE[${gi}]`, offset: e * SECTOR_SIZE });
+          const f: CheckFinding = { kind: 'corruption', message: `grain ${gi} points outside the grain area (sector ${e})`, ...where, field: `GTE[${gi}]`, offset: e * SECTOR_SIZE };
+          if (repair) {
+            // its bytes are not in the file (truncated) or are metadata: no repair brings them back
+            f.message += ' (not repairable by vdkit: the grain\'s data is not in the file; read-write opens stay refused; copy what reads with convert from a read-only open)';
+            f.notRepairable = true;
+          }
+          findings.push(f);
           continue;
         }
         const other = used.get(e);
         if (other !== undefined) findings.push({ kind: 'corruption', message: `grains ${other} and ${gi} share sector ${e}`, ...where, field: `GTE[${gi}]`, offset: e * SECTOR_SIZE });
         else used.set(e, gi);
       }
-      if (this.rgd && this.rgd[g] !== 0) {
+      // a redundant table that overlaps other metadata is reported above, never compared or rewritten
+      if (this.rgd && this.rgd[g] !== 0 && !redundantSuspect) {
         const copy = await readU32Array(this.store, this.rgd[g]! * SECTOR_SIZE, this.numGTEs);
         if (!u32Bytes(copy, 0, copy.length).equals(u32Bytes(table, 0, table.length))) {
           // A copy that only lacks entries the primary has is what a write interrupted between
@@ -918,7 +1112,7 @@ export class SparseExtent {
           }
           findings.push(f);
         }
-      } else if (this.rgd) {
+      } else if (this.rgd && this.rgd[g] === 0) {
         findings.push({ kind: 'corruption', message: `redundant grain directory entry ${g} is missing`, struct: 'redundant grain directory', field: `RGDE[${g}]` });
       }
     }
