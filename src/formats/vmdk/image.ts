@@ -743,7 +743,7 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
   // Each file once (by device and inode, so hard links and symbolic links count too), and never
   // the descriptor itself: two extents on one file would each allocate grains at its end, and an
   // acknowledged write of one would read back as the other's bytes. FLAT lines may share a file
-  // in disjoint byte ranges (that aliases nothing).
+  // in disjoint byte ranges, or in any ranges when at most one of them can be written.
   const seen = new Map<string, { line: ExtentLine; n: number }[]>();
   const self = await fsx.fileId(path);
   if (self) seen.set(`${self.dev}:${self.ino}`, [{ line: { access: 'RW', sectorCount: 1, type: 'ZERO', offsetSectors: 0 }, n: 0 }]);
@@ -765,7 +765,9 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
       const earlier = seen.get(key) ?? [];
       for (const prev of earlier) {
         if (prev.n === 0) throw new DiskError('BADDESCRIPTOR', `extent ${n} (${JSON.stringify(line.fileName)}) is the descriptor file itself`, { path, field: 'extent file name', found: line.fileName });
-        if (!(flat(prev.line) && flat(line) && disjoint(prev.line, line))) {
+        // flat lines alias nothing when disjoint, and overlap harmlessly when no write can go through both
+        const harmless = flat(prev.line) && flat(line) && (disjoint(prev.line, line) || readOnly || prev.line.access !== 'RW' || line.access !== 'RW');
+        if (!harmless) {
           throw new DiskError('BADDESCRIPTOR', `extents ${prev.n} and ${n} name the same file ${JSON.stringify(line.fileName)}: each extent file may be listed once`, { path, field: 'extent file name', found: line.fileName });
         }
       }
