@@ -91,7 +91,7 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
   /** count a reference to every cluster of [offset, offset+size); false when it is past the end */
   const inc = (offset: number, size: number, r: number, what: string, struct: string, field?: string, times = 1, at?: EntryAt): boolean => {
     if (size <= 0) return true;
-    if (offset + size - fileSize > cs || !Number.isSafeInteger(offset + size)) {
+    if (offset + size - fileSize >= cs || !Number.isSafeInteger(offset + size)) {
       const single = `${what} at ${hex(offset)} (${size} bytes) lies past the end of the file by a cluster or more`;
       if (at) badEntry(`${what}s lie past the end of the file by a cluster or more`, single, struct, at, offset);
       else corrupt(single, struct, field, offset);
@@ -286,7 +286,7 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
   const l1Fix: [number, number, boolean][] = [];
   for (let i = 0; i < h.l1_size; i++) {
     const e = decodeL1(l1, i);
-    if (e.offset === 0 || e.offset % cs !== 0 || e.offset + cs - fileSize > cs) continue;
+    if (e.offset === 0 || e.offset % cs !== 0 || e.offset >= fileSize) continue;
     const rc = await refcountOf(e.offset / cs);
     if (e.copied !== (rc === 1)) {
       log.add('corruption', `copied-l1:${rc}`, i, (a, b) => ({ message: a === b ? `OFLAG_COPIED L2 cluster: l1_index=${a} l1_entry=${hex(e.offset)} refcount=${rc}` : `OFLAG_COPIED L2 clusters: l1_index=${a}..${b} refcount=${rc}`, field: fieldSpan('l1', a, b) }), {
@@ -305,7 +305,7 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
     const fixed = write ? Buffer.from(l2) : l2;
     for (let j = 0; j < g.l2Entries; j++) {
       const x = decodeL2(l2, j, g);
-      if (x.kind === 'compressed' || x.offset === 0 || x.offset % cs !== 0 || x.offset + cs - fileSize > cs) continue;
+      if (x.kind === 'compressed' || x.offset === 0 || x.offset % cs !== 0 || x.offset >= fileSize) continue;
       const rc2 = await refcountOf(x.offset / cs);
       if (x.copied === (rc2 === 1)) continue;
       log.add('corruption', `copied-l2:${i}:${rc2}`, j, (a, b) => ({ message: a === b ? `OFLAG_COPIED data cluster: l2_entry=${hex(x.offset)} refcount=${rc2}` : `OFLAG_COPIED data clusters: l2[${i}][${a}..${b}] refcount=${rc2}`, field: a === b ? `l2[${i}][${a}]` : `l2[${i}][${a}..${b}]` }), {
