@@ -43,6 +43,18 @@ interface EntryAt {
   idx: number;
 }
 
+/** A table as 32-bit words (native order: only compared with 0), for `emptyEntry`. */
+export function words(t: Buffer): Uint32Array {
+  const b = t.byteOffset % 4 === 0 ? t : Buffer.from(t);
+  return new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
+}
+
+/** an all-zero L2 entry (unallocated): most of a sparse image's tables, skipped undecoded */
+export function emptyEntry(w: Uint32Array, j: number, size: number): boolean {
+  const at = (j * size) >>> 2;
+  return w[at] === 0 && w[at + 1] === 0 && (size === 8 || (w[at + 2] === 0 && w[at + 3] === 0));
+}
+
 /**
  * Tables of `offsets` (cluster aligned, inside the file), read in few large reads: sorted, and
  * adjacent clusters read together. Yields each table once.
@@ -139,7 +151,9 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
       const prefix = r.active ? 'l2' : `${r.field.replace(/\[\d+\]$/, '')}.l2`;
       const i = /\[(\d+)\]$/.exec(r.field)![1];
       const table = `${prefix}[${i}]`;
+      const w = words(l2);
       for (let j = 0; j < g.l2Entries; j++) {
+        if (emptyEntry(w, j, g.l2EntrySize)) continue;
         const x = decodeL2(l2, j, g);
         const at = { table, idx: j };
         if (x.kind === 'compressed') {
@@ -303,7 +317,9 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
     let lo = Infinity;
     let hi = -1;
     const fixed = write ? Buffer.from(l2) : l2;
+    const w = words(l2);
     for (let j = 0; j < g.l2Entries; j++) {
+      if (emptyEntry(w, j, g.l2EntrySize)) continue;
       const x = decodeL2(l2, j, g);
       if (x.kind === 'compressed' || x.offset === 0 || x.offset % cs !== 0 || x.offset >= fileSize) continue;
       const rc2 = await refcountOf(x.offset / cs);

@@ -20,7 +20,7 @@
  * sharing (which this repair finds again) plus leaked copies.
  */
 import { DiskError } from '../../core/errors.js';
-import { readTables } from './check.js';
+import { emptyEntry, readTables, words } from './check.js';
 import { fieldSpan } from './findings.js';
 import type { FindingLog } from './findings.js';
 import type { Qcow2Image } from './image.js';
@@ -110,7 +110,9 @@ export async function separateSharedActive(img: Qcow2Image, log: FindingLog, opt
   const tables = new Map<number, Buffer>(); // tables with fixes (or copied), by offset
   for await (const [off, t] of readTables(img, tableOf.keys())) {
     const i = tableOf.get(off)!;
+    const w = words(t);
     for (let j = 0; j < g.l2Entries; j++) {
+      if (emptyEntry(w, j, 8)) continue;
       const x = decodeL2(t, j, g);
       if (x.kind === 'compressed' || x.offset === 0 || x.offset % cs !== 0) continue;
       const c = x.offset / cs;
