@@ -156,7 +156,10 @@ export interface CheckFinding {
   /** whether a repair run fixed it */
   repaired?: boolean;
   /** dry run: a repair would fix it (nothing was changed) */
-  wouldRepair?: boolean;  /** a repair was asked for, but vdkit cannot mend this (the message says what can) */
+  wouldRepair?: boolean;
+  /** how many entries or clusters this finding stands for (a run of like ones; absent: 1) */
+  count?: number;
+  /** a repair was asked for, but vdkit cannot mend this (the message says what can) */
   notRepairable?: boolean;
 }
 

@@ -605,7 +605,9 @@ test('check and repair: leaks are lowered, a refcount below the count raised, CO
   assert.deepEqual(kinds, ['corruption:l2[0][5]', `corruption:refcount[${host}]`, 'leak:refcount[3]', `warning:refcount[${fileClusters + 2}]`].sort());
   assert.equal(r.leakedBytes, cs);
   assert.match(r.findings.find((f) => f.kind === 'leak')!.message, /^Leaked cluster 3 refcount=3 reference=1$/);
-  link = await openLink(p, { singleLink: true, cowByCaller: true });
+  // a read-write open of the damaged image is refused; the repair opens it for the check
+  await assert.rejects(openLink(p, { singleLink: true, cowByCaller: true }), (e: DiskError) => e.code === 'NEEDSREPAIR');
+  link = await openLink(p, { singleLink: true, cowByCaller: true, forCheck: true });
   r = await link.check!({ repair: true });
   assert.ok(r.findings.filter((f) => f.kind !== 'corruption' || f.field !== 'l2[0][5]').every((f) => f.repaired), JSON.stringify(r.findings));
   assert.equal(r.leakedBytes, 0);

@@ -21,6 +21,8 @@
  */
 import { DiskError } from '../../core/errors.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
+import { separateSharedActive } from './dedupe.js';
+import { FindingLog, fieldSpan, span } from './findings.js';
 import type { Qcow2Image } from './image.js';
 import { AUTOCLEAR, EXT, MAX_L1_BYTES, decodeL1, decodeL2, getRefcount } from './structs.js';
 
@@ -29,31 +31,82 @@ const L2 = 2;
 const META = 3;
 const MIXED = 4;
 
+/** L2 tables read in runs of adjacent clusters, at most this many bytes a read */
+const TABLE_READ_BYTES = 4 * 1024 * 1024;
+
 const hex = (n: number) => `0x${n.toString(16)}`;
+
+/** where an entry lives, so that runs of like entries become one finding */
+interface EntryAt {
+  /** field name of the table: `l1`, `l2[3]`, `snapshot[0].l1` */
+  table: string;
+  idx: number;
+}
+
+/** A table as 32-bit words (native order: only compared with 0), for `emptyEntry`. */
+export function words(t: Buffer): Uint32Array {
+  const b = t.byteOffset % 4 === 0 ? t : Buffer.from(t);
+  return new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
+}
+
+/** an all-zero L2 entry (unallocated): most of a sparse image's tables, skipped undecoded */
+export function emptyEntry(w: Uint32Array, j: number, size: number): boolean {
+  const at = (j * size) >>> 2;
+  return w[at] === 0 && w[at + 1] === 0 && (size === 8 || (w[at + 2] === 0 && w[at + 3] === 0));
+}
+
+/**
+ * Tables of `offsets` (cluster aligned, inside the file), read in few large reads: sorted, and
+ * adjacent clusters read together. Yields each table once.
+ */
+export async function* readTables(img: Qcow2Image, offsets: Iterable<number>): AsyncGenerator<[number, Buffer]> {
+  const cs = img.clusterSize;
+  const sorted = [...new Set(offsets)].sort((a, b) => a - b);
+  for (let i = 0; i < sorted.length; ) {
+    let j = i + 1;
+    while (j < sorted.length && sorted[j] === sorted[j - 1]! + cs && (j - i + 1) * cs <= TABLE_READ_BYTES) j++;
+    const run = await img.storeForCheck.readZeroPadded(sorted[i]!, (j - i) * cs);
+    for (let k = i; k < j; k++) yield [sorted[k]!, run.subarray((k - i) * cs, (k - i + 1) * cs)];
+    i = j;
+  }
+}
 
 export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<CheckReport> {
   // a dry run makes every decision a repair would, writes nothing, and reads the refcounts a
   // repair would have written from `planned`
   const dryRun = opts.repair && !!opts.dryRun;
   const write = opts.repair && !dryRun;
+  const flags = (repairable: boolean) => (!opts.repair ? {} : !repairable ? { notRepairable: true } : dryRun ? { wouldRepair: true } : { repaired: true });
   const planned = new Map<number, number>();
+  const log = new FindingLog();
+  // 0. clusters named twice by the active tables (or named as data and as metadata) get their
+  // own copies first: raising the refcount instead leaves a state the next write breaks
+  if (opts.repair) await separateSharedActive(img, log, { dryRun });
+
   const h = img.header;
   const g = img.geometry;
   const cs = g.clusterSize;
-  const store = img.storeForCheck;
   const refs = img.refs;
   const fileSize = img.fileSize;
   // one cluster more than the file has: a structure may run up to a cluster past the end
   const ref = new Uint32Array(Math.ceil(fileSize / cs) + 1);
   const role = new Uint8Array(ref.length);
-  const findings: CheckFinding[] = [];
-  const corrupt = (message: string, struct: string, field?: string, offset?: number) => findings.push({ kind: 'corruption', message, struct, field, offset });
+  const corrupt = (message: string, struct: string, field?: string, offset?: number, repairable = false) => log.one({ kind: 'corruption', message, struct, field, offset, ...flags(repairable) });
+  /** a bad table entry; runs of like entries of one table become one finding */
+  const badEntry = (reason: string, single: string, struct: string, at: EntryAt, offset?: number) =>
+    log.add('corruption', `${struct}:${at.table}:${reason}`, at.idx, (a, b) => (a === b ? { message: single, field: `${at.table}[${a}]` } : { message: `${reason}: ${b - a + 1} entries`, field: `${at.table}[${a}..${b}]` }), {
+      struct,
+      offset,
+      ...flags(false),
+    });
 
   /** count a reference to every cluster of [offset, offset+size); false when it is past the end */
-  const inc = (offset: number, size: number, r: number, what: string, struct: string, field?: string, times = 1): boolean => {
+  const inc = (offset: number, size: number, r: number, what: string, struct: string, field?: string, times = 1, at?: EntryAt): boolean => {
     if (size <= 0) return true;
-    if (offset + size - fileSize > cs || !Number.isSafeInteger(offset + size)) {
-      corrupt(`${what} at ${hex(offset)} (${size} bytes) lies past the end of the file by a cluster or more`, struct, field, offset);
+    if (offset + size - fileSize >= cs || !Number.isSafeInteger(offset + size)) {
+      const single = `${what} at ${hex(offset)} (${size} bytes) lies past the end of the file by a cluster or more`;
+      if (at) badEntry(`${what}s lie past the end of the file by a cluster or more`, single, struct, at, offset);
+      else corrupt(single, struct, field, offset);
       return false;
     }
     for (let c = Math.floor(offset / cs); c <= Math.floor((offset + size - 1) / cs); c++) {
@@ -65,8 +118,6 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
     return true;
   };
 
-  const readL2 = (off: number) => store.readZeroPadded(off, cs);
-
   /**
    * L2 tables by offset, with how many L1 entries (active and snapshots) name them: each table
    * is read and walked once and its clusters counted that many times, so a table shared by many
@@ -76,45 +127,52 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
   const collectL1 = (l1: Buffer, count: number, label: string, active: boolean): void => {
     for (let i = 0; i < count; i++) {
       const e = decodeL1(l1, i);
-      const field = `${label}[${i}]`;
-      if (e.reservedBits) corrupt(`L1 entry with reserved bits set: ${field} = ${hex(Number(l1.readBigUInt64BE(i * 8) & 0xffffffffffffn))}`, 'L1 table', field);
+      const at = { table: label, idx: i };
+      if (e.reservedBits) badEntry('L1 entries with reserved bits set', `L1 entry with reserved bits set: ${label}[${i}] = ${hex(Number(l1.readBigUInt64BE(i * 8) & 0xffffffffffffn))}`, 'L1 table', at);
       if (e.offset === 0) continue;
       if (e.offset % cs !== 0) {
-        corrupt(`L2 table offset ${hex(e.offset)} is not cluster aligned; L1 entry corrupted`, 'L1 table', field, e.offset);
+        badEntry('L2 table offsets not cluster aligned', `L2 table offset ${hex(e.offset)} is not cluster aligned; L1 entry corrupted`, 'L1 table', at, e.offset);
         continue;
       }
       const known = l2Refs.get(e.offset);
       if (known) known.times++;
-      else l2Refs.set(e.offset, { times: 1, field, active });
+      else l2Refs.set(e.offset, { times: 1, field: `${label}[${i}]`, active });
     }
   };
 
   const walkL2s = async (): Promise<void> => {
+    const inside: number[] = [];
     for (const [off, r] of l2Refs) {
-      if (!inc(off, cs, L2, 'L2 table', 'L1 table', r.field, r.times)) continue;
-      const l2 = await readL2(off);
+      const [, label, i] = /^(.*)\[(\d+)\]$/.exec(r.field)!;
+      if (inc(off, cs, L2, 'L2 table', 'L1 table', r.field, r.times, { table: label!, idx: Number(i) })) inside.push(off);
+    }
+    for await (const [off, l2] of readTables(img, inside)) {
+      const r = l2Refs.get(off)!;
       const prefix = r.active ? 'l2' : `${r.field.replace(/\[\d+\]$/, '')}.l2`;
       const i = /\[(\d+)\]$/.exec(r.field)![1];
+      const table = `${prefix}[${i}]`;
+      const w = words(l2);
       for (let j = 0; j < g.l2Entries; j++) {
+        if (emptyEntry(w, j, g.l2EntrySize)) continue;
         const x = decodeL2(l2, j, g);
-        const f2 = `${prefix}[${i}][${j}]`;
+        const at = { table, idx: j };
         if (x.kind === 'compressed') {
-          if (x.copied) corrupt(`compressed cluster with the COPIED flag: ${f2}`, 'L2 table', f2, x.offset);
-          if (x.allocMask !== 0 || x.zeroMask !== 0) corrupt(`compressed cluster with a non-zero subcluster bitmap: ${f2}`, 'L2 table', f2, x.offset);
-          inc(x.offset, x.csize, DATA, 'compressed cluster', 'L2 table', f2, r.times);
+          if (x.copied) badEntry('compressed clusters with the COPIED flag', `compressed cluster with the COPIED flag: ${table}[${j}]`, 'L2 table', at, x.offset);
+          if (x.allocMask !== 0 || x.zeroMask !== 0) badEntry('compressed clusters with a non-zero subcluster bitmap', `compressed cluster with a non-zero subcluster bitmap: ${table}[${j}]`, 'L2 table', at, x.offset);
+          inc(x.offset, x.csize, DATA, 'compressed cluster', 'L2 table', `${table}[${j}]`, r.times, at);
           continue;
         }
         if (g.l2EntrySize === 16) {
-          if (x.allocMask & x.zeroMask) corrupt(`subclusters both allocated and zero: ${f2}`, 'L2 table', f2);
-          if (x.allocMask !== 0 && x.offset === 0) corrupt(`allocated subclusters without a host cluster: ${f2}`, 'L2 table', f2);
+          if (x.allocMask & x.zeroMask) badEntry('subclusters both allocated and zero', `subclusters both allocated and zero: ${table}[${j}]`, 'L2 table', at);
+          if (x.allocMask !== 0 && x.offset === 0) badEntry('allocated subclusters without a host cluster', `allocated subclusters without a host cluster: ${table}[${j}]`, 'L2 table', at);
         }
         if (x.offset === 0) continue;
-        if (x.reservedBits) corrupt(`L2 entry with reserved bits set: ${f2}`, 'L2 table', f2, x.offset);
+        if (x.reservedBits) badEntry('L2 entries with reserved bits set', `L2 entry with reserved bits set: ${table}[${j}]`, 'L2 table', at, x.offset);
         if (x.offset % cs !== 0) {
-          corrupt(`data cluster offset ${hex(x.offset)} is not cluster aligned; L2 entry corrupted`, 'L2 table', f2, x.offset);
+          badEntry('data cluster offsets not cluster aligned', `data cluster offset ${hex(x.offset)} is not cluster aligned; L2 entry corrupted`, 'L2 table', at, x.offset);
           continue;
         }
-        inc(x.offset, cs, DATA, 'data cluster', 'L2 table', f2, r.times);
+        inc(x.offset, cs, DATA, 'data cluster', 'L2 table', `${table}[${j}]`, r.times, at);
       }
     }
   };
@@ -135,7 +193,7 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
       }
       if (s.l1Size === 0) continue;
       if (!inc(s.l1Offset, s.l1Size * 8, META, `snapshot ${s.id} L1 table`, 'snapshot table', `${field}.l1_table_offset`)) continue;
-      collectL1(await store.readZeroPadded(s.l1Offset, s.l1Size * 8), s.l1Size, `${field}.l1`, false);
+      collectL1(await img.storeForCheck.readZeroPadded(s.l1Offset, s.l1Size * 8), s.l1Size, `${field}.l1`, false);
     }
   }
   await walkL2s();
@@ -148,7 +206,8 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
       off = refs.blockOffset(rt);
     } catch (err) {
       if (!(err instanceof DiskError)) throw err;
-      corrupt(`${err.message.replace(/^[^:]*: /, '')} (${err.details.field})`, 'refcount table', err.details.field as string, err.details.found as number);
+      const why = err.message.replace(/^[^:]*: /, '');
+      badEntry(why, `${why} (${err.details.field})`, 'refcount table', { table: 'refcount_table', idx: rt }, err.details.found as number);
       blocks.push(null);
       continue;
     }
@@ -164,20 +223,31 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
     const b = blocks[Math.floor(c / epb)];
     return b ? getRefcount(b, c - Math.floor(c / epb) * epb, refs.order) : 0;
   };
+  const refcountLine = (noun: string, s: number, want: number) => (a: number, b: number) => ({ message: `${noun} ${span('cluster', a, b)} refcount=${s} reference=${want}`, field: fieldSpan('refcount', a, b) });
   const raise: number[] = [];
   const lower: number[] = [];
+  let leakedClusters = 0;
   // the clusters of the file, and the one after it if something refers to it (as QEMU counts)
   const nb = ref[ref.length - 1]! > 0 ? ref.length : ref.length - 1;
   for (let c = 0; c < nb; c++) {
+    if (role[c] === MIXED) {
+      log.add('corruption', 'overlap', c, (a, b) => ({ message: `${span('cluster', a, b)} used by more than one structure, one of them metadata (an overlap: a write through one would change the other)`, field: fieldSpan('cluster', a, b) }), {
+        struct: 'refcount block',
+        offset: c * cs,
+        ...flags(false),
+      });
+    }
     const s = stored(c);
     const want = ref[c]!;
     if (s === want) continue;
     if (s > want) {
-      findings.push({ kind: 'leak', message: `Leaked cluster ${c} refcount=${s} reference=${want}`, struct: 'refcount block', field: `refcount[${c}]`, offset: c * cs });
+      log.add('leak', `${s}:${want}`, c, refcountLine('Leaked', s, want), { struct: 'refcount block', offset: c * cs, ...flags(true) });
       lower.push(c);
+      leakedClusters++;
     } else {
-      corrupt(`ERROR cluster ${c} refcount=${s} reference=${want}`, 'refcount block', `refcount[${c}]`, c * cs);
-      if (role[c] === DATA || role[c] === L2) raise.push(c);
+      const fixable = role[c] === DATA || role[c] === L2;
+      log.add('corruption', `${s}:${want}:${fixable}`, c, refcountLine('ERROR', s, want), { struct: 'refcount block', offset: c * cs, ...flags(fixable) });
+      if (fixable) raise.push(c);
     }
   }
   // Refcounts of clusters past the end of the file (a writer killed after the refcount update,
@@ -189,40 +259,33 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
     for (let c = Math.max(nb, rt * epb); c < (rt + 1) * epb; c++) {
       const s = getRefcount(b, c - rt * epb, refs.order);
       if (s === 0) continue;
-      findings.push({ kind: 'warning', message: `cluster ${c} past the end of the file has refcount=${s} reference=0`, struct: 'refcount block', field: `refcount[${c}]`, offset: c * cs });
+      log.add('warning', `past-eof:${s}`, c, (a, z) => ({ message: `${span('cluster', a, z)} past the end of the file ${a === z ? 'has' : 'have'} refcount=${s} reference=0`, field: fieldSpan('refcount', a, z) }), {
+        struct: 'refcount block',
+        offset: c * cs,
+        ...flags(true),
+      });
       lower.push(c);
     }
   }
 
   // ---- repair of refcounts
   if (dryRun) {
-    const byField = new Map(findings.map((f) => [`${f.kind}:${f.field}`, f]));
-    for (const c of raise) {
-      planned.set(c, ref[c]!);
-      byField.get(`corruption:refcount[${c}]`)!.wouldRepair = true;
-    }
-    for (const c of lower) {
-      planned.set(c, c < nb ? ref[c]! : 0);
-      byField.get(`${c < nb ? 'leak' : 'warning'}:refcount[${c}]`)!.wouldRepair = true;
-    }
+    for (const c of raise) planned.set(c, ref[c]!);
+    for (const c of lower) planned.set(c, c < nb ? ref[c]! : 0);
   }
   if (write) {
-    const byField = new Map(findings.map((f) => [`${f.kind}:${f.field}`, f]));
     // new refcount blocks go past everything referenced
     refs.freeIndex = Math.max(refs.freeIndex, nb);
     for (const c of raise) {
       await refs.ensureBlock(c);
       await refs.set(c, ref[c]!);
-      byField.get(`corruption:refcount[${c}]`)!.repaired = true;
     }
-    for (const c of lower) {
-      await refs.set(c, c < nb ? ref[c]! : 0);
-      byField.get(`${c < nb ? 'leak' : 'warning'}:refcount[${c}]`)!.repaired = true;
-    }
+    for (const c of lower) await refs.set(c, c < nb ? ref[c]! : 0);
     refs.freeIndex = 0;
   }
 
-  // ---- 3. COPIED flags of the active tables (against the refcounts as they now are)
+  // ---- 3. COPIED flags of the active tables (against the refcounts as they now are); a
+  // repair writes each L2 table's changed entries, and the L1 table's, in one write
   const memo = new Map<number, Buffer | null>();
   const refcountOf = async (c: number): Promise<number> => {
     const p = planned.get(c);
@@ -233,44 +296,52 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
     return b ? getRefcount(b, c - rt * epb, refs.order) : 0;
   };
   const l1 = img.l1Table;
-  const seenL2 = new Set<number>();
+  const firstL1 = new Map<number, number>();
+  const l1Fix: [number, number, boolean][] = [];
   for (let i = 0; i < h.l1_size; i++) {
     const e = decodeL1(l1, i);
-    if (e.offset === 0 || e.offset % cs !== 0 || e.offset + cs - fileSize > cs) continue;
+    if (e.offset === 0 || e.offset % cs !== 0 || e.offset >= fileSize) continue;
     const rc = await refcountOf(e.offset / cs);
     if (e.copied !== (rc === 1)) {
-      const f: CheckFinding = { kind: 'corruption', message: `OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(e.offset)} refcount=${rc}`, struct: 'L1 table', field: `l1[${i}]`, offset: e.offset };
-      findings.push(f);
-      if (dryRun) f.wouldRepair = true;
-      else if (write) {
-        await img.writeL1Entry(i, e.offset, rc === 1);
-        f.repaired = true;
-      }
+      log.add('corruption', `copied-l1:${rc}`, i, (a, b) => ({ message: a === b ? `OFLAG_COPIED L2 cluster: l1_index=${a} l1_entry=${hex(e.offset)} refcount=${rc}` : `OFLAG_COPIED L2 clusters: l1_index=${a}..${b} refcount=${rc}`, field: fieldSpan('l1', a, b) }), {
+        struct: 'L1 table',
+        offset: e.offset,
+        ...flags(true),
+      });
+      l1Fix.push([i, e.offset, rc === 1]);
     }
-    if (seenL2.has(e.offset)) continue;
-    seenL2.add(e.offset);
-    const l2 = await readL2(e.offset);
+    if (!firstL1.has(e.offset)) firstL1.set(e.offset, i);
+  }
+  for await (const [off, l2] of readTables(img, firstL1.keys())) {
+    const i = firstL1.get(off)!;
+    let lo = Infinity;
+    let hi = -1;
+    const fixed = write ? Buffer.from(l2) : l2;
+    const w = words(l2);
     for (let j = 0; j < g.l2Entries; j++) {
+      if (emptyEntry(w, j, g.l2EntrySize)) continue;
       const x = decodeL2(l2, j, g);
-      if (x.kind === 'compressed' || x.offset === 0 || x.offset % cs !== 0 || x.offset + cs - fileSize > cs) continue;
+      if (x.kind === 'compressed' || x.offset === 0 || x.offset % cs !== 0 || x.offset >= fileSize) continue;
       const rc2 = await refcountOf(x.offset / cs);
       if (x.copied === (rc2 === 1)) continue;
+      log.add('corruption', `copied-l2:${i}:${rc2}`, j, (a, b) => ({ message: a === b ? `OFLAG_COPIED data cluster: l2_entry=${hex(x.offset)} refcount=${rc2}` : `OFLAG_COPIED data clusters: l2[${i}][${a}..${b}] refcount=${rc2}`, field: a === b ? `l2[${i}][${a}]` : `l2[${i}][${a}..${b}]` }), {
+        struct: 'L2 table',
+        offset: x.offset,
+        ...flags(true),
+      });
       const at = j * g.l2EntrySize;
-      const f: CheckFinding = { kind: 'corruption', message: `OFLAG_COPIED data cluster: l2_entry=${hex(x.offset)} refcount=${rc2}`, struct: 'L2 table', field: `l2[${i}][${j}]`, offset: x.offset };
-      findings.push(f);
-      if (dryRun) f.wouldRepair = true;
-      else if (write) {
-        const word = Buffer.from(l2.subarray(at, at + 8));
-        word[0] = rc2 === 1 ? word[0]! | 0x80 : word[0]! & 0x7f;
-        await img.writeL2Word(e.offset, at, word);
-        f.repaired = true;
-      }
+      fixed[at] = rc2 === 1 ? fixed[at]! | 0x80 : fixed[at]! & 0x7f;
+      lo = Math.min(lo, at);
+      hi = at + 8;
     }
+    if (write && hi > 0) await img.writeL2Bytes(off, lo, fixed.subarray(lo, hi));
   }
+  if (write && l1Fix.length > 0) await img.writeL1Entries(l1Fix);
 
+  const findings: CheckFinding[] = log.all();
   if (write && !findings.some((f) => f.kind !== 'warning' && !f.repaired)) await img.clearDirty();
   if (write) await img.flush();
-  const leakedBytes = findings.filter((f) => f.kind === 'leak' && !f.repaired).length * cs;
+  const leakedBytes = write ? 0 : leakedClusters * cs;
   return { path: img.path, format: 'qcow2', findings, leakedBytes, ...(dryRun ? { dryRun: true } : {}) };
 }
 

@@ -223,7 +223,7 @@ export class Qcow2Image implements Image {
       throw err;
     }
     try {
-      if (!readOnly) await image.readWriteChecks(!!opts.cowByCaller);
+      if (!readOnly) await image.readWriteChecks(!!opts.cowByCaller, !!opts.forCheck);
     } catch (err) {
       await image.close().catch(() => {});
       throw err;
@@ -391,7 +391,7 @@ export class Qcow2Image implements Image {
   }
 
   /** What a read-write open must check or do before anything is written. */
-  private async readWriteChecks(cowByCaller: boolean): Promise<void> {
+  private async readWriteChecks(cowByCaller: boolean, forCheck: boolean): Promise<void> {
     const where = { path: this.path, struct: 'header', field: 'incompatible_features', found: `0x${this.h.incompatible_features.toString(16)}` };
     if (this.hasIncompat(INCOMPAT.CORRUPT)) {
       throw new DiskError('NEEDSREPAIR', 'the corrupt bit is set (QEMU found metadata corruption): open read-only, or repair with `qemu-img check -r all`', { ...where, bits: [INCOMPAT.CORRUPT] });
@@ -417,6 +417,29 @@ export class Qcow2Image implements Image {
       this.warnings.splice(0, this.warnings.length, ...this.warnings.filter((w) => !w.startsWith('dirty bit')));
       this.warnings.push('dirty bit was set: refcounts rebuilt at open');
     }
+    if (!forCheck) await this.refuseInconsistent();
+  }
+
+  /**
+   * Writing is safe only while the refcounts say who owns every cluster: a cluster named by an
+   * entry but counted less (refcount 0 after a cut or a damaged block, two entries on one
+   * cluster of refcount 1), an entry past the end of the file (the next allocation at the end
+   * lands on it), metadata overlapping anything, or COPIED on a shared cluster (written in
+   * place) lets an acknowledged write land where another entry reads. The whole check runs
+   * (one read per run of adjacent tables); any corruption refuses the read-write open, as
+   * QEMU marks such an image corrupt at its first write. Leaks are harmless and allowed.
+   */
+  private async refuseInconsistent(): Promise<void> {
+    const report = await checkQcow2(this, { repair: false });
+    const bad = report.findings.filter((f) => f.kind === 'corruption');
+    if (bad.length === 0) return;
+    const first = bad[0]!;
+    throw new DiskError('NEEDSREPAIR', `metadata is inconsistent (${bad.length} finding${bad.length > 1 ? 's' : ''}, first: ${first.message}): open read-only, or repair with \`vdkit check --repair\``, {
+      path: this.path,
+      struct: first.struct,
+      field: first.field,
+      found: bad.slice(0, 5).map((f) => f.message),
+    });
   }
 
   /** data of the header extension of this type, if the image has one */
@@ -764,9 +787,11 @@ export class Qcow2Image implements Image {
     // 1. refcounts: the new L2 table first, then the data clusters (contiguous), as QEMU
     const eof = this.file.size;
     const l2Off = fresh ? await this.refs.alloc(1) : l1e.offset;
+    if (fresh) this.assertNoOverlap(l2Off, cs, 'a new L2 table');
     const allocs = plans.filter((p) => p.action === 'alloc');
     if (allocs.length > 0) {
       const base = await this.refs.alloc(allocs.length);
+      this.assertNoOverlap(base, allocs.length * cs, 'new data clusters');
       allocs.forEach((p, i) => (p.host = base + i * cs));
       // 2. data. Clusters past the old end of the file were never written (holes): over zeros
       //    only the new bytes go there, so partial writes keep the file sparse.
@@ -828,6 +853,35 @@ export class Qcow2Image implements Image {
     if (sharedL2 || frees.length > 0) await this.store.flush();
     if (sharedL2) await this.refs.update(sharedL2 / cs, 1, -1);
     if (frees.length > 0) await this.refs.decrementMany(frees);
+  }
+
+  /**
+   * QEMU's overlap check ("cached" mode), before clusters the allocator handed out are written:
+   * the header, the L1 table, the refcount table and blocks, the snapshot table and the L2
+   * tables in the cache must not lie there. The open-time check makes this unreachable for a
+   * consistent image; it stops a write that would destroy metadata if refcounts were wrong.
+   */
+  private assertNoOverlap(at: number, bytes: number, what: string): void {
+    const cs = this.clusterSize;
+    const hit = (name: string, off: number, len: number) => {
+      if (len > 0 && at < off + len && off < at + bytes) {
+        throw new DiskError('CORRUPT', `refusing to write ${what} over the ${name} (the refcounts say the clusters are free): repair with \`vdkit check --repair\``, { path: this.path, struct: name, found: at, expected: `not in [${off}, ${off + len})` });
+      }
+    };
+    hit('header', 0, cs);
+    hit('L1 table', Number(this.h.l1_table_offset), this.h.l1_size * 8);
+    hit('refcount table', this.refs.tableOffset, this.refs.tableClusters * cs);
+    if (this.snapshots.length > 0) hit('snapshot table', Number(this.h.snapshots_offset), this.snapshotTableBytes);
+    for (let c = at; c < at + bytes; c += cs) {
+      if (this.refs.isBlockAt(c)) hit('refcount block', c, cs);
+      // a cached table is confirmed against the L1 table (rare: only when the check would fire)
+      if (this.l2Cache.has(c) && this.l1Names(c)) hit('L2 table', c, cs);
+    }
+  }
+
+  private l1Names(l2Offset: number): boolean {
+    for (let i = 0; i < this.h.l1_size; i++) if (decodeL1(this.l1, i).offset === l2Offset) return true;
+    return false;
   }
 
   // ------------------------------------------------------------------ discard / compact
@@ -1302,11 +1356,30 @@ export class Qcow2Image implements Image {
     await this.store.write(Number(this.h.l1_table_offset) + i * 8, this.l1.subarray(i * 8, i * 8 + 8));
   }
 
-  /** Rewrite 8 bytes of an L2 table in the file and in the cache (check --repair). */
-  async writeL2Word(l2Offset: number, byteOffset: number, word: Buffer): Promise<void> {
-    await this.store.write(l2Offset + byteOffset, word);
+  /** Rewrite L1 entries (check --repair fixes COPIED flags): one write spanning them. */
+  async writeL1Entries(list: [index: number, l2Offset: number, copied: boolean][]): Promise<void> {
+    if (list.length === 0) return;
+    let lo = Infinity;
+    let hi = -1;
+    for (const [i, off, copied] of list) {
+      encodeL1(this.l1, i, off, copied);
+      lo = Math.min(lo, i);
+      hi = Math.max(hi, i);
+    }
+    await this.store.write(Number(this.h.l1_table_offset) + lo * 8, this.l1.subarray(lo * 8, (hi + 1) * 8));
+  }
+
+  /** Write whole clusters the caller allocated (check --repair copies). */
+  async writeRaw(at: number, bytes: Buffer): Promise<void> {
+    await this.store.write(at, bytes);
+    this.file.size = Math.max(this.file.size, at + bytes.length);
+  }
+
+  /** Rewrite bytes of an L2 table in the file and in the cache (check --repair). */
+  async writeL2Bytes(l2Offset: number, byteOffset: number, bytes: Buffer): Promise<void> {
+    await this.store.write(l2Offset + byteOffset, bytes);
     const t = this.l2Cache.get(l2Offset);
-    if (t) word.copy(t, byteOffset);
+    if (t) bytes.copy(t, byteOffset);
   }
 
   async check(opts: CheckOptions): Promise<CheckReport> {

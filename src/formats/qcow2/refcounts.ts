@@ -81,6 +81,21 @@ export class Refcounts {
     return offset;
   }
 
+  private blockSet: Set<number> | undefined;
+
+  /** Whether a refcount block lives at byte offset `off` (the allocator's overlap check). */
+  isBlockAt(off: number): boolean {
+    if (!this.blockSet) {
+      const set = new Set<number>();
+      for (let rt = 0; rt < this.tableEntries; rt++) {
+        const v = Number(this.table.readBigUInt64BE(rt * 8) & 0x00fffffffffffe00n);
+        if (v !== 0) set.add(v);
+      }
+      this.blockSet = set;
+    }
+    return this.blockSet.has(off);
+  }
+
   /** Check every table entry (read-write opens: a bad block must not be written to). */
   validateTable(): void {
     for (let rt = 0; rt < this.tableEntries; rt++) this.blockOffset(rt);
@@ -277,6 +292,7 @@ export class Refcounts {
   }
 
   private async setTableEntry(rt: number, offset: number): Promise<void> {
+    this.blockSet = undefined;
     this.table.writeBigUInt64BE(BigInt(offset), rt * 8);
     await this.store.write(this.tableOffset + rt * 8, this.table.subarray(rt * 8, rt * 8 + 8));
   }
@@ -362,6 +378,7 @@ export class Refcounts {
     this.file.size = Math.max(this.file.size, end * cs);
     const old = { offset: this.tableOffset, clusters: this.tableClusters };
     await this.tableMoved(tableAt * cs, tableClusters);
+    this.blockSet = undefined;
     this.table = table;
     this.tableOffset = tableAt * cs;
     this.tableClusters = tableClusters;
