@@ -787,7 +787,9 @@ export class VhdxImage implements Image {
         if (a - prev >= len) return prev;
         prev = Math.max(prev, z);
       }
-      return -1;
+      // the gap right below the block counts too (it was missed: a freed block just under the
+      // last one was never reused)
+      return below - prev >= len ? prev : -1;
     };
     items.sort((a, b) => a.at - b.at);
     const buf = Buffer.alloc(Math.max(bs, BITMAP_BLOCK_SIZE));
@@ -856,8 +858,10 @@ export class VhdxImage implements Image {
         const st = this.pState[n];
         if (st !== PAYLOAD.FULLY_PRESENT && st !== PAYLOAD.PARTIALLY_PRESENT) continue;
         items.push({ kind: 'payload', i: n });
-        // the disk's last block may be stored with only its length (rounded to 1 MiB)
-        plan.push({ at: this.pOff[n]!, len: Math.ceil(this.blockLen(n) / MiB) });
+        // every payload block gets a whole BlockSize slot, the disk's last one too (MS-VHDX);
+        // a last block the file holds only in part (QEMU's fixed images) is copied as far as
+        // the file goes
+        plan.push({ at: this.pOff[n]!, len: bs / MiB });
       }
     }
     const total = items.length;
@@ -904,11 +908,11 @@ export class VhdxImage implements Image {
       await this.commit(); // flushes the copies before the log entry
       opts.onProgress?.(b.placed, total);
     }
-    // the end: after the last block (the disk's last block only as far as the disk goes)
+    // the end: after the last whole block (cutAt never extends a file that ends inside it)
     let end = Math.max(dataStart, structuresEnd);
     for (const it of items) {
       if (it.kind === 'bitmap') end = Math.max(end, this.bOff[it.i]! * MiB + BITMAP_BLOCK_SIZE);
-      else end = Math.max(end, this.pOff[it.i]! * MiB + roundUp(this.blockLen(it.i), ALIGN));
+      else end = Math.max(end, this.pOff[it.i]! * MiB + bs);
     }
     await this.cutAt(end);
     opts.onProgress?.(total, total);
@@ -1247,7 +1251,9 @@ export class VhdxImage implements Image {
         if (this.blockLen(oldLast) < bs && this.pState[oldLast] === PAYLOAD.FULLY_PRESENT) {
           await this.store.write(at, await this.store.read(this.pOff[oldLast]! * MiB, this.blockLen(oldLast)));
           this.pending.set(payloadIndex(oldLast, this.cr), batEntry(PAYLOAD.FULLY_PRESENT, at / MiB));
-          end = Math.max(end, at + roundUp(newLen(oldLast), MiB));
+          // a whole block (MS-VHDX), except as the end of a fixed file, which create ends at
+          // the disk's end as QEMU does
+          end = Math.max(end, at + (this.fixed ? roundUp(newLen(oldLast), MiB) : bs));
           at += bs;
         }
         if (this.params.leaveBlocksAllocated) {
@@ -1464,7 +1470,9 @@ export class VhdxImage implements Image {
     for (let n = 0; n < this.blocks; n++) {
       if (this.pState[n] === PAYLOAD.FULLY_PRESENT || this.pState[n] === PAYLOAD.PARTIALLY_PRESENT) {
         anyBlock = true;
-        usedEnd = Math.max(usedEnd, this.pOff[n]! * MiB + Math.min(this.params.blockSize, this.blockLen(n)));
+        // a payload block owns BlockSize bytes of file even when the disk ends inside it
+        // (MS-VHDX; Hyper-V and vdkit allocate it whole): only past that is space leaked
+        usedEnd = Math.max(usedEnd, this.pOff[n]! * MiB + this.params.blockSize);
         if (this.pOff[n]! * MiB + this.blockLen(n) > this.fileSize) findings.push({ kind: 'corruption', message: `payload block ${n} lies past the end of the file`, struct: 'BAT', field: `BAT[${payloadIndex(n, this.cr)}]` });
       }
     }
