@@ -23,7 +23,7 @@
 import { writeBitmapped } from '../common/bitmapped-write.js';
 import { Bitmap } from '../../binary/bitmap.js';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
-import { DiskError } from '../../core/errors.js';
+import { DiskError, atMost } from '../../core/errors.js';
 import { roundUp, toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -262,7 +262,7 @@ export class VhdxImage implements Image {
     if (logLength % ALIGN !== 0) throw err('CORRUPT', 'header', 'logLength', 'log length is not a multiple of 1 MiB', 'a multiple of 1048576', logLength);
     if (logLength > 0) {
       if (logOffset % ALIGN !== 0 || logOffset < HEADER_SECTION) throw err('CORRUPT', 'header', 'logOffset', 'log offset is not a multiple of 1 MiB after the header section', 'a multiple of 1048576, >= 1048576', logOffset);
-      if (logOffset + logLength > fileSize) throw err('CORRUPT', 'header', 'logOffset', 'the log lies past the end of the file', `<= ${fileSize - logLength}`, logOffset);
+      if (logOffset + logLength > fileSize) throw err('CORRUPT', 'header', 'logOffset', 'the log lies past the end of the file', atMost(fileSize - logLength), logOffset);
     }
 
     // ---- the log (§16.5): a pending sequence is read through an overlay until it is replayed
@@ -302,7 +302,7 @@ export class VhdxImage implements Image {
       const field = `regionTable[${i}]`;
       if (r.offset % ALIGN !== 0 || r.offset < HEADER_SECTION) throw err('CORRUPT', 'regionTable', `${field}.fileOffset`, 'region offset is not a multiple of 1 MiB after the header section', 'a multiple of 1048576, >= 1048576', r.offset);
       if (r.length === 0 || r.length % ALIGN !== 0) throw err('CORRUPT', 'regionTable', `${field}.length`, 'region length is not a positive multiple of 1 MiB', 'a multiple of 1048576', r.length);
-      if (r.offset + r.length > viewSize) throw err('CORRUPT', 'regionTable', `${field}.fileOffset`, 'region lies past the end of the file', `<= ${viewSize - r.length}`, r.offset);
+      if (r.offset + r.length > viewSize) throw err('CORRUPT', 'regionTable', `${field}.fileOffset`, 'region lies past the end of the file', atMost(viewSize - r.length), r.offset);
       const hit = taken.find((t) => t.start < r.offset + r.length && r.offset < t.end);
       if (hit) throw err('CORRUPT', 'regionTable', `${field}.fileOffset`, `region overlaps ${hit.name}`, `outside ${hit.start}..${hit.end - 1}`, r.offset);
       const name = r.guid === GUIDS.BAT_REGION ? 'BAT' : r.guid === GUIDS.METADATA_REGION ? 'metadata' : undefined;
@@ -417,7 +417,7 @@ export class VhdxImage implements Image {
             continue;
           }
           if (offMiB < 1) throw badEntry(i, 'sector bitmap block lies in the header section', '>= 1 MiB', `${offMiB} MiB`);
-          if (offMiB * MiB + BITMAP_BLOCK_SIZE > viewSize) throw badEntry(i, 'sector bitmap block lies past the end of the file', `<= ${Math.floor((viewSize - BITMAP_BLOCK_SIZE) / MiB)} MiB`, `${offMiB} MiB`);
+          if (offMiB * MiB + BITMAP_BLOCK_SIZE > viewSize) throw badEntry(i, 'sector bitmap block lies past the end of the file', atMost(Math.floor((viewSize - BITMAP_BLOCK_SIZE) / MiB), ' MiB'), `${offMiB} MiB`);
           bState[k] = state;
           bOff[k] = offMiB;
           present++;
@@ -430,7 +430,7 @@ export class VhdxImage implements Image {
           pState[n] = state === PAYLOAD.UNMAPPED_V095 ? PAYLOAD.UNMAPPED : state;
           if (state === PAYLOAD.FULLY_PRESENT || state === PAYLOAD.PARTIALLY_PRESENT) {
             if (offMiB < 1) throw badEntry(i, 'payload block lies in the header section', '>= 1 MiB', `${offMiB} MiB`);
-            if (offMiB * MiB + blockLen(n) > viewSize) throw badEntry(i, 'payload block lies past the end of the file', `<= ${Math.floor((viewSize - blockLen(n)) / MiB)} MiB`, `${offMiB} MiB`);
+            if (offMiB * MiB + blockLen(n) > viewSize) throw badEntry(i, 'payload block lies past the end of the file', atMost(Math.floor((viewSize - blockLen(n)) / MiB), ' MiB'), `${offMiB} MiB`);
             pOff[n] = offMiB;
             present++;
           }
