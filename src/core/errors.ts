@@ -150,3 +150,11 @@ export function fromSystemError(err: unknown, path?: string): DiskError {
   const code = (e && typeof e.code === 'string' && map[e.code]) || 'FILEIO';
   return new DiskError(code, `${ERROR_TABLE[code].text}${e?.code ? ` (${e.code})` : ''}`, { path: path ?? e?.path }, { cause: err });
 }
+
+/**
+ * The `expected` text of "lies past the end" errors: `<= bound` (in `unit`), or, when nothing
+ * fits because the file is shorter than the thing itself, that (never a negative bound).
+ */
+export function atMost(bound: number, unit = ''): string {
+  return bound >= 0 ? `<= ${bound}${unit}` : `nothing: the file is too short to hold it (${-bound}${unit} short)`;
+}

@@ -81,6 +81,15 @@ async function checkLink(driver: Driver, path: string, opts: CheckDiskOptions): 
   const what: CheckOptions = { repair: opts.repair, ...(opts.dryRun ? { dryRun: true } : {}) };
   if (driver.checkFile) return driver.checkFile(path, what);
   const write = opts.repair && !opts.dryRun;
+  if (write) {
+    // a read-write open alone writes (a VHDX session renews a header): a file with nothing to
+    // mend is checked read-only, so a repair of a sound file changes no byte
+    const look = await checkLink(driver, path, { ...opts, repair: false, dryRun: false }).catch((err: unknown) => {
+      if (err instanceof DiskError) return undefined; // the read-write open may mend what stopped it
+      throw err;
+    });
+    if (look && look.findings.length === 0) return look;
+  }
   // repair writes metadata, never data, so the lone link may be opened read-write
   const d = await Disk.open(path, { format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, forCheck: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents });
   try {

@@ -249,3 +249,18 @@ test('a footer copy at offset 0 that differs from the end footer is repaired by 
   await rw.close();
   assert.deepEqual(await readAt(p, 0, 512), await readAt(p, size - 512, 512));
 });
+
+test('a VHD file smaller than one block: the error for a used BAT entry names no negative bound', async () => {
+  const p = join(dir, 'tiny.vhd');
+  await (await Disk.create(p, { format: 'vhd', capacity: 4 * MiB })).close(); // no block: the file is a few KiB
+  const at = Number((await readAt(p, 512 + 16, 8)).readBigUInt64BE(0)); // the BAT offset
+  await poke(p, at, u32(3));
+  const err = await Disk.open(p, { readOnly: true, singleLink: true }).then(
+    () => assert.fail('opened'),
+    (e: unknown) => e as DiskError,
+  );
+  assert.ok(err instanceof DiskError, String(err));
+  assert.equal(err.details.field, 'BAT[0]');
+  assert.doesNotMatch(String(err.details.expected), /-\d/, `expected: ${err.details.expected}`);
+  assert.doesNotMatch(err.message, /<= -\d/);
+});

@@ -33,14 +33,24 @@
  *      after the copy leaves an unreferenced copy in a hole, which is still a hole; the count
  *      does not change);
  *   3. the file cut after the last block (a kill before this leaves a trailing leak).
+ * - One finding per kind of bad entry with a count (common/entry-findings.ts), so a garbage
+ *   map of millions of entries costs a typed array, not a finding each; the map is bounded by
+ *   the file (parseHeader).
  * - A dry run does all the arithmetic and writes nothing; legacy v0 images are never written.
  */
 import { DiskError } from '../../core/errors.js';
 import { FileStore } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
+import { EntryFindings } from '../common/entry-findings.js';
 import { parseHeader, readU32Array, u32Bytes, writeHeaderAndMap } from './image.js';
 import { BLOCK_FREE, BLOCK_ZERO, NULL_UUID, PRE_HEADER_SIZE, TYPE_DIFF, TYPE_FIXED, VdiHeaderV1, VdiHeaderV1Plus, isNullUuid, uuidToText } from './structs.js';
+
+const PROBLEM_PAST_DATA = 1;
+const PROBLEM_PAST_FILE = 2;
+const PROBLEM_SHARED = 3;
+/** flag: a fixed image's entry pointed back at its own block */
+const PROBLEM_OWN_BLOCK = 0x80;
 
 /** Check (and repair) the VDI file at `path`, opening it read-write only for a real repair. */
 export async function checkVdiFile(path: string, opts: CheckOptions): Promise<CheckReport> {
@@ -78,39 +88,67 @@ export async function checkVdiStore(store: ByteStore, path: string, opts: CheckO
   const map = await readU32Array(store, h.offBlocks, h.cBlocks);
   /** physical block -> the virtual block that keeps it (-1: nobody) */
   const owner = new Int32Array(slots).fill(-1);
-  const pending: CheckFinding[] = [];
-  const changed: number[] = [];
+  /** the first and the last entry a repair changes (-1: none) */
+  let firstChanged = -1;
+  let lastChanged = -1;
+  /** per entry, its problem (PROBLEM_*), and for a shared block the entry that keeps it */
+  const problemOf = new Uint8Array(map.length);
+  const sharedWith = new Int32Array(map.length);
 
   // fixed images: entries that are their own block claim it first
   if (fixed) for (let i = 0; i < map.length; i++) if (map[i] === i && i < slots) owner[i] = i;
+  const original = map.slice();
   for (let i = 0; i < map.length; i++) {
     const e = map[i]!;
     if (e >= BLOCK_ZERO || (fixed && e === i && e < slots)) continue;
-    let problem: string | undefined;
-    if (e >= h.cBlocks) problem = `points past the data area (physical block ${e}, cBlocks ${h.cBlocks})`;
-    else if (e >= fileBlocks) problem = `points past the end of the file (physical block ${e}; the file holds ${fileBlocks})`;
-    else if (owner[e]! >= 0) problem = `points at physical block ${e}, which blockMap[${owner[e]}] uses too`;
-    if (problem === undefined) {
+    let problem = 0;
+    if (e >= h.cBlocks) problem = PROBLEM_PAST_DATA;
+    else if (e >= fileBlocks) problem = PROBLEM_PAST_FILE;
+    else if (owner[e]! >= 0) {
+      problem = PROBLEM_SHARED;
+      sharedWith[i] = owner[e]!;
+    }
+    if (problem === 0) {
       owner[e] = i;
       continue;
     }
     map[i] = BLOCK_FREE;
-    changed.push(i);
-    const after = h.type === TYPE_DIFF ? 'reads from the parent' : 'reads as zeros';
-    const f: CheckFinding = { kind: 'corruption', message: `block map entry ${i} ${problem}; a repair frees the entry (virtual block ${i} then ${after})`, struct: 'VdiHeader', field: `blockMap[${i}]`, offset: h.offBlocks + 4 * i };
-    findings.push(f);
-    pending.push(f);
+    problemOf[i] = problem;
+    if (firstChanged < 0) firstChanged = i;
+    lastChanged = i;
   }
+  // a dropped entry of a fixed image gets its own block back when it is free
   if (fixed) {
-    // a dropped entry of a fixed image gets its own block back when it is free
-    for (const i of changed) {
-      if (i < slots && owner[i]! < 0) {
+    for (let i = firstChanged; i >= 0 && i <= lastChanged; i++) {
+      if (problemOf[i] !== 0 && i < slots && owner[i]! < 0) {
         map[i] = i;
         owner[i] = i;
-        const f = findings.find((x) => x.field === `blockMap[${i}]`)!;
-        f.message = f.message.replace(/; a repair frees .*$/, `; a repair points it back at its own block ${i} (fixed image)`);
+        problemOf[i] |= PROBLEM_OWN_BLOCK;
       }
     }
+  }
+  // one finding per problem, however many entries share it (a garbage map has millions)
+  const pending: CheckFinding[] = [];
+  {
+    const after = h.type === TYPE_DIFF ? 'reads from the parent' : 'reads as zeros';
+    const bad = new EntryFindings({ name: 'blockMap', struct: 'VdiHeader', offsetOf: (i) => h.offBlocks + 4 * i });
+    for (let i = firstChanged; i >= 0 && i <= lastChanged; i++) {
+      const code = problemOf[i]!;
+      if (code === 0) continue;
+      const e = original[i]!;
+      const base = code & ~PROBLEM_OWN_BLOCK;
+      const [what, detail] =
+        base === PROBLEM_PAST_DATA
+          ? ['point past the data area', `points past the data area (physical block ${e}, cBlocks ${h.cBlocks})`]
+          : base === PROBLEM_PAST_FILE
+            ? ['point past the end of the file', `points past the end of the file (physical block ${e}; the file holds ${fileBlocks})`]
+            : ['point at physical blocks other entries use', `points at physical block ${e}, which blockMap[${sharedWith[i]}] uses too`];
+      const own = (code & PROBLEM_OWN_BLOCK) !== 0;
+      const repair = own ? 'a repair points each back at its own block (fixed image)' : `a repair frees them (their virtual blocks then ${after.replace('reads', 'read')})`;
+      bad.add(`${code}`, i, 'corruption', what, repair, () => `block map entry ${i} ${detail}; ${own ? `a repair points it back at its own block ${i} (fixed image)` : `a repair frees the entry (virtual block ${i} then ${after})`}`);
+    }
+    pending.push(...bad.findings());
+    findings.push(...pending);
   }
   let used = 0;
   let maxIndex = -1;
@@ -165,10 +203,10 @@ export async function checkVdiStore(store: ByteStore, path: string, opts: CheckO
     next.uuidLinkage = Buffer.from(NULL_UUID);
     next.uuidParentModify = Buffer.from(NULL_UUID);
   }
-  if (write && (changed.length > 0 || countFinding || linkFinding)) {
-    if (changed.length > 0) {
+  if (write && (lastChanged >= 0 || countFinding || linkFinding)) {
+    if (lastChanged >= 0) {
       // the span reaches the last changed entry; the entries between come from `map` unchanged
-      await writeHeaderAndMap(store, kind, next, map, changed.reduce((a, b) => Math.max(a, b), 0));
+      await writeHeaderAndMap(store, kind, next, map, lastChanged);
     } else {
       const bytes = kind === 'v1+' ? VdiHeaderV1Plus.encode(next) : VdiHeaderV1.encode(next as unknown as Parameters<typeof VdiHeaderV1.encode>[0]);
       await store.write(PRE_HEADER_SIZE, bytes.subarray(PRE_HEADER_SIZE));

@@ -18,7 +18,7 @@
  *   chain layer to look for the parent by identity (the creation UUID, RFC-4122 text).
  */
 import { dirname, resolve } from 'node:path';
-import { DiskError, type ErrorCode } from '../../core/errors.js';
+import { DiskError, atMost, type ErrorCode } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo, toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -1013,7 +1013,7 @@ export async function parseHeader(store: ByteStore, path: string): Promise<Parse
   if (h.offBlocks < headerEnd) throw bad('CORRUPT', 'offBlocks', 'block map overlaps the header', `>= 0x${headerEnd.toString(16)}`, `0x${h.offBlocks.toString(16)}`);
   const mapBytes = 4 * h.cBlocks;
   if (h.offData < h.offBlocks + mapBytes) throw bad('CORRUPT', 'offData', 'data area overlaps the block map', `>= ${h.offBlocks + mapBytes}`, h.offData);
-  if (h.offBlocks + mapBytes > fileSize) throw bad('CORRUPT', 'offBlocks', 'block map lies past the end of the file (file truncated?)', `<= ${fileSize - mapBytes}`, h.offBlocks);
+  if (h.offBlocks + mapBytes > fileSize) throw bad('CORRUPT', 'offBlocks', 'block map lies past the end of the file (file truncated?)', atMost(fileSize - mapBytes), h.offBlocks);
   if (isNullUuid(h.uuidCreate)) throw bad('CORRUPT', 'uuidCreate', 'image UUID is null', 'a non-null UUID', uuidToText(h.uuidCreate));
   if (isNullUuid(h.uuidModify)) throw bad('CORRUPT', 'uuidModify', 'modification UUID is null', 'a non-null UUID', uuidToText(h.uuidModify));
   // odd sizes (VBoxManage convertfromraw) are rounded up to whole sectors, as QEMU does

@@ -14,7 +14,12 @@
  * - Dynamic header (no redundant copy): cookie, version, block size, maxTableEntries against the
  *   disk size, BAT inside the file are required (damage there is reported, not repaired); a bad
  *   checksum alone is recomputed once every field passed; a "next structure" offset other than
- *   all-ones is reset (warning).
+ *   all-ones is reset (warning). A maxTableEntries whose BAT would run past the end of the file
+ *   or over what follows the entries in use (a block, a structure) is a corruption, repaired by
+ *   cutting it to the entries in use (a whole sector of them): the blocks stay, and what is read
+ *   never depends on the claim (a crafted claim once made check read the file as BAT entries).
+ * - Memory and work are bounded by the file, not by the header: one finding per kind of bad
+ *   entry with a count (common/entry-findings.ts), the repair writes the BAT in 64 KiB windows.
  * - BAT: an entry whose block runs past the end of the file, overlaps the footer copy, header,
  *   BAT or parent locator data, or overlaps another block (the later entry in BAT order loses)
  *   is a corruption; a repair marks it unused (the block then reads as zeros, or from the parent
@@ -39,6 +44,7 @@ import { ceilDiv, isPowerOfTwo, roundUp } from '../../core/ints.js';
 import { FileStore } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
+import { EntryFindings } from '../common/entry-findings.js';
 import { capacityOf, readBat } from './image.js';
 import {
   BAT_UNUSED,
@@ -98,6 +104,9 @@ function withSum(b: Buffer, at: number): Buffer {
   c.writeUInt32BE(vhdChecksum(c, at), at);
   return c;
 }
+
+/** bytes of BAT one repair write covers */
+const BAT_WRITE_WINDOW = 64 * 1024;
 
 const hex32 = (v: number) => `0x${v.toString(16).padStart(8, '0')}`;
 
@@ -185,7 +194,10 @@ export async function checkVhdStore(store: ByteStore, path: string, opts: CheckO
   let newFooterAt = endFinding && footerAt === fileSize ? roundUp(fileSize, SECTOR) : footerAt;
   let tailLeak: CheckFinding | undefined;
   let tailLeakBytes = 0;
-  const batFixes = new Map<number, number>();
+  /** the BAT as the repair leaves it (entries set unused), and whether any changed */
+  let batBefore: Uint32Array | undefined;
+  let batAfter: Uint32Array | undefined;
+  let batChanged = false;
   let headerFix: { bytes: Buffer; at: number; findings: CheckFinding[] } | undefined;
   let tableOffset = 0;
   if (fixed) {
@@ -234,10 +246,6 @@ export async function checkVhdStore(store: ByteStore, path: string, opts: CheckO
     const tOff = Number(header.tableOffset);
     if (!Number.isSafeInteger(tOff) || tOff < SECTOR || tOff + need * 4 > limit) return fatal('dynamicHeader', 'tableOffset', `the BAT at ${header.tableOffset} lies outside the file`);
     tableOffset = tOff;
-    const readCount = Math.min(entries, MAX_BAT_ENTRIES, Math.floor((limit - tOff) / 4));
-    if (readCount < entries) add({ kind: 'warning', message: `the BAT (${entries} entries) runs past the end of the file; ${readCount} are inside it`, struct: 'dynamicHeader', field: 'maxTableEntries' });
-    const bat = await readBat(store, tOff, readCount);
-
     const headerFindings: CheckFinding[] = [];
     let nextHeader: Buffer = Buffer.from(headerBytes);
     if (header.dataOffset !== NO_OFFSET) {
@@ -247,16 +255,11 @@ export async function checkVhdStore(store: ByteStore, path: string, opts: CheckO
     if (vhdChecksum(headerBytes, HEADER_CHECKSUM_AT) !== header.checksum) {
       headerFindings.push(add({ kind: 'corruption', message: `dynamic header checksum mismatch (stored ${hex32(header.checksum)}, computed ${hex32(vhdChecksum(headerBytes, HEADER_CHECKSUM_AT))}); every field is valid, so a repair recomputes it`, struct: 'dynamicHeader', field: 'checksum', offset: headerOffset + HEADER_CHECKSUM_AT }));
     }
-    if (headerFindings.length > 0) {
-      nextHeader = withSum(nextHeader, HEADER_CHECKSUM_AT);
-      headerFix = { bytes: nextHeader, at: headerOffset, findings: headerFindings };
-    }
 
-    // metadata regions blocks must not overlap
+    // structures blocks must not overlap (the BAT's end follows below)
     const regions: { name: string; start: number; end: number }[] = [
       { name: 'footer copy', start: 0, end: SECTOR },
       { name: 'dynamic header', start: headerOffset, end: headerOffset + HEADER_SIZE },
-      { name: 'BAT', start: tOff, end: tOff + entries * 4 },
     ];
     if (footer.diskType === 4) {
       for (let i = 0; i < 8; i++) {
@@ -276,40 +279,76 @@ export async function checkVhdStore(store: ByteStore, path: string, opts: CheckO
       }
     }
 
+    // the entries in use first; the header's claim for the rest is judged against the file
+    const used = await readBat(store, tOff, need);
     const stride = roundUp(Math.ceil(blockSize / SECTOR / 8), SECTOR) + blockSize;
+    // A BAT claimed past what follows the entries in use (the end of the file, a block, a
+    // structure) is a wrong maxTableEntries, not a reason to drop blocks: the claim is cut to
+    // the entries in use (a whole sector of them) and a repair writes that. The work stays
+    // bounded by the file, whatever the header claims.
+    const needEnd = tOff + need * 4;
+    let firstAfter = limit;
+    for (const r of regions) if (r.start >= needEnd) firstAfter = Math.min(firstAfter, r.start);
+    for (let i = 0; i < need; i++) {
+      const start = used[i]! * SECTOR;
+      if (used[i] !== BAT_UNUSED && start >= needEnd && start + stride <= limit) firstAfter = Math.min(firstAfter, start);
+    }
+    let tableEntries = entries;
+    if (tOff + entries * 4 > firstAfter) {
+      tableEntries = Math.max(need, Math.floor((Math.min(roundUp(needEnd, SECTOR), firstAfter) - tOff) / 4));
+      const what = firstAfter === limit ? 'the end of the file' : `what starts at ${firstAfter}`;
+      headerFindings.push(add({ kind: 'corruption', message: `maxTableEntries ${entries} makes the BAT run past ${what}; the disk uses ${need} entries, so a repair sets it to ${tableEntries}`, struct: 'dynamicHeader', field: 'maxTableEntries', offset: headerOffset + DynamicHeader.offsetOf('maxTableEntries') }));
+      nextHeader.writeUInt32BE(tableEntries, DynamicHeader.offsetOf('maxTableEntries'));
+    }
+    regions.push({ name: 'BAT', start: tOff, end: tOff + tableEntries * 4 });
+    if (headerFindings.length > 0) {
+      nextHeader = withSum(nextHeader, HEADER_CHECKSUM_AT);
+      headerFix = { bytes: nextHeader, at: headerOffset, findings: headerFindings };
+    }
+    const bat = new Uint32Array(tableEntries);
+    bat.set(used);
+    if (tableEntries > need) bat.set(await readBat(store, needEnd, tableEntries - need), need);
+    batBefore = bat;
+    batAfter = bat.slice();
+
+    // bad entries: one finding per problem, however many entries share it
     const after = footer.diskType === 4 ? 'reads from the parent' : 'reads as zeros';
-    const drop = (i: number, problem: string, warning = false) => {
-      batFixes.set(i, BAT_UNUSED);
-      add({ kind: warning ? 'warning' : 'corruption', message: `BAT entry ${i} ${problem}; a repair marks it unused${warning ? '' : ` (block ${i} then ${after})`}`, struct: 'BAT', field: `BAT[${i}]`, offset: tOff + 4 * i });
+    const bad = new EntryFindings({ name: 'BAT', struct: 'BAT', offsetOf: (i) => tOff + 4 * i });
+    const drop = (i: number, key: string, problem: string, detail: () => string, warning = false) => {
+      batAfter![i] = BAT_UNUSED;
+      batChanged = true;
+      const repair = warning ? 'a repair marks them unused' : `a repair marks them unused (their blocks then ${after.replace('reads', 'read')})`;
+      bad.add(key, i, warning ? 'warning' : 'corruption', problem, repair, () => `BAT entry ${i} ${detail()}; a repair marks it unused${warning ? '' : ` (block ${i} then ${after})`}`);
     };
     const live: number[] = [];
     for (let i = 0; i < bat.length; i++) {
       const e = bat[i]!;
       if (e === BAT_UNUSED) continue;
       if (i >= need) {
-        drop(i, `names a block (sector ${e}) past the disk's last block ${need - 1}`, true);
+        drop(i, 'pastDisk', `name blocks past the disk's last block ${need - 1}`, () => `names a block (sector ${e}) past the disk's last block ${need - 1}`, true);
         continue;
       }
       const start = e * SECTOR;
       if (start + stride > limit) {
-        drop(i, `names a block at sector ${e} that runs past the end of the file (${start + stride} > ${limit})`);
+        drop(i, 'pastFile', 'name blocks that run past the end of the file', () => `names a block at sector ${e} that runs past the end of the file (${start + stride} > ${limit})`);
         continue;
       }
       const hit = regions.find((r) => start < r.end && r.start < start + stride);
       if (hit) {
-        drop(i, `names a block at sector ${e} that overlaps the ${hit.name}`);
+        drop(i, `over ${hit.name}`, `name blocks that overlap the ${hit.name}`, () => `names a block at sector ${e} that overlaps the ${hit.name}`);
         continue;
       }
       live.push(i);
     }
     // overlapping blocks: sweep in file order; of two that overlap, the later BAT entry loses
-    live.sort((a, b) => bat[a]! - bat[b]!);
+    live.sort((a, b) => bat[a]! - bat[b]! || a - b);
     const kept: number[] = [];
+    const losers: [number, number][] = [];
     let prev = -1;
     for (const i of live) {
       if (prev >= 0 && bat[i]! * SECTOR < bat[prev]! * SECTOR + stride) {
         const loser = i > prev ? i : prev;
-        drop(loser, `names a block at sector ${bat[loser]} that overlaps the block of BAT entry ${loser === i ? prev : i}`);
+        losers.push([loser, loser === i ? prev : i]);
         if (loser === prev) {
           kept.pop();
           kept.push(i);
@@ -320,7 +359,9 @@ export async function checkVhdStore(store: ByteStore, path: string, opts: CheckO
       kept.push(i);
       prev = i;
     }
-
+    losers.sort((a, b) => a[0] - b[0]);
+    for (const [i, other] of losers) drop(i, 'overlap', 'name blocks that overlap another block', () => `names a block at sector ${bat[i]} that overlaps the block of BAT entry ${other}`);
+    findings.push(...bad.findings());
     // leaks: gaps of a block or more between structures, and before the footer
     const spans = [...regions.map((r) => ({ start: r.start, end: r.end })), ...kept.map((i) => ({ start: bat[i]! * SECTOR, end: bat[i]! * SECTOR + stride }))].sort((a, b) => a.start - b.start);
     let end = 0;
@@ -345,10 +386,18 @@ export async function checkVhdStore(store: ByteStore, path: string, opts: CheckO
 
   async function repairFooters(): Promise<void> {
     if (!repair) return;
-    if (write && batFixes.size > 0) {
-      const b = Buffer.alloc(4);
-      b.writeUInt32BE(BAT_UNUSED);
-      for (const i of [...batFixes.keys()].sort((x, y) => x - y)) await store.write(tableOffset + 4 * i, b);
+    if (write && batChanged) {
+      // in windows of the table, each written once when any entry in it changes
+      const step = BAT_WRITE_WINDOW / 4;
+      const buf = Buffer.alloc(BAT_WRITE_WINDOW);
+      for (let w = 0; w < batAfter!.length; w += step) {
+        const n = Math.min(step, batAfter!.length - w);
+        let dirty = false;
+        for (let j = w; j < w + n && !dirty; j++) dirty = batAfter![j] !== batBefore![j];
+        if (!dirty) continue;
+        for (let j = 0; j < n; j++) buf.writeUInt32BE(batAfter![w + j]!, j * 4);
+        await store.write(tableOffset + 4 * w, buf.subarray(0, n * 4));
+      }
       await store.flush();
     }
     for (const f of findings) if (f.struct === 'BAT' && f.field !== 'BAT') done(f);

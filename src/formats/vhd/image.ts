@@ -22,7 +22,7 @@
 import { writeBitmapped } from '../common/bitmapped-write.js';
 import { Bitmap } from '../../binary/bitmap.js';
 import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
-import { DiskError } from '../../core/errors.js';
+import { DiskError, atMost } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo, roundUp, toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -1265,7 +1265,7 @@ function checkBlocks(bat: Uint32Array, strideSectors: number, limit: number, met
     if (e === BAT_UNUSED) continue;
     used++;
     if (e + strideSectors > limitSectors) {
-      throw new DiskError('CORRUPT', 'block lies past the end of the file', { path, struct: 'BAT', field: `BAT[${i}]`, expected: `<= ${limitSectors - strideSectors}`, found: e });
+      throw new DiskError('CORRUPT', 'block lies past the end of the file', { path, struct: 'BAT', field: `BAT[${i}]`, expected: atMost(limitSectors - strideSectors, ' sectors'), found: e });
     }
   }
   if (used * strideSectors > limitSectors) {

@@ -23,7 +23,7 @@
 import { writeBitmapped } from '../common/bitmapped-write.js';
 import { Bitmap } from '../../binary/bitmap.js';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
-import { DiskError } from '../../core/errors.js';
+import { DiskError, atMost } from '../../core/errors.js';
 import { roundUp, toSafeNumber } from '../../core/ints.js';
 import { FileStore, fsx } from '../../storage/file.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -262,7 +262,7 @@ export class VhdxImage implements Image {
     if (logLength % ALIGN !== 0) throw err('CORRUPT', 'header', 'logLength', 'log length is not a multiple of 1 MiB', 'a multiple of 1048576', logLength);
     if (logLength > 0) {
       if (logOffset % ALIGN !== 0 || logOffset < HEADER_SECTION) throw err('CORRUPT', 'header', 'logOffset', 'log offset is not a multiple of 1 MiB after the header section', 'a multiple of 1048576, >= 1048576', logOffset);
-      if (logOffset + logLength > fileSize) throw err('CORRUPT', 'header', 'logOffset', 'the log lies past the end of the file', `<= ${fileSize - logLength}`, logOffset);
+      if (logOffset + logLength > fileSize) throw err('CORRUPT', 'header', 'logOffset', 'the log lies past the end of the file', atMost(fileSize - logLength), logOffset);
     }
 
     // ---- the log (§16.5): a pending sequence is read through an overlay until it is replayed
@@ -302,7 +302,7 @@ export class VhdxImage implements Image {
       const field = `regionTable[${i}]`;
       if (r.offset % ALIGN !== 0 || r.offset < HEADER_SECTION) throw err('CORRUPT', 'regionTable', `${field}.fileOffset`, 'region offset is not a multiple of 1 MiB after the header section', 'a multiple of 1048576, >= 1048576', r.offset);
       if (r.length === 0 || r.length % ALIGN !== 0) throw err('CORRUPT', 'regionTable', `${field}.length`, 'region length is not a positive multiple of 1 MiB', 'a multiple of 1048576', r.length);
-      if (r.offset + r.length > viewSize) throw err('CORRUPT', 'regionTable', `${field}.fileOffset`, 'region lies past the end of the file', `<= ${viewSize - r.length}`, r.offset);
+      if (r.offset + r.length > viewSize) throw err('CORRUPT', 'regionTable', `${field}.fileOffset`, 'region lies past the end of the file', atMost(viewSize - r.length), r.offset);
       const hit = taken.find((t) => t.start < r.offset + r.length && r.offset < t.end);
       if (hit) throw err('CORRUPT', 'regionTable', `${field}.fileOffset`, `region overlaps ${hit.name}`, `outside ${hit.start}..${hit.end - 1}`, r.offset);
       const name = r.guid === GUIDS.BAT_REGION ? 'BAT' : r.guid === GUIDS.METADATA_REGION ? 'metadata' : undefined;
@@ -417,7 +417,7 @@ export class VhdxImage implements Image {
             continue;
           }
           if (offMiB < 1) throw badEntry(i, 'sector bitmap block lies in the header section', '>= 1 MiB', `${offMiB} MiB`);
-          if (offMiB * MiB + BITMAP_BLOCK_SIZE > viewSize) throw badEntry(i, 'sector bitmap block lies past the end of the file', `<= ${Math.floor((viewSize - BITMAP_BLOCK_SIZE) / MiB)} MiB`, `${offMiB} MiB`);
+          if (offMiB * MiB + BITMAP_BLOCK_SIZE > viewSize) throw badEntry(i, 'sector bitmap block lies past the end of the file', atMost(Math.floor((viewSize - BITMAP_BLOCK_SIZE) / MiB), ' MiB'), `${offMiB} MiB`);
           bState[k] = state;
           bOff[k] = offMiB;
           present++;
@@ -430,7 +430,7 @@ export class VhdxImage implements Image {
           pState[n] = state === PAYLOAD.UNMAPPED_V095 ? PAYLOAD.UNMAPPED : state;
           if (state === PAYLOAD.FULLY_PRESENT || state === PAYLOAD.PARTIALLY_PRESENT) {
             if (offMiB < 1) throw badEntry(i, 'payload block lies in the header section', '>= 1 MiB', `${offMiB} MiB`);
-            if (offMiB * MiB + blockLen(n) > viewSize) throw badEntry(i, 'payload block lies past the end of the file', `<= ${Math.floor((viewSize - blockLen(n)) / MiB)} MiB`, `${offMiB} MiB`);
+            if (offMiB * MiB + blockLen(n) > viewSize) throw badEntry(i, 'payload block lies past the end of the file', atMost(Math.floor((viewSize - blockLen(n)) / MiB), ' MiB'), `${offMiB} MiB`);
             pOff[n] = offMiB;
             present++;
           }
@@ -787,7 +787,9 @@ export class VhdxImage implements Image {
         if (a - prev >= len) return prev;
         prev = Math.max(prev, z);
       }
-      return -1;
+      // the gap right below the block counts too (it was missed: a freed block just under the
+      // last one was never reused)
+      return below - prev >= len ? prev : -1;
     };
     items.sort((a, b) => a.at - b.at);
     const buf = Buffer.alloc(Math.max(bs, BITMAP_BLOCK_SIZE));
@@ -856,8 +858,10 @@ export class VhdxImage implements Image {
         const st = this.pState[n];
         if (st !== PAYLOAD.FULLY_PRESENT && st !== PAYLOAD.PARTIALLY_PRESENT) continue;
         items.push({ kind: 'payload', i: n });
-        // the disk's last block may be stored with only its length (rounded to 1 MiB)
-        plan.push({ at: this.pOff[n]!, len: Math.ceil(this.blockLen(n) / MiB) });
+        // every payload block gets a whole BlockSize slot, the disk's last one too (MS-VHDX);
+        // a last block the file holds only in part (QEMU's fixed images) is copied as far as
+        // the file goes
+        plan.push({ at: this.pOff[n]!, len: bs / MiB });
       }
     }
     const total = items.length;
@@ -904,11 +908,11 @@ export class VhdxImage implements Image {
       await this.commit(); // flushes the copies before the log entry
       opts.onProgress?.(b.placed, total);
     }
-    // the end: after the last block (the disk's last block only as far as the disk goes)
+    // the end: after the last whole block (cutAt never extends a file that ends inside it)
     let end = Math.max(dataStart, structuresEnd);
     for (const it of items) {
       if (it.kind === 'bitmap') end = Math.max(end, this.bOff[it.i]! * MiB + BITMAP_BLOCK_SIZE);
-      else end = Math.max(end, this.pOff[it.i]! * MiB + roundUp(this.blockLen(it.i), ALIGN));
+      else end = Math.max(end, this.pOff[it.i]! * MiB + bs);
     }
     await this.cutAt(end);
     opts.onProgress?.(total, total);
@@ -1247,7 +1251,9 @@ export class VhdxImage implements Image {
         if (this.blockLen(oldLast) < bs && this.pState[oldLast] === PAYLOAD.FULLY_PRESENT) {
           await this.store.write(at, await this.store.read(this.pOff[oldLast]! * MiB, this.blockLen(oldLast)));
           this.pending.set(payloadIndex(oldLast, this.cr), batEntry(PAYLOAD.FULLY_PRESENT, at / MiB));
-          end = Math.max(end, at + roundUp(newLen(oldLast), MiB));
+          // a whole block (MS-VHDX), except as the end of a fixed file, which create ends at
+          // the disk's end as QEMU does
+          end = Math.max(end, at + (this.fixed ? roundUp(newLen(oldLast), MiB) : bs));
           at += bs;
         }
         if (this.params.leaveBlocksAllocated) {
@@ -1464,7 +1470,9 @@ export class VhdxImage implements Image {
     for (let n = 0; n < this.blocks; n++) {
       if (this.pState[n] === PAYLOAD.FULLY_PRESENT || this.pState[n] === PAYLOAD.PARTIALLY_PRESENT) {
         anyBlock = true;
-        usedEnd = Math.max(usedEnd, this.pOff[n]! * MiB + Math.min(this.params.blockSize, this.blockLen(n)));
+        // a payload block owns BlockSize bytes of file even when the disk ends inside it
+        // (MS-VHDX; Hyper-V and vdkit allocate it whole): only past that is space leaked
+        usedEnd = Math.max(usedEnd, this.pOff[n]! * MiB + this.params.blockSize);
         if (this.pOff[n]! * MiB + this.blockLen(n) > this.fileSize) findings.push({ kind: 'corruption', message: `payload block ${n} lies past the end of the file`, struct: 'BAT', field: `BAT[${payloadIndex(n, this.cr)}]` });
       }
     }

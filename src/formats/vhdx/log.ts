@@ -19,7 +19,7 @@
  * does not fit before the end of the buffer goes to its start). The caller's order is: flush the
  * data the new metadata points at, write the entry, flush, apply the sectors in place, flush.
  */
-import { DiskError } from '../../core/errors.js';
+import { DiskError, atMost } from '../../core/errors.js';
 import type { ByteStore } from '../../storage/store.js';
 import {
   LOG_DATA_DESC_SIGNATURE,
@@ -178,7 +178,7 @@ export function replayOf(sequence: readonly LogEntry[], fileSize: number, log: {
     for (const [i, c] of e.changes.entries()) {
       const length = c.kind === 'data' ? LOG_SECTOR : c.length;
       const field = `descriptor[${i}].fileOffset`;
-      if (c.fileOffset + length > end) throw bad(field, 'a log descriptor writes past the end of the file', `<= ${end - length}`, c.fileOffset);
+      if (c.fileOffset + length > end) throw bad(field, 'a log descriptor writes past the end of the file', atMost(end - length), c.fileOffset);
       if (c.fileOffset < 192 * 1024 && c.fileOffset + length > 64 * 1024) throw bad(field, 'a log descriptor writes over the headers', 'outside 65536..196607', c.fileOffset);
       if (c.fileOffset < log.offset + log.length && log.offset < c.fileOffset + length) throw bad(field, 'a log descriptor writes over the log itself', `outside ${log.offset}..${log.offset + log.length - 1}`, c.fileOffset);
       if (c.kind === 'data') sectors.set(c.fileOffset, c.sector);
