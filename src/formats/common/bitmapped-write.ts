@@ -16,6 +16,11 @@ export interface BitmappedBlock {
   /** file offset where bitmap byte 0 is stored */
   bitmapAt: number;
   sectorSize: number;
+  /**
+   * Instead of writing the changed bitmap bytes [lo, hi) now, hand them to the caller, which
+   * writes them after its next barrier (VHD: data durable before the bits that expose it).
+   */
+  deferBitmap?: (lo: number, hi: number) => void;
 }
 
 /**
@@ -44,6 +49,7 @@ export async function writeBitmapped(b: BitmappedBlock, chunk: Buffer, within: n
     b.bits.set(b.bitmap, s0, s1);
     const lo = s0 >> 3;
     const hi = ((s1 - 1) >> 3) + 1;
-    await b.store.write(b.bitmapAt + lo, b.bitmap.subarray(lo, hi));
+    if (b.deferBitmap) b.deferBitmap(lo, hi);
+    else await b.store.write(b.bitmapAt + lo, b.bitmap.subarray(lo, hi));
   }
 }

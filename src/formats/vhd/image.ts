@@ -9,8 +9,12 @@
  * - Size: vhd.md §2.2 per creator (structs.ts sizeRule): CHS geometry for "vpc ", "vs  ",
  *   "qemu" (unless the geometry is the maximum), current size for everyone else.
  * - Crash-safe allocation: footer at the new end of file, then bitmap + data where the old
- *   footer was, then the BAT entry. The file always ends with a valid footer and no BAT entry
- *   ever points at a block that is not fully written; a crash leaks at most the new block.
+ *   footer was; the BAT entries wait for the next flush, which makes the blocks durable first
+ *   (fdatasync) and then writes the entries. No BAT entry ever points at a block that is not
+ *   durably written; a crash (or power cut) leaks at most the new blocks. A process kill
+ *   leaves a valid footer at the end; a power cut between two flushes can leave none (the file
+ *   grew but its last sector did not reach the disk), which check --repair mends from the copy
+ *   at offset 0 (see NOTES.md).
  *   Writes into allocated blocks: data first, then the bitmap bits that expose it.
  * - Bitmaps: a set bit means the sector is stored here. A clear bit (and an unallocated block)
  *   is `unallocated`: zeros in a dynamic image, the parent's sector in a differencing one.
@@ -81,7 +85,7 @@ export const VHD_CAPABILITIES: Capabilities = Object.freeze({
   split: false,
   discard: 'native',
   resize: 'grow-shrink',
-  flush: 'concurrent',
+  flush: 'exclusive',
   check: 'repair',
   compact: 'native',
   defragment: 'native',
@@ -133,6 +137,10 @@ export class VhdImage implements Image {
   readonly clusterSize = SECTOR;
   readonly capabilities: Capabilities;
   private readonly bitmaps = new Map<number, Buffer>();
+  /** blocks whose BAT entries wait for the next flush (commitPending) */
+  private readonly pendingBat = new Set<number>();
+  /** bitmaps with bits set since the last flush, and the byte range to write (commitPending) */
+  private readonly pendingBitmaps = new Map<number, { bitmap: Buffer; lo: number; hi: number }>();
   private readonly bitmapLimit: number;
   private closed = false;
 
@@ -303,6 +311,7 @@ export class VhdImage implements Image {
    */
   async check(opts: CheckOptions): Promise<CheckReport> {
     if (opts.repair && !opts.dryRun) this.checkWritable();
+    await this.commitPending();
     const report = await checkVhdStore(this.store, this.path, opts);
     if (report.findings.some((f) => f.repaired)) {
       const fresh = await VhdImage.load(this.path, this.store, this.readOnly, false);
@@ -336,6 +345,7 @@ export class VhdImage implements Image {
 
   async setIdentity(id: string): Promise<void> {
     this.checkWritable();
+    await this.commitPending();
     await this.saveFooter({ ...this.footer, uniqueId: uuidFromIdentity(id) });
   }
 
@@ -345,6 +355,7 @@ export class VhdImage implements Image {
    */
   async setBacking(link: { hint: string; parentId: string } | undefined): Promise<void> {
     this.checkWritable();
+    await this.commitPending();
     if (!this.dyn) throw new DiskError('NOTSUPPORTED', 'a fixed VHD cannot have a parent (only dynamic and differencing ones can)', { path: this.path, field: 'diskType', found: 'fixed' });
     if (!link) {
       if (this.type !== 'differencing') return;
@@ -366,6 +377,7 @@ export class VhdImage implements Image {
   /** Drop every block: all BAT entries unused, the file cut back to its metadata and footer. */
   async makeEmpty(): Promise<void> {
     this.checkWritable();
+    await this.commitPending();
     const d = this.dyn;
     if (!d) throw new DiskError('NOTSUPPORTED', 'a fixed VHD cannot be emptied', { path: this.path, field: 'diskType', found: 'fixed' });
     // 1. the BAT (whole table, in 1 MiB pieces): from here no block is referenced
@@ -511,13 +523,20 @@ export class VhdImage implements Image {
   private async writeAllocated(b: number, chunk: Buffer, within: number): Promise<void> {
     const d = this.dyn!;
     const bitmap = await this.bitmap(b);
-    await writeBitmapped({ store: this.store, bits: BITS, bitmap, dataAt: d.bat[b]! * SECTOR + d.bitmapBytes, bitmapAt: d.bat[b]! * SECTOR, sectorSize: SECTOR }, chunk, within);
+    const deferBitmap = (lo: number, hi: number) => {
+      const p = this.pendingBitmaps.get(b);
+      if (p) {
+        p.lo = Math.min(p.lo, lo);
+        p.hi = Math.max(p.hi, hi);
+      } else this.pendingBitmaps.set(b, { bitmap, lo, hi });
+    };
+    await writeBitmapped({ store: this.store, bits: BITS, bitmap, dataAt: d.bat[b]! * SECTOR + d.bitmapBytes, bitmapAt: d.bat[b]! * SECTOR, sectorSize: SECTOR, deferBitmap }, chunk, within);
   }
 
   /**
    * New blocks at the end of the file, in the crash-safe order: (1) the footer at the new end,
    * (2) bitmaps and data where the old footer was (sectors not written stay holes: zeros),
-   * (3) the BAT entries.
+   * (3) at the next flush, after an fdatasync, the BAT entries (commitPending).
    */
   private async allocate(fresh: Fresh[]): Promise<void> {
     const d = this.dyn!;
@@ -542,8 +561,30 @@ export class VhdImage implements Image {
     fresh.forEach((f, i) => {
       d.bat[f.b] = (start + i * stride) / SECTOR;
       this.cacheBitmap(f.b, bitmaps[i]!);
+      this.pendingBat.add(f.b);
     });
-    await this.writeBatEntries(fresh.map((f) => f.b));
+  }
+
+  /**
+   * The BAT entries of blocks allocated since the last flush, written only after the blocks
+   * are durable: without that barrier a power cut could keep an entry and lose its bitmap,
+   * data or the file extension (an entry past the end, or a bitmap made of old footer bytes
+   * that hides a parent's sectors). Every other operation that rewrites BAT entries or moves
+   * blocks calls this first, so it never sees an entry that exists only in memory. Bitmap bits
+   * set in allocated blocks wait likewise: bits that reach the file before their sectors would
+   * expose zeros (or stale bytes) in place of the parent's sectors or the old data.
+   */
+  private async commitPending(): Promise<void> {
+    if (this.pendingBat.size === 0 && this.pendingBitmaps.size === 0) return;
+    await this.store.flush();
+    const d = this.dyn!;
+    for (const [b, p] of [...this.pendingBitmaps]) {
+      await this.store.write(d.bat[b]! * SECTOR + p.lo, p.bitmap.subarray(p.lo, p.hi));
+      this.pendingBitmaps.delete(b);
+    }
+    const blocks = [...this.pendingBat];
+    await this.writeBatEntries(blocks);
+    for (const b of blocks) this.pendingBat.delete(b);
   }
 
   private async writeBatEntries(blocks: number[]): Promise<void> {
@@ -560,7 +601,7 @@ export class VhdImage implements Image {
   }
 
   private async bitmap(b: number): Promise<Buffer> {
-    const hit = this.bitmaps.get(b);
+    const hit = this.pendingBitmaps.get(b)?.bitmap ?? this.bitmaps.get(b);
     if (hit) return hit;
     const d = this.dyn!;
     const read = await this.store.read(d.bat[b]! * SECTOR, d.bitmapBytes);
@@ -613,6 +654,7 @@ export class VhdImage implements Image {
    */
   async discard(offset: number, length: number): Promise<void> {
     this.checkWritable();
+    await this.commitPending();
     const d = this.dyn;
     const end = offset + length;
     if (!d) return this.writeZeroRange(offset, end);
@@ -650,6 +692,7 @@ export class VhdImage implements Image {
    */
   async compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
     this.checkWritable();
+    await this.commitPending();
     const d = this.dyn;
     if (!d) throw new DiskError('NOTSUPPORTED', 'a fixed VHD cannot be compacted', { path: this.path, field: 'diskType', found: 'fixed' });
     const fileBytesBefore = await this.store.size();
@@ -764,6 +807,7 @@ export class VhdImage implements Image {
    */
   async defragment(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
     this.checkWritable();
+    await this.commitPending();
     const d = this.dyn;
     if (!d) throw new DiskError('NOTSUPPORTED', 'a fixed VHD cannot be defragmented (its data is the disk, in order)', { path: this.path, field: 'diskType', found: 'fixed' });
     const fileBytesBefore = await this.store.size();
@@ -920,6 +964,7 @@ export class VhdImage implements Image {
    * - Dynamic shrink: the footers first, then the BAT entries past the new end unused.
    */
   async resize(newCapacity: number): Promise<void> {
+    await this.commitPending();
     try {
       this.checkWritable();
       if (this.type === 'differencing') throw new DiskError('NOTSUPPORTED', 'a differencing VHD keeps its parent\'s size: resize the base and create the child again', { path: this.path, field: 'diskType', found: this.type });
@@ -1046,15 +1091,16 @@ export class VhdImage implements Image {
   }
 
   async flush(): Promise<void> {
+    await this.commitPending();
     await this.store.flush();
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    this.closed = true;
     try {
-      if (!this.readOnly) await this.store.flush();
+      if (!this.readOnly) await this.flush();
     } finally {
+      this.closed = true;
       await this.store.close();
     }
   }
@@ -1127,6 +1173,7 @@ export class VhdImage implements Image {
   /** creatorApplication, creatorVersion, creatorHostOS, uuid and geometry; footers rewritten with new checksums. */
   async writeMetadata(key: string, value: string): Promise<void> {
     this.checkWritable();
+    await this.commitPending();
     const where = { path: this.path, struct: 'footer', field: key, found: value };
     if ((READ_ONLY_KEYS as readonly string[]).includes(key)) {
       throw new DiskError('NOTSUPPORTED', `${key} is read-only: it follows from the image's structure`, { ...where, expected: WRITABLE_KEYS.join(', ') });
