@@ -1,14 +1,17 @@
 import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link } from 'node:fs/promises';
 import { constants } from 'node:fs';
+import { dirname as hostDirname, isAbsolute as hostIsAbsolute, resolve as hostResolve } from 'node:path';
 import { DiskError, fromSystemError } from '../core/errors.js';
 import type { ByteStore } from './store.js';
-import { cacheMode } from './cache-mode.js';
+import type { CacheMode, NameKind, NameStat, Namespace } from './namespace.js';
 
 export interface FileOpenOptions {
   readOnly?: boolean;
   /** create the file; fails if it exists unless `overwrite` */
   create?: boolean;
   overwrite?: boolean;
+  /** 'unsafe': flush does not fdatasync (the namespace's cache mode) */
+  cacheMode?: CacheMode;
 }
 
 export class FileStore implements ByteStore {
@@ -17,6 +20,7 @@ export class FileStore implements ByteStore {
     readonly name: string,
     private readonly fh: FileHandle,
     readonly readOnly: boolean,
+    private readonly cacheMode: CacheMode = 'writeback',
   ) {}
 
   static async open(path: string, opts: FileOpenOptions = {}): Promise<FileStore> {
@@ -31,7 +35,7 @@ export class FileStore implements ByteStore {
         await fh.close();
         throw new DiskError('INVALIDDISK', 'not a regular file', { path });
       }
-      return new FileStore(path, fh, readOnly);
+      return new FileStore(path, fh, readOnly, opts.cacheMode);
     } catch (err) {
       throw fromSystemError(err, path);
     }
@@ -132,7 +136,7 @@ export class FileStore implements ByteStore {
   }
 
   async flush(): Promise<void> {
-    if (this.readOnly || this.closed || cacheMode() === 'unsafe') return;
+    if (this.readOnly || this.closed || this.cacheMode === 'unsafe') return;
     try {
       await this.fh.datasync();
     } catch (err) {
@@ -272,3 +276,143 @@ export const fsx = {
 
 
 };
+
+let fileNamespaces = 0;
+
+/**
+ * Files of the host, named by their paths (a relative name is relative to the process's
+ * folder). The one place besides FileStore that touches node:fs and node:path.
+ */
+export class FileNamespace implements Namespace {
+  readonly label = 'file';
+  readonly cacheMode: CacheMode;
+  constructor(opts: { cacheMode?: CacheMode } = {}) {
+    this.cacheMode = opts.cacheMode ?? 'writeback';
+    fileNamespaces++;
+  }
+
+  /** how many were made in this process (a test that must touch no file asserts it stays put) */
+  static get instances(): number {
+    return fileNamespaces;
+  }
+
+  open(name: string, opts: { write?: boolean } = {}): Promise<ByteStore> {
+    return FileStore.open(name, { readOnly: !opts.write, cacheMode: this.cacheMode });
+  }
+
+  async create(name: string, opts: { overwrite?: boolean } = {}): Promise<ByteStore> {
+    const st = await FileStore.open(name, { create: true, overwrite: !!opts.overwrite, cacheMode: this.cacheMode });
+    await this.syncFolder(name);
+    return st;
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    try {
+      await rename(from, to);
+    } catch (err) {
+      throw fromSystemError(err, from);
+    }
+    await this.syncFolder(to);
+    if (hostDirname(hostResolve(from)) !== hostDirname(hostResolve(to))) await this.syncFolder(from);
+  }
+
+  async link(from: string, to: string): Promise<boolean> {
+    try {
+      await link(from, to);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV' || code === 'EMLINK') return false;
+      throw fromSystemError(err, to);
+    }
+    await this.syncFolder(to);
+    return true;
+  }
+
+  async remove(name: string): Promise<void> {
+    try {
+      await unlink(name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, name);
+      return;
+    }
+    await this.syncFolder(name);
+  }
+
+  async list(dirName: string): Promise<string[]> {
+    try {
+      return await readdir(dirName);
+    } catch (err) {
+      throw fromSystemError(err, dirName);
+    }
+  }
+
+  async stat(name: string): Promise<NameStat> {
+    try {
+      const st = await stat(name);
+      return { size: st.size, id: `${st.dev}:${st.ino}`, mtimeMs: st.mtimeMs, allocated: st.blocks * 512, links: st.nlink };
+    } catch (err) {
+      throw fromSystemError(err, name);
+    }
+  }
+
+  async exists(name: string): Promise<boolean> {
+    try {
+      await stat(name);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async kind(name: string): Promise<NameKind> {
+    try {
+      const st = await lstat(name);
+      if (st.isSymbolicLink()) return 'symlink';
+      if (st.isFile()) return 'file';
+      if (st.isDirectory()) return 'dir';
+      if (st.isBlockDevice() || st.isCharacterDevice()) return 'device';
+      return 'other';
+    } catch {
+      return 'missing';
+    }
+  }
+
+  async realName(name: string): Promise<string> {
+    try {
+      return await realpath(name);
+    } catch (err) {
+      throw fromSystemError(err, name);
+    }
+  }
+
+  absolute(name: string): string {
+    return hostResolve(name);
+  }
+
+  resolve(base: string, relativeName: string): string {
+    if (hostIsAbsolute(relativeName)) return hostResolve(relativeName);
+    return hostResolve(hostDirname(hostResolve(base)), relativeName);
+  }
+
+  /** 'durable': a new, renamed or removed name survives a host crash once this returns */
+  private async syncFolder(name: string): Promise<void> {
+    if (this.cacheMode !== 'durable') return;
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(hostDirname(hostResolve(name)), constants.O_RDONLY);
+      await fh.sync();
+    } catch (err) {
+      // some file systems cannot sync a folder (EINVAL); the data itself was synced by flush
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw fromSystemError(err, name);
+    } finally {
+      await fh?.close().catch(() => {});
+    }
+  }
+}
+
+let defaultFiles: FileNamespace | undefined;
+
+/** The namespace path-taking calls use (openDisk(path), the CLI): host files, cache mode writeback. */
+export function hostFiles(): FileNamespace {
+  return (defaultFiles ??= new FileNamespace());
+}
