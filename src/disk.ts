@@ -7,25 +7,39 @@ import { DiskError } from './core/errors.js';
 import { SECTOR_SIZE, checkRange } from './core/ints.js';
 import { openChain, type ChainFormats, type ChainOpenOptions } from './chain/chain.js';
 import { findChildren } from './chain/children.js';
-import { backends, detectFormat, driverByName } from './formats/registry.js';
-import type { BlockExtent, CreateOptions, DiskInfo, Image, OpenOptions } from './formats/types.js';
+import { backends, detectFormatIn, driverByName } from './formats/registry.js';
+import type { BlockExtent, CreateOptions, DiskInfo, Driver, Image, OpenOptions } from './formats/types.js';
+import { hostFiles } from './storage/file.js';
+import type { Namespace } from './storage/namespace.js';
 import { getProperties, setProperties, type DiskProperties } from './ops/properties.js';
 import { isZero } from './binary/zeros.js';
 
+/** The driver for the content of `name` (host files unless `ns` is given). */
+export async function detectFormat(name: string, ns: Namespace = hostFiles()): Promise<Driver> {
+  return detectFormatIn(ns, name);
+}
+
 /** how the chain layer opens each link: by the format it names, else by content */
-export async function openLink(path: string, opts: OpenOptions & { format?: string }): Promise<Image> {
-  const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
-  return driver.open(path, opts);
+export async function openLinkIn(ns: Namespace, path: string, opts: OpenOptions & { format?: string }): Promise<Image> {
+  const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
+  return driver.open(ns, path, opts);
+}
+
+/** one link by path (host files unless `opts.namespace`) */
+export async function openLink(path: string, opts: OpenOptions & { format?: string; namespace?: Namespace }): Promise<Image> {
+  return openLinkIn(opts.namespace ?? hostFiles(), path, opts);
 }
 
 /** what the chain layer needs from the registry */
 export const chainFormats: ChainFormats = {
-  open: openLink,
+  open: openLinkIn,
   extensions: (format) => driverByName(format).extensions,
   sameSize: (format) => driverByName(format).capabilities.differencingSameSize,
 };
 
 export interface DiskOpenOptions extends ChainOpenOptions {
+  /** where the disk's files are named (default: host files, names are paths) */
+  namespace?: Namespace;
   /** format name of the top image; detected from the content when omitted */
   format?: string;
   /** open a disk read-write even though a child (redo log) in its folder depends on it */
@@ -68,6 +82,8 @@ export interface SetPropertiesOptions {
 }
 
 export interface DiskCreateOptions extends CreateOptions {
+  /** where the disk's files are named (default: host files, names are paths) */
+  namespace?: Namespace;
   /** format name (default vmdk) */
   format?: string;
 }
@@ -89,19 +105,20 @@ export class Disk {
    * its folder depends on (the VDDK guide: "it is an error to open the parent"), unless `force`.
    */
   static async open(path: string, opts: DiskOpenOptions = {}): Promise<Disk> {
+    const ns = opts.namespace ?? hostFiles();
     let image: Image;
     if (opts.infoOnly) {
-      const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
-      image = await driver.open(path, { ...opts, readOnly: true, singleLink: true, cowByCaller: false });
+      const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
+      image = await driver.open(ns, path, { ...opts, readOnly: true, singleLink: true, cowByCaller: false });
       return new Disk(image);
     }
     if (opts.singleLink) {
-      const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
+      const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
       // a lone link is never written through the chain layer, so it does no copy-on-write itself
       // (only internal callers that write metadata alone, like check, pass cowByCaller)
-      image = await driver.open(path, { ...opts, cowByCaller: opts.cowByCaller ?? false });
+      image = await driver.open(ns, path, { ...opts, cowByCaller: opts.cowByCaller ?? false });
     } else {
-      image = await openChain(path, opts, chainFormats);
+      image = await openChain(ns, path, opts, chainFormats);
     }
     if (!image.readOnly && !opts.force) {
       const children = await findChildren(image, chainFormats, backends().flatMap((b) => b.extensions)).catch(async (err) => {
@@ -122,7 +139,7 @@ export class Disk {
 
   static async create(path: string, opts: DiskCreateOptions): Promise<Disk> {
     const driver = driverByName(opts.format ?? 'vmdk');
-    return new Disk(await driver.create(path, opts));
+    return new Disk(await driver.create(opts.namespace ?? hostFiles(), path, opts));
   }
 
   /** wrap an already opened image */
@@ -132,6 +149,10 @@ export class Disk {
 
   get path(): string {
     return this.image.path;
+  }
+  /** where the disk's files are named */
+  get namespace(): Namespace {
+    return this.image.namespace;
   }
   get format(): string {
     return this.image.format;

@@ -193,8 +193,9 @@ export class MemoryNamespace implements Namespace {
   }
 
   async list(dirName: string): Promise<string[]> {
+    // any folder may be written to (folders exist by the names in them), so one without names lists empty
     const dir = this.absolute(dirName);
-    if (!this.isFolder(dir)) throw new DiskError('FILENOTFOUND', undefined, { path: dirName });
+    if (this.files.has(dir)) throw new DiskError('INVAL', 'not a folder', { path: dirName });
     const out = new Set<string>();
     const prefix = dir === '/' ? '/' : dir + '/';
     for (const n of this.files.keys()) if (n.startsWith(prefix)) out.add(n.slice(prefix.length).split('/')[0]!);
