@@ -2,7 +2,6 @@
  * The `vdkit` command. Exit status: 0 success, 1 failure (the DiskError's code and text on
  * stderr), 2 wrong usage.
  */
-import { createReadStream } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { DiskError, errorText, type ErrorCode } from '../core/errors.js';
 import { SECTOR_SIZE, parseSize } from '../core/ints.js';
@@ -11,7 +10,7 @@ import type { CreateOptions } from '../formats/types.js';
 import { convert, type ConvertOptions } from '../ops/convert.js';
 import { copyPieces, openSequentialInput, SequentialImage } from '../ops/stream-in.js';
 import { StreamSink } from '../storage/sink.js';
-import { FileNamespace } from '../storage/file.js';
+import { FileNamespace, hostReadStream } from '../storage/file.js';
 import type { CacheMode } from '../storage/namespace.js';
 import { cloneChain } from '../ops/clone-chain.js';
 import { compare } from '../ops/compare.js';
@@ -235,7 +234,7 @@ export function buildProgram(): Command {
     .action(async (file: string, o) => {
       const offset = num(o.offset, '--offset');
       await withDisk(file, { readOnly: false, ...openOpts(o) }, async (d) => {
-        const input = o.input ? createReadStream(o.input, { highWaterMark: 1024 * 1024 }) : process.stdin;
+        const input = o.input ? hostReadStream(o.input) : process.stdin;
         let at = offset;
         for await (const chunk of input) {
           const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);

@@ -28,7 +28,7 @@
  * - Messages follow vdiskmanager's ("Virtual disk creation successful.", "Disk chain is
  *   consistent."); errors name the DiskError code and the VIX_E_* name and number.
  */
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join } from '../core/names.js';
 import { DiskError, ERROR_TABLE } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
 import { Disk, openLinkIn } from '../disk.js';

@@ -9,9 +9,8 @@
  * Every count read from the input bounds only how far we skip or how much we inflate into a
  * buffer of one grain; nothing is allocated from an untrusted size.
  */
-import type { Readable } from 'node:stream';
-import { inflate } from 'node:zlib';
-import { promisify } from 'node:util';
+import type { Readable } from '../core/platform.js';
+import { inflate, promisify } from '../core/platform.js';
 import { DiskError } from '../core/errors.js';
 import { SECTOR_SIZE, toSafeNumber } from '../core/ints.js';
 import type { ByteSink } from '../storage/sink.js';

@@ -1,6 +1,8 @@
-import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link } from 'node:fs/promises';
-import { constants } from 'node:fs';
-import { dirname as hostDirname, isAbsolute as hostIsAbsolute, resolve as hostResolve } from 'node:path';
+import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link, mkdtemp, rm } from 'node:fs/promises';
+import { constants, createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { tmpdir } from 'node:os';
+import { dirname as hostDirname, isAbsolute as hostIsAbsolute, join as hostJoin, resolve as hostResolve } from 'node:path';
 import { DiskError, fromSystemError } from '../core/errors.js';
 import type { ByteStore } from './store.js';
 import type { CacheMode, NameKind, NameStat, Namespace } from './namespace.js';
@@ -415,4 +417,18 @@ let defaultFiles: FileNamespace | undefined;
 /** The namespace path-taking calls use (openDisk(path), the CLI): host files, cache mode writeback. */
 export function hostFiles(): FileNamespace {
   return (defaultFiles ??= new FileNamespace());
+}
+
+/** A host file as a stream (the CLI reads `--input` with it). */
+export function hostReadStream(path: string, highWaterMark = 1024 * 1024): Readable {
+  return createReadStream(path, { highWaterMark });
+}
+
+/** A new, empty folder under the host's temporary folder (the tour runs in one). */
+export function makeHostTempFolder(prefix: string): Promise<string> {
+  return mkdtemp(hostJoin(tmpdir(), prefix));
+}
+
+export function removeHostFolder(path: string): Promise<void> {
+  return rm(path, { recursive: true, force: true });
 }

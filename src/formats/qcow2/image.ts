@@ -23,7 +23,7 @@
  * - No lazy refcounts, so the dirty bit is never set by us; a dirty image opened read-write has
  *   its refcounts rebuilt first (check.ts), as QEMU does.
  */
-import { constants as zc, inflateRawSync } from 'node:zlib';
+import { zlibConstants as zc, inflateRawSync } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { toSafeNumber } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID } from '../../core/platform.js';
 import type { CheckOptions, CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { checkVhdFile } from './check.js';
 import { createVhd } from './create.js';

@@ -13,7 +13,7 @@
  * size 4096 (Hyper-V's default; QEMU writes 512), unallocated blocks NOT_PRESENT (QEMU's
  * default block_state_zero=on writes ZERO, even for fixed images).
  */
-import { randomInt } from 'node:crypto';
+import { randomInt } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID } from '../../core/platform.js';
 import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createVhdx } from './create.js';
 import { VHDX_CAPABILITIES, VhdxImage } from './image.js';

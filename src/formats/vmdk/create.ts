@@ -7,7 +7,7 @@
  *   vmfs                  <n>.vmdk + <n>-flat.vmdk (extent type VMFS; thin adds ddb.thinProvisioned)
  * Every file is created exclusively (unless overwrite); a failure removes what was created.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../../core/platform.js';
 import { basename, dirname, join } from '../../core/names.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';

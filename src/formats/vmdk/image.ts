@@ -19,7 +19,7 @@
  *   or outside the descriptor's folder are refused unless `allowExternalExtents` is set
  *   (CVE-2022-47951 and CVE-2024-4467 are this bug in other tools).
  */
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from '../../core/platform.js';
 import { basename, dirname, isAbsolute, join } from '../../core/names.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
