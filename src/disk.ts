@@ -5,10 +5,10 @@
  */
 import { DiskError } from './core/errors.js';
 import { SECTOR_SIZE, checkRange } from './core/ints.js';
-import { openChain, type ChainFormats, type ChainOpenOptions } from './chain/chain.js';
+import { openChain, parentFacts, type ChainFormats, type ChainOpenOptions } from './chain/chain.js';
 import { findChildren } from './chain/children.js';
 import { backends, detectFormatIn, driverByName } from './formats/registry.js';
-import type { BlockExtent, CreateOptions, DiskInfo, Driver, Image, OpenOptions } from './formats/types.js';
+import type { BlockExtent, CreateOptions, DiskInfo, Driver, Image, OpenOptions, ParentFacts } from './formats/types.js';
 import { hostFiles } from './storage/file.js';
 import type { Namespace } from './storage/namespace.js';
 import { getProperties, setProperties, type DiskProperties } from './ops/properties.js';
@@ -28,6 +28,19 @@ export async function openLinkIn(ns: Namespace, path: string, opts: OpenOptions 
 /** one link by path (host files unless `opts.namespace`) */
 export async function openLink(path: string, opts: OpenOptions & { format?: string; namespace?: Namespace }): Promise<Image> {
   return openLinkIn(opts.namespace ?? hostFiles(), path, opts);
+}
+
+/** the ParentFacts of the image at `name`, or undefined when it cannot be opened */
+async function parentFactsAt(ns: Namespace, name: string): Promise<ParentFacts | undefined> {
+  let img: Image | undefined;
+  try {
+    img = await openLinkIn(ns, name, { readOnly: true, singleLink: true });
+    return parentFacts(img);
+  } catch {
+    return undefined;
+  } finally {
+    await img?.close().catch(() => {});
+  }
 }
 
 /** what the chain layer needs from the registry */
@@ -139,7 +152,15 @@ export class Disk {
 
   static async create(path: string, opts: DiskCreateOptions): Promise<Disk> {
     const driver = driverByName(opts.format ?? 'vmdk');
-    return new Disk(await driver.create(opts.namespace ?? hostFiles(), path, opts));
+    const ns = opts.namespace ?? hostFiles();
+    let spec: CreateOptions = opts;
+    if (opts.parent && !opts.parent.facts) {
+      // a caller that names a parent without what the child records about it: read it here (the
+      // driver never opens another image); an unreadable parent leaves the driver to say so
+      const facts = await parentFactsAt(ns, ns.resolve(path, opts.parent.parentPath));
+      if (facts) spec = { ...opts, parent: { ...opts.parent, facts } };
+    }
+    return new Disk(await driver.create(ns, path, spec));
   }
 
   /** wrap an already opened image */
