@@ -25,8 +25,8 @@
  *   children of the base, so vdkit's and VMware's naming stay one scheme. Without `overwrite`
  *   none of them may exist; none may ever be a file of the source chain.
  * - Crash safety (chain/NOTES.md "Clone keeping the chain"): every link is written under a hidden
- *   temporary name, but created recording its parent's final name (CreateOptions.parent.readFrom
- *   says where the parent's bytes are meanwhile). When all links are complete they are renamed
+ *   temporary name, but created recording its parent's final name (what it records from the
+ *   parent's bytes, CreateOptions.parent.facts, is read from the parent's temporary copy). When all links are complete they are renamed
  *   base first, top last, so `dstPath` appears only when the whole chain is there. A record file
  *   beside the top lists the final names and, from the start of the renames, that the lower ones
  *   may be in place; a later clone or convert to the same name removes what a killed one left:
