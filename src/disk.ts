@@ -5,27 +5,54 @@
  */
 import { DiskError } from './core/errors.js';
 import { SECTOR_SIZE, checkRange } from './core/ints.js';
-import { openChain, type ChainFormats, type ChainOpenOptions } from './chain/chain.js';
+import { openChain, parentFacts, type ChainFormats, type ChainOpenOptions } from './chain/chain.js';
 import { findChildren } from './chain/children.js';
-import { backends, detectFormat, driverByName } from './formats/registry.js';
-import type { BlockExtent, CreateOptions, DiskInfo, Image, OpenOptions } from './formats/types.js';
+import { backends, detectFormatIn, driverByName } from './formats/registry.js';
+import type { BlockExtent, CreateOptions, DiskInfo, Driver, Image, OpenOptions, ParentFacts } from './formats/types.js';
+import { hostFiles } from './storage/file.js';
+import type { Namespace } from './storage/namespace.js';
 import { getProperties, setProperties, type DiskProperties } from './ops/properties.js';
 import { isZero } from './binary/zeros.js';
 
+/** The driver for the content of `name` (host files unless `ns` is given). */
+export async function detectFormat(name: string, ns: Namespace = hostFiles()): Promise<Driver> {
+  return detectFormatIn(ns, name);
+}
+
 /** how the chain layer opens each link: by the format it names, else by content */
-export async function openLink(path: string, opts: OpenOptions & { format?: string }): Promise<Image> {
-  const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
-  return driver.open(path, opts);
+export async function openLinkIn(ns: Namespace, path: string, opts: OpenOptions & { format?: string }): Promise<Image> {
+  const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
+  return driver.open(ns, path, opts);
+}
+
+/** one link by path (host files unless `opts.namespace`) */
+export async function openLink(path: string, opts: OpenOptions & { format?: string; namespace?: Namespace }): Promise<Image> {
+  return openLinkIn(opts.namespace ?? hostFiles(), path, opts);
+}
+
+/** the ParentFacts of the image at `name`, or undefined when it cannot be opened */
+async function parentFactsAt(ns: Namespace, name: string): Promise<ParentFacts | undefined> {
+  let img: Image | undefined;
+  try {
+    img = await openLinkIn(ns, name, { readOnly: true, singleLink: true });
+    return parentFacts(img);
+  } catch {
+    return undefined;
+  } finally {
+    await img?.close().catch(() => {});
+  }
 }
 
 /** what the chain layer needs from the registry */
 export const chainFormats: ChainFormats = {
-  open: openLink,
+  open: openLinkIn,
   extensions: (format) => driverByName(format).extensions,
   sameSize: (format) => driverByName(format).capabilities.differencingSameSize,
 };
 
 export interface DiskOpenOptions extends ChainOpenOptions {
+  /** where the disk's files are named (default: host files, names are paths) */
+  namespace?: Namespace;
   /** format name of the top image; detected from the content when omitted */
   format?: string;
   /** open a disk read-write even though a child (redo log) in its folder depends on it */
@@ -68,6 +95,8 @@ export interface SetPropertiesOptions {
 }
 
 export interface DiskCreateOptions extends CreateOptions {
+  /** where the disk's files are named (default: host files, names are paths) */
+  namespace?: Namespace;
   /** format name (default vmdk) */
   format?: string;
 }
@@ -89,19 +118,20 @@ export class Disk {
    * its folder depends on (the VDDK guide: "it is an error to open the parent"), unless `force`.
    */
   static async open(path: string, opts: DiskOpenOptions = {}): Promise<Disk> {
+    const ns = opts.namespace ?? hostFiles();
     let image: Image;
     if (opts.infoOnly) {
-      const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
-      image = await driver.open(path, { ...opts, readOnly: true, singleLink: true, cowByCaller: false });
+      const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
+      image = await driver.open(ns, path, { ...opts, readOnly: true, singleLink: true, cowByCaller: false });
       return new Disk(image);
     }
     if (opts.singleLink) {
-      const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
+      const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
       // a lone link is never written through the chain layer, so it does no copy-on-write itself
       // (only internal callers that write metadata alone, like check, pass cowByCaller)
-      image = await driver.open(path, { ...opts, cowByCaller: opts.cowByCaller ?? false });
+      image = await driver.open(ns, path, { ...opts, cowByCaller: opts.cowByCaller ?? false });
     } else {
-      image = await openChain(path, opts, chainFormats);
+      image = await openChain(ns, path, opts, chainFormats);
     }
     if (!image.readOnly && !opts.force) {
       const children = await findChildren(image, chainFormats, backends().flatMap((b) => b.extensions)).catch(async (err) => {
@@ -122,7 +152,15 @@ export class Disk {
 
   static async create(path: string, opts: DiskCreateOptions): Promise<Disk> {
     const driver = driverByName(opts.format ?? 'vmdk');
-    return new Disk(await driver.create(path, opts));
+    const ns = opts.namespace ?? hostFiles();
+    let spec: CreateOptions = opts;
+    if (opts.parent && !opts.parent.facts) {
+      // a caller that names a parent without what the child records about it: read it here (the
+      // driver never opens another image); an unreadable parent leaves the driver to say so
+      const facts = await parentFactsAt(ns, ns.resolve(path, opts.parent.parentPath));
+      if (facts) spec = { ...opts, parent: { ...opts.parent, facts } };
+    }
+    return new Disk(await driver.create(ns, path, spec));
   }
 
   /** wrap an already opened image */
@@ -132,6 +170,10 @@ export class Disk {
 
   get path(): string {
     return this.image.path;
+  }
+  /** where the disk's files are named */
+  get namespace(): Namespace {
+    return this.image.namespace;
   }
   get format(): string {
     return this.image.format;

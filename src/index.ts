@@ -1,11 +1,12 @@
 export { DiskError, ERROR_TABLE, errorText, type ErrorCode, type ErrorDetails } from './core/errors.js';
 export { SECTOR_SIZE, parseSize } from './core/ints.js';
-export { Disk, openDisk, createDisk, type DiskOpenOptions, type DiskCreateOptions, type SetPropertiesOptions } from './disk.js';
+export { Disk, openDisk, createDisk, detectFormat, type DiskOpenOptions, type DiskCreateOptions, type SetPropertiesOptions } from './disk.js';
 export { getProperties, setProperties, settableProperties, PROPERTY_NAMES, type DiskProperties, type PropertyName } from './ops/properties.js';
 export type { BlockExtent, BlockState, DiskInfo, ExtentInfo, Geometry, Image, Capabilities, Driver } from './formats/types.js';
-export { backends, detectFormat } from './formats/registry.js';
-export { FileStore } from './storage/file.js';
-export { MemoryStore } from './storage/memory.js';
+export { backends } from './formats/registry.js';
+export { FileStore, FileNamespace } from './storage/file.js';
+export { MemoryStore, MemoryNamespace } from './storage/memory.js';
+export { CACHE_MODES, type CacheMode, type Namespace, type NameStat } from './storage/namespace.js';
 export type { ByteStore } from './storage/store.js';
 export { convert, type ConvertOptions, type Progress } from './ops/convert.js';
 export { cloneChain, chainLinkNames, type CloneChainOptions, type CloneChainResult } from './ops/clone-chain.js';
@@ -21,7 +22,6 @@ export { measure, type MeasureOptions, type MeasureResult } from './ops/measure.
 export { TARGETS, accepted, applyTarget, lint, targetByName, type AppliedTarget, type LintFinding, type Severity, type TargetName, type TargetProfile } from './ops/targets.js';
 export { resize, type ResizeOptions, type ResizeResult } from './ops/resize.js';
 export { rename, unlink, type RenameResult, type UnlinkOptions } from './ops/rename.js';
-export { setCacheMode, cacheMode, type CacheMode } from './storage/cache-mode.js';
 export { compact, defragment, type InPlaceOpOptions } from './ops/compact.js';
 export { discard, type DiscardOptions, type DiscardResult } from './ops/discard.js';
 export type { InPlaceOptions, InPlaceResult } from './formats/types.js';

@@ -18,11 +18,11 @@
  *   out of the child's folder ("..") are refused (EXTERNALEXTENT); by default they are followed,
  *   since chains a user made often point to a base in another folder.
  */
-import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
-import { fsx } from '../storage/file.js';
+import type { Namespace } from '../storage/namespace.js';
 import { readJournal } from './journal.js';
-import type { BackingLink, BlockExtent, Capabilities, DiskInfo, Image, OpenOptions } from '../formats/types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, DiskInfo, Image, OpenOptions, ParentFacts } from '../formats/types.js';
 
 export const DEFAULT_MAX_DEPTH = 255;
 
@@ -48,7 +48,7 @@ export interface ChainFormats {
 }
 
 /** How the chain layer opens one link (provided by the registry, so chain/ stays format-free). */
-export type LinkOpener = (path: string, opts: OpenOptions & { format?: string }) => Promise<Image>;
+export type LinkOpener = (ns: Namespace, path: string, opts: OpenOptions & { format?: string }) => Promise<Image>;
 
 const ESX_TYPES = new Set(['vmfs', 'vmfssparse', 'vmfsthin', 'vmfspreallocated', 'vmfseagerzeroedthick', 'vmfsthick', 'sesparse', 'vmfsraw', 'vmfsrawdevicemap', 'vmfspassthroughrawdevicemap']);
 
@@ -58,8 +58,8 @@ function styleOf(img: Image): 'esx' | 'hosted' | undefined {
 }
 
 /** Try each hint (as written, then by its file name beside the child); the first that exists wins. */
-async function findByHints(childPath: string, hints: readonly string[], untrusted: boolean): Promise<{ path?: string; tried: string[] }> {
-  const dir = dirname(resolve(childPath));
+async function findByHints(ns: Namespace, childPath: string, hints: readonly string[], untrusted: boolean): Promise<{ path?: string; tried: string[] }> {
+  const dir = dirname(ns.absolute(childPath));
   const tried: string[] = [];
   for (const hint of hints) {
     if (hint === '') continue;
@@ -74,34 +74,34 @@ async function findByHints(childPath: string, hints: readonly string[], untruste
       throw new DiskError('EXTERNALEXTENT', "parent hint is absolute or leaves the child's folder (refused for untrusted images)", { path: childPath, field: 'parent hint', found: hint });
     }
     const candidates: string[] = [];
-    if (!windowsAbsolute) candidates.push(resolve(dir, hint.replace(/\\/g, '/')));
+    if (!windowsAbsolute) candidates.push(ns.resolve(childPath, hint.replace(/\\/g, '/')));
     // a chain moved as a whole folder (or a Windows path): the parent beside the child under its own name
     candidates.push(join(dir, basename(hint.replace(/\\/g, '/'))));
     for (const c of candidates) {
       if (tried.includes(c)) continue;
       tried.push(c);
-      if ((await fsx.kind(c)) !== 'missing') return { path: c, tried };
+      if ((await ns.kind(c)) !== 'missing') return { path: c, tried };
     }
   }
   return { tried };
 }
 
 /** Look for a parent by identity: among the caller's files, then in the child's folder. */
-async function findByIdentity(childPath: string, link: BackingLink, formats: ChainFormats, given: readonly string[], searchFolder: boolean): Promise<string | undefined> {
+async function findByIdentity(ns: Namespace, childPath: string, link: BackingLink, formats: ChainFormats, given: readonly string[], searchFolder: boolean): Promise<string | undefined> {
   if (link.parentId === undefined) return undefined;
   const want = link.parentId.toLowerCase();
   const candidates = [...given];
   if (searchFolder && link.format) {
-    const dir = dirname(resolve(childPath));
+    const dir = dirname(ns.absolute(childPath));
     const exts = formats.extensions(link.format);
-    for (const n of (await fsx.list(dir)).slice(0, 2000)) if (exts.some((e) => n.toLowerCase().endsWith(`.${e}`))) candidates.push(join(dir, n));
+    for (const n of (await ns.list(dir)).slice(0, 2000)) if (exts.some((e) => n.toLowerCase().endsWith(`.${e}`))) candidates.push(join(dir, n));
   }
-  const self = resolve(childPath);
+  const self = ns.absolute(childPath);
   for (const c of candidates) {
-    if (resolve(c) === self || (await fsx.kind(c)) !== 'file') continue;
+    if (ns.absolute(c) === self || (await ns.kind(c)) !== 'file') continue;
     let img: Image | undefined;
     try {
-      img = await formats.open(c, { readOnly: true, singleLink: true, format: link.format });
+      img = await formats.open(ns, c, { readOnly: true, singleLink: true, format: link.format });
       if (img.identity()?.toLowerCase() === want) return c;
     } catch {
       // not an image of that format: keep looking
@@ -113,21 +113,46 @@ async function findByIdentity(childPath: string, link: BackingLink, formats: Cha
 }
 
 /** The hint a child stores for its parent: the bare name when they share a folder, a relative path below, else absolute. */
-export function hintFor(childPath: string, parentPath: string, absolute = false): string {
-  if (absolute) return resolve(parentPath);
-  const rel = relative(dirname(resolve(childPath)), resolve(parentPath));
-  return rel.startsWith('..') || isAbsolute(rel) ? resolve(parentPath) : rel;
+export function hintFor(ns: Namespace, childPath: string, parentPath: string, absolute = false): string {
+  const parent = ns.absolute(parentPath);
+  if (absolute) return parent;
+  const rel = relative(dirname(ns.absolute(childPath)), parent);
+  return rel.startsWith('..') || isAbsolute(rel) ? parent : rel;
+}
+
+/** What a child's driver may record about `parent` besides its name and identity (see ParentFacts). */
+export function parentFacts(parent: Image): ParentFacts {
+  return { format: parent.format, record: parent.linkRecord?.() };
+}
+
+/**
+ * The BackingChange that points the link at `childPath` to `parentPath` (rebase, commit,
+ * rename): the hint, the parent's identity and facts, read from the parent opened alone here,
+ * so the child's driver never opens its parent.
+ */
+export async function backingTo(ns: Namespace, childPath: string, parentPath: string, parentId: string, formats: ChainFormats, opts: { absoluteHint?: boolean; format?: string } = {}): Promise<BackingChange> {
+  const change: BackingChange = { hint: hintFor(ns, childPath, parentPath, opts.absoluteHint), parentId, parentName: ns.absolute(parentPath) };
+  let parent: Image | undefined;
+  try {
+    parent = await formats.open(ns, parentPath, { readOnly: true, singleLink: true, format: opts.format });
+    change.parent = parentFacts(parent);
+  } catch {
+    // the parent cannot be read (yet): drivers record what they can without it
+  } finally {
+    await parent?.close().catch(() => {});
+  }
+  return change;
 }
 
 /** Open `path` and every parent below it. A lone base comes back as the plain image. */
-export async function openChain(path: string, opts: ChainOpenOptions & { format?: string }, formats: ChainFormats): Promise<Image> {
+export async function openChain(ns: Namespace, path: string, opts: ChainOpenOptions & { format?: string }, formats: ChainFormats): Promise<Image> {
   const maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH;
   const layers: Image[] = [];
   const seen = new Set<string>();
   try {
-    let img = await formats.open(path, { ...opts, cowByCaller: true });
+    let img = await formats.open(ns, path, { ...opts, cowByCaller: true });
     layers.push(img);
-    seen.add(await fsx.realpath(path));
+    seen.add(await ns.realName(path));
     let at = path;
     for (;;) {
       const link = img.backing();
@@ -135,19 +160,19 @@ export async function openChain(path: string, opts: ChainOpenOptions & { format?
       if (layers.length >= maxDepth) {
         throw new DiskError('TOOMANYREDO', `chain is deeper than ${maxDepth} links`, { path, field: 'depth', expected: `<= ${maxDepth}` });
       }
-      const parentPath = await locateParent(at, link, opts, formats);
-      const real = await fsx.realpath(parentPath);
+      const parentPath = await locateParent(ns, at, link, opts, formats);
+      const real = await ns.realName(parentPath);
       if (seen.has(real)) throw new DiskError('INVALIDCHAIN', 'the chain loops back on itself', { path: at, field: 'parent hint', found: parentPath });
       seen.add(real);
       let parent: Image;
       try {
-        parent = await formats.open(parentPath, { readOnly: true, allowExternalExtents: opts.allowExternalExtents, format: link.format, cowByCaller: true });
+        parent = await formats.open(ns, parentPath, { readOnly: true, allowExternalExtents: opts.allowExternalExtents, format: link.format, cowByCaller: true });
       } catch (err) {
         if (err instanceof DiskError && err.code !== 'FILENOTFOUND') throw err;
         throw new DiskError('OPENPARENT', `cannot open parent ${parentPath}`, { path: at, field: 'parent hint', found: link.hint }, { cause: err });
       }
       layers.push(parent);
-      await checkLink(at, img, parentPath, parent, link.parentId, formats);
+      await checkLink(ns, at, img, parentPath, parent, link.parentId, formats);
       img = parent;
       at = parentPath;
     }
@@ -159,33 +184,33 @@ export async function openChain(path: string, opts: ChainOpenOptions & { format?
 }
 
 /** The parent of the link at `childPath`: caller-given files by identity, the hints, then the folder by identity. */
-export async function locateParent(childPath: string, link: BackingLink, opts: { untrusted?: boolean; parentPaths?: string[] }, formats: ChainFormats): Promise<string> {
+export async function locateParent(ns: Namespace, childPath: string, link: BackingLink, opts: { untrusted?: boolean; parentPaths?: string[] }, formats: ChainFormats): Promise<string> {
   if (opts.parentPaths?.length) {
-    const given = await findByIdentity(childPath, link, formats, opts.parentPaths, false);
+    const given = await findByIdentity(ns, childPath, link, formats, opts.parentPaths, false);
     if (given) return given;
   }
-  const found = await findByHints(childPath, [link.hint, ...(link.hints ?? [])], !!opts.untrusted);
+  const found = await findByHints(ns, childPath, [link.hint, ...(link.hints ?? [])], !!opts.untrusted);
   if (found.path) return found.path;
   if (link.searchByIdentity) {
-    const byId = await findByIdentity(childPath, link, formats, [], true);
+    const byId = await findByIdentity(ns, childPath, link, formats, [], true);
     if (byId) return byId;
   }
   // A link that records no path (VDI), and the caller named exactly one other file as a parent:
   // that file is the one meant, so the link check can say what is wrong with it (CID_MISMATCH)
   // instead of "not found".
   if (opts.parentPaths?.length && link.hint === '' && !link.hints?.length) {
-    const others = opts.parentPaths.filter((p) => resolve(p) !== resolve(childPath));
-    if (others.length === 1 && (await fsx.kind(others[0]!)) === 'file') return others[0]!;
+    const others = opts.parentPaths.filter((p) => ns.absolute(p) !== ns.absolute(childPath));
+    if (others.length === 1 && (await ns.kind(others[0]!)) === 'file') return others[0]!;
   }
   const where = found.tried.length > 0 ? `looked for ${found.tried.join(' and ')}` : 'the image records no parent path';
-  const how = link.searchByIdentity ? `; no image in ${dirname(resolve(childPath))} has identity ${link.parentId}` : '';
+  const how = link.searchByIdentity ? `; no image in ${dirname(ns.absolute(childPath))} has identity ${link.parentId}` : '';
   throw new DiskError('OPENPARENT', `parent not found (${where}${how})`, { path: childPath, field: 'parent hint', found: link.hint, expected: found.tried[0] });
 }
 
-async function checkLink(childPath: string, child: Image, parentPath: string, parent: Image, parentId: string | undefined, formats: ChainFormats): Promise<void> {
+async function checkLink(ns: Namespace, childPath: string, child: Image, parentPath: string, parent: Image, parentId: string | undefined, formats: ChainFormats): Promise<void> {
   if (parentId !== undefined) {
     const id = parent.identity();
-    if ((id === undefined || id.toLowerCase() !== parentId.toLowerCase()) && !(await committedFrom(parentPath, parentId, id))) {
+    if ((id === undefined || id.toLowerCase() !== parentId.toLowerCase()) && !(await committedFrom(ns, parentPath, parentId, id))) {
       throw new DiskError('CID_MISMATCH', `child was made from content ${parentId} but its parent ${parentPath} now has ${id ?? 'none'}`, {
         path: childPath,
         field: 'parentCID',
@@ -209,8 +234,8 @@ async function checkLink(childPath: string, child: Image, parentPath: string, pa
  * An interrupted commit gives the base its new identity before the links above it are re-pointed;
  * its journal vouches for the change, so the chain stays readable until the commit is resumed.
  */
-async function committedFrom(parentPath: string, expected: string, found: string | undefined): Promise<boolean> {
-  const j = await readJournal(parentPath).catch(() => undefined);
+async function committedFrom(ns: Namespace, parentPath: string, expected: string, found: string | undefined): Promise<boolean> {
+  const j = await readJournal(ns, parentPath).catch(() => undefined);
   return !!j && found !== undefined && j.phase === 'switch' && j.oldId.toLowerCase() === expected.toLowerCase() && j.newId.toLowerCase() === found.toLowerCase();
 }
 
@@ -233,6 +258,9 @@ export class ChainImage implements Image {
   get path(): string {
     return this.top.path;
   }
+  get namespace(): Namespace {
+    return this.top.namespace;
+  }
   get capacity(): number {
     return this.top.capacity;
   }
@@ -254,8 +282,11 @@ export class ChainImage implements Image {
   setIdentity(id: string): Promise<void> {
     return this.top.setIdentity(id);
   }
-  setBacking(link: { hint: string; parentId: string } | undefined): Promise<void> {
+  setBacking(link: BackingChange | undefined): Promise<void> {
     return this.top.setBacking(link);
+  }
+  linkRecord() {
+    return this.top.linkRecord?.() ?? {};
   }
   makeEmpty(): Promise<void> {
     return this.top.makeEmpty();

@@ -5,7 +5,7 @@
  * base already has its new identity but the child above it still names the old one.
  */
 import { DiskError } from '../core/errors.js';
-import { fsx } from '../storage/file.js';
+import { readText, writeAtomic, type Namespace } from '../storage/namespace.js';
 
 export interface CommitJournal {
   version: 1;
@@ -33,14 +33,14 @@ export function journalPath(base: string): string {
   return `${base}.vdkit-commit`;
 }
 
-export async function readJournal(base: string): Promise<CommitJournal | undefined> {
+export async function readJournal(ns: Namespace, base: string): Promise<CommitJournal | undefined> {
   const p = journalPath(base);
-  if (!(await fsx.exists(p))) return undefined;
-  const size = await fsx.fileSize(p);
+  if (!(await ns.exists(p))) return undefined;
+  const size = (await ns.stat(p)).size;
   if (size > MAX_JOURNAL) throw new DiskError('CORRUPT', 'commit journal is too large', { path: p, found: size });
   let j: CommitJournal;
   try {
-    j = JSON.parse((await fsx.readText(p, MAX_JOURNAL)).toString()) as CommitJournal;
+    j = JSON.parse(await readText(ns, p, MAX_JOURNAL)) as CommitJournal;
   } catch (err) {
     throw new DiskError('CORRUPT', 'commit journal is not valid JSON', { path: p }, { cause: err });
   }
@@ -50,10 +50,10 @@ export async function readJournal(base: string): Promise<CommitJournal | undefin
   return j;
 }
 
-export async function writeJournal(j: CommitJournal): Promise<void> {
-  await fsx.writeFileAtomic(journalPath(j.base), Buffer.from(JSON.stringify(j, null, 2) + '\n'));
+export async function writeJournal(ns: Namespace, j: CommitJournal): Promise<void> {
+  await writeAtomic(ns, journalPath(j.base), Buffer.from(JSON.stringify(j, null, 2) + '\n'));
 }
 
-export async function removeJournal(base: string): Promise<void> {
-  await fsx.remove(journalPath(base));
+export async function removeJournal(ns: Namespace, base: string): Promise<void> {
+  await ns.remove(journalPath(base));
 }

@@ -2,21 +2,21 @@
  * The `vdkit` command. Exit status: 0 success, 1 failure (the DiskError's code and text on
  * stderr), 2 wrong usage.
  */
-import { createReadStream } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { DiskError, errorText, type ErrorCode } from '../core/errors.js';
 import { SECTOR_SIZE, parseSize } from '../core/ints.js';
-import { Disk, type DiskOpenOptions } from '../disk.js';
+import { Disk, detectFormat, type DiskOpenOptions } from '../disk.js';
 import type { CreateOptions } from '../formats/types.js';
 import { convert, type ConvertOptions } from '../ops/convert.js';
 import { copyPieces, openSequentialInput, SequentialImage } from '../ops/stream-in.js';
 import { StreamSink } from '../storage/sink.js';
-import { setCacheMode } from '../storage/cache-mode.js';
+import { FileNamespace, hostReadStream } from '../storage/file.js';
+import type { CacheMode } from '../storage/namespace.js';
 import { cloneChain } from '../ops/clone-chain.js';
 import { compare } from '../ops/compare.js';
 import { checksum } from '../ops/checksum.js';
 import { checkDisk, openFindings } from '../ops/check.js';
-import { backendInfo, detectFormat } from '../formats/registry.js';
+import { backendInfo } from '../formats/registry.js';
 import { createChild } from '../ops/child.js';
 import { describeChain } from '../ops/chain-list.js';
 import { commit, mergeIntoTop } from '../ops/commit.js';
@@ -234,7 +234,7 @@ export function buildProgram(): Command {
     .action(async (file: string, o) => {
       const offset = num(o.offset, '--offset');
       await withDisk(file, { readOnly: false, ...openOpts(o) }, async (d) => {
-        const input = o.input ? createReadStream(o.input, { highWaterMark: 1024 * 1024 }) : process.stdin;
+        const input = o.input ? hostReadStream(o.input) : process.stdin;
         let at = offset;
         for await (const chunk of input) {
           const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
@@ -356,7 +356,7 @@ export function buildProgram(): Command {
     .option('--keep-chain', 'copy a chain link by link into a new chain (lower links: <dst stem>-base.ext, -base-000001.ext, ...)')
     .option('--from <n>', 'with --keep-chain: first link kept as a link, 0 = the base; links below are flattened into the new base')
     .option('--to <n>', 'with --keep-chain: last link copied, 0 = the base (default: the top)')
-    .addOption(new Option('--cache <mode>', 'writeback: the target is on the disk (fdatasync) before it gets its name; unsafe: no fdatasync, as qemu-img convert does by default (faster; a host crash soon after can lose the output)').choices(['writeback', 'unsafe']).default('writeback'))
+    .addOption(new Option('--cache <mode>', 'writeback: the target is on the disk (fdatasync) before it gets its name; unsafe: no fdatasync, as qemu-img convert does by default (faster; a host crash soon after can lose the output); durable: writeback, and the new name is synced too').choices(['writeback', 'unsafe', 'durable']).default('writeback'))
     .option('--target <t>', `make what a target takes (${Object.keys(TARGETS).join(', ')}): format, type, adapter, versions, size rounding; -O/-t/-a/--hw override it (docs/targets.md)`)
     .argument('<src>')
     .argument('<dst>')
@@ -364,7 +364,8 @@ export function buildProgram(): Command {
       const started = Date.now();
       const tty = !!o.progress && process.stderr.isTTY;
       let lastDraw = 0;
-      setCacheMode(o.cache);
+      // the target is created through a namespace of this cache mode (the source is only read)
+      const targetFiles = new FileNamespace({ cacheMode: o.cache as CacheMode });
       const link = (v: string | undefined, what: string) => {
         if (v === undefined) return undefined;
         if (!o.keepChain) throw new UsageError(`${what} needs --keep-chain`);
@@ -379,6 +380,7 @@ export function buildProgram(): Command {
       if (toStdout && process.stdout.isTTY) throw new UsageError('refusing to write a disk image to a terminal; redirect stdout or give a file name');
       const sink = toStdout ? new StreamSink('-', process.stdout) : undefined;
       const options: ConvertOptions = {
+        namespace: targetFiles,
         format,
         type: o.type,
         adapterType: o.adapter,

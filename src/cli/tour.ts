@@ -2,9 +2,7 @@
  * `npm start`: a short tour of the main job in a temporary folder. Each step is printed as the
  * command a user would type, followed by what vdkit prints.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { makeHostTempFolder, removeHostFolder } from '../storage/file.js';
 import { Disk } from '../disk.js';
 import { main } from './main.js';
 
@@ -16,7 +14,7 @@ async function step(args: string[], note?: string): Promise<void> {
 }
 
 export async function tour(): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'vdkit-tour-'));
+  const dir = await makeHostTempFolder('vdkit-tour-');
   const cwd = process.cwd();
   process.chdir(dir);
   try {
@@ -51,6 +49,6 @@ export async function tour(): Promise<void> {
     process.stdout.write(`\ntour done; removing ${dir}\n`);
   } finally {
     process.chdir(cwd);
-    await rm(dir, { recursive: true, force: true });
+    await removeHostFolder(dir);
   }
 }

@@ -28,10 +28,11 @@
  * - Messages follow vdiskmanager's ("Virtual disk creation successful.", "Disk chain is
  *   consistent."); errors name the DiskError code and the VIX_E_* name and number.
  */
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join } from '../core/names.js';
 import { DiskError, ERROR_TABLE } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
-import { Disk, openLink } from '../disk.js';
+import { Disk, openLinkIn } from '../disk.js';
+import { hostFiles } from '../storage/file.js';
 import type { InPlaceResult } from '../formats/types.js';
 import { convert } from '../ops/convert.js';
 import { resize } from '../ops/resize.js';
@@ -205,7 +206,7 @@ function typeOf(t: string | undefined, what: string): { type: string; thin?: boo
 
 /** the driver's defragment/compact on one link, identity kept */
 async function inPlace(path: string, what: 'compact' | 'defragment', say: (t: string) => void): Promise<InPlaceResult> {
-  const image = await openLink(path, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+  const image = await openLinkIn(hostFiles(), path, { singleLink: true, cowByCaller: true, preserveIdentity: true });
   try {
     if (what === 'compact' && image.backing()) {
       throw new DiskError('CANTSHRINK', undefined, { path, field: 'parentFileNameHint', found: image.backing()!.hint });

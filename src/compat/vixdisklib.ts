@@ -39,8 +39,8 @@
  */
 import { DiskError, ERROR_TABLE, fromSystemError, type ErrorCode } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
-import { Disk, openLink } from '../disk.js';
-import { hintFor } from '../chain/chain.js';
+import { Disk, openLinkIn } from '../disk.js';
+import { hintFor, parentFacts } from '../chain/chain.js';
 import type { CheckReport, Image, InPlaceOptions, InPlaceResult } from '../formats/types.js';
 import { convert } from '../ops/convert.js';
 import { createChild } from '../ops/child.js';
@@ -869,19 +869,21 @@ export async function VixDiskLib_Attach(parentHandle: VixDiskLibHandle, childHan
     const parentId = parent.image.identity()!;
     const parentPath = parent.path;
     const childPath = child.path;
+    const ns = child.namespace;
+    const change = { hint: hintFor(ns, childPath, parentPath), parentId, parentName: ns.absolute(parentPath), parent: parentFacts(parent.image) };
     const childState = handles.get(childHandle)!;
     const parentState = handles.get(parentHandle)!;
     childState.disk = undefined;
     await child.close();
-    const link: Image = await openLink(childPath, { singleLink: true, cowByCaller: true });
+    const link: Image = await openLinkIn(ns, childPath, { singleLink: true, cowByCaller: true });
     try {
-      await link.setBacking({ hint: hintFor(childPath, parentPath), parentId });
+      await link.setBacking(change);
     } finally {
       await link.close();
     }
     parentState.disk = undefined;
     await parent.close();
-    childState.disk = await Disk.open(childPath, { readOnly: false, singleLink: (childHandle.flags & VIXDISKLIB_FLAG_OPEN_SINGLE_LINK) !== 0 });
+    childState.disk = await Disk.open(childPath, { namespace: ns, readOnly: false, singleLink: (childHandle.flags & VIXDISKLIB_FLAG_OPEN_SINGLE_LINK) !== 0 });
     return VIX_OK;
   });
 }

@@ -3,7 +3,7 @@
  * Detection never looks at the file name: the highest probe score wins, raw (score 1) last.
  */
 import { DiskError } from '../core/errors.js';
-import { FileStore } from '../storage/file.js';
+import type { Namespace } from '../storage/namespace.js';
 import { rawDriver } from './raw/driver.js';
 import type { Capabilities, CreateOptionInfo, CreateOptions, Driver, MeasureLayout } from './types.js';
 import { measureQcow2 } from './qcow2/measure.js';
@@ -78,8 +78,9 @@ export function measureLayout(format: string, opts: CreateOptions, name?: string
   return measure(opts, name);
 }
 
-export async function detectFormat(path: string): Promise<Driver> {
-  const st = await FileStore.open(path, { readOnly: true });
+/** The driver whose probe scores highest on the content of `name` in `ns` (raw when none claims it). */
+export async function detectFormatIn(ns: Namespace, name: string): Promise<Driver> {
+  const st = await ns.open(name);
   try {
     const size = await st.size();
     const head = await st.readZeroPadded(0, Math.min(size, 4096));
@@ -87,7 +88,7 @@ export async function detectFormat(path: string): Promise<Driver> {
     let best: Driver = rawDriver;
     let score = 0;
     for (const d of DRIVERS) {
-      const s = d.probe(head, size, tail);
+      const s = d.probe(head, tail);
       if (s > score) {
         score = s;
         best = d;

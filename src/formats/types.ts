@@ -7,6 +7,7 @@
  * request (bounds, read-only, closed) before it reaches a driver, so drivers never re-check.
  */
 import type { ByteStore } from '../storage/store.js';
+import type { Namespace } from '../storage/namespace.js';
 
 export type BlockState = 'data' | 'zero' | 'unallocated';
 
@@ -143,6 +144,29 @@ export interface InPlaceResult {
   moved?: number;
 }
 
+/**
+ * What a child's driver records about its parent beyond a name and an identity, read by the
+ * layer above from the open parent (`Image.linkRecord`), so no driver opens another image.
+ * Opaque to that layer: the child's driver reads the keys of its own format.
+ */
+export type LinkRecord = Readonly<Record<string, string | number>>;
+
+export interface ParentFacts {
+  /** the parent's format (qcow2 records it as the backing format) */
+  format: string;
+  /** the parent's `linkRecord()` (VDI: modification UUID, block size, geometry; VHD: footer timestamp) */
+  record?: LinkRecord;
+}
+
+/** A new parent for `setBacking`: the name to store, the identity, and what the driver may record about it. */
+export interface BackingChange {
+  hint: string;
+  parentId: string;
+  /** the parent's name in the image's namespace (absolute), for formats that store it too (VHD W2ku locator) */
+  parentName?: string;
+  parent?: ParentFacts;
+}
+
 /** One finding of a consistency check (qemu-img check's corruptions and leaks). */
 export interface CheckFinding {
   /** corruption: data may be wrong or lost; leak: space allocated that nothing uses; warning: neither */
@@ -196,7 +220,10 @@ export interface Image {
   readonly format: string;
   /** the format's own type name (VMDK createType, "raw", ...) */
   readonly type: string;
+  /** the image's (first) name in its namespace */
   readonly path: string;
+  /** where the image's files are named (extents, parents' hints are resolved in it) */
+  readonly namespace: Namespace;
   /** virtual size in bytes */
   readonly capacity: number;
   readonly readOnly: boolean;
@@ -210,7 +237,9 @@ export interface Image {
   /** give the image a new identity (VMDK CID); chain operations use it to re-link children */
   setIdentity(id: string): Promise<void>;
   /** point the image at another parent, or make it a base (undefined) */
-  setBacking(link: { hint: string; parentId: string } | undefined): Promise<void>;
+  setBacking(link: BackingChange | undefined): Promise<void>;
+  /** what a child made against this image records about it besides its identity (see ParentFacts) */
+  linkRecord?(): LinkRecord;
   /** drop everything this image stores (every range becomes unallocated) */
   makeEmpty(): Promise<void>;
   /** read `into.length` bytes at `offset` (validated by the caller) */
@@ -310,12 +339,11 @@ export interface CreateOptions {
    * make the new image a child of this parent: `hint` is the path to store (relative to the
    * child's folder where possible), `parentPath` the parent's absolute path (VHD stores both),
    * `parentId` its identity (VMDK CID, VDI/VHD UUID); `copyMetadata` keys to inherit.
-   * `readFrom`: where the parent's file is now, when it is not at `parentPath` yet (a chain clone
-   * writes every link under a temporary name and renames them when all are done): drivers read
-   * the parent there (VHD footer timestamp, VDI header, qcow2 backing format) but record only
-   * `hint` and `parentPath`, the names the parent will have.
+   * `facts`: what the layer above read from the open parent (format, link record); a chain
+   * clone reads them from the parent's copy under its temporary name, while `hint` and
+   * `parentPath` are the names the parent will have.
    */
-  parent?: { hint: string; parentPath: string; parentId: string; copyMetadata?: [string, string][]; readFrom?: string };
+  parent?: { hint: string; parentPath: string; parentId: string; copyMetadata?: [string, string][]; facts?: ParentFacts };
   /**
    * VHD: round the capacity up to the next size a CHS geometry describes exactly (what
    * `qemu-img create -f vpc` does without force_size, and what Virtual PC needs). Default: the
@@ -374,15 +402,16 @@ export interface Driver {
    * 0..100: how sure we are this is ours, from the first 4 KiB of the file (`head`) and its
    * last 512 bytes (`tail`: fixed VHDs have their only footer there). Raw scores 1.
    */
-  probe(head: Buffer, size: number, tail: Buffer): number;
-  open(path: string, opts: OpenOptions): Promise<Image>;
-  create(path: string, opts: CreateOptions): Promise<Image>;
+  probe(head: Buffer, tail: Buffer): number;
+  /** open the image named `name` in `ns` (its extents are named relative to it there) */
+  open(ns: Namespace, name: string, opts: OpenOptions): Promise<Image>;
+  create(ns: Namespace, name: string, opts: CreateOptions): Promise<Image>;
   /**
-   * Check (and repair) the file at `path` without opening it as an Image: for formats whose
+   * Check (and repair) the file `name` without opening it as an Image: for formats whose
    * open refuses the damage a repair can mend (VDI blocks shared by two entries, a VHD footer
    * with a bad checksum). Opens the file read-write only for a repair that is not a dry run.
    */
-  checkFile?(path: string, opts: CheckOptions): Promise<CheckReport>;
+  checkFile?(ns: Namespace, name: string, opts: CheckOptions): Promise<CheckReport>;
 }
 
-export type { ByteStore };
+export type { ByteStore, Namespace };

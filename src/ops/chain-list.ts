@@ -3,9 +3,10 @@
  * link is broken (parent missing, CID mismatch, cycle, ...) the listing stops there and says why.
  */
 import { DiskError } from '../core/errors.js';
-import { fsx } from '../storage/file.js';
+import { hostFiles } from '../storage/file.js';
+import type { Namespace } from '../storage/namespace.js';
 import { locateParent, DEFAULT_MAX_DEPTH } from '../chain/chain.js';
-import { chainFormats, openLink } from '../disk.js';
+import { chainFormats, openLinkIn } from '../disk.js';
 
 export interface ChainLink {
   path: string;
@@ -31,7 +32,8 @@ export interface ChainBreak {
   reason: string;
 }
 
-export async function describeChain(path: string, opts: { untrusted?: boolean; maxDepth?: number } = {}): Promise<{ links: ChainLink[]; break?: ChainBreak }> {
+export async function describeChain(path: string, opts: { untrusted?: boolean; maxDepth?: number; namespace?: Namespace } = {}): Promise<{ links: ChainLink[]; break?: ChainBreak }> {
+  const ns = opts.namespace ?? hostFiles();
   const links: ChainLink[] = [];
   const seen = new Set<string>();
   let at = path;
@@ -39,7 +41,7 @@ export async function describeChain(path: string, opts: { untrusted?: boolean; m
   for (;;) {
     let img;
     try {
-      img = await openLink(at, { readOnly: true, singleLink: true });
+      img = await openLinkIn(ns, at, { readOnly: true, singleLink: true });
     } catch (err) {
       if (links.length === 0 || !(err instanceof DiskError)) throw err;
       return { links, break: { at: links[links.length - 1]!.path, code: err.code === 'FILENOTFOUND' ? 'OPENPARENT' : err.code, reason: err.message } };
@@ -59,7 +61,7 @@ export async function describeChain(path: string, opts: { untrusted?: boolean; m
         fileSize: info.fileSize,
         allocatedBytes: info.allocatedBytes,
       });
-      seen.add(await fsx.realpath(at));
+      seen.add(await ns.realName(at));
       if (expectedId !== undefined && img.identity()?.toLowerCase() !== expectedId.toLowerCase()) {
         return { links, break: { at: links[links.length - 2]!.path, code: 'CID_MISMATCH', reason: `child expects parent content ${expectedId}, parent has ${img.identity() ?? 'none'}` } };
       }
@@ -67,12 +69,12 @@ export async function describeChain(path: string, opts: { untrusted?: boolean; m
       if (links.length >= (opts.maxDepth ?? DEFAULT_MAX_DEPTH)) return { links, break: { at, code: 'TOOMANYREDO', reason: 'chain is deeper than the limit' } };
       let parent: string;
       try {
-        parent = await locateParent(at, link, { untrusted: opts.untrusted }, chainFormats);
+        parent = await locateParent(ns, at, link, { untrusted: opts.untrusted }, chainFormats);
       } catch (err) {
         const e = err as DiskError;
         return { links, break: { at, code: e.code ?? 'OPENPARENT', reason: e.message } };
       }
-      if (seen.has(await fsx.realpath(parent))) return { links, break: { at, code: 'INVALIDCHAIN', reason: `parent ${parent} is already in the chain (a cycle)` } };
+      if (seen.has(await ns.realName(parent))) return { links, break: { at, code: 'INVALIDCHAIN', reason: `parent ${parent} is already in the chain (a cycle)` } };
       expectedId = link.parentId;
       at = parent;
     } catch (err) {

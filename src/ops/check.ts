@@ -15,12 +15,13 @@
  * - Files a stopped rename of the named disk left in its folder (ops/rename.ts
  *   renameLeftovers) are leaks of the disk; a repair removes them.
  */
-import { basename } from 'node:path';
+import { basename } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
 import { Disk } from '../disk.js';
-import { detectFormat, driverByName } from '../formats/registry.js';
+import { detectFormatIn, driverByName } from '../formats/registry.js';
 import type { CheckFinding, CheckOptions, CheckReport, Driver } from '../formats/types.js';
-import { fsx } from '../storage/file.js';
+import { hostFiles } from '../storage/file.js';
+import { refuseUnsafe, type Namespace } from '../storage/namespace.js';
 import { renameLeftovers } from './rename.js';
 
 export interface CheckDiskOptions extends CheckOptions {
@@ -30,10 +31,15 @@ export interface CheckDiskOptions extends CheckOptions {
   allowExternalExtents?: boolean;
   /** check the chain links too (default true) */
   chain?: boolean;
+  /** where the disk's files are named (default: host files); a repair refuses an 'unsafe' cache mode */
+  namespace?: Namespace;
 }
 
 export async function checkDisk(path: string, opts: CheckDiskOptions): Promise<CheckReport> {
-  const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
+  const ns = opts.namespace ?? hostFiles();
+  if (opts.repair && !opts.dryRun) refuseUnsafe(ns, 'repair', path);
+  opts = { ...opts, namespace: ns };
+  const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
   const report = await checkLink(driver, path, opts);
   await checkLeftovers(path, opts, report);
   if (opts.chain !== false) await checkChain(driver, path, opts, report);
@@ -44,7 +50,7 @@ export async function checkDisk(path: string, opts: CheckDiskOptions): Promise<C
 async function checkLeftovers(path: string, opts: CheckDiskOptions, report: CheckReport): Promise<void> {
   let stray: string[];
   try {
-    stray = await renameLeftovers(path);
+    stray = await renameLeftovers(path, opts.namespace);
   } catch (err) {
     if (err instanceof DiskError) return; // a disk that does not open: the structural check said why
     throw err;
@@ -53,7 +59,7 @@ async function checkLeftovers(path: string, opts: CheckDiskOptions, report: Chec
     const f: CheckFinding = { kind: 'leak', message: `${file} was left by a stopped rename of this disk (no disk uses it)`, struct: 'folder', field: basename(file) };
     if (opts.repair && opts.dryRun) f.wouldRepair = true;
     else if (opts.repair) {
-      await fsx.remove(file);
+      await opts.namespace!.remove(file);
       f.repaired = true;
     }
     report.findings.push(f);
@@ -79,7 +85,7 @@ async function checkLink(driver: Driver, path: string, opts: CheckDiskOptions): 
   if (mode === 'none') throw new DiskError('NOTSUPPORTED', `${driver.name} images cannot be checked yet`, { path });
   if (opts.repair && mode !== 'repair') throw new DiskError('NOTSUPPORTED', `${driver.name} images can be checked but not repaired`, { path });
   const what: CheckOptions = { repair: opts.repair, ...(opts.dryRun ? { dryRun: true } : {}) };
-  if (driver.checkFile) return driver.checkFile(path, what);
+  if (driver.checkFile) return driver.checkFile(opts.namespace!, path, what);
   const write = opts.repair && !opts.dryRun;
   if (write) {
     // a read-write open alone writes (a VHDX session renews a header): a file with nothing to
@@ -91,7 +97,7 @@ async function checkLink(driver: Driver, path: string, opts: CheckDiskOptions): 
     if (look && look.findings.length === 0) return look;
   }
   // repair writes metadata, never data, so the lone link may be opened read-write
-  const d = await Disk.open(path, { format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, forCheck: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents });
+  const d = await Disk.open(path, { namespace: opts.namespace, format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, forCheck: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents });
   try {
     if (!d.image.check) throw new DiskError('NOTSUPPORTED', `${driver.name} images cannot be checked yet`, { path });
     return await d.image.check(what);
@@ -101,7 +107,7 @@ async function checkLink(driver: Driver, path: string, opts: CheckDiskOptions): 
 }
 
 async function checkChain(driver: Driver, path: string, opts: CheckDiskOptions, report: CheckReport): Promise<void> {
-  const common = { format: driver.name, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents };
+  const common = { namespace: opts.namespace, format: driver.name, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents };
   let hasParent = false;
   try {
     const one = await Disk.open(path, { ...common, readOnly: true, singleLink: true, ignoreChecksums: true });
@@ -134,7 +140,7 @@ async function checkChain(driver: Driver, path: string, opts: CheckDiskOptions, 
   }
   const links: CheckReport[] = [];
   for (const file of files.slice(1)) {
-    const d = await detectFormat(file);
+    const d = await detectFormatIn(opts.namespace!, file);
     if (d.capabilities.check === 'none') continue;
     try {
       links.push(await checkLink(d, file, { ...opts, repair: false, dryRun: false, format: d.name }));

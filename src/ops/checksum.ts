@@ -5,7 +5,7 @@
  * a zero block without being read, so sparse disks are hashed at the speed of their data.
  * Written `sha256-1m:<hex>`; two disks with equal content give equal digests.
  */
-import { createHash } from 'node:crypto';
+import { createHash } from '../core/platform.js';
 import { DiskError } from '../core/errors.js';
 import type { Disk } from '../disk.js';
 import type { Progress } from './convert.js';

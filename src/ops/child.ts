@@ -3,12 +3,13 @@
  * `qemu-img create -b`. The child is an empty sparse disk that names its parent; reads fall
  * through to the parent until the child is written.
  */
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join } from '../core/names.js';
 import { driverByName } from '../formats/registry.js';
 import type { CreateOptions, Image } from '../formats/types.js';
-import { hintFor } from '../chain/chain.js';
+import { hintFor, parentFacts } from '../chain/chain.js';
 import { DiskError } from '../core/errors.js';
-import { fsx } from '../storage/file.js';
+import { hostFiles } from '../storage/file.js';
+import type { Namespace } from '../storage/namespace.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
 
 export interface CreateChildOptions {
@@ -25,16 +26,18 @@ export interface CreateChildOptions {
   capacity?: number;
   /** more create options for the child's format (qcow2 clusterSize, VHDX blockSize, ...) */
   createOptions?: Partial<CreateOptions>;
+  /** where parent and child are named (default: host files) */
+  namespace?: Namespace;
 }
 
 /** VMware's naming: base.vmdk -> base-000001.vmdk; base-000001.vmdk -> base-000002.vmdk (first free); same for .vdi/.vhd. */
-export async function defaultChildPath(parentPath: string, format?: string): Promise<string> {
+export async function defaultChildPath(parentPath: string, format?: string, ns: Namespace = hostFiles()): Promise<string> {
   const dir = dirname(parentPath);
   const ext = format ? `.${driverByName(format).extensions[0]}` : extname(parentPath);
   const stem = basename(parentPath, extname(parentPath)).replace(/-\d{6}$/, '');
   for (let n = 1; n < 1000000; n++) {
     const p = join(dir, `${stem}-${String(n).padStart(6, '0')}${ext}`);
-    if (!(await fsx.exists(p))) return p;
+    if (!(await ns.exists(p))) return p;
   }
   throw new DiskError('FILEEXISTS', 'no free child name left', { path: parentPath });
 }
@@ -42,9 +45,11 @@ export async function defaultChildPath(parentPath: string, format?: string): Pro
 /**
  * The create options of a child of `parent` (an open link) that will live at `childPath`, with
  * the parent at `parentPath`. Shared by createChild and the chain clone, so a child's link
- * metadata (hint, parent identity, inherited VMDK keys) is made in one place.
+ * metadata (hint, parent identity, inherited VMDK keys, what the child's driver records about
+ * the parent: read here from `parent`, which may be a copy under another name) is made in one place.
  */
-export function childCreateOptions(parent: Image, parentPath: string, childPath: string, opts: CreateChildOptions & { readFrom?: string } = {}): DiskCreateOptions {
+export function childCreateOptions(parent: Image, parentPath: string, childPath: string, opts: CreateChildOptions = {}): DiskCreateOptions {
+  const ns = opts.namespace ?? parent.namespace;
   const format = opts.format ?? parent.format;
   const driver = driverByName(format);
   if (!driver.capabilities.differencing) {
@@ -60,7 +65,7 @@ export function childCreateOptions(parent: Image, parentPath: string, childPath:
   }
   const id = parent.identity();
   if (id === undefined && driver.capabilities.parentLink === 'identity') throw new DiskError('INVALIDDISK', 'parent has no identity to link to', { path: parentPath, field: 'identity' });
-  const hint = hintFor(childPath, parentPath, opts.absoluteHint);
+  const hint = hintFor(ns, childPath, parentPath, opts.absoluteHint);
   // VMDK keys a child inherits; other formats ignore what they do not have
   const keys = ['adapterType', 'geometry.cylinders', 'geometry.heads', 'geometry.sectors', 'geometry.biosCylinders', 'geometry.biosHeads', 'geometry.biosSectors', 'toolsVersion', 'uuid', 'virtualHWVersion'];
   const copyMetadata = keys.flatMap((k) => {
@@ -73,12 +78,14 @@ export function childCreateOptions(parent: Image, parentPath: string, childPath:
     type: opts.type,
     capacity: opts.capacity ?? parent.capacity,
     overwrite: opts.overwrite,
-    parent: { hint, parentPath: resolve(parentPath), parentId: id ?? '', copyMetadata, readFrom: opts.readFrom },
+    namespace: ns,
+    parent: { hint, parentPath: ns.absolute(parentPath), parentId: id ?? '', copyMetadata, facts: parentFacts(parent) },
   };
 }
 
 export async function createChild(parentPath: string, childPath?: string, opts: CreateChildOptions = {}): Promise<Disk> {
-  const parent = await Disk.open(parentPath, { readOnly: true, untrusted: opts.untrusted });
+  const ns = opts.namespace ?? hostFiles();
+  const parent = await Disk.open(parentPath, { namespace: ns, readOnly: true, untrusted: opts.untrusted });
   let child: string;
   let spec: DiskCreateOptions;
   try {
@@ -86,11 +93,11 @@ export async function createChild(parentPath: string, childPath?: string, opts: 
     if (!driverByName(format).capabilities.differencing) {
       throw new DiskError('NOTSUPPORTED', `${format} disks cannot be children`, { path: parentPath, field: 'format' });
     }
-    child = childPath ?? (await defaultChildPath(parentPath, format === parent.format ? undefined : format));
-    spec = childCreateOptions(parent.image, parentPath, child, opts);
+    child = childPath ?? (await defaultChildPath(parentPath, format === parent.format ? undefined : format, ns));
+    spec = childCreateOptions(parent.image, parentPath, child, { ...opts, namespace: ns });
   } finally {
     await parent.close();
   }
   await (await Disk.create(child, spec)).close();
-  return Disk.open(child, { untrusted: opts.untrusted });
+  return Disk.open(child, { namespace: ns, untrusted: opts.untrusted });
 }

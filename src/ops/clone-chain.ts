@@ -25,20 +25,20 @@
  *   children of the base, so vdkit's and VMware's naming stay one scheme. Without `overwrite`
  *   none of them may exist; none may ever be a file of the source chain.
  * - Crash safety (chain/NOTES.md "Clone keeping the chain"): every link is written under a hidden
- *   temporary name, but created recording its parent's final name (CreateOptions.parent.readFrom
- *   says where the parent's bytes are meanwhile). When all links are complete they are renamed
+ *   temporary name, but created recording its parent's final name (what it records from the
+ *   parent's bytes, CreateOptions.parent.facts, is read from the parent's temporary copy). When all links are complete they are renamed
  *   base first, top last, so `dstPath` appears only when the whole chain is there. A record file
  *   beside the top lists the final names and, from the start of the renames, that the lower ones
  *   may be in place; a later clone or convert to the same name removes what a killed one left:
  *   its temporary files, and links it renamed when the top never was.
  */
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
-import { fsx } from '../storage/file.js';
+import { hostFiles } from '../storage/file.js';
 import { ChainImage } from '../chain/chain.js';
 import { driverByName } from '../formats/registry.js';
 import type { Image } from '../formats/types.js';
-import { Disk, openLink } from '../disk.js';
+import { Disk, openLinkIn } from '../disk.js';
 import { childCreateOptions } from './child.js';
 import { copyRanges, dataRanges, moveIntoPlace, targetCapacity, type ConvertOptions, type ConvertResult } from './convert.js';
 import { linkFiles, partialPath, recordPath, removeStalePartials, writeRecord, type CloneRecord } from './partials.js';
@@ -88,7 +88,7 @@ async function readClamped(img: Image, into: Buffer, offset: number): Promise<vo
 }
 
 export async function cloneChain(src: Disk | string, dstPath: string, opts: CloneChainOptions = {}): Promise<CloneChainResult> {
-  const own = typeof src === 'string' ? await Disk.open(src, { readOnly: true, untrusted: opts.untrusted }) : undefined;
+  const own = typeof src === 'string' ? await Disk.open(src, { namespace: opts.namespace, readOnly: true, untrusted: opts.untrusted }) : undefined;
   try {
     return await cloneOpen(own ?? (src as Disk), dstPath, opts);
   } finally {
@@ -113,21 +113,24 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
     throw new DiskError('NOTSUPPORTED', `${format} images cannot be children, so a chain cannot be kept in ${format} (convert without keeping the chain flattens it)`, { path: dstPath, field: 'format', found: format });
   }
   const kidType = count > 1 ? childType(format, opts.type, dstPath) : undefined;
-  const finals = chainLinkNames(resolve(dstPath), count);
+  const ns = opts.namespace ?? hostFiles();
+  const finals = chainLinkNames(ns.absolute(dstPath), count);
   const temps = finals.map((f) => partialPath(f));
   // every link the size of the new top where children must match their parent; else its own
   const wanted = (k: number) => opts.capacity ?? (caps.differencingSameSize ? layers[to]!.capacity : layers[from + k]!.capacity);
   const newCap = finals.map((_, k) => targetCapacity(format, wanted(k)));
 
   // what killed clones to these names left, first: their renamed links would otherwise block the names
-  for (const f of [...finals].reverse()) await removeStalePartials(f);
+  for (const f of [...finals].reverse()) await removeStalePartials(ns, f);
   const sourceFiles = new Set<string>();
-  for (const l of layers) for (const f of (await l.info()).files) sourceFiles.add(await fsx.realpath(f).catch(() => resolve(f)));
+  // the same file is the same name in the same namespace (symbolic links resolved)
+  const sameNs = layers.every((l) => l.namespace === ns);
+  if (sameNs) for (const l of layers) for (const f of (await l.info()).files) sourceFiles.add(await ns.realName(f).catch(() => ns.absolute(f)));
   for (const f of [...finals].reverse()) {
-    if (sourceFiles.has(resolve(f)) || ((await fsx.exists(f)) && sourceFiles.has(await fsx.realpath(f)))) {
+    if (sourceFiles.has(ns.absolute(f)) || ((await ns.exists(f)) && sourceFiles.has(await ns.realName(f)))) {
       throw new DiskError('INVAL', 'the new chain would replace a file of the chain it is copied from', { path: f, field: 'dstPath' });
     }
-    if (!opts.overwrite && (await fsx.exists(f))) throw new DiskError('FILEEXISTS', undefined, { path: f });
+    if (!opts.overwrite && (await ns.exists(f))) throw new DiskError('FILEEXISTS', undefined, { path: f });
   }
 
   // the plan: the base's data ranges (positions, as convert counts them), then each link's own ranges
@@ -159,7 +162,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
   let writing: Image | undefined;
   let topInPlace = false;
   try {
-    await writeRecord(record, rec);
+    await writeRecord(ns, record, rec);
     report();
     for (let k = 0; k < count; k++) {
       if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: finals[k] }, { cause: opts.signal.reason });
@@ -167,7 +170,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
       let below: Disk | undefined;
       let read: (into: Buffer, offset: number) => Promise<void>;
       if (k === 0) {
-        dst = await Disk.create(temps[0]!, { ...opts, format, capacity: newCap[0]!, overwrite: true });
+        dst = await Disk.create(temps[0]!, { ...opts, namespace: ns, format, capacity: newCap[0]!, overwrite: true });
         read = (into, at) => baseSource.readInto(into, at);
       } else {
         const parent = lower[0]!;
@@ -177,7 +180,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
           capacity: caps.differencingSameSize ? parent.capacity : newCap[k]!,
           overwrite: true,
           createOptions: { clusterSize: opts.clusterSize, blockSize: opts.blockSize },
-          readFrom: temps[k - 1]!,
+          namespace: ns,
         });
         const child = await Disk.create(temps[k]!, spec);
         // writes go through the new chain, so a target cluster larger than the source's is
@@ -206,7 +209,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
       await dst.flush();
       writing = undefined;
       await top.close();
-      lower.unshift(await openLink(temps[k]!, { readOnly: true, singleLink: true, format }));
+      lower.unshift(await openLinkIn(ns, temps[k]!, { readOnly: true, singleLink: true, format }));
       await opts.onStep?.(`link ${k} written`);
     }
     for (const l of lower.splice(0)) await l.close();
@@ -214,14 +217,14 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
     // every link is complete: into place base first, the top (dstPath) last; the record says so
     // first, in one write, so a kill between any rename and the next leaves nothing unrecorded
     rec.mayBeInPlace = finals.slice(0, -1);
-    await writeRecord(record, rec);
+    await writeRecord(ns, record, rec);
     for (let k = 0; k < count; k++) {
       if (format === 'vmdk') {
         // the descriptor names its extents (a monolithic one, itself): VMDK renames them too
-        const img = await openLink(temps[k]!, { singleLink: true, cowByCaller: true, preserveIdentity: true, format });
+        const img = await openLinkIn(ns, temps[k]!, { singleLink: true, cowByCaller: true, preserveIdentity: true, format });
         await moveIntoPlace(img, finals[k]!);
       } else {
-        await fsx.rename(temps[k]!, finals[k]!);
+        await ns.rename(temps[k]!, finals[k]!);
       }
       if (k === count - 1) topInPlace = true;
       else placed.push(finals[k]!);
@@ -233,13 +236,13 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
     await writing?.close().catch(() => {});
     for (const l of lower) await l.close().catch(() => {});
     if (!topInPlace) {
-      for (const f of tempFiles) if (basename(f).includes('.vdkit-partial-')) await fsx.remove(f).catch(() => {});
-      for (const f of temps) await fsx.remove(f).catch(() => {});
-      for (const l of placed) for (const f of await linkFiles(l)) await fsx.remove(f).catch(() => {});
+      for (const f of tempFiles) if (basename(f).includes('.vdkit-partial-')) await ns.remove(f).catch(() => {});
+      for (const f of temps) await ns.remove(f).catch(() => {});
+      for (const l of placed) for (const f of await linkFiles(ns, l)) await ns.remove(f).catch(() => {});
     }
-    await fsx.remove(record).catch(() => {});
+    await ns.remove(record).catch(() => {});
     throw err;
   }
-  await fsx.remove(record).catch(() => {});
+  await ns.remove(record).catch(() => {});
   return { bytesWritten: written, bytesSkipped: total - written, links: finals };
 }

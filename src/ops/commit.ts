@@ -19,14 +19,14 @@
  *   when no other child uses them. Killed before the re-pointing, the top merely holds copies
  *   of its parents' data; running the merge again completes it.
  */
-import { resolve } from 'node:path';
 import { DiskError } from '../core/errors.js';
-import { fsx } from '../storage/file.js';
-import { hintFor } from '../chain/chain.js';
+import { hostFiles } from '../storage/file.js';
+import { refuseUnsafe, type Namespace } from '../storage/namespace.js';
+import { backingTo } from '../chain/chain.js';
 import { findChildren } from '../chain/children.js';
 import { readJournal, removeJournal, writeJournal, type CommitJournal } from '../chain/journal.js';
 import { backends, driverByName } from '../formats/registry.js';
-import { Disk, chainFormats, openLink } from '../disk.js';
+import { Disk, chainFormats, openLinkIn } from '../disk.js';
 import type { Image } from '../formats/types.js';
 import type { Progress } from './convert.js';
 
@@ -38,6 +38,8 @@ export interface CommitOptions {
   /** commit even though the base has other children (they will no longer match it) */
   force?: boolean;
   untrusted?: boolean;
+  /** where the files are named (default: host files); an 'unsafe' cache mode is refused */
+  namespace?: Namespace;
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
   /** called after each step (journal written, each chunk copied, identity switched, ...); tests stop commits there */
@@ -46,25 +48,25 @@ export interface CommitOptions {
 
 const CHUNK = 1024 * 1024;
 
-async function filesOf(path: string): Promise<string[]> {
-  const img = await openLink(path, { readOnly: true, singleLink: true });
+async function filesOf(ns: Namespace, path: string): Promise<string[]> {
+  const img = await openLinkIn(ns, path, { readOnly: true, singleLink: true });
   try {
-    const files = (await img.info()).files.map((f) => resolve(f));
+    const files = (await img.info()).files.map((f) => ns.absolute(f));
     // the descriptor last, so a removal stopped half-way still leaves a findable disk
-    const head = resolve(path);
+    const head = ns.absolute(path);
     return [...files.filter((f) => f !== head), head];
   } finally {
     await img.close();
   }
 }
 
-async function removeFiles(files: readonly string[]): Promise<void> {
-  for (const f of files) await fsx.remove(f);
+async function removeFiles(ns: Namespace, files: readonly string[]): Promise<void> {
+  for (const f of files) await ns.remove(f);
 }
 
 function chainPaths(d: Disk): string[] {
   const layers = (d.image as { layers?: Image[] }).layers ?? [d.image];
-  return layers.map((l) => resolve(l.path));
+  return layers.map((l) => l.namespace.absolute(l.path));
 }
 
 /** Copy the chain's content into `target` over the ranges `want` selects (by depth). */
@@ -91,27 +93,29 @@ async function copyRanges(
 }
 
 export async function commit(topPath: string, opts: CommitOptions = {}): Promise<{ base: string; bytesCopied: number }> {
-  const top = resolve(topPath);
+  const ns = opts.namespace ?? hostFiles();
+  refuseUnsafe(ns, 'commit', topPath);
+  const top = ns.absolute(topPath);
   let journal: CommitJournal | undefined;
   let basePath: string;
   if (opts.base !== undefined) {
-    basePath = resolve(opts.base);
-    journal = await readJournal(basePath);
+    basePath = ns.absolute(opts.base);
+    journal = await readJournal(ns, basePath);
   } else {
     // the base is the top's parent; an interrupted commit's journal sits beside it
-    const probe = await Disk.open(top, { readOnly: true, untrusted: opts.untrusted });
+    const probe = await Disk.open(top, { namespace: ns, readOnly: true, untrusted: opts.untrusted });
     const paths = chainPaths(probe);
     await probe.close();
     if (paths.length < 2) throw new DiskError('INVAL', 'this disk has no parent to commit into', { path: topPath });
     basePath = paths[1]!;
-    journal = await readJournal(basePath);
+    journal = await readJournal(ns, basePath);
   }
   let copied = 0;
-  if (journal && resolve(journal.top) !== top) {
+  if (journal && ns.absolute(journal.top) !== top) {
     throw new DiskError('NOTSUPPORTED', `another commit into this base is unfinished (from ${journal.top}); resume that one first`, { path: basePath });
   }
   if (!journal) {
-    const chain = await Disk.open(top, { readOnly: true, untrusted: opts.untrusted });
+    const chain = await Disk.open(top, { namespace: ns, readOnly: true, untrusted: opts.untrusted });
     let paths: string[];
     let oldId: string | undefined;
     let layerFormat = 'vmdk';
@@ -141,22 +145,22 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
     }
     if (!oldId && driverByName(layerFormat).capabilities.identityFollowsContent) throw new DiskError('NOTSUPPORTED', 'the base has no identity to renew', { path: basePath });
     const inChain = new Set(paths.slice(0, journal.depth));
-    const base = await openLink(basePath, { readOnly: true, singleLink: true });
-    const others = (await findChildren(base, chainFormats, backends().flatMap((b) => b.extensions)).finally(() => base.close())).filter((c) => !inChain.has(resolve(c)));
+    const base = await openLinkIn(ns, basePath, { readOnly: true, singleLink: true });
+    const others = (await findChildren(base, chainFormats, backends().flatMap((b) => b.extensions)).finally(() => base.close())).filter((c) => !inChain.has(ns.absolute(c)));
     if (others.length > 0 && !opts.force) {
       throw new DiskError('RDONLY', `the base has another child (${others[0]}) that the commit would break; remove it or force`, { path: basePath, field: 'children', found: others });
     }
-    for (const p of paths.slice(1, journal.depth)) journal.removeFiles.push(...(await filesOf(p)));
-    if (journal.drop) journal.removeFiles.push(...(await filesOf(top)));
-    await writeJournal(journal);
+    for (const p of paths.slice(1, journal.depth)) journal.removeFiles.push(...(await filesOf(ns, p)));
+    if (journal.drop) journal.removeFiles.push(...(await filesOf(ns, top)));
+    await writeJournal(ns, journal);
     await opts.onStep?.('journal');
   }
 
   if (journal.phase === 'copy') {
-    const from = await Disk.open(top, { readOnly: true, untrusted: opts.untrusted });
+    const from = await Disk.open(top, { namespace: ns, readOnly: true, untrusted: opts.untrusted });
     try {
       // the base opened as a chain of its own: writes into it copy-on-write from below it
-      const to = await Disk.open(basePath, { force: true, preserveIdentity: true, untrusted: opts.untrusted });
+      const to = await Disk.open(basePath, { namespace: ns, force: true, preserveIdentity: true, untrusted: opts.untrusted });
       try {
         copied = await copyRanges(from, to, (d) => d !== undefined && d < journal!.depth, opts);
         await to.flush();
@@ -167,13 +171,13 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
       await from.close();
     }
     journal.phase = 'switch';
-    await writeJournal(journal);
+    await writeJournal(ns, journal);
     await opts.onStep?.('switch');
   }
 
   // switch: every step below is idempotent, so a resumed commit simply runs them again
   if (journal.newId !== journal.oldId) {
-    const base = await openLink(basePath, { singleLink: true, cowByCaller: true });
+    const base = await openLinkIn(ns, basePath, { singleLink: true, cowByCaller: true });
     try {
       await base.setIdentity(journal.newId);
       await base.flush();
@@ -183,9 +187,10 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
   }
   await opts.onStep?.('base identity');
   if (!journal.drop) {
-    const t = await openLink(top, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+    const change = await backingTo(ns, top, basePath, journal.newId, chainFormats);
+    const t = await openLinkIn(ns, top, { singleLink: true, cowByCaller: true, preserveIdentity: true });
     try {
-      await t.setBacking({ hint: hintFor(top, basePath), parentId: journal.newId });
+      await t.setBacking(change);
       await opts.onStep?.('top relinked');
       await t.makeEmpty();
       await t.flush();
@@ -195,10 +200,10 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
   }
   await opts.onStep?.('top emptied');
   for (const f of journal.removeFiles) {
-    await fsx.remove(f);
+    await ns.remove(f);
     await opts.onStep?.(`removed ${f}`);
   }
-  await removeJournal(basePath);
+  await removeJournal(ns, basePath);
   return { base: basePath, bytesCopied: copied };
 }
 
@@ -208,14 +213,18 @@ export interface MergeOptions {
   /** merge every parent into the top: the top becomes a standalone disk */
   all?: boolean;
   untrusted?: boolean;
+  /** where the files are named (default: host files); an 'unsafe' cache mode is refused */
+  namespace?: Namespace;
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
   onStep?: (step: string) => Promise<void> | void;
 }
 
 export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Promise<{ bytesCopied: number; parent?: string }> {
-  const top = resolve(topPath);
-  const d = await Disk.open(top, { preserveIdentity: true, untrusted: opts.untrusted });
+  const ns = opts.namespace ?? hostFiles();
+  refuseUnsafe(ns, 'merge', topPath);
+  const top = ns.absolute(topPath);
+  const d = await Disk.open(top, { namespace: ns, preserveIdentity: true, untrusted: opts.untrusted });
   let paths: string[];
   let depth: number;
   let copied: number;
@@ -223,7 +232,7 @@ export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Pr
   try {
     paths = chainPaths(d);
     if (paths.length < 2) throw new DiskError('INVAL', 'this disk has no parent to merge', { path: topPath });
-    depth = opts.all ? paths.length : opts.base !== undefined ? paths.indexOf(resolve(opts.base)) : Math.min(2, paths.length);
+    depth = opts.all ? paths.length : opts.base !== undefined ? paths.indexOf(ns.absolute(opts.base)) : Math.min(2, paths.length);
     if (depth < 1) throw new DiskError('INVAL', `${opts.base} is not below ${topPath} in its chain`, { path: topPath, field: 'base', found: opts.base });
     copied = await copyRanges(d, d, (x) => x !== undefined && x >= 1 && x < depth, opts);
     await d.flush();
@@ -233,17 +242,18 @@ export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Pr
     await d.close();
   }
   const newParent = depth < paths.length ? paths[depth] : undefined;
-  const t = await openLink(top, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+  const change = newParent ? await backingTo(ns, top, newParent, parentId!, chainFormats) : undefined;
+  const t = await openLinkIn(ns, top, { singleLink: true, cowByCaller: true, preserveIdentity: true });
   try {
-    await t.setBacking(newParent ? { hint: hintFor(top, newParent), parentId: parentId! } : undefined);
+    await t.setBacking(change);
   } finally {
     await t.close();
   }
   // merged links go when nothing else depends on them
   for (const p of paths.slice(1, depth)) {
-    const img = await openLink(p, { readOnly: true, singleLink: true });
+    const img = await openLinkIn(ns, p, { readOnly: true, singleLink: true });
     const kids = await findChildren(img, chainFormats, backends().flatMap((b) => b.extensions)).finally(() => img.close());
-    if (kids.length === 0) await removeFiles(await filesOf(p));
+    if (kids.length === 0) await removeFiles(ns, await filesOf(ns, p));
     else break; // a link still used keeps everything below it too
   }
   return { bytesCopied: copied, parent: newParent };

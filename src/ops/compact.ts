@@ -15,13 +15,17 @@
  *   anything is opened for writing (streamOptimized cannot even be opened read-write).
  */
 import { DiskError } from '../core/errors.js';
-import { openLink } from '../disk.js';
-import { driverByName, detectFormat } from '../formats/registry.js';
+import { openLinkIn } from '../disk.js';
+import { driverByName, detectFormatIn } from '../formats/registry.js';
+import { hostFiles } from '../storage/file.js';
+import { refuseUnsafe, type Namespace } from '../storage/namespace.js';
 import type { Image, InPlaceOptions, InPlaceResult } from '../formats/types.js';
 
 export interface InPlaceOpOptions extends InPlaceOptions {
   /** format name; detected when omitted */
   format?: string;
+  /** where the disk's files are named (default: host files); an 'unsafe' cache mode is refused */
+  namespace?: Namespace;
 }
 
 export async function compact(path: string, opts: InPlaceOpOptions = {}): Promise<InPlaceResult> {
@@ -33,9 +37,9 @@ export async function defragment(path: string, opts: InPlaceOpOptions = {}): Pro
 }
 
 /** the same refusal for every in-place operation: the capability must be native and the method present */
-export async function refuseWithout(path: string, cap: 'compact' | 'defragment' | 'discard', format?: string): Promise<string> {
-  const driver = format ? driverByName(format) : await detectFormat(path);
-  const peek = await openLink(path, { format: driver.name, singleLink: true, readOnly: true });
+export async function refuseWithout(path: string, cap: 'compact' | 'defragment' | 'discard', format?: string, ns: Namespace = hostFiles()): Promise<string> {
+  const driver = format ? driverByName(format) : await detectFormatIn(ns, path);
+  const peek = await openLinkIn(ns, path, { format: driver.name, singleLink: true, readOnly: true });
   try {
     const method = cap === 'discard' ? peek.discard : cap === 'compact' ? peek.compact : peek.defragment;
     if (peek.capabilities[cap] === 'none' || !method) {
@@ -50,8 +54,10 @@ export async function refuseWithout(path: string, cap: 'compact' | 'defragment' 
 
 async function inPlace(path: string, cap: 'compact' | 'defragment', opts: InPlaceOpOptions, run: (img: Image) => Promise<InPlaceResult>): Promise<InPlaceResult> {
   if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path }, { cause: opts.signal.reason });
-  const format = await refuseWithout(path, cap, opts.format);
-  const image = await openLink(path, { format, singleLink: true, cowByCaller: true, preserveIdentity: true });
+  const ns = opts.namespace ?? hostFiles();
+  refuseUnsafe(ns, cap, path);
+  const format = await refuseWithout(path, cap, opts.format, ns);
+  const image = await openLinkIn(ns, path, { format, singleLink: true, cowByCaller: true, preserveIdentity: true });
   try {
     return await run(image);
   } finally {

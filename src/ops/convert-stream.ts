@@ -4,12 +4,12 @@
  * target is written under the same hidden temporary name as every convert and renamed when it
  * is complete and flushed.
  */
-import { basename } from 'node:path';
+import { basename } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
 import type { Disk } from '../disk.js';
 import { writeStreamOptimized, type StreamSource } from '../formats/vmdk/stream-writer.js';
-import { fsx } from '../storage/file.js';
-import { FileSink, type ByteSink } from '../storage/sink.js';
+import { StoreSink, type ByteSink } from '../storage/sink.js';
+import { hostFiles } from '../storage/file.js';
 import type { ConvertOptions, ConvertResult } from './convert.js';
 import { partialPath, removeStalePartials } from './partials.js';
 
@@ -54,18 +54,19 @@ export async function convertToStream(src: Disk, dstPath: string, opts: ConvertO
   };
   if (opts.sink) return write(opts.sink);
 
-  if (!opts.overwrite && (await fsx.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
-  await removeStalePartials(dstPath);
+  const ns = opts.namespace ?? hostFiles();
+  if (!opts.overwrite && (await ns.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
+  await removeStalePartials(ns, dstPath);
   const partial = partialPath(dstPath);
-  const sink = await FileSink.create(partial, { overwrite: true });
+  const sink = new StoreSink(await ns.create(partial, { overwrite: true }));
   try {
     const r = await write(sink);
     await sink.close();
-    await fsx.rename(partial, dstPath);
+    await ns.rename(partial, dstPath);
     return r;
   } catch (err) {
     await sink.close();
-    await fsx.remove(partial).catch(() => {});
+    await ns.remove(partial).catch(() => {});
     throw err;
   }
 }

@@ -3,10 +3,10 @@
  * source reports as data are read, and blocks that read as all zeros are not written, so the
  * target stays sparse. Reading the next chunks overlaps writing the current one.
  */
-import { basename } from 'node:path';
+import { basename } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
-import { fsx } from '../storage/file.js';
+import { hostFiles } from '../storage/file.js';
 import type { ByteSink } from '../storage/sink.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
 import { normaliseCreateType } from '../formats/vmdk/create.js';
@@ -218,7 +218,7 @@ export async function moveIntoPlace(img: Image, finalPath: string): Promise<void
   }
   const from = img.path;
   await img.close();
-  await fsx.rename(from, finalPath);
+  await img.namespace.rename(from, finalPath);
 }
 
 /** The data ranges of `src` over [0, length), or the whole span when finding them would mean reading it all. */
@@ -238,12 +238,13 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
     return convertToRawSink(src, opts.sink, opts);
   }
   const capacity = targetCapacity(format, opts.capacity ?? src.capacity);
-  if (!opts.overwrite && (await fsx.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
+  const ns = opts.namespace ?? hostFiles();
+  if (!opts.overwrite && (await ns.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
   // The target is built under a hidden temporary name in the same folder and moved to its name
   // only when complete, so a killed convert never leaves something at `dstPath` that looks whole.
   const partial = partialPath(dstPath);
-  await removeStalePartials(dstPath);
-  const dst = await Disk.create(partial, { ...opts, capacity, overwrite: true });
+  await removeStalePartials(ns, dstPath);
+  const dst = await Disk.create(partial, { ...opts, namespace: ns, capacity, overwrite: true });
   let written = 0;
   let done = 0;
   // shrinking drops what lies past the new end; growing leaves the new tail unwritten (zeros)
@@ -276,7 +277,7 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
     // only the temporary files go: whatever was at dstPath before is untouched
     const files = await dst.info().then((i) => i.files).catch(() => [partial]);
     await dst.close().catch(() => {});
-    for (const f of files) if (basename(f).includes('.vdkit-partial-')) await fsx.remove(f).catch(() => {});
+    for (const f of files) if (basename(f).includes('.vdkit-partial-')) await ns.remove(f).catch(() => {});
     throw err;
   }
   return { bytesWritten: written, bytesSkipped: total - written };

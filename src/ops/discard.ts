@@ -17,6 +17,7 @@ import { ChainImage } from '../chain/chain.js';
 import { Disk } from '../disk.js';
 import type { Image } from '../formats/types.js';
 import { refuseWithout } from './compact.js';
+import type { Namespace } from '../storage/namespace.js';
 
 export interface DiscardOptions {
   format?: string;
@@ -24,6 +25,8 @@ export interface DiscardOptions {
   force?: boolean;
   /** refuse parent hints that are absolute or leave the child's folder */
   untrusted?: boolean;
+  /** where the disk's files are named (default: host files) */
+  namespace?: Namespace;
   signal?: AbortSignal;
   /** bytes handled so far and in all */
   onProgress?: (done: number, total: number) => void;
@@ -39,8 +42,8 @@ export interface DiscardResult {
 const STEP = 1024 * 1024 * 1024;
 
 export async function discard(path: string, offset: number, length: number, opts: DiscardOptions = {}): Promise<DiscardResult> {
-  const format = await refuseWithout(path, 'discard', opts.format);
-  const disk = await Disk.open(path, { format, force: opts.force, untrusted: opts.untrusted });
+  const format = await refuseWithout(path, 'discard', opts.format, opts.namespace);
+  const disk = await Disk.open(path, { namespace: opts.namespace, format, force: opts.force, untrusted: opts.untrusted });
   try {
     const image = disk.image;
     checkRange(offset, length, image.capacity, path);

@@ -8,9 +8,9 @@
  * its renames begin, those that may be in place (chain/NOTES.md "Clone keeping the chain"). Leftovers belong to a
  * process that no longer runs; the pid in the name says which.
  */
-import { basename, dirname, extname, join, resolve } from 'node:path';
-import { fsx } from '../storage/file.js';
-import { openLink } from '../disk.js';
+import { basename, dirname, extname, join } from '../core/names.js';
+import { readText, writeAtomic, type Namespace } from '../storage/namespace.js';
+import { openLinkIn } from '../disk.js';
 import { describeChain } from './chain-list.js';
 
 /** The hidden temporary name a target is built under, in its own folder. */
@@ -59,22 +59,23 @@ export function recordPath(topPath: string): string {
   return join(dirname(topPath), `${partialPrefix(topPath)}${process.pid}${RECORD_SUFFIX}`);
 }
 
-export async function writeRecord(path: string, rec: CloneRecord): Promise<void> {
-  await fsx.writeFileAtomic(path, Buffer.from(JSON.stringify(rec), 'utf8'));
+export async function writeRecord(ns: Namespace, path: string, rec: CloneRecord): Promise<void> {
+  await writeAtomic(ns, path, Buffer.from(JSON.stringify(rec), 'utf8'));
 }
 
 /** Files of one link, the named file last (so a removal stopped half-way leaves a findable disk). */
-export async function linkFiles(path: string): Promise<string[]> {
+export async function linkFiles(ns: Namespace, path: string): Promise<string[]> {
+  const self = ns.absolute(path);
   try {
-    const img = await openLink(path, { readOnly: true, singleLink: true });
+    const img = await openLinkIn(ns, path, { readOnly: true, singleLink: true });
     try {
-      const files = (await img.info()).files.map((f) => resolve(f));
-      return [...files.filter((f) => f !== resolve(path)), resolve(path)];
+      const files = (await img.info()).files.map((f) => ns.absolute(f));
+      return [...files.filter((f) => f !== self), self];
     } finally {
       await img.close().catch(() => {});
     }
   } catch {
-    return [resolve(path)];
+    return [self];
   }
 }
 
@@ -84,43 +85,43 @@ export async function linkFiles(path: string): Promise<string[]> {
  * renamed into place, unless the chain now at its top uses them (its top's rename happened, only
  * the record's removal did not). Then the hidden partial files of `dstPath` itself.
  */
-export async function removeStalePartials(dstPath: string): Promise<void> {
+export async function removeStalePartials(ns: Namespace, dstPath: string): Promise<void> {
   const dir = dirname(dstPath);
   const prefix = partialPrefix(dstPath);
-  const names = await fsx.list(dir);
+  const names = await ns.list(dir);
   for (const name of names) {
     if (!name.endsWith(RECORD_SUFFIX) || stalePid(name, prefix) === undefined) continue;
     const path = join(dir, name);
     let rec: CloneRecord | undefined;
     try {
-      const parsed = JSON.parse(await fsx.readText(path, MAX_RECORD_BYTES)) as Partial<CloneRecord>;
+      const parsed = JSON.parse(await readText(ns, path, MAX_RECORD_BYTES)) as Partial<CloneRecord>;
       if (Array.isArray(parsed.links) && Array.isArray(parsed.mayBeInPlace) && [...parsed.links, ...parsed.mayBeInPlace].every((p) => typeof p === 'string')) rec = parsed as CloneRecord;
     } catch {
       // unreadable: only the record itself goes
     }
     if (rec) {
       // only names in this folder: a record is a file anyone could have written
-      const here = (p: string) => resolve(dirname(p)) === resolve(dir);
-      for (const l of rec.links) if (here(l) && resolve(l) !== resolve(dstPath)) await removeOwnPartials(l);
+      const here = (p: string) => dirname(ns.absolute(p)) === ns.absolute(dir);
+      for (const l of rec.links) if (here(l) && ns.absolute(l) !== ns.absolute(dstPath)) await removeOwnPartials(ns, l);
       const top = rec.links[rec.links.length - 1];
       const inUse = new Set<string>();
-      if (top !== undefined && here(top) && (await fsx.exists(top))) {
-        const c = await describeChain(top).catch(() => undefined);
-        for (const l of c?.links ?? []) inUse.add(resolve(dirname(top), l.path));
+      if (top !== undefined && here(top) && (await ns.exists(top))) {
+        const c = await describeChain(top, { namespace: ns }).catch(() => undefined);
+        for (const l of c?.links ?? []) inUse.add(ns.resolve(top, l.path));
       }
       for (const l of rec.mayBeInPlace) {
-        if (!here(l) || l === top || inUse.has(resolve(l))) continue;
-        for (const f of await linkFiles(l)) await fsx.remove(f);
+        if (!here(l) || l === top || inUse.has(ns.absolute(l))) continue;
+        for (const f of await linkFiles(ns, l)) await ns.remove(f);
       }
     }
-    await fsx.remove(path);
+    await ns.remove(path);
   }
-  await removeOwnPartials(dstPath);
+  await removeOwnPartials(ns, dstPath);
 }
 
 /** the hidden partial files (and extents, and records) of `finalPath` whose process is gone */
-async function removeOwnPartials(finalPath: string): Promise<void> {
+async function removeOwnPartials(ns: Namespace, finalPath: string): Promise<void> {
   const dir = dirname(finalPath);
   const prefix = partialPrefix(finalPath);
-  for (const name of await fsx.list(dir)) if (stalePid(name, prefix) !== undefined) await fsx.remove(join(dir, name));
+  for (const name of await ns.list(dir)) if (stalePid(name, prefix) !== undefined) await ns.remove(join(dir, name));
 }

@@ -24,7 +24,7 @@
  * - A property the format does not store reads as undefined and writing it is NOTSUPPORTED,
  *   naming the property and the format, before anything is written.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID } from '../core/platform.js';
 import { DiskError } from '../core/errors.js';
 import type { Geometry, Image } from '../formats/types.js';
 

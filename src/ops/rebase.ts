@@ -9,10 +9,11 @@
  *   repaired after the parent moved or its CID changed, once the caller has made sure the
  *   content still matches.
  */
-import { resolve } from 'node:path';
 import { DiskError } from '../core/errors.js';
-import { hintFor } from '../chain/chain.js';
-import { Disk, openLink } from '../disk.js';
+import { hintFor, parentFacts } from '../chain/chain.js';
+import { hostFiles } from '../storage/file.js';
+import { refuseUnsafe, type Namespace } from '../storage/namespace.js';
+import { Disk, openLinkIn } from '../disk.js';
 import { driverByName } from '../formats/registry.js';
 import type { Progress } from './convert.js';
 
@@ -20,6 +21,8 @@ export interface RebaseOptions {
   /** only rewrite the link; copy nothing (repair) */
   unsafe?: boolean;
   untrusted?: boolean;
+  /** where the files are named (default: host files); an 'unsafe' cache mode is refused */
+  namespace?: Namespace;
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
 }
@@ -28,20 +31,22 @@ const CHUNK = 1024 * 1024;
 
 /** Re-point `childPath` at `newParent` (undefined: make it a standalone base). */
 export async function rebase(childPath: string, newParent: string | undefined, opts: RebaseOptions = {}): Promise<{ bytesCopied: number }> {
-  const child = resolve(childPath);
+  const ns = opts.namespace ?? hostFiles();
+  refuseUnsafe(ns, 'rebase', childPath);
+  const child = ns.absolute(childPath);
   let parentId: string | undefined;
   let parentCapacity: number | undefined;
   let parentFormat: string | undefined;
   let np: Disk | undefined;
   if (newParent !== undefined) {
-    np = await Disk.open(newParent, { readOnly: true, untrusted: opts.untrusted });
+    np = await Disk.open(newParent, { namespace: ns, readOnly: true, untrusted: opts.untrusted });
     parentId = np.image.identity();
     parentCapacity = np.capacity;
     parentFormat = np.format;
   }
   let copied = 0;
   try {
-    const link = await openLink(child, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+    const link = await openLinkIn(ns, child, { singleLink: true, cowByCaller: true, preserveIdentity: true });
     try {
       const caps = driverByName(link.format).capabilities;
       if (newParent !== undefined && caps.parentLink === 'identity' && (parentId === undefined || parentFormat !== link.format)) {
@@ -51,7 +56,7 @@ export async function rebase(childPath: string, newParent: string | undefined, o
         throw new DiskError('INVALIDCHAIN', 'the new parent describes a disk of another size', { path: child, field: 'capacity', expected: link.capacity, found: parentCapacity });
       }
       if (!opts.unsafe) {
-        const old = await Disk.open(child, { readOnly: true, untrusted: opts.untrusted });
+        const old = await Disk.open(child, { namespace: ns, readOnly: true, untrusted: opts.untrusted });
         try {
           const g = link.clusterSize;
           // whole clusters per step: the link does no copy-on-write (cowByCaller), so a write
@@ -87,7 +92,7 @@ export async function rebase(childPath: string, newParent: string | undefined, o
           await old.close();
         }
       }
-      await link.setBacking(newParent !== undefined ? { hint: hintFor(child, newParent), parentId: parentId ?? '' } : undefined);
+      await link.setBacking(np && newParent !== undefined ? { hint: hintFor(ns, child, newParent), parentId: parentId ?? '', parentName: ns.absolute(newParent), parent: parentFacts(np.image) } : undefined);
       await link.flush();
     } finally {
       await link.close();

@@ -30,13 +30,14 @@
  * - Unlink removes every file of the disk (top file first, so a disk killed half-way through
  *   is no longer found by name), refusing when a child in its folder depends on it unless forced.
  */
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
 import { findChildren } from '../chain/children.js';
-import { hintFor } from '../chain/chain.js';
-import { chainFormats, openLink } from '../disk.js';
+import { backingTo } from '../chain/chain.js';
+import { chainFormats, openLinkIn } from '../disk.js';
 import { backends } from '../formats/registry.js';
-import { fsx } from '../storage/file.js';
+import { hostFiles } from '../storage/file.js';
+import { sameFile, type Namespace } from '../storage/namespace.js';
 
 const extensions = () => backends().flatMap((b) => b.extensions);
 
@@ -48,33 +49,34 @@ export interface RenameResult {
   children: string[];
 }
 
-export async function rename(oldPath: string, newPath: string): Promise<RenameResult> {
-  const src = resolve(oldPath);
-  const dst = resolve(newPath);
+export async function rename(oldPath: string, newPath: string, opts: { namespace?: Namespace } = {}): Promise<RenameResult> {
+  const ns = opts.namespace ?? hostFiles();
+  const src = ns.absolute(oldPath);
+  const dst = ns.absolute(newPath);
   if (src === dst) throw new DiskError('INVAL', 'the new name is the old one', { path: oldPath });
-  if (await fsx.exists(dst)) throw new DiskError('FILEEXISTS', 'a file of that name exists', { path: newPath });
-  const image = await openLink(src, { singleLink: true, readOnly: true });
+  if (await ns.exists(dst)) throw new DiskError('FILEEXISTS', 'a file of that name exists', { path: newPath });
+  const image = await openLinkIn(ns, src, { singleLink: true, readOnly: true });
   let from: string[];
   let kids: string[];
   let id: string | undefined;
   try {
-    from = (await image.info()).files.map((f) => resolve(f));
+    from = (await image.info()).files.map((f) => ns.absolute(f));
     kids = await findChildren(image, chainFormats, extensions());
     id = image.identity();
   } finally {
     await image.close();
   }
   // what an earlier rename of this disk left when it was stopped
-  for (const f of await leftoversOf(src, from)) await fsx.remove(f);
+  for (const f of await leftoversOf(ns, src, from)) await ns.remove(f);
   const links: { path: string; parentId: string }[] = [];
   for (const c of kids) {
-    const child = await openLink(c, { singleLink: true, readOnly: true });
+    const child = await openLinkIn(ns, c, { singleLink: true, readOnly: true });
     links.push({ path: c, parentId: child.backing()?.parentId ?? id ?? '' });
     await child.close();
   }
   if (image.renameTo) {
     // the multi-file formats rename themselves (descriptor and extent names)
-    const rw = await openLink(src, { format: image.format, singleLink: true, cowByCaller: true, preserveIdentity: true });
+    const rw = await openLinkIn(ns, src, { format: image.format, singleLink: true, cowByCaller: true, preserveIdentity: true });
     try {
       await rw.renameTo!(dst, { keepOld: true });
     } catch (err) {
@@ -82,22 +84,23 @@ export async function rename(oldPath: string, newPath: string): Promise<RenameRe
       throw err;
     }
   } else {
-    if (!(await fsx.link(src, dst))) await fsx.rename(src, dst);
+    if (!(await ns.link(src, dst))) await ns.rename(src, dst);
   }
-  const after = await openLink(dst, { singleLink: true, readOnly: true });
-  const to = (await after.info()).files.map((f) => resolve(f));
+  const after = await openLinkIn(ns, dst, { singleLink: true, readOnly: true });
+  const to = (await after.info()).files.map((f) => ns.absolute(f));
   await after.close();
   for (const l of links) {
-    const child = await openLink(l.path, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+    const change = await backingTo(ns, l.path, dst, l.parentId, chainFormats);
+    const child = await openLinkIn(ns, l.path, { singleLink: true, cowByCaller: true, preserveIdentity: true });
     try {
-      await child.setBacking({ hint: hintFor(l.path, dst), parentId: l.parentId });
+      await child.setBacking(change);
       await child.flush();
     } finally {
       await child.close();
     }
   }
   // the old descriptor (the name the disk is opened by) first, then the rest
-  for (const f of from) if (!to.includes(f)) await fsx.remove(f);
+  for (const f of from) if (!to.includes(f)) await ns.remove(f);
   return { from, to, children: kids };
 }
 
@@ -106,25 +109,25 @@ export async function rename(oldPath: string, newPath: string): Promise<RenameRe
  * its files under a stem whose top file does not exist, and the temporary files of such names
  * or of the disk's own top file whose process is gone. Nothing is removed here.
  */
-export async function renameLeftovers(path: string): Promise<string[]> {
-  const top = resolve(path);
-  const image = await openLink(top, { singleLink: true, readOnly: true });
+export async function renameLeftovers(path: string, ns: Namespace = hostFiles()): Promise<string[]> {
+  const top = ns.absolute(path);
+  const image = await openLinkIn(ns, top, { singleLink: true, readOnly: true });
   let files: string[];
   try {
-    files = (await image.info()).files.map((f) => resolve(f));
+    files = (await image.info()).files.map((f) => ns.absolute(f));
   } finally {
     await image.close();
   }
-  return leftoversOf(top, files);
+  return leftoversOf(ns, top, files);
 }
 
-async function leftoversOf(top: string, files: string[]): Promise<string[]> {
+async function leftoversOf(ns: Namespace, top: string, files: string[]): Promise<string[]> {
   const dir = dirname(top);
   const ext = extname(top);
   const stem = basename(top, ext);
   // the disk's other files in its folder named after its stem: what a rename gives new names
   const renamed = files.filter((f) => f !== top && dirname(f) === dir && basename(f).startsWith(stem)).map((f) => ({ file: f, suffix: basename(f).slice(stem.length) }));
-  const names = await fsx.list(dir);
+  const names = await ns.list(dir);
   const out: string[] = [];
   const otherStems = new Set<string>();
   for (const n of names) {
@@ -133,9 +136,9 @@ async function leftoversOf(top: string, files: string[]): Promise<string[]> {
     for (const r of renamed) {
       if (!n.endsWith(r.suffix) || n.length === r.suffix.length) continue;
       const other = n.slice(0, n.length - r.suffix.length);
-      if (await fsx.exists(join(dir, other + ext))) continue; // a disk of that name: not ours to touch
-      const [a, b] = [await fsx.fileId(full), await fsx.fileId(r.file)];
-      if (a && b && a.dev === b.dev && a.ino === b.ino) {
+      if (await ns.exists(join(dir, other + ext))) continue; // a disk of that name: not ours to touch
+      if ((await ns.kind(full)) !== 'file' || (await ns.kind(r.file)) !== 'file') continue;
+      if (await sameFile(ns, full, r.file)) {
         out.push(full);
         otherStems.add(other);
         break;
@@ -163,18 +166,21 @@ function processGone(pid: number): boolean {
 export interface UnlinkOptions {
   /** delete even though children depend on the disk */
   force?: boolean;
+  /** where the disk's files are named (default: host files) */
+  namespace?: Namespace;
 }
 
 export async function unlink(path: string, opts: UnlinkOptions = {}): Promise<{ removed: string[] }> {
-  const image = await openLink(resolve(path), { singleLink: true, readOnly: true });
+  const ns = opts.namespace ?? hostFiles();
+  const image = await openLinkIn(ns, ns.absolute(path), { singleLink: true, readOnly: true });
   let files: string[];
   try {
     const kids = await findChildren(image, chainFormats, extensions());
     if (kids.length > 0 && !opts.force) throw new DiskError('NOTSUPPORTED', `${kids[0]} is a child of this disk: deleting it would break the child (force to delete anyway)`, { path, field: 'children', found: kids });
-    files = (await image.info()).files.map((f) => resolve(f));
+    files = (await image.info()).files.map((f) => ns.absolute(f));
   } finally {
     await image.close();
   }
-  for (const f of files) await fsx.remove(f);
+  for (const f of files) await ns.remove(f);
   return { removed: files };
 }

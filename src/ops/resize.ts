@@ -15,8 +15,10 @@
 import { DiskError } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
 import { findChildren } from '../chain/children.js';
-import { chainFormats, openLink } from '../disk.js';
-import { backends, driverByName, detectFormat } from '../formats/registry.js';
+import { chainFormats, openLinkIn } from '../disk.js';
+import { backends, driverByName, detectFormatIn } from '../formats/registry.js';
+import { hostFiles } from '../storage/file.js';
+import { refuseUnsafe, type Namespace } from '../storage/namespace.js';
 import type { Image } from '../formats/types.js';
 
 export interface ResizeOptions {
@@ -26,6 +28,8 @@ export interface ResizeOptions {
   force?: boolean;
   /** format name; detected when omitted */
   format?: string;
+  /** where the disk's files are named (default: host files); an 'unsafe' cache mode is refused */
+  namespace?: Namespace;
 }
 
 export interface ResizeResult {
@@ -35,15 +39,17 @@ export interface ResizeResult {
 
 /** `size` is the new capacity in bytes, or a change of it with `relative` (+/-) */
 export async function resize(path: string, size: number, opts: ResizeOptions & { relative?: boolean } = {}): Promise<ResizeResult> {
-  const driver = opts.format ? driverByName(opts.format) : await detectFormat(path);
+  const ns = opts.namespace ?? hostFiles();
+  refuseUnsafe(ns, 'resize', path);
+  const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
   // a look first, read-only: some types (streamOptimized) cannot even be opened for writing
-  const peek = await openLink(path, { format: driver.name, singleLink: true, readOnly: true });
+  const peek = await openLinkIn(ns, path, { format: driver.name, singleLink: true, readOnly: true });
   const peekType = peek.type;
   await peek.close();
   if (driver.name === 'vmdk' && peekType === 'streamOptimized') {
     throw new DiskError('NOTSUPPORTED', 'streamOptimized disks cannot be resized in place: convert to monolithicSparse, resize, and convert back', { path, field: 'createType', found: peekType });
   }
-  const image = await openLink(path, { format: driver.name, singleLink: true, cowByCaller: true, preserveIdentity: true });
+  const image = await openLinkIn(ns, path, { format: driver.name, singleLink: true, cowByCaller: true, preserveIdentity: true });
   let closed = false;
   try {
     const old = image.capacity;
@@ -73,7 +79,7 @@ async function checkGrow(image: Image): Promise<void> {
     throw new DiskError('NOTSUPPORTED', `a ${image.format} child must keep its parent's size: resize the base and create the child again`, { path: image.path, field: 'capacity', found: image.capacity });
   }
   for (const c of await children(image)) {
-    const childFormat = (await detectFormat(c)).name;
+    const childFormat = (await detectFormatIn(image.namespace, c)).name;
     if (driverByName(childFormat).capabilities.differencingSameSize) {
       throw new DiskError('NOTSUPPORTED', `${c} is a child of this disk and must keep its parent's size: growing would break it`, { path: image.path, field: 'children', found: c });
     }

@@ -9,12 +9,13 @@
  * Every count read from the input bounds only how far we skip or how much we inflate into a
  * buffer of one grain; nothing is allocated from an untrusted size.
  */
-import type { Readable } from 'node:stream';
-import { inflate } from 'node:zlib';
-import { promisify } from 'node:util';
+import type { Readable } from '../core/platform.js';
+import { inflate, promisify } from '../core/platform.js';
 import { DiskError } from '../core/errors.js';
 import { SECTOR_SIZE, toSafeNumber } from '../core/ints.js';
 import type { ByteSink } from '../storage/sink.js';
+import { MemoryNamespace } from '../storage/memory.js';
+import type { Namespace } from '../storage/namespace.js';
 import type { BlockExtent, Capabilities, DiskInfo, Image } from '../formats/types.js';
 import { FLAG_COMPRESSED, FLAG_MARKERS, COMPRESSION_DEFLATE, GRAIN_MARKER_HEAD, MARKER_EOS, SPARSE_MAGIC, SparseExtentHeader } from '../formats/vmdk/structs.js';
 
@@ -271,6 +272,12 @@ export class SequentialImage implements Image {
   get path(): string {
     return this.input.name;
   }
+
+  /** a pipe is no name in any namespace: nothing is ever looked up beside it */
+  get namespace(): Namespace {
+    return (this.names ??= new MemoryNamespace());
+  }
+  private names: Namespace | undefined;
 
   read(into: Buffer, offset: number): Promise<void> {
     const run = this.queue.then(() => this.readNow(into, offset));

@@ -1,14 +1,19 @@
-import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link, mkdtemp, rm } from 'node:fs/promises';
+import { constants, createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { tmpdir } from 'node:os';
+import { dirname as hostDirname, isAbsolute as hostIsAbsolute, join as hostJoin, resolve as hostResolve } from 'node:path';
 import { DiskError, fromSystemError } from '../core/errors.js';
 import type { ByteStore } from './store.js';
-import { cacheMode } from './cache-mode.js';
+import type { CacheMode, NameKind, NameStat, Namespace } from './namespace.js';
 
 export interface FileOpenOptions {
   readOnly?: boolean;
   /** create the file; fails if it exists unless `overwrite` */
   create?: boolean;
   overwrite?: boolean;
+  /** 'unsafe': flush does not fdatasync (the namespace's cache mode) */
+  cacheMode?: CacheMode;
 }
 
 export class FileStore implements ByteStore {
@@ -17,6 +22,7 @@ export class FileStore implements ByteStore {
     readonly name: string,
     private readonly fh: FileHandle,
     readonly readOnly: boolean,
+    private readonly cacheMode: CacheMode = 'writeback',
   ) {}
 
   static async open(path: string, opts: FileOpenOptions = {}): Promise<FileStore> {
@@ -31,7 +37,7 @@ export class FileStore implements ByteStore {
         await fh.close();
         throw new DiskError('INVALIDDISK', 'not a regular file', { path });
       }
-      return new FileStore(path, fh, readOnly);
+      return new FileStore(path, fh, readOnly, opts.cacheMode);
     } catch (err) {
       throw fromSystemError(err, path);
     }
@@ -132,7 +138,7 @@ export class FileStore implements ByteStore {
   }
 
   async flush(): Promise<void> {
-    if (this.readOnly || this.closed || cacheMode() === 'unsafe') return;
+    if (this.readOnly || this.closed || this.cacheMode === 'unsafe') return;
     try {
       await this.fh.datasync();
     } catch (err) {
@@ -156,34 +162,96 @@ export class FileStore implements ByteStore {
   }
 }
 
-/** Small filesystem helpers for drivers that manage several files; kept here so only storage/ imports fs. */
-export const fsx = {
-  async exists(path: string): Promise<boolean> {
+let fileNamespaces = 0;
+
+/**
+ * Files of the host, named by their paths (a relative name is relative to the process's
+ * folder). The one place besides FileStore that touches node:fs and node:path.
+ */
+export class FileNamespace implements Namespace {
+  readonly label = 'file';
+  readonly cacheMode: CacheMode;
+  constructor(opts: { cacheMode?: CacheMode } = {}) {
+    this.cacheMode = opts.cacheMode ?? 'writeback';
+    fileNamespaces++;
+  }
+
+  /** how many were made in this process (a test that must touch no file asserts it stays put) */
+  static get instances(): number {
+    return fileNamespaces;
+  }
+
+  open(name: string, opts: { write?: boolean } = {}): Promise<ByteStore> {
+    return FileStore.open(name, { readOnly: !opts.write, cacheMode: this.cacheMode });
+  }
+
+  async create(name: string, opts: { overwrite?: boolean } = {}): Promise<ByteStore> {
+    const st = await FileStore.open(name, { create: true, overwrite: !!opts.overwrite, cacheMode: this.cacheMode });
+    await this.syncFolder(name);
+    return st;
+  }
+
+  async rename(from: string, to: string): Promise<void> {
     try {
-      await stat(path);
+      await rename(from, to);
+    } catch (err) {
+      throw fromSystemError(err, from);
+    }
+    await this.syncFolder(to);
+    if (hostDirname(hostResolve(from)) !== hostDirname(hostResolve(to))) await this.syncFolder(from);
+  }
+
+  async link(from: string, to: string): Promise<boolean> {
+    try {
+      await link(from, to);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV' || code === 'EMLINK') return false;
+      throw fromSystemError(err, to);
+    }
+    await this.syncFolder(to);
+    return true;
+  }
+
+  async remove(name: string): Promise<void> {
+    try {
+      await unlink(name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, name);
+      return;
+    }
+    await this.syncFolder(name);
+  }
+
+  async list(dirName: string): Promise<string[]> {
+    try {
+      return await readdir(dirName);
+    } catch (err) {
+      throw fromSystemError(err, dirName);
+    }
+  }
+
+  async stat(name: string): Promise<NameStat> {
+    try {
+      const st = await stat(name);
+      return { size: st.size, id: `${st.dev}:${st.ino}`, mtimeMs: st.mtimeMs, allocated: st.blocks * 512, links: st.nlink };
+    } catch (err) {
+      throw fromSystemError(err, name);
+    }
+  }
+
+  async exists(name: string): Promise<boolean> {
+    try {
+      await stat(name);
       return true;
     } catch {
       return false;
     }
-  },
-  async fileSize(path: string): Promise<number> {
+  }
+
+  async kind(name: string): Promise<NameKind> {
     try {
-      return (await stat(path)).size;
-    } catch (err) {
-      throw fromSystemError(err, path);
-    }
-  },
-  /** allocated bytes on the host file system (st_blocks * 512) */
-  async allocatedSize(path: string): Promise<number> {
-    try {
-      return (await stat(path)).blocks * 512;
-    } catch (err) {
-      throw fromSystemError(err, path);
-    }
-  },
-  async kind(path: string): Promise<'file' | 'dir' | 'device' | 'symlink' | 'other' | 'missing'> {
-    try {
-      const st = await lstat(path);
+      const st = await lstat(name);
       if (st.isSymbolicLink()) return 'symlink';
       if (st.isFile()) return 'file';
       if (st.isDirectory()) return 'dir';
@@ -192,83 +260,58 @@ export const fsx = {
     } catch {
       return 'missing';
     }
-  },
-  async realpath(path: string): Promise<string> {
-    try {
-      return await realpath(path);
-    } catch (err) {
-      throw fromSystemError(err, path);
-    }
-  },
+  }
 
-  async readText(path: string, maxBytes: number): Promise<string> {
-    const st = await FileStore.open(path, { readOnly: true });
+  async realName(name: string): Promise<string> {
     try {
-      return (await st.read(0, Math.min(await st.size(), maxBytes))).toString('utf8');
+      return await realpath(name);
+    } catch (err) {
+      throw fromSystemError(err, name);
+    }
+  }
+
+  absolute(name: string): string {
+    return hostResolve(name);
+  }
+
+  resolve(base: string, relativeName: string): string {
+    if (hostIsAbsolute(relativeName)) return hostResolve(relativeName);
+    return hostResolve(hostDirname(hostResolve(base)), relativeName);
+  }
+
+  /** 'durable': a new, renamed or removed name survives a host crash once this returns */
+  private async syncFolder(name: string): Promise<void> {
+    if (this.cacheMode !== 'durable') return;
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(hostDirname(hostResolve(name)), constants.O_RDONLY);
+      await fh.sync();
+    } catch (err) {
+      // some file systems cannot sync a folder (EINVAL); the data itself was synced by flush
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw fromSystemError(err, name);
     } finally {
-      await st.close();
+      await fh?.close().catch(() => {});
     }
-  },
-  async writeFileAtomic(path: string, data: Buffer): Promise<void> {
-    const tmp = `${path}.vdkit-tmp-${process.pid}`;
-    const st = await FileStore.open(tmp, { create: true, overwrite: true });
-    try {
-      await st.write(0, data);
-      await st.flush();
-    } finally {
-      await st.close();
-    }
-    try {
-      await rename(tmp, path);
-    } catch (err) {
-      throw fromSystemError(err, path);
-    }
-  },
+  }
+}
 
-  async list(dir: string): Promise<string[]> {
-    try {
-      return await readdir(dir);
-    } catch (err) {
-      throw fromSystemError(err, dir);
-    }
-  },
-  async rename(from: string, to: string): Promise<void> {
-    try {
-      await rename(from, to);
-    } catch (err) {
-      throw fromSystemError(err, from);
-    }
-  },
-  /**
-   * A second name for `from` (hard link), so a rename can make the new names whole before the
-   * old ones go; false where the file system has no hard links (the caller renames instead).
-   */
-  async link(from: string, to: string): Promise<boolean> {
-    try {
-      await link(from, to);
-      return true;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV' || code === 'EMLINK') return false;
-      throw fromSystemError(err, to);
-    }
-  },
-  /** device, inode and link count of a file (lstat), or undefined when there is none */
-  async fileId(path: string): Promise<{ dev: number; ino: number; nlink: number } | undefined> {
-    try {
-      const st = await lstat(path);
-      return st.isFile() ? { dev: st.dev, ino: st.ino, nlink: st.nlink } : undefined;
-    } catch {
-      return undefined;
-    }
-  },
-  async remove(path: string): Promise<void> {
-    try {
-      await unlink(path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, path);
-    }
-  },
+let defaultFiles: FileNamespace | undefined;
 
+/** The namespace path-taking calls use (openDisk(path), the CLI): host files, cache mode writeback. */
+export function hostFiles(): FileNamespace {
+  return (defaultFiles ??= new FileNamespace());
+}
 
-};
+/** A host file as a stream (the CLI reads `--input` with it). */
+export function hostReadStream(path: string, highWaterMark = 1024 * 1024): Readable {
+  return createReadStream(path, { highWaterMark });
+}
+
+/** A new, empty folder under the host's temporary folder (the tour runs in one). */
+export function makeHostTempFolder(prefix: string): Promise<string> {
+  return mkdtemp(hostJoin(tmpdir(), prefix));
+}
+
+export function removeHostFolder(path: string): Promise<void> {
+  return rm(path, { recursive: true, force: true });
+}

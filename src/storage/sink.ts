@@ -4,11 +4,9 @@
  * gathered into one buffer and handed on in ~1 MiB pieces, because a pipe or a file takes a few
  * large writes much faster than thousands of 512-byte ones.
  */
-import { open, type FileHandle } from 'node:fs/promises';
-import { constants } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { DiskError, fromSystemError } from '../core/errors.js';
-import { cacheMode } from './cache-mode.js';
+import type { ByteStore } from './store.js';
 
 export interface ByteSink {
   /** a name for messages: the path, or "-" for stdout */
@@ -63,49 +61,27 @@ abstract class GatheringSink implements ByteSink {
   abstract close(): Promise<void>;
 }
 
-/** A new regular file, written from its start. */
-export class FileSink extends GatheringSink {
+/**
+ * A store written from its start (a new file of a namespace): flush is the store's flush, so
+ * the namespace's cache mode decides whether it syncs.
+ */
+export class StoreSink extends GatheringSink {
   private written = 0;
-  private constructor(
-    name: string,
-    private readonly fh: FileHandle,
-  ) {
-    super(name);
-  }
-
-  static async create(path: string, opts: { overwrite?: boolean } = {}): Promise<FileSink> {
-    try {
-      const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | (opts.overwrite ? constants.O_TRUNC : constants.O_EXCL), 0o644);
-      return new FileSink(path, fh);
-    } catch (err) {
-      throw fromSystemError(err, path);
-    }
+  constructor(private readonly store: ByteStore) {
+    super(store.name);
   }
 
   protected async put(buf: Buffer): Promise<void> {
-    let done = 0;
-    try {
-      while (done < buf.length) {
-        const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, this.written + done);
-        done += bytesWritten;
-      }
-    } catch (err) {
-      throw fromSystemError(err, this.name);
-    }
+    await this.store.write(this.written, buf);
     this.written += buf.length;
   }
 
-  protected async sync(): Promise<void> {
-    if (cacheMode() === 'unsafe') return;
-    try {
-      await this.fh.datasync();
-    } catch (err) {
-      throw fromSystemError(err, this.name);
-    }
+  protected sync(): Promise<void> {
+    return this.store.flush();
   }
 
   async close(): Promise<void> {
-    await this.fh.close().catch(() => {});
+    await this.store.close().catch(() => {});
   }
 }
 

@@ -13,7 +13,9 @@ import assert from 'node:assert/strict';
 import { open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Disk, DiskError } from '../../src/index.js';
-import { openLink } from '../../src/disk.js';
+import { chainFormats, openLink } from '../../src/disk.js';
+import { backingTo } from '../../src/chain/chain.js';
+import { hostFiles } from '../../src/storage/file.js';
 import { createChild } from '../../src/ops/child.js';
 import { commit, mergeIntoTop } from '../../src/ops/commit.js';
 import { rebase } from '../../src/ops/rebase.js';
@@ -482,9 +484,10 @@ test('setBacking writes and removes name and format; makeEmpty frees everything 
   await (await Disk.create(join(dir, 'p.vmdk'), { format: 'vmdk', capacity: 4 * MiB })).close();
   await (await Disk.create(join(dir, 'p.vhd'), { format: 'vhd', capacity: 4 * MiB })).close();
   const link = await openLink(p, { singleLink: true, cowByCaller: true });
-  await link.setBacking({ hint: 'p.vmdk', parentId: 'ignored' });
+  // the chain layer probes the new parent's format (the driver never opens it)
+  await link.setBacking(await backingTo(hostFiles(), p, join(dir, 'p.vmdk'), 'ignored', chainFormats));
   assert.deepEqual(link.backing(), { hint: 'p.vmdk', format: 'vmdk' });
-  await link.setBacking({ hint: 'p.vhd', parentId: 'ignored' });
+  await link.setBacking(await backingTo(hostFiles(), p, join(dir, 'p.vhd'), 'ignored', chainFormats));
   assert.deepEqual(link.backing(), { hint: 'p.vhd', format: 'vhd' });
   await assert.rejects(link.setBacking({ hint: 'x'.repeat(1024), parentId: '' }), (e: DiskError) => e.code === 'NAMETOOLONG' && e.details.field === 'backing_file_size');
   await link.close();

@@ -7,12 +7,11 @@
  * qcow2_grow_l1_table does after creating that three-cluster image, so it lands at cluster 3
  * and the file ends right after it (not padded to a cluster).
  */
-import { dirname, resolve } from 'node:path';
 import { DiskError } from '../../core/errors.js';
 import { isPowerOfTwo } from '../../core/ints.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions } from '../types.js';
-import { Qcow2Image, detectFormatName } from './image.js';
+import { Qcow2Image } from './image.js';
 import {
   DEFAULT_CLUSTER_BITS,
   EXT,
@@ -34,7 +33,7 @@ import {
 
 export const TYPES: Record<string, 2 | 3> = { v3: 3, '1.1': 3, 'compat=1.1': 3, qcow2: 3, v2: 2, '0.10': 2, 'compat=0.10': 2 };
 
-export async function createQcow2(path: string, opts: CreateOptions): Promise<Qcow2Image> {
+export async function createQcow2(ns: Namespace, path: string, opts: CreateOptions): Promise<Qcow2Image> {
   const version = opts.type === undefined ? 3 : TYPES[opts.type.toLowerCase()];
   if (version === undefined) {
     throw new DiskError('INVAL', `unknown qcow2 type ${JSON.stringify(opts.type)}`, { path, field: 'type', expected: 'v3 (compat 1.1, default) or v2 (compat 0.10)', found: opts.type });
@@ -60,8 +59,9 @@ export async function createQcow2(path: string, opts: CreateOptions): Promise<Qc
     if (name.length === 0 || name.length > MAX_BACKING_NAME) {
       throw new DiskError('NAMETOOLONG', 'a backing file name has 1 to 1023 bytes', { path, struct: 'header', field: 'backing_file_size', found: name.length });
     }
-    // the backing format: what the parent is, by content (QEMU >= 6.1 always records it)
-    const fmt = await detectFormatName(resolve(dirname(resolve(path)), opts.parent.readFrom ?? opts.parent.parentPath));
+    // the backing format: what the parent is, by content (QEMU >= 6.1 always records it); the
+    // chain layer probed it
+    const fmt = opts.parent.facts?.format;
     if (fmt !== undefined) exts.push({ type: EXT.BACKING_FORMAT, data: Buffer.from(formatToQemu(fmt), 'latin1') });
   }
   if (version === 3 && cs > 4096) exts.push({ type: EXT.FEATURE_TABLE, data: encodeFeatureTable() });
@@ -95,7 +95,7 @@ export async function createQcow2(path: string, opts: CreateOptions): Promise<Qc
   const block = Buffer.alloc(8);
   for (let c = 0; c < 3; c++) setRefcount(block, c, 4, 1);
 
-  const store = await FileStore.open(path, { create: true, overwrite: !!opts.overwrite });
+  const store = await ns.create(path, { overwrite: !!opts.overwrite });
   try {
     await store.write(0, area);
     await store.write(cs, tableEntry);
@@ -104,20 +104,20 @@ export async function createQcow2(path: string, opts: CreateOptions): Promise<Qc
     await store.flush();
   } catch (err) {
     await store.close().catch(() => {});
-    await fsx.remove(path).catch(() => {});
+    await ns.remove(path).catch(() => {});
     throw err;
   }
   await store.close();
   let image: Qcow2Image | undefined;
   try {
     // a child is opened as the chain layer opens its top (it does the copy-on-write)
-    image = await Qcow2Image.open(path, { readOnly: false, cowByCaller: true });
+    image = await Qcow2Image.open(ns, path, { readOnly: false, cowByCaller: true });
     await image.setInitialSize(opts.capacity);
     await image.flush();
     return image;
   } catch (err) {
     await image?.close().catch(() => {});
-    await fsx.remove(path).catch(() => {});
+    await ns.remove(path).catch(() => {});
     throw err;
   }
 }

@@ -1,4 +1,4 @@
-import type { CreateOptions, Driver, OpenOptions } from '../types.js';
+import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createQcow2 } from './create.js';
 import { QCOW2_CAPABILITIES, Qcow2Image } from './image.js';
 import { QCOW2_MAGIC } from './structs.js';
@@ -19,6 +19,6 @@ export const qcow2Driver: Driver = Object.freeze({
   ],
   capabilities: QCOW2_CAPABILITIES,
   probe,
-  open: (path: string, opts: OpenOptions) => Qcow2Image.open(path, opts),
-  create: (path: string, opts: CreateOptions) => createQcow2(path, opts),
+  open: (ns: Namespace, path: string, opts: OpenOptions) => Qcow2Image.open(ns, path, opts),
+  create: (ns: Namespace, path: string, opts: CreateOptions) => createQcow2(ns, path, opts),
 });

@@ -23,13 +23,12 @@
  * - No lazy refcounts, so the dirty bit is never set by us; a dirty image opened read-write has
  *   its refcounts rebuilt first (check.ts), as QEMU does.
  */
-import { dirname, isAbsolute, resolve } from 'node:path';
-import { constants as zc, inflateRawSync } from 'node:zlib';
+import { zlibConstants as zc, inflateRawSync } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { toSafeNumber } from '../../core/ints.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
 import { checkQcow2 } from './check.js';
 import { Refcounts, type FileState } from './refcounts.js';
 import {
@@ -155,6 +154,8 @@ export class Qcow2Image implements Image {
   private closed = false;
   private prepared = false;
 
+  /** set by open: where this image's file is named */
+  namespace!: Namespace;
   private constructor(
     readonly path: string,
     private readonly store: ByteStore,
@@ -212,12 +213,13 @@ export class Qcow2Image implements Image {
 
   // ------------------------------------------------------------------ open and validation
 
-  static async open(path: string, opts: OpenOptions = {}): Promise<Qcow2Image> {
+  static async open(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<Qcow2Image> {
     const readOnly = !!opts.readOnly;
-    const store = await FileStore.open(path, { readOnly });
+    const store = await ns.open(path, { write: !readOnly });
     let image: Qcow2Image;
     try {
       image = await Qcow2Image.load(path, store, readOnly);
+      image.namespace = ns;
     } catch (err) {
       await store.close().catch(() => {});
       throw err;
@@ -477,18 +479,13 @@ export class Qcow2Image implements Image {
   }
 
   /**
-   * Rewrite the backing file name and the backing format extension (the format is found by
-   * probing the new parent, relative to this image's folder); undefined removes both. The
-   * caller (rebase, merge) has already copied in whatever the old backing chain supplied.
+   * Rewrite the backing file name and the backing format extension (the new parent's format,
+   * as the chain layer found it: `link.parent.format`); undefined removes both. The caller
+   * (rebase, merge) has already copied in whatever the old backing chain supplied.
    */
-  async setBacking(link: { hint: string; parentId?: string } | undefined): Promise<void> {
+  async setBacking(link: BackingChange | undefined): Promise<void> {
     await this.prepareWrite();
-    let fmt: string | undefined;
-    if (link) {
-      const parentPath = isAbsolute(link.hint) ? link.hint : resolve(dirname(resolve(this.path)), link.hint);
-      fmt = await detectFormatName(parentPath);
-    }
-    await this.rewriteHeaderArea(link?.hint, fmt);
+    await this.rewriteHeaderArea(link?.hint, link?.parent?.format);
   }
 
   /** Write cluster 0 anew with this backing name and format (both undefined: none). */
@@ -1502,7 +1499,7 @@ export class Qcow2Image implements Image {
       extents: [{ path: this.path, type: 'QCOW2', access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
       allocatedBytes,
       fileSize: this.file.size,
-      diskSize: await fsx.allocatedSize(this.path),
+      diskSize: (await this.namespace.stat(this.path)).allocated ?? this.file.size,
       readOnly: this.readOnly,
       files: [this.path],
       ...(this.warnings.length > 0 ? { warnings: [...this.warnings] } : {}),
@@ -1521,19 +1518,6 @@ function coalesce(parts: Buffer[]): Buffer[] {
     else out.push(p);
   }
   return out;
-}
-
-/**
- * The format of the file at `path` by content (vdkit's registry), or undefined when it cannot
- * be read. Imported when needed: the registry imports this driver.
- */
-export async function detectFormatName(path: string): Promise<string | undefined> {
-  try {
-    const { detectFormat } = await import('../registry.js');
-    return (await detectFormat(path)).name;
-  } catch {
-    return undefined;
-  }
 }
 
 /**

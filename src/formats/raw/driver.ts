@@ -5,7 +5,7 @@
  * copy, so a raw source is read once, not twice.
  */
 import { DiskError } from '../../core/errors.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent, Capabilities, CreateOptions, DiskInfo, Driver, Image, OpenOptions } from '../types.js';
 
@@ -37,6 +37,7 @@ export class RawImage implements Image {
   readonly clusterSize = 512;
   readonly capabilities: Capabilities;
   constructor(
+    readonly namespace: Namespace,
     readonly path: string,
     private readonly store: ByteStore,
     readonly capacity: number,
@@ -44,15 +45,15 @@ export class RawImage implements Image {
   ) {
     this.capabilities = readOnly ? { ...RAW_CAPABILITIES, write: 'none' } : RAW_CAPABILITIES;
   }
-  static async open(path: string, opts: OpenOptions = {}): Promise<RawImage> {
-    const store = await FileStore.open(path, { readOnly: !!opts.readOnly });
-    return new RawImage(path, store, await store.size(), !!opts.readOnly);
+  static async open(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<RawImage> {
+    const store = await ns.open(path, { write: !opts.readOnly });
+    return new RawImage(ns, path, store, await store.size(), !!opts.readOnly);
   }
-  static async create(path: string, opts: CreateOptions): Promise<RawImage> {
+  static async create(ns: Namespace, path: string, opts: CreateOptions): Promise<RawImage> {
     if (!Number.isSafeInteger(opts.capacity) || opts.capacity < 0) throw new DiskError('INVAL', 'capacity must be a whole number of bytes', { path, field: 'capacity' });
-    const store = await FileStore.open(path, { create: true, overwrite: !!opts.overwrite });
+    const store = await ns.create(path, { overwrite: !!opts.overwrite });
     await store.truncate(opts.capacity);
-    return new RawImage(path, store, opts.capacity, false);
+    return new RawImage(ns, path, store, opts.capacity, false);
   }
   read(into: Buffer, offset: number): Promise<void> {
     return this.store.readInto(into, offset);
@@ -105,7 +106,7 @@ export class RawImage implements Image {
       extents: [{ path: this.path, type: 'raw', access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
       allocatedBytes: this.capacity,
       fileSize: this.capacity,
-      diskSize: await fsx.allocatedSize(this.path),
+      diskSize: (await this.namespace.stat(this.path)).allocated ?? this.capacity,
       readOnly: this.readOnly,
       files: [this.path],
     };
@@ -144,6 +145,6 @@ export const rawDriver: Driver = Object.freeze({
   extensions: ['raw', 'img', 'bin'],
   capabilities: RAW_CAPABILITIES,
   probe: () => 1,
-  open: (path: string, opts: OpenOptions) => RawImage.open(path, opts),
-  create: (path: string, opts: CreateOptions) => RawImage.create(path, opts),
+  open: (ns: Namespace, path: string, opts: OpenOptions) => RawImage.open(ns, path, opts),
+  create: (ns: Namespace, path: string, opts: CreateOptions) => RawImage.create(ns, path, opts),
 });

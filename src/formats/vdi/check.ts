@@ -39,7 +39,7 @@
  * - A dry run does all the arithmetic and writes nothing; legacy v0 images are never written.
  */
 import { DiskError } from '../../core/errors.js';
-import { FileStore } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { EntryFindings } from '../common/entry-findings.js';
@@ -53,8 +53,8 @@ const PROBLEM_SHARED = 3;
 const PROBLEM_OWN_BLOCK = 0x80;
 
 /** Check (and repair) the VDI file at `path`, opening it read-write only for a real repair. */
-export async function checkVdiFile(path: string, opts: CheckOptions): Promise<CheckReport> {
-  const store = await FileStore.open(path, { readOnly: !(opts.repair && !opts.dryRun) });
+export async function checkVdiFile(ns: Namespace, path: string, opts: CheckOptions): Promise<CheckReport> {
+  const store = await ns.open(path, { write: opts.repair && !opts.dryRun });
   try {
     return await checkVdiStore(store, path, opts);
   } finally {

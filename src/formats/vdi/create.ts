@@ -11,7 +11,7 @@
  */
 import { DiskError } from '../../core/errors.js';
 import { ceilDiv } from '../../core/ints.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions } from '../types.js';
 import { MAX_BLOCKS, VdiImage } from './image.js';
 import {
@@ -50,7 +50,7 @@ export const TYPE_ALIASES: Record<string, number> = {
   '4': TYPE_DIFF,
 };
 
-export async function createVdi(path: string, opts: CreateOptions): Promise<VdiImage> {
+export async function createVdi(ns: Namespace, path: string, opts: CreateOptions): Promise<VdiImage> {
   const type = opts.type === undefined ? (opts.parent ? TYPE_DIFF : TYPE_NORMAL) : TYPE_ALIASES[opts.type.toLowerCase()];
   if (type === undefined) throw new DiskError('INVAL', `unknown VDI type ${JSON.stringify(opts.type)}`, { path, field: 'type', expected: 'dynamic, fixed (or differencing with a parent)' });
   if (opts.parent && type !== TYPE_DIFF) throw new DiskError('INVAL', 'a VDI child is always a differencing image', { path, field: 'type', found: opts.type });
@@ -65,26 +65,27 @@ export async function createVdi(path: string, opts: CreateOptions): Promise<VdiI
   let parentModify = Buffer.from(NULL_UUID);
   let lchs = { c: 0, h: 0, s: 0 };
   if (opts.parent) {
-    // The child describes the parent's disk: same size, block size and LCHS geometry (VDCreateDiff).
-    const parent = await VdiImage.open(opts.parent.readFrom ?? opts.parent.parentPath, { readOnly: true, singleLink: true }).catch((err: unknown) => {
-      throw new DiskError('OPENPARENT', `cannot open parent ${opts.parent!.parentPath}`, { path, field: 'parent' }, { cause: err });
-    });
-    try {
-      const ph = parent.header();
+    // The child describes the parent's disk: same size, block size and LCHS geometry
+    // (VDCreateDiff), as the chain layer read them from the open parent (VdiImage.linkRecord).
+    const rec = opts.parent.facts?.format === 'vdi' ? opts.parent.facts.record : undefined;
+    if (!rec || typeof rec.uuidCreate !== 'string' || typeof rec.uuidModify !== 'string' || typeof rec.cbDisk !== 'string' || typeof rec.cbBlock !== 'number') {
+      throw new DiskError('OPENPARENT', `the parent ${opts.parent.parentPath} was not read as a VDI image (a VDI child records its parent's UUIDs, size and block size)`, { path, field: 'parent' });
+    }
+    {
       const wantId = uuidFromText(opts.parent.parentId);
-      if (!wantId || !wantId.equals(ph.uuidCreate)) {
-        throw new DiskError('CID_MISMATCH', `parent ${opts.parent.parentPath} has UUID ${parent.identity()}, not ${opts.parent.parentId}`, { path, field: 'uuidLinkage', expected: opts.parent.parentId, found: parent.identity() });
+      const parentCreate = uuidFromText(rec.uuidCreate)!;
+      if (!wantId || !wantId.equals(parentCreate)) {
+        throw new DiskError('CID_MISMATCH', `parent ${opts.parent.parentPath} has UUID ${rec.uuidCreate}, not ${opts.parent.parentId}`, { path, field: 'uuidLinkage', expected: opts.parent.parentId, found: rec.uuidCreate });
       }
-      if (opts.capacity !== parent.capacity) {
-        throw new DiskError('INVAL', 'a differencing image has exactly its parent\'s size', { path, field: 'capacity', expected: parent.capacity, found: opts.capacity });
+      const parentCapacity = Number(BigInt(rec.cbDisk));
+      if (opts.capacity !== parentCapacity) {
+        throw new DiskError('INVAL', 'a differencing image has exactly its parent\'s size', { path, field: 'capacity', expected: parentCapacity, found: opts.capacity });
       }
-      cbDisk = ph.cbDisk;
-      cbBlock = ph.cbBlock;
-      linkage = Buffer.from(ph.uuidCreate);
-      parentModify = Buffer.from(ph.uuidModify);
-      if (ph.kind === 'v1+') lchs = { c: ph.lchsCylinders, h: ph.lchsHeads, s: ph.lchsSectors };
-    } finally {
-      await parent.close();
+      cbDisk = BigInt(rec.cbDisk);
+      cbBlock = rec.cbBlock;
+      linkage = Buffer.from(parentCreate);
+      parentModify = Buffer.from(uuidFromText(rec.uuidModify)!);
+      if (typeof rec.lchsCylinders === 'number') lchs = { c: rec.lchsCylinders, h: Number(rec.lchsHeads), s: Number(rec.lchsSectors) };
     }
     const inherited = new Map(opts.parent.copyMetadata ?? []);
     const num = (k: string, d: number) => (/^\d{1,4}$/.test(inherited.get(k) ?? '') ? Number(inherited.get(k)) : d);
@@ -130,8 +131,8 @@ export async function createVdi(path: string, opts: CreateOptions): Promise<VdiI
     lchsSectorSize: SECTOR,
   };
 
-  const existed = await fsx.exists(path);
-  const st = await FileStore.open(path, { create: true, overwrite: !!opts.overwrite });
+  const existed = await ns.exists(path);
+  const st = await ns.create(path, { overwrite: !!opts.overwrite });
   try {
     const fileSize = fixed ? offData + cBlocks * cbBlock : offData;
     await st.truncate(fileSize);
@@ -156,9 +157,9 @@ export async function createVdi(path: string, opts: CreateOptions): Promise<VdiI
     await st.flush();
   } catch (err) {
     await st.close().catch(() => {});
-    if (!existed || opts.overwrite) await fsx.remove(path).catch(() => {});
+    if (!existed || opts.overwrite) await ns.remove(path).catch(() => {});
     throw err;
   }
   await st.close();
-  return VdiImage.open(path, { readOnly: false, cowByCaller: !!opts.parent });
+  return VdiImage.open(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
 }

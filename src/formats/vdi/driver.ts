@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import type { CheckOptions, CreateOptions, Driver, OpenOptions } from '../types.js';
+import { randomUUID } from '../../core/platform.js';
+import type { CheckOptions, CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createVdi } from './create.js';
 import { VDI_CAPABILITIES, VdiImage } from './image.js';
 import { VDI_SIGNATURE } from './structs.js';
@@ -19,7 +19,7 @@ export const vdiDriver: Driver = Object.freeze({
   probe(head: Buffer): number {
     return head.length >= 68 && head.readUInt32LE(64) === VDI_SIGNATURE ? 100 : 0;
   },
-  open: (path: string, opts: OpenOptions) => VdiImage.open(path, opts),
-  create: (path: string, opts: CreateOptions) => createVdi(path, opts),
-  checkFile: (path: string, opts: CheckOptions) => checkVdiFile(path, opts),
+  open: (ns: Namespace, path: string, opts: OpenOptions) => VdiImage.open(ns, path, opts),
+  create: (ns: Namespace, path: string, opts: CreateOptions) => createVdi(ns, path, opts),
+  checkFile: (ns: Namespace, path: string, opts: CheckOptions) => checkVdiFile(ns, path, opts),
 });

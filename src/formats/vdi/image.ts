@@ -17,12 +17,11 @@
  * - Differencing images record only their parent's UUIDs, never a path: backing() asks the
  *   chain layer to look for the parent by identity (the creation UUID, RFC-4122 text).
  */
-import { dirname, resolve } from 'node:path';
 import { DiskError, atMost, type ErrorCode } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo, toSafeNumber } from '../../core/ints.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, InPlaceOptions, InPlaceResult, LinkRecord, OpenOptions } from '../types.js';
 import { checkVdiStore } from './check.js';
 import {
   BLOCK_FREE,
@@ -112,9 +111,11 @@ export class VdiImage implements Image {
   /** physical index of the next new block (= cBlocksAllocated of a consistent image) */
   private nextIndex: number;
 
+  /** set by open: where this image's file is named */
+  namespace!: Namespace;
   private constructor(
     readonly path: string,
-    private readonly store: FileStore,
+    private readonly store: ByteStore,
     private h: VdiHeaderValue,
     private kind: HeaderKind,
     private readonly map: Uint32Array,
@@ -130,9 +131,9 @@ export class VdiImage implements Image {
     this.nextIndex = h.cBlocksAllocated;
   }
 
-  static async open(path: string, opts: OpenOptions = {}): Promise<VdiImage> {
+  static async open(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<VdiImage> {
     const readOnly = !!opts.readOnly;
-    const store = await FileStore.open(path, { readOnly });
+    const store = await ns.open(path, { write: !readOnly });
     try {
       const p = await parse(store, path);
       if (p.kind === 'v0' && !readOnly) {
@@ -147,6 +148,7 @@ export class VdiImage implements Image {
         });
       }
       const image = new VdiImage(path, store, p.h, p.kind, p.map, p.capacity, readOnly, !!opts.preserveIdentity);
+      image.namespace = ns;
       await image.checkCount(p.used, p.maxIndex);
       if (p.h.type !== TYPE_DIFF && !isNullUuid(p.h.uuidLinkage)) {
         image.warnings.push(`base image carries a parent UUID ${uuidToText(p.h.uuidLinkage)} (VirtualBox 3.x copy bug); ignored`);
@@ -215,11 +217,11 @@ export class VdiImage implements Image {
   /**
    * Link this image to another parent (rebase, commit, merge) or make it a base. A link sets
    * uuidLinkage to the parent's creation UUID and uuidParentModify to the parent's modification
-   * UUID when the parent can be read at `hint` (relative to this image's folder); a normal or
+   * UUID as the chain layer read it from the parent (`link.parent.record`); a normal or
    * undo image becomes a differencing image. No link: type 1 (normal dynamic) with null
    * link and parent-modify UUIDs, the only base form VirtualBox and QEMU both accept.
    */
-  async setBacking(link: { hint: string; parentId: string } | undefined): Promise<void> {
+  async setBacking(link: BackingChange | undefined): Promise<void> {
     this.checkWritable();
     if (link === undefined) {
       if (this.h.type === TYPE_DIFF || this.h.type === TYPE_UNDO) this.h.type = TYPE_NORMAL;
@@ -233,15 +235,11 @@ export class VdiImage implements Image {
     }
     const linkage = parseUuid(link.parentId, this.path, 'uuidLinkage');
     let parentModify: Buffer | undefined;
-    if (link.hint !== '') {
-      const parentPath = resolve(dirname(resolve(this.path)), link.hint);
-      if ((await fsx.kind(parentPath)) === 'file') {
-        const parent = await VdiImage.open(parentPath, { readOnly: true, singleLink: true }).catch(() => undefined);
-        if (parent) {
-          if (parent.h.uuidCreate.equals(linkage)) parentModify = Buffer.from(parent.h.uuidModify);
-          await parent.close().catch(() => {});
-        }
-      }
+    const record = link.parent?.format === 'vdi' ? link.parent.record : undefined;
+    if (record && typeof record.uuidCreate === 'string' && typeof record.uuidModify === 'string') {
+      const create = uuidFromText(record.uuidCreate);
+      const modify = uuidFromText(record.uuidModify);
+      if (create && modify && create.equals(linkage)) parentModify = modify;
     }
     // the parent could not be read: keep what we had for the same parent, else record none
     parentModify ??= linkage.equals(this.h.uuidLinkage) ? this.h.uuidParentModify : Buffer.from(NULL_UUID);
@@ -249,6 +247,21 @@ export class VdiImage implements Image {
     this.h.uuidLinkage = linkage;
     this.h.uuidParentModify = parentModify;
     await this.writeHeader();
+  }
+
+  /**
+   * What a child records about this image (VDCreateDiff): creation and modification UUIDs, and
+   * the disk size, block size and LCHS geometry a child copies.
+   */
+  linkRecord(): LinkRecord {
+    const h = this.h;
+    return {
+      uuidCreate: uuidToText(h.uuidCreate),
+      uuidModify: uuidToText(h.uuidModify),
+      cbDisk: h.cbDisk.toString(),
+      cbBlock: h.cbBlock,
+      ...(this.kind === 'v1+' ? { lchsCylinders: h.lchsCylinders, lchsHeads: h.lchsHeads, lchsSectors: h.lchsSectors } : {}),
+    };
   }
 
   /** Every entry FREE, cBlocksAllocated 0, the file cut back to the data offset (map first, then header, then truncate). */
@@ -908,7 +921,7 @@ export class VdiImage implements Image {
       extents: [{ path: this.path, type: this.type.toUpperCase(), access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: h.offData }],
       allocatedBytes,
       fileSize: await this.store.size(),
-      diskSize: await fsx.allocatedSize(this.path),
+      diskSize: (await this.namespace.stat(this.path)).allocated ?? (await this.store.size()),
       readOnly: this.readOnly,
       files: [this.path],
       ...(this.warnings.length > 0 ? { warnings: [...this.warnings] } : {}),

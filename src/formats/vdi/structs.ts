@@ -5,7 +5,7 @@
  * The header tables start at file offset 0 (pre-header included), so `offsetOf` gives the
  * absolute file offset the spec tables list: signature @0x40, cbHeader @0x48, offBlocks @0x154.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID } from '../../core/platform.js';
 import { bytes, defineStruct, u32, u64 } from '../../binary/struct.js';
 
 export const VDI_SIGNATURE = 0xbeda107f;

@@ -41,7 +41,7 @@
  */
 import { DiskError } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo, roundUp } from '../../core/ints.js';
-import { FileStore } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { EntryFindings } from '../common/entry-findings.js';
@@ -70,8 +70,8 @@ import {
 } from './structs.js';
 
 /** Check (and repair) the VHD file at `path`, opening it read-write only for a real repair. */
-export async function checkVhdFile(path: string, opts: CheckOptions): Promise<CheckReport> {
-  const store = await FileStore.open(path, { readOnly: !(opts.repair && !opts.dryRun) });
+export async function checkVhdFile(ns: Namespace, path: string, opts: CheckOptions): Promise<CheckReport> {
+  const store = await ns.open(path, { write: opts.repair && !opts.dryRun });
   try {
     return await checkVhdStore(store, path, opts);
   } finally {

@@ -8,10 +8,10 @@
  * Sizes are exact by default (Hyper-V, Azure, QEMU force_size); `chsRounding` rounds up to a
  * CHS-describable size as QEMU does without force_size. Creator "vdkt" (NOTES.md).
  */
-import { dirname, resolve } from 'node:path';
 import { DiskError } from '../../core/errors.js';
 import { ceilDiv, roundUp } from '../../core/ints.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
+import type { ByteStore } from '../../storage/store.js';
 import type { CreateOptions, Geometry } from '../types.js';
 import { VhdImage, parentLinkage, type ParentLinkage } from './image.js';
 import {
@@ -54,7 +54,7 @@ export const TYPES: Record<string, 'fixed' | 'dynamic' | 'differencing'> = {
   expandable: 'dynamic',
 };
 
-export async function createVhd(path: string, opts: CreateOptions): Promise<VhdImage> {
+export async function createVhd(ns: Namespace, path: string, opts: CreateOptions): Promise<VhdImage> {
   const asked = opts.type === undefined ? undefined : TYPES[opts.type.toLowerCase()];
   if (opts.type !== undefined && asked === undefined) {
     throw new DiskError('INVAL', `unknown VHD type ${JSON.stringify(opts.type)}`, { path, field: 'type', expected: 'dynamic, fixed (differencing: give a parent)' });
@@ -97,15 +97,16 @@ export async function createVhd(path: string, opts: CreateOptions): Promise<VhdI
     savedState: 0,
   };
   const footerBytes = encodeFooter(footer);
-  // read the parent before creating anything (its footer timestamp goes into the child)
+  // the parent's footer timestamp goes into the child: the chain layer read it (VhdImage.linkRecord)
   let linkage: ParentLinkage | undefined;
   if (opts.parent) {
-    const parentPath = resolve(dirname(resolve(path)), opts.parent.parentPath);
-    const readFrom = opts.parent.readFrom === undefined ? parentPath : resolve(dirname(resolve(path)), opts.parent.readFrom);
-    linkage = await parentLinkage(path, parentPath, opts.parent.hint, uuidFromIdentity(opts.parent.parentId), readFrom);
+    const parentPath = ns.resolve(path, opts.parent.parentPath);
+    const facts = opts.parent.facts;
+    const timestamp = facts?.format === 'vhd' ? Number(facts.record?.timestamp ?? 0) : 0;
+    linkage = parentLinkage(ns.absolute(path), parentPath, opts.parent.hint, uuidFromIdentity(opts.parent.parentId), timestamp);
   }
 
-  const store = await FileStore.open(path, { create: true, overwrite: !!opts.overwrite });
+  const store = await ns.create(path, { overwrite: !!opts.overwrite });
   try {
     if (type === 'fixed') {
       if (opts.preallocate) await zeroFill(store, size);
@@ -117,12 +118,12 @@ export async function createVhd(path: string, opts: CreateOptions): Promise<VhdI
     await store.flush();
   } catch (err) {
     await store.close().catch(() => {});
-    await fsx.remove(path).catch(() => {});
+    await ns.remove(path).catch(() => {});
     throw err;
   }
   await store.close();
   // a child is opened as the chain layer opens its top (it does the copy-on-write)
-  return VhdImage.open(path, { readOnly: false, cowByCaller: !!opts.parent });
+  return VhdImage.open(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
 }
 
 /** Everything of a fresh dynamic/differencing file before its footer. */
@@ -161,7 +162,7 @@ function dynamicPrefix(size: number, footerBytes: Buffer, linkage: ParentLinkage
   return prefix;
 }
 
-async function zeroFill(store: FileStore, length: number): Promise<void> {
+async function zeroFill(store: ByteStore, length: number): Promise<void> {
   const chunk = Buffer.alloc(Math.min(length, 8 * 1024 * 1024));
   for (let at = 0; at < length; at += chunk.length) await store.write(at, chunk.subarray(0, Math.min(chunk.length, length - at)));
 }

@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import type { CheckOptions, CreateOptions, Driver, OpenOptions } from '../types.js';
+import { randomUUID } from '../../core/platform.js';
+import type { CheckOptions, CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { checkVhdFile } from './check.js';
 import { createVhd } from './create.js';
 import { VHD_CAPABILITIES, VhdImage } from './image.js';
@@ -10,7 +10,7 @@ import { FOOTER_CHECKSUM_AT, FOOTER_COOKIE, Footer, vhdChecksum } from './struct
  * image) or in the last 512 bytes (a fixed image, whose only footer is there) and that footer
  * is a plausible one: a raw disk that merely contains the word elsewhere is not claimed.
  */
-function probe(head: Buffer, _size: number, tail: Buffer): number {
+function probe(head: Buffer, tail: Buffer): number {
   if (head.length >= 8 && head.toString('latin1', 0, 8) === FOOTER_COOKIE) return 100;
   if (tail.length === 512 && tail.toString('latin1', 0, 8) === FOOTER_COOKIE) {
     const checksumOk = vhdChecksum(tail, FOOTER_CHECKSUM_AT) === tail.readUInt32BE(FOOTER_CHECKSUM_AT);
@@ -32,7 +32,7 @@ export const vhdDriver: Driver = Object.freeze({
   ],
   capabilities: VHD_CAPABILITIES,
   probe,
-  open: (path: string, opts: OpenOptions) => VhdImage.open(path, opts),
-  create: (path: string, opts: CreateOptions) => createVhd(path, opts),
-  checkFile: (path: string, opts: CheckOptions) => checkVhdFile(path, opts),
+  open: (ns: Namespace, path: string, opts: OpenOptions) => VhdImage.open(ns, path, opts),
+  create: (ns: Namespace, path: string, opts: CreateOptions) => createVhd(ns, path, opts),
+  checkFile: (ns: Namespace, path: string, opts: CheckOptions) => checkVhdFile(ns, path, opts),
 });

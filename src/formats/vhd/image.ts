@@ -25,12 +25,12 @@
  */
 import { writeBitmapped } from '../common/bitmapped-write.js';
 import { Bitmap } from '../../binary/bitmap.js';
-import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, relative } from '../../core/names.js';
 import { DiskError, atMost } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo, roundUp, toSafeNumber } from '../../core/ints.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, InPlaceOptions, InPlaceResult, LinkRecord, OpenOptions } from '../types.js';
 import { checkVhdStore } from './check.js';
 import {
   BAT_UNUSED,
@@ -144,6 +144,8 @@ export class VhdImage implements Image {
   private readonly bitmapLimit: number;
   private closed = false;
 
+  /** set by open: where this image's file is named */
+  namespace!: Namespace;
   private constructor(
     readonly path: string,
     private readonly store: ByteStore,
@@ -168,12 +170,13 @@ export class VhdImage implements Image {
 
   // ------------------------------------------------------------------ open and validation
 
-  static async open(path: string, opts: OpenOptions = {}): Promise<VhdImage> {
+  static async open(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<VhdImage> {
     const readOnly = !!opts.readOnly;
-    const store = await FileStore.open(path, { readOnly });
+    const store = await ns.open(path, { write: !readOnly });
     let image: VhdImage;
     try {
       image = await VhdImage.load(path, store, readOnly, !!opts.ignoreChecksums);
+      image.namespace = ns;
     } catch (err) {
       await store.close().catch(() => {});
       throw err;
@@ -349,11 +352,16 @@ export class VhdImage implements Image {
     await this.saveFooter({ ...this.footer, uniqueId: uuidFromIdentity(id) });
   }
 
+  /** what a child records about this image besides its unique id: the footer timestamp */
+  linkRecord(): LinkRecord {
+    return { timestamp: this.footer.timestamp };
+  }
+
   /**
    * Point this differencing image at another parent (rebase, link repair), make a dynamic image
    * a differencing one, or (undefined) make a differencing image a plain dynamic one.
    */
-  async setBacking(link: { hint: string; parentId: string } | undefined): Promise<void> {
+  async setBacking(link: BackingChange | undefined): Promise<void> {
     this.checkWritable();
     await this.commitPending();
     if (!this.dyn) throw new DiskError('NOTSUPPORTED', 'a fixed VHD cannot have a parent (only dynamic and differencing ones can)', { path: this.path, field: 'diskType', found: 'fixed' });
@@ -367,9 +375,9 @@ export class VhdImage implements Image {
       this.locators = [];
       return;
     }
-    const dir = dirname(resolve(this.path));
-    const parentPath = isAbsolute(link.hint) ? link.hint : resolve(dir, link.hint);
-    await this.writeLinkage(await parentLinkage(this.path, parentPath, link.hint, uuidFromIdentity(link.parentId)));
+    const parentPath = link.parentName ?? this.namespace.resolve(this.path, link.hint);
+    const timestamp = link.parent?.format === 'vhd' ? Number(link.parent.record?.timestamp ?? 0) : 0;
+    await this.writeLinkage(parentLinkage(this.namespace.absolute(this.path), parentPath, link.hint, uuidFromIdentity(link.parentId), timestamp));
     // header first: while the footers still say "dynamic" the new parent fields are ignored
     if (this.type === 'dynamic') await this.saveFooter({ ...this.footer, diskType: DISK_DIFFERENCING });
   }
@@ -1237,7 +1245,7 @@ export class VhdImage implements Image {
       extents: [{ path: this.path, type: this.type.toUpperCase(), access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
       allocatedBytes,
       fileSize: this.fileSize,
-      diskSize: await fsx.allocatedSize(this.path),
+      diskSize: (await this.namespace.stat(this.path)).allocated ?? this.fileSize,
       readOnly: this.readOnly,
       files: [this.path],
       ...(this.warnings.length > 0 ? { warnings: [...this.warnings] } : {}),
@@ -1382,20 +1390,21 @@ function encodeLocators(placed: { code: number; data: Buffer; offset: number; sp
 }
 
 /**
- * What a child records about `parentPath`: the parent's unique id, its footer timestamp, its
- * file name (UTF-16BE, as VirtualBox writes it) and two locators in UTF-16LE: W2ku with the
- * absolute path (the host's own spelling) and W2ru with the path relative to the child's folder
- * (".\name", "..\dir\name"), from `hint` when it is relative.
+ * What a child records about `parentPath` (absolute, in the child's namespace): the parent's
+ * unique id, its footer timestamp (as the chain layer read it: VhdImage.linkRecord), its file
+ * name (UTF-16BE, as VirtualBox writes it) and two locators in UTF-16LE: W2ku with the absolute
+ * path and W2ru with the path relative to the child's folder (".\name", "..\dir\name"), from
+ * `hint` when it is relative. `childPath` is the child's absolute name.
  */
-export async function parentLinkage(childPath: string, parentPath: string, hint: string, parentUniqueId: Buffer, readFrom = parentPath): Promise<ParentLinkage> {
+export function parentLinkage(childPath: string, parentPath: string, hint: string, parentUniqueId: Buffer, parentTimestamp: number): ParentLinkage {
   const name = encodeUtf16be(basename(parentPath));
   if (name.length > 512) {
     throw new DiskError('NAMETOOLONG', 'the parent file name does not fit the 256 UTF-16 units of the parent unicode name', { path: childPath, struct: 'dynamicHeader', field: 'parentUnicodeName', found: basename(parentPath) });
   }
   const parentUnicodeName = Buffer.alloc(512);
   name.copy(parentUnicodeName);
-  const rel = hint !== '' && !isAbsolute(hint) ? hint : relative(dirname(resolve(childPath)), parentPath);
-  const win = rel.split(sep).join('\\').replace(/\//g, '\\');
+  const rel = hint !== '' && !isAbsolute(hint) ? hint : relative(dirname(childPath), parentPath);
+  const win = rel.replace(/\//g, '\\');
   const w2ru = win.startsWith('..\\') || win === '..' ? win : `.\\${win}`;
   const locators = [
     { code: PLATFORM.W2ku, data: Buffer.from(parentPath, 'utf16le') },
@@ -1404,24 +1413,5 @@ export async function parentLinkage(childPath: string, parentPath: string, hint:
   for (const l of locators) {
     if (l.data.length > MAX_LOCATOR_BYTES) throw new DiskError('NAMETOOLONG', 'the parent path is too long for a parent locator', { path: childPath, struct: 'dynamicHeader', field: 'parentLocator', found: parentPath });
   }
-  return { parentUniqueId, parentTimestamp: await footerTimestamp(readFrom), parentUnicodeName, locators };
-}
-
-/** The footer timestamp of a VHD file, or 0 when it cannot be read (what the parent timestamp records). */
-async function footerTimestamp(path: string): Promise<number> {
-  let st: FileStore | undefined;
-  try {
-    st = await FileStore.open(path, { readOnly: true });
-    const size = await st.size();
-    for (const at of [size - FOOTER_SIZE, 0]) {
-      if (at < 0) continue;
-      const b = await st.read(at, FOOTER_SIZE);
-      if (hasCookie(b)) return b.readUInt32BE(Footer.offsetOf('timestamp'));
-    }
-    return 0;
-  } catch {
-    return 0;
-  } finally {
-    await st?.close().catch(() => {});
-  }
+  return { parentUniqueId, parentTimestamp, parentUnicodeName, locators };
 }

@@ -4,7 +4,7 @@
  * arithmetic around them (checksum, CHS geometry, the 2000-01-01 epoch, unique id text, the
  * size rule per creator). Nothing here does I/O.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from '../../core/platform.js';
 import { bytes, defineStruct, reserved, u8, u16, u32, u64, ascii } from '../../binary/struct.js';
 import type { Geometry } from '../types.js';
 

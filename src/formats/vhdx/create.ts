@@ -13,11 +13,11 @@
  * size 4096 (Hyper-V's default; QEMU writes 512), unallocated blocks NOT_PRESENT (QEMU's
  * default block_state_zero=on writes ZERO, even for fixed images).
  */
-import { dirname, resolve } from 'node:path';
-import { randomInt } from 'node:crypto';
+import { randomInt } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
+import type { ByteStore } from '../../storage/store.js';
 import type { CreateOptions } from '../types.js';
 import { VhdxImage, parentLocatorItem } from './image.js';
 import {
@@ -81,7 +81,7 @@ export const TYPES: Record<string, 'fixed' | 'dynamic' | 'differencing'> = {
   expandable: 'dynamic',
 };
 
-export async function createVhdx(path: string, opts: CreateOptions): Promise<VhdxImage> {
+export async function createVhdx(ns: Namespace, path: string, opts: CreateOptions): Promise<VhdxImage> {
   const asked = opts.type === undefined ? undefined : TYPES[opts.type.toLowerCase()];
   if (opts.type !== undefined && asked === undefined) {
     throw new DiskError('INVAL', `unknown VHDX type ${JSON.stringify(opts.type)}`, { path, field: 'type', expected: 'dynamic, fixed (differencing: give a parent)' });
@@ -121,8 +121,8 @@ export async function createVhdx(path: string, opts: CreateOptions): Promise<Vhd
     { id: GUIDS.PHYSICAL_SECTOR_SIZE, data: u32(PHYSICAL_SECTOR), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
   ];
   if (opts.parent) {
-    const parentPath = resolve(dirname(resolve(path)), opts.parent.parentPath);
-    items.push({ id: GUIDS.PARENT_LOCATOR, data: parentLocatorItem(path, parentPath, opts.parent.hint, guidFromIdentity(opts.parent.parentId)), flags: META_IS_REQUIRED });
+    const parentPath = ns.resolve(path, opts.parent.parentPath);
+    items.push({ id: GUIDS.PARENT_LOCATOR, data: parentLocatorItem(ns.absolute(path), parentPath, opts.parent.hint, guidFromIdentity(opts.parent.parentId)), flags: META_IS_REQUIRED });
   }
   const meta = Buffer.alloc(METADATA_TABLE_SIZE + roundUp(items.reduce((a, x) => a + x.data.length, 0), 4096));
   MetadataTableHeader.encode({ signature: METADATA_SIGNATURE, entryCount: items.length }, meta, 0);
@@ -164,7 +164,7 @@ export async function createVhdx(path: string, opts: CreateOptions): Promise<Vhd
     for (let n = 0; n < blocks; n++) bat.writeBigUInt64LE(batEntry(PAYLOAD.FULLY_PRESENT, (dataStart + n * blockSize) / MiB), payloadIndex(n, cr) * 8);
   }
 
-  const store = await FileStore.open(path, { create: true, overwrite: !!opts.overwrite });
+  const store = await ns.create(path, { overwrite: !!opts.overwrite });
   try {
     await store.truncate(fileSize);
     await store.write(0, ident);
@@ -177,12 +177,12 @@ export async function createVhdx(path: string, opts: CreateOptions): Promise<Vhd
     await store.flush();
   } catch (err) {
     await store.close().catch(() => {});
-    await fsx.remove(path).catch(() => {});
+    await ns.remove(path).catch(() => {});
     throw err;
   }
   await store.close();
   // a child is opened as the chain layer opens its top (it does the copy-on-write)
-  return VhdxImage.open(path, { readOnly: false, cowByCaller: !!opts.parent });
+  return VhdxImage.open(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
 }
 
 function u32(v: number): Buffer {
@@ -197,7 +197,7 @@ function u64(v: number): Buffer {
   return b;
 }
 
-async function zeroFill(store: FileStore, at: number, length: number): Promise<void> {
+async function zeroFill(store: ByteStore, at: number, length: number): Promise<void> {
   const chunk = Buffer.alloc(Math.min(length, 8 * MiB));
   for (let done = 0; done < length; done += chunk.length) await store.write(at + done, chunk.subarray(0, Math.min(chunk.length, length - done)));
 }

@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import type { CreateOptions, Driver, OpenOptions } from '../types.js';
+import { randomUUID } from '../../core/platform.js';
+import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createVhdx } from './create.js';
 import { VHDX_CAPABILITIES, VhdxImage } from './image.js';
 import { FILE_SIGNATURE } from './structs.js';
@@ -21,6 +21,6 @@ export const vhdxDriver: Driver = Object.freeze({
   ],
   capabilities: VHDX_CAPABILITIES,
   probe,
-  open: (path: string, opts: OpenOptions) => VhdxImage.open(path, opts),
-  create: (path: string, opts: CreateOptions) => createVhdx(path, opts),
+  open: (ns: Namespace, path: string, opts: OpenOptions) => VhdxImage.open(ns, path, opts),
+  create: (ns: Namespace, path: string, opts: CreateOptions) => createVhdx(ns, path, opts),
 });

@@ -22,12 +22,12 @@
  */
 import { writeBitmapped } from '../common/bitmapped-write.js';
 import { Bitmap } from '../../binary/bitmap.js';
-import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, relative } from '../../core/names.js';
 import { DiskError, atMost } from '../../core/errors.js';
 import { roundUp, toSafeNumber } from '../../core/ints.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BackingLink, BlockExtent, BlockState, Capabilities, CheckFinding, CheckOptions, CheckReport, DiskInfo, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckFinding, CheckOptions, CheckReport, DiskInfo, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
 import { LogOverlayStore, LogWriter, applyReplay, replayOf, scanLog, type Replay } from './log.js';
 import {
   ALIGN,
@@ -177,6 +177,8 @@ export class VhdxImage implements Image {
   private readonly sliceBytes: number;
   private readonly blocks: number;
 
+  /** set by open: where this image's file is named */
+  namespace!: Namespace;
   private constructor(
     readonly path: string,
     private readonly store: ByteStore,
@@ -225,11 +227,13 @@ export class VhdxImage implements Image {
 
   // ------------------------------------------------------------------ open and validation
 
-  static async open(path: string, opts: OpenOptions = {}): Promise<VhdxImage> {
+  static async open(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<VhdxImage> {
     const readOnly = !!opts.readOnly;
-    const store = await FileStore.open(path, { readOnly });
+    const store = await ns.open(path, { write: !readOnly });
     try {
-      return await VhdxImage.load(path, store, readOnly, !!opts.preserveIdentity, !!opts.cowByCaller);
+      const image = await VhdxImage.load(path, store, readOnly, !!opts.preserveIdentity, !!opts.cowByCaller);
+      image.namespace = ns;
+      return image;
     } catch (err) {
       await store.close().catch(() => {});
       throw err;
@@ -578,15 +582,14 @@ export class VhdxImage implements Image {
    * Point this image at another parent (rewrites the parent locator through the log), make a
    * dynamic image a differencing one, or (undefined) make a differencing image a dynamic one.
    */
-  async setBacking(link: { hint: string; parentId: string } | undefined): Promise<void> {
+  async setBacking(link: BackingChange | undefined): Promise<void> {
     this.checkWritable();
     if (this.params.leaveBlocksAllocated && !this.params.hasParent) {
       throw new DiskError('NOTSUPPORTED', 'a fixed VHDX cannot have a parent (only dynamic and differencing ones can)', { path: this.path, field: 'leaveBlocksAllocated', found: 'fixed' });
     }
     if (!link) return this.dropParent();
-    const dir = dirname(resolve(this.path));
-    const parentPath = isAbsolute(link.hint) ? link.hint : resolve(dir, link.hint);
-    const locator = parentLocatorItem(this.path, parentPath, link.hint, guidFromIdentity(link.parentId));
+    const parentPath = link.parentName ?? this.namespace.resolve(this.path, link.hint);
+    const locator = parentLocatorItem(this.namespace.absolute(this.path), parentPath, link.hint, guidFromIdentity(link.parentId));
     if (!this.params.hasParent) {
       const entries = batEntryCount(this.blocks, this.cr, true);
       if (entries * 8 > this.bat.length) await this.growBatRegion(entries);
@@ -1434,7 +1437,7 @@ export class VhdxImage implements Image {
       extents: [{ path: this.path, type: this.type.toUpperCase(), access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
       allocatedBytes,
       fileSize: this.fileSize,
-      diskSize: await fsx.allocatedSize(this.path),
+      diskSize: (await this.namespace.stat(this.path)).allocated ?? (await this.store.size()),
       readOnly: this.readOnly,
       files: [this.path],
       ...(warnings.length > 0 ? { warnings } : {}),
@@ -1611,14 +1614,14 @@ const setBits = (bm: Buffer, s0: number, s1: number): void => BITS.set(bm, s0, s
 export const sectorRuns = (bm: Buffer, s0: number, s1: number): [number, number, boolean][] => BITS.runs(bm, s0, s1);
 
 /**
- * The parent locator item a child writes for `parentPath`: parent_linkage (the parent's
+ * The parent locator item a child (`childPath`, absolute) writes for `parentPath`: parent_linkage (the parent's
  * DataWriteGuid, braced), relative_path (relative to the child's folder, `\` separators,
  * ".\name" for a parent beside the child) and absolute_win32_path (the parent's absolute path
  * as the host spells it). volume_path is not written: there is no Windows volume GUID to give.
  */
 export function parentLocatorItem(childPath: string, parentPath: string, hint: string, parentLinkage: Buffer): Buffer {
-  const rel = hint !== '' && !isAbsolute(hint) ? hint : relative(dirname(resolve(childPath)), parentPath);
-  const win = rel.split(sep).join('\\').replace(/\//g, '\\');
+  const rel = hint !== '' && !isAbsolute(hint) ? hint : relative(dirname(childPath), parentPath);
+  const win = rel.replace(/\//g, '\\');
   const relative_path = win.startsWith('..\\') || win === '..' || /^[A-Za-z]:\\/.test(win) || win.startsWith('\\') ? win : `.\\${win}`;
   const pairs: [string, string][] = [
     ['parent_linkage', `{${guidText(parentLinkage)}}`],

@@ -5,7 +5,7 @@
  * parent locator; plus GUIDs in Microsoft layout (u32 LE, u16 LE, u16 LE, 8 bytes as stored) and
  * the CRC-32C checksums. Nothing here does I/O.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from '../../core/platform.js';
 import { crc32cWithZeroField } from '../../binary/crc32c.js';
 import { ascii, bytes, defineStruct, reserved, u16, u32, u64 } from '../../binary/struct.js';
 import { DiskError } from '../../core/errors.js';

@@ -7,11 +7,12 @@
  *   vmfs                  <n>.vmdk + <n>-flat.vmdk (extent type VMFS; thin adds ddb.thinProvisioned)
  * Every file is created exclusively (unless overwrite); a failure removes what was created.
  */
-import { randomBytes } from 'node:crypto';
-import { basename, dirname, join } from 'node:path';
+import { randomBytes } from '../../core/platform.js';
+import { basename, dirname, join } from '../../core/names.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import type { Namespace } from '../../storage/namespace.js';
+import type { ByteStore } from '../../storage/store.js';
 import type { CreateOptions, Geometry } from '../types.js';
 import { Descriptor, parseCid, type ExtentLine } from './descriptor.js';
 import { VmdkImage, newCid, newLongContentId } from './image.js';
@@ -85,7 +86,7 @@ export function newVmwareUuid(): string {
   return `${hex.slice(0, 8).join(' ')}-${hex.slice(8).join(' ')}`;
 }
 
-export async function createVmdk(path: string, opts: CreateOptions): Promise<VmdkImage> {
+export async function createVmdk(ns: Namespace, path: string, opts: CreateOptions): Promise<VmdkImage> {
   const type = normaliseCreateType(opts.type);
   if (type === 'streamOptimized') {
     throw new DiskError('NOTSUPPORTED', 'streamOptimized disks are written by conversion, not created empty (vdkit convert is where this writer will live)', { path, field: 'type' });
@@ -165,12 +166,7 @@ export async function createVmdk(path: string, opts: CreateOptions): Promise<Vmd
 
   const created: string[] = [];
   const createFile = async (p: string) => {
-    if (opts.overwrite) {
-      const st = await FileStore.open(p, { create: true, overwrite: true });
-      created.push(p);
-      return st;
-    }
-    const st = await FileStore.open(p, { create: true });
+    const st = await ns.create(p, { overwrite: !!opts.overwrite });
     created.push(p);
     return st;
   };
@@ -208,13 +204,13 @@ export async function createVmdk(path: string, opts: CreateOptions): Promise<Vmd
       }
     }
   } catch (err) {
-    for (const p of created) await fsx.remove(p).catch(() => {});
+    for (const p of created) await ns.remove(p).catch(() => {});
     throw err;
   }
-  return VmdkImage.open(path, { readOnly: false, cowByCaller: !!opts.parent });
+  return VmdkImage.open(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
 }
 
-async function zeroFill(st: FileStore, length: number): Promise<void> {
+async function zeroFill(st: ByteStore, length: number): Promise<void> {
   const chunk = Buffer.alloc(Math.min(length, 8 * 1024 * 1024));
   for (let at = 0; at < length; at += chunk.length) await st.write(at, chunk.subarray(0, Math.min(chunk.length, length - at)));
 }

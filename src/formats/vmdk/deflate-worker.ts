@@ -13,8 +13,7 @@
  * valid zlib stream of stored blocks, 16 bytes larger than the data, which is what a real
  * compressor would have produced anyway.
  */
-import { parentPort } from 'node:worker_threads';
-import { deflateSync } from 'node:zlib';
+import { deflateSync, parentPort } from '../../core/platform.js';
 import { isZero } from '../../binary/zeros.js';
 
 export interface DeflateJob {

@@ -1,4 +1,4 @@
-import type { CreateOptions, Driver, OpenOptions } from '../types.js';
+import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createVmdk } from './create.js';
 import { hex8, looksLikeDescriptor } from './descriptor.js';
 import { VMDK_CAPABILITIES, VmdkImage, newCid } from './image.js';
@@ -25,6 +25,6 @@ export const vmdkDriver: Driver = Object.freeze({
     if (head.length >= 8 && head.readBigUInt64LE(0) === SESPARSE_CONST_MAGIC) return 100;
     return looksLikeDescriptor(head) ? 100 : 0;
   },
-  open: (path: string, opts: OpenOptions) => VmdkImage.open(path, opts),
-  create: (path: string, opts: CreateOptions) => createVmdk(path, opts),
+  open: (ns: Namespace, path: string, opts: OpenOptions) => VmdkImage.open(ns, path, opts),
+  create: (ns: Namespace, path: string, opts: CreateOptions) => createVmdk(ns, path, opts),
 });

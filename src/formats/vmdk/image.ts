@@ -19,11 +19,11 @@
  *   or outside the descriptor's folder are refused unless `allowExternalExtents` is set
  *   (CVE-2022-47951 and CVE-2024-4467 are this bug in other tools).
  */
-import { randomBytes, randomInt } from 'node:crypto';
-import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import { randomBytes, randomInt } from '../../core/platform.js';
+import { basename, dirname, isAbsolute, join } from '../../core/names.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
-import { FileStore, fsx } from '../../storage/file.js';
+import { writeAtomic, type Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { BackingLink, BlockExtent, Capabilities, CheckFinding, CheckOptions, CheckReport, DiskInfo, ExtentInfo, Geometry, Image, InPlaceOptions, InPlaceResult, OpenOptions } from '../types.js';
 import { Descriptor, MAX_DESCRIPTOR_BYTES, hex8, looksLikeDescriptor, parseCid, type ExtentLine } from './descriptor.js';
@@ -71,6 +71,8 @@ export class VmdkImage implements Image {
   private cidRenewed = false;
   private closed = false;
 
+  /** set by open: where the descriptor and extents are named */
+  namespace!: Namespace;
   private constructor(
     readonly path: string,
     private descriptor: Descriptor,
@@ -98,8 +100,8 @@ export class VmdkImage implements Image {
     this.capabilities = hostedSparse ? caps : Object.freeze({ ...caps, ...NOT_SPARSE, ...(esx ? { check: 'detect' as const } : {}) });
   }
 
-  static async open(path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
-    const image = await VmdkImage.openLink(path, opts);
+  static async open(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
+    const image = await VmdkImage.openLink(ns, path, opts);
     // A delta link alone does not hold the whole disk: a partial-grain write would fill the
     // rest of the grain with zeros instead of the parent's bytes. Until the chain layer opens
     // parents, a child may only be inspected read-only. (A bad parentCID throws here too: the
@@ -175,9 +177,15 @@ export class VmdkImage implements Image {
     return parseCid(this.descriptor.get('parentCID'), this.path, 'parentCID') ?? NO_PARENT;
   }
 
-  private static async openLink(path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
+  private static async openLink(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
+    const image = await VmdkImage.openLinkIn(ns, path, opts);
+    image.namespace = ns;
+    return image;
+  }
+
+  private static async openLinkIn(ns: Namespace, path: string, opts: OpenOptions): Promise<VmdkImage> {
     const readOnly = !!opts.readOnly;
-    const store = await FileStore.open(path, { readOnly });
+    const store = await ns.open(path, { write: !readOnly });
     const opened: ByteStore[] = [store];
     try {
       const size = await store.size();
@@ -190,7 +198,7 @@ export class VmdkImage implements Image {
           // checked, never written: reopened read-only (a plain read-write open is refused)
           await store.close();
           opened.length = 0;
-          esxStore = await FileStore.open(path, { readOnly: true });
+          esxStore = await ns.open(path);
           opened.push(esxStore);
         }
         return await VmdkImage.openBareEsx(path, esxStore, magic === COWD_MAGIC ? 'VMFSSPARSE' : 'SESPARSE', esxStore.readOnly);
@@ -204,7 +212,7 @@ export class VmdkImage implements Image {
       await store.close();
       opened.length = 0;
       const descriptor = Descriptor.parse(text, path);
-      const extents = await openExtents(path, descriptor, opts, opened);
+      const extents = await openExtents(ns, path, descriptor, opts, opened);
       const image = new VmdkImage(path, descriptor, extents, undefined, true, readOnly, !!opts.preserveIdentity);
       await image.markOpen();
       return image;
@@ -400,7 +408,7 @@ export class VmdkImage implements Image {
     change(next);
     const text = next.toString();
     if (this.embeddedIn) await this.embeddedIn.writeEmbeddedDescriptor(text);
-    else await fsx.writeFileAtomic(this.path, Buffer.from(text, 'utf8'));
+    else await writeAtomic(this.namespace, this.path, Buffer.from(text, 'utf8'));
     this.descriptor = next;
   }
 
@@ -459,10 +467,11 @@ export class VmdkImage implements Image {
     const newStem = basename(newPath).replace(/\.vmdk$/i, '');
     const renamed = (name: string) => (name.startsWith(oldStem) ? newStem + name.slice(oldStem.length) : name);
     // a name of a previous, killed rename may be in the way of a hard link
+    const ns = this.namespace;
     const move = async (from: string, to: string) => {
-      if (!opts.keepOld) return fsx.rename(from, to);
-      await fsx.remove(to);
-      if (!(await fsx.link(from, to))) await fsx.rename(from, to);
+      if (!opts.keepOld) return ns.rename(from, to);
+      await ns.remove(to);
+      if (!(await ns.link(from, to))) await ns.rename(from, to);
     };
     if (this.embeddedIn) {
       // monolithic: the embedded extent line names the file itself (libvmdk and VirtualBox open it by that name)
@@ -478,18 +487,18 @@ export class VmdkImage implements Image {
       // only this disk's own file (a link a stopped rename left) may be replaced: another
       // file of a new extent name belongs to someone else; checked before anything moves
       for (const [from, to] of moves) {
-        const there = await fsx.fileId(to);
-        if (!there) continue;
-        const mine = await fsx.fileId(from);
-        if (!mine || mine.dev !== there.dev || mine.ino !== there.ino) {
+        if ((await ns.kind(to)) !== 'file') continue;
+        const there = await ns.stat(to);
+        const mine = await ns.stat(from).catch(() => undefined);
+        if (!mine || mine.id !== there.id) {
           throw new DiskError('FILEEXISTS', `${basename(to)} exists and is not a file of this disk: the renamed extent would replace it`, { path: to, field: 'extent', found: basename(to) });
         }
       }
     }
     await this.close();
     for (const [from, to] of moves) await move(from, to);
-    await fsx.writeFileAtomic(newPath, Buffer.from(next.toString(), 'utf8'));
-    if (!opts.keepOld && resolve(newPath) !== resolve(this.path)) await fsx.remove(this.path);
+    await writeAtomic(ns, newPath, Buffer.from(next.toString(), 'utf8'));
+    if (!opts.keepOld && ns.absolute(newPath) !== ns.absolute(this.path)) await ns.remove(this.path);
   }
 
   /**
@@ -525,7 +534,7 @@ export class VmdkImage implements Image {
           do name = `${stem}-${sparse ? 's' : 'f'}${String(++n).padStart(3, '0')}.vmdk`;
           while (used.has(name));
           // a file of this name is no extent of the disk (a killed resize left it): overwrite
-          const store = await FileStore.open(join(dir, name), { create: true, overwrite: true });
+          const store = await this.namespace.create(join(dir, name), { overwrite: true });
           try {
             if (sparse) await writeFreshSparse(store, sectors, {});
             else await store.truncate(sectors * SECTOR_SIZE);
@@ -577,7 +586,7 @@ export class VmdkImage implements Image {
 
   private async fileBytes(): Promise<number> {
     let n = 0;
-    for (const f of new Set([this.path, ...this.extents.flatMap((e) => (e.path ? [e.path] : []))])) n += await fsx.fileSize(f);
+    for (const f of new Set([this.path, ...this.extents.flatMap((e) => (e.path ? [e.path] : []))])) n += (await this.namespace.stat(f)).size;
     return n;
   }
 
@@ -650,8 +659,9 @@ export class VmdkImage implements Image {
     let fileSize = 0;
     let diskSize = 0;
     for (const f of new Set(files)) {
-      fileSize += await fsx.fileSize(f);
-      diskSize += await fsx.allocatedSize(f);
+      const st = await this.namespace.stat(f);
+      fileSize += st.size;
+      diskSize += st.allocated ?? st.size;
     }
     let allocatedBytes = 0;
     for (const r of await this.blockStatus(0, this.capacity)) if (r.state === 'data') allocatedBytes += r.length;
@@ -714,30 +724,35 @@ export function newLongContentId(cid: number): string {
 }
 
 /** Resolve an extent file name from a descriptor, refusing names that escape its folder. */
-export async function resolveExtentPath(descriptorPath: string, fileName: string, allowExternal: boolean): Promise<string> {
-  const dir = dirname(resolve(descriptorPath));
+export async function resolveExtentPath(ns: Namespace, descriptorPath: string, fileName: string, allowExternal: boolean): Promise<string> {
+  const dir = dirname(ns.absolute(descriptorPath));
   const where = { path: descriptorPath, field: 'extent file name', found: fileName };
   if (fileName === '' || fileName.includes('\0')) throw new DiskError('BADDESCRIPTOR', 'empty or invalid extent file name', where);
   const external = isAbsolute(fileName) || /^[A-Za-z]:[\\/]/.test(fileName) || fileName.split(/[\\/]/).includes('..');
   if (external && !allowExternal) {
     throw new DiskError('EXTERNALEXTENT', 'extent file name is absolute or leaves the descriptor\'s folder (pass allowExternalExtents to allow)', where);
   }
-  const full = resolve(dir, fileName);
-  const kind = await fsx.kind(full);
+  const full = ns.resolve(descriptorPath, fileName);
+  const kind = await ns.kind(full);
   if (kind === 'missing') throw new DiskError('FILENOTFOUND', 'extent file not found', { ...where, path: full });
   if (!allowExternal) {
     if (kind === 'device' || kind === 'other' || kind === 'dir') throw new DiskError('EXTERNALEXTENT', 'extent names a device or something other than a regular file', where);
-    // Any component may be a symbolic link (the file or a folder on the way): compare real paths.
-    const real = await fsx.realpath(full);
-    const realDir = await fsx.realpath(dir);
-    if (!real.startsWith(realDir + sep) || (await fsx.kind(real)) !== 'file') {
+    // Any component may be a symbolic link (the file or a folder on the way): compare real names.
+    const real = await ns.realName(full);
+    const realDir = await ns.realName(dir);
+    if (!real.startsWith(realDir === '/' ? '/' : realDir + '/') || (await ns.kind(real)) !== 'file') {
       throw new DiskError('EXTERNALEXTENT', 'extent resolves (through a symbolic link) to a file outside the descriptor\'s folder', where);
     }
   }
   return full;
 }
 
-async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptions, opened: ByteStore[]): Promise<Extent[]> {
+/** the namespace's identity of a name ("same file"), or undefined when it cannot be had */
+async function fileId(ns: Namespace, name: string): Promise<string | undefined> {
+  return (await ns.stat(name).catch(() => undefined))?.id;
+}
+
+async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, opts: OpenOptions, opened: ByteStore[]): Promise<Extent[]> {
   const readOnly = !!opts.readOnly;
   const out: Extent[] = [];
   // Each file once (by device and inode, so hard links and symbolic links count too), and never
@@ -745,8 +760,8 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
   // acknowledged write of one would read back as the other's bytes. FLAT lines may share a file
   // in disjoint byte ranges, or in any ranges when at most one of them can be written.
   const seen = new Map<string, { line: ExtentLine; n: number }[]>();
-  const self = await fsx.fileId(path);
-  if (self) seen.set(`${self.dev}:${self.ino}`, [{ line: { access: 'RW', sectorCount: 1, type: 'ZERO', offsetSectors: 0 }, n: 0 }]);
+  const self = await fileId(ns, path);
+  if (self) seen.set(self, [{ line: { access: 'RW', sectorCount: 1, type: 'ZERO', offsetSectors: 0 }, n: 0 }]);
   const lines = descriptor.extents();
   for (let n = 1; n <= lines.length; n++) {
     const line = lines[n - 1]!;
@@ -757,10 +772,10 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
     if (line.type === 'VMFSRDM' || line.type === 'VMFSRAW') {
       throw new DiskError('NOTSUPPORTED', `${line.type} extents are not supported`, { path, field: 'extent type', found: line.type });
     }
-    const file = await resolveExtentPath(path, line.fileName!, !!opts.allowExternalExtents);
-    const id = await fsx.fileId(file);
+    const file = await resolveExtentPath(ns, path, line.fileName!, !!opts.allowExternalExtents);
+    const id = await fileId(ns, file);
     if (id) {
-      const key = `${id.dev}:${id.ino}`;
+      const key = id;
       const flat = (l: ExtentLine) => l.type === 'FLAT' || l.type === 'VMFS';
       const earlier = seen.get(key) ?? [];
       for (const prev of earlier) {
@@ -777,7 +792,7 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
     const extentReadOnly = readOnly || line.access !== 'RW';
     // ESXi delta extents are never written: a check (and repair) opens them read-only, any
     // other read-write open is refused (EsxSparseExtent)
-    const store = await FileStore.open(file, { readOnly: extentReadOnly || (line.type === 'SESPARSE' && !!opts.forCheck) });
+    const store = await ns.open(file, { write: !(extentReadOnly || (line.type === 'SESPARSE' && !!opts.forCheck)) });
     opened.push(store);
     if (line.type === 'FLAT' || line.type === 'VMFS') {
       out.push(new FlatExtent(line, store, file, line.offsetSectors * SECTOR_SIZE, await store.size(), extentReadOnly));
@@ -795,7 +810,7 @@ async function openExtents(path: string, descriptor: Descriptor, opts: OpenOptio
       if (!store.readOnly && opts.forCheck) {
         await store.close();
         opened.pop();
-        ro = await FileStore.open(file, { readOnly: true });
+        ro = await ns.open(file);
         opened.push(ro);
       }
       out.push(await EsxSparseExtent.openCowd(line, ro, { readOnly: ro.readOnly }));

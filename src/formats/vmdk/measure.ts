@@ -17,7 +17,7 @@
  * A descriptor file's length depends on the file names in it: `name` (the target's file name)
  * makes it exact; without it a 16-character stem is assumed.
  */
-import { basename } from 'node:path';
+import { basename } from '../../core/names.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
 import { groupsTouched, unitCount } from '../common/measure.js';

@@ -7,7 +7,7 @@
  * GT. A crash in between leaks a grain but never exposes garbage, and every byte written by an
  * earlier, completed write stays reachable.
  */
-import { inflateSync } from 'node:zlib';
+import { inflateSync } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, isPowerOfTwo, roundUp, toSafeNumber } from '../../core/ints.js';
 import type { ByteStore } from '../../storage/store.js';

@@ -25,8 +25,7 @@
  * Compression runs on worker threads (deflate-worker.ts), one per core; the main thread reads the
  * source ahead and appends finished grains in order.
  */
-import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import { Worker, availableParallelism } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';
 import type { ByteSink } from '../../storage/sink.js';
