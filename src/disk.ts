@@ -7,11 +7,12 @@ import { DiskError } from './core/errors.js';
 import { SECTOR_SIZE, checkRange } from './core/ints.js';
 import { openChain, parentFacts, type ChainFormats, type ChainOpenOptions } from './chain/chain.js';
 import { findChildren } from './chain/children.js';
-import { backends, detectFormatIn, driverByName } from './formats/registry.js';
+import { DEFAULT_FORMAT, backends, detectFormatIn, driverByName } from './formats/registry.js';
 import type { BlockExtent, CreateOptions, DiskInfo, Driver, Image, OpenOptions, ParentFacts } from './formats/types.js';
 import { hostFiles } from './storage/file.js';
 import type { Namespace } from './storage/namespace.js';
-import { getProperties, setProperties, type DiskProperties } from './ops/properties.js';
+import { getProperties, setProperties } from './block/properties.js';
+import type { DiskProperties } from './formats/common/properties.js';
 import { isZero } from './binary/zeros.js';
 
 /** The driver for the content of `name` (host files unless `ns` is given). */
@@ -48,6 +49,7 @@ export const chainFormats: ChainFormats = {
   open: openLinkIn,
   extensions: (format) => driverByName(format).extensions,
   sameSize: (format) => driverByName(format).capabilities.differencingSameSize,
+  family: (format, type) => driverByName(format).linkFamily?.(type),
 };
 
 export interface DiskOpenOptions extends ChainOpenOptions {
@@ -151,7 +153,7 @@ export class Disk {
   }
 
   static async create(path: string, opts: DiskCreateOptions): Promise<Disk> {
-    const driver = driverByName(opts.format ?? 'vmdk');
+    const driver = driverByName(opts.format ?? DEFAULT_FORMAT);
     const ns = opts.namespace ?? hostFiles();
     let spec: CreateOptions = opts;
     if (opts.parent && !opts.parent.facts) {

@@ -45,17 +45,12 @@ export interface ChainFormats {
   extensions(format: string): readonly string[];
   /** a child must have exactly its parent's size */
   sameSize(format: string): boolean;
+  /** the family of a link's type: links of different families never stack (VMDK ESXi vs hosted) */
+  family(format: string, type: string): string | undefined;
 }
 
 /** How the chain layer opens one link (provided by the registry, so chain/ stays format-free). */
 export type LinkOpener = (ns: Namespace, path: string, opts: OpenOptions & { format?: string }) => Promise<Image>;
-
-const ESX_TYPES = new Set(['vmfs', 'vmfssparse', 'vmfsthin', 'vmfspreallocated', 'vmfseagerzeroedthick', 'vmfsthick', 'sesparse', 'vmfsraw', 'vmfsrawdevicemap', 'vmfspassthroughrawdevicemap']);
-
-function styleOf(img: Image): 'esx' | 'hosted' | undefined {
-  if (img.format !== 'vmdk') return undefined;
-  return ESX_TYPES.has(img.type.toLowerCase()) ? 'esx' : 'hosted';
-}
 
 /** Try each hint (as written, then by its file name beside the child); the first that exists wins. */
 async function findByHints(ns: Namespace, childPath: string, hints: readonly string[], untrusted: boolean): Promise<{ path?: string; tried: string[] }> {
@@ -220,8 +215,8 @@ async function checkLink(ns: Namespace, childPath: string, child: Image, parentP
       });
     }
   }
-  const cs = styleOf(child);
-  const ps = styleOf(parent);
+  const cs = child.format === parent.format ? formats.family(child.format, child.type) : undefined;
+  const ps = child.format === parent.format ? formats.family(parent.format, parent.type) : undefined;
   if (cs && ps && cs !== ps) {
     throw new DiskError('INVALIDCHAIN', undefined, { path: childPath, field: 'createType', found: `${child.type} over ${parent.type}`, parent: parentPath });
   }

@@ -28,7 +28,7 @@ import { rename, unlink } from '../ops/rename.js';
 import { compact, defragment } from '../ops/compact.js';
 import { discard } from '../ops/discard.js';
 import { formatInfo, formatProperties, hexDump, humanBytes, progressBar } from './output.js';
-import { parseGeometry, type DiskProperties } from '../ops/properties.js';
+import { parseGeometry, type DiskProperties } from '../formats/common/properties.js';
 import { vdiskmanager } from './vdiskmanager.js';
 
 class UsageError extends Error {}

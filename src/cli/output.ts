@@ -1,6 +1,6 @@
 /** Human-readable formatting shared by the commands. */
 import type { DiskInfo } from '../formats/types.js';
-import type { DiskProperties } from '../ops/properties.js';
+import type { DiskProperties } from '../formats/common/properties.js';
 
 export function humanBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];

@@ -34,6 +34,9 @@ for (const d of DRIVERS) {
   if (d.capabilities.createTypes.length === 0) throw new DiskError('INTERNAL', `driver ${d.name} declares no create type`);
 }
 
+/** the format new images get when the caller names none (VixDiskLib's and vdiskmanager's) */
+export const DEFAULT_FORMAT = 'vmdk';
+
 export function backends(): readonly Driver[] {
   return DRIVERS;
 }

@@ -7,6 +7,7 @@
  * request (bounds, read-only, closed) before it reaches a driver, so drivers never re-check.
  */
 import type { ByteStore } from '../storage/store.js';
+import type { PropertyTable } from './common/properties.js';
 import type { Namespace } from '../storage/namespace.js';
 
 export type BlockState = 'data' | 'zero' | 'unallocated';
@@ -393,6 +394,36 @@ export interface Driver {
   readonly extensions: readonly string[];
   readonly capabilities: Capabilities;
   readonly createOptions: readonly CreateOptionInfo[];
+  /** how the uniform disk properties map onto this format's metadata keys */
+  readonly properties: PropertyTable;
+  /** sizes are whole multiples of this many bytes (raw 1, every other format a 512-byte sector) */
+  readonly alignment: number;
+  /**
+   * the image's files name each other (a VMDK descriptor names its extents, a monolithic one
+   * itself): moving it to a new name goes through `Image.renameTo`, never a plain rename
+   */
+  readonly selfNaming: boolean;
+  /**
+   * create types written front to back in one pass and never opened read-write afterwards
+   * (VMDK streamOptimized): convert writes them through a stream, resize refuses them
+   */
+  readonly sequentialTypes: readonly string[];
+  /**
+   * the create type of a child under a base of `baseType` (undefined: the format has one kind
+   * of child, or the caller's type carries over as is); throws where the base takes children
+   * of a kind vdkit does not create
+   */
+  childType?(baseType: string | undefined, path: string): string | undefined;
+  /**
+   * a create type as `info()` reports it, from any spelling `create` accepts (VMDK "5" or
+   * "streamoptimized" is streamOptimized, VDI "static" is fixed); unknown spellings as given
+   */
+  normaliseType(type: string): string;
+  /**
+   * the family of a create type whose links may only stack on links of the same family (VMDK:
+   * ESXi and hosted disks do not mix); undefined where the format has no such rule
+   */
+  linkFamily?(type: string): string | undefined;
   /**
    * A fresh identity of this format's kind (VMDK: a CID; VHDX: a DataWriteGuid), for chain
    * operations that change a base's content; undefined where the format has none (qcow2, raw).

@@ -36,7 +36,7 @@ import { basename, dirname, extname, join } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
 import { hostFiles } from '../storage/file.js';
 import { ChainImage } from '../chain/chain.js';
-import { driverByName } from '../formats/registry.js';
+import { DEFAULT_FORMAT, driverByName } from '../formats/registry.js';
 import type { Image } from '../formats/types.js';
 import { Disk, openLinkIn } from '../disk.js';
 import { childCreateOptions } from './child.js';
@@ -69,17 +69,6 @@ export function chainLinkNames(dstPath: string, count: number): string[] {
   return names;
 }
 
-/** The child type for `format` under a base of `type` (VMDK children are always sparse). */
-function childType(format: string, type: string | undefined, path: string): string | undefined {
-  if (format === 'qcow2') return type; // the qcow2 version: the same for every link
-  if (format !== 'vmdk') return undefined; // VDI, VHD, VHDX: children are always differencing
-  const t = (type ?? '').toLowerCase();
-  if (t.startsWith('vmfs') || t === '4') {
-    throw new DiskError('NOTSUPPORTED', 'a vmfs base takes vmfsSparse/seSparse children, which vdkit does not create; keep the chain in a hosted VMDK type', { path, field: 'type', found: type });
-  }
-  return /^(twogbmaxextent|2gbmaxextent)|^[13]$/.test(t) ? 'twoGbMaxExtentSparse' : 'monolithicSparse';
-}
-
 /** read [offset, offset+into.length) of one link; past its end reads as zeros */
 async function readClamped(img: Image, into: Buffer, offset: number): Promise<void> {
   const inside = Math.max(0, Math.min(into.length, img.capacity - offset));
@@ -107,12 +96,12 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
   }
   if (from > to) throw new DiskError('INVAL', `from (${from}) is above to (${to})`, { path: src.path, field: 'from', expected: `<= ${to}`, found: from });
   const count = to - from + 1;
-  const format = opts.format ?? 'vmdk';
+  const format = opts.format ?? DEFAULT_FORMAT;
   const caps = driverByName(format).capabilities;
   if (count > 1 && !caps.differencing) {
     throw new DiskError('NOTSUPPORTED', `${format} images cannot be children, so a chain cannot be kept in ${format} (convert without keeping the chain flattens it)`, { path: dstPath, field: 'format', found: format });
   }
-  const kidType = count > 1 ? childType(format, opts.type, dstPath) : undefined;
+  const kidType = count > 1 ? driverByName(format).childType?.(opts.type, dstPath) : undefined;
   const ns = opts.namespace ?? hostFiles();
   const finals = chainLinkNames(ns.absolute(dstPath), count);
   const temps = finals.map((f) => partialPath(f));
@@ -219,7 +208,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
     rec.mayBeInPlace = finals.slice(0, -1);
     await writeRecord(ns, record, rec);
     for (let k = 0; k < count; k++) {
-      if (format === 'vmdk') {
+      if (driverByName(format).selfNaming) {
         // the descriptor names its extents (a monolithic one, itself): VMDK renames them too
         const img = await openLinkIn(ns, temps[k]!, { singleLink: true, cowByCaller: true, preserveIdentity: true, format });
         await moveIntoPlace(img, finals[k]!);

@@ -25,7 +25,7 @@ import { refuseUnsafe, type Namespace } from '../storage/namespace.js';
 import { backingTo } from '../chain/chain.js';
 import { findChildren } from '../chain/children.js';
 import { readJournal, removeJournal, writeJournal, type CommitJournal } from '../chain/journal.js';
-import { backends, driverByName } from '../formats/registry.js';
+import { DEFAULT_FORMAT, backends, driverByName } from '../formats/registry.js';
 import { Disk, chainFormats, openLinkIn } from '../disk.js';
 import type { Image } from '../formats/types.js';
 import type { Progress } from './convert.js';
@@ -118,7 +118,7 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
     const chain = await Disk.open(top, { namespace: ns, readOnly: true, untrusted: opts.untrusted });
     let paths: string[];
     let oldId: string | undefined;
-    let layerFormat = 'vmdk';
+    let layerFormat = DEFAULT_FORMAT; // set from the base link below
     try {
       paths = chainPaths(chain);
       const depth = paths.indexOf(basePath);

@@ -5,11 +5,10 @@
  */
 import { basename } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
-import { SECTOR_SIZE } from '../core/ints.js';
+import { DEFAULT_FORMAT, driverByName } from '../formats/registry.js';
 import { hostFiles } from '../storage/file.js';
 import type { ByteSink } from '../storage/sink.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
-import { normaliseCreateType } from '../formats/vmdk/create.js';
 import { convertToRawSink, convertToStream } from './convert-stream.js';
 import type { Image } from '../formats/types.js';
 import { partialPath, removeStalePartials } from './partials.js';
@@ -73,7 +72,8 @@ const DEFAULT_ZERO_BLOCK = 64 * 1024;
  */
 export function targetCapacity(format: string, wanted: number): number {
   if (!Number.isSafeInteger(wanted) || wanted < 0) throw new DiskError('INVAL', 'capacity must be a whole number of bytes', { field: 'capacity', found: wanted });
-  return format === 'raw' ? wanted : Math.ceil(wanted / SECTOR_SIZE) * SECTOR_SIZE;
+  const unit = driverByName(format).alignment;
+  return Math.ceil(wanted / unit) * unit;
 }
 
 export interface CopyRangesOptions {
@@ -210,7 +210,7 @@ export async function copyRanges(read: (into: Buffer, offset: number) => Promise
 export async function moveIntoPlace(img: Image, finalPath: string): Promise<void> {
   if (img.renameTo) {
     const files = (await img.info()).files;
-    if (files.length > 1 || img.format === 'vmdk') {
+    if (files.length > 1 || driverByName(img.format).selfNaming) {
       await img.renameTo(finalPath);
       await img.close().catch(() => {});
       return;
@@ -231,10 +231,11 @@ export async function dataRanges(src: Disk, length: number): Promise<{ offset: n
 }
 
 export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
-  const format = opts.format ?? 'vmdk';
-  if (format === 'vmdk' && normaliseCreateType(opts.type) === 'streamOptimized') return convertToStream(src, dstPath, opts);
+  const format = opts.format ?? DEFAULT_FORMAT;
+  const driver = driverByName(format);
+  if (opts.type !== undefined && driver.sequentialTypes.includes(driver.normaliseType(opts.type))) return convertToStream(src, dstPath, opts);
   if (opts.sink) {
-    if (format !== 'raw') throw new DiskError('NOTSUPPORTED', 'only raw and streamOptimized VMDK can be written to a pipe', { path: opts.sink.name, field: 'format', found: format });
+    if (driver.alignment !== 1) throw new DiskError('NOTSUPPORTED', 'only raw and streamOptimized VMDK can be written to a pipe', { path: opts.sink.name, field: 'format', found: format });
     return convertToRawSink(src, opts.sink, opts);
   }
   const capacity = targetCapacity(format, opts.capacity ?? src.capacity);

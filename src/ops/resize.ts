@@ -13,7 +13,6 @@
  *   (no stored range reading other than zeros) unless `force`.
  */
 import { DiskError } from '../core/errors.js';
-import { SECTOR_SIZE } from '../core/ints.js';
 import { findChildren } from '../chain/children.js';
 import { chainFormats, openLinkIn } from '../disk.js';
 import { backends, driverByName, detectFormatIn } from '../formats/registry.js';
@@ -46,7 +45,7 @@ export async function resize(path: string, size: number, opts: ResizeOptions & {
   const peek = await openLinkIn(ns, path, { format: driver.name, singleLink: true, readOnly: true });
   const peekType = peek.type;
   await peek.close();
-  if (driver.name === 'vmdk' && peekType === 'streamOptimized') {
+  if (driver.sequentialTypes.includes(peekType)) {
     throw new DiskError('NOTSUPPORTED', 'streamOptimized disks cannot be resized in place: convert to monolithicSparse, resize, and convert back', { path, field: 'createType', found: peekType });
   }
   const image = await openLinkIn(ns, path, { format: driver.name, singleLink: true, cowByCaller: true, preserveIdentity: true });
@@ -55,7 +54,7 @@ export async function resize(path: string, size: number, opts: ResizeOptions & {
     const old = image.capacity;
     const next = opts.relative ? old + size : size;
     if (!Number.isSafeInteger(next) || next < 0) throw new DiskError('INVAL', 'the new size must be a whole number of bytes, not negative', { path, field: 'size', found: next });
-    if (image.format !== 'raw' && next % SECTOR_SIZE !== 0) throw new DiskError('INVAL', 'the new size must be a multiple of 512 bytes', { path, field: 'size', found: next });
+    if (next % driver.alignment !== 0) throw new DiskError('INVAL', `the new size must be a multiple of ${driver.alignment} bytes`, { path, field: 'size', found: next });
     if (next === old) return { oldCapacity: old, newCapacity: next };
     const caps = image.capabilities;
     if (caps.resize === 'none' || !image.resize) throw new DiskError('NOTSUPPORTED', `${image.format} ${image.type} images cannot be resized`, { path, field: 'type', found: image.type });

@@ -17,8 +17,7 @@
 import { DiskError } from '../core/errors.js';
 import { roundUp } from '../core/ints.js';
 import type { Disk } from '../disk.js';
-import { driverByName } from '../formats/registry.js';
-import { normaliseCreateType } from '../formats/vmdk/create.js';
+import { DEFAULT_FORMAT, backends, driverByName } from '../formats/registry.js';
 import type { ConvertOptions } from './convert.js';
 
 export type TargetName = 'esxi' | 'workstation' | 'virtualbox' | 'hyperv' | 'azure' | 'aws' | 'gcp' | 'qemu';
@@ -43,6 +42,17 @@ interface AcceptRule {
   readonly why?: string;
 }
 
+/** versions of one image format a target reads */
+export interface FormatVersions {
+  readonly format: string;
+  /** an image of a sequential (stream) type must have this header version */
+  readonly streamVersion?: number;
+  /** descriptor `version=` values (VMDK) */
+  readonly descriptorVersions?: readonly number[];
+  /** header versions (VMDK sparse header) */
+  readonly versions?: readonly number[];
+}
+
 export interface TargetProfile {
   readonly name: TargetName;
   readonly title: string;
@@ -61,16 +71,18 @@ export interface TargetProfile {
   readonly sizeRule: 'error' | 'warning';
   readonly minCapacity?: number;
   readonly maxCapacity?: number;
-  /** a VMDK with a sparse header (streamOptimized) must have this version */
-  readonly sparseVersion?: number;
-  /** VMDK descriptor `version=` values the target reads */
-  readonly descriptorVersions?: readonly number[];
-  /** VMDK sparse header versions the target reads */
-  readonly sparseVersions?: readonly number[];
+  /** what the target reads of images in a format (which may differ from the profile's own) */
+  readonly reads?: readonly FormatVersions[];
   /** ddb.toolsVersion matters here (vSphere guest customization) */
   readonly wantsToolsVersion: boolean;
   /** the target takes one standalone disk: a child (redo log, differencing image) is refused */
   readonly standalone: boolean;
+  /** a disk of the profile's own format and type must be its data plus one 512-byte footer, nothing else (Azure page blobs) */
+  readonly dataPlusFooter?: boolean;
+  /** the file name the target wants for a disk of its own format (a regular expression over the path) */
+  readonly fileName?: { readonly pattern: RegExp; readonly why: string; readonly fix: string };
+  /** the target reads VMware's ddb keys (adapter, hardware and tools versions) of its own format */
+  readonly vmwareDdb?: boolean;
   readonly accepts: readonly AcceptRule[];
   /** where the rules come from (URLs, or sections of the project's shared docs) */
   readonly sources: readonly string[];
@@ -87,12 +99,13 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     name: 'esxi',
     title: 'VMware ESXi datastore disk',
     format: 'vmdk',
+    vmwareDdb: true,
     type: 'vmfs',
     adapterType: 'lsilogic',
     hwVersion: '4',
     sizeMultiple: 512,
     sizeRule: 'error',
-    sparseVersion: 3,
+    reads: [{ format: 'vmdk', streamVersion: 3 }],
     wantsToolsVersion: true,
     standalone: true,
     accepts: [
@@ -113,6 +126,7 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     name: 'workstation',
     title: 'VMware Workstation / Fusion / Player',
     format: 'vmdk',
+    vmwareDdb: true,
     type: 'monolithicSparse',
     adapterType: 'lsilogic',
     hwVersion: '4',
@@ -135,8 +149,7 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     type: 'dynamic',
     sizeMultiple: 512,
     sizeRule: 'error',
-    descriptorVersions: [1],
-    sparseVersions: [1, 3],
+    reads: [{ format: 'vmdk', descriptorVersions: [1], versions: [1, 3] }],
     wantsToolsVersion: false,
     standalone: false,
     accepts: [
@@ -173,6 +186,7 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     title: 'Microsoft Azure (managed disk / page blob upload)',
     format: 'vhd',
     type: 'fixed',
+    dataPlusFooter: true,
     chsRounding: false,
     sizeMultiple: MiB,
     sizeRule: 'error',
@@ -197,12 +211,13 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     name: 'aws',
     title: 'Amazon EC2 VM Import',
     format: 'vmdk',
+    vmwareDdb: true,
     type: 'streamOptimized',
     adapterType: 'lsilogic',
     hwVersion: '4',
     sizeMultiple: 512,
     sizeRule: 'error',
-    sparseVersion: 3,
+    reads: [{ format: 'vmdk', streamVersion: 3 }],
     wantsToolsVersion: false,
     standalone: true,
     accepts: [
@@ -224,6 +239,7 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     title: 'Google Compute Engine image import',
     format: 'raw',
     type: 'raw',
+    fileName: { pattern: /(^|\/)disk\.raw$/, why: 'a manual Compute Engine import wants the file named disk.raw inside a .tar.gz', fix: 'mv FILE disk.raw && tar --format=oldgnu -Sczf image.tar.gz disk.raw' },
     sizeMultiple: GiB,
     sizeRule: 'warning',
     wantsToolsVersion: false,
@@ -269,20 +285,8 @@ export function targetByName(name: string): TargetProfile {
 /** type names as info() reports them, so rules can compare */
 function normaliseType(format: string, type: string | undefined): string | undefined {
   if (type === undefined) return undefined;
-  const t = type.toLowerCase();
-  switch (format) {
-    case 'vmdk':
-      return normaliseCreateType(type);
-    case 'vdi':
-      return ({ normal: 'dynamic', standard: 'dynamic', '1': 'dynamic', static: 'fixed', '2': 'fixed' } as Record<string, string>)[t] ?? t;
-    case 'vhd':
-    case 'vhdx':
-      return ({ sparse: 'dynamic', expandable: 'dynamic' } as Record<string, string>)[t] ?? t;
-    case 'qcow2':
-      return ['v2', '0.10', 'compat=0.10'].includes(t) ? 'v2' : 'v3';
-    default:
-      return t;
-  }
+  const driver = backends().find((d) => d.name === format);
+  return driver ? driver.normaliseType(type) : type.toLowerCase();
 }
 
 function verdictOf(profile: TargetProfile, format: string, type: string | undefined): AcceptRule {
@@ -324,7 +328,7 @@ export function applyTarget(profile: TargetProfile, opts: ConvertOptions, source
     }
   };
   pick('format', profile.format, 'format');
-  const format = (out.format ?? 'vmdk').toLowerCase();
+  const format = (out.format ?? DEFAULT_FORMAT).toLowerCase();
   const sameFormat = format === profile.format;
   // type and format-specific options only make sense for the profile's own format
   if (sameFormat) {
@@ -390,22 +394,25 @@ export async function lint(disk: Disk, profile: TargetProfile): Promise<LintFind
   if (profile.maxCapacity !== undefined && cap > profile.maxCapacity) add('error', 'capacity', `virtual size ${cap} bytes is above the ${profile.maxCapacity}-byte maximum`);
 
   // VHD footer layout: a fixed VHD is its data and one footer, nothing else (Azure reads it as a page blob)
-  if (format === 'vhd' && type === 'fixed' && profile.name === 'azure' && info.fileSize !== cap + 512) {
+  const own = format === profile.format;
+  if (profile.dataPlusFooter && own && type === profile.type && info.fileSize !== cap + 512) {
     add('error', 'fileSize', `file is ${info.fileSize} bytes; a fixed VHD of ${cap} bytes must be exactly ${cap + 512} (data + 512-byte footer)`, fixConvert);
   }
 
-  if (format === 'vmdk') {
-    if (type === 'streamOptimized' && profile.sparseVersion !== undefined && info.version !== undefined && info.version !== profile.sparseVersion) {
-      add('error', 'version', `sparse header version ${info.version}: ${profile.title} wants version ${profile.sparseVersion} for streamOptimized (older streams are refused: "Not a supported disk format (sparse VMDK version too old)")`, fixConvert);
+  for (const r of (profile.reads ?? []).filter((x) => x.format === format)) {
+    if (type !== undefined && driverByName(format).sequentialTypes.includes(type) && r.streamVersion !== undefined && info.version !== undefined && info.version !== r.streamVersion) {
+      add('error', 'version', `sparse header version ${info.version}: ${profile.title} wants version ${r.streamVersion} for streamOptimized (older streams are refused: "Not a supported disk format (sparse VMDK version too old)")`, fixConvert);
     }
-    if (profile.sparseVersions && info.version !== undefined && !profile.sparseVersions.includes(info.version)) {
-      add('error', 'version', `sparse header version ${info.version}: ${profile.title} reads versions ${profile.sparseVersions.join(' and ')}`, fixConvert);
+    if (r.versions && info.version !== undefined && !r.versions.includes(info.version)) {
+      add('error', 'version', `sparse header version ${info.version}: ${profile.title} reads versions ${r.versions.join(' and ')}`, fixConvert);
     }
     const descriptorVersion = descriptorVersionOf(disk);
-    if (profile.descriptorVersions && descriptorVersion !== undefined && !profile.descriptorVersions.includes(descriptorVersion)) {
-      add('error', 'descriptor.version', `descriptor version=${descriptorVersion}: ${profile.title} reads only version=${profile.descriptorVersions.join(', ')}`, fixConvert);
+    if (r.descriptorVersions && descriptorVersion !== undefined && !r.descriptorVersions.includes(descriptorVersion)) {
+      add('error', 'descriptor.version', `descriptor version=${descriptorVersion}: ${profile.title} reads only version=${r.descriptorVersions.join(', ')}`, fixConvert);
     }
-    if (profile.format === 'vmdk') {
+  }
+  if (own) {
+    if (profile.vmwareDdb) {
       const adapter = info.adapterType;
       if (adapter === undefined) add('warning', 'adapterType', `no ddb.adapterType: ${profile.title} then guesses the controller`, `vdkit meta ${disk.path} adapterType ${profile.adapterType ?? 'lsilogic'}`);
       else if (!['ide', 'buslogic', 'lsilogic', 'pvscsi', 'legacyESX'].includes(adapter)) add('warning', 'adapterType', `ddb.adapterType "${adapter}" is not one VMware writes`, `vdkit meta ${disk.path} adapterType ${profile.adapterType ?? 'lsilogic'}`);
@@ -416,9 +423,7 @@ export async function lint(disk: Disk, profile: TargetProfile): Promise<LintFind
     }
   }
 
-  if (profile.name === 'gcp' && format === 'raw' && !/(^|\/)disk\.raw$/.test(disk.path)) {
-    add('info', 'name', 'a manual Compute Engine import wants the file named disk.raw inside a .tar.gz', 'mv FILE disk.raw && tar --format=oldgnu -Sczf image.tar.gz disk.raw');
-  }
+  if (profile.fileName && own && !profile.fileName.pattern.test(disk.path)) add('info', 'name', profile.fileName.why, profile.fileName.fix);
   return findings;
 }
 

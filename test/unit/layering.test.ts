@@ -16,11 +16,7 @@ import { repoRoot, tmpDir } from '../helpers/tools.js';
  * Violations src/ still has, exactly: each is a known debt with its reason. A new violation
  * fails the test; so does an entry that no longer occurs (delete it when it is fixed).
  */
-const ALLOWED: readonly string[] = [
-  // Disk.getProperties/setProperties use the per-format switch in ops/properties.ts; it moves
-  // into a driver property table (issue 12, part 3), then Disk needs no ops/ import
-  'disk.ts -> ./ops/properties.js (upward)',
-];
+const ALLOWED: readonly string[] = [];
 
 test('src/ keeps the layering rules (apart from the listed debts)', async () => {
   const found = (await checkLayering(join(await repoRoot(), 'src'))).map(describe);

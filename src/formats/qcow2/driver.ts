@@ -2,6 +2,7 @@ import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js'
 import { createQcow2 } from './create.js';
 import { QCOW2_CAPABILITIES, Qcow2Image } from './image.js';
 import { QCOW2_MAGIC } from './structs.js';
+import { NO_PROPERTIES } from '../common/properties.js';
 
 /** Ours when the file starts with "QFI\xfb" (any version: an unsupported one then gets a clear error). */
 function probe(head: Buffer): number {
@@ -18,6 +19,14 @@ export const qcow2Driver: Driver = Object.freeze({
     { name: 'clusterSize', description: 'cluster size in bytes, a power of two from 512 to 2 MiB (default 65536)' },
   ],
   capabilities: QCOW2_CAPABILITIES,
+  properties: NO_PROPERTIES,
+  alignment: 512,
+  selfNaming: false,
+  sequentialTypes: [],
+  /** the create type is the version: compat 0.10 is v2, everything else v3 */
+  normaliseType: (type: string) => (['v2', '0.10', 'compat=0.10'].includes(type.toLowerCase()) ? 'v2' : 'v3'),
+  /** the qcow2 version (the create type) is the same for every link */
+  childType: (baseType: string | undefined) => baseType,
   probe,
   open: (ns: Namespace, path: string, opts: OpenOptions) => Qcow2Image.open(ns, path, opts),
   create: (ns: Namespace, path: string, opts: CreateOptions) => createQcow2(ns, path, opts),

@@ -8,6 +8,7 @@ import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent, Capabilities, CreateOptions, DiskInfo, Driver, Image, OpenOptions } from '../types.js';
+import { NO_PROPERTIES } from '../common/properties.js';
 
 const ZERO_BLOCK = 64 * 1024;
 const ZEROS = Buffer.alloc(ZERO_BLOCK);
@@ -144,6 +145,11 @@ export const rawDriver: Driver = Object.freeze({
   createOptions: [],
   extensions: ['raw', 'img', 'bin'],
   capabilities: RAW_CAPABILITIES,
+  properties: NO_PROPERTIES,
+  alignment: 1,
+  selfNaming: false,
+  sequentialTypes: [],
+  normaliseType: (type: string) => type.toLowerCase(),
   probe: () => 1,
   open: (ns: Namespace, path: string, opts: OpenOptions) => RawImage.open(ns, path, opts),
   create: (ns: Namespace, path: string, opts: CreateOptions) => RawImage.create(ns, path, opts),

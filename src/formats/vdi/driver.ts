@@ -4,6 +4,7 @@ import { createVdi } from './create.js';
 import { VDI_CAPABILITIES, VdiImage } from './image.js';
 import { VDI_SIGNATURE } from './structs.js';
 import { checkVdiFile } from './check.js';
+import { VDI_PROPERTIES } from './properties.js';
 
 export const vdiDriver: Driver = Object.freeze({
   name: 'vdi',
@@ -15,6 +16,11 @@ export const vdiDriver: Driver = Object.freeze({
     { name: 'preallocate', description: 'fixed: write the zeros of the data area instead of leaving the file sparse' },
   ],
   capabilities: VDI_CAPABILITIES,
+  properties: VDI_PROPERTIES,
+  alignment: 512,
+  selfNaming: false,
+  sequentialTypes: [],
+  normaliseType: (type: string) => ({ normal: 'dynamic', standard: 'dynamic', '1': 'dynamic', static: 'fixed', '2': 'fixed' } as Record<string, string>)[type.toLowerCase()] ?? type.toLowerCase(),
   /** the signature at offset 64 is all VirtualBox and QEMU look at */
   probe(head: Buffer): number {
     return head.length >= 68 && head.readUInt32LE(64) === VDI_SIGNATURE ? 100 : 0;

@@ -4,6 +4,7 @@ import { checkVhdFile } from './check.js';
 import { createVhd } from './create.js';
 import { VHD_CAPABILITIES, VhdImage } from './image.js';
 import { FOOTER_CHECKSUM_AT, FOOTER_COOKIE, Footer, vhdChecksum } from './structs.js';
+import { VHD_PROPERTIES } from './properties.js';
 
 /**
  * Ours when the footer cookie is at offset 0 (the footer copy of a dynamic or differencing
@@ -31,6 +32,11 @@ export const vhdDriver: Driver = Object.freeze({
     { name: 'preallocate', description: 'fixed: write the zeros instead of leaving the file sparse' },
   ],
   capabilities: VHD_CAPABILITIES,
+  properties: VHD_PROPERTIES,
+  alignment: 512,
+  selfNaming: false,
+  sequentialTypes: [],
+  normaliseType: (type: string) => ({ sparse: 'dynamic', expandable: 'dynamic' } as Record<string, string>)[type.toLowerCase()] ?? type.toLowerCase(),
   probe,
   open: (ns: Namespace, path: string, opts: OpenOptions) => VhdImage.open(ns, path, opts),
   create: (ns: Namespace, path: string, opts: CreateOptions) => createVhd(ns, path, opts),

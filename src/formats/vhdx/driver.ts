@@ -3,6 +3,7 @@ import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js'
 import { createVhdx } from './create.js';
 import { VHDX_CAPABILITIES, VhdxImage } from './image.js';
 import { FILE_SIGNATURE } from './structs.js';
+import { VHDX_PROPERTIES } from './properties.js';
 
 /** Ours when the file type identifier "vhdxfile" is at offset 0 (what QEMU probes too). */
 function probe(head: Buffer): number {
@@ -20,6 +21,11 @@ export const vhdxDriver: Driver = Object.freeze({
     { name: 'preallocate', description: 'fixed: write the zeros instead of leaving the file sparse' },
   ],
   capabilities: VHDX_CAPABILITIES,
+  properties: VHDX_PROPERTIES,
+  alignment: 512,
+  selfNaming: false,
+  sequentialTypes: [],
+  normaliseType: (type: string) => ({ sparse: 'dynamic', expandable: 'dynamic' } as Record<string, string>)[type.toLowerCase()] ?? type.toLowerCase(),
   probe,
   open: (ns: Namespace, path: string, opts: OpenOptions) => VhdxImage.open(ns, path, opts),
   create: (ns: Namespace, path: string, opts: CreateOptions) => createVhdx(ns, path, opts),

@@ -1,8 +1,12 @@
+import { DiskError } from '../../core/errors.js';
 import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
-import { createVmdk } from './create.js';
+import { createVmdk, normaliseCreateType } from './create.js';
 import { hex8, looksLikeDescriptor } from './descriptor.js';
 import { VMDK_CAPABILITIES, VmdkImage, newCid } from './image.js';
 import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
+import { VMDK_PROPERTIES } from './properties.js';
+
+const ESX_TYPES = new Set(['vmfs', 'vmfssparse', 'vmfsthin', 'vmfspreallocated', 'vmfseagerzeroedthick', 'vmfsthick', 'sesparse', 'vmfsraw', 'vmfsrawdevicemap', 'vmfspassthroughrawdevicemap']);
 
 export const vmdkDriver: Driver = Object.freeze({
   name: 'vmdk',
@@ -17,6 +21,21 @@ export const vmdkDriver: Driver = Object.freeze({
     { name: 'preallocate', description: 'flat types: write the zeros' },
   ],
   capabilities: VMDK_CAPABILITIES,
+  properties: VMDK_PROPERTIES,
+  alignment: 512,
+  selfNaming: true,
+  normaliseType: (type: string) => normaliseCreateType(type),
+  sequentialTypes: ['streamOptimized'],
+  /** VMDK children are always sparse: split ones under split bases */
+  childType(baseType: string | undefined, path: string): string {
+    const t = (baseType ?? '').toLowerCase();
+    if (t.startsWith('vmfs') || t === '4') {
+      throw new DiskError('NOTSUPPORTED', 'a vmfs base takes vmfsSparse/seSparse children, which vdkit does not create; keep the chain in a hosted VMDK type', { path, field: 'type', found: baseType });
+    }
+    return /^(twogbmaxextent|2gbmaxextent)|^[13]$/.test(t) ? 'twoGbMaxExtentSparse' : 'monolithicSparse';
+  },
+  /** ESXi (vmfs*, seSparse) and hosted disks do not stack on each other */
+  linkFamily: (type: string) => (ESX_TYPES.has(type.toLowerCase()) ? 'esx' : 'hosted'),
   probe(head: Buffer): number {
     if (head.length >= 4) {
       const magic = head.readUInt32LE(0);

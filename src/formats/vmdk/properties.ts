@@ -1,0 +1,64 @@
+/**
+ * VMDK's uniform properties (formats/common/properties.ts): uuid ddb.uuid.image (VirtualBox;
+ * else VMware's ddb.uuid, kept in step when present), modificationUuid/parentUuid/
+ * parentModificationUuid ddb.uuid.modification/.parent/.parentmodification (VirtualBox only:
+ * VMware links by CID), comment ddb.comment (VirtualBox, backslash escapes), PCHS
+ * ddb.geometry.{cylinders,heads,sectors}, LCHS ddb.geometry.{biosCylinders,biosHeads,
+ * biosSectors}, adapter ddb.adapterType.
+ */
+import { DiskError } from '../../core/errors.js';
+import { BIOS_CHS, PROPERTY_NAMES, geometryWrites, keyedGeometry, tryUuid, type PropertyTable } from '../common/properties.js';
+
+/** adapter types VMware products write in ddb.adapterType */
+export const VMDK_ADAPTERS = ['ide', 'buslogic', 'lsilogic', 'legacyESX', 'lsisas1068', 'pvscsi', 'sata', 'nvme'] as const;
+
+/** VMware's ddb.uuid layout: "60 00 c2 9a 4c 1f 7e 22-b3 05 d8 6e 91 aa 0c 47" */
+function vmwareUuid(u: string): string {
+  const bytes = u.replace(/-/g, '').match(/../g)!;
+  return `${bytes.slice(0, 8).join(' ')}-${bytes.slice(8).join(' ')}`;
+}
+
+const escapeComment = (s: string) => s.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\r/g, '\\r');
+const unescapeComment = (s: string) => s.replace(/\\(.)/g, (_m, c: string) => (c === 'n' ? '\n' : c === 'r' ? '\r' : c));
+
+export const VMDK_PROPERTIES: PropertyTable = Object.freeze<PropertyTable>({
+  read(m: (key: string) => string | undefined) {
+    const comment = m('comment');
+    return {
+      uuid: tryUuid(m('uuid.image')) ?? tryUuid(m('uuid')),
+      modificationUuid: tryUuid(m('uuid.modification')),
+      parentUuid: tryUuid(m('uuid.parent')),
+      parentModificationUuid: tryUuid(m('uuid.parentmodification')),
+      comment: comment === undefined ? undefined : unescapeComment(comment),
+      pchs: keyedGeometry(m, 'cylinders', 'heads', 'sectors'),
+      lchs: keyedGeometry(m, 'biosCylinders', 'biosHeads', 'biosSectors'),
+      adapterType: m('adapterType'),
+    };
+  },
+  settable: PROPERTY_NAMES,
+  writes(props, ctx) {
+    const w: [string, string][] = [];
+    if (props.uuid !== undefined) {
+      const u = ctx.uuid('uuid');
+      w.push(['uuid.image', u]);
+      if (ctx.readMetadata('uuid') !== undefined) w.push(['uuid', vmwareUuid(u)]);
+    }
+    if (props.modificationUuid !== undefined) w.push(['uuid.modification', ctx.uuid('modificationUuid')]);
+    if (props.parentUuid !== undefined) w.push(['uuid.parent', ctx.uuid('parentUuid')]);
+    if (props.parentModificationUuid !== undefined) w.push(['uuid.parentmodification', ctx.uuid('parentModificationUuid')]);
+    if (props.comment !== undefined) {
+      // a descriptor value is quoted and VirtualBox has no escape for the quote
+      if (props.comment.includes('"')) throw new DiskError('INVAL', 'a VMDK comment cannot hold a double quote', { path: ctx.path, field: 'comment', found: props.comment });
+      w.push(['comment', escapeComment(props.comment)]);
+    }
+    if (props.pchs) w.push(...geometryWrites(ctx.chs('pchs', { cylinders: 16383, heads: 16, sectors: 63 }), 'cylinders', 'heads', 'sectors'));
+    if (props.lchs) w.push(...geometryWrites(ctx.chs('lchs', BIOS_CHS), 'biosCylinders', 'biosHeads', 'biosSectors'));
+    if (props.adapterType !== undefined) {
+      if (!(VMDK_ADAPTERS as readonly string[]).includes(props.adapterType)) {
+        throw new DiskError('INVAL', 'unknown adapter type', { path: ctx.path, field: 'adapterType', found: props.adapterType, expected: VMDK_ADAPTERS.join(', ') });
+      }
+      w.push(['adapterType', props.adapterType]);
+    }
+    return w;
+  },
+});
