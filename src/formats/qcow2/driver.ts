@@ -1,6 +1,7 @@
 import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createQcow2 } from './create.js';
-import { QCOW2_CAPABILITIES, Qcow2Image } from './image.js';
+import { QCOW2_CAPABILITIES } from './image.js';
+import { openQcow2 } from './open.js';
 import { QCOW2_MAGIC } from './structs.js';
 
 /** Ours when the file starts with "QFI\xfb" (any version: an unsupported one then gets a clear error). */
@@ -19,6 +20,6 @@ export const qcow2Driver: Driver = Object.freeze({
   ],
   capabilities: QCOW2_CAPABILITIES,
   probe,
-  open: (ns: Namespace, path: string, opts: OpenOptions) => Qcow2Image.open(ns, path, opts),
+  open: (ns: Namespace, path: string, opts: OpenOptions) => openQcow2(ns, path, opts),
   create: (ns: Namespace, path: string, opts: CreateOptions) => createQcow2(ns, path, opts),
 });
