@@ -3,11 +3,11 @@
  * crash-safe batches planned by relayout-plan.ts.
  */
 import { DiskError } from '../../core/errors.js';
-import { type PlanItem, type PlanMove, planRelayout, type RelayoutPlan } from '../common/relayout-plan.js';
+import { type PlanItem, planRelayout, type RelayoutPlan } from '../common/relayout-plan.js';
 import type { InPlaceOptions, InPlaceResult } from '../types.js';
 import { cutAfterLastUse } from './maintain.js';
+import { Qcow2Map } from './map.js';
 import type { Qcow2State } from './state.js';
-import { decodeL1, decodeL2, encodeL2 } from './structs.js';
 
 /** clusters moved per crash-safe step of defragment (4 flushes each) */
 const MOVE_BATCH = 64;
@@ -30,33 +30,12 @@ export async function defragment(this: Qcow2State, opts: InPlaceOptions = {}): P
   }
   const fileBytesBefore = await this.store.size();
   const cs = this.clusterSize;
-  const g = this.g;
-  const shared = (field: string, found: unknown) =>
-    new DiskError('NOTSUPPORTED', 'a cluster is shared (COPIED flag clear or refcount above 1) although the image has no snapshots: run check first', { path: this.path, struct: 'L2 table', field, found });
+  const map = new Qcow2Map(this);
+  const shared = (field: string, found: unknown) => map.shared(field, found);
   // the data clusters of the active tables in guest order, and the entry that points at each
-  const hosts: number[] = [];
-  const owners: { l1i: number; idx: number }[] = [];
-  const meta = new Set<number>([0]);
-  for (let c = 0; c < Math.ceil(this.l1.length / cs); c++) meta.add(Number(this.h.l1_table_offset) / cs + c);
-  for (let c = 0; c < this.refs.tableClusters; c++) meta.add(this.refs.tableOffset / cs + c);
-  for (let rt = 0; rt < this.refs.tableEntries; rt++) if (this.refs.blockOffset(rt) !== 0) meta.add(this.refs.blockOffset(rt) / cs);
-  for (let l1i = 0; l1i < this.h.l1_size; l1i++) {
-    const l1e = decodeL1(this.l1, l1i);
-    if (l1e.offset === 0) continue;
-    if (!l1e.copied) throw shared(`l1[${l1i}]`, l1e.offset);
-    const l2 = (await this.loadL2(l1i))!;
-    meta.add(l1e.offset / cs);
-    for (let idx = 0; idx < g.l2Entries; idx++) {
-      if ((l1i * g.l2Entries + idx) * cs >= this.capacity) break;
-      const e = decodeL2(l2, idx, g);
-      if (e.kind !== 'normal') continue;
-      const field = `l2[${l1i}][${idx}]`;
-      this.checkData(e, field);
-      if (!e.copied) throw shared(field, e.offset);
-      hosts.push(e.offset / cs);
-      owners.push({ l1i, idx });
-    }
-  }
+  const meta = map.fixed();
+  const owners = await map.entries();
+  const hosts = owners.map((o) => o.cluster);
   const isData = new Set<number>();
   hosts.forEach((h, i) => {
     const field = `l2[${owners[i]!.l1i}][${owners[i]!.idx}]`;
@@ -113,26 +92,7 @@ export async function defragment(this: Qcow2State, opts: InPlaceOptions = {}): P
     }
     await this.store.flush();
     // c. the L2 entries, one write per table
-    const byTable = new Map<number, PlanMove[]>();
-    for (const m of b.moves) {
-      const l1i = owners[m.item]!.l1i;
-      const list = byTable.get(l1i);
-      if (list) list.push(m);
-      else byTable.set(l1i, [m]);
-    }
-    for (const [l1i, moves] of byTable) {
-      const t = (await this.loadL2(l1i))!;
-      let lo = Infinity;
-      let hi = -1;
-      for (const m of moves) {
-        const idx = owners[m.item]!.idx;
-        encodeL2(t, idx, g, m.to * cs, { copied: true });
-        lo = Math.min(lo, idx);
-        hi = Math.max(hi, idx);
-      }
-      const es = g.l2EntrySize;
-      await this.store.write(decodeL1(this.l1, l1i).offset + lo * es, t.subarray(lo * es, (hi + 1) * es));
-    }
+    await map.setEntries(b.moves.map((m) => ({ ...owners[m.item]!, cluster: m.to })));
     await this.store.flush();
     // d. the old clusters
     await this.refs.decrementMany(b.moves.map((m) => m.from));

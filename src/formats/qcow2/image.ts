@@ -22,9 +22,9 @@ import { checkQcow2 } from './check.js';
 import { compact } from './compact.js';
 import { defragment } from './defrag.js';
 import { backing, makeEmpty, setBacking } from './links.js';
+import { dropClusters } from './maintain.js';
 import { info, metadataKeys, readMetadata, writeMetadata } from './metadata.js';
 import { resize } from './resize.js';
-import { dropClusters } from './maintain.js';
 import { Qcow2State } from './state.js';
 import { writeSlice } from './write.js';
 
