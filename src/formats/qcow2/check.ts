@@ -23,16 +23,14 @@ import { DiskError } from '../../core/errors.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { separateSharedActive } from './dedupe.js';
 import { FindingLog, fieldSpan, span } from './findings.js';
-import type { Qcow2Image } from './image.js';
+import type { Qcow2State } from './state.js';
+import { emptyEntry, readTables, words } from './tables.js';
 import { AUTOCLEAR, EXT, MAX_L1_BYTES, decodeL1, decodeL2, getRefcount } from './structs.js';
 
 const DATA = 1;
 const L2 = 2;
 const META = 3;
 const MIXED = 4;
-
-/** L2 tables read in runs of adjacent clusters, at most this many bytes a read */
-const TABLE_READ_BYTES = 4 * 1024 * 1024;
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 
@@ -43,35 +41,7 @@ interface EntryAt {
   idx: number;
 }
 
-/** A table as 32-bit words (native order: only compared with 0), for `emptyEntry`. */
-export function words(t: Buffer): Uint32Array {
-  const b = t.byteOffset % 4 === 0 ? t : Buffer.from(t);
-  return new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
-}
-
-/** an all-zero L2 entry (unallocated): most of a sparse image's tables, skipped undecoded */
-export function emptyEntry(w: Uint32Array, j: number, size: number): boolean {
-  const at = (j * size) >>> 2;
-  return w[at] === 0 && w[at + 1] === 0 && (size === 8 || (w[at + 2] === 0 && w[at + 3] === 0));
-}
-
-/**
- * Tables of `offsets` (cluster aligned, inside the file), read in few large reads: sorted, and
- * adjacent clusters read together. Yields each table once.
- */
-export async function* readTables(img: Qcow2Image, offsets: Iterable<number>): AsyncGenerator<[number, Buffer]> {
-  const cs = img.clusterSize;
-  const sorted = [...new Set(offsets)].sort((a, b) => a - b);
-  for (let i = 0; i < sorted.length; ) {
-    let j = i + 1;
-    while (j < sorted.length && sorted[j] === sorted[j - 1]! + cs && (j - i + 1) * cs <= TABLE_READ_BYTES) j++;
-    const run = await img.storeForCheck.readZeroPadded(sorted[i]!, (j - i) * cs);
-    for (let k = i; k < j; k++) yield [sorted[k]!, run.subarray((k - i) * cs, (k - i + 1) * cs)];
-    i = j;
-  }
-}
-
-export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<CheckReport> {
+export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<CheckReport> {
   // a dry run makes every decision a repair would, writes nothing, and reads the refcounts a
   // repair would have written from `planned`
   const dryRun = opts.repair && !!opts.dryRun;
@@ -347,7 +317,7 @@ export async function checkQcow2(img: Qcow2Image, opts: CheckOptions): Promise<C
 
 /** Bitmap directory, bitmap tables and their data clusters (only when the autoclear bit says they are valid). */
 async function countBitmaps(
-  img: Qcow2Image,
+  img: Qcow2State,
   inc: (offset: number, size: number, r: number, what: string, struct: string, field?: string) => boolean,
   corrupt: (message: string, struct: string, field?: string, offset?: number) => void,
 ): Promise<void> {

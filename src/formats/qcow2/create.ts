@@ -11,7 +11,9 @@ import { DiskError } from '../../core/errors.js';
 import { isPowerOfTwo } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions } from '../types.js';
-import { Qcow2Image } from './image.js';
+import type { Qcow2Image } from './image.js';
+import { openQcow2 } from './open.js';
+import { setInitialSize } from './resize.js';
 import {
   DEFAULT_CLUSTER_BITS,
   EXT,
@@ -111,8 +113,8 @@ export async function createQcow2(ns: Namespace, path: string, opts: CreateOptio
   let image: Qcow2Image | undefined;
   try {
     // a child is opened as the chain layer opens its top (it does the copy-on-write)
-    image = await Qcow2Image.open(ns, path, { readOnly: false, cowByCaller: true });
-    await image.setInitialSize(opts.capacity);
+    image = await openQcow2(ns, path, { readOnly: false, cowByCaller: true });
+    await setInitialSize.call(image, opts.capacity);
     await image.flush();
     return image;
   } catch (err) {

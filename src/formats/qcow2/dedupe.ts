@@ -20,11 +20,11 @@
  * sharing (which this repair finds again) plus leaked copies.
  */
 import { DiskError } from '../../core/errors.js';
-import { emptyEntry, readTables, words } from './check.js';
 import { fieldSpan } from './findings.js';
 import type { FindingLog } from './findings.js';
-import type { Qcow2Image } from './image.js';
+import type { Qcow2State } from './state.js';
 import { decodeL1, decodeL2, encodeL2 } from './structs.js';
+import { emptyEntry, readTables, words } from './tables.js';
 
 const META = 1;
 const SNAP_L2 = 2;
@@ -35,7 +35,7 @@ const hex = (n: number) => `0x${n.toString(16)}`;
 /** clusters copied per batch (read, written, then their entries) */
 const BATCH = 64;
 
-export async function separateSharedActive(img: Qcow2Image, log: FindingLog, opts: { dryRun: boolean }): Promise<void> {
+export async function separateSharedActive(img: Qcow2State, log: FindingLog, opts: { dryRun: boolean }): Promise<void> {
   const g = img.geometry;
   if (g.l2EntrySize !== 8) return; // extended L2 images are never written
   const cs = g.clusterSize;

@@ -1,6 +1,7 @@
 import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createQcow2 } from './create.js';
-import { QCOW2_CAPABILITIES, Qcow2Image } from './image.js';
+import { QCOW2_CAPABILITIES } from './image.js';
+import { openQcow2 } from './open.js';
 import { QCOW2_MAGIC } from './structs.js';
 import { NO_PROPERTIES } from '../common/properties.js';
 
@@ -28,6 +29,6 @@ export const qcow2Driver: Driver = Object.freeze({
   /** the qcow2 version (the create type) is the same for every link */
   childType: (baseType: string | undefined) => baseType,
   probe,
-  open: (ns: Namespace, path: string, opts: OpenOptions) => Qcow2Image.open(ns, path, opts),
+  open: (ns: Namespace, path: string, opts: OpenOptions) => openQcow2(ns, path, opts),
   create: (ns: Namespace, path: string, opts: CreateOptions) => createQcow2(ns, path, opts),
 });

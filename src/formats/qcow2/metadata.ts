@@ -1,0 +1,100 @@
+/**
+ * Metadata keys (all read-only: they follow from the image structure) and `info`.
+ */
+import { DiskError } from '../../core/errors.js';
+import type { DiskInfo } from '../types.js';
+import type { Qcow2State } from './state.js';
+import { decodeL1, INCOMPAT } from './structs.js';
+
+export function metadataKeys(this: Qcow2State): string[] {
+  const keys = ['compat', 'clusterSize', 'refcountBits', 'lazyRefcounts', 'extendedL2', 'compressionType', 'dirty', 'corrupt', 'snapshots'];
+  if (this.backingName !== undefined) keys.push('backingFile', 'backingFormat');
+  return keys;
+}
+
+export function readMetadata(this: Qcow2State, key: string): string | undefined {
+  const bool = (b: boolean) => (b ? 'true' : 'false');
+  switch (key) {
+    case 'compat':
+      return this.h.version === 2 ? '0.10' : '1.1';
+    case 'clusterSize':
+      return String(this.clusterSize);
+    case 'refcountBits':
+      return String(1 << this.h.refcount_order);
+    case 'lazyRefcounts':
+      return bool((this.h.compatible_features & 1n) !== 0n);
+    case 'extendedL2':
+      return bool(this.hasIncompat(INCOMPAT.EXTL2));
+    case 'compressionType':
+      return this.h.compression_type === 0 ? 'zlib' : String(this.h.compression_type);
+    case 'dirty':
+      return bool(this.hasIncompat(INCOMPAT.DIRTY));
+    case 'corrupt':
+      return bool(this.hasIncompat(INCOMPAT.CORRUPT));
+    case 'snapshots':
+      return JSON.stringify(this.snapshots.map((s) => ({ id: s.id, name: s.name, date: new Date(s.date * 1000).toISOString(), vmStateSize: s.vmStateSize, diskSize: s.diskSize, l1Size: s.l1Size })));
+    case 'backingFile':
+      return this.backingName;
+    case 'backingFormat':
+      return this.backingFormat();
+    default:
+      return undefined;
+  }
+}
+
+export async function writeMetadata(this: Qcow2State, key: string, value: string): Promise<void> {
+  this.checkWritable();
+  throw new DiskError('NOTSUPPORTED', 'qcow2 metadata is read-only (it follows from the image structure; the backing file changes with rebase)', {
+    path: this.path,
+    struct: 'header',
+    field: key,
+    found: value,
+    expected: 'none writable',
+  });
+}
+
+/**
+ * Bytes this image stores, counted per L2 table and remembered per table offset: the cost is
+ * bounded by the L1 size and the file size even when a crafted L1 table names one L2 table
+ * millions of times (the CPU-exhaustion class of CVE-2015-5162).
+ */
+async function dataBytes(this: Qcow2State): Promise<number> {
+  const memo = new Map<number, number>();
+  let total = 0;
+  for (let i = 0; i < this.h.l1_size && i * this.span < this.capacity; i++) {
+    const e = decodeL1(this.l1, i);
+    if (e.offset === 0) continue;
+    const start = i * this.span;
+    const full = start + this.span <= this.capacity;
+    const known = full ? memo.get(e.offset) : undefined;
+    if (known !== undefined) {
+      total += known;
+      continue;
+    }
+    let n = 0;
+    for (const s of await this.segments(start, Math.min(this.span, this.capacity - start))) if (s.state === 'data') n += s.length;
+    if (full) memo.set(e.offset, n);
+    total += n;
+  }
+  return total;
+}
+
+export async function info(this: Qcow2State): Promise<DiskInfo> {
+  const allocatedBytes = await dataBytes.call(this);
+  return {
+    format: 'qcow2',
+    type: this.type,
+    capacity: this.capacity,
+    sectors: Math.floor(this.capacity / 512),
+    numLinks: 1,
+    parent: this.backingName,
+    version: this.h.version,
+    extents: [{ path: this.path, type: 'QCOW2', access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
+    allocatedBytes,
+    fileSize: this.file.size,
+    diskSize: (await this.namespace.stat(this.path)).allocated ?? this.file.size,
+    readOnly: this.readOnly,
+    files: [this.path],
+    ...(this.warnings.length > 0 ? { warnings: [...this.warnings] } : {}),
+  };
+}

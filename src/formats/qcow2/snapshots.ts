@@ -1,0 +1,69 @@
+/**
+ * Internal snapshots (qcow2.md §8): the table read and bounded at open. Creating, reading and
+ * deleting snapshots is not offered yet; writes respect their sharing (COPIED flags).
+ */
+import { DiskError } from '../../core/errors.js';
+import { toSafeNumber } from '../../core/ints.js';
+import type { ByteStore } from '../../storage/store.js';
+import { type HeaderValue, MAX_SNAPSHOT_EXTRA, MAX_SNAPSHOT_TABLE_BYTES, MAX_SNAPSHOTS, SnapshotHeader } from './structs.js';
+
+export interface SnapshotInfo {
+  index: number;
+  id: string;
+  name: string;
+  l1Offset: number;
+  l1Size: number;
+  /** seconds since the epoch */
+  date: number;
+  vmStateSize: number;
+  /** virtual disk size at the time (extra data), when recorded */
+  diskSize?: number;
+}
+
+export /**
+ * The snapshot table (qcow2.md §8): every size bounded (65536 entries, 1 KiB of extra data
+ * each, 64 MiB in all) and inside the file before anything is allocated for it.
+ */
+async function readSnapshots(path: string, store: ByteStore, h: HeaderValue, fileSize: number, cs: number): Promise<{ list: SnapshotInfo[]; bytes: number }> {
+  const n = h.nb_snapshots;
+  if (n === 0) return { list: [], bytes: 0 };
+  const bad = (field: string, message: string, expected?: unknown, found?: unknown) => new DiskError('CORRUPT', message, { path, struct: 'snapshot table', field, expected, found });
+  if (n > MAX_SNAPSHOTS) throw new DiskError('CORRUPT', 'too many snapshots', { path, struct: 'header', field: 'nb_snapshots', expected: `<= ${MAX_SNAPSHOTS}`, found: n });
+  const offset = toSafeNumber(h.snapshots_offset, { path, struct: 'header', field: 'snapshots_offset' });
+  if (offset === 0 || offset % cs !== 0) throw new DiskError('CORRUPT', 'snapshot table offset is not a cluster boundary after the header', { path, struct: 'header', field: 'snapshots_offset', found: offset });
+  // smallest possible table: 40 bytes per entry
+  if (offset + n * 40 > fileSize) throw new DiskError('CORRUPT', 'snapshot table lies past the end of the file', { path, struct: 'header', field: 'snapshots_offset', expected: `<= ${fileSize - n * 40}`, found: offset });
+  const limit = Math.min(fileSize, offset + MAX_SNAPSHOT_TABLE_BYTES);
+  // a window over the table, refilled as entries are parsed
+  let win: Buffer = Buffer.alloc(0);
+  let winAt = offset;
+  const bytes = async (at: number, len: number, field: string): Promise<Buffer> => {
+    if (at + len > limit) throw bad(field, at + len > fileSize ? 'snapshot table runs past the end of the file' : 'snapshot table larger than 64 MiB', `<= ${limit}`, at + len);
+    if (at < winAt || at + len > winAt + win.length) {
+      winAt = at;
+      win = await store.read(at, Math.min(limit - at, Math.max(len, 64 * 1024)));
+    }
+    return win.subarray(at - winAt, at - winAt + len);
+  };
+  const out: SnapshotInfo[] = [];
+  let at = offset;
+  for (let i = 0; i < n; i++) {
+    const field = `snapshot[${i}]`;
+    const s = SnapshotHeader.decode(await bytes(at, 40, field), 0, path);
+    if (s.extra_data_size > MAX_SNAPSHOT_EXTRA) throw bad(`${field}.extra_data_size`, 'snapshot extra data too large', `<= ${MAX_SNAPSHOT_EXTRA}`, s.extra_data_size);
+    if (h.version >= 3 && s.extra_data_size < 16) throw bad(`${field}.extra_data_size`, 'version 3 snapshots carry at least 16 bytes of extra data', '>= 16', s.extra_data_size);
+    const extra = await bytes(at + 40, s.extra_data_size, field);
+    let vmStateSize = s.vm_state_size;
+    let diskSize: number | undefined;
+    if (s.extra_data_size >= 8) vmStateSize = Number(extra.readBigUInt64BE(0) & BigInt(Number.MAX_SAFE_INTEGER));
+    if (s.extra_data_size >= 16) diskSize = Number(extra.readBigUInt64BE(8) & BigInt(Number.MAX_SAFE_INTEGER));
+    const strAt = at + 40 + s.extra_data_size;
+    const id = (await bytes(strAt, s.id_str_size, field)).toString('utf8');
+    const name = (await bytes(strAt + s.id_str_size, s.name_size, field)).toString('utf8');
+    const l1Offset = s.l1_table_offset > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(s.l1_table_offset);
+    out.push({ index: i, id, name, l1Offset, l1Size: s.l1_size, date: s.date_sec, vmStateSize, diskSize });
+    at = strAt + s.id_str_size + s.name_size;
+    at = Math.ceil(at / 8) * 8;
+  }
+  return { list: out, bytes: at - offset };
+}
