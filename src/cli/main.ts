@@ -49,7 +49,7 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name('vdkit')
-    .description('Virtual disk development kit: create, inspect, read, write and convert VMDK and raw disk images')
+    .description('Virtual disk development kit: create, inspect, read, write and convert VMDK, VDI, VHD, VHDX, qcow2 and raw disk images')
     .version('0.1.0')
     .showHelpAfterError()
     .exitOverride()
