@@ -1,8 +1,8 @@
 /**
  * What every command module under cli/commands/ exports, and the little state they share.
- * main.ts imports every command module on start to build the help and the parser, so a command
- * module imports only commander, options.ts, output.ts and this file; what it runs (Disk, the
- * drivers, ops/) is imported inside its action, when that command is the one being run.
+ * main.ts loads a command module to parse a command line that names it, and all of them for
+ * `vdkit --help`, so a command module imports only commander, options.ts, output.ts, this file and
+ * types; what it runs (Disk, the drivers, ops/) is imported inside its action, when it runs.
  */
 import type { Command } from 'commander';
 import type { Disk, DiskOpenOptions } from '../disk.js';

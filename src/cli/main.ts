@@ -2,50 +2,71 @@
  * The `vdkit` command. Exit status: 0 success, 1 failure (the DiskError's code and text on
  * stderr), 2 wrong usage.
  *
- * Start-up cost matters (`vdkit --version`, scripts calling `vdkit info` in a loop): this module and
- * the command modules it lists import commander and a few small helpers only. Each command imports
- * Disk, the drivers and its ops inside its action, so a run loads the code of one command
- * (bench/startup.ts measures it; BENCHMARKS.md has the figures).
+ * Start-up cost matters (`vdkit --version`, scripts calling `vdkit info` in a loop), so nothing is
+ * loaded before it is needed: this module imports commander and a few small helpers, loads the
+ * module of the command named on the command line (commands/*.ts, each a small descriptor), and
+ * that command imports Disk, the drivers and its ops inside its action. bench/startup.ts measures
+ * it; BENCHMARKS.md has the figures.
  */
 import { Command, CommanderError } from 'commander';
 import { DiskError, errorText } from '../core/errors.js';
 import { getExitStatus, register, setExitStatus, type CliCommand } from './command.js';
 import { UsageError } from './options.js';
-import { attach } from './commands/attach.js';
-import { chain } from './commands/chain.js';
-import { check } from './commands/check.js';
-import { checksum } from './commands/checksum.js';
-import { child } from './commands/child.js';
-import { commit } from './commands/commit.js';
-import { compact } from './commands/compact.js';
-import { compare } from './commands/compare.js';
-import { convert } from './commands/convert.js';
-import { create } from './commands/create.js';
-import { defrag } from './commands/defrag.js';
-import { deleteCommand } from './commands/delete.js';
-import { discard } from './commands/discard.js';
-import { fill } from './commands/fill.js';
-import { formats } from './commands/formats.js';
-import { info } from './commands/info.js';
-import { lint } from './commands/lint.js';
-import { map } from './commands/map.js';
-import { measure } from './commands/measure.js';
-import { meta } from './commands/meta.js';
-import { read } from './commands/read.js';
-import { rebase } from './commands/rebase.js';
-import { rename } from './commands/rename.js';
-import { resize } from './commands/resize.js';
-import { set } from './commands/set.js';
-import { vdiskmanager } from './commands/vdiskmanager.js';
-import { write } from './commands/write.js';
 
-/** every command, in the order `vdkit --help` lists them */
-export const COMMANDS: readonly CliCommand[] = [
-  create, info, read, write, fill, meta, set, map, convert, measure, lint, check, compare, checksum, formats,
-  child, attach, commit, rebase, resize, compact, defrag, discard, rename, deleteCommand, chain, vdiskmanager,
+/** a command's names (the first is its name, the rest its aliases) and how to load its module */
+export interface CommandEntry {
+  readonly names: readonly string[];
+  load(): Promise<CliCommand>;
+}
+
+/**
+ * Every command, in the order `vdkit --help` lists them. A run that names a command loads that
+ * command's module alone; --version loads none; --help, `help` and unknown names load them all.
+ * test/unit/cli-commands.test.ts checks these names against the modules' descriptors.
+ */
+export const COMMANDS: readonly CommandEntry[] = [
+  { names: ['create'], load: async () => (await import('./commands/create.js')).create },
+  { names: ['info'], load: async () => (await import('./commands/info.js')).info },
+  { names: ['read'], load: async () => (await import('./commands/read.js')).read },
+  { names: ['write'], load: async () => (await import('./commands/write.js')).write },
+  { names: ['fill'], load: async () => (await import('./commands/fill.js')).fill },
+  { names: ['meta'], load: async () => (await import('./commands/meta.js')).meta },
+  { names: ['set'], load: async () => (await import('./commands/set.js')).set },
+  { names: ['map'], load: async () => (await import('./commands/map.js')).map },
+  { names: ['convert', 'clone'], load: async () => (await import('./commands/convert.js')).convert },
+  { names: ['measure'], load: async () => (await import('./commands/measure.js')).measure },
+  { names: ['lint'], load: async () => (await import('./commands/lint.js')).lint },
+  { names: ['check'], load: async () => (await import('./commands/check.js')).check },
+  { names: ['compare'], load: async () => (await import('./commands/compare.js')).compare },
+  { names: ['checksum'], load: async () => (await import('./commands/checksum.js')).checksum },
+  { names: ['formats'], load: async () => (await import('./commands/formats.js')).formats },
+  { names: ['child', 'redo'], load: async () => (await import('./commands/child.js')).child },
+  { names: ['attach'], load: async () => (await import('./commands/attach.js')).attach },
+  { names: ['commit'], load: async () => (await import('./commands/commit.js')).commit },
+  { names: ['rebase'], load: async () => (await import('./commands/rebase.js')).rebase },
+  { names: ['resize'], load: async () => (await import('./commands/resize.js')).resize },
+  { names: ['compact'], load: async () => (await import('./commands/compact.js')).compact },
+  { names: ['defrag', 'defragment'], load: async () => (await import('./commands/defrag.js')).defrag },
+  { names: ['discard'], load: async () => (await import('./commands/discard.js')).discard },
+  { names: ['rename'], load: async () => (await import('./commands/rename.js')).rename },
+  { names: ['delete'], load: async () => (await import('./commands/delete.js')).deleteCommand },
+  { names: ['chain'], load: async () => (await import('./commands/chain.js')).chain },
+  { names: ['vdiskmanager'], load: async () => (await import('./commands/vdiskmanager.js')).vdiskmanager },
 ];
 
-export function buildProgram(): Command {
+/**
+ * The commands a command line needs. Only the top-level help and "unknown command" (with its
+ * suggestions) list the others; a command's own help, errors and run do not.
+ */
+function commandsFor(argv: readonly string[]): readonly CommandEntry[] {
+  const first = argv[0];
+  if (first === '--version' || first === '-V') return [];
+  const named = COMMANDS.find((e) => e.names.includes(first ?? ''));
+  return named ? [named] : COMMANDS;
+}
+
+/** The program with `commands` (default: all of them). */
+export async function buildProgram(commands: readonly CommandEntry[] = COMMANDS): Promise<Command> {
   const program = new Command();
   program
     .name('vdkit')
@@ -54,7 +75,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const c of COMMANDS) register(program, c);
+  for (const c of await Promise.all(commands.map((e) => e.load()))) register(program, c);
   return program;
 }
 
@@ -65,8 +86,8 @@ export async function main(argv: string[]): Promise<number> {
     const { vdiskmanager } = await import('./vdiskmanager.js');
     return vdiskmanager(argv.slice(1));
   }
-  const program = buildProgram();
   try {
+    const program = await buildProgram(commandsFor(argv));
     setExitStatus(0);
     await program.parseAsync(argv, { from: 'user' });
     return getExitStatus();
