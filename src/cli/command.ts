@@ -1,8 +1,9 @@
 /**
  * What every command module under cli/commands/ exports, and the little state they share.
  * main.ts loads a command module to parse a command line that names it, and all of them for
- * `vdkit --help`, so a command module imports only commander, options.ts, output.ts, this file and
- * types; what it runs (Disk, the drivers, ops/) is imported inside its action, when it runs.
+ * `vdkit --help`, so a command module imports only commander, core/errors and core/ints, options.ts,
+ * output.ts, this file and types; what it runs (Disk, the drivers, ops/) is imported inside its
+ * action, when it runs (test/conformance/cli-startup.test.ts checks this for --help).
  */
 import type { Command } from 'commander';
 import type { Disk, DiskOpenOptions } from '../disk.js';
