@@ -85,3 +85,8 @@ export function progressBar(done: number, total: number, startedMs: number, widt
   const eta = rate > 0 ? (total - done) / rate : 0;
   return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(frac * 100).toFixed(1).padStart(5)}%  ${humanBytes(Math.round(rate))}/s  ETA ${eta.toFixed(0)}s`;
 }
+
+/** Write to stdout, resolving once the data is handed over (so a command's output is complete before exit). */
+export function out(s: string | Buffer): Promise<void> {
+  return new Promise((resolve, reject) => process.stdout.write(s, (err) => (err ? reject(err) : resolve())));
+}

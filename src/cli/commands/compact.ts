@@ -1,0 +1,42 @@
+/**
+ * `vdkit compact` (vmware-vdiskmanager -k, VixDiskLib_Shrink), and the in-place relayout command
+ * it shares with `vdkit defrag` (defrag.ts).
+ */
+import type { Command } from 'commander';
+import type { CliCommand } from '../command.js';
+import { formatOpt } from '../options.js';
+import { humanBytes, out, progressBar } from '../output.js';
+
+/** the options and action of compact and defrag: they differ in the op run and one word of the report */
+export function defineInPlace(cmd: Command, name: 'compact' | 'defrag'): Command {
+  return cmd
+    .option('-p, --progress', 'show a progress bar on a terminal')
+    .addOption(formatOpt())
+    .argument('<file>')
+    .action(async (file: string, o) => {
+      const ops = await import('../../ops/compact.js');
+      const op = name === 'compact' ? ops.compact : ops.defragment;
+      const started = Date.now();
+      const tty = !!o.progress && process.stderr.isTTY;
+      let lastDraw = 0;
+      const onProgress = tty
+        ? (done: number, total: number) => {
+            const now = Date.now();
+            if (now - lastDraw < 100 && done < total) return;
+            lastDraw = now;
+            process.stderr.write(`\r${progressBar(done, total, started)}`);
+          }
+        : undefined;
+      const r = await op(file, { format: o.format, onProgress });
+      if (tty) process.stderr.write('\n');
+      const saved = r.fileBytesBefore - r.fileBytesAfter;
+      const moved = r.moved === undefined ? '' : `, ${r.moved} data block${r.moved === 1 ? '' : 's'} moved${name === 'defrag' && r.moved === 0 ? ' (already in virtual order)' : ''}`;
+      await out(`${file}: ${humanBytes(r.fileBytesBefore)} -> ${humanBytes(r.fileBytesAfter)}${saved > 0 ? ` (${humanBytes(saved)} given back)` : ''}${moved}\n`);
+    });
+}
+
+export const compact: CliCommand = {
+  name: 'compact',
+  summary: 'give back the space of grains/blocks that read as zeros or were discarded, in place (vmware-vdiskmanager -k, VixDiskLib_Shrink, VBoxManage modifymedium --compact)',
+  define: (cmd) => defineInPlace(cmd, 'compact'),
+};

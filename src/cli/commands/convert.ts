@@ -1,0 +1,115 @@
+/** `vdkit convert` (alias clone): copy a disk into a new image (qemu-img convert, vmware-vdiskmanager -r). */
+import { Option, type Command } from 'commander';
+import type { ConvertOptions } from '../../ops/convert.js';
+import type { CacheMode } from '../../storage/namespace.js';
+import { withDisk, type CliCommand } from '../command.js';
+import { QEMU_FORMAT_NAMES, TARGET_NAMES, UsageError, num, openOpts, readingOptions, withOptions } from '../options.js';
+import { progressBar } from '../output.js';
+
+export const convert: CliCommand = {
+  name: 'convert',
+  aliases: ['clone'],
+  summary: 'copy a disk into a new image, converting format and type (qemu-img convert, vmware-vdiskmanager -r); "-" as SRC reads raw or streamOptimized from stdin, "-" as DST writes raw or streamOptimized to stdout',
+  define: (cmd) =>
+    withOptions(cmd, readingOptions())
+      .addOption(new Option('-O, --output-format <fmt>', 'target format (see `vdkit formats`)').default('vmdk'))
+      .option('-t, --type <type>', 'target type (VMDK createType or 0-5; streamOptimized is 5)')
+      .option('-a, --adapter <type>', 'target adapter type')
+      .option('--hw <version>', 'target virtual hardware version')
+      .option('-p, --progress', 'show a progress bar on a terminal')
+      .option('--json-progress', 'print one JSON line per progress update to stderr, for scripts')
+      .option('--overwrite', 'replace an existing target')
+      .option('--compression-level <n>', 'streamOptimized: zlib level 1 (fastest, as VMware writes; default) to 9 (smallest)')
+      .option('--stream-name <name>', 'streamOptimized to stdout: the file name recorded in the stream (default disk.vmdk)')
+      .option('--input-size <size>', 'raw from stdin: its size (needed unless the output is raw to stdout)')
+      .option('--size <size>', 'target size (K/M/G/T suffixes): smaller drops the end, larger adds zeros')
+      .option('--keep-chain', 'copy a chain link by link into a new chain (lower links: <dst stem>-base.ext, -base-000001.ext, ...)')
+      .option('--from <n>', 'with --keep-chain: first link kept as a link, 0 = the base; links below are flattened into the new base')
+      .option('--to <n>', 'with --keep-chain: last link copied, 0 = the base (default: the top)')
+      .addOption(new Option('--cache <mode>', 'writeback: the target is on the disk (fdatasync) before it gets its name; unsafe: no fdatasync, as qemu-img convert does by default (faster; a host crash soon after can lose the output); durable: writeback, and the new name is synced too').choices(['writeback', 'unsafe', 'durable']).default('writeback'))
+      .option('--target <t>', `make what a target takes (${TARGET_NAMES.join(', ')}): format, type, adapter, versions, size rounding; -O/-t/-a/--hw override it (docs/targets.md)`)
+      .argument('<src>')
+      .argument('<dst>')
+      .action(async (src: string, dst: string, o, cmd: Command) => {
+        const [{ Disk }, ops, { cloneChain }, { copyPieces, openSequentialInput, SequentialImage }, { StreamSink }, { FileNamespace }, targets] = await Promise.all([
+          import('../../disk.js'),
+          import('../../ops/convert.js'),
+          import('../../ops/clone-chain.js'),
+          import('../../ops/stream-in.js'),
+          import('../../storage/sink.js'),
+          import('../../storage/file.js'),
+          import('../../ops/targets.js'),
+        ]);
+        const started = Date.now();
+        const tty = !!o.progress && process.stderr.isTTY;
+        let lastDraw = 0;
+        // the target is created through a namespace of this cache mode (the source is only read)
+        const targetFiles = new FileNamespace({ cacheMode: o.cache as CacheMode });
+        const link = (v: string | undefined, what: string) => {
+          if (v === undefined) return undefined;
+          if (!o.keepChain) throw new UsageError(`${what} needs --keep-chain`);
+          if (!/^\d+$/.test(v)) throw new UsageError(`${what}: expected a link number (0 = the base), got ${JSON.stringify(v)}`);
+          return Number(v);
+        };
+        const from = link(o.from, '--from');
+        const to = link(o.to, '--to');
+        if (o.keepChain && (src === '-' || dst === '-')) throw new UsageError('--keep-chain needs files, not pipes');
+        const format = QEMU_FORMAT_NAMES[o.outputFormat] ?? o.outputFormat;
+        const toStdout = dst === '-';
+        if (toStdout && process.stdout.isTTY) throw new UsageError('refusing to write a disk image to a terminal; redirect stdout or give a file name');
+        const sink = toStdout ? new StreamSink('-', process.stdout) : undefined;
+        const options: ConvertOptions = {
+          namespace: targetFiles,
+          format,
+          type: o.type,
+          adapterType: o.adapter,
+          hwVersion: o.hw,
+          overwrite: o.overwrite,
+          capacity: o.size === undefined ? undefined : num(o.size, '--size'),
+          compressionLevel: o.compressionLevel === undefined ? undefined : Number(o.compressionLevel),
+          sink,
+          onProgress:
+            tty || o.jsonProgress
+              ? (p) => {
+                  const now = Date.now();
+                  if (now - lastDraw < 100 && p.done < p.total) return;
+                  lastDraw = now;
+                  if (o.jsonProgress) {
+                    const seconds = (now - started) / 1000;
+                    process.stderr.write(JSON.stringify({ done: p.done, total: p.total, written: p.written, percent: p.total ? (100 * p.done) / p.total : 100, bytesPerSecond: seconds > 0 ? Math.round(p.done / seconds) : 0 }) + '\n');
+                  } else process.stderr.write(`\r${progressBar(p.done, p.total, started)}`);
+                }
+              : undefined,
+        };
+        // --target: the profile fills in what -O/-t/-a/--hw left open, and rounds the size (docs/targets.md)
+        const profile = o.target === undefined ? undefined : targets.targetByName(o.target);
+        const forTarget = (capacity: number): ConvertOptions => {
+          if (!profile) return options;
+          const explicitFormat = cmd.getOptionValueSource('outputFormat') === 'default' ? undefined : format;
+          const applied = targets.applyTarget(profile, { ...options, format: explicitFormat }, capacity);
+          process.stderr.write(`target ${profile.name} (${profile.title}): ${applied.choices.join('; ') || 'nothing to choose'}\n`);
+          for (const c of applied.conflicts) process.stderr.write(`${c.severity}: ${c.message}${c.fix ? ` (${c.fix})` : ''}\n`);
+          return applied.options;
+        };
+        const target = toStdout ? (o.streamName ?? 'disk.vmdk') : dst;
+        if (src === '-') {
+          const input = await openSequentialInput(process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size') });
+          if (input.capacity === undefined) {
+            if (!(toStdout && format === 'raw')) throw new UsageError('raw input from stdin needs --input-size SIZE (unless the output is raw to stdout)');
+            await copyPieces(input, sink!);
+          } else await ops.convert(Disk.from(new SequentialImage(input, input.capacity)), target, forTarget(input.capacity));
+        } else {
+          await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => {
+            const x = forTarget(options.capacity ?? d.capacity);
+            return o.keepChain ? cloneChain(d, target, { ...x, from, to }) : ops.convert(d, target, x);
+          });
+        }
+        if (tty) process.stderr.write('\n');
+        if (profile && !toStdout) {
+          // check the result the way `vdkit lint --target` would
+          const findings = await withDisk(dst, { readOnly: true, singleLink: true }, (t) => targets.lint(t, profile));
+          for (const f of findings) process.stderr.write(`${f.severity}: ${f.field}: ${f.message}\n`);
+          process.stderr.write(targets.accepted(findings) ? `${dst}: nothing blocks ${profile.name}\n` : `${dst}: ${profile.name} would refuse it\n`);
+        }
+      }),
+};

@@ -1,0 +1,64 @@
+/** `vdkit create`: a new disk, or with -b a child of a backing disk (qemu-img create). */
+import { Option } from 'commander';
+import type { CliCommand } from '../command.js';
+import { QEMU_FORMAT_NAMES, UsageError, num, parseCreateOptions } from '../options.js';
+import { humanBytes, out } from '../output.js';
+
+export const create: CliCommand = {
+  name: 'create',
+  summary: 'create a new disk (vmware-vdiskmanager -c / VixDiskLib_Create)',
+  define: (cmd) =>
+    cmd
+      .addOption(new Option('-f, --format <fmt>', 'image format (see `vdkit formats`)').default('vmdk'))
+      .option('-t, --type <type>', 'vmdk: monolithicSparse (0, default), twoGbMaxExtentSparse (1), monolithicFlat (2), twoGbMaxExtentFlat (3), vmfs (4), vmfsThin; other formats: see `vdkit formats`')
+      .option('-a, --adapter <type>', 'ide, buslogic, lsilogic (default) or pvscsi')
+      .option('--hw <version>', 'virtual hardware version written to ddb.virtualHWVersion (default 4)')
+      .option('--thin', 'vmfs: mark the disk thin provisioned')
+      .option('--preallocate', 'flat and fixed types: write zeros into the data files instead of leaving them sparse')
+      .option('--chs-rounding', 'vhd: round the size up to a whole CHS geometry (Virtual PC; qemu-img without force_size)')
+      .option('--overwrite', 'replace existing files')
+      .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, preallocation (key=value,...)')
+      .option('-b, --backing <file>', 'create a child of this disk (qemu-img create -b); SIZE may then be omitted')
+      .option('-F, --backing-format <fmt>', 'format of the backing file (detected when omitted)')
+      .argument('<file>')
+      .argument('[size]', 'bytes, or with a K/M/G/T suffix, or sectors with an s suffix (2048s)')
+      .action(async (file: string, size: string | undefined, o) => {
+        const extra = parseCreateOptions(o.options);
+        const format = o.format;
+        if (o.backing !== undefined) {
+          const [{ DiskError }, { detectFormat }, { createChild }] = await Promise.all([import('../../core/errors.js'), import('../../disk.js'), import('../../ops/child.js')]);
+          if (o.backingFormat !== undefined) {
+            const want = QEMU_FORMAT_NAMES[o.backingFormat] ?? o.backingFormat;
+            const actual = (await detectFormat(o.backing)).name;
+            if (actual !== want) throw new DiskError('INVAL', `backing file is ${actual}, not ${o.backingFormat}`, { path: o.backing, field: 'backing format' });
+          }
+          const d = await createChild(o.backing, file, {
+            format,
+            type: o.type ?? extra.type,
+            capacity: size === undefined ? undefined : num(size, 'size'),
+            overwrite: o.overwrite,
+            createOptions: extra,
+          });
+          await d.close();
+          await out(`created ${file}: ${d.format} ${d.type} child of ${o.backing}, ${d.capacity} bytes (${humanBytes(d.capacity)})\n`);
+          return;
+        }
+        if (size === undefined) throw new UsageError('size: required unless -b BACKING is given');
+        const capacity = num(size, 'size');
+        const { Disk } = await import('../../disk.js');
+        const d = await Disk.create(file, {
+          format,
+          capacity,
+          adapterType: o.adapter,
+          hwVersion: o.hw,
+          thin: o.thin,
+          preallocate: o.preallocate,
+          chsRounding: o.chsRounding,
+          overwrite: o.overwrite,
+          ...extra,
+          type: o.type ?? extra.type,
+        });
+        await d.close();
+        await out(`created ${file}: ${d.format} ${d.type}, ${d.capacity} bytes (${humanBytes(d.capacity)})\n`);
+      }),
+};

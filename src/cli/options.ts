@@ -1,0 +1,94 @@
+/**
+ * Option parsing shared by the commands. This module is loaded on every start (`--version`,
+ * `--help` included), so it imports commander and the small core modules only: a command's
+ * drivers and ops are imported inside its action.
+ */
+import { Option, type Command } from 'commander';
+import { parseSize } from '../core/ints.js';
+import type { CreateOptions } from '../formats/types.js';
+
+/** a wrong command line: exit status 2, the message on stderr */
+export class UsageError extends Error {}
+
+/** qemu's names for formats that vdkit names otherwise */
+export const QEMU_FORMAT_NAMES: Record<string, string> = { vpc: 'vhd' };
+
+/**
+ * The names of ops/targets.ts's TARGETS, for help texts: importing that module would load every
+ * driver on start. test/unit/cli-options.test.ts keeps the two lists equal.
+ */
+export const TARGET_NAMES: readonly string[] = ['esxi', 'workstation', 'virtualbox', 'hyperv', 'azure', 'aws', 'gcp', 'qemu'];
+
+export function num(text: string, what: string): number {
+  try {
+    return parseSize(text);
+  } catch {
+    throw new UsageError(`${what}: expected a number (K/M/G/T suffixes allowed), got ${JSON.stringify(text)}`);
+  }
+}
+
+/** qemu-img's -o spellings, onto CreateOptions */
+export function parseCreateOptions(list: string | undefined): Partial<CreateOptions> {
+  const out: Partial<CreateOptions> = {};
+  if (!list) return out;
+  for (const item of list.split(',')) {
+    const eq = item.indexOf('=');
+    const key = (eq < 0 ? item : item.slice(0, eq)).trim();
+    const value = eq < 0 ? 'on' : item.slice(eq + 1).trim();
+    const flag = () => {
+      if (!['on', 'off', 'true', 'false', '1', '0', 'yes', 'no'].includes(value)) throw new UsageError(`-o ${key}: expected on or off, got ${JSON.stringify(value)}`);
+      return ['on', 'true', '1', 'yes'].includes(value);
+    };
+    switch (key) {
+      case 'subformat':
+      case 'type':
+      case 'compat': // qcow2: 0.10 (version 2) or 1.1 (version 3)
+        out.type = value;
+        break;
+      case 'adapter_type':
+        out.adapterType = value;
+        break;
+      case 'hwversion':
+        out.hwVersion = value;
+        break;
+      case 'cluster_size':
+        out.clusterSize = num(value, '-o cluster_size');
+        break;
+      case 'block_size':
+        out.blockSize = num(value, '-o block_size');
+        break;
+      case 'preallocation':
+        if (!['off', 'full', 'falloc', 'metadata'].includes(value)) throw new UsageError(`-o preallocation: off or full, got ${JSON.stringify(value)}`);
+        out.preallocate = value === 'full' || value === 'falloc';
+        break;
+      case 'force_size':
+        out.chsRounding = !flag();
+        break;
+      default:
+        throw new UsageError(`-o: unknown option ${JSON.stringify(key)} (known: subformat, compat, adapter_type, hwversion, cluster_size, block_size, preallocation, force_size)`);
+    }
+  }
+  return out;
+}
+
+/** the open options every command that opens a disk shares */
+export function openOpts(o: { format?: string; allowExternalExtents?: boolean; untrusted?: boolean; singleLink?: boolean; force?: boolean; ignoreChecksums?: boolean }) {
+  return { format: o.format, allowExternalExtents: o.allowExternalExtents, untrusted: o.untrusted, singleLink: o.singleLink, force: o.force, ignoreChecksums: o.ignoreChecksums };
+}
+
+export const formatOpt = () => new Option('-f, --format <fmt>', 'image format (detected from the content when omitted)');
+export const external = () => new Option('--allow-external-extents', 'allow extent files outside the descriptor\'s folder (absolute paths, "..", devices)');
+export const untrusted = () => new Option('--untrusted', 'refuse parent hints that are absolute or leave the child\'s folder');
+export const singleLink = () => new Option('--single-link', 'open only this image, not its parents (unallocated ranges read as zeros)');
+export const force = () => new Option('--force', 'write to a disk even though a child (redo log) depends on it');
+export const ignoreChecksums = () => new Option('--ignore-checksums', 'open an image whose checksums do not match, read-only, to recover its data (VHD)');
+
+/** options of every command that opens a disk to read it */
+export const readingOptions = () => [formatOpt(), untrusted(), singleLink(), external(), ignoreChecksums()];
+/** options of every command that opens a disk to change it */
+export const writingOptions = () => [formatOpt(), untrusted(), force(), external()];
+
+export function withOptions(cmd: Command, options: Option[]): Command {
+  for (const o of options) cmd.addOption(o);
+  return cmd;
+}

@@ -1,0 +1,50 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const BIN = join(REPO, 'bin', 'vdkit.js');
+const SRC = pathToFileURL(join(REPO, 'dist', 'src')).href + '/';
+
+/** the modules of dist/src that `vdkit ARGS` loads (a loader hook lists them on stderr), relative to dist/src */
+async function loaded(args: string[], dir: string): Promise<{ status: number | null; modules: string[] }> {
+  const hook = join(dir, 'hook.mjs');
+  await writeFile(hook, `export async function load(url, context, next) { if (url.startsWith(${JSON.stringify(SRC)})) process.stderr.write('LOADED ' + url.slice(${SRC.length}) + '\\n'); return next(url, context); }\n`);
+  const r = spawnSync(process.execPath, ['--no-warnings', '--experimental-loader', pathToFileURL(hook).href, BIN, ...args], { encoding: 'utf8', cwd: dir });
+  const modules = r.stderr.split('\n').filter((l) => l.startsWith('LOADED ')).map((l) => l.slice(7));
+  return { status: r.status, modules };
+}
+
+// issue 16 item 13: `vdkit --version` loaded every driver and op (86 modules) before printing "0.1.0".
+// A command module that imports Disk, a driver or an op at its top brings that back; these fail then.
+test('CLI start-up: --version and --help load no driver, op or Disk; a command loads its own module only', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'vdkit-startup-'));
+  try {
+    const heavy = (m: string) => /^(formats|ops|chain|storage)\//.test(m) || m === 'disk.js';
+
+    const version = await loaded(['--version'], dir);
+    assert.equal(version.status, 0);
+    assert.deepEqual(version.modules.filter(heavy), [], '--version');
+    assert.deepEqual(version.modules.filter((m) => m.startsWith('cli/commands/')), [], '--version loads no command module');
+
+    const help = await loaded(['--help'], dir);
+    assert.equal(help.status, 0);
+    assert.deepEqual(help.modules.filter(heavy), [], '--help');
+    assert.ok(help.modules.includes('cli/commands/convert.js'), '--help lists every command');
+
+    const usage = await loaded(['convert', '--from', '1', 'a', 'b'], dir);
+    assert.equal(usage.status, 2);
+    assert.deepEqual(usage.modules.filter((m) => m.startsWith('cli/commands/')), ['cli/commands/convert.js']);
+
+    const info = await loaded(['info', join(dir, 'missing.vmdk')], dir);
+    assert.equal(info.status, 1);
+    assert.deepEqual(info.modules.filter((m) => m.startsWith('cli/commands/')), ['cli/commands/info.js']);
+    assert.deepEqual(info.modules.filter((m) => m.startsWith('ops/') && m !== 'ops/properties.js'), [], 'info loads no op but the properties Disk uses');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
