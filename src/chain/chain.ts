@@ -82,7 +82,7 @@ async function findByHints(ns: Namespace, childPath: string, hints: readonly str
 }
 
 /** Look for a parent by identity: among the caller's files, then in the child's folder. */
-async function findByIdentity(ns: Namespace, childPath: string, link: BackingLink, formats: ChainFormats, given: readonly string[], searchFolder: boolean): Promise<string | undefined> {
+async function findByIdentity(ns: Namespace, childPath: string, link: BackingLink, formats: ChainFormats, given: readonly string[], searchFolder: boolean, ignoreChecksums: boolean): Promise<string | undefined> {
   if (link.parentId === undefined) return undefined;
   const want = link.parentId.toLowerCase();
   const candidates = [...given];
@@ -96,7 +96,7 @@ async function findByIdentity(ns: Namespace, childPath: string, link: BackingLin
     if (ns.absolute(c) === self || (await ns.kind(c)) !== 'file') continue;
     let img: Image | undefined;
     try {
-      img = await formats.open(ns, c, { readOnly: true, singleLink: true, format: link.format });
+      img = await formats.open(ns, c, { readOnly: true, singleLink: true, format: link.format, ignoreChecksums });
       if (img.identity()?.toLowerCase() === want) return c;
     } catch {
       // not an image of that format: keep looking
@@ -146,6 +146,9 @@ export async function openChain(ns: Namespace, path: string, opts: ChainOpenOpti
   const seen = new Set<string>();
   try {
     let img = await formats.open(ns, path, { ...opts, cowByCaller: true });
+    // a recovery open (ignoreChecksums, read-only only) reaches every link: a damaged parent
+    // is as readable as a damaged top, and parents are always opened read-only
+    const ignoreChecksums = !!opts.ignoreChecksums && img.readOnly;
     layers.push(img);
     seen.add(await ns.realName(path));
     let at = path;
@@ -155,13 +158,13 @@ export async function openChain(ns: Namespace, path: string, opts: ChainOpenOpti
       if (layers.length >= maxDepth) {
         throw new DiskError('TOOMANYREDO', `chain is deeper than ${maxDepth} links`, { path, field: 'depth', expected: `<= ${maxDepth}` });
       }
-      const parentPath = await locateParent(ns, at, link, opts, formats);
+      const parentPath = await locateParent(ns, at, link, { ...opts, ignoreChecksums }, formats);
       const real = await ns.realName(parentPath);
       if (seen.has(real)) throw new DiskError('INVALIDCHAIN', 'the chain loops back on itself', { path: at, field: 'parent hint', found: parentPath });
       seen.add(real);
       let parent: Image;
       try {
-        parent = await formats.open(ns, parentPath, { readOnly: true, allowExternalExtents: opts.allowExternalExtents, format: link.format, cowByCaller: true });
+        parent = await formats.open(ns, parentPath, { readOnly: true, allowExternalExtents: opts.allowExternalExtents, format: link.format, cowByCaller: true, ignoreChecksums });
       } catch (err) {
         if (err instanceof DiskError && err.code !== 'FILENOTFOUND') throw err;
         throw new DiskError('OPENPARENT', `cannot open parent ${parentPath}`, { path: at, field: 'parent hint', found: link.hint }, { cause: err });
@@ -179,15 +182,15 @@ export async function openChain(ns: Namespace, path: string, opts: ChainOpenOpti
 }
 
 /** The parent of the link at `childPath`: caller-given files by identity, the hints, then the folder by identity. */
-export async function locateParent(ns: Namespace, childPath: string, link: BackingLink, opts: { untrusted?: boolean; parentPaths?: string[] }, formats: ChainFormats): Promise<string> {
+export async function locateParent(ns: Namespace, childPath: string, link: BackingLink, opts: { untrusted?: boolean; parentPaths?: string[]; ignoreChecksums?: boolean }, formats: ChainFormats): Promise<string> {
   if (opts.parentPaths?.length) {
-    const given = await findByIdentity(ns, childPath, link, formats, opts.parentPaths, false);
+    const given = await findByIdentity(ns, childPath, link, formats, opts.parentPaths, false, !!opts.ignoreChecksums);
     if (given) return given;
   }
   const found = await findByHints(ns, childPath, [link.hint, ...(link.hints ?? [])], !!opts.untrusted);
   if (found.path) return found.path;
   if (link.searchByIdentity) {
-    const byId = await findByIdentity(ns, childPath, link, formats, [], true);
+    const byId = await findByIdentity(ns, childPath, link, formats, [], true, !!opts.ignoreChecksums);
     if (byId) return byId;
   }
   // A link that records no path (VDI), and the caller named exactly one other file as a parent:

@@ -9,16 +9,22 @@
  * - Units are VDDK's: sectors of VIXDISKLIB_SECTOR_SIZE (512) bytes for every position, count
  *   and capacity (Read/Write, createParams.capacity, GetInfo().capacity, Grow, the blocks of
  *   QueryAllocatedBlocks); bytes only where VDDK says bytes (SpaceNeededForClone).
- * - Numbers of errors: the VIX_E_* numbers are those of VixDiskLib's vix.h snapshot where it has
- *   the name (16000 INVAL ... 16069); names the guide's table lists but vix.h numbers nowhere
- *   (RDONLY, FILEEXISTS, CANCELLED ...) carry vdkit's own DiskError number, so a DiskError's
- *   `number` and the VixDiskLibError's `vixError` agree whenever the code has a VDDK name.
+ * - Numbers of errors (vixdisklib-errors.ts): every name VMware's public vix.h defines has
+ *   vix.h's number (16000 INVAL ... 16069, and the general VIX_E_* codes); the names the guide's
+ *   table lists but vix.h does not define (RDONLY, FILENOTFOUND, CANCELLED, ...) have vdkit's own
+ *   numbers, marked `origin: 'vdkit'` in VIX_ERRORS and listed in VDKIT_OWN_NUMBERS. Those
+ *   that are vdkit DiskError codes keep the code's number, so a DiskError's `number` and the
+ *   VixDiskLibError's `vixError` agree whenever the code has a VDDK name.
  *   vdkit codes without one are reported under the nearest VDDK name (CORRUPT ->
  *   VIX_E_DISK_NEEDSREPAIR, BADDESCRIPTOR -> VIX_E_DISK_INVALIDDISK, CLOSED -> VIX_E_DISK_NOIO,
  *   EXTERNALEXTENT -> VIX_E_DISK_PERMISSIONS, INTERNAL -> VIX_E_FAIL); the DiskError code stays
  *   on the error as `code`. GetErrorText returns the guide's Table C-1 text.
  * - Connections are local only: Connect with a serverName (managed disk on ESX/vCenter) is
- *   refused with VIX_E_DISK_NOTSUPPORTED; transport mode is always "file".
+ *   refused with VIX_E_DISK_NOTSUPPORTED; transport mode is always "file". ConnectEx's
+ *   readOnly makes every Open read-only and refuses the calls that write files.
+ * - Open refuses a file no format claims (VIX_E_DISK_INVALIDDISK) unless the caller says it
+ *   is raw: a flat VMDK descriptor naming it, or vdkit's VDKIT_FLAG_OPEN_RAW.
+ * - Init's log, warn and panic callbacks and InitEx's config file: vixdisklib-log.ts.
  * - Open flags: READ_ONLY and SINGLE_LINK map onto the Disk API; UNBUFFERED is accepted and
  *   has no effect (Node offers no O_DIRECT; every write still goes through the kit's ordered
  *   write path). Opening read-write a disk a child depends on is refused, as the guide says.
@@ -27,8 +33,8 @@
  *   CheckRepair resolves VIX_OK whatever it finds ("refers to the success of the call, not the
  *   consistency of the disk"), handing back the findings.
  * - Shrink and Defragment go through the Image contract's compact/defragment (capabilities
- *   compact/defragment); a driver that has neither gives VIX_E_DISK_NOTSUPPORTED. The guide
- *   says flat disks return VIX_OK; here a type whose driver has no compact says so instead.
+ *   compact/defragment). On flat (preallocated) disks they do nothing and return VIX_OK, as
+ *   the guide says; a sparse type whose driver has neither gives VIX_E_DISK_NOTSUPPORTED.
  * - Progress functions get (progressData, percentCompleted) as in VDDK; VDDK ignores their
  *   return value, here returning exactly `false` cancels the operation (VIX_E_DISK_CANCELLED).
  * - Clone's createParams.capacity: 0 clones at the source's size; a larger one grows the
@@ -37,9 +43,9 @@
  *   the child's root link at the parent's file, then reopens the child as the combined chain;
  *   the parent handle is closed, as VDDK invalidates it.
  */
-import { DiskError, ERROR_TABLE, fromSystemError, type ErrorCode } from '../core/errors.js';
+import { DiskError, ERROR_TABLE } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
-import { Disk, openLinkIn } from '../disk.js';
+import { Disk, detectFormat, openLinkIn } from '../disk.js';
 import { hintFor, parentFacts } from '../chain/chain.js';
 import type { CheckReport, Image, InPlaceOptions, InPlaceResult } from '../formats/types.js';
 import { convert } from '../ops/convert.js';
@@ -48,6 +54,8 @@ import { measure } from '../ops/measure.js';
 import { resize } from '../ops/resize.js';
 import { rename, unlink } from '../ops/rename.js';
 import { checkDisk } from '../ops/check.js';
+import { VIX_ERRORS, VIX_OK, VixDiskLibError, toVixError, vixFail as fail } from './vixdisklib-errors.js';
+import { DEFAULT_CONFIG, VIX_LOG_ERROR, VIX_LOG_INFO, VIX_LOG_PANIC, VIX_LOG_WARNING, VixLogger, readConfigFile, type VixDiskLibConfig, type VixDiskLibGenericLogFunc } from './vixdisklib-log.js';
 
 // ---------------------------------------------------------------------------------------------
 // Constants (vixDiskLib.h)
@@ -83,6 +91,13 @@ export const VIXDISKLIB_HWVERSION_CURRENT = VIXDISKLIB_HWVERSION_ESX4X;
 export const VIXDISKLIB_FLAG_OPEN_UNBUFFERED = 1 << 0;
 export const VIXDISKLIB_FLAG_OPEN_SINGLE_LINK = 1 << 1;
 export const VIXDISKLIB_FLAG_OPEN_READ_ONLY = 1 << 2;
+/**
+ * vdkit's own open flag (not VDDK's): the file is raw sector data, open it as such. Without it
+ * Open refuses a file that is not a disk image of a known format (VIX_E_DISK_INVALIDDISK), as
+ * VDDK does; VDDK's way to reach raw data, a flat VMDK descriptor naming the file as its
+ * extent, works too.
+ */
+export const VDKIT_FLAG_OPEN_RAW = 1 << 16;
 
 export const VIXDISKLIB_CRED_UID = 1;
 export const VIXDISKLIB_CRED_SESSIONID = 2;
@@ -92,195 +107,20 @@ export const VIXDISKLIB_MIN_CHUNK_SIZE = 128;
 export const VIXDISKLIB_MAX_CHUNK_NUMBER = 512 * 1024;
 
 // ---------------------------------------------------------------------------------------------
-// Errors
+// Errors (numbers, texts, VixDiskLibError: ./vixdisklib-errors.ts)
 
-interface VixRow {
-  readonly number: number | undefined;
-  readonly text: string;
-}
+export * from './vixdisklib-errors.js';
 
-/** number of a vdkit code (ERROR_TABLE); used where vix.h gives the name no number */
-const kit = (code: ErrorCode): number => ERROR_TABLE[code].number;
-
-/**
- * Every error name of the guide's Table C-1 with its text, plus the general VIX codes and the
- * vix.h disk codes this module raises. `number` undefined: neither vix.h nor vdkit numbers it
- * (GetErrorText still answers for the name).
- */
-export const VIX_ERRORS: Readonly<Record<string, VixRow>> = Object.freeze({
-  VIX_OK: { number: 0, text: 'The operation completed successfully' },
-  VIX_E_FAIL: { number: 1, text: 'Unknown error' },
-  VIX_E_OUT_OF_MEMORY: { number: 2, text: 'Memory allocation failed: out of memory' },
-  VIX_E_INVALID_ARG: { number: 3, text: 'One of the parameters was invalid' },
-  VIX_E_FILE_NOT_FOUND: { number: 4, text: 'A file was not found' },
-  VIX_E_NOT_SUPPORTED: { number: 6, text: 'The operation is not supported' },
-  VIX_E_CANCELLED: { number: 10, text: 'The operation was canceled' },
-  VIX_E_FILE_ALREADY_EXISTS: { number: 12, text: 'The file already exists' },
-  VIX_E_BUFFER_TOOSMALL: { number: 24, text: 'The buffer is too small' },
-  // Table C-1, common errors
-  VIX_E_DISK_SUCCESS: { number: 0, text: 'The operation completed successfully' },
-  VIX_E_DISK_INVAL: { number: 16000, text: 'One of the parameters supplied is invalid' },
-  VIX_E_DISK_NOINIT: { number: 16001, text: 'The disk library has not been initialized' },
-  VIX_E_DISK_ASYNC: { number: undefined, text: 'Operation completes asynchronously' },
-  VIX_E_DISK_NOIO: { number: 16002, text: 'The called function requires the virtual disk to be opened for I/O' },
-  VIX_E_DISK_PARTIALCHAIN: { number: 16003, text: 'The called function cannot be performed on partial chains: please open the parent virtual disk' },
-  VIX_E_DISK_RDONLY: { number: kit('RDONLY'), text: 'The function was called on a virtual disk opened read-only, but it requires write access' },
-  // underlying library errors
-  VIX_E_DISK_IOMGR: { number: undefined, text: '<xxx> I/O Manager error should follow' },
-  VIX_E_DISK_FILEIO: { number: kit('FILEIO'), text: '<xxx> File Library error should follow' },
-  VIX_E_DISK_SYSTEM: { number: undefined, text: '<xxx> System error should follow' },
-  VIX_E_DISK_CRYPTO: { number: undefined, text: '<xxx> Crypto error should follow' },
-  VIX_E_DISK_KEYSAFE: { number: undefined, text: '<xxx> Key safe error should follow' },
-  // specific API errors
-  VIX_E_DISK_TOOBIGFORFS: { number: kit('TOOBIGFORFS'), text: 'The destination file system does not support large files' },
-  VIX_E_DISK_NOSPACE: { number: kit('NOSPACE'), text: 'There is not enough space on the file system for the selected operation' },
-  VIX_E_DISK_NEEDSREPAIR: { number: 16006, text: 'The specified virtual disk needs repair' },
-  VIX_E_DISK_INVALIDDISK: { number: 16063, text: 'The file specified is not a virtual disk' },
-  VIX_E_DISK_PERMISSIONS: { number: kit('PERMISSIONS'), text: 'You have requested access to an area of the virtual disk that is prohibited' },
-  VIX_E_DISK_OUTOFRANGE: { number: 16007, text: 'You have requested access to an area of the virtual disk that is out of bounds' },
-  VIX_E_DISK_CID_MISMATCH: { number: 16008, text: 'The parent virtual disk has been modified since the child was created' },
-  VIX_E_DISK_CANTSHRINK: { number: 16009, text: 'The specified virtual disk cannot be shrunk because it is not the parent disk' },
-  VIX_E_DISK_INVALIDDEVICE: { number: undefined, text: 'The specified device is not a valid physical disk device' },
-  VIX_E_DISK_PARTMISMATCH: { number: 16010, text: 'The partition table on the physical disk has changed since the disk was created' },
-  VIX_E_DISK_UNSUPPORTEDDISKVERSION: { number: 16011, text: 'The version of the virtual disk is newer than the version supported by this program' },
-  VIX_E_DISK_OPENPARENT: { number: 16012, text: 'The parent of this virtual disk could not be opened' },
-  VIX_E_DISK_NOTSUPPORTED: { number: 16013, text: "The specified feature isn't supported by this version" },
-  VIX_E_DISK_FILENOTFOUND: { number: kit('FILENOTFOUND'), text: 'The system cannot find the file specified' },
-  VIX_E_DISK_NEEDKEY: { number: 16014, text: 'One or more required keys were not provided' },
-  VIX_E_DISK_NOKEYOVERRIDE: { number: 16015, text: "Won't create unencrypted child of encrypted disk without explicit request" },
-  VIX_E_DISK_NOTENCRYPTED: { number: 16016, text: 'Not an encrypted disk' },
-  VIX_E_DISK_NOKEY: { number: 16017, text: 'No keys supplied for encrypting disk' },
-  VIX_E_DISK_INVALIDPARTITIONTABLE: { number: 16018, text: 'The partition table is invalid' },
-  VIX_E_DISK_NOTNORMAL: { number: 16019, text: 'Only sparse extents with embedded descriptors may be encrypted' },
-  VIX_E_DISK_NOTENCDESC: { number: 16020, text: 'Not an encrypted descriptor file' },
-  VIX_E_DISK_CANCELLED: { number: kit('CANCELLED'), text: 'Operation was cancelled' },
-  VIX_E_DISK_NBD: { number: undefined, text: '<xxx> Network block device error should follow' },
-  VIX_E_DISK_NOTVMFS: { number: undefined, text: "File system isn't VMFS" },
-  VIX_E_DISK_BKLSTDEPRECATED: { number: undefined, text: 'Block list server error should follow' },
-  VIX_E_DISK_RAWTOOBIG: { number: 16024, text: 'The physical disk is too big: maximum size allowed is DISKLIB_RAWDISK_MAX_CAPACITY_TEXT' },
-  VIX_E_DISK_FILENOPERMISSION: { number: kit('FILENOPERMISSION'), text: 'Insufficient permission to access file' },
-  VIX_E_DISK_FILEEXISTS: { number: kit('FILEEXISTS'), text: 'The file already exists' },
-  VIX_E_DISK_TOOMANYOPENFILES: { number: 16027, text: "Reached the host's limit for open files" },
-  VIX_E_DISK_TOOMANYREDO: { number: 16028, text: 'Too many levels of redo logs' },
-  VIX_E_DISK_RAWTOOSMALL: { number: 16029, text: 'The physical disk is too small' },
-  VIX_E_DISK_INVALIDCHAIN: { number: 16030, text: 'Invalid disk chain: cannot mix ESX & hosted style disks in the same chain' },
-  VIX_E_DISK_THIRDPARTY: { number: undefined, text: 'Third Party Image error description should follow' },
-  VIX_E_DISK_NAMETOOLONG: { number: kit('NAMETOOLONG'), text: 'Filename too long' },
-  VIX_E_DISK_CMPRDONLY: { number: kit('CMPRDONLY'), text: 'Cannot open compressed disk for writing' },
-  VIX_E_DISK_CANTCMP: { number: undefined, text: 'Cannot compress this type of disk' },
-  VIX_E_DISK_CMPUNSUP: { number: kit('CMPUNSUP'), text: 'Unsupported compression algorithm' },
-  VIX_E_DISK_INVALIDMULTIWRITER: { number: undefined, text: 'Thin/TBZ disks cannot be opened in multiwriter mode' },
-  VIX_E_DISK_GENFILE: { number: undefined, text: 'Generic Genfile error' },
-  VIX_E_DISK_INVCHILDGEN: { number: undefined, text: 'Parent generation disk has been modified' },
-  VIX_E_DISK_INVGENATTACH: { number: undefined, text: 'Trying to open/attach invalid genlink chain' },
-  VIX_E_DISK_INVGENCREATE: { number: undefined, text: 'Unsupported number of genlinks in the chain' },
-  VIX_E_DISK_INVGENCREATEOPENCHAIN: { number: undefined, text: 'Genlinks can be only created by opening the complete chain' },
-  VIX_E_DISK_UPDATEGEN: { number: undefined, text: 'Generation update error' },
-  VIX_E_DISK_ZLIB: { number: kit('ZLIB'), text: '<xxx> zlib error should follow' },
-  VIX_E_DISK_UNSUPPORTEDFEATURE: { number: kit('UNSUPPORTEDFEATURE'), text: 'The virtual disk requires a feature not supported by this program' },
-  VIX_E_DISK_NOPERMISSION: { number: undefined, text: 'Insufficient permission to perform this operation' },
-  VIX_E_DISK_MARKEDASNODELETE: { number: undefined, text: 'The disk is marked as non-deletable' },
-  VIX_E_DISK_CHANGETRACK: { number: undefined, text: 'Change tracking error should follow' },
-  VIX_E_DISK_ENCODING: { number: 16061, text: 'Disk encoding error' },
-  VIX_E_DISK_PLUGIN: { number: undefined, text: 'Plug-in error should follow' },
-  VIX_E_DISK_NODEVICE: { number: 16065, text: 'Device does not exist' },
-  VIX_E_DISK_UNSUPPORTEDDEVICE: { number: 16066, text: 'Operation is not supported on this type of device' },
-  // vix.h disk codes the guide's table lacks (texts: what the name says)
-  VIX_E_DISK_KEY_NOTFOUND: { number: 16052, text: 'The metadata key is not found' },
-  VIX_E_DISK_INVALID_CONNECTION: { number: 16054, text: 'The connection is not valid' },
-  VIX_E_DISK_CANTREPAIR: { number: 16062, text: 'The virtual disk cannot be repaired' },
-  VIX_E_DISK_CAPACITY_MISMATCH: { number: 16067, text: 'The child and the parent disk differ in capacity' },
-});
-
-export type VixErrorName = keyof typeof VIX_ERRORS & string;
-
-const num = (name: string): number => VIX_ERRORS[name]!.number!;
-export const VIX_OK = 0;
-export const VIX_E_FAIL = num('VIX_E_FAIL');
-export const VIX_E_INVALID_ARG = num('VIX_E_INVALID_ARG');
-export const VIX_E_NOT_SUPPORTED = num('VIX_E_NOT_SUPPORTED');
-export const VIX_E_CANCELLED = num('VIX_E_CANCELLED');
-export const VIX_E_BUFFER_TOOSMALL = num('VIX_E_BUFFER_TOOSMALL');
-export const VIX_E_DISK_INVAL = num('VIX_E_DISK_INVAL');
-export const VIX_E_DISK_NOINIT = num('VIX_E_DISK_NOINIT');
-export const VIX_E_DISK_NOIO = num('VIX_E_DISK_NOIO');
-export const VIX_E_DISK_PARTIALCHAIN = num('VIX_E_DISK_PARTIALCHAIN');
-export const VIX_E_DISK_RDONLY = num('VIX_E_DISK_RDONLY');
-export const VIX_E_DISK_FILEIO = num('VIX_E_DISK_FILEIO');
-export const VIX_E_DISK_TOOBIGFORFS = num('VIX_E_DISK_TOOBIGFORFS');
-export const VIX_E_DISK_NOSPACE = num('VIX_E_DISK_NOSPACE');
-export const VIX_E_DISK_NEEDSREPAIR = num('VIX_E_DISK_NEEDSREPAIR');
-export const VIX_E_DISK_INVALIDDISK = num('VIX_E_DISK_INVALIDDISK');
-export const VIX_E_DISK_PERMISSIONS = num('VIX_E_DISK_PERMISSIONS');
-export const VIX_E_DISK_OUTOFRANGE = num('VIX_E_DISK_OUTOFRANGE');
-export const VIX_E_DISK_CID_MISMATCH = num('VIX_E_DISK_CID_MISMATCH');
-export const VIX_E_DISK_CANTSHRINK = num('VIX_E_DISK_CANTSHRINK');
-export const VIX_E_DISK_OPENPARENT = num('VIX_E_DISK_OPENPARENT');
-export const VIX_E_DISK_NOTSUPPORTED = num('VIX_E_DISK_NOTSUPPORTED');
-export const VIX_E_DISK_FILENOTFOUND = num('VIX_E_DISK_FILENOTFOUND');
-export const VIX_E_DISK_FILEEXISTS = num('VIX_E_DISK_FILEEXISTS');
-export const VIX_E_DISK_INVALIDCHAIN = num('VIX_E_DISK_INVALIDCHAIN');
-export const VIX_E_DISK_CANCELLED = num('VIX_E_DISK_CANCELLED');
-export const VIX_E_DISK_KEY_NOTFOUND = num('VIX_E_DISK_KEY_NOTFOUND');
-export const VIX_E_DISK_INVALID_CONNECTION = num('VIX_E_DISK_INVALID_CONNECTION');
-export const VIX_E_DISK_CAPACITY_MISMATCH = num('VIX_E_DISK_CAPACITY_MISMATCH');
-
-/** vdkit codes without a VIX_E_DISK_ name of their own, onto the nearest one */
-const NEAREST: Partial<Record<ErrorCode, VixErrorName>> = {
-  SUCCESS: 'VIX_OK',
-  FAIL: 'VIX_E_FAIL',
-  INTERNAL: 'VIX_E_FAIL',
-  CORRUPT: 'VIX_E_DISK_NEEDSREPAIR',
-  BADDESCRIPTOR: 'VIX_E_DISK_INVALIDDISK',
-  EXTERNALEXTENT: 'VIX_E_DISK_PERMISSIONS',
-  CLOSED: 'VIX_E_DISK_NOIO',
-};
-
-/** the VIX name a vdkit DiskError code is reported under */
-export function vixNameOf(code: ErrorCode): VixErrorName {
-  const own = `VIX_E_DISK_${code}`;
-  if (own in VIX_ERRORS) return own;
-  return NEAREST[code] ?? 'VIX_E_FAIL';
-}
-
-/**
- * What every call rejects with: a DiskError (its `code` and `number` are vdkit's) that also
- * carries the VixError: `vixCode` (VIX_E_* name) and `vixError` (its number, as VDDK returns it).
- */
-export class VixDiskLibError extends DiskError {
-  readonly vixCode: VixErrorName;
-  readonly vixError: number;
-
-  constructor(from: DiskError, vixCode?: VixErrorName) {
-    super(from.code, undefined, from.details, { cause: from.cause ?? from });
-    this.name = 'VixDiskLibError';
-    this.message = from.message;
-    this.vixCode = vixCode ?? vixNameOf(from.code);
-    this.vixError = VIX_ERRORS[this.vixCode]?.number ?? from.number;
-  }
-
-  override toJSON(): Record<string, unknown> {
-    return { ...super.toJSON(), vixCode: this.vixCode, vixError: this.vixError };
-  }
-}
-
-function vixError(err: unknown): VixDiskLibError {
-  if (err instanceof VixDiskLibError) return err;
-  if (err instanceof DiskError) return new VixDiskLibError(err);
-  return new VixDiskLibError(fromSystemError(err));
-}
-
-/** a rejection with a VDDK code vdkit has no DiskError code for */
-function fail(code: ErrorCode, vixCode: VixErrorName, message: string, details: Record<string, unknown> = {}): VixDiskLibError {
-  return new VixDiskLibError(new DiskError(code, message, details), vixCode);
-}
-
-/** run a call body, turning whatever it throws into a VixDiskLibError */
+/** run a call body, turning whatever it throws into a VixDiskLibError (reported to the warn callback) */
 async function call<T>(body: () => Promise<T>): Promise<T> {
   try {
     return await body();
   } catch (err) {
-    throw vixError(err);
+    const e = toVixError(err);
+    const line = `VixDiskLib: ${e.vixCode} (${e.vixError}): ${e.message}${e.details.path ? ` [${e.details.path}]` : ''}`;
+    log(line, VIX_LOG_ERROR);
+    if (e.code === 'INTERNAL') log(line, VIX_LOG_PANIC);
+    throw e;
   }
 }
 
@@ -330,7 +170,8 @@ export interface VixDiskLibBlock {
 
 /** VDDK: Bool (*)(void *progressData, int percentCompleted); return false to cancel */
 export type VixDiskLibProgressFunc = (progressData: unknown, percentCompleted: number) => boolean | void;
-export type VixDiskLibGenericLogFunc = (message: string) => void;
+export type { VixDiskLibGenericLogFunc, VixDiskLibConfig } from './vixdisklib-log.js';
+export { VIX_LOG_PANIC, VIX_LOG_ERROR, VIX_LOG_WARNING, VIX_LOG_AUDIT, VIX_LOG_INFO, VIX_LOG_VERBOSE, VIX_LOG_TRIVIA } from './vixdisklib-log.js';
 
 export interface VixDiskLibConnection {
   readonly local: true;
@@ -345,6 +186,8 @@ export interface VixDiskLibHandle {
 interface ConnectionState {
   open: boolean;
   params: VixDiskLibConnectParams;
+  /** ConnectEx(readOnly = true): every Open is read-only, and calls that write refuse */
+  readOnly: boolean;
 }
 
 interface HandleState {
@@ -356,12 +199,13 @@ interface HandleState {
 // Library state
 
 let initialised = false;
-let logFunc: VixDiskLibGenericLogFunc | undefined;
+let logger = new VixLogger({});
+let libConfig: Readonly<VixDiskLibConfig> = DEFAULT_CONFIG;
 const connections = new WeakMap<VixDiskLibConnection, ConnectionState>();
 const handles = new WeakMap<VixDiskLibHandle, HandleState>();
 
-function log(message: string): void {
-  logFunc?.(message);
+function log(message: string, level = VIX_LOG_INFO): void {
+  logger.emit(level, message);
 }
 
 function needInit(): void {
@@ -372,6 +216,13 @@ function liveConnection(connection: VixDiskLibConnection): ConnectionState {
   needInit();
   const state = connection ? connections.get(connection) : undefined;
   if (!state || !state.open) throw fail('INVAL', 'VIX_E_DISK_INVALID_CONNECTION', 'not a connected VixDiskLib connection (Connect it, and do not use it after Disconnect)');
+  return state;
+}
+
+/** a live connection that may write (not made by ConnectEx with readOnly) */
+function writableConnection(connection: VixDiskLibConnection, what: string, path: string): ConnectionState {
+  const state = liveConnection(connection);
+  if (state.readOnly) throw new DiskError('RDONLY', `${what} writes, and this connection was made read-only (VixDiskLib_ConnectEx with readOnly)`, { path, field: 'readOnly' });
   return state;
 }
 
@@ -446,26 +297,27 @@ function adapterNumber(name: string | undefined): number {
 // ---------------------------------------------------------------------------------------------
 // Start up and shut down
 
-/** VixDiskLib_Init(majorVersion, minorVersion, log, warn, panic, libDir) */
+/**
+ * VixDiskLib_Init(majorVersion, minorVersion, log, warn, panic, libDir): `log` gets information,
+ * `warn` warnings and every failed call, `panic` vdkit's internal errors (vixdisklib-log.ts);
+ * a null one falls back to `log`. libDir has no use here (nothing is loaded).
+ */
 export async function VixDiskLib_Init(
   majorVersion: number,
   minorVersion: number,
   log?: VixDiskLibGenericLogFunc | null,
-  _warn?: VixDiskLibGenericLogFunc | null,
-  _panic?: VixDiskLibGenericLogFunc | null,
-  _libDir?: string | null,
+  warn?: VixDiskLibGenericLogFunc | null,
+  panic?: VixDiskLibGenericLogFunc | null,
+  libDir?: string | null,
 ): Promise<number> {
-  return call(async () => {
-    if (majorVersion !== VIXDISKLIB_VERSION_MAJOR || !Number.isInteger(minorVersion) || minorVersion < 0) {
-      throw fail('INVAL', 'VIX_E_DISK_INVAL', `API version ${majorVersion}.${minorVersion} is not offered (this is ${VIXDISKLIB_VERSION_MAJOR}.x)`, { field: 'majorVersion', found: majorVersion });
-    }
-    initialised = true;
-    logFunc = log ?? undefined;
-    return VIX_OK;
-  });
+  return initWith(majorVersion, minorVersion, { log, warn, panic }, libDir, null);
 }
 
-/** VixDiskLib_InitEx: Init with a config file, which local disks do not need */
+/**
+ * VixDiskLib_InitEx(..., libDir, configFile): Init with a config file; its keys
+ * (tmpDirectory, vixDiskLib.transport.LogLevel, vixDiskLib.nfc.*) are described in
+ * vixdisklib-log.ts. A file that cannot be read or parsed fails the call (nothing initialised).
+ */
 export async function VixDiskLib_InitEx(
   majorVersion: number,
   minorVersion: number,
@@ -473,15 +325,45 @@ export async function VixDiskLib_InitEx(
   warn?: VixDiskLibGenericLogFunc | null,
   panic?: VixDiskLibGenericLogFunc | null,
   libDir?: string | null,
-  _configFile?: string | null,
+  configFile?: string | null,
 ): Promise<number> {
-  return VixDiskLib_Init(majorVersion, minorVersion, log, warn, panic, libDir);
+  return initWith(majorVersion, minorVersion, { log, warn, panic }, libDir, configFile ?? null);
+}
+
+async function initWith(
+  majorVersion: number,
+  minorVersion: number,
+  funcs: { log?: VixDiskLibGenericLogFunc | null; warn?: VixDiskLibGenericLogFunc | null; panic?: VixDiskLibGenericLogFunc | null },
+  _libDir: string | null | undefined,
+  configFile: string | null,
+): Promise<number> {
+  // failures of Init itself go to the callbacks just given
+  logger = new VixLogger(funcs);
+  return call(async () => {
+    if (majorVersion !== VIXDISKLIB_VERSION_MAJOR || !Number.isInteger(minorVersion) || minorVersion < 0) {
+      throw fail('INVAL', 'VIX_E_DISK_INVAL', `API version ${majorVersion}.${minorVersion} is not offered (this is ${VIXDISKLIB_VERSION_MAJOR}.x)`, { field: 'majorVersion', found: majorVersion });
+    }
+    const notes: [number, string][] = [];
+    libConfig = configFile ? await readConfigFile(configFile, notes) : DEFAULT_CONFIG;
+    logger = new VixLogger(funcs, libConfig);
+    initialised = true;
+    for (const [level, text] of notes) log(text, level);
+    log(`VixDiskLib: initialised (API ${majorVersion}.${minorVersion}${configFile ? `, config ${configFile}` : ''})`);
+    return VIX_OK;
+  });
 }
 
 /** VixDiskLib_Exit: de-initialise; calls after it fail with VIX_E_DISK_NOINIT until Init again */
 export function VixDiskLib_Exit(): void {
+  if (initialised) log('VixDiskLib: exit');
   initialised = false;
-  logFunc = undefined;
+  logger = new VixLogger({});
+  libConfig = DEFAULT_CONFIG;
+}
+
+/** what Init/InitEx configured (DEFAULT_CONFIG without a config file) */
+export function vixDiskLibConfig(): Readonly<VixDiskLibConfig> {
+  return libConfig;
 }
 
 /** the transports this library offers: local files only */
@@ -491,6 +373,10 @@ export function VixDiskLib_ListTransportModes(): string {
 
 /** VixDiskLib_Connect(connectParams): a connection for local disks (params null or without serverName) */
 export async function VixDiskLib_Connect(connectParams: VixDiskLibConnectParams | null): Promise<VixDiskLibConnection> {
+  return connect(connectParams, false);
+}
+
+function connect(connectParams: VixDiskLibConnectParams | null, readOnly: boolean): Promise<VixDiskLibConnection> {
   return call(async () => {
     needInit();
     const params = connectParams ?? {};
@@ -498,23 +384,31 @@ export async function VixDiskLib_Connect(connectParams: VixDiskLibConnectParams 
       throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `managed disks on ${params.serverName} need VMware's VDDK: this library opens local (hosted) disks only`, { field: 'serverName', found: params.serverName });
     }
     const connection: VixDiskLibConnection = Object.freeze({ local: true as const, vmxSpec: params.vmxSpec ?? null });
-    connections.set(connection, { open: true, params: { ...params } });
-    log('VixDiskLib: connected to local disks');
+    connections.set(connection, { open: true, params: { ...params }, readOnly });
+    log(`VixDiskLib: connected to local disks${readOnly ? ', read-only' : ''}`);
     return connection;
   });
 }
 
-/** VixDiskLib_ConnectEx: as Connect; readOnly, snapshotRef and transportModes only matter remotely */
+/**
+ * VixDiskLib_ConnectEx(connectParams, readOnly, snapshotRef, transportModes): as Connect. With
+ * readOnly, "later calls to VixDiskLib_Open() are always read-only regardless of the openFlags
+ * setting" (the guide), and the calls that write files through the connection (Create, Clone
+ * into it, Grow, Unlink, CheckRepair with repair) refuse with VIX_E_DISK_RDONLY. snapshotRef
+ * only matters remotely.
+ */
 export async function VixDiskLib_ConnectEx(
   connectParams: VixDiskLibConnectParams | null,
-  _readOnly: boolean,
+  readOnly: boolean,
   _snapshotRef: string | null,
   transportModes: string | null,
 ): Promise<VixDiskLibConnection> {
   if (transportModes && !transportModes.split(':').includes('file')) {
-    throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `transport modes ${transportModes}: only "file" is offered`, { field: 'transportModes', found: transportModes });
+    return call(async () => {
+      throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `transport modes ${transportModes}: only "file" is offered`, { field: 'transportModes', found: transportModes });
+    });
   }
-  return VixDiskLib_Connect(connectParams);
+  return connect(connectParams, !!readOnly);
 }
 
 export async function VixDiskLib_Disconnect(connection: VixDiskLibConnection): Promise<number> {
@@ -549,7 +443,7 @@ export async function VixDiskLib_Create(
   progressCallbackData?: unknown,
 ): Promise<number> {
   return call(async () => {
-    liveConnection(connection);
+    writableConnection(connection, 'Create', path);
     const { type, thin } = diskTypeOf(createParams.diskType, path);
     if (type === 'streamOptimized') {
       throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', 'streamOptimized disks are made by Clone, not Create (they cannot be written in place)', { path, field: 'diskType' });
@@ -582,6 +476,7 @@ export async function VixDiskLib_CreateChild(
 ): Promise<number> {
   return call(async () => {
     const parent = liveDisk(diskHandle);
+    writableConnection(handles.get(diskHandle)!.connection, 'CreateChild', childPath);
     if (diskType !== VIXDISKLIB_DISK_MONOLITHIC_SPARSE && diskType !== VIXDISKLIB_DISK_SPLIT_SPARSE) {
       throw fail('INVAL', 'VIX_E_DISK_INVAL', 'a child is VIXDISKLIB_DISK_MONOLITHIC_SPARSE or VIXDISKLIB_DISK_SPLIT_SPARSE', { path: childPath, field: 'diskType', found: diskType });
     }
@@ -597,15 +492,30 @@ export async function VixDiskLib_CreateChild(
 /** VixDiskLib_Open(connection, path, flags): a handle for Read, Write, GetInfo, ... */
 export async function VixDiskLib_Open(connection: VixDiskLibConnection, path: string, flags: number): Promise<VixDiskLibHandle> {
   return call(async () => {
-    liveConnection(connection);
-    const known = VIXDISKLIB_FLAG_OPEN_UNBUFFERED | VIXDISKLIB_FLAG_OPEN_SINGLE_LINK | VIXDISKLIB_FLAG_OPEN_READ_ONLY;
+    const cnx = liveConnection(connection);
+    const known = VIXDISKLIB_FLAG_OPEN_UNBUFFERED | VIXDISKLIB_FLAG_OPEN_SINGLE_LINK | VIXDISKLIB_FLAG_OPEN_READ_ONLY | VDKIT_FLAG_OPEN_RAW;
     if (!Number.isInteger(flags) || (flags & ~known) !== 0) throw fail('INVAL', 'VIX_E_DISK_INVAL', `unknown open flags 0x${(flags >>> 0).toString(16)}`, { path, field: 'flags', found: flags });
+    const raw = (flags & VDKIT_FLAG_OPEN_RAW) !== 0;
+    // content that no format claims falls back to raw in the Disk API; VDDK refuses it, and a
+    // Write would overwrite whatever the file holds
+    if (!raw && (await detectFormat(path)).name === 'raw') {
+      throw fail('INVALIDDISK', 'VIX_E_DISK_INVALIDDISK', 'not a disk image of any known format: to open raw data, name it in a flat VMDK descriptor or pass VDKIT_FLAG_OPEN_RAW', { path, field: 'format', found: 'raw' });
+    }
+    const readOnly = (flags & VIXDISKLIB_FLAG_OPEN_READ_ONLY) !== 0 || cnx.readOnly;
+    if (cnx.readOnly && (flags & VIXDISKLIB_FLAG_OPEN_READ_ONLY) === 0) log(`VixDiskLib: ${path} opened read-only: the connection is read-only`);
+    if (flags & VIXDISKLIB_FLAG_OPEN_UNBUFFERED) log(`VixDiskLib: ${path}: VIXDISKLIB_FLAG_OPEN_UNBUFFERED has no effect here (no O_DIRECT in Node)`);
     const disk = await Disk.open(path, {
-      readOnly: (flags & VIXDISKLIB_FLAG_OPEN_READ_ONLY) !== 0,
+      readOnly,
       singleLink: (flags & VIXDISKLIB_FLAG_OPEN_SINGLE_LINK) !== 0,
+      format: raw ? 'raw' : undefined,
     });
     const handle: VixDiskLibHandle = Object.freeze({ path, flags });
     handles.set(handle, { disk, connection });
+    if (logger.wants(VIX_LOG_WARNING)) {
+      // damage tolerated by the open (a qcow2 dirty bit, a VHD checksum ignored, ...)
+      const info = await disk.info().catch(() => undefined);
+      for (const w of info?.warnings ?? []) log(`VixDiskLib: ${path}: ${w}`, VIX_LOG_WARNING);
+    }
     return handle;
   });
 }
@@ -797,7 +707,7 @@ export async function VixDiskLib_Clone(
   overWrite = false,
 ): Promise<number> {
   return call(async () => {
-    liveConnection(dstConnection);
+    writableConnection(dstConnection, 'Clone', dstPath);
     liveConnection(srcConnection);
     const { type, thin } = diskTypeOf(createParams.diskType, dstPath);
     const adapterType = adapterName(createParams.adapterType, dstPath);
@@ -903,7 +813,7 @@ export async function VixDiskLib_Rename(srcFileName: string, dstFileName: string
 /** VixDiskLib_Unlink(connection, path): delete every file of the disk (its children are orphaned) */
 export async function VixDiskLib_Unlink(connection: VixDiskLibConnection, path: string): Promise<number> {
   return call(async () => {
-    liveConnection(connection);
+    writableConnection(connection, 'Unlink', path);
     await unlink(path, { force: true });
     return VIX_OK;
   });
@@ -923,7 +833,7 @@ export async function VixDiskLib_Grow(
   progressCallbackData?: unknown,
 ): Promise<number> {
   return call(async () => {
-    liveConnection(connection);
+    writableConnection(connection, 'Grow', path);
     sectors(capacity, 'capacity', path);
     const progress = progressOf(progressFunc, progressCallbackData);
     progress.report(0);
@@ -966,6 +876,15 @@ async function inPlace(
     throw fail('CANTSHRINK', 'VIX_E_DISK_CANTSHRINK', 'this disk is a redo log opened with its parents: open it with VIXDISKLIB_FLAG_OPEN_SINGLE_LINK, or shrink the parent', { path: disk.path });
   }
   const run = what === 'compact' ? image.compact : image.defragment;
+  if ((image.capabilities[what] === 'none' || !run) && isFlat(image)) {
+    // the guide: effective with sparse disks, "might not do anything with FLAT type. In either case, the function returns VIX_OK"
+    const progress = progressOf(progressFunc, progressCallbackData);
+    progress.report(0);
+    const { fileSize } = await disk.info();
+    log(`VixDiskLib: ${disk.path}: ${what === 'compact' ? 'Shrink' : 'Defragment'} has nothing to do on a ${image.type} disk`);
+    progress.report(100);
+    return { fileBytesBefore: fileSize, fileBytesAfter: fileSize };
+  }
   if (image.capabilities[what] === 'none' || !run) {
     throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `${image.format} ${image.type} disks cannot be ${what === 'compact' ? 'shrunk' : 'defragmented'} yet`, { path: disk.path, field: 'type', found: image.type });
   }
@@ -987,6 +906,13 @@ async function inPlace(
   return result;
 }
 
+/** preallocated disks: every sector has its place in the file, nothing to reclaim or move */
+function isFlat(image: Image): boolean {
+  if (image.format === 'raw') return true;
+  if (image.format === 'vhd') return image.type === 'fixed';
+  return image.format === 'vmdk' && /flat|^vmfs$|preallocated|thick/i.test(image.type);
+}
+
 /** VixDiskLib_Shrink(diskHandle, progressFunc, progressCallbackData): give back zeroed space */
 export async function VixDiskLib_Shrink(diskHandle: VixDiskLibHandle, progressFunc?: VixDiskLibProgressFunc | null, progressCallbackData?: unknown): Promise<InPlaceResult> {
   return call(() => inPlace(diskHandle, 'compact', progressFunc, progressCallbackData));
@@ -1003,7 +929,8 @@ export async function VixDiskLib_Defragment(diskHandle: VixDiskLibHandle, progre
  */
 export async function VixDiskLib_CheckRepair(connection: VixDiskLibConnection, filename: string, repair: boolean): Promise<CheckReport> {
   return call(async () => {
-    liveConnection(connection);
+    if (repair) writableConnection(connection, 'CheckRepair with repair', filename);
+    else liveConnection(connection);
     return checkDisk(filename, { repair: !!repair });
   });
 }
@@ -1035,7 +962,7 @@ export function VIX_ERROR_CODE(err: number | bigint): number {
 /** the VixError of a rejection (VIX_OK for undefined), for code that tests numbers as VDDK does */
 export function vixErrorOf(err: unknown): number {
   if (err === undefined || err === null) return VIX_OK;
-  return vixError(err).vixError;
+  return toVixError(err).vixError;
 }
 
 /** The calls under their VDDK names, for `VixDiskLib.Open(...)` style code. */

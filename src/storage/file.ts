@@ -1,5 +1,5 @@
 import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link, mkdtemp, rm } from 'node:fs/promises';
-import { constants, createReadStream } from 'node:fs';
+import { appendFileSync, constants, createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { dirname as hostDirname, isAbsolute as hostIsAbsolute, join as hostJoin, resolve as hostResolve } from 'node:path';
@@ -314,4 +314,12 @@ export function makeHostTempFolder(prefix: string): Promise<string> {
 
 export function removeHostFolder(path: string): Promise<void> {
   return rm(path, { recursive: true, force: true });
+}
+
+/**
+ * Append one line to a host file at once (a log that must survive the process dying right
+ * after: VixDiskLib's tmpDirectory log).
+ */
+export function hostAppendLine(path: string, line: string): void {
+  appendFileSync(path, line.endsWith('\n') ? line : `${line}\n`);
 }

@@ -201,6 +201,14 @@ test('VDDK sample program: every command of the guide, checked with qemu-img and
   const nofile = await sample(dir, ['-info', 'missing.vmdk']);
   assert.equal(nofile.code, 1);
   assert.match(nofile.stderr, /VIX_E_DISK_FILENOTFOUND The system cannot find the file specified/);
+  // a file that is no disk image: VDDK refuses to open it, so -fill must not overwrite it
+  const notes = join(dir, 'notes.txt');
+  const text = 'not a disk, just text\n'.repeat(100);
+  await writeFile(notes, text);
+  const notDisk = await sample(dir, ['-fill', '-val', '7', 'notes.txt']);
+  assert.equal(notDisk.code, 1, describeRun('vixdisksample', ['-fill', 'notes.txt'], notDisk));
+  assert.match(notDisk.stderr, /^Error: \[vixdisksample\] 3ebf VIX_E_DISK_INVALIDDISK The file specified is not a virtual disk/, '16063 = 0x3ebf');
+  assert.equal(await readFile(notes, 'utf8'), text, 'the file is unchanged');
   const remote = await sample(dir, ['-info', '-host', 'esx3', '-user', 'admin', '-password', 'secret', '[storage1]RHEL5/RHEL5.vmdk']);
   assert.equal(remote.code, 1);
   assert.match(remote.stderr, /^Error: \[vixdisksample\] 3e8d VIX_E_DISK_NOTSUPPORTED /, '16013 = 0x3e8d');

@@ -107,3 +107,25 @@ test('a stream cut before its end-of-stream marker -> CORRUPT footer', async () 
   truncateSync(p, 282624 - 100);
   await expectFailure(() => Disk.open(p, { readOnly: true }), { code: 'CORRUPT', path: p, field: 'footer' });
 });
+
+test('a QEMU-made stream whose descriptor is wiped and whose file ends before overHead -> CORRUPT overHead (qemu-img refuses it too)', async (t) => {
+  const { run, skipUnless } = await import('../helpers/tools.js');
+  if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
+  // QEMU's layout: header, descriptor (sectors 1-20), GD and GTs before overHead (128), grains after
+  for (const withData of [false, true]) {
+    const p = join(dir, `q${++n}.vmdk`);
+    assert.equal((await run('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=streamOptimized', p, '64M'])).code, 0);
+    if (withData) assert.equal((await run('qemu-io', ['-f', 'vmdk', '-c', 'write -P 0x5a 0 64k', p])).code, 0);
+    // untouched, it opens (an empty one is exactly overHead long)
+    const ok = await Disk.open(p, { readOnly: true });
+    await ok.close();
+    await poke(p, 512, Buffer.alloc(20 * 512));
+    truncateSync(p, 32768);
+    const digest = sha(p);
+    await expectFailure(() => Disk.open(p, { readOnly: true }), { code: 'CORRUPT', path: p, field: 'overHead', message: /truncated/ });
+    const q = await run('qemu-img', ['info', p]);
+    assert.notEqual(q.code, 0, 'qemu-img refuses it');
+    assert.match(q.stderr, /truncated/);
+    assert.equal(sha(p), digest);
+  }
+});

@@ -238,6 +238,37 @@ test('recovery: ignoreChecksums opens a bad-checksum image read-only, with warni
   await d.close();
 });
 
+test('recovery reaches every link: a differencing VHD whose parent also has a bad footer checksum opens with ignoreChecksums (API and CLI)', async () => {
+  // the chain as a whole folder (base.vhd and kids/child.vhd), both footers damaged
+  const top = join(dir, `chain-${++n}`);
+  mkdirSync(join(top, 'kids'), { recursive: true });
+  const b = join(top, 'base.vhd');
+  const c = join(top, 'kids', 'child.vhd');
+  copyFileSync(base, b);
+  copyFileSync(child, c);
+  await pokeFooter(b, fo('checksum'), u32(0x12345678), { keepChecksum: true });
+  await pokeFooter(c, fo('checksum'), u32(0x0badf00d), { keepChecksum: true });
+  const before = [sha(b), sha(c)];
+  await expectFailure(() => Disk.open(c, { readOnly: true }), { code: 'CORRUPT', path: c, field: 'checksum' });
+  // read-write stays refused, even asking for recovery (the top is checked first)
+  await expectFailure(() => Disk.open(c, { ignoreChecksums: true }), { code: 'CORRUPT', path: c, field: 'checksum', message: /read-only only/ });
+  const d = await Disk.open(c, { readOnly: true, ignoreChecksums: true });
+  assert.equal((await d.info()).numLinks, 2);
+  assert.deepEqual(await d.read(0, 4096), A.subarray(0, 4096), "the parent's data under the child");
+  assert.deepEqual(await d.read(4096, 4096), A.subarray(0, 4096), "the child's data");
+  assert.deepEqual(await d.read(20 * MiB, 65536), A, 'parent data deeper in');
+  await d.close();
+  // the CLI's --ignore-checksums: same reach
+  const { run, describeRun, repoRoot } = await import('../helpers/tools.js');
+  const out = join(top, 'out.raw');
+  const args = [join(repoRoot(), 'bin', 'vdkit.js'), 'convert', '--ignore-checksums', '-O', 'raw', c, out];
+  const r = await run(process.execPath, args);
+  assert.equal(r.code, 0, describeRun('vdkit', args.slice(1), r));
+  const back = await readAt(out, 20 * MiB, 65536);
+  assert.deepEqual(back, A);
+  assert.deepEqual([sha(b), sha(c)], before, 'nothing written to either link');
+});
+
 test('a footer copy at offset 0 that differs from the end footer is repaired by a read-write open', async () => {
   const p = copy(base);
   await poke(p, 0, Buffer.alloc(512, 0x11));

@@ -242,3 +242,34 @@ test('detection picks vhd for a qemu-made fixed VHD named .img (its only footer 
   assert.equal(d.capacity, await qemuVirtualSize(img));
   await d.close();
 });
+
+/*
+ * A fixed VHD is raw data followed by a 512-byte footer, with no signature at offset 0. QEMU's
+ * probe looks only at the start of the file, so `qemu-img info` without -f calls such a file raw
+ * (and counts the footer as data); it needs `-f vpc` to see a VHD. vdkit's detection also looks at
+ * the last sector for the "conectix" footer, so it sees the VHD by itself. This difference is
+ * deliberate: the test pins both sides, so a change of either one is noticed.
+ */
+test('a fixed VHD made by qemu-img (-o subformat=fixed): vdkit detects vhd, qemu-img without -f probes raw', async (t) => {
+  if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
+  const dir = (await tmpDir(t, 'vdkit-vhd-fixed-probe-')).path;
+  const p = join(dir, 'fixed.vhd');
+  await runOk('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', p, '4M'], 'qemu-img create');
+  await runOk('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x6b 1M 64k', p], 'qemu-io write');
+  const probed = JSON.parse((await runOk('qemu-img', ['info', '--output=json', p], 'qemu-img info')).stdout);
+  assert.equal(probed.format, 'raw', 'qemu-img without -f: raw');
+  const asVpc = JSON.parse((await runOk('qemu-img', ['info', '-f', 'vpc', '--output=json', p], 'qemu-img info -f vpc')).stdout);
+  assert.equal(asVpc.format, 'vpc');
+  assert.equal(probed['virtual-size'], asVpc['virtual-size'] + 512, 'as raw, the footer counts as data');
+  assert.equal((await detectFormat(p)).name, 'vhd');
+  const d = await Disk.open(p, { readOnly: true });
+  try {
+    assert.equal(d.format, 'vhd');
+    assert.equal(d.image.type, 'fixed');
+    assert.equal(d.capacity, asVpc['virtual-size'], 'the capacity qemu-img reads with -f vpc');
+    assert.ok((await d.read(MiB, 65536)).every((b) => b === 0x6b));
+    assert.ok((await d.read(0, 65536)).every((b) => b === 0));
+  } finally {
+    await d.close();
+  }
+});

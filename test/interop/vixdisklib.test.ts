@@ -4,10 +4,10 @@
  * Unlink/Attach/CheckRepair checked with qemu-img, Shrink/Defragment through the Image contract.
  */
 import assert from 'node:assert/strict';
-import { readdir, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { Disk, ERROR_TABLE } from '../../src/index.js';
+import { Disk, DiskError, ERROR_TABLE } from '../../src/index.js';
 import * as V from '../../src/compat/vixdisklib.js';
 import { describeRun, run, skipUnless, tmpDir } from '../helpers/tools.js';
 import { descriptorText, qemuMap, Rng, seedOf } from './support.js';
@@ -66,9 +66,53 @@ test('VixDiskLib: error table, numbers, GetErrorText, library state', async (t) 
   assert.equal(V.VixDiskLib_GetErrorText(V.VIX_OK), 'The operation completed successfully');
   assert.match(V.VixDiskLib_GetErrorText(65000), /Unknown error 65000/);
   assert.equal(V.VIX_ERROR_CODE((3n << 40n) | 16013n), 16013);
-  // vix.h numbers
-  const vixh: Record<string, number> = { VIX_E_DISK_INVAL: 16000, VIX_E_DISK_NOINIT: 16001, VIX_E_DISK_NOIO: 16002, VIX_E_DISK_PARTIALCHAIN: 16003, VIX_E_DISK_NEEDSREPAIR: 16006, VIX_E_DISK_OUTOFRANGE: 16007, VIX_E_DISK_CID_MISMATCH: 16008, VIX_E_DISK_CANTSHRINK: 16009, VIX_E_DISK_NOTSUPPORTED: 16013, VIX_E_DISK_INVALIDCHAIN: 16030, VIX_E_DISK_KEY_NOTFOUND: 16052, VIX_E_DISK_INVALIDDISK: 16063, VIX_E_DISK_CAPACITY_MISMATCH: 16067 };
-  for (const [name, n] of Object.entries(vixh)) assert.equal(V.VIX_ERRORS[name]!.number, n, name);
+  // VMware's public vix.h (open-vm-tools lib/include/vix.h, enum of VixError): the general
+  // codes and every disk-library code it defines, as (name, number) pairs
+  const VIX_H: [string, number][] = [
+    ['VIX_OK', 0], ['VIX_E_FAIL', 1], ['VIX_E_OUT_OF_MEMORY', 2], ['VIX_E_INVALID_ARG', 3], ['VIX_E_FILE_NOT_FOUND', 4],
+    ['VIX_E_OBJECT_IS_BUSY', 5], ['VIX_E_NOT_SUPPORTED', 6], ['VIX_E_FILE_ERROR', 7], ['VIX_E_DISK_FULL', 8],
+    ['VIX_E_INCORRECT_FILE_TYPE', 9], ['VIX_E_CANCELLED', 10], ['VIX_E_FILE_READ_ONLY', 11], ['VIX_E_FILE_ALREADY_EXISTS', 12],
+    ['VIX_E_FILE_ACCESS_ERROR', 13], ['VIX_E_REQUIRES_LARGE_FILES', 14], ['VIX_E_FILE_ALREADY_LOCKED', 15], ['VIX_E_VMDB', 16],
+    ['VIX_E_NOT_SUPPORTED_ON_REMOTE_OBJECT', 20], ['VIX_E_FILE_TOO_BIG', 21], ['VIX_E_FILE_NAME_INVALID', 22], ['VIX_E_ALREADY_EXISTS', 23],
+    ['VIX_E_BUFFER_TOOSMALL', 24], ['VIX_E_OBJECT_NOT_FOUND', 25], ['VIX_E_HOST_NOT_CONNECTED', 26], ['VIX_E_INVALID_UTF8_STRING', 27],
+    ['VIX_E_UNFINISHED_JOB', 29], ['VIX_E_NEED_KEY', 30], ['VIX_E_OPERATION_ALREADY_IN_PROGRESS', 31], ['VIX_E_LICENSE', 32],
+    ['VIX_E_DISK_INVAL', 16000], ['VIX_E_DISK_NOINIT', 16001], ['VIX_E_DISK_NOIO', 16002], ['VIX_E_DISK_PARTIALCHAIN', 16003],
+    ['VIX_E_DISK_NEEDSREPAIR', 16006], ['VIX_E_DISK_OUTOFRANGE', 16007], ['VIX_E_DISK_CID_MISMATCH', 16008], ['VIX_E_DISK_CANTSHRINK', 16009],
+    ['VIX_E_DISK_PARTMISMATCH', 16010], ['VIX_E_DISK_UNSUPPORTEDDISKVERSION', 16011], ['VIX_E_DISK_OPENPARENT', 16012],
+    ['VIX_E_DISK_NOTSUPPORTED', 16013], ['VIX_E_DISK_NEEDKEY', 16014], ['VIX_E_DISK_NOKEYOVERRIDE', 16015], ['VIX_E_DISK_NOTENCRYPTED', 16016],
+    ['VIX_E_DISK_NOKEY', 16017], ['VIX_E_DISK_INVALIDPARTITIONTABLE', 16018], ['VIX_E_DISK_NOTNORMAL', 16019], ['VIX_E_DISK_NOTENCDESC', 16020],
+    ['VIX_E_DISK_NEEDVMFS', 16022], ['VIX_E_DISK_RAWTOOBIG', 16024], ['VIX_E_DISK_TOOMANYOPENFILES', 16027], ['VIX_E_DISK_TOOMANYREDO', 16028],
+    ['VIX_E_DISK_RAWTOOSMALL', 16029], ['VIX_E_DISK_INVALIDCHAIN', 16030], ['VIX_E_DISK_KEY_NOTFOUND', 16052],
+    ['VIX_E_DISK_SUBSYSTEM_INIT_FAIL', 16053], ['VIX_E_DISK_INVALID_CONNECTION', 16054], ['VIX_E_DISK_ENCODING', 16061],
+    ['VIX_E_DISK_CANTREPAIR', 16062], ['VIX_E_DISK_INVALIDDISK', 16063], ['VIX_E_DISK_NOLICENSE', 16064], ['VIX_E_DISK_NODEVICE', 16065],
+    ['VIX_E_DISK_UNSUPPORTEDDEVICE', 16066], ['VIX_E_DISK_CAPACITY_MISMATCH', 16067], ['VIX_E_DISK_PARENT_NOTALLOWED', 16068],
+    ['VIX_E_DISK_ATTACH_ROOTLINK', 16069],
+  ];
+  const vixh = new Map(VIX_H);
+  const vixhNumbers = new Set(VIX_H.map(([, n]) => n));
+  // every disk-library code of vix.h is in the table, with vix.h's number
+  for (const [name, n] of VIX_H) {
+    if (!name.startsWith('VIX_E_DISK_')) continue;
+    assert.ok(name in V.VIX_ERRORS, `${name} (vix.h ${n}) is in the table`);
+  }
+  // every row: vix.h's number where vix.h defines the name, else vdkit's own, said so, and never a number vix.h uses
+  for (const [name, row] of Object.entries(V.VIX_ERRORS)) {
+    assert.ok(Number.isSafeInteger(row.number) && row.number >= 0, `${name} has a number`);
+    if (vixh.has(name)) {
+      assert.equal(row.number, vixh.get(name), `${name}: vix.h's number`);
+      assert.equal(row.origin, 'vix.h', `${name}: origin`);
+    } else if (name !== 'VIX_E_DISK_SUCCESS') {
+      assert.equal(row.origin, 'vdkit', `${name} is not in vix.h: its number is vdkit's own`);
+      assert.ok(V.VDKIT_OWN_NUMBERS.includes(name), `${name} listed in VDKIT_OWN_NUMBERS`);
+      assert.ok(!vixhNumbers.has(row.number), `${name}: vdkit's ${row.number} is a number vix.h gives another name`);
+    }
+  }
+  for (const name of V.VDKIT_OWN_NUMBERS) assert.ok(!vixh.has(name), `${name} is vix.h's, not vdkit's`);
+  // the guide's names vix.h lacks: vdkit codes keep their DiskError number, the rest are numbered from 16900
+  assert.equal(V.VIX_ERRORS.VIX_E_DISK_RDONLY!.number, ERROR_TABLE.RDONLY.number);
+  assert.equal(V.VIX_ERRORS.VIX_E_DISK_ASYNC!.origin, 'vdkit');
+  assert.ok(V.VIX_ERRORS.VIX_E_DISK_ASYNC!.number >= V.VDKIT_OWN_BASE);
+  assert.equal(V.VixDiskLib_GetErrorText(V.VIX_ERRORS.VIX_E_DISK_UPDATEGEN!.number), 'Generation update error');
   // every vdkit code with a VDDK name has the same number on both sides, and numbers are unique
   for (const code of Object.keys(ERROR_TABLE) as (keyof typeof ERROR_TABLE)[]) {
     const name = V.vixNameOf(code);
@@ -501,4 +545,191 @@ test('VixDiskLib_Shrink with Write calls made on the handle meanwhile: every wri
     await d.close();
   }
   await ok('qemu-img', ['check', '-q', p]);
+});
+
+test('VixDiskLib_Open refuses a file of no known format (VIX_E_DISK_INVALIDDISK); raw only when the caller says so', async (t) => {
+  const dir = (await tmpDir(t, 'vdkit-vix-raw-')).path;
+  const notes = join(dir, 'notes.bin');
+  const text = Buffer.from('plain text, no disk image\n'.repeat(2521).slice(0, 64 * 1024));
+  await writeFile(notes, text);
+  await session(async (cnx) => {
+    await rejectsVix(V.VixDiskLib_Open(cnx, notes, 0), 'VIX_E_DISK_INVALIDDISK', 'Open of a text file');
+    await rejectsVix(V.VixDiskLib_Open(cnx, notes, V.VIXDISKLIB_FLAG_OPEN_READ_ONLY | V.VIXDISKLIB_FLAG_OPEN_SINGLE_LINK), 'VIX_E_DISK_INVALIDDISK', 'read-only Open of a text file');
+    await rejectsVix(V.VixDiskLib_Open(cnx, join(dir, 'missing.vmdk'), 0), 'VIX_E_DISK_FILENOTFOUND', 'Open of a missing file');
+    assert.ok((await readFile(notes)).equals(text), 'the refused file is unchanged');
+    // VDDK's way to raw data: a flat VMDK descriptor naming it as its extent
+    const desc = join(dir, 'notes.vmdk');
+    await writeFile(desc, '# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\nRW 128 FLAT "notes.bin" 0\n\nddb.adapterType = "ide"\n');
+    const viaDesc = await V.VixDiskLib_Open(cnx, desc, V.VIXDISKLIB_FLAG_OPEN_READ_ONLY);
+    const buf = Buffer.alloc(128 * S);
+    await V.VixDiskLib_Read(viaDesc, 0, 128, buf);
+    assert.ok(buf.equals(text), 'the descriptor reads the raw file');
+    await V.VixDiskLib_Close(viaDesc);
+    // vdkit's own flag says "raw": then it opens, reads and writes as raw
+    const h = await V.VixDiskLib_Open(cnx, notes, V.VDKIT_FLAG_OPEN_RAW);
+    assert.equal((await V.VixDiskLib_GetInfo(h)).capacity, 128);
+    await V.VixDiskLib_Read(h, 0, 128, buf);
+    assert.ok(buf.equals(text));
+    await V.VixDiskLib_Write(h, 1, 1, Buffer.alloc(S, 0xab));
+    await V.VixDiskLib_Close(h);
+    const after = await readFile(notes);
+    assert.ok(after.subarray(S, 2 * S).every((b) => b === 0xab) && after.subarray(0, S).equals(text.subarray(0, S)), 'the raw write landed in sector 1');
+  });
+});
+
+test('VixDiskLib_ConnectEx(readOnly): every Open is read-only whatever its flags; Create, CreateChild, Grow, Unlink, Clone into it refuse', async (t) => {
+  const dir = (await tmpDir(t, 'vdkit-vix-rocnx-')).path;
+  const path = join(dir, 'd.vmdk');
+  await session(async (rw) => {
+    await V.VixDiskLib_Create(rw, path, params(2048));
+    const cnx = await V.VixDiskLib_ConnectEx(null, true, null, null);
+    const h = await V.VixDiskLib_Open(cnx, path, 0);
+    await rejectsVix(V.VixDiskLib_Write(h, 0, 1, Buffer.alloc(S, 1)), 'VIX_E_DISK_RDONLY', 'Write through a read-only connection');
+    await rejectsVix(V.VixDiskLib_WriteMetadata(h, 'toolsVersion', '9'), 'VIX_E_DISK_RDONLY', 'WriteMetadata through a read-only connection');
+    await rejectsVix(V.VixDiskLib_CreateChild(h, join(dir, 'c.vmdk'), V.VIXDISKLIB_DISK_MONOLITHIC_SPARSE), 'VIX_E_DISK_RDONLY', 'CreateChild');
+    const buf = Buffer.alloc(S, 0xff);
+    await V.VixDiskLib_Read(h, 0, 1, buf);
+    assert.ok(buf.every((b) => b === 0), 'reads work, nothing was written');
+    await V.VixDiskLib_Close(h);
+    await rejectsVix(V.VixDiskLib_Create(cnx, join(dir, 'n.vmdk'), params(2048)), 'VIX_E_DISK_RDONLY', 'Create');
+    await rejectsVix(V.VixDiskLib_Grow(cnx, path, 4096, false), 'VIX_E_DISK_RDONLY', 'Grow');
+    await rejectsVix(V.VixDiskLib_Unlink(cnx, path), 'VIX_E_DISK_RDONLY', 'Unlink');
+    await rejectsVix(V.VixDiskLib_Clone(cnx, join(dir, 'k.vmdk'), rw, path, params(0), null, null, false), 'VIX_E_DISK_RDONLY', 'Clone into it');
+    await rejectsVix(V.VixDiskLib_CheckRepair(cnx, path, true), 'VIX_E_DISK_RDONLY', 'CheckRepair with repair');
+    assert.ok(await V.VixDiskLib_CheckRepair(cnx, path, false), 'a check alone is fine');
+    assert.deepEqual((await readdir(dir)).sort(), ['d.vmdk']);
+    await V.VixDiskLib_Disconnect(cnx);
+    // readOnly false: as Connect
+    const w = await V.VixDiskLib_ConnectEx(null, false, null, 'file');
+    const hw = await V.VixDiskLib_Open(w, path, 0);
+    await V.VixDiskLib_Write(hw, 0, 1, Buffer.alloc(S, 1));
+    await V.VixDiskLib_Close(hw);
+    await V.VixDiskLib_Disconnect(w);
+  });
+});
+
+test('VixDiskLib: Shrink and Defragment of flat disks do nothing and return VIX_OK (the guide)', async (t) => {
+  const dir = (await tmpDir(t, 'vdkit-vix-flat-')).path;
+  await session(async (cnx) => {
+    for (const [i, type] of [V.VIXDISKLIB_DISK_MONOLITHIC_FLAT, V.VIXDISKLIB_DISK_SPLIT_FLAT, V.VIXDISKLIB_DISK_VMFS_FLAT].entries()) {
+      const path = join(dir, `f${i}.vmdk`);
+      await V.VixDiskLib_Create(cnx, path, params(2048, type));
+      const h = await V.VixDiskLib_Open(cnx, path, 0);
+      await V.VixDiskLib_Write(h, 5, 1, Buffer.alloc(S, 0x42));
+      const files = await readdir(dir);
+      const seen: number[] = [];
+      const r = await V.VixDiskLib_Shrink(h, (_d, p) => void seen.push(p), null);
+      assert.equal(r.fileBytesBefore, r.fileBytesAfter, `type ${type}: Shrink changed nothing`);
+      assert.deepEqual(seen, [0, 100]);
+      const d = await V.VixDiskLib_Defragment(h, null, null);
+      assert.equal(d.fileBytesBefore, d.fileBytesAfter);
+      const buf = Buffer.alloc(S);
+      await V.VixDiskLib_Read(h, 5, 1, buf);
+      assert.ok(buf.every((b) => b === 0x42));
+      await V.VixDiskLib_Close(h);
+      assert.deepEqual(await readdir(dir), files);
+      // still refused on a read-only handle: it asks for write access
+      const ro = await V.VixDiskLib_Open(cnx, path, V.VIXDISKLIB_FLAG_OPEN_READ_ONLY);
+      await rejectsVix(V.VixDiskLib_Shrink(ro, null, null), 'VIX_E_DISK_RDONLY', 'Shrink of a read-only flat disk');
+      await V.VixDiskLib_Close(ro);
+    }
+  });
+});
+
+test('VixDiskLib_Init callbacks: failed calls and open warnings reach warn, vdkit bugs reach panic, information reaches log', async (t) => {
+  const dir = (await tmpDir(t, 'vdkit-vix-cb-')).path;
+  const logs: string[] = [];
+  const warns: string[] = [];
+  const panics: string[] = [];
+  await V.VixDiskLib_Init(1, 0, (m) => void logs.push(m), (m) => void warns.push(m), (m) => void panics.push(m), null);
+  try {
+    const cnx = await V.VixDiskLib_Connect(null);
+    assert.ok(logs.some((m) => /connected/.test(m)), `log got information: ${JSON.stringify(logs)}`);
+    // a failed call: its VIX name and number, the file
+    await rejectsVix(V.VixDiskLib_Open(cnx, join(dir, 'missing.vmdk'), 0), 'VIX_E_DISK_FILENOTFOUND', 'missing');
+    assert.equal(warns.length, 1, JSON.stringify(warns));
+    assert.match(warns[0]!, new RegExp(`VIX_E_DISK_FILENOTFOUND \\(${V.VIX_E_DISK_FILENOTFOUND}\\).*missing\\.vmdk`));
+    assert.equal(panics.length, 0);
+    // an open that tolerates damage says so: a qcow2 whose dirty bit is set, opened read-only
+    const q = join(dir, 'dirty.qcow2');
+    await (await Disk.create(q, { format: 'qcow2', capacity: 1 << 20 })).close();
+    const fh = await open(q, 'r+');
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, 79);
+    b[0] = b[0]! | 1; // incompatible_features bit 0: dirty
+    await fh.write(b, 0, 1, 79);
+    await fh.close();
+    const h = await V.VixDiskLib_Open(cnx, q, V.VIXDISKLIB_FLAG_OPEN_READ_ONLY);
+    await V.VixDiskLib_Close(h);
+    assert.ok(warns.some((m) => /dirty\.qcow2.*dirty bit/.test(m)), `warn got the open warning: ${JSON.stringify(warns)}`);
+    // an internal error (a vdkit bug) also reaches panic; the call still rejects
+    const realOpen = Disk.open;
+    Disk.open = async () => {
+      throw new DiskError('INTERNAL', 'simulated bug');
+    };
+    try {
+      await rejectsVix(V.VixDiskLib_Open(cnx, q, V.VIXDISKLIB_FLAG_OPEN_READ_ONLY), 'VIX_E_FAIL', 'internal error');
+    } finally {
+      Disk.open = realOpen;
+    }
+    assert.equal(panics.length, 1);
+    assert.match(panics[0]!, /simulated bug/);
+    await V.VixDiskLib_Disconnect(cnx);
+  } finally {
+    V.VixDiskLib_Exit();
+  }
+  // without warn/panic callbacks, all goes to log (VDDK's default handlers share one log)
+  const only: string[] = [];
+  await V.VixDiskLib_Init(1, 0, (m) => void only.push(m), null, null, null);
+  try {
+    await rejectsVix(V.VixDiskLib_Open(await V.VixDiskLib_Connect(null), join(dir, 'missing.vmdk'), 0), 'VIX_E_DISK_FILENOTFOUND', 'missing');
+    assert.ok(only.some((m) => /VIX_E_DISK_FILENOTFOUND/.test(m)));
+  } finally {
+    V.VixDiskLib_Exit();
+  }
+});
+
+test('VixDiskLib_InitEx config file: tmpDirectory log file, transport log level, NFC keys, unknown keys warned', async (t) => {
+  const dir = (await tmpDir(t, 'vdkit-vix-cfg-')).path;
+  const logDir = join(dir, 'logs');
+  await mkdir(logDir);
+  const cfg = join(dir, 'vddk.conf');
+  await writeFile(cfg, [
+    '# VDDK config',
+    `tmpDirectory = "${logDir}"`,
+    'vixDiskLib.transport.LogLevel = "2"',
+    'vixDiskLib.nfc.RequestTimeoutMs = "30000"',
+    'vixDiskLib.noSuchKey = "1"',
+    '',
+  ].join('\n'));
+  const logs: string[] = [];
+  const warns: string[] = [];
+  assert.equal(await V.VixDiskLib_InitEx(1, 1, (m) => void logs.push(m), (m) => void warns.push(m), null, null, cfg), V.VIX_OK);
+  try {
+    const c = V.vixDiskLibConfig();
+    assert.equal(c.tmpDirectory, logDir);
+    assert.equal(c.logLevel, 2);
+    assert.equal(c.nfc.requestTimeoutMs, 30000);
+    // level 2: warnings and errors only; the unknown key is a warning
+    assert.ok(warns.some((m) => /unknown key vixDiskLib\.noSuchKey ignored/.test(m)), JSON.stringify(warns));
+    const cnx = await V.VixDiskLib_Connect(null);
+    assert.deepEqual(logs, [], 'information is below level 2');
+    await rejectsVix(V.VixDiskLib_Open(cnx, join(dir, 'missing.vmdk'), 0), 'VIX_E_DISK_FILENOTFOUND', 'missing');
+    const files = await readdir(logDir);
+    assert.deepEqual(files, [`vixDiskLib-${process.pid}.log`]);
+    const text = await readFile(join(logDir, files[0]!), 'utf8');
+    assert.match(text, /unknown key vixDiskLib\.noSuchKey/);
+    assert.match(text, /VIX_E_DISK_FILENOTFOUND/);
+    assert.doesNotMatch(text, /connected/);
+    await V.VixDiskLib_Disconnect(cnx);
+  } finally {
+    V.VixDiskLib_Exit();
+  }
+  // a config that cannot be honoured fails InitEx
+  await writeFile(cfg, `tmpDirectory = "${join(dir, 'nowhere')}"\n`);
+  await rejectsVix(V.VixDiskLib_InitEx(1, 1, null, null, null, null, cfg), 'VIX_E_DISK_INVAL', 'tmpDirectory that does not exist');
+  await writeFile(cfg, 'vixDiskLib.transport.LogLevel = "loud"\n');
+  await rejectsVix(V.VixDiskLib_InitEx(1, 1, null, null, null, null, cfg), 'VIX_E_DISK_INVAL', 'a log level that is no number');
+  await rejectsVix(V.VixDiskLib_InitEx(1, 1, null, null, null, null, join(dir, 'missing.conf')), 'VIX_E_DISK_FILENOTFOUND', 'missing config file');
+  await rejectsVix(V.VixDiskLib_Connect(null), 'VIX_E_DISK_NOINIT', 'a failed InitEx initialises nothing');
 });

@@ -175,7 +175,10 @@ export class SparseExtent {
     if (numGDEntries > MAX_GD_ENTRIES) throw bad('capacity', 'grain directory too large (L1 size too big)', `<= ${MAX_GD_ENTRIES} entries`, numGDEntries);
 
     const overHead = num(header.overHead, 'overHead');
-    if (!(header.flags & FLAG_COMPRESSED) && overHead * SECTOR_SIZE > fileSize) {
+    // compressed (streamOptimized) files too: every writer (VMware, VirtualBox, QEMU, vdkit)
+    // pads the metadata to overHead before the first grain, so a shorter file lost its end; its
+    // tables would read as an empty, clean disk (QEMU refuses it the same way)
+    if (overHead * SECTOR_SIZE > fileSize) {
       throw bad('overHead', 'file truncated', `at least ${overHead * SECTOR_SIZE} bytes`, fileSize);
     }
 
