@@ -6,8 +6,8 @@ import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { ALIGN, BITMAP, BITMAP_BLOCK_SIZE, MiB, PAYLOAD, payloadIndex } from './structs.js';
-import { structureRanges, checkOverlaps } from './layout.js';
-import { VhdxState } from './state.js';
+import { checkOverlaps } from './layout.js';
+import type { VhdxState } from './state.js';
 
 /**
  * Consistency check: what the open found (a log that needed replay, damaged header or region
@@ -24,7 +24,7 @@ export async function check(state: VhdxState, opts: CheckOptions): Promise<Check
   // a dry run on a read-only image: what the open left alone, a read-write open mends (log
   // replay, the second region table copy)
   if (dryRun) for (const f of findings) if (f.repaired === false && (f.field === 'logGuid' || f.struct === 'regionTable')) f.wouldRepair = true;
-  const used = structureRanges(state.regions, Number(state.header.logOffset), state.header.logLength);
+  const used = state.structures();
   try {
     checkOverlaps(state.pState, state.pOff, state.bState, state.bOff, state.params.blockSize, state.cr, used, state.path);
   } catch (e) {

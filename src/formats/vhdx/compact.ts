@@ -6,10 +6,10 @@
 import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import type { InPlaceOptions, InPlaceResult } from '../types.js';
-import { ALIGN, BITMAP, BITMAP_BLOCK_SIZE, HEADER_SECTION, MiB, PAYLOAD, batEntry, bitmapIndex } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
-import { structureRanges } from './layout.js';
-import { VhdxState } from './state.js';
+import { ALIGN, BITMAP_BLOCK_SIZE, MiB, PAYLOAD } from './structs.js';
+import { allocationMap, type VhdxEntry } from './map.js';
+import type { VhdxState } from './state.js';
 
 /**
  * Drop FULLY_PRESENT blocks that read as zeros (NOT_PRESENT in a base, ZERO in a differencing
@@ -67,18 +67,13 @@ export async function cutAt(state: VhdxState, end: number): Promise<void> {
  */
 export async function closeUp(state: VhdxState): Promise<void> {
   const bs = state.params.blockSize;
+  const map = allocationMap(state);
   // structures are never moved; blocks go below the first block only after the leading ones
   // (a BAT region moved to the end of the file by a grow sits among or after the blocks)
-  const structures = structureRanges(state.regions, Number(state.header.logOffset), state.header.logLength);
-  type Item = { kind: 'payload' | 'bitmap'; i: number; at: number; len: number };
-  const items: Item[] = [];
-  for (let n = 0; n < state.blocks; n++) {
-    const st = state.pState[n];
-    if (st === PAYLOAD.FULLY_PRESENT || st === PAYLOAD.PARTIALLY_PRESENT) items.push({ kind: 'payload', i: n, at: state.pOff[n]! * MiB, len: bs });
-  }
-  for (let k = 0; k < state.bState.length; k++) if (state.bState[k] === BITMAP.PRESENT) items.push({ kind: 'bitmap', i: k, at: state.bOff[k]! * MiB, len: BITMAP_BLOCK_SIZE });
-  const firstBlock = items.reduce((m, x) => Math.min(m, x.at), Infinity);
-  const dataStart = roundUp(Math.max(HEADER_SECTION, ...structures.filter((u) => u.start < firstBlock).map((u) => u.end)), ALIGN);
+  const structures = map.structures();
+  type Item = VhdxEntry & { at: number; len: number };
+  const items: Item[] = map.entries().map((e) => ({ ...e, at: map.lookup(e) * MiB, len: map.length(e) * MiB }));
+  const dataStart = map.dataStart();
   // occupied ranges: every block where it is now, and (during a batch) where it is going, and
   // the structures past dataStart
   const busy = items.map((x) => [x.at, x.at + x.len] as [number, number]);
@@ -113,13 +108,7 @@ export async function closeUp(state: VhdxState): Promise<void> {
       await state.store.readInto(b, item.at);
       await state.store.write(to, b);
     }
-    for (const { item, to } of batch) {
-      if (item.kind === 'payload') state.setPayload(item.i, state.pState[item.i]!, to / MiB);
-      else {
-        state.bOff[item.i] = to / MiB;
-        state.pending.set(bitmapIndex(item.i, state.cr), batEntry(BITMAP.PRESENT, to / MiB));
-      }
-    }
+    for (const { item, to } of batch) map.set(item, to / MiB);
     await state.commit(); // flushes the copies before the log entry
     for (const { item, to } of batch) {
       const at = busy.findIndex(([a]) => a === item.at);

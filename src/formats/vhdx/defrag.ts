@@ -5,10 +5,10 @@
 import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import type { InPlaceOptions, InPlaceResult } from '../types.js';
-import { ALIGN, BITMAP, BITMAP_BLOCK_SIZE, HEADER_SECTION, MiB, PAYLOAD, batEntry, bitmapIndex } from './structs.js';
 import { planRelayout, type PlanItem } from '../common/relayout-plan.js';
-import { structureRanges } from './layout.js';
-import { VhdxState } from './state.js';
+import { ALIGN, BITMAP_BLOCK_SIZE, MiB } from './structs.js';
+import { allocationMap } from './map.js';
+import type { VhdxState } from './state.js';
 import { cutAt } from './compact.js';
 
 /**
@@ -26,26 +26,12 @@ export async function defragment(state: VhdxState, opts: InPlaceOptions = {}): P
   await state.commit();
   const fileBytesBefore = await state.store.size();
   const bs = state.params.blockSize;
-  const structures = structureRanges(state.regions, Number(state.header.logOffset), state.header.logLength);
-  // the final order: per chunk, its sector bitmap block, then its payload blocks
-  type Item = { kind: 'payload' | 'bitmap'; i: number };
-  const items: Item[] = [];
-  const plan: PlanItem[] = [];
-  for (let k = 0; k * state.cr < state.blocks; k++) {
-    if (state.bState[k] === BITMAP.PRESENT) {
-      items.push({ kind: 'bitmap', i: k });
-      plan.push({ at: state.bOff[k]!, len: BITMAP_BLOCK_SIZE / MiB });
-    }
-    for (let n = k * state.cr; n < Math.min(state.blocks, (k + 1) * state.cr); n++) {
-      const st = state.pState[n];
-      if (st !== PAYLOAD.FULLY_PRESENT && st !== PAYLOAD.PARTIALLY_PRESENT) continue;
-      items.push({ kind: 'payload', i: n });
-      // every payload block gets a whole BlockSize slot, the disk's last one too (MS-VHDX);
-      // a last block the file holds only in part (QEMU's fixed images) is copied as far as
-      // the file goes
-      plan.push({ at: state.pOff[n]!, len: bs / MiB });
-    }
-  }
+  const map = allocationMap(state);
+  const structures = map.structures();
+  // the final order: per chunk, its sector bitmap block, then its payload blocks; a last block
+  // the file holds only in part (QEMU's fixed images) is copied as far as the file goes
+  const items = map.entries();
+  const plan: PlanItem[] = items.map((e) => ({ at: map.lookup(e), len: map.length(e) }));
   const total = items.length;
   opts.onProgress?.(0, total);
   if (state.fixed && plan.every((p, j) => j === 0 || p.at > plan[j - 1]!.at)) {
@@ -56,8 +42,7 @@ export async function defragment(state: VhdxState, opts: InPlaceOptions = {}): P
   if (!state.logWriter) throw new DiskError('NOTSUPPORTED', 'this VHDX has no log: its blocks cannot be moved safely', { path: state.path, struct: 'header', field: 'logLength', found: 0 });
   // blocks start after the structures that come before the first block; a BAT region moved
   // to the end by a grow (growBatRegion) stays where it is and is stepped around
-  const firstBlock = plan.reduce((m, p) => Math.min(m, p.at * MiB), Infinity);
-  const dataStart = roundUp(Math.max(HEADER_SECTION, ...structures.filter((u) => u.start < firstBlock).map((u) => u.end)), ALIGN);
+  const dataStart = map.dataStart();
   const structuresEnd = roundUp(Math.max(...structures.map((u) => u.end)), ALIGN);
   const fixedUnits = new Uint8Array(structuresEnd / MiB);
   for (const u of structures) fixedUnits.fill(1, Math.floor(u.start / MiB), Math.ceil(u.end / MiB));
@@ -79,23 +64,13 @@ export async function defragment(state: VhdxState, opts: InPlaceOptions = {}): P
       await state.store.readInto(chunk, from);
       await state.store.write(m.to * MiB, chunk);
     }
-    for (const m of b.moves) {
-      const it = items[m.item]!;
-      if (it.kind === 'payload') state.setPayload(it.i, state.pState[it.i]!, m.to);
-      else {
-        state.bOff[it.i] = m.to;
-        state.pending.set(bitmapIndex(it.i, state.cr), batEntry(BITMAP.PRESENT, m.to));
-      }
-    }
+    for (const m of b.moves) map.set(items[m.item]!, m.to);
     await state.commit(); // flushes the copies before the log entry
     opts.onProgress?.(b.placed, total);
   }
   // the end: after the last whole block (cutAt never extends a file that ends inside it)
   let end = Math.max(dataStart, structuresEnd);
-  for (const it of items) {
-    if (it.kind === 'bitmap') end = Math.max(end, state.bOff[it.i]! * MiB + BITMAP_BLOCK_SIZE);
-    else end = Math.max(end, state.pOff[it.i]! * MiB + bs);
-  }
+  for (const it of items) end = Math.max(end, (map.lookup(it) + map.length(it)) * MiB);
   await cutAt(state, end);
   opts.onProgress?.(total, total);
   return { fileBytesBefore, fileBytesAfter: await state.store.size() };

@@ -39,7 +39,7 @@ import type {
 } from '../types.js';
 import { BITMAP, BITMAP_BLOCK_SIZE, MiB, PAYLOAD, batEntry, bitmapIndex, guidText } from './structs.js';
 import { BITS, setBits, sectorRuns } from './layout.js';
-import { VhdxState } from './state.js';
+import type { VhdxState } from './state.js';
 import { backing, identity, setIdentity, setBacking, makeEmpty } from './links.js';
 import { metadataKeys, readMetadata, writeMetadata } from './metadata.js';
 import { compact, closeUp } from './compact.js';

@@ -117,8 +117,15 @@ export function fileParametersBytes(p: VhdxParams): Buffer {
   return FileParameters.encode({ blockSize: p.blockSize, flags: (p.leaveBlocksAllocated ? LEAVE_BLOCKS_ALLOCATED : 0) | (p.hasParent ? HAS_PARENT : 0) });
 }
 
+/** a structure of the file (bytes [start, end)) */
+export interface StructureRange {
+  start: number;
+  end: number;
+  name: string;
+}
+
 /** the structures of the file: header section, log, regions */
-export function structureRanges(regions: readonly Region[], logOffset: number, logLength: number): { start: number; end: number; name: string }[] {
+export function structureRanges(regions: readonly Region[], logOffset: number, logLength: number): StructureRange[] {
   const out = [{ start: 0, end: HEADER_SECTION, name: 'the header section' }];
   if (logLength > 0) out.push({ start: logOffset, end: logOffset + logLength, name: 'the log' });
   for (const r of regions) out.push({ start: r.offset, end: r.offset + r.length, name: r.guid === GUIDS.BAT_REGION ? 'the BAT region' : r.guid === GUIDS.METADATA_REGION ? 'the metadata region' : `region ${r.guid}` });
@@ -126,7 +133,7 @@ export function structureRanges(regions: readonly Region[], logOffset: number, l
 }
 
 /** no two blocks overlap, and no block overlaps a structure (sorted starts, one pass) */
-export function checkOverlaps(pState: Uint8Array, pOff: Uint32Array, bState: Uint8Array, bOff: Uint32Array, blockSize: number, cr: number, used: { start: number; end: number; name: string }[], path: string): void {
+export function checkOverlaps(pState: Uint8Array, pOff: Uint32Array, bState: Uint8Array, bOff: Uint32Array, blockSize: number, cr: number, used: StructureRange[], path: string): void {
   const starts: number[] = [];
   const ends: number[] = [];
   const names: string[] = [];

@@ -9,7 +9,6 @@ import { roundUp } from '../../core/ints.js';
 import type { BackingChange, BackingLink } from '../types.js';
 import {
   ALIGN,
-  BITMAP,
   GUIDS,
   META_IS_REQUIRED,
   MiB,
@@ -22,8 +21,8 @@ import {
   guidText,
   normalizeGuid,
 } from './structs.js';
-import { fileParametersBytes, structureRanges, sectorRuns } from './layout.js';
-import { VhdxState } from './state.js';
+import { fileParametersBytes, sectorRuns } from './layout.js';
+import type { VhdxState } from './state.js';
 import { setItem, removeItem, tableWrite, metadataSectors } from './metadata.js';
 import { growBatRegion } from './resize.js';
 
@@ -93,13 +92,7 @@ export async function dropParent(state: VhdxState): Promise<void> {
     for (const [a, z, set] of sectorRuns(bm, 0, last)) if (!set) await state.zeroFill(base + a * ls, (z - a) * ls);
     state.setPayload(n, PAYLOAD.FULLY_PRESENT, state.pOff[n]!);
   }
-  for (let k = 0; k < state.bState.length; k++) {
-    if (state.bState[k] === BITMAP.NOT_PRESENT) continue;
-    state.bState[k] = BITMAP.NOT_PRESENT;
-    state.bOff[k] = 0;
-    state.pending.set(bitmapIndex(k, state.cr), 0n);
-  }
-  state.bitmaps.clear();
+  state.dropBitmaps();
   await state.commit();
   const writes = removeItem(state, GUIDS.PARENT_LOCATOR);
   writes.push(...setItem(state, GUIDS.FILE_PARAMETERS, fileParametersBytes({ ...state.params, hasParent: false })));
@@ -114,17 +107,11 @@ export async function makeEmpty(state: VhdxState): Promise<void> {
   if (state.params.leaveBlocksAllocated && !state.params.hasParent) throw new DiskError('NOTSUPPORTED', 'a fixed VHDX cannot be emptied', { path: state.path, field: 'leaveBlocksAllocated', found: 'fixed' });
   await state.beginDataWrite();
   for (let n = 0; n < state.blocks; n++) if (state.pState[n] !== PAYLOAD.NOT_PRESENT) state.setPayload(n, PAYLOAD.NOT_PRESENT, 0);
-  for (let k = 0; k < state.bState.length; k++) {
-    if (state.bState[k] === BITMAP.NOT_PRESENT) continue;
-    state.bState[k] = BITMAP.NOT_PRESENT;
-    state.bOff[k] = 0;
-    state.pending.set(bitmapIndex(k, state.cr), 0n);
-  }
-  state.bitmaps.clear();
+  state.dropBitmaps();
   await state.commit();
   await state.emptyLog();
   // nothing references the blocks any more: the file ends after its last structure
-  const end = roundUp(Math.max(...structureRanges(state.regions, Number(state.header.logOffset), state.header.logLength).map((u) => u.end)), ALIGN);
+  const end = roundUp(Math.max(...state.structures().map((u) => u.end)), ALIGN);
   if (end < state.fileSize) {
     await state.store.truncate(end);
     await state.store.flush();

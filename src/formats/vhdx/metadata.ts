@@ -17,7 +17,7 @@ import {
   guidText,
 } from './structs.js';
 import type { MetaItem } from './layout.js';
-import { VhdxState } from './state.js';
+import type { VhdxState } from './state.js';
 
 /** place `data` as metadata item `id` (in its place when it fits, else after the last item); returns the writes */
 export function setItem(state: VhdxState, id: string, data: Buffer, flags?: number): { at: number; data: Buffer }[] {

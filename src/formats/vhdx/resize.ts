@@ -26,7 +26,7 @@ import {
   withChecksum,
 } from './structs.js';
 import { BAT_READ_CHUNK } from './layout.js';
-import { VhdxState } from './state.js';
+import type { VhdxState } from './state.js';
 import { metadataSectors } from './metadata.js';
 
 /**

@@ -15,11 +15,13 @@ import {
   HEADER_OFFSETS,
   HEADER_SIGNATURE,
   LOG_SECTOR,
+  BITMAP,
   MiB,
   PAYLOAD,
   REGION_TABLE_OFFSETS,
   ZERO_GUID,
   batEntry,
+  bitmapIndex,
   chunkRatio,
   encodeHeader,
   isZeroGuid,
@@ -28,7 +30,7 @@ import {
   type HeaderValue,
   type ParentLocator,
 } from './structs.js';
-import { BITMAP_CACHE_BYTES, type Region, type MetaItem, type HeaderSlot, type VhdxParams } from './layout.js';
+import { BITMAP_CACHE_BYTES, structureRanges, type StructureRange, type Region, type MetaItem, type HeaderSlot, type VhdxParams } from './layout.js';
 
 export class VhdxState {
   closed = false;
@@ -149,6 +151,11 @@ export class VhdxState {
     await this.updateHeader({ logGuid: ZERO_GUID });
   }
 
+  /** the structures of the file: header section, log, regions (never moved) */
+  structures(): StructureRange[] {
+    return structureRanges(this.regions, Number(this.header.logOffset), this.header.logLength);
+  }
+
   get fixed(): boolean {
     return this.params.leaveBlocksAllocated && !this.params.hasParent;
   }
@@ -208,6 +215,17 @@ export class VhdxState {
     this.pOff[n] = offMiB;
     const keep = state === PAYLOAD.FULLY_PRESENT || state === PAYLOAD.PARTIALLY_PRESENT;
     this.pending.set(payloadIndex(n, this.cr), batEntry(state, keep ? offMiB : 0));
+  }
+
+  /** every sector bitmap block NOT_PRESENT (the entries reach the file at the next commit), the cache emptied */
+  dropBitmaps(): void {
+    for (let k = 0; k < this.bState.length; k++) {
+      if (this.bState[k] === BITMAP.NOT_PRESENT) continue;
+      this.bState[k] = BITMAP.NOT_PRESENT;
+      this.bOff[k] = 0;
+      this.pending.set(bitmapIndex(k, this.cr), 0n);
+    }
+    this.bitmaps.clear();
   }
 
   async zeroFill(at: number, length: number): Promise<void> {
