@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { crc32c, crc32cWithZeroField } from '../../src/binary/crc32c.js';
 import { DiskError } from '../../src/index.js';
 import { MemoryStore } from '../../src/storage/memory.js';
-import { sectorRuns } from '../../src/formats/vhdx/image.js';
+import { sectorRuns } from '../../src/formats/vhdx/layout.js';
 import { LogOverlayStore, LogWriter, replayOf, scanLog } from '../../src/formats/vhdx/log.js';
 import {
   FileParameters,

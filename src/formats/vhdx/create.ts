@@ -19,7 +19,9 @@ import { roundUp } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CreateOptions } from '../types.js';
-import { VhdxImage, parentLocatorItem } from './image.js';
+import type { VhdxImage } from './image.js';
+import { parentLocatorItem } from './links.js';
+import { openVhdx } from './open.js';
 import {
   ALIGN,
   FILE_SIGNATURE,
@@ -182,7 +184,7 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
   }
   await store.close();
   // a child is opened as the chain layer opens its top (it does the copy-on-write)
-  return VhdxImage.open(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
+  return openVhdx(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
 }
 
 function u32(v: number): Buffer {

@@ -1,7 +1,8 @@
 import { randomUUID } from '../../core/platform.js';
 import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createVhdx } from './create.js';
-import { VHDX_CAPABILITIES, VhdxImage } from './image.js';
+import { VHDX_CAPABILITIES } from './image.js';
+import { openVhdx } from './open.js';
 import { FILE_SIGNATURE } from './structs.js';
 import { VHDX_PROPERTIES } from './properties.js';
 
@@ -27,6 +28,6 @@ export const vhdxDriver: Driver = Object.freeze({
   sequentialTypes: [],
   normaliseType: (type: string) => ({ sparse: 'dynamic', expandable: 'dynamic' } as Record<string, string>)[type.toLowerCase()] ?? type.toLowerCase(),
   probe,
-  open: (ns: Namespace, path: string, opts: OpenOptions) => VhdxImage.open(ns, path, opts),
+  open: (ns: Namespace, path: string, opts: OpenOptions) => openVhdx(ns, path, opts),
   create: (ns: Namespace, path: string, opts: CreateOptions) => createVhdx(ns, path, opts),
 });
