@@ -1,7 +1,8 @@
 import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createVmdk } from './create.js';
 import { hex8, looksLikeDescriptor } from './descriptor.js';
-import { VMDK_CAPABILITIES, VmdkImage, newCid } from './image.js';
+import { VMDK_CAPABILITIES, VmdkImage } from './image.js';
+import { newCid } from './layout.js';
 import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
 
 export const vmdkDriver: Driver = Object.freeze({

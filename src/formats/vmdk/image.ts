@@ -19,7 +19,6 @@
  *   or outside the descriptor's folder are refused unless `allowExternalExtents` is set
  *   (CVE-2022-47951 and CVE-2024-4467 are this bug in other tools).
  */
-import { randomBytes, randomInt } from '../../core/platform.js';
 import { basename, dirname, isAbsolute, join } from '../../core/names.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
@@ -30,9 +29,8 @@ import { Descriptor, MAX_DESCRIPTOR_BYTES, hex8, looksLikeDescriptor, parseCid, 
 import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
 import { EsxSparseExtent } from './esx-sparse.js';
 import { checkEsxExtent } from './esx-check.js';
-import { SparseExtent, writeFreshSparse } from './sparse.js';
-// create.ts imports this module too; both names are only used at run time, after loading
-import { SPLIT_EXTENT_SECTORS as SPLIT_SECTORS, vmwareGeometry } from './create.js';
+import { SparseExtent } from './sparse.js';
+import { NO_PARENT, SPLIT_EXTENT_SECTORS as SPLIT_SECTORS, newCid, vmwareGeometry, writeFreshSparse } from './layout.js';
 import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
 
 export const VMDK_CREATE_TYPES = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'] as const;
@@ -60,8 +58,6 @@ export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VMDK_CAPABILITIES, write: 'none' });
 const NOT_SPARSE: Pick<Capabilities, 'discard' | 'compact' | 'defragment'> = { discard: 'none', compact: 'none', defragment: 'none' };
-
-const NO_PARENT = 0xffffffff;
 
 export class VmdkImage implements Image {
   readonly format = 'vmdk';
@@ -711,17 +707,7 @@ function geometry(d: Descriptor, c: string, h: string, s: string): Geometry | un
   return Object.values(g).every((v) => Number.isSafeInteger(v) && v >= 0) ? g : undefined;
 }
 
-/** A random CID that is neither "no parent" nor VMware's "unassigned" value. */
-export function newCid(): number {
-  for (;;) {
-    const c = randomInt(0, 0x100000000);
-    if (c !== 0xffffffff && c !== 0xfffffffe) return c;
-  }
-}
 
-export function newLongContentId(cid: number): string {
-  return randomBytes(12).toString('hex') + hex8(cid);
-}
 
 /** Resolve an extent file name from a descriptor, refusing names that escape its folder. */
 export async function resolveExtentPath(ns: Namespace, descriptorPath: string, fileName: string, allowExternal: boolean): Promise<string> {

@@ -22,10 +22,9 @@ import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
 import { groupsTouched, unitCount } from '../common/measure.js';
 import type { CreateOptions, MeasureLayout, UnitRun } from '../types.js';
-import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newVmwareUuid, normaliseCreateType, vmwareGeometry } from './create.js';
+import { normaliseCreateType } from './create.js';
 import { Descriptor, type ExtentLine } from './descriptor.js';
-import { newCid, newLongContentId } from './image.js';
-import { freshSparseLayout } from './sparse.js';
+import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, freshSparseLayout, newCid, newLongContentId, newVmwareUuid, vmwareGeometry } from './layout.js';
 
 const GRAIN_SECTORS = 128;
 const GRAIN = GRAIN_SECTORS * SECTOR_SIZE;

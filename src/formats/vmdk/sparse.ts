@@ -27,24 +27,18 @@ import {
   MARKER_FOOTER,
   MarkerHead,
   SparseExtentHeader,
-  SPARSE_MAGIC,
   type SparseExtentHeaderValue,
 } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
 import { ZEROS, planRead } from '../common/read-plan.js';
+import { MAX_GD_ENTRIES, MAX_GRAIN_SECTORS, checkDirectory, readU32Array, u32Bytes } from './layout.js';
 import { entryError, isRedundant, metadataOverlaps, overlapError, overlapMessage, scanGrainEntries, type EntryProblem, type Overlap, type SparseMap } from './overlap.js';
 
-/** QEMU refuses more than 32 Mi GD entries; we cap at 16 Mi (64 MiB of GD) to bound memory. */
-export const MAX_GD_ENTRIES = 16 * 1024 * 1024;
-/** grains above 32 MiB would mean per-grain buffers sized by an untrusted field */
-export const MAX_GRAIN_SECTORS = 65536;
 /** 1 MiB, the size a descriptor may have at all (MAX_DESCRIPTOR_BYTES, QEMU's bound) */
 const MAX_DESCRIPTOR_SECTORS = 2048;
 /** cached grain tables (a 512-entry GT is 2 KiB: 8192 of them cover 256 GiB in 16 MiB) */
 const GT_CACHE_LIMIT = 8192;
 const GRAIN_CACHE_LIMIT = 16;
-
-const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 export interface SparseOpenOptions {
   readOnly: boolean;
@@ -1157,113 +1151,10 @@ export class SparseExtent {
   }
 }
 
-/**
- * Grain directory sanity: every table it names must lie inside the file, and no two may
- * overlap (crafted files point many entries at one table to make scans endless). The count
- * check comes first, so a tiny file with a huge directory is refused without sorting it.
- */
-export function checkDirectory(dir: Uint32Array, field: 'GDE' | 'RGDE', gtSectors: number, fileSize: number, path: string): void {
-  const fileSectors = Math.floor(fileSize / SECTOR_SIZE);
-  let used = 0;
-  for (let i = 0; i < dir.length; i++) {
-    const e = dir[i]!;
-    if (e === 0) continue;
-    used++;
-    if (e + gtSectors > fileSectors) {
-      throw new DiskError('CORRUPT', 'grain table lies past the end of the file', { path, struct: field === 'GDE' ? 'grain directory' : 'redundant grain directory', field: `${field}[${i}]`, expected: `<= ${fileSectors - gtSectors}`, found: e });
-    }
-  }
-  if (used * gtSectors > fileSectors) {
-    throw new DiskError('CORRUPT', 'grain directory names more grain tables than fit in the file', { path, field, expected: `<= ${Math.floor(fileSectors / gtSectors)}`, found: used });
-  }
-  const sorted = dir.filter((e) => e !== 0).sort();
-  for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i]! - sorted[i - 1]! < gtSectors) {
-      throw new DiskError('CORRUPT', 'two grain directory entries name overlapping grain tables', { path, field, found: sorted[i] });
-    }
-  }
-}
 
-export async function readU32Array(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
-  const arr = new Uint32Array(count);
-  const view = Buffer.from(arr.buffer, arr.byteOffset, count * 4);
-  await store.readInto(view, at);
-  if (!HOST_LE) for (let i = 0; i < count; i++) arr[i] = view.readUInt32LE(i * 4);
-  return arr;
-}
 
-function u32Bytes(arr: Uint32Array, from: number, to: number): Buffer {
-  if (HOST_LE) return Buffer.from(arr.buffer, arr.byteOffset + from * 4, (to - from) * 4);
-  const buf = Buffer.alloc((to - from) * 4);
-  for (let i = from; i < to; i++) buf.writeUInt32LE(arr[i]!, (i - from) * 4);
-  return buf;
-}
 
-/** Layout of a fresh sparse extent (NOTES.md §3.7), shared by create and tests. */
-export function freshSparseLayout(capacitySectors: number, opts: { embeddedDescriptorSectors: number; grainSectors?: number; numGTEs?: number }) {
-  const grainSectors = opts.grainSectors ?? 128;
-  const numGTEs = opts.numGTEs ?? 512;
-  const gtCount = ceilDiv(ceilDiv(capacitySectors, grainSectors), numGTEs);
-  const gdSectors = ceilDiv(4 * gtCount, SECTOR_SIZE);
-  const gtSectors = ceilDiv(4 * numGTEs, SECTOR_SIZE);
-  const descriptorOffset = opts.embeddedDescriptorSectors > 0 ? 1 : 0;
-  const rgdOffset = opts.embeddedDescriptorSectors > 0 ? 1 + opts.embeddedDescriptorSectors : 1;
-  const gdOffset = rgdOffset + gdSectors + gtSectors * gtCount;
-  const overHead = roundUp(gdOffset + gdSectors + gtSectors * gtCount, grainSectors);
-  return { grainSectors, numGTEs, gtCount, gdSectors, gtSectors, descriptorOffset, rgdOffset, gdOffset, overHead };
-}
 
-/**
- * Write a fresh sparse extent into an empty store: header, embedded descriptor, RGD and GD
- * pointing at their (zero) grain tables, and the file sized to `overHead`. The tables are
- * not built in memory, so a 16 TiB disk costs its directories, not its whole metadata area.
- */
-export async function writeFreshSparse(store: ByteStore, capacitySectors: number, opts: { descriptor?: string; descriptorSectors?: number }): Promise<void> {
-  const descriptorSectors = opts.descriptor !== undefined ? (opts.descriptorSectors ?? 20) : 0;
-  const L = freshSparseLayout(capacitySectors, { embeddedDescriptorSectors: descriptorSectors });
-  if (L.overHead > 0xffffffff) throw new DiskError('INVAL', 'capacity too large for one sparse extent', { found: capacitySectors });
-  const head = Buffer.alloc((1 + descriptorSectors) * SECTOR_SIZE);
-  SparseExtentHeader.encode(
-    {
-      magicNumber: SPARSE_MAGIC,
-      version: 1,
-      flags: FLAG_VALID_NEWLINE | FLAG_REDUNDANT_GD,
-      capacity: BigInt(capacitySectors),
-      grainSize: BigInt(L.grainSectors),
-      descriptorOffset: BigInt(L.descriptorOffset),
-      descriptorSize: BigInt(descriptorSectors),
-      numGTEsPerGT: L.numGTEs,
-      rgdOffset: BigInt(L.rgdOffset),
-      gdOffset: BigInt(L.gdOffset),
-      overHead: BigInt(L.overHead),
-      uncleanShutdown: 0,
-      singleEndLineChar: 0x0a,
-      nonEndLineChar: 0x20,
-      doubleEndLineChar1: 0x0d,
-      doubleEndLineChar2: 0x0a,
-      compressAlgorithm: 0,
-    },
-    head,
-    0,
-  );
-  if (opts.descriptor !== undefined) {
-    const text = Buffer.from(opts.descriptor, 'utf8');
-    if (text.length > descriptorSectors * SECTOR_SIZE) {
-      throw new DiskError('INVAL', 'descriptor larger than the space reserved for it', { path: store.name, expected: descriptorSectors * SECTOR_SIZE, found: text.length });
-    }
-    text.copy(head, SECTOR_SIZE);
-  }
-  const rgd = Buffer.alloc(L.gdSectors * SECTOR_SIZE);
-  const gd = Buffer.alloc(L.gdSectors * SECTOR_SIZE);
-  for (let i = 0; i < L.gtCount; i++) {
-    rgd.writeUInt32LE(L.rgdOffset + L.gdSectors + L.gtSectors * i, i * 4);
-    gd.writeUInt32LE(L.gdOffset + L.gdSectors + L.gtSectors * i, i * 4);
-  }
-  await store.truncate(L.overHead * SECTOR_SIZE);
-  await store.write(0, head);
-  await store.write(L.rgdOffset * SECTOR_SIZE, rgd);
-  await store.write(L.gdOffset * SECTOR_SIZE, gd);
-}
 
 /** grains moved per crash-safe step (2 flushes each): 64 grains = 4 MiB with the default grain */
 const MOVE_BATCH = 64;

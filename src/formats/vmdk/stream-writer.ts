@@ -30,8 +30,7 @@ import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';
 import type { ByteSink } from '../../storage/sink.js';
 import { Descriptor } from './descriptor.js';
-import { vmwareGeometry, newVmwareUuid, ADAPTER_TYPES } from './create.js';
-import { newCid, newLongContentId } from './image.js';
+import { ADAPTER_TYPES, newCid, newLongContentId, newVmwareUuid, vmwareGeometry } from './layout.js';
 import type { DeflateJob, DeflateResult } from './deflate-worker.js';
 import {
   COMPRESSION_DEFLATE,
