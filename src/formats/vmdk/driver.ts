@@ -3,6 +3,7 @@ import { createVmdk } from './create.js';
 import { hex8, looksLikeDescriptor } from './descriptor.js';
 import { VMDK_CAPABILITIES, VmdkImage } from './image.js';
 import { newCid } from './layout.js';
+import { vmdkStreamReader } from './stream/reader.js';
 import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
 
 export const vmdkDriver: Driver = Object.freeze({
@@ -28,4 +29,5 @@ export const vmdkDriver: Driver = Object.freeze({
   },
   open: (ns: Namespace, path: string, opts: OpenOptions) => VmdkImage.open(ns, path, opts),
   create: (ns: Namespace, path: string, opts: CreateOptions) => createVmdk(ns, path, opts),
+  sequential: vmdkStreamReader,
 });

@@ -467,9 +467,8 @@ export class SparseExtent {
     const maxCompressed = 2 * this.grainBytes;
     let data: Buffer;
     if (this.markers) {
-      const head = await this.store.readZeroPadded(at, GRAIN_MARKER_HEAD);
-      const lba = head.readBigUInt64LE(0);
-      const size = head.readUInt32LE(8);
+      const head = await this.store.readZeroPadded(at, MarkerHead.size);
+      const { val: lba, size } = MarkerHead.decode(head, 0, this.path);
       const expected = BigInt(gi) * BigInt(this.grainSectors);
       if (lba !== expected) throw new DiskError('CORRUPT', 'grain marker names another grain', { ...where, field: 'lba', expected, found: lba });
       if (size === 0 || size > maxCompressed - GRAIN_MARKER_HEAD || at + GRAIN_MARKER_HEAD + size > this.fileSize) {

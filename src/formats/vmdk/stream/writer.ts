@@ -25,12 +25,12 @@
  * Compression runs on worker threads (deflate-worker.ts), one per core; the main thread reads the
  * source ahead and appends finished grains in order.
  */
-import { Worker, availableParallelism } from '../../core/platform.js';
-import { DiskError } from '../../core/errors.js';
-import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';
-import type { ByteSink } from '../../storage/sink.js';
-import { Descriptor } from './descriptor.js';
-import { ADAPTER_TYPES, newCid, newLongContentId, newVmwareUuid, vmwareGeometry } from './layout.js';
+import { Worker, availableParallelism } from '../../../core/platform.js';
+import { DiskError } from '../../../core/errors.js';
+import { SECTOR_SIZE, ceilDiv } from '../../../core/ints.js';
+import type { ByteSink } from '../../../storage/sink.js';
+import { Descriptor } from '../descriptor.js';
+import { ADAPTER_TYPES, newCid, newLongContentId, newVmwareUuid, vmwareGeometry } from '../layout.js';
 import type { DeflateJob, DeflateResult } from './deflate-worker.js';
 import {
   COMPRESSION_DEFLATE,
@@ -45,7 +45,7 @@ import {
   MarkerHead,
   SPARSE_MAGIC,
   SparseExtentHeader,
-} from './structs.js';
+} from '../structs.js';
 
 const GRAIN_SECTORS = 128;
 const GRAIN_BYTES = GRAIN_SECTORS * SECTOR_SIZE;
