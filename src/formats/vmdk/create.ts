@@ -14,7 +14,8 @@ import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CreateOptions } from '../types.js';
 import { Descriptor, parseCid, type ExtentLine } from './descriptor.js';
-import { VmdkImage } from './image.js';
+import type { VmdkImage } from './image.js';
+import { openVmdk } from './open.js';
 import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newCid, newLongContentId, newVmwareUuid, vmwareGeometry, writeFreshSparse } from './layout.js';
 
 /** grains and tables of one hosted sparse extent must stay below sector 2^32 */
@@ -169,7 +170,7 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
     for (const p of created) await ns.remove(p).catch(() => {});
     throw err;
   }
-  return VmdkImage.open(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
+  return openVmdk(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
 }
 
 async function zeroFill(st: ByteStore, length: number): Promise<void> {
