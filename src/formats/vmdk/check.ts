@@ -7,10 +7,10 @@
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
 import type { CheckFinding } from '../types.js';
-import { readU32Array, u32Bytes } from './layout.js';
+import { readU32Array, rewriteHeader, u32Bytes } from './layout.js';
 import type { SparseState } from './map.js';
 import { isRedundant, metadataOverlaps, overlapMessage, scanGrainEntries, type EntryProblem, type Overlap } from './overlap.js';
-import { FLAG_REDUNDANT_GD, SparseExtentHeader } from './structs.js';
+import { FLAG_REDUNDANT_GD } from './structs.js';
 
 /**
  * Consistency check of this extent (grain tables against the file and against their
@@ -186,12 +186,7 @@ async function checkOverlaps(this: SparseState, repair: boolean, dryRun: boolean
   }
   if (act) {
     if (descriptorSectors !== undefined) {
-      const head = await this.store.read(0, SECTOR_SIZE);
-      const h = SparseExtentHeader.decode(head, 0, this.path);
-      h.descriptorSize = BigInt(descriptorSectors);
-      SparseExtentHeader.encode(h, head, 0);
-      await this.store.write(0, head);
-      await this.store.flush();
+      const h = await rewriteHeader(this.store, this.path, (h) => (h.descriptorSize = BigInt(descriptorSectors)));
       this.header.descriptorSize = h.descriptorSize;
     }
     if (rebuild) await rebuildRedundant.call(this);
@@ -232,13 +227,10 @@ async function rebuildRedundant(this: SparseState): Promise<void> {
   if (rgdAt + gdSectors > 0xffffffff) throw new DiskError('NOSPACE', 'no room for a new redundant grain directory below sector 2^32', { path: this.path, field: 'rgdOffset' });
   await this.store.write(rgdAt * SECTOR_SIZE, Buffer.concat([u32Bytes(rgd, 0, rgd.length), Buffer.alloc(gdSectors * SECTOR_SIZE - rgd.length * 4)]));
   await this.store.flush();
-  const head = await this.store.read(0, SECTOR_SIZE);
-  const h = SparseExtentHeader.decode(head, 0, this.path);
-  h.rgdOffset = BigInt(rgdAt);
-  h.flags |= FLAG_REDUNDANT_GD;
-  SparseExtentHeader.encode(h, head, 0);
-  await this.store.write(0, head);
-  await this.store.flush();
+  const h = await rewriteHeader(this.store, this.path, (h) => {
+    h.rgdOffset = BigInt(rgdAt);
+    h.flags |= FLAG_REDUNDANT_GD;
+  });
   this.header.rgdOffset = h.rgdOffset;
   this.rgd = rgd;
   this.rgdOffsetBytes = rgdAt * SECTOR_SIZE;

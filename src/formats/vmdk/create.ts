@@ -16,7 +16,7 @@ import type { CreateOptions } from '../types.js';
 import { Descriptor, parseCid, type ExtentLine } from './descriptor.js';
 import type { VmdkImage } from './image.js';
 import { openVmdk } from './open.js';
-import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newCid, newLongContentId, newVmwareUuid, vmwareGeometry, writeFreshSparse } from './layout.js';
+import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newCid, newDdb, writeFreshSparse } from './layout.js';
 
 /** grains and tables of one hosted sparse extent must stay below sector 2^32 */
 const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
@@ -96,17 +96,8 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
   }
 
   const cid = newCid();
-  const g = vmwareGeometry(sectors, adapterType, esx);
-  let ddb: [string, string][] = [
-    ['adapterType', adapterType],
-    ['geometry.cylinders', String(g.cylinders)],
-    ['geometry.heads', String(g.heads)],
-    ['geometry.sectors', String(g.sectors)],
-    ['longContentID', newLongContentId(cid)],
-  ];
   const thin = opts.thin ?? opts.type?.toLowerCase() === 'vmfsthin';
-  if (esx && thin) ddb.push(['thinProvisioned', '1']);
-  ddb.push(['toolsVersion', '2147483647'], ['uuid', newVmwareUuid()], ['virtualHWVersion', hw]);
+  let ddb = newDdb(cid, sectors, { adapterType, hwVersion: hw, esx, thin: esx && thin });
   if (opts.parent) {
     if (type !== 'monolithicSparse' && type !== 'twoGbMaxExtentSparse') {
       throw new DiskError('INVAL', 'a child disk must be monolithicSparse or twoGbMaxExtentSparse', { path, field: 'type', found: type });

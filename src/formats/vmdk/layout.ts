@@ -10,7 +10,7 @@ import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { Geometry } from '../types.js';
 import { hex8 } from './descriptor.js';
-import { FLAG_REDUNDANT_GD, FLAG_VALID_NEWLINE, SPARSE_MAGIC, SparseExtentHeader } from './structs.js';
+import { FLAG_REDUNDANT_GD, FLAG_VALID_NEWLINE, SPARSE_MAGIC, SparseExtentHeader, type SparseExtentHeaderValue } from './structs.js';
 
 /** QEMU refuses more than 32 Mi GD entries; we cap at 16 Mi (64 MiB of GD) to bound memory. */
 export const MAX_GD_ENTRIES = 16 * 1024 * 1024;
@@ -73,6 +73,24 @@ export function vmwareGeometry(sectors: number, adapterType: string, esx = false
   return { cylinders, heads, sectors: spt };
 }
 
+/**
+ * The ddb entries VMware writes for a new disk, in its order: adapter, geometry, content ID
+ * (low 32 bits = `cid`), thinProvisioned for a thin vmfs, tools, uuid, hardware version.
+ */
+export function newDdb(cid: number, sectors: number, opts: { adapterType: string; hwVersion: string; esx?: boolean; thin?: boolean }): [string, string][] {
+  const g = vmwareGeometry(sectors, opts.adapterType, opts.esx);
+  const ddb: [string, string][] = [
+    ['adapterType', opts.adapterType],
+    ['geometry.cylinders', String(g.cylinders)],
+    ['geometry.heads', String(g.heads)],
+    ['geometry.sectors', String(g.sectors)],
+    ['longContentID', newLongContentId(cid)],
+  ];
+  if (opts.thin) ddb.push(['thinProvisioned', '1']);
+  ddb.push(['toolsVersion', '2147483647'], ['uuid', newVmwareUuid()], ['virtualHWVersion', opts.hwVersion]);
+  return ddb;
+}
+
 // ------------------------------------------------------------------ grain tables and directories
 
 const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
@@ -120,6 +138,20 @@ export function checkDirectory(dir: Uint32Array, field: 'GDE' | 'RGDE', gtSector
 }
 
 // ------------------------------------------------------------------ a fresh hosted sparse extent
+
+/**
+ * Change fields of the header in sector 0 with one sector write, then flush: the write that
+ * makes a change prepared elsewhere in the file visible (grow, repair). Returns the new header.
+ */
+export async function rewriteHeader(store: ByteStore, path: string, change: (h: SparseExtentHeaderValue) => void): Promise<SparseExtentHeaderValue> {
+  const head = await store.read(0, SECTOR_SIZE);
+  const h = SparseExtentHeader.decode(head, 0, path);
+  change(h);
+  SparseExtentHeader.encode(h, head, 0);
+  await store.write(0, head);
+  await store.flush();
+  return h;
+}
 
 /** Layout of a fresh sparse extent (NOTES.md §3.7), shared by create and tests. */
 export function freshSparseLayout(capacitySectors: number, opts: { embeddedDescriptorSectors: number; grainSectors?: number; numGTEs?: number }) {

@@ -5,9 +5,8 @@
  */
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
-import { MAX_GD_ENTRIES, u32Bytes } from './layout.js';
+import { MAX_GD_ENTRIES, rewriteHeader, u32Bytes } from './layout.js';
 import type { SparseState } from './map.js';
-import { SparseExtentHeader } from './structs.js';
 
 /**
  * Grow the extent's capacity in place (resize). The grain directory usually has no room for
@@ -28,12 +27,7 @@ export async function growExtent(this: SparseState, capacitySectors: number): Pr
   const fresh = entries - oldEntries;
   if (fresh === 0) {
     // the directory already covers the new size: only the header's capacity changes
-    const head = await this.store.read(0, SECTOR_SIZE);
-    const h = SparseExtentHeader.decode(head, 0, this.path);
-    h.capacity = BigInt(capacitySectors);
-    SparseExtentHeader.encode(h, head, 0);
-    await this.store.write(0, head);
-    await this.store.flush();
+    await rewriteHeader(this.store, this.path, (h) => (h.capacity = BigInt(capacitySectors)));
     return;
   }
   let at = this.nextFree / SECTOR_SIZE;
@@ -60,12 +54,9 @@ export async function growExtent(this: SparseState, capacitySectors: number): Pr
   if (rgd) await this.store.write(rgdAt * SECTOR_SIZE, u32Bytes(rgd, 0, entries));
   await this.store.write(gdAt * SECTOR_SIZE, u32Bytes(gd, 0, entries));
   await this.store.flush();
-  const head = await this.store.read(0, SECTOR_SIZE);
-  const h = SparseExtentHeader.decode(head, 0, this.path);
-  h.capacity = BigInt(capacitySectors);
-  h.gdOffset = BigInt(gdAt);
-  if (rgd) h.rgdOffset = BigInt(rgdAt);
-  SparseExtentHeader.encode(h, head, 0);
-  await this.store.write(0, head);
-  await this.store.flush();
+  await rewriteHeader(this.store, this.path, (h) => {
+    h.capacity = BigInt(capacitySectors);
+    h.gdOffset = BigInt(gdAt);
+    if (rgd) h.rgdOffset = BigInt(rgdAt);
+  });
 }
