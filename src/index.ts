@@ -13,7 +13,7 @@ export { cloneChain, chainLinkNames, type CloneChainOptions, type CloneChainResu
 export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';
 export { checksum } from './ops/checksum.js';
 export { checkDisk, openFindings, type CheckDiskOptions } from './ops/check.js';
-export { vmwareGeometry, SPLIT_EXTENT_SECTORS } from './formats/vmdk/create.js';
+export { vmwareGeometry, SPLIT_EXTENT_SECTORS } from './formats/vmdk/layout.js';
 export { createChild, defaultChildPath, type CreateChildOptions } from './ops/child.js';
 export { commit, mergeIntoTop, type CommitOptions, type MergeOptions } from './ops/commit.js';
 export { rebase, type RebaseOptions } from './ops/rebase.js';

@@ -9,6 +9,7 @@
 import type { ByteStore } from '../storage/store.js';
 import type { PropertyTable } from './common/properties.js';
 import type { Namespace } from '../storage/namespace.js';
+import type { SequentialFormat } from './sequential.js';
 
 export type BlockState = 'data' | 'zero' | 'unallocated';
 
@@ -443,6 +444,8 @@ export interface Driver {
    * with a bad checksum). Opens the file read-write only for a repair that is not a dry run.
    */
   checkFile?(ns: Namespace, name: string, opts: CheckOptions): Promise<CheckReport>;
+  /** a layout that can be read front to back from a pipe (formats/sequential.ts) */
+  readonly sequential?: SequentialFormat;
 }
 
 export type { ByteStore, Namespace };

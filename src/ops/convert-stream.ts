@@ -7,7 +7,7 @@
 import { basename } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
 import type { Disk } from '../disk.js';
-import { writeStreamOptimized, type StreamSource } from '../formats/vmdk/stream-writer.js';
+import { writeStreamOptimized, type StreamSource } from '../formats/vmdk/stream/writer.js';
 import { StoreSink, type ByteSink } from '../storage/sink.js';
 import { hostFiles } from '../storage/file.js';
 import type { ConvertOptions, ConvertResult } from './convert.js';

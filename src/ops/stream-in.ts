@@ -1,37 +1,23 @@
 /**
- * Reading a disk from a pipe (`vdkit convert - DST`): raw bytes, or a streamOptimized VMDK walked
- * sector by sector as VirtualBox's sequential mode does (vmdk.md §4.5 step 3). Nothing can be
- * sought, so a stream is read by its markers alone: the grain tables and directory are skipped,
- * since every grain marker carries its own LBA. That walk works for all three producer layouts:
- * VMware's (tables after the data), open-vmdk's and QEMU's (tables before `overHead`, which the
- * walk starts at), with or without an end-of-stream marker.
- *
- * Every count read from the input bounds only how far we skip or how much we inflate into a
- * buffer of one grain; nothing is allocated from an untrusted size.
+ * Reading a disk from a pipe (`vdkit convert - DST`): raw bytes, or an image whose driver can
+ * parse its layout front to back (`Driver.sequential`, formats/sequential.ts: a streamOptimized
+ * VMDK, formats/vmdk/stream/reader.ts). This file owns the input and the read-only Image over
+ * it; no format's bytes are interpreted here.
  */
 import type { Readable } from '../core/platform.js';
-import { inflate, promisify } from '../core/platform.js';
 import { DiskError } from '../core/errors.js';
-import { SECTOR_SIZE, toSafeNumber } from '../core/ints.js';
+import { SECTOR_SIZE } from '../core/ints.js';
 import type { ByteSink } from '../storage/sink.js';
 import { MemoryNamespace } from '../storage/memory.js';
 import type { Namespace } from '../storage/namespace.js';
 import type { BlockExtent, Capabilities, DiskInfo, Image } from '../formats/types.js';
-import { FLAG_COMPRESSED, FLAG_MARKERS, COMPRESSION_DEFLATE, GRAIN_MARKER_HEAD, MARKER_EOS, SPARSE_MAGIC, SparseExtentHeader } from '../formats/vmdk/structs.js';
+import type { SequentialInput, SequentialReader } from '../formats/sequential.js';
+import { backends } from '../formats/registry.js';
 
-const inflateAsync = promisify(inflate);
-
-/** A disk read front to back: pieces in ascending, non-overlapping order; gaps read as zeros. */
-export interface SequentialInput {
-  readonly name: string;
-  readonly format: 'raw' | 'vmdk';
-  /** virtual size; undefined for raw input until it has been read to the end */
-  readonly capacity: number | undefined;
-  pieces(): AsyncIterable<{ offset: number; data: Buffer }>;
-}
+export type { SequentialInput };
 
 /** Exact-length reads from a Readable, with a little look-ahead buffered. */
-class ByteReader {
+class ByteReader implements SequentialReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private readonly it: AsyncIterator<Buffer | string>;
@@ -102,7 +88,7 @@ class ByteReader {
 }
 
 export interface SequentialInputOptions {
-  /** 'raw' or 'vmdk' (streamOptimized); detected from the first sector when omitted */
+  /** 'raw' or a driver with a sequential layout ('vmdk': streamOptimized); detected from the first sector when omitted */
   format?: string;
   /** raw input: its size in bytes, when known (needed for targets other than raw) */
   size?: number;
@@ -115,14 +101,15 @@ export async function openSequentialInput(input: Readable, opts: SequentialInput
   const name = opts.name ?? '-';
   const r = new ByteReader(name, input);
   const first = await r.read(SECTOR_SIZE);
-  const isVmdk = first.length >= 4 && first.readUInt32LE(0) === SPARSE_MAGIC;
-  const format = opts.format ?? (isVmdk ? 'vmdk' : 'raw');
+  const readers = backends().filter((d) => d.sequential !== undefined);
+  const format = opts.format ?? readers.find((d) => d.sequential!.matches(first))?.name ?? 'raw';
   if (format === 'raw') return rawInput(r, first, name, opts.size);
-  if (format !== 'vmdk') {
-    throw new DiskError('NOTSUPPORTED', `only raw and streamOptimized VMDK can be read from a pipe, not ${format}`, { path: name, field: 'format', found: format });
+  const seq = readers.find((d) => d.name === format)?.sequential;
+  if (!seq) {
+    throw new DiskError('NOTSUPPORTED', `only raw and ${readers.map((d) => d.sequential!.description).join(', ')} can be read from a pipe, not ${format}`, { path: name, field: 'format', found: format });
   }
-  if (!isVmdk) throw new DiskError('INVALIDDISK', 'the input does not start with a VMDK sparse header', { path: name, field: 'magicNumber' });
-  return streamInput(r, first, name);
+  if (!seq.matches(first)) throw new DiskError('INVALIDDISK', `the input does not start with ${seq.header}`, { path: name, field: 'magicNumber' });
+  return seq.open(r, first);
 }
 
 function rawInput(r: ByteReader, first: Buffer, name: string, size: number | undefined): SequentialInput {
@@ -131,6 +118,7 @@ function rawInput(r: ByteReader, first: Buffer, name: string, size: number | und
   return {
     name,
     format: 'raw',
+    type: 'raw',
     capacity: size,
     async *pieces() {
       let offset = 0;
@@ -152,73 +140,6 @@ function rawInput(r: ByteReader, first: Buffer, name: string, size: number | und
       if (size !== undefined && offset < size) {
         throw new DiskError('CORRUPT', 'the input ended before the size given', { path: name, field: 'size', expected: size, found: offset });
       }
-    },
-  };
-}
-
-function streamInput(r: ByteReader, first: Buffer, name: string): SequentialInput {
-  if (first.length < SECTOR_SIZE) throw new DiskError('CORRUPT', 'the input ended inside the header', { path: name, field: 'header', expected: SECTOR_SIZE, found: first.length });
-  const h = SparseExtentHeader.decode(first, 0, name);
-  const bad = (field: string, message: string, expected: unknown, found: unknown) => new DiskError('CORRUPT', message, { path: name, field, expected: String(expected), found: String(found) });
-  if ((h.flags & FLAG_COMPRESSED) === 0 || (h.flags & FLAG_MARKERS) === 0) {
-    throw new DiskError('NOTSUPPORTED', 'only streamOptimized VMDKs (compressed grains with markers) can be read from a pipe', { path: name, field: 'flags', found: `0x${h.flags.toString(16)}` });
-  }
-  if (h.compressAlgorithm !== COMPRESSION_DEFLATE) throw new DiskError('CMPUNSUP', undefined, { path: name, field: 'compressAlgorithm', found: h.compressAlgorithm });
-  const grainSectors = toSafeNumber(h.grainSize, { path: name, field: 'grainSize' });
-  if (grainSectors < 1 || grainSectors > 2048 || (grainSectors & (grainSectors - 1)) !== 0) throw bad('grainSize', 'invalid grain size', 'a power of two <= 2048 sectors', grainSectors);
-  const capacitySectors = toSafeNumber(h.capacity, { path: name, field: 'capacity' });
-  const capacity = capacitySectors * SECTOR_SIZE;
-  if (capacitySectors <= 0 || !Number.isSafeInteger(capacity)) throw bad('capacity', 'invalid capacity', 'a positive number of sectors', h.capacity);
-  const overHead = toSafeNumber(h.overHead, { path: name, field: 'overHead' });
-  if (overHead < 1) throw bad('overHead', 'grains cannot start inside the header', '>= 1', overHead);
-  const grainBytes = grainSectors * SECTOR_SIZE;
-  return {
-    name,
-    format: 'vmdk',
-    capacity,
-    async *pieces() {
-      if (!(await r.skip(overHead * SECTOR_SIZE - SECTOR_SIZE))) return;
-      // a few inflates run on libuv's threads while the next markers are parsed
-      const pending: Promise<{ offset: number; data: Buffer }>[] = [];
-      let lastLba = -1;
-      for (;;) {
-        const head = await r.read(SECTOR_SIZE);
-        if (head.length === 0) break; // QEMU's streams have no end-of-stream marker
-        if (head.length < SECTOR_SIZE) throw bad('marker', 'the input ends inside a sector', SECTOR_SIZE, head.length);
-        const val = head.readBigUInt64LE(0);
-        const size = head.readUInt32LE(8);
-        if (size === 0) {
-          const type = head.readUInt32LE(12);
-          if (type === MARKER_EOS) break;
-          // GT, GD, footer or an unknown (progress) marker: skip what it says follows
-          if (val > BigInt(Number.MAX_SAFE_INTEGER) / 512n) throw bad('marker', 'metadata marker too long', 'a sector count', val);
-          if (!(await r.skip(Number(val) * SECTOR_SIZE))) throw bad('marker', 'the input ended inside a metadata block', `${val} sectors`, 'end of input');
-          continue;
-        }
-        if (size > 2 * grainBytes) throw bad('size', 'compressed grain too large', `<= ${2 * grainBytes}`, size);
-        if (val % BigInt(grainSectors) !== 0n || val >= BigInt(capacitySectors)) throw bad('lba', 'grain marker LBA not on a grain inside the disk', `a multiple of ${grainSectors} below ${capacitySectors}`, val);
-        const lba = Number(val);
-        if (lba <= lastLba) throw bad('lba', 'grains are not in ascending order (a stream read from a pipe must be)', `> ${lastLba}`, lba);
-        lastLba = lba;
-        const padded = Math.ceil((GRAIN_MARKER_HEAD + size) / SECTOR_SIZE) * SECTOR_SIZE;
-        const rest = await r.exactly(padded - SECTOR_SIZE, 'grain');
-        const z = Buffer.concat([head.subarray(GRAIN_MARKER_HEAD), rest]).subarray(0, size);
-        const offset = lba * SECTOR_SIZE;
-        const limit = Math.min(grainBytes, capacity - offset);
-        const p = inflateAsync(z, { maxOutputLength: grainBytes, finishFlush: 2 }).then(
-          (data) => {
-            // a last grain inflates to a whole grain (VirtualBox wants that); the part past the end goes
-            return { offset, data: data.length > limit ? data.subarray(0, limit) : data };
-          },
-          (err: unknown) => {
-            throw new DiskError('ZLIB', 'cannot inflate compressed grain', { path: name, field: 'data', offset: lba * SECTOR_SIZE }, { cause: err });
-          },
-        );
-        p.catch(() => {});
-        pending.push(p);
-        if (pending.length >= 8) yield await pending.shift()!;
-      }
-      while (pending.length > 0) yield await pending.shift()!;
     },
   };
 }
@@ -265,7 +186,7 @@ export class SequentialImage implements Image {
     readonly capacity: number,
   ) {
     this.format = input.format;
-    this.type = input.format === 'vmdk' ? 'streamOptimized' : 'raw';
+    this.type = input.type;
     this.it = input.pieces()[Symbol.asyncIterator]();
   }
 

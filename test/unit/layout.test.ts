@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryStore } from '../../src/index.js';
-import { freshSparseLayout, writeFreshSparse } from '../../src/formats/vmdk/sparse.js';
+import { freshSparseLayout, writeFreshSparse } from '../../src/formats/vmdk/layout.js';
 import { SparseExtentHeader } from '../../src/formats/vmdk/structs.js';
 
 const MiB = 2 ** 20;

@@ -7,23 +7,20 @@
  *   vmfs                  <n>.vmdk + <n>-flat.vmdk (extent type VMFS; thin adds ddb.thinProvisioned)
  * Every file is created exclusively (unless overwrite); a failure removes what was created.
  */
-import { randomBytes } from '../../core/platform.js';
 import { basename, dirname, join } from '../../core/names.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { CreateOptions, Geometry } from '../types.js';
+import type { CreateOptions } from '../types.js';
 import { Descriptor, parseCid, type ExtentLine } from './descriptor.js';
-import { VmdkImage, newCid, newLongContentId } from './image.js';
-import { writeFreshSparse } from './sparse.js';
+import type { VmdkImage } from './image.js';
+import { openVmdk } from './open.js';
+import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newCid, newDdb, writeFreshSparse } from './layout.js';
 
-/** VMware's (and VirtualBox's) split size: 2047 MiB. QEMU uses 2 GiB; readers accept any. */
-export const SPLIT_EXTENT_SECTORS = 4192256;
 /** grains and tables of one hosted sparse extent must stay below sector 2^32 */
 const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
 
-export const ADAPTER_TYPES = ['ide', 'buslogic', 'lsilogic', 'pvscsi', 'legacyESX'] as const;
 
 /** vmware-vdiskmanager -t numbers, and aliases users type. */
 const TYPE_ALIASES: Record<string, string> = {
@@ -50,41 +47,7 @@ export function normaliseCreateType(type: string | undefined): string {
   return exact ?? TYPE_ALIASES[type.toLowerCase()] ?? type;
 }
 
-/**
- * Geometry as VMware writes it (NOTES.md §6): IDE 16 heads / 63 sectors with cylinders
- * clamped at 16383 on hosted disks; SCSI by VMware KB 1026266 (64/32 below 1 GiB, 128/32
- * below 2 GiB, else 255/63).
- */
-export function vmwareGeometry(sectors: number, adapterType: string, esx = false): Geometry {
-  let heads: number;
-  let spt: number;
-  if (adapterType === 'ide') {
-    heads = 16;
-    spt = 63;
-  } else if (sectors * SECTOR_SIZE < 2 ** 30) {
-    heads = 64;
-    spt = 32;
-  } else if (sectors * SECTOR_SIZE < 2 ** 31) {
-    heads = 128;
-    spt = 32;
-  } else {
-    heads = 255;
-    spt = 63;
-  }
-  let cylinders = Math.max(1, Math.floor(sectors / (heads * spt)));
-  if (adapterType === 'ide' && !esx) cylinders = Math.min(cylinders, 16383);
-  return { cylinders, heads, sectors: spt };
-}
 
-/** 16 random bytes in VMware's ddb.uuid notation ("60 00 C2 xx ...-xx ..."). */
-export function newVmwareUuid(): string {
-  const b = randomBytes(16);
-  b[0] = 0x60;
-  b[1] = 0x00;
-  b[2] = 0xc2;
-  const hex = [...b].map((x, i) => (i === 2 ? 'C2' : x.toString(16).padStart(2, '0')));
-  return `${hex.slice(0, 8).join(' ')}-${hex.slice(8).join(' ')}`;
-}
 
 export async function createVmdk(ns: Namespace, path: string, opts: CreateOptions): Promise<VmdkImage> {
   const type = normaliseCreateType(opts.type);
@@ -133,17 +96,8 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
   }
 
   const cid = newCid();
-  const g = vmwareGeometry(sectors, adapterType, esx);
-  let ddb: [string, string][] = [
-    ['adapterType', adapterType],
-    ['geometry.cylinders', String(g.cylinders)],
-    ['geometry.heads', String(g.heads)],
-    ['geometry.sectors', String(g.sectors)],
-    ['longContentID', newLongContentId(cid)],
-  ];
   const thin = opts.thin ?? opts.type?.toLowerCase() === 'vmfsthin';
-  if (esx && thin) ddb.push(['thinProvisioned', '1']);
-  ddb.push(['toolsVersion', '2147483647'], ['uuid', newVmwareUuid()], ['virtualHWVersion', hw]);
+  let ddb = newDdb(cid, sectors, { adapterType, hwVersion: hw, esx, thin: esx && thin });
   if (opts.parent) {
     if (type !== 'monolithicSparse' && type !== 'twoGbMaxExtentSparse') {
       throw new DiskError('INVAL', 'a child disk must be monolithicSparse or twoGbMaxExtentSparse', { path, field: 'type', found: type });
@@ -207,7 +161,7 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
     for (const p of created) await ns.remove(p).catch(() => {});
     throw err;
   }
-  return VmdkImage.open(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
+  return openVmdk(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
 }
 
 async function zeroFill(st: ByteStore, length: number): Promise<void> {

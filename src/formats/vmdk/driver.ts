@@ -2,7 +2,10 @@ import { DiskError } from '../../core/errors.js';
 import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createVmdk, normaliseCreateType } from './create.js';
 import { hex8, looksLikeDescriptor } from './descriptor.js';
-import { VMDK_CAPABILITIES, VmdkImage, newCid } from './image.js';
+import { VMDK_CAPABILITIES } from './image.js';
+import { openVmdk } from './open.js';
+import { newCid } from './layout.js';
+import { vmdkStreamReader } from './stream/reader.js';
 import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
 import { VMDK_PROPERTIES } from './properties.js';
 
@@ -44,6 +47,7 @@ export const vmdkDriver: Driver = Object.freeze({
     if (head.length >= 8 && head.readBigUInt64LE(0) === SESPARSE_CONST_MAGIC) return 100;
     return looksLikeDescriptor(head) ? 100 : 0;
   },
-  open: (ns: Namespace, path: string, opts: OpenOptions) => VmdkImage.open(ns, path, opts),
+  open: (ns: Namespace, path: string, opts: OpenOptions) => openVmdk(ns, path, opts),
   create: (ns: Namespace, path: string, opts: CreateOptions) => createVmdk(ns, path, opts),
+  sequential: vmdkStreamReader,
 });

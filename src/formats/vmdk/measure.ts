@@ -22,10 +22,9 @@ import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
 import { groupsTouched, unitCount } from '../common/measure.js';
 import type { CreateOptions, MeasureLayout, UnitRun } from '../types.js';
-import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newVmwareUuid, normaliseCreateType, vmwareGeometry } from './create.js';
+import { normaliseCreateType } from './create.js';
 import { Descriptor, type ExtentLine } from './descriptor.js';
-import { newCid, newLongContentId } from './image.js';
-import { freshSparseLayout } from './sparse.js';
+import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, freshSparseLayout, newCid, newDdb } from './layout.js';
 
 const GRAIN_SECTORS = 128;
 const GRAIN = GRAIN_SECTORS * SECTOR_SIZE;
@@ -106,16 +105,7 @@ export function measureVmdk(opts: CreateOptions, name = 'vdkit-measure-xx.vmdk')
 
 /** length of the descriptor createVmdk writes: same keys, values of the same lengths */
 function descriptorBytes(type: string, extents: ExtentLine[], sectors: number, adapterType: string, thin: boolean, hw: string): number {
-  const g = vmwareGeometry(sectors, adapterType, type === 'vmfs');
   const cid = newCid();
-  const ddb: [string, string][] = [
-    ['adapterType', adapterType],
-    ['geometry.cylinders', String(g.cylinders)],
-    ['geometry.heads', String(g.heads)],
-    ['geometry.sectors', String(g.sectors)],
-    ['longContentID', newLongContentId(cid)],
-  ];
-  if (thin) ddb.push(['thinProvisioned', '1']);
-  ddb.push(['toolsVersion', '2147483647'], ['uuid', newVmwareUuid()], ['virtualHWVersion', hw]);
+  const ddb = newDdb(cid, sectors, { adapterType, hwVersion: hw, esx: type === 'vmfs', thin });
   return Buffer.byteLength(Descriptor.build({ cid, createType: type, extents, ddb }).toString(), 'utf8');
 }

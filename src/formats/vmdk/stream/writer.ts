@@ -25,13 +25,12 @@
  * Compression runs on worker threads (deflate-worker.ts), one per core; the main thread reads the
  * source ahead and appends finished grains in order.
  */
-import { Worker, availableParallelism } from '../../core/platform.js';
-import { DiskError } from '../../core/errors.js';
-import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';
-import type { ByteSink } from '../../storage/sink.js';
-import { Descriptor } from './descriptor.js';
-import { vmwareGeometry, newVmwareUuid, ADAPTER_TYPES } from './create.js';
-import { newCid, newLongContentId } from './image.js';
+import { Worker, availableParallelism } from '../../../core/platform.js';
+import { DiskError } from '../../../core/errors.js';
+import { SECTOR_SIZE, ceilDiv } from '../../../core/ints.js';
+import type { ByteSink } from '../../../storage/sink.js';
+import { Descriptor } from '../descriptor.js';
+import { ADAPTER_TYPES, newCid, newDdb } from '../layout.js';
 import type { DeflateJob, DeflateResult } from './deflate-worker.js';
 import {
   COMPRESSION_DEFLATE,
@@ -46,7 +45,7 @@ import {
   MarkerHead,
   SPARSE_MAGIC,
   SparseExtentHeader,
-} from './structs.js';
+} from '../structs.js';
 
 const GRAIN_SECTORS = 128;
 const GRAIN_BYTES = GRAIN_SECTORS * SECTOR_SIZE;
@@ -104,17 +103,7 @@ export function streamDescriptor(capacitySectors: number, opts: Pick<StreamWrite
     throw new DiskError('INVAL', 'the stream file name must be a plain base name', { path: opts.fileName, field: 'fileName' });
   }
   const cid = newCid();
-  const g = vmwareGeometry(capacitySectors, adapterType);
-  const ddb = new Map<string, string>([
-    ['adapterType', adapterType],
-    ['geometry.cylinders', String(g.cylinders)],
-    ['geometry.heads', String(g.heads)],
-    ['geometry.sectors', String(g.sectors)],
-    ['longContentID', newLongContentId(cid)],
-    ['toolsVersion', '2147483647'],
-    ['uuid', newVmwareUuid()],
-    ['virtualHWVersion', hw],
-  ]);
+  const ddb = new Map<string, string>(newDdb(cid, capacitySectors, { adapterType, hwVersion: hw }));
   for (const [k, v] of opts.ddb ?? []) ddb.set(k, v);
   return Descriptor.build({
     cid,

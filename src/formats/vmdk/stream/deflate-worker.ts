@@ -13,8 +13,9 @@
  * valid zlib stream of stored blocks, 16 bytes larger than the data, which is what a real
  * compressor would have produced anyway.
  */
-import { deflateSync, parentPort } from '../../core/platform.js';
-import { isZero } from '../../binary/zeros.js';
+import { deflateSync, parentPort } from '../../../core/platform.js';
+import { isZero } from '../../../binary/zeros.js';
+import { GRAIN_MARKER_HEAD, MarkerHead } from '../structs.js';
 
 export interface DeflateJob {
   id: number;
@@ -147,7 +148,7 @@ export function compressGrains(job: DeflateJob): DeflateResult {
     if (isZero(grain)) continue;
     const z = job.level > 0 && !looksIncompressible(grain) ? deflateSync(grain, { level: job.level }) : undefined;
     const size = z ? z.length : storedZlibLength(grain.length);
-    const sectors = Math.ceil((12 + size) / SECTOR);
+    const sectors = Math.ceil((GRAIN_MARKER_HEAD + size) / SECTOR);
     parts.push(z);
     grains.push(g, sectors);
     total += sectors * SECTOR;
@@ -160,14 +161,13 @@ export function compressGrains(job: DeflateJob): DeflateResult {
     const z = parts[i];
     const g = grains[2 * i]!;
     const end = at + grains[2 * i + 1]! * SECTOR;
-    let size: number;
-    if (z) {
-      z.copy(out, at + 12);
-      size = z.length;
-    } else size = storedZlib(data.subarray(g * job.grainBytes, (g + 1) * job.grainBytes), out, at + 12);
-    out.writeBigUInt64LE(BigInt(job.lba + g * grainSectors), at);
-    out.writeUInt32LE(size, at + 8);
-    out.fill(0, at + 12 + size, end);
+    const grain = data.subarray(g * job.grainBytes, (g + 1) * job.grainBytes);
+    const size = z ? z.length : storedZlibLength(grain.length);
+    // the marker's `type` word is the first 4 bytes of the zlib stream, written over it next
+    MarkerHead.encode({ val: BigInt(job.lba + g * grainSectors), size, type: 0 }, out, at);
+    if (z) z.copy(out, at + GRAIN_MARKER_HEAD);
+    else storedZlib(grain, out, at + GRAIN_MARKER_HEAD);
+    out.fill(0, at + GRAIN_MARKER_HEAD + size, end);
     at = end;
   }
   return { id: job.id, out, grains, data: job.data };
