@@ -102,8 +102,10 @@ export async function openSequentialInput(input: Readable, opts: SequentialInput
   const r = new ByteReader(name, input);
   const first = await r.read(SECTOR_SIZE);
   const readers = backends().filter((d) => d.sequential !== undefined);
-  const format = opts.format ?? readers.find((d) => d.sequential!.matches(first))?.name ?? 'raw';
-  if (format === 'raw') return rawInput(r, first, name, opts.size);
+  // the plain format (byte-granular: the disk's bytes as they are) reads any stream as is
+  const plain = backends().find((d) => d.alignment === 1)!;
+  const format = opts.format ?? readers.find((d) => d.sequential!.matches(first))?.name ?? plain.name;
+  if (format === plain.name) return rawInput(r, first, name, opts.size);
   const seq = readers.find((d) => d.name === format)?.sequential;
   if (!seq) {
     throw new DiskError('NOTSUPPORTED', `only raw and ${readers.map((d) => d.sequential!.description).join(', ')} can be read from a pipe, not ${format}`, { path: name, field: 'format', found: format });
