@@ -9,10 +9,10 @@
  * - Size: vhd.md §2.2 per creator (structs.ts sizeRule): CHS geometry for "vpc ", "vs  ",
  *   "qemu" (unless the geometry is the maximum), current size for everyone else.
  * - Crash-safe allocation: footer at the new end of file, then bitmap + data where the old
- *   footer was; the BAT entries wait for the next flush, which makes the blocks durable first
- *   (fdatasync) and then writes the entries. No BAT entry ever points at a block that is not
- *   durably written; a crash (or power cut) leaks at most the new blocks. A process kill
- *   leaves a valid footer at the end; a power cut between two flushes can leave none (the file
+ *   footer was, an fdatasync, then the BAT entries (and new bitmap bits of allocated blocks),
+ *   before the write returns. No BAT entry or bitmap bit ever reaches the disk before the
+ *   sectors it exposes; a process kill keeps every acknowledged write; a power cut leaks at
+ *   most the new blocks, and between two barriers can leave no footer at the end (the file
  *   grew but its last sector did not reach the disk), which check --repair mends from the copy
  *   at offset 0 (see NOTES.md).
  *   Writes into allocated blocks: data first, then the bitmap bits that expose it.
@@ -525,6 +525,9 @@ export class VhdImage implements Image {
       pos += n;
     }
     if (fresh.length > 0) await this.allocate(fresh);
+    // the sectors durable before the BAT entries and bitmap bits that expose them (one barrier
+    // per request), then those at once: a process killed after the write returns keeps it
+    await this.commitPending();
   }
 
   /** Write into an allocated block: the data, then the bitmap bits that make it visible. */
@@ -544,7 +547,7 @@ export class VhdImage implements Image {
   /**
    * New blocks at the end of the file, in the crash-safe order: (1) the footer at the new end,
    * (2) bitmaps and data where the old footer was (sectors not written stay holes: zeros),
-   * (3) at the next flush, after an fdatasync, the BAT entries (commitPending).
+   * (3) after an fdatasync, the BAT entries (commitPending, at the end of the write request).
    */
   private async allocate(fresh: Fresh[]): Promise<void> {
     const d = this.dyn!;
@@ -569,12 +572,12 @@ export class VhdImage implements Image {
     fresh.forEach((f, i) => {
       d.bat[f.b] = (start + i * stride) / SECTOR;
       this.cacheBitmap(f.b, bitmaps[i]!);
-      this.pendingBat.add(f.b);
     });
+    fresh.forEach((f) => this.pendingBat.add(f.b));
   }
 
   /**
-   * The BAT entries of blocks allocated since the last flush, written only after the blocks
+   * The BAT entries of blocks allocated by this write request, written only after the blocks
    * are durable: without that barrier a power cut could keep an entry and lose its bitmap,
    * data or the file extension (an entry past the end, or a bitmap made of old footer bytes
    * that hides a parent's sectors). Every other operation that rewrites BAT entries or moves
