@@ -43,7 +43,8 @@ import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { EntryFindings } from '../common/entry-findings.js';
-import { parseHeader, readU32Array, u32Bytes, writeHeaderAndMap } from './image.js';
+import { readU32Array, u32Bytes } from '../../binary/tables.js';
+import { parseHeader, writeHeaderAndMap } from './image.js';
 import { BLOCK_FREE, BLOCK_ZERO, NULL_UUID, PRE_HEADER_SIZE, TYPE_DIFF, TYPE_FIXED, VdiHeaderV1, VdiHeaderV1Plus, isNullUuid, uuidToText } from './structs.js';
 
 const PROBLEM_PAST_DATA = 1;

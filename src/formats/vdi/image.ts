@@ -49,6 +49,7 @@ import {
   type VdiHeaderValue,
 } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
+import { readU32Array, u32Bytes } from '../../binary/tables.js';
 import { ZEROS, planRead } from '../common/read-plan.js';
 
 export const VDI_CAPABILITIES: Capabilities = Object.freeze({
@@ -78,8 +79,6 @@ export const MAX_BLOCK_SIZE = 32 * 1024 * 1024;
 export const MAX_BLOCKS = 0x1fffff80;
 /** VirtualBox's largest disk: 4 PiB - 3 MiB */
 export const MAX_DISK_BYTES = 4 * 2 ** 50 - 3 * 2 ** 20;
-
-const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 export type HeaderKind = 'v0' | 'v1' | 'v1+';
 
@@ -1073,14 +1072,6 @@ function hex(n: number): string {
   return `0x${n.toString(16).padStart(8, '0')}`;
 }
 
-export async function readU32Array(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
-  const arr = new Uint32Array(count);
-  const view = Buffer.from(arr.buffer, arr.byteOffset, count * 4);
-  await store.readInto(view, at);
-  if (!HOST_LE) for (let i = 0; i < count; i++) arr[i] = view.readUInt32LE(i * 4);
-  return arr;
-}
-
 /**
  * The header and map entries 0..last in ONE write from the end of the pre-header (the bytes
  * between the header and the map are read and written back unchanged), so that
@@ -1104,11 +1095,4 @@ export async function writeHeaderAndMap(store: ByteStore, kind: HeaderKind, h: V
   u32Bytes(map, 0, last + 1).copy(span, h.offBlocks - PRE_HEADER_SIZE);
   await store.write(PRE_HEADER_SIZE, span);
   return 'one';
-}
-
-export function u32Bytes(arr: Uint32Array, from: number, to: number): Buffer {
-  if (HOST_LE) return Buffer.from(arr.buffer, arr.byteOffset + from * 4, (to - from) * 4);
-  const buf = Buffer.alloc((to - from) * 4);
-  for (let i = from; i < to; i++) buf.writeUInt32LE(arr[i]!, (i - from) * 4);
-  return buf;
 }

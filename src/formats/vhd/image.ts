@@ -71,6 +71,7 @@ import {
   type FooterValue,
 } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
+import { readU32Array, u32Bytes } from '../../binary/tables.js';
 
 export const VHD_CAPABILITIES: Capabilities = Object.freeze({
   write: 'native',
@@ -268,7 +269,7 @@ export class VhdImage implements Image {
     }
     if (need > MAX_BAT_ENTRIES) throw bad('maxTableEntries', 'the BAT is too large', `<= ${MAX_BAT_ENTRIES} entries in use`, need);
     const bitmapBytes = roundUp(Math.ceil(blockSize / SECTOR / 8), SECTOR);
-    const bat = await readBat(store, tableOffset, need);
+    const bat = await readU32Array(store, tableOffset, need, 'be');
 
     // ---- parent locators (differencing only: a dynamic disk's parent fields mean nothing)
     const locators: Locator[] = [];
@@ -601,9 +602,7 @@ export class VhdImage implements Image {
     for (let i = 0; i < sorted.length; ) {
       let j = i + 1;
       while (j < sorted.length && sorted[j] === sorted[j - 1]! + 1) j++;
-      const buf = Buffer.alloc((j - i) * 4);
-      for (let k = i; k < j; k++) buf.writeUInt32BE(d.bat[sorted[k]!]!, (k - i) * 4);
-      await this.store.write(d.tableOffset + sorted[i]! * 4, buf);
+      await this.store.write(d.tableOffset + sorted[i]! * 4, u32Bytes(d.bat, sorted[i]!, sorted[j - 1]! + 1, 'be'));
       i = j;
     }
   }
@@ -1298,13 +1297,6 @@ export function capacityOf(f: FooterValue, path: string): number {
     throw new DiskError('CORRUPT', 'disk is larger than the VHD limit of 2040 GiB', { path, struct: 'footer', field, expected: `<= ${MAX_VHD_BYTES}`, found: size });
   }
   return size;
-}
-
-export async function readBat(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
-  const raw = await store.read(at, count * 4);
-  const bat = new Uint32Array(count);
-  for (let i = 0; i < count; i++) bat[i] = raw.readUInt32BE(i * 4);
-  return bat;
 }
 
 /**
