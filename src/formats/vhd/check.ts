@@ -46,7 +46,7 @@ import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { EntryFindings } from '../common/entry-findings.js';
 import { readU32Array, u32Bytes } from '../../binary/tables.js';
-import { capacityOf } from './image.js';
+import { capacityOf } from './layout.js';
 import {
   BAT_UNUSED,
   DISK_TYPE_NAMES,
