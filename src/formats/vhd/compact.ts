@@ -7,8 +7,8 @@ import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import type { InPlaceOptions, InPlaceResult } from '../types.js';
 import { isZero } from '../../binary/zeros.js';
-import { BAT_UNUSED, FOOTER_SIZE, HEADER_SIZE, SECTOR } from './structs.js';
-import { locatorCapacity, type DynamicState } from './layout.js';
+import { BAT_UNUSED, FOOTER_SIZE, SECTOR } from './structs.js';
+import type { DynamicState } from './layout.js';
 import type { VhdMap } from './map.js';
 import { checkWritable, typeOf, type VhdFile } from './state.js';
 
@@ -69,9 +69,7 @@ export async function cutAfter(file: VhdFile, newEnd: number, d: DynamicState): 
 export async function closeUp(file: VhdFile, map: VhdMap): Promise<void> {
   const d = file.dyn!;
   const stride = d.bitmapBytes + d.blockSize;
-  let metaEnd = Math.max(SECTOR, d.headerOffset + HEADER_SIZE, d.tableOffset + d.entries * 4);
-  for (const l of file.locators) if (l.length > 0) metaEnd = Math.max(metaEnd, l.offset + locatorCapacity(l));
-  metaEnd = roundUp(metaEnd, SECTOR);
+  const metaEnd = map.metadataEnd();
   const blocks: { b: number; at: number }[] = [];
   for (let b = 0; b < d.bat.length; b++) if (d.bat[b] !== BAT_UNUSED) blocks.push({ b, at: d.bat[b]! * SECTOR });
   blocks.sort((x, y) => x.at - y.at);

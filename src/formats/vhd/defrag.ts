@@ -5,7 +5,7 @@ import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import type { InPlaceOptions, InPlaceResult } from '../types.js';
 import { BAT_UNUSED, FOOTER_SIZE, HEADER_SIZE, SECTOR } from './structs.js';
-import { locatorCapacity, type Region } from './layout.js';
+import type { Region } from './layout.js';
 import type { VhdMap } from './map.js';
 import { cutAfter } from './compact.js';
 import { checkWritable, type VhdFile } from './state.js';
@@ -34,7 +34,7 @@ export async function defragment(file: VhdFile, map: VhdMap, opts: InPlaceOption
   const fileBytesBefore = await file.store.size();
   const stride = d.bitmapBytes + d.blockSize;
   const headEnd = roundUp(Math.max(SECTOR, d.headerOffset + HEADER_SIZE, d.tableOffset + d.entries * 4), SECTOR);
-  const fixed: Region[] = file.locators.filter((l) => l.length > 0).map((l) => ({ name: 'parent locator data', start: l.offset, end: roundUp(l.offset + locatorCapacity(l), SECTOR) }));
+  const fixed: Region[] = map.fixedRegions();
   const metaEnd = fixed.reduce((m, r) => Math.max(m, r.end), headEnd);
   const hitsFixed = (at: number) => fixed.find((r) => r.start < at + stride && at < r.end);
 

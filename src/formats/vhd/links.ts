@@ -91,9 +91,7 @@ export async function makeEmpty(file: VhdFile, map: VhdMap): Promise<void> {
   await file.store.flush();
   // 2. a footer after the metadata, then the file cut there (the old footer stays the last
   //    sector until the truncate, so the file never ends without one)
-  let end = Math.max(SECTOR, d.headerOffset + HEADER_SIZE, d.tableOffset + d.entries * 4);
-  for (const l of file.locators) if (l.length > 0) end = Math.max(end, l.offset + locatorCapacity(l));
-  end = roundUp(end, SECTOR);
+  const end = map.metadataEnd();
   if (end < file.fileSize - FOOTER_SIZE) {
     await file.store.write(end, file.footerBytes);
     await file.store.truncate(end + FOOTER_SIZE);
