@@ -14,7 +14,8 @@ import { ceilDiv } from '../../core/ints.js';
 import { u32Bytes } from '../../binary/tables.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions } from '../types.js';
-import { MAX_BLOCKS, VdiImage } from './image.js';
+import { VdiImage } from './image.js';
+import { MAX_BLOCKS } from './layout.js';
 import {
   BLOCK_FREE,
   DEFAULT_BLOCK_SIZE,
