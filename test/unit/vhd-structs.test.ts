@@ -28,7 +28,7 @@ import {
   uuidText,
   vhdChecksum,
 } from '../../src/formats/vhd/structs.js';
-import { sectorRuns } from '../../src/formats/vhd/image.js';
+import { sectorRuns } from '../../src/formats/vhd/layout.js';
 
 /** `len` bytes: the hex prefix, then zeros */
 const golden = (hex: string, len: number) => {

@@ -24,7 +24,7 @@
  *   image that opens, reads what the finished repair would (or the old valid data), and needs
  *   at worst another repair for leaks:
  *   1. bad map entries set FREE, cBlocksAllocated = the valid entries, stray parent UUIDs
- *      nulled: ONE write from the header to the last changed entry (image.ts
+ *      nulled: ONE write from the header to the last changed entry (map.ts
  *      writeHeaderAndMap, as compact does), so the count never disagrees with the entries on
  *      disk (QEMU calls that corruption). After it only leaks are left (holes, the tail). The
  *      write falls back to entries-then-header only for a map not right after the header or a
@@ -43,7 +43,9 @@ import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { EntryFindings } from '../common/entry-findings.js';
-import { parseHeader, readU32Array, u32Bytes, writeHeaderAndMap } from './image.js';
+import { readU32Array, u32Bytes } from '../../binary/tables.js';
+import { parseHeader } from './open.js';
+import { writeHeaderAndMap } from './map.js';
 import { BLOCK_FREE, BLOCK_ZERO, NULL_UUID, PRE_HEADER_SIZE, TYPE_DIFF, TYPE_FIXED, VdiHeaderV1, VdiHeaderV1Plus, isNullUuid, uuidToText } from './structs.js';
 
 const PROBLEM_PAST_DATA = 1;

@@ -11,9 +11,11 @@
  */
 import { DiskError } from '../../core/errors.js';
 import { ceilDiv } from '../../core/ints.js';
+import { u32Bytes } from '../../binary/tables.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions } from '../types.js';
-import { MAX_BLOCKS, VdiImage } from './image.js';
+import { VdiImage } from './image.js';
+import { MAX_BLOCKS } from './layout.js';
 import {
   BLOCK_FREE,
   DEFAULT_BLOCK_SIZE,
@@ -144,9 +146,7 @@ export async function createVdi(ns: Namespace, path: string, opts: CreateOptions
       const view = chunk.subarray(0, n);
       if (fixed) for (let i = 0; i < n; i++) view[i] = first + i;
       else view.fill(BLOCK_FREE);
-      const bytes = Buffer.alloc(n * 4);
-      for (let i = 0; i < n; i++) bytes.writeUInt32LE(view[i]!, i * 4);
-      await st.write(offBlocks + first * 4, bytes);
+      await st.write(offBlocks + first * 4, u32Bytes(view, 0, n));
     }
     if (fixed && opts.preallocate) {
       const zero = Buffer.alloc(Math.min(cBlocks * cbBlock, 8 * 1024 * 1024));

@@ -1,7 +1,8 @@
 import { randomUUID } from '../../core/platform.js';
 import type { CheckOptions, CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createVdi } from './create.js';
-import { VDI_CAPABILITIES, VdiImage } from './image.js';
+import { VdiImage } from './image.js';
+import { VDI_CAPABILITIES } from './layout.js';
 import { VDI_SIGNATURE } from './structs.js';
 import { checkVdiFile } from './check.js';
 import { VDI_PROPERTIES } from './properties.js';

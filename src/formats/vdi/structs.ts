@@ -5,8 +5,8 @@
  * The header tables start at file offset 0 (pre-header included), so `offsetOf` gives the
  * absolute file offset the spec tables list: signature @0x40, cbHeader @0x48, offBlocks @0x154.
  */
-import { randomUUID } from '../../core/platform.js';
 import { bytes, defineStruct, u32, u64 } from '../../binary/struct.js';
+import { NULL_GUID, guidFromText, guidText, isNullGuid, newGuid } from '../../binary/guid.js';
 
 export const VDI_SIGNATURE = 0xbeda107f;
 /** version word (major << 16 | minor) we write: 1.1 */
@@ -115,36 +115,27 @@ export const VdiHeaderV0 = defineStruct(
 
 // ------------------------------------------------------------------ UUIDs
 
-const UUID_TEXT = /^\{?([0-9a-fA-F]{8})-([0-9a-fA-F]{4})-([0-9a-fA-F]{4})-([0-9a-fA-F]{4})-([0-9a-fA-F]{12})\}?$/;
+// VirtualBox's RTUUID is the Microsoft GUID layout: the 'le' order of binary/guid.ts.
 
-export const NULL_UUID = Buffer.alloc(16);
+export const NULL_UUID = NULL_GUID;
 
 /** The 16 stored bytes (RTUUID, mixed endian) as lowercase RFC-4122 text. */
 export function uuidToText(b: Buffer): string {
-  if (b.length !== 16) throw new RangeError('a UUID is 16 bytes');
-  const hex = (from: number, to: number, reverse: boolean) => {
-    const part = [...b.subarray(from, to)];
-    if (reverse) part.reverse();
-    return part.map((x) => x.toString(16).padStart(2, '0')).join('');
-  };
-  return `${hex(0, 4, true)}-${hex(4, 6, true)}-${hex(6, 8, true)}-${hex(8, 10, false)}-${hex(10, 16, false)}`;
+  return guidText(b, 'le');
 }
 
-/** RFC-4122 text (optionally in braces, any case) to the 16 bytes VirtualBox stores; undefined if not a UUID. */
+/** RFC-4122 text (optionally in braces, any case, with its dashes) to the 16 bytes VirtualBox stores; undefined if not a UUID. */
 export function uuidFromText(text: string): Buffer | undefined {
-  const m = UUID_TEXT.exec(text.trim());
-  if (!m) return undefined;
-  const le = (h: string) => Buffer.from(h, 'hex').reverse();
-  return Buffer.concat([le(m[1]!), le(m[2]!), le(m[3]!), Buffer.from(m[4]!, 'hex'), Buffer.from(m[5]!, 'hex')]);
+  return guidFromText(text, 'le', { dashes: 'required' });
 }
 
 export function isNullUuid(b: Buffer): boolean {
-  return b.equals(NULL_UUID);
+  return isNullGuid(b);
 }
 
 /** A random (version 4) UUID in stored byte order. */
 export function newUuid(): Buffer {
-  return uuidFromText(randomUUID())!;
+  return newGuid('le');
 }
 
 /** Layout of a fresh image as VirtualBox makes it (vdi.md §11.2): map at 1 MiB, data 1 MiB aligned. */

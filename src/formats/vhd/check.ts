@@ -45,7 +45,8 @@ import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { EntryFindings } from '../common/entry-findings.js';
-import { capacityOf, readBat } from './image.js';
+import { readU32Array, u32Bytes } from '../../binary/tables.js';
+import { capacityOf } from './layout.js';
 import {
   BAT_UNUSED,
   DISK_TYPE_NAMES,
@@ -280,7 +281,7 @@ export async function checkVhdStore(store: ByteStore, path: string, opts: CheckO
     }
 
     // the entries in use first; the header's claim for the rest is judged against the file
-    const used = await readBat(store, tOff, need);
+    const used = await readU32Array(store, tOff, need, 'be');
     const stride = roundUp(Math.ceil(blockSize / SECTOR / 8), SECTOR) + blockSize;
     // A BAT claimed past what follows the entries in use (the end of the file, a block, a
     // structure) is a wrong maxTableEntries, not a reason to drop blocks: the claim is cut to
@@ -307,7 +308,7 @@ export async function checkVhdStore(store: ByteStore, path: string, opts: CheckO
     }
     const bat = new Uint32Array(tableEntries);
     bat.set(used);
-    if (tableEntries > need) bat.set(await readBat(store, needEnd, tableEntries - need), need);
+    if (tableEntries > need) bat.set(await readU32Array(store, needEnd, tableEntries - need, 'be'), need);
     batBefore = bat;
     batAfter = bat.slice();
 
@@ -389,14 +390,12 @@ export async function checkVhdStore(store: ByteStore, path: string, opts: CheckO
     if (write && batChanged) {
       // in windows of the table, each written once when any entry in it changes
       const step = BAT_WRITE_WINDOW / 4;
-      const buf = Buffer.alloc(BAT_WRITE_WINDOW);
       for (let w = 0; w < batAfter!.length; w += step) {
         const n = Math.min(step, batAfter!.length - w);
         let dirty = false;
         for (let j = w; j < w + n && !dirty; j++) dirty = batAfter![j] !== batBefore![j];
         if (!dirty) continue;
-        for (let j = 0; j < n; j++) buf.writeUInt32BE(batAfter![w + j]!, j * 4);
-        await store.write(tableOffset + 4 * w, buf.subarray(0, n * 4));
+        await store.write(tableOffset + 4 * w, u32Bytes(batAfter!, w, w + n, 'be'));
       }
       await store.flush();
     }

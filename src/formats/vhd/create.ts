@@ -13,7 +13,9 @@ import { ceilDiv, roundUp } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CreateOptions, Geometry } from '../types.js';
-import { VhdImage, parentLinkage, type ParentLinkage } from './image.js';
+import { VhdImage } from './image.js';
+import type { ParentLinkage } from './layout.js';
+import { parentLinkage } from './links.js';
 import {
   CREATOR_HOST_WINDOWS,
   DEFAULT_BLOCK_SIZE,

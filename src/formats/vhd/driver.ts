@@ -2,7 +2,8 @@ import { randomUUID } from '../../core/platform.js';
 import type { CheckOptions, CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { checkVhdFile } from './check.js';
 import { createVhd } from './create.js';
-import { VHD_CAPABILITIES, VhdImage } from './image.js';
+import { VhdImage } from './image.js';
+import { VHD_CAPABILITIES } from './layout.js';
 import { FOOTER_CHECKSUM_AT, FOOTER_COOKIE, Footer, vhdChecksum } from './structs.js';
 import { VHD_PROPERTIES } from './properties.js';
 

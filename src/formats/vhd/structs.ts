@@ -4,8 +4,8 @@
  * arithmetic around them (checksum, CHS geometry, the 2000-01-01 epoch, unique id text, the
  * size rule per creator). Nothing here does I/O.
  */
-import { createHash, randomUUID } from '../../core/platform.js';
 import { bytes, defineStruct, reserved, u8, u16, u32, u64, ascii } from '../../binary/struct.js';
+import { guidFromIdentity, guidFromText, guidText, newGuid } from '../../binary/guid.js';
 import type { Geometry } from '../types.js';
 
 export const SECTOR = 512;
@@ -241,15 +241,15 @@ export function fromVhdTime(seconds: number): Date {
 
 // ------------------------------------------------------------------ unique ids (§10)
 
+// VHD stores its ids in RFC 4122 order: the 'be' order of binary/guid.ts.
+
 /** The 16 stored bytes as text, in stored order (as libvhdi and QEMU print them). */
 export function uuidText(b: Buffer): string {
-  const h = b.toString('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+  return guidText(b, 'be');
 }
 
 export function parseUuid(text: string): Buffer | undefined {
-  const m = /^\{?([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})\}?$/.exec(text.trim());
-  return m ? Buffer.from(m.slice(1).join(''), 'hex') : undefined;
+  return guidFromText(text, 'be');
 }
 
 /**
@@ -258,16 +258,11 @@ export function parseUuid(text: string): Buffer | undefined {
  * version 5 bits), so the same text always gives the same bytes in the base and in its child.
  */
 export function uuidFromIdentity(text: string): Buffer {
-  const direct = parseUuid(text);
-  if (direct) return direct;
-  const h = createHash('sha1').update('vdkit-vhd-identity:').update(text.toLowerCase()).digest().subarray(0, 16);
-  h[6] = (h[6]! & 0x0f) | 0x50;
-  h[8] = (h[8]! & 0x3f) | 0x80;
-  return Buffer.from(h);
+  return guidFromIdentity(text, 'be', 'vdkit-vhd-identity:');
 }
 
 export function newUniqueId(): Buffer {
-  return parseUuid(randomUUID())!;
+  return newGuid('be');
 }
 
 // ------------------------------------------------------------------ strings
