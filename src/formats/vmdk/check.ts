@@ -7,7 +7,8 @@
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
 import type { CheckFinding } from '../types.js';
-import { readU32Array, rewriteHeader, u32Bytes } from './layout.js';
+import { readU32Array, u32Bytes } from '../../binary/tables.js';
+import { rewriteHeader } from './layout.js';
 import type { SparseState } from './map.js';
 import { isRedundant, metadataOverlaps, overlapMessage, scanGrainEntries, type EntryProblem, type Overlap } from './overlap.js';
 import { FLAG_REDUNDANT_GD } from './structs.js';

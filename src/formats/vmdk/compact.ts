@@ -8,7 +8,7 @@
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, roundUp } from '../../core/ints.js';
 import { isZero } from '../../binary/zeros.js';
-import { readU32Array, u32Bytes } from './layout.js';
+import { readU32Array, u32Bytes } from '../../binary/tables.js';
 import { GrainSpace, type SparseState } from './map.js';
 
 /** grains moved per crash-safe step (2 flushes each): 64 grains = 4 MiB with the default grain */

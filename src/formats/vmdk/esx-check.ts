@@ -28,7 +28,7 @@ import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';
 import type { CheckFinding } from '../types.js';
 import { SESPARSE_GRAIN_SECTORS, SESPARSE_GT_SECTORS } from './structs.js';
 import { type CowdFacts, type EsxSparseExtent, type SeSparseFacts, seSparseGrainIndex } from './esx-sparse.js';
-import { readU32Array } from './layout.js';
+import { readU32Array } from '../../binary/tables.js';
 
 const ENTRIES_PER_GT = 4096;
 const COWD_GT_SECTORS = (ENTRIES_PER_GT * 4) / SECTOR_SIZE;

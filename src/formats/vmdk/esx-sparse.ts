@@ -33,7 +33,8 @@ import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent, BlockState } from '../types.js';
 import type { ExtentLine } from './descriptor.js';
 import type { Extent } from './extents.js';
-import { checkDirectory, readU32Array } from './layout.js';
+import { readU32Array } from '../../binary/tables.js';
+import { checkDirectory } from './layout.js';
 import {
   COWD_GTES_PER_GT,
   COWD_HEADER_BYTES,

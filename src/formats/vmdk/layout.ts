@@ -93,23 +93,6 @@ export function newDdb(cid: number, sectors: number, opts: { adapterType: string
 
 // ------------------------------------------------------------------ grain tables and directories
 
-const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-
-export async function readU32Array(store: ByteStore, at: number, count: number): Promise<Uint32Array> {
-  const arr = new Uint32Array(count);
-  const view = Buffer.from(arr.buffer, arr.byteOffset, count * 4);
-  await store.readInto(view, at);
-  if (!HOST_LE) for (let i = 0; i < count; i++) arr[i] = view.readUInt32LE(i * 4);
-  return arr;
-}
-
-export function u32Bytes(arr: Uint32Array, from: number, to: number): Buffer {
-  if (HOST_LE) return Buffer.from(arr.buffer, arr.byteOffset + from * 4, (to - from) * 4);
-  const buf = Buffer.alloc((to - from) * 4);
-  for (let i = from; i < to; i++) buf.writeUInt32LE(arr[i]!, (i - from) * 4);
-  return buf;
-}
-
 /**
  * Grain directory sanity: every table it names must lie inside the file, and no two may
  * overlap (crafted files point many entries at one table to make scans endless). The count

@@ -15,7 +15,8 @@ import { Descriptor, MAX_DESCRIPTOR_BYTES, looksLikeDescriptor, type ExtentLine 
 import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
 import { EsxSparseExtent } from './esx-sparse.js';
 import { VmdkImage } from './image.js';
-import { MAX_GD_ENTRIES, MAX_GRAIN_SECTORS, NO_PARENT, checkDirectory, readU32Array } from './layout.js';
+import { readU32Array } from '../../binary/tables.js';
+import { MAX_GD_ENTRIES, MAX_GRAIN_SECTORS, NO_PARENT, checkDirectory } from './layout.js';
 import { entryError, metadataOverlaps, overlapError, scanGrainEntries } from './overlap.js';
 import { SparseExtent } from './sparse.js';
 import {

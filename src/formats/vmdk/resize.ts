@@ -5,7 +5,8 @@
  */
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
-import { MAX_GD_ENTRIES, rewriteHeader, u32Bytes } from './layout.js';
+import { u32Bytes } from '../../binary/tables.js';
+import { MAX_GD_ENTRIES, rewriteHeader } from './layout.js';
 import type { SparseState } from './map.js';
 
 /**

@@ -17,7 +17,7 @@ import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent, BlockState, CheckFinding } from '../types.js';
 import { FLAG_COMPRESSED, FLAG_MARKERS, FLAG_ZEROED_GTE, GRAIN_MARKER_HEAD, MarkerHead, SparseExtentHeader, type SparseExtentHeaderValue } from './structs.js';
 import { ZEROS, planRead } from '../common/read-plan.js';
-import { readU32Array, u32Bytes } from './layout.js';
+import { readU32Array, u32Bytes } from '../../binary/tables.js';
 import type { SparseState } from './map.js';
 import type { Overlap, SparseMap } from './overlap.js';
 import { checkExtent } from './check.js';

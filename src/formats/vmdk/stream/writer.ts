@@ -28,6 +28,7 @@
 import { Worker, availableParallelism } from '../../../core/platform.js';
 import { DiskError } from '../../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv } from '../../../core/ints.js';
+import { u32Bytes } from '../../../binary/tables.js';
 import type { ByteSink } from '../../../storage/sink.js';
 import { Descriptor } from '../descriptor.js';
 import { ADAPTER_TYPES, newCid, newDdb } from '../layout.js';
@@ -147,9 +148,10 @@ function metadataMarker(sectors: number, type: number): Buffer {
   return b;
 }
 
+/** a table's LE bytes, zero-padded to whole sectors */
 function u32le(arr: Uint32Array, sectors: number): Buffer {
   const b = Buffer.alloc(sectors * SECTOR_SIZE);
-  for (let i = 0; i < arr.length; i++) b.writeUInt32LE(arr[i]!, i * 4);
+  u32Bytes(arr, 0, arr.length).copy(b);
   return b;
 }
 
