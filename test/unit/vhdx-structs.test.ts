@@ -16,10 +16,12 @@ import { DiskError } from '../../src/index.js';
 import { MemoryStore } from '../../src/storage/memory.js';
 import { sectorRuns } from '../../src/formats/vhdx/layout.js';
 import { LogOverlayStore, LogWriter, replayOf, scanLog } from '../../src/formats/vhdx/log.js';
+import { guidFromIdentity, guidFromText, guidText, normalizeGuidText } from '../../src/binary/guid.js';
 import {
   FileParameters,
   GUIDS,
   Header,
+  IDENTITY_LABEL,
   LogDataDescriptor,
   LogDataSector,
   LogEntryHeader,
@@ -39,10 +41,6 @@ import {
   defaultBlockSize,
   descriptorSectors,
   encodeParentLocator,
-  guidBytes,
-  guidFromIdentity,
-  guidText,
-  normalizeGuid,
   payloadIndex,
   vhdxChecksum,
 } from '../../src/formats/vhdx/structs.js';
@@ -102,7 +100,7 @@ test('checksums of real Hyper-V structures: header (4 KiB) and region table (64 
   const h = Header.decode(HYPERV_HEADER);
   assert.equal(h.signature, 'head');
   assert.equal(h.sequenceNumber, 14n);
-  assert.equal(guidText(h.dataWriteGuid), 'd247cbb2-15b6-404b-9133-790733d694c0', 'the identifier vhdiinfo prints');
+  assert.equal(guidText(h.dataWriteGuid, 'le'), 'd247cbb2-15b6-404b-9133-790733d694c0', 'the identifier vhdiinfo prints');
   assert.equal(h.logVersion, 0);
   assert.equal(h.version, 1);
   assert.equal(h.logLength, MiB);
@@ -110,10 +108,10 @@ test('checksums of real Hyper-V structures: header (4 KiB) and region table (64 
   const rt = RegionTableHeader.decode(HYPERV_REGIONS);
   assert.equal(rt.entryCount, 2);
   const bat = RegionTableEntry.decode(HYPERV_REGIONS, 16);
-  assert.equal(guidText(bat.guid), GUIDS.BAT_REGION);
+  assert.equal(guidText(bat.guid, 'le'), GUIDS.BAT_REGION);
   assert.equal(bat.fileOffset, BigInt(3 * MiB));
   assert.equal(bat.flags, 1);
-  assert.equal(guidText(RegionTableEntry.decode(HYPERV_REGIONS, 48).guid), GUIDS.METADATA_REGION);
+  assert.equal(guidText(RegionTableEntry.decode(HYPERV_REGIONS, 48).guid, 'le'), GUIDS.METADATA_REGION);
   // one flipped bit anywhere in the 4 KiB breaks the header checksum
   const bad = Buffer.from(HYPERV_HEADER);
   bad[4000] ^= 1;
@@ -203,16 +201,17 @@ test('field offsets are those of vhd.md §16', () => {
 });
 
 test('GUIDs in Microsoft layout: text <-> bytes, braces and case, name-based identities', () => {
-  const b = guidBytes(GUIDS.BAT_REGION)!;
+  const b = guidFromText(GUIDS.BAT_REGION, 'le')!;
   assert.equal(b.toString('hex'), '6677c22d23f600429d64115e9bfd4a08', 'u32 LE, u16 LE, u16 LE, 8 bytes as is');
-  assert.equal(guidText(b), GUIDS.BAT_REGION);
-  assert.deepEqual(guidBytes('{2DC27766-F623-4200-9D64-115E9BFD4A08}'), b);
-  assert.equal(normalizeGuid('{2DC27766-F623-4200-9D64-115E9BFD4A08}'), GUIDS.BAT_REGION);
-  assert.equal(guidBytes('not a guid'), undefined);
-  assert.equal(guidText(guidFromIdentity(GUIDS.METADATA_REGION)), GUIDS.METADATA_REGION, 'GUID text is used as it is');
-  const named = guidText(guidFromIdentity('abcd1234'));
-  assert.equal(named, guidText(guidFromIdentity('ABCD1234')), 'the same text gives the same GUID');
-  assert.notEqual(named, guidText(guidFromIdentity('abcd1235')));
+  assert.equal(guidText(b, 'le'), GUIDS.BAT_REGION);
+  assert.deepEqual(guidFromText('{2DC27766-F623-4200-9D64-115E9BFD4A08}', 'le'), b);
+  assert.equal(normalizeGuidText('{2DC27766-F623-4200-9D64-115E9BFD4A08}'), GUIDS.BAT_REGION);
+  assert.equal(guidFromText('not a guid', 'le'), undefined);
+  assert.equal(guidText(guidFromIdentity(GUIDS.METADATA_REGION, 'le', IDENTITY_LABEL), 'le'), GUIDS.METADATA_REGION, 'GUID text is used as it is');
+  const named = guidText(guidFromIdentity('abcd1234', 'le', IDENTITY_LABEL), 'le');
+  assert.equal(named, guidText(guidFromIdentity('ABCD1234', 'le', IDENTITY_LABEL), 'le'), 'the same text gives the same GUID');
+  assert.notEqual(named, guidText(guidFromIdentity('abcd1235', 'le', IDENTITY_LABEL), 'le'));
+  assert.equal(named, '89c4d5ad-f1dc-5e40-a4e7-b3628348a56c', 'the GUID earlier releases derived: a child created then still names its parent');
   assert.match(named, /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'version 5, RFC variant');
 });
 
@@ -252,7 +251,7 @@ test('parent locator: round trip, UTF-16LE without terminators, bounds checks', 
     ['relative_path', '..\\b\\bäse.vhdx'],
   ]);
   const h = ParentLocatorHeader.decode(item);
-  assert.equal(guidText(h.locatorType), GUIDS.VHDX_PARENT_LOCATOR_TYPE);
+  assert.equal(guidText(h.locatorType, 'le'), GUIDS.VHDX_PARENT_LOCATOR_TYPE);
   assert.equal(h.keyValueCount, 2);
   const e0 = ParentLocatorEntry.decode(item, 20);
   assert.equal(e0.keyOffset, 20 + 2 * 12, 'strings follow the entry table');
@@ -291,7 +290,7 @@ test('sector bitmap runs: least significant bit first (the opposite of VHD)', ()
 // ------------------------------------------------------------------ the log
 
 const LOG = { offset: MiB, length: MiB };
-const GUID = guidBytes('11111111-2222-3333-4444-555555555555')!;
+const GUID = guidFromText('11111111-2222-3333-4444-555555555555', 'le')!;
 const sector = (fill: number) => Buffer.alloc(4096, fill);
 
 async function logWith(entries: [number, Buffer][][], fileSize = 8 * MiB): Promise<{ store: MemoryStore; log: Buffer }> {
@@ -317,7 +316,7 @@ test('log: entries a LogWriter writes form the active sequence; a foreign LogGui
   const overlay = new LogOverlayStore(store, r, 8 * MiB);
   assert.deepEqual(await overlay.read(4 * MiB - 10, 20), Buffer.concat([Buffer.alloc(10), Buffer.alloc(10, 2)]));
   await assert.rejects(overlay.write(), (e: DiskError) => e.code === 'RDONLY');
-  assert.deepEqual(scanLog(log, guidBytes('99999999-2222-3333-4444-555555555555')!, 'x.vhdx').sequence, [], 'another LogGuid: nothing to replay');
+  assert.deepEqual(scanLog(log, guidFromText('99999999-2222-3333-4444-555555555555', 'le')!, 'x.vhdx').sequence, [], 'another LogGuid: nothing to replay');
 });
 
 test('log: a bad CRC or a sequence gap stops at the last valid sequence; a broken active sequence is refused', async () => {

@@ -22,6 +22,8 @@ import type { CreateOptions } from '../types.js';
 import type { VhdxImage } from './image.js';
 import { parentLocatorItem } from './links.js';
 import { openVhdx } from './open.js';
+import { NULL_GUID, guidFromIdentity, guidFromText, newGuid } from '../../binary/guid.js';
+import { u32Buffer, u64Buffer } from '../../binary/tables.js';
 import {
   ALIGN,
   FILE_SIGNATURE,
@@ -31,6 +33,7 @@ import {
   HAS_PARENT,
   HEADER_OFFSETS,
   HEADER_SIGNATURE,
+  IDENTITY_LABEL,
   LEAVE_BLOCKS_ALLOCATED,
   MAX_BLOCK_SIZE,
   MAX_VIRTUAL_SIZE,
@@ -50,15 +53,11 @@ import {
   RegionTableEntry,
   RegionTableHeader,
   VDKIT_CREATOR,
-  ZERO_GUID,
   batEntry,
   batEntryCount,
   chunkRatio,
   defaultBlockSize,
   encodeHeader,
-  guidBytes,
-  guidFromIdentity,
-  newGuid,
   payloadIndex,
   withChecksum,
 } from './structs.js';
@@ -117,20 +116,20 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
   const virtualDiskId = opts.parent?.copyMetadata?.find(([k]) => k === 'uuid')?.[1];
   const items: { id: string; data: Buffer; flags: number }[] = [
     { id: GUIDS.FILE_PARAMETERS, data: FileParameters.encode({ blockSize, flags: (fixed ? LEAVE_BLOCKS_ALLOCATED : 0) | (hasParent ? HAS_PARENT : 0) }), flags: META_IS_REQUIRED },
-    { id: GUIDS.VIRTUAL_DISK_SIZE, data: u64(size), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
-    { id: GUIDS.VIRTUAL_DISK_ID, data: (virtualDiskId !== undefined ? guidBytes(virtualDiskId) : undefined) ?? newGuid(), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
-    { id: GUIDS.LOGICAL_SECTOR_SIZE, data: u32(LOGICAL_SECTOR), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
-    { id: GUIDS.PHYSICAL_SECTOR_SIZE, data: u32(PHYSICAL_SECTOR), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
+    { id: GUIDS.VIRTUAL_DISK_SIZE, data: u64Buffer(size), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
+    { id: GUIDS.VIRTUAL_DISK_ID, data: (virtualDiskId !== undefined ? guidFromText(virtualDiskId, 'le') : undefined) ?? newGuid('le'), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
+    { id: GUIDS.LOGICAL_SECTOR_SIZE, data: u32Buffer(LOGICAL_SECTOR), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
+    { id: GUIDS.PHYSICAL_SECTOR_SIZE, data: u32Buffer(PHYSICAL_SECTOR), flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK },
   ];
   if (opts.parent) {
     const parentPath = ns.resolve(path, opts.parent.parentPath);
-    items.push({ id: GUIDS.PARENT_LOCATOR, data: parentLocatorItem(ns.absolute(path), parentPath, opts.parent.hint, guidFromIdentity(opts.parent.parentId)), flags: META_IS_REQUIRED });
+    items.push({ id: GUIDS.PARENT_LOCATOR, data: parentLocatorItem(ns.absolute(path), parentPath, opts.parent.hint, guidFromIdentity(opts.parent.parentId, 'le', IDENTITY_LABEL)), flags: META_IS_REQUIRED });
   }
   const meta = Buffer.alloc(METADATA_TABLE_SIZE + roundUp(items.reduce((a, x) => a + x.data.length, 0), 4096));
   MetadataTableHeader.encode({ signature: METADATA_SIGNATURE, entryCount: items.length }, meta, 0);
   let at = METADATA_TABLE_SIZE;
   items.forEach((x, i) => {
-    MetadataTableEntry.encode({ itemId: guidBytes(x.id)!, offset: at, length: x.data.length, flags: x.flags }, meta, 32 + i * 32);
+    MetadataTableEntry.encode({ itemId: guidFromText(x.id, 'le')!, offset: at, length: x.data.length, flags: x.flags }, meta, 32 + i * 32);
     x.data.copy(meta, at);
     at += x.data.length;
   });
@@ -138,8 +137,8 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
   // header section
   const ident = FileIdentifier.encode({ signature: FILE_SIGNATURE, creator: Buffer.from(VDKIT_CREATOR, 'utf16le') });
   const seq = BigInt(randomInt(0, 2 ** 32 - 1));
-  const fileWriteGuid = newGuid();
-  const dataWriteGuid = newGuid();
+  const fileWriteGuid = newGuid('le');
+  const dataWriteGuid = newGuid('le');
   const header = (n: bigint) =>
     encodeHeader({
       signature: HEADER_SIGNATURE,
@@ -147,7 +146,7 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
       sequenceNumber: n,
       fileWriteGuid,
       dataWriteGuid,
-      logGuid: ZERO_GUID,
+      logGuid: NULL_GUID,
       logVersion: 0,
       version: 1,
       logLength: LOG_LENGTH,
@@ -155,8 +154,8 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
     });
   const region = Buffer.alloc(REGION_TABLE_SIZE);
   RegionTableHeader.encode({ signature: REGION_SIGNATURE, checksum: 0, entryCount: 2 }, region, 0);
-  RegionTableEntry.encode({ guid: guidBytes(GUIDS.BAT_REGION)!, fileOffset: BigInt(BAT_OFFSET), length: batLength, flags: REGION_REQUIRED }, region, 16);
-  RegionTableEntry.encode({ guid: guidBytes(GUIDS.METADATA_REGION)!, fileOffset: BigInt(metaOffset), length: METADATA_LENGTH, flags: REGION_REQUIRED }, region, 48);
+  RegionTableEntry.encode({ guid: guidFromText(GUIDS.BAT_REGION, 'le')!, fileOffset: BigInt(BAT_OFFSET), length: batLength, flags: REGION_REQUIRED }, region, 16);
+  RegionTableEntry.encode({ guid: guidFromText(GUIDS.METADATA_REGION, 'le')!, fileOffset: BigInt(metaOffset), length: METADATA_LENGTH, flags: REGION_REQUIRED }, region, 48);
   withChecksum(region);
 
   // BAT: a fixed image's blocks are FULLY_PRESENT from the data area on; everything else NOT_PRESENT
@@ -185,18 +184,6 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
   await store.close();
   // a child is opened as the chain layer opens its top (it does the copy-on-write)
   return openVhdx(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
-}
-
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
-}
-
-function u64(v: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(v));
-  return b;
 }
 
 async function zeroFill(store: ByteStore, at: number, length: number): Promise<void> {

@@ -37,7 +37,8 @@ import type {
   InPlaceOptions,
   InPlaceResult,
 } from '../types.js';
-import { BITMAP, BITMAP_BLOCK_SIZE, MiB, PAYLOAD, batEntry, bitmapIndex, guidText } from './structs.js';
+import { guidText } from '../../binary/guid.js';
+import { BITMAP, BITMAP_BLOCK_SIZE, MiB, PAYLOAD, batEntry, bitmapIndex } from './structs.js';
 import { BITS, setBits, sectorRuns } from './layout.js';
 import type { VhdxState } from './state.js';
 import { backing, identity, setIdentity, setBacking, makeEmpty } from './links.js';
@@ -374,7 +375,7 @@ export class VhdxImage implements Image {
       parent: link ? link.hint || link.hints?.[0] : undefined,
       cid: identity(this.state),
       parentCid: link?.parentId,
-      uuid: guidText(this.state.virtualDiskId),
+      uuid: guidText(this.state.virtualDiskId, 'le'),
       version: this.state.header.version,
       extents: [{ path: this.state.path, type: this.state.type.toUpperCase(), access: this.state.readOnly ? 'RDONLY' : 'RW', length: this.state.capacity, virtualOffset: 0, fileOffset: 0 }],
       allocatedBytes,

@@ -6,6 +6,7 @@
  */
 import { Bitmap } from '../../binary/bitmap.js';
 import { DiskError } from '../../core/errors.js';
+import { guidText } from '../../binary/guid.js';
 import {
   BITMAP,
   BITMAP_BLOCK_SIZE,
@@ -24,7 +25,6 @@ import {
   RegionTableEntry,
   RegionTableHeader,
   bitmapIndex,
-  guidText,
   payloadIndex,
   vhdxChecksum,
   type HeaderValue,
@@ -108,7 +108,7 @@ export function decodeRegionTable(b: Buffer, path: string): { bytes: Buffer; reg
   for (let i = 0; i < h.entryCount; i++) {
     const e = RegionTableEntry.decode(b, 16 + i * 32, path);
     const offset = e.fileOffset > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(e.fileOffset);
-    regions.push({ guid: guidText(e.guid), offset, length: e.length, required: (e.flags & REGION_REQUIRED) !== 0 });
+    regions.push({ guid: guidText(e.guid, 'le'), offset, length: e.length, required: (e.flags & REGION_REQUIRED) !== 0 });
   }
   return { bytes: b, regions };
 }

@@ -7,9 +7,11 @@ import { dirname, isAbsolute, relative } from '../../core/names.js';
 import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import type { BackingChange, BackingLink } from '../types.js';
+import { guidFromIdentity, guidText, normalizeGuidText } from '../../binary/guid.js';
 import {
   ALIGN,
   GUIDS,
+  IDENTITY_LABEL,
   META_IS_REQUIRED,
   MiB,
   PAYLOAD,
@@ -17,9 +19,6 @@ import {
   bitmapIndex,
   decodeParentLocator,
   encodeParentLocator,
-  guidFromIdentity,
-  guidText,
-  normalizeGuid,
 } from './structs.js';
 import { fileParametersBytes, sectorRuns } from './layout.js';
 import type { VhdxState } from './state.js';
@@ -33,17 +32,17 @@ export function backing(state: VhdxState): BackingLink | undefined {
   const hint = rel === undefined ? '' : rel.replace(/\\/g, '/').replace(/^(\.\/)+/, '');
   const hints: string[] = [];
   for (const h of [e.get('absolute_win32_path'), e.get('volume_path')]) if (h && h !== hint && !hints.includes(h)) hints.push(h);
-  return { hint, hints, format: 'vhdx', parentId: normalizeGuid(e.get('parent_linkage')!)! };
+  return { hint, hints, format: 'vhdx', parentId: normalizeGuidText(e.get('parent_linkage')!)! };
 }
 
 export function identity(state: VhdxState): string {
-  return guidText(state.header.dataWriteGuid);
+  return guidText(state.header.dataWriteGuid, 'le');
 }
 
 export async function setIdentity(state: VhdxState, id: string): Promise<void> {
   state.checkWritable();
   state.dataGuidRenewed = true;
-  await state.updateHeader({ dataWriteGuid: guidFromIdentity(id) });
+  await state.updateHeader({ dataWriteGuid: guidFromIdentity(id, 'le', IDENTITY_LABEL) });
 }
 
 /**
@@ -57,7 +56,7 @@ export async function setBacking(state: VhdxState, link: BackingChange | undefin
   }
   if (!link) return dropParent(state);
   const parentPath = link.parentName ?? state.namespace.resolve(state.path, link.hint);
-  const locator = parentLocatorItem(state.namespace.absolute(state.path), parentPath, link.hint, guidFromIdentity(link.parentId));
+  const locator = parentLocatorItem(state.namespace.absolute(state.path), parentPath, link.hint, guidFromIdentity(link.parentId, 'le', IDENTITY_LABEL));
   if (!state.params.hasParent) {
     const entries = batEntryCount(state.blocks, state.cr, true);
     if (entries * 8 > state.bat.length) await growBatRegion(state, entries);
@@ -131,7 +130,7 @@ export function parentLocatorItem(childPath: string, parentPath: string, hint: s
   const win = rel.replace(/\//g, '\\');
   const relative_path = win.startsWith('..\\') || win === '..' || /^[A-Za-z]:\\/.test(win) || win.startsWith('\\') ? win : `.\\${win}`;
   const pairs: [string, string][] = [
-    ['parent_linkage', `{${guidText(parentLinkage)}}`],
+    ['parent_linkage', `{${guidText(parentLinkage, 'le')}}`],
     ['relative_path', relative_path],
     ['absolute_win32_path', parentPath],
   ];

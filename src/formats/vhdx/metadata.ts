@@ -5,6 +5,7 @@
  */
 import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
+import { guidFromText, guidText } from '../../binary/guid.js';
 import {
   GUIDS,
   ITEM_NAMES,
@@ -13,8 +14,6 @@ import {
   METADATA_TABLE_SIZE,
   MetadataTableEntry,
   MetadataTableHeader,
-  guidBytes,
-  guidText,
 } from './structs.js';
 import type { MetaItem } from './layout.js';
 import type { VhdxState } from './state.js';
@@ -46,7 +45,7 @@ export function removeItem(state: VhdxState, id: string): { at: number; data: Bu
 export function tableWrite(state: VhdxState): { at: number; data: Buffer } {
   const buf = Buffer.alloc(32 + Math.max(state.items.length + 1, 8) * 32);
   MetadataTableHeader.encode({ signature: METADATA_SIGNATURE, entryCount: state.items.length }, buf, 0);
-  state.items.forEach((x, i) => MetadataTableEntry.encode({ itemId: guidBytes(x.id)!, offset: x.offset, length: x.length, flags: x.flags }, buf, 32 + i * 32));
+  state.items.forEach((x, i) => MetadataTableEntry.encode({ itemId: guidFromText(x.id, 'le')!, offset: x.offset, length: x.length, flags: x.flags }, buf, 32 + i * 32));
   return { at: 0, data: buf };
 }
 
@@ -82,7 +81,7 @@ export function readMetadata(state: VhdxState, key: string): string | undefined 
   const e = state.locator?.entries;
   switch (key) {
     case 'uuid':
-      return guidText(state.virtualDiskId);
+      return guidText(state.virtualDiskId, 'le');
     case 'creator':
       return state.creator;
     case 'diskType':
@@ -94,9 +93,9 @@ export function readMetadata(state: VhdxState, key: string): string | undefined 
     case 'physicalSectorSize':
       return String(state.params.physicalSectorSize);
     case 'dataWriteGuid':
-      return guidText(state.header.dataWriteGuid);
+      return guidText(state.header.dataWriteGuid, 'le');
     case 'fileWriteGuid':
-      return guidText(state.header.fileWriteGuid);
+      return guidText(state.header.fileWriteGuid, 'le');
     case 'parentLinkage':
       return e?.get('parent_linkage');
     case 'parentRelativePath':
@@ -118,7 +117,7 @@ export async function writeMetadata(state: VhdxState, key: string, value: string
     const known = metadataKeys(state).includes(key);
     throw new DiskError('NOTSUPPORTED', known ? `${key} is read-only: it follows from the image's structure` : 'VHDX has no free-form metadata', { ...where, expected: 'uuid' });
   }
-  const id = guidBytes(value);
+  const id = guidFromText(value, 'le');
   if (!id) throw new DiskError('INVAL', 'bad value for uuid', { ...where, expected: 'a GUID (32 hex digits, dashes and braces optional)' });
   await state.commit(await metadataSectors(state, [...setItem(state, GUIDS.VIRTUAL_DISK_ID, id), tableWrite(state)]));
   state.virtualDiskId = id;

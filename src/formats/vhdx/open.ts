@@ -10,6 +10,7 @@ import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, OpenOptions } from '../types.js';
 import { LogOverlayStore, replayOf, scanLog, type Replay } from './log.js';
+import { guidText, isNullGuid, normalizeGuidText } from '../../binary/guid.js';
 import {
   ALIGN,
   BITMAP,
@@ -45,9 +46,6 @@ import {
   chunkRatio,
   creatorText,
   decodeParentLocator,
-  guidText,
-  isZeroGuid,
-  normalizeGuid,
   payloadIndex,
   type ParentLocator,
 } from './structs.js';
@@ -111,7 +109,7 @@ async function load(path: string, store: ByteStore, readOnly: boolean, preserveI
 
   // ---- the log (§16.5): a pending sequence is read through an overlay until it is replayed
   let replay: Replay | undefined;
-  const logGuidSet = !isZeroGuid(h.logGuid);
+  const logGuidSet = !isNullGuid(h.logGuid);
   if (logGuidSet && logLength > 0) {
     if (logLength > MAX_LOG_LENGTH) throw err('UNSUPPORTEDFEATURE', 'header', 'logLength', 'the log is too long to replay', `<= ${MAX_LOG_LENGTH}`, logLength);
     const scan = scanLog(await store.read(logOffset, logLength), h.logGuid, path);
@@ -172,7 +170,7 @@ async function load(path: string, store: ByteStore, readOnly: boolean, preserveI
   const items: MetaItem[] = [];
   for (let i = 0; i < mh.entryCount; i++) {
     const e = MetadataTableEntry.decode(mdTable, 32 + i * 32, path);
-    const id = guidText(e.itemId);
+    const id = guidText(e.itemId, 'le');
     const name = ITEM_NAMES[id] ?? `metadataTable[${i}]`;
     if (e.length > MAX_METADATA_ITEM) throw err('CORRUPT', 'metadataTable', `${name}.length`, 'metadata item is longer than 1 MiB', `<= ${MAX_METADATA_ITEM}`, e.length);
     if ((e.length === 0) !== (e.offset === 0)) throw err('CORRUPT', 'metadataTable', `${name}.offset`, 'metadata item offset is 0 exactly when its length is 0', e.length === 0 ? 0 : '>= 65536', e.offset);
@@ -221,7 +219,7 @@ async function load(path: string, store: ByteStore, readOnly: boolean, preserveI
     if (locator.type !== GUIDS.VHDX_PARENT_LOCATOR_TYPE) throw err('UNSUPPORTEDFEATURE', 'parentLocator', 'parentLocator.locatorType', 'the parent is not a VHDX (unknown locator type)', GUIDS.VHDX_PARENT_LOCATOR_TYPE, locator.type);
     const linkage = locator.entries.get('parent_linkage');
     if (linkage === undefined) throw err('CORRUPT', 'parentLocator', 'parent_linkage', 'the parent locator has no parent_linkage', 'the parent DataWriteGuid', 'none');
-    if (normalizeGuid(linkage) === undefined) throw err('CORRUPT', 'parentLocator', 'parent_linkage', 'parent_linkage is not a GUID', '{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}', linkage.slice(0, 80));
+    if (normalizeGuidText(linkage) === undefined) throw err('CORRUPT', 'parentLocator', 'parent_linkage', 'parent_linkage is not a GUID', '{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}', linkage.slice(0, 80));
   }
 
   // ---- BAT (§16.4)

@@ -5,6 +5,7 @@
  */
 import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
+import { guidFromText } from '../../binary/guid.js';
 import {
   ALIGN,
   GUIDS,
@@ -21,7 +22,6 @@ import {
   RegionTableHeader,
   batEntry,
   batEntryCount,
-  guidBytes,
   payloadIndex,
   withChecksum,
 } from './structs.js';
@@ -139,7 +139,7 @@ export async function growBatRegion(state: VhdxState, entries: number): Promise<
   const regions = state.regions.map((r) => (r === old ? { ...r, offset: at, length } : r));
   const table = await state.store.read(REGION_TABLE_OFFSETS[0]!, REGION_TABLE_SIZE);
   RegionTableHeader.encode({ signature: REGION_SIGNATURE, checksum: 0, entryCount: regions.length }, table, 0);
-  regions.forEach((r, i) => RegionTableEntry.encode({ guid: guidBytes(r.guid)!, fileOffset: BigInt(r.offset), length: r.length, flags: r.required ? REGION_REQUIRED : 0 }, table, 16 + i * 32));
+  regions.forEach((r, i) => RegionTableEntry.encode({ guid: guidFromText(r.guid, 'le')!, fileOffset: BigInt(r.offset), length: r.length, flags: r.required ? REGION_REQUIRED : 0 }, table, 16 + i * 32));
   withChecksum(table);
   const sectors = new Map<number, Buffer>();
   const used = Math.ceil((16 + regions.length * 32) / LOG_SECTOR);

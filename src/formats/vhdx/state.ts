@@ -11,6 +11,7 @@ import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding } from '../types.js';
 import { LogWriter, applyReplay, type Replay } from './log.js';
+import { NULL_GUID, isNullGuid, newGuid } from '../../binary/guid.js';
 import {
   HEADER_OFFSETS,
   HEADER_SIGNATURE,
@@ -19,13 +20,10 @@ import {
   MiB,
   PAYLOAD,
   REGION_TABLE_OFFSETS,
-  ZERO_GUID,
   batEntry,
   bitmapIndex,
   chunkRatio,
   encodeHeader,
-  isZeroGuid,
-  newGuid,
   payloadIndex,
   type HeaderValue,
   type ParentLocator,
@@ -42,7 +40,7 @@ export class VhdxState {
   /** BAT entries changed in memory, not yet committed through the log: BAT index -> raw entry */
   readonly pending = new Map<number, bigint>();
   readonly logWriter: LogWriter | undefined;
-  readonly sessionGuid = newGuid();
+  readonly sessionGuid = newGuid('le');
 
   // geometry
   readonly cr: number;
@@ -108,7 +106,7 @@ export class VhdxState {
       await applyReplay(this.store, replay);
       this.fileSize = await this.store.size();
     }
-    if (!isZeroGuid(this.header.logGuid)) await this.emptyLog();
+    if (!isNullGuid(this.header.logGuid)) await this.emptyLog();
     const other = 1 - chosen;
     if (!tables[other]!.equals(tables[chosen]!)) {
       await this.store.write(REGION_TABLE_OFFSETS[other]!, tables[chosen]!);
@@ -137,7 +135,7 @@ export class VhdxState {
   async beginDataWrite(): Promise<void> {
     if (this.dataGuidRenewed || this.preserveIdentity) return;
     this.dataGuidRenewed = true;
-    await this.updateHeader({ dataWriteGuid: newGuid() });
+    await this.updateHeader({ dataWriteGuid: newGuid('le') });
   }
 
   /**
@@ -146,9 +144,9 @@ export class VhdxState {
    * (the file is cut shorter after this by makeEmpty and repair).
    */
   async emptyLog(): Promise<void> {
-    if (isZeroGuid(this.header.logGuid) && isZeroGuid(this.headers[1 - this.current]!.value?.logGuid ?? ZERO_GUID)) return;
-    await this.updateHeader({ logGuid: ZERO_GUID });
-    await this.updateHeader({ logGuid: ZERO_GUID });
+    if (isNullGuid(this.header.logGuid) && isNullGuid(this.headers[1 - this.current]!.value?.logGuid ?? NULL_GUID)) return;
+    await this.updateHeader({ logGuid: NULL_GUID });
+    await this.updateHeader({ logGuid: NULL_GUID });
   }
 
   /** the structures of the file: header section, log, regions (never moved) */
@@ -187,8 +185,8 @@ export class VhdxState {
       const writer = this.logWriter;
       if (!writer) throw new DiskError('NOTSUPPORTED', 'this VHDX has no log: its metadata cannot be updated safely', { path: this.path, struct: 'header', field: 'logLength', found: 0 });
       await this.store.flush();
-      if (isZeroGuid(this.header.logGuid)) {
-        await this.updateHeader({ logGuid: newGuid() });
+      if (isNullGuid(this.header.logGuid)) {
+        await this.updateHeader({ logGuid: newGuid('le') });
         writer.reset();
       }
       const list = [...sectors.entries()].sort((a, b) => a[0] - b[0]);

@@ -2,10 +2,10 @@
  * On-disk structures of Microsoft VHDX (vhd.md part 2, §15-§16), all little-endian: the file
  * type identifier, the two 4 KiB headers, the region table, the metadata table and its items,
  * the BAT arithmetic (chunk ratio, entry indexes and counts), the log entry pieces and the
- * parent locator; plus GUIDs in Microsoft layout (u32 LE, u16 LE, u16 LE, 8 bytes as stored) and
- * the CRC-32C checksums. Nothing here does I/O.
+ * parent locator; and the CRC-32C checksums (GUIDs, stored in Microsoft layout, are binary/guid's
+ * 'le' order). Nothing here does I/O.
  */
-import { createHash, randomUUID } from '../../core/platform.js';
+import { guidFromText, guidText } from '../../binary/guid.js';
 import { crc32cWithZeroField } from '../../binary/crc32c.js';
 import { ascii, bytes, defineStruct, reserved, u16, u32, u64 } from '../../binary/struct.js';
 import { DiskError } from '../../core/errors.js';
@@ -322,56 +322,11 @@ export function encodeHeader(v: HeaderValue): Buffer {
   return withChecksum(Header.encode(v));
 }
 
-// ------------------------------------------------------------------ GUIDs (Microsoft layout)
-
-/** "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", lower case, from 16 bytes in Microsoft layout */
-export function guidText(b: Buffer, at = 0): string {
-  const h = (from: number, to: number) => b.subarray(at + from, at + to).toString('hex');
-  const le = (from: number, to: number) => Buffer.from(b.subarray(at + from, at + to)).reverse().toString('hex');
-  return `${le(0, 4)}-${le(4, 6)}-${le(6, 8)}-${h(8, 10)}-${h(10, 16)}`;
-}
-
-/** 16 bytes in Microsoft layout from GUID text (braces and dashes optional), or undefined */
-export function guidBytes(text: string): Buffer | undefined {
-  const m = /^\s*\{?([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})\}?\s*$/.exec(text);
-  if (!m) return undefined;
-  const le = (hex: string) => Buffer.from(hex, 'hex').reverse();
-  return Buffer.concat([le(m[1]!), le(m[2]!), le(m[3]!), Buffer.from(m[4]! + m[5]!, 'hex')]);
-}
-
-export function isZeroGuid(b: Buffer): boolean {
-  for (let i = 0; i < 16; i++) if (b[i] !== 0) return false;
-  return true;
-}
-
-export const ZERO_GUID = Buffer.alloc(16);
-
-/** a random (version 4) GUID */
-export function newGuid(): Buffer {
-  return guidBytes(randomUUID())!;
-}
-
-/** GUID text as vdkit prints and compares it: lower case, no braces */
-export function normalizeGuid(text: string): string | undefined {
-  const b = guidBytes(text);
-  return b ? guidText(b) : undefined;
-}
-
 /**
- * The GUID for an identity a chain operation gives (setIdentity, a child's parent id): GUID
- * text is used as it is; any other text (commit makes 8-hex-digit identities for VMDK-style
- * callers) becomes a name-based GUID (SHA-1, version 5 bits), the same in the base and in the
- * child that records it.
+ * What an identity that is not GUID text is hashed with (binary/guid guidFromIdentity): part of
+ * the bytes a child records as its parent's id, so it must never change.
  */
-export function guidFromIdentity(text: string): Buffer {
-  const direct = guidBytes(text);
-  if (direct) return direct;
-  const h = createHash('sha1').update('vdkit-vhdx-identity:').update(text.toLowerCase()).digest().subarray(0, 16);
-  h[6] = (h[6]! & 0x0f) | 0x50;
-  h[8] = (h[8]! & 0x3f) | 0x80;
-  const hex = h.toString('hex');
-  return guidBytes(`${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`)!;
-}
+export const IDENTITY_LABEL = 'vdkit-vhdx-identity:';
 
 // ------------------------------------------------------------------ BAT arithmetic (§16.4)
 
@@ -445,7 +400,7 @@ export function decodeParentLocator(item: Buffer, path: string): ParentLocator {
     const value = text('value', e.valueOffset, e.valueLength);
     if (!entries.has(key)) entries.set(key, value);
   }
-  return { type: guidText(h.locatorType), entries };
+  return { type: guidText(h.locatorType, 'le'), entries };
 }
 
 /** Encode a VHDX parent locator item with these key/value pairs (UTF-16LE, no terminators). */
@@ -453,7 +408,7 @@ export function encodeParentLocator(pairs: readonly (readonly [string, string])[
   const table = ParentLocatorHeader.size + pairs.length * ParentLocatorEntry.size;
   const strings: Buffer[] = [];
   const out = Buffer.alloc(table);
-  ParentLocatorHeader.encode({ locatorType: guidBytes(GUIDS.VHDX_PARENT_LOCATOR_TYPE)!, keyValueCount: pairs.length }, out, 0);
+  ParentLocatorHeader.encode({ locatorType: guidFromText(GUIDS.VHDX_PARENT_LOCATOR_TYPE, 'le')!, keyValueCount: pairs.length }, out, 0);
   let at = table;
   pairs.forEach(([k, v], i) => {
     const kb = Buffer.from(k, 'utf16le');
