@@ -30,6 +30,7 @@ import { discard } from '../ops/discard.js';
 import { formatInfo, formatProperties, hexDump, humanBytes, progressBar } from './output.js';
 import { parseGeometry, type DiskProperties } from '../ops/properties.js';
 import { vdiskmanager } from './vdiskmanager.js';
+import { registerServe } from './commands/serve.js';
 
 class UsageError extends Error {}
 
@@ -764,6 +765,8 @@ export function buildProgram(): Command {
     .action(async (args: string[]) => {
       exitStatus = await vdiskmanager(args);
     });
+
+  registerServe(program, (code) => (exitStatus = code));
 
   return program;
 }

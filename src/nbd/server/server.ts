@@ -169,7 +169,9 @@ export async function serve(opts: ServeOptions): Promise<NbdServer> {
   });
 
   const addr = listener.address();
-  const address: { host: string; port: number } | { socket: string } = typeof addr === 'string' ? { socket: addr } : 'socket' in listen ? { socket: listen.socket } : { host: addr!.address, port: addr!.port };
+  // an inherited (socket-activated) Unix socket may have no name at all
+  const address: { host: string; port: number } | { socket: string } =
+    typeof addr === 'string' || !addr ? { socket: 'socket' in listen ? listen.socket : (addr ?? '') } : 'socket' in listen ? { socket: listen.socket } : { host: addr.address, port: addr.port };
   const defaultName = specs.length ? specs[0]!.name : '';
   const scheme = tlsMode === 'require' ? 'nbds' : 'nbd';
   const path = encodeURIComponent(defaultName).replace(/%2F/g, '/');
