@@ -45,8 +45,9 @@ export class ExportTable {
     const out = this.fixed.map((e) => ({ name: e.name, description: e.description }));
     if (this.folder) {
       const exts = new Set(backends().flatMap((b) => b.extensions.map((x) => x.toLowerCase())));
-      const names = (await readdir(this.folder.dir, { withFileTypes: true }).catch(() => [])).filter((d) => d.isFile() && exts.has(extOf(d.name)));
-      for (const d of names.map((n) => n.name).sort()) out.push({ name: d, description: undefined });
+      const names = (await readdir(this.folder.dir).catch(() => [] as string[])).filter((n) => exts.has(extOf(n))).sort();
+      // only what a client could open: symlinks out of the folder stay hidden
+      for (const n of names) if (await safeJoin(this.folder.dir, n)) out.push({ name: n, description: undefined });
     }
     return out;
   }

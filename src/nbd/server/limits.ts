@@ -62,6 +62,11 @@ export class Budget {
     this.bytes += want;
   }
 
+  /** wait until one more request may start (without taking the slot) */
+  async room(): Promise<void> {
+    while (this.count >= this.maxCount) await new Promise<void>((r) => this.waiters.push(r));
+  }
+
   release(bytes: number): void {
     this.count--;
     this.bytes -= Math.min(bytes, this.maxBytes);

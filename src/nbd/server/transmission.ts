@@ -49,19 +49,18 @@ export async function transmit(conn: Connection, chosen: ChosenExport): Promise<
   const readOnly = (flags & TFlag.READ_ONLY) !== 0;
   const headerSize = conn.extended ? ExtendedRequest.size : Request.size;
   for (;;) {
-    await budget.acquire(0);
+    // stop reading requests while the connection's budget is spent: TCP then throttles the client
+    await budget.room();
     let head: Buffer;
     try {
       head = await conn.reader.read(headerSize);
     } catch {
-      budget.release(0);
       break; // client gone
     }
     let req: NbdRequest;
     try {
       req = decodeRequest(head, conn.extended);
     } catch {
-      budget.release(0);
       conn.destroy(); // wrong magic: nothing after it can be trusted
       break;
     }
@@ -73,15 +72,17 @@ export async function transmit(conn: Connection, chosen: ChosenExport): Promise<
       const n = req.length;
       if (n > BigInt(MAX_PAYLOAD) || req.type !== Cmd.WRITE) {
         if (n > BigInt(limits.maxSkip)) {
-          reply(conn, req, { errno: NbdErr.EINVAL, message: 'payload too large' });
-          budget.release(0);
+          reply(conn, req, { errno: NbdErr.EOVERFLOW, message: 'payload too large' });
           conn.end();
           break;
         }
-        await conn.reader.skip(Number(n)).catch(() => undefined);
+        try {
+          await conn.reader.skip(Number(n));
+        } catch {
+          break;
+        }
         framingError = new RequestError(n > BigInt(MAX_PAYLOAD) ? NbdErr.EOVERFLOW : NbdErr.EINVAL, n > BigInt(MAX_PAYLOAD) ? `payload of ${n} bytes is above the ${MAX_PAYLOAD}-byte maximum` : 'this command takes no payload');
       } else {
-        budget.release(0);
         await budget.acquire(Number(n));
         try {
           payload = await conn.reader.read(Number(n));
@@ -92,20 +93,17 @@ export async function transmit(conn: Connection, chosen: ChosenExport): Promise<
       }
     }
     if (req.type === Cmd.DISC) {
-      budget.release(payload?.length ?? 0);
+      if (payload) budget.release(payload.length);
       await budget.idle();
       conn.end();
       break;
     }
-    const held = payload?.length ?? 0;
-    let readHeld = 0;
-    if (req.type === Cmd.READ && !framingError && req.length <= BigInt(MAX_PAYLOAD)) {
-      // the reply buffer counts against the budget as a payload does
-      readHeld = Number(req.length);
-      budget.release(held);
-      await budget.acquire(readHeld);
+    let release = payload?.length ?? 0;
+    if (!payload) {
+      // a READ's reply buffer counts against the budget as a WRITE's payload does
+      release = req.type === Cmd.READ && !framingError && req.length <= BigInt(MAX_PAYLOAD) ? Number(req.length) : 0;
+      await budget.acquire(release);
     }
-    const release = held + readHeld;
     void (async () => {
       try {
         if (framingError) throw framingError;
