@@ -49,6 +49,8 @@ export class Connection {
   backend: ExportBackend | undefined;
   /** requests in flight (set in the transmission phase) */
   budget: Budget | undefined;
+  /** exports the last LIST named: each adds one option to the allowance */
+  listed = 0;
   /** in the transmission phase */
   transmitting = false;
   /** set once the socket is gone or being torn down */

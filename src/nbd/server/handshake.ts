@@ -54,7 +54,7 @@ export async function negotiate(conn: Connection): Promise<ChosenExport | undefi
       conn.destroy(); // wrong option magic: the stream cannot be trusted any more
       return undefined;
     }
-    if (h.length > ctx.limits.maxOptionData || ++options > ctx.limits.maxOptions) {
+    if (h.length > ctx.limits.maxOptionData || ++options > ctx.limits.maxOptions + conn.listed) {
       ctx.log?.(`connection ${conn.id}: ${h.length > ctx.limits.maxOptionData ? `option data of ${h.length} bytes` : 'too many options'}, closing`);
       conn.destroy();
       return undefined;
@@ -162,7 +162,10 @@ async function handleOption(conn: Connection, option: number, data: Buffer): Pro
   switch (option) {
     case Opt.LIST: {
       if (data.length) return void error(Rep.ERR_INVALID, 'LIST takes no data');
-      for (const e of await conn.ctx.exports.list()) reply(Rep.SERVER, encodeServerEntry(e.name, e.description));
+      const all = await conn.ctx.exports.list();
+      for (const e of all) reply(Rep.SERVER, encodeServerEntry(e.name, e.description));
+      // a lister may then ask INFO of each export (nbdkit grants the same)
+      conn.listed = Math.max(conn.listed, all.length);
       reply(Rep.ACK);
       return undefined;
     }
