@@ -177,32 +177,6 @@ export async function serve(opts: ServeOptions): Promise<NbdServer> {
   const path = encodeURIComponent(defaultName).replace(/%2F/g, '/');
   const uri = 'socket' in address ? `${scheme}+unix:///${path}?socket=${encodeURIComponent(address.socket).replace(/%2F/g, '/')}` : `${scheme}://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}/${path}`;
 
-  async function runConnection(conn: Connection): Promise<void> {
-    const timer = setTimeout(() => {
-      if (!conn.transmitting) {
-        ctx.log?.(`connection ${conn.id}: handshake took too long, closing`);
-        conn.destroy();
-      }
-    }, ctx.limits.handshakeMs);
-    try {
-      const chosen = await negotiate(conn);
-      clearTimeout(timer);
-      if (!chosen) return;
-      conn.exportName = chosen.name;
-      conn.backend = chosen.backend;
-      try {
-        await transmit(conn, chosen);
-      } finally {
-        await table.release(chosen.name).catch((err) => ctx.log?.(`closing export ${chosen.name}: ${(err as Error).message}`));
-      }
-    } catch (err) {
-      if (!conn.closing) ctx.log?.(`connection ${conn.id}: ${(err as Error).message}`);
-      conn.destroy();
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
   async function close(): Promise<void> {
     if (closing) return closing;
     closing = (async () => {
@@ -244,3 +218,34 @@ export async function serve(opts: ServeOptions): Promise<NbdServer> {
 }
 
 export type { Limits };
+
+/**
+ * One connection from greeting to close. Never rejects: whatever a client sends ends, at worst,
+ * its own connection. Exported for the protocol fuzzer, which drives it over in-memory streams.
+ */
+export async function runConnection(conn: Connection): Promise<void> {
+  const { ctx } = conn;
+  const timer = setTimeout(() => {
+    if (!conn.transmitting) {
+      ctx.log?.(`connection ${conn.id}: handshake took too long, closing`);
+      conn.destroy();
+    }
+  }, ctx.limits.handshakeMs);
+  try {
+    const chosen = await negotiate(conn);
+    clearTimeout(timer);
+    if (!chosen) return;
+    conn.exportName = chosen.name;
+    conn.backend = chosen.backend;
+    try {
+      await transmit(conn, chosen);
+    } finally {
+      await ctx.exports.release(chosen.name).catch((err) => ctx.log?.(`closing export ${chosen.name}: ${(err as Error).message}`));
+    }
+  } catch (err) {
+    if (!conn.closing) ctx.log?.(`connection ${conn.id}: ${(err as Error).message}`);
+    conn.destroy();
+  } finally {
+    clearTimeout(timer);
+  }
+}
