@@ -211,36 +211,39 @@ test('server SIGKILLed at 20 random moments of a write load: every write made du
     ['vpc', ['-f', 'vpc', '-o', 'force_size=on']],
     ['vhdx', ['-f', 'vhdx', '-o', 'block_size=1M']],
   ];
-  const rand = mulberry32(20);
-  const order = Array.from({ length: size / 65536 }, (_, i) => i).sort(() => rand() - 0.5);
-  for (const [fmt, args] of formats) {
-    const image = join(dir, `k.${fmt}`);
-    await ok('qemu-img', ['create', '-q', ...args, image, String(size)]);
-    let used = 0;
-    const nextBlock = () => order[used++ % order.length]!;
-    const survived = new Map<number, Buffer>();
-    for (let round = 0; round < 5; round++) {
-      for (const w of await killRound(join(dir, 'k.sock'), join(dir, 'k.pid'), image, rand, nextBlock, 150)) survived.set(w.offset, w.data);
-      if (fmt === 'vhdx') {
-        // a VHDX killed mid-session holds a log that is never marked applied: by design the next
-        // read-write open replays it (the spec's recovery); check calls an unreplayed log a
-        // corruption, so the image is recovered the way any VHDX reader would first
-        await (await Disk.open(image)).close();
+  // the four formats run side by side (each its own server process), to keep the wall time down
+  await Promise.all(
+    formats.map(async ([fmt, args], k) => {
+      const rand = mulberry32(20 + k);
+      const order = Array.from({ length: size / 65536 }, (_, i) => i).sort(() => rand() - 0.5);
+      const image = join(dir, `k.${fmt}`);
+      await ok('qemu-img', ['create', '-q', ...args, image, String(size)]);
+      let used = 0;
+      const nextBlock = () => order[used++ % order.length]!;
+      const survived = new Map<number, Buffer>();
+      for (let round = 0; round < 5; round++) {
+        for (const w of await killRound(join(dir, `${fmt}.sock`), join(dir, `${fmt}.pid`), image, rand, nextBlock, 150)) survived.set(w.offset, w.data);
+        if (fmt === 'vhdx') {
+          // a VHDX killed mid-session holds a log that is never marked applied: by design the next
+          // read-write open replays it (the spec's recovery); check calls an unreplayed log a
+          // corruption, so the image is recovered the way any VHDX reader would first
+          await (await Disk.open(image)).close();
+        }
+        const report = await checkDisk(image, { repair: false });
+        assert.equal(openFindings(report).corruptions, 0, `${fmt} round ${round}: ${JSON.stringify(report.findings)}`);
       }
-      const report = await checkDisk(image, { repair: false });
-      assert.equal(openFindings(report).corruptions, 0, `${fmt} round ${round}: ${JSON.stringify(report.findings)}`);
-    }
-    const d = await Disk.open(image, { readOnly: true });
-    try {
-      for (const [offset, data] of survived) assert.ok((await d.read(offset, 65536)).equals(data), `${fmt}: durable write at ${offset} lost`);
-    } finally {
-      await d.close();
-    }
-    t.diagnostic(`${fmt}: ${used} writes sent over 5 kills, ${survived.size} durable ones read back`);
-    assert.ok(survived.size > 0, 'some writes were made durable');
-    if (fmt !== 'vpc') {
-      const chk = await run('qemu-img', ['check', '-f', fmt, image]);
-      assert.ok(chk.code === 0 || chk.code === 3, `qemu-img check ${fmt}: ${chk.stdout}${chk.stderr}`); // 3: leaks only
-    }
-  }
+      const d = await Disk.open(image, { readOnly: true });
+      try {
+        for (const [offset, data] of survived) assert.ok((await d.read(offset, 65536)).equals(data), `${fmt}: durable write at ${offset} lost`);
+      } finally {
+        await d.close();
+      }
+      t.diagnostic(`${fmt}: ${used} writes sent over 5 kills, ${survived.size} durable ones read back`);
+      assert.ok(survived.size > 0, 'some writes were made durable');
+      if (fmt !== 'vpc') {
+        const chk = await run('qemu-img', ['check', '-f', fmt, image]);
+        assert.ok(chk.code === 0 || chk.code === 3, `qemu-img check ${fmt}: ${chk.stdout}${chk.stderr}`); // 3: leaks only
+      }
+    }),
+  );
 });
