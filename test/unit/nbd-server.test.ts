@@ -169,6 +169,22 @@ test('structured replies: zero-length read is one NONE chunk, block status REQ_O
   assert.equal(zero.payload.readUInt32BE(0), NbdErr.EINVAL);
 });
 
+test('a client reading its replies slowly holds one drain wait, not one listener per request', async (t) => {
+  const warnings: Error[] = [];
+  const onWarning = (w: Error) => warnings.push(w);
+  process.on('warning', onWarning);
+  t.after(() => process.off('warning', onWarning));
+  const { connect } = await start(t, { backend: memoryBackend(4 * MiB), limits: { maxQueuedReplies: 0 } });
+  const { c } = await ready(connect, false);
+  c.socket.pause();
+  for (let i = 0; i < 64; i++) c.request({ type: Cmd.READ, cookie: BigInt(i), offset: 0n, length: BigInt(MiB) });
+  await new Promise((r) => setTimeout(r, 300));
+  c.socket.resume();
+  for (let i = 0; i < 64; i++) await c.readReply(MiB);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(warnings.map((w) => w.name), []);
+});
+
 test('replies complete out of order, and a client that never reads is held at 16 requests in flight', async (t) => {
   const backend = memoryBackend(MiB);
   let started = 0;

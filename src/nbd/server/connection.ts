@@ -56,6 +56,7 @@ export class Connection {
   /** set once the socket is gone or being torn down */
   closing = false;
   private readonly closedPromise: Promise<void>;
+  private drainWait: Promise<void> | undefined;
   private closedResolve!: () => void;
 
   constructor(
@@ -97,19 +98,25 @@ export class Connection {
     return true;
   }
 
-  /** resolves once queued replies have gone out (or the socket closed): reply backpressure */
-  async drained(): Promise<void> {
+  /**
+   * Reply backpressure: resolves at once while less than `limit` bytes of replies wait in the
+   * socket, else when it has drained (or closed). One shared wait per connection, however many
+   * requests are held by it.
+   */
+  drained(limit: number): Promise<void> {
     const s = this.socket;
-    if (!s.writableNeedDrain || s.destroyed) return;
-    await new Promise<void>((resolve) => {
+    if (s.destroyed || s.writableLength <= limit) return Promise.resolve();
+    this.drainWait ??= new Promise<void>((resolve) => {
       const done = () => {
         s.off('drain', done);
         s.off('close', done);
+        this.drainWait = undefined;
         resolve();
       };
       s.on('drain', done);
       s.on('close', done);
     });
+    return this.drainWait;
   }
 
   /** hard close */

@@ -18,6 +18,8 @@ export interface Limits {
   maxInFlight: number;
   /** payload and read bytes held at once per connection */
   maxBytesInFlight: number;
+  /** reply bytes queued on the socket beyond which a finished request keeps its slot until the client reads */
+  maxQueuedReplies: number;
   /** a WRITE payload above MAX_PAYLOAD but below this is read and dropped (EINVAL, connection kept); above it the connection ends */
   maxSkip: number;
   /** extents per block-status chunk */
@@ -33,6 +35,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxQueries: 64,
   maxInFlight: 16,
   maxBytesInFlight: 64 * 1024 * 1024,
+  maxQueuedReplies: 8 * 1024 * 1024,
   maxSkip: 128 * 1024 * 1024,
   maxExtents: 128 * 1024,
   maxStatusLength: 1024 * 1024 * 1024,

@@ -114,7 +114,7 @@ export async function transmit(conn: Connection, chosen: ChosenExport): Promise<
         else if (err instanceof FastZeroUnsupported) reply(conn, req, { errno: NbdErr.ENOTSUP, message: err.message });
         else reply(conn, req, { errno: nbdErrno(err), message: err instanceof DiskError ? err.message : String((err as Error | undefined)?.message ?? err) });
       }
-      await conn.drained();
+      await conn.drained(limits.maxQueuedReplies);
       budget.release(release);
     })();
   }
