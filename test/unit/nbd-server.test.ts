@@ -285,6 +285,11 @@ test('--dir: names that climb out, absolute names and symlinks out of the folder
   assert.ok(await safeJoin(dir, 'sub/inner.raw'));
   const table = new ExportTable([], { dir });
   assert.deepEqual((await table.list()).map((e) => e.name), ['alias.raw', 'disk.raw']);
+  // two names of one file share one open image (two writers on one file would corrupt it)
+  const a = await table.acquire((await table.find('disk.raw'))!);
+  const b = await table.acquire((await table.find('alias.raw'))!);
+  assert.equal(a, b);
+  await table.closeAll();
   const server = await serve({ dir, listen: { socket: join(root, 's.sock') } });
   t.after(() => server.close());
   const c = await RawClient.connect(server.address as { socket: string });

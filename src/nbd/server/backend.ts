@@ -55,6 +55,8 @@ export interface ExportBackend {
 /** what an export is called and how it is opened (the server opens it when a client picks it) */
 export interface ExportSpec {
   name: string;
+  /** exports with the same key share one open backend (default: the name); --dir uses the real path */
+  key?: string;
   description?: string;
   open(): Promise<ExportBackend>;
 }

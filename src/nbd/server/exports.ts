@@ -61,17 +61,19 @@ export class ExportTable {
     const path = await safeJoin(this.folder.dir, name);
     if (!path) return undefined;
     const opts = { untrusted: true, ...this.folder.open };
-    return { name, open: () => openDiskBackend(path, opts) };
+    // two names of one file (a symlink beside it) must share one open image, never two writers
+    return { name, key: `path:${path}`, open: () => openDiskBackend(path, opts) };
   }
 
   /** open (or share) the backend of `spec`; pair with release() */
   async acquire(spec: ExportSpec, pinned = false): Promise<ExportBackend> {
-    let o = this.open.get(spec.name);
+    const key = keyOf(spec);
+    let o = this.open.get(key);
     if (!o) {
       o = { backend: spec.open(), refs: 0, pinned };
-      this.open.set(spec.name, o);
+      this.open.set(key, o);
       o.backend.catch(() => {
-        if (this.open.get(spec.name) === o) this.open.delete(spec.name);
+        if (this.open.get(key) === o) this.open.delete(key);
       });
     }
     o.refs++;
@@ -83,12 +85,13 @@ export class ExportTable {
     }
   }
 
-  async release(name: string): Promise<void> {
-    const o = this.open.get(name);
+  async release(spec: ExportSpec): Promise<void> {
+    const key = keyOf(spec);
+    const o = this.open.get(key);
     if (!o) return;
     o.refs--;
     if (o.refs > 0 || o.pinned) return;
-    this.open.delete(name);
+    this.open.delete(key);
     const b = await o.backend;
     await b.flush().catch(() => {});
     await b.close();
@@ -110,6 +113,10 @@ export class ExportTable {
     }
     if (errors.length) throw errors[0];
   }
+}
+
+function keyOf(spec: ExportSpec): string {
+  return spec.key ?? `name:${spec.name}`;
 }
 
 function extOf(name: string): string {

@@ -20,6 +20,7 @@ import type { Connection, ContextKind } from './connection.js';
 
 export interface ChosenExport {
   name: string;
+  spec: ExportSpec;
   backend: ExportBackend;
 }
 
@@ -148,7 +149,7 @@ async function openExport(conn: Connection, name: string): Promise<ChosenExport 
   const spec = await conn.ctx.exports.find(name);
   if (!spec) return undefined;
   const backend = await conn.ctx.exports.acquire(spec);
-  return { name: spec.name, backend };
+  return { name: spec.name, spec, backend };
 }
 
 async function lookup(conn: Connection, name: string): Promise<ExportSpec | undefined> {
@@ -218,12 +219,12 @@ async function handleOption(conn: Connection, option: number, data: Buffer): Pro
       reply(Rep.INFO, encodeInfoBlockSize(bs.minimum, bs.preferred, bs.maximum));
       reply(Rep.ACK);
       if (option === Opt.INFO) {
-        await conn.ctx.exports.release(spec.name);
+        await conn.ctx.exports.release(spec);
         return undefined;
       }
       // contexts chosen for another export do not carry over (qemu does the same)
       if (conn.meta && conn.meta.exportName !== req.name) conn.meta = undefined;
-      return { name: spec.name, backend };
+      return { name: spec.name, spec, backend };
     }
     default:
       error(Rep.ERR_UNSUP, `option ${option} is not supported`);

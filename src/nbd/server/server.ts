@@ -76,11 +76,12 @@ export interface NbdServer {
 export async function serve(opts: ServeOptions): Promise<NbdServer> {
   const specs: ExportSpec[] = [...(opts.exports ?? [])];
   const images = (opts.images ?? []).map((i) => (typeof i === 'string' ? { path: i } : i));
-  for (const img of images) {
+  const imageSpecs: ExportSpec[] = images.map((img) => {
     const name = img.name ?? (images.length === 1 && specs.length === 0 && !opts.dir ? '' : basename(img.path));
     const openOpts = { readOnly: opts.readOnly, singleLink: opts.singleLink, format: img.format };
-    specs.push({ name, description: img.description, open: () => openDiskBackend(img.path, openOpts) });
-  }
+    return { name, description: img.description, open: () => openDiskBackend(img.path, openOpts) };
+  });
+  specs.push(...imageSpecs);
   if (specs.length === 0 && !opts.dir) throw new DiskError('INVAL', 'nothing to serve: give images, exports or a folder');
   const names = new Set<string>();
   for (const s of specs) {
@@ -110,12 +111,10 @@ export async function serve(opts: ServeOptions): Promise<NbdServer> {
     log: opts.log,
   };
 
-  // the images named up front are opened now, so a bad one fails serve() instead of a client
+  // the images named up front are opened now, so a bad one fails serve() instead of a client,
+  // and stay open (pinned) until close()
   try {
-    for (const s of specs.filter((x) => images.length > 0 && x.name !== undefined)) {
-      if (opts.exports?.includes(s)) continue;
-      await table.acquire(s, true);
-    }
+    for (const s of imageSpecs) await table.acquire(s, true);
   } catch (err) {
     await table.closeAll().catch(() => {});
     throw err;
@@ -240,7 +239,7 @@ export async function runConnection(conn: Connection): Promise<void> {
     try {
       await transmit(conn, chosen);
     } finally {
-      await ctx.exports.release(chosen.name).catch((err) => ctx.log?.(`closing export ${chosen.name}: ${(err as Error).message}`));
+      await ctx.exports.release(chosen.spec).catch((err) => ctx.log?.(`closing export ${chosen.name}: ${(err as Error).message}`));
     }
   } catch (err) {
     if (!conn.closing) ctx.log?.(`connection ${conn.id}: ${(err as Error).message}`);
