@@ -88,3 +88,15 @@ test('vdkit serve --dir --persistent --pid-file: lists the folder, serves by nam
   await ok('qemu-img', ['check', '-f', 'qcow2', join(served, 'a.qcow2')]);
   await ok('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x55 0 1M', join(served, 'a.qcow2')]);
 });
+
+test('vdkit serve --single-link serves the top of a chain alone; without it every link shows in the allocation depth', async (t) => {
+  if (!skipUnless(t, 'nbdinfo', 'qemu-img', 'qemu-io')) return;
+  const dir = (await tmpDir(t)).path;
+  const fx = await makeFixture(dir, 'chain');
+  const depths = async (extra: string[]) => {
+    const r = await ok(process.execPath, [vdkit(), 'serve', '-r', '-q', '-k', join(dir, 'c.sock'), ...extra, '--run', 'nbdinfo --map=qemu:allocation-depth --json "$NBD_URI"', fx.path]);
+    return new Set((JSON.parse(r.stdout) as { type: number }[]).map((e) => e.type));
+  };
+  assert.deepEqual([...(await depths([]))].sort(), [0, 1, 2, 3]);
+  assert.deepEqual([...(await depths(['--single-link']))].sort(), [0, 1]);
+});
