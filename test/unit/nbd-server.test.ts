@@ -247,6 +247,20 @@ test('CAN_MULTI_CONN is advertised only when more than one connection may share 
   assert.equal((await ready(b.connect, false)).flags & TFlag.CAN_MULTI_CONN, 0);
 });
 
+test('--shared 1: a second client waits, unanswered, until the first leaves', async (t) => {
+  const { connect } = await start(t, { shared: 1 });
+  const { c: first } = await ready(connect, false);
+  const second = await connect();
+  const greeting = second.reader.read(18);
+  let greeted = false;
+  void greeting.then(() => (greeted = true));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(greeted, false, 'no greeting while the first client is served');
+  first.request({ type: Cmd.DISC });
+  await greeting;
+  assert.equal(greeted, true);
+});
+
 test('close() lets a request in flight finish and be answered, then refuses new clients', async (t) => {
   const backend = memoryBackend(MiB);
   let gate!: () => void;
