@@ -27,3 +27,6 @@ export { discard, type DiscardOptions, type DiscardResult } from './ops/discard.
 export type { InPlaceOptions, InPlaceResult } from './formats/types.js';
 export { VixDiskLib, VixDiskLibError } from './compat/vixdisklib.js';
 export * as vixdisklib from './compat/vixdisklib.js';
+export { serve, type ServeOptions, type NbdServer, type ImageExport, type ListenOptions, type ServeTlsOptions } from './nbd/server/server.js';
+export type { ExportBackend, ExportSpec, BackendExtent, BlockSizes } from './nbd/server/backend.js';
+export { openDiskBackend, diskBackend } from './nbd/server/disk-backend.js';

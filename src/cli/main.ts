@@ -52,6 +52,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   { names: ['delete'], load: async () => (await import('./commands/delete.js')).deleteCommand },
   { names: ['chain'], load: async () => (await import('./commands/chain.js')).chain },
   { names: ['vdiskmanager'], load: async () => (await import('./commands/vdiskmanager.js')).vdiskmanager },
+  { names: ['serve', 'nbd'], load: async () => (await import('./commands/serve.js')).serveCommand },
 ];
 
 /**

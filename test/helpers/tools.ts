@@ -23,6 +23,14 @@ const PACKAGE_OF: Record<string, string> = {
   vmdkinfo: 'libvmdk-utils',
   vhdiinfo: 'libvhdi-utils',
   bunzip2: 'bzip2',
+  'qemu-nbd': 'qemu-utils',
+  nbdinfo: 'libnbd-bin',
+  nbdcopy: 'libnbd-bin',
+  nbdsh: 'python3-libnbd',
+  nbdkit: 'nbdkit',
+  nbdfuse: 'nbdfuse',
+  fusermount3: 'fuse3',
+  openssl: 'openssl',
 };
 
 const toolCache = new Map<string, string | undefined>();

@@ -1,0 +1,126 @@
+/**
+ * Reads exact byte counts from a stream ("need N bytes" states): a 'data' event is never assumed
+ * to be one message. It pauses the stream once more than `highWater` bytes wait unread beyond
+ * what a pending read needs, so a client that sends faster than the server works is throttled
+ * by TCP instead of buffered without end.
+ */
+import type { Duplex } from 'node:stream';
+import { DiskError } from '../../core/errors.js';
+
+export class ConnectionClosed extends DiskError {
+  constructor(what: string) {
+    super('FILEIO', `connection closed ${what}`);
+  }
+}
+
+export class ByteReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private want: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
+  private ended: Error | undefined;
+  private paused = false;
+  private readonly onData = (b: Buffer) => this.push(b);
+  private readonly onEnd = () => this.fail(new ConnectionClosed('by the client'));
+  private readonly onError = (e: Error) => this.fail(e);
+
+  constructor(
+    private readonly stream: Duplex,
+    private readonly highWater = 1024 * 1024,
+  ) {
+    stream.on('data', this.onData);
+    stream.on('end', this.onEnd);
+    stream.on('close', this.onEnd);
+    stream.on('error', this.onError);
+  }
+
+  /** bytes received but not yet read */
+  get pending(): number {
+    return this.buffered;
+  }
+
+  /** true while a read waits for bytes that have not come */
+  get waiting(): boolean {
+    return this.want !== undefined;
+  }
+
+  /** stop listening (before handing the socket to TLS); the stream is left paused */
+  detach(): void {
+    this.stream.off('data', this.onData);
+    this.stream.off('end', this.onEnd);
+    this.stream.off('close', this.onEnd);
+    this.stream.off('error', this.onError);
+    this.stream.pause();
+  }
+
+  read(n: number): Promise<Buffer> {
+    if (this.want) return Promise.reject(new DiskError('INTERNAL', 'two reads at once on one connection'));
+    if (this.buffered >= n) return Promise.resolve(this.take(n));
+    if (this.ended) return Promise.reject(this.ended);
+    if (this.paused) this.resume();
+    return new Promise((resolve, reject) => {
+      this.want = { n, resolve, reject };
+    });
+  }
+
+  /** read and drop `n` bytes without holding more than a chunk of them */
+  async skip(n: number): Promise<void> {
+    while (n > 0) {
+      const step = Math.min(n, this.highWater);
+      await this.read(step);
+      n -= step;
+    }
+  }
+
+  private push(b: Buffer): void {
+    this.chunks.push(b);
+    this.buffered += b.length;
+    const w = this.want;
+    if (w && this.buffered >= w.n) {
+      this.want = undefined;
+      w.resolve(this.take(w.n));
+    }
+    if (!this.paused && this.buffered > this.highWater + (this.want?.n ?? 0)) {
+      this.paused = true;
+      this.stream.pause();
+    }
+  }
+
+  private resume(): void {
+    this.paused = false;
+    this.stream.resume();
+  }
+
+  private take(n: number): Buffer {
+    let out: Buffer;
+    const first = this.chunks[0];
+    if (first && first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let at = 0;
+      while (at < n) {
+        const c = this.chunks[0]!;
+        const k = Math.min(c.length, n - at);
+        c.copy(out, at, 0, k);
+        at += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
+      }
+    }
+    this.buffered -= n;
+    if (this.paused && this.buffered <= this.highWater) this.resume();
+    return out;
+  }
+
+  private fail(e: Error): void {
+    if (this.ended) return;
+    this.ended = e;
+    const w = this.want;
+    if (w) {
+      this.want = undefined;
+      w.reject(e);
+    }
+  }
+}
