@@ -1,0 +1,155 @@
+/**
+ * What the VixDiskLib calls share (vixdisklib.ts, vixdisklib-admin.ts): the library's state
+ * (Init, connections, handles), the call wrapper that turns failures into VixDiskLibErrors, and
+ * the checks and conversions more than one call needs. Internal: vixdisklib.ts exports none of it.
+ */
+import { DiskError } from '../core/errors.js';
+import { SECTOR_SIZE } from '../core/ints.js';
+import type { Disk } from '../disk.js';
+import { toVixError, vixFail as fail } from './vixdisklib-errors.js';
+import { DEFAULT_CONFIG, VIX_LOG_ERROR, VIX_LOG_INFO, VIX_LOG_PANIC, VixLogger, type VixDiskLibConfig } from './vixdisklib-log.js';
+import {
+  VIXDISKLIB_ADAPTER_IDE,
+  VIXDISKLIB_ADAPTER_SCSI_BUSLOGIC,
+  VIXDISKLIB_ADAPTER_SCSI_LSILOGIC,
+  VIXDISKLIB_ADAPTER_UNKNOWN,
+  VIXDISKLIB_DISK_MONOLITHIC_FLAT,
+  VIXDISKLIB_DISK_MONOLITHIC_SPARSE,
+  VIXDISKLIB_DISK_SPLIT_FLAT,
+  VIXDISKLIB_DISK_SPLIT_SPARSE,
+  VIXDISKLIB_DISK_STREAM_OPTIMIZED,
+  VIXDISKLIB_DISK_VMFS_FLAT,
+  VIXDISKLIB_DISK_VMFS_SPARSE,
+  VIXDISKLIB_DISK_VMFS_THIN,
+  type VixDiskLibConnectParams,
+  type VixDiskLibConnection,
+  type VixDiskLibHandle,
+  type VixDiskLibProgressFunc,
+} from './vixdisklib-types.js';
+
+/** run a call body, turning whatever it throws into a VixDiskLibError (reported to the warn callback) */
+export async function call<T>(body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (err) {
+    const e = toVixError(err);
+    const line = `VixDiskLib: ${e.vixCode} (${e.vixError}): ${e.message}${e.details.path ? ` [${e.details.path}]` : ''}`;
+    log(line, VIX_LOG_ERROR);
+    if (e.code === 'INTERNAL') log(line, VIX_LOG_PANIC);
+    throw e;
+  }
+}
+
+export interface ConnectionState {
+  open: boolean;
+  params: VixDiskLibConnectParams;
+  /** ConnectEx(readOnly = true): every Open is read-only, and calls that write refuse */
+  readOnly: boolean;
+}
+
+export interface HandleState {
+  disk: Disk | undefined;
+  connection: VixDiskLibConnection;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Library state
+
+/** set by Init/InitEx/Exit: an object, since a module importing a `let` cannot assign it */
+export const lib: { initialised: boolean; logger: VixLogger; config: Readonly<VixDiskLibConfig> } = {
+  initialised: false,
+  logger: new VixLogger({}),
+  config: DEFAULT_CONFIG,
+};
+export const connections = new WeakMap<VixDiskLibConnection, ConnectionState>();
+export const handles = new WeakMap<VixDiskLibHandle, HandleState>();
+
+export function log(message: string, level = VIX_LOG_INFO): void {
+  lib.logger.emit(level, message);
+}
+
+export function needInit(): void {
+  if (!lib.initialised) throw fail('NOINIT', 'VIX_E_DISK_NOINIT', 'call VixDiskLib_Init first');
+}
+
+export function liveConnection(connection: VixDiskLibConnection): ConnectionState {
+  needInit();
+  const state = connection ? connections.get(connection) : undefined;
+  if (!state || !state.open) throw fail('INVAL', 'VIX_E_DISK_INVALID_CONNECTION', 'not a connected VixDiskLib connection (Connect it, and do not use it after Disconnect)');
+  return state;
+}
+
+/** a live connection that may write (not made by ConnectEx with readOnly) */
+export function writableConnection(connection: VixDiskLibConnection, what: string, path: string): ConnectionState {
+  const state = liveConnection(connection);
+  if (state.readOnly) throw new DiskError('RDONLY', `${what} writes, and this connection was made read-only (VixDiskLib_ConnectEx with readOnly)`, { path, field: 'readOnly' });
+  return state;
+}
+
+export function liveDisk(handle: VixDiskLibHandle): Disk {
+  const state = handle ? handles.get(handle) : undefined;
+  if (!state) throw fail('INVAL', 'VIX_E_DISK_INVAL', 'not a disk handle from VixDiskLib_Open');
+  if (!state.disk) throw new DiskError('CLOSED', 'the disk handle has been closed (or attached)', { path: handle.path });
+  return state.disk;
+}
+
+/** a sector number or count: a safe non-negative integer */
+export function sectors(value: number, field: string, path?: string): number {
+  if (!Number.isSafeInteger(value) || value < 0) throw fail('INVAL', 'VIX_E_DISK_INVAL', `${field} must be a whole number of sectors`, { path, field, found: value });
+  if (!Number.isSafeInteger(value * SECTOR_SIZE)) throw fail('INVAL', 'VIX_E_DISK_INVAL', `${field} is too large`, { path, field, found: value });
+  return value;
+}
+
+export function progressOf(fn: VixDiskLibProgressFunc | null | undefined, data: unknown): { report: (percent: number) => void; signal: AbortSignal } {
+  const abort = new AbortController();
+  let last = -1;
+  return {
+    signal: abort.signal,
+    report(percent: number) {
+      const p = Math.max(0, Math.min(100, Math.floor(percent)));
+      if (!fn || p === last) return;
+      last = p;
+      if (fn(data, p) === false) abort.abort(new Error('progress function returned false'));
+    },
+  };
+}
+
+export function cancelled(signal: AbortSignal, path: string): void {
+  if (signal.aborted) throw new DiskError('CANCELLED', undefined, { path }, { cause: signal.reason });
+}
+
+const DISK_TYPES: Record<number, { type: string; thin?: boolean } | undefined> = {
+  [VIXDISKLIB_DISK_MONOLITHIC_SPARSE]: { type: 'monolithicSparse' },
+  [VIXDISKLIB_DISK_MONOLITHIC_FLAT]: { type: 'monolithicFlat' },
+  [VIXDISKLIB_DISK_SPLIT_SPARSE]: { type: 'twoGbMaxExtentSparse' },
+  [VIXDISKLIB_DISK_SPLIT_FLAT]: { type: 'twoGbMaxExtentFlat' },
+  [VIXDISKLIB_DISK_VMFS_FLAT]: { type: 'vmfs' },
+  [VIXDISKLIB_DISK_STREAM_OPTIMIZED]: { type: 'streamOptimized' },
+  [VIXDISKLIB_DISK_VMFS_THIN]: { type: 'vmfs', thin: true },
+};
+
+export function diskTypeOf(diskType: number, path: string): { type: string; thin?: boolean } {
+  const t = DISK_TYPES[diskType];
+  if (!t) {
+    const what = diskType === VIXDISKLIB_DISK_VMFS_SPARSE ? 'VMFS_SPARSE disks cannot be created here' : `unknown disk type ${diskType}`;
+    throw fail(diskType === VIXDISKLIB_DISK_VMFS_SPARSE ? 'NOTSUPPORTED' : 'INVAL', diskType === VIXDISKLIB_DISK_VMFS_SPARSE ? 'VIX_E_DISK_NOTSUPPORTED' : 'VIX_E_DISK_INVAL', what, { path, field: 'diskType', found: diskType });
+  }
+  return t;
+}
+
+const ADAPTERS: Record<number, string | undefined> = {
+  [VIXDISKLIB_ADAPTER_IDE]: 'ide',
+  [VIXDISKLIB_ADAPTER_SCSI_BUSLOGIC]: 'buslogic',
+  [VIXDISKLIB_ADAPTER_SCSI_LSILOGIC]: 'lsilogic',
+};
+
+export function adapterName(adapterType: number, path: string): string {
+  const a = ADAPTERS[adapterType];
+  if (!a) throw fail('INVAL', 'VIX_E_DISK_INVAL', `unknown adapter type ${adapterType}`, { path, field: 'adapterType', found: adapterType });
+  return a;
+}
+
+export function adapterNumber(name: string | undefined): number {
+  for (const [n, a] of Object.entries(ADAPTERS)) if (a === name) return Number(n);
+  return VIXDISKLIB_ADAPTER_UNKNOWN;
+}
