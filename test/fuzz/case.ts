@@ -78,22 +78,16 @@ export function countFds(): number {
   }
 }
 
+const ZERO_BLOCK = Buffer.alloc(4096);
+
 /** write `b` to `path` sparsely: only the 4 KiB blocks that hold something */
 function writeSparse(path: string, b: Buffer): void {
   const fd = openSync(path, 'w');
   try {
     ftruncateSync(fd, b.length);
-    const BLK = 4096;
-    for (let at = 0; at < b.length; at += BLK) {
-      const end = Math.min(b.length, at + BLK);
-      let zero = true;
-      for (let i = at; i < end; i++) {
-        if (b[i] !== 0) {
-          zero = false;
-          break;
-        }
-      }
-      if (!zero) writeSync(fd, b, at, end - at, at);
+    for (let at = 0; at < b.length; at += ZERO_BLOCK.length) {
+      const end = Math.min(b.length, at + ZERO_BLOCK.length);
+      if (!b.subarray(at, end).equals(ZERO_BLOCK.subarray(0, end - at))) writeSync(fd, b, at, end - at, at);
     }
   } finally {
     closeSync(fd);

@@ -60,8 +60,6 @@ export interface Summary {
   seeds: string[];
   perFormat: Record<string, { cases: number; outcomes: Record<string, number> }>;
   findings: KeptFinding[];
-  /** cases over the time limit once, within it on the retry */
-  slowOnce: number;
 }
 
 export function findingKey(format: string, kind: string, message: string): string {
@@ -79,7 +77,7 @@ export async function fuzz(opts: FuzzOptions): Promise<Summary> {
     log(`${seeds.length} seeds: ${seeds.map((s) => s.name).join(', ')}`);
     const scratch = join(root, 'cases');
     mkdirSync(scratch);
-    const summary: Summary = { seed: opts.seed, mode: opts.mode, cases: 0, ms: 0, seeds: seeds.map((s) => s.name), perFormat: {}, findings: [], slowOnce: 0 };
+    const summary: Summary = { seed: opts.seed, mode: opts.mode, cases: 0, ms: 0, seeds: seeds.map((s) => s.name), perFormat: {}, findings: [] };
     const byKey = new Map<string, KeptFinding>();
     const first = opts.first ?? 0;
     let next = first;
@@ -89,14 +87,7 @@ export async function fuzz(opts: FuzzOptions): Promise<Summary> {
         const i = next++;
         if (i >= first + opts.cases) return;
         const spec = caseSpec(i, opts, seeds, formats, scratch);
-        let r = await pool.run(spec);
-        if (r.finding?.kind === 'hang') {
-          const again = await pool.run(spec);
-          if (!again.finding) {
-            summary.slowOnce++;
-            r = again;
-          }
-        }
+        const r = await pool.run(spec);
         const pf = (summary.perFormat[spec.format] ??= { cases: 0, outcomes: {} });
         pf.cases++;
         summary.cases++;
@@ -205,7 +196,6 @@ export function formatSummary(s: Summary): string {
       .join(', ');
     lines.push(`  ${f.padEnd(6)} ${String(p.cases).padStart(7)} cases: ${outs}`);
   }
-  if (s.slowOnce) lines.push(`  ${s.slowOnce} cases over the time limit once and within it on the retry (not findings)`);
   lines.push(`${s.findings.length} distinct findings`);
   for (const f of s.findings) {
     lines.push(`  ${f.kind} x${f.count} (${f.format}, seed image ${f.seedName}, ${f.mode}): ${f.message}`);

@@ -20,12 +20,26 @@ export interface PoolOptions {
 interface Slot {
   child: ChildProcess;
   ready: Promise<void>;
-  busy?: { spec: CaseSpec; resolve: (r: CaseResult) => void; timer: NodeJS.Timeout; rss0: number };
+  busy?: { spec: CaseSpec; resolve: (r: CaseResult) => void; timer: NodeJS.Timeout; rss0: number; cpu0: number; t0: number; limit: number };
   stderr: string;
 }
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 const MiB = 1024 * 1024;
+
+/** CPU time (user + system) a process has used, ms (/proc/<pid>/stat, 100 ticks a second) */
+function cpuOf(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return 0;
+  }
+}
+
+/** a case that waits this long (wall clock) without using its CPU time is a stall */
+const STALL_MS = 30_000;
 
 function rssOf(pid: number | undefined): number {
   try {
@@ -122,21 +136,29 @@ export class Pool {
     if (w) w();
   }
 
-  async run(spec: CaseSpec): Promise<CaseResult> {
+  async run(spec: CaseSpec, timeoutMs = this.timeoutMs): Promise<CaseResult> {
     for (;;) {
       const free = this.slots.find((s) => !s.busy);
       if (free) {
         const slot = free;
-        slot.busy = { spec, resolve: () => {}, timer: undefined as unknown as NodeJS.Timeout, rss0: 0 };
+        slot.busy = { spec, resolve: () => {}, timer: undefined as unknown as NodeJS.Timeout, rss0: 0, cpu0: 0, t0: 0, limit: timeoutMs };
         await slot.ready;
         if (slot !== this.slots[this.slots.indexOf(slot)] || this.closed) throw new Error('pool closed');
         return new Promise<CaseResult>((resolve) => {
-          slot.busy = {
-            spec,
-            resolve,
-            rss0: rssOf(slot.child.pid),
-            timer: setTimeout(() => this.kill(slot, 'hang', `no answer in ${this.timeoutMs} ms`), this.timeoutMs),
+          // The limit is on CPU time: on a loaded machine wall time says little. A case that
+          // neither finishes nor uses its CPU time for STALL_MS (a promise never settled) stalls.
+          const pid = slot.child.pid;
+          const cpu0 = cpuOf(pid);
+          const t0 = performance.now();
+          const tick = () => {
+            if (slot.busy?.spec !== spec) return;
+            const cpu = cpuOf(pid) - cpu0;
+            const wall = performance.now() - t0;
+            if (cpu > timeoutMs) this.kill(slot, 'hang', `over ${timeoutMs} ms of CPU time (${Math.round(wall)} ms wall)`);
+            else if (wall > Math.max(STALL_MS, timeoutMs)) this.kill(slot, 'hang', `no answer in ${Math.round(wall)} ms (${cpu} ms of CPU time: stalled)`);
+            else slot.busy.timer = setTimeout(tick, 100);
           };
+          slot.busy = { spec, resolve, rss0: rssOf(pid), cpu0, t0, limit: timeoutMs, timer: setTimeout(tick, Math.min(timeoutMs, 100)) };
           slot.child.send({ type: 'case', spec });
         });
       }

@@ -9,7 +9,8 @@
  *   how many more), field `TABLE[first..last]`, the offset of the first; the message of the first
  *   entry is kept as the example. Memory per problem is constant.
  * - The caller keeps which entries to change (a typed array or the table itself) and marks the
- *   findings repaired with `findings()`' result.
+ *   findings repaired with `findings()`' result, or passes the flags a problem's findings get
+ *   (repaired, wouldRepair, notRepairable) with its first entry.
  */
 import type { CheckFinding } from '../types.js';
 
@@ -38,7 +39,11 @@ interface Group {
   moreRuns: number;
   /** the current run is in `runs` */
   shown: boolean;
+  flags?: Flags;
 }
+
+/** what a repair did (or would do) about every entry of a problem */
+export type Flags = Pick<CheckFinding, 'repaired' | 'wouldRepair' | 'notRepairable'>;
 
 export class EntryFindings {
   private readonly groups = new Map<string, Group>();
@@ -49,10 +54,10 @@ export class EntryFindings {
    * Entry `i` has problem `key` (entries must come in ascending order per key). `single` makes
    * the message when it is the first entry of the problem (only then called).
    */
-  add(key: string, i: number, kind: CheckFinding['kind'], problem: string, repair: string, single: () => string): void {
+  add(key: string, i: number, kind: CheckFinding['kind'], problem: string, repair: string, single: () => string, flags?: Flags): void {
     const g = this.groups.get(key);
     if (!g) {
-      this.groups.set(key, { kind, problem, repair, count: 1, first: i, last: i, example: single(), runs: [[i, i]], moreRuns: 0, shown: true });
+      this.groups.set(key, { kind, problem, repair, count: 1, first: i, last: i, example: single(), runs: [[i, i]], moreRuns: 0, shown: true, flags });
       return;
     }
     g.count++;
@@ -75,7 +80,7 @@ export class EntryFindings {
     const out: CheckFinding[] = [];
     for (const g of this.groups.values()) {
       if (g.count === 1) {
-        out.push({ kind: g.kind, message: g.example, struct: t.struct, field: `${t.name}[${g.first}]`, offset: t.offsetOf(g.first) });
+        out.push({ kind: g.kind, message: g.example, struct: t.struct, field: `${t.name}[${g.first}]`, offset: t.offsetOf(g.first), ...g.flags });
         continue;
       }
       const runs = g.runs.map(([a, z]) => (a === z ? `${a}` : `${a}-${z}`)).join(', ');
@@ -86,6 +91,8 @@ export class EntryFindings {
         struct: t.struct,
         field: `${t.name}[${g.first}..${g.last}]`,
         offset: t.offsetOf(g.first),
+        count: g.count,
+        ...g.flags,
       });
     }
     return out;
