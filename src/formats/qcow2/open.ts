@@ -78,7 +78,7 @@ export async function loadQcow2(path: string, store: ByteStore, readOnly: boolea
     throw bad('backing_file_size', 'backing file name is too long', `<= ${MAX_BACKING_NAME} bytes`, h.backing_file_size);
   }
   if (backingOffset !== 0 && (backingOffset + h.backing_file_size > cs || backingOffset + h.backing_file_size > fileSize)) {
-    throw bad('backing_file_size', 'backing file name runs past cluster 0 or the end of the file', `<= ${Math.min(cs, fileSize) - backingOffset}`, h.backing_file_size);
+    throw bad('backing_file_size', 'backing file name runs past cluster 0 or the end of the file', atMost(Math.min(cs, fileSize) - backingOffset), h.backing_file_size);
   }
   const extEnd = Math.min(backingOffset !== 0 ? backingOffset : cs, c0.length);
   const exts: ExtensionRecord[] = [];
