@@ -22,7 +22,7 @@
 import { DiskError } from '../../core/errors.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { separateSharedActive } from './dedupe.js';
-import { FindingLog, fieldSpan, span } from './findings.js';
+import { FindingLog, fieldSpan, span } from '../common/findings.js';
 import type { Qcow2State } from './state.js';
 import { emptyEntry, readTables, words } from './tables.js';
 import { AUTOCLEAR, EXT, MAX_L1_BYTES, decodeL1, decodeL2, getRefcount } from './structs.js';

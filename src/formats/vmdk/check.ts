@@ -12,7 +12,7 @@ import { rewriteHeader } from './layout.js';
 import type { SparseState } from './map.js';
 import { isRedundant, metadataOverlaps, overlapMessage, scanGrainEntries, type EntryProblem, type Overlap } from './overlap.js';
 import { FLAG_REDUNDANT_GD } from './structs.js';
-import { EntryFindings } from '../common/entry-findings.js';
+import { EntryFindings } from '../common/findings.js';
 
 /**
  * Consistency check of this extent (grain tables against the file and against their
@@ -29,7 +29,7 @@ export async function checkExtent(this: SparseState, repair: boolean, dryRun = f
   const redundantSuspect = this.overlaps.length > 0 || hits.length > 0 ? await checkOverlaps.call(this, repair, dryRun, findings, hits) : false;
   const fileSectors = Math.ceil(this.fileSize / SECTOR_SIZE);
   const used = new Map<number, number>(); // grain sector -> grain index
-  // one finding per problem with a count (common/entry-findings.ts): a garbage table gave one per entry
+  // one finding per problem with a count (common/findings.ts): a garbage table gave one per entry
   const gtes = new EntryFindings({ name: 'GTE', struct: where.struct, offsetOf: (gi) => this.gd[Math.floor(gi / this.numGTEs)]! * SECTOR_SIZE + (gi % this.numGTEs) * 4 });
   const rgts = new EntryFindings({ name: 'RGT', struct: 'redundant grain table', offsetOf: (g) => this.rgd![g]! * SECTOR_SIZE });
   const rgdes = new EntryFindings({ name: 'RGDE', struct: 'redundant grain directory', offsetOf: (g) => this.rgdOffsetBytes + g * 4 });
