@@ -207,6 +207,6 @@ export function formatSummary(s: Summary): string {
 }
 
 /** read a kept case's sidecar */
-export function readSidecar(path: string): { format: string; main: string; mode: 'ro' | 'rw'; rngSeed: number; files: Record<string, string>; expect: { finding: false; outcome?: string } } {
+export function readSidecar(path: string): { format: string; main: string; mode: 'ro' | 'rw'; rngSeed: number; files: Record<string, string>; found?: { kind: string }; expect: { finding: false; outcome?: string } } {
   return JSON.parse(readFileSync(path, 'utf8'));
 }
