@@ -166,3 +166,23 @@ for (const [to, grows] of [[544 * MiB, true], [32 * MiB, false]] as const) {
     await d.close();
   });
 }
+
+test('vmdk check: a garbage grain table gives one finding per problem with a count, not one per entry', async (t) => {
+  const p = await image((await tmpDir(t)).path);
+  const { gd, rgd } = await header(p);
+  for (const g of [0, 1]) {
+    const gt = await u32At(p, gd * 512 + g * 4);
+    assert.notEqual(gt, 0, `grain table ${g} exists`);
+    await poke(p, gt * 512, Buffer.alloc(512 * 4, 0x7f)); // 512 entries naming sector 0x7f7f7f7f, far past the end
+  }
+  assert.notEqual(await u32At(p, rgd * 512), 0);
+  const r = await check(p);
+  const gte = r.findings.filter((f) => f.field?.startsWith('GTE'));
+  assert.equal(gte.length, 1, JSON.stringify(r.findings.slice(0, 3)));
+  assert.equal(gte[0]!.count, 1024);
+  assert.equal(gte[0]!.field, 'GTE[0..1023]');
+  assert.match(gte[0]!.message, /^1024 GTE entries \(0-1023\) point outside the grain area/);
+  const rgt = r.findings.filter((f) => f.field?.startsWith('RGT'));
+  // table 0's copy names other grains (differs); table 1 had none, so its copy only lags
+  assert.deepEqual(rgt.map((f) => [f.kind, f.field, f.count]), [['corruption', 'RGT[0]', undefined], ['warning', 'RGT[1]', undefined]]);
+});

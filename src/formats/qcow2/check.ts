@@ -22,7 +22,7 @@
 import { DiskError } from '../../core/errors.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { separateSharedActive } from './dedupe.js';
-import { FindingLog, fieldSpan, span } from './findings.js';
+import { FindingLog, fieldSpan, span } from '../common/findings.js';
 import type { Qcow2State } from './state.js';
 import { emptyEntry, readTables, words } from './tables.js';
 import { AUTOCLEAR, EXT, MAX_L1_BYTES, decodeL1, decodeL2, getRefcount } from './structs.js';
@@ -94,6 +94,13 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
    * snapshots, or named a million times by a crafted L1, costs one read.
    */
   const l2Refs = new Map<number, { times: number; field: string; active: boolean }>();
+  /**
+   * An L1 entry whose L2 table cannot be walked (misaligned, past the end): the clusters that
+   * table named are unknown, so clusters that look leaked may be its data, and freeing them
+   * would lose it for good (QEMU still counts what the damaged entry points at, and called the
+   * image worse after such a repair). Leaks are then reported, not freed.
+   */
+  let lostTables = 0;
   const collectL1 = (l1: Buffer, count: number, label: string, active: boolean): void => {
     for (let i = 0; i < count; i++) {
       const e = decodeL1(l1, i);
@@ -102,6 +109,7 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
       if (e.offset === 0) continue;
       if (e.offset % cs !== 0) {
         badEntry('L2 table offsets not cluster aligned', `L2 table offset ${hex(e.offset)} is not cluster aligned; L1 entry corrupted`, 'L1 table', at, e.offset);
+        lostTables++;
         continue;
       }
       const known = l2Refs.get(e.offset);
@@ -115,6 +123,7 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
     for (const [off, r] of l2Refs) {
       const [, label, i] = /^(.*)\[(\d+)\]$/.exec(r.field)!;
       if (inc(off, cs, L2, 'L2 table', 'L1 table', r.field, r.times, { table: label!, idx: Number(i) })) inside.push(off);
+      else lostTables++;
     }
     for await (const [off, l2] of readTables(img, inside)) {
       const r = l2Refs.get(off)!;
@@ -211,8 +220,13 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
     const want = ref[c]!;
     if (s === want) continue;
     if (s > want) {
-      log.add('leak', `${s}:${want}`, c, refcountLine('Leaked', s, want), { struct: 'refcount block', offset: c * cs, ...flags(true) });
-      lower.push(c);
+      const line = refcountLine('Leaked', s, want);
+      const kept = (a: number, b: number) => {
+        const t = line(a, b);
+        return { ...t, message: `${t.message} (not freed: ${lostTables} L2 table${lostTables === 1 ? '' : 's'} could not be walked, so these clusters may hold their data)` };
+      };
+      log.add('leak', `${s}:${want}`, c, lostTables && opts.repair ? kept : line, { struct: 'refcount block', offset: c * cs, ...flags(lostTables === 0) });
+      if (lostTables === 0) lower.push(c);
       leakedClusters++;
     } else {
       const fixable = role[c] === DATA || role[c] === L2;

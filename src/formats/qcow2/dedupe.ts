@@ -20,8 +20,8 @@
  * sharing (which this repair finds again) plus leaked copies.
  */
 import { DiskError } from '../../core/errors.js';
-import { fieldSpan } from './findings.js';
-import type { FindingLog } from './findings.js';
+import { fieldSpan } from '../common/findings.js';
+import type { FindingLog } from '../common/findings.js';
 import type { Qcow2State } from './state.js';
 import { decodeL1, decodeL2, encodeL2 } from './structs.js';
 import { emptyEntry, readTables, words } from './tables.js';

@@ -3,7 +3,7 @@
  * snapshot table validated before anything is trusted; then, for a read-write open, what must
  * hold before the first write (no corrupt bit, refcounts rebuilt when dirty, a consistent image).
  */
-import { DiskError } from '../../core/errors.js';
+import { DiskError, atMost } from '../../core/errors.js';
 import { toSafeNumber } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -78,7 +78,7 @@ export async function loadQcow2(path: string, store: ByteStore, readOnly: boolea
     throw bad('backing_file_size', 'backing file name is too long', `<= ${MAX_BACKING_NAME} bytes`, h.backing_file_size);
   }
   if (backingOffset !== 0 && (backingOffset + h.backing_file_size > cs || backingOffset + h.backing_file_size > fileSize)) {
-    throw bad('backing_file_size', 'backing file name runs past cluster 0 or the end of the file', `<= ${Math.min(cs, fileSize) - backingOffset}`, h.backing_file_size);
+    throw bad('backing_file_size', 'backing file name runs past cluster 0 or the end of the file', atMost(Math.min(cs, fileSize) - backingOffset), h.backing_file_size);
   }
   const extEnd = Math.min(backingOffset !== 0 ? backingOffset : cs, c0.length);
   const exts: ExtensionRecord[] = [];
@@ -162,7 +162,7 @@ export async function loadQcow2(path: string, store: ByteStore, readOnly: boolea
   const l1Offset = toSafeNumber(h.l1_table_offset, { path, struct: 'header', field: 'l1_table_offset' });
   if (h.l1_size > 0) {
     if (l1Offset === 0 || l1Offset % cs !== 0) throw bad('l1_table_offset', 'L1 table offset is not a cluster boundary after the header', `a non-zero multiple of ${cs}`, l1Offset);
-    if (l1Offset + h.l1_size * 8 > fileSize) throw bad('l1_table_offset', 'L1 table lies past the end of the file', `<= ${fileSize - h.l1_size * 8}`, l1Offset);
+    if (l1Offset + h.l1_size * 8 > fileSize) throw bad('l1_table_offset', 'L1 table lies past the end of the file', atMost(fileSize - h.l1_size * 8), l1Offset);
   }
   const l1 = h.l1_size > 0 ? await store.read(l1Offset, h.l1_size * 8) : Buffer.alloc(0);
 

@@ -2,7 +2,7 @@
  * Internal snapshots (qcow2.md §8): the table read and bounded at open. Creating, reading and
  * deleting snapshots is not offered yet; writes respect their sharing (COPIED flags).
  */
-import { DiskError } from '../../core/errors.js';
+import { DiskError, atMost } from '../../core/errors.js';
 import { toSafeNumber } from '../../core/ints.js';
 import type { ByteStore } from '../../storage/store.js';
 import { type HeaderValue, MAX_SNAPSHOT_EXTRA, MAX_SNAPSHOT_TABLE_BYTES, MAX_SNAPSHOTS, SnapshotHeader } from './structs.js';
@@ -32,7 +32,7 @@ async function readSnapshots(path: string, store: ByteStore, h: HeaderValue, fil
   const offset = toSafeNumber(h.snapshots_offset, { path, struct: 'header', field: 'snapshots_offset' });
   if (offset === 0 || offset % cs !== 0) throw new DiskError('CORRUPT', 'snapshot table offset is not a cluster boundary after the header', { path, struct: 'header', field: 'snapshots_offset', found: offset });
   // smallest possible table: 40 bytes per entry
-  if (offset + n * 40 > fileSize) throw new DiskError('CORRUPT', 'snapshot table lies past the end of the file', { path, struct: 'header', field: 'snapshots_offset', expected: `<= ${fileSize - n * 40}`, found: offset });
+  if (offset + n * 40 > fileSize) throw new DiskError('CORRUPT', 'snapshot table lies past the end of the file', { path, struct: 'header', field: 'snapshots_offset', expected: atMost(fileSize - n * 40), found: offset });
   const limit = Math.min(fileSize, offset + MAX_SNAPSHOT_TABLE_BYTES);
   // a window over the table, refilled as entries are parsed
   let win: Buffer = Buffer.alloc(0);

@@ -5,7 +5,7 @@
  * maintain.ts, compact.ts, defrag.ts, resize.ts, check.ts) are plain functions over this state;
  * image.ts adds the data path, which the state declares abstract so maintenance can call it.
  */
-import { DiskError } from '../../core/errors.js';
+import { DiskError, atMost } from '../../core/errors.js';
 import { inflateRawSync, zlibConstants as zc } from '../../core/platform.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -212,7 +212,7 @@ export abstract class Qcow2State {
     }
     const where = { path: this.path, struct: 'L1 table', field: `l1[${i}]`, found: e.offset };
     if (e.offset % this.clusterSize !== 0) throw new DiskError('CORRUPT', 'L2 table offset is not cluster aligned', where);
-    if (e.offset + this.clusterSize > this.file.size) throw new DiskError('CORRUPT', 'L2 table lies past the end of the file', { ...where, expected: `<= ${this.file.size - this.clusterSize}` });
+    if (e.offset + this.clusterSize > this.file.size) throw new DiskError('CORRUPT', 'L2 table lies past the end of the file', { ...where, expected: atMost(this.file.size - this.clusterSize) });
     const t = await this.store.read(e.offset, this.clusterSize);
     this.cacheL2(e.offset, t);
     return t;

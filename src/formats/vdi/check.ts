@@ -33,7 +33,7 @@
  *      after the copy leaves an unreferenced copy in a hole, which is still a hole; the count
  *      does not change);
  *   3. the file cut after the last block (a kill before this leaves a trailing leak).
- * - One finding per kind of bad entry with a count (common/entry-findings.ts), so a garbage
+ * - One finding per kind of bad entry with a count (common/findings.ts), so a garbage
  *   map of millions of entries costs a typed array, not a finding each; the map is bounded by
  *   the file (parseHeader).
  * - A dry run does all the arithmetic and writes nothing; legacy v0 images are never written.
@@ -42,7 +42,7 @@ import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
-import { EntryFindings } from '../common/entry-findings.js';
+import { EntryFindings } from '../common/findings.js';
 import { readU32Array, u32Bytes } from '../../binary/tables.js';
 import { parseHeader } from './open.js';
 import { writeHeaderAndMap } from './map.js';

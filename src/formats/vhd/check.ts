@@ -19,7 +19,7 @@
  *   cutting it to the entries in use (a whole sector of them): the blocks stay, and what is read
  *   never depends on the claim (a crafted claim once made check read the file as BAT entries).
  * - Memory and work are bounded by the file, not by the header: one finding per kind of bad
- *   entry with a count (common/entry-findings.ts), the repair writes the BAT in 64 KiB windows.
+ *   entry with a count (common/findings.ts), the repair writes the BAT in 64 KiB windows.
  * - BAT: an entry whose block runs past the end of the file, overlaps the footer copy, header,
  *   BAT or parent locator data, or overlaps another block (the later entry in BAT order loses)
  *   is a corruption; a repair marks it unused (the block then reads as zeros, or from the parent
@@ -44,7 +44,7 @@ import { ceilDiv, isPowerOfTwo, roundUp } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
-import { EntryFindings } from '../common/entry-findings.js';
+import { EntryFindings } from '../common/findings.js';
 import { readU32Array, u32Bytes } from '../../binary/tables.js';
 import { capacityOf } from './layout.js';
 import {

@@ -3,7 +3,7 @@
  * the 4 KiB sectors a change touches, for a log commit), and the metadata keys an image
  * exposes (readMetadata, writeMetadata: only the Virtual Disk ID is writable).
  */
-import { DiskError } from '../../core/errors.js';
+import { DiskError, atMost } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import { guidFromText, guidText } from '../../binary/guid.js';
 import {
@@ -28,7 +28,7 @@ export function setItem(state: VhdxState, id: string, data: Buffer, flags?: numb
     for (const x of state.items) if (x.id !== id && x.length > 0) end = Math.max(end, x.offset + x.length);
     offset = roundUp(end, 8);
     if (offset + data.length > state.meta.length) {
-      throw new DiskError('NOTSUPPORTED', 'the metadata region has no room for this item', { path: state.path, struct: 'metadataTable', field: ITEM_NAMES[id] ?? id, expected: `<= ${state.meta.length - offset} bytes`, found: data.length });
+      throw new DiskError('NOTSUPPORTED', 'the metadata region has no room for this item', { path: state.path, struct: 'metadataTable', field: ITEM_NAMES[id] ?? id, expected: atMost(state.meta.length - offset, ' bytes'), found: data.length });
     }
   }
   const entry: MetaItem = { id, offset, length: data.length, flags: flags ?? old?.flags ?? 0 };

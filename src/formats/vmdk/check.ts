@@ -12,6 +12,7 @@ import { rewriteHeader } from './layout.js';
 import type { SparseState } from './map.js';
 import { isRedundant, metadataOverlaps, overlapMessage, scanGrainEntries, type EntryProblem, type Overlap } from './overlap.js';
 import { FLAG_REDUNDANT_GD } from './structs.js';
+import { EntryFindings } from '../common/findings.js';
 
 /**
  * Consistency check of this extent (grain tables against the file and against their
@@ -28,6 +29,13 @@ export async function checkExtent(this: SparseState, repair: boolean, dryRun = f
   const redundantSuspect = this.overlaps.length > 0 || hits.length > 0 ? await checkOverlaps.call(this, repair, dryRun, findings, hits) : false;
   const fileSectors = Math.ceil(this.fileSize / SECTOR_SIZE);
   const used = new Map<number, number>(); // grain sector -> grain index
+  // one finding per problem with a count (common/findings.ts): a garbage table gave one per entry
+  const gtes = new EntryFindings({ name: 'GTE', struct: where.struct, offsetOf: (gi) => this.gd[Math.floor(gi / this.numGTEs)]! * SECTOR_SIZE + (gi % this.numGTEs) * 4 });
+  const rgts = new EntryFindings({ name: 'RGT', struct: 'redundant grain table', offsetOf: (g) => this.rgd![g]! * SECTOR_SIZE });
+  const rgdes = new EntryFindings({ name: 'RGDE', struct: 'redundant grain directory', offsetOf: (g) => this.rgdOffsetBytes + g * 4 });
+  const rgtFlags = repair && dryRun ? { wouldRepair: true } : repair && !this.readOnly ? { repaired: true } : undefined;
+  // its bytes are not in the file (truncated) or are metadata: no repair brings them back
+  const outsideNote = repair ? " (not repairable by vdkit: the grain's data is not in the file; read-write opens stay refused; copy what reads with convert from a read-only open)" : '';
   for (let g = 0; g < this.gd.length; g++) {
     if (this.gd[g] === 0) continue;
     const table = await readU32Array(this.store, this.gd[g]! * SECTOR_SIZE, this.numGTEs);
@@ -36,17 +44,11 @@ export async function checkExtent(this: SparseState, repair: boolean, dryRun = f
       if (e <= 1) continue;
       const gi = g * this.numGTEs + i;
       if (e < this.overHeadSectors || (!this.compressed && e >= fileSectors)) {
-        const f: CheckFinding = { kind: 'corruption', message: `grain ${gi} points outside the grain area (sector ${e})`, ...where, field: `GTE[${gi}]`, offset: e * SECTOR_SIZE };
-        if (repair) {
-          // its bytes are not in the file (truncated) or are metadata: no repair brings them back
-          f.message += ' (not repairable by vdkit: the grain\'s data is not in the file; read-write opens stay refused; copy what reads with convert from a read-only open)';
-          f.notRepairable = true;
-        }
-        findings.push(f);
+        gtes.add('outside', gi, 'corruption', 'point outside the grain area', repair ? 'vdkit cannot repair them' : 'a repair cannot bring their data back', () => `grain ${gi} points outside the grain area (sector ${e})${outsideNote}`, repair ? { notRepairable: true } : undefined);
         continue;
       }
       const other = used.get(e);
-      if (other !== undefined) findings.push({ kind: 'corruption', message: `grains ${other} and ${gi} share sector ${e}`, ...where, field: `GTE[${gi}]`, offset: e * SECTOR_SIZE });
+      if (other !== undefined) gtes.add('shared', gi, 'corruption', 'share a sector with an earlier grain', 'a repair leaves them', () => `grains ${other} and ${gi} share sector ${e}`);
       else used.set(e, gi);
     }
     // a redundant table that overlaps other metadata is reported above, never compared or rewritten
@@ -64,20 +66,15 @@ export async function checkExtent(this: SparseState, repair: boolean, dryRun = f
           if (copy[i] === table[i] || copy[i]! <= 1) continue;
           lagging = table[i]! > 1 && (await sameGrain.call(this, table[i]!, copy[i]!, fileSectors));
         }
-        const f: CheckFinding = lagging
-          ? { kind: 'warning', message: `redundant grain table ${g} lags the primary (an interrupted write, discard or grain move)`, struct: 'redundant grain table', field: `RGT[${g}]`, offset: this.rgd[g]! * SECTOR_SIZE }
-          : { kind: 'corruption', message: `redundant grain table ${g} differs from the primary`, struct: 'redundant grain table', field: `RGT[${g}]`, offset: this.rgd[g]! * SECTOR_SIZE };
-        if (repair && dryRun) f.wouldRepair = true;
-        else if (repair && !this.readOnly) {
-          await this.store.write(this.rgd[g]! * SECTOR_SIZE, u32Bytes(table, 0, table.length));
-          f.repaired = true;
-        }
-        findings.push(f);
+        if (lagging) rgts.add('lagging', g, 'warning', 'lag the primary (an interrupted write, discard or grain move)', 'a repair copies the primary', () => `redundant grain table ${g} lags the primary (an interrupted write, discard or grain move)`, rgtFlags);
+        else rgts.add('differs', g, 'corruption', 'differ from the primary', 'a repair copies the primary', () => `redundant grain table ${g} differs from the primary`, rgtFlags);
+        if (repair && !dryRun && !this.readOnly) await this.store.write(this.rgd[g]! * SECTOR_SIZE, u32Bytes(table, 0, table.length));
       }
     } else if (this.rgd && this.rgd[g] === 0) {
-      findings.push({ kind: 'corruption', message: `redundant grain directory entry ${g} is missing`, struct: 'redundant grain directory', field: `RGDE[${g}]` });
+      rgdes.add('missing', g, 'corruption', 'are missing', 'a repair leaves them', () => `redundant grain directory entry ${g} is missing`);
     }
   }
+  findings.push(...gtes.findings(), ...rgts.findings(), ...rgdes.findings());
   if (this.compressed) return { findings, leakedBytes: 0 };
   // leaks: grain-sized slots after the metadata area that no table uses. Tables allocated
   // later (for directory entries that had none) and directories a resize moved past the

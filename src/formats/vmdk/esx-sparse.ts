@@ -27,7 +27,7 @@
  *   4096-entry tables, no flags, zero reserved words and padding) and a clean journal
  *   (replayJournal = 0): the format is not documented, and those are the files anyone has checked.
  */
-import { DiskError, type ErrorCode } from '../../core/errors.js';
+import { DiskError, atMost, type ErrorCode } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, toSafeNumber } from '../../core/ints.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent, BlockState } from '../types.js';
@@ -270,7 +270,7 @@ export class EsxSparseExtent implements Extent {
       if (hi !== 0x10000000) throw new DiskError('CORRUPT', 'grain directory entry is neither empty nor an allocated grain table', { ...where, expected: '0 or 0x10000000xxxxxxxx', found: hex((BigInt(hi) << 32n) | BigInt(lo)) });
       if (lo >= gtSlots) throw new DiskError('CORRUPT', 'grain table index out of range', { ...where, expected: `< ${gtSlots} (grainTablesSize / ${SESPARSE_GT_SECTORS})`, found: lo });
       const at = (gtAreaAt + lo * SESPARSE_GT_SECTORS) * SECTOR_SIZE;
-      if (at + gtBytes > fileSize) throw new DiskError('CORRUPT', 'grain table lies past the end of the file', { ...where, expected: `<= ${fileSize - gtBytes} bytes`, found: at });
+      if (at + gtBytes > fileSize) throw new DiskError('CORRUPT', 'grain table lies past the end of the file', { ...where, expected: atMost(fileSize - gtBytes, ' bytes'), found: at });
       const other = used.get(lo);
       if (other !== undefined) throw new DiskError('CORRUPT', `grain directory entries ${other} and ${i} name the same grain table`, { ...where, found: lo });
       used.set(lo, i);

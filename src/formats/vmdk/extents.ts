@@ -32,6 +32,8 @@ export class FlatExtent implements Extent {
     private readonly fileOffset: number,
     fileSize: number,
     private readonly readOnly: boolean,
+    /** false when an earlier line of the same file owns (and closes) the store */
+    private readonly ownsStore = true,
   ) {
     this.fileSize = fileSize;
   }
@@ -57,7 +59,7 @@ export class FlatExtent implements Extent {
     await this.store.flush();
   }
   async close(): Promise<void> {
-    await this.store.close();
+    if (this.ownsStore) await this.store.close();
   }
 }
 

@@ -5,7 +5,7 @@
  * share them without importing one another.
  */
 import { randomBytes, randomInt } from '../../core/platform.js';
-import { DiskError } from '../../core/errors.js';
+import { DiskError, atMost } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { Geometry } from '../types.js';
@@ -106,7 +106,7 @@ export function checkDirectory(dir: Uint32Array, field: 'GDE' | 'RGDE', gtSector
     if (e === 0) continue;
     used++;
     if (e + gtSectors > fileSectors) {
-      throw new DiskError('CORRUPT', 'grain table lies past the end of the file', { path, struct: field === 'GDE' ? 'grain directory' : 'redundant grain directory', field: `${field}[${i}]`, expected: `<= ${fileSectors - gtSectors}`, found: e });
+      throw new DiskError('CORRUPT', 'grain table lies past the end of the file', { path, struct: field === 'GDE' ? 'grain directory' : 'redundant grain directory', field: `${field}[${i}]`, expected: atMost(fileSectors - gtSectors), found: e });
     }
   }
   if (used * gtSectors > fileSectors) {

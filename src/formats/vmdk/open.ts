@@ -202,6 +202,11 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
   const self = await fileId(ns, path);
   if (self) seen.set(self, [{ line: { access: 'RW', sectorCount: 1, type: 'ZERO', offsetSectors: 0 }, n: 0 }]);
   const lines = descriptor.extents();
+  // A descriptor may name one file on many lines (up to the extent cap): its path is resolved
+  // and checked once, and FLAT lines of one file share one open store (1001 lines opening and
+  // checking the file each took over a second per check).
+  const resolved = new Map<string, { file: string; id: string | undefined }>();
+  const flatStores = new Map<string, { store: ByteStore; size: number }>();
   for (let n = 1; n <= lines.length; n++) {
     const line = lines[n - 1]!;
     if (line.type === 'ZERO') {
@@ -211,8 +216,13 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
     if (line.type === 'VMFSRDM' || line.type === 'VMFSRAW') {
       throw new DiskError('NOTSUPPORTED', `${line.type} extents are not supported`, { path, field: 'extent type', found: line.type });
     }
-    const file = await resolveExtentPath(ns, path, line.fileName!, !!opts.allowExternalExtents);
-    const id = await fileId(ns, file);
+    let r = resolved.get(line.fileName!);
+    if (!r) {
+      const file = await resolveExtentPath(ns, path, line.fileName!, !!opts.allowExternalExtents);
+      r = { file, id: await fileId(ns, file) };
+      resolved.set(line.fileName!, r);
+    }
+    const { file, id } = r;
     if (id) {
       const key = id;
       const flat = (l: ExtentLine) => l.type === 'FLAT' || l.type === 'VMFS';
@@ -229,14 +239,23 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
       seen.set(key, earlier);
     }
     const extentReadOnly = readOnly || line.access !== 'RW';
+    if (line.type === 'FLAT' || line.type === 'VMFS') {
+      const key = `${extentReadOnly}\0${file}`;
+      let known = flatStores.get(key);
+      const owns = !known;
+      if (!known) {
+        const store = await ns.open(file, { write: !extentReadOnly });
+        opened.push(store);
+        known = { store, size: await store.size() };
+        flatStores.set(key, known);
+      }
+      out.push(new FlatExtent(line, known.store, file, line.offsetSectors * SECTOR_SIZE, known.size, extentReadOnly, owns));
+      continue;
+    }
     // ESXi delta extents are never written: a check (and repair) opens them read-only, any
     // other read-write open is refused (EsxSparseExtent)
     const store = await ns.open(file, { write: !(extentReadOnly || (line.type === 'SESPARSE' && !!opts.forCheck)) });
     opened.push(store);
-    if (line.type === 'FLAT' || line.type === 'VMFS') {
-      out.push(new FlatExtent(line, store, file, line.offsetSectors * SECTOR_SIZE, await store.size(), extentReadOnly));
-      continue;
-    }
     if (line.type === 'SESPARSE') {
       out.push(await EsxSparseExtent.openSeSparse(line, store, { readOnly: store.readOnly }));
       continue;
