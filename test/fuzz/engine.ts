@@ -105,7 +105,9 @@ export async function fuzz(opts: FuzzOptions): Promise<Summary> {
             if (opts.minimise !== false && summary.findings.length <= (opts.maxKept ?? 25)) {
               const small = await minimise(pool, spec, r.finding.kind);
               kept.mutations = small.mutations;
-              if (opts.corpusDir) kept.corpus = keep(opts.corpusDir, small, kept, join(root, 'keep'));
+              // images derived from the outside set stay out of the repository (their reproduction is printed)
+              const outside = seeds.find((x) => x.name === spec.seedName)?.source === 'outside';
+              if (opts.corpusDir && !outside) kept.corpus = keep(opts.corpusDir, small, kept, join(root, 'keep'));
             }
           }
         }

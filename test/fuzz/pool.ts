@@ -7,7 +7,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { CaseResult, CaseSpec } from './case.js';
+import { QEMU_MS, type CaseResult, type CaseSpec } from './case.js';
 
 export interface PoolOptions {
   jobs: number;
@@ -155,7 +155,7 @@ export class Pool {
             const cpu = cpuOf(pid) - cpu0;
             const wall = performance.now() - t0;
             if (cpu > timeoutMs) this.kill(slot, 'hang', `over ${timeoutMs} ms of CPU time (${Math.round(wall)} ms wall)`);
-            else if (wall > Math.max(STALL_MS, timeoutMs)) this.kill(slot, 'hang', `no answer in ${Math.round(wall)} ms (${cpu} ms of CPU time: stalled)`);
+            else if (wall > Math.max(STALL_MS + (spec.qemuCheck ? 2 * QEMU_MS : 0), timeoutMs)) this.kill(slot, 'hang', `no answer in ${Math.round(wall)} ms (${cpu} ms of CPU time: stalled)`);
             else slot.busy.timer = setTimeout(tick, 100);
           };
           slot.busy = { spec, resolve, rss0: rssOf(pid), cpu0, t0, limit: timeoutMs, timer: setTimeout(tick, Math.min(timeoutMs, 100)) };

@@ -70,6 +70,12 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
       ...flags(false),
     });
 
+  /**
+   * References to clusters past the end of the file (a truncated file): the refcounts stored for
+   * clusters there are not cleared while anything still names them (QEMU then reports
+   * OFLAG_COPIED entries with refcount 0: a repair made its check worse)
+   */
+  let pastEndRefs = 0;
   /** count a reference to every cluster of [offset, offset+size); false when it is past the end */
   const inc = (offset: number, size: number, r: number, what: string, struct: string, field?: string, times = 1, at?: EntryAt): boolean => {
     if (size <= 0) return true;
@@ -77,6 +83,7 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
       const single = `${what} at ${hex(offset)} (${size} bytes) lies past the end of the file by a cluster or more`;
       if (at) badEntry(`${what}s lie past the end of the file by a cluster or more`, single, struct, at, offset);
       else corrupt(single, struct, field, offset);
+      pastEndRefs++;
       return false;
     }
     for (let c = Math.floor(offset / cs); c <= Math.floor((offset + size - 1) / cs); c++) {
@@ -243,12 +250,15 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
     for (let c = Math.max(nb, rt * epb); c < (rt + 1) * epb; c++) {
       const s = getRefcount(b, c - rt * epb, refs.order);
       if (s === 0) continue;
-      log.add('warning', `past-eof:${s}`, c, (a, z) => ({ message: `${span('cluster', a, z)} past the end of the file ${a === z ? 'has' : 'have'} refcount=${s} reference=0`, field: fieldSpan('refcount', a, z) }), {
+      // a table that could not be walked, or an entry naming a cluster past the end, keeps these
+      const keep = lostTables + pastEndRefs;
+      const note = keep && opts.repair ? ` (not cleared: ${pastEndRefs} reference${pastEndRefs === 1 ? '' : 's'} past the end of the file, ${lostTables} L2 table${lostTables === 1 ? '' : 's'} not walked)` : '';
+      log.add('warning', `past-eof:${s}`, c, (a, z) => ({ message: `${span('cluster', a, z)} past the end of the file ${a === z ? 'has' : 'have'} refcount=${s} reference=0${note}`, field: fieldSpan('refcount', a, z) }), {
         struct: 'refcount block',
         offset: c * cs,
-        ...flags(true),
+        ...flags(keep === 0),
       });
-      lower.push(c);
+      if (keep === 0) lower.push(c);
     }
   }
 
