@@ -5,7 +5,7 @@
  * swaps and duplicates, table copies over other structures, VMDK descriptor edits, and the
  * checksum fix-ups that carry a mutation past the first validation.
  */
-import { mulberry32 } from '../helpers/prng.js';
+import { Rng } from '../helpers/prng.js';
 import { applyFixup, type Field, type FileLayout, type Fixup, type Region } from './layout.js';
 
 export type Mutation =
@@ -16,24 +16,7 @@ export type Mutation =
   | { op: 'text'; file: string; at: number; room: number; text: string; why: string }
   | { op: 'fixup'; file: string; kind: Fixup; why: string };
 
-export class Rng {
-  private readonly next: () => number;
-  constructor(seed: number) {
-    this.next = mulberry32(seed);
-  }
-  float(): number {
-    return this.next();
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[Math.floor(this.next() * xs.length)]!;
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-}
+export { Rng };
 
 /** the case seed of case `i` of a run */
 export function caseSeed(runSeed: number, i: number): number {

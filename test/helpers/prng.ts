@@ -22,3 +22,33 @@ export function xorshiftBytes(len: number, seed: number): Buffer {
   }
   return b;
 }
+
+/** A seeded source of the random values tests and the fuzzer need (mulberry32 underneath). */
+export class Rng {
+  private readonly next: () => number;
+  constructor(seed: number) {
+    this.next = mulberry32(seed);
+  }
+  /** float in [0, 1) */
+  float(): number {
+    return this.next();
+  }
+  /** integer in [lo, hi] */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  pick<T>(items: readonly T[]): T {
+    return items[Math.floor(this.next() * items.length)]!;
+  }
+  /** true with probability p */
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+  bytes(n: number): Buffer {
+    const b = Buffer.allocUnsafe(n);
+    let i = 0;
+    for (; i + 4 <= n; i += 4) b.writeUInt32LE((this.next() * 4294967296) >>> 0, i);
+    for (; i < n; i++) b[i] = (this.next() * 256) & 0xff;
+    return b;
+  }
+}

@@ -14,35 +14,10 @@ export const GiB = 1024 * MiB;
 export const SECTOR = 512;
 export const GRAIN = 64 * KiB;
 
-import { mulberry32 } from '../helpers/prng.js';
+import { Rng, mulberry32 } from '../helpers/prng.js';
 import { firstDifference } from '../helpers/model.js';
 
-export { mulberry32 };
-
-export class Rng {
-  private readonly next: () => number;
-  constructor(seed: number) {
-    this.next = mulberry32(seed);
-  }
-  /** float in [0, 1) */
-  float(): number {
-    return this.next();
-  }
-  /** integer in [lo, hi] */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[Math.floor(this.next() * items.length)]!;
-  }
-  bytes(n: number): Buffer {
-    const b = Buffer.allocUnsafe(n);
-    let i = 0;
-    for (; i + 4 <= n; i += 4) b.writeUInt32LE((this.next() * 4294967296) >>> 0, i);
-    for (; i < n; i++) b[i] = (this.next() * 256) & 0xff;
-    return b;
-  }
-}
+export { Rng, mulberry32 };
 
 /** Stable 32-bit seed from a test name (FNV-1a), so every case has its own fixed sequence. */
 export function seedOf(name: string): number {
