@@ -5,18 +5,22 @@
  *   npm run bench                       (build, then run with the defaults below)
  *   node dist/bench/convert-and-read.js [--json[=FILE]] [--size 1G] [--rounds 5] [--reads 20000]
  *                                       [--read-reps 3] [--seed 1] [--keep] [--vdkit-bin PATH]
+ *                                       [--baseline-bin PATH]
  *
  * --json prints the result as JSON on stdout (the table then goes to stderr); --json=FILE writes
  * it to FILE instead. --vdkit-bin times another build's bin/vdkit.js (say, an older checkout) on the
- * same image. Everything lives in a temporary folder under os.tmpdir(), removed at the end (unless
+ * same image. --baseline-bin adds another build (say, a checkout from before a redesign) to the
+ * same run: its convert takes turns with this build's and qemu-img's, and its Disk API (loaded from
+ * that checkout's dist/src/disk.js) reads the same VMDK in the read turns; the ratios
+ * this/baseline are printed (convert: above 1 is slower; reads: below 1 is slower). Everything lives in a temporary folder under os.tmpdir(), removed at the end (unless
  * --keep). See BENCHMARKS.md for what is measured and the figures of the last run.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Disk } from '../src/disk.js';
 import { buildMixedRaw, mulberry32, type MixStats } from './mixed-image.js';
 
@@ -32,6 +36,8 @@ interface Options {
   json: boolean | string;
   /** the vdkit entry point to time (default: this repository's bin/vdkit.js) */
   vdkitBin: string;
+  /** another build's bin/vdkit.js timed in the same turns (regression check) */
+  baselineBin?: string;
 }
 
 function parseSize(s: string): number {
@@ -59,6 +65,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--seed') o.seed = Number(val());
     else if (a === '--keep') o.keep = true;
     else if (a === '--vdkit-bin') o.vdkitBin = resolve(val());
+    else if (a === '--baseline-bin') o.baselineBin = resolve(val());
     else throw new Error(`unknown argument ${a}`);
   }
   if (o.size % (2 * 1024 * 1024) !== 0) throw new Error('--size must be a multiple of 2 MiB');
@@ -143,6 +150,8 @@ interface ConvertFigures {
   qemuOutput: { apparent: number; allocated: number };
   compareExit: number | null;
   checkExit: number | null;
+  /** with --baseline-bin: the baseline's times and this build's median over the baseline's */
+  baseline?: { ms: number[]; medianMs: number; ratio: number };
 }
 
 async function benchConvert(dir: string, raw: string, opts: Options, log: (s: string) => void): Promise<ConvertFigures> {
@@ -159,6 +168,15 @@ async function benchConvert(dir: string, raw: string, opts: Options, log: (s: st
   const qemuMs: number[] = [];
   const vdkitCpuMs: number[] = [];
   const qemuCpuMs: number[] = [];
+  const baseMs: number[] = [];
+  const outB = join(dir, 'out-baseline.vmdk');
+  const base = async (record: boolean) => {
+    if (!opts.baselineBin) return 0;
+    await settle(outB);
+    const r = await timed(process.execPath, [opts.baselineBin, 'convert', '-f', 'raw', '-O', 'vmdk', raw, outB], dir);
+    if (record) baseMs.push(r.ms);
+    return r.ms;
+  };
   const vdkit = async (record: boolean) => {
     await settle(outV);
     const r = await timed(process.execPath, [opts.vdkitBin, 'convert', '-f', 'raw', '-O', 'vmdk', raw, outV], dir);
@@ -177,18 +195,15 @@ async function benchConvert(dir: string, raw: string, opts: Options, log: (s: st
     }
     return r.ms;
   };
-  log(`convert: warm-up (vdkit ${fmtMs(await vdkit(false))}, qemu-img ${fmtMs(await qemu(false))})`);
+  log(`convert: warm-up (vdkit ${fmtMs(await vdkit(false))}, qemu-img ${fmtMs(await qemu(false))}${opts.baselineBin ? `, baseline ${fmtMs(await base(false))}` : ''})`);
   for (let i = 0; i < rounds; i++) {
-    // alternate which tool goes first, so slow drift of the machine hits both alike
-    if (i % 2 === 0) {
-      await vdkit(true);
-      await qemu(true);
-    } else {
-      await qemu(true);
-      await vdkit(true);
-    }
-    log(`convert: round ${i + 1}/${rounds}: vdkit ${fmtMs(vdkitMs[i]!)} (cpu ${fmtMs(vdkitCpuMs[i]!)}), qemu-img ${fmtMs(qemuMs[i]!)} (cpu ${fmtMs(qemuCpuMs[i]!)})`);
+    // alternate the order, so slow drift of the machine hits every tool alike
+    const turn = [vdkit, qemu, base];
+    for (const tool of i % 2 === 0 ? turn : turn.reverse()) await tool(true);
+    log(`convert: round ${i + 1}/${rounds}: vdkit ${fmtMs(vdkitMs[i]!)} (cpu ${fmtMs(vdkitCpuMs[i]!)}), qemu-img ${fmtMs(qemuMs[i]!)} (cpu ${fmtMs(qemuCpuMs[i]!)})` +
+      (opts.baselineBin ? `, baseline ${fmtMs(baseMs[i]!)}` : ''));
   }
+  await rm(outB, { force: true });
   // Both outputs of the last round are kept for the checks and the read benchmark.
   const cmp = await run('qemu-img', ['compare', '-f', 'vmdk', '-F', 'raw', outV, raw]);
   if (cmp.code !== 0) log(`qemu-img compare FAILED (exit ${cmp.code}): ${cmp.stdout}${cmp.stderr}`);
@@ -212,12 +227,19 @@ async function benchConvert(dir: string, raw: string, opts: Options, log: (s: st
     qemuOutput: await fileSizes(outQ),
     compareExit: cmp.code,
     checkExit: chk.code,
+    ...(opts.baselineBin ? { baseline: { ms: baseMs, medianMs: median(baseMs), ratio: vdkitMedianMs / median(baseMs) } } : {}),
   };
 }
 
 // ---------------------------------------------------------------- random reads
 
-type ReadMode = 'vmdk' | 'raw' | 'fs';
+type ReadMode = 'vmdk' | 'raw' | 'fs' | 'baseline';
+
+/** what the read loop needs of a Disk class: this build's, or the baseline build's */
+interface DiskLike {
+  open(path: string, opts: { readOnly: boolean; format?: string }): Promise<{ readInto(b: Buffer, o: number): Promise<unknown>; close(): Promise<void> }>;
+}
+let baselineDisk: DiskLike | undefined;
 
 interface ReadFigures {
   reads: number;
@@ -245,7 +267,8 @@ async function timeReads(mode: ReadMode, path: string, offsets: Float64Array): P
     }
   }
   // A fresh open per repetition: the VMDK grain-table cache starts cold each time.
-  const disk = await Disk.open(path, mode === 'raw' ? { readOnly: true, format: 'raw' } : { readOnly: true });
+  const cls: DiskLike = mode === 'baseline' ? baselineDisk! : Disk;
+  const disk = await cls.open(path, mode === 'raw' ? { readOnly: true, format: 'raw' } : { readOnly: true });
   try {
     const t0 = performance.now();
     for (let i = 0; i < offsets.length; i++) await disk.readInto(buf, offsets[i]!);
@@ -302,21 +325,21 @@ async function benchReads(vmdk: string, raw: string, opts: Options, log: (s: str
     return false;
   };
   const allocatedOffsets = offsets.filter(inData);
-  const paths: Record<ReadMode, string> = { vmdk, raw, fs: raw };
-  const modes: ReadMode[] = ['vmdk', 'raw', 'fs'];
+  const paths: Record<ReadMode, string> = { vmdk, raw, fs: raw, baseline: vmdk };
+  const modes: ReadMode[] = baselineDisk ? ['vmdk', 'raw', 'fs', 'baseline'] : ['vmdk', 'raw', 'fs'];
   // warm-up: page cache and JIT
   for (const m of modes) await timeReads(m, paths[m], offsets.subarray(0, Math.min(2000, offsets.length)));
-  const ms: Record<ReadMode, number[]> = { vmdk: [], raw: [], fs: [] };
+  const ms: Record<ReadMode, number[]> = { vmdk: [], raw: [], fs: [], baseline: [] };
   const allocMs: Record<'vmdk' | 'raw', number[]> = { vmdk: [], raw: [] };
   for (let r = 0; r < opts.readReps; r++) {
     const order = r % 2 === 0 ? modes : [...modes].reverse();
     for (const m of order) ms[m].push(await timeReads(m, paths[m], offsets));
-    for (const m of order) if (m !== 'fs') allocMs[m].push(await timeReads(m, paths[m], allocatedOffsets));
+    for (const m of order) if (m === 'vmdk' || m === 'raw') allocMs[m].push(await timeReads(m, paths[m], allocatedOffsets));
     log(`reads: rep ${r + 1}/${opts.readReps}: ${modes.map((m) => `${m} ${fmtMs(ms[m][r]!)}`).join(', ')}; allocated grains only (${allocatedOffsets.length}): vmdk ${fmtMs(allocMs.vmdk[r]!)}, raw ${fmtMs(allocMs.raw[r]!)}`);
   }
-  const medianMs = { vmdk: median(ms.vmdk), raw: median(ms.raw), fs: median(ms.fs) };
+  const medianMs = { vmdk: median(ms.vmdk), raw: median(ms.raw), fs: median(ms.fs), baseline: baselineDisk ? median(ms.baseline) : NaN };
   const rate = (m: ReadMode) => (opts.reads / medianMs[m]) * 1000;
-  const readsPerSec = { vmdk: rate('vmdk'), raw: rate('raw'), fs: rate('fs') };
+  const readsPerSec = { vmdk: rate('vmdk'), raw: rate('raw'), fs: rate('fs'), baseline: rate('baseline') };
   const allocMedian = { vmdk: median(allocMs.vmdk), raw: median(allocMs.raw) };
   const allocRate = { vmdk: (allocatedOffsets.length / allocMedian.vmdk) * 1000, raw: (allocatedOffsets.length / allocMedian.raw) * 1000 };
   const allocated = { reads: allocatedOffsets.length, ms: allocMs, medianMs: allocMedian, readsPerSec: allocRate, ratio: allocRate.vmdk / allocRate.raw };
@@ -342,6 +365,10 @@ async function main(): Promise<number> {
     log(`raw image: ${fmtMiB(opts.size)} in ${fmtMs(genMs)}: random ${fmtMiB(mix.randomBytes)}, zeros ${fmtMiB(mix.zeroBytes)}, holes ${fmtMiB(mix.holeBytes)}; ` +
       `${mix.runs} runs; 64 KiB grains: ${mix.dataGrains} with data (${mix.partialGrains} partly), ${mix.zeroGrains} all zero`);
 
+    if (opts.baselineBin) {
+      const url = pathToFileURL(join(dirname(opts.baselineBin), '..', 'dist', 'src', 'disk.js')).href;
+      baselineDisk = ((await import(url)) as { Disk: DiskLike }).Disk;
+    }
     const conv = await benchConvert(dir, raw, opts, log);
     const reads = await benchReads(join(dir, 'out-vdkit.vmdk'), raw, opts, log);
     failed = conv.compareExit !== 0 || conv.checkExit !== 0;
@@ -357,11 +384,13 @@ async function main(): Promise<number> {
     const rows: [string, string, string][] = [
       ['convert raw -> vmdk (median of ' + conv.rounds + ')', '', ''],
       ['  vdkit convert', fmtMs(conv.vdkitMedianMs), `cpu ${fmtMs(conv.vdkitMedianCpuMs)}, output ${fmtMiB(conv.vdkitOutput.apparent)} (${fmtMiB(conv.vdkitOutput.allocated)} allocated)`],
+      ...(conv.baseline ? [['  baseline vdkit convert', fmtMs(conv.baseline.medianMs), ''] as [string, string, string]] : []),
       ['  qemu-img convert', fmtMs(conv.qemuMedianMs), `cpu ${fmtMs(conv.qemuMedianCpuMs)}, output ${fmtMiB(conv.qemuOutput.apparent)} (${fmtMiB(conv.qemuOutput.allocated)} allocated)`],
       [`random 4 KiB reads x ${reads.reads} (median of ${reads.reps})`, '', ''],
       ['  Disk API, vmdk', fmtMs(reads.medianMs.vmdk), `${reads.readsPerSec.vmdk.toFixed(0)} reads/s`],
       ['  Disk API, raw', fmtMs(reads.medianMs.raw), `${reads.readsPerSec.raw.toFixed(0)} reads/s`],
       ['  fs FileHandle.read, raw', fmtMs(reads.medianMs.fs), `${reads.readsPerSec.fs.toFixed(0)} reads/s`],
+      ...(baselineDisk ? [['  baseline Disk API, vmdk', fmtMs(reads.medianMs.baseline), `${reads.readsPerSec.baseline.toFixed(0)} reads/s`] as [string, string, string]] : []),
       [`  of which in allocated grains (${reads.allocated.reads}):`, '', ''],
       ['    Disk API, vmdk', fmtMs(reads.allocated.medianMs.vmdk), `${reads.allocated.readsPerSec.vmdk.toFixed(0)} reads/s`],
       ['    Disk API, raw', fmtMs(reads.allocated.medianMs.raw), `${reads.allocated.readsPerSec.raw.toFixed(0)} reads/s`],
@@ -373,6 +402,7 @@ async function main(): Promise<number> {
     print('');
     print(`convert ratio vdkit/qemu-img:      ${conv.ratio.toFixed(2)}  (lower is better; aim <= 1.00)` + (Number.isNaN(conv.cpuRatio) ? '' : `; CPU time ratio ${conv.cpuRatio.toFixed(2)}`));
     print(`read ratio vmdk rate / raw rate:   ${reads.ratio.toFixed(2)}  (higher is better; aim >= 0.70); allocated grains only ${reads.allocated.ratio.toFixed(2)}`);
+    if (conv.baseline) print(`this build / baseline:             convert time ${conv.baseline.ratio.toFixed(2)} (above 1: slower), vmdk read rate ${(reads.readsPerSec.vmdk / reads.readsPerSec.baseline).toFixed(2)} (below 1: slower)`);
     print(`checks: qemu-img compare ${conv.compareExit === 0 ? 'ok' : 'FAILED'}, qemu-img check ${conv.checkExit === 0 ? 'ok' : 'FAILED'}, ${reads.verified} reads verified against raw`);
 
     if (opts.json === true) process.stdout.write(JSON.stringify(result, null, 2) + '\n');

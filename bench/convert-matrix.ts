@@ -6,7 +6,11 @@
  *   npm run bench:convert               (build, then run with the defaults below)
  *   node dist/bench/convert-matrix.js [--json[=FILE]] [--size 4G] [--rounds 3] [--seed 1] [--keep]
  *                                     [--only CASE[,CASE...]] [--dir DIR] [--vdkit-bin PATH]
- *                                     [--no-sync-peer] [--no-unsafe]
+ *                                     [--no-sync-peer] [--no-unsafe] [--baseline-bin PATH]
+ *
+ * --baseline-bin times a second vdkit build (say, a checkout from before a redesign) in the same
+ * turns as this one, as the tool "vdkit (baseline)"; the table then gives this build's time over
+ * the baseline's for each case (above 1 means this build is slower).
  *
  * Cases: vmdk, vdi, vhd, qcow2 (raw -> that format), vmdk-raw, vdi-raw, vhd-raw, qcow2-raw (that
  * format -> raw, from the image qemu-img made, so both tools read the same file), stream (raw ->
@@ -49,6 +53,8 @@ interface Options {
   only: CaseName[];
   dir: string;
   vdkitBin: string;
+  /** another build's bin/vdkit.js, timed in the same turns (regression check) */
+  baselineBin?: string;
   /** also time qemu-img followed by an fdatasync of its output (for context) */
   durablePeer: boolean;
   /** also time vdkit --cache unsafe (no fdatasync, like qemu-img) against qemu-img */
@@ -64,6 +70,7 @@ function parseSize(s: string): number {
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 const VDKIT = join(ROOT, 'bin', 'vdkit.js');
+const BASELINE = 'vdkit (baseline)';
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { size: 4 * 1024 ** 3, rounds: 3, seed: 1, keep: false, json: false, only: [...CASES], dir: tmpdir(), vdkitBin: VDKIT, durablePeer: true, unsafeVdkit: true };
@@ -84,6 +91,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--no-unsafe') o.unsafeVdkit = false;
     else if (a === '--dir') o.dir = resolve(val());
     else if (a === '--vdkit-bin') o.vdkitBin = resolve(val());
+    else if (a === '--baseline-bin') o.baselineBin = resolve(val());
     else if (a === '--only') {
       o.only = val().split(',').map((c) => {
         if (!(CASES as readonly string[]).includes(c)) throw new Error(`unknown case ${c} (cases: ${CASES.join(', ')})`);
@@ -234,10 +242,10 @@ function caseSpec(name: CaseName): CaseSpec {
   return { name, title, srcFormat: 'raw', dstFormat: name, type: name === 'vmdk' ? 'monolithicSparse' : name === 'qcow2' ? undefined : 'dynamic', targets: { 'qemu-img': 0.7 } };
 }
 
-function vdkitTool(spec: CaseSpec, bin: string): Tool {
+function vdkitTool(spec: CaseSpec, bin: string, name = 'vdkit'): Tool {
   return {
-    name: 'vdkit',
-    out: `out-vdkit.${spec.dstFormat === 'raw' ? 'img' : spec.dstFormat}`,
+    name,
+    out: `out-${name.replace(/\W/g, '')}.${spec.dstFormat === 'raw' ? 'img' : spec.dstFormat}`,
     argv: (src, dst) => [process.execPath, [bin, 'convert', '-f', spec.srcFormat, '-O', spec.dstFormat, ...(spec.type ? ['-t', spec.type] : []), src, dst]],
   };
 }
@@ -391,6 +399,8 @@ async function benchCase(spec: CaseSpec, src: string, tools: Tool[], dir: string
   const unsafe = figures.find((f) => f.tool === 'vdkit --cache unsafe');
   const qemu = figures.find((f) => f.tool === 'qemu-img');
   if (unsafe && qemu) ratios.push(ratioOf(unsafe, qemu));
+  const baseline = figures.find((f) => f.tool === BASELINE);
+  if (baseline) ratios.push(ratioOf(vd, baseline));
   const rssMet = vd.supported ? vd.maxPeakRss < RSS_LIMIT : undefined;
   if (!opts.keep) for (const { tool } of live) await rm(join(dir, tool.out), { force: true });
   return { name: spec.name, title: spec.title, source: src, tools: figures, ratios, compare, peakRssLimit: RSS_LIMIT, rssMet };
@@ -431,6 +441,7 @@ async function main(): Promise<number> {
       // not for streamOptimized: there compression, not the write-back, sets the pace (and one
       // more qemu-img run costs minutes at 4 GiB)
       if (opts.durablePeer && name !== 'stream') tools.push(qemuDurableTool(spec));
+      if (opts.baselineBin) tools.splice(1, 0, vdkitTool(spec, opts.baselineBin, BASELINE));
       if (name === 'stream') {
         tools.push(vmdkConvert ? vmdkConvertTool(vmdkConvert) : { ...vmdkConvertTool('vmdk-convert'), unavailable: 'not found (/work/scratch/bin or PATH)' });
       }
