@@ -168,6 +168,20 @@ export function sharedTestdata(name: string): string {
   return resolve(repoRoot(), '..', 'shared', 'testdata', 'outside', name);
 }
 
+/**
+ * Test data outside the repository (../shared/testdata): true when every file is there. A user who
+ * clones the repository alone gets a skip with the reason printed; under CI (which has ../shared
+ * beside the clone) a missing file fails the test, as a missing tool does.
+ */
+export function haveTestdata(t: TestContext, ...files: string[]): boolean {
+  const missing = files.filter((f) => !existsSync(f));
+  if (missing.length === 0) return true;
+  const reason = `needs ${missing.join(', ')} (the shared test data beside the repository)`;
+  if (inCI()) throw new Error(`${reason} — CI is set, so missing test data fails instead of skipping`);
+  t.skip(reason);
+  return false;
+}
+
 /** Decompress `srcBz2` into `dest` with `bunzip2 -c` (streamed to the file, never buffered). */
 export function bunzip(srcBz2: string, dest: string): Promise<void> {
   return new Promise((resolvePromise, reject) => {

@@ -12,7 +12,7 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Disk, DiskError } from '../../src/index.js';
-import { bunzip, skipUnless, sharedTestdata, tmpDir } from '../helpers/tools.js';
+import { bunzip, haveTestdata, skipUnless, sharedTestdata, tmpDir } from '../helpers/tools.js';
 import { MiB, SECTOR, assertWholeDiskEqual, cidOf, descriptorText, extentFiles, qemuInfo, qemuMap, readExact, runOk, sparseHeader, vmdkinfoMediaSize } from './support.js';
 
 const V3_CAPACITY = 17179869184;
@@ -21,7 +21,7 @@ const V3_CAPACITY = 17179869184;
 const PATTERNS = Array.from({ length: 100 }, (_, i) => ({ offset: i * 655360 + i * 512, byte: 0x30 + (i % 10) }));
 
 test('iotest-version3.vmdk (VMware): 16 GiB stream, opens read-only, the 100 iotest-059 patterns read back as qemu reads them', async (t) => {
-  if (!skipUnless(t, 'bunzip2', 'qemu-img')) return;
+  if (!skipUnless(t, 'bunzip2', 'qemu-img') || !haveTestdata(t, sharedTestdata('iotest-version3.vmdk.bz2'))) return;
   const dir = (await tmpDir(t, 'vdkit-interop-o-')).path;
   const img = join(dir, 'iotest-version3.vmdk');
   await bunzip(sharedTestdata('iotest-version3.vmdk.bz2'), img);
@@ -98,7 +98,7 @@ test('iotest-version3.vmdk (VMware): 16 GiB stream, opens read-only, the 100 iot
 });
 
 test('iotest-version3.vmdk: opening read-write fails with CMPRDONLY and leaves the file untouched', async (t) => {
-  if (!skipUnless(t, 'bunzip2')) return;
+  if (!skipUnless(t, 'bunzip2') || !haveTestdata(t, sharedTestdata('iotest-version3.vmdk.bz2'))) return;
   const dir = (await tmpDir(t, 'vdkit-interop-o-')).path;
   const img = join(dir, 'iotest-version3.vmdk');
   await bunzip(sharedTestdata('iotest-version3.vmdk.bz2'), img);
