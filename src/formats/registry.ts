@@ -5,6 +5,7 @@
 import { DiskError } from '../core/errors.js';
 import type { Namespace } from '../storage/namespace.js';
 import { rawDriver } from './raw/driver.js';
+import { foreignFormat } from './foreign.js';
 import type { Capabilities, CreateOptionInfo, CreateOptions, Driver, MeasureLayout } from './types.js';
 import { measureQcow2 } from './qcow2/measure.js';
 import { measureRaw } from './raw/measure.js';
@@ -81,7 +82,11 @@ export function measureLayout(format: string, opts: CreateOptions, name?: string
   return measure(opts, name);
 }
 
-/** The driver whose probe scores highest on the content of `name` in `ns` (raw when none claims it). */
+/**
+ * The driver whose probe scores highest on the content of `name` in `ns` (raw when none claims
+ * it). A format vdkit cannot read (LUKS, QED, qcow v1, ...) is refused here rather than handed to
+ * raw: the caller who wants the bytes as a disk says format 'raw'.
+ */
 export async function detectFormatIn(ns: Namespace, name: string): Promise<Driver> {
   const st = await ns.open(name);
   try {
@@ -96,6 +101,14 @@ export async function detectFormatIn(ns: Namespace, name: string): Promise<Drive
         score = s;
         best = d;
       }
+    }
+    const foreign = best === rawDriver ? foreignFormat(head, tail) : undefined;
+    if (foreign) {
+      throw new DiskError('NOTSUPPORTED', `a ${foreign.description}: not a format vdkit reads; ${foreign.hint}; -f raw reads the file's bytes as they are`, {
+        path: ns.absolute(name),
+        field: 'format',
+        format: foreign.name,
+      });
     }
     return best;
   } finally {

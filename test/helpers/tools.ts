@@ -182,6 +182,18 @@ export function haveTestdata(t: TestContext, ...files: string[]): boolean {
   return false;
 }
 
+/**
+ * For a part of a test that needs outside data: true when the file is there; else, outside CI,
+ * prints why that part was left out (the rest of the test still runs) and returns false.
+ */
+export function optionalTestdata(t: TestContext, file: string, part: string): boolean {
+  if (existsSync(file)) return true;
+  const reason = `${part}: needs ${file} (the shared test data beside the repository)`;
+  if (inCI()) throw new Error(`${reason} — CI is set, so missing test data fails instead of skipping`);
+  t.diagnostic(`left out ${reason}`);
+  return false;
+}
+
 /** Decompress `srcBz2` into `dest` with `bunzip2 -c` (streamed to the file, never buffered). */
 export function bunzip(srcBz2: string, dest: string): Promise<void> {
   return new Promise((resolvePromise, reject) => {

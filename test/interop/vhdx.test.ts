@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { Disk, detectFormat } from '../../src/index.js';
 import { createChild } from '../../src/ops/child.js';
 import { vhdxLogHooks } from '../../src/formats/vhdx/log.js';
-import { bunzip, describeRun, run, sharedTestdata, skipUnless, tmpDir } from '../helpers/tools.js';
+import { bunzip, describeRun, haveTestdata, run, sharedTestdata, skipUnless, tmpDir } from '../helpers/tools.js';
 import { MiB, RawModel, Rng, SECTOR, assertWholeDiskEqual, planWrites, readExact, runOk, seedOf } from './support.js';
 
 async function qemuInfo(path: string): Promise<{ 'virtual-size': number; format: string; 'cluster-size'?: number }> {
@@ -201,7 +201,7 @@ const OUTSIDE = [
 
 for (const o of OUTSIDE) {
   test(`${o.file}: opens with the README size ${o.size}, reads as qemu-img's conversion, takes vdkit writes qemu-img agrees with`, async (t) => {
-    if (!skipUnless(t, 'bunzip2', 'qemu-img', 'vhdiinfo')) return;
+    if (!skipUnless(t, 'bunzip2', 'qemu-img', 'vhdiinfo') || !haveTestdata(t, sharedTestdata(`${o.file}.bz2`))) return;
     const dir = (await tmpDir(t, 'vdkit-interop-vhdx-')).path;
     const img = join(dir, o.file);
     await bunzip(sharedTestdata(`${o.file}.bz2`), img);

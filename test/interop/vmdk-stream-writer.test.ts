@@ -16,7 +16,7 @@ import { Disk, convert } from '../../src/index.js';
 import { writeStreamOptimized, type StreamSource } from '../../src/formats/vmdk/stream/writer.js';
 import { adler32, compressGrains, storedZlib, storedZlibLength } from '../../src/formats/vmdk/stream/deflate-worker.js';
 import type { ByteSink } from '../../src/storage/sink.js';
-import { bunzip, inCI, run, sharedTestdata, skipUnless, tmpDir, whichTool } from '../helpers/tools.js';
+import { bunzip, inCI, optionalTestdata, run, sharedTestdata, skipUnless, tmpDir, whichTool } from '../helpers/tools.js';
 import { mulberry32, xorshiftBytes } from '../helpers/prng.js';
 
 const BIN = new URL('../../../bin/vdkit.js', import.meta.url).pathname;
@@ -339,12 +339,17 @@ test('pipes: stream to stdout, streams and raw from stdin, raw to stdout', async
   assert.equal(await sha256File(back), await sha256File(raw), 'QEMU stream read from a pipe');
 
   // stdin: VMware's stream (iotest-version3.vmdk, 16 GiB virtual) -> qcow2, compared with qemu's reading
-  const v3 = join(dir, 'iotest-version3.vmdk');
-  await bunzip(sharedTestdata('iotest-version3.vmdk.bz2'), v3);
   const q = join(dir, 'v3.qcow2');
-  r = await cliPiped(['convert', '-O', 'qcow2', '-', q], v3);
-  assert.equal(r.code, 0, r.stderr);
-  await same(v3, 'vmdk', q, 'qcow2', 'VMware stream read from a pipe');
+  if (optionalTestdata(t, sharedTestdata('iotest-version3.vmdk.bz2'), "VMware's stream from a pipe")) {
+    const v3 = join(dir, 'iotest-version3.vmdk');
+    await bunzip(sharedTestdata('iotest-version3.vmdk.bz2'), v3);
+    r = await cliPiped(['convert', '-O', 'qcow2', '-', q], v3);
+    assert.equal(r.code, 0, r.stderr);
+    await same(v3, 'vmdk', q, 'qcow2', 'VMware stream read from a pipe');
+  } else {
+    r = await cliPiped(['convert', '-f', 'raw', '--input-size', String(capacity), '-O', 'qcow2', '-', q], raw);
+    assert.equal(r.code, 0, r.stderr);
+  }
 
   // stdin: raw -> streamOptimized file (size given), and raw -> raw stdout without one
   const s2 = join(dir, 'from-raw-pipe.vmdk');

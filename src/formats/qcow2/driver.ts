@@ -5,9 +5,12 @@ import { openQcow2 } from './open.js';
 import { QCOW2_MAGIC } from './structs.js';
 import { NO_PROPERTIES } from '../common/properties.js';
 
-/** Ours when the file starts with "QFI\xfb" (any version: an unsupported one then gets a clear error). */
+/**
+ * Ours when the file starts with "QFI\xfb" and is not qcow version 1 (a different format, named
+ * by detection's foreign table); a version above 3 is ours too, so it gets a clear version error.
+ */
 function probe(head: Buffer): number {
-  return head.length >= 4 && head.readUInt32BE(0) === QCOW2_MAGIC ? 100 : 0;
+  return head.length >= 8 && head.readUInt32BE(0) === QCOW2_MAGIC && head.readUInt32BE(4) !== 1 ? 100 : 0;
 }
 
 export const qcow2Driver: Driver = Object.freeze({

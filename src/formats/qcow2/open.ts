@@ -43,6 +43,9 @@ export async function loadQcow2(path: string, store: ByteStore, readOnly: boolea
   const first = await store.readZeroPadded(0, V3_HEADER_LENGTH);
   Header.decode(first, 0, path); // magic
   const version = first.readUInt32BE(Header.offsetOf('version'));
+  if (version === 1) {
+    throw new DiskError('NOTSUPPORTED', "qcow version 1 (QEMU's original qcow format, not qcow2) is not a format vdkit reads; qemu-img convert makes a qcow2 of it", { path, struct: 'header', field: 'version', found: version });
+  }
   if (version !== 2 && version !== 3) {
     throw new DiskError('UNSUPPORTEDDISKVERSION', 'unsupported qcow2 version', { path, struct: 'header', field: 'version', expected: '2 or 3', found: version });
   }
