@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { dirname as hostDirname, isAbsolute as hostIsAbsolute, join as hostJoin, resolve as hostResolve } from 'node:path';
 import { DiskError, fromSystemError } from '../core/errors.js';
+import { fileExtents, holesAvailable, type FileExtent } from './holes.js';
 import type { ByteStore } from './store.js';
 import type { CacheMode, NameKind, NameStat, Namespace } from './namespace.js';
 
@@ -49,6 +50,11 @@ export class FileStore implements ByteStore {
     } catch (err) {
       throw fromSystemError(err, this.name);
     }
+  }
+
+  async extents(offset: number, length: number): Promise<FileExtent[] | undefined> {
+    if (!holesAvailable()) return undefined;
+    return fileExtents(this.fh.fd, await this.size(), offset, length);
   }
 
   async read(offset: number, length: number): Promise<Buffer> {

@@ -3,6 +3,10 @@
  * range or throws (reads past the end are an error: callers that want zeros there say so);
  * it keeps no seek position, so parallel calls are safe. Only this folder touches node:fs.
  */
+import type { FileExtent } from './holes.js';
+
+export type { FileExtent };
+
 export interface ByteStore {
   /** a name for error messages: the file path, or "memory:<n>" */
   readonly name: string;
@@ -20,4 +24,11 @@ export interface ByteStore {
   truncate(length: number): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Where the store holds data and where holes (ranges that read as zeros without being
+   * stored), covering [offset, offset+length) in order; undefined when it cannot say cheaply.
+   * Optional: stores without holes leave it out. Data ranges may still read as zeros.
+   */
+  extents?(offset: number, length: number): Promise<FileExtent[] | undefined>;
 }
+

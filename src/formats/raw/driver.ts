@@ -1,8 +1,11 @@
 /**
- * raw: the image file is the disk. Node exposes no SEEK_DATA/SEEK_HOLE, so block status is
- * found by reading (capability `blockStatus: 'emulate'`): 64 KiB blocks that read as all zeros
- * are reported as zero. Copy loops skip that pass for emulated drivers and detect zeros as they
- * copy, so a raw source is read once, not twice.
+ * raw: the image file is the disk. Block status comes from the store's holes where it can say
+ * (a host file: SEEK_DATA/SEEK_HOLE through storage/holes.ts): holes read as zeros, the rest is
+ * data, one system call per extent, so a sparse 4 TiB file is not read to be mapped, converted or
+ * checksummed. Elsewhere (a memory or remote store, a file system without SEEK_DATA) it is found
+ * by reading (capability `blockStatus: 'emulate'`): 64 KiB blocks that read as all zeros are
+ * reported as zero, and copy loops skip that pass and detect zeros as they copy, so such a
+ * source is read once, not twice.
  */
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
@@ -43,18 +46,28 @@ export class RawImage implements Image {
     private readonly store: ByteStore,
     readonly capacity: number,
     readonly readOnly: boolean,
+    /** the store reports its holes (ByteStore.extents) */
+    private readonly holes = false,
   ) {
-    this.capabilities = readOnly ? { ...RAW_CAPABILITIES, write: 'none' } : RAW_CAPABILITIES;
+    this.capabilities = { ...RAW_CAPABILITIES, ...(readOnly ? { write: 'none' as const } : {}), ...(holes ? { blockStatus: 'native' as const } : {}) };
   }
   static async open(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<RawImage> {
     const store = await ns.open(path, { write: !opts.readOnly });
-    return new RawImage(ns, path, store, await store.size(), !!opts.readOnly);
+    try {
+      const size = await store.size();
+      const holes = (await store.extents?.(0, Math.min(size, 1))) !== undefined;
+      return new RawImage(ns, path, store, size, !!opts.readOnly, holes);
+    } catch (err) {
+      await store.close().catch(() => {});
+      throw err;
+    }
   }
   static async create(ns: Namespace, path: string, opts: CreateOptions): Promise<RawImage> {
     if (!Number.isSafeInteger(opts.capacity) || opts.capacity < 0) throw new DiskError('INVAL', 'capacity must be a whole number of bytes', { path, field: 'capacity' });
     const store = await ns.create(path, { overwrite: !!opts.overwrite });
     await store.truncate(opts.capacity);
-    return new RawImage(ns, path, store, opts.capacity, false);
+    const holes = (await store.extents?.(0, Math.min(opts.capacity, 1))) !== undefined;
+    return new RawImage(ns, path, store, opts.capacity, false, holes);
   }
   read(into: Buffer, offset: number): Promise<void> {
     return this.store.readInto(into, offset);
@@ -63,6 +76,11 @@ export class RawImage implements Image {
     return this.store.write(offset, data);
   }
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    const known = this.holes ? await this.store.extents!(offset, length) : undefined;
+    if (known) return known.map((e) => ({ offset: e.offset, length: e.length, state: e.data ? 'data' : 'zero' }));
+    return this.blockStatusByReading(offset, length);
+  }
+  private async blockStatusByReading(offset: number, length: number): Promise<BlockExtent[]> {
     const out: BlockExtent[] = [];
     const step = 4 * 1024 * 1024;
     const buf = Buffer.allocUnsafe(Math.min(step, length));
