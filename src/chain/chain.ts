@@ -22,7 +22,7 @@ import { basename, dirname, isAbsolute, join, relative } from '../core/names.js'
 import { DiskError } from '../core/errors.js';
 import type { Namespace } from '../storage/namespace.js';
 import { readJournal } from './journal.js';
-import type { BackingChange, BackingLink, BlockExtent, Capabilities, DiskInfo, Image, OpenOptions, ParentFacts } from '../formats/types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, DiskInfo, Image, ImageMaintenance, OpenOptions, ParentFacts } from '../formats/types.js';
 
 export const DEFAULT_MAX_DEPTH = 255;
 
@@ -288,6 +288,10 @@ export class ChainImage implements Image {
   }
   makeEmpty(): Promise<void> {
     return this.top.makeEmpty();
+  }
+  /** none: maintenance acts on one link, which the operations open alone */
+  maintenance(): ImageMaintenance {
+    return {};
   }
 
   async read(into: Buffer, offset: number): Promise<void> {

@@ -218,7 +218,11 @@ export interface CreateOptionInfo {
   readonly description: string;
 }
 
-export interface Image {
+/**
+ * The data path, the size of nbdkit's plugin table: what a reader, a writer and an NBD export
+ * need and nothing more. Requests arrive validated (src/disk.ts).
+ */
+export interface ImageData {
   readonly format: string;
   /** the format's own type name (VMDK createType, "raw", ...) */
   readonly type: string;
@@ -228,22 +232,13 @@ export interface Image {
   readonly namespace: Namespace;
   /** virtual size in bytes */
   readonly capacity: number;
+  /**
+   * allocation unit in bytes (VMDK grain): the preferred request size, and the size at which
+   * writes to a child are copy-on-write. The smallest request size is the driver's `alignment`.
+   */
+  readonly clusterSize: number;
   readonly readOnly: boolean;
   readonly capabilities: Capabilities;
-  /** allocation unit in bytes (VMDK grain); writes to a child are copy-on-write at this size */
-  readonly clusterSize: number;
-  /** the parent this image is a child of, if any */
-  backing(): BackingLink | undefined;
-  /** the identity children record when made against this image (VMDK CID) */
-  identity(): string | undefined;
-  /** give the image a new identity (VMDK CID); chain operations use it to re-link children */
-  setIdentity(id: string): Promise<void>;
-  /** point the image at another parent, or make it a base (undefined) */
-  setBacking(link: BackingChange | undefined): Promise<void>;
-  /** what a child made against this image records about it besides its identity (see ParentFacts) */
-  linkRecord?(): LinkRecord;
-  /** drop everything this image stores (every range becomes unallocated) */
-  makeEmpty(): Promise<void>;
   /** read `into.length` bytes at `offset` (validated by the caller) */
   read(into: Buffer, offset: number): Promise<void>;
   write(data: Buffer, offset: number): Promise<void>;
@@ -251,25 +246,6 @@ export interface Image {
   blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
   flush(): Promise<void>;
   close(): Promise<void>;
-  info(): Promise<DiskInfo>;
-  metadataKeys(): string[];
-  readMetadata(key: string): string | undefined;
-  writeMetadata(key: string, value: string): Promise<void>;
-  /**
-   * Consistency check (qemu-img check, VDRepair, VixDiskLib_CheckRepair), present when
-   * capabilities.check is not 'none'. With `repair` (capability 'repair', image opened
-   * read-write) it fixes what it can and marks those findings `repaired`; without it, or with
-   * `dryRun` (any image), nothing is changed.
-   */
-  check?(opts: CheckOptions): Promise<CheckReport>;
-  /**
-   * Move a disk made of several files that name each other (VMDK descriptor + extents) to a
-   * new name, the file at the new name written last; closes the image. Single-file formats
-   * leave it out: moving their one file is the whole job. With `keepOld` the files get their new
-   * names as hard links (where the file system has them) and the old descriptor stays, so the
-   * disk opens under both names until the caller removes the old ones.
-   */
-  renameTo?(newPath: string, opts?: { keepOld?: boolean }): Promise<void>;
   /**
    * Present when capabilities.discard is 'native': mark [offset, offset+length) unused. Whole
    * allocation units become unallocated in a base; in a child they must still read zeros (not
@@ -277,6 +253,57 @@ export interface Image {
    * of units are written as zeros.
    */
   discard?(offset: number, length: number): Promise<void>;
+  /**
+   * Make [offset, offset+length) read as zeros without sending them (nbdkit's zero). No driver
+   * has one yet: the layers above write zeros or discard instead (nbd/server/zeroes.ts).
+   */
+  writeZeroes?(offset: number, length: number): Promise<void>;
+}
+
+/** How the image stands in a chain: what it records about its parent and what children record about it. */
+export interface ImageLinks {
+  /** the parent this image is a child of, if any */
+  backing(): BackingLink | undefined;
+  /** point the image at another parent, or make it a base (undefined) */
+  setBacking(link: BackingChange | undefined): Promise<void>;
+  /** the identity children record when made against this image (VMDK CID) */
+  identity(): string | undefined;
+  /** give the image a new identity (VMDK CID); chain operations use it to re-link children */
+  setIdentity(id: string): Promise<void>;
+  /** what a child made against this image records about it besides its identity (see ParentFacts) */
+  linkRecord?(): LinkRecord;
+  /** drop everything this image stores (every range becomes unallocated) */
+  makeEmpty(): Promise<void>;
+}
+
+/**
+ * What the image says about itself. The uniform properties (uuid, comment, geometry, adapter)
+ * are not members: block/properties.ts maps them onto these keys through the driver's
+ * property table (formats/<fmt>/properties.ts).
+ */
+export interface ImageMetadata {
+  info(): Promise<DiskInfo>;
+  metadataKeys(): string[];
+  readMetadata(key: string): string | undefined;
+  writeMetadata(key: string, value: string): Promise<void>;
+}
+
+/**
+ * The long operations on an open image, returned by `Image.maintenance()` rather than carried
+ * by the image: the data path stays the size of a plugin table, and a wrapper (ChainImage,
+ * a stream) that cannot maintain anything returns an empty object instead of having to leave
+ * five methods out. A member is present when the matching capability is not 'none'. The
+ * object acts on the image that returned it and is valid while that image is open; the ones
+ * that say so close the image.
+ */
+export interface ImageMaintenance {
+  /**
+   * Consistency check (qemu-img check, VDRepair, VixDiskLib_CheckRepair), present when
+   * capabilities.check is not 'none'. With `repair` (capability 'repair', image opened
+   * read-write) it fixes what it can and marks those findings `repaired`; without it, or with
+   * `dryRun` (any image), nothing is changed.
+   */
+  check?(opts: CheckOptions): Promise<CheckReport>;
   /**
    * Present when capabilities.compact is 'native': drop allocated units that read as all zeros
    * (or were discarded), move the rest down, and cut the file(s); in place and crash-safe (a
@@ -292,6 +319,21 @@ export interface Image {
    * that it holds nothing, or was told to force).
    */
   resize?(newCapacity: number): Promise<void>;
+  /**
+   * Move a disk made of several files that name each other (VMDK descriptor + extents) to a
+   * new name, the file at the new name written last; closes the image. Present where the
+   * driver is `selfNaming`; for the others moving their one file is the whole job. With
+   * `keepOld` the files get their new names as hard links (where the file system has them) and
+   * the old descriptor stays, so the disk opens under both names until the caller removes the
+   * old ones.
+   */
+  renameTo?(newPath: string, opts?: { keepOld?: boolean }): Promise<void>;
+}
+
+/** An open image: data path, links and metadata, and the way to its maintenance operations. */
+export interface Image extends ImageData, ImageLinks, ImageMetadata {
+  /** check, compact, defragment, resize, rename of this open image (see ImageMaintenance) */
+  maintenance(): ImageMaintenance;
 }
 
 export interface OpenOptions {
@@ -401,7 +443,7 @@ export interface Driver {
   readonly alignment: number;
   /**
    * the image's files name each other (a VMDK descriptor names its extents, a monolithic one
-   * itself): moving it to a new name goes through `Image.renameTo`, never a plain rename
+   * itself): moving it to a new name goes through `ImageMaintenance.renameTo`, never a plain rename
    */
   readonly selfNaming: boolean;
   /**

@@ -29,11 +29,11 @@ export interface InPlaceOpOptions extends InPlaceOptions {
 }
 
 export async function compact(path: string, opts: InPlaceOpOptions = {}): Promise<InPlaceResult> {
-  return inPlace(path, 'compact', opts, (img) => img.compact!({ signal: opts.signal, onProgress: opts.onProgress }));
+  return inPlace(path, 'compact', opts, (img) => img.maintenance().compact!({ signal: opts.signal, onProgress: opts.onProgress }));
 }
 
 export async function defragment(path: string, opts: InPlaceOpOptions = {}): Promise<InPlaceResult> {
-  return inPlace(path, 'defragment', opts, (img) => img.defragment!({ signal: opts.signal, onProgress: opts.onProgress }));
+  return inPlace(path, 'defragment', opts, (img) => img.maintenance().defragment!({ signal: opts.signal, onProgress: opts.onProgress }));
 }
 
 /** the same refusal for every in-place operation: the capability must be native and the method present */
@@ -41,7 +41,7 @@ export async function refuseWithout(path: string, cap: 'compact' | 'defragment' 
   const driver = format ? driverByName(format) : await detectFormatIn(ns, path);
   const peek = await openLinkIn(ns, path, { format: driver.name, singleLink: true, readOnly: true });
   try {
-    const method = cap === 'discard' ? peek.discard : cap === 'compact' ? peek.compact : peek.defragment;
+    const method = cap === 'discard' ? peek.discard : peek.maintenance()[cap];
     if (peek.capabilities[cap] === 'none' || !method) {
       const verb = cap === 'compact' ? 'compacted' : cap === 'defragment' ? 'defragmented' : 'discarded';
       throw new DiskError('NOTSUPPORTED', `${peek.format} ${peek.type} images cannot be ${verb}`, { path, field: 'type', found: `${peek.format} ${peek.type}` });

@@ -25,7 +25,7 @@
  */
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
-import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, InPlaceOptions, InPlaceResult, LinkRecord, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
 import { checkVhdStore } from './check.js';
 import { BAT_UNUSED, FOOTER_SIZE, SECTOR } from './structs.js';
 import { VHD_CAPABILITIES, sectorRuns, setBits } from './layout.js';
@@ -101,7 +101,7 @@ export class VhdImage implements Image {
    * a sound BAT, so what is left is leaks, the footer copy and header oddities; after a repair
    * the structures are read again.
    */
-  async check(opts: CheckOptions): Promise<CheckReport> {
+  private async checkOpen(opts: CheckOptions): Promise<CheckReport> {
     if (opts.repair && !opts.dryRun) checkWritable(this.file);
     await this.map.commitPending();
     const report = await checkVhdStore(this.file.store, this.path, opts);
@@ -334,16 +334,17 @@ export class VhdImage implements Image {
 
   // ------------------------------------------------------------------ maintenance (compact.ts, defrag.ts, resize.ts)
 
-  compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return compact(this.file, this.map, opts);
+  /** check (above); compact, defragment; resize in place (resize.ts), which closes the image */
+  maintenance(): ImageMaintenance {
+    return {
+      check: (opts: CheckOptions) => this.checkOpen(opts),
+      compact: (opts: InPlaceOptions = {}) => compact(this.file, this.map, opts),
+      defragment: (opts: InPlaceOptions = {}) => defragment(this.file, this.map, opts),
+      resize: (newCapacity: number) => this.resizeOpen(newCapacity),
+    };
   }
 
-  defragment(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return defragment(this.file, this.map, opts);
-  }
-
-  /** Resize in place (resize.ts); closes the image. */
-  async resize(newCapacity: number): Promise<void> {
+  private async resizeOpen(newCapacity: number): Promise<void> {
     await this.map.commitPending();
     try {
       await resizeVhd(this.file, this.map, newCapacity);
