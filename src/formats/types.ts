@@ -336,23 +336,17 @@ export interface Image extends ImageData, ImageLinks, ImageMetadata {
   maintenance(): ImageMaintenance;
 }
 
+/**
+ * What a driver is told when it opens one image. Only facts about what the driver itself does;
+ * how the image is used (alone or in a chain, who does copy-on-write, whether a write may change
+ * its identity) is the chain layer's business (chain/chain.ts LinkOpenOptions, disk.ts). A
+ * driver never refuses a read-write open of a child: the chain layer does (PARTIALCHAIN) before
+ * the driver writes anything.
+ */
 export interface OpenOptions {
   readOnly?: boolean;
   /** allow extent files that are absolute, contain "..", or are devices (CVE-2022-47951 class) */
   allowExternalExtents?: boolean;
-  /**
-   * Open a child link by itself, without its parents (VixDiskLib's SINGLE_LINK). Unallocated
-   * ranges then read as zeros; read-write is allowed only for the chain layer, which does the
-   * copy-on-write itself.
-   */
-  singleLink?: boolean;
-  /** internal (chain layer): the caller does copy-on-write from the parent, so a child may be opened read-write */
-  cowByCaller?: boolean;
-  /**
-   * internal (chain operations): writes that do not change what the disk reads as (commit,
-   * rebase, merge) keep the image identity (VMDK CID), so children stay valid.
-   */
-  preserveIdentity?: boolean;
   /**
    * VHD: open an image whose footer or dynamic-header checksum does not match (or whose end
    * footer is missing but whose copy at offset 0 is intact), read-only, to recover its data.
@@ -361,11 +355,23 @@ export interface OpenOptions {
    */
   ignoreChecksums?: boolean;
   /**
-   * internal (ops/check): the open is for a check or repair. Parts of the image that vdkit only
-   * ever checks (VMDK ESXi delta extents) are then opened read-only instead of refusing a
-   * read-write open; their findings come back as not repairable.
+   * Open a damaged image so that a check can report and a repair can mend it: damage a
+   * read-write open otherwise refuses (qcow2 metadata that check calls inconsistent) is let
+   * through, and parts vdkit only ever checks (VMDK ESXi delta extents) are opened read-only
+   * instead of refusing a read-write open; their findings come back as not repairable.
+   * ops/check.ts is the one caller that sets it.
    */
-  forCheck?: boolean;
+  tolerateDamage?: boolean;
+  /**
+   * Default true. The first change a read-write session makes (a write; for some formats also
+   * a discard, a parent change or makeEmpty) first renews what the format uses to say "the
+   * content changed": VMDK CID, VDI modification UUID, VHDX DataWriteGuid (which the VHDX spec
+   * requires before the first write lands). The driver does it because only it knows where its
+   * first change begins, including changes that reach it without a Disk. false keeps them: the
+   * chain layer asks for that (`preserveIdentity`) for writes that do not change what the disk
+   * reads as (commit, rebase, merge, compact), so children stay valid.
+   */
+  updateIdentityOnWrite?: boolean;
 }
 
 export interface CreateOptions {
@@ -446,6 +452,8 @@ export interface Driver {
    * itself): moving it to a new name goes through `ImageMaintenance.renameTo`, never a plain rename
    */
   readonly selfNaming: boolean;
+  /** the on-disk field that makes an image a child (VMDK parentCID, VHD diskType), named in errors */
+  readonly parentField?: string;
   /**
    * create types written front to back in one pass and never opened read-write afterwards
    * (VMDK streamOptimized): convert writes them through a stream, resize refuses them

@@ -610,7 +610,7 @@ test('check and repair: leaks are lowered, a refcount below the count raised, CO
   assert.match(r.findings.find((f) => f.kind === 'leak')!.message, /^Leaked cluster 3 refcount=3 reference=1$/);
   // a read-write open of the damaged image is refused; the repair opens it for the check
   await assert.rejects(openLink(p, { singleLink: true, cowByCaller: true }), (e: DiskError) => e.code === 'NEEDSREPAIR');
-  link = await openLink(p, { singleLink: true, cowByCaller: true, forCheck: true });
+  link = await openLink(p, { singleLink: true, cowByCaller: true, tolerateDamage: true });
   r = await link.maintenance().check!({ repair: true });
   assert.ok(r.findings.filter((f) => f.kind !== 'corruption' || f.field !== 'l2[0][5]').every((f) => f.repaired), JSON.stringify(r.findings));
   assert.equal(r.leakedBytes, 0);

@@ -73,14 +73,6 @@ export class VdiImage implements Image {
       if (p.kind === 'v0' && !readOnly) {
         throw new DiskError('UNSUPPORTEDDISKVERSION', 'legacy VDI v0 images can only be opened read-only (convert them to write)', { path, field: 'version', found: '0.2' });
       }
-      if (!readOnly && p.h.type === TYPE_DIFF && !opts.cowByCaller) {
-        // alone, a partial write to a block the image lacks could only zero-fill the rest of it
-        throw new DiskError('PARTIALCHAIN', 'this is a differencing image: open its chain (without singleLink) to write to it, or open it read-only to inspect it', {
-          path,
-          field: 'type',
-          found: 'differencing',
-        });
-      }
       const file: VdiFile = {
         path,
         store,
@@ -92,7 +84,7 @@ export class VdiImage implements Image {
         readOnly,
         stride: p.h.cbBlock + p.h.cbBlockExtra,
         warnings: [],
-        modifyRenewed: !!opts.preserveIdentity,
+        modifyRenewed: opts.updateIdentityOnWrite === false,
         closed: false,
         nextIndex: p.h.cBlocksAllocated,
       };

@@ -83,16 +83,6 @@ export class VhdImage implements Image {
       await store.close().catch(() => {});
       throw err;
     }
-    // A differencing link alone does not hold the whole disk: a partial-sector write would
-    // zero-fill the rest of a sector its parent holds. Only the chain layer may write it.
-    if (!readOnly && image.type === 'differencing' && !opts.cowByCaller) {
-      await image.close().catch(() => {});
-      throw new DiskError('PARTIALCHAIN', 'this VHD is a differencing image: open its chain (without singleLink) to write to it, or open this link read-only to inspect it', {
-        path,
-        field: 'diskType',
-        found: 'differencing',
-      });
-    }
     return image;
   }
 

@@ -81,9 +81,10 @@ export class VmdkImage implements Image, LinkState {
     /** false for a bare extent opened without any descriptor */
     readonly descriptorWritable: boolean,
     readonly readOnly: boolean,
-    preserveIdentity = false,
+    /** OpenOptions.updateIdentityOnWrite false: the first write keeps the CID */
+    keepCid = false,
   ) {
-    this.cidRenewed = preserveIdentity;
+    this.cidRenewed = keepCid;
     let at = 0;
     this.starts = extents.map((e) => {
       const s = at;
