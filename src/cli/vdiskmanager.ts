@@ -5,7 +5,7 @@
  *   -r SRC -t TYPE DST                       convert         -> convert
  *   -x SIZE FILE                             expand          -> resize
  *   -n OLD NEW                               rename          -> rename
- *   -d FILE / -k FILE                        defragment / shrink -> Image.defragment / compact
+ *   -d FILE / -k FILE                        defragment / shrink -> image.maintenance().defragment / compact
  *   -R FILE                                  check and repair -> checkDisk(repair)
  *   -e FILE                                  chain check     -> describeChain + checkDisk
  *   -q                                       no messages (errors still go to stderr)

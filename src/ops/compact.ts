@@ -3,8 +3,8 @@
  * (VixDiskLib_Defragment, vmware-vdiskmanager -d), in place.
  *
  * Design notes
- * - The format work is the driver's `Image.compact` / `Image.defragment` (each format's NOTES.md
- *   gives its crash-safe order: data copied and flushed before the table entry that points at
+ * - The format work is the driver's `image.maintenance().compact` / `.defragment` (each
+ *   format's NOTES.md gives its crash-safe order: data copied and flushed before the table entry that points at
  *   it, old space reused or cut only after that). This module decides whether it may run.
  * - Neither changes what the disk reads as, so the image keeps its identity (VMDK CID) and its
  *   children stay valid: compacting or defragmenting a parent is allowed. The driver keeps a

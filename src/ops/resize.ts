@@ -2,7 +2,7 @@
  * Resize (VixDiskLib_Grow, VDResize, vmware-vdiskmanager -x, qemu-img resize).
  *
  * Design notes
- * - The format work is the driver's `Image.resize` (each format's NOTES.md gives its crash-safe
+ * - The format work is the driver's `image.maintenance().resize` (each format's NOTES.md gives its crash-safe
  *   order: what makes the new size visible is always the last, single write, so a killed resize
  *   leaves the old or the new disk). This module decides whether a resize may happen at all.
  * - Growing: the new range reads as zeros (or as the parent, for a child that stays within its
