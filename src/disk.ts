@@ -5,10 +5,10 @@
  */
 import { DiskError } from './core/errors.js';
 import { SECTOR_SIZE, checkRange } from './core/ints.js';
-import { openChain, parentFacts, type ChainFormats, type ChainOpenOptions } from './chain/chain.js';
+import { openChain, parentFacts, type ChainFormats, type ChainOpenOptions, type LinkOpenOptions } from './chain/chain.js';
 import { findChildren } from './chain/children.js';
 import { DEFAULT_FORMAT, backends, detectFormatIn, driverByName } from './formats/registry.js';
-import type { BlockExtent, CreateOptions, DiskInfo, Driver, Image, OpenOptions, ParentFacts } from './formats/types.js';
+import type { BackingLink, BlockExtent, CreateOptions, DiskInfo, Driver, Image, OpenOptions, ParentFacts } from './formats/types.js';
 import { hostFiles } from './storage/file.js';
 import type { Namespace } from './storage/namespace.js';
 import { getProperties, setProperties } from './block/properties.js';
@@ -20,14 +20,49 @@ export async function detectFormat(name: string, ns: Namespace = hostFiles()): P
   return detectFormatIn(ns, name);
 }
 
-/** how the chain layer opens each link: by the format it names, else by content */
-export async function openLinkIn(ns: Namespace, path: string, opts: OpenOptions & { format?: string }): Promise<Image> {
+/**
+ * How the chain layer opens each link: by the format it names, else by content. The policy of
+ * `opts` stops here; the driver gets only OpenOptions. This is the one place the PARTIALCHAIN
+ * rule is applied.
+ */
+export async function openLinkIn(ns: Namespace, path: string, opts: LinkOpenOptions): Promise<Image> {
   const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
-  return driver.open(ns, path, opts);
+  const { format: _format, singleLink: _single, cowByCaller, preserveIdentity, ...facts } = opts;
+  const driverOpts: OpenOptions = { ...facts, updateIdentityOnWrite: !preserveIdentity };
+  if (!opts.readOnly && !cowByCaller) await refuseChildAlone(driver, ns, path, driverOpts);
+  return driver.open(ns, path, driverOpts);
+}
+
+/**
+ * PARTIALCHAIN: a child alone does not hold the whole disk, so a partial write to a unit it
+ * lacks would zero-fill the rest of the unit instead of copying the parent's bytes. A caller
+ * that does no copy-on-write may therefore not open a child read-write. The link is looked at
+ * through a read-only open first, so a refused open writes nothing (a read-write VHDX open
+ * starts a log session, a qcow2 one clears a dirty bit).
+ */
+async function refuseChildAlone(driver: Driver, ns: Namespace, path: string, opts: OpenOptions): Promise<void> {
+  let look: Image;
+  try {
+    look = await driver.open(ns, path, { ...opts, readOnly: true });
+  } catch {
+    return; // the read-write open says what is wrong with the image
+  }
+  let link: BackingLink | undefined;
+  try {
+    link = look.backing();
+  } finally {
+    await look.close().catch(() => {});
+  }
+  if (!link) return;
+  throw new DiskError('PARTIALCHAIN', `this ${driver.name} image is a child (differencing image, redo log, snapshot delta): open its chain (without singleLink) to write to it, or open this link read-only to inspect it`, {
+    path,
+    field: driver.parentField ?? 'parent',
+    found: link.parentId ?? link.hint,
+  });
 }
 
 /** one link by path (host files unless `opts.namespace`) */
-export async function openLink(path: string, opts: OpenOptions & { format?: string; namespace?: Namespace }): Promise<Image> {
+export async function openLink(path: string, opts: LinkOpenOptions & { namespace?: Namespace }): Promise<Image> {
   return openLinkIn(opts.namespace ?? hostFiles(), path, opts);
 }
 
@@ -123,15 +158,13 @@ export class Disk {
     const ns = opts.namespace ?? hostFiles();
     let image: Image;
     if (opts.infoOnly) {
-      const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
-      image = await driver.open(ns, path, { ...opts, readOnly: true, singleLink: true, cowByCaller: false });
-      return new Disk(image);
+      return new Disk(await openLinkIn(ns, path, { ...opts, readOnly: true }));
     }
     if (opts.singleLink) {
-      const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
-      // a lone link is never written through the chain layer, so it does no copy-on-write itself
-      // (only internal callers that write metadata alone, like check, pass cowByCaller)
-      image = await driver.open(ns, path, { ...opts, cowByCaller: opts.cowByCaller ?? false });
+      // a lone link is never written through the chain layer, so it does no copy-on-write
+      // itself: a child is refused read-write (PARTIALCHAIN) unless the caller says cowByCaller
+      // (only internal callers that write metadata alone, like check, do)
+      image = await openLinkIn(ns, path, opts);
     } else {
       image = await openChain(ns, path, opts, chainFormats);
     }

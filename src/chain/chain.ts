@@ -22,11 +22,39 @@ import { basename, dirname, isAbsolute, join, relative } from '../core/names.js'
 import { DiskError } from '../core/errors.js';
 import type { Namespace } from '../storage/namespace.js';
 import { readJournal } from './journal.js';
-import type { BackingChange, BackingLink, BlockExtent, Capabilities, DiskInfo, Image, OpenOptions, ParentFacts } from '../formats/types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, DiskInfo, Image, ImageMaintenance, OpenOptions, ParentFacts } from '../formats/types.js';
 
 export const DEFAULT_MAX_DEPTH = 255;
 
-export interface ChainOpenOptions extends OpenOptions {
+/**
+ * How the layers above a driver open one link: the driver's facts (OpenOptions, except the
+ * identity one, which follows from `preserveIdentity`) and the policy this layer applies.
+ */
+export interface LinkOpenOptions extends Omit<OpenOptions, 'updateIdentityOnWrite'> {
+  /** format name; detected from the content when omitted */
+  format?: string;
+  /**
+   * Open only this link, not its parents (VixDiskLib's SINGLE_LINK): unallocated ranges read
+   * as zeros. A link opener always opens one link; Disk.open reads the flag, the other callers
+   * state it for the reader.
+   */
+  singleLink?: boolean;
+  /**
+   * The caller does copy-on-write from the parent itself (the chain layer), or writes only what
+   * the link alone holds (check, compact, rebase, commit). Without it a read-write open of a
+   * child is refused (PARTIALCHAIN, in disk.ts openLinkIn): alone, a partial write to a unit
+   * the child lacks could only zero-fill the rest of it instead of copying the parent's bytes.
+   */
+  cowByCaller?: boolean;
+  /**
+   * Writes that do not change what the disk reads as (commit, rebase, merge, compact) keep the
+   * image's identity (VMDK CID, VDI modification UUID, VHDX DataWriteGuid), so its children
+   * stay valid: the driver is opened with `updateIdentityOnWrite: false`.
+   */
+  preserveIdentity?: boolean;
+}
+
+export interface ChainOpenOptions extends LinkOpenOptions {
   /** refuse parent hints that are absolute or leave the child's folder */
   untrusted?: boolean;
   /** most links a chain may have (default 255) */
@@ -50,7 +78,7 @@ export interface ChainFormats {
 }
 
 /** How the chain layer opens one link (provided by the registry, so chain/ stays format-free). */
-export type LinkOpener = (ns: Namespace, path: string, opts: OpenOptions & { format?: string }) => Promise<Image>;
+export type LinkOpener = (ns: Namespace, path: string, opts: LinkOpenOptions) => Promise<Image>;
 
 /** Try each hint (as written, then by its file name beside the child); the first that exists wins. */
 async function findByHints(ns: Namespace, childPath: string, hints: readonly string[], untrusted: boolean): Promise<{ path?: string; tried: string[] }> {
@@ -140,7 +168,7 @@ export async function backingTo(ns: Namespace, childPath: string, parentPath: st
 }
 
 /** Open `path` and every parent below it. A lone base comes back as the plain image. */
-export async function openChain(ns: Namespace, path: string, opts: ChainOpenOptions & { format?: string }, formats: ChainFormats): Promise<Image> {
+export async function openChain(ns: Namespace, path: string, opts: ChainOpenOptions, formats: ChainFormats): Promise<Image> {
   const maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH;
   const layers: Image[] = [];
   const seen = new Set<string>();
@@ -288,6 +316,10 @@ export class ChainImage implements Image {
   }
   makeEmpty(): Promise<void> {
     return this.top.makeEmpty();
+  }
+  /** none: maintenance acts on one link, which the operations open alone */
+  maintenance(): ImageMaintenance {
+    return {};
   }
 
   async read(into: Buffer, offset: number): Promise<void> {

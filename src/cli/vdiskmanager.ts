@@ -5,7 +5,7 @@
  *   -r SRC -t TYPE DST                       convert         -> convert
  *   -x SIZE FILE                             expand          -> resize
  *   -n OLD NEW                               rename          -> rename
- *   -d FILE / -k FILE                        defragment / shrink -> Image.defragment / compact
+ *   -d FILE / -k FILE                        defragment / shrink -> image.maintenance().defragment / compact
  *   -R FILE                                  check and repair -> checkDisk(repair)
  *   -e FILE                                  chain check     -> describeChain + checkDisk
  *   -q                                       no messages (errors still go to stderr)
@@ -211,13 +211,14 @@ async function inPlace(path: string, what: 'compact' | 'defragment', say: (t: st
     if (what === 'compact' && image.backing()) {
       throw new DiskError('CANTSHRINK', undefined, { path, field: 'parentFileNameHint', found: image.backing()!.hint });
     }
-    const run = what === 'compact' ? image.compact : image.defragment;
+    const m = image.maintenance();
+    const run = what === 'compact' ? m.compact : m.defragment;
     if (image.capabilities[what] === 'none' || !run) {
       throw new DiskError('NOTSUPPORTED', `${image.format} ${image.type} disks cannot be ${what === 'compact' ? 'shrunk' : 'defragmented'} yet`, { path, field: 'type', found: image.type });
     }
     const label = what === 'compact' ? 'Shrink' : 'Defragment';
     let last = -1;
-    const result = await run.call(image, {
+    const result = await run.call(m, {
       onProgress: (done, total) => {
         const p = total === 0 ? 100 : Math.floor((100 * done) / total);
         if (p !== last && process.stdout.isTTY) say(`  ${label}: ${p}% done.\r`);

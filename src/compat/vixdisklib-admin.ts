@@ -295,7 +295,8 @@ async function inPlace(
   if (what === 'compact' && image.backing() && (diskHandle.flags & VIXDISKLIB_FLAG_OPEN_SINGLE_LINK) === 0) {
     throw fail('CANTSHRINK', 'VIX_E_DISK_CANTSHRINK', 'this disk is a redo log opened with its parents: open it with VIXDISKLIB_FLAG_OPEN_SINGLE_LINK, or shrink the parent', { path: disk.path });
   }
-  const run = what === 'compact' ? image.compact : image.defragment;
+  const m = image.maintenance();
+  const run = what === 'compact' ? m.compact : m.defragment;
   if ((image.capabilities[what] === 'none' || !run) && isFlat(image)) {
     // the guide: effective with sparse disks, "might not do anything with FLAT type. In either case, the function returns VIX_OK"
     const progress = progressOf(progressFunc, progressCallbackData);
@@ -315,7 +316,7 @@ async function inPlace(
   let result: InPlaceResult;
   try {
     // alone on the handle: Read/Write calls made meanwhile wait for it (they would race the moves)
-    result = await disk.runExclusive(() => run.call(image, opts));
+    result = await disk.runExclusive(() => run.call(m, opts));
   } catch (err) {
     // however the driver reports being stopped, a stop asked for by the progress function is a cancel
     cancelled(progress.signal, disk.path);

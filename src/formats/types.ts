@@ -218,7 +218,11 @@ export interface CreateOptionInfo {
   readonly description: string;
 }
 
-export interface Image {
+/**
+ * The data path, the size of nbdkit's plugin table: what a reader, a writer and an NBD export
+ * need and nothing more. Requests arrive validated (src/disk.ts).
+ */
+export interface ImageData {
   readonly format: string;
   /** the format's own type name (VMDK createType, "raw", ...) */
   readonly type: string;
@@ -228,22 +232,13 @@ export interface Image {
   readonly namespace: Namespace;
   /** virtual size in bytes */
   readonly capacity: number;
+  /**
+   * allocation unit in bytes (VMDK grain): the preferred request size, and the size at which
+   * writes to a child are copy-on-write. The smallest request size is the driver's `alignment`.
+   */
+  readonly clusterSize: number;
   readonly readOnly: boolean;
   readonly capabilities: Capabilities;
-  /** allocation unit in bytes (VMDK grain); writes to a child are copy-on-write at this size */
-  readonly clusterSize: number;
-  /** the parent this image is a child of, if any */
-  backing(): BackingLink | undefined;
-  /** the identity children record when made against this image (VMDK CID) */
-  identity(): string | undefined;
-  /** give the image a new identity (VMDK CID); chain operations use it to re-link children */
-  setIdentity(id: string): Promise<void>;
-  /** point the image at another parent, or make it a base (undefined) */
-  setBacking(link: BackingChange | undefined): Promise<void>;
-  /** what a child made against this image records about it besides its identity (see ParentFacts) */
-  linkRecord?(): LinkRecord;
-  /** drop everything this image stores (every range becomes unallocated) */
-  makeEmpty(): Promise<void>;
   /** read `into.length` bytes at `offset` (validated by the caller) */
   read(into: Buffer, offset: number): Promise<void>;
   write(data: Buffer, offset: number): Promise<void>;
@@ -251,25 +246,6 @@ export interface Image {
   blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
   flush(): Promise<void>;
   close(): Promise<void>;
-  info(): Promise<DiskInfo>;
-  metadataKeys(): string[];
-  readMetadata(key: string): string | undefined;
-  writeMetadata(key: string, value: string): Promise<void>;
-  /**
-   * Consistency check (qemu-img check, VDRepair, VixDiskLib_CheckRepair), present when
-   * capabilities.check is not 'none'. With `repair` (capability 'repair', image opened
-   * read-write) it fixes what it can and marks those findings `repaired`; without it, or with
-   * `dryRun` (any image), nothing is changed.
-   */
-  check?(opts: CheckOptions): Promise<CheckReport>;
-  /**
-   * Move a disk made of several files that name each other (VMDK descriptor + extents) to a
-   * new name, the file at the new name written last; closes the image. Single-file formats
-   * leave it out: moving their one file is the whole job. With `keepOld` the files get their new
-   * names as hard links (where the file system has them) and the old descriptor stays, so the
-   * disk opens under both names until the caller removes the old ones.
-   */
-  renameTo?(newPath: string, opts?: { keepOld?: boolean }): Promise<void>;
   /**
    * Present when capabilities.discard is 'native': mark [offset, offset+length) unused. Whole
    * allocation units become unallocated in a base; in a child they must still read zeros (not
@@ -277,6 +253,57 @@ export interface Image {
    * of units are written as zeros.
    */
   discard?(offset: number, length: number): Promise<void>;
+  /**
+   * Make [offset, offset+length) read as zeros without sending them (nbdkit's zero). No driver
+   * has one yet: the layers above write zeros or discard instead (nbd/server/zeroes.ts).
+   */
+  writeZeroes?(offset: number, length: number): Promise<void>;
+}
+
+/** How the image stands in a chain: what it records about its parent and what children record about it. */
+export interface ImageLinks {
+  /** the parent this image is a child of, if any */
+  backing(): BackingLink | undefined;
+  /** point the image at another parent, or make it a base (undefined) */
+  setBacking(link: BackingChange | undefined): Promise<void>;
+  /** the identity children record when made against this image (VMDK CID) */
+  identity(): string | undefined;
+  /** give the image a new identity (VMDK CID); chain operations use it to re-link children */
+  setIdentity(id: string): Promise<void>;
+  /** what a child made against this image records about it besides its identity (see ParentFacts) */
+  linkRecord?(): LinkRecord;
+  /** drop everything this image stores (every range becomes unallocated) */
+  makeEmpty(): Promise<void>;
+}
+
+/**
+ * What the image says about itself. The uniform properties (uuid, comment, geometry, adapter)
+ * are not members: block/properties.ts maps them onto these keys through the driver's
+ * property table (formats/<fmt>/properties.ts).
+ */
+export interface ImageMetadata {
+  info(): Promise<DiskInfo>;
+  metadataKeys(): string[];
+  readMetadata(key: string): string | undefined;
+  writeMetadata(key: string, value: string): Promise<void>;
+}
+
+/**
+ * The long operations on an open image, returned by `Image.maintenance()` rather than carried
+ * by the image: the data path stays the size of a plugin table, and a wrapper (ChainImage,
+ * a stream) that cannot maintain anything returns an empty object instead of having to leave
+ * five methods out. A member is present when the matching capability is not 'none'. The
+ * object acts on the image that returned it and is valid while that image is open; the ones
+ * that say so close the image.
+ */
+export interface ImageMaintenance {
+  /**
+   * Consistency check (qemu-img check, VDRepair, VixDiskLib_CheckRepair), present when
+   * capabilities.check is not 'none'. With `repair` (capability 'repair', image opened
+   * read-write) it fixes what it can and marks those findings `repaired`; without it, or with
+   * `dryRun` (any image), nothing is changed.
+   */
+  check?(opts: CheckOptions): Promise<CheckReport>;
   /**
    * Present when capabilities.compact is 'native': drop allocated units that read as all zeros
    * (or were discarded), move the rest down, and cut the file(s); in place and crash-safe (a
@@ -292,25 +319,34 @@ export interface Image {
    * that it holds nothing, or was told to force).
    */
   resize?(newCapacity: number): Promise<void>;
+  /**
+   * Move a disk made of several files that name each other (VMDK descriptor + extents) to a
+   * new name, the file at the new name written last; closes the image. Present where the
+   * driver is `selfNaming`; for the others moving their one file is the whole job. With
+   * `keepOld` the files get their new names as hard links (where the file system has them) and
+   * the old descriptor stays, so the disk opens under both names until the caller removes the
+   * old ones.
+   */
+  renameTo?(newPath: string, opts?: { keepOld?: boolean }): Promise<void>;
 }
 
+/** An open image: data path, links and metadata, and the way to its maintenance operations. */
+export interface Image extends ImageData, ImageLinks, ImageMetadata {
+  /** check, compact, defragment, resize, rename of this open image (see ImageMaintenance) */
+  maintenance(): ImageMaintenance;
+}
+
+/**
+ * What a driver is told when it opens one image. Only facts about what the driver itself does;
+ * how the image is used (alone or in a chain, who does copy-on-write, whether a write may change
+ * its identity) is the chain layer's business (chain/chain.ts LinkOpenOptions, disk.ts). A
+ * driver never refuses a read-write open of a child: the chain layer does (PARTIALCHAIN) before
+ * the driver writes anything.
+ */
 export interface OpenOptions {
   readOnly?: boolean;
   /** allow extent files that are absolute, contain "..", or are devices (CVE-2022-47951 class) */
   allowExternalExtents?: boolean;
-  /**
-   * Open a child link by itself, without its parents (VixDiskLib's SINGLE_LINK). Unallocated
-   * ranges then read as zeros; read-write is allowed only for the chain layer, which does the
-   * copy-on-write itself.
-   */
-  singleLink?: boolean;
-  /** internal (chain layer): the caller does copy-on-write from the parent, so a child may be opened read-write */
-  cowByCaller?: boolean;
-  /**
-   * internal (chain operations): writes that do not change what the disk reads as (commit,
-   * rebase, merge) keep the image identity (VMDK CID), so children stay valid.
-   */
-  preserveIdentity?: boolean;
   /**
    * VHD: open an image whose footer or dynamic-header checksum does not match (or whose end
    * footer is missing but whose copy at offset 0 is intact), read-only, to recover its data.
@@ -319,11 +355,23 @@ export interface OpenOptions {
    */
   ignoreChecksums?: boolean;
   /**
-   * internal (ops/check): the open is for a check or repair. Parts of the image that vdkit only
-   * ever checks (VMDK ESXi delta extents) are then opened read-only instead of refusing a
-   * read-write open; their findings come back as not repairable.
+   * Open a damaged image so that a check can report and a repair can mend it: damage a
+   * read-write open otherwise refuses (qcow2 metadata that check calls inconsistent) is let
+   * through, and parts vdkit only ever checks (VMDK ESXi delta extents) are opened read-only
+   * instead of refusing a read-write open; their findings come back as not repairable.
+   * ops/check.ts is the one caller that sets it.
    */
-  forCheck?: boolean;
+  tolerateDamage?: boolean;
+  /**
+   * Default true. The first change a read-write session makes (a write; for some formats also
+   * a discard, a parent change or makeEmpty) first renews what the format uses to say "the
+   * content changed": VMDK CID, VDI modification UUID, VHDX DataWriteGuid (which the VHDX spec
+   * requires before the first write lands). The driver does it because only it knows where its
+   * first change begins, including changes that reach it without a Disk. false keeps them: the
+   * chain layer asks for that (`preserveIdentity`) for writes that do not change what the disk
+   * reads as (commit, rebase, merge, compact), so children stay valid.
+   */
+  updateIdentityOnWrite?: boolean;
 }
 
 export interface CreateOptions {
@@ -401,9 +449,11 @@ export interface Driver {
   readonly alignment: number;
   /**
    * the image's files name each other (a VMDK descriptor names its extents, a monolithic one
-   * itself): moving it to a new name goes through `Image.renameTo`, never a plain rename
+   * itself): moving it to a new name goes through `ImageMaintenance.renameTo`, never a plain rename
    */
   readonly selfNaming: boolean;
+  /** the on-disk field that makes an image a child (VMDK parentCID, VHD diskType), named in errors */
+  readonly parentField?: string;
   /**
    * create types written front to back in one pass and never opened read-write afterwards
    * (VMDK streamOptimized): convert writes them through a stream, resize refuses them

@@ -97,10 +97,11 @@ async function checkLink(driver: Driver, path: string, opts: CheckDiskOptions): 
     if (look && look.findings.length === 0) return look;
   }
   // repair writes metadata, never data, so the lone link may be opened read-write
-  const d = await Disk.open(path, { namespace: opts.namespace, format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, forCheck: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents });
+  const d = await Disk.open(path, { namespace: opts.namespace, format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, tolerateDamage: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents });
   try {
-    if (!d.image.check) throw new DiskError('NOTSUPPORTED', `${driver.name} images cannot be checked yet`, { path });
-    return await d.image.check(what);
+    const m = d.image.maintenance();
+    if (!m.check) throw new DiskError('NOTSUPPORTED', `${driver.name} images cannot be checked yet`, { path });
+    return await m.check(what);
   } finally {
     await d.close();
   }

@@ -3,8 +3,8 @@
  * (VixDiskLib_Defragment, vmware-vdiskmanager -d), in place.
  *
  * Design notes
- * - The format work is the driver's `Image.compact` / `Image.defragment` (each format's NOTES.md
- *   gives its crash-safe order: data copied and flushed before the table entry that points at
+ * - The format work is the driver's `image.maintenance().compact` / `.defragment` (each
+ *   format's NOTES.md gives its crash-safe order: data copied and flushed before the table entry that points at
  *   it, old space reused or cut only after that). This module decides whether it may run.
  * - Neither changes what the disk reads as, so the image keeps its identity (VMDK CID) and its
  *   children stay valid: compacting or defragmenting a parent is allowed. The driver keeps a
@@ -29,11 +29,11 @@ export interface InPlaceOpOptions extends InPlaceOptions {
 }
 
 export async function compact(path: string, opts: InPlaceOpOptions = {}): Promise<InPlaceResult> {
-  return inPlace(path, 'compact', opts, (img) => img.compact!({ signal: opts.signal, onProgress: opts.onProgress }));
+  return inPlace(path, 'compact', opts, (img) => img.maintenance().compact!({ signal: opts.signal, onProgress: opts.onProgress }));
 }
 
 export async function defragment(path: string, opts: InPlaceOpOptions = {}): Promise<InPlaceResult> {
-  return inPlace(path, 'defragment', opts, (img) => img.defragment!({ signal: opts.signal, onProgress: opts.onProgress }));
+  return inPlace(path, 'defragment', opts, (img) => img.maintenance().defragment!({ signal: opts.signal, onProgress: opts.onProgress }));
 }
 
 /** the same refusal for every in-place operation: the capability must be native and the method present */
@@ -41,7 +41,7 @@ export async function refuseWithout(path: string, cap: 'compact' | 'defragment' 
   const driver = format ? driverByName(format) : await detectFormatIn(ns, path);
   const peek = await openLinkIn(ns, path, { format: driver.name, singleLink: true, readOnly: true });
   try {
-    const method = cap === 'discard' ? peek.discard : cap === 'compact' ? peek.compact : peek.defragment;
+    const method = cap === 'discard' ? peek.discard : peek.maintenance()[cap];
     if (peek.capabilities[cap] === 'none' || !method) {
       const verb = cap === 'compact' ? 'compacted' : cap === 'defragment' ? 'defragmented' : 'discarded';
       throw new DiskError('NOTSUPPORTED', `${peek.format} ${peek.type} images cannot be ${verb}`, { path, field: 'type', found: `${peek.format} ${peek.type}` });

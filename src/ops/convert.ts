@@ -208,10 +208,11 @@ export async function copyRanges(read: (into: Buffer, offset: number) => Promise
  * the descriptor last.
  */
 export async function moveIntoPlace(img: Image, finalPath: string): Promise<void> {
-  if (img.renameTo) {
+  const m = img.maintenance();
+  if (m.renameTo) {
     const files = (await img.info()).files;
     if (files.length > 1 || driverByName(img.format).selfNaming) {
-      await img.renameTo(finalPath);
+      await m.renameTo(finalPath);
       await img.close().catch(() => {});
       return;
     }

@@ -74,11 +74,11 @@ export async function rename(oldPath: string, newPath: string, opts: { namespace
     links.push({ path: c, parentId: child.backing()?.parentId ?? id ?? '' });
     await child.close();
   }
-  if (image.renameTo) {
+  if (image.maintenance().renameTo) {
     // the multi-file formats rename themselves (descriptor and extent names)
     const rw = await openLinkIn(ns, src, { format: image.format, singleLink: true, cowByCaller: true, preserveIdentity: true });
     try {
-      await rw.renameTo!(dst, { keepOld: true });
+      await rw.maintenance().renameTo!(dst, { keepOld: true });
     } catch (err) {
       await rw.close().catch(() => {});
       throw err;

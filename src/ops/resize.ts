@@ -2,7 +2,7 @@
  * Resize (VixDiskLib_Grow, VDResize, vmware-vdiskmanager -x, qemu-img resize).
  *
  * Design notes
- * - The format work is the driver's `Image.resize` (each format's NOTES.md gives its crash-safe
+ * - The format work is the driver's `image.maintenance().resize` (each format's NOTES.md gives its crash-safe
  *   order: what makes the new size visible is always the last, single write, so a killed resize
  *   leaves the old or the new disk). This module decides whether a resize may happen at all.
  * - Growing: the new range reads as zeros (or as the parent, for a child that stays within its
@@ -57,11 +57,12 @@ export async function resize(path: string, size: number, opts: ResizeOptions & {
     if (next % driver.alignment !== 0) throw new DiskError('INVAL', `the new size must be a multiple of ${driver.alignment} bytes`, { path, field: 'size', found: next });
     if (next === old) return { oldCapacity: old, newCapacity: next };
     const caps = image.capabilities;
-    if (caps.resize === 'none' || !image.resize) throw new DiskError('NOTSUPPORTED', `${image.format} ${image.type} images cannot be resized`, { path, field: 'type', found: image.type });
+    const m = image.maintenance();
+    if (caps.resize === 'none' || !m.resize) throw new DiskError('NOTSUPPORTED', `${image.format} ${image.type} images cannot be resized`, { path, field: 'type', found: image.type });
     if (next < old) await checkShrink(image, next, opts);
     else await checkGrow(image);
     closed = true;
-    await image.resize(next);
+    await m.resize(next);
     return { oldCapacity: old, newCapacity: next };
   } finally {
     if (!closed) await image.close().catch(() => {});

@@ -10,7 +10,7 @@ import { SECTOR_SIZE } from '../core/ints.js';
 import type { ByteSink } from '../storage/sink.js';
 import { MemoryNamespace } from '../storage/memory.js';
 import type { Namespace } from '../storage/namespace.js';
-import type { BlockExtent, Capabilities, DiskInfo, Image } from '../formats/types.js';
+import type { BlockExtent, Capabilities, DiskInfo, Image, ImageMaintenance } from '../formats/types.js';
 import type { SequentialInput, SequentialReader } from '../formats/sequential.js';
 import { backends } from '../formats/registry.js';
 
@@ -256,6 +256,10 @@ export class SequentialImage implements Image {
   }
   async makeEmpty(): Promise<void> {
     throw new DiskError('RDONLY', undefined, { path: this.path });
+  }
+  /** a pipe is read once: nothing to maintain */
+  maintenance(): ImageMaintenance {
+    return {};
   }
   async flush(): Promise<void> {}
   async close(): Promise<void> {

@@ -382,8 +382,8 @@ test('check --dry-run needs --repair; a repair of a read-only image is refused',
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /--repair/);
   const d = await Disk.open(p, { readOnly: true, singleLink: true });
-  await assert.rejects(d.image.check!({ repair: true }), /RDONLY|read-only/i);
-  assert.ok((await d.image.check!({ repair: true, dryRun: true })).dryRun);
+  await assert.rejects(d.image.maintenance().check!({ repair: true }), /RDONLY|read-only/i);
+  assert.ok((await d.image.maintenance().check!({ repair: true, dryRun: true })).dryRun);
   await d.close();
 });
 

@@ -38,7 +38,7 @@ for (const type of ['monolithicSparse', 'twoGbMaxExtentSparse', 'monolithicFlat'
       const d = await Disk.open(path);
       const got = await d.read(0, capacity);
       // leaks are allowed after a kill (a grain written before its table entry); corruption is not
-      const report = await d.image.check!({ repair: false });
+      const report = await d.image.maintenance().check!({ repair: false });
       assert.deepEqual(report.findings.filter((f) => f.kind === 'corruption'), [], 'no corruption after the kill');
       await d.close();
       for (let at = 0; at < capacity; at += 65536) {

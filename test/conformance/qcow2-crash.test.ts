@@ -126,10 +126,10 @@ test(`qcow2: ${RUNS} writers killed at random moments lose no flushed write and 
     assert.equal(q.json.corruptions ?? 0, 0, `${label}: corruptions\n${q.text}`);
     if ((q.json.leaks ?? 0) > 0) leaky++;
     const link = await openLink(top, { singleLink: true, cowByCaller: true });
-    const report = await link.check!({ repair: false });
+    const report = await link.maintenance().check!({ repair: false });
     assert.equal(report.findings.filter((f) => f.kind === 'corruption').length, 0, `${label}: vdkit check finds no corruption`);
     assert.equal(report.findings.filter((f) => f.kind === 'leak').reduce((n, f) => n + (f.count ?? 1), 0), q.json.leaks ?? 0, `${label}: vdkit and qemu-img count the same leaks`);
-    await link.check!({ repair: true });
+    await link.maintenance().check!({ repair: true });
     await link.close();
     const after = await qemuCheck(top);
     assert.equal(after.code, 0, `${label}: after vdkit's repair\n${after.text}`);

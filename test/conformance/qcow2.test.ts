@@ -153,7 +153,7 @@ async function assertHonest(d: Disk, m: SparseModel, label: string): Promise<voi
 }
 
 async function assertClean(img: Image, label: string): Promise<void> {
-  const r = await img.check!({ repair: false });
+  const r = await img.maintenance().check!({ repair: false });
   assert.deepEqual(
     r.findings.filter((f) => f.kind !== 'warning').map((f) => f.message),
     [],
@@ -560,7 +560,7 @@ test('dirty bit: a read-only open warns; a read-write open rebuilds refcounts (l
   await poke(p, 72, u64(1n)); // dirty
   const ro = await Disk.open(p, { readOnly: true });
   assert.ok((await ro.info()).warnings?.some((w) => w.startsWith('dirty bit set')));
-  const report = await ro.image.check!({ repair: false });
+  const report = await ro.image.maintenance().check!({ repair: false });
   assert.ok(report.findings.some((f) => f.kind === 'corruption' && f.field === `refcount[${host}]`));
   assert.ok(report.findings.some((f) => f.kind === 'leak' && f.field === 'refcount[2]'));
   await ro.close();
@@ -602,7 +602,7 @@ test('check and repair: leaks are lowered, a refcount below the count raised, CO
   const fileClusters = Math.ceil((await stat(p)).size / cs);
   await poke(p, rb + (fileClusters + 2) * 2, Buffer.from([0, 1])); // past the end: warning
   let link = await openLink(p, { readOnly: true, singleLink: true });
-  let r = await link.check!({ repair: false });
+  let r = await link.maintenance().check!({ repair: false });
   await link.close();
   const kinds = r.findings.map((f) => `${f.kind}:${f.field}`).sort();
   assert.deepEqual(kinds, ['corruption:l2[0][5]', `corruption:refcount[${host}]`, 'leak:refcount[3]', `warning:refcount[${fileClusters + 2}]`].sort());
@@ -610,8 +610,8 @@ test('check and repair: leaks are lowered, a refcount below the count raised, CO
   assert.match(r.findings.find((f) => f.kind === 'leak')!.message, /^Leaked cluster 3 refcount=3 reference=1$/);
   // a read-write open of the damaged image is refused; the repair opens it for the check
   await assert.rejects(openLink(p, { singleLink: true, cowByCaller: true }), (e: DiskError) => e.code === 'NEEDSREPAIR');
-  link = await openLink(p, { singleLink: true, cowByCaller: true, forCheck: true });
-  r = await link.check!({ repair: true });
+  link = await openLink(p, { singleLink: true, cowByCaller: true, tolerateDamage: true });
+  r = await link.maintenance().check!({ repair: true });
   assert.ok(r.findings.filter((f) => f.kind !== 'corruption' || f.field !== 'l2[0][5]').every((f) => f.repaired), JSON.stringify(r.findings));
   assert.equal(r.leakedBytes, 0);
   await assertClean(link, 'after repair');

@@ -89,7 +89,7 @@ test(`a writer SIGKILLed at random moments (${RUNS} runs, dynamic and differenci
     verify(await rw.read(0, CAPACITY), model, unacked, `${label}, read-write open (log replayed)`);
     await rw.close();
     const link = await Disk.open(path, { readOnly: true, singleLink: true });
-    const report = await link.image.check!({ repair: false });
+    const report = await link.image.maintenance().check!({ repair: false });
     await link.close();
     assert.deepEqual(report.findings.filter((f) => f.kind === 'corruption'), [], `${label}: vdkit check`);
     assert.ok(report.findings.every((f) => f.kind !== 'warning' || f.struct !== 'header'), `${label}: both headers valid after a clean close`);

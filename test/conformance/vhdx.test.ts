@@ -647,14 +647,14 @@ test('the log: a writer stopped after the log flush leaves a pending entry; read
   assert.deepEqual(await ro.read(5 * MiB + 100, 4096), Buffer.alloc(4096, 0x22), 'the replayed BAT, from memory');
   assert.deepEqual(await ro.read(0, 4096), Buffer.alloc(4096, 0x11));
   assert.ok((await ro.info()).warnings?.some((w) => /in-memory replay/.test(w)));
-  const report = await ro.image.check!({ repair: false });
+  const report = await ro.image.maintenance().check!({ repair: false });
   assert.ok(report.findings.some((f) => f.kind === 'corruption' && f.field === 'logGuid' && !f.repaired));
   await ro.close();
   assert.equal(await sha(path), before, 'a read-only open does not replay into the file');
 
   const rw = await Disk.open(path);
   assert.deepEqual(await rw.read(5 * MiB + 100, 4096), Buffer.alloc(4096, 0x22));
-  const fixedReport = await rw.image.check!({ repair: true });
+  const fixedReport = await rw.image.maintenance().check!({ repair: true });
   assert.ok(fixedReport.findings.some((f) => f.kind === 'corruption' && f.field === 'logGuid' && f.repaired));
   await rw.close();
   assert.equal((await batEntry(path, 5))[0], 6, 'replayed into the file');
@@ -696,13 +696,13 @@ test('check: a clean image, leaked space at the end (found and cut off by repair
   const path = join(dir, 'k.vhdx');
   const d = await Disk.create(path, { format: 'vhdx', capacity: 8 * MiB, blockSize: BLOCK });
   await d.write(0, Buffer.alloc(4096, 1));
-  assert.deepEqual((await d.image.check!({ repair: false })).findings, []);
+  assert.deepEqual((await d.image.maintenance().check!({ repair: false })).findings, []);
   await d.close();
   const size = (await stat(path)).size;
   // what a writer killed between extending the file and committing its BAT leaves
   await truncate(path, size + 3 * MiB);
   const ro = await Disk.open(path, { readOnly: true });
-  const report = await ro.image.check!({ repair: false });
+  const report = await ro.image.maintenance().check!({ repair: false });
   assert.deepEqual(
     report.findings.map((f) => [f.kind, f.repaired]),
     [['leak', undefined]],
@@ -710,7 +710,7 @@ test('check: a clean image, leaked space at the end (found and cut off by repair
   assert.equal(report.leakedBytes, 3 * MiB);
   await ro.close();
   const rw = await Disk.open(path);
-  const fixed = await rw.image.check!({ repair: true });
+  const fixed = await rw.image.maintenance().check!({ repair: true });
   assert.equal(fixed.findings[0]!.repaired, true);
   assert.equal(fixed.leakedBytes, 0);
   await rw.close();
@@ -720,7 +720,7 @@ test('check: a clean image, leaked space at the end (found and cut off by repair
   const stale = hs[0]!.seq < hs[1]!.seq ? 0 : 1;
   await poke(path, [64 * 1024, 128 * 1024][stale]! + 100, Buffer.from([0xff]));
   const w = await Disk.open(path, { readOnly: true });
-  const f = (await w.image.check!({ repair: false })).findings;
+  const f = (await w.image.maintenance().check!({ repair: false })).findings;
   assert.ok(f.some((x) => x.kind === 'warning' && x.struct === 'header' && x.field === 'checksum'), JSON.stringify(f));
   await w.close();
   await (await Disk.open(path)).close();

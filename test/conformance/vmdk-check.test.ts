@@ -40,7 +40,7 @@ async function poke(p: string, at: number, data: Buffer): Promise<void> {
 async function check(p: string, repair = false) {
   const d = await Disk.open(p, { readOnly: !repair, singleLink: true, cowByCaller: true });
   try {
-    return await d.image.check!({ repair });
+    return await d.image.maintenance().check!({ repair });
   } finally {
     await d.close();
   }

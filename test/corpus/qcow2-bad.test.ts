@@ -339,7 +339,7 @@ test('an L1 table naming one L2 table a million times: open, info and check stay
   // loaded machine; walking the table once per entry would take hours, not seconds)
   const t1 = performance.now();
   const link = await openLink(p, { readOnly: true, singleLink: true });
-  const report = await link.check!({ repair: false });
+  const report = await link.maintenance().check!({ repair: false });
   await link.close();
   const checkMs = performance.now() - t1;
   // the table's cluster and its three data clusters follow each other: one finding for the run

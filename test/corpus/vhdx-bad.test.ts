@@ -363,7 +363,7 @@ test('fallback: a damaged current header -> the other copy; check warns; a read-
   await poke(p, H[cur]! + 1000, Buffer.from([0xff]));
   const d = await Disk.open(p, { readOnly: true });
   assert.deepEqual(await d.read(20 * MiB, 65536), A);
-  const f = (await d.image.check!({ repair: false })).findings;
+  const f = (await d.image.maintenance().check!({ repair: false })).findings;
   assert.ok(f.some((x) => x.kind === 'warning' && x.struct === 'header' && x.field === 'checksum'), JSON.stringify(f));
   await d.close();
   await (await Disk.open(p)).close();
@@ -382,7 +382,7 @@ test('fallback: a damaged first region table -> the second; a read-write open re
   await pokeRegions(p, 30000, Buffer.from([1]), { tables: [0], keepChecksum: true });
   const d = await Disk.open(p, { readOnly: true });
   assert.deepEqual(await d.read(40 * MiB + 512, 1000), A.subarray(0, 1000));
-  const f = (await d.image.check!({ repair: false })).findings;
+  const f = (await d.image.maintenance().check!({ repair: false })).findings;
   assert.ok(f.some((x) => x.struct === 'regionTable' && x.field === 'checksum' && !x.repaired), JSON.stringify(f));
   await d.close();
   await (await Disk.open(p)).close();

@@ -98,7 +98,7 @@ export async function killRuns(t: TestContext, k: KillKind, plan: KillPlan): Pro
     const fixed = await checkDisk(p, { repair: true, chain: false });
     assert.equal(openFindings(fixed).corruptions, 0, JSON.stringify(fixed.findings));
     const d = await Disk.open(p, { singleLink: true, cowByCaller: true });
-    await (plan.op === 'compact' ? d.image.compact!({}) : d.image.defragment!({}));
+    await (plan.op === 'compact' ? d.image.maintenance().compact!({}) : d.image.maintenance().defragment!({}));
     await d.close();
     assert.ok((await readAll(p)).equals(expected), `${what}: content after repair and ${plan.op}`);
     assert.equal((await stat(p)).size, full, `${what}: the second ${plan.op} ends where an uninterrupted one does`);

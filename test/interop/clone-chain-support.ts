@@ -208,7 +208,7 @@ export async function cloneAndCheck(t: TestContext, dir: string, src: Source, fo
     } else if (driverCheck(format)) {
       const d = await Disk.open(f, { readOnly: true, singleLink: true, cowByCaller: true, force: true });
       try {
-        const report = await d.image.check!({ repair: false });
+        const report = await d.image.maintenance().check!({ repair: false });
         assert.deepEqual(report.findings.filter((x) => x.kind !== 'warning'), [], `${label} -> ${format}: vdkit check ${basename(f)}`);
       } finally {
         await d.close();

@@ -105,7 +105,7 @@ async function compactFile(path: string, opts: { force?: boolean } = {}) {
   const d = await Disk.open(path, { singleLink: true, ...opts });
   try {
     assert.equal(d.image.capabilities.compact, 'native');
-    return await d.image.compact!({});
+    return await d.image.maintenance().compact!({});
   } finally {
     await d.close();
   }
@@ -121,7 +121,7 @@ for (const f of FORMATS) {
       const before = (await stat(path)).size;
       let progress = 0;
       const d = await Disk.open(path, { singleLink: true });
-      const r = await d.image.compact!({ onProgress: (done, total) => (progress = done / total) });
+      const r = await d.image.maintenance().compact!({ onProgress: (done, total) => (progress = done / total) });
       await d.close();
       const after = (await stat(path)).size;
       assert.equal(r.fileBytesBefore, before);

@@ -285,7 +285,7 @@ test('a defragment cancelled on an open handle: later writes on the same handle 
     const stop = new AbortController();
     let calls = 0;
     await assert.rejects(
-      d.image.defragment!({ signal: stop.signal, onProgress: () => ++calls >= 2 && stop.abort() }),
+      d.image.maintenance().defragment!({ signal: stop.signal, onProgress: () => ++calls >= 2 && stop.abort() }),
       (e: unknown) => e instanceof DiskError && e.code === 'CANCELLED',
       `${format}: the defragment is cancelled`,
     );

@@ -217,7 +217,7 @@ for (const o of OUTSIDE) {
       assert.equal(d.readMetadata('blockSize'), String(o.blockSize));
       assert.equal((await vhdiinfo(img))['Identifier'], d.image.identity(), 'vhdiinfo prints the DataWriteGuid');
       await assertWholeDiskEqual(d, raw, o.file);
-      assert.deepEqual((await d.image.check!({ repair: false })).findings.filter((f) => f.kind !== 'warning'), [], 'vdkit check: no corruption, no leak');
+      assert.deepEqual((await d.image.maintenance().check!({ repair: false })).findings.filter((f) => f.kind !== 'warning'), [], 'vdkit check: no corruption, no leak');
     } finally {
       await d.close();
     }

@@ -469,8 +469,10 @@ test('VixDiskLib: Shrink and Defragment go through Image.compact/defragment', as
       const d = await realOpen.call(Disk, p, o);
       const img = d.image as unknown as Record<string, unknown>;
       Object.defineProperty(img, 'capabilities', { value: { ...d.image.capabilities, compact: 'native', defragment: 'native' } });
+      const m: Record<string, unknown> = {};
+      img.maintenance = () => m;
       for (const what of ['compact', 'defragment'] as const) {
-        img[what] = async (opts: { onProgress?: (d: number, t: number) => void; signal?: AbortSignal }) => {
+        m[what] = async (opts: { onProgress?: (d: number, t: number) => void; signal?: AbortSignal }) => {
           calls.push(what);
           for (let i = 0; i <= 4; i++) {
             if (opts.signal?.aborted) throw new Error('aborted');

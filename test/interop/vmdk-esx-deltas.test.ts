@@ -107,7 +107,7 @@ for (const c of CASES) {
       if (c.type === 'SESPARSE') assert.ok(status.some((r) => r.state === 'zero'), 'the SESparse case has zero grains');
       else assert.ok(!status.some((r) => r.state === 'zero'), 'COWD has no zero grains');
       // check walks every table of a file as ESXi lays it out and finds nothing
-      const report = await d.image.check!({ repair: false });
+      const report = await d.image.maintenance().check!({ repair: false });
       assert.deepEqual(report.findings, []);
       assert.equal(report.leakedBytes, 0);
       assert.equal(d.image.capabilities.check, 'detect', 'ESXi deltas are checked, not repaired');

@@ -148,7 +148,7 @@ async function runSequence(k: Kind, ops: Op[]): Promise<void> {
     for (const p of links) {
       const link = await openLink(p, { readOnly: true, singleLink: true });
       try {
-        const report = await link.check!({ repair: false });
+        const report = await link.maintenance().check!({ repair: false });
         assert.deepEqual(report.findings, [], `${k.name}: check of ${p}`);
       } finally {
         await link.close();

@@ -158,7 +158,7 @@ async function runSequence(kind: Kind, ops: Op[]): Promise<void> {
     // the top link alone, as vdkit check opens it
     const link = await Disk.open(top, { readOnly: true, singleLink: true });
     try {
-      const report = await link.image.check!({ repair: false });
+      const report = await link.image.maintenance().check!({ repair: false });
       assert.deepEqual(report.findings.filter((f) => f.kind === 'corruption'), [], 'vdkit check: no corruption');
     } finally {
       await link.close();

@@ -113,7 +113,7 @@ export async function createQcow2(ns: Namespace, path: string, opts: CreateOptio
   let image: Qcow2Image | undefined;
   try {
     // a child is opened as the chain layer opens its top (it does the copy-on-write)
-    image = await openQcow2(ns, path, { readOnly: false, cowByCaller: true });
+    image = await openQcow2(ns, path, { readOnly: false });
     await setInitialSize.call(image, opts.capacity);
     await image.flush();
     return image;

@@ -26,6 +26,7 @@ export const qcow2Driver: Driver = Object.freeze({
   properties: NO_PROPERTIES,
   alignment: 512,
   selfNaming: false,
+  parentField: 'backing_file_offset',
   sequentialTypes: [],
   /** the create type is the version: compat 0.10 is v2, everything else v3 */
   normaliseType: (type: string) => (['v2', '0.10', 'compat=0.10'].includes(type.toLowerCase()) ? 'v2' : 'v3'),

@@ -17,7 +17,7 @@
  *   its refcounts rebuilt first (check.ts), as QEMU does.
  */
 import { DiskError } from '../../core/errors.js';
-import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, InPlaceOptions, InPlaceResult } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, InPlaceOptions } from '../types.js';
 import { checkQcow2 } from './check.js';
 import { compact } from './compact.js';
 import { defragment } from './defrag.js';
@@ -182,21 +182,16 @@ export class Qcow2Image extends Qcow2State implements Image {
 
   // ------------------------------------------------------------------ maintenance
 
-  async check(opts: CheckOptions): Promise<CheckReport> {
-    if (opts.repair && !opts.dryRun) this.checkWritable();
-    else if (this.closed) throw new DiskError('CLOSED', undefined, { path: this.path });
-    return checkQcow2(this, opts);
-  }
-
-  compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return compact.call(this, opts);
-  }
-
-  defragment(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return defragment.call(this, opts);
-  }
-
-  resize(newCapacity: number): Promise<void> {
-    return resize.call(this, newCapacity);
+  maintenance(): ImageMaintenance {
+    return {
+      check: async (opts: CheckOptions): Promise<CheckReport> => {
+        if (opts.repair && !opts.dryRun) this.checkWritable();
+        else if (this.closed) throw new DiskError('CLOSED', undefined, { path: this.path });
+        return checkQcow2(this, opts);
+      },
+      compact: (opts: InPlaceOptions = {}) => compact.call(this, opts),
+      defragment: (opts: InPlaceOptions = {}) => defragment.call(this, opts),
+      resize: (newCapacity: number) => resize.call(this, newCapacity),
+    };
   }
 }

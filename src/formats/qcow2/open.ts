@@ -27,7 +27,7 @@ export async function openQcow2(ns: Namespace, path: string, opts: OpenOptions =
     throw err;
   }
   try {
-    if (!readOnly) await readWriteChecks.call(image, !!opts.cowByCaller, !!opts.forCheck);
+    if (!readOnly) await readWriteChecks.call(image, !!opts.tolerateDamage);
   } catch (err) {
     await image.close().catch(() => {});
     throw err;
@@ -198,21 +198,13 @@ export async function loadQcow2(path: string, store: ByteStore, readOnly: boolea
 }
 
 /** What a read-write open must check or do before anything is written. */
-async function readWriteChecks(this: Qcow2State, cowByCaller: boolean, forCheck: boolean): Promise<void> {
+async function readWriteChecks(this: Qcow2State, tolerateDamage: boolean): Promise<void> {
   const where = { path: this.path, struct: 'header', field: 'incompatible_features', found: `0x${this.h.incompatible_features.toString(16)}` };
   if (this.hasIncompat(INCOMPAT.CORRUPT)) {
     throw new DiskError('NEEDSREPAIR', 'the corrupt bit is set (QEMU found metadata corruption): open read-only, or repair with `qemu-img check -r all`', { ...where, bits: [INCOMPAT.CORRUPT] });
   }
   if (this.hasIncompat(INCOMPAT.EXTL2)) {
     throw new DiskError('UNSUPPORTEDFEATURE', 'extended L2 entries (incompatible bit 4) are supported for reading only: open read-only', { ...where, bits: [INCOMPAT.EXTL2] });
-  }
-  if (this.backingName !== undefined && !cowByCaller) {
-    // alone, a partial write over a cluster the backing file holds would zero-fill the rest
-    throw new DiskError('PARTIALCHAIN', 'this qcow2 image has a backing file: open its chain (without singleLink) to write to it, or open this link read-only', {
-      path: this.path,
-      field: 'backing_file_offset',
-      found: this.backingName,
-    });
   }
   this.refs.validateTable();
   if (this.hasIncompat(INCOMPAT.DIRTY)) {
@@ -224,7 +216,7 @@ async function readWriteChecks(this: Qcow2State, cowByCaller: boolean, forCheck:
     this.warnings.splice(0, this.warnings.length, ...this.warnings.filter((w) => !w.startsWith('dirty bit')));
     this.warnings.push('dirty bit was set: refcounts rebuilt at open');
   }
-  if (!forCheck) await refuseInconsistent.call(this);
+  if (!tolerateDamage) await refuseInconsistent.call(this);
 }
 
 /**

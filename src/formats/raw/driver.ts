@@ -10,7 +10,7 @@
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BlockExtent, Capabilities, CreateOptions, DiskInfo, Driver, Image, OpenOptions } from '../types.js';
+import type { BlockExtent, Capabilities, CreateOptions, DiskInfo, Driver, Image, ImageMaintenance, OpenOptions } from '../types.js';
 import { NO_PROPERTIES } from '../common/properties.js';
 
 const ZERO_BLOCK = 64 * 1024;
@@ -100,14 +100,18 @@ export class RawImage implements Image {
     }
     return out;
   }
-  /** a raw file is its disk: truncate it (growing leaves a hole that reads as zeros) */
-  async resize(newCapacity: number): Promise<void> {
-    try {
-      await this.store.truncate(newCapacity);
-      await this.store.flush();
-    } finally {
-      await this.store.close();
-    }
+  maintenance(): ImageMaintenance {
+    return {
+      /** a raw file is its disk: truncate it (growing leaves a hole that reads as zeros) */
+      resize: async (newCapacity: number): Promise<void> => {
+        try {
+          await this.store.truncate(newCapacity);
+          await this.store.flush();
+        } finally {
+          await this.store.close();
+        }
+      },
+    };
   }
   flush(): Promise<void> {
     return this.store.flush();

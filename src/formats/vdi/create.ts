@@ -161,5 +161,5 @@ export async function createVdi(ns: Namespace, path: string, opts: CreateOptions
     throw err;
   }
   await st.close();
-  return VdiImage.open(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
+  return VdiImage.open(ns, path, { readOnly: false });
 }

@@ -20,6 +20,7 @@ export const vdiDriver: Driver = Object.freeze({
   properties: VDI_PROPERTIES,
   alignment: 512,
   selfNaming: false,
+  parentField: 'type',
   sequentialTypes: [],
   normaliseType: (type: string) => ({ normal: 'dynamic', standard: 'dynamic', '1': 'dynamic', static: 'fixed', '2': 'fixed' } as Record<string, string>)[type.toLowerCase()] ?? type.toLowerCase(),
   /** the signature at offset 64 is all VirtualBox and QEMU look at */

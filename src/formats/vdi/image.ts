@@ -19,7 +19,7 @@
  */
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
-import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, InPlaceOptions, InPlaceResult, LinkRecord, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
 import { checkVdiStore } from './check.js';
 import { BLOCK_FREE, BLOCK_ZERO, SECTOR, TYPE_DIFF, TYPE_FIXED, isNullUuid, uuidToText, type VdiHeaderValue } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
@@ -73,14 +73,6 @@ export class VdiImage implements Image {
       if (p.kind === 'v0' && !readOnly) {
         throw new DiskError('UNSUPPORTEDDISKVERSION', 'legacy VDI v0 images can only be opened read-only (convert them to write)', { path, field: 'version', found: '0.2' });
       }
-      if (!readOnly && p.h.type === TYPE_DIFF && !opts.cowByCaller) {
-        // alone, a partial write to a block the image lacks could only zero-fill the rest of it
-        throw new DiskError('PARTIALCHAIN', 'this is a differencing image: open its chain (without singleLink) to write to it, or open it read-only to inspect it', {
-          path,
-          field: 'type',
-          found: 'differencing',
-        });
-      }
       const file: VdiFile = {
         path,
         store,
@@ -92,7 +84,7 @@ export class VdiImage implements Image {
         readOnly,
         stride: p.h.cbBlock + p.h.cbBlockExtra,
         warnings: [],
-        modifyRenewed: !!opts.preserveIdentity,
+        modifyRenewed: opts.updateIdentityOnWrite === false,
         closed: false,
         nextIndex: p.h.cBlocksAllocated,
       };
@@ -115,7 +107,7 @@ export class VdiImage implements Image {
    * the open, so what is left to find here is counts, leaks and parent UUIDs; after a repair
    * the header and map are read again.
    */
-  async check(opts: CheckOptions): Promise<CheckReport> {
+  private async checkOpen(opts: CheckOptions): Promise<CheckReport> {
     if (opts.repair && !opts.dryRun) checkWritable(this.file);
     const report = await checkVdiStore(this.file.store, this.path, opts);
     if (report.findings.some((f) => f.repaired)) {
@@ -338,16 +330,17 @@ export class VdiImage implements Image {
 
   // ------------------------------------------------------------------ maintenance (maintain.ts, resize.ts)
 
-  compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return compact(this.file, this.alloc, opts);
+  /** check (above); compact, defragment; resize in place (resize.ts), which closes the image */
+  maintenance(): ImageMaintenance {
+    return {
+      check: (opts: CheckOptions) => this.checkOpen(opts),
+      compact: (opts: InPlaceOptions = {}) => compact(this.file, this.alloc, opts),
+      defragment: (opts: InPlaceOptions = {}) => defragment(this.file, this.alloc, opts),
+      resize: (newCapacity: number) => this.resizeOpen(newCapacity),
+    };
   }
 
-  defragment(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return defragment(this.file, this.alloc, opts);
-  }
-
-  /** Resize in place (resize.ts); closes the image. */
-  async resize(newCapacity: number): Promise<void> {
+  private async resizeOpen(newCapacity: number): Promise<void> {
     try {
       await resizeVdi(this.file, this.alloc, newCapacity);
     } finally {

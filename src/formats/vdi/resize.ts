@@ -10,7 +10,7 @@ import type { VdiMap } from './map.js';
 import { checkWritable, writeHeader, type VdiFile } from './state.js';
 
 /**
- * Resize in place (NOTES.md "Resize"); the caller (VdiImage.resize) closes the image. The header (cbDisk, cBlocks,
+ * Resize in place (NOTES.md "Resize"); the caller (VdiImage.maintenance().resize) closes the image. The header (cbDisk, cBlocks,
  * cBlocksAllocated: one sector) is the switch and is written last, so a killed resize leaves
  * the old disk or the new one.
  * - Grow: the new map entries first (FREE; a fixed image gets zeroed blocks at the end of the

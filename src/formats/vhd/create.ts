@@ -125,7 +125,7 @@ export async function createVhd(ns: Namespace, path: string, opts: CreateOptions
   }
   await store.close();
   // a child is opened as the chain layer opens its top (it does the copy-on-write)
-  return VhdImage.open(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
+  return VhdImage.open(ns, path, { readOnly: false });
 }
 
 /** Everything of a fresh dynamic/differencing file before its footer. */

@@ -36,6 +36,7 @@ export const vhdDriver: Driver = Object.freeze({
   properties: VHD_PROPERTIES,
   alignment: 512,
   selfNaming: false,
+  parentField: 'diskType',
   sequentialTypes: [],
   normaliseType: (type: string) => ({ sparse: 'dynamic', expandable: 'dynamic' } as Record<string, string>)[type.toLowerCase()] ?? type.toLowerCase(),
   probe,

@@ -25,7 +25,7 @@
  */
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
-import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, InPlaceOptions, InPlaceResult, LinkRecord, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
 import { checkVhdStore } from './check.js';
 import { BAT_UNUSED, FOOTER_SIZE, SECTOR } from './structs.js';
 import { VHD_CAPABILITIES, sectorRuns, setBits } from './layout.js';
@@ -83,16 +83,6 @@ export class VhdImage implements Image {
       await store.close().catch(() => {});
       throw err;
     }
-    // A differencing link alone does not hold the whole disk: a partial-sector write would
-    // zero-fill the rest of a sector its parent holds. Only the chain layer may write it.
-    if (!readOnly && image.type === 'differencing' && !opts.cowByCaller) {
-      await image.close().catch(() => {});
-      throw new DiskError('PARTIALCHAIN', 'this VHD is a differencing image: open its chain (without singleLink) to write to it, or open this link read-only to inspect it', {
-        path,
-        field: 'diskType',
-        found: 'differencing',
-      });
-    }
     return image;
   }
 
@@ -101,7 +91,7 @@ export class VhdImage implements Image {
    * a sound BAT, so what is left is leaks, the footer copy and header oddities; after a repair
    * the structures are read again.
    */
-  async check(opts: CheckOptions): Promise<CheckReport> {
+  private async checkOpen(opts: CheckOptions): Promise<CheckReport> {
     if (opts.repair && !opts.dryRun) checkWritable(this.file);
     await this.map.commitPending();
     const report = await checkVhdStore(this.file.store, this.path, opts);
@@ -334,16 +324,17 @@ export class VhdImage implements Image {
 
   // ------------------------------------------------------------------ maintenance (compact.ts, defrag.ts, resize.ts)
 
-  compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return compact(this.file, this.map, opts);
+  /** check (above); compact, defragment; resize in place (resize.ts), which closes the image */
+  maintenance(): ImageMaintenance {
+    return {
+      check: (opts: CheckOptions) => this.checkOpen(opts),
+      compact: (opts: InPlaceOptions = {}) => compact(this.file, this.map, opts),
+      defragment: (opts: InPlaceOptions = {}) => defragment(this.file, this.map, opts),
+      resize: (newCapacity: number) => this.resizeOpen(newCapacity),
+    };
   }
 
-  defragment(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return defragment(this.file, this.map, opts);
-  }
-
-  /** Resize in place (resize.ts); closes the image. */
-  async resize(newCapacity: number): Promise<void> {
+  private async resizeOpen(newCapacity: number): Promise<void> {
     await this.map.commitPending();
     try {
       await resizeVhd(this.file, this.map, newCapacity);

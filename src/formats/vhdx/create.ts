@@ -183,7 +183,7 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
   }
   await store.close();
   // a child is opened as the chain layer opens its top (it does the copy-on-write)
-  return openVhdx(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
+  return openVhdx(ns, path, { readOnly: false });
 }
 
 async function zeroFill(store: ByteStore, at: number, length: number): Promise<void> {

@@ -25,6 +25,7 @@ export const vhdxDriver: Driver = Object.freeze({
   properties: VHDX_PROPERTIES,
   alignment: 512,
   selfNaming: false,
+  parentField: 'hasParent',
   sequentialTypes: [],
   normaliseType: (type: string) => ({ sparse: 'dynamic', expandable: 'dynamic' } as Record<string, string>)[type.toLowerCase()] ?? type.toLowerCase(),
   probe,

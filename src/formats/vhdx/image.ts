@@ -31,11 +31,10 @@ import type {
   BlockState,
   Capabilities,
   CheckOptions,
-  CheckReport,
   DiskInfo,
   Image,
+  ImageMaintenance,
   InPlaceOptions,
-  InPlaceResult,
 } from '../types.js';
 import { guidText } from '../../binary/guid.js';
 import { BITMAP, BITMAP_BLOCK_SIZE, MiB, PAYLOAD, batEntry, bitmapIndex } from './structs.js';
@@ -144,20 +143,14 @@ export class VhdxImage implements Image {
     return writeMetadata(this.state, key, value);
   }
 
-  compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return compact(this.state, opts);
-  }
-
-  defragment(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return defragment(this.state, opts);
-  }
-
-  resize(newCapacity: number): Promise<void> {
-    return resize(this.state, newCapacity);
-  }
-
-  check(opts: CheckOptions): Promise<CheckReport> {
-    return check(this.state, opts);
+  maintenance(): ImageMaintenance {
+    const state = this.state;
+    return {
+      compact: (opts: InPlaceOptions = {}) => compact(state, opts),
+      defragment: (opts: InPlaceOptions = {}) => defragment(state, opts),
+      resize: (newCapacity: number) => resize(state, newCapacity),
+      check: (opts: CheckOptions) => check(state, opts),
+    };
   }
 
   close(): Promise<void> {

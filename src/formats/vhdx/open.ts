@@ -69,7 +69,7 @@ export async function openVhdx(ns: Namespace, path: string, opts: OpenOptions = 
   const readOnly = !!opts.readOnly;
   const store = await ns.open(path, { write: !readOnly });
   try {
-    const state = await load(path, store, readOnly, !!opts.preserveIdentity, !!opts.cowByCaller);
+    const state = await load(path, store, { readOnly, updateIdentityOnWrite: opts.updateIdentityOnWrite ?? true });
     state.namespace = ns;
     return new VhdxImage(state);
   } catch (err) {
@@ -78,7 +78,8 @@ export async function openVhdx(ns: Namespace, path: string, opts: OpenOptions = 
   }
 }
 
-async function load(path: string, store: ByteStore, readOnly: boolean, preserveIdentity: boolean, cowByCaller: boolean): Promise<VhdxState> {
+async function load(path: string, store: ByteStore, opts: { readOnly: boolean; updateIdentityOnWrite: boolean }): Promise<VhdxState> {
+  const { readOnly } = opts;
   const findings: CheckFinding[] = [];
   const fileSize = await store.size();
   const err = (code: 'CORRUPT' | 'INVALIDDISK' | 'UNSUPPORTEDFEATURE' | 'UNSUPPORTEDDISKVERSION', struct: string, field: string, message: string, expected?: unknown, found?: unknown) =>
@@ -316,19 +317,9 @@ async function load(path: string, store: ByteStore, readOnly: boolean, preserveI
     viewSize,
     roundUp(end, ALIGN),
     creator,
-    preserveIdentity,
+    opts.updateIdentityOnWrite,
     findings,
   );
-  // A differencing link alone does not hold the whole disk: a partial-sector write would
-  // zero-fill the rest of a sector its parent holds. Only the chain layer may write it.
-  // (Refused before the session starts: a refused open writes nothing.)
-  if (!readOnly && hasParent && !cowByCaller) {
-    throw new DiskError('PARTIALCHAIN', 'this VHDX is a differencing image: open its chain (without singleLink) to write to it, or open this link read-only to inspect it', {
-      path,
-      field: 'hasParent',
-      found: 'differencing',
-    });
-  }
   if (!readOnly) {
     try {
       await image.startSession(replay, chosen, tables.map((t) => t.bytes));

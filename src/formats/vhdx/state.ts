@@ -73,7 +73,8 @@ export class VhdxState {
     public fileSize: number,
     public nextFree: number,
     readonly creator: string,
-    readonly preserveIdentity: boolean,
+    /** OpenOptions.updateIdentityOnWrite: the first data write renews the DataWriteGuid */
+    readonly updateIdentityOnWrite: boolean,
     /** what the open found (log replayed or pending, damaged copies, oddities), for check() and info() */
     readonly findings: CheckFinding[],
   ) {
@@ -131,9 +132,9 @@ export class VhdxState {
     this.current = slot;
   }
 
-  /** the first change of user data in a session renews the DataWriteGuid (unless the caller preserves it) */
+  /** the first change of user data in a session renews the DataWriteGuid (unless opened not to) */
   async beginDataWrite(): Promise<void> {
-    if (this.dataGuidRenewed || this.preserveIdentity) return;
+    if (this.dataGuidRenewed || !this.updateIdentityOnWrite) return;
     this.dataGuidRenewed = true;
     await this.updateHeader({ dataWriteGuid: newGuid('le') });
   }

@@ -161,7 +161,7 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
     for (const p of created) await ns.remove(p).catch(() => {});
     throw err;
   }
-  return openVmdk(ns, path, { readOnly: false, cowByCaller: !!opts.parent });
+  return openVmdk(ns, path, { readOnly: false });
 }
 
 async function zeroFill(st: ByteStore, length: number): Promise<void> {

@@ -27,6 +27,7 @@ export const vmdkDriver: Driver = Object.freeze({
   properties: VMDK_PROPERTIES,
   alignment: 512,
   selfNaming: true,
+  parentField: 'parentCID',
   normaliseType: (type: string) => normaliseCreateType(type),
   sequentialTypes: ['streamOptimized'],
   /** VMDK children are always sparse: split ones under split bases */

@@ -10,7 +10,7 @@
  *   (COWD freeSector; the SESparse journal, free bitmap, back map and grain-area bounds).
  * - Report only: vdkit never writes these files (ESXi keeps them in step with its free-space
  *   count, journal and back map), so a repair run reports every finding as not repairable
- *   (`vmkfstools -x repair` on ESXi mends them) and changes nothing. VmdkImage.check adds that.
+ *   (`vmkfstools -x repair` on ESXi mends them) and changes nothing. VmdkImage.maintenance().check adds that.
  * - Overlaps are found with one bit per unit of space (COWD: per sector of the file, since
  *   grains need not be grain-aligned; SESparse: per grain slot of the grain area), sized by
  *   the real file length, never by a header field. Only when a unit is claimed twice is the

@@ -25,7 +25,7 @@
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { writeAtomic, type Namespace } from '../../storage/namespace.js';
-import type { BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, ExtentInfo, Geometry, Image, InPlaceOptions, InPlaceResult } from '../types.js';
+import type { BackingLink, BlockExtent, Capabilities, CheckOptions, DiskInfo, ExtentInfo, Geometry, Image, ImageMaintenance, InPlaceOptions } from '../types.js';
 import { Descriptor, hex8, parseCid, type ExtentLine } from './descriptor.js';
 import type { Extent } from './extents.js';
 import { EsxSparseExtent } from './esx-sparse.js';
@@ -81,9 +81,10 @@ export class VmdkImage implements Image, LinkState {
     /** false for a bare extent opened without any descriptor */
     readonly descriptorWritable: boolean,
     readonly readOnly: boolean,
-    preserveIdentity = false,
+    /** OpenOptions.updateIdentityOnWrite false: the first write keeps the CID */
+    keepCid = false,
   ) {
-    this.cidRenewed = preserveIdentity;
+    this.cidRenewed = keepCid;
     let at = 0;
     this.starts = extents.map((e) => {
       const s = at;
@@ -288,30 +289,19 @@ export class VmdkImage implements Image, LinkState {
 
   // ------------------------------------------------------------------ maintenance (maintain.ts)
 
-  check(opts: CheckOptions): Promise<CheckReport> {
-    return checkLink.call(this, opts);
-  }
-
-  /** Rename this disk's files for a new descriptor path; closes the image (maintain.ts). */
-  renameTo(newPath: string, opts: { keepOld?: boolean } = {}): Promise<void> {
-    return renameLink.call(this, newPath, opts);
-  }
-
-  /** Grow the disk in place; closes the image (maintain.ts). */
-  resize(newCapacity: number): Promise<void> {
-    return resizeLink.call(this, newCapacity);
-  }
-
   discard(offset: number, length: number): Promise<void> {
     return discardLink.call(this, offset, length);
   }
 
-  compact(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return compactLink.call(this, opts);
-  }
-
-  defragment(opts: InPlaceOptions = {}): Promise<InPlaceResult> {
-    return defragmentLink.call(this, opts);
+  /** check; rename of the files for a new descriptor path and growing in place close the image */
+  maintenance(): ImageMaintenance {
+    return {
+      check: (opts: CheckOptions) => checkLink.call(this, opts),
+      renameTo: (newPath: string, opts: { keepOld?: boolean } = {}) => renameLink.call(this, newPath, opts),
+      resize: (newCapacity: number) => resizeLink.call(this, newCapacity),
+      compact: (opts: InPlaceOptions = {}) => compactLink.call(this, opts),
+      defragment: (opts: InPlaceOptions = {}) => defragmentLink.call(this, opts),
+    };
   }
 
   /** The descriptor as text (what `vdkit info --descriptor` shows). */

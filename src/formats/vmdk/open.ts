@@ -40,31 +40,8 @@ import {
 /** 1 MiB, the size a descriptor may have at all (MAX_DESCRIPTOR_BYTES, QEMU's bound) */
 const MAX_DESCRIPTOR_SECTORS = 2048;
 
+/** Open one link; a child is opened like a base (the chain layer decides whether it may be written). */
 export async function openVmdk(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
-  const image = await openLink(ns, path, opts);
-  // A delta link alone does not hold the whole disk: a partial-grain write would fill the
-  // rest of the grain with zeros instead of the parent's bytes. Until the chain layer opens
-  // parents, a child may only be inspected read-only. (A bad parentCID throws here too: the
-  // image is closed on every way out.)
-  let child: boolean;
-  try {
-    child = !image.readOnly && image.parentCid !== NO_PARENT && !opts.cowByCaller;
-  } catch (err) {
-    await image.close().catch(() => {});
-    throw err;
-  }
-  if (child) {
-    await image.close().catch(() => {});
-    throw new DiskError('PARTIALCHAIN', 'this disk is a child (redo log / snapshot delta): open its chain (without singleLink) to write to it, or open this link read-only to inspect it', {
-      path,
-      field: 'parentCID',
-      found: image.descriptor.get('parentCID'),
-    });
-  }
-  return image;
-}
-
-async function openLink(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<VmdkImage> {
   const image = await openLinkIn(ns, path, opts);
   image.namespace = ns;
   return image;
@@ -78,10 +55,10 @@ async function openLinkIn(ns: Namespace, path: string, opts: OpenOptions): Promi
     const size = await store.size();
     const head = await store.readZeroPadded(0, Math.min(Math.max(size, 0), 4096));
     const magic = head.length >= 4 ? head.readUInt32LE(0) : 0;
-    if (magic === SPARSE_MAGIC) return await openMonolithic(path, store, readOnly, !!opts.preserveIdentity, !!opts.forCheck);
+    if (magic === SPARSE_MAGIC) return await openMonolithic(path, store, readOnly, opts.updateIdentityOnWrite ?? true, !!opts.tolerateDamage);
     if (magic === COWD_MAGIC || (head.length >= 8 && head.readBigUInt64LE(0) === SESPARSE_CONST_MAGIC)) {
       let esxStore: ByteStore = store;
-      if (!readOnly && opts.forCheck) {
+      if (!readOnly && opts.tolerateDamage) {
         // checked, never written: reopened read-only (a plain read-write open is refused)
         await store.close();
         opened.length = 0;
@@ -100,7 +77,7 @@ async function openLinkIn(ns: Namespace, path: string, opts: OpenOptions): Promi
     opened.length = 0;
     const descriptor = Descriptor.parse(text, path);
     const extents = await openExtents(ns, path, descriptor, opts, opened);
-    const image = new VmdkImage(path, descriptor, extents, undefined, true, readOnly, !!opts.preserveIdentity);
+    const image = new VmdkImage(path, descriptor, extents, undefined, true, readOnly, opts.updateIdentityOnWrite === false);
     await image.markOpen();
     return image;
   } catch (err) {
@@ -109,8 +86,8 @@ async function openLinkIn(ns: Namespace, path: string, opts: OpenOptions): Promi
   }
 }
 
-async function openMonolithic(path: string, store: ByteStore, readOnly: boolean, preserveIdentity: boolean, forCheck: boolean): Promise<VmdkImage> {
-  const sparse = await openSparseExtent(store, { readOnly, forCheck });
+async function openMonolithic(path: string, store: ByteStore, readOnly: boolean, updateIdentityOnWrite: boolean, tolerateDamage: boolean): Promise<VmdkImage> {
+  const sparse = await openSparseExtent(store, { readOnly, tolerateDamage });
   const text = await sparse.readEmbeddedDescriptor();
   let descriptor: Descriptor;
   let writable = true;
@@ -136,7 +113,7 @@ async function openMonolithic(path: string, store: ByteStore, readOnly: boolean,
   }
   // The embedded extent line names the file itself; whatever name it carries, the data is here.
   const extent = new SparseFileExtent(line, sparse, path, !readOnly && line.access === 'RW');
-  const image = new VmdkImage(path, descriptor, [extent], writable ? sparse : undefined, writable, readOnly || sparse.readOnly || line.access !== 'RW', preserveIdentity);
+  const image = new VmdkImage(path, descriptor, [extent], writable ? sparse : undefined, writable, readOnly || sparse.readOnly || line.access !== 'RW', !updateIdentityOnWrite);
   await image.markOpen();
   return image;
 }
@@ -254,7 +231,7 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
     }
     // ESXi delta extents are never written: a check (and repair) opens them read-only, any
     // other read-write open is refused (EsxSparseExtent)
-    const store = await ns.open(file, { write: !(extentReadOnly || (line.type === 'SESPARSE' && !!opts.forCheck)) });
+    const store = await ns.open(file, { write: !(extentReadOnly || (line.type === 'SESPARSE' && !!opts.tolerateDamage)) });
     opened.push(store);
     if (line.type === 'SESPARSE') {
       out.push(await EsxSparseExtent.openSeSparse(line, store, { readOnly: store.readOnly }));
@@ -265,7 +242,7 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
     const head = await store.readZeroPadded(0, 4);
     if (head.readUInt32LE(0) === COWD_MAGIC) {
       let ro: ByteStore = store;
-      if (!store.readOnly && opts.forCheck) {
+      if (!store.readOnly && opts.tolerateDamage) {
         await store.close();
         opened.pop();
         ro = await ns.open(file);
@@ -274,7 +251,7 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
       out.push(await EsxSparseExtent.openCowd(line, ro, { readOnly: ro.readOnly }));
       continue;
     }
-    const sparse = await openSparseExtent(store, { readOnly: extentReadOnly, forCheck: !!opts.forCheck });
+    const sparse = await openSparseExtent(store, { readOnly: extentReadOnly, tolerateDamage: !!opts.tolerateDamage });
     if (line.sectorCount * SECTOR_SIZE > sparse.capacityBytes) {
       throw new DiskError('CORRUPT', 'extent line is larger than the sparse extent capacity', { path: file, field: 'capacity', expected: `>= ${line.sectorCount} sectors`, found: sparse.capacityBytes / SECTOR_SIZE });
     }
@@ -293,10 +270,11 @@ function disjoint(a: ExtentLine, b: ExtentLine): boolean {
 export interface SparseOpenOptions {
   readOnly: boolean;
   /**
-   * opened for check / repair: metadata that overlaps itself is recorded for the check
-   * instead of refusing a read-write open, and every write other than a repair is refused
+   * opened for check / repair (OpenOptions.tolerateDamage): metadata that overlaps itself is
+   * recorded for the check instead of refusing a read-write open, and every write other than a
+   * repair is refused
    */
-  forCheck?: boolean;
+  tolerateDamage?: boolean;
 }
 
 /**
@@ -407,10 +385,10 @@ export async function openSparseExtent(store: ByteStore, opts: SparseOpenOptions
   extent.overlaps = header.flags & FLAG_COMPRESSED ? [] : metadataOverlaps(extent.map());
   if (!readOnly && extent.overlaps.length > 0) {
     const err = overlapError(path, extent.overlaps[0]!);
-    if (!opts.forCheck) throw err;
+    if (!opts.tolerateDamage) throw err;
     extent.refusal = err;
   }
-  if (!readOnly && !opts.forCheck) {
+  if (!readOnly && !opts.tolerateDamage) {
     // every entry inside the grain area and apart from the tables, and new grains past the
     // highest sector any entry names (a truncated file must not get a grain an entry still names)
     const scan = await scanGrainEntries(store, extent.map(), { limit: 1, stopAtLimit: true });

@@ -1,6 +1,6 @@
 /**
  * Growing a hosted sparse extent in place (NOTES.md "Resize (grow only) and rename"). A
- * function of a SparseState (map.ts); SparseExtent (sparse.ts) calls it, VmdkImage.resize
+ * function of a SparseState (map.ts); SparseExtent (sparse.ts) calls it, VmdkImage.maintenance().resize
  * (maintain.ts) rewrites the extent line afterwards.
  */
 import { DiskError } from '../../core/errors.js';
