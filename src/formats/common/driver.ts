@@ -25,6 +25,26 @@ export const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({
   defragment: 'none',
 });
 
+/**
+ * A sparse format of fixed and dynamic images with identity-linked differencing children and
+ * every maintenance operation (VDI, VHD, VHDX): each names where it differs.
+ */
+export const DYNAMIC_FIXED_CAPABILITIES: Capabilities = Object.freeze({
+  ...READ_ONLY_CAPABILITIES,
+  write: 'native',
+  zero: 'emulate',
+  metadata: true,
+  createTypes: ['dynamic', 'fixed'],
+  differencing: true,
+  differencingSameSize: true,
+  parentLink: 'identity',
+  discard: 'native',
+  resize: 'grow-shrink',
+  check: 'repair',
+  compact: 'native',
+  defragment: 'native',
+});
+
 /** the members a driver may leave out: sector alignment, files named by the caller, no one-pass types */
 type Defaulted = 'alignment' | 'selfNaming' | 'sequentialTypes' | 'normaliseType';
 
