@@ -14,13 +14,23 @@ export interface TableSource {
 
 const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
+/** the host's byte order is not the table's: its bytes swap on the way in and out */
+const swaps = (order: ByteOrder) => (order === 'le') !== HOST_LE;
+
+/** `arr` filled from `at` in one read, straight into its memory */
+async function readEntries<T extends Uint32Array | BigUint64Array>(arr: T, width: 4 | 8, store: TableSource, at: number, order: ByteOrder): Promise<T> {
+  const view = Buffer.from(arr.buffer, arr.byteOffset, arr.length * width);
+  await store.readInto(view, at);
+  if (swaps(order)) {
+    if (width === 4) view.swap32();
+    else view.swap64();
+  }
+  return arr;
+}
+
 /** `count` u32 entries from `at`; on a little-endian host an LE table is read with no copy. */
 export async function readU32Array(store: TableSource, at: number, count: number, order: ByteOrder = 'le'): Promise<Uint32Array> {
-  const arr = new Uint32Array(count);
-  const view = Buffer.from(arr.buffer, arr.byteOffset, count * 4);
-  await store.readInto(view, at);
-  if (order === 'le' ? !HOST_LE : HOST_LE) view.swap32();
-  return arr;
+  return readEntries(new Uint32Array(count), 4, store, at, order);
 }
 
 /** u32 entries of a buffer already read (its length a multiple of 4), as a new array. */
@@ -28,7 +38,7 @@ export function decodeU32Array(buf: Buffer, order: ByteOrder = 'le'): Uint32Arra
   const arr = new Uint32Array(buf.length >>> 2);
   const view = Buffer.from(arr.buffer, arr.byteOffset, arr.length * 4);
   buf.copy(view, 0, 0, view.length);
-  if (order === 'le' ? !HOST_LE : HOST_LE) view.swap32();
+  if (swaps(order)) view.swap32();
   return arr;
 }
 
@@ -38,23 +48,18 @@ export function decodeU32Array(buf: Buffer, order: ByteOrder = 'le'): Uint32Arra
  */
 export function u32Bytes(arr: Uint32Array, from: number, to: number, order: ByteOrder = 'le'): Buffer {
   const view = Buffer.from(arr.buffer, arr.byteOffset + from * 4, (to - from) * 4);
-  if (order === 'le' ? HOST_LE : !HOST_LE) return view;
-  return Buffer.from(view).swap32();
+  return swaps(order) ? Buffer.from(view).swap32() : view;
 }
 
 /** `count` u64 entries from `at`. */
 export async function readU64Array(store: TableSource, at: number, count: number, order: ByteOrder = 'le'): Promise<BigUint64Array> {
-  const arr = new BigUint64Array(count);
-  const view = Buffer.from(arr.buffer, arr.byteOffset, count * 8);
-  await store.readInto(view, at);
-  if (order === 'le' ? !HOST_LE : HOST_LE) view.swap64();
-  return arr;
+  return readEntries(new BigUint64Array(count), 8, store, at, order);
 }
 
 /** The on-disk bytes of u64 entries [from, to), always a copy. */
 export function u64Bytes(arr: BigUint64Array, from: number, to: number, order: ByteOrder = 'le'): Buffer {
   const out = Buffer.from(Buffer.from(arr.buffer, arr.byteOffset + from * 8, (to - from) * 8));
-  return order === 'le' ? (HOST_LE ? out : out.swap64()) : HOST_LE ? out.swap64() : out;
+  return swaps(order) ? out.swap64() : out;
 }
 
 /** One u32 as 4 bytes. */

@@ -5,8 +5,9 @@
  * output.ts, this file and types; what it runs (Disk, the drivers, ops/) is imported inside its
  * action, when it runs (test/conformance/cli-startup.test.ts checks this for --help).
  */
-import type { Command } from 'commander';
+import type { Command, Option, OptionValues } from 'commander';
 import type { Disk, DiskOpenOptions } from '../disk.js';
+import { openOpts } from './options.js';
 
 export interface CliCommand {
   readonly name: string;
@@ -44,4 +45,52 @@ export async function withDisk<T>(path: string, opts: DiskOpenOptions & { readOn
   } finally {
     await d.close();
   }
+}
+
+/** what a disk command's action sees: its options, FILE, the arguments after FILE and what `parse` made of them */
+export interface DiskRun<P> {
+  readonly o: OptionValues;
+  readonly file: string;
+  readonly args: readonly (string | undefined)[];
+  readonly p: P;
+}
+
+/**
+ * A command that opens the disk FILE (its first argument) and works on it. Most commands are
+ * this shape: the shared open options, their own options, `<file>`, and an action that opens the
+ * disk with the open options, runs, and closes the disk whatever happens.
+ */
+export interface DiskCommandSpec<P> {
+  readonly name: string;
+  readonly aliases?: readonly string[];
+  readonly summary: string;
+  /** every option in `--help` order: a shared set (readingOptions(), writingOptions()) first */
+  readonly options: readonly Option[];
+  /** arguments after `<file>` */
+  readonly args?: readonly string[];
+  readonly readOnly: boolean;
+  /** checks and converts the command line before the disk is opened, so a usage error wins over a bad file */
+  parse?(o: OptionValues, file: string): P | Promise<P>;
+  /** open options beyond the shared ones (they may override readOnly) */
+  openOptions?(r: DiskRun<P>): Partial<DiskOpenOptions> & { readOnly?: boolean };
+  run(d: Disk, r: DiskRun<P>): Promise<void>;
+}
+
+export function diskCommand<P = undefined>(spec: DiskCommandSpec<P>): CliCommand {
+  return {
+    name: spec.name,
+    aliases: spec.aliases,
+    summary: spec.summary,
+    define: (cmd) => {
+      for (const o of spec.options) cmd.addOption(o);
+      for (const a of ['<file>', ...(spec.args ?? [])]) cmd.argument(a);
+      return cmd.action(async (file: string, ...rest: unknown[]) => {
+        // commander passes the declared arguments, then the option values, then the command
+        const args = rest.slice(0, -2) as (string | undefined)[];
+        const o = rest[rest.length - 2] as OptionValues;
+        const r: DiskRun<P> = { o, file, args, p: spec.parse ? await spec.parse(o, file) : (undefined as P) };
+        await withDisk(file, { readOnly: spec.readOnly, ...openOpts(o), ...spec.openOptions?.(r) }, (d) => spec.run(d, r));
+      });
+    },
+  };
 }

@@ -19,41 +19,26 @@ export interface CommandEntry {
   load(): Promise<CliCommand>;
 }
 
+/** the export of a command's module (commands/<name>.ts) where it is not the command's name */
+const EXPORTED: Readonly<Record<string, string>> = { delete: 'deleteCommand', serve: 'serveCommand' };
+
+async function loadCommand(name: string): Promise<CliCommand> {
+  const module = (await import(`./commands/${name}.js`)) as Record<string, CliCommand>;
+  return module[EXPORTED[name] ?? name]!;
+}
+
 /**
  * Every command, in the order `vdkit --help` lists them. A run that names a command loads that
  * command's module alone; --version loads none; --help, `help` and unknown names load them all.
  * test/unit/cli-commands.test.ts checks these names against the modules' descriptors.
  */
-export const COMMANDS: readonly CommandEntry[] = [
-  { names: ['create'], load: async () => (await import('./commands/create.js')).create },
-  { names: ['info'], load: async () => (await import('./commands/info.js')).info },
-  { names: ['read'], load: async () => (await import('./commands/read.js')).read },
-  { names: ['write'], load: async () => (await import('./commands/write.js')).write },
-  { names: ['fill'], load: async () => (await import('./commands/fill.js')).fill },
-  { names: ['meta'], load: async () => (await import('./commands/meta.js')).meta },
-  { names: ['set'], load: async () => (await import('./commands/set.js')).set },
-  { names: ['map'], load: async () => (await import('./commands/map.js')).map },
-  { names: ['convert', 'clone'], load: async () => (await import('./commands/convert.js')).convert },
-  { names: ['measure'], load: async () => (await import('./commands/measure.js')).measure },
-  { names: ['lint'], load: async () => (await import('./commands/lint.js')).lint },
-  { names: ['check'], load: async () => (await import('./commands/check.js')).check },
-  { names: ['compare'], load: async () => (await import('./commands/compare.js')).compare },
-  { names: ['checksum'], load: async () => (await import('./commands/checksum.js')).checksum },
-  { names: ['formats'], load: async () => (await import('./commands/formats.js')).formats },
-  { names: ['child', 'redo'], load: async () => (await import('./commands/child.js')).child },
-  { names: ['attach'], load: async () => (await import('./commands/attach.js')).attach },
-  { names: ['commit'], load: async () => (await import('./commands/commit.js')).commit },
-  { names: ['rebase'], load: async () => (await import('./commands/rebase.js')).rebase },
-  { names: ['resize'], load: async () => (await import('./commands/resize.js')).resize },
-  { names: ['compact'], load: async () => (await import('./commands/compact.js')).compact },
-  { names: ['defrag', 'defragment'], load: async () => (await import('./commands/defrag.js')).defrag },
-  { names: ['discard'], load: async () => (await import('./commands/discard.js')).discard },
-  { names: ['rename'], load: async () => (await import('./commands/rename.js')).rename },
-  { names: ['delete'], load: async () => (await import('./commands/delete.js')).deleteCommand },
-  { names: ['chain'], load: async () => (await import('./commands/chain.js')).chain },
-  { names: ['vdiskmanager'], load: async () => (await import('./commands/vdiskmanager.js')).vdiskmanager },
-  { names: ['serve', 'nbd'], load: async () => (await import('./commands/serve.js')).serveCommand },
-];
+export const COMMANDS: readonly CommandEntry[] = (
+  [
+    ['create'], ['info'], ['read'], ['write'], ['fill'], ['meta'], ['set'], ['map'], ['convert', 'clone'], ['measure'], ['lint'], ['check'],
+    ['compare'], ['checksum'], ['formats'], ['child', 'redo'], ['attach'], ['commit'], ['rebase'], ['resize'], ['compact'], ['defrag', 'defragment'],
+    ['discard'], ['rename'], ['delete'], ['chain'], ['vdiskmanager'], ['serve', 'nbd'],
+  ] as const
+).map((names) => ({ names, load: () => loadCommand(names[0]) }));
 
 /**
  * The commands a command line needs. Only the top-level help and "unknown command" (with its

@@ -88,6 +88,15 @@ export const readingOptions = () => [formatOpt(), untrusted(), singleLink(), ext
 /** options of every command that opens a disk to change it */
 export const writingOptions = () => [formatOpt(), untrusted(), force(), external()];
 
+/** one command's own option, as `cmd.option(flags, description, defaultValue)` adds it */
+export function opt(flags: string, description: string, defaultValue?: string): Option {
+  const o = new Option(flags, description);
+  return defaultValue === undefined ? o : o.default(defaultValue);
+}
+/** as `cmd.requiredOption(...)` adds it */
+export const required = (flags: string, description: string, defaultValue?: string): Option => opt(flags, description, defaultValue).makeOptionMandatory();
+export const json = (description = 'machine-readable output'): Option => opt('--json', description);
+
 export function withOptions(cmd: Command, options: Option[]): Command {
   for (const o of options) cmd.addOption(o);
   return cmd;

@@ -140,53 +140,37 @@ interface Parsed {
   files: string[];
 }
 
+/** the operations; one per run */
+const OPERATIONS = new Set(['-c', '-d', '-k', '-p', '-R', '-e', '-D', '-n', '-r', '-x']);
+
+/** the options that take a value, and where it goes (-h, -u, -f: a remote host, refused later) */
+const VALUES: Readonly<Record<string, (p: Parsed, v: string) => void>> = {
+  '-n': (p, v) => (p.arg = v),
+  '-r': (p, v) => (p.arg = v),
+  '-x': (p, v) => (p.arg = v),
+  '-s': (p, v) => (p.size = v),
+  '-a': (p, v) => (p.adapter = v),
+  '-t': (p, v) => (p.type = v),
+  '-h': (p) => (p.remote = true),
+  '-u': (p) => (p.remote = true),
+  '-f': (p) => (p.remote = true),
+};
+
 function parse(argv: string[]): Parsed {
   const p: Parsed = { op: '', quiet: false, remote: false, files: [] };
   const ops: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const value = (): string => {
+    if (OPERATIONS.has(a)) ops.push(a);
+    if (Object.hasOwn(VALUES, a)) {
       const v = argv[++i];
       if (v === undefined) throw new Usage(`${a} needs a value`);
-      return v;
-    };
-    switch (a) {
-      case '-c':
-      case '-d':
-      case '-k':
-      case '-p':
-      case '-R':
-      case '-e':
-      case '-D':
-        ops.push(a);
-        break;
-      case '-n':
-      case '-r':
-      case '-x':
-        ops.push(a);
-        p.arg = value();
-        break;
-      case '-s':
-        p.size = value();
-        break;
-      case '-a':
-        p.adapter = value();
-        break;
-      case '-t':
-        p.type = value();
-        break;
-      case '-q':
-        p.quiet = true;
-        break;
-      case '-h':
-      case '-u':
-      case '-f':
-        value();
-        p.remote = true;
-        break;
-      default:
-        if (a.startsWith('-') && a.length > 1) throw new Usage(`unknown option ${a}`);
-        p.files.push(a);
+      VALUES[a]!(p, v);
+    } else if (a === '-q') {
+      p.quiet = true;
+    } else if (!OPERATIONS.has(a)) {
+      if (a.startsWith('-') && a.length > 1) throw new Usage(`unknown option ${a}`);
+      p.files.push(a);
     }
   }
   if (ops.length !== 1) throw new Usage(ops.length === 0 ? 'no operation given' : `only one operation may be specified at a time (got ${ops.join(' ')})`);

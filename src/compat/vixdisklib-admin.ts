@@ -16,7 +16,7 @@ import { resize } from '../ops/resize.js';
 import { rename, unlink } from '../ops/rename.js';
 import { checkDisk } from '../ops/check.js';
 import { VIX_OK, vixFail as fail } from './vixdisklib-errors.js';
-import { adapterName, call, cancelled, diskTypeOf, handles, liveConnection, liveDisk, log, needInit, progressOf, sectors, writableConnection } from './vixdisklib-state.js';
+import { adapterName, call, cancelled, diskTypeOf, handles, liveConnection, liveDisk, log, needInit, sectors, startProgress, writableConnection } from './vixdisklib-state.js';
 import {
   VIXDISKLIB_DISK_MONOLITHIC_SPARSE,
   VIXDISKLIB_DISK_SPLIT_SPARSE,
@@ -48,8 +48,7 @@ export async function VixDiskLib_Create(
     }
     const capacity = sectors(createParams.capacity, 'capacity', path);
     if (capacity === 0) throw fail('INVAL', 'VIX_E_DISK_INVAL', 'capacity must be at least one sector', { path, field: 'capacity', found: 0 });
-    const progress = progressOf(progressFunc, progressCallbackData);
-    progress.report(0);
+    const progress = startProgress(progressFunc, progressCallbackData);
     const d = await Disk.create(path, {
       format: 'vmdk',
       type,
@@ -78,8 +77,7 @@ export async function VixDiskLib_CreateChild(
     if (diskType !== VIXDISKLIB_DISK_MONOLITHIC_SPARSE && diskType !== VIXDISKLIB_DISK_SPLIT_SPARSE) {
       throw fail('INVAL', 'VIX_E_DISK_INVAL', 'a child is VIXDISKLIB_DISK_MONOLITHIC_SPARSE or VIXDISKLIB_DISK_SPLIT_SPARSE', { path: childPath, field: 'diskType', found: diskType });
     }
-    const progress = progressOf(progressFunc, progressCallbackData);
-    progress.report(0);
+    const progress = startProgress(progressFunc, progressCallbackData);
     const child = await createChild(parent.path, childPath, { type: diskTypeOf(diskType, childPath).type });
     await child.close();
     progress.report(100);
@@ -141,8 +139,7 @@ export async function VixDiskLib_Clone(
         }
         capacity = wanted * SECTOR_SIZE;
       }
-      const progress = progressOf(progressFunc, progressCallbackData);
-      progress.report(0);
+      const progress = startProgress(progressFunc, progressCallbackData);
       await convert(src, dstPath, {
         format: 'vmdk',
         type,
@@ -255,8 +252,7 @@ export async function VixDiskLib_Grow(
   return call(async () => {
     writableConnection(connection, 'Grow', path);
     sectors(capacity, 'capacity', path);
-    const progress = progressOf(progressFunc, progressCallbackData);
-    progress.report(0);
+    const progress = startProgress(progressFunc, progressCallbackData);
     const keys = ['geometry.cylinders', 'geometry.heads', 'geometry.sectors'];
     let kept: [string, string][] = [];
     const before = await Disk.open(path, { readOnly: true, singleLink: true });
@@ -299,8 +295,7 @@ async function inPlace(
   const run = what === 'compact' ? m.compact : m.defragment;
   if ((image.capabilities[what] === 'none' || !run) && isFlat(image)) {
     // the guide: effective with sparse disks, "might not do anything with FLAT type. In either case, the function returns VIX_OK"
-    const progress = progressOf(progressFunc, progressCallbackData);
-    progress.report(0);
+    const progress = startProgress(progressFunc, progressCallbackData);
     const { fileSize } = await disk.info();
     log(`VixDiskLib: ${disk.path}: ${what === 'compact' ? 'Shrink' : 'Defragment'} has nothing to do on a ${image.type} disk`);
     progress.report(100);
@@ -309,8 +304,7 @@ async function inPlace(
   if (image.capabilities[what] === 'none' || !run) {
     throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `${image.format} ${image.type} disks cannot be ${what === 'compact' ? 'shrunk' : 'defragmented'} yet`, { path: disk.path, field: 'type', found: image.type });
   }
-  const progress = progressOf(progressFunc, progressCallbackData);
-  progress.report(0);
+  const progress = startProgress(progressFunc, progressCallbackData);
   const opts: InPlaceOptions = { signal: progress.signal, onProgress: (done, total) => progress.report(total === 0 ? 100 : (100 * done) / total) };
   await disk.flush();
   let result: InPlaceResult;

@@ -100,10 +100,11 @@ export function sectors(value: number, field: string, path?: string): number {
   return value;
 }
 
-export function progressOf(fn: VixDiskLibProgressFunc | null | undefined, data: unknown): { report: (percent: number) => void; signal: AbortSignal } {
+/** a long call's progress reports (whole percents, each once) to the caller's function, which may stop it by returning false */
+export function startProgress(fn: VixDiskLibProgressFunc | null | undefined, data: unknown): { report: (percent: number) => void; signal: AbortSignal } {
   const abort = new AbortController();
   let last = -1;
-  return {
+  const progress = {
     signal: abort.signal,
     report(percent: number) {
       const p = Math.max(0, Math.min(100, Math.floor(percent)));
@@ -112,6 +113,9 @@ export function progressOf(fn: VixDiskLibProgressFunc | null | undefined, data: 
       if (fn(data, p) === false) abort.abort(new Error('progress function returned false'));
     },
   };
+  // every long call reports 0 % as its work starts
+  progress.report(0);
+  return progress;
 }
 
 export function cancelled(signal: AbortSignal, path: string): void {

@@ -100,20 +100,7 @@ export * from './vixdisklib-errors.js';
 // ---------------------------------------------------------------------------------------------
 // Disk administration (./vixdisklib-admin.ts)
 
-export {
-  VixDiskLib_Attach,
-  VixDiskLib_CheckRepair,
-  VixDiskLib_Clone,
-  VixDiskLib_Create,
-  VixDiskLib_CreateChild,
-  VixDiskLib_Defragment,
-  VixDiskLib_Grow,
-  VixDiskLib_IsAttachPossible,
-  VixDiskLib_Rename,
-  VixDiskLib_Shrink,
-  VixDiskLib_SpaceNeededForClone,
-  VixDiskLib_Unlink,
-};
+export * from './vixdisklib-admin.js';
 
 // ---------------------------------------------------------------------------------------------
 // Start up and shut down

@@ -26,6 +26,30 @@ export function roundUp(a: number, multiple: number): number {
   return ceilDiv(a, multiple) * multiple;
 }
 
+/** One piece of a byte range cut where units (pages, grains, blocks) begin. */
+export interface UnitSpan {
+  /** the unit */
+  readonly index: number;
+  /** where the piece starts inside the unit */
+  readonly within: number;
+  /** where it starts inside the range */
+  readonly pos: number;
+  /** its length */
+  readonly n: number;
+}
+
+/** The pieces of the bytes [offset, offset + length), in order, each inside one unit of `unit` bytes. */
+export function* unitSpans(offset: number, length: number, unit: number): Generator<UnitSpan> {
+  for (let pos = 0; pos < length; ) {
+    const at = offset + pos;
+    const index = Math.floor(at / unit);
+    const within = at - index * unit;
+    const n = Math.min(unit - within, length - pos);
+    yield { index, within, pos, n };
+    pos += n;
+  }
+}
+
 /** Validate a caller-given byte range against a capacity: OUTOFRANGE otherwise. */
 export function checkRange(offset: number, length: number, capacity: number, path?: string): void {
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {

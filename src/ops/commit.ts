@@ -30,20 +30,28 @@ import { Disk, chainFormats, openLinkIn } from '../disk.js';
 import type { Image } from '../formats/types.js';
 import type { Progress } from './convert.js';
 
-export interface CommitOptions {
+/** how a copy between links is watched and stopped (commit and merge) */
+interface CopyWatch {
+  signal?: AbortSignal;
+  onProgress?: (p: Progress) => void;
+  /** called after each step (journal written, each chunk copied, identity switched, ...); tests stop commits there */
+  onStep?: (step: string) => Promise<void> | void;
+}
+
+/** what commit and merge both take */
+interface ChainCopyOptions extends CopyWatch {
+  untrusted?: boolean;
+  /** where the files are named (default: host files); an 'unsafe' cache mode is refused */
+  namespace?: Namespace;
+}
+
+export interface CommitOptions extends ChainCopyOptions {
   /** the link to commit into (default: the top's parent) */
   base?: string;
   /** remove the top after committing (default: keep it as an empty child of the base) */
   drop?: boolean;
   /** commit even though the base has other children (they will no longer match it) */
   force?: boolean;
-  untrusted?: boolean;
-  /** where the files are named (default: host files); an 'unsafe' cache mode is refused */
-  namespace?: Namespace;
-  signal?: AbortSignal;
-  onProgress?: (p: Progress) => void;
-  /** called after each step (journal written, each chunk copied, identity switched, ...); tests stop commits there */
-  onStep?: (step: string) => Promise<void> | void;
 }
 
 const CHUNK = 1024 * 1024;
@@ -74,7 +82,7 @@ async function copyRanges(
   from: Disk,
   to: Disk,
   want: (depth: number | undefined) => boolean,
-  opts: { signal?: AbortSignal; onProgress?: (p: Progress) => void; onStep?: (step: string) => Promise<void> | void },
+  opts: CopyWatch,
 ): Promise<number> {
   const ranges = (await from.blockStatus()).filter((r) => want(r.depth));
   const total = ranges.reduce((a, r) => a + r.length, 0);
@@ -207,17 +215,11 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
   return { base: basePath, bytesCopied: copied };
 }
 
-export interface MergeOptions {
+export interface MergeOptions extends ChainCopyOptions {
   /** the link that becomes the top's parent; links above it are merged into the top (default: the parent's parent) */
   base?: string;
   /** merge every parent into the top: the top becomes a standalone disk */
   all?: boolean;
-  untrusted?: boolean;
-  /** where the files are named (default: host files); an 'unsafe' cache mode is refused */
-  namespace?: Namespace;
-  signal?: AbortSignal;
-  onProgress?: (p: Progress) => void;
-  onStep?: (step: string) => Promise<void> | void;
 }
 
 export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Promise<{ bytesCopied: number; parent?: string }> {

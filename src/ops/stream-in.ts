@@ -13,6 +13,7 @@ import type { Namespace } from '../storage/namespace.js';
 import type { BlockExtent, Capabilities, DiskInfo, Image, ImageMaintenance } from '../formats/types.js';
 import type { SequentialInput, SequentialReader } from '../formats/sequential.js';
 import { backends } from '../formats/registry.js';
+import { READ_ONLY_CAPABILITIES } from '../formats/common/driver.js';
 
 export type { SequentialInput };
 
@@ -146,24 +147,6 @@ function rawInput(r: ByteReader, first: Buffer, name: string, size: number | und
   };
 }
 
-const SEQUENTIAL_CAPABILITIES: Capabilities = {
-  write: 'none',
-  blockStatus: 'native',
-  zero: 'none',
-  metadata: false,
-  createTypes: [],
-  differencing: false,
-  differencingSameSize: false,
-  parentLink: 'name',
-  identityFollowsContent: false,
-  split: false,
-  discard: 'none',
-  resize: 'none',
-  flush: 'concurrent',
-  check: 'none',
-  compact: 'none',
-  defragment: 'none',
-};
 
 /**
  * A SequentialInput as a read-only Image, so that `convert` (any target format) can take a pipe
@@ -173,7 +156,8 @@ const SEQUENTIAL_CAPABILITIES: Capabilities = {
  */
 export class SequentialImage implements Image {
   readonly readOnly = true;
-  readonly capabilities = SEQUENTIAL_CAPABILITIES;
+  /** read front to back only; block status comes from the layout as it is read */
+  readonly capabilities: Capabilities = READ_ONLY_CAPABILITIES;
   readonly clusterSize = 64 * 1024;
   readonly type: string;
   readonly format: string;

@@ -94,17 +94,23 @@ const TiB = 1024 * GiB;
 
 const HOSTED_VMDK = ['monolithicSparse', 'twoGbMaxExtentSparse', 'monolithicFlat', 'twoGbMaxExtentFlat'];
 
-export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freeze({
+/** what most targets ask, so a profile below names only where it differs: 512-byte sizes, refused otherwise; no tools version; children allowed */
+const USUAL = { sizeMultiple: 512, sizeRule: 'error', wantsToolsVersion: false, standalone: false } as const;
+type ProfileEntry = Omit<TargetProfile, 'name' | keyof typeof USUAL> & Partial<Pick<TargetProfile, keyof typeof USUAL>>;
+
+/** each entry as a whole profile, named by its key */
+function profiles(entries: Record<TargetName, ProfileEntry>): Readonly<Record<TargetName, TargetProfile>> {
+  return Object.freeze(Object.fromEntries(Object.entries(entries).map(([name, p]) => [name, { name: name as TargetName, ...USUAL, ...p }])) as Record<TargetName, TargetProfile>);
+}
+
+export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = profiles({
   esxi: {
-    name: 'esxi',
     title: 'VMware ESXi datastore disk',
     format: 'vmdk',
     vmwareDdb: true,
     type: 'vmfs',
     adapterType: 'lsilogic',
     hwVersion: '4',
-    sizeMultiple: 512,
-    sizeRule: 'error',
     reads: [{ format: 'vmdk', streamVersion: 3 }],
     wantsToolsVersion: true,
     standalone: true,
@@ -123,17 +129,12 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     ],
   },
   workstation: {
-    name: 'workstation',
     title: 'VMware Workstation / Fusion / Player',
     format: 'vmdk',
     vmwareDdb: true,
     type: 'monolithicSparse',
     adapterType: 'lsilogic',
     hwVersion: '4',
-    sizeMultiple: 512,
-    sizeRule: 'error',
-    wantsToolsVersion: false,
-    standalone: false,
     accepts: [
       { format: 'vmdk', types: HOSTED_VMDK, verdict: 'ok' },
       { format: 'vmdk', types: ['vmfs'], verdict: 'warning', why: 'a vmfs (ESXi) descriptor is meant for a datastore; hosted products expect a hosted type' },
@@ -143,15 +144,10 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     sources: ['https://vdc-download.vmware.com/vmwb-repository/dcr-public/ae1a858c-2f59-4a75-b333-f2ddfa631fbd/4ae542fa-c7ec-4713-a3a0-6fef938b03d1/doc/vddkDataStruct.5.3.html (VDDK disk types: monolithic sparse is the hosted default)', 'shared/formats/vmdk.md §1 (hosted products run all hosted types)'],
   },
   virtualbox: {
-    name: 'virtualbox',
     title: 'Oracle VirtualBox',
     format: 'vdi',
     type: 'dynamic',
-    sizeMultiple: 512,
-    sizeRule: 'error',
     reads: [{ format: 'vmdk', descriptorVersions: [1], versions: [1, 3] }],
-    wantsToolsVersion: false,
-    standalone: false,
     accepts: [
       { format: 'vdi', verdict: 'ok' },
       { format: 'vmdk', types: [...HOSTED_VMDK, 'vmfs'], verdict: 'ok' },
@@ -164,16 +160,11 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     sources: ['shared/formats/vdi.md (VirtualBox header rules)', 'shared/formats/vmdk.md §3.4 (VirtualBox accepts sparse versions 1 and 3, not 2) and descriptor table (version: VirtualBox only 1), table 1.1 (vmfs: VirtualBox reads and writes it)', 'shared/formats/vhd.md §18 (VirtualBox: VHDX read-only)', 'shared/research/peers.md §2 item 64 (VirtualBox: VHD but not VHDX)'],
   },
   hyperv: {
-    name: 'hyperv',
     title: 'Microsoft Hyper-V',
     format: 'vhdx',
     type: 'dynamic',
     blockSize: 32 * MiB,
-    sizeMultiple: 512,
-    sizeRule: 'error',
     maxCapacity: 64 * TiB,
-    wantsToolsVersion: false,
-    standalone: false,
     accepts: [
       { format: 'vhdx', verdict: 'ok' },
       { format: 'vhd', verdict: 'warning', why: 'Hyper-V runs VHD on generation 1 VMs only; generation 2 VMs need VHDX' },
@@ -182,17 +173,14 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     sources: ['https://learn.microsoft.com/powershell/module/hyper-v/resize-vhd (VHD and VHDX are the Hyper-V disk formats)', 'shared/formats/vhd.md §17 (a Windows 8 / Hyper-V sample: block size 32 MiB, logical 512 / physical 4096)'],
   },
   azure: {
-    name: 'azure',
     title: 'Microsoft Azure (managed disk / page blob upload)',
     format: 'vhd',
     type: 'fixed',
     dataPlusFooter: true,
     chsRounding: false,
     sizeMultiple: MiB,
-    sizeRule: 'error',
     minCapacity: 20 * MiB,
     maxCapacity: 32 * TiB,
-    wantsToolsVersion: false,
     standalone: true,
     accepts: [
       { format: 'vhd', types: ['fixed'], verdict: 'ok' },
@@ -208,17 +196,13 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     ],
   },
   aws: {
-    name: 'aws',
     title: 'Amazon EC2 VM Import',
     format: 'vmdk',
     vmwareDdb: true,
     type: 'streamOptimized',
     adapterType: 'lsilogic',
     hwVersion: '4',
-    sizeMultiple: 512,
-    sizeRule: 'error',
     reads: [{ format: 'vmdk', streamVersion: 3 }],
-    wantsToolsVersion: false,
     standalone: true,
     accepts: [
       { format: 'vmdk', types: ['streamOptimized'], verdict: 'ok' },
@@ -235,14 +219,12 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     ],
   },
   gcp: {
-    name: 'gcp',
     title: 'Google Compute Engine image import',
     format: 'raw',
     type: 'raw',
     fileName: { pattern: /(^|\/)disk\.raw$/, why: 'a manual Compute Engine import wants the file named disk.raw inside a .tar.gz', fix: 'mv FILE disk.raw && tar --format=oldgnu -Sczf image.tar.gz disk.raw' },
     sizeMultiple: GiB,
     sizeRule: 'warning',
-    wantsToolsVersion: false,
     standalone: true,
     accepts: [
       { format: 'raw', verdict: 'ok' },
@@ -257,15 +239,10 @@ export const TARGETS: Readonly<Record<TargetName, TargetProfile>> = Object.freez
     ],
   },
   qemu: {
-    name: 'qemu',
     title: 'QEMU / KVM (libvirt, Proxmox, OpenStack)',
     format: 'qcow2',
     type: 'v3',
     clusterSize: 64 * 1024,
-    sizeMultiple: 512,
-    sizeRule: 'error',
-    wantsToolsVersion: false,
-    standalone: false,
     accepts: [
       { format: 'qcow2', types: ['v3'], verdict: 'ok' },
       { format: 'qcow2', verdict: 'info', why: 'qcow2 version 2 (compat 0.10) lacks zero clusters and lazy refcounts; QEMU runs it' },

@@ -1,4 +1,5 @@
 import { DiskError } from '../core/errors.js';
+import { unitSpans } from '../core/ints.js';
 import { dirname, isAbsolute, normalize, resolveBeside } from '../core/names.js';
 import type { CacheMode, NameKind, NameStat, Namespace } from './namespace.js';
 import type { ByteStore } from './store.js';
@@ -48,33 +49,20 @@ export class MemoryStore implements ByteStore {
 
   private copyOut(into: Buffer, offset: number): void {
     into.fill(0);
-    let done = 0;
-    while (done < into.length) {
-      const pos = offset + done;
-      const idx = Math.floor(pos / PAGE);
-      const within = pos - idx * PAGE;
-      const n = Math.min(PAGE - within, into.length - done);
-      const page = this.pages.get(idx);
-      if (page) page.copy(into, done, within, within + n);
-      done += n;
+    for (const { index, within, pos, n } of unitSpans(offset, into.length, PAGE)) {
+      this.pages.get(index)?.copy(into, pos, within, within + n);
     }
   }
 
   async write(offset: number, data: Buffer): Promise<void> {
     if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.name });
-    let done = 0;
-    while (done < data.length) {
-      const pos = offset + done;
-      const idx = Math.floor(pos / PAGE);
-      const within = pos - idx * PAGE;
-      const n = Math.min(PAGE - within, data.length - done);
-      let page = this.pages.get(idx);
+    for (const { index, within, pos, n } of unitSpans(offset, data.length, PAGE)) {
+      let page = this.pages.get(index);
       if (!page) {
         page = Buffer.alloc(PAGE);
-        this.pages.set(idx, page);
+        this.pages.set(index, page);
       }
-      data.copy(page, within, done, done + n);
-      done += n;
+      data.copy(page, within, pos, pos + n);
     }
     this.length = Math.max(this.length, offset + data.length);
   }

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DiskError } from '../../src/core/errors.js';
-import { SECTOR_SIZE, ceilDiv, checkRange, isPowerOfTwo, parseSize, roundUp, toSafeNumber } from '../../src/core/ints.js';
+import { SECTOR_SIZE, ceilDiv, checkRange, isPowerOfTwo, parseSize, roundUp, toSafeNumber, unitSpans } from '../../src/core/ints.js';
 
 const isCode = (code: string) => (e: unknown) => e instanceof DiskError && e.code === code;
 
@@ -72,4 +72,15 @@ test('checkRange: INVAL for bad numbers, OUTOFRANGE past the capacity', () => {
   assert.throws(() => checkRange(1, 100, 100, 'd.vmdk'), (e: unknown) => e instanceof DiskError && e.code === 'OUTOFRANGE' && e.details.path === 'd.vmdk');
   assert.throws(() => checkRange(101, 0, 100), isCode('OUTOFRANGE'));
   for (const [o, l] of [[-1, 1], [0, -1], [0.5, 1], [0, NaN], [2 ** 53, 0]]) assert.throws(() => checkRange(o!, l!, 100), isCode('INVAL'), `${o},${l}`);
+});
+
+test('unitSpans cuts a range where units begin, and yields nothing for an empty range', () => {
+  assert.deepEqual([...unitSpans(5, 20, 8)], [
+    { index: 0, within: 5, pos: 0, n: 3 },
+    { index: 1, within: 0, pos: 3, n: 8 },
+    { index: 2, within: 0, pos: 11, n: 8 },
+    { index: 3, within: 0, pos: 19, n: 1 },
+  ]);
+  assert.deepEqual([...unitSpans(16, 8, 8)], [{ index: 2, within: 0, pos: 0, n: 8 }]);
+  assert.deepEqual([...unitSpans(7, 0, 8)], []);
 });

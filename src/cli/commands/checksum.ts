@@ -1,18 +1,15 @@
 /** `vdkit checksum`: one digest of the disk content, the same in every format, type and chain. */
-import { withDisk, type CliCommand } from '../command.js';
-import { openOpts, readingOptions, withOptions } from '../options.js';
+import { diskCommand } from '../command.js';
+import { readingOptions } from '../options.js';
 import { out } from '../output.js';
 
-export const checksum: CliCommand = {
+export const checksum = diskCommand({
   name: 'checksum',
   summary: 'one digest of the disk content, the same in every format, type and chain',
-  define: (cmd) =>
-    withOptions(cmd, readingOptions())
-      .argument('<file>')
-      .action(async (file: string, o) => {
-        const { checksum } = await import('../../ops/checksum.js');
-        await withDisk(file, { readOnly: true, ...openOpts(o) }, async (d) => {
-          await out(`${await checksum(d)}  ${file}\n`);
-        });
-      }),
-};
+  options: readingOptions(),
+  readOnly: true,
+  async run(d, { file }) {
+    const { checksum } = await import('../../ops/checksum.js');
+    await out(`${await checksum(d)}  ${file}\n`);
+  },
+});

@@ -1,30 +1,27 @@
 /** `vdkit fill`: sectors set to one byte value (the VDDK sample's -fill). */
 import { SECTOR_SIZE } from '../../core/ints.js';
-import { withDisk, type CliCommand } from '../command.js';
-import { UsageError, num, openOpts, withOptions, writingOptions } from '../options.js';
+import { diskCommand } from '../command.js';
+import { UsageError, num, opt, required, writingOptions } from '../options.js';
 
-export const fill: CliCommand = {
+export const fill = diskCommand({
   name: 'fill',
   summary: 'fill sectors with one byte value (the VDDK sample\'s -fill)',
-  define: (cmd) =>
-    withOptions(cmd, writingOptions())
-      .requiredOption('--start <sector>', 'first sector')
-      .requiredOption('--count <n>', 'number of sectors', '1')
-      .option('--value <byte>', 'byte value, decimal or 0x hex', '0xff')
-      .argument('<file>')
-      .action(async (file: string, o) => {
-        const start = num(o.start, '--start');
-        const count = num(o.count, '--count');
-        const value = Number(o.value);
-        if (!Number.isInteger(value) || value < 0 || value > 255) throw new UsageError(`--value: expected a byte 0..255, got ${JSON.stringify(o.value)}`);
-        await withDisk(file, { readOnly: false, ...openOpts(o) }, async (d) => {
-          const per = 2048; // sectors per write (1 MiB)
-          const buf = Buffer.alloc(per * SECTOR_SIZE, value);
-          for (let s = 0; s < count; s += per) {
-            const n = Math.min(per, count - s);
-            await d.writeSectors(start + s, buf.subarray(0, n * SECTOR_SIZE));
-          }
-          await d.flush();
-        });
-      }),
-};
+  options: [...writingOptions(), required('--start <sector>', 'first sector'), required('--count <n>', 'number of sectors', '1'), opt('--value <byte>', 'byte value, decimal or 0x hex', '0xff')],
+  readOnly: false,
+  parse(o) {
+    const start = num(o.start, '--start');
+    const count = num(o.count, '--count');
+    const value = Number(o.value);
+    if (!Number.isInteger(value) || value < 0 || value > 255) throw new UsageError(`--value: expected a byte 0..255, got ${JSON.stringify(o.value)}`);
+    return { start, count, value };
+  },
+  async run(d, { p: { start, count, value } }) {
+    const per = 2048; // sectors per write (1 MiB)
+    const buf = Buffer.alloc(per * SECTOR_SIZE, value);
+    for (let s = 0; s < count; s += per) {
+      const n = Math.min(per, count - s);
+      await d.writeSectors(start + s, buf.subarray(0, n * SECTOR_SIZE));
+    }
+    await d.flush();
+  },
+});

@@ -15,7 +15,22 @@
  * They stay two classes because their groupings differ (by problem vs by run) and the messages
  * users and tests read follow them; they share this module, the flags and the span helpers.
  */
-import type { CheckFinding } from '../types.js';
+import type { Namespace } from '../../storage/namespace.js';
+import type { ByteStore } from '../../storage/store.js';
+import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
+
+/**
+ * Driver.checkFile for a format whose checker works on the bytes alone: the file is opened
+ * read-write only for a repair that is not a dry run, and closed whatever the check does.
+ */
+export async function checkFileWith(ns: Namespace, path: string, opts: CheckOptions, check: (store: ByteStore, path: string, opts: CheckOptions) => Promise<CheckReport>): Promise<CheckReport> {
+  const store = await ns.open(path, { write: opts.repair && !opts.dryRun });
+  try {
+    return await check(store, path, opts);
+  } finally {
+    await store.close();
+  }
+}
 
 /** what a repair did (or would do) about the entries of a finding */
 export type Flags = Pick<CheckFinding, 'repaired' | 'wouldRepair' | 'notRepairable'>;

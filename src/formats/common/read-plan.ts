@@ -12,6 +12,7 @@
  * - If `locate` throws (a bad table entry), the reads already started settle before the error
  *   leaves, so no rejection is left unhandled and no read writes into `into` afterwards.
  */
+import { unitSpans } from '../../core/ints.js';
 
 /** `locate` answer: the unit holds nothing here and reads as zeros */
 export const ZEROS = -1;
@@ -33,12 +34,7 @@ export async function planRead(into: Buffer, offset: number, src: ReadPlanSource
   let runPos = 0;
   let runLen = 0;
   try {
-    let pos = 0;
-    while (pos < into.length) {
-      const at = offset + pos;
-      const index = Math.floor(at / unit);
-      const within = at - index * unit;
-      const n = Math.min(unit - within, into.length - pos);
+    for (const { index, within, pos, n } of unitSpans(offset, into.length, unit)) {
       let base = src.locate(index);
       if (typeof base !== 'number') base = await base;
       if (base < 0) {
@@ -54,7 +50,6 @@ export async function planRead(into: Buffer, offset: number, src: ReadPlanSource
           runLen = n;
         }
       }
-      pos += n;
     }
     if (runLen > 0) pending.push(src.readFile(into.subarray(runPos, runPos + runLen), runFile));
   } catch (err) {

@@ -11,6 +11,7 @@ import { DiskError } from '../../core/errors.js';
 import { isPowerOfTwo } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions } from '../types.js';
+import { createFile } from '../common/create.js';
 import type { Qcow2Image } from './image.js';
 import { openQcow2 } from './open.js';
 import { setInitialSize } from './resize.js';
@@ -97,19 +98,12 @@ export async function createQcow2(ns: Namespace, path: string, opts: CreateOptio
   const block = Buffer.alloc(8);
   for (let c = 0; c < 3; c++) setRefcount(block, c, 4, 1);
 
-  const store = await ns.create(path, { overwrite: !!opts.overwrite });
-  try {
+  await createFile(ns, path, opts, async (store) => {
     await store.write(0, area);
     await store.write(cs, tableEntry);
     await store.write(2 * cs, block);
     await store.truncate(3 * cs);
-    await store.flush();
-  } catch (err) {
-    await store.close().catch(() => {});
-    await ns.remove(path).catch(() => {});
-    throw err;
-  }
-  await store.close();
+  });
   let image: Qcow2Image | undefined;
   try {
     // a child is opened as the chain layer opens its top (it does the copy-on-write)

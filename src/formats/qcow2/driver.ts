@@ -1,9 +1,9 @@
-import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createQcow2 } from './create.js';
 import { QCOW2_CAPABILITIES } from './image.js';
 import { openQcow2 } from './open.js';
 import { QCOW2_MAGIC } from './structs.js';
 import { NO_PROPERTIES } from '../common/properties.js';
+import { defineDriver } from '../common/driver.js';
 
 /**
  * Ours when the file starts with "QFI\xfb" and is not qcow version 1 (a different format, named
@@ -13,7 +13,7 @@ function probe(head: Buffer): number {
   return head.length >= 8 && head.readUInt32BE(0) === QCOW2_MAGIC && head.readUInt32BE(4) !== 1 ? 100 : 0;
 }
 
-export const qcow2Driver: Driver = Object.freeze({
+export const qcow2Driver = defineDriver({
   name: 'qcow2',
   description: 'QEMU copy-on-write image, version 3 (compat 1.1) and 2 (compat 0.10): backing files, zero clusters, compressed clusters (read), snapshots (listed), check/repair',
   extensions: ['qcow2', 'qcow'],
@@ -24,15 +24,12 @@ export const qcow2Driver: Driver = Object.freeze({
   ],
   capabilities: QCOW2_CAPABILITIES,
   properties: NO_PROPERTIES,
-  alignment: 512,
-  selfNaming: false,
   parentField: 'backing_file_offset',
-  sequentialTypes: [],
   /** the create type is the version: compat 0.10 is v2, everything else v3 */
   normaliseType: (type: string) => (['v2', '0.10', 'compat=0.10'].includes(type.toLowerCase()) ? 'v2' : 'v3'),
   /** the qcow2 version (the create type) is the same for every link */
   childType: (baseType: string | undefined) => baseType,
   probe,
-  open: (ns: Namespace, path: string, opts: OpenOptions) => openQcow2(ns, path, opts),
-  create: (ns: Namespace, path: string, opts: CreateOptions) => createQcow2(ns, path, opts),
+  open: openQcow2,
+  create: createQcow2,
 });

@@ -10,29 +10,20 @@
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BlockExtent, Capabilities, CreateOptions, DiskInfo, Driver, Image, ImageMaintenance, OpenOptions } from '../types.js';
+import type { BlockExtent, Capabilities, CreateOptions, DiskInfo, Image, ImageMaintenance, OpenOptions } from '../types.js';
 import { NO_PROPERTIES } from '../common/properties.js';
+import { READ_ONLY_CAPABILITIES, defineDriver } from '../common/driver.js';
 
 const ZERO_BLOCK = 64 * 1024;
 const ZEROS = Buffer.alloc(ZERO_BLOCK);
 
 const RAW_CAPABILITIES: Capabilities = Object.freeze({
+  ...READ_ONLY_CAPABILITIES,
   write: 'native',
   blockStatus: 'emulate',
   zero: 'emulate',
-  metadata: false,
   createTypes: ['raw'],
-  differencing: false,
-  differencingSameSize: false,
-  parentLink: 'name',
-  identityFollowsContent: false,
-  split: false,
-  discard: 'none',
   resize: 'grow-shrink',
-  flush: 'concurrent',
-  check: 'none',
-  compact: 'none',
-  defragment: 'none',
 });
 
 export class RawImage implements Image {
@@ -160,7 +151,7 @@ export class RawImage implements Image {
   }
 }
 
-export const rawDriver: Driver = Object.freeze({
+export const rawDriver = defineDriver({
   name: 'raw',
   description: 'plain image file: the file is the disk',
   newIdentity: () => undefined,
@@ -169,9 +160,6 @@ export const rawDriver: Driver = Object.freeze({
   capabilities: RAW_CAPABILITIES,
   properties: NO_PROPERTIES,
   alignment: 1,
-  selfNaming: false,
-  sequentialTypes: [],
-  normaliseType: (type: string) => type.toLowerCase(),
   probe: () => 1,
   open: (ns: Namespace, path: string, opts: OpenOptions) => RawImage.open(ns, path, opts),
   create: (ns: Namespace, path: string, opts: CreateOptions) => RawImage.create(ns, path, opts),

@@ -42,7 +42,7 @@ import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
-import { EntryFindings } from '../common/findings.js';
+import { EntryFindings, checkFileWith } from '../common/findings.js';
 import { readU32Array, u32Bytes } from '../../binary/tables.js';
 import { parseHeader } from './open.js';
 import { writeHeaderAndMap } from './map.js';
@@ -55,13 +55,8 @@ const PROBLEM_SHARED = 3;
 const PROBLEM_OWN_BLOCK = 0x80;
 
 /** Check (and repair) the VDI file at `path`, opening it read-write only for a real repair. */
-export async function checkVdiFile(ns: Namespace, path: string, opts: CheckOptions): Promise<CheckReport> {
-  const store = await ns.open(path, { write: opts.repair && !opts.dryRun });
-  try {
-    return await checkVdiStore(store, path, opts);
-  } finally {
-    await store.close();
-  }
+export function checkVdiFile(ns: Namespace, path: string, opts: CheckOptions): Promise<CheckReport> {
+  return checkFileWith(ns, path, opts, checkVdiStore);
 }
 
 export async function checkVdiStore(store: ByteStore, path: string, opts: CheckOptions): Promise<CheckReport> {

@@ -14,6 +14,7 @@ import { ceilDiv } from '../../core/ints.js';
 import { u32Bytes } from '../../binary/tables.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions } from '../types.js';
+import { writeZeros } from '../common/create.js';
 import { VdiImage } from './image.js';
 import { MAX_BLOCKS } from './layout.js';
 import {
@@ -149,8 +150,7 @@ export async function createVdi(ns: Namespace, path: string, opts: CreateOptions
       await st.write(offBlocks + first * 4, u32Bytes(view, 0, n));
     }
     if (fixed && opts.preallocate) {
-      const zero = Buffer.alloc(Math.min(cBlocks * cbBlock, 8 * 1024 * 1024));
-      for (let at = 0; at < cBlocks * cbBlock; at += zero.length) await st.write(offData + at, zero.subarray(0, Math.min(zero.length, cBlocks * cbBlock - at)));
+      await writeZeros(st, offData, cBlocks * cbBlock);
     }
     await st.flush();
     await st.write(0, VdiHeaderV1Plus.encode(header).subarray(0, PRE_HEADER_SIZE + HEADER_V1PLUS_SIZE));

@@ -1,13 +1,14 @@
 import { randomUUID } from '../../core/platform.js';
-import type { CheckOptions, CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
+import type { Namespace, OpenOptions } from '../types.js';
 import { createVdi } from './create.js';
 import { VdiImage } from './image.js';
 import { VDI_CAPABILITIES } from './layout.js';
 import { VDI_SIGNATURE } from './structs.js';
 import { checkVdiFile } from './check.js';
 import { VDI_PROPERTIES } from './properties.js';
+import { defineDriver } from '../common/driver.js';
 
-export const vdiDriver: Driver = Object.freeze({
+export const vdiDriver = defineDriver({
   name: 'vdi',
   description: 'VirtualBox disk image: dynamic, fixed and differencing (v1.1 headers; legacy v0 read-only)',
   extensions: ['vdi'],
@@ -18,16 +19,13 @@ export const vdiDriver: Driver = Object.freeze({
   ],
   capabilities: VDI_CAPABILITIES,
   properties: VDI_PROPERTIES,
-  alignment: 512,
-  selfNaming: false,
   parentField: 'type',
-  sequentialTypes: [],
-  normaliseType: (type: string) => ({ normal: 'dynamic', standard: 'dynamic', '1': 'dynamic', static: 'fixed', '2': 'fixed' } as Record<string, string>)[type.toLowerCase()] ?? type.toLowerCase(),
+  typeSpellings: { normal: 'dynamic', standard: 'dynamic', '1': 'dynamic', static: 'fixed', '2': 'fixed' },
   /** the signature at offset 64 is all VirtualBox and QEMU look at */
   probe(head: Buffer): number {
     return head.length >= 68 && head.readUInt32LE(64) === VDI_SIGNATURE ? 100 : 0;
   },
   open: (ns: Namespace, path: string, opts: OpenOptions) => VdiImage.open(ns, path, opts),
-  create: (ns: Namespace, path: string, opts: CreateOptions) => createVdi(ns, path, opts),
-  checkFile: (ns: Namespace, path: string, opts: CheckOptions) => checkVdiFile(ns, path, opts),
+  create: createVdi,
+  checkFile: checkVdiFile,
 });

@@ -5,25 +5,12 @@
  */
 import { DiskError } from '../../core/errors.js';
 import type { Capabilities } from '../types.js';
+import { DYNAMIC_FIXED_CAPABILITIES } from '../common/driver.js';
 import { SECTOR, TYPE_DIFF, TYPE_FIXED, TYPE_NORMAL, TYPE_UNDO, isNullUuid, uuidFromText } from './structs.js';
 
 export const VDI_CAPABILITIES: Capabilities = Object.freeze({
-  write: 'native',
-  blockStatus: 'native',
+  ...DYNAMIC_FIXED_CAPABILITIES,
   zero: 'native',
-  metadata: true,
-  createTypes: ['dynamic', 'fixed'],
-  differencing: true,
-  differencingSameSize: true,
-  parentLink: 'identity',
-  identityFollowsContent: false,
-  split: false,
-  discard: 'native',
-  resize: 'grow-shrink',
-  flush: 'concurrent',
-  check: 'repair',
-  compact: 'native',
-  defragment: 'native',
 });
 
 

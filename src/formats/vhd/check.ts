@@ -44,7 +44,7 @@ import { ceilDiv, isPowerOfTwo, roundUp } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
-import { EntryFindings } from '../common/findings.js';
+import { EntryFindings, checkFileWith } from '../common/findings.js';
 import { readU32Array, u32Bytes } from '../../binary/tables.js';
 import { capacityOf } from './layout.js';
 import {
@@ -71,13 +71,8 @@ import {
 } from './structs.js';
 
 /** Check (and repair) the VHD file at `path`, opening it read-write only for a real repair. */
-export async function checkVhdFile(ns: Namespace, path: string, opts: CheckOptions): Promise<CheckReport> {
-  const store = await ns.open(path, { write: opts.repair && !opts.dryRun });
-  try {
-    return await checkVhdStore(store, path, opts);
-  } finally {
-    await store.close();
-  }
+export function checkVhdFile(ns: Namespace, path: string, opts: CheckOptions): Promise<CheckReport> {
+  return checkFileWith(ns, path, opts, checkVhdStore);
 }
 
 interface FooterLook {

@@ -11,8 +11,8 @@
 import { DiskError } from '../../core/errors.js';
 import { ceilDiv, roundUp } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
-import type { ByteStore } from '../../storage/store.js';
 import type { CreateOptions, Geometry } from '../types.js';
+import { createFile, fixedDynamicType, writeZeros } from '../common/create.js';
 import { VhdImage } from './image.js';
 import type { ParentLinkage } from './layout.js';
 import { parentLinkage } from './links.js';
@@ -47,27 +47,8 @@ import {
 
 const TABLE_OFFSET = 3 * SECTOR;
 
-export const TYPES: Record<string, 'fixed' | 'dynamic' | 'differencing'> = {
-  fixed: 'fixed',
-  dynamic: 'dynamic',
-  differencing: 'differencing',
-  diff: 'differencing',
-  sparse: 'dynamic',
-  expandable: 'dynamic',
-};
-
 export async function createVhd(ns: Namespace, path: string, opts: CreateOptions): Promise<VhdImage> {
-  const asked = opts.type === undefined ? undefined : TYPES[opts.type.toLowerCase()];
-  if (opts.type !== undefined && asked === undefined) {
-    throw new DiskError('INVAL', `unknown VHD type ${JSON.stringify(opts.type)}`, { path, field: 'type', expected: 'dynamic, fixed (differencing: give a parent)' });
-  }
-  let type = asked ?? 'dynamic';
-  if (opts.parent) {
-    if (type === 'fixed') throw new DiskError('INVAL', 'a child VHD is a differencing image, not a fixed one', { path, field: 'type', found: opts.type });
-    type = 'differencing';
-  } else if (type === 'differencing') {
-    throw new DiskError('INVAL', 'a differencing VHD needs a parent (create it as a child)', { path, field: 'type', found: opts.type });
-  }
+  const type = fixedDynamicType(opts, path, 'VHD');
   if (!Number.isSafeInteger(opts.capacity) || opts.capacity <= 0 || opts.capacity % SECTOR !== 0) {
     throw new DiskError('INVAL', 'capacity must be a positive whole number of 512-byte sectors', { path, field: 'capacity', found: opts.capacity });
   }
@@ -108,22 +89,15 @@ export async function createVhd(ns: Namespace, path: string, opts: CreateOptions
     linkage = parentLinkage(ns.absolute(path), parentPath, opts.parent.hint, uuidFromIdentity(opts.parent.parentId), timestamp);
   }
 
-  const store = await ns.create(path, { overwrite: !!opts.overwrite });
-  try {
+  await createFile(ns, path, opts, async (store) => {
     if (type === 'fixed') {
-      if (opts.preallocate) await zeroFill(store, size);
+      if (opts.preallocate) await writeZeros(store, 0, size);
       await store.write(size, footerBytes);
     } else {
       const prefix = dynamicPrefix(size, footerBytes, linkage);
       await store.writev(0, [prefix, footerBytes]);
     }
-    await store.flush();
-  } catch (err) {
-    await store.close().catch(() => {});
-    await ns.remove(path).catch(() => {});
-    throw err;
-  }
-  await store.close();
+  });
   // a child is opened as the chain layer opens its top (it does the copy-on-write)
   return VhdImage.open(ns, path, { readOnly: false });
 }
@@ -164,7 +138,3 @@ function dynamicPrefix(size: number, footerBytes: Buffer, linkage: ParentLinkage
   return prefix;
 }
 
-async function zeroFill(store: ByteStore, length: number): Promise<void> {
-  const chunk = Buffer.alloc(Math.min(length, 8 * 1024 * 1024));
-  for (let at = 0; at < length; at += chunk.length) await store.write(at, chunk.subarray(0, Math.min(chunk.length, length - at)));
-}

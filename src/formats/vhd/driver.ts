@@ -1,11 +1,12 @@
 import { randomUUID } from '../../core/platform.js';
-import type { CheckOptions, CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
+import type { Namespace, OpenOptions } from '../types.js';
 import { checkVhdFile } from './check.js';
 import { createVhd } from './create.js';
 import { VhdImage } from './image.js';
 import { VHD_CAPABILITIES } from './layout.js';
 import { FOOTER_CHECKSUM_AT, FOOTER_COOKIE, Footer, vhdChecksum } from './structs.js';
 import { VHD_PROPERTIES } from './properties.js';
+import { DYNAMIC_SPELLINGS, PREALLOCATE_FIXED, defineDriver } from '../common/driver.js';
 
 /**
  * Ours when the footer cookie is at offset 0 (the footer copy of a dynamic or differencing
@@ -22,7 +23,7 @@ function probe(head: Buffer, tail: Buffer): number {
   return 0;
 }
 
-export const vhdDriver: Driver = Object.freeze({
+export const vhdDriver = defineDriver({
   name: 'vhd',
   description: 'Microsoft Virtual Hard Disk (Virtual PC, Hyper-V, Azure; qemu "vpc"): fixed, dynamic, differencing',
   extensions: ['vhd', 'avhd'],
@@ -30,17 +31,14 @@ export const vhdDriver: Driver = Object.freeze({
   createOptions: [
     { name: 'type', description: 'dynamic (default, 2 MiB blocks) or fixed; a child is always differencing' },
     { name: 'chsRounding', description: 'round the size up to a CHS geometry (Virtual PC, qemu-img without force_size); default: exact size' },
-    { name: 'preallocate', description: 'fixed: write the zeros instead of leaving the file sparse' },
+    PREALLOCATE_FIXED,
   ],
   capabilities: VHD_CAPABILITIES,
   properties: VHD_PROPERTIES,
-  alignment: 512,
-  selfNaming: false,
   parentField: 'diskType',
-  sequentialTypes: [],
-  normaliseType: (type: string) => ({ sparse: 'dynamic', expandable: 'dynamic' } as Record<string, string>)[type.toLowerCase()] ?? type.toLowerCase(),
+  typeSpellings: DYNAMIC_SPELLINGS,
   probe,
   open: (ns: Namespace, path: string, opts: OpenOptions) => VhdImage.open(ns, path, opts),
-  create: (ns: Namespace, path: string, opts: CreateOptions) => createVhd(ns, path, opts),
-  checkFile: (ns: Namespace, path: string, opts: CheckOptions) => checkVhdFile(ns, path, opts),
+  create: createVhd,
+  checkFile: checkVhdFile,
 });

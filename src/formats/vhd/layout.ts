@@ -8,25 +8,12 @@ import { Bitmap } from '../../binary/bitmap.js';
 import { DiskError } from '../../core/errors.js';
 import { toSafeNumber } from '../../core/ints.js';
 import type { Capabilities } from '../types.js';
+import { DYNAMIC_FIXED_CAPABILITIES } from '../common/driver.js';
 import { MAX_VHD_BYTES, PLATFORM, ParentLocatorEntry, SECTOR, geometrySectors, sizeRule, type FooterValue } from './structs.js';
 
 export const VHD_CAPABILITIES: Capabilities = Object.freeze({
-  write: 'native',
-  blockStatus: 'native',
-  zero: 'emulate',
-  metadata: true,
-  createTypes: ['dynamic', 'fixed'],
-  differencing: true,
-  differencingSameSize: true,
-  parentLink: 'identity',
-  identityFollowsContent: false,
-  split: false,
-  discard: 'native',
-  resize: 'grow-shrink',
+  ...DYNAMIC_FIXED_CAPABILITIES,
   flush: 'exclusive',
-  check: 'repair',
-  compact: 'native',
-  defragment: 'native',
 });
 
 

@@ -7,7 +7,7 @@ import { DiskError } from '../../core/errors.js';
 import { ceilDiv, roundUp } from '../../core/ints.js';
 import { unitCount } from '../common/measure.js';
 import type { CreateOptions, MeasureLayout } from '../types.js';
-import { TYPES } from './create.js';
+import { FIXED_DYNAMIC_TYPES } from '../common/create.js';
 import { DEFAULT_BLOCK_SIZE, MAX_VHD_BYTES, SECTOR, chsRoundedSize } from './structs.js';
 
 const FOOTER = SECTOR;
@@ -16,7 +16,7 @@ const TABLE_OFFSET = 3 * SECTOR;
 const BITMAP = roundUp(Math.ceil(DEFAULT_BLOCK_SIZE / SECTOR / 8), SECTOR);
 
 export function measureVhd(opts: CreateOptions): MeasureLayout {
-  const type = opts.type === undefined ? 'dynamic' : TYPES[opts.type.toLowerCase()];
+  const type = opts.type === undefined ? 'dynamic' : FIXED_DYNAMIC_TYPES[opts.type.toLowerCase()];
   if (type !== 'dynamic' && type !== 'fixed') throw new DiskError('INVAL', `unknown VHD type ${JSON.stringify(opts.type)}`, { field: 'type', expected: 'dynamic or fixed' });
   if (!Number.isSafeInteger(opts.capacity) || opts.capacity <= 0) throw new DiskError('INVAL', 'capacity must be a positive whole number of bytes', { field: 'capacity', found: opts.capacity });
   let capacity = roundUp(opts.capacity, SECTOR);

@@ -17,8 +17,8 @@ import { randomInt } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
-import type { ByteStore } from '../../storage/store.js';
 import type { CreateOptions } from '../types.js';
+import { createFile, fixedDynamicType, writeZeros } from '../common/create.js';
 import type { VhdxImage } from './image.js';
 import { parentLocatorItem } from './links.js';
 import { openVhdx } from './open.js';
@@ -73,27 +73,8 @@ export const CHILD_BLOCK_SIZE = 2 * MiB;
 export const LOGICAL_SECTOR = 512;
 export const PHYSICAL_SECTOR = 4096;
 
-export const TYPES: Record<string, 'fixed' | 'dynamic' | 'differencing'> = {
-  fixed: 'fixed',
-  dynamic: 'dynamic',
-  differencing: 'differencing',
-  diff: 'differencing',
-  sparse: 'dynamic',
-  expandable: 'dynamic',
-};
-
 export async function createVhdx(ns: Namespace, path: string, opts: CreateOptions): Promise<VhdxImage> {
-  const asked = opts.type === undefined ? undefined : TYPES[opts.type.toLowerCase()];
-  if (opts.type !== undefined && asked === undefined) {
-    throw new DiskError('INVAL', `unknown VHDX type ${JSON.stringify(opts.type)}`, { path, field: 'type', expected: 'dynamic, fixed (differencing: give a parent)' });
-  }
-  let type = asked ?? 'dynamic';
-  if (opts.parent) {
-    if (type === 'fixed') throw new DiskError('INVAL', 'a child VHDX is a differencing image, not a fixed one', { path, field: 'type', found: opts.type });
-    type = 'differencing';
-  } else if (type === 'differencing') {
-    throw new DiskError('INVAL', 'a differencing VHDX needs a parent (create it as a child)', { path, field: 'type', found: opts.type });
-  }
+  const type = fixedDynamicType(opts, path, 'VHDX');
   const size = opts.capacity;
   if (!Number.isSafeInteger(size) || size <= 0 || size % LOGICAL_SECTOR !== 0 || size > MAX_VIRTUAL_SIZE) {
     throw new DiskError('INVAL', 'capacity must be a positive whole number of 512-byte sectors, at most 64 TiB', { path, field: 'capacity', expected: `512..${MAX_VIRTUAL_SIZE}`, found: size });
@@ -165,8 +146,7 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
     for (let n = 0; n < blocks; n++) bat.writeBigUInt64LE(batEntry(PAYLOAD.FULLY_PRESENT, (dataStart + n * blockSize) / MiB), payloadIndex(n, cr) * 8);
   }
 
-  const store = await ns.create(path, { overwrite: !!opts.overwrite });
-  try {
+  await createFile(ns, path, opts, async (store) => {
     await store.truncate(fileSize);
     await store.write(0, ident);
     await store.write(HEADER_OFFSETS[0], header(seq));
@@ -174,19 +154,9 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
     for (const off of REGION_TABLE_OFFSETS) await store.write(off, region);
     if (bat) await store.write(BAT_OFFSET, bat);
     await store.write(metaOffset, meta);
-    if (fixed && opts.preallocate) await zeroFill(store, dataStart, size);
-    await store.flush();
-  } catch (err) {
-    await store.close().catch(() => {});
-    await ns.remove(path).catch(() => {});
-    throw err;
-  }
-  await store.close();
+    if (fixed && opts.preallocate) await writeZeros(store, dataStart, size);
+  });
   // a child is opened as the chain layer opens its top (it does the copy-on-write)
   return openVhdx(ns, path, { readOnly: false });
 }
 
-async function zeroFill(store: ByteStore, at: number, length: number): Promise<void> {
-  const chunk = Buffer.alloc(Math.min(length, 8 * MiB));
-  for (let done = 0; done < length; done += chunk.length) await store.write(at + done, chunk.subarray(0, Math.min(chunk.length, length - done)));
-}

@@ -7,11 +7,12 @@ import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import { unitCount } from '../common/measure.js';
 import type { CreateOptions, MeasureLayout } from '../types.js';
-import { BAT_OFFSET, DATA_GAP, LOGICAL_SECTOR, METADATA_LENGTH, TYPES } from './create.js';
+import { BAT_OFFSET, DATA_GAP, LOGICAL_SECTOR, METADATA_LENGTH } from './create.js';
+import { FIXED_DYNAMIC_TYPES } from '../common/create.js';
 import { ALIGN, MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, MIN_BLOCK_SIZE, batEntryCount, chunkRatio, defaultBlockSize } from './structs.js';
 
 export function measureVhdx(opts: CreateOptions): MeasureLayout {
-  const type = opts.type === undefined ? 'dynamic' : TYPES[opts.type.toLowerCase()];
+  const type = opts.type === undefined ? 'dynamic' : FIXED_DYNAMIC_TYPES[opts.type.toLowerCase()];
   if (type !== 'dynamic' && type !== 'fixed') throw new DiskError('INVAL', `unknown VHDX type ${JSON.stringify(opts.type)}`, { field: 'type', expected: 'dynamic or fixed' });
   if (!Number.isSafeInteger(opts.capacity) || opts.capacity <= 0) throw new DiskError('INVAL', 'capacity must be a positive whole number of bytes', { field: 'capacity', found: opts.capacity });
   const capacity = roundUp(opts.capacity, LOGICAL_SECTOR);

@@ -1,5 +1,4 @@
 import { DiskError } from '../../core/errors.js';
-import type { CreateOptions, Driver, Namespace, OpenOptions } from '../types.js';
 import { createVmdk, normaliseCreateType } from './create.js';
 import { hex8, looksLikeDescriptor } from './descriptor.js';
 import { VMDK_CAPABILITIES } from './image.js';
@@ -8,10 +7,11 @@ import { newCid } from './layout.js';
 import { vmdkStreamReader } from './stream/reader.js';
 import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
 import { VMDK_PROPERTIES } from './properties.js';
+import { defineDriver } from '../common/driver.js';
 
 const ESX_TYPES = new Set(['vmfs', 'vmfssparse', 'vmfsthin', 'vmfspreallocated', 'vmfseagerzeroedthick', 'vmfsthick', 'sesparse', 'vmfsraw', 'vmfsrawdevicemap', 'vmfspassthroughrawdevicemap']);
 
-export const vmdkDriver: Driver = Object.freeze({
+export const vmdkDriver = defineDriver({
   name: 'vmdk',
   description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs; streamOptimized (read; written whole by convert); ESXi deltas (vmfsSparse, seSparse) read-only',
   extensions: ['vmdk'],
@@ -25,10 +25,9 @@ export const vmdkDriver: Driver = Object.freeze({
   ],
   capabilities: VMDK_CAPABILITIES,
   properties: VMDK_PROPERTIES,
-  alignment: 512,
   selfNaming: true,
   parentField: 'parentCID',
-  normaliseType: (type: string) => normaliseCreateType(type),
+  normaliseType: normaliseCreateType,
   sequentialTypes: ['streamOptimized'],
   /** VMDK children are always sparse: split ones under split bases */
   childType(baseType: string | undefined, path: string): string {
@@ -48,7 +47,7 @@ export const vmdkDriver: Driver = Object.freeze({
     if (head.length >= 8 && head.readBigUInt64LE(0) === SESPARSE_CONST_MAGIC) return 100;
     return looksLikeDescriptor(head) ? 100 : 0;
   },
-  open: (ns: Namespace, path: string, opts: OpenOptions) => openVmdk(ns, path, opts),
-  create: (ns: Namespace, path: string, opts: CreateOptions) => createVmdk(ns, path, opts),
+  open: openVmdk,
+  create: createVmdk,
   sequential: vmdkStreamReader,
 });

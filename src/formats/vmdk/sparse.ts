@@ -12,7 +12,7 @@
  */
 import { inflateSync } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
-import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
+import { SECTOR_SIZE, ceilDiv, roundUp, unitSpans } from '../../core/ints.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent, BlockState, CheckFinding } from '../types.js';
 import { FLAG_COMPRESSED, FLAG_MARKERS, FLAG_ZEROED_GTE, GRAIN_MARKER_HEAD, MarkerHead, SparseExtentHeader, type SparseExtentHeaderValue } from './structs.js';
@@ -309,12 +309,7 @@ export class SparseExtent implements SparseState {
     const gb = this.grainBytes;
     const direct: Promise<void>[] = [];
     const fresh: { gi: number; buf: Buffer }[] = [];
-    let pos = 0;
-    while (pos < data.length) {
-      const vo = offset + pos;
-      const gi = Math.floor(vo / gb);
-      const within = vo - gi * gb;
-      const n = Math.min(gb - within, data.length - pos);
+    for (const { index: gi, within, pos, n } of unitSpans(offset, data.length, gb)) {
       const e = await this.gte(gi);
       const chunk = data.subarray(pos, pos + n);
       if (e > 1) {
@@ -326,7 +321,6 @@ export class SparseExtent implements SparseState {
         chunk.copy(buf, within);
         fresh.push({ gi, buf });
       }
-      pos += n;
     }
     await Promise.all(direct);
     if (fresh.length === 0) return;

@@ -51,25 +51,25 @@ export const InfoBlockSize = defineStruct('NbdInfoBlockSize', 'be', [
   { name: 'maximum', type: u32 },
 ] as const, 14);
 
-/** compact request; a WRITE carries `length` payload bytes after it */
-export const Request = defineStruct('NbdRequest', 'be', [
-  { name: 'magic', type: u32, expect: REQUEST_MAGIC },
-  { name: 'flags', type: u16 },
-  { name: 'type', type: u16 },
-  { name: 'cookie', type: u64 },
-  { name: 'offset', type: u64 },
-  { name: 'length', type: u32 },
-] as const, 28);
+/**
+ * What requests and reply chunks start with (the magic tells them apart): the command's flags
+ * and type, and the client's cookie that pairs a reply with its request.
+ */
+const transmissionHead = <M extends number>(magic: M) =>
+  [
+    { name: 'magic', type: u32, expect: magic },
+    { name: 'flags', type: u16 },
+    { name: 'type', type: u16 },
+    { name: 'cookie', type: u64 },
+  ] as const;
 
-/** extended request (after NBD_OPT_EXTENDED_HEADERS): 64-bit length */
-export const ExtendedRequest = defineStruct('NbdExtendedRequest', 'be', [
-  { name: 'magic', type: u32, expect: EXTENDED_REQUEST_MAGIC },
-  { name: 'flags', type: u16 },
-  { name: 'type', type: u16 },
-  { name: 'cookie', type: u64 },
-  { name: 'offset', type: u64 },
-  { name: 'length', type: u64 },
-] as const, 32);
+/** an extended header (after NBD_OPT_EXTENDED_HEADERS), request or reply chunk: a 64-bit offset and length */
+const extendedHeader = <M extends number>(magic: M) => [...transmissionHead(magic), { name: 'offset', type: u64 }, { name: 'length', type: u64 }] as const;
+
+/** compact request; a WRITE carries `length` payload bytes after it */
+export const Request = defineStruct('NbdRequest', 'be', [...transmissionHead(REQUEST_MAGIC), { name: 'offset', type: u64 }, { name: 'length', type: u32 }], 28);
+
+export const ExtendedRequest = defineStruct('NbdExtendedRequest', 'be', extendedHeader(EXTENDED_REQUEST_MAGIC), 32);
 
 export const SimpleReply = defineStruct('NbdSimpleReply', 'be', [
   { name: 'magic', type: u32, expect: SIMPLE_REPLY_MAGIC },
@@ -77,22 +77,9 @@ export const SimpleReply = defineStruct('NbdSimpleReply', 'be', [
   { name: 'cookie', type: u64 },
 ] as const, 16);
 
-export const StructuredChunkHeader = defineStruct('NbdStructuredChunk', 'be', [
-  { name: 'magic', type: u32, expect: STRUCTURED_REPLY_MAGIC },
-  { name: 'flags', type: u16 },
-  { name: 'type', type: u16 },
-  { name: 'cookie', type: u64 },
-  { name: 'length', type: u32 },
-] as const, 20);
+export const StructuredChunkHeader = defineStruct('NbdStructuredChunk', 'be', [...transmissionHead(STRUCTURED_REPLY_MAGIC), { name: 'length', type: u32 }], 20);
 
-export const ExtendedChunkHeader = defineStruct('NbdExtendedChunk', 'be', [
-  { name: 'magic', type: u32, expect: EXTENDED_REPLY_MAGIC },
-  { name: 'flags', type: u16 },
-  { name: 'type', type: u16 },
-  { name: 'cookie', type: u64 },
-  { name: 'offset', type: u64 },
-  { name: 'length', type: u64 },
-] as const, 32);
+export const ExtendedChunkHeader = defineStruct('NbdExtendedChunk', 'be', extendedHeader(EXTENDED_REPLY_MAGIC), 32);
 
 /** one base:allocation-style extent in an NBD_REPLY_TYPE_BLOCK_STATUS chunk */
 export const BlockDescriptor = defineStruct('NbdBlockDescriptor', 'be', [
