@@ -72,7 +72,8 @@ function build(r: Recorded, cut: number, pick: (inFlight: DataEvent[]) => DataEv
   for (const [name, bytes] of r.before) {
     const id = byName.get(name) ?? fresh--;
     names.set(name, id);
-    contents.set(id, bytes);
+    // a copy: writes are applied in place
+    contents.set(id, Buffer.from(bytes));
   }
   const lastFlush = new Map<number, number>();
   for (let i = 0; i < cut; i++) {
