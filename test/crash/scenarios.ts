@@ -7,6 +7,7 @@
  */
 import {
   Disk,
+  DiskError,
   backends,
   checkDisk,
   commit,
@@ -236,9 +237,17 @@ export const OPERATIONS: Operation[] = [
         spec: f,
         alsoAfter: base,
         recover: async (ns) => {
-          // an interrupted commit is finished by running it again (its journal says how far it got)
+          // an interrupted commit is finished by running it again (its journal says how far it
+          // got), after `check -r` of the base where a write into it was cut off
           const journals = (await ns.list('/img')).filter((n) => n.includes('journal') || n.includes('commit'));
-          if (journals.length > 0 && (await ns.exists(top))) await commit(top, { namespace: ns });
+          if (journals.length === 0 || !(await ns.exists(top))) return;
+          try {
+            await commit(top, { namespace: ns });
+          } catch (err) {
+            if (!(err instanceof DiskError) || err.code !== 'NEEDSREPAIR') throw err;
+            await checkDisk(base, { namespace: ns, repair: true, chain: false });
+            await commit(top, { namespace: ns });
+          }
         },
       };
     },

@@ -27,6 +27,8 @@ export interface CrashState {
   marks: number;
   /** how it was built, for messages */
   how: string;
+  /** equal keys: equal states (a hash of what differs from the snapshot) */
+  key: string;
 }
 
 export interface Recorded {
@@ -42,29 +44,53 @@ export function recorded(before: Map<string, Buffer>, rec: RecordingNamespace): 
 
 type DataEvent = Extract<IoEvent, { kind: 'write' | 'truncate' }>;
 
-/** A file that grows with writes past its end and is cut or zero-extended by truncates. */
-function applyData(file: Buffer, e: DataEvent): Buffer {
-  if (e.kind === 'truncate') {
-    const next = Buffer.alloc(e.length);
-    file.copy(next, 0, 0, Math.min(file.length, e.length));
-    return next;
+/**
+ * A file's bytes while a state is built: shared with the snapshot until the first change (most
+ * states leave most files alone), grown in doublings rather than per write.
+ */
+class FileBytes {
+  private buf: Buffer;
+  private len: number;
+  private own = false;
+  /** byte ranges changed since the snapshot (for the state's key) */
+  readonly touched: [number, number][] = [];
+  constructor(start: Buffer) {
+    this.buf = start;
+    this.len = start.length;
   }
-  const end = e.offset + e.data.length;
-  if (end > file.length) {
-    const next = Buffer.alloc(end);
-    file.copy(next);
-    file = next;
+  private room(end: number): void {
+    if (this.own && end <= this.buf.length) return;
+    const next = Buffer.alloc(Math.max(end, this.own ? this.buf.length * 2 : this.len));
+    this.buf.copy(next, 0, 0, this.len);
+    this.buf = next;
+    this.own = true;
   }
-  e.data.copy(file, e.offset);
-  return file;
+  apply(e: DataEvent): void {
+    if (e.kind === 'truncate') {
+      this.room(e.length);
+      // bytes past a new, shorter end read as zeros if the file grows again
+      if (e.length < this.len) this.buf.fill(0, e.length, this.len);
+      this.touched.push([Math.min(e.length, this.len), Math.max(e.length, this.len)]);
+      this.len = e.length;
+      return;
+    }
+    const end = e.offset + e.data.length;
+    this.room(end);
+    e.data.copy(this.buf, e.offset);
+    this.touched.push([e.offset, end]);
+    this.len = Math.max(this.len, end);
+  }
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.len);
+  }
 }
 
 /**
  * The state after the first `cut` events, where of the data events in flight (after their
- * file's last completed flush) only `landed` took effect, in the order given.
+ * file's last completed flush) only the ones `pick` returns took effect, in that order.
  */
-function build(r: Recorded, cut: number, pick: (inFlight: DataEvent[]) => DataEvent[]): Map<string, Buffer> {
-  const contents = new Map<number, Buffer>();
+function build(r: Recorded, cut: number, pick: (inFlight: DataEvent[]) => DataEvent[]): { files: Map<string, Buffer>; key: string } {
+  const contents = new Map<number, FileBytes>();
   const names = new Map<string, number>();
   let fresh = -1;
   const byName = new Map<string, number>();
@@ -72,9 +98,13 @@ function build(r: Recorded, cut: number, pick: (inFlight: DataEvent[]) => DataEv
   for (const [name, bytes] of r.before) {
     const id = byName.get(name) ?? fresh--;
     names.set(name, id);
-    // a copy: writes are applied in place
-    contents.set(id, Buffer.from(bytes));
+    contents.set(id, new FileBytes(bytes));
   }
+  const file = (id: number) => {
+    let f = contents.get(id);
+    if (!f) contents.set(id, (f = new FileBytes(Buffer.alloc(0))));
+    return f;
+  };
   const lastFlush = new Map<number, number>();
   for (let i = 0; i < cut; i++) {
     const e = r.events[i]!;
@@ -86,12 +116,12 @@ function build(r: Recorded, cut: number, pick: (inFlight: DataEvent[]) => DataEv
     switch (e.kind) {
       case 'write':
       case 'truncate':
-        if (i < (lastFlush.get(e.file) ?? -1)) contents.set(e.file, applyData(contents.get(e.file) ?? Buffer.alloc(0), e));
+        if (i < (lastFlush.get(e.file) ?? -1)) file(e.file).apply(e);
         else inFlight.push(e);
         break;
       case 'create':
         names.set(e.name, e.file);
-        if (!contents.has(e.file)) contents.set(e.file, Buffer.alloc(0));
+        file(e.file);
         break;
       case 'rename': {
         const id = names.get(e.from);
@@ -111,12 +141,29 @@ function build(r: Recorded, cut: number, pick: (inFlight: DataEvent[]) => DataEv
         break;
     }
   }
-  for (const e of pick(inFlight)) {
-    const file = 'file' in e ? e.file : 0;
-    contents.set(file, applyData(contents.get(file) ?? Buffer.alloc(0), e));
-  }
+  for (const e of pick(inFlight)) file(e.file).apply(e);
+  // the key: names, sizes and the bytes of every changed range (the rest is the snapshot's)
+  const h = createHash('sha1');
   const out = new Map<string, Buffer>();
-  for (const [name, id] of names) out.set(name, contents.get(id) ?? Buffer.alloc(0));
+  for (const name of [...names.keys()].sort()) {
+    const id = names.get(name)!;
+    const f = file(id);
+    const bytes = f.bytes();
+    out.set(name, bytes);
+    h.update(`${name}\0${id}\0${bytes.length}\0`);
+    for (const [a, b] of merge(f.touched)) h.update(bytes.subarray(Math.min(a, bytes.length), Math.min(b, bytes.length)));
+  }
+  return { files: out, key: h.digest('hex') };
+}
+
+function merge(ranges: [number, number][]): [number, number][] {
+  const sorted = ranges.slice().sort((x, y) => x[0] - y[0]);
+  const out: [number, number][] = [];
+  for (const [a, b] of sorted) {
+    const last = out.at(-1);
+    if (last && a <= last[1]) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
+  }
   return out;
 }
 
@@ -149,16 +196,6 @@ function shuffle<T>(a: T[], rnd: () => number): T[] {
   return a;
 }
 
-export function stateKey(files: Map<string, Buffer>): string {
-  const h = createHash('sha1');
-  for (const name of [...files.keys()].sort()) {
-    h.update(name + '\0');
-    h.update(files.get(name)!);
-    h.update('\0');
-  }
-  return h.digest('hex');
-}
-
 /**
  * `count` states (seeded by `rnd`): first the barrier prefixes and the end, then random cuts.
  * A random state keeps each in-flight piece with a probability drawn per state (sometimes none
@@ -173,10 +210,10 @@ export function* crashStates(r: Recorded, count: number, rnd: () => number): Gen
   for (const cut of [...new Set(barriers)]) {
     if (made >= count) return;
     // at a barrier nothing of the flushed file is in flight; other files' unflushed writes may be
-    yield { files: build(r, cut, () => []), cut, marks: marksBefore(r, cut), how: `prefix ${cut} (none in flight)` };
+    yield { ...build(r, cut, () => []), cut, marks: marksBefore(r, cut), how: `prefix ${cut} (none in flight)` };
     made++;
     if (made >= count) return;
-    yield { files: build(r, cut, (f) => f), cut, marks: marksBefore(r, cut), how: `prefix ${cut} (all in flight landed)` };
+    yield { ...build(r, cut, (f) => f), cut, marks: marksBefore(r, cut), how: `prefix ${cut} (all in flight landed)` };
     made++;
   }
   while (made < count) {
@@ -185,7 +222,7 @@ export function* crashStates(r: Recorded, count: number, rnd: () => number): Gen
     const keep = style < 0.1 ? 0 : style < 0.2 ? 1 : rnd();
     const torn = rnd() < 0.6;
     let how = '';
-    const files = build(r, cut, (inFlight) => {
+    const built = build(r, cut, (inFlight) => {
       const pieces = torn ? inFlight.flatMap(sectors) : inFlight.slice();
       const chosen = shuffle(
         pieces.filter(() => rnd() < keep),
@@ -194,7 +231,7 @@ export function* crashStates(r: Recorded, count: number, rnd: () => number): Gen
       how = `cut ${cut}, ${chosen.length}/${pieces.length} ${torn ? 'sectors' : 'writes'} in flight landed (keep ${keep.toFixed(2)})`;
       return chosen;
     });
-    yield { files, cut, marks: marksBefore(r, cut), how };
+    yield { ...built, cut, marks: marksBefore(r, cut), how };
     made++;
   }
 }

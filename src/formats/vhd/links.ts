@@ -110,6 +110,13 @@ async function writeLinkage(file: VhdFile, l: ParentLinkage): Promise<void> {
   const d = file.dyn!;
   const free = reusableLocatorAreas(file);
   let placed: { code: number; data: Buffer; offset: number; space: number }[] = [];
+  // the same locators in the same places (a commit or a parent's new identity keeps the
+  // parent's name): only the header's parent id and time change, in its first sector, one
+  // write a power cut cannot tear (the general order below rewrites both header sectors twice)
+  if (await sameLocators(file, l)) {
+    await saveHeader(file, { ...file.header!, parentUniqueId: l.parentUniqueId, parentTimestamp: l.parentTimestamp, parentUnicodeName: l.parentUnicodeName });
+    return;
+  }
   for (const x of l.locators) {
     const i = free.findIndex((a) => a.capacity >= x.data.length);
     if (i < 0) break;
@@ -139,6 +146,18 @@ async function writeLinkage(file: VhdFile, l: ParentLinkage): Promise<void> {
     parentLocators: encodeLocators(placed),
   });
   file.locators = placed.map((p) => ({ code: p.code, space: p.space, length: p.data.length, offset: p.offset, text: decodeLocator(p.code, p.data) }));
+}
+
+/** Whether the locators `l` names are already in the file: same platform codes, same bytes, same order. */
+async function sameLocators(file: VhdFile, l: ParentLinkage): Promise<boolean> {
+  const have = file.locators.filter((x) => x.code !== PLATFORM.NONE);
+  if (have.length !== l.locators.length) return false;
+  for (let i = 0; i < have.length; i++) {
+    const [a, b] = [have[i]!, l.locators[i]!];
+    if (a.code !== b.code || a.length !== b.data.length || a.offset < SECTOR || a.offset + a.length > file.fileSize) return false;
+    if (!(await file.store.read(a.offset, a.length)).equals(b.data)) return false;
+  }
+  return true;
 }
 
 /** Areas of the current locators that hold nothing else (no block, table or header), in bytes. */
