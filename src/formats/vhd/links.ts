@@ -89,12 +89,16 @@ export async function makeEmpty(file: VhdFile, map: VhdMap): Promise<void> {
   d.bat.fill(BAT_UNUSED);
   map.clearCache();
   await file.store.flush();
-  // 2. a footer after the metadata, then the file cut there (the old footer stays the last
-  //    sector until the truncate, so the file never ends without one)
+  // 2. a footer after the metadata, flushed, then the file cut there (the old footer stays the
+  //    last sector until the truncate, so the file never ends without one; without the flush a
+  //    power cut could keep the truncate and lose the footer: found by the crash explorer's
+  //    long run, commit of a VHD child)
   const end = map.metadataEnd();
   if (end < file.fileSize - FOOTER_SIZE) {
     await file.store.write(end, file.footerBytes);
+    await file.store.flush();
     await file.store.truncate(end + FOOTER_SIZE);
+    await file.store.flush();
     file.fileSize = end + FOOTER_SIZE;
   }
   d.nextFree = roundUp(file.fileSize - FOOTER_SIZE, SECTOR);
