@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Disk, resize } from '../../src/index.js';
+import { Disk, checkDisk, resize } from '../../src/index.js';
 import { run, skipUnless, tmpDir } from '../helpers/tools.js';
 
 const MiB = 2 ** 20;
@@ -65,6 +65,25 @@ test('vmdk check: a redundant grain table that differs is a corruption, repaired
   const fixed = await check(p, true);
   assert.equal(fixed.findings[0]!.repaired, true);
   assert.deepEqual((await check(p)).findings, []);
+});
+
+test('vmdk check -r: a primary grain table of garbage beside an intact redundant copy is restored from the copy, not copied over it', async (t) => {
+  const p = await image((await tmpDir(t)).path);
+  const d0 = await Disk.open(p, { readOnly: true });
+  const before = await d0.read(0, 2 * MiB);
+  await d0.close();
+  const { gd } = await header(p);
+  const gt0 = await u32At(p, gd * 512);
+  // the first 64 entries (grains 0..63, all the data) overwritten with junk past the end of the file
+  await poke(p, gt0 * 512, Buffer.alloc(256, 0x7f));
+  const r = await checkDisk(p, { repair: false });
+  assert.ok(r.findings.some((f) => f.kind === 'corruption' && /outside the grain area/.test(f.message)), JSON.stringify(r.findings));
+  const fixed = await checkDisk(p, { repair: true });
+  assert.ok(fixed.findings.some((f) => f.field === 'GT[0]' && f.repaired), JSON.stringify(fixed.findings));
+  assert.deepEqual((await checkDisk(p, { repair: false })).findings, [], 'clean after the repair');
+  const d = await Disk.open(p, { readOnly: true });
+  assert.ok((await d.read(0, 2 * MiB)).equals(before), 'every grain reads as before the damage');
+  await d.close();
 });
 
 test('vmdk check: a redundant table that only lags the primary (a write killed between the two) is a warning, synced by repair', async (t) => {

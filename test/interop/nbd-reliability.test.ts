@@ -225,8 +225,8 @@ test('server SIGKILLed at 20 random moments of a write load: every write made du
         for (const w of await killRound(join(dir, `${fmt}.sock`), join(dir, `${fmt}.pid`), image, rand, nextBlock, 150)) survived.set(w.offset, w.data);
         if (fmt === 'vhdx') {
           // a VHDX killed mid-session holds a log that is never marked applied: by design the next
-          // read-write open replays it (the spec's recovery); check calls an unreplayed log a
-          // corruption, so the image is recovered the way any VHDX reader would first
+          // read-write open replays it (the spec's recovery); the image is recovered the way
+          // any VHDX reader would first
           await (await Disk.open(image)).close();
         }
         const report = await checkDisk(image, { repair: false });

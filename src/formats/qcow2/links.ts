@@ -51,8 +51,8 @@ export async function rewriteHeaderArea(this: Qcow2State, name: string | undefin
 
 /**
  * Drop every mapping (commit empties the top): the L1 table is cleared first (from then on
- * the old L2 tables and data only leak), then their refcounts are lowered, then the file is
- * cut after the last cluster still in use.
+ * the old L2 tables and data only leak), flush, then their refcounts are lowered, flush, then
+ * the file is cut after the last cluster still in use.
  */
 export async function makeEmpty(this: Qcow2State): Promise<void> {
   await this.prepareWrite();
@@ -64,6 +64,10 @@ export async function makeEmpty(this: Qcow2State): Promise<void> {
   if (l2s.length > 0) {
     const zero = Buffer.alloc(this.l1.length);
     await this.store.write(Number(this.h.l1_table_offset), zero);
+    // each step durable before the next: a power cut keeps any subset of the writes since the
+    // last flush, and refcounts lowered (or the file cut) before the cleared L1 table lands
+    // leave entries naming clusters of refcount 0 or past the end (crash explorer, commit)
+    await this.store.flush();
     const tables: Buffer[] = [];
     for (const off of l2s) tables.push(this.l2Cache.get(off) ?? (await this.store.read(off, this.clusterSize)));
     this.l1 = zero;
@@ -85,6 +89,7 @@ export async function makeEmpty(this: Qcow2State): Promise<void> {
   const last = await this.refs.lastUsed();
   const end = Math.max((last + 1) * this.clusterSize, Number(this.h.l1_table_offset) + this.l1.length);
   if (end < this.file.size) {
+    await this.store.flush();
     await this.store.truncate(end);
     this.file.size = end;
   }

@@ -135,7 +135,11 @@ export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, of
     this.file.size = Math.max(this.file.size, last.host + last.data.length);
     i = j;
   }
-  // 3. L2 entries
+  // 3. L2 entries, once the refcounts and data they name are durable: between two flushes a
+  // power cut may keep any subset of the writes, and an entry that lands without them names a
+  // cluster of refcount 0 (handed out again after the next open) or bytes never written
+  // (found by the crash explorer, test/crash/; NOTES.md "Allocation and crash-safe write order")
+  if (allocs.length > 0 || fresh) await this.store.flush();
   let lo = Infinity;
   let hi = -1;
   for (const p of plans) {
@@ -148,7 +152,8 @@ export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, of
   if (fresh) {
     await this.store.write(l2Off, l2);
     this.file.size = Math.max(this.file.size, l2Off + cs);
-    // 4. the L1 entry
+    // 4. the L1 entry, once the table it names is durable
+    await this.store.flush();
     encodeL1(this.l1, l1i, l2Off, true);
     await this.store.write(Number(this.h.l1_table_offset) + l1i * 8, this.l1.subarray(l1i * 8, l1i * 8 + 8));
     if (sharedL2) this.l2Cache.delete(sharedL2);

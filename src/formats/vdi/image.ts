@@ -221,6 +221,10 @@ export class VdiImage implements Image {
       bufs.push(f.buf);
     }
     await this.file.store.writev(this.file.h.offData + first * this.file.stride, bufs);
+    // the blocks durable before a map entry names them: a power cut keeps any subset of the
+    // writes since the last flush, and an entry without its block names bytes past the end of
+    // the file or never written (found by the crash explorer, test/crash/)
+    await this.file.store.flush();
     fresh.forEach((f, i) => (this.file.map[f.block] = first + i));
     await this.alloc.writeMapEntries(fresh.map((f) => f.block));
     this.file.nextIndex = first + fresh.length;

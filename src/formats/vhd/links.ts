@@ -89,12 +89,16 @@ export async function makeEmpty(file: VhdFile, map: VhdMap): Promise<void> {
   d.bat.fill(BAT_UNUSED);
   map.clearCache();
   await file.store.flush();
-  // 2. a footer after the metadata, then the file cut there (the old footer stays the last
-  //    sector until the truncate, so the file never ends without one)
+  // 2. a footer after the metadata, flushed, then the file cut there (the old footer stays the
+  //    last sector until the truncate, so the file never ends without one; without the flush a
+  //    power cut could keep the truncate and lose the footer: found by the crash explorer's
+  //    long run, commit of a VHD child)
   const end = map.metadataEnd();
   if (end < file.fileSize - FOOTER_SIZE) {
     await file.store.write(end, file.footerBytes);
+    await file.store.flush();
     await file.store.truncate(end + FOOTER_SIZE);
+    await file.store.flush();
     file.fileSize = end + FOOTER_SIZE;
   }
   d.nextFree = roundUp(file.fileSize - FOOTER_SIZE, SECTOR);
@@ -110,6 +114,13 @@ async function writeLinkage(file: VhdFile, l: ParentLinkage): Promise<void> {
   const d = file.dyn!;
   const free = reusableLocatorAreas(file);
   let placed: { code: number; data: Buffer; offset: number; space: number }[] = [];
+  // the same locators in the same places (a commit or a parent's new identity keeps the
+  // parent's name): only the header's parent id and time change, in its first sector, one
+  // write a power cut cannot tear (the general order below rewrites both header sectors twice)
+  if (await sameLocators(file, l)) {
+    await saveHeader(file, { ...file.header!, parentUniqueId: l.parentUniqueId, parentTimestamp: l.parentTimestamp, parentUnicodeName: l.parentUnicodeName });
+    return;
+  }
   for (const x of l.locators) {
     const i = free.findIndex((a) => a.capacity >= x.data.length);
     if (i < 0) break;
@@ -139,6 +150,18 @@ async function writeLinkage(file: VhdFile, l: ParentLinkage): Promise<void> {
     parentLocators: encodeLocators(placed),
   });
   file.locators = placed.map((p) => ({ code: p.code, space: p.space, length: p.data.length, offset: p.offset, text: decodeLocator(p.code, p.data) }));
+}
+
+/** Whether the locators `l` names are already in the file: same platform codes, same bytes, same order. */
+async function sameLocators(file: VhdFile, l: ParentLinkage): Promise<boolean> {
+  const have = file.locators.filter((x) => x.code !== PLATFORM.NONE);
+  if (have.length !== l.locators.length) return false;
+  for (let i = 0; i < have.length; i++) {
+    const [a, b] = [have[i]!, l.locators[i]!];
+    if (a.code !== b.code || a.length !== b.data.length || a.offset < SECTOR || a.offset + a.length > file.fileSize) return false;
+    if (!(await file.store.read(a.offset, a.length)).equals(b.data)) return false;
+  }
+  return true;
 }
 
 /** Areas of the current locators that hold nothing else (no block, table or header), in bytes. */

@@ -38,7 +38,27 @@ export async function checkExtent(this: SparseState, repair: boolean, dryRun = f
   const outsideNote = repair ? " (not repairable by vdkit: the grain's data is not in the file; read-write opens stay refused; copy what reads with convert from a read-only open)" : '';
   for (let g = 0; g < this.gd.length; g++) {
     if (this.gd[g] === 0) continue;
-    const table = await readU32Array(this.store, this.gd[g]! * SECTOR_SIZE, this.numGTEs);
+    let table = await readU32Array(this.store, this.gd[g]! * SECTOR_SIZE, this.numGTEs);
+    // a primary table with entries outside the grain area beside an intact redundant copy:
+    // the primary is the damaged one, and a repair restores it from the copy (copying the
+    // primary over the copy, as for any other difference, would destroy the intact entries)
+    if (repair && this.rgd && this.rgd[g] !== 0 && !redundantSuspect && !this.compressed) {
+      const copy = await readU32Array(this.store, this.rgd[g]! * SECTOR_SIZE, this.numGTEs);
+      const outside = (e: number) => e > 1 && (e < this.overHeadSectors || e >= fileSectors);
+      const bad = table.filter(outside).length;
+      if (bad > 0 && intactCopy(copy, outside)) {
+        const f: CheckFinding = { kind: 'corruption', message: `grain table ${g} has ${bad} entr${bad === 1 ? 'y' : 'ies'} outside the grain area and its redundant copy is intact: restored from the copy`, struct: 'grain table', field: `GT[${g}]`, offset: this.gd[g]! * SECTOR_SIZE };
+        if (dryRun) f.wouldRepair = true;
+        else if (!this.readOnly) {
+          await this.store.write(this.gd[g]! * SECTOR_SIZE, u32Bytes(copy, 0, copy.length));
+          await this.store.flush();
+          this.gtCache.delete(g);
+          f.repaired = true;
+        }
+        findings.push(f);
+        table = copy;
+      }
+    }
     for (let i = 0; i < table.length; i++) {
       const e = table[i]!;
       if (e <= 1) continue;
@@ -113,6 +133,17 @@ export async function checkExtent(this: SparseState, repair: boolean, dryRun = f
   }
   if (this.header.uncleanShutdown !== 0) findings.push({ kind: 'warning', message: 'the extent was not closed cleanly (uncleanShutdown is set)', struct: 'SparseExtentHeader', field: 'uncleanShutdown' });
   return { findings, leakedBytes: leaked };
+}
+
+/** A redundant grain table every entry of which lies in the grain area (or is 0 or 1), none twice. */
+function intactCopy(copy: Uint32Array, outside: (e: number) => boolean): boolean {
+  const seen = new Set<number>();
+  for (const e of copy) {
+    if (e <= 1) continue;
+    if (outside(e) || seen.has(e)) return false;
+    seen.add(e);
+  }
+  return true;
 }
 
 /**
