@@ -13,9 +13,8 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { compact, createChild, defragment, Disk, MemoryStore, resize, checkDisk } from '../../src/index.js';
-import { measureLayout } from '../../src/formats/registry.js';
 import type { Capabilities } from '../../src/formats/types.js';
-import { createImage, place, rows, writeSequential, type Place, type Row } from '../helpers/matrix.js';
+import { allocationUnit, createImage, place, rows, writeSequential, type Place, type Row } from '../helpers/matrix.js';
 import { dataBytes, expectCheckClean, expectCode, expectReads, expectStatus, fileBytes, nonZeroBytes, stateAt, windows, type Range } from '../helpers/contract.js';
 
 const KiB = 1024;
@@ -132,9 +131,8 @@ async function contract(row: Row, where: Place, t: TestContext): Promise<void> {
     assert.equal(d.readOnly, false);
     const cluster = d.image.clusterSize;
     /** the allocation unit (grain, block, cluster): what discard, zero and compact work in */
-    const layoutUnit = measureLayout(row.format, { capacity: row.capacity, type: row.type, ...row.createOptions }).unit;
     // a flat or fixed layout has one unit the size of the disk: work in clusters there
-    const unit = layoutUnit * 3 <= row.capacity ? layoutUnit : cluster;
+    const unit = allocationUnit(row) ?? cluster;
     assert.ok(cluster >= 1 && cluster <= unit, `cluster size ${cluster}, allocation unit ${unit}`);
     const caps = d.image.capabilities;
     assertCapsWithin(caps, row.driver.capabilities);

@@ -11,6 +11,7 @@
 import type { TestContext } from 'node:test';
 import { backends, Disk, FileNamespace, MemoryNamespace, MemoryStore, SPLIT_EXTENT_SECTORS, convert, createChild, type Driver, type Namespace } from '../../src/index.js';
 import type { CreateOptions } from '../../src/formats/types.js';
+import { measureLayout } from '../../src/formats/registry.js';
 import { tmpDir } from './tools.js';
 import { xorshiftBytes } from './prng.js';
 
@@ -101,23 +102,28 @@ export interface Place {
   dir: string;
   /** a name beside the image, with the format's extension */
   beside(stem: string, ext?: string): string;
+  /** remove the row's files (also done when the test `t` given to `place` ends) */
+  cleanup(): Promise<void>;
 }
 
 let memoryDirs = 0;
 
-export async function place(row: Row, t: TestContext): Promise<Place> {
+export async function place(row: Row, t?: TestContext): Promise<Place> {
   const ext = row.driver.extensions[0] ?? 'img';
   let ns: Namespace;
   let dir: string;
+  let cleanup = async () => {};
   if (row.ns === 'file') {
     ns = new FileNamespace();
-    dir = (await tmpDir(t, 'vdkit-contract-')).path;
+    const tmp = await tmpDir(t, 'vdkit-contract-');
+    dir = tmp.path;
+    cleanup = () => tmp.cleanup();
   } else {
     ns = new MemoryNamespace();
     dir = `/contract-${++memoryDirs}`;
   }
   const beside = (stem: string, e = ext) => `${dir}/${stem}.${e}`;
-  return { ns, dir, path: beside(row.child ? 'child' : 'disk'), basePath: row.sequential ? beside('source', 'raw') : beside('base'), beside };
+  return { ns, dir, path: beside(row.child ? 'child' : 'disk'), basePath: row.sequential ? beside('source', 'raw') : beside('base'), beside, cleanup };
 }
 
 /**
@@ -159,4 +165,14 @@ export async function writeSequential(row: Row, where: Place, writes: readonly [
   await convert(src, where.path, { namespace: where.ns, format: row.format, type: row.type });
   await src.close();
   return Disk.open(where.path, { namespace: where.ns, readOnly: true });
+}
+
+/**
+ * The row's allocation unit (grain, block, cluster: what discard, zero and compact work in), from
+ * the format's own layout numbers; undefined for a flat or fixed layout, whose one "unit" is the
+ * whole disk (callers then work in clusters or 64 KiB).
+ */
+export function allocationUnit(row: Row): number | undefined {
+  const unit = measureLayout(row.format, { capacity: row.capacity, type: row.type, ...row.createOptions }).unit;
+  return unit * 3 <= row.capacity ? unit : undefined;
 }
