@@ -68,6 +68,13 @@ async function checkInfo(d: Disk, row: Row, where: Place, readOnly: boolean, whe
   assert.equal(info.parent === undefined, !row.child, `${when}: info.parent set for a child only`);
   assert.ok(info.files.length >= 1 && info.files.includes(where.ns.absolute(where.path)), `${when}: info.files names the image: ${info.files}`);
   assert.ok(info.extents.length >= 1, `${when}: info.extents`);
+  // the extents of this layer cover the disk exactly, in order (a split VMDK has two here)
+  let at = 0;
+  for (const e of info.extents) {
+    assert.equal(e.virtualOffset, at, `${when}: extents are contiguous`);
+    at += e.length;
+  }
+  assert.equal(at, d.capacity, `${when}: extents cover the disk`);
   assert.equal(info.fileSize, await fileBytes(where.ns, info.files), `${when}: info.fileSize is the sum of the files`);
   assert.equal(info.warnings, undefined, `${when}: no warnings`);
 }

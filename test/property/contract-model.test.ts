@@ -201,7 +201,7 @@ async function runSequence(row: Row, ops: Op[]): Promise<void> {
           break;
         }
         case 'child': {
-          if (links >= 4) break;
+          if (links >= 5) break;
           await d!.close();
           d = undefined;
           const next = where.beside(`link${links}`);
