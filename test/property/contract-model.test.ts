@@ -1,7 +1,7 @@
 /**
  * One property model for every row of test/helpers/matrix.ts (driver x create type x file/memory
  * namespace, and differencing children): random sequences of write (data, all-zero, one byte
- * value) / read / block status / flush / reopen, plus discard, grow/shrink and "new child link"
+ * value) / read / block status / flush / reopen / concurrent batches of writes and reads, plus discard, grow/shrink and "new child link"
  * where the image's capabilities have them, applied to the image and to a sparse raw model
  * (MemoryStore). Reads always match the model; block status covers exactly and calls nothing
  * that holds data zero or unallocated; at the end a read-only reopen matches, and check finds no
@@ -43,13 +43,15 @@ type Op =
   | { op: 'reopen' }
   /** a new capacity: the current one plus `grow` sectors, or (shrink) the fraction `frac` of the first one */
   | { op: 'resize'; grow: number; shrink: boolean; frac: number }
-  | { op: 'child' };
+  | { op: 'child' }
+  /** writes and reads issued at once: writes apply in call order (Disk queues them); a read no write of the batch overlaps sees the old bytes */
+  | { op: 'batch'; items: ({ op: 'write'; pos: Pos; length: number; fill: Fill } | { op: 'read'; pos: Pos; length: number })[] };
 
-const EDGE_COUNT = 9;
-/** the edges a `Pos` may name: unit multiples, the usual unit sizes, a split VMDK's extent edge, the end */
+const EDGE_COUNT = 10;
+/** the edges a `Pos` may name: unit multiples, the usual unit sizes, a VMDK grain table's span (32 MiB), a split VMDK's extent edge, the end */
 function edges(capacity: number, unit: number): number[] {
   const split = SPLIT_EXTENT_SECTORS * 512;
-  return [0, unit, 2 * unit, 3 * unit, 64 * KiB, MiB, 2 * MiB, split < capacity ? split : capacity - unit, capacity];
+  return [0, unit, 2 * unit, 3 * unit, 64 * KiB, MiB, 2 * MiB, Math.min(32 * MiB, capacity - 1), split < capacity ? split : capacity - unit, capacity];
 }
 
 const posArb: fc.Arbitrary<Pos> = fc.oneof(
@@ -67,9 +69,11 @@ function opsArb(row: Row): fc.Arbitrary<Op[]> {
   const write = fc.record({ op: fc.constant('write' as const), pos: posArb, length: lengthArb, fill: fillArb });
   if (row.sequential) return fc.array(write, { minLength: 1, maxLength: 15 });
   const caps = row.driver.capabilities;
+  const read = fc.record({ op: fc.constant('read' as const), pos: posArb, length: lengthArb });
   const choices: fc.WeightedArbitrary<Op>[] = [
     { weight: 6, arbitrary: write },
-    { weight: 3, arbitrary: fc.record({ op: fc.constant('read' as const), pos: posArb, length: lengthArb }) },
+    { weight: 3, arbitrary: read },
+    { weight: 1, arbitrary: fc.array(fc.oneof(write, read), { minLength: 2, maxLength: 5 }).map((items) => ({ op: 'batch' as const, items })) },
     { weight: 1, arbitrary: fc.record({ op: fc.constant('status' as const), pos: posArb, length: lengthArb }) },
     { weight: 1, arbitrary: fc.constant({ op: 'flush' as const }) },
     { weight: 1, arbitrary: fc.constant({ op: 'reopen' as const }) },
@@ -164,6 +168,22 @@ async function runSequence(row: Row, ops: Op[]): Promise<void> {
         case 'read': {
           const r = resolve(o.pos, o.length, cap, unit);
           await expectReads(d!, model, r, when);
+          break;
+        }
+        case 'batch': {
+          const disk = d!;
+          const items = o.items.map((it) => ({ ...it, r: resolve(it.pos, it.length, cap, unit) }));
+          const overlapsAWrite = (r: Range) => items.some((w) => w.op === 'write' && w.r.offset < r.offset + r.length && r.offset < w.r.offset + w.r.length);
+          const before = new Map<number, Buffer>();
+          for (const [k, it] of items.entries()) if (it.op === 'read' && !overlapsAWrite(it.r)) before.set(k, await model.read(it.r.offset, it.r.length));
+          const results = await Promise.all(items.map((it) => (it.op === 'write' ? disk.write(it.r.offset, bytesOf(it.fill, it.r.length)) : disk.read(it.r.offset, it.r.length))));
+          for (const it of items) {
+            if (it.op !== 'write') continue;
+            await model.write(it.r.offset, bytesOf(it.fill, it.r.length));
+            touched.push(it.r);
+          }
+          for (const [k, want] of before) assert.ok((results[k] as Buffer).equals(want), `${when}: concurrent read ${k} at ${items[k]!.r.offset}+${items[k]!.r.length}`);
+          for (const it of items) await expectReads(disk, model, it.r, `${when}: after the batch`);
           break;
         }
         case 'status':
