@@ -18,8 +18,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { createChild, Disk, MemoryStore, resize, SPLIT_EXTENT_SECTORS, checkDisk } from '../../src/index.js';
-import { allocationUnit, createImage, place, rows, writeSequential, type Row } from '../helpers/matrix.js';
+import { createChild, Disk, MemoryStore, resize, settableProperties, SPLIT_EXTENT_SECTORS, checkDisk } from '../../src/index.js';
+import { allocationUnit, createImage, place, rows, SPLIT_CAPACITY, writeSequential, type Row } from '../helpers/matrix.js';
 import { expectReads, expectStatus, nonZeroBytes, windows, type Range } from '../helpers/contract.js';
 
 const KiB = 1024;
@@ -44,6 +44,8 @@ type Op =
   /** a new capacity: the current one plus `grow` sectors, or (shrink) the fraction `frac` of the first one */
   | { op: 'resize'; grow: number; shrink: boolean; frac: number }
   | { op: 'child' }
+  /** a property the format stores (comment, else uuid) set through setProperties: it persists and leaves the data alone */
+  | { op: 'props'; seed: number }
   /** writes and reads issued at once: writes apply in call order (Disk queues them); a read no write of the batch overlaps sees the old bytes */
   | { op: 'batch'; items: ({ op: 'write'; pos: Pos; length: number; fill: Fill } | { op: 'read'; pos: Pos; length: number })[] };
 
@@ -84,7 +86,19 @@ function opsArb(row: Row): fc.Arbitrary<Op[]> {
     choices.push({ weight: 1, arbitrary: fc.record({ op: fc.constant('resize' as const), grow: fc.integer({ min: 1, max: 8192 }), shrink: fc.boolean(), frac: fc.double({ min: 0.3, max: 1, noNaN: true }) }) });
   }
   if (row.child) choices.push({ weight: 1, arbitrary: fc.constant({ op: 'child' as const }) });
+  if (propertyOf(row)) choices.push({ weight: 1, arbitrary: fc.record({ op: fc.constant('props' as const), seed: fc.integer({ min: 1, max: 0x7fffffff }) }) });
   return fc.array(fc.oneof(...choices), { minLength: 1, maxLength: 20 });
+}
+
+/** the property a row's `props` op sets: the comment where the format has one, else its uuid */
+function propertyOf(row: Row): 'comment' | 'uuid' | undefined {
+  const settable = settableProperties(row.format);
+  return settable.includes('comment') ? 'comment' : settable.includes('uuid') ? 'uuid' : undefined;
+}
+
+function propertyValue(name: 'comment' | 'uuid', seed: number): string {
+  const h = nonZeroBytes(16, seed).toString('hex');
+  return name === 'comment' ? `vdkit ${seed} ${h.slice(0, 8)}` : `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
 function resolve(pos: Pos, length: number, capacity: number, unit: number): Range {
@@ -142,12 +156,15 @@ async function runSequence(row: Row, ops: Op[]): Promise<void> {
     let top = where.path;
     let links = row.child ? 2 : 1;
     let leaky = false;
+    /** the property set last (props ops), checked after every reopen */
+    let prop: { name: 'comment' | 'uuid'; value: string } | undefined;
     const caps = d.image.capabilities;
     const canDiscard = caps.discard === 'native' && !row.child;
     const reopen = async () => {
       await d?.close();
       d = undefined;
       d = await Disk.open(top, { namespace: where.ns, discard: canDiscard });
+      if (prop) assert.equal(d.getProperties()[prop.name], prop.value, `${prop.name} after reopen`);
     };
     await reopen();
     for (const [i, o] of ops.entries()) {
@@ -184,6 +201,13 @@ async function runSequence(row: Row, ops: Op[]): Promise<void> {
           }
           for (const [k, want] of before) assert.ok((results[k] as Buffer).equals(want), `${when}: concurrent read ${k} at ${items[k]!.r.offset}+${items[k]!.r.length}`);
           for (const it of items) await expectReads(disk, model, it.r, `${when}: after the batch`);
+          break;
+        }
+        case 'props': {
+          const name = propertyOf(row)!;
+          prop = { name, value: propertyValue(name, o.seed) };
+          await d!.setProperties({ [name]: prop.value });
+          assert.equal(d!.getProperties()[name], prop.value, `${when}: read back`);
           break;
         }
         case 'status':
@@ -240,6 +264,7 @@ async function runSequence(row: Row, ops: Op[]): Promise<void> {
     d = undefined;
     d = await Disk.open(top, { namespace: where.ns, readOnly: true });
     await finalChecks(d, model, touched, unit, 'after a read-only reopen');
+    if (prop) assert.equal(d.getProperties()[prop.name], prop.value, `${prop.name} after a read-only reopen`);
     await d.close();
     d = undefined;
     if (caps.check !== 'none') {
@@ -262,14 +287,17 @@ for (const row of rows()) {
   });
 }
 
-test('model: the position generator reaches every edge, unaligned offsets and the end of the disk', () => {
-  const capacity = 6 * MiB + 1536;
-  const unit = MiB;
-  const sample = fc.sample(fc.tuple(posArb, lengthArb), { numRuns: 3000, seed: 42 }).map(([p, l]) => resolve(p, l, capacity, unit));
-  for (const e of edges(capacity, unit).filter((e) => e > 0 && e < capacity)) {
-    assert.ok(sample.some((r) => r.offset < e && r.offset + r.length > e), `a range crosses ${e}`);
+test('model: the position generator reaches every edge (grain, grain table, extent), unaligned offsets and the end of the disk', () => {
+  for (const [capacity, unit] of [
+    [6 * MiB + 1536, MiB],
+    [SPLIT_CAPACITY, 64 * KiB],
+  ] as const) {
+    const sample = fc.sample(fc.tuple(posArb, lengthArb), { numRuns: 3000, seed: 42 }).map(([p, l]) => resolve(p, l, capacity, unit));
+    const all = edges(capacity, unit).filter((e) => e > 0 && e < capacity - 1);
+    if (capacity === SPLIT_CAPACITY) assert.ok(all.includes(SPLIT_EXTENT_SECTORS * 512) && all.includes(32 * MiB), 'the extent and grain-table edges are aimed at');
+    for (const e of all) assert.ok(sample.some((r) => r.offset < e && r.offset + r.length > e), `a range crosses ${e} (capacity ${capacity})`);
+    assert.ok(sample.some((r) => r.offset + r.length === capacity), 'a range ends at the end of the disk');
+    assert.ok(sample.some((r) => r.offset % 512 !== 0), 'unaligned offsets occur');
+    assert.ok(sample.every((r) => r.offset >= 0 && r.length >= 1 && r.offset + r.length <= capacity));
   }
-  assert.ok(sample.some((r) => r.offset + r.length === capacity), 'a range ends at the end of the disk');
-  assert.ok(sample.some((r) => r.offset % 512 !== 0), 'unaligned offsets occur');
-  assert.ok(sample.every((r) => r.offset >= 0 && r.length >= 1 && r.offset + r.length <= capacity));
 });
