@@ -17,58 +17,24 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-const pattern = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
 
-for (const type of TYPES) {
-  test(`${type}: create, write, read back, reopen, block status`, async () => {
-    await withDir(async (dir) => {
-      const path = join(dir, 'd.vmdk');
-      const capacity = SPLIT + 3 * 1024 * 1024; // two extents for split types
-      const d = await Disk.create(path, { type, capacity });
-      assert.equal(d.capacity, capacity);
-      const writes: [number, Buffer][] = [
-        [0, pattern(4096, 1)],
-        [65536 - 100, pattern(300, 2)], // across a grain boundary
-        [SPLIT - 1000, pattern(3000, 3)], // across the extent boundary
-        [capacity - 512, pattern(512, 4)], // last sector
-      ];
-      for (const [o, b] of writes) await d.write(o, b);
-      for (const [o, b] of writes) assert.deepEqual(await d.read(o, b.length), b);
-      await d.close();
-
+// Create, writes across grain and extent edges, reopen, block status and the generic info fields
+// of every type are rows of the contract suite (contract.test.ts, "vmdk <type> file|memory");
+// what is left here is what only a VMDK records.
+test('a new base of every type: parentCID ffffffff, one extent per 2 GiB for the split types', async () => {
+  await withDir(async (dir) => {
+    for (const type of TYPES) {
+      const path = join(dir, `${type}.vmdk`);
+      const capacity = SPLIT + 3 * 1024 * 1024;
+      await (await Disk.create(path, { type, capacity })).close();
       const r = await Disk.open(path, { readOnly: true });
-      assert.equal(r.capacity, capacity);
-      for (const [o, b] of writes) assert.deepEqual(await r.read(o, b.length), b);
-      // untouched bytes read as zeros
-      assert.deepEqual(await r.read(10 * 1024 * 1024, 4096), Buffer.alloc(4096));
-      // block status covers the disk exactly, and every written byte is in a data range
-      const status = await r.blockStatus();
-      let at = 0;
-      for (const s of status) {
-        assert.equal(s.offset, at);
-        at += s.length;
-      }
-      assert.equal(at, capacity);
-      for (const [o, b] of writes) {
-        for (const x of [o, o + b.length - 1]) {
-          const s = status.find((e) => e.offset <= x && x < e.offset + e.length)!;
-          assert.equal(s.state, 'data', `offset ${x} should be data`);
-        }
-      }
-      if (type.includes('Sparse')) {
-        const data = status.filter((s) => s.state === 'data').reduce((a, s) => a + s.length, 0);
-        assert.ok(data <= 8 * 65536, `sparse image allocates only touched grains (${data})`);
-      }
       const info = await r.info();
-      assert.equal(info.type, type);
-      assert.equal(info.capacity, capacity);
-      assert.equal(info.numLinks, 1);
-      assert.equal(info.parentCid, 'ffffffff');
-      assert.equal(info.extents.length, type.startsWith('twoGb') ? 2 : 1);
+      assert.equal(info.parentCid, 'ffffffff', type);
+      assert.equal(info.extents.length, type.startsWith('twoGb') ? 2 : 1, type);
       await r.close();
-    });
+    }
   });
-}
+});
 
 test('CID changes on the first write of a session only; metadata persists', async () => {
   await withDir(async (dir) => {
