@@ -31,13 +31,15 @@ export interface UnitMove<E> {
 
 /**
  * A sparse image's allocation map, for one compact or one defragment (a driver makes one per
- * run). Units count from byte 0 of the file: unit u is bytes [u * unit, (u + 1) * unit).
+ * run). Unit u is bytes [base + u * unit, base + (u + 1) * unit) of the file.
  */
 export interface RelayoutMap<E> {
   /** the file, for errors */
   readonly path: string;
   /** bytes per unit */
   readonly unit: number;
+  /** byte offset of unit 0 (VDI: the data area); default 0 */
+  readonly base?: number;
   /** the first unit entries may occupy */
   readonly dataStart: number;
   /** targets lie on a grid of this many units from dataStart (default 1) */
@@ -174,8 +176,9 @@ async function runBatches<E>(map: RelayoutMap<E>, items: MapItem<E>[], batches: 
         off += part.length;
         return part;
       });
-      const data = await Promise.all(group.map((m, x) => map.read(parts[x]!, m.from * map.unit)));
-      await Promise.all(group.map((m, x) => map.write(data[x]!, m.to * map.unit)));
+      const base = map.base ?? 0;
+      const data = await Promise.all(group.map((m, x) => map.read(parts[x]!, base + m.from * map.unit)));
+      await Promise.all(group.map((m, x) => map.write(data[x]!, base + m.to * map.unit)));
       k = j;
     }
     await map.flush();
