@@ -13,11 +13,12 @@
  *   so the driver can copy every item of a batch, make the copies durable, then switch the table
  *   entries: until the switch commits, the old places are intact and still referenced. Sources
  *   become free only after their batch (the driver reuses them no earlier than that).
- * - Window by window (as the VMDK defragment, sparse.ts): the items occupying the next `batch`
- *   targets that do not belong there are moved out of the way first — straight to their own
- *   target when it is free (a final move), else to the lowest free run at or past the end of the
- *   final layout (the spare area) — then the window's items are moved to their targets. An
- *   item already at its target never moves again.
+ * - Window by window: the items occupying the next `batch` targets that do not belong there
+ *   are moved out of the way first — straight to their own target when it is free (a final
+ *   move), else to the lowest free run at or past the end of the final layout (the spare
+ *   area) — then the window's items are moved to their targets; then every later item whose
+ *   target the window's moves uncovered follows at once, and so on (a cycle walk). An item
+ *   already at its target never moves again.
  * - Pure: no I/O, so the drivers can check the whole plan first (qcow2 needs refcount blocks for
  *   every destination before the first move) and unit tests can replay it.
  */
@@ -157,6 +158,31 @@ export function planRelayout(items: readonly PlanItem[], fixed: Uint8Array, star
     }
     if (place.length > 0) apply(place, end);
     else if (batches.length > 0) batches[batches.length - 1]!.placed = end;
+    // the places the window's moves left may uncover later items' targets: those items go
+    // there at once, and so on (on a grid this walks a permutation cycle, so fewer items are
+    // parked in the spare area and fewer move twice)
+    let left = [...evict, ...place];
+    while (left.length > 0) {
+      const chase: PlanMove[] = [];
+      for (const m of left) {
+        const a = m.from;
+        const z = m.from + lenOf(m.item);
+        // first item whose target ends after a (targets ascend and do not overlap)
+        let i = end;
+        for (let hi = n; i < hi; ) {
+          const mid = (i + hi) >> 1;
+          if (targets[mid]! + lenOf(mid) <= a) i = mid + 1;
+          else hi = mid;
+        }
+        for (; i < n && targets[i]! < z && chase.length < batch; i++) {
+          if (at[i] === targets[i] || !freeRun(targets[i]!, lenOf(i))) continue;
+          chase.push(reserve(i, targets[i]!));
+        }
+      }
+      if (chase.length === 0) break;
+      apply(chase, end);
+      left = chase;
+    }
   }
   return { batches, targets, finalEnd };
 }
