@@ -102,9 +102,10 @@ function cancelled(map: RelayoutMap<unknown>, signal: AbortSignal): DiskError {
  */
 export async function compactMap<E>(map: RelayoutMap<E>, opts: InPlaceOptions = {}): Promise<RelayoutResult> {
   let dropped = 0;
+  let total: number | undefined;
   if (map.droppable && map.drop) {
     const items = await (map.candidates ?? map.entries).call(map);
-    const total = items.length;
+    total = items.length;
     opts.onProgress?.(0, total);
     const drops: MapItem<E>[] = [];
     for (let k = 0; k < items.length; k += 16) {
@@ -121,6 +122,8 @@ export async function compactMap<E>(map: RelayoutMap<E>, opts: InPlaceOptions = 
   const plan = planCloseUp(items, await map.fixed(), map.dataStart, map.batch ?? 64, map.align ?? 1);
   const moved = await runBatches(map, items, plan.batches, opts, undefined);
   await map.cut(plan.finalEnd);
+  total ??= items.length;
+  opts.onProgress?.(total, total);
   return { moved, dropped };
 }
 

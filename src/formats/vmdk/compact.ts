@@ -76,9 +76,7 @@ function perGrain(onGrain: (() => void) | undefined): NonNullable<InPlaceOptions
 export async function compactExtent(this: SparseState, opts: { hasParent: boolean; signal?: AbortSignal; onGrain?: () => void }): Promise<void> {
   const map = vmdkRelayout(this, !opts.hasParent ? 0 : this.hasZeroMarker ? 1 : undefined);
   if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal.reason });
-  const onProgress = perGrain(opts.onGrain);
-  await compactMap(map, { signal: opts.signal, onProgress });
-  if (!map.drop) onProgress(await dataGrainCount.call(this), 0);
+  await compactMap(map, { signal: opts.signal, onProgress: perGrain(opts.onGrain) });
 }
 
 /**
