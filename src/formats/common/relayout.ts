@@ -3,9 +3,11 @@
  * 4). A driver describes its allocation map as a `RelayoutMap`; the engine plans the moves
  * (relayout-plan.ts, pure) and runs them in the crash-safe order every format shares:
  *
- *   per batch: reserve the targets (qcow2 refcounts, a file extended) and flush; copy every
- *   item into space nothing references, flush; switch the table entries (one batched,
- *   durable table write), flush; only then give the old places back (release), flush.
+ *   per batch: reserve the targets (qcow2 refcounts, a VHD footer moved past them) and flush;
+ *   copy every item into space nothing references, flush; switch the table entries (one
+ *   batched table write), flush; only then give the old places back (release), flush.
+ *   (A map whose switch is a transaction that flushes by itself, VHDX's log commit, says so
+ *   with `durableSwitch` and the engine adds no flush around it.)
  *
  * Until a switch is durable the old places are intact and still referenced, and the engine
  * never writes a unit while an entry names it, so a kill at any moment changes nothing a disk
@@ -65,14 +67,22 @@ export interface RelayoutMap<E> {
    * for every target); true when that changed the fixed units, so the engine plans again
    */
   prepare?(plan: RelayoutPlan, items: MapItem<E>[]): Promise<boolean>;
-  /** make the targets usable before the copies (refcounts raised, the file extended); the engine flushes after */
-  reserve?(moves: UnitMove<E>[]): Promise<void>;
+  /**
+   * make the targets usable before the copies (refcounts raised, the file extended); true when
+   * it wrote something the engine must make durable before the copies
+   */
+  reserve?(moves: UnitMove<E>[]): Promise<boolean>;
   /** the bytes of an entry to copy (zeros past the end of the file; may be shorter than asked) */
   read(into: Buffer, at: number): Promise<Buffer>;
   write(data: Buffer, at: number): Promise<void>;
   flush(): Promise<void>;
   /** point the entries at their new places (one batched table write); the engine flushes after */
   setEntries(moves: UnitMove<E>[]): Promise<void>;
+  /**
+   * setEntries flushes the copies itself before the switch and returns with the switch durable
+   * (VHDX: the log commit), so the engine adds no flush around it
+   */
+  readonly durableSwitch?: boolean;
   /** the old places are free (refcounts lowered); the engine flushes after */
   release?(moves: UnitMove<E>[]): Promise<void>;
   /** the last step: cut the file (`end`: first unit after everything the plan left in use) */
@@ -162,10 +172,7 @@ async function runBatches<E>(map: RelayoutMap<E>, items: MapItem<E>[], batches: 
       throw cancelled(map, opts.signal);
     }
     const moves: UnitMove<E>[] = b.moves.map((m) => ({ item: items[m.item]!, from: m.from, to: m.to }));
-    if (map.reserve) {
-      await map.reserve(moves);
-      await map.flush();
-    }
+    if (map.reserve && (await map.reserve(moves))) await map.flush();
     // the copies, in groups read and written concurrently
     for (let k = 0; k < moves.length; ) {
       let bytes = 0;
@@ -184,9 +191,9 @@ async function runBatches<E>(map: RelayoutMap<E>, items: MapItem<E>[], batches: 
       await Promise.all(group.map((m, x) => map.write(data[x]!, base + m.to * map.unit)));
       k = j;
     }
-    await map.flush();
+    if (!map.durableSwitch) await map.flush();
     await map.setEntries(moves);
-    await map.flush();
+    if (!map.durableSwitch) await map.flush();
     for (const m of moves) m.item.at = m.to;
     if (map.release) {
       await map.release(moves);

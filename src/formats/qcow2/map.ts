@@ -205,6 +205,7 @@ export function qcow2Relayout(s: Qcow2State, purpose: 'compact' | 'defragment'):
         if (!(await s.refs.update(targets[i]!, j - i, 1))) throw new DiskError('INTERNAL', `${purpose}: a refcount block appeared under a target cluster`, { path: s.path, found: targets[i] });
         i = j;
       }
+      return true;
     },
     async read(into, at) {
       await s.readHost(into, at);

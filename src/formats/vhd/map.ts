@@ -210,11 +210,11 @@ export function vhdRelayout(file: VhdFile, map: VhdMap, batch: number): Relayout
     async reserve(moves) {
       const reach = Math.max(...moves.map((m) => (m.to + m.item.len) * SECTOR));
       if (reach / SECTOR >= BAT_UNUSED) throw new DiskError('NOSPACE', 'no room to move a block out of the way: blocks cannot start beyond sector 2^32-1', { path: file.path, field: 'BAT' });
-      if (reach > file.fileSize - FOOTER_SIZE) {
-        // past the footer: it goes to the new end first, as for a new block
-        await file.store.write(reach, file.footerBytes);
-        file.fileSize = reach + FOOTER_SIZE;
-      }
+      if (reach <= file.fileSize - FOOTER_SIZE) return false;
+      // past the footer: it goes to the new end first (durable before the copies), as for a new block
+      await file.store.write(reach, file.footerBytes);
+      file.fileSize = reach + FOOTER_SIZE;
+      return true;
     },
     async read(into, at) {
       await file.store.readInto(into, at);

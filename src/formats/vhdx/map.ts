@@ -74,9 +74,9 @@ export function allocationMap(state: VhdxState): VhdxMap {
 /**
  * The VHDX map for the relayout engine (common/relayout.ts). Unit: 1 MiB; entries: payload and
  * sector bitmap blocks in virtual order; fixed: the header section, log and regions (a BAT
- * region moved to the end by a grow is stepped around). Per batch the engine copies, flushes,
- * then setEntries buffers the new BAT entries and `commit` makes them durable through the log
- * (it flushes the copies before the log entry again); the old places are reused only by a
+ * region moved to the end by a grow is stepped around). Per batch the engine copies, then
+ * setEntries buffers the new BAT entries and `commit` makes them durable through the log (it
+ * flushes the copies before the log entry: `durableSwitch`); the old places are reused only by a
  * later batch. Targets past the end of the file are reached by extending it first (a hole, as
  * allocate does). The cut marks the log empty first (cutAt).
  */
@@ -109,6 +109,8 @@ export function vhdxRelayout(state: VhdxState): RelayoutMap<VhdxEntry> {
       }
       // blocks parked up there until the end (or a cancel) cuts the file: new blocks go after
       state.nextFree = Math.max(state.nextFree, roundUp(reach, ALIGN));
+      // the extension is made durable by commit's first flush, before the log entry
+      return false;
     },
     async read(into, at) {
       // a last block the file holds only in part (QEMU's fixed images) is copied as far as the file goes
@@ -120,8 +122,9 @@ export function vhdxRelayout(state: VhdxState): RelayoutMap<VhdxEntry> {
     flush: () => state.store.flush(),
     async setEntries(moves) {
       for (const m of moves) map.set(m.item.entry, m.to);
-      await state.commit();
+      await state.commit(); // flushes the copies before the log entry
     },
+    durableSwitch: true,
     async cut() {
       // after the last whole block (cutAt never extends a file that ends inside it)
       let end = Math.max(dataStart, structuresEnd);
