@@ -58,8 +58,11 @@ export interface RelayoutMap<E> {
   fixed(): Promise<Uint8Array>;
   /** compact: the entries that may be dropped (default: entries()) */
   candidates?(): Promise<MapItem<E>[]>;
-  /** compact: whether the entry reads as all zeros (or holds nothing) and can be dropped */
-  droppable?(item: MapItem<E>): Promise<boolean>;
+  /**
+   * compact: whether the entry reads as all zeros (or holds nothing) and can be dropped;
+   * `scratch` (item.len units, reused) is room to read it into
+   */
+  droppable?(item: MapItem<E>, scratch: Buffer): Promise<boolean>;
   /** compact: drop these entries (their table entries durable on return) */
   drop?(items: MapItem<E>[]): Promise<void>;
   /**
@@ -118,12 +121,26 @@ export async function compactMap<E>(map: RelayoutMap<E>, opts: InPlaceOptions = 
     total = items.length;
     opts.onProgress?.(0, total);
     const drops: MapItem<E>[] = [];
-    for (let k = 0; k < items.length; k += 16) {
+    let scratch = Buffer.alloc(0);
+    for (let k = 0; k < items.length; ) {
       if (opts.signal?.aborted) throw cancelled(map, opts.signal);
-      const group = items.slice(k, k + 16);
-      const zero = await Promise.all(group.map((it) => map.droppable!(it)));
-      group.forEach((it, j) => zero[j] && drops.push(it));
-      opts.onProgress?.(Math.min(total, k + 16), total);
+      // read concurrently, up to 16 entries and about COPY_GROUP_BYTES at a time
+      let bytes = 0;
+      let j = k;
+      while (j < items.length && j - k < 16 && (j === k || bytes + items[j]!.len * map.unit <= COPY_GROUP_BYTES)) bytes += items[j++]!.len * map.unit;
+      if (scratch.length < bytes) scratch = Buffer.allocUnsafe(bytes);
+      const group = items.slice(k, j);
+      let off = 0;
+      const zero = await Promise.all(
+        group.map((it) => {
+          const part = scratch.subarray(off, off + it.len * map.unit);
+          off += part.length;
+          return map.droppable!(it, part);
+        }),
+      );
+      group.forEach((it, x) => zero[x] && drops.push(it));
+      k = j;
+      opts.onProgress?.(k, total);
     }
     if (drops.length > 0) await map.drop(drops);
     dropped = drops.length;

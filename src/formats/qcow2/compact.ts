@@ -42,12 +42,9 @@ export async function compact(this: Qcow2State, opts: InPlaceOptions = {}): Prom
       }
       return out;
     };
-    const buf = Buffer.alloc(cs * 16);
-    let slot = 0;
-    map.droppable = async (it) => {
-      const b = buf.subarray((slot % 16) * cs, ((slot++ % 16) + 1) * cs);
-      await this.readHost(b, it.at * cs);
-      return isZero(b);
+    map.droppable = async (it, scratch) => {
+      await this.readHost(scratch, it.at * cs);
+      return isZero(scratch);
     };
     map.drop = async (items) => {
       const pick = new Set(items.map((it) => it.entry.l1i * g.l2Entries + (it.entry.kind === 'data' ? it.entry.idx : 0)));

@@ -20,8 +20,8 @@ export async function compact(file: VdiFile, alloc: VdiMap, opts: InPlaceOptions
   const fileBytesBefore = await file.store.size();
   // the entries change but not what the disk reads: uuidModify stays (children stay valid)
   const map = vdiRelayout(file, alloc, 'compact');
-  map.droppable = async (it) => {
-    const buf = Buffer.allocUnsafe(file.h.cbBlock);
+  map.droppable = async (it, scratch) => {
+    const buf = scratch.subarray(0, file.h.cbBlock);
     await file.store.readInto(buf, alloc.fileOffset(it.at, 0));
     return isZero(buf);
   };

@@ -24,9 +24,9 @@ export async function compact(file: VhdFile, map: VhdMap, opts: InPlaceOptions =
   const fileBytesBefore = await file.store.size();
   const diff = typeOf(file) === 'differencing';
   const m = vhdRelayout(file, map, 16);
-  m.droppable = async ({ entry: b }) => {
+  m.droppable = async ({ entry: b }, scratch) => {
     if (diff) return isZero(await map.bitmap(b));
-    const buf = Buffer.allocUnsafe(d.blockSize);
+    const buf = scratch.subarray(0, d.blockSize);
     await map.readBlock(b, buf, 0);
     return isZero(buf);
   };

@@ -25,11 +25,11 @@ export async function compact(state: VhdxState, opts: InPlaceOptions = {}): Prom
   const fileBytesBefore = await state.store.size();
   const diff = state.params.hasParent;
   const map = vhdxRelayout(state);
-  map.droppable = async ({ entry: e }) => {
+  map.droppable = async ({ entry: e }, scratch) => {
     if (e.kind !== 'payload') return false;
     const st = state.pState[e.i];
     if (st === PAYLOAD.FULLY_PRESENT) {
-      const b = Buffer.allocUnsafe(state.blockLen(e.i));
+      const b = scratch.subarray(0, state.blockLen(e.i));
       await state.store.readInto(b, state.pOff[e.i]! * MiB);
       return isZero(b);
     }

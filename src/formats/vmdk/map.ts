@@ -147,8 +147,8 @@ export function vmdkRelayout(st: SparseState, dropTo?: 0 | 1): RelayoutMap<numbe
     },
   };
   if (dropTo !== undefined) {
-    map.droppable = async (it) => {
-      const grain = Buffer.allocUnsafe(st.grainBytes);
+    map.droppable = async (it, scratch) => {
+      const grain = scratch.subarray(0, st.grainBytes);
       await st.readFile(grain, it.at * SECTOR_SIZE);
       return isZero(grain);
     };
