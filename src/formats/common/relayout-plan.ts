@@ -13,11 +13,12 @@
  *   so the driver can copy every item of a batch, make the copies durable, then switch the table
  *   entries: until the switch commits, the old places are intact and still referenced. Sources
  *   become free only after their batch (the driver reuses them no earlier than that).
- * - Window by window (as the VMDK defragment, sparse.ts): the items occupying the next `batch`
- *   targets that do not belong there are moved out of the way first — straight to their own
- *   target when it is free (a final move), else to the lowest free run at or past the end of the
- *   final layout (the spare area) — then the window's items are moved to their targets. An
- *   item already at its target never moves again.
+ * - Window by window: the items occupying the next `batch` targets that do not belong there
+ *   are moved out of the way first — straight to their own target when it is free (a final
+ *   move), else to the lowest free run at or past the end of the final layout (the spare
+ *   area) — then the window's items are moved to their targets; then every later item whose
+ *   target the window's moves uncovered follows at once, and so on (a cycle walk). An item
+ *   already at its target never moves again.
  * - Pure: no I/O, so the drivers can check the whole plan first (qcow2 needs refcount blocks for
  *   every destination before the first move) and unit tests can replay it.
  */
@@ -28,6 +29,8 @@ export interface PlanItem {
   at: number;
   /** units it spans (>= 1) */
   len: number;
+  /** moves in a batch of its own (a qcow2 L2 table: the entry writes of its data must not race its copy) */
+  solo?: boolean;
 }
 
 export interface PlanMove {
@@ -41,6 +44,8 @@ export interface PlanBatch {
   moves: PlanMove[];
   /** items (in final order) sitting at their targets for good once this batch is done */
   placed: number;
+  /** a stop before this batch would leave more than a leak (VDI: inside a permutation cycle) */
+  noStopBefore?: boolean;
 }
 
 export interface RelayoutPlan {
@@ -57,11 +62,14 @@ const RESERVED = -3;
 
 /**
  * Plan the moves that put `items` (given in their final order) back to back from unit `start`,
- * skipping units for which `fixed` is 1, with at most about `batch` items per window.
+ * skipping units for which `fixed` is 1, with at most about `batch` items per window. Targets
+ * (and places in the spare area) lie on a grid of `align` units from `start` (VMDK: grains
+ * counted in sectors land grain-aligned).
  */
-export function planRelayout(items: readonly PlanItem[], fixed: Uint8Array, start: number, batch: number): RelayoutPlan {
+export function planRelayout(items: readonly PlanItem[], fixed: Uint8Array, start: number, batch: number, align = 1): RelayoutPlan {
   const n = items.length;
   const isFixed = (u: number) => u < fixed.length && fixed[u] === 1;
+  const up = (u: number) => (u <= start ? start : start + Math.ceil((u - start) / align) * align);
   const targets: number[] = new Array<number>(n);
   let pos = start;
   let total = 0;
@@ -74,10 +82,10 @@ export function planRelayout(items: readonly PlanItem[], fixed: Uint8Array, star
       let clash = -1;
       for (let u = pos; u < pos + len; u++) if (isFixed(u)) clash = u;
       if (clash < 0) break;
-      pos = clash + 1;
+      pos = up(clash + 1);
     }
     targets[i] = pos;
-    pos += len;
+    pos = up(pos + len);
   }
   const finalEnd = pos;
   let owner = new Int32Array(Math.max(maxEnd, finalEnd) + total + 2).fill(FREE);
@@ -108,7 +116,7 @@ export function planRelayout(items: readonly PlanItem[], fixed: Uint8Array, star
   let spareFrom = finalEnd;
   const spare = (len: number): number => {
     for (grow(spareFrom); owner[spareFrom] !== FREE; grow(spareFrom)) spareFrom++;
-    for (let u = spareFrom; ; u++) if (freeRun(u, len)) return u;
+    for (let u = up(spareFrom); ; u += align) if (freeRun(u, len)) return u;
   };
   const batches: PlanBatch[] = [];
   const apply = (moves: PlanMove[], placed: number) => {
@@ -150,6 +158,140 @@ export function planRelayout(items: readonly PlanItem[], fixed: Uint8Array, star
     }
     if (place.length > 0) apply(place, end);
     else if (batches.length > 0) batches[batches.length - 1]!.placed = end;
+    // the places the window's moves left may uncover later items' targets: those items go
+    // there at once, and so on (on a grid this walks a permutation cycle, so fewer items are
+    // parked in the spare area and fewer move twice)
+    let left = [...evict, ...place];
+    while (left.length > 0) {
+      const chase: PlanMove[] = [];
+      for (const m of left) {
+        const a = m.from;
+        const z = m.from + lenOf(m.item);
+        // first item whose target ends after a (targets ascend and do not overlap)
+        let i = end;
+        for (let hi = n; i < hi; ) {
+          const mid = (i + hi) >> 1;
+          if (targets[mid]! + lenOf(mid) <= a) i = mid + 1;
+          else hi = mid;
+        }
+        for (; i < n && targets[i]! < z && chase.length < batch; i++) {
+          if (at[i] === targets[i] || !freeRun(targets[i]!, lenOf(i))) continue;
+          chase.push(reserve(i, targets[i]!));
+        }
+      }
+      if (chase.length === 0) break;
+      apply(chase, end);
+      left = chase;
+    }
   }
   return { batches, targets, finalEnd };
+}
+
+/**
+ * The moves of a close-up (compact): from the highest item down, each item to the lowest free
+ * run of units below it (on the `align` grid from `start`), at most `batch` moves per batch;
+ * an item marked `solo` moves in a batch of its own. Items that find no room below them stay.
+ * Sources are never targets: a target always lies below every item still to be looked at.
+ */
+export function planCloseUp(items: readonly PlanItem[], fixed: Uint8Array, start: number, batch: number, align = 1): RelayoutPlan {
+  const up = (u: number) => (u <= start ? start : start + Math.ceil((u - start) / align) * align);
+  let size = fixed.length;
+  for (const it of items) size = Math.max(size, it.at + it.len);
+  const owner = new Int32Array(size + 1).fill(FREE);
+  for (let u = 0; u < fixed.length; u++) if (fixed[u] === 1) owner[u] = FIXED;
+  items.forEach((it, i) => {
+    for (let u = it.at; u < it.at + it.len; u++) {
+      if (owner[u] !== FREE) throw new DiskError('INTERNAL', `relayout plan: item ${i} overlaps ${owner[u] === FIXED ? 'a fixed unit' : `item ${owner[u]}`} at unit ${u}`);
+      owner[u] = i;
+    }
+  });
+  const targets = items.map((x) => x.at);
+  const order = items.map((_, i) => i).sort((a, b) => items[b]!.at - items[a]!.at);
+  let low = start;
+  let failLen = Infinity;
+  const runBelow = (len: number, below: number): number => {
+    while (low < size && owner[low] !== FREE) low++;
+    for (let u = up(low); u + len <= below; ) {
+      let clash = -1;
+      for (let x = u + len - 1; x >= u; x--) {
+        if (owner[x] !== FREE) {
+          clash = x;
+          break;
+        }
+      }
+      if (clash < 0) return u;
+      u = up(clash + 1);
+    }
+    return -1;
+  };
+  const batches: PlanBatch[] = [];
+  let cur: PlanMove[] = [];
+  let placed = 0;
+  const close = () => {
+    if (cur.length === 0) return;
+    placed += cur.length;
+    batches.push({ moves: cur, placed });
+    cur = [];
+  };
+  for (const i of order) {
+    const it = items[i]!;
+    if (it.len >= failLen) continue;
+    const to = runBelow(it.len, it.at);
+    if (to < 0) {
+      failLen = it.len;
+      continue;
+    }
+    owner.fill(RESERVED, to, to + it.len);
+    if (it.solo) close();
+    cur.push({ item: i, from: it.at, to });
+    targets[i] = to;
+    if (it.solo || cur.length >= batch) close();
+  }
+  close();
+  let finalEnd = start;
+  for (let u = owner.length - 1; u >= 0; u--) {
+    if (owner[u] === FIXED || owner[u] === RESERVED || (owner[u]! >= 0 && targets[owner[u]!] === items[owner[u]!]!.at)) {
+      finalEnd = Math.max(start, u + 1);
+      break;
+    }
+  }
+  return { batches, targets, finalEnd };
+}
+
+/**
+ * The moves that put `items` of one unit each, which fill units start .. start+n-1 between
+ * them, in their given order on the same units, with ONE scratch unit (start+n): each
+ * permutation cycle's first occupant goes to the scratch unit, then every item into the unit
+ * it belongs in, which empties the one it came from, the scratch copy last. One move per
+ * batch; inside a cycle a stop would leave the scratch unit in use and a hole below it, so only
+ * the batch that starts a cycle may be preceded by a stop (VDI: the data area stays dense and
+ * its block count never changes).
+ */
+export function planCycles(items: readonly PlanItem[], start: number): RelayoutPlan {
+  const n = items.length;
+  const at = items.map((x) => x.at);
+  const owner = new Int32Array(n).fill(FREE);
+  items.forEach((it, i) => {
+    const s = it.at - start;
+    if (it.len !== 1 || s < 0 || s >= n || owner[s] !== FREE) throw new DiskError('INTERNAL', `relayout plan: item ${i} is not one unit of a dense area (at unit ${it.at})`);
+    owner[s] = i;
+  });
+  const scratch = start + n;
+  const batches: PlanBatch[] = [];
+  for (let s = 0; s < n; s++) {
+    if (owner[s] === s) continue;
+    const first = owner[s]!;
+    batches.push({ moves: [{ item: first, from: at[first]!, to: scratch }], placed: s });
+    at[first] = scratch;
+    for (let hole = s; ; ) {
+      const v = hole;
+      const from = at[v]!;
+      batches.push({ moves: [{ item: v, from, to: start + hole }], placed: v === first ? s + 1 : s, noStopBefore: true });
+      at[v] = start + hole;
+      owner[hole] = v;
+      if (v === first) break;
+      hole = from - start;
+    }
+  }
+  return { batches, targets: items.map((_, i) => start + i), finalEnd: start + n };
 }

@@ -6,7 +6,8 @@ import { DiskError } from '../../core/errors.js';
 import type { InPlaceOptions, InPlaceResult } from '../types.js';
 import { isZero } from '../../binary/zeros.js';
 import { BLOCK_ZERO, TYPE_FIXED } from './structs.js';
-import type { VdiMap } from './map.js';
+import { compactMap, defragmentMap } from '../common/relayout.js';
+import { vdiRelayout, type VdiMap } from './map.js';
 import { checkWritable, type VdiFile } from './state.js';
 
 /**
@@ -17,19 +18,15 @@ export async function compact(file: VdiFile, alloc: VdiMap, opts: InPlaceOptions
   checkWritable(file);
   if (file.h.type === TYPE_FIXED) throw new DiskError('NOTSUPPORTED', 'a fixed VDI image cannot be compacted', { path: file.path, struct: 'VdiHeader', field: 'type', found: 'fixed' });
   const fileBytesBefore = await file.store.size();
-  const buf = Buffer.alloc(file.h.cbBlock);
-  const zero: number[] = [];
-  for (let b = 0; b < file.map.length; b++) {
-    if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: file.path }, { cause: opts.signal.reason });
-    const e = file.map[b]!;
-    if (e < BLOCK_ZERO) {
-      await file.store.readInto(buf, alloc.fileOffset(e, 0));
-      if (isZero(buf)) zero.push(b);
-    }
-    opts.onProgress?.(b + 1, file.map.length);
-  }
   // the entries change but not what the disk reads: uuidModify stays (children stay valid)
-  await alloc.dropBlocks(zero);
+  const map = vdiRelayout(file, alloc, 'compact');
+  map.droppable = async (it, scratch) => {
+    const buf = scratch.subarray(0, file.h.cbBlock);
+    await file.store.readInto(buf, alloc.fileOffset(it.at, 0));
+    return isZero(buf);
+  };
+  map.drop = (items) => alloc.markDropped(items.map((it) => it.entry));
+  await compactMap(map, opts);
   return { fileBytesBefore, fileBytesAfter: await file.store.size() };
 }
 
@@ -60,51 +57,10 @@ export async function defragment(file: VdiFile, alloc: VdiMap, opts: InPlaceOpti
   const n = order.length;
   // the read-write open made the data area dense with the count equal to the entries
   if (n !== file.nextIndex) throw new DiskError('NEEDSREPAIR', 'the block map and cBlocksAllocated disagree: check -r first', { ...where, field: 'cBlocksAllocated', expected: n, found: file.nextIndex });
-  const owner = new Int32Array(n);
-  for (const b of order) owner[file.map[b]!] = b;
   const inOrder = order.every((b, r) => file.map[b] === r);
   if (!inOrder && n >= file.h.cBlocks) {
     throw new DiskError('NOTSUPPORTED', 'every block of this image is allocated: no spare block index for a crash-safe move (convert the image instead)', { ...where, field: 'cBlocksAllocated', found: n, expected: `< ${file.h.cBlocks}` });
   }
-  const scratch = n;
-  const buf = Buffer.alloc(file.stride);
-  let moved = 0;
-  const move = async (v: number, to: number) => {
-    await file.store.readInto(buf, file.h.offData + file.map[v]! * file.stride);
-    await file.store.write(file.h.offData + to * file.stride, buf);
-    await file.store.flush();
-    file.map[v] = to;
-    await alloc.writeMapSpan(v, v + 1);
-    await file.store.flush();
-    moved++;
-  };
-  opts.onProgress?.(0, n);
-  let cancelled = false;
-  for (let s = 0; s < n; s++) {
-    if (owner[s] !== order[s]) {
-      // between cycles the scratch slot is free: the only safe place to stop
-      if (opts.signal?.aborted) {
-        cancelled = true;
-        break;
-      }
-      const first = owner[s]!;
-      await move(first, scratch);
-      for (let hole = s; ; ) {
-        const v = order[hole]!;
-        const from = file.map[v]!;
-        await move(v, hole);
-        owner[hole] = v;
-        if (v === first) break;
-        hole = from;
-      }
-    }
-    opts.onProgress?.(s + 1, n);
-  }
-  const end = file.h.offData + n * file.stride;
-  if ((await file.store.size()) > end) {
-    await file.store.truncate(end);
-    await file.store.flush();
-  }
-  if (cancelled) throw new DiskError('CANCELLED', undefined, { path: file.path }, { cause: opts.signal!.reason });
+  const { moved } = await defragmentMap(vdiRelayout(file, alloc, 'defragment'), opts, { plan: 'cycles' });
   return { fileBytesBefore, fileBytesAfter: await file.store.size(), moved };
 }

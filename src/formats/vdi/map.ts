@@ -1,10 +1,11 @@
 /**
  * The allocation map of a VDI: the block map in memory and on disk (entry writes, the header
  * and entries in one write), where a physical block lives, and dropping blocks with the data
- * area closed up in the crash-safe order (NOTES.md "Compact and discard"). `unit` and `lookup`
- * are the shape a shared relayout engine will consume (issue 12).
+ * area closed up in the crash-safe order (NOTES.md "Compact and discard"); `vdiRelayout` is
+ * the map as the relayout engine (common/relayout.ts) consumes it.
  */
 import { u32Bytes } from '../../binary/tables.js';
+import { compactMap, type MapItem, type RelayoutMap } from '../common/relayout.js';
 import type { ByteStore } from '../../storage/store.js';
 import { BLOCK_FREE, BLOCK_ZERO, PRE_HEADER_SIZE, TYPE_DIFF, VdiHeaderV1, VdiHeaderV1Plus, type VdiHeaderValue } from './structs.js';
 import type { HeaderKind } from './layout.js';
@@ -60,10 +61,11 @@ export class VdiMap {
    * difference between cBlocksAllocated and the allocated entries a corruption, so the count and
    * the entries change in ONE write: 1. the dropped entries FREE/ZERO and the new count, written
    * as a single write from the header to the last changed entry (the bytes between are read and
-   * written back unchanged), flush: their slots become holes, a leak; 2. for each hole from the
-   * lowest, the highest live block copied into it, flush, then its entry, flush (the count does
-   * not change: the same blocks stay allocated); 3. the file cut after the last block only when
-   * no entry points there any more (a kill before it leaves a trailing leak).
+   * written back unchanged), flush: their slots become holes, a leak; 2. the relayout engine
+   * (vdiRelayout) copies the highest live blocks into the lowest holes, flush, then their
+   * entries, flush (the count does not change: the same blocks stay allocated); 3. the file cut
+   * after the last block only when no entry points there any more (a kill before it leaves a
+   * trailing leak).
    * Why one write is enough: a fatal signal stops a write only between pages, and the header
    * and the first 896 entries of a map right after the header (QEMU's layout) share page 0; a
    * map further out (VirtualBox's, at 1 MiB) makes the write longer, so a kill landing inside
@@ -74,54 +76,20 @@ export class VdiMap {
    * repair or another compact closes the holes.
    */
   async dropBlocks(blocks: number[]): Promise<void> {
-    if (blocks.length > 0) {
-      const mark = this.file.h.type === TYPE_DIFF ? BLOCK_ZERO : BLOCK_FREE;
-      for (const b of blocks) this.file.map[b] = mark;
-      let allocated = 0;
-      for (let i = 0; i < this.file.map.length; i++) if (this.file.map[i]! < BLOCK_ZERO) allocated++;
-      this.file.h.cBlocksAllocated = allocated;
-      await this.writeHeaderAndEntries(blocks.reduce((m, b) => Math.max(m, b), 0));
-      await this.file.store.flush();
-    }
-    const slots = Math.max(this.file.nextIndex, 0);
-    const owner = new Int32Array(slots).fill(-1);
-    let used = 0;
-    for (let i = 0; i < this.file.map.length; i++) {
-      const e = this.file.map[i]!;
-      if (e < BLOCK_ZERO) {
-        owner[e] = i;
-        used++;
-      }
-    }
-    let top = slots - 1;
-    const buf = Buffer.alloc(this.file.stride);
-    for (let hole = 0; hole < top; hole++) {
-      if (owner[hole]! >= 0) continue;
-      while (top > hole && owner[top]! < 0) top--;
-      if (top <= hole) break;
-      const v = owner[top]!;
-      await this.file.store.readInto(buf, this.file.h.offData + top * this.file.stride);
-      await this.file.store.write(this.file.h.offData + hole * this.file.stride, buf);
-      await this.file.store.flush();
-      this.file.map[v] = hole;
-      await this.writeMapSpan(v, v + 1);
-      await this.file.store.flush();
-      owner[hole] = v;
-      owner[top] = -1;
-      top--;
-    }
-    // only when the count was already off before (step 1 writes it otherwise)
-    if (this.file.h.cBlocksAllocated !== used) {
-      this.file.h.cBlocksAllocated = used;
-      await writeHeader(this.file);
-      await this.file.store.flush();
-    }
-    this.file.nextIndex = used;
-    const end = this.file.h.offData + used * this.file.stride;
-    if ((await this.file.store.size()) > end) {
-      await this.file.store.truncate(end);
-      await this.file.store.flush();
-    }
+    await this.markDropped(blocks);
+    await compactMap(vdiRelayout(this.file, this, 'compact'));
+  }
+
+  /** Step 1 of dropBlocks: the entries FREE (ZERO in a child) and the count, in one write, flush. */
+  async markDropped(blocks: number[]): Promise<void> {
+    if (blocks.length === 0) return;
+    const mark = this.file.h.type === TYPE_DIFF ? BLOCK_ZERO : BLOCK_FREE;
+    for (const b of blocks) this.file.map[b] = mark;
+    let allocated = 0;
+    for (let i = 0; i < this.file.map.length; i++) if (this.file.map[i]! < BLOCK_ZERO) allocated++;
+    this.file.h.cBlocksAllocated = allocated;
+    await this.writeHeaderAndEntries(blocks.reduce((m, b) => Math.max(m, b), 0));
+    await this.file.store.flush();
   }
 
   /** The header and map entries 0..last in one write (see dropBlocks and writeHeaderAndMap). */
@@ -156,4 +124,56 @@ export async function writeHeaderAndMap(store: ByteStore, kind: HeaderKind, h: V
   u32Bytes(map, 0, last + 1).copy(span, h.offBlocks - PRE_HEADER_SIZE);
   await store.write(PRE_HEADER_SIZE, span);
   return 'one';
+}
+
+/**
+ * A VDI for the relayout engine. Unit: one block slot of the data area (block and extra bytes,
+ * from offData); entries: the allocated blocks in virtual order; nothing fixed inside the data
+ * area. Every batch re-points entries only (the count never changes); a block is written only
+ * into a slot no entry names. The cut first sets cBlocksAllocated when it was off before (a
+ * compact's step 1 writes it otherwise), then truncates after the last block once no entry
+ * points there. A defragment stopped between permutation cycles is cut the same way (the
+ * scratch slot is free then).
+ */
+export function vdiRelayout(file: VdiFile, alloc: VdiMap, purpose: 'compact' | 'defragment'): RelayoutMap<number> {
+  let items: MapItem<number>[] = [];
+  const cut = async () => {
+    const used = items.reduce((m, it) => Math.max(m, it.at + 1), 0);
+    if (file.h.cBlocksAllocated !== items.length) {
+      file.h.cBlocksAllocated = items.length;
+      await writeHeader(file);
+      await file.store.flush();
+    }
+    file.nextIndex = used;
+    const end = file.h.offData + used * file.stride;
+    if ((await file.store.size()) > end) {
+      await file.store.truncate(end);
+      await file.store.flush();
+    }
+  };
+  return {
+    path: file.path,
+    unit: file.stride,
+    base: file.h.offData,
+    dataStart: 0,
+    batch: 16,
+    async entries() {
+      items = [];
+      for (let b = 0; b < file.map.length; b++) if (file.map[b]! < BLOCK_ZERO) items.push({ entry: b, at: file.map[b]!, len: 1 });
+      return items;
+    },
+    fixed: async () => new Uint8Array(0),
+    async read(into, at) {
+      await file.store.readInto(into, at);
+      return into;
+    },
+    write: (data, at) => file.store.write(at, data),
+    flush: () => file.store.flush(),
+    async setEntries(moves) {
+      for (const m of moves) file.map[m.item.entry] = m.to;
+      await alloc.writeMapEntries(moves.map((m) => m.item.entry));
+    },
+    cut,
+    ...(purpose === 'defragment' ? { stopped: cut } : {}),
+  };
 }

@@ -1,15 +1,14 @@
 /**
- * Compact (and the close-up that discard shares): blocks that read as zeros dropped, the
- * highest blocks moved into the holes, the file cut behind a new footer (NOTES.md "Compact and
- * discard"). Every move: copy, flush, BAT entry, flush.
+ * Compact (and the close-up that discard shares): blocks that read as zeros dropped, then the
+ * relayout engine (common/relayout.ts) moves the highest blocks into the holes and cuts the
+ * file behind a new footer (NOTES.md "Compact and discard"). Every batch: copy, flush, BAT
+ * entries, flush.
  */
 import { DiskError } from '../../core/errors.js';
-import { roundUp } from '../../core/ints.js';
 import type { InPlaceOptions, InPlaceResult } from '../types.js';
 import { isZero } from '../../binary/zeros.js';
-import { BAT_UNUSED, FOOTER_SIZE, SECTOR } from './structs.js';
-import type { DynamicState } from './layout.js';
-import type { VhdMap } from './map.js';
+import { compactMap } from '../common/relayout.js';
+import { vhdRelayout, type VhdMap } from './map.js';
 import { checkWritable, typeOf, type VhdFile } from './state.js';
 
 /**
@@ -24,80 +23,24 @@ export async function compact(file: VhdFile, map: VhdMap, opts: InPlaceOptions =
   if (!d) throw new DiskError('NOTSUPPORTED', 'a fixed VHD cannot be compacted', { path: file.path, field: 'diskType', found: 'fixed' });
   const fileBytesBefore = await file.store.size();
   const diff = typeOf(file) === 'differencing';
-  const buf = Buffer.alloc(d.blockSize);
-  const drop: number[] = [];
-  for (let b = 0; b < d.bat.length; b++) {
-    if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: file.path }, { cause: opts.signal.reason });
-    if (d.bat[b] !== BAT_UNUSED) {
-      const bitmap = await map.bitmap(b);
-      if (diff) {
-        if (isZero(bitmap)) drop.push(b);
-      } else {
-        await map.readBlock(b, buf, 0);
-        if (isZero(buf)) drop.push(b);
-      }
-    }
-    opts.onProgress?.(b + 1, d.bat.length);
-  }
-  await map.dropBlocks(drop);
-  await closeUp(file, map);
+  const m = vhdRelayout(file, map, 16);
+  m.droppable = async ({ entry: b }, scratch) => {
+    if (diff) return isZero(await map.bitmap(b));
+    const buf = scratch.subarray(0, d.blockSize);
+    await map.readBlock(b, buf, 0);
+    return isZero(buf);
+  };
+  m.drop = (items) => map.dropBlocks(items.map((it) => it.entry));
+  await compactMap(m, opts);
   return { fileBytesBefore, fileBytesAfter: await file.store.size() };
 }
 
 /**
- * The file cut after `newEnd` (blocks and metadata end there): a footer at the new end (space
- * nothing uses), flush, then the truncate; until the truncate the old footer is still the last
- * sector. New blocks go after the footer's place again.
- */
-export async function cutAfter(file: VhdFile, newEnd: number, d: DynamicState): Promise<void> {
-  if (newEnd < file.fileSize - FOOTER_SIZE) {
-    await file.store.write(newEnd, file.footerBytes);
-    await file.store.flush();
-    await file.store.truncate(newEnd + FOOTER_SIZE);
-    await file.store.flush();
-    file.fileSize = newEnd + FOOTER_SIZE;
-  }
-  d.nextFree = roundUp(file.fileSize - FOOTER_SIZE, SECTOR);
-}
-
-/**
- * Close up the block area and cut the file (NOTES.md "Compact and discard"): the highest block
- * is copied into the lowest gap below it that holds a whole block (never overlapping itself),
- * flush, its BAT entry, flush; then a footer at the new end (space nothing uses), flush, and
- * the file truncated after it: until the truncate the old footer is still the last sector.
+ * Close up the block area and cut the file (NOTES.md "Compact and discard"): the highest
+ * blocks are copied into the lowest gaps below them that hold a whole block, flush, their BAT
+ * entries, flush; then a footer at the new end (space nothing uses), flush, and the file
+ * truncated after it: until the truncate the old footer is still the last sector.
  */
 export async function closeUp(file: VhdFile, map: VhdMap): Promise<void> {
-  const d = file.dyn!;
-  const stride = d.bitmapBytes + d.blockSize;
-  const metaEnd = map.metadataEnd();
-  const blocks: { b: number; at: number }[] = [];
-  for (let b = 0; b < d.bat.length; b++) if (d.bat[b] !== BAT_UNUSED) blocks.push({ b, at: d.bat[b]! * SECTOR });
-  blocks.sort((x, y) => x.at - y.at);
-  const buf = Buffer.alloc(stride);
-  for (;;) {
-    const top = blocks[blocks.length - 1];
-    if (!top) break;
-    // the lowest gap below the top block that holds a whole block
-    let target = -1;
-    let prevEnd = metaEnd;
-    for (let i = 0; i < blocks.length; i++) {
-      if (blocks[i]!.at - prevEnd >= stride) {
-        target = prevEnd;
-        break;
-      }
-      prevEnd = Math.max(prevEnd, blocks[i]!.at + stride);
-    }
-    if (target < 0 || target >= top.at) break;
-    await file.store.readInto(buf, top.at);
-    await file.store.write(target, buf);
-    await file.store.flush();
-    d.bat[top.b] = target / SECTOR;
-    await map.writeBatEntries([top.b]);
-    await file.store.flush();
-    blocks.pop();
-    top.at = target;
-    blocks.splice(blocks.findIndex((x) => x.at > target) < 0 ? blocks.length : blocks.findIndex((x) => x.at > target), 0, top);
-  }
-  const last = blocks[blocks.length - 1];
-  await cutAfter(file, roundUp(Math.max(metaEnd, last ? last.at + stride : 0), SECTOR), d);
+  await compactMap(vhdRelayout(file, map, 16));
 }

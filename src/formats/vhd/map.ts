@@ -3,14 +3,15 @@
  * BAT_UNUSED when the block is not stored), the cached sector bitmaps, and the BAT entries and
  * bitmap bits that wait for the next flush (the crash-safe order in image.ts: no entry or bit
  * reaches the file before the data it exposes). The data path, compact, defragment and resize
- * use it; `unit`, `lookup`, `metadataEnd` and `fixedRegions` are the shape a shared relayout
- * engine will consume (issue 12).
+ * use it; `vhdRelayout` is the map as the relayout engine (common/relayout.ts) consumes it.
  */
 import { writeBitmapped } from '../common/bitmapped-write.js';
+import type { MapItem, RelayoutMap } from '../common/relayout.js';
+import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import { u32Bytes } from '../../binary/tables.js';
-import { BAT_UNUSED, HEADER_SIZE, SECTOR } from './structs.js';
-import { BITS, locatorCapacity, sectorRuns, type Region } from './layout.js';
+import { BAT_UNUSED, FOOTER_SIZE, HEADER_SIZE, SECTOR } from './structs.js';
+import { BITS, locatorCapacity, sectorRuns, type DynamicState, type Region } from './layout.js';
 import type { VhdFile } from './state.js';
 
 /** cached sector bitmaps, in bytes (a 2 MiB block has a 512-byte bitmap: 32768 blocks = 64 GiB) */
@@ -155,4 +156,83 @@ export class VhdMap {
   clearCache(): void {
     this.bitmaps.clear();
   }
+}
+
+/**
+ * The file cut after `newEnd` (blocks and metadata end there): a footer at the new end (space
+ * nothing uses), flush, then the truncate; until the truncate the old footer is still the last
+ * sector. New blocks go after the footer's place again.
+ */
+export async function cutAfter(file: VhdFile, newEnd: number, d: DynamicState): Promise<void> {
+  if (newEnd < file.fileSize - FOOTER_SIZE) {
+    await file.store.write(newEnd, file.footerBytes);
+    await file.store.flush();
+    await file.store.truncate(newEnd + FOOTER_SIZE);
+    await file.store.flush();
+    file.fileSize = newEnd + FOOTER_SIZE;
+  }
+  d.nextFree = roundUp(file.fileSize - FOOTER_SIZE, SECTOR);
+}
+
+/**
+ * A dynamic or differencing VHD for the relayout engine (common/relayout.ts). Unit: one sector
+ * (blocks may start at any sector: Virtual PC and Hyper-V layouts leave gaps); entries: the
+ * stored blocks (bitmap + data) in BAT order; fixed: the footer copy, header and BAT, and
+ * parent locator data. A target past the footer gets a footer at the new end first (as a new
+ * block does), so the file always ends in a valid footer; a BAT entry is written only after
+ * its block is durable, and a block is written only where no entry names it. The cut writes a
+ * footer at the new end, flush, then truncates (cutAfter). `batch`: blocks per crash-safe step
+ * (defragment moves one at a time, as before the engine: progress and a cancel per block).
+ */
+export function vhdRelayout(file: VhdFile, map: VhdMap, batch: number): RelayoutMap<number> {
+  const d = file.dyn!;
+  const stride = d.bitmapBytes + d.blockSize;
+  const headEnd = roundUp(Math.max(SECTOR, d.headerOffset + HEADER_SIZE, d.tableOffset + d.entries * 4), SECTOR);
+  const regions = map.fixedRegions();
+  const metaEnd = map.metadataEnd();
+  let items: MapItem<number>[] = [];
+  return {
+    path: file.path,
+    unit: SECTOR,
+    dataStart: headEnd / SECTOR,
+    batch,
+    async entries() {
+      items = [];
+      for (let b = 0; b < d.bat.length; b++) if (d.bat[b] !== BAT_UNUSED) items.push({ entry: b, at: d.bat[b]!, len: stride / SECTOR });
+      return items;
+    },
+    async fixed() {
+      const fixed = new Uint8Array(metaEnd / SECTOR);
+      fixed.fill(1, 0, headEnd / SECTOR);
+      for (const r of regions) fixed.fill(1, Math.floor(r.start / SECTOR), r.end / SECTOR);
+      return fixed;
+    },
+    async reserve(moves) {
+      const reach = Math.max(...moves.map((m) => (m.to + m.item.len) * SECTOR));
+      if (reach / SECTOR >= BAT_UNUSED) throw new DiskError('NOSPACE', 'no room to move a block out of the way: blocks cannot start beyond sector 2^32-1', { path: file.path, field: 'BAT' });
+      if (reach <= file.fileSize - FOOTER_SIZE) return false;
+      // past the footer: it goes to the new end first (durable before the copies), as for a new block
+      await file.store.write(reach, file.footerBytes);
+      file.fileSize = reach + FOOTER_SIZE;
+      return true;
+    },
+    async read(into, at) {
+      await file.store.readInto(into, at);
+      return into;
+    },
+    write: (data, at) => file.store.write(at, data),
+    flush: () => file.store.flush(),
+    async setEntries(moves) {
+      for (const m of moves) d.bat[m.item.entry] = m.to;
+      await map.writeBatEntries(moves.map((m) => m.item.entry));
+    },
+    async cut() {
+      let end = metaEnd;
+      for (const it of items) end = Math.max(end, (it.at + it.len) * SECTOR);
+      await cutAfter(file, roundUp(end, SECTOR), d);
+    },
+    async stopped() {
+      d.nextFree = roundUp(file.fileSize - FOOTER_SIZE, SECTOR);
+    },
+  };
 }

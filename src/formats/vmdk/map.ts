@@ -1,14 +1,18 @@
 /**
  * The allocation map of a hosted sparse extent, as the maintenance files (compact.ts, check.ts,
  * resize.ts) see it: `SparseState` is what they may read and change of an open extent
- * (SparseExtent implements it), and `GrainSpace` is the grain area as slots for compact and
- * defragment. Unit: one grain (`grainSectors`); entries: the grain tables the directory names;
- * fixed structures: header, descriptor, directories and tables (`map()`, overlap.ts); free
- * space: what no entry or table covers, and everything from `nextFree` on.
+ * (SparseExtent implements it), and `vmdkRelayout` is the extent as the relayout engine
+ * (common/relayout.ts) sees it for compact and defragment. Unit: one sector, entries one grain
+ * (`grainSectors`) long, targets grain-aligned from the first grain boundary after overHead;
+ * fixed structures: header, descriptor, both directories and every grain table either names;
+ * free space: what no grain or table covers.
  */
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, roundUp } from '../../core/ints.js';
+import { isZero } from '../../binary/zeros.js';
+import { readU32Array, u32Bytes } from '../../binary/tables.js';
 import type { ByteStore } from '../../storage/store.js';
+import type { MapItem, RelayoutMap } from '../common/relayout.js';
 import type { Overlap, SparseMap } from './overlap.js';
 import type { SparseExtentHeaderValue } from './structs.js';
 
@@ -58,146 +62,101 @@ export interface SparseState {
 }
 
 /**
- * The grain area of a sparse extent as grain-sized slots, counted from the first
- * grain-aligned sector at or after overHead, for compact and defragment. A slot is free when
- * no grain, table or directory overlaps it. Grains from producers that do not align them
- * (any sector after overHead is legal) may cover two slots; every grain moved lands aligned.
+ * The extent as the relayout engine sees it. Entries are grains (by grain index, in virtual
+ * order); `dropTo` (compact) is the entry a grain that reads as zeros becomes: 0 in a base, 1
+ * in a child whose header allows it, undefined (nothing dropped) in a version-1 child, where
+ * GTE 0 would show the parent. Dropped entries are written redundant table first (setEntries);
+ * moves point the primary, then the redundant table at the copies. Before the first look the
+ * redundant tables are made equal to the primary ones: a killed earlier run may have left a
+ * copy naming a slot the primary no longer uses, which must not be handed to another grain.
  */
-export class GrainSpace {
-  readonly base: number;
-  /** per slot: fixed metadata overlaps it */
-  private fixedSlots: Uint8Array;
-  /** per slot: how many grains (or reservations) overlap it */
-  private count: Int32Array;
-  /** per slot: the index of the grain aligned on it, or -1 */
-  private owner: Int32Array;
-  /** slot -> indexes of unaligned grains overlapping it */
-  private readonly loose = new Map<number, number[]>();
-  private readonly dead: Uint8Array;
-  private readonly fixedEnd: number;
-
-  constructor(
-    private readonly path: string,
-    overHead: number,
-    private readonly gs: number,
-    fileSectors: number,
-    fixed: [number, number][],
-    /** grain index of each grain */
-    readonly grains: number[],
-    /** current sector of each grain */
-    readonly sector: number[],
-  ) {
-    this.base = roundUp(overHead, gs);
-    const slots = Math.max(0, Math.ceil((fileSectors - this.base) / gs)) + grains.length + 2;
-    this.fixedSlots = new Uint8Array(slots);
-    this.count = new Int32Array(slots);
-    this.owner = new Int32Array(slots).fill(-1);
-    this.dead = new Uint8Array(grains.length);
-    let fixedEnd = overHead;
-    for (const [from, to] of fixed) {
-      fixedEnd = Math.max(fixedEnd, to);
-      for (const s of this.slotsOf(from, to)) {
-        this.ensure(s);
-        this.fixedSlots[s] = 1;
+export function vmdkRelayout(st: SparseState, dropTo?: 0 | 1): RelayoutMap<number> {
+  st.assertWritable();
+  if (st.compressed) throw new DiskError('NOTSUPPORTED', 'compressed (streamOptimized) extents cannot be rearranged in place', { path: st.path, field: 'flags' });
+  const gs = st.grainSectors;
+  let items: MapItem<number>[] = [];
+  let fixedEnd = st.overHeadSectors;
+  const map: RelayoutMap<number> = {
+    path: st.path,
+    unit: SECTOR_SIZE,
+    dataStart: roundUp(st.overHeadSectors, gs),
+    align: gs,
+    batch: 64,
+    async entries() {
+      st.gtCache.clear();
+      items = [];
+      let synced = false;
+      for (let g = 0; g < st.gd.length; g++) {
+        const table = await st.gt(g);
+        if (!table) continue;
+        for (let i = 0; i < table.length; i++) {
+          const gi = g * st.numGTEs + i;
+          const e = st.checkedEntry(gi, table[i]!);
+          if (e > 1) items.push({ entry: gi, at: e, len: gs });
+        }
+        if (st.rgd && st.rgd[g] !== 0) {
+          const copy = await readU32Array(st.store, st.rgd[g]! * SECTOR_SIZE, st.numGTEs);
+          if (!u32Bytes(copy, 0, copy.length).equals(u32Bytes(table, 0, table.length))) {
+            await st.store.write(st.rgd[g]! * SECTOR_SIZE, u32Bytes(table, 0, table.length));
+            synced = true;
+          }
+        }
       }
-    }
-    this.fixedEnd = fixedEnd;
-    for (let i = 0; i < grains.length; i++) this.occupy(i, sector[i]!);
-  }
-
-  private slotsOf(from: number, to: number): number[] {
-    const out: number[] = [];
-    if (to <= this.base) return out;
-    for (let s = Math.floor((Math.max(from, this.base) - this.base) / this.gs); this.base + s * this.gs < to; s++) out.push(s);
-    return out;
-  }
-
-  private ensure(slot: number): void {
-    if (slot < this.count.length) return;
-    const n = Math.max(slot + 1, this.count.length * 2);
-    const grow = <T extends Uint8Array | Int32Array>(a: T, fill: number): T => {
-      const b = new (a.constructor as new (n: number) => T)(n);
-      b.fill(fill as never);
-      b.set(a);
-      return b;
+      if (synced) await st.store.flush();
+      const bySector = [...items].sort((a, b) => a.at - b.at);
+      for (let k = 1; k < bySector.length; k++) {
+        if (bySector[k]!.at < bySector[k - 1]!.at + gs) throw new DiskError('CORRUPT', 'two grains share a slot of the file: run check --repair first', { path: st.path, struct: 'grain table', field: `GTE[${bySector[k]!.entry}]`, offset: bySector[k]!.at * SECTOR_SIZE });
+      }
+      return items;
+    },
+    async fixed() {
+      const gtSectors = st.gtBytes / SECTOR_SIZE;
+      const gdSectors = Math.ceil((st.gd.length * 4) / SECTOR_SIZE);
+      const ranges: [number, number][] = [[0, st.overHeadSectors], [st.gdOffsetBytes / SECTOR_SIZE, st.gdOffsetBytes / SECTOR_SIZE + gdSectors]];
+      if (st.rgd) ranges.push([st.rgdOffsetBytes / SECTOR_SIZE, st.rgdOffsetBytes / SECTOR_SIZE + gdSectors]);
+      for (const dir of [st.gd, st.rgd]) if (dir) for (const e of dir) if (e !== 0) ranges.push([e, e + gtSectors]);
+      fixedEnd = Math.max(...ranges.map((r) => r[1]));
+      const fixed = new Uint8Array(Math.max(fixedEnd, Math.ceil(st.fileSize / SECTOR_SIZE)));
+      for (const [a, z] of ranges) fixed.fill(1, a, z);
+      return fixed;
+    },
+    read: async (into, at) => {
+      await st.readFile(into, at);
+      return into;
+    },
+    async write(data, at) {
+      await st.store.write(at, data);
+      st.fileSize = Math.max(st.fileSize, at + data.length);
+    },
+    flush: () => st.store.flush(),
+    async setEntries(moves) {
+      await st.setEntries(moves.map((m) => ({ gi: m.item.entry, value: m.to })));
+      st.nextFree = roundUp(st.fileSize, st.grainBytes);
+    },
+    async cut() {
+      // after the last grain or table still in use (the moves are durable by now)
+      let end = fixedEnd;
+      for (const it of items) end = Math.max(end, it.at + gs);
+      if (end * SECTOR_SIZE < st.fileSize) {
+        await st.store.flush();
+        await st.store.truncate(end * SECTOR_SIZE);
+        st.fileSize = end * SECTOR_SIZE;
+      }
+      st.nextFree = roundUp(st.fileSize, st.grainBytes);
+      await st.store.flush();
+    },
+  };
+  if (dropTo !== undefined) {
+    map.droppable = async (it, scratch) => {
+      const grain = scratch.subarray(0, st.grainBytes);
+      await st.readFile(grain, it.at * SECTOR_SIZE);
+      return isZero(grain);
     };
-    this.fixedSlots = grow(this.fixedSlots, 0);
-    this.count = grow(this.count, 0);
-    this.owner = grow(this.owner, -1);
+    map.drop = async (list) => {
+      const drops = list.map((it) => ({ gi: it.entry, value: dropTo }));
+      for (let k = 0; k < drops.length; k += 4096) await st.setEntries(drops.slice(k, k + 4096), true);
+      await st.store.flush();
+    };
   }
-
-  private occupy(i: number, at: number): void {
-    const slots = this.slotsOf(at, at + this.gs);
-    const aligned = (at - this.base) % this.gs === 0 && at >= this.base;
-    for (const s of slots) {
-      this.ensure(s);
-      this.count[s]!++;
-      if (aligned) {
-        if (this.owner[s] !== -1) throw new DiskError('CORRUPT', 'two grains share a slot of the file: run check --repair first', { path: this.path, struct: 'grain table', field: `GTE[${this.grains[i]}]`, offset: at * SECTOR_SIZE });
-        this.owner[s] = i;
-      } else {
-        const l = this.loose.get(s);
-        if (l) l.push(i);
-        else this.loose.set(s, [i]);
-      }
-    }
-  }
-
-  private vacate(i: number, at: number): void {
-    for (const s of this.slotsOf(at, at + this.gs)) {
-      this.count[s]!--;
-      if (this.owner[s] === i) this.owner[s] = -1;
-      const l = this.loose.get(s);
-      if (l) {
-        const rest = l.filter((x) => x !== i);
-        if (rest.length) this.loose.set(s, rest);
-        else this.loose.delete(s);
-      }
-    }
-  }
-
-  slotSector(slot: number): number {
-    return this.base + slot * this.gs;
-  }
-  isFixed(slot: number): boolean {
-    return slot < this.fixedSlots.length && this.fixedSlots[slot] === 1;
-  }
-  isFree(slot: number): boolean {
-    return slot >= this.count.length || (this.count[slot] === 0 && this.fixedSlots[slot] === 0);
-  }
-  /** hold a free slot as the destination of a pending move */
-  reserve(slot: number): void {
-    this.ensure(slot);
-    this.count[slot]!++;
-  }
-  /** grains overlapping a slot */
-  occupants(slot: number): number[] {
-    if (slot >= this.count.length) return [];
-    const out = this.owner[slot]! >= 0 ? [this.owner[slot]!] : [];
-    return out.concat(this.loose.get(slot) ?? []);
-  }
-  /** a dropped grain: its slots are free (its table entries are durable by now) */
-  release(i: number): void {
-    if (this.dead[i]) return;
-    this.dead[i] = 1;
-    this.vacate(i, this.sector[i]!);
-  }
-  liveIndexes(): number[] {
-    const out: number[] = [];
-    for (let i = 0; i < this.grains.length; i++) if (!this.dead[i]) out.push(i);
-    return out;
-  }
-  /** a move is durable: the reservation becomes the grain, the old slots are free */
-  moved(i: number, slot: number): void {
-    this.vacate(i, this.sector[i]!);
-    this.count[slot]!--;
-    this.sector[i] = this.slotSector(slot);
-    this.occupy(i, this.sector[i]!);
-  }
-  /** first sector after every grain and every piece of metadata */
-  usedEndSector(): number {
-    let end = this.fixedEnd;
-    for (let i = 0; i < this.grains.length; i++) if (!this.dead[i]) end = Math.max(end, this.sector[i]! + this.gs);
-    return end;
-  }
+  return map;
 }
