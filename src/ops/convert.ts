@@ -7,6 +7,7 @@ import { basename } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
 import { DEFAULT_FORMAT, driverByName } from '../formats/registry.js';
 import { hostFiles } from '../storage/file.js';
+import { DeferredSyncNamespace } from '../storage/deferred-sync.js';
 import type { ByteSink } from '../storage/sink.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
 import { convertToRawSink, convertToStream } from './convert-stream.js';
@@ -246,7 +247,9 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
   // only when complete, so a killed convert never leaves something at `dstPath` that looks whole.
   const partial = partialPath(dstPath);
   await removeStalePartials(ns, dstPath);
-  const dst = await Disk.create(partial, { ...opts, namespace: ns, capacity, overwrite: true });
+  // nobody sees the target before its rename: its ordering flushes wait for one sync at the end
+  const staging = new DeferredSyncNamespace(ns);
+  const dst = await Disk.create(partial, { ...opts, namespace: staging, capacity, overwrite: true });
   let written = 0;
   let done = 0;
   // shrinking drops what lies past the new end; growing leaves the new tail unwritten (zeros)
@@ -274,6 +277,7 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
     done = total;
     report();
     await dst.flush();
+    await staging.seal();
     await moveIntoPlace(dst.image, dstPath);
   } catch (err) {
     // only the temporary files go: whatever was at dstPath before is untouched

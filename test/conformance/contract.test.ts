@@ -85,20 +85,17 @@ async function checkInfo(d: Disk, row: Row, where: Place, readOnly: boolean, whe
  * so the entry is removed with the fix and the step then guards it.
  */
 const KNOWN_GAPS: Record<string, string> = {
-  'vdi fixed: compact native': "a fixed VDI's image capabilities say compact 'native'; compact refuses NOTSUPPORTED",
-  'vdi fixed: defragment native': "a fixed VDI's image capabilities say defragment 'native'; defragment refuses NOTSUPPORTED",
-  'vhd fixed: compact native': "a fixed VHD's image capabilities say compact 'native'; compact refuses NOTSUPPORTED",
-  'vhd fixed: defragment native': "a fixed VHD's image capabilities say defragment 'native'; defragment refuses NOTSUPPORTED",
-  'vhdx fixed: compact native': "a fixed VHDX's image capabilities say compact 'native'; compact refuses NOTSUPPORTED",
-  'raw raw: info allocatedBytes': 'info.allocatedBytes is the file length; block status (emulated by reading) calls the unwritten bytes zero',
+  'raw raw: info allocatedBytes': 'info.allocatedBytes is the file length where the store cannot report holes; block status (emulated by reading) calls the unwritten bytes zero',
   'vhd dynamic: resize grow-shrink': 'a shrink leaves the dropped blocks in the file: check then reports a leak',
   'vhdx dynamic: resize grow-shrink': 'a shrink leaves the dropped blocks in the file: check then reports a leak',
 };
 /** a chain (a child opened with its parents) says discard 'native' but has no discard: Disk refuses a discard open */
 const CHAIN_DISCARD_GAP = "a chain's capabilities say discard 'native'; Disk.open({ discard: true }) refuses NOTSUPPORTED";
 
-function gap(row: Row, step: string): string | undefined {
+function gap(row: Row, step: string, caps?: Capabilities): string | undefined {
   if (row.child && step === 'discard native') return CHAIN_DISCARD_GAP;
+  // a raw file whose holes the host reports counts only its data; one read to find zeros does not
+  if (row.format === 'raw' && step === 'info allocatedBytes' && caps?.blockStatus === 'native') return undefined;
   return KNOWN_GAPS[`${row.format} ${row.type}${row.child ? ' child' : ''}: ${step}`];
 }
 
@@ -128,7 +125,7 @@ async function contract(row: Row, where: Place, t: TestContext): Promise<void> {
   /** a discard may leave space that nothing uses (a leak to check) until a compact gives it back */
   let leaky = false;
   const step = (name: string, fn: () => Promise<void>) => {
-    const known = gap(row, name);
+    const known = gap(row, name, d?.image.capabilities);
     if (!known) return t.test(name, fn);
     return t.test(`${name} (known gap: ${known})`, async () => {
       await assert.rejects(fn, (err: unknown) => err instanceof Error, `the known gap "${known}" no longer shows: remove it from KNOWN_GAPS in contract.test.ts`);
@@ -168,7 +165,9 @@ async function contract(row: Row, where: Place, t: TestContext): Promise<void> {
     const runs = await d.blockStatus();
     for (const r of touched) for (const x of [r.offset, r.offset + r.length - 1]) assert.equal(stateAt(runs, x).state, 'data', `written byte ${x} is data`);
     if (sparse) {
-      const bound = unitsOf(touched, unit).size * unit;
+      // a host file system stores whole blocks (4 KiB here) of a sparse raw file
+      const stored = Math.max(unit, 4096);
+      const bound = unitsOf(touched, stored).size * stored;
       assert.ok(dataBytes(runs) <= bound, `a sparse image stores only the units written (${dataBytes(runs)} > ${bound})`);
     }
     await checkInfo(d, row, where, false, 'info after the writes');

@@ -118,7 +118,8 @@ export class RawImage implements Image {
       sectors: Math.floor(this.capacity / 512),
       numLinks: 1,
       extents: [{ path: this.path, type: 'raw', access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
-      allocatedBytes: this.capacity,
+      // where the store reports holes, what it stores; else every byte counts
+      allocatedBytes: this.holes ? ((await this.store.extents!(0, this.capacity)) ?? [{ data: true, length: this.capacity }]).reduce((n, e) => n + (e.data ? e.length : 0), 0) : this.capacity,
       fileSize: this.capacity,
       diskSize: (await this.namespace.stat(this.path)).allocated ?? this.capacity,
       readOnly: this.readOnly,

@@ -43,7 +43,9 @@ export class VdiImage implements Image {
 
   private constructor(private readonly file: VdiFile) {
     this.clusterSize = file.h.cbBlock;
-    this.capabilities = file.readOnly ? READ_ONLY_CAPABILITIES : VDI_CAPABILITIES;
+    // a fixed image stores every block where its map says: nothing to drop or reorder
+    const caps = file.readOnly ? READ_ONLY_CAPABILITIES : VDI_CAPABILITIES;
+    this.capabilities = typeOf(file) === 'fixed' ? Object.freeze({ ...caps, compact: 'none', defragment: 'none' }) : caps;
     this.alloc = new VdiMap(file);
   }
 

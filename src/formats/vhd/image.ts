@@ -47,7 +47,9 @@ export class VhdImage implements Image {
   private readonly map: VhdMap;
 
   private constructor(private readonly file: VhdFile) {
-    this.capabilities = file.readOnly ? READ_ONLY_CAPABILITIES : VHD_CAPABILITIES;
+    // a fixed image has no block table: nothing to drop or reorder
+    const caps = file.readOnly ? READ_ONLY_CAPABILITIES : VHD_CAPABILITIES;
+    this.capabilities = typeOf(file) === 'fixed' ? Object.freeze({ ...caps, compact: 'none', defragment: 'none' }) : caps;
     this.map = new VhdMap(file);
   }
 

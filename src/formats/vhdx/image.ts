@@ -85,7 +85,9 @@ export class VhdxImage implements Image {
   readonly clusterSize: number;
 
   constructor(private readonly state: VhdxState) {
-    this.capabilities = state.readOnly ? READ_ONLY_CAPABILITIES : VHDX_CAPABILITIES;
+    // a fixed image keeps every block allocated: nothing to drop (its blocks can still be put in order)
+    const caps = state.readOnly ? READ_ONLY_CAPABILITIES : VHDX_CAPABILITIES;
+    this.capabilities = state.fixed ? Object.freeze({ ...caps, compact: 'none' }) : caps;
     this.clusterSize = state.params.logicalSectorSize;
   }
 
