@@ -267,10 +267,29 @@ async function committedFrom(ns: Namespace, parentPath: string, expected: string
 
 export class ChainImage implements Image {
   private closed = false;
+  /** present when the top link can discard (Image.discard) */
+  readonly discard?: (offset: number, length: number) => Promise<void>;
   constructor(
     /** top first */
     readonly layers: Image[],
-  ) {}
+  ) {
+    if (layers[0]?.discard) this.discard = (offset, length) => this.discardThrough(offset, length);
+  }
+
+  /**
+   * The top discards the whole clusters; the parts of clusters at either end are written as
+   * zeros through the chain, which copies the rest of such a cluster up from below first (the
+   * top, opened for a caller that does copy-on-write, would not).
+   */
+  private async discardThrough(offset: number, length: number): Promise<void> {
+    const g = this.clusterSize;
+    const end = offset + length;
+    const first = Math.min(Math.ceil(offset / g) * g, end);
+    const last = end === this.capacity ? end : Math.max(Math.floor(end / g) * g, first);
+    if (first > offset) await this.write(Buffer.alloc(first - offset), offset);
+    if (last > first) await this.top.discard!(first, last - first);
+    if (end > last) await this.write(Buffer.alloc(end - last), last);
+  }
 
   private get top(): Image {
     return this.layers[0]!;

@@ -89,11 +89,8 @@ const KNOWN_GAPS: Record<string, string> = {
   'vhd dynamic: resize grow-shrink': 'a shrink leaves the dropped blocks in the file: check then reports a leak',
   'vhdx dynamic: resize grow-shrink': 'a shrink leaves the dropped blocks in the file: check then reports a leak',
 };
-/** a chain (a child opened with its parents) says discard 'native' but has no discard: Disk refuses a discard open */
-const CHAIN_DISCARD_GAP = "a chain's capabilities say discard 'native'; Disk.open({ discard: true }) refuses NOTSUPPORTED";
 
 function gap(row: Row, step: string, caps?: Capabilities): string | undefined {
-  if (row.child && step === 'discard native') return CHAIN_DISCARD_GAP;
   // a raw file whose holes the host reports counts only its data; one read to find zeros does not
   if (row.format === 'raw' && step === 'info allocatedBytes' && caps?.blockStatus === 'native') return undefined;
   return KNOWN_GAPS[`${row.format} ${row.type}${row.child ? ' child' : ''}: ${step}`];
