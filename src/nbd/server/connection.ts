@@ -6,6 +6,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
+import { BufferPool } from './buffers.js';
 import { ByteReader } from './reader.js';
 import type { ExportBackend } from './backend.js';
 import type { Budget } from './limits.js';
@@ -55,6 +56,8 @@ export class Connection {
   transmitting = false;
   /** set once the socket is gone or being torn down */
   closing = false;
+  /** READ reply buffers for reuse (8 MiB: 16 requests in flight of nbdcopy's 256 KiB, twice) */
+  readonly buffers = new BufferPool(8 * 1024 * 1024, 4 * 1024 * 1024);
   private readonly closedPromise: Promise<void>;
   private drainWait: Promise<void> | undefined;
   private closedResolve!: () => void;
@@ -87,13 +90,23 @@ export class Connection {
 
   /** queue bytes on the socket; false once the socket is gone */
   send(...parts: Buffer[]): boolean {
+    return this.sendThen(parts);
+  }
+
+  /**
+   * queue bytes on the socket; `written` runs once the socket has handed them all to the kernel
+   * (not at all when the socket is already gone: then false)
+   */
+  sendThen(parts: Buffer[], written?: () => void): boolean {
     if (this.closing || this.socket.destroyed) return false;
+    const cb = written && ((err?: Error | null) => void (err || written()));
     if (parts.length === 1) {
-      this.socket.write(parts[0]!);
+      this.socket.write(parts[0]!, cb);
       return true;
     }
     this.socket.cork();
-    for (const p of parts) this.socket.write(p);
+    for (let i = 0; i < parts.length - 1; i++) this.socket.write(parts[i]!);
+    this.socket.write(parts[parts.length - 1]!, cb);
     this.socket.uncork();
     return true;
   }
