@@ -20,16 +20,17 @@ export interface FileOpenOptions {
  * Reads up to SYNC_READ_MAX are done synchronously while the file's pages come from the page
  * cache: a 4 KiB pread there takes microseconds, while the thread-pool round trip of an async
  * read (queue, wake a worker, wake the loop, resolve) costs about as much CPU again as the whole
- * request does in the NBD server (random 4 KiB reads: ~30 -> ~15 us of server CPU each; nbdcopy's
- * 256 KiB reads: ~18 % less server CPU). A read slower than SLOW_SYNC_READ_MS plus
- * SLOW_MS_PER_MIB per MiB (memory copies run at several GiB/s) SLOW_RUN times in a row went to
- * the device, and then every read of this file goes through the thread pool for
- * ASYNC_AFTER_SLOW_MS, so a cold disk blocks the event loop for a few device reads per period
- * and parallel reads keep their queue depth. One slow read alone is not enough: on a busy
- * machine the process is now and then preempted inside a cached read (seen: 2 in 1250 reads at
- * a load of 40 on 2 cores, which with a one-read rule kept 80 % of reads in the pool).
+ * request does in the NBD server (random 4 KiB reads: ~30 -> ~15 us of server CPU each). Larger
+ * reads stay in the pool: synchronous 256 KiB reads cut nbdcopy's server CPU by a further ~18 %
+ * but made its copies slower (the loop copies file data instead of writing other replies while
+ * a worker copies). A read slower than SLOW_SYNC_READ_MS plus SLOW_MS_PER_MIB per MiB, SLOW_RUN
+ * times in a row, went to the device, and then every read of this file goes through the thread
+ * pool for ASYNC_AFTER_SLOW_MS, so a cold disk blocks the event loop for a few device reads per
+ * period and parallel reads keep their queue depth. One slow read alone is not enough: on a
+ * busy machine the process is now and then preempted inside a cached read (seen: 2 in 1250
+ * reads at a load of 40 on 2 cores, which with a one-read rule kept 80 % of reads in the pool).
  */
-const SYNC_READ_MAX = 1024 * 1024;
+const SYNC_READ_MAX = 64 * 1024;
 const SLOW_SYNC_READ_MS = 0.2;
 const SLOW_MS_PER_MIB = 0.5;
 const SLOW_RUN = 2;
