@@ -36,6 +36,8 @@ export interface ServerContext {
   shuttingDown: boolean;
   /** called for server-side events worth a log line */
   log?: (msg: string) => void;
+  /** READ reply buffers shared by the connections (else each connection keeps its own) */
+  buffers?: BufferPool;
 }
 
 export class Connection {
@@ -56,8 +58,8 @@ export class Connection {
   transmitting = false;
   /** set once the socket is gone or being torn down */
   closing = false;
-  /** READ reply buffers for reuse (8 MiB: 16 requests in flight of nbdcopy's 256 KiB, twice) */
-  readonly buffers = new BufferPool(8 * 1024 * 1024, 4 * 1024 * 1024);
+  /** READ reply buffers for reuse: the server's, or 8 MiB of its own (16 of nbdcopy's 256 KiB, twice) */
+  readonly buffers: BufferPool;
   private readonly closedPromise: Promise<void>;
   private drainWait: Promise<void> | undefined;
   private closedResolve!: () => void;
@@ -68,6 +70,7 @@ export class Connection {
     readonly id: number,
   ) {
     this.socket = raw;
+    this.buffers = ctx.buffers ?? new BufferPool(8 * 1024 * 1024, 4 * 1024 * 1024);
     this.reader = new ByteReader(raw);
     this.closedPromise = new Promise((r) => (this.closedResolve = r));
     raw.on('error', () => {});
