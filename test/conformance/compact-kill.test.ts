@@ -21,6 +21,9 @@ import { killRuns, readAll, type KillKind } from '../helpers/in-place-kill.js';
 import { xorshiftBytes } from '../helpers/prng.js';
 import { describeRun, run, skipUnless } from '../helpers/tools.js';
 
+/** qemu-img's word for a VDI count above the map's entries, which a killed compact leaves (a leak) */
+const VDI_COUNT_ABOVE = /^ERROR: allocated blocks mismatch, is \d+, should be \d+$/;
+
 const MiB = 2 ** 20;
 
 interface Kind extends KillKind {
@@ -33,8 +36,8 @@ interface Kind extends KillKind {
 }
 
 const KINDS: Kind[] = [
-  { label: 'vdi', format: 'vdi', ext: 'vdi', unit: MiB, units: 16, create: {}, qemuCheck: true, tolerated: [] },
-  { label: 'vdi qemu-made', format: 'vdi', ext: 'vdi', unit: MiB, units: 16, create: {}, qemuCheck: true, tolerated: [], qemuMade: true },
+  { label: 'vdi', format: 'vdi', ext: 'vdi', unit: MiB, units: 16, create: {}, qemuCheck: true, tolerated: [], qemuTolerated: VDI_COUNT_ABOVE },
+  { label: 'vdi qemu-made', format: 'vdi', ext: 'vdi', unit: MiB, units: 16, create: {}, qemuCheck: true, tolerated: [], qemuTolerated: VDI_COUNT_ABOVE, qemuMade: true },
   { label: 'qcow2', format: 'qcow2', ext: 'qcow2', unit: 64 * 1024, units: 16, create: {}, qemuCheck: true, tolerated: [] },
   { label: 'vhdx', format: 'vhdx', ext: 'vhdx', unit: MiB, units: 16, create: { blockSize: MiB }, qemuCheck: true, tolerated: ['logGuid'] },
   { label: 'vhd', format: 'vhd', ext: 'vhd', unit: 2 * MiB, units: 8, create: {}, qemuCheck: false, tolerated: [] },

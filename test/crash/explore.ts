@@ -58,11 +58,6 @@ export interface CellResult {
  */
 export const TOLERATED: { format: string; pattern: RegExp; why: string; open?: boolean }[] = [
   {
-    format: 'vdi',
-    pattern: /^VdiHeader\.cBlocksAllocated: cBlocksAllocated is \d+ but the block map has \d+ valid allocated blocks$/,
-    why: 'the count (header) and the map entry lie in different sectors: a power cut between them leaves the count one step off; a read-write open re-derives it from the map, check -r rewrites it (vdi/NOTES.md)',
-  },
-  {
     format: 'vhd',
     pattern: /^footer copy\.copy: the footer copy at offset 0 differs from the footer at the end/,
     why: 'the two footers cannot be written at once: the end footer (authoritative) is written first; a read-write open or check -r rewrites the copy (vhd/NOTES.md)',

@@ -5,10 +5,11 @@
  * 256 MiB; then the server SIGKILLed at 20 random moments of a write load: every write
  * acknowledged with FUA, or before a FLUSH that completed, reads back, and the image has no
  * corruption (vdkit's check; leaks allowed; VHDX after the log replay its next open does).
- * qcow2, VMDK, VHD and VHDX, five kills each. VDI is
- * left out: a kill between a new block's map entry and the header count leaves the count one
- * short, which check reports as a corruption (as qemu-img does) and vdkit's next read-write open
- * repairs (src/formats/vdi/image.ts), so it fails this test's check-right-after-the-kill rule.
+ * qcow2, VMDK, VHD, VHDX and VDI, five kills each. A VDI killed between a new block's header
+ * count and its map entry has a count above the entries: a leak to vdkit's check (VirtualBox's
+ * and QEMU's allocators write in the same order and never reuse a live slot because of it),
+ * a corruption to `qemu-img check`, which counts any count mismatch, so qemu-img's verdict on
+ * VDI accepts that one message (src/formats/vdi/NOTES.md "Crash-safe write order").
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -210,8 +211,9 @@ test('server SIGKILLed at 20 random moments of a write load: every write made du
     ['vmdk', ['-f', 'vmdk']],
     ['vpc', ['-f', 'vpc', '-o', 'force_size=on']],
     ['vhdx', ['-f', 'vhdx', '-o', 'block_size=1M']],
+    ['vdi', ['-f', 'vdi']],
   ];
-  // the four formats run side by side (each its own server process), to keep the wall time down
+  // the five formats run side by side (each its own server process), to keep the wall time down
   await Promise.all(
     formats.map(async ([fmt, args], k) => {
       const rand = mulberry32(20 + k);
@@ -240,7 +242,12 @@ test('server SIGKILLed at 20 random moments of a write load: every write made du
       }
       t.diagnostic(`${fmt}: ${used} writes sent over 5 kills, ${survived.size} durable ones read back`);
       assert.ok(survived.size > 0, 'some writes were made durable');
-      if (fmt !== 'vpc') {
+      if (fmt === 'vdi') {
+        // qemu-img calls a count above the entries an error; nothing else may be wrong
+        const chk = await run('qemu-img', ['check', '-f', fmt, image]);
+        const errors = `${chk.stdout}${chk.stderr}`.split('\n').filter((l) => l.startsWith('ERROR'));
+        assert.ok(chk.code === 0 || (chk.code === 2 && errors.length === 1 && errors[0]!.startsWith('ERROR: allocated blocks mismatch')), `qemu-img check vdi: ${chk.stdout}${chk.stderr}`);
+      } else if (fmt !== 'vpc') {
         const chk = await run('qemu-img', ['check', '-f', fmt, image]);
         assert.ok(chk.code === 0 || chk.code === 3, `qemu-img check ${fmt}: ${chk.stdout}${chk.stderr}`); // 3: leaks only
       }

@@ -8,11 +8,14 @@
  *   rewritten.
  * - Findings, by what they risk:
  *   corruption: a map entry past the data area (>= cBlocks) or past the end of the file, two
- *   entries naming one physical block, cBlocksAllocated different from the entries (QEMU
- *   counts that as an error too: its next allocation would overwrite a block), a differencing
+ *   entries naming one physical block, cBlocksAllocated below a used slot + 1 (the next
+ *   allocation, VirtualBox's, QEMU's or ours, would overwrite a live block), a differencing
  *   image without a parent UUID;
  *   leak: physical blocks no entry names — holes inside the data area, and bytes after the last
- *   block;
+ *   block; cBlocksAllocated above the entries and at or past every used slot (a kill between
+ *   the header and the map entry of an allocation, in VirtualBox's and QEMU's order and ours:
+ *   nothing is lost; QEMU's check counts any difference as a corruption, VirtualBox's repair
+ *   ignores the count);
  *   warning: a base carrying a parent UUID (the VirtualBox 3.x copy bug), cbDisk not a multiple
  *   of 512.
  * - Which entry keeps a shared block: the first in map order (VirtualBox's choice); in a fixed
@@ -155,10 +158,22 @@ export async function checkVdiStore(store: ByteStore, path: string, opts: CheckO
     maxIndex = p;
   }
 
-  // cBlocksAllocated against the entries
+  // cBlocksAllocated against the entries: allocators (VirtualBox's, QEMU's, ours) put the next
+  // block at slot cBlocksAllocated, so a count at or above every used slot only leaves slots
+  // unused (a leak: what an allocation killed between the header and the map entry leaves, in
+  // all three writers' order); a count below a used slot gets a live block overwritten
+  const countHigh = h.cBlocksAllocated > used && h.cBlocksAllocated >= maxIndex + 1;
   const countFinding: CheckFinding | undefined =
     h.cBlocksAllocated !== used
-      ? { kind: 'corruption', message: `cBlocksAllocated is ${h.cBlocksAllocated} but the block map has ${used} valid allocated blocks`, struct: 'VdiHeader', field: 'cBlocksAllocated', offset: VdiHeaderV1.offsetOf('cBlocksAllocated') }
+      ? {
+          kind: countHigh ? 'leak' : 'corruption',
+          message: countHigh
+            ? `cBlocksAllocated is ${h.cBlocksAllocated} but the block map has ${used} valid allocated blocks: ${h.cBlocksAllocated - used} counted slot${h.cBlocksAllocated - used === 1 ? ' is' : 's are'} used by no entry (an allocation interrupted before its map entry); a repair sets the count from the map`
+            : `cBlocksAllocated is ${h.cBlocksAllocated} but the block map has ${used} valid allocated blocks, the highest at slot ${maxIndex}: the next allocation would overwrite a live block`,
+          struct: 'VdiHeader',
+          field: 'cBlocksAllocated',
+          offset: VdiHeaderV1.offsetOf('cBlocksAllocated'),
+        }
       : undefined;
   if (countFinding) findings.push(countFinding);
 

@@ -8,10 +8,12 @@
  * - The whole map is validated when the image is opened (every index inside the file, none used
  *   twice, found with a bitmap after a pigeonhole count) and kept in memory; its size is bounded
  *   by the file size before anything is allocated.
- * - Crash-safe write order for a new block: the whole block at the end of the data area first,
- *   then its map entry, then the header's cBlocksAllocated. A crash leaves at worst a block past
- *   the end of the data area (overwritten by the next allocation) or a count one short of the map
- *   (re-derived from the map at the next read-write open).
+ * - Crash-safe write order for a new block, VirtualBox's and QEMU's: the whole block at the end
+ *   of the data area, then the header's cBlocksAllocated, then its map entry. A kill leaves at
+ *   worst a block past the end of the data area or a count above the map's entries, with no
+ *   entry at or past the count: a leak (the next allocation, ours or theirs, goes past it; the
+ *   next read-write open or a repair sets the count from the map). The opposite order left a
+ *   count below a live entry, where VirtualBox's and QEMU's allocators would reuse that block.
  * - uuidModify gets a new random value before the first change of a session (VirtualBox does
  *   the same), unless the caller preserves identity (chain operations).
  * - Differencing images record only their parent's UUIDs, never a path: backing() asks the
@@ -210,7 +212,7 @@ export class VdiImage implements Image {
     }
   }
 
-  /** New blocks: data at the end of the data area, then their map entries, then the header count. */
+  /** New blocks: data at the end of the data area, then the header count, then their map entries. */
   private async allocate(fresh: { block: number; buf: Buffer }[]): Promise<void> {
     const first = this.file.nextIndex;
     if (first + fresh.length > Math.min(this.file.h.cBlocks, BLOCK_ZERO)) {
@@ -223,15 +225,16 @@ export class VdiImage implements Image {
       bufs.push(f.buf);
     }
     await this.file.store.writev(this.file.h.offData + first * this.file.stride, bufs);
-    // the blocks durable before a map entry names them: a power cut keeps any subset of the
-    // writes since the last flush, and an entry without its block names bytes past the end of
-    // the file or never written (found by the crash explorer, test/crash/)
-    await this.file.store.flush();
-    fresh.forEach((f, i) => (this.file.map[f.block] = first + i));
-    await this.alloc.writeMapEntries(fresh.map((f) => f.block));
     this.file.nextIndex = first + fresh.length;
     this.file.h.cBlocksAllocated = this.file.nextIndex;
     await writeHeader(this.file);
+    // the blocks and the count durable before a map entry names them: a power cut keeps any
+    // subset of the writes since the last flush, and an entry without its block names bytes past
+    // the end of the file, one past the count a block the next allocation reuses (found by the
+    // crash explorer, test/crash/)
+    await this.file.store.flush();
+    fresh.forEach((f, i) => (this.file.map[f.block] = first + i));
+    await this.alloc.writeMapEntries(fresh.map((f) => f.block));
   }
 
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {

@@ -57,38 +57,31 @@ export class VdiMap {
   }
 
   /**
-   * Crash-safe order (NOTES.md "Compact and discard"). QEMU's check (and ours) calls any
-   * difference between cBlocksAllocated and the allocated entries a corruption, so the count and
-   * the entries change in ONE write: 1. the dropped entries FREE/ZERO and the new count, written
-   * as a single write from the header to the last changed entry (the bytes between are read and
-   * written back unchanged), flush: their slots become holes, a leak; 2. the relayout engine
+   * Crash-safe order (NOTES.md "Compact and discard"): 1. the dropped entries FREE/ZERO, flush
+   * (their slots become holes under an unchanged count: a leak); 2. the relayout engine
    * (vdiRelayout) copies the highest live blocks into the lowest holes, flush, then their
-   * entries, flush (the count does not change: the same blocks stay allocated); 3. the file cut
-   * after the last block only when no entry points there any more (a kill before it leaves a
-   * trailing leak).
-   * Why one write is enough: a fatal signal stops a write only between pages, and the header
-   * and the first 896 entries of a map right after the header (QEMU's layout) share page 0; a
-   * map further out (VirtualBox's, at 1 MiB) makes the write longer, so a kill landing inside
-   * the copy itself could still split it (the count then differs from the entries; a repair or
-   * the next read-write open re-derives it). Between steps 1 and 2 the data area has holes and
-   * cBlocksAllocated is below the highest used slot + 1: QEMU's allocator would reuse a live
-   * slot, which is why vdkit's own read-write open refuses such an image (NEEDSREPAIR) until a
-   * repair or another compact closes the holes.
+   * entries, flush; 3. the cut: the count set to the entries, flush, then the file cut after the
+   * last block. At every step the count is at or above the highest used slot + 1, so no
+   * allocator (ours, QEMU's, VirtualBox's) puts a new block over a live one.
    */
   async dropBlocks(blocks: number[]): Promise<void> {
     await this.markDropped(blocks);
     await compactMap(vdiRelayout(this.file, this, 'compact'));
   }
 
-  /** Step 1 of dropBlocks: the entries FREE (ZERO in a child) and the count, in one write, flush. */
+  /**
+   * Step 1 of dropBlocks: the entries FREE (ZERO in a child), flush. The count stays: it is
+   * lowered only by the cut, once the blocks above it have moved down (vdiRelayout). Lowering it
+   * here, even in one write with the entries, let a power cut that tears the write keep the lower
+   * count and the old entries, a count below a live slot that the next allocation (QEMU's,
+   * VirtualBox's) would overwrite (found by the crash explorer); a count above the entries is a
+   * leak.
+   */
   async markDropped(blocks: number[]): Promise<void> {
     if (blocks.length === 0) return;
     const mark = this.file.h.type === TYPE_DIFF ? BLOCK_ZERO : BLOCK_FREE;
     for (const b of blocks) this.file.map[b] = mark;
-    let allocated = 0;
-    for (let i = 0; i < this.file.map.length; i++) if (this.file.map[i]! < BLOCK_ZERO) allocated++;
-    this.file.h.cBlocksAllocated = allocated;
-    await this.writeHeaderAndEntries(blocks.reduce((m, b) => Math.max(m, b), 0));
+    await this.writeMapEntries(blocks);
     await this.file.store.flush();
   }
 

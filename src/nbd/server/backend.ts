@@ -38,6 +38,8 @@ export interface ExportBackend {
   /** links in the chain (1 for a lone image) */
   readonly chainLength: number;
   read(offset: number, length: number): Promise<Buffer>;
+  /** fill `into` from `offset` (optional; the server then reuses its reply buffers) */
+  readInto?(into: Buffer, offset: number): Promise<void>;
   write(offset: number, data: Buffer, opts: { fua: boolean }): Promise<void>;
   flush(): Promise<void>;
   blockStatus(offset: number, length: number): Promise<BackendExtent[]>;

@@ -6,6 +6,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
+import { BufferPool } from './buffers.js';
 import { ByteReader } from './reader.js';
 import type { ExportBackend } from './backend.js';
 import type { Budget } from './limits.js';
@@ -35,6 +36,8 @@ export interface ServerContext {
   shuttingDown: boolean;
   /** called for server-side events worth a log line */
   log?: (msg: string) => void;
+  /** READ reply buffers shared by the connections (else each connection keeps its own) */
+  buffers?: BufferPool;
 }
 
 export class Connection {
@@ -55,6 +58,8 @@ export class Connection {
   transmitting = false;
   /** set once the socket is gone or being torn down */
   closing = false;
+  /** READ reply buffers for reuse: the server's, or 8 MiB of its own (16 of nbdcopy's 256 KiB, twice) */
+  readonly buffers: BufferPool;
   private readonly closedPromise: Promise<void>;
   private drainWait: Promise<void> | undefined;
   private closedResolve!: () => void;
@@ -65,6 +70,7 @@ export class Connection {
     readonly id: number,
   ) {
     this.socket = raw;
+    this.buffers = ctx.buffers ?? new BufferPool(8 * 1024 * 1024, 4 * 1024 * 1024);
     this.reader = new ByteReader(raw);
     this.closedPromise = new Promise((r) => (this.closedResolve = r));
     raw.on('error', () => {});
@@ -87,13 +93,23 @@ export class Connection {
 
   /** queue bytes on the socket; false once the socket is gone */
   send(...parts: Buffer[]): boolean {
+    return this.sendThen(parts);
+  }
+
+  /**
+   * queue bytes on the socket; `written` runs once the socket has handed them all to the kernel
+   * (not at all when the socket is already gone: then false)
+   */
+  sendThen(parts: Buffer[], written?: () => void): boolean {
     if (this.closing || this.socket.destroyed) return false;
+    const cb = written && ((err?: Error | null) => void (err || written()));
     if (parts.length === 1) {
-      this.socket.write(parts[0]!);
+      this.socket.write(parts[0]!, cb);
       return true;
     }
     this.socket.cork();
-    for (const p of parts) this.socket.write(p);
+    for (let i = 0; i < parts.length - 1; i++) this.socket.write(parts[i]!);
+    this.socket.write(parts[parts.length - 1]!, cb);
     this.socket.uncork();
     return true;
   }

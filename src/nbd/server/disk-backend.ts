@@ -50,6 +50,7 @@ export function diskBackend(disk: Disk, opts: { canDiscard?: boolean; chainLengt
     blockSizes: { minimum: 1, preferred, maximum: MAX_PAYLOAD },
     chainLength: opts.chainLength ?? 1,
     read: (offset, length) => disk.read(offset, length),
+    readInto: (into, offset) => disk.readInto(into, offset),
     async write(offset, data, { fua }) {
       await disk.write(offset, data);
       if (fua) await disk.flush();

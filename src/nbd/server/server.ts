@@ -10,6 +10,7 @@ import { hostFiles } from '../../storage/file.js';
 import { DiskError } from '../../core/errors.js';
 import { DEFAULT_PORT } from '../protocol/constants.js';
 import type { ExportSpec } from './backend.js';
+import { BufferPool } from './buffers.js';
 import { Connection, type ServerContext } from './connection.js';
 import { openDiskBackend } from './disk-backend.js';
 import { ExportTable } from './exports.js';
@@ -109,6 +110,10 @@ export async function serve(opts: ServeOptions): Promise<NbdServer> {
     multiConn: shared > 1,
     shuttingDown: false,
     log: opts.log,
+    // one pool for all connections: clients that reconnect (nbdcopy, qemu-img, backup tools
+    // opening a connection per disk) reuse the buffers instead of growing new ones, which the
+    // garbage collector then has to find
+    buffers: new BufferPool(32 * 1024 * 1024, 4 * 1024 * 1024),
   };
 
   // the images named up front are opened now, so a bad one fails serve() instead of a client,

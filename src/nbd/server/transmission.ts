@@ -146,14 +146,24 @@ async function execute(conn: Connection, backend: ExportBackend, req: NbdRequest
   switch (req.type) {
     case Cmd.READ: {
       if (len > MAX_PAYLOAD) throw new RequestError(NbdErr.EINVAL, `read of ${len} bytes is above the ${MAX_PAYLOAD}-byte maximum`);
-      const data = len ? await backend.read(off, len) : Buffer.alloc(0);
-      if (conn.structured) {
-        const t = target(conn, req);
-        if (len === 0) conn.send(encodeNoneChunk(t));
-        else conn.send(encodeDataChunkHead(t, off, len, true), data);
-      } else {
-        conn.send(encodeSimpleReply(0, req.cookie), data);
+      if (len === 0) {
+        conn.send(conn.structured ? encodeNoneChunk(target(conn, req)) : encodeSimpleReply(0, req.cookie));
+        return;
       }
+      let data: Buffer;
+      let pooled = false;
+      if (backend.readInto) {
+        data = conn.buffers.take(len);
+        try {
+          await backend.readInto(data, off);
+        } catch (err) {
+          conn.buffers.give(data);
+          throw err;
+        }
+        pooled = true;
+      } else data = await backend.read(off, len);
+      const head = conn.structured ? encodeDataChunkHead(target(conn, req), off, len, true) : encodeSimpleReply(0, req.cookie);
+      conn.sendThen([head, data], pooled ? () => conn.buffers.give(data) : undefined);
       return;
     }
     case Cmd.WRITE:
