@@ -7,6 +7,7 @@
  * reported as zero, and copy loops skip that pass and detect zeros as they copy, so such a
  * source is read once, not twice.
  */
+import { appendExtent } from '../common/extents.js';
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -83,9 +84,7 @@ export class RawImage implements Image {
         // blocks aligned to 64 KiB in disk offsets
         const e = Math.min(n, b + ZERO_BLOCK - ((at + b) % ZERO_BLOCK));
         const state = chunk.compare(ZEROS, 0, e - b, b, e) === 0 ? 'zero' : 'data';
-        const last = out[out.length - 1];
-        if (last && last.state === state) last.length += e - b;
-        else out.push({ offset: at + b, length: e - b, state });
+        appendExtent(out, at + b, e - b, state);
         b = e;
       }
     }

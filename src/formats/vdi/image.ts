@@ -19,11 +19,13 @@
  */
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
-import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
 import { checkVdiStore } from './check.js';
 import { BLOCK_FREE, BLOCK_ZERO, SECTOR, TYPE_DIFF, TYPE_FIXED, isNullUuid, uuidToText, type VdiHeaderValue } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
 import { ZEROS, planRead } from '../common/read-plan.js';
+import { appendExtent, dataBytes } from '../common/extents.js';
+import { unitSpans } from '../../core/ints.js';
 import { VDI_CAPABILITIES, type HeaderKind } from './layout.js';
 import { checkCount, parse } from './open.js';
 import { VdiMap } from './map.js';
@@ -174,12 +176,7 @@ export class VdiImage implements Image {
     const direct: Promise<void>[] = [];
     const fresh: { block: number; buf: Buffer }[] = [];
     const zeroed: number[] = [];
-    let pos = 0;
-    while (pos < data.length) {
-      const at = offset + pos;
-      const b = Math.floor(at / bs);
-      const within = at - b * bs;
-      const n = Math.min(bs - within, data.length - pos);
+    for (const { index: b, within, pos, n } of unitSpans(offset, data.length, bs)) {
       const chunk = data.subarray(pos, pos + n);
       const e = this.file.map[b]!;
       if (e < BLOCK_ZERO) {
@@ -198,7 +195,6 @@ export class VdiImage implements Image {
           fresh.push({ block: b, buf });
         }
       }
-      pos += n;
     }
     await Promise.all(direct);
     if (fresh.length > 0) await this.allocate(fresh);
@@ -230,18 +226,9 @@ export class VdiImage implements Image {
 
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const out: BlockExtent[] = [];
-    const bs = this.file.h.cbBlock;
-    const end = offset + length;
-    let pos = offset;
-    while (pos < end) {
-      const b = Math.floor(pos / bs);
-      const n = Math.min((b + 1) * bs, end) - pos;
+    for (const { index: b, pos, n } of unitSpans(offset, length, this.file.h.cbBlock)) {
       const e = this.file.map[b]!;
-      const state: BlockState = e === BLOCK_FREE ? 'unallocated' : e === BLOCK_ZERO ? 'zero' : 'data';
-      const last = out[out.length - 1];
-      if (last && last.state === state) last.length += n;
-      else out.push({ offset: pos, length: n, state });
-      pos += n;
+      appendExtent(out, offset + pos, n, e === BLOCK_FREE ? 'unallocated' : e === BLOCK_ZERO ? 'zero' : 'data');
     }
     return out;
   }
@@ -302,8 +289,7 @@ export class VdiImage implements Image {
 
   async info(): Promise<DiskInfo> {
     const h = this.file.h;
-    let allocatedBytes = 0;
-    for (const r of await this.blockStatus(0, this.capacity)) if (r.state === 'data') allocatedBytes += r.length;
+    const allocatedBytes = dataBytes(await this.blockStatus(0, this.capacity));
     const geometry: Geometry | undefined = this.file.kind === 'v1+' && h.lchsCylinders > 0 && h.lchsHeads > 0 && h.lchsSectors > 0 ? { cylinders: h.lchsCylinders, heads: h.lchsHeads, sectors: h.lchsSectors } : undefined;
     const parent = this.file.h.type === TYPE_DIFF && !isNullUuid(h.uuidLinkage) ? uuidToText(h.uuidLinkage) : undefined;
     return {

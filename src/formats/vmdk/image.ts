@@ -22,6 +22,7 @@
  *   change and metadata; open.ts opens and validates, links.ts holds parent and identity,
  *   maintain.ts check/rename/resize/discard/compact/defragment (NOTES.md "Files").
  */
+import { dataBytes } from '../common/extents.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { writeAtomic, type Namespace } from '../../storage/namespace.js';
@@ -319,8 +320,7 @@ export class VmdkImage implements Image, LinkState {
       fileSize += st.size;
       diskSize += st.allocated ?? st.size;
     }
-    let allocatedBytes = 0;
-    for (const r of await this.blockStatus(0, this.capacity)) if (r.state === 'data') allocatedBytes += r.length;
+    const allocatedBytes = dataBytes(await this.blockStatus(0, this.capacity));
     const extents: ExtentInfo[] = this.extents.map((e, i) => ({
       path: e.path,
       type: e.line.type,
