@@ -8,6 +8,7 @@
  * source is read once, not twice.
  */
 import { appendExtent } from '../common/extents.js';
+import { oneFileInfo } from '../common/info.js';
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -109,20 +110,8 @@ export class RawImage implements Image {
   close(): Promise<void> {
     return this.store.close();
   }
-  async info(): Promise<DiskInfo> {
-    return {
-      format: 'raw',
-      type: 'raw',
-      capacity: this.capacity,
-      sectors: Math.floor(this.capacity / 512),
-      numLinks: 1,
-      extents: [{ path: this.path, type: 'raw', access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
-      allocatedBytes: this.capacity,
-      fileSize: this.capacity,
-      diskSize: (await this.namespace.stat(this.path)).allocated ?? this.capacity,
-      readOnly: this.readOnly,
-      files: [this.path],
-    };
+  info(): Promise<DiskInfo> {
+    return oneFileInfo(this, { extentType: 'raw', allocatedBytes: this.capacity, fileSize: this.capacity });
   }
   backing(): undefined {
     return undefined;

@@ -21,10 +21,11 @@ import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
 import { checkVdiStore } from './check.js';
-import { BLOCK_FREE, BLOCK_ZERO, SECTOR, TYPE_DIFF, TYPE_FIXED, isNullUuid, uuidToText, type VdiHeaderValue } from './structs.js';
+import { BLOCK_FREE, BLOCK_ZERO, TYPE_DIFF, TYPE_FIXED, isNullUuid, uuidToText, type VdiHeaderValue } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
 import { ZEROS, planRead } from '../common/read-plan.js';
-import { appendExtent, dataBytes } from '../common/extents.js';
+import { appendExtent } from '../common/extents.js';
+import { oneFileInfo } from '../common/info.js';
 import { unitSpans } from '../../core/ints.js';
 import { VDI_CAPABILITIES, type HeaderKind } from './layout.js';
 import { checkCount, parse } from './open.js';
@@ -289,29 +290,16 @@ export class VdiImage implements Image {
 
   async info(): Promise<DiskInfo> {
     const h = this.file.h;
-    const allocatedBytes = dataBytes(await this.blockStatus(0, this.capacity));
     const geometry: Geometry | undefined = this.file.kind === 'v1+' && h.lchsCylinders > 0 && h.lchsHeads > 0 && h.lchsSectors > 0 ? { cylinders: h.lchsCylinders, heads: h.lchsHeads, sectors: h.lchsSectors } : undefined;
-    const parent = this.file.h.type === TYPE_DIFF && !isNullUuid(h.uuidLinkage) ? uuidToText(h.uuidLinkage) : undefined;
-    return {
-      format: 'vdi',
-      type: this.type,
-      capacity: this.capacity,
-      sectors: Math.floor(this.capacity / SECTOR),
+    const parent = h.type === TYPE_DIFF && !isNullUuid(h.uuidLinkage) ? uuidToText(h.uuidLinkage) : undefined;
+    const id = this.identity();
+    return oneFileInfo(this, {
       geometry,
-      numLinks: 1,
-      parent,
-      cid: this.identity(),
-      parentCid: parent,
-      uuid: this.identity(),
-      version: this.file.kind === 'v0' ? 0 : 1,
-      extents: [{ path: this.path, type: this.type.toUpperCase(), access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: h.offData }],
-      allocatedBytes,
+      links: { parent, cid: id, parentCid: parent, uuid: id, version: this.file.kind === 'v0' ? 0 : 1 },
+      fileOffset: h.offData,
       fileSize: await this.file.store.size(),
-      diskSize: (await this.namespace.stat(this.path)).allocated ?? (await this.file.store.size()),
-      readOnly: this.readOnly,
-      files: [this.path],
-      ...(this.file.warnings.length > 0 ? { warnings: [...this.file.warnings] } : {}),
-    };
+      warnings: this.file.warnings,
+    });
   }
 
   // ------------------------------------------------------------------ maintenance (maintain.ts, resize.ts)

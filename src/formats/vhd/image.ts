@@ -25,11 +25,12 @@
  */
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
-import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
 import { checkVhdStore } from './check.js';
 import { BAT_UNUSED, FOOTER_SIZE, SECTOR } from './structs.js';
 import { BITS, VHD_CAPABILITIES, setBits } from './layout.js';
-import { appendExtent, appendSectorRuns, dataBytes } from '../common/extents.js';
+import { appendExtent, appendSectorRuns } from '../common/extents.js';
+import { oneFileInfo } from '../common/info.js';
 import { unitSpans } from '../../core/ints.js';
 import { loadVhd } from './open.js';
 import { VhdMap } from './map.js';
@@ -268,29 +269,14 @@ export class VhdImage implements Image {
   }
 
   async info(): Promise<DiskInfo> {
-    const allocatedBytes = dataBytes(await this.blockStatus(0, this.capacity));
     const link = this.backing();
     const f = this.file.footer;
-    const geometry: Geometry = { cylinders: f.cylinders, heads: f.heads, sectors: f.sectorsPerTrack };
-    return {
-      format: 'vhd',
-      type: this.type,
-      capacity: this.capacity,
-      sectors: this.capacity / SECTOR,
-      geometry,
-      numLinks: 1,
-      parent: link ? link.hint || link.hints?.[0] : undefined,
-      parentCid: link?.parentId,
-      uuid: this.identity(),
-      version: f.fileFormatVersion >>> 16,
-      extents: [{ path: this.path, type: this.type.toUpperCase(), access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
-      allocatedBytes,
+    return oneFileInfo(this, {
+      geometry: { cylinders: f.cylinders, heads: f.heads, sectors: f.sectorsPerTrack },
+      links: { parent: link ? link.hint || link.hints?.[0] : undefined, parentCid: link?.parentId, uuid: this.identity(), version: f.fileFormatVersion >>> 16 },
       fileSize: this.file.fileSize,
-      diskSize: (await this.namespace.stat(this.path)).allocated ?? this.file.fileSize,
-      readOnly: this.readOnly,
-      files: [this.path],
-      ...(this.file.warnings.length > 0 ? { warnings: [...this.file.warnings] } : {}),
-    };
+      warnings: this.file.warnings,
+    });
   }
 
   // ------------------------------------------------------------------ maintenance (compact.ts, defrag.ts, resize.ts)

@@ -23,7 +23,8 @@
  */
 import { writeBitmapped } from '../common/bitmapped-write.js';
 import { DYNAMIC_FIXED_CAPABILITIES } from '../common/driver.js';
-import { appendExtent, appendSectorRuns, dataBytes } from '../common/extents.js';
+import { appendExtent, appendSectorRuns } from '../common/extents.js';
+import { oneFileInfo } from '../common/info.js';
 import { unitSpans } from '../../core/ints.js';
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
@@ -316,27 +317,11 @@ export class VhdxImage implements Image {
   }
 
   async info(): Promise<DiskInfo> {
-    const allocatedBytes = dataBytes(await this.blockStatus(0, this.state.capacity));
     const link = backing(this.state);
-    const warnings = this.state.findings.filter((f) => !f.repaired).map((f) => f.message);
-    return {
-      format: 'vhdx',
-      type: this.state.type,
-      capacity: this.state.capacity,
-      sectors: this.state.capacity / 512,
-      numLinks: 1,
-      parent: link ? link.hint || link.hints?.[0] : undefined,
-      cid: identity(this.state),
-      parentCid: link?.parentId,
-      uuid: guidText(this.state.virtualDiskId, 'le'),
-      version: this.state.header.version,
-      extents: [{ path: this.state.path, type: this.state.type.toUpperCase(), access: this.state.readOnly ? 'RDONLY' : 'RW', length: this.state.capacity, virtualOffset: 0, fileOffset: 0 }],
-      allocatedBytes,
+    return oneFileInfo(this, {
+      links: { parent: link ? link.hint || link.hints?.[0] : undefined, cid: identity(this.state), parentCid: link?.parentId, uuid: guidText(this.state.virtualDiskId, 'le'), version: this.state.header.version },
       fileSize: this.state.fileSize,
-      diskSize: (await this.state.namespace.stat(this.state.path)).allocated ?? (await this.state.store.size()),
-      readOnly: this.state.readOnly,
-      files: [this.state.path],
-      ...(warnings.length > 0 ? { warnings } : {}),
-    };
+      warnings: this.state.findings.filter((f) => !f.repaired).map((f) => f.message),
+    });
   }
 }
