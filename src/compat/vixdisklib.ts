@@ -106,19 +106,22 @@ export * from './vixdisklib-admin.js';
 // Start up and shut down
 
 /**
- * VixDiskLib_Init(majorVersion, minorVersion, log, warn, panic, libDir): `log` gets information,
- * `warn` warnings and every failed call, `panic` vdkit's internal errors (vixdisklib-log.ts);
- * a null one falls back to `log`. libDir has no use here (nothing is loaded).
+ * VixDiskLib_Init's parameters: `log` gets information, `warn` warnings and every failed call,
+ * `panic` vdkit's internal errors (vixdisklib-log.ts); a null one falls back to `log`. libDir
+ * has no use here (nothing is loaded). InitEx takes a config file after them.
  */
-export async function VixDiskLib_Init(
+type InitParams = [
   majorVersion: number,
   minorVersion: number,
   log?: VixDiskLibGenericLogFunc | null,
   warn?: VixDiskLibGenericLogFunc | null,
   panic?: VixDiskLibGenericLogFunc | null,
   libDir?: string | null,
-): Promise<number> {
-  return initWith(majorVersion, minorVersion, { log, warn, panic }, libDir, null);
+];
+
+/** VixDiskLib_Init(majorVersion, minorVersion, log, warn, panic, libDir): InitEx without a config file */
+export function VixDiskLib_Init(...params: InitParams): Promise<number> {
+  return initWith(params, null);
 }
 
 /**
@@ -126,25 +129,12 @@ export async function VixDiskLib_Init(
  * (tmpDirectory, vixDiskLib.transport.LogLevel, vixDiskLib.nfc.*) are described in
  * vixdisklib-log.ts. A file that cannot be read or parsed fails the call (nothing initialised).
  */
-export async function VixDiskLib_InitEx(
-  majorVersion: number,
-  minorVersion: number,
-  log?: VixDiskLibGenericLogFunc | null,
-  warn?: VixDiskLibGenericLogFunc | null,
-  panic?: VixDiskLibGenericLogFunc | null,
-  libDir?: string | null,
-  configFile?: string | null,
-): Promise<number> {
-  return initWith(majorVersion, minorVersion, { log, warn, panic }, libDir, configFile ?? null);
+export function VixDiskLib_InitEx(...params: [...InitParams, configFile?: string | null]): Promise<number> {
+  return initWith(params.slice(0, 6) as InitParams, params[6] ?? null);
 }
 
-async function initWith(
-  majorVersion: number,
-  minorVersion: number,
-  funcs: { log?: VixDiskLibGenericLogFunc | null; warn?: VixDiskLibGenericLogFunc | null; panic?: VixDiskLibGenericLogFunc | null },
-  _libDir: string | null | undefined,
-  configFile: string | null,
-): Promise<number> {
+async function initWith([majorVersion, minorVersion, logFunc, warn, panic]: InitParams, configFile: string | null): Promise<number> {
+  const funcs = { log: logFunc, warn, panic };
   // failures of Init itself go to the callbacks just given
   lib.logger = new VixLogger(funcs);
   return call(async () => {
