@@ -17,7 +17,7 @@
  * - Differencing images record only their parent's UUIDs, never a path: backing() asks the
  *   chain layer to look for the parent by identity (the creation UUID, RFC-4122 text).
  */
-import { DiskError } from '../../core/errors.js';
+import { DiskError, runAll } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
 import { checkVdiStore } from './check.js';
@@ -241,18 +241,7 @@ export class VdiImage implements Image {
   async close(): Promise<void> {
     if (this.file.closed) return;
     this.file.closed = true;
-    let first: unknown;
-    try {
-      if (!this.readOnly) await this.file.store.flush();
-    } catch (err) {
-      first = err;
-    }
-    try {
-      await this.file.store.close();
-    } catch (err) {
-      first ??= err;
-    }
-    if (first) throw first;
+    await runAll([() => !this.readOnly && this.file.store.flush(), () => this.file.store.close()]);
   }
 
   // ------------------------------------------------------------------ discard / compact

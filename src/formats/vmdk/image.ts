@@ -23,7 +23,7 @@
  *   maintain.ts check/rename/resize/discard/compact/defragment (NOTES.md "Files").
  */
 import { dataBytes } from '../common/extents.js';
-import { DiskError } from '../../core/errors.js';
+import { DiskError, runAll } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { writeAtomic, type Namespace } from '../../storage/namespace.js';
 import type { BackingLink, BlockExtent, Capabilities, CheckOptions, DiskInfo, ExtentInfo, Geometry, Image, ImageMaintenance, InPlaceOptions } from '../types.js';
@@ -229,24 +229,15 @@ export class VmdkImage implements Image, LinkState {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    let first: unknown;
-    try {
-      if (!this.readOnly) {
-        await this.flush();
-        for (const s of this.writableSparse) await s.setUncleanShutdown(false);
-        await this.flush();
-      }
-    } catch (err) {
-      first = err;
-    }
-    for (const e of this.extents) {
-      try {
-        await e.close();
-      } catch (err) {
-        first ??= err;
-      }
-    }
-    if (first) throw first;
+    await runAll([() => this.markClean(), ...this.extents.map((e) => () => e.close())]);
+  }
+
+  /** a read-write session ends: the data durable, then the sparse extents' clean-shutdown flags */
+  private async markClean(): Promise<void> {
+    if (this.readOnly) return;
+    await this.flush();
+    for (const s of this.writableSparse) await s.setUncleanShutdown(false);
+    await this.flush();
   }
 
   // ------------------------------------------------------------------ descriptor
