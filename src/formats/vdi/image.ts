@@ -19,6 +19,7 @@
  */
 import { DiskError, runAll } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
+import { FileImage } from '../common/file-image.js';
 import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
 import { checkVdiStore } from './check.js';
 import { BLOCK_FREE, BLOCK_ZERO, TYPE_DIFF, TYPE_FIXED, isNullUuid, uuidToText, type VdiHeaderValue } from './structs.js';
@@ -38,32 +39,17 @@ import { resizeVdi } from './resize.js';
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VDI_CAPABILITIES, write: 'none' });
 
-export class VdiImage implements Image {
+export class VdiImage extends FileImage<VdiFile> implements Image {
   readonly format = 'vdi';
   readonly capabilities: Capabilities;
   readonly clusterSize: number;
   private readonly alloc: VdiMap;
 
-  private constructor(private readonly file: VdiFile) {
+  private constructor(file: VdiFile) {
+    super(file);
     this.clusterSize = file.h.cbBlock;
     this.capabilities = file.readOnly ? READ_ONLY_CAPABILITIES : VDI_CAPABILITIES;
     this.alloc = new VdiMap(file);
-  }
-
-  get path(): string {
-    return this.file.path;
-  }
-
-  get namespace(): Namespace {
-    return this.file.namespace;
-  }
-
-  get capacity(): number {
-    return this.file.capacity;
-  }
-
-  get readOnly(): boolean {
-    return this.file.readOnly;
   }
 
   // ------------------------------------------------------------------ open (open.ts) and check (check.ts)

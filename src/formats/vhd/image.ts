@@ -25,6 +25,7 @@
  */
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
+import { FileImage } from '../common/file-image.js';
 import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
 import { checkVhdStore } from './check.js';
 import { BAT_UNUSED, FOOTER_SIZE, SECTOR } from './structs.js';
@@ -43,31 +44,16 @@ import { resizeVhd } from './resize.js';
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VHD_CAPABILITIES, write: 'none' });
 
-export class VhdImage implements Image {
+export class VhdImage extends FileImage<VhdFile> implements Image {
   readonly format = 'vhd';
   readonly clusterSize = SECTOR;
   readonly capabilities: Capabilities;
   private readonly map: VhdMap;
 
-  private constructor(private readonly file: VhdFile) {
+  private constructor(file: VhdFile) {
+    super(file);
     this.capabilities = file.readOnly ? READ_ONLY_CAPABILITIES : VHD_CAPABILITIES;
     this.map = new VhdMap(file);
-  }
-
-  get path(): string {
-    return this.file.path;
-  }
-
-  get namespace(): Namespace {
-    return this.file.namespace;
-  }
-
-  get capacity(): number {
-    return this.file.capacity;
-  }
-
-  get readOnly(): boolean {
-    return this.file.readOnly;
   }
 
   get type(): string {
