@@ -298,22 +298,27 @@ export function VixDiskLib_GetTransportMode(diskHandle: VixDiskLibHandle): strin
   return 'file';
 }
 
-function checkBuffer(buf: Uint8Array, numSectors: number, path: string): void {
+/**
+ * What Read and Write check alike: the handle is live, the sector range is whole numbers and the
+ * buffer holds it; the request is then bytes, the buffer's first sectors viewed (not copied).
+ */
+function sectorRequest(diskHandle: VixDiskLibHandle, startSector: number, numSectors: number, buf: Uint8Array): { disk: Disk; offset: number; view: Buffer } {
+  const disk = liveDisk(diskHandle);
+  const path = disk.path;
+  sectors(startSector, 'startSector', path);
+  sectors(numSectors, 'numSectors', path);
   if (!(buf instanceof Uint8Array)) throw fail('INVAL', 'VIX_E_DISK_INVAL', 'the buffer must be a Buffer or Uint8Array', { path, field: 'buffer' });
   if (buf.length < numSectors * SECTOR_SIZE) {
     throw fail('INVAL', 'VIX_E_BUFFER_TOOSMALL', `the buffer holds ${buf.length} bytes; ${numSectors} sectors need ${numSectors * SECTOR_SIZE}`, { path, field: 'buffer', expected: numSectors * SECTOR_SIZE, found: buf.length });
   }
+  return { disk, offset: startSector * SECTOR_SIZE, view: Buffer.from(buf.buffer, buf.byteOffset, numSectors * SECTOR_SIZE) };
 }
 
 /** VixDiskLib_Read(diskHandle, startSector, numSectors, readBuffer): fills readBuffer */
 export async function VixDiskLib_Read(diskHandle: VixDiskLibHandle, startSector: number, numSectors: number, readBuffer: Uint8Array): Promise<number> {
   return call(async () => {
-    const disk = liveDisk(diskHandle);
-    sectors(startSector, 'startSector', disk.path);
-    sectors(numSectors, 'numSectors', disk.path);
-    checkBuffer(readBuffer, numSectors, disk.path);
-    const view = Buffer.from(readBuffer.buffer, readBuffer.byteOffset, numSectors * SECTOR_SIZE);
-    await disk.readInto(view, startSector * SECTOR_SIZE);
+    const { disk, offset, view } = sectorRequest(diskHandle, startSector, numSectors, readBuffer);
+    await disk.readInto(view, offset);
     return VIX_OK;
   });
 }
@@ -321,11 +326,8 @@ export async function VixDiskLib_Read(diskHandle: VixDiskLibHandle, startSector:
 /** VixDiskLib_Write(diskHandle, startSector, numSectors, writeBuffer) */
 export async function VixDiskLib_Write(diskHandle: VixDiskLibHandle, startSector: number, numSectors: number, writeBuffer: Uint8Array): Promise<number> {
   return call(async () => {
-    const disk = liveDisk(diskHandle);
-    sectors(startSector, 'startSector', disk.path);
-    sectors(numSectors, 'numSectors', disk.path);
-    checkBuffer(writeBuffer, numSectors, disk.path);
-    await disk.write(startSector * SECTOR_SIZE, Buffer.from(writeBuffer.buffer, writeBuffer.byteOffset, numSectors * SECTOR_SIZE));
+    const { disk, offset, view } = sectorRequest(diskHandle, startSector, numSectors, writeBuffer);
+    await disk.write(offset, view);
     return VIX_OK;
   });
 }
