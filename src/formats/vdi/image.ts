@@ -20,7 +20,7 @@
 import { DiskError, runAll } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import { FileImage } from '../common/file-image.js';
-import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, LinkRecord, OpenOptions } from '../types.js';
 import { checkVdiStore } from './check.js';
 import { BLOCK_FREE, BLOCK_ZERO, TYPE_DIFF, TYPE_FIXED, isNullUuid, uuidToText, type VdiHeaderValue } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
@@ -281,20 +281,7 @@ export class VdiImage extends FileImage<VdiFile> implements Image {
 
   /** check (above); compact, defragment; resize in place (resize.ts), which closes the image */
   maintenance(): ImageMaintenance {
-    return {
-      check: (opts: CheckOptions) => this.checkOpen(opts),
-      compact: (opts: InPlaceOptions = {}) => compact(this.file, this.alloc, opts),
-      defragment: (opts: InPlaceOptions = {}) => defragment(this.file, this.alloc, opts),
-      resize: (newCapacity: number) => this.resizeOpen(newCapacity),
-    };
-  }
-
-  private async resizeOpen(newCapacity: number): Promise<void> {
-    try {
-      await resizeVdi(this.file, this.alloc, newCapacity);
-    } finally {
-      await this.close();
-    }
+    return this.maintenanceWith(this.alloc, { check: (opts) => this.checkOpen(opts), compact, defragment, resize: resizeVdi });
   }
 
   // ------------------------------------------------------------------ metadata (metadata.ts)

@@ -26,7 +26,7 @@
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import { FileImage } from '../common/file-image.js';
-import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, LinkRecord, OpenOptions } from '../types.js';
 import { checkVhdStore } from './check.js';
 import { BAT_UNUSED, FOOTER_SIZE, SECTOR } from './structs.js';
 import { BITS, VHD_CAPABILITIES, setBits } from './layout.js';
@@ -267,23 +267,13 @@ export class VhdImage extends FileImage<VhdFile> implements Image {
 
   // ------------------------------------------------------------------ maintenance (compact.ts, defrag.ts, resize.ts)
 
-  /** check (above); compact, defragment; resize in place (resize.ts), which closes the image */
+  /** check (above); compact, defragment; resize in place (resize.ts, pending BAT entries written first), which closes the image */
   maintenance(): ImageMaintenance {
-    return {
-      check: (opts: CheckOptions) => this.checkOpen(opts),
-      compact: (opts: InPlaceOptions = {}) => compact(this.file, this.map, opts),
-      defragment: (opts: InPlaceOptions = {}) => defragment(this.file, this.map, opts),
-      resize: (newCapacity: number) => this.resizeOpen(newCapacity),
+    const resize = async (file: VhdFile, map: VhdMap, newCapacity: number) => {
+      await map.commitPending();
+      await resizeVhd(file, map, newCapacity);
     };
-  }
-
-  private async resizeOpen(newCapacity: number): Promise<void> {
-    await this.map.commitPending();
-    try {
-      await resizeVhd(this.file, this.map, newCapacity);
-    } finally {
-      await this.close();
-    }
+    return this.maintenanceWith(this.map, { check: (opts) => this.checkOpen(opts), compact, defragment, resize });
   }
 
   // ------------------------------------------------------------------ metadata (metadata.ts)
