@@ -19,7 +19,7 @@
  *   since chains a user made often point to a base in another folder.
  */
 import { basename, dirname, isAbsolute, join, relative } from '../core/names.js';
-import { DiskError } from '../core/errors.js';
+import { DiskError, runAll } from '../core/errors.js';
 import type { Namespace } from '../storage/namespace.js';
 import { readJournal } from './journal.js';
 import type { BackingChange, BackingLink, BlockExtent, Capabilities, DiskInfo, Image, ImageMaintenance, OpenOptions, ParentFacts } from '../formats/types.js';
@@ -418,15 +418,7 @@ export class ChainImage implements Image {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    let first: unknown;
-    for (const l of this.layers) {
-      try {
-        await l.close();
-      } catch (err) {
-        first ??= err;
-      }
-    }
-    if (first) throw first;
+    await runAll(this.layers.map((l) => () => l.close()));
   }
 
   async info(): Promise<DiskInfo> {

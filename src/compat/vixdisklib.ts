@@ -106,19 +106,22 @@ export * from './vixdisklib-admin.js';
 // Start up and shut down
 
 /**
- * VixDiskLib_Init(majorVersion, minorVersion, log, warn, panic, libDir): `log` gets information,
- * `warn` warnings and every failed call, `panic` vdkit's internal errors (vixdisklib-log.ts);
- * a null one falls back to `log`. libDir has no use here (nothing is loaded).
+ * VixDiskLib_Init's parameters: `log` gets information, `warn` warnings and every failed call,
+ * `panic` vdkit's internal errors (vixdisklib-log.ts); a null one falls back to `log`. libDir
+ * has no use here (nothing is loaded). InitEx takes a config file after them.
  */
-export async function VixDiskLib_Init(
+type InitParams = [
   majorVersion: number,
   minorVersion: number,
   log?: VixDiskLibGenericLogFunc | null,
   warn?: VixDiskLibGenericLogFunc | null,
   panic?: VixDiskLibGenericLogFunc | null,
   libDir?: string | null,
-): Promise<number> {
-  return initWith(majorVersion, minorVersion, { log, warn, panic }, libDir, null);
+];
+
+/** VixDiskLib_Init(majorVersion, minorVersion, log, warn, panic, libDir): InitEx without a config file */
+export function VixDiskLib_Init(...params: InitParams): Promise<number> {
+  return initWith(params, null);
 }
 
 /**
@@ -126,25 +129,12 @@ export async function VixDiskLib_Init(
  * (tmpDirectory, vixDiskLib.transport.LogLevel, vixDiskLib.nfc.*) are described in
  * vixdisklib-log.ts. A file that cannot be read or parsed fails the call (nothing initialised).
  */
-export async function VixDiskLib_InitEx(
-  majorVersion: number,
-  minorVersion: number,
-  log?: VixDiskLibGenericLogFunc | null,
-  warn?: VixDiskLibGenericLogFunc | null,
-  panic?: VixDiskLibGenericLogFunc | null,
-  libDir?: string | null,
-  configFile?: string | null,
-): Promise<number> {
-  return initWith(majorVersion, minorVersion, { log, warn, panic }, libDir, configFile ?? null);
+export function VixDiskLib_InitEx(...params: [...InitParams, configFile?: string | null]): Promise<number> {
+  return initWith(params.slice(0, 6) as InitParams, params[6] ?? null);
 }
 
-async function initWith(
-  majorVersion: number,
-  minorVersion: number,
-  funcs: { log?: VixDiskLibGenericLogFunc | null; warn?: VixDiskLibGenericLogFunc | null; panic?: VixDiskLibGenericLogFunc | null },
-  _libDir: string | null | undefined,
-  configFile: string | null,
-): Promise<number> {
+async function initWith([majorVersion, minorVersion, logFunc, warn, panic]: InitParams, configFile: string | null): Promise<number> {
+  const funcs = { log: logFunc, warn, panic };
   // failures of Init itself go to the callbacks just given
   lib.logger = new VixLogger(funcs);
   return call(async () => {
@@ -308,22 +298,27 @@ export function VixDiskLib_GetTransportMode(diskHandle: VixDiskLibHandle): strin
   return 'file';
 }
 
-function checkBuffer(buf: Uint8Array, numSectors: number, path: string): void {
+/**
+ * What Read and Write check alike: the handle is live, the sector range is whole numbers and the
+ * buffer holds it; the request is then bytes, the buffer's first sectors viewed (not copied).
+ */
+function sectorRequest(diskHandle: VixDiskLibHandle, startSector: number, numSectors: number, buf: Uint8Array): { disk: Disk; offset: number; view: Buffer } {
+  const disk = liveDisk(diskHandle);
+  const path = disk.path;
+  sectors(startSector, 'startSector', path);
+  sectors(numSectors, 'numSectors', path);
   if (!(buf instanceof Uint8Array)) throw fail('INVAL', 'VIX_E_DISK_INVAL', 'the buffer must be a Buffer or Uint8Array', { path, field: 'buffer' });
   if (buf.length < numSectors * SECTOR_SIZE) {
     throw fail('INVAL', 'VIX_E_BUFFER_TOOSMALL', `the buffer holds ${buf.length} bytes; ${numSectors} sectors need ${numSectors * SECTOR_SIZE}`, { path, field: 'buffer', expected: numSectors * SECTOR_SIZE, found: buf.length });
   }
+  return { disk, offset: startSector * SECTOR_SIZE, view: Buffer.from(buf.buffer, buf.byteOffset, numSectors * SECTOR_SIZE) };
 }
 
 /** VixDiskLib_Read(diskHandle, startSector, numSectors, readBuffer): fills readBuffer */
 export async function VixDiskLib_Read(diskHandle: VixDiskLibHandle, startSector: number, numSectors: number, readBuffer: Uint8Array): Promise<number> {
   return call(async () => {
-    const disk = liveDisk(diskHandle);
-    sectors(startSector, 'startSector', disk.path);
-    sectors(numSectors, 'numSectors', disk.path);
-    checkBuffer(readBuffer, numSectors, disk.path);
-    const view = Buffer.from(readBuffer.buffer, readBuffer.byteOffset, numSectors * SECTOR_SIZE);
-    await disk.readInto(view, startSector * SECTOR_SIZE);
+    const { disk, offset, view } = sectorRequest(diskHandle, startSector, numSectors, readBuffer);
+    await disk.readInto(view, offset);
     return VIX_OK;
   });
 }
@@ -331,11 +326,8 @@ export async function VixDiskLib_Read(diskHandle: VixDiskLibHandle, startSector:
 /** VixDiskLib_Write(diskHandle, startSector, numSectors, writeBuffer) */
 export async function VixDiskLib_Write(diskHandle: VixDiskLibHandle, startSector: number, numSectors: number, writeBuffer: Uint8Array): Promise<number> {
   return call(async () => {
-    const disk = liveDisk(diskHandle);
-    sectors(startSector, 'startSector', disk.path);
-    sectors(numSectors, 'numSectors', disk.path);
-    checkBuffer(writeBuffer, numSectors, disk.path);
-    await disk.write(startSector * SECTOR_SIZE, Buffer.from(writeBuffer.buffer, writeBuffer.byteOffset, numSectors * SECTOR_SIZE));
+    const { disk, offset, view } = sectorRequest(diskHandle, startSector, numSectors, writeBuffer);
+    await disk.write(offset, view);
     return VIX_OK;
   });
 }

@@ -158,3 +158,21 @@ export function fromSystemError(err: unknown, path?: string): DiskError {
 export function atMost(bound: number, unit = ''): string {
   return bound >= 0 ? `<= ${bound}${unit}` : `nothing: the file is too short to hold it (${-bound}${unit} short)`;
 }
+
+/**
+ * Run the steps in order, each even when one before it failed, then throw the first failure:
+ * a close that fails (a flush, one extent, one layer) must not leave the other files open.
+ */
+export async function runAll(steps: Iterable<() => unknown>): Promise<void> {
+  let failed = false;
+  let first: unknown;
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (err) {
+      if (!failed) first = err;
+      failed = true;
+    }
+  }
+  if (failed) throw first;
+}

@@ -7,6 +7,7 @@
 import type { Readable } from '../core/platform.js';
 import { DiskError } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
+import { ChunkQueue } from '../binary/chunk-queue.js';
 import type { ByteSink } from '../storage/sink.js';
 import { MemoryNamespace } from '../storage/memory.js';
 import type { Namespace } from '../storage/namespace.js';
@@ -19,8 +20,7 @@ export type { SequentialInput };
 
 /** Exact-length reads from a Readable, with a little look-ahead buffered. */
 class ByteReader implements SequentialReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly queue = new ChunkQueue();
   private readonly it: AsyncIterator<Buffer | string>;
   private ended = false;
   position = 0;
@@ -33,41 +33,21 @@ class ByteReader implements SequentialReader {
   }
 
   private async fill(n: number): Promise<void> {
-    while (this.buffered < n && !this.ended) {
+    while (this.queue.length < n && !this.ended) {
       const r = await this.it.next();
       if (r.done) {
         this.ended = true;
         break;
       }
-      const b = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
-      this.chunks.push(b);
-      this.buffered += b.length;
+      this.queue.push(typeof r.value === 'string' ? Buffer.from(r.value) : r.value);
     }
   }
 
   /** up to `n` bytes (fewer only at the end of the input) */
   async read(n: number): Promise<Buffer> {
     await this.fill(n);
-    const take = Math.min(n, this.buffered);
-    let out: Buffer;
-    if (this.chunks.length > 0 && this.chunks[0]!.length >= take) {
-      out = this.chunks[0]!.subarray(0, take);
-      this.chunks[0] = this.chunks[0]!.subarray(take);
-      if (this.chunks[0]!.length === 0) this.chunks.shift();
-    } else {
-      out = Buffer.allocUnsafe(take);
-      let at = 0;
-      while (at < take) {
-        const c = this.chunks[0]!;
-        const k = Math.min(c.length, take - at);
-        c.copy(out, at, 0, k);
-        at += k;
-        if (k === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(k);
-      }
-    }
-    this.buffered -= take;
-    this.position += take;
+    const out = this.queue.take(Math.min(n, this.queue.length));
+    this.position += out.length;
     return out;
   }
 

@@ -17,6 +17,7 @@
  *   its refcounts rebuilt first (check.ts), as QEMU does.
  */
 import { DiskError } from '../../core/errors.js';
+import { appendExtent } from '../common/extents.js';
 import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, InPlaceOptions } from '../types.js';
 import { checkQcow2 } from './check.js';
 import { compact } from './compact.js';
@@ -57,11 +58,7 @@ export class Qcow2Image extends Qcow2State implements Image {
 
   override async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const out: BlockExtent[] = [];
-    for (const s of await this.segments(offset, length)) {
-      const last = out[out.length - 1];
-      if (last && last.state === s.state) last.length += s.length;
-      else out.push({ offset: s.offset, length: s.length, state: s.state });
-    }
+    for (const s of await this.segments(offset, length)) appendExtent(out, s.offset, s.length, s.state);
     return out;
   }
 

@@ -2,7 +2,8 @@
  * Metadata keys (all read-only: they follow from the image structure) and `info`.
  */
 import { DiskError } from '../../core/errors.js';
-import type { DiskInfo } from '../types.js';
+import type { DiskInfo, ImageData } from '../types.js';
+import { oneFileInfo } from '../common/info.js';
 import type { Qcow2State } from './state.js';
 import { decodeL1, INCOMPAT } from './structs.js';
 
@@ -79,22 +80,12 @@ async function dataBytes(this: Qcow2State): Promise<number> {
   return total;
 }
 
-export async function info(this: Qcow2State): Promise<DiskInfo> {
-  const allocatedBytes = await dataBytes.call(this);
-  return {
-    format: 'qcow2',
-    type: this.type,
-    capacity: this.capacity,
-    sectors: Math.floor(this.capacity / 512),
-    numLinks: 1,
-    parent: this.backingName,
-    version: this.h.version,
-    extents: [{ path: this.path, type: 'QCOW2', access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
-    allocatedBytes,
+export async function info(this: Qcow2State & ImageData): Promise<DiskInfo> {
+  return oneFileInfo(this, {
+    links: { parent: this.backingName, version: this.h.version },
+    extentType: 'QCOW2',
+    allocatedBytes: await dataBytes.call(this),
     fileSize: this.file.size,
-    diskSize: (await this.namespace.stat(this.path)).allocated ?? this.file.size,
-    readOnly: this.readOnly,
-    files: [this.path],
-    ...(this.warnings.length > 0 ? { warnings: [...this.warnings] } : {}),
-  };
+    warnings: this.warnings,
+  });
 }

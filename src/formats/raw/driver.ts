@@ -7,6 +7,8 @@
  * reported as zero, and copy loops skip that pass and detect zeros as they copy, so such a
  * source is read once, not twice.
  */
+import { appendExtent } from '../common/extents.js';
+import { oneFileInfo } from '../common/info.js';
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -83,9 +85,7 @@ export class RawImage implements Image {
         // blocks aligned to 64 KiB in disk offsets
         const e = Math.min(n, b + ZERO_BLOCK - ((at + b) % ZERO_BLOCK));
         const state = chunk.compare(ZEROS, 0, e - b, b, e) === 0 ? 'zero' : 'data';
-        const last = out[out.length - 1];
-        if (last && last.state === state) last.length += e - b;
-        else out.push({ offset: at + b, length: e - b, state });
+        appendExtent(out, at + b, e - b, state);
         b = e;
       }
     }
@@ -111,20 +111,10 @@ export class RawImage implements Image {
     return this.store.close();
   }
   async info(): Promise<DiskInfo> {
-    return {
-      format: 'raw',
-      type: 'raw',
-      capacity: this.capacity,
-      sectors: Math.floor(this.capacity / 512),
-      numLinks: 1,
-      extents: [{ path: this.path, type: 'raw', access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
-      // where the store reports holes, what it stores; else every byte counts
-      allocatedBytes: this.holes ? ((await this.store.extents!(0, this.capacity)) ?? [{ data: true, length: this.capacity }]).reduce((n, e) => n + (e.data ? e.length : 0), 0) : this.capacity,
-      fileSize: this.capacity,
-      diskSize: (await this.namespace.stat(this.path)).allocated ?? this.capacity,
-      readOnly: this.readOnly,
-      files: [this.path],
-    };
+    // where the store reports holes, what it stores; else every byte counts
+    const known = this.holes ? await this.store.extents!(0, this.capacity) : undefined;
+    const allocatedBytes = known ? known.reduce((n, e) => n + (e.data ? e.length : 0), 0) : this.capacity;
+    return oneFileInfo(this, { extentType: 'raw', allocatedBytes, fileSize: this.capacity });
   }
   backing(): undefined {
     return undefined;

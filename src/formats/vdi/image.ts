@@ -19,13 +19,17 @@
  * - Differencing images record only their parent's UUIDs, never a path: backing() asks the
  *   chain layer to look for the parent by identity (the creation UUID, RFC-4122 text).
  */
-import { DiskError } from '../../core/errors.js';
+import { DiskError, runAll } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
-import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
+import { FileImage } from '../common/file-image.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, LinkRecord, OpenOptions } from '../types.js';
 import { checkVdiStore } from './check.js';
-import { BLOCK_FREE, BLOCK_ZERO, SECTOR, TYPE_DIFF, TYPE_FIXED, isNullUuid, uuidToText, type VdiHeaderValue } from './structs.js';
+import { BLOCK_FREE, BLOCK_ZERO, TYPE_DIFF, TYPE_FIXED, isNullUuid, uuidToText, type VdiHeaderValue } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
 import { ZEROS, planRead } from '../common/read-plan.js';
+import { appendExtent } from '../common/extents.js';
+import { oneFileInfo } from '../common/info.js';
+import { unitSpans } from '../../core/ints.js';
 import { VDI_CAPABILITIES, type HeaderKind } from './layout.js';
 import { checkCount, parse } from './open.js';
 import { VdiMap } from './map.js';
@@ -37,34 +41,19 @@ import { resizeVdi } from './resize.js';
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VDI_CAPABILITIES, write: 'none' });
 
-export class VdiImage implements Image {
+export class VdiImage extends FileImage<VdiFile> implements Image {
   readonly format = 'vdi';
   readonly capabilities: Capabilities;
   readonly clusterSize: number;
   private readonly alloc: VdiMap;
 
-  private constructor(private readonly file: VdiFile) {
+  private constructor(file: VdiFile) {
+    super(file);
     this.clusterSize = file.h.cbBlock;
     // a fixed image stores every block where its map says: nothing to drop or reorder
     const caps = file.readOnly ? READ_ONLY_CAPABILITIES : VDI_CAPABILITIES;
     this.capabilities = typeOf(file) === 'fixed' ? Object.freeze({ ...caps, compact: 'none', defragment: 'none' }) : caps;
     this.alloc = new VdiMap(file);
-  }
-
-  get path(): string {
-    return this.file.path;
-  }
-
-  get namespace(): Namespace {
-    return this.file.namespace;
-  }
-
-  get capacity(): number {
-    return this.file.capacity;
-  }
-
-  get readOnly(): boolean {
-    return this.file.readOnly;
   }
 
   // ------------------------------------------------------------------ open (open.ts) and check (check.ts)
@@ -178,12 +167,7 @@ export class VdiImage implements Image {
     const direct: Promise<void>[] = [];
     const fresh: { block: number; buf: Buffer }[] = [];
     const zeroed: number[] = [];
-    let pos = 0;
-    while (pos < data.length) {
-      const at = offset + pos;
-      const b = Math.floor(at / bs);
-      const within = at - b * bs;
-      const n = Math.min(bs - within, data.length - pos);
+    for (const { index: b, within, pos, n } of unitSpans(offset, data.length, bs)) {
       const chunk = data.subarray(pos, pos + n);
       const e = this.file.map[b]!;
       if (e < BLOCK_ZERO) {
@@ -202,7 +186,6 @@ export class VdiImage implements Image {
           fresh.push({ block: b, buf });
         }
       }
-      pos += n;
     }
     await Promise.all(direct);
     if (fresh.length > 0) await this.allocate(fresh);
@@ -239,18 +222,9 @@ export class VdiImage implements Image {
 
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const out: BlockExtent[] = [];
-    const bs = this.file.h.cbBlock;
-    const end = offset + length;
-    let pos = offset;
-    while (pos < end) {
-      const b = Math.floor(pos / bs);
-      const n = Math.min((b + 1) * bs, end) - pos;
+    for (const { index: b, pos, n } of unitSpans(offset, length, this.file.h.cbBlock)) {
       const e = this.file.map[b]!;
-      const state: BlockState = e === BLOCK_FREE ? 'unallocated' : e === BLOCK_ZERO ? 'zero' : 'data';
-      const last = out[out.length - 1];
-      if (last && last.state === state) last.length += n;
-      else out.push({ offset: pos, length: n, state });
-      pos += n;
+      appendExtent(out, offset + pos, n, e === BLOCK_FREE ? 'unallocated' : e === BLOCK_ZERO ? 'zero' : 'data');
     }
     return out;
   }
@@ -262,18 +236,7 @@ export class VdiImage implements Image {
   async close(): Promise<void> {
     if (this.file.closed) return;
     this.file.closed = true;
-    let first: unknown;
-    try {
-      if (!this.readOnly) await this.file.store.flush();
-    } catch (err) {
-      first = err;
-    }
-    try {
-      await this.file.store.close();
-    } catch (err) {
-      first ??= err;
-    }
-    if (first) throw first;
+    await runAll([() => !this.readOnly && this.file.store.flush(), () => this.file.store.close()]);
   }
 
   // ------------------------------------------------------------------ discard / compact
@@ -311,50 +274,23 @@ export class VdiImage implements Image {
 
   async info(): Promise<DiskInfo> {
     const h = this.file.h;
-    let allocatedBytes = 0;
-    for (const r of await this.blockStatus(0, this.capacity)) if (r.state === 'data') allocatedBytes += r.length;
     const geometry: Geometry | undefined = this.file.kind === 'v1+' && h.lchsCylinders > 0 && h.lchsHeads > 0 && h.lchsSectors > 0 ? { cylinders: h.lchsCylinders, heads: h.lchsHeads, sectors: h.lchsSectors } : undefined;
-    const parent = this.file.h.type === TYPE_DIFF && !isNullUuid(h.uuidLinkage) ? uuidToText(h.uuidLinkage) : undefined;
-    return {
-      format: 'vdi',
-      type: this.type,
-      capacity: this.capacity,
-      sectors: Math.floor(this.capacity / SECTOR),
+    const parent = h.type === TYPE_DIFF && !isNullUuid(h.uuidLinkage) ? uuidToText(h.uuidLinkage) : undefined;
+    const id = this.identity();
+    return oneFileInfo(this, {
       geometry,
-      numLinks: 1,
-      parent,
-      cid: this.identity(),
-      parentCid: parent,
-      uuid: this.identity(),
-      version: this.file.kind === 'v0' ? 0 : 1,
-      extents: [{ path: this.path, type: this.type.toUpperCase(), access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: h.offData }],
-      allocatedBytes,
+      links: { parent, cid: id, parentCid: parent, uuid: id, version: this.file.kind === 'v0' ? 0 : 1 },
+      fileOffset: h.offData,
       fileSize: await this.file.store.size(),
-      diskSize: (await this.namespace.stat(this.path)).allocated ?? (await this.file.store.size()),
-      readOnly: this.readOnly,
-      files: [this.path],
-      ...(this.file.warnings.length > 0 ? { warnings: [...this.file.warnings] } : {}),
-    };
+      warnings: this.file.warnings,
+    });
   }
 
   // ------------------------------------------------------------------ maintenance (maintain.ts, resize.ts)
 
   /** check (above); compact, defragment; resize in place (resize.ts), which closes the image */
   maintenance(): ImageMaintenance {
-    return {
-      check: (opts: CheckOptions) => this.checkOpen(opts),
-      compact: (opts: InPlaceOptions = {}) => compact(this.file, this.alloc, opts),
-      defragment: (opts: InPlaceOptions = {}) => defragment(this.file, this.alloc, opts),
-      resize: (newCapacity: number) => this.resizeOpen(newCapacity),
-    };
-  }
-
-  private async resizeOpen(newCapacity: number): Promise<void> {
-    try {
-      await resizeVdi(this.file, this.alloc, newCapacity);
-    } finally {
-      await this.close();
-    }
+    return this.maintenanceWith(this.alloc, { check: (opts) => this.checkOpen(opts), compact, defragment, resize: resizeVdi });
   }
 
   // ------------------------------------------------------------------ metadata (metadata.ts)

@@ -25,10 +25,14 @@
  */
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
-import type { BackingChange, BackingLink, BlockExtent, BlockState, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, LinkRecord, OpenOptions } from '../types.js';
+import { FileImage } from '../common/file-image.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, LinkRecord, OpenOptions } from '../types.js';
 import { checkVhdStore } from './check.js';
 import { BAT_UNUSED, FOOTER_SIZE, SECTOR } from './structs.js';
-import { VHD_CAPABILITIES, sectorRuns, setBits } from './layout.js';
+import { BITS, VHD_CAPABILITIES, setBits } from './layout.js';
+import { appendExtent, appendSectorRuns } from '../common/extents.js';
+import { oneFileInfo } from '../common/info.js';
+import { unitSpans } from '../../core/ints.js';
 import { loadVhd } from './open.js';
 import { VhdMap } from './map.js';
 import { checkWritable, typeOf, type VhdFile } from './state.js';
@@ -40,33 +44,18 @@ import { resizeVhd } from './resize.js';
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VHD_CAPABILITIES, write: 'none' });
 
-export class VhdImage implements Image {
+export class VhdImage extends FileImage<VhdFile> implements Image {
   readonly format = 'vhd';
   readonly clusterSize = SECTOR;
   readonly capabilities: Capabilities;
   private readonly map: VhdMap;
 
-  private constructor(private readonly file: VhdFile) {
+  private constructor(file: VhdFile) {
+    super(file);
     // a fixed image has no block table: nothing to drop or reorder
     const caps = file.readOnly ? READ_ONLY_CAPABILITIES : VHD_CAPABILITIES;
     this.capabilities = typeOf(file) === 'fixed' ? Object.freeze({ ...caps, compact: 'none', defragment: 'none' }) : caps;
     this.map = new VhdMap(file);
-  }
-
-  get path(): string {
-    return this.file.path;
-  }
-
-  get namespace(): Namespace {
-    return this.file.namespace;
-  }
-
-  get capacity(): number {
-    return this.file.capacity;
-  }
-
-  get readOnly(): boolean {
-    return this.file.readOnly;
   }
 
   get type(): string {
@@ -142,16 +131,10 @@ export class VhdImage implements Image {
     const d = this.file.dyn;
     if (!d) return this.file.store.readInto(into, offset);
     const parts: Promise<void>[] = [];
-    let pos = 0;
-    while (pos < into.length) {
-      const vo = offset + pos;
-      const b = Math.floor(vo / d.blockSize);
-      const within = vo - b * d.blockSize;
-      const n = Math.min(d.blockSize - within, into.length - pos);
+    for (const { index: b, within, pos, n } of unitSpans(offset, into.length, d.blockSize)) {
       const sub = into.subarray(pos, pos + n);
       if (d.bat[b] === BAT_UNUSED) sub.fill(0);
       else parts.push(this.map.readBlock(b, sub, within));
-      pos += n;
     }
     await Promise.all(parts);
   }
@@ -161,18 +144,12 @@ export class VhdImage implements Image {
     const d = this.file.dyn;
     if (!d) return this.file.store.write(offset, data);
     const fresh: Fresh[] = [];
-    let pos = 0;
-    while (pos < data.length) {
-      const vo = offset + pos;
-      const b = Math.floor(vo / d.blockSize);
-      const within = vo - b * d.blockSize;
-      const n = Math.min(d.blockSize - within, data.length - pos);
+    for (const { index: b, within, pos, n } of unitSpans(offset, data.length, d.blockSize)) {
       const chunk = data.subarray(pos, pos + n);
       const s0 = Math.floor(within / SECTOR);
       const s1 = Math.ceil((within + n) / SECTOR);
       if (d.bat[b] === BAT_UNUSED) fresh.push({ b, s0, s1, data: padToSectors(chunk, within - s0 * SECTOR, s1 - s0) });
       else await this.map.writeAllocated(b, chunk, within);
-      pos += n;
     }
     if (fresh.length > 0) await this.allocate(fresh);
     // the sectors durable before the BAT entries and bitmap bits that expose them (one barrier
@@ -216,27 +193,9 @@ export class VhdImage implements Image {
     const d = this.file.dyn;
     if (!d) return [{ offset, length, state: 'data' }];
     const out: BlockExtent[] = [];
-    const push = (at: number, n: number, state: BlockState) => {
-      const last = out[out.length - 1];
-      if (last && last.state === state) last.length += n;
-      else out.push({ offset: at, length: n, state });
-    };
-    const end = offset + length;
-    let pos = offset;
-    while (pos < end) {
-      const b = Math.floor(pos / d.blockSize);
-      const base = b * d.blockSize;
-      const n = Math.min(base + d.blockSize, end) - pos;
-      if (d.bat[b] === BAT_UNUSED) push(pos, n, 'unallocated');
-      else {
-        const bitmap = await this.map.bitmap(b);
-        for (const [a, z, set] of sectorRuns(bitmap, Math.floor((pos - base) / SECTOR), Math.ceil((pos + n - base) / SECTOR))) {
-          const from = Math.max(base + a * SECTOR, pos);
-          const to = Math.min(base + z * SECTOR, pos + n);
-          push(from, to - from, set ? 'data' : 'unallocated');
-        }
-      }
-      pos += n;
+    for (const { index: b, within, pos, n } of unitSpans(offset, length, d.blockSize)) {
+      if (d.bat[b] === BAT_UNUSED) appendExtent(out, offset + pos, n, 'unallocated');
+      else appendSectorRuns(out, { bits: BITS, bitmap: await this.map.bitmap(b), sectorSize: SECTOR }, offset + pos, within, n);
     }
     return out;
   }
@@ -298,51 +257,25 @@ export class VhdImage implements Image {
   }
 
   async info(): Promise<DiskInfo> {
-    let allocatedBytes = 0;
-    for (const r of await this.blockStatus(0, this.capacity)) if (r.state === 'data') allocatedBytes += r.length;
     const link = this.backing();
     const f = this.file.footer;
-    const geometry: Geometry = { cylinders: f.cylinders, heads: f.heads, sectors: f.sectorsPerTrack };
-    return {
-      format: 'vhd',
-      type: this.type,
-      capacity: this.capacity,
-      sectors: this.capacity / SECTOR,
-      geometry,
-      numLinks: 1,
-      parent: link ? link.hint || link.hints?.[0] : undefined,
-      parentCid: link?.parentId,
-      uuid: this.identity(),
-      version: f.fileFormatVersion >>> 16,
-      extents: [{ path: this.path, type: this.type.toUpperCase(), access: this.readOnly ? 'RDONLY' : 'RW', length: this.capacity, virtualOffset: 0, fileOffset: 0 }],
-      allocatedBytes,
+    return oneFileInfo(this, {
+      geometry: { cylinders: f.cylinders, heads: f.heads, sectors: f.sectorsPerTrack },
+      links: { parent: link ? link.hint || link.hints?.[0] : undefined, parentCid: link?.parentId, uuid: this.identity(), version: f.fileFormatVersion >>> 16 },
       fileSize: this.file.fileSize,
-      diskSize: (await this.namespace.stat(this.path)).allocated ?? this.file.fileSize,
-      readOnly: this.readOnly,
-      files: [this.path],
-      ...(this.file.warnings.length > 0 ? { warnings: [...this.file.warnings] } : {}),
-    };
+      warnings: this.file.warnings,
+    });
   }
 
   // ------------------------------------------------------------------ maintenance (compact.ts, defrag.ts, resize.ts)
 
-  /** check (above); compact, defragment; resize in place (resize.ts), which closes the image */
+  /** check (above); compact, defragment; resize in place (resize.ts, pending BAT entries written first), which closes the image */
   maintenance(): ImageMaintenance {
-    return {
-      check: (opts: CheckOptions) => this.checkOpen(opts),
-      compact: (opts: InPlaceOptions = {}) => compact(this.file, this.map, opts),
-      defragment: (opts: InPlaceOptions = {}) => defragment(this.file, this.map, opts),
-      resize: (newCapacity: number) => this.resizeOpen(newCapacity),
+    const resize = async (file: VhdFile, map: VhdMap, newCapacity: number) => {
+      await map.commitPending();
+      await resizeVhd(file, map, newCapacity);
     };
-  }
-
-  private async resizeOpen(newCapacity: number): Promise<void> {
-    await this.map.commitPending();
-    try {
-      await resizeVhd(this.file, this.map, newCapacity);
-    } finally {
-      await this.close();
-    }
+    return this.maintenanceWith(this.map, { check: (opts) => this.checkOpen(opts), compact, defragment, resize });
   }
 
   // ------------------------------------------------------------------ metadata (metadata.ts)

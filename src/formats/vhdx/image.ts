@@ -22,13 +22,16 @@
  *   (zeros alone, the parent's data in a chain). clusterSize is the logical sector size.
  */
 import { writeBitmapped } from '../common/bitmapped-write.js';
+import { DYNAMIC_FIXED_CAPABILITIES } from '../common/driver.js';
+import { appendExtent, appendSectorRuns } from '../common/extents.js';
+import { oneFileInfo } from '../common/info.js';
+import { unitSpans } from '../../core/ints.js';
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type {
   BackingChange,
   BackingLink,
   BlockExtent,
-  BlockState,
   Capabilities,
   CheckOptions,
   DiskInfo,
@@ -48,24 +51,11 @@ import { resize } from './resize.js';
 import { check } from './check.js';
 
 export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
-  write: 'native',
-  blockStatus: 'native',
-  zero: 'emulate',
-  metadata: true,
-  createTypes: ['dynamic', 'fixed'],
-  differencing: true,
-  differencingSameSize: true,
-  parentLink: 'identity',
+  ...DYNAMIC_FIXED_CAPABILITIES,
   // Hyper-V renews the DataWriteGuid on the first data write of a session, and a child records
   // its parent's DataWriteGuid: like a VMDK CID, the identity follows the content
   identityFollowsContent: true,
-  split: false,
-  discard: 'native',
-  resize: 'grow-shrink',
   flush: 'exclusive',
-  check: 'repair',
-  compact: 'native',
-  defragment: 'native',
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VHDX_CAPABILITIES, write: 'none' });
@@ -204,18 +194,12 @@ export class VhdxImage implements Image {
   async read(into: Buffer, offset: number): Promise<void> {
     const bs = this.state.params.blockSize;
     const parts: Promise<void>[] = [];
-    let pos = 0;
-    while (pos < into.length) {
-      const vo = offset + pos;
-      const n = Math.floor(vo / bs);
-      const within = vo - n * bs;
-      const len = Math.min(bs - within, into.length - pos);
+    for (const { index: n, within, pos, n: len } of unitSpans(offset, into.length, bs)) {
       const sub = into.subarray(pos, pos + len);
       const st = this.state.pState[n];
       if (st === PAYLOAD.FULLY_PRESENT) parts.push(this.state.store.readInto(sub, this.state.pOff[n]! * MiB + within));
       else if (st === PAYLOAD.PARTIALLY_PRESENT) parts.push(this.readPartial(n, sub, within));
       else sub.fill(0);
-      pos += len;
     }
     await Promise.all(parts);
   }
@@ -240,18 +224,12 @@ export class VhdxImage implements Image {
     await this.state.beginDataWrite();
     const bs = this.state.params.blockSize;
     const fresh: Fresh[] = [];
-    let pos = 0;
-    while (pos < data.length) {
-      const vo = offset + pos;
-      const n = Math.floor(vo / bs);
-      const within = vo - n * bs;
-      const len = Math.min(bs - within, data.length - pos);
+    for (const { index: n, within, pos, n: len } of unitSpans(offset, data.length, bs)) {
       const chunk = data.subarray(pos, pos + len);
       const st = this.state.pState[n];
       if (st === PAYLOAD.FULLY_PRESENT) await this.state.store.write(this.state.pOff[n]! * MiB + within, chunk);
       else if (st === PAYLOAD.PARTIALLY_PRESENT) await this.writePartial(n, chunk, within);
       else fresh.push({ b: n, within, chunk, fromZero: st === PAYLOAD.ZERO });
-      pos += len;
     }
     if (fresh.length > 0) await this.allocate(fresh);
   }
@@ -323,29 +301,13 @@ export class VhdxImage implements Image {
     const bs = this.state.params.blockSize;
     const ls = this.state.params.logicalSectorSize;
     const out: BlockExtent[] = [];
-    const push = (at: number, n: number, state: BlockState) => {
-      const last = out[out.length - 1];
-      if (last && last.state === state) last.length += n;
-      else out.push({ offset: at, length: n, state });
-    };
-    const end = offset + length;
-    let pos = offset;
-    while (pos < end) {
-      const n = Math.floor(pos / bs);
-      const base = n * bs;
-      const len = Math.min(base + bs, end) - pos;
+    for (const { index: n, within, pos, n: len } of unitSpans(offset, length, bs)) {
+      const at = offset + pos;
       const st = this.state.pState[n];
-      if (st === PAYLOAD.FULLY_PRESENT) push(pos, len, 'data');
-      else if (st === PAYLOAD.ZERO) push(pos, len, 'zero');
-      else if (st === PAYLOAD.PARTIALLY_PRESENT) {
-        const bm = await this.state.bitmap(n);
-        for (const [a, z, set] of sectorRuns(bm, Math.floor((pos - base) / ls), Math.ceil((pos + len - base) / ls))) {
-          const from = Math.max(base + a * ls, pos);
-          const to = Math.min(base + z * ls, pos + len);
-          push(from, to - from, set ? 'data' : 'unallocated');
-        }
-      } else push(pos, len, 'unallocated');
-      pos += len;
+      if (st === PAYLOAD.FULLY_PRESENT) appendExtent(out, at, len, 'data');
+      else if (st === PAYLOAD.ZERO) appendExtent(out, at, len, 'zero');
+      else if (st === PAYLOAD.PARTIALLY_PRESENT) appendSectorRuns(out, { bits: BITS, bitmap: await this.state.bitmap(n), sectorSize: ls }, at, within, len);
+      else appendExtent(out, at, len, 'unallocated');
     }
     return out;
   }
@@ -357,28 +319,11 @@ export class VhdxImage implements Image {
   }
 
   async info(): Promise<DiskInfo> {
-    let allocatedBytes = 0;
-    for (const r of await this.blockStatus(0, this.state.capacity)) if (r.state === 'data') allocatedBytes += r.length;
     const link = backing(this.state);
-    const warnings = this.state.findings.filter((f) => !f.repaired).map((f) => f.message);
-    return {
-      format: 'vhdx',
-      type: this.state.type,
-      capacity: this.state.capacity,
-      sectors: this.state.capacity / 512,
-      numLinks: 1,
-      parent: link ? link.hint || link.hints?.[0] : undefined,
-      cid: identity(this.state),
-      parentCid: link?.parentId,
-      uuid: guidText(this.state.virtualDiskId, 'le'),
-      version: this.state.header.version,
-      extents: [{ path: this.state.path, type: this.state.type.toUpperCase(), access: this.state.readOnly ? 'RDONLY' : 'RW', length: this.state.capacity, virtualOffset: 0, fileOffset: 0 }],
-      allocatedBytes,
+    return oneFileInfo(this, {
+      links: { parent: link ? link.hint || link.hints?.[0] : undefined, cid: identity(this.state), parentCid: link?.parentId, uuid: guidText(this.state.virtualDiskId, 'le'), version: this.state.header.version },
       fileSize: this.state.fileSize,
-      diskSize: (await this.state.namespace.stat(this.state.path)).allocated ?? (await this.state.store.size()),
-      readOnly: this.state.readOnly,
-      files: [this.state.path],
-      ...(warnings.length > 0 ? { warnings } : {}),
-    };
+      warnings: this.state.findings.filter((f) => !f.repaired).map((f) => f.message),
+    });
   }
 }

@@ -27,6 +27,7 @@
  *   4096-entry tables, no flags, zero reserved words and padding) and a clean journal
  *   (replayJournal = 0): the format is not documented, and those are the files anyone has checked.
  */
+import { appendExtent } from '../common/extents.js';
 import { DiskError, atMost, type ErrorCode } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, toSafeNumber } from '../../core/ints.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -356,11 +357,7 @@ export class EsxSparseExtent implements Extent {
 
   async status(offset: number, length: number): Promise<BlockExtent[]> {
     const out: BlockExtent[] = [];
-    const push = (at: number, n: number, state: BlockState) => {
-      const last = out[out.length - 1];
-      if (last && last.state === state) last.length += n;
-      else out.push({ offset: at, length: n, state });
-    };
+    const push = (at: number, n: number, state: BlockState) => appendExtent(out, at, n, state);
     const gb = this.layout.grainBytes;
     const coverage = ENTRIES_PER_GT * gb;
     const end = offset + length;

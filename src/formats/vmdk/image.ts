@@ -22,7 +22,8 @@
  *   change and metadata; open.ts opens and validates, links.ts holds parent and identity,
  *   maintain.ts check/rename/resize/discard/compact/defragment (NOTES.md "Files").
  */
-import { DiskError } from '../../core/errors.js';
+import { dataBytes } from '../common/extents.js';
+import { DiskError, runAll } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { writeAtomic, type Namespace } from '../../storage/namespace.js';
 import type { BackingLink, BlockExtent, Capabilities, CheckOptions, DiskInfo, ExtentInfo, Geometry, Image, ImageMaintenance, InPlaceOptions } from '../types.js';
@@ -228,24 +229,15 @@ export class VmdkImage implements Image, LinkState {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    let first: unknown;
-    try {
-      if (!this.readOnly) {
-        await this.flush();
-        for (const s of this.writableSparse) await s.setUncleanShutdown(false);
-        await this.flush();
-      }
-    } catch (err) {
-      first = err;
-    }
-    for (const e of this.extents) {
-      try {
-        await e.close();
-      } catch (err) {
-        first ??= err;
-      }
-    }
-    if (first) throw first;
+    await runAll([() => this.markClean(), ...this.extents.map((e) => () => e.close())]);
+  }
+
+  /** a read-write session ends: the data durable, then the sparse extents' clean-shutdown flags */
+  private async markClean(): Promise<void> {
+    if (this.readOnly) return;
+    await this.flush();
+    for (const s of this.writableSparse) await s.setUncleanShutdown(false);
+    await this.flush();
   }
 
   // ------------------------------------------------------------------ descriptor
@@ -319,8 +311,7 @@ export class VmdkImage implements Image, LinkState {
       fileSize += st.size;
       diskSize += st.allocated ?? st.size;
     }
-    let allocatedBytes = 0;
-    for (const r of await this.blockStatus(0, this.capacity)) if (r.state === 'data') allocatedBytes += r.length;
+    const allocatedBytes = dataBytes(await this.blockStatus(0, this.capacity));
     const extents: ExtentInfo[] = this.extents.map((e, i) => ({
       path: e.path,
       type: e.line.type,

@@ -10,6 +10,7 @@
  * GT. A crash in between leaks a grain but never exposes garbage, and every byte written by an
  * earlier, completed write stays reachable.
  */
+import { appendExtent } from '../common/extents.js';
 import { inflateSync } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp, unitSpans } from '../../core/ints.js';
@@ -431,11 +432,7 @@ export class SparseExtent implements SparseState {
     const gb = this.grainBytes;
     const coverage = gb * this.numGTEs;
     const end = offset + length;
-    const push = (at: number, n: number, state: BlockState) => {
-      const last = out[out.length - 1];
-      if (last && last.state === state) last.length += n;
-      else out.push({ offset: at, length: n, state });
-    };
+    const push = (at: number, n: number, state: BlockState) => appendExtent(out, at, n, state);
     let pos = offset;
     let prefetchedTo = -1;
     while (pos < end) {

@@ -5,6 +5,7 @@
  * by TCP instead of buffered without end.
  */
 import type { Duplex } from 'node:stream';
+import { ChunkQueue } from '../../binary/chunk-queue.js';
 import { DiskError } from '../../core/errors.js';
 
 export class ConnectionClosed extends DiskError {
@@ -14,8 +15,7 @@ export class ConnectionClosed extends DiskError {
 }
 
 export class ByteReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly queue = new ChunkQueue();
   private want: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
   private ended: Error | undefined;
   private paused = false;
@@ -35,7 +35,7 @@ export class ByteReader {
 
   /** bytes received but not yet read */
   get pending(): number {
-    return this.buffered;
+    return this.queue.length;
   }
 
   /** true while a read waits for bytes that have not come */
@@ -54,7 +54,7 @@ export class ByteReader {
 
   read(n: number): Promise<Buffer> {
     if (this.want) return Promise.reject(new DiskError('INTERNAL', 'two reads at once on one connection'));
-    if (this.buffered >= n) return Promise.resolve(this.take(n));
+    if (this.queue.length >= n) return Promise.resolve(this.take(n));
     if (this.ended) return Promise.reject(this.ended);
     if (this.paused) this.resume();
     return new Promise((resolve, reject) => {
@@ -72,14 +72,13 @@ export class ByteReader {
   }
 
   private push(b: Buffer): void {
-    this.chunks.push(b);
-    this.buffered += b.length;
+    this.queue.push(b);
     const w = this.want;
-    if (w && this.buffered >= w.n) {
+    if (w && this.queue.length >= w.n) {
       this.want = undefined;
       w.resolve(this.take(w.n));
     }
-    if (!this.paused && this.buffered > this.highWater + (this.want?.n ?? 0)) {
+    if (!this.paused && this.queue.length > this.highWater + (this.want?.n ?? 0)) {
       this.paused = true;
       this.stream.pause();
     }
@@ -91,26 +90,8 @@ export class ByteReader {
   }
 
   private take(n: number): Buffer {
-    let out: Buffer;
-    const first = this.chunks[0];
-    if (first && first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let at = 0;
-      while (at < n) {
-        const c = this.chunks[0]!;
-        const k = Math.min(c.length, n - at);
-        c.copy(out, at, 0, k);
-        at += k;
-        if (k === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(k);
-      }
-    }
-    this.buffered -= n;
-    if (this.paused && this.buffered <= this.highWater) this.resume();
+    const out = this.queue.take(n);
+    if (this.paused && this.queue.length <= this.highWater) this.resume();
     return out;
   }
 
