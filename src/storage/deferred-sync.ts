@@ -8,47 +8,32 @@
  * (descriptor rewrites, renames) keep their order. A store closed before the seal is flushed as
  * it closes.
  */
-import type { ByteStore, FileExtent } from './store.js';
-import type { CacheMode, NameKind, NameStat, Namespace } from './namespace.js';
+import type { Namespace } from './namespace.js';
+import type { ByteStore } from './store.js';
+import { NamespaceWrapper, StoreWrapper } from './wrappers.js';
 
-class DeferredStore implements ByteStore {
+class DeferredStore extends StoreWrapper {
   pending = false;
   closed = false;
   constructor(
-    private readonly inner: ByteStore,
+    inner: ByteStore,
     private readonly owner: DeferredSyncNamespace,
-  ) {}
-  get name(): string {
-    return this.inner.name;
+  ) {
+    super(inner);
   }
-  get readOnly(): boolean {
-    return this.inner.readOnly;
-  }
-  size(): Promise<number> {
-    return this.inner.size();
-  }
-  read(offset: number, length: number): Promise<Buffer> {
-    return this.inner.read(offset, length);
-  }
-  readInto(into: Buffer, offset: number): Promise<void> {
-    return this.inner.readInto(into, offset);
-  }
-  readZeroPadded(offset: number, length: number): Promise<Buffer> {
-    return this.inner.readZeroPadded(offset, length);
-  }
-  write(offset: number, data: Buffer): Promise<void> {
+  override write(offset: number, data: Buffer): Promise<void> {
     this.pending = true;
     return this.inner.write(offset, data);
   }
-  writev(offset: number, data: readonly Buffer[]): Promise<void> {
+  override writev(offset: number, data: readonly Buffer[]): Promise<void> {
     this.pending = true;
     return this.inner.writev(offset, data);
   }
-  truncate(length: number): Promise<void> {
+  override truncate(length: number): Promise<void> {
     this.pending = true;
     return this.inner.truncate(length);
   }
-  async flush(): Promise<void> {
+  override async flush(): Promise<void> {
     if (this.owner.sealed) await this.sync();
   }
   async sync(): Promise<void> {
@@ -56,22 +41,21 @@ class DeferredStore implements ByteStore {
     this.pending = false;
     await this.inner.flush();
   }
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     if (this.closed) return;
     await this.sync();
     this.closed = true;
     this.owner.forget(this);
     await this.inner.close();
   }
-  extents(offset: number, length: number): Promise<FileExtent[] | undefined> {
-    return this.inner.extents ? this.inner.extents(offset, length) : Promise.resolve(undefined);
-  }
 }
 
-export class DeferredSyncNamespace implements Namespace {
+export class DeferredSyncNamespace extends NamespaceWrapper {
   sealed = false;
   private readonly stores = new Set<DeferredStore>();
-  constructor(readonly inner: Namespace) {}
+  constructor(inner: Namespace) {
+    super(inner);
+  }
 
   /** make every written store durable; later flushes are flushes again */
   async seal(): Promise<void> {
@@ -88,47 +72,10 @@ export class DeferredSyncNamespace implements Namespace {
     this.stores.add(d);
     return d;
   }
-
-  get label(): string {
-    return this.inner.label;
-  }
-  get cacheMode(): CacheMode {
-    return this.inner.cacheMode;
-  }
-  async open(name: string, opts?: { write?: boolean }): Promise<ByteStore> {
+  override async open(name: string, opts?: { write?: boolean }): Promise<ByteStore> {
     return this.wrap(await this.inner.open(name, opts));
   }
-  async create(name: string, opts?: { overwrite?: boolean }): Promise<ByteStore> {
+  override async create(name: string, opts?: { overwrite?: boolean }): Promise<ByteStore> {
     return this.wrap(await this.inner.create(name, opts));
-  }
-  rename(from: string, to: string): Promise<void> {
-    return this.inner.rename(from, to);
-  }
-  link(from: string, to: string): Promise<boolean> {
-    return this.inner.link(from, to);
-  }
-  remove(name: string): Promise<void> {
-    return this.inner.remove(name);
-  }
-  list(dirName: string): Promise<string[]> {
-    return this.inner.list(dirName);
-  }
-  stat(name: string): Promise<NameStat> {
-    return this.inner.stat(name);
-  }
-  exists(name: string): Promise<boolean> {
-    return this.inner.exists(name);
-  }
-  kind(name: string): Promise<NameKind> {
-    return this.inner.kind(name);
-  }
-  realName(name: string): Promise<string> {
-    return this.inner.realName(name);
-  }
-  absolute(name: string): string {
-    return this.inner.absolute(name);
-  }
-  resolve(base: string, relativeName: string): string {
-    return this.inner.resolve(base, relativeName);
   }
 }

@@ -15,8 +15,9 @@
  *   means that every write of its file before it was durable.
  * - `mark` adds an event of the caller's (a test's "the operation promised this much here").
  */
-import type { CacheMode, NameKind, NameStat, Namespace } from './namespace.js';
+import type { Namespace } from './namespace.js';
 import type { ByteStore } from './store.js';
+import { NamespaceWrapper, StoreWrapper } from './wrappers.js';
 
 export type IoEvent =
   | { kind: 'write'; file: number; offset: number; data: Buffer }
@@ -28,7 +29,7 @@ export type IoEvent =
   | { kind: 'remove'; name: string }
   | { kind: 'mark'; label: string };
 
-export class RecordingNamespace implements Namespace {
+export class RecordingNamespace extends NamespaceWrapper {
   readonly events: IoEvent[] = [];
   /** file number -> the name it had when first seen (files that existed before the recording) or was created under */
   readonly files = new Map<number, string>();
@@ -39,13 +40,12 @@ export class RecordingNamespace implements Namespace {
   /** false: pass everything through without recording (setting up, checking) */
   recording = true;
 
-  constructor(readonly inner: Namespace) {}
-
-  get label(): string {
-    return `recording:${this.inner.label}`;
+  constructor(inner: Namespace) {
+    super(inner);
   }
-  get cacheMode(): CacheMode {
-    return this.inner.cacheMode;
+
+  override get label(): string {
+    return `recording:${this.inner.label}`;
   }
 
   /** the number of the file `name` names now (one is given to a name seen for the first time) */
@@ -70,12 +70,12 @@ export class RecordingNamespace implements Namespace {
     if (this.recording) this.events.push(e);
   }
 
-  async open(name: string, opts?: { write?: boolean }): Promise<ByteStore> {
+  override async open(name: string, opts?: { write?: boolean }): Promise<ByteStore> {
     const st = await this.inner.open(name, opts);
     return opts?.write ? new RecordingStore(st, this, this.idOf(name)) : st;
   }
 
-  async create(name: string, opts?: { overwrite?: boolean }): Promise<ByteStore> {
+  override async create(name: string, opts?: { overwrite?: boolean }): Promise<ByteStore> {
     const abs = this.inner.absolute(name);
     const existed = await this.inner.exists(abs);
     const st = await this.inner.create(name, opts);
@@ -92,7 +92,7 @@ export class RecordingNamespace implements Namespace {
     return new RecordingStore(st, this, id);
   }
 
-  async rename(from: string, to: string): Promise<void> {
+  override async rename(from: string, to: string): Promise<void> {
     const [a, b] = [this.inner.absolute(from), this.inner.absolute(to)];
     const id = this.idOf(a);
     await this.inner.rename(from, to);
@@ -102,7 +102,7 @@ export class RecordingNamespace implements Namespace {
     this.push({ kind: 'rename', from: a, to: b });
   }
 
-  async link(from: string, to: string): Promise<boolean> {
+  override async link(from: string, to: string): Promise<boolean> {
     const [a, b] = [this.inner.absolute(from), this.inner.absolute(to)];
     const id = this.idOf(a);
     const made = await this.inner.link(from, to);
@@ -113,7 +113,7 @@ export class RecordingNamespace implements Namespace {
     return made;
   }
 
-  async remove(name: string): Promise<void> {
+  override async remove(name: string): Promise<void> {
     const abs = this.inner.absolute(name);
     const existed = await this.inner.exists(abs);
     await this.inner.remove(name);
@@ -121,73 +121,32 @@ export class RecordingNamespace implements Namespace {
     this.ids.delete(abs);
     this.push({ kind: 'remove', name: abs });
   }
-
-  list(dirName: string): Promise<string[]> {
-    return this.inner.list(dirName);
-  }
-  stat(name: string): Promise<NameStat> {
-    return this.inner.stat(name);
-  }
-  exists(name: string): Promise<boolean> {
-    return this.inner.exists(name);
-  }
-  kind(name: string): Promise<NameKind> {
-    return this.inner.kind(name);
-  }
-  realName(name: string): Promise<string> {
-    return this.inner.realName(name);
-  }
-  absolute(name: string): string {
-    return this.inner.absolute(name);
-  }
-  resolve(base: string, relativeName: string): string {
-    return this.inner.resolve(base, relativeName);
-  }
 }
 
 /** A store opened for writing through a RecordingNamespace: records what it is asked to change, then does it. */
-class RecordingStore implements ByteStore {
+class RecordingStore extends StoreWrapper {
   constructor(
-    private readonly inner: ByteStore,
+    inner: ByteStore,
     private readonly ns: RecordingNamespace,
     private readonly file: number,
-  ) {}
-  get name(): string {
-    return this.inner.name;
+  ) {
+    super(inner);
   }
-  get readOnly(): boolean {
-    return this.inner.readOnly;
-  }
-  size(): Promise<number> {
-    return this.inner.size();
-  }
-  read(offset: number, length: number): Promise<Buffer> {
-    return this.inner.read(offset, length);
-  }
-  readInto(into: Buffer, offset: number): Promise<void> {
-    return this.inner.readInto(into, offset);
-  }
-  readZeroPadded(offset: number, length: number): Promise<Buffer> {
-    return this.inner.readZeroPadded(offset, length);
-  }
-  async write(offset: number, data: Buffer): Promise<void> {
+  override async write(offset: number, data: Buffer): Promise<void> {
     // copied: a caller may reuse its buffer once the write is done
     this.ns.push({ kind: 'write', file: this.file, offset, data: Buffer.from(data) });
     return this.inner.write(offset, data);
   }
-  async writev(offset: number, data: readonly Buffer[]): Promise<void> {
+  override async writev(offset: number, data: readonly Buffer[]): Promise<void> {
     this.ns.push({ kind: 'write', file: this.file, offset, data: Buffer.concat(data) });
     return this.inner.writev(offset, data);
   }
-  async truncate(length: number): Promise<void> {
+  override async truncate(length: number): Promise<void> {
     this.ns.push({ kind: 'truncate', file: this.file, length });
     return this.inner.truncate(length);
   }
-  async flush(): Promise<void> {
+  override async flush(): Promise<void> {
     await this.inner.flush();
     this.ns.push({ kind: 'flush', file: this.file });
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }

@@ -17,6 +17,7 @@
  */
 import { DiskError } from '../../core/errors.js';
 import type { InPlaceOptions } from '../types.js';
+import type { ByteStore } from '../../storage/store.js';
 import { planCloseUp, planCycles, planRelayout, type PlanBatch, type PlanItem, type RelayoutPlan } from './relayout-plan.js';
 
 /** one stored entry as the engine sees it: where it is and how many units it owns */
@@ -92,6 +93,18 @@ export interface RelayoutMap<E> {
   cut(end: number): Promise<void>;
   /** a cancel between batches: leave the file usable (VDI: cut after the dense area) */
   stopped?(): Promise<void>;
+}
+
+/** The data moves of a map whose units live in one store, read and written as they are. */
+export function storeMoves(store: ByteStore): Pick<RelayoutMap<unknown>, 'read' | 'write' | 'flush'> {
+  return {
+    async read(into, at) {
+      await store.readInto(into, at);
+      return into;
+    },
+    write: (data, at) => store.write(at, data),
+    flush: () => store.flush(),
+  };
 }
 
 export interface RelayoutResult {

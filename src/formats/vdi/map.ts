@@ -5,7 +5,7 @@
  * the map as the relayout engine (common/relayout.ts) consumes it.
  */
 import { u32Bytes } from '../../binary/tables.js';
-import { compactMap, type MapItem, type RelayoutMap } from '../common/relayout.js';
+import { compactMap, storeMoves, type MapItem, type RelayoutMap } from '../common/relayout.js';
 import type { ByteStore } from '../../storage/store.js';
 import { BLOCK_FREE, BLOCK_ZERO, PRE_HEADER_SIZE, TYPE_DIFF, VdiHeaderV1, VdiHeaderV1Plus, type VdiHeaderValue } from './structs.js';
 import type { HeaderKind } from './layout.js';
@@ -156,12 +156,7 @@ export function vdiRelayout(file: VdiFile, alloc: VdiMap, purpose: 'compact' | '
       return items;
     },
     fixed: async () => new Uint8Array(0),
-    async read(into, at) {
-      await file.store.readInto(into, at);
-      return into;
-    },
-    write: (data, at) => file.store.write(at, data),
-    flush: () => file.store.flush(),
+    ...storeMoves(file.store),
     async setEntries(moves) {
       for (const m of moves) file.map[m.item.entry] = m.to;
       await alloc.writeMapEntries(moves.map((m) => m.item.entry));

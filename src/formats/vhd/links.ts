@@ -23,7 +23,7 @@ import {
   uuidText,
 } from './structs.js';
 import { decodeLocator, encodeLocators, locatorCapacity, type ParentLinkage, type Region } from './layout.js';
-import type { VhdMap } from './map.js';
+import { cutAfter, type VhdMap } from './map.js';
 import { checkWritable, saveFooter, saveHeader, typeOf, type VhdFile } from './state.js';
 
 export function backing(file: VhdFile): BackingLink | undefined {
@@ -93,15 +93,7 @@ export async function makeEmpty(file: VhdFile, map: VhdMap): Promise<void> {
   //    last sector until the truncate, so the file never ends without one; without the flush a
   //    power cut could keep the truncate and lose the footer: found by the crash explorer's
   //    long run, commit of a VHD child)
-  const end = map.metadataEnd();
-  if (end < file.fileSize - FOOTER_SIZE) {
-    await file.store.write(end, file.footerBytes);
-    await file.store.flush();
-    await file.store.truncate(end + FOOTER_SIZE);
-    await file.store.flush();
-    file.fileSize = end + FOOTER_SIZE;
-  }
-  d.nextFree = roundUp(file.fileSize - FOOTER_SIZE, SECTOR);
+  await cutAfter(file, map.metadataEnd(), d);
 }
 
 /**

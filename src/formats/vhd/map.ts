@@ -6,7 +6,7 @@
  * use it; `vhdRelayout` is the map as the relayout engine (common/relayout.ts) consumes it.
  */
 import { writeBitmapped } from '../common/bitmapped-write.js';
-import type { MapItem, RelayoutMap } from '../common/relayout.js';
+import { storeMoves, type MapItem, type RelayoutMap } from '../common/relayout.js';
 import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import { u32Bytes } from '../../binary/tables.js';
@@ -216,12 +216,7 @@ export function vhdRelayout(file: VhdFile, map: VhdMap, batch: number): Relayout
       file.fileSize = reach + FOOTER_SIZE;
       return true;
     },
-    async read(into, at) {
-      await file.store.readInto(into, at);
-      return into;
-    },
-    write: (data, at) => file.store.write(at, data),
-    flush: () => file.store.flush(),
+    ...storeMoves(file.store),
     async setEntries(moves) {
       for (const m of moves) d.bat[m.item.entry] = m.to;
       await map.writeBatEntries(moves.map((m) => m.item.entry));
