@@ -93,6 +93,11 @@ export interface CopyRangesOptions {
   below?: Disk;
   /** after each chunk: its range and the bytes written for it */
   onChunk?: (c: { offset: number; length: number }, written: number) => void;
+  /**
+   * the background push of written data to the disk every FLUSH_EVERY bytes (default: the
+   * target's flush); convert's hidden target syncs its files without the driver's flush
+   */
+  sync?: () => Promise<void>;
 }
 
 /** whether every byte of [offset, offset+length) of `below` is known to read as zeros */
@@ -121,7 +126,7 @@ export async function copyRanges(read: (into: Buffer, offset: number) => Promise
   let flushing: Promise<void> | undefined;
   const flushNow = () => {
     unflushed = 0;
-    flushing = dst.flush().then(
+    flushing = (opts.sync ? opts.sync() : dst.flush()).then(
       () => {
         flushing = undefined;
       },
@@ -268,6 +273,7 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
       zeroBlockSize: opts.zeroBlockSize ?? Math.min(chunk, Math.max(DEFAULT_ZERO_BLOCK, dst.image.clusterSize)),
       signal: opts.signal,
       label: dstPath,
+      sync: () => staging.syncNow(),
       onChunk: (c, n) => {
         written += n;
         done = c.offset + c.length;

@@ -3,8 +3,9 @@
  * name): until `seal()`, a store's flush only notes that it has unflushed writes. Drivers flush
  * between a block and the table entry naming it so that a crash leaves an image that opens; a
  * file that is removed after a crash, never opened, needs none of those barriers (268 fdatasyncs
- * for a 256 MiB VMDK convert, where the old order needed 11). `seal()` makes every written store
- * durable once; from then on flush is a flush again, so the steps that make the file visible
+ * for a 256 MiB VMDK convert, where the old order needed 11). `syncNow()` pushes what was written
+ * to the disk (convert calls it every 32 MiB, so write-back overlaps the copy); `seal()` makes
+ * every written store durable once more; from then on flush is a flush again, so the steps that make the file visible
  * (descriptor rewrites, renames) keep their order. A store closed before the seal is flushed as
  * it closes.
  */
@@ -60,6 +61,13 @@ export class DeferredSyncNamespace extends NamespaceWrapper {
   /** make every written store durable; later flushes are flushes again */
   async seal(): Promise<void> {
     this.sealed = true;
+    await this.syncNow();
+  }
+  /**
+   * make what was written so far durable, flushes staying deferred: a long copy calls it every
+   * few dozen MiB so the data reaches the disk while the copy goes on, not all at the seal
+   */
+  async syncNow(): Promise<void> {
     for (const s of [...this.stores]) await s.sync();
   }
   /** @internal a store that closed */
