@@ -86,7 +86,6 @@ async function checkInfo(d: Disk, row: Row, where: Place, readOnly: boolean, whe
  */
 const KNOWN_GAPS: Record<string, string> = {
   'raw raw: info allocatedBytes': 'info.allocatedBytes is the file length where the store cannot report holes; block status (emulated by reading) calls the unwritten bytes zero',
-  'vhd dynamic: resize grow-shrink': 'a shrink leaves the dropped blocks in the file: check then reports a leak',
   'vhdx dynamic: resize grow-shrink': 'a shrink leaves the dropped blocks in the file: check then reports a leak',
 };
 

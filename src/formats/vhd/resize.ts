@@ -6,6 +6,7 @@ import { DiskError } from '../../core/errors.js';
 import { ceilDiv, roundUp } from '../../core/ints.js';
 import { BAT_UNUSED, FOOTER_SIZE, MAX_BAT_ENTRIES, MAX_VHD_BYTES, SECTOR, encodeFooter, exactSizeGeometry, type FooterValue } from './structs.js';
 import type { VhdMap } from './map.js';
+import { closeUp } from './compact.js';
 import { checkWritable, saveFooter, saveHeader, typeOf, type VhdFile } from './state.js';
 
 /**
@@ -19,7 +20,9 @@ import { checkWritable, saveFooter, saveHeader, typeOf, type VhdFile } from './s
  * - Dynamic grow: blocks in the way of a larger BAT moved to the end of the file (footer at
  *   the new end, copy, flush, BAT entry, flush), the new BAT entries unused, flush, the
  *   dynamic header's maxTableEntries, flush, then the footers.
- * - Dynamic shrink: the footers first, then the BAT entries past the new end unused.
+ * - Dynamic shrink: the footers first, then the BAT entries past the new end unused, flush,
+ *   then the close-up (the relayout engine, as after a discard) moves the highest blocks into
+ *   the freed slots and cuts the file.
  */
 export async function resizeVhd(file: VhdFile, map: VhdMap, newCapacity: number): Promise<void> {
   checkWritable(file);
@@ -93,7 +96,15 @@ async function resizeDynamic(file: VhdFile, map: VhdMap, newCapacity: number, ne
     await saveFooter(file, next);
     await file.store.flush();
     await zeroPastEnd(newCapacity);
-    if (need < oldNeed) await file.store.write(d.tableOffset + need * 4, Buffer.alloc((oldNeed - need) * 4, 0xff));
+    if (need < oldNeed) {
+      await file.store.write(d.tableOffset + need * 4, Buffer.alloc((oldNeed - need) * 4, 0xff));
+      await file.store.flush();
+      // the blocks past the new end are unused now: close the data area up and cut the file,
+      // as a discard does, so the shrink gives their space back instead of leaving a leak
+      d.bat.fill(BAT_UNUSED, need);
+      map.clearCache();
+      await closeUp(file, map);
+    }
     return;
   }
   await zeroPastEnd(file.capacity);
