@@ -25,7 +25,7 @@ export function xorshiftBytes(len: number, seed: number): Buffer {
 
 /** A seeded source of the random values tests and the fuzzer need (mulberry32 underneath). */
 export class Rng {
-  private readonly next: () => number;
+  protected readonly next: () => number;
   constructor(seed: number) {
     this.next = mulberry32(seed);
   }
