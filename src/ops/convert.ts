@@ -228,13 +228,31 @@ export async function moveIntoPlace(img: Image, finalPath: string): Promise<void
   await img.namespace.rename(from, finalPath);
 }
 
-/** The data ranges of `src` over [0, length), or the whole span when finding them would mean reading it all. */
-export async function dataRanges(src: Disk, length: number): Promise<{ offset: number; length: number }[]> {
+/**
+ * The data ranges of `src` over [0, length), each rounded out to whole `grain`s (the target's
+ * zero-detection block) and merged where they then touch, or the whole span when finding them
+ * would mean reading it all. A host file's holes come at 4 KiB: copied as they are, the data
+ * between them becomes writes that start and end inside a cluster, which the target stores
+ * piecewise (a qcow2 allocation ending mid-cluster stats and extends its file) at 1.2x the cost;
+ * a rounded range reads the hole's zeros and the zero detection still skips whole zero blocks
+ * (as qemu-img convert aligns block status to the target's cluster). The default, 1, keeps the
+ * ranges as they are: a chain clone's links hold exactly what their sources hold.
+ */
+export async function dataRanges(src: Disk, length: number, grain = 1): Promise<{ offset: number; length: number }[]> {
   if (length === 0) return [];
   // An emulated block status would read the whole source once more: copy everything instead
   // and let the zero detection find the holes.
   if (src.image.capabilities.blockStatus === 'emulate') return [{ offset: 0, length }];
-  return (await src.blockStatus(0, length)).filter((r) => r.state === 'data');
+  const out: { offset: number; length: number }[] = [];
+  for (const r of await src.blockStatus(0, length)) {
+    if (r.state !== 'data') continue;
+    const from = Math.floor(r.offset / grain) * grain;
+    const to = Math.min(length, Math.ceil((r.offset + r.length) / grain) * grain);
+    const last = out[out.length - 1];
+    if (last && from <= last.offset + last.length) last.length = Math.max(last.length, to - last.offset);
+    else out.push({ offset: from, length: to - from });
+  }
+  return out;
 }
 
 export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
@@ -262,15 +280,16 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
   try {
     const report = () => opts.onProgress?.({ done, total, written });
     report();
-    const ranges = await dataRanges(src, total);
     const chunk = opts.chunkSize ?? DEFAULT_CHUNK;
+    // A target that allocates whole units bigger than 64 KiB (VDI: 1 MiB blocks) stores the
+    // zeros around data in a unit anyway: looking for zeros per unit gives one write per unit
+    // instead of one per run of data, with the same result. Not above a chunk; not for targets
+    // that keep unwritten sectors of a block as holes (VHD, VHDX report one sector).
+    const zeroBlockSize = opts.zeroBlockSize ?? Math.min(chunk, Math.max(DEFAULT_ZERO_BLOCK, dst.image.clusterSize));
+    const ranges = await dataRanges(src, total, zeroBlockSize);
     await copyRanges((buf, at) => src.readInto(buf, at), dst, ranges, {
       chunkSize: chunk,
-      // A target that allocates whole units bigger than 64 KiB (VDI: 1 MiB blocks) stores the
-      // zeros around data in a unit anyway: looking for zeros per unit gives one write per unit
-      // instead of one per run of data, with the same result. Not above a chunk; not for targets
-      // that keep unwritten sectors of a block as holes (VHD, VHDX report one sector).
-      zeroBlockSize: opts.zeroBlockSize ?? Math.min(chunk, Math.max(DEFAULT_ZERO_BLOCK, dst.image.clusterSize)),
+      zeroBlockSize,
       signal: opts.signal,
       label: dstPath,
       sync: () => staging.syncNow(),
