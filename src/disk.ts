@@ -27,7 +27,7 @@ export async function detectFormat(name: string, ns: Namespace = hostFiles()): P
  */
 export async function openLinkIn(ns: Namespace, path: string, opts: LinkOpenOptions): Promise<Image> {
   const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
-  const { format: _format, singleLink: _single, cowByCaller, preserveIdentity, ...facts } = opts;
+  const { format: _format, cowByCaller, preserveIdentity, ...facts } = opts;
   const driverOpts: OpenOptions = { ...facts, updateIdentityOnWrite: !preserveIdentity };
   if (!opts.readOnly && !cowByCaller) await refuseChildAlone(driver, ns, path, driverOpts);
   return driver.open(ns, path, driverOpts);
@@ -70,7 +70,7 @@ export async function openLink(path: string, opts: LinkOpenOptions & { namespace
 async function parentFactsAt(ns: Namespace, name: string): Promise<ParentFacts | undefined> {
   let img: Image | undefined;
   try {
-    img = await openLinkIn(ns, name, { readOnly: true, singleLink: true });
+    img = await openLinkIn(ns, name, { readOnly: true });
     return parentFacts(img);
   } catch {
     return undefined;

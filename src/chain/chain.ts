@@ -34,12 +34,6 @@ export interface LinkOpenOptions extends Omit<OpenOptions, 'updateIdentityOnWrit
   /** format name; detected from the content when omitted */
   format?: string;
   /**
-   * Open only this link, not its parents (VixDiskLib's SINGLE_LINK): unallocated ranges read
-   * as zeros. A link opener always opens one link; Disk.open reads the flag, the other callers
-   * state it for the reader.
-   */
-  singleLink?: boolean;
-  /**
    * The caller does copy-on-write from the parent itself (the chain layer), or writes only what
    * the link alone holds (check, compact, rebase, commit). Without it a read-write open of a
    * child is refused (PARTIALCHAIN, in disk.ts openLinkIn): alone, a partial write to a unit
@@ -55,6 +49,11 @@ export interface LinkOpenOptions extends Omit<OpenOptions, 'updateIdentityOnWrit
 }
 
 export interface ChainOpenOptions extends LinkOpenOptions {
+  /**
+   * Open only this link, not its parents (VixDiskLib's SINGLE_LINK): unallocated ranges read
+   * as zeros. (A link opener, openLinkIn, always opens one link.)
+   */
+  singleLink?: boolean;
   /** refuse parent hints that are absolute or leave the child's folder */
   untrusted?: boolean;
   /** most links a chain may have (default 255) */
@@ -124,7 +123,7 @@ async function findByIdentity(ns: Namespace, childPath: string, link: BackingLin
     if (ns.absolute(c) === self || (await ns.kind(c)) !== 'file') continue;
     let img: Image | undefined;
     try {
-      img = await formats.open(ns, c, { readOnly: true, singleLink: true, format: link.format, ignoreChecksums });
+      img = await formats.open(ns, c, { readOnly: true, format: link.format, ignoreChecksums });
       if (img.identity()?.toLowerCase() === want) return c;
     } catch {
       // not an image of that format: keep looking
@@ -157,7 +156,7 @@ export async function backingTo(ns: Namespace, childPath: string, parentPath: st
   const change: BackingChange = { hint: hintFor(ns, childPath, parentPath, opts.absoluteHint), parentId, parentName: ns.absolute(parentPath) };
   let parent: Image | undefined;
   try {
-    parent = await formats.open(ns, parentPath, { readOnly: true, singleLink: true, format: opts.format });
+    parent = await formats.open(ns, parentPath, { readOnly: true, format: opts.format });
     change.parent = parentFacts(parent);
   } catch {
     // the parent cannot be read (yet): drivers record what they can without it

@@ -23,7 +23,7 @@ export async function findChildren(image: Image, formats: ChainFormats, extensio
     let link;
     let other: Image | undefined;
     try {
-      other = await formats.open(ns, p, { readOnly: true, singleLink: true });
+      other = await formats.open(ns, p, { readOnly: true });
       link = other.backing();
     } catch {
       continue; // not a disk we can read: it cannot be a child we would break

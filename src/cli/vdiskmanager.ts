@@ -190,7 +190,7 @@ function typeOf(t: string | undefined, what: string): { type: string; thin?: boo
 
 /** the driver's defragment/compact on one link, identity kept */
 async function inPlace(path: string, what: 'compact' | 'defragment', say: (t: string) => void): Promise<InPlaceResult> {
-  const image = await openLinkIn(hostFiles(), path, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+  const image = await openLinkIn(hostFiles(), path, { cowByCaller: true, preserveIdentity: true });
   try {
     if (what === 'compact' && image.backing()) {
       throw new DiskError('CANTSHRINK', undefined, { path, field: 'parentFileNameHint', found: image.backing()!.hint });

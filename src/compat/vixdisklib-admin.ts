@@ -202,7 +202,7 @@ export async function VixDiskLib_Attach(parentHandle: VixDiskLibHandle, childHan
     const parentState = handles.get(parentHandle)!;
     childState.disk = undefined;
     await child.close();
-    const link: Image = await openLinkIn(ns, childPath, { singleLink: true, cowByCaller: true });
+    const link: Image = await openLinkIn(ns, childPath, { cowByCaller: true });
     try {
       await link.setBacking(change);
     } finally {

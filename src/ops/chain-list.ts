@@ -41,7 +41,7 @@ export async function describeChain(path: string, opts: { untrusted?: boolean; m
   for (;;) {
     let img;
     try {
-      img = await openLinkIn(ns, at, { readOnly: true, singleLink: true });
+      img = await openLinkIn(ns, at, { readOnly: true });
     } catch (err) {
       if (links.length === 0 || !(err instanceof DiskError)) throw err;
       return { links, break: { at: links[links.length - 1]!.path, code: err.code === 'FILENOTFOUND' ? 'OPENPARENT' : err.code, reason: err.message } };

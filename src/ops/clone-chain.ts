@@ -198,7 +198,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
       await dst.flush();
       writing = undefined;
       await top.close();
-      lower.unshift(await openLinkIn(ns, temps[k]!, { readOnly: true, singleLink: true, format }));
+      lower.unshift(await openLinkIn(ns, temps[k]!, { readOnly: true, format }));
       await opts.onStep?.(`link ${k} written`);
     }
     for (const l of lower.splice(0)) await l.close();
@@ -210,7 +210,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
     for (let k = 0; k < count; k++) {
       if (driverByName(format).selfNaming) {
         // the descriptor names its extents (a monolithic one, itself): VMDK renames them too
-        const img = await openLinkIn(ns, temps[k]!, { singleLink: true, cowByCaller: true, preserveIdentity: true, format });
+        const img = await openLinkIn(ns, temps[k]!, { cowByCaller: true, preserveIdentity: true, format });
         await moveIntoPlace(img, finals[k]!);
       } else {
         await ns.rename(temps[k]!, finals[k]!);

@@ -57,7 +57,7 @@ export interface CommitOptions extends ChainCopyOptions {
 const CHUNK = 1024 * 1024;
 
 async function filesOf(ns: Namespace, path: string): Promise<string[]> {
-  const img = await openLinkIn(ns, path, { readOnly: true, singleLink: true });
+  const img = await openLinkIn(ns, path, { readOnly: true });
   try {
     const files = (await img.info()).files.map((f) => ns.absolute(f));
     // the descriptor last, so a removal stopped half-way still leaves a findable disk
@@ -153,7 +153,7 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
     }
     if (!oldId && driverByName(layerFormat).capabilities.identityFollowsContent) throw new DiskError('NOTSUPPORTED', 'the base has no identity to renew', { path: basePath });
     const inChain = new Set(paths.slice(0, journal.depth));
-    const base = await openLinkIn(ns, basePath, { readOnly: true, singleLink: true });
+    const base = await openLinkIn(ns, basePath, { readOnly: true });
     const others = (await findChildren(base, chainFormats, backends().flatMap((b) => b.extensions)).finally(() => base.close())).filter((c) => !inChain.has(ns.absolute(c)));
     if (others.length > 0 && !opts.force) {
       throw new DiskError('RDONLY', `the base has another child (${others[0]}) that the commit would break; remove it or force`, { path: basePath, field: 'children', found: others });
@@ -185,7 +185,7 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
 
   // switch: every step below is idempotent, so a resumed commit simply runs them again
   if (journal.newId !== journal.oldId) {
-    const base = await openLinkIn(ns, basePath, { singleLink: true, cowByCaller: true });
+    const base = await openLinkIn(ns, basePath, { cowByCaller: true });
     try {
       await base.setIdentity(journal.newId);
       await base.flush();
@@ -196,7 +196,7 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
   await opts.onStep?.('base identity');
   if (!journal.drop) {
     const change = await backingTo(ns, top, basePath, journal.newId, chainFormats);
-    const t = await openLinkIn(ns, top, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+    const t = await openLinkIn(ns, top, { cowByCaller: true, preserveIdentity: true });
     try {
       await t.setBacking(change);
       await opts.onStep?.('top relinked');
@@ -245,7 +245,7 @@ export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Pr
   }
   const newParent = depth < paths.length ? paths[depth] : undefined;
   const change = newParent ? await backingTo(ns, top, newParent, parentId!, chainFormats) : undefined;
-  const t = await openLinkIn(ns, top, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+  const t = await openLinkIn(ns, top, { cowByCaller: true, preserveIdentity: true });
   try {
     await t.setBacking(change);
   } finally {
@@ -253,7 +253,7 @@ export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Pr
   }
   // merged links go when nothing else depends on them
   for (const p of paths.slice(1, depth)) {
-    const img = await openLinkIn(ns, p, { readOnly: true, singleLink: true });
+    const img = await openLinkIn(ns, p, { readOnly: true });
     const kids = await findChildren(img, chainFormats, backends().flatMap((b) => b.extensions)).finally(() => img.close());
     if (kids.length === 0) await removeFiles(ns, await filesOf(ns, p));
     else break; // a link still used keeps everything below it too

@@ -39,7 +39,7 @@ export async function defragment(path: string, opts: InPlaceOpOptions = {}): Pro
 /** the same refusal for every in-place operation: the capability must be native and the method present */
 export async function refuseWithout(path: string, cap: 'compact' | 'defragment' | 'discard', format?: string, ns: Namespace = hostFiles()): Promise<string> {
   const driver = format ? driverByName(format) : await detectFormatIn(ns, path);
-  const peek = await openLinkIn(ns, path, { format: driver.name, singleLink: true, readOnly: true });
+  const peek = await openLinkIn(ns, path, { format: driver.name, readOnly: true });
   try {
     const method = cap === 'discard' ? peek.discard : peek.maintenance()[cap];
     if (peek.capabilities[cap] === 'none' || !method) {
@@ -57,7 +57,7 @@ async function inPlace(path: string, cap: 'compact' | 'defragment', opts: InPlac
   const ns = opts.namespace ?? hostFiles();
   refuseUnsafe(ns, cap, path);
   const format = await refuseWithout(path, cap, opts.format, ns);
-  const image = await openLinkIn(ns, path, { format, singleLink: true, cowByCaller: true, preserveIdentity: true });
+  const image = await openLinkIn(ns, path, { format, cowByCaller: true, preserveIdentity: true });
   try {
     return await run(image);
   } finally {

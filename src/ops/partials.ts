@@ -67,7 +67,7 @@ export async function writeRecord(ns: Namespace, path: string, rec: CloneRecord)
 export async function linkFiles(ns: Namespace, path: string): Promise<string[]> {
   const self = ns.absolute(path);
   try {
-    const img = await openLinkIn(ns, path, { readOnly: true, singleLink: true });
+    const img = await openLinkIn(ns, path, { readOnly: true });
     try {
       const files = (await img.info()).files.map((f) => ns.absolute(f));
       return [...files.filter((f) => f !== self), self];

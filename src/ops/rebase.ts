@@ -46,7 +46,7 @@ export async function rebase(childPath: string, newParent: string | undefined, o
   }
   let copied = 0;
   try {
-    const link = await openLinkIn(ns, child, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+    const link = await openLinkIn(ns, child, { cowByCaller: true, preserveIdentity: true });
     try {
       const caps = driverByName(link.format).capabilities;
       if (newParent !== undefined && caps.parentLink === 'identity' && (parentId === undefined || parentFormat !== link.format)) {

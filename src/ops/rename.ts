@@ -55,7 +55,7 @@ export async function rename(oldPath: string, newPath: string, opts: { namespace
   const dst = ns.absolute(newPath);
   if (src === dst) throw new DiskError('INVAL', 'the new name is the old one', { path: oldPath });
   if (await ns.exists(dst)) throw new DiskError('FILEEXISTS', 'a file of that name exists', { path: newPath });
-  const image = await openLinkIn(ns, src, { singleLink: true, readOnly: true });
+  const image = await openLinkIn(ns, src, { readOnly: true });
   let from: string[];
   let kids: string[];
   let id: string | undefined;
@@ -70,13 +70,13 @@ export async function rename(oldPath: string, newPath: string, opts: { namespace
   for (const f of await leftoversOf(ns, src, from)) await ns.remove(f);
   const links: { path: string; parentId: string }[] = [];
   for (const c of kids) {
-    const child = await openLinkIn(ns, c, { singleLink: true, readOnly: true });
+    const child = await openLinkIn(ns, c, { readOnly: true });
     links.push({ path: c, parentId: child.backing()?.parentId ?? id ?? '' });
     await child.close();
   }
   if (image.maintenance().renameTo) {
     // the multi-file formats rename themselves (descriptor and extent names)
-    const rw = await openLinkIn(ns, src, { format: image.format, singleLink: true, cowByCaller: true, preserveIdentity: true });
+    const rw = await openLinkIn(ns, src, { format: image.format, cowByCaller: true, preserveIdentity: true });
     try {
       await rw.maintenance().renameTo!(dst, { keepOld: true });
     } catch (err) {
@@ -86,12 +86,12 @@ export async function rename(oldPath: string, newPath: string, opts: { namespace
   } else {
     if (!(await ns.link(src, dst))) await ns.rename(src, dst);
   }
-  const after = await openLinkIn(ns, dst, { singleLink: true, readOnly: true });
+  const after = await openLinkIn(ns, dst, { readOnly: true });
   const to = (await after.info()).files.map((f) => ns.absolute(f));
   await after.close();
   for (const l of links) {
     const change = await backingTo(ns, l.path, dst, l.parentId, chainFormats);
-    const child = await openLinkIn(ns, l.path, { singleLink: true, cowByCaller: true, preserveIdentity: true });
+    const child = await openLinkIn(ns, l.path, { cowByCaller: true, preserveIdentity: true });
     try {
       await child.setBacking(change);
       await child.flush();
@@ -111,7 +111,7 @@ export async function rename(oldPath: string, newPath: string, opts: { namespace
  */
 export async function renameLeftovers(path: string, ns: Namespace = hostFiles()): Promise<string[]> {
   const top = ns.absolute(path);
-  const image = await openLinkIn(ns, top, { singleLink: true, readOnly: true });
+  const image = await openLinkIn(ns, top, { readOnly: true });
   let files: string[];
   try {
     files = (await image.info()).files.map((f) => ns.absolute(f));
@@ -172,7 +172,7 @@ export interface UnlinkOptions {
 
 export async function unlink(path: string, opts: UnlinkOptions = {}): Promise<{ removed: string[] }> {
   const ns = opts.namespace ?? hostFiles();
-  const image = await openLinkIn(ns, ns.absolute(path), { singleLink: true, readOnly: true });
+  const image = await openLinkIn(ns, ns.absolute(path), { readOnly: true });
   let files: string[];
   try {
     const kids = await findChildren(image, chainFormats, extensions());

@@ -42,13 +42,13 @@ export async function resize(path: string, size: number, opts: ResizeOptions & {
   refuseUnsafe(ns, 'resize', path);
   const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
   // a look first, read-only: some types (streamOptimized) cannot even be opened for writing
-  const peek = await openLinkIn(ns, path, { format: driver.name, singleLink: true, readOnly: true });
+  const peek = await openLinkIn(ns, path, { format: driver.name, readOnly: true });
   const peekType = peek.type;
   await peek.close();
   if (driver.sequentialTypes.includes(peekType)) {
     throw new DiskError('NOTSUPPORTED', 'streamOptimized disks cannot be resized in place: convert to monolithicSparse, resize, and convert back', { path, field: 'createType', found: peekType });
   }
-  const image = await openLinkIn(ns, path, { format: driver.name, singleLink: true, cowByCaller: true, preserveIdentity: true });
+  const image = await openLinkIn(ns, path, { format: driver.name, cowByCaller: true, preserveIdentity: true });
   let closed = false;
   try {
     const old = image.capacity;

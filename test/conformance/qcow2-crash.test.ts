@@ -125,7 +125,7 @@ test(`qcow2: ${RUNS} writers killed at random moments lose no flushed write and 
     assert.ok(q.code === 0 || q.code === 3, `${label}: qemu-img check exit ${q.code}\n${q.text}`);
     assert.equal(q.json.corruptions ?? 0, 0, `${label}: corruptions\n${q.text}`);
     if ((q.json.leaks ?? 0) > 0) leaky++;
-    const link = await openLink(top, { singleLink: true, cowByCaller: true });
+    const link = await openLink(top, { cowByCaller: true });
     const report = await link.maintenance().check!({ repair: false });
     assert.equal(report.findings.filter((f) => f.kind === 'corruption').length, 0, `${label}: vdkit check finds no corruption`);
     assert.equal(report.findings.filter((f) => f.kind === 'leak').reduce((n, f) => n + (f.count ?? 1), 0), q.json.leaks ?? 0, `${label}: vdkit and qemu-img count the same leaks`);

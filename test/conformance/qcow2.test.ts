@@ -358,7 +358,7 @@ test('qcow2 chains of depth 1 to 5 made with createChild read like a flattened m
     const h = await rawHeader(join(dir, `base-${String(depth).padStart(6, '0')}.qcow2`));
     assert.equal(h.backingName, parentName);
     assert.equal(h.backingFormat, 'qcow2');
-    const link = await openLink(join(dir, `base-${String(depth).padStart(6, '0')}.qcow2`), { readOnly: true, singleLink: true });
+    const link = await openLink(join(dir, `base-${String(depth).padStart(6, '0')}.qcow2`), { readOnly: true });
     await assertClean(link, `link ${depth}`);
     await link.close();
     top = c.path;
@@ -483,7 +483,7 @@ test('setBacking writes and removes name and format; makeEmpty frees everything 
   await d.close();
   await (await Disk.create(join(dir, 'p.vmdk'), { format: 'vmdk', capacity: 4 * MiB })).close();
   await (await Disk.create(join(dir, 'p.vhd'), { format: 'vhd', capacity: 4 * MiB })).close();
-  const link = await openLink(p, { singleLink: true, cowByCaller: true });
+  const link = await openLink(p, { cowByCaller: true });
   // the chain layer probes the new parent's format (the driver never opens it)
   await link.setBacking(await backingTo(hostFiles(), p, join(dir, 'p.vmdk'), 'ignored', chainFormats));
   assert.deepEqual(link.backing(), { hint: 'p.vmdk', format: 'vmdk' });
@@ -494,7 +494,7 @@ test('setBacking writes and removes name and format; makeEmpty frees everything 
   let h = await rawHeader(p);
   assert.equal(h.backingName, 'p.vhd');
   assert.equal(h.backingFormat, 'vpc', "QEMU's name for VHD");
-  const l2 = await openLink(p, { singleLink: true, cowByCaller: true });
+  const l2 = await openLink(p, { cowByCaller: true });
   await l2.setBacking(undefined);
   assert.equal(l2.backing(), undefined);
   const before = (await stat(p)).size;
@@ -601,7 +601,7 @@ test('check and repair: leaks are lowered, a refcount below the count raised, CO
   await poke(p, rb + host * 2, Buffer.from([0, 0])); // a data cluster: corruption
   const fileClusters = Math.ceil((await stat(p)).size / cs);
   await poke(p, rb + (fileClusters + 2) * 2, Buffer.from([0, 1])); // past the end: warning
-  let link = await openLink(p, { readOnly: true, singleLink: true });
+  let link = await openLink(p, { readOnly: true });
   let r = await link.maintenance().check!({ repair: false });
   await link.close();
   const kinds = r.findings.map((f) => `${f.kind}:${f.field}`).sort();
@@ -609,8 +609,8 @@ test('check and repair: leaks are lowered, a refcount below the count raised, CO
   assert.equal(r.leakedBytes, cs);
   assert.match(r.findings.find((f) => f.kind === 'leak')!.message, /^Leaked cluster 3 refcount=3 reference=1$/);
   // a read-write open of the damaged image is refused; the repair opens it for the check
-  await assert.rejects(openLink(p, { singleLink: true, cowByCaller: true }), (e: DiskError) => e.code === 'NEEDSREPAIR');
-  link = await openLink(p, { singleLink: true, cowByCaller: true, tolerateDamage: true });
+  await assert.rejects(openLink(p, { cowByCaller: true }), (e: DiskError) => e.code === 'NEEDSREPAIR');
+  link = await openLink(p, { cowByCaller: true, tolerateDamage: true });
   r = await link.maintenance().check!({ repair: true });
   assert.ok(r.findings.filter((f) => f.kind !== 'corruption' || f.field !== 'l2[0][5]').every((f) => f.repaired), JSON.stringify(r.findings));
   assert.equal(r.leakedBytes, 0);

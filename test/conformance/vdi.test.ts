@@ -449,7 +449,7 @@ test('setBacking: a dynamic base becomes a differencing child (UUIDs from the pa
   const ph = await rawHeader(parent);
   const lone = join(dir, 'lone.vdi');
   await (await Disk.create(lone, { format: 'vdi', capacity: 2 * MiB })).close();
-  const img = await openLink(lone, { singleLink: true, cowByCaller: true });
+  const img = await openLink(lone, { cowByCaller: true });
   // the chain layer reads the parent (the driver never opens it) and hands over its facts
   await img.setBacking(await backingTo(hostFiles(), lone, parent, uuidText(ph.uuidCreate), chainFormats));
   await img.close();
@@ -461,7 +461,7 @@ test('setBacking: a dynamic base becomes a differencing child (UUIDs from the pa
   assert.deepEqual(await r.read(0, 15), Buffer.from('from the parent'));
   await r.close();
   // a parent that cannot be read at the hint: the link is still set, the parent-modify UUID is unknown (null)
-  const img2 = await openLink(lone, { singleLink: true, cowByCaller: true });
+  const img2 = await openLink(lone, { cowByCaller: true });
   await img2.setBacking({ hint: 'missing.vdi', parentId: '01234567-89ab-cdef-0123-456789abcdef' });
   h = await rawHeader(lone);
   assert.equal(uuidText(h.uuidLinkage), '01234567-89ab-cdef-0123-456789abcdef');
@@ -474,7 +474,7 @@ test('setBacking: a dynamic base becomes a differencing child (UUIDs from the pa
   assert.ok(h.uuidLinkage.equals(Buffer.alloc(16)) && h.uuidParentModify.equals(Buffer.alloc(16)));
   const f = join(dir, 'f.vdi');
   await (await Disk.create(f, { format: 'vdi', type: 'fixed', capacity: MiB })).close();
-  const fi = await openLink(f, { singleLink: true });
+  const fi = await openLink(f, {});
   await assert.rejects(fi.setBacking({ hint: 'p.vdi', parentId: uuidText(ph.uuidCreate) }), (e: DiskError) => e.code === 'NOTSUPPORTED' && e.details.field === 'type');
   await assert.rejects(fi.makeEmpty(), (e: DiskError) => e.code === 'NOTSUPPORTED');
   await fi.close();

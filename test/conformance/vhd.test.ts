@@ -462,7 +462,7 @@ test('rebase, merge and commit re-link VHD chains and keep what they read', asyn
   const empty = await Disk.create(join(dir, 'empty.vhd'), { format: 'vhd', capacity });
   const emptyId = empty.image.identity()!;
   await empty.close();
-  const link = await openLink(join(dir, 'top.vhd'), { singleLink: true, cowByCaller: true });
+  const link = await openLink(join(dir, 'top.vhd'), { cowByCaller: true });
   await link.setBacking({ hint: 'empty.vhd', parentId: emptyId });
   await link.close();
   r = await Disk.open(join(dir, 'top.vhd'), { readOnly: true });

@@ -313,7 +313,7 @@ test('block states of §16.4: ZERO reads zeros (and hides a parent), UNMAPPED/UN
   assert.deepEqual(await r.read(2 * MiB, 16), Buffer.alloc(16, 0xab), 'UNMAPPED: the parent');
   assert.deepEqual(await r.read(4 * MiB, 16), Buffer.alloc(16, 0xab), 'UNDEFINED: the parent');
   assert.deepEqual(await r.read(6 * MiB, 16), Buffer.alloc(16, 0xab), 'NOT_PRESENT: the parent');
-  const single = await openLink(child, { readOnly: true, singleLink: true });
+  const single = await openLink(child, { readOnly: true });
   assert.deepEqual(await single.blockStatus(0, 8 * MiB), [
     { offset: 0, length: 2 * MiB, state: 'zero' },
     { offset: 2 * MiB, length: 6 * MiB, state: 'unallocated' },
@@ -578,7 +578,7 @@ test('rebase, merge and commit re-link VHDX chains and keep what they read', asy
   const empty = await Disk.create(join(dir, 'empty.vhdx'), { format: 'vhdx', capacity, blockSize: BLOCK });
   const emptyId = empty.image.identity()!;
   await empty.close();
-  const link = await openLink(join(dir, 'top.vhdx'), { singleLink: true, cowByCaller: true, preserveIdentity: true });
+  const link = await openLink(join(dir, 'top.vhdx'), { cowByCaller: true, preserveIdentity: true });
   await link.setBacking({ hint: 'empty.vhdx', parentId: emptyId });
   await link.close();
   r = await Disk.open(join(dir, 'top.vhdx'), { readOnly: true });
@@ -673,7 +673,7 @@ test('the log carries metadata region changes: a pending parent locator rewrite 
   await (await Disk.create(other, { format: 'vhdx', capacity: 4 * MiB, blockSize: BLOCK })).close();
   await (await createChild(base, join(dir, 'c.vhdx'))).close();
   const otherId = (await rawHeaders(other)).cur.dataWrite;
-  const link = await openLink(join(dir, 'c.vhdx'), { singleLink: true, cowByCaller: true, preserveIdentity: true });
+  const link = await openLink(join(dir, 'c.vhdx'), { cowByCaller: true, preserveIdentity: true });
   vhdxLogHooks.afterLogFlush = () => {
     throw new Error('stopped');
   };
@@ -687,7 +687,7 @@ test('the log carries metadata region changes: a pending parent locator rewrite 
   const ro = await Disk.open(join(dir, 'c.vhdx'), { readOnly: true });
   assert.equal((await ro.info()).chain?.[1], other, 'through the replayed log: the new parent');
   await ro.close();
-  await (await openLink(join(dir, 'c.vhdx'), { singleLink: true, cowByCaller: true, preserveIdentity: true })).close();
+  await (await openLink(join(dir, 'c.vhdx'), { cowByCaller: true, preserveIdentity: true })).close();
   assert.equal(locatorPairs((await rawLayout(join(dir, 'c.vhdx'))).items.get(ITEM.locator)!.data).get('relative_path'), '.\\other.vhdx', 'replayed in place');
 });
 

@@ -289,7 +289,7 @@ test('protocol-style backing names are handed through verbatim by backing() (tru
   for (const name of ['json:{"driver":"nbd","host":"h"}', 'nbd://h/x', 'http://example.com/x.img']) {
     const p = copy(child);
     await setName(p, name);
-    const link = await openLink(p, { readOnly: true, singleLink: true });
+    const link = await openLink(p, { readOnly: true });
     assert.deepEqual(link.backing(), { hint: name, format: 'qcow2' });
     await link.close();
     // trusted: the name is a file name beside the child, which does not exist
@@ -347,7 +347,7 @@ test('an L1 table naming one L2 table a million times: open, info and check stay
   // entry would take hours, not seconds)
   const t1 = performance.now();
   const c1 = process.cpuUsage();
-  const link = await openLink(p, { readOnly: true, singleLink: true });
+  const link = await openLink(p, { readOnly: true });
   const report = await link.maintenance().check!({ repair: false });
   await link.close();
   const checkMs = cpuMs(c1);

@@ -47,6 +47,8 @@ export interface CellResult {
   /** states in a window TOLERATED marks as not closed */
   openWindows: number;
   qemuChecked: number;
+  /** qemu-img checks that called corrupt a state QEMU_TOLERATED explains */
+  qemuTolerated: number;
   findings: Finding[];
   ms: number;
 }
@@ -202,6 +204,28 @@ async function judge(state: CrashState, s: Scenario, models: Model[], out: (kind
   return repaired;
 }
 
+/**
+ * qemu-img check errors on states vdkit's check calls a leak, with the reason: the crash-state
+ * twin of in-place-kill's qemuTolerated. Counted per cell (`qemuTolerated`), not findings.
+ */
+export const QEMU_TOLERATED: { format: string; pattern: RegExp; why: string }[] = [
+  {
+    format: 'vdi',
+    // "is" = the map's entries, "should be" = the header's count: only a count ABOVE the entries
+    pattern: /ERROR: allocated blocks mismatch, is (\d+), should be (\d+)/,
+    why: "cBlocksAllocated above the map's entries (header durable, map entry not yet): vdkit's check calls it a leak, QEMU any count mismatch an error, though its own allocator (header, then bmap, no flush between) leaves the same state and nothing is overwritten because of it (vdi/NOTES.md)",
+  },
+];
+
+function qemuTolerated(format: string, text: string): boolean {
+  return QEMU_TOLERATED.some((t) => {
+    if (t.format !== format) return false;
+    const m = t.pattern.exec(text);
+    // the one error of the report, and (VDI) the count above the entries, never below
+    return m !== null && /\b1 errors were found\b/.test(text) && (m[1] === undefined || Number(m[2]) > Number(m[1]));
+  });
+}
+
 /** qemu-img check of the state (in a temp folder); 'corrupt' only for exit status 2 */
 async function qemuCheck(state: CrashState, s: Scenario): Promise<{ verdict: 'clean' | 'corrupt' | 'other'; text: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'vdkit-crash-'));
@@ -230,7 +254,7 @@ export interface ExploreOptions {
 
 export async function exploreCell(op: Operation, f: FormatSpec, opts: ExploreOptions): Promise<CellResult> {
   const t0 = performance.now();
-  const result: CellResult = { op: op.name, format: f.name, states: 0, distinct: 0, events: 0, repaired: 0, openWindows: 0, qemuChecked: 0, findings: [], ms: 0 };
+  const result: CellResult = { op: op.name, format: f.name, states: 0, distinct: 0, events: 0, repaired: 0, openWindows: 0, qemuChecked: 0, qemuTolerated: 0, findings: [], ms: 0 };
   const why = op.skip?.(f);
   if (why) return { ...result, skipped: why };
   const base = new MemoryNamespace();
@@ -260,7 +284,8 @@ export async function exploreCell(op: Operation, f: FormatSpec, opts: ExploreOpt
     if (qemu && (result.distinct - 1) % qemuEvery === 0 && result.qemuChecked < opts.qemuSample! && state.files.has(scenario.target) && found.length === 0 && !repaired) {
       result.qemuChecked++;
       const q = await qemuCheck(state, scenario);
-      if (q.verdict === 'corrupt') found.push({ op: op.name, format: f.name, kind: 'qemu', how: state.how, message: `vdkit check: clean; qemu-img check: ${q.text}` });
+      if (q.verdict === 'corrupt' && qemuTolerated(f.format, q.text)) result.qemuTolerated++;
+      else if (q.verdict === 'corrupt') found.push({ op: op.name, format: f.name, kind: 'qemu', how: state.how, message: `vdkit check: clean; qemu-img check: ${q.text}` });
     }
     for (const x of found) if (total++ < max) result.findings.push(x);
   }
@@ -279,6 +304,6 @@ export function selectCells(ops?: string[], formats?: string[]): [Operation, For
 
 export function formatCell(c: CellResult): string {
   if (c.skipped) return `${c.op.padEnd(16)} ${c.format.padEnd(10)} skipped: ${c.skipped}`;
-  const head = `${c.op.padEnd(16)} ${c.format.padEnd(10)} ${String(c.states).padStart(6)} states ${String(c.distinct).padStart(6)} distinct ${String(c.events).padStart(5)} events ${String(c.repaired).padStart(4)} repaired ${c.openWindows ? `${c.openWindows} in open windows ` : ''}${String(c.qemuChecked).padStart(3)} qemu ${(c.ms / 1000).toFixed(1).padStart(6)} s  ${c.findings.length ? `${c.findings.length} FINDINGS` : 'ok'}`;
+  const head = `${c.op.padEnd(16)} ${c.format.padEnd(10)} ${String(c.states).padStart(6)} states ${String(c.distinct).padStart(6)} distinct ${String(c.events).padStart(5)} events ${String(c.repaired).padStart(4)} repaired ${c.openWindows ? `${c.openWindows} in open windows ` : ''}${String(c.qemuChecked).padStart(3)} qemu ${c.qemuTolerated ? `(${c.qemuTolerated} tolerated) ` : ''}${(c.ms / 1000).toFixed(1).padStart(6)} s  ${c.findings.length ? `${c.findings.length} FINDINGS` : 'ok'}`;
   return [head, ...c.findings.map((x) => `    [${x.kind}] ${x.how}: ${x.message}`)].join('\n');
 }

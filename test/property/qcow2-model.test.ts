@@ -146,7 +146,7 @@ async function runSequence(k: Kind, ops: Op[]): Promise<void> {
       await r.close();
     }
     for (const p of links) {
-      const link = await openLink(p, { readOnly: true, singleLink: true });
+      const link = await openLink(p, { readOnly: true });
       try {
         const report = await link.maintenance().check!({ repair: false });
         assert.deepEqual(report.findings, [], `${k.name}: check of ${p}`);
