@@ -93,7 +93,7 @@ export const convert: CliCommand = {
         };
         const target = toStdout ? (o.streamName ?? 'disk.vmdk') : dst;
         if (src === '-') {
-          const input = await openSequentialInput(process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size') });
+          const input = await openSequentialInput(process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size'), sizeField: '--input-size' });
           if (input.capacity === undefined) {
             if (!(toStdout && format === 'raw')) throw new UsageError('raw input from stdin needs --input-size SIZE (unless the output is raw to stdout)');
             await copyPieces(input, sink!);
