@@ -69,3 +69,25 @@ test('CLI convert from stdin: input longer or shorter than --input-size fails (I
     const back = await vdkit(['read', '--offset', '0', '--length', '2M', 'exact.vhdx'], cwd);
     assert.ok(back.stdout.equals(data), 'the bytes piped in read back');
   }));
+
+test('CLI read and fill: a range running off the end fails (OUTOFRANGE) before any byte is written', () =>
+  inTemp('vdkit-guard-range-', async (cwd) => {
+    assert.equal((await vdkit(['create', '-f', 'raw', 'd.raw', '64M'], cwd)).code, 0);
+    const r = await vdkit(['read', '--offset', '63M', '--length', '2M', 'd.raw'], cwd);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /OUTOFRANGE \(16007\): d\.raw: .*\(expected "end <= 67108864", found 68157440\)/);
+    assert.equal(r.stdout.length, 0, 'nothing on stdout');
+    const hex = await vdkit(['read', '--hex', '--offset', '63M', '--length', '2M', 'd.raw'], cwd);
+    assert.equal(hex.code, 1);
+    assert.equal(hex.stdout.length, 0, 'no hex dump either');
+    // fill: sectors 129000.. run past the last sector (131071); none of them is filled (it wrote
+    // 1 MiB at a time, and filled the first 2048 before failing)
+    const f = await vdkit(['fill', '--start', '129000', '--count', '3000', '--value', '0x5a', 'd.raw'], cwd);
+    assert.equal(f.code, 1, f.stderr);
+    assert.match(f.stderr, /OUTOFRANGE/);
+    const tail = await vdkit(['read', '--offset', String(129000 * 512), '--length', String(2072 * 512), 'd.raw'], cwd);
+    assert.equal(tail.code, 0, tail.stderr);
+    assert.ok(tail.stdout.equals(Buffer.alloc(2072 * 512)), 'the sectors that fit stay zero');
+    // the last byte is still readable
+    assert.equal((await vdkit(['read', '--offset', String(64 * 2 ** 20 - 1), '--length', '1', 'd.raw'], cwd)).stdout.length, 1);
+  }));
