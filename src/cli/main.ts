@@ -1,6 +1,7 @@
 /**
  * The `vdkit` command. Exit status: 0 success, 1 failure (the DiskError's code and text on
- * stderr), 2 wrong usage.
+ * stderr), 2 wrong usage, 130 / 143 a long command cancelled by SIGINT / SIGTERM (128 + the
+ * signal's number, as a shell reports a process the signal killed).
  *
  * Start-up cost matters (`vdkit --version`, scripts calling `vdkit info` in a loop), so nothing is
  * loaded before it is needed: this module imports commander and a few small helpers, loads the
@@ -10,7 +11,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { DiskError, errorText } from '../core/errors.js';
-import { getExitStatus, register, setExitStatus, type CliCommand } from './command.js';
+import { cancelledBySignal, clearCancelled, getExitStatus, register, setExitStatus, type CliCommand } from './command.js';
 import { UsageError } from './options.js';
 
 /** a command's names (the first is its name, the rest its aliases) and how to load its module */
@@ -75,12 +76,19 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const program = await buildProgram(commandsFor(argv));
     setExitStatus(0);
+    clearCancelled();
     await program.parseAsync(argv, { from: 'user' });
     return getExitStatus();
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
       return 2;
+    }
+    const signal = cancelledBySignal();
+    if (signal) {
+      // whatever the op threw on its way out (CANCELLED, or a pipe closed under it), the user stopped it
+      process.stderr.write('vdkit: cancelled\n');
+      return signal === 'SIGINT' ? 130 : 143;
     }
     if (err instanceof UsageError) {
       process.stderr.write(`vdkit: ${err.message}\n`);

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -90,4 +90,48 @@ test('CLI read and fill: a range running off the end fails (OUTOFRANGE) before a
     assert.ok(tail.stdout.equals(Buffer.alloc(2072 * 512)), 'the sectors that fit stay zero');
     // the last byte is still readable
     assert.equal((await vdkit(['read', '--offset', String(64 * 2 ** 20 - 1), '--length', '1', 'd.raw'], cwd)).stdout.length, 1);
+  }));
+
+/** a 512 MiB raw with 1 MiB of random bytes every 8 MiB, written sparse: a convert runs long enough to stop */
+async function bigSparseRaw(path: string): Promise<void> {
+  const f = await open(path, 'w');
+  try {
+    await f.truncate(512 * 2 ** 20);
+    for (let at = 0; at < 512 * 2 ** 20; at += 8 * 2 ** 20) await f.write(randomBytes(2 ** 20), 0, 2 ** 20, at);
+  } finally {
+    await f.close();
+  }
+}
+
+/** spawn `vdkit convert --json-progress ...` and send `sig` when its first progress line arrives */
+function convertStoppedBy(sig: NodeJS.Signals, args: string[], cwd: string): Promise<Run & { sent: boolean }> {
+  return new Promise((res, rej) => {
+    const p = spawn(process.execPath, [BIN, 'convert', '--json-progress', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    let sent = false;
+    p.stdout.on('data', (c: Buffer) => out.push(c));
+    p.stderr.on('data', (c: Buffer) => {
+      err += c.toString();
+      if (!sent && err.includes('\n')) {
+        sent = true;
+        p.kill(sig);
+      }
+    });
+    p.on('error', rej);
+    p.on('close', (code, signal) => res({ code, signal, stdout: Buffer.concat(out), stderr: err, sent }));
+  });
+}
+
+test('CLI convert: SIGINT / SIGTERM cancel it, remove the partial target, say "cancelled", exit 130 / 143', () =>
+  inTemp('vdkit-guard-sig-', async (cwd) => {
+    await bigSparseRaw(join(cwd, 'src.raw'));
+    for (const [sig, code, format] of [['SIGINT', 130, 'qcow2'], ['SIGTERM', 143, 'vmdk']] as const) {
+      const r = await convertStoppedBy(sig, ['-f', 'raw', '-O', format, 'src.raw', `dst.${format}`], cwd);
+      assert.ok(r.sent, `${sig} was sent after the first progress line: ${r.stderr}`);
+      assert.equal(r.signal, null, `${sig}: vdkit handled the signal instead of being killed by it`);
+      assert.equal(r.code, code, `${sig}: exit status (stderr: ${r.stderr})`);
+      assert.equal(r.stderr.trim().split('\n').at(-1), 'vdkit: cancelled');
+      assert.deepEqual(await readdir(cwd), ['src.raw'], `${sig}: no target and no .vdkit-partial-* file left`);
+    }
   }));

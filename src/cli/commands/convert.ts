@@ -2,7 +2,7 @@
 import { Option, type Command } from 'commander';
 import type { ConvertOptions } from '../../ops/convert.js';
 import type { CacheMode } from '../../storage/namespace.js';
-import { withDisk, type CliCommand } from '../command.js';
+import { cancelOnSignals, withDisk, type CliCommand } from '../command.js';
 import { QEMU_FORMAT_NAMES, TARGET_NAMES, UsageError, num, openOpts, readingOptions, withOptions } from '../options.js';
 import { progressBar } from '../output.js';
 
@@ -92,19 +92,28 @@ export const convert: CliCommand = {
           return applied.options;
         };
         const target = toStdout ? (o.streamName ?? 'disk.vmdk') : dst;
-        if (src === '-') {
-          const input = await openSequentialInput(process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size'), sizeField: '--input-size' });
-          if (input.capacity === undefined) {
-            if (!(toStdout && format === 'raw')) throw new UsageError('raw input from stdin needs --input-size SIZE (unless the output is raw to stdout)');
-            await copyPieces(input, sink!);
-          } else await ops.convert(Disk.from(new SequentialImage(input, input.capacity)), target, forTarget(input.capacity));
-        } else {
-          await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => {
-            const x = forTarget(options.capacity ?? d.capacity);
-            return o.keepChain ? cloneChain(d, target, { ...x, from, to }) : ops.convert(d, target, x);
-          });
+        // from here on Ctrl-C / SIGTERM cancel the copy, which removes its partial target
+        const cancel = cancelOnSignals();
+        options.signal = cancel.signal;
+        try {
+          if (src === '-') {
+            // a read from a pipe that waits for data would not see the abort: end the pipe
+            cancel.signal.addEventListener('abort', () => process.stdin.destroy(), { once: true });
+            const input = await openSequentialInput(process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size'), sizeField: '--input-size' });
+            if (input.capacity === undefined) {
+              if (!(toStdout && format === 'raw')) throw new UsageError('raw input from stdin needs --input-size SIZE (unless the output is raw to stdout)');
+              await copyPieces(input, sink!);
+            } else await ops.convert(Disk.from(new SequentialImage(input, input.capacity)), target, forTarget(input.capacity));
+          } else {
+            await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => {
+              const x = forTarget(options.capacity ?? d.capacity);
+              return o.keepChain ? cloneChain(d, target, { ...x, from, to }) : ops.convert(d, target, x);
+            });
+          }
+        } finally {
+          cancel.end();
+          if (tty) process.stderr.write('\n');
         }
-        if (tty) process.stderr.write('\n');
         if (profile && !toStdout) {
           // check the result the way `vdkit lint --target` would
           const findings = await withDisk(dst, { readOnly: true, singleLink: true }, (t) => targets.lint(t, profile));
