@@ -12,7 +12,7 @@
 import { Command, CommanderError } from 'commander';
 import { DiskError, errorText } from '../core/errors.js';
 import { cancelledBySignal, clearCancelled, getExitStatus, register, setExitStatus, type CliCommand } from './command.js';
-import { UsageError } from './options.js';
+import { UsageError, formatArg } from './options.js';
 
 /** a command's names (the first is its name, the rest its aliases) and how to load its module */
 export interface CommandEntry {
@@ -52,6 +52,14 @@ function commandsFor(argv: readonly string[]): readonly CommandEntry[] {
   return named ? [named] : COMMANDS;
 }
 
+/** the options that name a format, in every command that has them */
+const FORMAT_OPTIONS: readonly (readonly [key: string, flag: string])[] = [
+  ['format', '-f'],
+  ['outputFormat', '-O'],
+  ['backingFormat', '-F'],
+  ['secondFormat', '-F'],
+];
+
 /** The program with `commands` (default: all of them). */
 export async function buildProgram(commands: readonly CommandEntry[] = COMMANDS): Promise<Command> {
   const program = new Command();
@@ -63,6 +71,14 @@ export async function buildProgram(commands: readonly CommandEntry[] = COMMANDS)
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   for (const c of await Promise.all(commands.map((e) => e.load()))) register(program, c);
+  // a format named on the command line, checked before the command runs: unknown is wrong usage
+  // (exit 2), and qemu's names become vdkit's for every command alike
+  program.hook('preAction', async (_program, action) => {
+    for (const [key, flag] of FORMAT_OPTIONS) {
+      const value: unknown = action.getOptionValue(key);
+      if (typeof value === 'string') action.setOptionValueWithSource(key, await formatArg(value, flag), action.getOptionValueSource(key)!);
+    }
+  });
   return program;
 }
 

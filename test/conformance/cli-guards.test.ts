@@ -135,3 +135,37 @@ test('CLI convert: SIGINT / SIGTERM cancel it, remove the partial target, say "c
       assert.deepEqual(await readdir(cwd), ['src.raw'], `${sig}: no target and no .vdkit-partial-* file left`);
     }
   }));
+
+test('CLI exit statuses: unknown format or type and a size past 2^53 are wrong usage (2); a target profile\'s refusal fails (1)', () =>
+  inTemp('vdkit-guard-exit-', async (cwd) => {
+    const usage = async (args: string[], text: RegExp) => {
+      const r = await vdkit(args, cwd);
+      assert.equal(r.code, 2, `vdkit ${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, text, args.join(' '));
+    };
+    await usage(['create', '-f', 'nosuch', 'a.img', '1M'], /^vdkit: -f: unknown format "nosuch" \(known: vmdk, vdi, vhd, vhdx, qcow2, raw\)$/m);
+    await usage(['create', '-t', 'nosuch', 'a.vmdk', '1M'], /-t: unknown vmdk type "nosuch" \(known: monolithicSparse, /);
+    await usage(['create', '-f', 'qcow2', '-t', 'nosuch', 'a.qcow2', '1M'], /-t: unknown qcow2 type "nosuch" \(known: v3, v2/);
+    await usage(['create', '-f', 'vhd', '-o', 'subformat=huge', 'a.vhd', '1M'], /-o: unknown vhd type "huge"/);
+    await usage(['create', 'ok.vmdk', '99999T'], /size: 99999T is too large: the most vdkit takes is 9007199254740991 bytes/);
+    await usage(['info', '-f', 'nosuch', 'a.img'], /-f: unknown format "nosuch"/);
+    await usage(['convert', '-O', 'nosuch', 'a.img', 'b.img'], /-O: unknown format "nosuch"/);
+    await usage(['convert', '-O', 'vdi', '-t', 'nosuch', 'a.img', 'b.vdi'], /-t: unknown vdi type "nosuch" \(known: dynamic, fixed/);
+    await usage(['convert', '--target', 'mars', 'a.img', 'b.img'], /--target: unknown target "mars"/);
+    await usage(['measure', '-O', 'qcow2', '-t', 'v9', '--size', '1M'], /-t: unknown qcow2 type "v9"/);
+    assert.deepEqual(await readdir(cwd), [], 'nothing created');
+
+    // known spellings still pass: qemu's format name, type numbers and aliases
+    assert.equal((await vdkit(['create', '-f', 'vpc', 'v.vhd', '1M'], cwd)).code, 0);
+    assert.equal((await vdkit(['create', '-f', 'qcow2', '-t', '0.10', 'q.qcow2', '1M'], cwd)).code, 0);
+    assert.equal((await vdkit(['create', '-t', '1', 's.vmdk', '1M'], cwd)).code, 0);
+    assert.equal((await vdkit(['create', '-f', 'raw', 'd.raw', '8M'], cwd)).code, 0);
+
+    // -O against the profile: the image is made as asked, and the command says the target refuses it, exit 1
+    const refused = await vdkit(['convert', '--target', 'azure', '-O', 'vhdx', 'd.raw', 'az.vhdx'], cwd);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /az\.vhdx: azure would refuse it/);
+    const taken = await vdkit(['convert', '--target', 'azure', 'd.raw', 'az.vhd'], cwd);
+    assert.equal(taken.code, 0, taken.stderr);
+    assert.match(taken.stderr, /az\.vhd: nothing blocks azure/);
+  }));
