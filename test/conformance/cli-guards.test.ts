@@ -160,6 +160,7 @@ test('CLI exit statuses: unknown format or type and a size past 2^53 are wrong u
     assert.equal((await vdkit(['create', '-f', 'qcow2', '-t', '0.10', 'q.qcow2', '1M'], cwd)).code, 0);
     assert.equal((await vdkit(['create', '-t', '1', 's.vmdk', '1M'], cwd)).code, 0);
     assert.equal((await vdkit(['create', '-f', 'raw', 'd.raw', '8M'], cwd)).code, 0);
+    await usage(['resize', 'd.raw', '99999T'], /size: 99999T is too large/);
 
     // -O against the profile: the image is made as asked, and the command says the target refuses it, exit 1
     const refused = await vdkit(['convert', '--target', 'azure', '-O', 'vhdx', 'd.raw', 'az.vhdx'], cwd);
