@@ -37,6 +37,52 @@ export function getExitStatus(): number {
   return exitStatus;
 }
 
+/** the signal that cancelled the running command, if one did (main.ts exits 128 + its number) */
+let cancelledBy: 'SIGINT' | 'SIGTERM' | undefined;
+
+export function cancelledBySignal(): 'SIGINT' | 'SIGTERM' | undefined {
+  return cancelledBy;
+}
+
+/** forget an earlier run's cancellation (main() may run more than once in a process: the tests) */
+export function clearCancelled(): void {
+  cancelledBy = undefined;
+}
+
+/**
+ * Ctrl-C (SIGINT) or SIGTERM while a long command runs aborts `signal`: the op stops at its
+ * next check and removes what it half made (convert's hidden partial file), where Node's default
+ * would kill the process and leave it. `end()` gives the signals back to Node's default; so does
+ * the first signal, so that a second Ctrl-C kills a command that does not stop.
+ */
+export function cancelOnSignals(): { readonly signal: AbortSignal; end(): void } {
+  const ac = new AbortController();
+  const onInt = () => cancel('SIGINT');
+  const onTerm = () => cancel('SIGTERM');
+  const end = () => {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+  };
+  const cancel = (sig: 'SIGINT' | 'SIGTERM') => {
+    cancelledBy = sig;
+    end();
+    ac.abort(new Error(`cancelled by ${sig}`));
+  };
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  return { signal: ac.signal, end };
+}
+
+/** `fn` with cancelOnSignals() around it */
+export async function cancellable<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const c = cancelOnSignals();
+  try {
+    return await fn(c.signal);
+  } finally {
+    c.end();
+  }
+}
+
 export async function withDisk<T>(path: string, opts: DiskOpenOptions & { readOnly: boolean }, fn: (d: Disk) => Promise<T>): Promise<T> {
   const { Disk } = await import('../disk.js');
   const d = await Disk.open(path, opts);

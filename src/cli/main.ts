@@ -1,6 +1,7 @@
 /**
  * The `vdkit` command. Exit status: 0 success, 1 failure (the DiskError's code and text on
- * stderr), 2 wrong usage.
+ * stderr), 2 wrong usage, 130 / 143 a long command cancelled by SIGINT / SIGTERM (128 + the
+ * signal's number, as a shell reports a process the signal killed).
  *
  * Start-up cost matters (`vdkit --version`, scripts calling `vdkit info` in a loop), so nothing is
  * loaded before it is needed: this module imports commander and a few small helpers, loads the
@@ -10,8 +11,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { DiskError, errorText } from '../core/errors.js';
-import { getExitStatus, register, setExitStatus, type CliCommand } from './command.js';
-import { UsageError } from './options.js';
+import { cancelledBySignal, clearCancelled, getExitStatus, register, setExitStatus, type CliCommand } from './command.js';
+import { UsageError, formatArg } from './options.js';
 
 /** a command's names (the first is its name, the rest its aliases) and how to load its module */
 export interface CommandEntry {
@@ -51,6 +52,14 @@ function commandsFor(argv: readonly string[]): readonly CommandEntry[] {
   return named ? [named] : COMMANDS;
 }
 
+/** the options that name a format, in every command that has them */
+const FORMAT_OPTIONS: readonly (readonly [key: string, flag: string])[] = [
+  ['format', '-f'],
+  ['outputFormat', '-O'],
+  ['backingFormat', '-F'],
+  ['secondFormat', '-F'],
+];
+
 /** The program with `commands` (default: all of them). */
 export async function buildProgram(commands: readonly CommandEntry[] = COMMANDS): Promise<Command> {
   const program = new Command();
@@ -62,6 +71,14 @@ export async function buildProgram(commands: readonly CommandEntry[] = COMMANDS)
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   for (const c of await Promise.all(commands.map((e) => e.load()))) register(program, c);
+  // a format named on the command line, checked before the command runs: unknown is wrong usage
+  // (exit 2), and qemu's names become vdkit's for every command alike
+  program.hook('preAction', async (_program, action) => {
+    for (const [key, flag] of FORMAT_OPTIONS) {
+      const value: unknown = action.getOptionValue(key);
+      if (typeof value === 'string') action.setOptionValueWithSource(key, await formatArg(value, flag), action.getOptionValueSource(key)!);
+    }
+  });
   return program;
 }
 
@@ -75,12 +92,19 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const program = await buildProgram(commandsFor(argv));
     setExitStatus(0);
+    clearCancelled();
     await program.parseAsync(argv, { from: 'user' });
     return getExitStatus();
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
       return 2;
+    }
+    const signal = cancelledBySignal();
+    if (signal) {
+      // whatever the op threw on its way out (CANCELLED, or a pipe closed under it), the user stopped it
+      process.stderr.write('vdkit: cancelled\n');
+      return signal === 'SIGINT' ? 130 : 143;
     }
     if (err instanceof UsageError) {
       process.stderr.write(`vdkit: ${err.message}\n`);

@@ -4,8 +4,8 @@
  * drivers and ops are imported inside its action.
  */
 import { Option, type Command } from 'commander';
-import { parseSize } from '../core/ints.js';
-import type { CreateOptions } from '../formats/types.js';
+import { sizeValue } from '../core/ints.js';
+import type { CreateOptions, Driver } from '../formats/types.js';
 
 /** a wrong command line: exit status 2, the message on stderr */
 export class UsageError extends Error {}
@@ -20,10 +20,33 @@ export const QEMU_FORMAT_NAMES: Record<string, string> = { vpc: 'vhd' };
 export const TARGET_NAMES: readonly string[] = ['esxi', 'workstation', 'virtualbox', 'hyperv', 'azure', 'aws', 'gcp', 'qemu'];
 
 export function num(text: string, what: string): number {
-  try {
-    return parseSize(text);
-  } catch {
-    throw new UsageError(`${what}: expected a number (K/M/G/T suffixes allowed), got ${JSON.stringify(text)}`);
+  const bytes = sizeValue(text);
+  if (bytes === undefined) throw new UsageError(`${what}: expected a number (K/M/G/T suffixes allowed), got ${JSON.stringify(text)}`);
+  if (bytes > Number.MAX_SAFE_INTEGER) {
+    throw new UsageError(`${what}: ${text} is too large: the most vdkit takes is ${Number.MAX_SAFE_INTEGER} bytes (8 PiB less one byte, 2^53 - 1), and each format holds less (see \`vdkit formats\`)`);
+  }
+  if (!Number.isInteger(bytes)) throw new UsageError(`${what}: ${text} is not a whole number of bytes`);
+  return bytes;
+}
+
+/**
+ * A format named on the command line (-f, -O, -F), as its driver names it (qemu's names too).
+ * An unknown name is a wrong command line (exit 2), as qemu-img's is, not a failure of a disk.
+ */
+export async function formatArg(name: string, flag: string): Promise<string> {
+  const { backends } = await import('../formats/registry.js');
+  const wanted = (QEMU_FORMAT_NAMES[name.toLowerCase()] ?? name).toLowerCase();
+  const driver = backends().find((d) => d.name === wanted);
+  if (!driver) throw new UsageError(`${flag}: unknown format ${JSON.stringify(name)} (known: ${backends().map((d) => d.name).join(', ')})`);
+  return driver.name;
+}
+
+/** A create type named on the command line (-t, -o subformat) for `driver`: unknown is a usage error (exit 2). */
+export function typeArg(driver: Driver, type: string | undefined, flag: string): void {
+  if (type === undefined) return;
+  const known = [...driver.capabilities.createTypes, ...driver.sequentialTypes];
+  if (!known.includes(driver.normaliseType(type))) {
+    throw new UsageError(`${flag}: unknown ${driver.name} type ${JSON.stringify(type)} (known: ${known.join(', ')}; see \`vdkit formats\`)`);
   }
 }
 

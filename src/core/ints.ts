@@ -60,14 +60,22 @@ export function checkRange(offset: number, length: number, capacity: number, pat
   }
 }
 
-/** Parse a size such as "10G", "512M", "4096", "2048s" (sectors), "1.5G" into bytes. */
-export function parseSize(text: string): number {
+/**
+ * What a size text says, before any range check: undefined when it is no size at all; the
+ * number may be fractional or past 2^53 (parseSize refuses those, the CLI says which).
+ */
+export function sizeValue(text: string): number | undefined {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtpes]?)(i?b?)\s*$/i.exec(text);
-  if (!m) throw new DiskError('INVAL', `cannot parse size ${JSON.stringify(text)} (use a number with an optional K, M, G, T or s suffix)`);
-  const n = Number(m[1]);
+  if (!m) return undefined;
   const unit = m[2]!.toLowerCase();
   const mult: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50, e: 2 ** 60, s: SECTOR_SIZE };
-  const bytes = n * mult[unit]!;
+  return Number(m[1]) * mult[unit]!;
+}
+
+/** Parse a size such as "10G", "512M", "4096", "2048s" (sectors), "1.5G" into bytes. */
+export function parseSize(text: string): number {
+  const bytes = sizeValue(text);
+  if (bytes === undefined) throw new DiskError('INVAL', `cannot parse size ${JSON.stringify(text)} (use a number with an optional K, M, G, T or s suffix)`);
   if (!Number.isSafeInteger(bytes)) throw new DiskError('INVAL', `size ${JSON.stringify(text)} is not a whole number of bytes below 2^53`);
   return bytes;
 }

@@ -75,6 +75,8 @@ export interface SequentialInputOptions {
   size?: number;
   /** for messages (default "-") */
   name?: string;
+  /** how errors name `size` (default "size"; the CLI's is "--input-size") */
+  sizeField?: string;
 }
 
 /** Look at the first sector and set up the right reader. */
@@ -86,7 +88,7 @@ export async function openSequentialInput(input: Readable, opts: SequentialInput
   // the plain format (byte-granular: the disk's bytes as they are) reads any stream as is
   const plain = backends().find((d) => d.alignment === 1)!;
   const format = opts.format ?? readers.find((d) => d.sequential!.matches(first))?.name ?? plain.name;
-  if (format === plain.name) return rawInput(r, first, name, opts.size);
+  if (format === plain.name) return rawInput(r, first, name, opts.size, opts.sizeField ?? 'size');
   const seq = readers.find((d) => d.name === format)?.sequential;
   if (!seq) {
     throw new DiskError('NOTSUPPORTED', `only raw and ${readers.map((d) => d.sequential!.description).join(', ')} can be read from a pipe, not ${format}`, { path: name, field: 'format', found: format });
@@ -95,8 +97,8 @@ export async function openSequentialInput(input: Readable, opts: SequentialInput
   return seq.open(r, first);
 }
 
-function rawInput(r: ByteReader, first: Buffer, name: string, size: number | undefined): SequentialInput {
-  if (size !== undefined && (!Number.isSafeInteger(size) || size <= 0)) throw new DiskError('INVAL', 'size must be a positive whole number of bytes', { path: name, field: 'size', found: size });
+function rawInput(r: ByteReader, first: Buffer, name: string, size: number | undefined, field: string): SequentialInput {
+  if (size !== undefined && (!Number.isSafeInteger(size) || size <= 0)) throw new DiskError('INVAL', 'size must be a positive whole number of bytes', { path: name, field, found: size });
   const CHUNK = 2 * 1024 * 1024;
   return {
     name,
@@ -105,28 +107,32 @@ function rawInput(r: ByteReader, first: Buffer, name: string, size: number | und
     capacity: size,
     async *pieces() {
       let offset = 0;
-      let head: Buffer | undefined = first;
+      // the sector read to detect the format; what of it lies past `size` counts as excess input
+      let head: Buffer = first;
       for (;;) {
         const want = size === undefined ? CHUNK : Math.min(CHUNK, size - offset);
         if (want <= 0) break;
         let data: Buffer;
-        if (head) {
+        if (head.length > 0) {
           const rest = head.length < want ? await r.read(want - head.length) : Buffer.alloc(0);
           data = Buffer.concat([head.subarray(0, want), rest]);
-          head = undefined;
+          head = head.subarray(Math.min(want, head.length));
         } else data = await r.read(want);
         if (data.length === 0) break;
         yield { offset, data };
         offset += data.length;
         if (data.length < want) break;
       }
-      if (size !== undefined && offset < size) {
-        throw new DiskError('CORRUPT', 'the input ended before the size given', { path: name, field: 'size', expected: size, found: offset });
+      if (size === undefined) return;
+      // a size that disagrees with the input is a wrong parameter, not a damaged image: both ways
+      // fail, so that a disk is never made from part of a stream, nor padded out with zeros
+      if (offset < size) throw new DiskError('INVAL', `the input ended after ${offset} bytes, short of the size given`, { path: name, field, expected: size, found: offset });
+      if (head.length > 0 || (await r.read(1)).length > 0) {
+        throw new DiskError('INVAL', `the input goes on past the size given (${size} bytes); give its whole size`, { path: name, field, expected: size, found: `more than ${size}` });
       }
     },
   };
 }
-
 
 /**
  * A SequentialInput as a read-only Image, so that `convert` (any target format) can take a pipe

@@ -249,5 +249,5 @@ test('vdkit measure CLI: qemu-img\'s two lines, --json, --size without FILE, usa
   assert.equal(s.code, 0, s.stderr);
   assert.match(s.stderr, /upper bound/);
   assert.equal((await vdkit(['measure', '-O', 'qcow2'], dir)).code, 2, 'neither FILE nor --size');
-  assert.equal((await vdkit(['measure', '-O', 'nosuch', '--size', '1M'], dir)).code, 1, 'unknown format is a DiskError');
+  assert.equal((await vdkit(['measure', '-O', 'nosuch', '--size', '1M'], dir)).code, 2, 'an unknown format is wrong usage');
 });

@@ -3,7 +3,7 @@
  * it shares with `vdkit defrag` (defrag.ts).
  */
 import type { Command } from 'commander';
-import type { CliCommand } from '../command.js';
+import { cancellable, type CliCommand } from '../command.js';
 import { formatOpt } from '../options.js';
 import { humanBytes, out, progressBar } from '../output.js';
 
@@ -27,8 +27,8 @@ export function defineInPlace(cmd: Command, name: 'compact' | 'defrag'): Command
             process.stderr.write(`\r${progressBar(done, total, started)}`);
           }
         : undefined;
-      const r = await op(file, { format: o.format, onProgress });
-      if (tty) process.stderr.write('\n');
+      // Ctrl-C / SIGTERM stop it between steps, each of which leaves the file consistent
+      const r = await cancellable((signal) => op(file, { format: o.format, onProgress, signal })).finally(() => tty && process.stderr.write('\n'));
       const saved = r.fileBytesBefore - r.fileBytesAfter;
       const moved = r.moved === undefined ? '' : `, ${r.moved} data block${r.moved === 1 ? '' : 's'} moved${name === 'defrag' && r.moved === 0 ? ' (already in virtual order)' : ''}`;
       await out(`${file}: ${humanBytes(r.fileBytesBefore)} -> ${humanBytes(r.fileBytesAfter)}${saved > 0 ? ` (${humanBytes(saved)} given back)` : ''}${moved}\n`);

@@ -2,8 +2,8 @@
 import { Option, type Command } from 'commander';
 import type { ConvertOptions } from '../../ops/convert.js';
 import type { CacheMode } from '../../storage/namespace.js';
-import { withDisk, type CliCommand } from '../command.js';
-import { QEMU_FORMAT_NAMES, TARGET_NAMES, UsageError, num, openOpts, readingOptions, withOptions } from '../options.js';
+import { cancelOnSignals, setExitStatus, withDisk, type CliCommand } from '../command.js';
+import { TARGET_NAMES, UsageError, num, openOpts, readingOptions, typeArg, withOptions } from '../options.js';
 import { progressBar } from '../output.js';
 
 export const convert: CliCommand = {
@@ -31,7 +31,7 @@ export const convert: CliCommand = {
       .argument('<src>')
       .argument('<dst>')
       .action(async (src: string, dst: string, o, cmd: Command) => {
-        const [{ Disk }, ops, { cloneChain }, { copyPieces, openSequentialInput, SequentialImage }, { StreamSink }, { FileNamespace }, targets] = await Promise.all([
+        const [{ Disk }, ops, { cloneChain }, { copyPieces, openSequentialInput, SequentialImage }, { StreamSink }, { FileNamespace }, targets, { driverByName }] = await Promise.all([
           import('../../disk.js'),
           import('../../ops/convert.js'),
           import('../../ops/clone-chain.js'),
@@ -39,6 +39,7 @@ export const convert: CliCommand = {
           import('../../storage/sink.js'),
           import('../../storage/file.js'),
           import('../../ops/targets.js'),
+          import('../../formats/registry.js'),
         ]);
         const started = Date.now();
         const tty = !!o.progress && process.stderr.isTTY;
@@ -54,7 +55,7 @@ export const convert: CliCommand = {
         const from = link(o.from, '--from');
         const to = link(o.to, '--to');
         if (o.keepChain && (src === '-' || dst === '-')) throw new UsageError('--keep-chain needs files, not pipes');
-        const format = QEMU_FORMAT_NAMES[o.outputFormat] ?? o.outputFormat;
+        const format: string = o.outputFormat;
         const toStdout = dst === '-';
         if (toStdout && process.stdout.isTTY) throw new UsageError('refusing to write a disk image to a terminal; redirect stdout or give a file name');
         const sink = toStdout ? new StreamSink('-', process.stdout) : undefined;
@@ -82,34 +83,53 @@ export const convert: CliCommand = {
               : undefined,
         };
         // --target: the profile fills in what -O/-t/-a/--hw left open, and rounds the size (docs/targets.md)
+        if (o.target !== undefined && !TARGET_NAMES.includes(String(o.target).toLowerCase())) throw new UsageError(`--target: unknown target ${JSON.stringify(o.target)} (known: ${TARGET_NAMES.join(', ')})`);
         const profile = o.target === undefined ? undefined : targets.targetByName(o.target);
+        // -t is checked against the format it is for: -O's, or with --target the profile's choice (below)
+        if (!profile) typeArg(driverByName(format), o.type, '-t');
         const forTarget = (capacity: number): ConvertOptions => {
           if (!profile) return options;
           const explicitFormat = cmd.getOptionValueSource('outputFormat') === 'default' ? undefined : format;
           const applied = targets.applyTarget(profile, { ...options, format: explicitFormat }, capacity);
+          typeArg(driverByName(applied.options.format ?? format), o.type, '-t');
           process.stderr.write(`target ${profile.name} (${profile.title}): ${applied.choices.join('; ') || 'nothing to choose'}\n`);
           for (const c of applied.conflicts) process.stderr.write(`${c.severity}: ${c.message}${c.fix ? ` (${c.fix})` : ''}\n`);
           return applied.options;
         };
         const target = toStdout ? (o.streamName ?? 'disk.vmdk') : dst;
-        if (src === '-') {
-          const input = await openSequentialInput(process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size') });
-          if (input.capacity === undefined) {
-            if (!(toStdout && format === 'raw')) throw new UsageError('raw input from stdin needs --input-size SIZE (unless the output is raw to stdout)');
-            await copyPieces(input, sink!);
-          } else await ops.convert(Disk.from(new SequentialImage(input, input.capacity)), target, forTarget(input.capacity));
-        } else {
-          await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => {
-            const x = forTarget(options.capacity ?? d.capacity);
-            return o.keepChain ? cloneChain(d, target, { ...x, from, to }) : ops.convert(d, target, x);
-          });
+        // from here on Ctrl-C / SIGTERM cancel the copy, which removes its partial target
+        const cancel = cancelOnSignals();
+        options.signal = cancel.signal;
+        try {
+          if (src === '-') {
+            // a read from a pipe that waits for data would not see the abort: end the pipe
+            cancel.signal.addEventListener('abort', () => process.stdin.destroy(), { once: true });
+            const input = await openSequentialInput(process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size'), sizeField: '--input-size' });
+            if (input.capacity === undefined) {
+              if (!(toStdout && format === 'raw')) throw new UsageError('raw input from stdin needs --input-size SIZE (unless the output is raw to stdout)');
+              await copyPieces(input, sink!);
+            } else await ops.convert(Disk.from(new SequentialImage(input, input.capacity)), target, forTarget(input.capacity));
+          } else {
+            await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => {
+              const x = forTarget(options.capacity ?? d.capacity);
+              return o.keepChain ? cloneChain(d, target, { ...x, from, to }) : ops.convert(d, target, x);
+            });
+          }
+        } finally {
+          cancel.end();
+          if (tty) process.stderr.write('\n');
         }
-        if (tty) process.stderr.write('\n');
         if (profile && !toStdout) {
           // check the result the way `vdkit lint --target` would
           const findings = await withDisk(dst, { readOnly: true, singleLink: true }, (t) => targets.lint(t, profile));
           for (const f of findings) process.stderr.write(`${f.severity}: ${f.field}: ${f.message}\n`);
-          process.stderr.write(targets.accepted(findings) ? `${dst}: nothing blocks ${profile.name}\n` : `${dst}: ${profile.name} would refuse it\n`);
+          // a refusal fails the command as `lint --target` does (exit 1): the image is made as asked
+          // (-O/-t chose against the profile), but a script must not take it for an upload-ready one
+          if (targets.accepted(findings)) process.stderr.write(`${dst}: nothing blocks ${profile.name}\n`);
+          else {
+            process.stderr.write(`${dst}: ${profile.name} would refuse it\n`);
+            setExitStatus(1);
+          }
         }
       }),
 };

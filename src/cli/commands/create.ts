@@ -1,7 +1,7 @@
 /** `vdkit create`: a new disk, or with -b a child of a backing disk (qemu-img create). */
 import { Option } from 'commander';
 import type { CliCommand } from '../command.js';
-import { QEMU_FORMAT_NAMES, UsageError, num, parseCreateOptions } from '../options.js';
+import { QEMU_FORMAT_NAMES, UsageError, num, parseCreateOptions, typeArg } from '../options.js';
 import { humanBytes, out } from '../output.js';
 
 export const create: CliCommand = {
@@ -25,6 +25,9 @@ export const create: CliCommand = {
       .action(async (file: string, size: string | undefined, o) => {
         const extra = parseCreateOptions(o.options);
         const format = o.format;
+        const { driverByName } = await import('../../formats/registry.js');
+        typeArg(driverByName(format), o.type, '-t');
+        typeArg(driverByName(format), extra.type, '-o');
         if (o.backing !== undefined) {
           const [{ DiskError }, { detectFormat }, { createChild }] = await Promise.all([import('../../core/errors.js'), import('../../disk.js'), import('../../ops/child.js')]);
           if (o.backingFormat !== undefined) {

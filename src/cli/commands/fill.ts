@@ -1,5 +1,5 @@
 /** `vdkit fill`: sectors set to one byte value (the VDDK sample's -fill). */
-import { SECTOR_SIZE } from '../../core/ints.js';
+import { SECTOR_SIZE, checkRange } from '../../core/ints.js';
 import { diskCommand } from '../command.js';
 import { UsageError, num, opt, required, writingOptions } from '../options.js';
 
@@ -16,6 +16,8 @@ export const fill = diskCommand({
     return { start, count, value };
   },
   async run(d, { p: { start, count, value } }) {
+    // the whole range first: a range running off the end must not fill the part that fits
+    checkRange(start * SECTOR_SIZE, count * SECTOR_SIZE, d.capacity, d.path);
     const per = 2048; // sectors per write (1 MiB)
     const buf = Buffer.alloc(per * SECTOR_SIZE, value);
     for (let s = 0; s < count; s += per) {

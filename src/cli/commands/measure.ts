@@ -1,6 +1,6 @@
 /** `vdkit measure`: bytes a new image will take (qemu-img measure, VixDiskLib_SpaceNeededForClone). */
 import { withDisk, type CliCommand } from '../command.js';
-import { QEMU_FORMAT_NAMES, UsageError, num, openOpts, parseCreateOptions, readingOptions, withOptions } from '../options.js';
+import { UsageError, num, openOpts, parseCreateOptions, readingOptions, typeArg, withOptions } from '../options.js';
 import { out } from '../output.js';
 
 export const measure: CliCommand = {
@@ -18,9 +18,12 @@ export const measure: CliCommand = {
       .action(async (file: string | undefined, o) => {
         if (file === undefined && o.size === undefined) throw new UsageError('measure: give a FILE or --size');
         const extra = parseCreateOptions(o.options);
+        const { driverByName } = await import('../../formats/registry.js');
+        typeArg(driverByName(o.outputFormat), o.type, '-t');
+        typeArg(driverByName(o.outputFormat), extra.type, '-o');
         const target = {
           ...extra,
-          format: QEMU_FORMAT_NAMES[o.outputFormat] ?? o.outputFormat,
+          format: o.outputFormat as string,
           type: o.type ?? extra.type,
           capacity: o.size === undefined ? undefined : num(o.size, '--size'),
           detectZeroes: !!o.detectZeroes,

@@ -1,7 +1,6 @@
 /** `vdkit resize`: grow or shrink the virtual size in place (qemu-img resize, vmware-vdiskmanager -x). */
-import { parseSize } from '../../core/ints.js';
 import type { CliCommand } from '../command.js';
-import { UsageError, formatOpt } from '../options.js';
+import { formatOpt, num } from '../options.js';
 import { humanBytes, out } from '../output.js';
 
 export const resize: CliCommand = {
@@ -16,12 +15,7 @@ export const resize: CliCommand = {
       .argument('<size>')
       .action(async (file: string, size: string, o) => {
         const sign = size[0] === '+' ? 1 : size[0] === '-' ? -1 : 0;
-        let n: number;
-        try {
-          n = parseSize(sign ? size.slice(1) : size);
-        } catch {
-          throw new UsageError(`resize: bad size ${JSON.stringify(size)}`);
-        }
+        const n = num(sign ? size.slice(1) : size, 'size');
         const { resize } = await import('../../ops/resize.js');
         const r = await resize(file, sign === 0 ? n : sign * n, { relative: sign !== 0, shrink: o.shrink, force: o.force, format: o.format });
         await out(`${file}: ${humanBytes(r.oldCapacity)} -> ${humanBytes(r.newCapacity)} (${r.newCapacity} bytes)\n`);

@@ -1,4 +1,4 @@
-import { createQcow2 } from './create.js';
+import { TYPES, createQcow2 } from './create.js';
 import { QCOW2_CAPABILITIES } from './image.js';
 import { openQcow2 } from './open.js';
 import { QCOW2_MAGIC } from './structs.js';
@@ -25,8 +25,11 @@ export const qcow2Driver = defineDriver({
   capabilities: QCOW2_CAPABILITIES,
   properties: NO_PROPERTIES,
   parentField: 'backing_file_offset',
-  /** the create type is the version: compat 0.10 is v2, everything else v3 */
-  normaliseType: (type: string) => (['v2', '0.10', 'compat=0.10'].includes(type.toLowerCase()) ? 'v2' : 'v3'),
+  /** the create type is the version (v2 = compat 0.10, v3 = compat 1.1); other names stay as they are, unknown */
+  normaliseType: (type: string) => {
+    const version = TYPES[type.toLowerCase()];
+    return version === undefined ? type.toLowerCase() : `v${version}`;
+  },
   /** the qcow2 version (the create type) is the same for every link */
   childType: (baseType: string | undefined) => baseType,
   probe,
