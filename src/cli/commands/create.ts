@@ -1,7 +1,7 @@
 /** `vdkit create`: a new disk, or with -b a child of a backing disk (qemu-img create). */
 import { Option } from 'commander';
 import type { CliCommand } from '../command.js';
-import { QEMU_FORMAT_NAMES, UsageError, num, parseCreateOptions } from '../options.js';
+import { QEMU_FORMAT_NAMES, UsageError, newImageFormat, num, parseCreateOptions } from '../options.js';
 import { humanBytes, out } from '../output.js';
 
 export const create: CliCommand = {
@@ -9,7 +9,7 @@ export const create: CliCommand = {
   summary: 'create a new disk (vmware-vdiskmanager -c / VixDiskLib_Create)',
   define: (cmd) =>
     cmd
-      .addOption(new Option('-f, --format <fmt>', 'image format (see `vdkit formats`)').default('vmdk'))
+      .addOption(new Option('-f, --format <fmt>', 'image format (see `vdkit formats`); default: the one FILE\'s extension names (.vmdk .vdi .vhd .vhdx .qcow2 .raw/.img ...; with -b, else the backing file\'s)'))
       .option('-t, --type <type>', 'vmdk: monolithicSparse (0, default), twoGbMaxExtentSparse (1), monolithicFlat (2), twoGbMaxExtentFlat (3), vmfs (4), vmfsThin; other formats: see `vdkit formats`')
       .option('-a, --adapter <type>', 'ide, buslogic, lsilogic (default) or pvscsi')
       .option('--hw <version>', 'virtual hardware version written to ddb.virtualHWVersion (default 4)')
@@ -24,9 +24,10 @@ export const create: CliCommand = {
       .argument('[size]', 'bytes, or with a K/M/G/T suffix, or sectors with an s suffix (2048s)')
       .action(async (file: string, size: string | undefined, o) => {
         const extra = parseCreateOptions(o.options);
-        const format = o.format;
         if (o.backing !== undefined) {
           const [{ DiskError }, { detectFormat }, { createChild }] = await Promise.all([import('../../core/errors.js'), import('../../disk.js'), import('../../ops/child.js')]);
+          // no -f and a name that names no format: the child is of its parent's format (createChild's default)
+          const format = await newImageFormat(o.format, file, '-f', async () => (await detectFormat(o.backing)).name);
           if (o.backingFormat !== undefined) {
             const want = QEMU_FORMAT_NAMES[o.backingFormat] ?? o.backingFormat;
             const actual = (await detectFormat(o.backing)).name;
@@ -45,6 +46,7 @@ export const create: CliCommand = {
         }
         if (size === undefined) throw new UsageError('size: required unless -b BACKING is given');
         const capacity = num(size, 'size');
+        const format = await newImageFormat(o.format, file, '-f');
         const { Disk } = await import('../../disk.js');
         const d = await Disk.create(file, {
           format,
