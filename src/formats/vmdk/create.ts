@@ -19,7 +19,7 @@ import { openVmdk } from './open.js';
 import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newCid, newDdb, writeFreshSparse } from './layout.js';
 
 /** grains and tables of one hosted sparse extent must stay below sector 2^32 */
-const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
+export const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
 
 
 /** vmware-vdiskmanager -t numbers, and aliases users type. */
