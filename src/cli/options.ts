@@ -58,8 +58,10 @@ export function parseCreateOptions(list: string | undefined): Partial<CreateOpti
         out.blockSize = num(value, '-o block_size');
         break;
       case 'preallocation':
-        if (!['off', 'full', 'falloc', 'metadata'].includes(value)) throw new UsageError(`-o preallocation: off or full, got ${JSON.stringify(value)}`);
-        out.preallocate = value === 'full' || value === 'falloc';
+        // metadata (tables allocated, data left sparse) has no implementation here: refused, never made sparse in silence
+        if (value === 'metadata') throw new UsageError('-o preallocation=metadata: not implemented; use off (sparse) or full/falloc (the zeros written: raw, and fixed or flat types)');
+        if (!['off', 'full', 'falloc'].includes(value)) throw new UsageError(`-o preallocation: off, full or falloc, got ${JSON.stringify(value)}`);
+        out.preallocate = value !== 'off';
         break;
       case 'force_size':
         out.chsRounding = !flag();

@@ -14,7 +14,7 @@ export const create: CliCommand = {
       .option('-a, --adapter <type>', 'ide, buslogic, lsilogic (default) or pvscsi')
       .option('--hw <version>', 'virtual hardware version written to ddb.virtualHWVersion (default 4)')
       .option('--thin', 'vmfs: mark the disk thin provisioned')
-      .option('--preallocate', 'flat and fixed types: write zeros into the data files instead of leaving them sparse')
+      .option('--preallocate', 'raw, flat and fixed types: write zeros into the data files instead of leaving them sparse (refused for types that grow)')
       .option('--chs-rounding', 'vhd: round the size up to a whole CHS geometry (Virtual PC; qemu-img without force_size)')
       .option('--overwrite', 'replace existing files')
       .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, preallocation (key=value,...)')
@@ -25,6 +25,17 @@ export const create: CliCommand = {
       .action(async (file: string, size: string | undefined, o) => {
         const extra = parseCreateOptions(o.options);
         if (o.backing !== undefined) {
+          // a child takes these from its parent or has no use for them: refused rather than dropped
+          const unused = (
+            [
+              ['adapter', '-a'],
+              ['hw', '--hw'],
+              ['thin', '--thin'],
+              ['preallocate', '--preallocate'],
+              ['chsRounding', '--chs-rounding'],
+            ] as const
+          ).filter(([k]) => o[k] !== undefined);
+          if (unused.length > 0) throw new UsageError(`${unused.map(([, flag]) => flag).join(', ')}: not with -b (a child keeps its parent's adapter, hardware version and geometry, and grows as it is written)`);
           const [{ DiskError }, { detectFormat }, { createChild }] = await Promise.all([import('../../core/errors.js'), import('../../disk.js'), import('../../ops/child.js')]);
           // no -f and a name that names no format: the child is of its parent's format (createChild's default)
           const format = await newImageFormat(o.format, file, '-f', async () => (await detectFormat(o.backing)).name);
