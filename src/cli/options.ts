@@ -81,8 +81,10 @@ export function parseCreateOptions(list: string | undefined): Partial<CreateOpti
         out.blockSize = num(value, '-o block_size');
         break;
       case 'preallocation':
-        if (!['off', 'full', 'falloc', 'metadata'].includes(value)) throw new UsageError(`-o preallocation: off or full, got ${JSON.stringify(value)}`);
-        out.preallocate = value === 'full' || value === 'falloc';
+        // metadata (tables allocated, data left sparse) has no implementation here: refused, never made sparse in silence
+        if (value === 'metadata') throw new UsageError('-o preallocation=metadata: not implemented; use off (sparse) or full/falloc (the zeros written: raw, and fixed or flat types)');
+        if (!['off', 'full', 'falloc'].includes(value)) throw new UsageError(`-o preallocation: off, full or falloc, got ${JSON.stringify(value)}`);
+        out.preallocate = value !== 'off';
         break;
       case 'force_size':
         out.chsRounding = !flag();
@@ -92,6 +94,22 @@ export function parseCreateOptions(list: string | undefined): Partial<CreateOpti
     }
   }
   return out;
+}
+
+/**
+ * The format of an image the command makes: `explicit` (-f/-O, qemu's names allowed), else the
+ * one whose extension `file` ends in, else `fallback` (create -b: the backing file's), else a
+ * usage error naming the choices. The library keeps its own default (DEFAULT_FORMAT); on the
+ * command line a name like x.qcow2 must not silently become a VMDK. Loads the drivers, so it
+ * is called inside an action.
+ */
+export async function newImageFormat(explicit: string | undefined, file: string, flag: string, fallback?: () => Promise<string | undefined>): Promise<string> {
+  if (explicit !== undefined) return QEMU_FORMAT_NAMES[explicit] ?? explicit;
+  const { backends, driverForFileName } = await import('../formats/registry.js');
+  const byName = driverForFileName(file)?.name ?? (await fallback?.());
+  if (byName !== undefined) return byName;
+  const choices = backends().map((d) => `${d.name} (${d.extensions.map((e) => '.' + e).join(' ')})`).join(', ');
+  throw new UsageError(`${JSON.stringify(file)}: the name does not say which format to make; give ${flag} FORMAT or a name ending in one of the formats' extensions: ${choices}`);
 }
 
 /** the open options every command that opens a disk shares */

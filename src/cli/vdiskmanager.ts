@@ -14,7 +14,8 @@
  * Design notes
  * - Sizes: a number with KB, MB or GB (also K/M/G, TB, decimals as "8192.0GB"), or a bare number
  *   of sectors, as the usage says; ranges checked as vdiskmanager does (1 MB up to 8192 GB,
- *   2040 GB for buslogic). A size that is not whole sectors is rounded up.
+ *   2040 GB for buslogic), and types 0 and 5 (-c) up to the VMDK driver's monolithicSparse limit
+ *   (2047.5 GB), all before anything is printed. A size that is not whole sectors is rounded up.
  * - -c defaults: type 0 and adapter lsilogic (the usage: "Pass lsilogic for other adapter
  *   types"). Type 5 (streamOptimized) cannot be written in place, so -c -t 5 converts an empty
  *   disk made under a hidden temporary name. Type 6 is VMFS thin.
@@ -40,6 +41,12 @@ import { rename, unlink } from '../ops/rename.js';
 import { checkDisk, openFindings } from '../ops/check.js';
 import { describeChain } from '../ops/chain-list.js';
 import { VIX_ERRORS, vixNameOf } from '../compat/vixdisklib.js';
+import { MAX_MONOLITHIC_SPARSE_SECTORS } from '../formats/vmdk/create.js';
+
+const MB = 1024 * 1024;
+const GB = 1024 * MB;
+/** the largest type 0 disk (one hosted sparse extent) vdkit makes, in the usage's units */
+const SPARSE_MAX_GB = `${((MAX_MONOLITHIC_SPARSE_SECTORS * SECTOR_SIZE) / GB).toFixed(1)}GB`;
 
 export const VDISKMANAGER_USAGE = `VMware Virtual Disk Manager compatible mode of vdkit.
 Usage: vdkit vdiskmanager OPTIONS <disk-name> | <mount-point>
@@ -77,6 +84,8 @@ Offline disk manipulation utility
      The acceptable ranges:
                            ide/scsi adapter : [1MB, 8192.0GB]
                            buslogic adapter : [1MB, 2040.0GB]
+                    disk type 0 (5 with -c) : at most ${SPARSE_MAX_GB}: one sparse extent addresses
+                                              sectors below 2^32 (type 1 splits larger disks)
         ex 1: vdkit vdiskmanager -c -s 850MB -a ide -t 0 myIdeDisk.vmdk
         ex 2: vdkit vdiskmanager -d myDisk.vmdk
         ex 3: vdkit vdiskmanager -r sourceDisk.vmdk -t 0 destinationDisk.vmdk
@@ -96,8 +105,6 @@ const TYPES: Record<string, { type: string; thin?: boolean }> = {
 };
 
 const ADAPTERS = ['ide', 'buslogic', 'lsilogic'];
-const MB = 1024 * 1024;
-const GB = 1024 * MB;
 
 class Usage extends Error {}
 
@@ -120,6 +127,23 @@ export function parseVdiskSize(text: string): number {
   const bytes = Math.ceil((Number(m[1]) * mult) / SECTOR_SIZE) * SECTOR_SIZE;
   if (!Number.isSafeInteger(bytes)) throw new Usage(`capacity ${JSON.stringify(text)} is too large`);
   return bytes;
+}
+
+/**
+ * The capacity a disk of vdiskmanager type `t` can have in vdkit: type 0 is one sparse extent, and
+ * -c writes type 5 from an empty type 0 disk, so both stop where the VMDK driver's
+ * monolithicSparse limit does (-r -t 5 streams from the source: its limit is the data written,
+ * known only at the end). Checked before "Creating disk" is printed, so a size the driver would
+ * refuse fails before any message says otherwise.
+ */
+function checkTypeLimit(t: string, op: '-c' | '-r', bytes: number, text: string): void {
+  if ((t === '0' || (t === '5' && op === '-c')) && bytes > MAX_MONOLITHIC_SPARSE_SECTORS * SECTOR_SIZE) {
+    throw new DiskError('INVAL', `capacity ${text} is more than a type ${t} disk holds (${SPARSE_MAX_GB}: one sparse extent addresses sectors below 2^32); use -t 1 (split in 2GB files) for larger disks`, {
+      field: 'capacity',
+      expected: `<= ${MAX_MONOLITHIC_SPARSE_SECTORS * SECTOR_SIZE}`,
+      found: bytes,
+    });
+  }
 }
 
 function checkRangeFor(adapter: string, bytes: number, text: string): void {
@@ -227,6 +251,7 @@ async function operate(p: Parsed, say: (t: string) => void): Promise<number> {
       const { type, thin } = typeOf(p.type ?? '0', '-c');
       const capacity = parseVdiskSize(p.size);
       checkRangeFor(adapter, capacity, p.size);
+      checkTypeLimit(p.type ?? '0', '-c', capacity, p.size);
       say(`Creating disk '${file}'\n`);
       if (type === 'streamOptimized') {
         const tmp = join(dirname(file), `.${basename(file, '.vmdk')}.vdkit-empty-${process.pid}.vmdk`);
@@ -250,6 +275,7 @@ async function operate(p: Parsed, say: (t: string) => void): Promise<number> {
       try {
         const adapter = src.format === 'vmdk' ? src.readMetadata('adapterType') : undefined;
         const hw = src.format === 'vmdk' ? src.readMetadata('virtualHWVersion') : undefined;
+        checkTypeLimit(p.type!, '-r', src.capacity, `${src.capacity} bytes (the source's)`);
         say(`Creating disk '${file}'\n`);
         await convert(src, file, {
           format: 'vmdk',
@@ -330,6 +356,11 @@ async function operate(p: Parsed, say: (t: string) => void): Promise<number> {
 
 /** Run vmware-vdiskmanager's command line; resolves to the exit status. */
 export async function vdiskmanager(argv: string[], io: VdiskmanagerIO = stdio): Promise<number> {
+  // vmware-vdiskmanager has no --help (it prints the usage on any mistake); vdkit's other commands do
+  if (argv.length === 1 && (argv[0] === '--help' || argv[0] === 'help')) {
+    io.out(VDISKMANAGER_USAGE);
+    return 0;
+  }
   let p: Parsed;
   try {
     p = parse(argv);

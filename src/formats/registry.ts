@@ -3,6 +3,7 @@
  * Detection never looks at the file name: the highest probe score wins, raw (score 1) last.
  */
 import { DiskError } from '../core/errors.js';
+import { extname } from '../core/names.js';
 import type { Namespace } from '../storage/namespace.js';
 import { rawDriver } from './raw/driver.js';
 import { foreignFormat } from './foreign.js';
@@ -35,6 +36,17 @@ for (const d of DRIVERS) {
   if (d.capabilities.createTypes.length === 0) throw new DiskError('INTERNAL', `driver ${d.name} declares no create type`);
 }
 
+// A file name's extension names at most one format, or the CLI's choice by name would depend on driver order.
+{
+  const seen = new Map<string, string>();
+  for (const d of DRIVERS) {
+    for (const e of d.extensions) {
+      if (seen.has(e)) throw new DiskError('INTERNAL', `extension .${e} is declared by ${seen.get(e)} and ${d.name}`);
+      seen.set(e, d.name);
+    }
+  }
+}
+
 /** the format new images get when the caller names none (VixDiskLib's and vdiskmanager's) */
 export const DEFAULT_FORMAT = 'vmdk';
 
@@ -59,6 +71,16 @@ export function driverByName(name: string): Driver {
   const d = DRIVERS.find((x) => x.name === name.toLowerCase());
   if (!d) throw new DiskError('NOTSUPPORTED', `unknown format ${JSON.stringify(name)}`, { field: 'format', expected: DRIVERS.map((x) => x.name).join(', ') });
   return d;
+}
+
+/**
+ * The driver whose declared extensions include `name`'s (case ignored), or undefined. Detection
+ * never uses it: it is for naming the format of an image about to be made (the CLI's create
+ * and convert when -f/-O is left out).
+ */
+export function driverForFileName(name: string): Driver | undefined {
+  const ext = extname(name).slice(1).toLowerCase();
+  return ext === '' ? undefined : DRIVERS.find((d) => d.extensions.includes(ext));
 }
 
 /** Each format's layout numbers for `measure`, from the format's own folder (formats/<fmt>/measure.ts). */

@@ -115,6 +115,35 @@ test('vdiskmanager -c with every -t and -a, sizes and ranges (qemu-img info/chec
   assert.ok(!(await readdir(dir)).some((f) => f.startsWith('x') || f.startsWith('tiny') || f.startsWith('big')), 'failed runs create nothing');
 });
 
+test('vdiskmanager: a size the type cannot hold fails before "Creating disk"; --help prints the usage (issue 16 item 10)', async (t) => {
+  const dir = (await tmpDir(t, 'vdkit-vdm-limits-')).path;
+  const GB = 1024 * MB;
+  // -c: the help's 8192 GB is the adapter's range; type 0 (and 5, written from an empty type 0) stop at the driver's limit
+  for (const type of ['0', '5']) {
+    const r = await vdm(dir, ['-c', '-s', '4000GB', '-t', type, 'x.vmdk']);
+    assert.equal(r.code, 1, describeRun('vdkit vdiskmanager', ['-t', type], r));
+    assert.equal(r.stdout, '', `-t ${type}: nothing printed before the refusal`);
+    assert.match(r.stderr, /more than a type [05] disk holds \(2047\.5GB.*use -t 1/);
+  }
+  await vdmFails(dir, ['-c', '-s', '2048GB', 'x.vmdk'], 1, /2047\.5GB/);
+  // -r: the source's size is checked against the type before anything is printed
+  const big = await Disk.create(join(dir, 'big.qcow2'), { format: 'qcow2', capacity: 3 * 1024 * GB });
+  await big.close();
+  const r = await vdm(dir, ['-r', 'big.qcow2', '-t', '0', 'copy.vmdk']);
+  assert.equal(r.code, 1, describeRun('vdkit vdiskmanager', ['-r'], r));
+  assert.equal(r.stdout, '');
+  assert.match(r.stderr, /more than a type 0 disk holds/);
+  assert.deepEqual((await readdir(dir)).sort(), ['big.qcow2'], 'failed runs create nothing');
+  // --help: the usage on stdout, exit 0, with the limit the code applies
+  for (const args of [['--help'], ['help']]) {
+    const help = await vdmProcess(dir, args);
+    assert.equal(help.code, 0, describeRun('vdkit vdiskmanager', args, help));
+    assert.match(help.stdout, /Usage: vdkit vdiskmanager OPTIONS/);
+    assert.match(help.stdout, /disk type 0 \(5 with -c\) : at most 2047\.5GB/);
+    assert.equal(help.stderr, '');
+  }
+});
+
 test('vdiskmanager -r converts (any source format, keeps the adapter), -x expands, -n renames (qemu-img compare)', async (t) => {
   if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
   const dir = (await tmpDir(t, 'vdkit-vdm-rxn-')).path;

@@ -1,9 +1,9 @@
 /** `vdkit convert` (alias clone): copy a disk into a new image (qemu-img convert, vmware-vdiskmanager -r). */
-import { Option, type Command } from 'commander';
+import { Option } from 'commander';
 import type { ConvertOptions } from '../../ops/convert.js';
 import type { CacheMode } from '../../storage/namespace.js';
 import { cancelOnSignals, setExitStatus, withDisk, type CliCommand } from '../command.js';
-import { TARGET_NAMES, UsageError, num, openOpts, readingOptions, typeArg, withOptions } from '../options.js';
+import { TARGET_NAMES, UsageError, newImageFormat, num, openOpts, readingOptions, typeArg, withOptions } from '../options.js';
 import { progressBar } from '../output.js';
 
 export const convert: CliCommand = {
@@ -12,7 +12,7 @@ export const convert: CliCommand = {
   summary: 'copy a disk into a new image, converting format and type (qemu-img convert, vmware-vdiskmanager -r); "-" as SRC reads raw or streamOptimized from stdin, "-" as DST writes raw or streamOptimized to stdout',
   define: (cmd) =>
     withOptions(cmd, readingOptions())
-      .addOption(new Option('-O, --output-format <fmt>', 'target format (see `vdkit formats`)').default('vmdk'))
+      .addOption(new Option('-O, --output-format <fmt>', 'target format (see `vdkit formats`); default: the one DST\'s extension names (.vmdk .vdi .vhd .vhdx .qcow2 .raw/.img ...; for "-", --stream-name\'s), else --target\'s'))
       .option('-t, --type <type>', 'target type (VMDK createType or 0-5; streamOptimized is 5)')
       .option('-a, --adapter <type>', 'target adapter type')
       .option('--hw <version>', 'target virtual hardware version')
@@ -30,7 +30,7 @@ export const convert: CliCommand = {
       .option('--target <t>', `make what a target takes (${TARGET_NAMES.join(', ')}): format, type, adapter, versions, size rounding; -O/-t/-a/--hw override it (docs/targets.md)`)
       .argument('<src>')
       .argument('<dst>')
-      .action(async (src: string, dst: string, o, cmd: Command) => {
+      .action(async (src: string, dst: string, o) => {
         const [{ Disk }, ops, { cloneChain }, { copyPieces, openSequentialInput, SequentialImage }, { StreamSink }, { FileNamespace }, targets, { driverByName }] = await Promise.all([
           import('../../disk.js'),
           import('../../ops/convert.js'),
@@ -55,8 +55,16 @@ export const convert: CliCommand = {
         const from = link(o.from, '--from');
         const to = link(o.to, '--to');
         if (o.keepChain && (src === '-' || dst === '-')) throw new UsageError('--keep-chain needs files, not pipes');
-        const format: string = o.outputFormat;
         const toStdout = dst === '-';
+        const target = toStdout ? (o.streamName ?? 'disk.vmdk') : dst;
+        if (o.target !== undefined && !TARGET_NAMES.includes(String(o.target).toLowerCase())) throw new UsageError(`--target: unknown target ${JSON.stringify(o.target)} (known: ${TARGET_NAMES.join(', ')})`);
+        const profile = o.target === undefined ? undefined : targets.targetByName(o.target);
+        // -O, else DST's extension, else the profile's format (which applyTarget then fills in itself)
+        let profileChooses = false;
+        const format = await newImageFormat(o.outputFormat, target, '-O', profile && (async () => {
+          profileChooses = true;
+          return profile.format;
+        }));
         if (toStdout && process.stdout.isTTY) throw new UsageError('refusing to write a disk image to a terminal; redirect stdout or give a file name');
         const sink = toStdout ? new StreamSink('-', process.stdout) : undefined;
         const options: ConvertOptions = {
@@ -83,20 +91,16 @@ export const convert: CliCommand = {
               : undefined,
         };
         // --target: the profile fills in what -O/-t/-a/--hw left open, and rounds the size (docs/targets.md)
-        if (o.target !== undefined && !TARGET_NAMES.includes(String(o.target).toLowerCase())) throw new UsageError(`--target: unknown target ${JSON.stringify(o.target)} (known: ${TARGET_NAMES.join(', ')})`);
-        const profile = o.target === undefined ? undefined : targets.targetByName(o.target);
-        // -t is checked against the format it is for: -O's, or with --target the profile's choice (below)
+        // -t is checked against the format it is for: -O's (or the extension's), or with --target the profile's choice (below)
         if (!profile) typeArg(driverByName(format), o.type, '-t');
         const forTarget = (capacity: number): ConvertOptions => {
           if (!profile) return options;
-          const explicitFormat = cmd.getOptionValueSource('outputFormat') === 'default' ? undefined : format;
-          const applied = targets.applyTarget(profile, { ...options, format: explicitFormat }, capacity);
+          const applied = targets.applyTarget(profile, { ...options, format: profileChooses ? undefined : format }, capacity);
           typeArg(driverByName(applied.options.format ?? format), o.type, '-t');
           process.stderr.write(`target ${profile.name} (${profile.title}): ${applied.choices.join('; ') || 'nothing to choose'}\n`);
           for (const c of applied.conflicts) process.stderr.write(`${c.severity}: ${c.message}${c.fix ? ` (${c.fix})` : ''}\n`);
           return applied.options;
         };
-        const target = toStdout ? (o.streamName ?? 'disk.vmdk') : dst;
         // from here on Ctrl-C / SIGTERM cancel the copy, which removes its partial target
         const cancel = cancelOnSignals();
         options.signal = cancel.signal;

@@ -1,7 +1,7 @@
 /** `vdkit create`: a new disk, or with -b a child of a backing disk (qemu-img create). */
 import { Option } from 'commander';
 import type { CliCommand } from '../command.js';
-import { QEMU_FORMAT_NAMES, UsageError, num, parseCreateOptions, typeArg } from '../options.js';
+import { QEMU_FORMAT_NAMES, UsageError, newImageFormat, num, parseCreateOptions, typeArg } from '../options.js';
 import { humanBytes, out } from '../output.js';
 
 export const create: CliCommand = {
@@ -9,12 +9,12 @@ export const create: CliCommand = {
   summary: 'create a new disk (vmware-vdiskmanager -c / VixDiskLib_Create)',
   define: (cmd) =>
     cmd
-      .addOption(new Option('-f, --format <fmt>', 'image format (see `vdkit formats`)').default('vmdk'))
+      .addOption(new Option('-f, --format <fmt>', 'image format (see `vdkit formats`); default: the one FILE\'s extension names (.vmdk .vdi .vhd .vhdx .qcow2 .raw/.img ...; with -b, else the backing file\'s)'))
       .option('-t, --type <type>', 'vmdk: monolithicSparse (0, default), twoGbMaxExtentSparse (1), monolithicFlat (2), twoGbMaxExtentFlat (3), vmfs (4), vmfsThin; other formats: see `vdkit formats`')
       .option('-a, --adapter <type>', 'ide, buslogic, lsilogic (default) or pvscsi')
       .option('--hw <version>', 'virtual hardware version written to ddb.virtualHWVersion (default 4)')
       .option('--thin', 'vmfs: mark the disk thin provisioned')
-      .option('--preallocate', 'flat and fixed types: write zeros into the data files instead of leaving them sparse')
+      .option('--preallocate', 'raw, flat and fixed types: write zeros into the data files instead of leaving them sparse (refused for types that grow)')
       .option('--chs-rounding', 'vhd: round the size up to a whole CHS geometry (Virtual PC; qemu-img without force_size)')
       .option('--overwrite', 'replace existing files')
       .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, preallocation (key=value,...)')
@@ -24,12 +24,28 @@ export const create: CliCommand = {
       .argument('[size]', 'bytes, or with a K/M/G/T suffix, or sectors with an s suffix (2048s)')
       .action(async (file: string, size: string | undefined, o) => {
         const extra = parseCreateOptions(o.options);
-        const format = o.format;
-        const { driverByName } = await import('../../formats/registry.js');
-        typeArg(driverByName(format), o.type, '-t');
-        typeArg(driverByName(format), extra.type, '-o');
+        // -t and -o subformat/compat are checked against the format they are for (exit 2 when unknown)
+        const checkTypes = async (format: string) => {
+          const { driverByName } = await import('../../formats/registry.js');
+          typeArg(driverByName(format), o.type, '-t');
+          typeArg(driverByName(format), extra.type, '-o');
+        };
         if (o.backing !== undefined) {
+          // a child takes these from its parent or has no use for them: refused rather than dropped
+          const unused = (
+            [
+              ['adapter', '-a'],
+              ['hw', '--hw'],
+              ['thin', '--thin'],
+              ['preallocate', '--preallocate'],
+              ['chsRounding', '--chs-rounding'],
+            ] as const
+          ).filter(([k]) => o[k] !== undefined);
+          if (unused.length > 0) throw new UsageError(`${unused.map(([, flag]) => flag).join(', ')}: not with -b (a child keeps its parent's adapter, hardware version and geometry, and grows as it is written)`);
           const [{ DiskError }, { detectFormat }, { createChild }] = await Promise.all([import('../../core/errors.js'), import('../../disk.js'), import('../../ops/child.js')]);
+          // no -f and a name that names no format: the child is of its parent's format (createChild's default)
+          const format = await newImageFormat(o.format, file, '-f', async () => (await detectFormat(o.backing)).name);
+          await checkTypes(format);
           if (o.backingFormat !== undefined) {
             const want = QEMU_FORMAT_NAMES[o.backingFormat] ?? o.backingFormat;
             const actual = (await detectFormat(o.backing)).name;
@@ -48,6 +64,8 @@ export const create: CliCommand = {
         }
         if (size === undefined) throw new UsageError('size: required unless -b BACKING is given');
         const capacity = num(size, 'size');
+        const format = await newImageFormat(o.format, file, '-f');
+        await checkTypes(format);
         const { Disk } = await import('../../disk.js');
         const d = await Disk.create(file, {
           format,

@@ -21,6 +21,14 @@ export async function createFile(ns: Namespace, name: string, opts: { overwrite?
   await store.close();
 }
 
+/**
+ * `preallocate` asked of a type that grows as it is written (dynamic, differencing, sparse):
+ * refused, since an image made sparse anyway would not be what the caller asked for.
+ */
+export function refusePreallocate(path: string, format: string, type: string, preallocated: string): never {
+  throw new DiskError('INVAL', `preallocate: ${format} ${type} images grow as they are written; only ${preallocated} images are preallocated`, { path, field: 'preallocate', found: type, expected: preallocated });
+}
+
 /** Zeros over the bytes [at, at + length), 8 MiB a write (a preallocated fixed image). */
 export async function writeZeros(store: ByteStore, at: number, length: number): Promise<void> {
   const chunk = Buffer.alloc(Math.min(length, 8 * 1024 * 1024));

@@ -8,6 +8,7 @@
  * source is read once, not twice.
  */
 import { appendExtent } from '../common/extents.js';
+import { writeZeros } from '../common/create.js';
 import { oneFileInfo } from '../common/info.js';
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
@@ -59,6 +60,15 @@ export class RawImage implements Image {
     if (!Number.isSafeInteger(opts.capacity) || opts.capacity < 0) throw new DiskError('INVAL', 'capacity must be a whole number of bytes', { path, field: 'capacity' });
     const store = await ns.create(path, { overwrite: !!opts.overwrite });
     await store.truncate(opts.capacity);
+    if (opts.preallocate) {
+      try {
+        await writeZeros(store, 0, opts.capacity);
+      } catch (err) {
+        await store.close().catch(() => {});
+        await ns.remove(path).catch(() => {});
+        throw err;
+      }
+    }
     const holes = (await store.extents?.(0, Math.min(opts.capacity, 1))) !== undefined;
     return new RawImage(ns, path, store, opts.capacity, false, holes);
   }
@@ -146,7 +156,7 @@ export const rawDriver = defineDriver({
   name: 'raw',
   description: 'plain image file: the file is the disk',
   newIdentity: () => undefined,
-  createOptions: [],
+  createOptions: [{ name: 'preallocate', description: 'write the zeros instead of leaving the file sparse (qemu-img preallocation=full)' }],
   extensions: ['raw', 'img', 'bin'],
   capabilities: RAW_CAPABILITIES,
   properties: NO_PROPERTIES,

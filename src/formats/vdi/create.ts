@@ -14,7 +14,7 @@ import { ceilDiv } from '../../core/ints.js';
 import { u32Bytes } from '../../binary/tables.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions } from '../types.js';
-import { writeZeros } from '../common/create.js';
+import { refusePreallocate, writeZeros } from '../common/create.js';
 import { VdiImage } from './image.js';
 import { MAX_BLOCKS } from './layout.js';
 import {
@@ -102,6 +102,7 @@ export async function createVdi(ns: Namespace, path: string, opts: CreateOptions
   const cBlocks = ceilDiv(Number(cbDisk), cbBlock);
   const { offBlocks, offData } = freshLayout(cBlocks);
   const fixed = type === TYPE_FIXED;
+  if (opts.preallocate && !fixed) refusePreallocate(path, 'VDI', opts.type ?? (opts.parent ? 'differencing' : 'dynamic'), 'fixed');
   const fileInfo = Buffer.alloc(64);
   fileInfo.write(FILE_INFO_VBOX, 'latin1');
   const header: VdiHeaderValue = {

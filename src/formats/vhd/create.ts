@@ -12,7 +12,7 @@ import { DiskError } from '../../core/errors.js';
 import { ceilDiv, roundUp } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions, Geometry } from '../types.js';
-import { createFile, fixedDynamicType, writeZeros } from '../common/create.js';
+import { createFile, fixedDynamicType, refusePreallocate, writeZeros } from '../common/create.js';
 import { VhdImage } from './image.js';
 import type { ParentLinkage } from './layout.js';
 import { parentLinkage } from './links.js';
@@ -49,6 +49,7 @@ const TABLE_OFFSET = 3 * SECTOR;
 
 export async function createVhd(ns: Namespace, path: string, opts: CreateOptions): Promise<VhdImage> {
   const type = fixedDynamicType(opts, path, 'VHD');
+  if (opts.preallocate && type !== 'fixed') refusePreallocate(path, 'VHD', type, 'fixed');
   if (!Number.isSafeInteger(opts.capacity) || opts.capacity <= 0 || opts.capacity % SECTOR !== 0) {
     throw new DiskError('INVAL', 'capacity must be a positive whole number of 512-byte sectors', { path, field: 'capacity', found: opts.capacity });
   }

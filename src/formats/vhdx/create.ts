@@ -18,7 +18,7 @@ import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions } from '../types.js';
-import { createFile, fixedDynamicType, writeZeros } from '../common/create.js';
+import { createFile, fixedDynamicType, refusePreallocate, writeZeros } from '../common/create.js';
 import type { VhdxImage } from './image.js';
 import { parentLocatorItem } from './links.js';
 import { openVhdx } from './open.js';
@@ -85,6 +85,7 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
   }
   const hasParent = type === 'differencing';
   const fixed = type === 'fixed';
+  if (opts.preallocate && !fixed) refusePreallocate(path, 'VHDX', type, 'fixed');
   const cr = chunkRatio(LOGICAL_SECTOR, blockSize);
   const blocks = Math.ceil(size / blockSize);
   const entries = batEntryCount(blocks, cr, hasParent);

@@ -13,13 +13,14 @@ import { SECTOR_SIZE, ceilDiv } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { CreateOptions } from '../types.js';
+import { refusePreallocate } from '../common/create.js';
 import { Descriptor, parseCid, type ExtentLine } from './descriptor.js';
 import type { VmdkImage } from './image.js';
 import { openVmdk } from './open.js';
 import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newCid, newDdb, writeFreshSparse } from './layout.js';
 
 /** grains and tables of one hosted sparse extent must stay below sector 2^32 */
-const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
+export const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
 
 
 /** vmware-vdiskmanager -t numbers, and aliases users type. */
@@ -61,6 +62,7 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
     throw new DiskError('INVAL', 'capacity must be a positive whole number of bytes', { path, field: 'capacity', found: opts.capacity });
   }
   const sectors = ceilDiv(opts.capacity, SECTOR_SIZE);
+  if (opts.preallocate && (type === 'monolithicSparse' || type === 'twoGbMaxExtentSparse')) refusePreallocate(path, 'VMDK', type, 'monolithicFlat, twoGbMaxExtentFlat and vmfs');
   const esx = type === 'vmfs';
   const adapterType = opts.adapterType ?? 'lsilogic';
   if (!(ADAPTER_TYPES as readonly string[]).includes(adapterType)) {
