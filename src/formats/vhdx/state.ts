@@ -30,6 +30,8 @@ import {
 } from './structs.js';
 import { BITMAP_CACHE_BYTES, structureRanges, type StructureRange, type Region, type MetaItem, type HeaderSlot, type VhdxParams } from './layout.js';
 
+const MAX_U64 = 2n ** 64n - 1n;
+
 export class VhdxState {
   closed = false;
   /** a metadata commit failed: nothing more is written (a reopen replays the log) */
@@ -124,6 +126,11 @@ export class VhdxState {
   async updateHeader(changes: Partial<Pick<HeaderValue, 'dataWriteGuid' | 'logGuid'>>): Promise<void> {
     const cur = this.header;
     const slot = 1 - this.current;
+    // the current header is the one with the higher number and the spec has no wrap-around: at
+    // the largest u64 no header can become current any more (found by the fuzzer)
+    if (cur.sequenceNumber >= MAX_U64) {
+      throw new DiskError('NOTSUPPORTED', 'the header sequence number is at its largest value (2^64 - 1): no later header can be written, so the image can only be read (convert it to write)', { path: this.path, struct: 'header', field: 'sequenceNumber', found: cur.sequenceNumber });
+    }
     const next: HeaderValue = { ...cur, ...changes, signature: HEADER_SIGNATURE, sequenceNumber: cur.sequenceNumber + 1n, fileWriteGuid: this.sessionGuid, version: 1, logVersion: 0 };
     const bytes = encodeHeader(next);
     await this.store.write(HEADER_OFFSETS[slot]!, bytes);
