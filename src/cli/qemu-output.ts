@@ -7,6 +7,7 @@
  */
 import type { Disk } from '../disk.js';
 import type { Driver, Image, MappedExtent } from '../formats/types.js';
+import { dirname, isAbsolute, relative, resolveBeside } from '../core/names.js';
 import { UsageError } from './options.js';
 
 /** `--output FMT`: human (default) or json; anything else is a usage error, as in qemu-img */
@@ -27,7 +28,12 @@ const qemuName = (driverOf: Drivers, format: string): string => driverOf(format)
 export async function qemuInfo(d: Disk, file: string, chain: boolean, driverOf: Drivers): Promise<Record<string, unknown>[]> {
   const links = chain ? d.links : d.links.slice(0, 1);
   const out: Record<string, unknown>[] = [];
-  for (const [i, link] of links.entries()) out.push(await linkInfo(link, i === 0 ? file : link.path, d.links[i + 1], driverOf));
+  let name = file;
+  for (const [i, link] of links.entries()) {
+    const o = await linkInfo(link, name, d.links[i + 1], driverOf);
+    out.push(o);
+    name = o['full-backing-filename'] as string;
+  }
   return out;
 }
 
@@ -36,7 +42,12 @@ async function linkInfo(link: Image, filename: string, parent: Image | undefined
   const backing = link.backing();
   // a VDI child records its parent by UUID only: there is no file name to print
   const hint = backing ? backing.hint || backing.hints?.[0] || undefined : undefined;
-  const full = parent?.path ?? (hint === undefined ? undefined : link.namespace.resolve(filename, hint));
+  // qemu-img names the parent by the hint beside the child's name as given (relative stays
+  // relative); where vdkit found the parent elsewhere (another hint, a search by identity), by
+  // the name it was found under
+  const beside = hint === undefined ? undefined : resolveBeside(filename, hint);
+  const ns = link.namespace;
+  const full = parent && (beside === undefined || ns.absolute(beside) !== ns.absolute(parent.path)) ? parent.path : beside;
   const o: Record<string, unknown> = {};
   if (backing && info.parentFormat !== undefined) o['backing-filename-format'] = qemuName(driverOf, info.parentFormat);
   o['virtual-size'] = info.capacity;
@@ -44,11 +55,23 @@ async function linkInfo(link: Image, filename: string, parent: Image | undefined
   if (info.clusterSize !== undefined) o['cluster-size'] = info.clusterSize;
   o.format = qemuName(driverOf, info.format);
   o['actual-size'] = info.diskSize;
-  if (info.specific) o['format-specific'] = { type: qemuName(driverOf, info.format), data: info.specific };
+  if (info.specific) o['format-specific'] = { type: qemuName(driverOf, info.format), data: besideName(info.specific, link.path, filename) };
   if (full !== undefined) o['full-backing-filename'] = full;
   if (hint !== undefined) o['backing-filename'] = hint;
   o['dirty-flag'] = info.dirty ?? false;
   return o;
+}
+
+/**
+ * The files a link names for itself (VMDK extents) as qemu-img names them: beside the link's name
+ * as qemu-img has it (`shown`), where vdkit opened the link as `opened` (a parent: absolute).
+ */
+function besideName(data: Record<string, unknown>, opened: string, shown: string): Record<string, unknown> {
+  if (!Array.isArray(data.extents) || opened === shown) return data;
+  const extents = data.extents.map((e: Record<string, unknown>) =>
+    typeof e.filename === 'string' && !isAbsolute(shown) ? { ...e, filename: resolveBeside(shown, relative(dirname(opened), e.filename)) } : e,
+  );
+  return { ...data, extents };
 }
 
 /** qemu-img's indentation: four spaces */
