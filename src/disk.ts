@@ -5,10 +5,10 @@
  */
 import { DiskError } from './core/errors.js';
 import { SECTOR_SIZE, checkRange } from './core/ints.js';
-import { openChain, parentFacts, type ChainFormats, type ChainOpenOptions, type LinkOpenOptions } from './chain/chain.js';
+import { ChainImage, openChain, parentFacts, type ChainFormats, type ChainOpenOptions, type LinkOpenOptions } from './chain/chain.js';
 import { findChildren } from './chain/children.js';
 import { DEFAULT_FORMAT, backends, detectFormatIn, driverByName } from './formats/registry.js';
-import type { BackingLink, BlockExtent, CreateOptions, DiskInfo, Driver, Image, OpenOptions, ParentFacts } from './formats/types.js';
+import type { BackingLink, BlockExtent, CreateOptions, DiskInfo, Driver, Image, MappedExtent, OpenOptions, ParentFacts } from './formats/types.js';
 import { hostFiles } from './storage/file.js';
 import type { Namespace } from './storage/namespace.js';
 import { getProperties, setProperties } from './block/properties.js';
@@ -331,6 +331,26 @@ export class Disk {
     if (length === 0) return [];
     if (this.exclusive) await this.exclusive;
     return this.image.blockStatus(offset, length);
+  }
+
+  /**
+   * blockStatus for `vdkit map`: every range with the depth of the link that answers for it (0 =
+   * the top; a range no link stores: the bottom link's), and the file and byte offset of the
+   * ranges a driver stores in one place (qemu-img map's offset)
+   */
+  async mapStatus(offset = 0, length = this.capacity - offset): Promise<MappedExtent[]> {
+    this.check();
+    checkRange(offset, length, this.capacity, this.path);
+    if (length === 0) return [];
+    if (this.exclusive) await this.exclusive;
+    const img = this.image;
+    const rs = img.mapStatus ? await img.mapStatus(offset, length) : await img.blockStatus(offset, length);
+    return img instanceof ChainImage ? rs : rs.map((r) => ({ ...r, depth: 0 }));
+  }
+
+  /** the images the disk is made of, top first (one for a disk without parents or opened alone) */
+  get links(): readonly Image[] {
+    return this.image instanceof ChainImage ? this.image.layers : [this.image];
   }
 
   async flush(): Promise<void> {

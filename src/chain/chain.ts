@@ -22,7 +22,8 @@ import { basename, dirname, isAbsolute, join, relative } from '../core/names.js'
 import { DiskError, runAll } from '../core/errors.js';
 import type { Namespace } from '../storage/namespace.js';
 import { readJournal } from './journal.js';
-import type { BackingChange, BackingLink, BlockExtent, Capabilities, DiskInfo, Image, ImageMaintenance, OpenOptions, ParentFacts } from '../formats/types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, DiskInfo, Image, ImageMaintenance, MappedExtent, OpenOptions, ParentFacts } from '../formats/types.js';
+import { appendMappedRange } from '../formats/common/extents.js';
 
 export const DEFAULT_MAX_DEPTH = 255;
 
@@ -405,6 +406,29 @@ export class ChainImage implements Image {
         }
       }
       if (inside < len) push({ offset: off + inside, length: len - inside, state: 'zero', depth });
+    };
+    await walk(0, offset, length);
+    return out;
+  }
+
+  /**
+   * blockStatus with file offsets, every range with the depth of the link that answers for it;
+   * a range no link stores gets the bottom link's depth (the last one asked: qemu-img map's depth)
+   */
+  async mapStatus(offset: number, length: number): Promise<MappedExtent[]> {
+    const out: MappedExtent[] = [];
+    const bottom = this.layers.length - 1;
+    const walk = async (depth: number, off: number, len: number): Promise<void> => {
+      const layer = this.layers[depth]!;
+      const inside = Math.max(0, Math.min(len, layer.capacity - off));
+      if (inside > 0) {
+        const rs = layer.mapStatus ? await layer.mapStatus(off, inside) : await layer.blockStatus(off, inside);
+        for (const r of rs) {
+          if (r.state !== 'unallocated' || depth === bottom) appendMappedRange(out, { ...r, depth });
+          else await walk(depth + 1, r.offset, r.length);
+        }
+      }
+      if (inside < len) appendMappedRange(out, { offset: off + inside, length: len - inside, state: 'zero', depth });
     };
     await walk(0, offset, length);
     return out;

@@ -21,6 +21,16 @@ export interface BlockExtent {
   depth?: number;
 }
 
+/**
+ * A block status range and where its bytes lie in one of the image's files (qemu-img map's
+ * `offset`): `mapStatus` splits ranges wherever the bytes stop being contiguous in one file.
+ */
+export interface MappedExtent extends BlockExtent {
+  /** the file that holds the bytes, with `fileOffset`; absent where they lie in no one place (compressed, zero, unallocated) */
+  file?: string;
+  fileOffset?: number;
+}
+
 /** What a link records about its parent (VMDK parentFileNameHint + parentCID, ...). */
 export interface BackingLink {
   /**
@@ -86,6 +96,18 @@ export interface DiskInfo {
   readOnly: boolean;
   compressed?: boolean;
   files: string[];
+  /** the allocation unit in bytes (qcow2 cluster, VMDK grain, VDI/VHD/VHDX block); absent where the format has none (raw) */
+  clusterSize?: number;
+  /** the format's "not closed cleanly" flag is set (qcow2 dirty bit); absent where the format has none vdkit reports */
+  dirty?: boolean;
+  /** the format the image records for its parent (qcow2 backing format; VMDK parents are VMDK) */
+  parentFormat?: string;
+  /**
+   * facts only this format has, under the keys qemu-img gives them in `format-specific.data`
+   * (qcow2: compat, refcount-bits, corrupt, lazy-refcounts, extended-l2, compression-type;
+   * VMDK: cid, parent-cid, create-type, extents), so `info --output=json` passes them on as they are
+   */
+  specific?: Record<string, unknown>;
   /** inconsistencies tolerated on a read-only open (e.g. a VDI allocated-block count that disagrees with its map) */
   warnings?: string[];
 }
@@ -283,6 +305,11 @@ export interface ImageLinks {
  */
 export interface ImageMetadata {
   info(): Promise<DiskInfo>;
+  /**
+   * blockStatus with the file and byte offset of every range stored in one place (`vdkit map`,
+   * qemu-img map's `offset`); absent where the driver does not know them (blockStatus is used)
+   */
+  mapStatus?(offset: number, length: number): Promise<MappedExtent[]>;
   metadataKeys(): string[];
   readMetadata(key: string): string | undefined;
   writeMetadata(key: string, value: string): Promise<void>;
@@ -494,6 +521,13 @@ export interface Driver {
    * with a bad checksum). Opens the file read-write only for a repair that is not a dry run.
    */
   checkFile?(ns: Namespace, name: string, opts: CheckOptions): Promise<CheckReport>;
+  /**
+   * how qemu-img sees the format where it differs from vdkit (for `--output=json`): its name
+   * (vdkit's vhd is qemu's "vpc"), and `noBacking` where qemu does not follow the format's
+   * parents (VDI, VHD, VHDX differencing images): to it a range the image does not store reads
+   * as zeros, which its map calls present zeros
+   */
+  readonly qemu?: { readonly name?: string; readonly noBacking?: boolean };
   /** a layout that can be read front to back from a pipe (formats/sequential.ts) */
   readonly sequential?: SequentialFormat;
 }

@@ -6,10 +6,32 @@ import { formatInfo, formatProperties, out } from '../output.js';
 export const info = diskCommand({
   name: 'info',
   summary: 'show what a disk is (VixDiskLib_GetInfo, qemu-img info)',
-  options: [...readingOptions(), json(), opt('--descriptor', 'VMDK: also print the descriptor text'), opt('--no-chain', 'inspect this image alone: its parent is not looked for or checked (VD_OPEN_FLAGS_INFO)')],
+  options: [
+    ...readingOptions(),
+    json(),
+    opt('--output <fmt>', "human (default) or json: qemu-img info's JSON keys (virtual-size, format-specific, ...)"),
+    opt('--backing-chain', 'show every link of the chain, top first (JSON: an array, as qemu-img prints it)'),
+    opt('--descriptor', 'VMDK: also print the descriptor text'),
+    opt('--no-chain', 'inspect this image alone: its parent is not looked for or checked (VD_OPEN_FLAGS_INFO)'),
+  ],
   readOnly: true,
+  parse: async (o) => (await import('../qemu-output.js')).outputFormat(o.output),
   openOptions: ({ o }) => ({ infoOnly: o.chain === false }),
-  async run(d, { o, file }) {
+  async run(d, { o, file, p: output }) {
+    if (output === 'json') {
+      const { qemuInfo, qemuJson } = await import('../qemu-output.js');
+      const { driverByName } = await import('../../formats/registry.js');
+      const links = await qemuInfo(d, file, !!o.backingChain, driverByName);
+      await out(qemuJson(o.backingChain ? links : links[0]));
+      return;
+    }
+    if (o.backingChain) {
+      // one block per link, top first, each as `vdkit info` prints that image alone
+      const blocks: string[] = [];
+      for (const link of d.links) blocks.push(formatInfo(await link.info()));
+      await out(blocks.join('\n'));
+      return;
+    }
     const info = await d.info();
     const properties = d.getProperties();
     if (o.json) await out(JSON.stringify({ ...info, path: file, properties }, (_k, v) => (v === undefined ? null : v), 2) + '\n');

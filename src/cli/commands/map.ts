@@ -6,9 +6,21 @@ import { out } from '../output.js';
 export const map = diskCommand({
   name: 'map',
   summary: 'list data / zero / unallocated ranges of the disk (qemu-img map)',
-  options: [...readingOptions(), json(), opt('--all', 'also list zero and unallocated ranges')],
+  options: [
+    ...readingOptions(),
+    json(),
+    opt('--output <fmt>', "human (default) or json: qemu-img map's JSON (start, length, depth, present, zero, data, offset)"),
+    opt('--all', 'also list zero and unallocated ranges'),
+  ],
   readOnly: true,
-  async run(d, { o }) {
+  parse: async (o) => (await import('../qemu-output.js')).outputFormat(o.output),
+  async run(d, { o, p: output }) {
+    if (output === 'json') {
+      const { formatQemuMap, qemuMap } = await import('../qemu-output.js');
+      const { driverByName } = await import('../../formats/registry.js');
+      await out(formatQemuMap(await qemuMap(d, driverByName)));
+      return;
+    }
     const ranges = await d.blockStatus();
     if (o.json) {
       await out(JSON.stringify(ranges) + '\n');

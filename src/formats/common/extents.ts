@@ -5,13 +5,26 @@
  * present or not (VHD dynamic and differencing blocks, VHDX partially present blocks).
  */
 import type { Bitmap } from '../../binary/bitmap.js';
-import type { BlockExtent, BlockState } from '../types.js';
+import type { BlockExtent, BlockState, MappedExtent } from '../types.js';
 
 /** Append [offset, offset + length) in `state` to `out`, whose last extent ends at `offset`. */
 export function appendExtent(out: BlockExtent[], offset: number, length: number, state: BlockState): void {
   const last = out[out.length - 1];
   if (last && last.state === state) last.length += length;
   else out.push({ offset, length, state });
+}
+
+/** appendExtent for mapStatus: ranges merge only when their bytes are contiguous in one file too */
+export function appendMapped(out: MappedExtent[], offset: number, length: number, state: BlockState, file?: string, fileOffset?: number): void {
+  appendMappedRange(out, fileOffset === undefined ? { offset, length, state } : { offset, length, state, file, fileOffset });
+}
+
+/** append `r` to `out`, merged into the last range when it continues it: state, depth, file and file offset */
+export function appendMappedRange(out: MappedExtent[], r: MappedExtent): void {
+  const last = out[out.length - 1];
+  const placed = r.fileOffset === undefined ? last?.fileOffset === undefined : last?.fileOffset !== undefined && last.file === r.file && last.fileOffset + last.length === r.fileOffset;
+  if (last && placed && last.state === r.state && last.depth === r.depth && last.offset + last.length === r.offset) last.length += r.length;
+  else out.push({ ...r });
 }
 
 /** A bitmapped block: which of its sectors this image stores. */

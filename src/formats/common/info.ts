@@ -21,6 +21,8 @@ export interface OneFileFacts {
   /** the file's length in bytes (also the disk size where the namespace cannot tell that) */
   fileSize: number;
   warnings?: readonly string[];
+  /** passed on as DiskInfo has them */
+  qemuFacts?: Pick<DiskInfo, 'clusterSize' | 'dirty' | 'parentFormat' | 'specific'>;
 }
 
 export async function oneFileInfo(image: ImageData, f: OneFileFacts): Promise<DiskInfo> {
@@ -34,6 +36,7 @@ export async function oneFileInfo(image: ImageData, f: OneFileFacts): Promise<Di
     ...('geometry' in f ? { geometry: f.geometry } : {}),
     numLinks: 1,
     ...f.links,
+    ...f.qemuFacts,
     extents: [{ path: image.path, type: f.extentType ?? image.type.toUpperCase(), access, length: image.capacity, virtualOffset: 0, fileOffset: f.fileOffset ?? 0 }],
     allocatedBytes,
     fileSize: f.fileSize,

@@ -17,8 +17,8 @@
  *   its refcounts rebuilt first (check.ts), as QEMU does.
  */
 import { DiskError } from '../../core/errors.js';
-import { appendExtent } from '../common/extents.js';
-import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, InPlaceOptions } from '../types.js';
+import { appendExtent, appendMapped } from '../common/extents.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, InPlaceOptions, MappedExtent } from '../types.js';
 import { checkQcow2 } from './check.js';
 import { compact } from './compact.js';
 import { defragment } from './defrag.js';
@@ -59,6 +59,15 @@ export class Qcow2Image extends Qcow2State implements Image {
   override async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const out: BlockExtent[] = [];
     for (const s of await this.segments(offset, length)) appendExtent(out, s.offset, s.length, s.state);
+    return out;
+  }
+
+  async mapStatus(offset: number, length: number): Promise<MappedExtent[]> {
+    const out: MappedExtent[] = [];
+    for (const s of await this.segments(offset, length)) {
+      const stored = s.state === 'data' && !s.comp;
+      appendMapped(out, s.offset, s.length, s.state, stored ? this.path : undefined, stored ? s.host : undefined);
+    }
     return out;
   }
 

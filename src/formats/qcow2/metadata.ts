@@ -87,5 +87,21 @@ export async function info(this: Qcow2State & ImageData): Promise<DiskInfo> {
     allocatedBytes: await dataBytes.call(this),
     fileSize: this.file.size,
     warnings: this.warnings,
+    qemuFacts: { clusterSize: this.clusterSize, dirty: this.hasIncompat(INCOMPAT.DIRTY), parentFormat: this.backingName === undefined ? undefined : this.backingFormat(), specific: specific.call(this) },
   });
+}
+
+/** what qemu-img shows as the format-specific data of a qcow2 image, from the header */
+function specific(this: Qcow2State): Record<string, unknown> {
+  const h = this.h;
+  const compression = this.hasIncompat(INCOMPAT.COMPRESSION) && h.compression_type === 1 ? 'zstd' : 'zlib';
+  if (h.version < 3) return { compat: '0.10', 'compression-type': compression, 'refcount-bits': 16 };
+  return {
+    compat: '1.1',
+    'compression-type': compression,
+    'lazy-refcounts': (h.compatible_features & 1n) !== 0n,
+    'refcount-bits': 2 ** h.refcount_order,
+    corrupt: this.hasIncompat(INCOMPAT.CORRUPT),
+    'extended-l2': this.hasIncompat(INCOMPAT.EXTL2),
+  };
 }

@@ -13,7 +13,7 @@ import { oneFileInfo } from '../common/info.js';
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BlockExtent, Capabilities, CreateOptions, DiskInfo, Image, ImageMaintenance, OpenOptions } from '../types.js';
+import type { BlockExtent, Capabilities, CreateOptions, DiskInfo, Image, ImageMaintenance, MappedExtent, OpenOptions } from '../types.js';
 import { NO_PROPERTIES } from '../common/properties.js';
 import { READ_ONLY_CAPABILITIES, defineDriver } from '../common/driver.js';
 
@@ -82,6 +82,10 @@ export class RawImage implements Image {
     const known = this.holes ? await this.store.extents!(offset, length) : undefined;
     if (known) return known.map((e) => ({ offset: e.offset, length: e.length, state: e.data ? 'data' : 'zero' }));
     return this.blockStatusByReading(offset, length);
+  }
+  /** every byte of a raw image lies at its own offset of the file, holes included (as qemu-img map says) */
+  async mapStatus(offset: number, length: number): Promise<MappedExtent[]> {
+    return (await this.blockStatus(offset, length)).map((r) => ({ ...r, file: this.path, fileOffset: r.offset }));
   }
   private async blockStatusByReading(offset: number, length: number): Promise<BlockExtent[]> {
     const out: BlockExtent[] = [];

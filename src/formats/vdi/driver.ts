@@ -12,6 +12,7 @@ export const vdiDriver = defineDriver({
   name: 'vdi',
   description: 'VirtualBox disk image: dynamic, fixed and differencing (v1.1 headers; legacy v0 read-only)',
   extensions: ['vdi'],
+  qemu: { noBacking: true },
   newIdentity: () => randomUUID(),
   createOptions: [
     { name: 'type', description: 'dynamic (default, type 1) or fixed (type 2); children are always differencing (type 4)' },

@@ -22,12 +22,12 @@
 import { DiskError, runAll } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import { FileImage } from '../common/file-image.js';
-import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, LinkRecord, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Geometry, Image, ImageMaintenance, LinkRecord, MappedExtent, OpenOptions } from '../types.js';
 import { checkVdiStore } from './check.js';
 import { BLOCK_FREE, BLOCK_ZERO, TYPE_DIFF, TYPE_FIXED, isNullUuid, uuidToText, type VdiHeaderValue } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
 import { ZEROS, planRead } from '../common/read-plan.js';
-import { appendExtent } from '../common/extents.js';
+import { appendExtent, appendMapped } from '../common/extents.js';
 import { oneFileInfo } from '../common/info.js';
 import { unitSpans } from '../../core/ints.js';
 import { VDI_CAPABILITIES, type HeaderKind } from './layout.js';
@@ -229,6 +229,16 @@ export class VdiImage extends FileImage<VdiFile> implements Image {
     return out;
   }
 
+  async mapStatus(offset: number, length: number): Promise<MappedExtent[]> {
+    const out: MappedExtent[] = [];
+    for (const { index: b, within, pos, n } of unitSpans(offset, length, this.file.h.cbBlock)) {
+      const e = this.file.map[b]!;
+      if (e >= BLOCK_ZERO) appendMapped(out, offset + pos, n, e === BLOCK_FREE ? 'unallocated' : 'zero');
+      else appendMapped(out, offset + pos, n, 'data', this.path, this.alloc.fileOffset(e, within));
+    }
+    return out;
+  }
+
   async flush(): Promise<void> {
     await this.file.store.flush();
   }
@@ -283,6 +293,7 @@ export class VdiImage extends FileImage<VdiFile> implements Image {
       fileOffset: h.offData,
       fileSize: await this.file.store.size(),
       warnings: this.file.warnings,
+      qemuFacts: { clusterSize: h.cbBlock },
     });
   }
 

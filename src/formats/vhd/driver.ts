@@ -27,6 +27,7 @@ export const vhdDriver = defineDriver({
   name: 'vhd',
   description: 'Microsoft Virtual Hard Disk (Virtual PC, Hyper-V, Azure; qemu "vpc"): fixed, dynamic, differencing',
   extensions: ['vhd', 'avhd'],
+  qemu: { name: 'vpc', noBacking: true },
   newIdentity: () => randomUUID(),
   createOptions: [
     { name: 'type', description: 'dynamic (default, 2 MiB blocks) or fixed; a child is always differencing' },

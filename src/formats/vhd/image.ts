@@ -26,11 +26,11 @@
 import { DiskError } from '../../core/errors.js';
 import type { Namespace } from '../../storage/namespace.js';
 import { FileImage } from '../common/file-image.js';
-import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, LinkRecord, OpenOptions } from '../types.js';
+import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, LinkRecord, MappedExtent, OpenOptions } from '../types.js';
 import { checkVhdStore } from './check.js';
 import { BAT_UNUSED, FOOTER_SIZE, SECTOR } from './structs.js';
 import { BITS, VHD_CAPABILITIES, setBits } from './layout.js';
-import { appendExtent, appendSectorRuns } from '../common/extents.js';
+import { appendExtent, appendMapped, appendSectorRuns } from '../common/extents.js';
 import { oneFileInfo } from '../common/info.js';
 import { unitSpans } from '../../core/ints.js';
 import { loadVhd } from './open.js';
@@ -200,6 +200,20 @@ export class VhdImage extends FileImage<VhdFile> implements Image {
     return out;
   }
 
+  async mapStatus(offset: number, length: number): Promise<MappedExtent[]> {
+    const d = this.file.dyn;
+    if (!d) return [{ offset, length, state: 'data', file: this.path, fileOffset: offset }];
+    const out: MappedExtent[] = [];
+    for (const r of await this.blockStatus(offset, length)) {
+      // a data run lies in one block's sectors: split it at block ends, each block's data after its bitmap
+      for (const { index: b, within, pos, n } of unitSpans(r.offset, r.length, d.blockSize)) {
+        if (r.state !== 'data') appendMapped(out, r.offset + pos, n, r.state);
+        else appendMapped(out, r.offset + pos, n, 'data', this.path, d.bat[b]! * SECTOR + d.bitmapBytes + within);
+      }
+    }
+    return out;
+  }
+
   // ------------------------------------------------------------------ discard / compact
 
   /**
@@ -264,6 +278,8 @@ export class VhdImage extends FileImage<VhdFile> implements Image {
       links: { parent: link ? link.hint || link.hints?.[0] : undefined, parentCid: link?.parentId, uuid: this.identity(), version: f.fileFormatVersion >>> 16 },
       fileSize: this.file.fileSize,
       warnings: this.file.warnings,
+      // a fixed image has no blocks; QEMU calls them clusters
+      qemuFacts: { clusterSize: this.file.dyn?.blockSize },
     });
   }
 

@@ -15,6 +15,7 @@ export const vhdxDriver = defineDriver({
   name: 'vhdx',
   description: 'Microsoft VHDX (Hyper-V, Windows 8+, Disk2vhd; qemu "vhdx"): fixed, dynamic, differencing; log replay',
   extensions: ['vhdx', 'avhdx'],
+  qemu: { noBacking: true },
   newIdentity: () => randomUUID(),
   createOptions: [
     { name: 'type', description: 'dynamic (default) or fixed; a child is always differencing' },

@@ -323,6 +323,7 @@ export class VhdxImage implements Image {
     return oneFileInfo(this, {
       links: { parent: link ? link.hint || link.hints?.[0] : undefined, cid: identity(this.state), parentCid: link?.parentId, uuid: guidText(this.state.virtualDiskId, 'le'), version: this.state.header.version },
       fileSize: this.state.fileSize,
+      qemuFacts: { clusterSize: this.state.params.blockSize },
       warnings: this.state.findings.filter((f) => !f.repaired).map((f) => f.message),
     });
   }

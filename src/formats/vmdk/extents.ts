@@ -1,7 +1,7 @@
 /** The kinds of extent a VMDK link is made of, behind one small interface (ESXi deltas: esx-sparse.ts). */
 import { DiskError } from '../../core/errors.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BlockExtent } from '../types.js';
+import type { BlockExtent, MappedExtent } from '../types.js';
 import type { ExtentLine } from './descriptor.js';
 import type { SparseExtent } from './sparse.js';
 
@@ -18,6 +18,8 @@ export interface Extent {
   read(into: Buffer, offset: number): Promise<void>;
   write(data: Buffer, offset: number): Promise<void>;
   status(offset: number, length: number): Promise<BlockExtent[]>;
+  /** status with the file offsets of stored ranges (Image.mapStatus); absent: not known (ESXi deltas) */
+  mapStatus?(offset: number, length: number): Promise<MappedExtent[]>;
   flush(): Promise<void>;
   close(): Promise<void>;
 }
@@ -55,6 +57,9 @@ export class FlatExtent implements Extent {
   async status(offset: number, length: number): Promise<BlockExtent[]> {
     return [{ offset, length, state: 'data' }];
   }
+  async mapStatus(offset: number, length: number): Promise<MappedExtent[]> {
+    return [{ offset, length, state: 'data', file: this.path, fileOffset: this.fileOffset + offset }];
+  }
   async flush(): Promise<void> {
     await this.store.flush();
   }
@@ -81,6 +86,9 @@ export class ZeroExtent implements Extent {
   }
   async status(offset: number, length: number): Promise<BlockExtent[]> {
     return [{ offset, length, state: 'zero' }];
+  }
+  mapStatus(offset: number, length: number): Promise<MappedExtent[]> {
+    return this.status(offset, length);
   }
   async flush(): Promise<void> {}
   async close(): Promise<void> {}
@@ -112,6 +120,9 @@ export class SparseFileExtent implements Extent {
   }
   status(offset: number, length: number): Promise<BlockExtent[]> {
     return this.sparse.status(offset, length);
+  }
+  mapStatus(offset: number, length: number): Promise<MappedExtent[]> {
+    return this.sparse.status(offset, length, true);
   }
   flush(): Promise<void> {
     return this.sparse.flush();

@@ -22,11 +22,11 @@
  *   change and metadata; open.ts opens and validates, links.ts holds parent and identity,
  *   maintain.ts check/rename/resize/discard/compact/defragment (NOTES.md "Files").
  */
-import { dataBytes } from '../common/extents.js';
+import { appendMapped, dataBytes } from '../common/extents.js';
 import { DiskError, runAll } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { writeAtomic, type Namespace } from '../../storage/namespace.js';
-import type { BackingLink, BlockExtent, Capabilities, CheckOptions, DiskInfo, ExtentInfo, Geometry, Image, ImageMaintenance, InPlaceOptions } from '../types.js';
+import type { BackingLink, BlockExtent, Capabilities, CheckOptions, DiskInfo, ExtentInfo, Geometry, Image, ImageMaintenance, InPlaceOptions, MappedExtent } from '../types.js';
 import { Descriptor, hex8, parseCid, type ExtentLine } from './descriptor.js';
 import type { Extent } from './extents.js';
 import { EsxSparseExtent } from './esx-sparse.js';
@@ -222,6 +222,22 @@ export class VmdkImage implements Image, LinkState {
     return out;
   }
 
+  async mapStatus(offset: number, length: number): Promise<MappedExtent[]> {
+    const out: MappedExtent[] = [];
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const i = this.extentIndex(pos);
+      const e = this.extents[i]!;
+      const start = this.starts[i]!;
+      const n = Math.min(start + e.length, end) - pos;
+      const rs: MappedExtent[] = e.mapStatus ? await e.mapStatus(pos - start, n) : await e.status(pos - start, n);
+      for (const r of rs) appendMapped(out, r.offset + start, r.length, r.state, r.file, r.fileOffset);
+      pos += n;
+    }
+    return out;
+  }
+
   async flush(): Promise<void> {
     for (const e of this.extents) await e.flush();
   }
@@ -338,6 +354,15 @@ export class VmdkImage implements Image, LinkState {
       uuid: d.ddb('uuid'),
       hwVersion: d.ddb('virtualHWVersion'),
       version: sparse?.version,
+      clusterSize: sparse?.grainBytes,
+      // VMDK parents are VMDK, and QEMU says so
+      parentFormat: d.get('parentFileNameHint') === undefined ? undefined : 'vmdk',
+      specific: {
+        cid: cid ?? 0,
+        'parent-cid': parentCid ?? 0xffffffff,
+        'create-type': this.type,
+        extents: this.extents.flatMap((e) => (e.path === undefined ? [] : [{ 'virtual-size': e.length, filename: e.path, ...(e.grainBytes ? { 'cluster-size': e.grainBytes } : {}), format: e.line.type }])),
+      },
       extents,
       allocatedBytes,
       fileSize,

@@ -10,12 +10,12 @@
  * GT. A crash in between leaks a grain but never exposes garbage, and every byte written by an
  * earlier, completed write stays reachable.
  */
-import { appendExtent } from '../common/extents.js';
+import { appendExtent, appendMapped } from '../common/extents.js';
 import { inflateSync } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp, unitSpans } from '../../core/ints.js';
 import type { ByteStore } from '../../storage/store.js';
-import type { BlockExtent, BlockState, CheckFinding } from '../types.js';
+import type { BlockState, CheckFinding, MappedExtent } from '../types.js';
 import { FLAG_COMPRESSED, FLAG_MARKERS, FLAG_ZEROED_GTE, GRAIN_MARKER_HEAD, MarkerHead, SparseExtentHeader, type SparseExtentHeaderValue } from './structs.js';
 import { ZEROS, planRead } from '../common/read-plan.js';
 import { readU32Array, u32Bytes } from '../../binary/tables.js';
@@ -426,13 +426,21 @@ export class SparseExtent implements SparseState {
     this.gtCache.set(g, new Uint32Array(this.numGTEs));
   }
 
-  /** Block status of [offset, offset+length) within this extent, adjacent equal states merged. */
-  async status(offset: number, length: number): Promise<BlockExtent[]> {
-    const out: BlockExtent[] = [];
+  /**
+   * Block status of [offset, offset+length) within this extent, adjacent equal states merged;
+   * `mapped`: with the file offset of each grain stored uncompressed (mapStatus), ranges
+   * merging only where the grains follow each other in the file.
+   */
+  async status(offset: number, length: number, mapped = false): Promise<MappedExtent[]> {
+    const out: MappedExtent[] = [];
     const gb = this.grainBytes;
     const coverage = gb * this.numGTEs;
     const end = offset + length;
-    const push = (at: number, n: number, state: BlockState) => appendExtent(out, at, n, state);
+    const push = (at: number, n: number, state: BlockState, grain = 0) => {
+      if (!mapped) appendExtent(out, at, n, state);
+      else if (state === 'data' && !this.compressed) appendMapped(out, at, n, state, this.path, grain * SECTOR_SIZE + (at % gb));
+      else appendMapped(out, at, n, state);
+    };
     let pos = offset;
     let prefetchedTo = -1;
     while (pos < end) {
@@ -450,7 +458,8 @@ export class SparseExtent implements SparseState {
       while (pos < rangeEnd) {
         const gi = Math.floor(pos / gb);
         const n = Math.min((gi + 1) * gb, rangeEnd) - pos;
-        push(pos, n, this.stateOf(this.checkedEntry(gi, table[gi - base]!)));
+        const e = this.checkedEntry(gi, table[gi - base]!);
+        push(pos, n, this.stateOf(e), e);
         pos += n;
       }
     }
