@@ -211,6 +211,13 @@ export interface CheckReport {
   dryRun?: boolean;
   /** a chain check: the reports of the parents, nearest first (ops/check.ts) */
   links?: CheckReport[];
+  /**
+   * what `qemu-img check` reports beside the findings, where the format has it (qcow2): guest
+   * clusters; those the active tables allocate, compress, and place not right after the one
+   * before in the same L2 table (every compressed one counts, as QEMU counts it); the end of the
+   * last cluster in use (after a repair: as repaired)
+   */
+  stats?: { totalClusters: number; allocatedClusters: number; compressedClusters: number; fragmentedClusters: number; imageEndOffset: number };
 }
 
 /** One create option a driver understands (for `vdkit formats` and VDBackendInfo). */
