@@ -4,14 +4,15 @@
 // modules before the redesign; a 1 GiB raw -> qcow2 convert paid it as 1.16x user CPU). One
 // bundle with a few lazily loaded chunks starts in about the time of the old build.
 // The per-command dynamic imports stay lazy (code splitting); packages (commander, koffi) stay
-// in node_modules. deflate-worker is its own entry named as in the source tree, because the
-// streamOptimized writer starts it by URL relative to its own module.
+// in node_modules. The compression workers (deflate-worker: streamOptimized VMDK;
+// compress-worker: compressed qcow2) are entries of their own, named as in the source tree,
+// because each writer starts its worker by URL relative to its own module.
 import { build } from 'esbuild';
 import { rmSync } from 'node:fs';
 
 rmSync('dist/cli', { recursive: true, force: true });
 await build({
-  entryPoints: ['dist/src/cli/main.js', 'dist/src/formats/vmdk/stream/deflate-worker.js'],
+  entryPoints: ['dist/src/cli/main.js', 'dist/src/formats/vmdk/stream/deflate-worker.js', 'dist/src/formats/qcow2/compress-worker.js'],
   bundle: true,
   splitting: true,
   format: 'esm',

@@ -82,6 +82,17 @@ export async function buildProgram(commands: readonly CommandEntry[] = COMMANDS)
   return program;
 }
 
+/**
+ * `resize IMAGE -1G` as qemu-img takes it: a last argument that is a negative size is the size,
+ * not an unknown option (qemu-img takes the size out of argv before parsing the options; here a
+ * `--` goes in front of it, unless one is there already).
+ */
+export function negativeSizeLast(argv: readonly string[]): string[] {
+  const last = argv[argv.length - 1];
+  if (argv[0] !== 'resize' || argv.length < 3 || last === undefined || !/^-\d/.test(last) || argv.includes('--')) return [...argv];
+  return [...argv.slice(0, -1), '--', last];
+}
+
 /** Run the CLI; resolves to the exit status. */
 export async function main(argv: string[]): Promise<number> {
   // vmware-vdiskmanager's single-letter options are parsed by its own parser, not commander's
@@ -93,7 +104,7 @@ export async function main(argv: string[]): Promise<number> {
     const program = await buildProgram(commandsFor(argv));
     setExitStatus(0);
     clearCancelled();
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(negativeSizeLast(argv), { from: 'user' });
     return getExitStatus();
   } catch (err) {
     if (err instanceof CommanderError) {

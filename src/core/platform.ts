@@ -5,7 +5,7 @@
  * (test/unit/layering.test.ts) fails on any other node: import in those layers.
  */
 export { createHash, randomBytes, randomInt, randomUUID } from 'node:crypto';
-export { constants as zlibConstants, deflateSync, inflate, inflateRawSync, inflateSync } from 'node:zlib';
+export { constants as zlibConstants, deflateRawSync, deflateSync, inflate, inflateRawSync, inflateSync } from 'node:zlib';
 export { availableParallelism } from 'node:os';
 export { Worker, parentPort } from 'node:worker_threads';
 export { promisify } from 'node:util';

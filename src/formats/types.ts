@@ -10,6 +10,7 @@ import type { ByteStore } from '../storage/store.js';
 import type { PropertyTable } from './common/properties.js';
 import type { Namespace } from '../storage/namespace.js';
 import type { SequentialFormat } from './sequential.js';
+import type { StreamSource } from './common/stream-source.js';
 
 export type BlockState = 'data' | 'zero' | 'unallocated';
 
@@ -232,6 +233,13 @@ export interface CheckReport {
   dryRun?: boolean;
   /** a chain check: the reports of the parents, nearest first (ops/check.ts) */
   links?: CheckReport[];
+  /**
+   * what `qemu-img check` reports beside the findings, where the format has it (qcow2): guest
+   * clusters; those the active tables allocate, compress, and place not right after the one
+   * before in the same L2 table (every compressed one counts, as QEMU counts it); the end of the
+   * last cluster in use (after a repair: as repaired)
+   */
+  stats?: { totalClusters: number; allocatedClusters: number; compressedClusters: number; fragmentedClusters: number; imageEndOffset: number };
 }
 
 /** One create option a driver understands (for `vdkit formats` and VDBackendInfo). */
@@ -530,6 +538,26 @@ export interface Driver {
   readonly qemu?: { readonly name?: string; readonly noBacking?: boolean };
   /** a layout that can be read front to back from a pipe (formats/sequential.ts) */
   readonly sequential?: SequentialFormat;
+  /**
+   * Write a whole new image of `src` with compressed data into the empty store `store` (qcow2:
+   * compressed clusters, for `convert -c`); the caller flushes and closes the store. Absent where
+   * the format compresses only as a sequential type (VMDK streamOptimized) or not at all.
+   */
+  writeCompressed?(src: StreamSource, store: ByteStore, opts: CompressedWriteOptions): Promise<{ size: number }>;
+}
+
+export interface CompressedWriteOptions {
+  /** the create type (qcow2: v3 or v2, as `create` spells them) */
+  type?: string;
+  /** qcow2: bytes per cluster (default 64 KiB) */
+  clusterSize?: number;
+  /** zlib level 1-9 (default: the level the format's usual producer uses) */
+  compressionLevel?: number;
+  /** compression threads (default: one per core, at most 4) */
+  workers?: number;
+  signal?: AbortSignal;
+  /** after each piece placed: virtual bytes done, file bytes so far */
+  onProgress?: (done: number, fileBytes: number) => void;
 }
 
 export type { ByteStore, Namespace };

@@ -33,12 +33,26 @@ export interface CheckDiskOptions extends CheckOptions {
   chain?: boolean;
   /** where the disk's files are named (default: host files); a repair refuses an 'unsafe' cache mode */
   namespace?: Namespace;
+  /**
+   * with `repair`: what may be changed (qemu-img check -r leaks|all; default all). 'leaks' repairs
+   * only when a check finds nothing but leaks (and warnings): a disk with a corruption is left
+   * as it is, since the drivers' repairs mend both at once (qemu-img would still free the leaks)
+   */
+  repairScope?: 'leaks' | 'all';
 }
 
 export async function checkDisk(path: string, opts: CheckDiskOptions): Promise<CheckReport> {
   const ns = opts.namespace ?? hostFiles();
   if (opts.repair && !opts.dryRun) refuseUnsafe(ns, 'repair', path);
   opts = { ...opts, namespace: ns };
+  if (opts.repair && opts.repairScope === 'leaks') {
+    const first = await checkDisk(path, { ...opts, repair: false, repairScope: undefined });
+    if (openFindings(first).corruptions > 0) {
+      first.findings.push({ kind: 'warning', message: 'nothing was repaired: a repair of leaks only does not touch a disk with corruptions (repair them and the leaks with -r all)', struct: 'check', field: 'repair' });
+      return first;
+    }
+    if (openFindings(first).leaks === 0) return first;
+  }
   const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
   const report = await checkLink(driver, path, opts);
   await checkLeftovers(path, opts, report);

@@ -2,7 +2,8 @@
  * Convert into stream-shaped outputs: a streamOptimized VMDK (to a file or any sink, such as
  * stdout) and raw bytes to a sink. Both only append, so they also work into a pipe. A file
  * target is written under the same hidden temporary name as every convert and renamed when it
- * is complete and flushed.
+ * is complete and flushed. Compressed qcow2 (`convert -c`) is written in one pass too, by the
+ * driver's own writer, into a new file it may write anywhere in.
  */
 import { basename } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
@@ -10,7 +11,8 @@ import type { Disk } from '../disk.js';
 import { writeStreamOptimized, type StreamSource } from '../formats/vmdk/stream/writer.js';
 import { StoreSink, type ByteSink } from '../storage/sink.js';
 import { hostFiles } from '../storage/file.js';
-import type { ConvertOptions, ConvertResult } from './convert.js';
+import type { Driver } from '../formats/types.js';
+import { targetCapacity, type ConvertOptions, type ConvertResult } from './convert.js';
 import { partialPath, removeStalePartials } from './partials.js';
 
 /** A Disk seen as a stream source: its data ranges, zeros past its end. */
@@ -66,6 +68,43 @@ export async function convertToStream(src: Disk, dstPath: string, opts: ConvertO
     return r;
   } catch (err) {
     await sink.close();
+    await ns.remove(partial).catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * A new image with compressed data through the driver's one-pass writer (qcow2 compressed
+ * clusters), under the hidden temporary name, flushed, then renamed.
+ */
+export async function convertCompressed(driver: Driver, src: Disk, dstPath: string, opts: ConvertOptions): Promise<ConvertResult> {
+  if (opts.sink) throw new DiskError('NOTSUPPORTED', `compressed ${driver.name} cannot be written to a pipe`, { path: opts.sink.name, field: 'format', found: driver.name });
+  if (opts.parent) throw new DiskError('NOTSUPPORTED', 'compressed output is a whole image, not a child of a backing file', { path: dstPath, field: 'parent' });
+  if (opts.preallocate) throw new DiskError('INVAL', 'compressed output cannot be preallocated', { path: dstPath, field: 'preallocate' });
+  const capacity = targetCapacity(driver.name, opts.capacity ?? src.capacity);
+  const total = Math.min(capacity, src.capacity);
+  const ns = opts.namespace ?? hostFiles();
+  if (!opts.overwrite && (await ns.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
+  await removeStalePartials(ns, dstPath);
+  const partial = partialPath(dstPath);
+  const store = await ns.create(partial, { overwrite: true });
+  try {
+    opts.onProgress?.({ done: 0, total, written: 0 });
+    const r = await driver.writeCompressed!(diskSource(src, capacity), store, {
+      type: opts.type,
+      clusterSize: opts.clusterSize,
+      compressionLevel: opts.compressionLevel,
+      workers: opts.workers,
+      signal: opts.signal,
+      onProgress: (done, written) => opts.onProgress?.({ done: Math.min(done, total), total, written }),
+    });
+    await store.flush();
+    await store.close();
+    await ns.rename(partial, dstPath);
+    opts.onProgress?.({ done: total, total, written: r.size });
+    return { bytesWritten: r.size, bytesSkipped: 0 };
+  } catch (err) {
+    await store.close().catch(() => {});
     await ns.remove(partial).catch(() => {});
     throw err;
   }

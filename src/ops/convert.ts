@@ -10,7 +10,7 @@ import { hostFiles } from '../storage/file.js';
 import { DeferredSyncNamespace } from '../storage/deferred-sync.js';
 import type { ByteSink } from '../storage/sink.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
-import { convertToRawSink, convertToStream } from './convert-stream.js';
+import { convertCompressed, convertToRawSink, convertToStream } from './convert-stream.js';
 import type { Image } from '../formats/types.js';
 import { partialPath, removeStalePartials } from './partials.js';
 import { isZero } from '../binary/zeros.js';
@@ -35,9 +35,14 @@ export interface ConvertOptions extends Omit<DiskCreateOptions, 'capacity'> {
   chunkSize?: number;
   /** zero-detection granularity in bytes (default 64 KiB, the VMDK grain) */
   zeroBlockSize?: number;
-  /** streamOptimized: zlib level 1-9 (default 1, as VMware writes) */
+  /**
+   * compressed output (qemu-img convert -c): qcow2 compressed clusters, or for VMDK the
+   * streamOptimized type; other formats: NOTSUPPORTED
+   */
+  compress?: boolean;
+  /** streamOptimized: zlib level 1-9 (default 1, as VMware writes); compressed qcow2: default 6, as QEMU */
   compressionLevel?: number;
-  /** streamOptimized: compression threads (default one per core) */
+  /** streamOptimized, compressed qcow2: compression threads (default one per core, at most 4) */
   workers?: number;
   /**
    * streamOptimized or raw: append the output to this sink (e.g. stdout) instead of creating
@@ -258,6 +263,14 @@ export async function dataRanges(src: Disk, length: number, grain = 1): Promise<
 export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
   const format = opts.format ?? DEFAULT_FORMAT;
   const driver = driverByName(format);
+  if (opts.compress) {
+    if (driver.writeCompressed) return convertCompressed(driver, src, dstPath, opts);
+    // a format whose only compressed form is a sequential type (VMDK: streamOptimized)
+    const stream = driver.sequentialTypes[0];
+    if (stream === undefined) throw new DiskError('NOTSUPPORTED', 'compressed output is written as qcow2 (compressed clusters) or vmdk (streamOptimized)', { path: dstPath, field: 'format', found: format });
+    if (opts.type !== undefined && driver.normaliseType(opts.type) !== stream) throw new DiskError('INVAL', `compressed ${format} output is the ${stream} type`, { path: dstPath, field: 'type', expected: stream, found: opts.type });
+    return convertToStream(src, dstPath, { ...opts, type: stream });
+  }
   if (opts.type !== undefined && driver.sequentialTypes.includes(driver.normaliseType(opts.type))) return convertToStream(src, dstPath, opts);
   if (opts.sink) {
     if (driver.alignment !== 1) throw new DiskError('NOTSUPPORTED', 'only raw and streamOptimized VMDK can be written to a pipe', { path: opts.sink.name, field: 'format', found: format });

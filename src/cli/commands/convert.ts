@@ -19,7 +19,8 @@ export const convert: CliCommand = {
       .option('-p, --progress', 'show a progress bar on a terminal')
       .option('--json-progress', 'print one JSON line per progress update to stderr, for scripts')
       .option('--overwrite', 'replace an existing target')
-      .option('--compression-level <n>', 'streamOptimized: zlib level 1 (fastest, as VMware writes; default) to 9 (smallest)')
+      .option('-c, --compress', 'compressed output (qemu-img convert -c): qcow2 compressed clusters, or for vmdk the streamOptimized type')
+      .option('--compression-level <n>', 'zlib level 1 (fastest) to 9 (smallest); default 1 for streamOptimized (as VMware writes), 6 for compressed qcow2 (as QEMU)')
       .option('--stream-name <name>', 'streamOptimized to stdout: the file name recorded in the stream (default disk.vmdk)')
       .option('--input-size <size>', 'raw from stdin: its size (needed unless the output is raw to stdout)')
       .option('--size <size>', 'target size (K/M/G/T suffixes): smaller drops the end, larger adds zeros')
@@ -65,12 +66,21 @@ export const convert: CliCommand = {
           profileChooses = true;
           return profile.format;
         }));
+        if (o.compress) {
+          // qcow2 has compressed clusters; VMDK compresses only as its streamOptimized type
+          const d = driverByName(format);
+          if (!d.writeCompressed && d.sequentialTypes.length === 0) throw new UsageError(`-c: ${format} has no compressed form; compressed output is qcow2 (compressed clusters) or vmdk (streamOptimized)`);
+          if (o.keepChain) throw new UsageError('-c cannot be combined with --keep-chain');
+          if (toStdout && d.writeCompressed) throw new UsageError(`-c: compressed ${format} cannot be written to stdout (streamOptimized vmdk can)`);
+          if (o.type !== undefined && !d.writeCompressed && d.normaliseType(String(o.type)) !== d.sequentialTypes[0]) throw new UsageError(`-c: compressed ${format} is the ${d.sequentialTypes[0]} type, not ${JSON.stringify(o.type)}`);
+        }
         if (toStdout && process.stdout.isTTY) throw new UsageError('refusing to write a disk image to a terminal; redirect stdout or give a file name');
         const sink = toStdout ? new StreamSink('-', process.stdout) : undefined;
         const options: ConvertOptions = {
           namespace: targetFiles,
           format,
           type: o.type,
+          compress: !!o.compress,
           adapterType: o.adapter,
           hwVersion: o.hw,
           overwrite: o.overwrite,

@@ -5,7 +5,7 @@ import { humanBytes, out } from '../output.js';
 
 export const resize: CliCommand = {
   name: 'resize',
-  summary: 'grow (or with --shrink, shrink) the virtual size in place (qemu-img resize, vmware-vdiskmanager -x); SIZE, +SIZE or -SIZE (after --)',
+  summary: 'grow (or with --shrink, shrink) the virtual size in place (qemu-img resize, vmware-vdiskmanager -x); SIZE, +SIZE or -SIZE (-SIZE needs --shrink, as in qemu-img)',
   define: (cmd) =>
     cmd
       .option('--shrink', 'allow a smaller size')

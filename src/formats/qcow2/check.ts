@@ -125,6 +125,10 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
     }
   };
 
+  // qemu-img check's counts of the active tables' clusters
+  let allocatedClusters = 0;
+  let compressedClusters = 0;
+  let fragmentedClusters = 0;
   const walkL2s = async (): Promise<void> => {
     const inside: number[] = [];
     for (const [off, r] of l2Refs) {
@@ -138,11 +142,19 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
       const i = /\[(\d+)\]$/.exec(r.field)![1];
       const table = `${prefix}[${i}]`;
       const w = words(l2);
+      let next = 0; // where the next data cluster would follow on (per table, as QEMU)
       for (let j = 0; j < g.l2Entries; j++) {
         if (emptyEntry(w, j, g.l2EntrySize)) continue;
         const x = decodeL2(l2, j, g);
         const at = { table, idx: j };
+        if (r.active && (x.kind === 'compressed' || x.offset !== 0)) {
+          allocatedClusters++;
+          // QEMU: compressed clusters are fragmented by nature; others when not after the previous one
+          if (x.kind === 'compressed' || (next !== 0 && x.offset !== next)) fragmentedClusters++;
+          if (x.kind !== 'compressed') next = x.offset + cs;
+        }
         if (x.kind === 'compressed') {
+          if (r.active) compressedClusters++;
           if (x.copied) badEntry('compressed clusters with the COPIED flag', `compressed cluster with the COPIED flag: ${table}[${j}]`, 'L2 table', at, x.offset);
           if (x.allocMask !== 0 || x.zeroMask !== 0) badEntry('compressed clusters with a non-zero subcluster bitmap', `compressed cluster with a non-zero subcluster bitmap: ${table}[${j}]`, 'L2 table', at, x.offset);
           inc(x.offset, x.csize, DATA, 'compressed cluster', 'L2 table', `${table}[${j}]`, r.times, at);
@@ -213,6 +225,10 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
   const raise: number[] = [];
   const lower: number[] = [];
   let leakedClusters = 0;
+  // the last cluster in use, as QEMU's image_end_offset: before a repair by either count, after
+  // it by what is referenced (leaks freed) or still counted
+  let highest = -1;
+  let highestRepaired = -1;
   // the clusters of the file, and the one after it if something refers to it (as QEMU counts)
   const nb = ref[ref.length - 1]! > 0 ? ref.length : ref.length - 1;
   for (let c = 0; c < nb; c++) {
@@ -225,6 +241,8 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
     }
     const s = stored(c);
     const want = ref[c]!;
+    if (s > 0 || want > 0) highest = c;
+    if (want > 0 || (s > 0 && lostTables > 0)) highestRepaired = c;
     if (s === want) continue;
     if (s > want) {
       const line = refcountLine('Leaked', s, want);
@@ -336,7 +354,8 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
   if (write && !findings.some((f) => f.kind !== 'warning' && !f.repaired)) await img.clearDirty();
   if (write) await img.flush();
   const leakedBytes = write ? 0 : leakedClusters * cs;
-  return { path: img.path, format: 'qcow2', findings, leakedBytes, ...(dryRun ? { dryRun: true } : {}) };
+  const stats = { totalClusters: Math.ceil(img.capacity / cs), allocatedClusters, compressedClusters, fragmentedClusters, imageEndOffset: ((write ? highestRepaired : highest) + 1) * cs };
+  return { path: img.path, format: 'qcow2', findings, leakedBytes, stats, ...(dryRun ? { dryRun: true } : {}) };
 }
 
 /** Bitmap directory, bitmap tables and their data clusters (only when the autoclear bit says they are valid). */

@@ -1,6 +1,7 @@
 import { TYPES, createQcow2 } from './create.js';
 import { QCOW2_CAPABILITIES } from './image.js';
 import { openQcow2 } from './open.js';
+import { writeCompressedQcow2 } from './compressed-writer.js';
 import { QCOW2_MAGIC } from './structs.js';
 import { NO_PROPERTIES } from '../common/properties.js';
 import { defineDriver } from '../common/driver.js';
@@ -15,7 +16,7 @@ function probe(head: Buffer): number {
 
 export const qcow2Driver = defineDriver({
   name: 'qcow2',
-  description: 'QEMU copy-on-write image, version 3 (compat 1.1) and 2 (compat 0.10): backing files, zero clusters, compressed clusters (read), snapshots (listed), check/repair',
+  description: 'QEMU copy-on-write image, version 3 (compat 1.1) and 2 (compat 0.10): backing files, zero clusters, compressed clusters (read; written whole by convert -c), snapshots (listed), check/repair',
   extensions: ['qcow2', 'qcow'],
   newIdentity: () => undefined,
   createOptions: [
@@ -35,4 +36,5 @@ export const qcow2Driver = defineDriver({
   probe,
   open: openQcow2,
   create: createQcow2,
+  writeCompressed: writeCompressedQcow2,
 });

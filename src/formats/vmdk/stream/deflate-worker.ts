@@ -15,6 +15,7 @@
  */
 import { deflateSync, parentPort } from '../../../core/platform.js';
 import { isZero } from '../../../binary/zeros.js';
+import { looksIncompressible } from '../../common/incompressible.js';
 import { GRAIN_MARKER_HEAD, MarkerHead } from '../structs.js';
 
 export interface DeflateJob {
@@ -39,25 +40,6 @@ export interface DeflateResult {
 }
 
 const SECTOR = 512;
-
-/** Shannon entropy of a byte sample, bits per byte (8 for uniform random data). */
-function sampledEntropy(b: Buffer): number {
-  const hist = new Uint32Array(256);
-  let n = 0;
-  for (let i = 0; i < b.length; i += 7) {
-    hist[b[i]!]!++;
-    n++;
-  }
-  let e = 0;
-  for (let i = 0; i < 256; i++) {
-    const c = hist[i]!;
-    if (c > 0) {
-      const p = c / n;
-      e -= p * Math.log2(p);
-    }
-  }
-  return e;
-}
 
 /** Adler-32 (RFC 1950 §8.2), the zlib trailer; reduced every 5552 bytes as zlib does */
 export function adler32(b: Buffer): number {
@@ -126,13 +108,6 @@ export function storedZlib(grain: Buffer, out: Buffer, at: number): number {
 /** bytes storedZlib writes for `length` bytes */
 export function storedZlibLength(length: number): number {
   return 2 + 5 * Math.max(1, Math.ceil(length / 0xffff)) + length + 4;
-}
-
-function looksIncompressible(grain: Buffer): boolean {
-  if (sampledEntropy(grain) < 7.8) return false;
-  const mid = grain.length >> 1;
-  const sample = grain.subarray(Math.max(0, mid - 4096), Math.min(grain.length, mid + 4096));
-  return deflateSync(sample, { level: 1 }).length >= sample.length * 0.97;
 }
 
 export function compressGrains(job: DeflateJob): DeflateResult {

@@ -25,11 +25,13 @@
  * Compression runs on worker threads (deflate-worker.ts), one per core; the main thread reads the
  * source ahead and appends finished grains in order.
  */
-import { Worker, availableParallelism } from '../../../core/platform.js';
+import { availableParallelism } from '../../../core/platform.js';
 import { DiskError } from '../../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv } from '../../../core/ints.js';
 import { u32Bytes } from '../../../binary/tables.js';
 import type { ByteSink } from '../../../storage/sink.js';
+import { DeflatePool } from '../../common/deflate-pool.js';
+import type { StreamSource } from '../../common/stream-source.js';
 import { Descriptor } from '../descriptor.js';
 import { ADAPTER_TYPES, newCid, newDdb } from '../layout.js';
 import type { DeflateJob, DeflateResult } from './deflate-worker.js';
@@ -60,14 +62,7 @@ const JOB_OUT_BYTES = 16 * (GRAIN_SECTORS + 1) * SECTOR_SIZE;
 /** grain-marker sectors are u32 in the grain tables */
 const MAX_FILE_SECTORS = 0xffffffff;
 
-export interface StreamSource {
-  /** virtual size in bytes */
-  capacity: number;
-  /** ascending, non-overlapping byte ranges that may hold data; the rest reads as zeros */
-  spans(): AsyncIterable<{ offset: number; length: number }> | Iterable<{ offset: number; length: number }>;
-  /** fill `buf` with the disk's bytes at `offset` (within the capacity) */
-  readInto(buf: Buffer, offset: number): Promise<void>;
-}
+export type { StreamSource };
 
 export interface StreamWriteOptions {
   /** the file name recorded in the embedded descriptor's extent line: the output's base name */
@@ -155,53 +150,6 @@ function u32le(arr: Uint32Array, sectors: number): Buffer {
   return b;
 }
 
-/** A few worker threads running deflate-worker.js; jobs are answered in any order, by id. */
-class DeflatePool {
-  private readonly workers: Worker[] = [];
-  private readonly waiting = new Map<number, { resolve: (r: DeflateResult) => void; reject: (e: unknown) => void }>();
-  private next = 0;
-  private failed: unknown;
-
-  constructor(count: number) {
-    const url = new URL('./deflate-worker.js', import.meta.url);
-    for (let i = 0; i < count; i++) {
-      // small heaps: each grain makes a little garbage, and a worker's default young generation
-      // would let tens of MiB of it pile up per thread before collecting
-      const w = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 48 } });
-      w.on('message', (r: DeflateResult) => {
-        const p = this.waiting.get(r.id);
-        this.waiting.delete(r.id);
-        p?.resolve(r);
-      });
-      w.on('error', (err) => this.fail(err));
-      w.on('exit', (code) => {
-        if (code !== 0) this.fail(new Error(`compression worker exited with code ${code}`));
-      });
-      this.workers.push(w);
-    }
-  }
-
-  private fail(err: unknown): void {
-    this.failed ??= err;
-    for (const p of this.waiting.values()) p.reject(err);
-    this.waiting.clear();
-  }
-
-  run(job: DeflateJob): Promise<DeflateResult> {
-    if (this.failed) return Promise.reject(this.failed);
-    return new Promise((resolve, reject) => {
-      this.waiting.set(job.id, { resolve, reject });
-      const transfer = [job.data.buffer as ArrayBuffer];
-      if (job.outBuf) transfer.push(job.outBuf);
-      this.workers[this.next++ % this.workers.length]!.postMessage(job, transfer);
-    });
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
-  }
-}
-
 /**
  * Write `src` as a streamOptimized VMDK to `sink`. The caller flushes and closes the sink.
  */
@@ -244,7 +192,7 @@ export async function writeStreamOptimized(src: StreamSource, sink: ByteSink, op
   };
 
   const workers = Math.max(1, opts.workers ?? Math.min(availableParallelism(), 4));
-  const pool = new DeflatePool(workers);
+  const pool = new DeflatePool<DeflateJob, DeflateResult>(new URL('./deflate-worker.js', import.meta.url), workers);
   const maxInFlight = workers * 3;
   // Input and output buffers travel to a worker and back, and are reused: transferred buffers
   // that became garbage would only be reclaimed by a full collection of the main heap, which
@@ -295,7 +243,7 @@ export async function writeStreamOptimized(src: StreamSource, sink: ByteSink, op
         await src.readInto(buf.subarray(0, readable), from);
         buf.fill(0, readable);
         const job: DeflateJob = { id: nextId++, data: new Uint8Array(ab, 0, bytes), lba: from / SECTOR_SIZE, grainBytes: GRAIN_BYTES, level, outBuf: freeOut.pop() ?? new ArrayBuffer(JOB_OUT_BYTES) };
-        const result = pool.run(job);
+        const result = pool.run(job, job.outBuf ? [ab, job.outBuf] : [ab]);
         result.catch(() => {}); // awaited in order by emit
         inFlight.push({ offset: from, end, result });
         while (inFlight.length >= maxInFlight) await emit(inFlight.shift()!);
