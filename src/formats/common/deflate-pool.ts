@@ -50,3 +50,50 @@ export class DeflatePool<J extends { id: number }, R extends { id: number }> {
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }
+
+/** a job given to the pool: the guest bytes [offset, end) it covers and its answer */
+export interface PoolJob<R> {
+  offset: number;
+  end: number;
+  result: Promise<R>;
+}
+
+/**
+ * The writers' side of the pool: jobs taken (`take`) in the order they were given, with at most
+ * `max` given and not yet taken, so the output is the same for any thread count and the memory
+ * in flight is bounded.
+ */
+export class InOrder<R> {
+  private readonly queue: PoolJob<R>[] = [];
+  constructor(
+    private readonly max: number,
+    private readonly take: (job: PoolJob<R>) => Promise<void>,
+  ) {}
+
+  async add(offset: number, end: number, result: Promise<R>): Promise<void> {
+    result.catch(() => {}); // awaited in order by take; this keeps a later failure from being "unhandled"
+    this.queue.push({ offset, end, result });
+    while (this.queue.length >= this.max) await this.take(this.queue.shift()!);
+  }
+
+  async drain(): Promise<void> {
+    while (this.queue.length > 0) await this.take(this.queue.shift()!);
+  }
+
+  /** after a failure: every job still in a worker has ended (before the pool is closed) */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.queue.map((j) => j.result));
+  }
+}
+
+/**
+ * A job's input: [from, end) of `src` read into `ab` as whole units (`bytes` long); what lies
+ * past the capacity reads as zeros, as a reader of the new image sees it.
+ */
+export async function readJobInput(src: { readInto(into: Buffer, offset: number): Promise<void> }, ab: ArrayBuffer, bytes: number, from: number, end: number, capacity: number): Promise<Buffer> {
+  const buf = Buffer.from(ab, 0, bytes);
+  const readable = Math.min(end, capacity) - from;
+  await src.readInto(buf.subarray(0, readable), from);
+  buf.fill(0, readable);
+  return buf;
+}

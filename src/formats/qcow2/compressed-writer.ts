@@ -26,7 +26,7 @@ import { availableParallelism } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo } from '../../core/ints.js';
 import type { ByteStore } from '../../storage/store.js';
-import { DeflatePool } from '../common/deflate-pool.js';
+import { DeflatePool, InOrder, readJobInput, type PoolJob } from '../common/deflate-pool.js';
 import type { StreamSource } from '../common/stream-source.js';
 import type { CompressedWriteOptions } from '../types.js';
 import { TYPES } from './create.js';
@@ -223,15 +223,15 @@ export async function writeCompressedQcow2(src: StreamSource, store: ByteStore, 
   const maxInFlight = workers * 3;
   const jobBytes = Math.max(cs, JOB_BYTES);
   const free: ArrayBuffer[] = [];
-  const inFlight: { offset: number; end: number; result: Promise<ClusterResult> }[] = [];
   let nextId = 0;
   let lastEnd = 0; // spans widened to whole clusters may overlap the last job
-  const emit = async (job: (typeof inFlight)[number]) => {
+  const emit = async (job: PoolJob<ClusterResult>) => {
     const r = await job.result;
     await place(job.offset / cs, r);
     free.push(r.data.buffer as ArrayBuffer);
     opts.onProgress?.(job.end, nextCluster * cs);
   };
+  const jobs = new InOrder<ClusterResult>(maxInFlight, emit);
   try {
     for await (const span of src.spans()) {
       let from = Math.max(lastEnd, Math.floor(span.offset / cs) * cs);
@@ -241,21 +241,15 @@ export async function writeCompressedQcow2(src: StreamSource, store: ByteStore, 
         const end = Math.min(to, from + jobBytes);
         const bytes = ceilDiv(end - from, cs) * cs;
         const ab = free.pop() ?? new ArrayBuffer(jobBytes);
-        const buf = Buffer.from(ab, 0, bytes);
-        // the last cluster may reach past the capacity: zeros there, as the reader sees them
-        const readable = Math.min(end, capacity) - from;
-        await src.readInto(buf.subarray(0, readable), from);
-        buf.fill(0, readable);
-        const result = pool.run({ id: nextId++, data: new Uint8Array(ab, 0, bytes), clusterSize: cs, level }, [ab]);
-        result.catch(() => {}); // awaited in order by emit
-        inFlight.push({ offset: from, end, result });
-        while (inFlight.length >= maxInFlight) await emit(inFlight.shift()!);
+        // the last cluster may reach past the capacity
+        await readJobInput(src, ab, bytes, from, end, capacity);
+        await jobs.add(from, end, pool.run({ id: nextId++, data: new Uint8Array(ab, 0, bytes), clusterSize: cs, level }, [ab]));
         from = lastEnd = end;
       }
     }
-    while (inFlight.length > 0) await emit(inFlight.shift()!);
+    await jobs.drain();
   } finally {
-    await Promise.allSettled(inFlight.map((j) => j.result));
+    await jobs.settle();
     await pool.close();
   }
   await closeL2();

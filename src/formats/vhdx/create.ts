@@ -23,6 +23,7 @@ import type { VhdxImage } from './image.js';
 import { parentLocatorItem } from './links.js';
 import { openVhdx } from './open.js';
 import { NULL_GUID, guidFromIdentity, guidFromText, newGuid } from '../../binary/guid.js';
+import { encodeRegionTable } from './layout.js';
 import { u32Buffer, u64Buffer } from '../../binary/tables.js';
 import {
   ALIGN,
@@ -46,12 +47,8 @@ import {
   MetadataTableHeader,
   MiB,
   PAYLOAD,
-  REGION_REQUIRED,
-  REGION_SIGNATURE,
   REGION_TABLE_OFFSETS,
   REGION_TABLE_SIZE,
-  RegionTableEntry,
-  RegionTableHeader,
   VDKIT_CREATOR,
   batEntry,
   batEntryCount,
@@ -59,7 +56,6 @@ import {
   defaultBlockSize,
   encodeHeader,
   payloadIndex,
-  withChecksum,
 } from './structs.js';
 
 export const LOG_OFFSET = MiB;
@@ -134,11 +130,10 @@ export async function createVhdx(ns: Namespace, path: string, opts: CreateOption
       logLength: LOG_LENGTH,
       logOffset: BigInt(LOG_OFFSET),
     });
-  const region = Buffer.alloc(REGION_TABLE_SIZE);
-  RegionTableHeader.encode({ signature: REGION_SIGNATURE, checksum: 0, entryCount: 2 }, region, 0);
-  RegionTableEntry.encode({ guid: guidFromText(GUIDS.BAT_REGION, 'le')!, fileOffset: BigInt(BAT_OFFSET), length: batLength, flags: REGION_REQUIRED }, region, 16);
-  RegionTableEntry.encode({ guid: guidFromText(GUIDS.METADATA_REGION, 'le')!, fileOffset: BigInt(metaOffset), length: METADATA_LENGTH, flags: REGION_REQUIRED }, region, 48);
-  withChecksum(region);
+  const region = encodeRegionTable(Buffer.alloc(REGION_TABLE_SIZE), [
+    { guid: GUIDS.BAT_REGION, offset: BAT_OFFSET, length: batLength, required: true },
+    { guid: GUIDS.METADATA_REGION, offset: metaOffset, length: METADATA_LENGTH, required: true },
+  ]);
 
   // BAT: a fixed image's blocks are FULLY_PRESENT from the data area on; everything else NOT_PRESENT
   let bat: Buffer | undefined;

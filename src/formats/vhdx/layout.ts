@@ -6,7 +6,7 @@
  */
 import { Bitmap } from '../../binary/bitmap.js';
 import { DiskError } from '../../core/errors.js';
-import { guidText } from '../../binary/guid.js';
+import { guidFromText, guidText } from '../../binary/guid.js';
 import {
   BITMAP,
   BITMAP_BLOCK_SIZE,
@@ -27,6 +27,7 @@ import {
   bitmapIndex,
   payloadIndex,
   vhdxChecksum,
+  withChecksum,
   type HeaderValue,
 } from './structs.js';
 
@@ -111,6 +112,14 @@ export function decodeRegionTable(b: Buffer, path: string): { bytes: Buffer; reg
     regions.push({ guid: guidText(e.guid, 'le'), offset, length: e.length, required: (e.flags & REGION_REQUIRED) !== 0 });
   }
   return { bytes: b, regions };
+}
+
+/** The region table for `regions` over `into` (the bytes past the entries are kept), checksummed. */
+export function encodeRegionTable(into: Buffer, regions: readonly Region[]): Buffer {
+  RegionTableHeader.encode({ signature: REGION_SIGNATURE, checksum: 0, entryCount: regions.length }, into, 0);
+  regions.forEach((r, i) => RegionTableEntry.encode({ guid: guidFromText(r.guid, 'le')!, fileOffset: BigInt(r.offset), length: r.length, flags: r.required ? REGION_REQUIRED : 0 }, into, 16 + i * 32));
+  withChecksum(into);
+  return into;
 }
 
 export function fileParametersBytes(p: VhdxParams): Buffer {

@@ -5,7 +5,6 @@
  */
 import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
-import { guidFromText } from '../../binary/guid.js';
 import {
   ALIGN,
   GUIDS,
@@ -14,18 +13,13 @@ import {
   MAX_VIRTUAL_SIZE,
   MiB,
   PAYLOAD,
-  REGION_REQUIRED,
-  REGION_SIGNATURE,
   REGION_TABLE_OFFSETS,
   REGION_TABLE_SIZE,
-  RegionTableEntry,
-  RegionTableHeader,
   batEntry,
   batEntryCount,
   payloadIndex,
-  withChecksum,
 } from './structs.js';
-import { BAT_READ_CHUNK } from './layout.js';
+import { BAT_READ_CHUNK, encodeRegionTable } from './layout.js';
 import type { VhdxState } from './state.js';
 import { metadataSectors } from './metadata.js';
 
@@ -137,10 +131,7 @@ export async function growBatRegion(state: VhdxState, entries: number): Promise<
   }
   await state.store.flush();
   const regions = state.regions.map((r) => (r === old ? { ...r, offset: at, length } : r));
-  const table = await state.store.read(REGION_TABLE_OFFSETS[0]!, REGION_TABLE_SIZE);
-  RegionTableHeader.encode({ signature: REGION_SIGNATURE, checksum: 0, entryCount: regions.length }, table, 0);
-  regions.forEach((r, i) => RegionTableEntry.encode({ guid: guidFromText(r.guid, 'le')!, fileOffset: BigInt(r.offset), length: r.length, flags: r.required ? REGION_REQUIRED : 0 }, table, 16 + i * 32));
-  withChecksum(table);
+  const table = encodeRegionTable(await state.store.read(REGION_TABLE_OFFSETS[0]!, REGION_TABLE_SIZE), regions);
   const sectors = new Map<number, Buffer>();
   const used = Math.ceil((16 + regions.length * 32) / LOG_SECTOR);
   for (const copy of REGION_TABLE_OFFSETS) for (let s = 0; s < used; s++) sectors.set(copy + s * LOG_SECTOR, Buffer.from(table.subarray(s * LOG_SECTOR, (s + 1) * LOG_SECTOR)));

@@ -22,7 +22,7 @@
  *   change and metadata; open.ts opens and validates, links.ts holds parent and identity,
  *   maintain.ts check/rename/resize/discard/compact/defragment (NOTES.md "Files").
  */
-import { appendMapped, dataBytes } from '../common/extents.js';
+import { appendExtent, appendMapped, dataBytes } from '../common/extents.js';
 import { DiskError, runAll } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
 import { writeAtomic, type Namespace } from '../../storage/namespace.js';
@@ -204,21 +204,9 @@ export class VmdkImage implements Image, LinkState {
   }
 
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    // the map without the host offsets (the extents' own status merged alike)
     const out: BlockExtent[] = [];
-    let pos = offset;
-    const end = offset + length;
-    while (pos < end) {
-      const i = this.extentIndex(pos);
-      const e = this.extents[i]!;
-      const start = this.starts[i]!;
-      const n = Math.min(start + e.length, end) - pos;
-      for (const r of await e.status(pos - start, n)) {
-        const last = out[out.length - 1];
-        if (last && last.state === r.state && last.offset + last.length === r.offset + start) last.length += r.length;
-        else out.push({ offset: r.offset + start, length: r.length, state: r.state });
-      }
-      pos += n;
-    }
+    for (const r of await this.mapStatus(offset, length)) appendExtent(out, r.offset, r.length, r.state);
     return out;
   }
 

@@ -30,7 +30,7 @@ import { DiskError } from '../../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv } from '../../../core/ints.js';
 import { u32Bytes } from '../../../binary/tables.js';
 import type { ByteSink } from '../../../storage/sink.js';
-import { DeflatePool } from '../../common/deflate-pool.js';
+import { DeflatePool, InOrder, readJobInput, type PoolJob } from '../../common/deflate-pool.js';
 import type { StreamSource } from '../../common/stream-source.js';
 import { Descriptor } from '../descriptor.js';
 import { ADAPTER_TYPES, newCid, newDdb } from '../layout.js';
@@ -199,11 +199,10 @@ export async function writeStreamOptimized(src: StreamSource, sink: ByteSink, op
   // stays small, so tens of MiB of them could pile up.
   const free: ArrayBuffer[] = [];
   const freeOut: ArrayBuffer[] = [];
-  const inFlight: { offset: number; end: number; result: Promise<DeflateResult> }[] = [];
   let nextId = 0;
   let lastEnd = 0; // end of the last job: spans widened to whole grains may overlap it
 
-  const emit = async (job: { offset: number; end: number; result: Promise<DeflateResult> }) => {
+  const emit = async (job: PoolJob<DeflateResult>) => {
     const r = await job.result;
     free.push(r.data.buffer as ArrayBuffer);
     const out = Buffer.from(r.out.buffer, r.out.byteOffset, r.out.byteLength);
@@ -227,6 +226,7 @@ export async function writeStreamOptimized(src: StreamSource, sink: ByteSink, op
     opts.onProgress?.(job.end, sink.position);
   };
 
+  const jobs = new InOrder<DeflateResult>(maxInFlight, emit);
   try {
     for await (const span of src.spans()) {
       // whole grains covering the span, cut at grain-table ranges and the job size
@@ -238,21 +238,15 @@ export async function writeStreamOptimized(src: StreamSource, sink: ByteSink, op
         const end = Math.min(to, from + JOB_BYTES, (Math.floor(from / GT_SPAN) + 1) * GT_SPAN);
         const bytes = ceilDiv(end - from, GRAIN_BYTES) * GRAIN_BYTES;
         const ab = free.pop() ?? new ArrayBuffer(JOB_BYTES);
-        const buf = Buffer.from(ab, 0, bytes);
-        const readable = Math.min(end, src.capacity) - from;
-        await src.readInto(buf.subarray(0, readable), from);
-        buf.fill(0, readable);
+        await readJobInput(src, ab, bytes, from, end, src.capacity);
         const job: DeflateJob = { id: nextId++, data: new Uint8Array(ab, 0, bytes), lba: from / SECTOR_SIZE, grainBytes: GRAIN_BYTES, level, outBuf: freeOut.pop() ?? new ArrayBuffer(JOB_OUT_BYTES) };
-        const result = pool.run(job, job.outBuf ? [ab, job.outBuf] : [ab]);
-        result.catch(() => {}); // awaited in order by emit
-        inFlight.push({ offset: from, end, result });
-        while (inFlight.length >= maxInFlight) await emit(inFlight.shift()!);
+        await jobs.add(from, end, pool.run(job, job.outBuf ? [ab, job.outBuf] : [ab]));
         from = lastEnd = end;
       }
     }
-    while (inFlight.length > 0) await emit(inFlight.shift()!);
+    await jobs.drain();
   } finally {
-    await Promise.allSettled(inFlight.map((j) => j.result));
+    await jobs.settle();
     await pool.close();
   }
   await closeTable();
