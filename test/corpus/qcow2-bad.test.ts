@@ -368,3 +368,37 @@ test('a valid snapshot table is listed in metadata', async () => {
   assert.ok((await d.info()).warnings?.some((w) => /1 internal snapshot/.test(w)));
   await d.close();
 });
+
+// The long fuzz run of issue 14 (seed 21, case 44674): a real image's l1_size raised to 16383,
+// so the L1 table ran on over other data, and check walked tens of L2 "tables" of garbage: 3 s
+// per case, over the fuzzer's 1 s of CPU. Per entry it built two or three strings (a message in
+// hex for a run that only counts it, the run's key) and decoded compressed entries in BigInt.
+test('check of an L1 table naming 48 L2 tables of random bytes stays within a few hundred ms of CPU', async () => {
+  const p = copy(base);
+  const tables = 48;
+  const at = Math.ceil(statSync(p).size / CS) * CS;
+  // one cluster of L1 entries naming the garbage tables in turn, then the tables
+  const l1 = Buffer.alloc(CS);
+  for (let i = 0; i < CS / 8; i++) l1.writeBigUInt64BE(BigInt(at + (1 + (i % tables)) * CS), i * 8);
+  let seed = 0x2545f491;
+  const garbage = Buffer.alloc(tables * CS);
+  for (let i = 0; i < garbage.length; i += 4) {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    garbage.writeUInt32BE(seed >>> 0, i);
+  }
+  await poke(p, at, Buffer.concat([l1, garbage]));
+  await poke(p, ho('l1_table_offset'), u64(BigInt(at)));
+  await poke(p, ho('l1_size'), u32(CS / 8));
+  const c0 = process.cpuUsage();
+  const link = await openLink(p, { readOnly: true });
+  const report = await link.maintenance().check!({ repair: false });
+  await link.close();
+  const u = process.cpuUsage(c0);
+  const ms = (u.user + u.system) / 1000;
+  const bad = report.findings.filter((f) => f.kind === 'corruption');
+  assert.ok(bad.length > 10 && bad.some((f) => /compressed cluster/.test(f.message)) && bad.some((f) => /past the end of the file/.test(f.message)), JSON.stringify(bad.slice(0, 3)));
+  // 48 x 8,192 entries: 1,000 ms before, 320 ms after (load 6 on the 2-core machine)
+  assert.ok(ms < 600, `check took ${ms.toFixed(0)} ms of CPU`);
+});

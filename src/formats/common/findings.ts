@@ -141,11 +141,17 @@ interface Series {
   f: CheckFinding;
   last: number;
   first: number;
+  /** the message of a run grown since it was last written (written when the findings are read) */
+  text?: (first: number, last: number) => { message: string; field?: string };
 }
 
 export class FindingLog {
-  readonly list: CheckFinding[] = [];
+  private readonly items: CheckFinding[] = [];
   private readonly open = new Map<string, Series>();
+  /** runs whose message is behind their length */
+  private readonly stale = new Set<Series>();
+  /** the overflow findings' counts changed since their messages were written */
+  private staleOverflow = false;
   private readonly overflow = new Map<Kind, CheckFinding>();
   /** entries or clusters per kind, runs counted in full */
   private readonly totals = new Map<Kind, number>();
@@ -161,20 +167,14 @@ export class FindingLog {
     text: (first: number, last: number) => { message: string; field?: string },
     base: { struct?: string; offset?: number } & Flags = {},
   ): void {
+    if (this.extend(kind, series, index)) return;
     this.totals.set(kind, (this.totals.get(kind) ?? 0) + 1);
-    const key = `${kind}\u0000${series}`;
-    const s = this.open.get(key);
-    if (s && s.last === index - 1) {
-      s.last = index;
-      s.f.count = (s.f.count ?? 1) + 1;
-      Object.assign(s.f, text(s.first, index));
-      return;
-    }
-    if (this.list.length >= MAX_FINDINGS) {
+    const key = this.keyOf(kind, series);
+    if (this.items.length >= MAX_FINDINGS) {
       const o = this.overflow.get(kind);
       if (o) {
         o.count = (o.count ?? 1) + 1;
-        o.message = `${o.count} more ${kind} findings not listed one by one`;
+        this.staleOverflow = true;
       } else {
         const f: CheckFinding = { kind, message: `1 more ${kind} finding not listed one by one`, count: 1, ...flagsOf(base) };
         this.overflow.set(kind, f);
@@ -182,13 +182,46 @@ export class FindingLog {
       return;
     }
     const f: CheckFinding = { kind, ...text(index, index), ...base };
-    this.list.push(f);
-    this.open.set(key, { f, first: index, last: index });
+    this.items.push(f);
+    this.open.set(key, { f, first: index, last: index, text });
+  }
+
+  /**
+   * Count entry `index` of `series` without any message work when it continues the series' open
+   * run, or when the list is full and the kind already has its overflow finding; false when
+   * `add` must be called. A damaged table can add hundreds of thousands of entries, so the
+   * caller asks this before it builds add's arguments (found by the fuzzer: a qcow2 l1_size
+   * raised to 16383 had check walk tables of garbage at 3 s a case).
+   */
+  extend(kind: Kind, series: string, index: number): boolean {
+    const s = this.open.get(this.keyOf(kind, series));
+    if (s && s.last === index - 1) {
+      s.last = index;
+      s.f.count = (s.f.count ?? 1) + 1;
+      this.stale.add(s);
+    } else {
+      const o = this.items.length >= MAX_FINDINGS ? this.overflow.get(kind) : undefined;
+      if (!o) return false;
+      o.count = (o.count ?? 1) + 1;
+      this.staleOverflow = true;
+    }
+    this.totals.set(kind, (this.totals.get(kind) ?? 0) + 1);
+    return true;
+  }
+
+  /** kind + series as one key, made once per pair (a run of 100,000s of entries asks each time) */
+  private readonly keys = new Map<Kind, Map<string, string>>();
+  private keyOf(kind: Kind, series: string): string {
+    let m = this.keys.get(kind);
+    if (!m) this.keys.set(kind, (m = new Map()));
+    let k = m.get(series);
+    if (k === undefined) m.set(series, (k = `${kind}\u0000${series}`));
+    return k;
   }
 
   /** A one-off finding (not part of a run). */
   one(f: CheckFinding): void {
-    this.add(f.kind, `one:${this.list.length}:${f.message}`, 0, () => ({ message: f.message, field: f.field }), f);
+    this.add(f.kind, `one:${this.items.length}:${f.message}`, 0, () => ({ message: f.message, field: f.field }), f);
   }
 
   /** how many entries or clusters of `kind` were found (runs and unlisted ones counted in full) */
@@ -199,7 +232,18 @@ export class FindingLog {
     return n;
   }
 
+  /** the findings listed one by one (runs as one each) */
+  get list(): CheckFinding[] {
+    for (const s of this.stale) Object.assign(s.f, s.text!(s.first, s.last));
+    this.stale.clear();
+    return this.items;
+  }
+
   all(): CheckFinding[] {
+    if (this.staleOverflow) {
+      for (const [kind, o] of this.overflow) o.message = `${o.count} more ${kind} finding${o.count === 1 ? '' : 's'} not listed one by one`;
+      this.staleOverflow = false;
+    }
     return [...this.list, ...this.overflow.values()];
   }
 }

@@ -63,12 +63,24 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
   const role = new Uint8Array(ref.length);
   const corrupt = (message: string, struct: string, field?: string, offset?: number, repairable = false) => log.one({ kind: 'corruption', message, struct, field, offset, ...flags(repairable) });
   /** a bad table entry; runs of like entries of one table become one finding */
-  const badEntry = (reason: string, single: string, struct: string, at: EntryAt, offset?: number) =>
-    log.add('corruption', `${struct}:${at.table}:${reason}`, at.idx, (a, b) => (a === b ? { message: single, field: `${at.table}[${a}]` } : { message: `${reason}: ${b - a + 1} entries`, field: `${at.table}[${a}..${b}]` }), {
+  /** `single` writes the message of a run of one (only called then: a damaged table has many) */
+  const series = new Map<string, Map<string, string>>(); // table -> reason -> series key, made once
+  const seriesOf = (struct: string, table: string, reason: string): string => {
+    let m = series.get(table);
+    if (!m) series.set(table, (m = new Map()));
+    let k = m.get(reason);
+    if (k === undefined) m.set(reason, (k = `${struct}:${table}:${reason}`));
+    return k;
+  };
+  const badEntry = (reason: string, single: () => string, struct: string, at: EntryAt, offset?: number): void => {
+    const key = seriesOf(struct, at.table, reason);
+    if (log.extend('corruption', key, at.idx)) return;
+    log.add('corruption', key, at.idx, (a, b) => (a === b ? { message: single(), field: `${at.table}[${a}]` } : { message: `${reason}: ${b - a + 1} entries`, field: `${at.table}[${a}..${b}]` }), {
       struct,
       offset,
       ...flags(false),
     });
+  };
 
   /**
    * References to clusters past the end of the file (a truncated file): the refcounts stored for
@@ -76,13 +88,19 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
    * OFLAG_COPIED entries with refcount 0: a repair made its check worse)
    */
   let pastEndRefs = 0;
+  const pastEndReasons = new Map<string, string>();
+  const pastEndReason = (what: string): string => {
+    let r = pastEndReasons.get(what);
+    if (r === undefined) pastEndReasons.set(what, (r = `${what}s lie past the end of the file by a cluster or more`));
+    return r;
+  };
   /** count a reference to every cluster of [offset, offset+size); false when it is past the end */
   const inc = (offset: number, size: number, r: number, what: string, struct: string, field?: string, times = 1, at?: EntryAt): boolean => {
     if (size <= 0) return true;
     if (offset + size - fileSize >= cs || !Number.isSafeInteger(offset + size)) {
-      const single = `${what} at ${hex(offset)} (${size} bytes) lies past the end of the file by a cluster or more`;
-      if (at) badEntry(`${what}s lie past the end of the file by a cluster or more`, single, struct, at, offset);
-      else corrupt(single, struct, field, offset);
+      const single = () => `${what} at ${hex(offset)} (${size} bytes) lies past the end of the file by a cluster or more`;
+      if (at) badEntry(pastEndReason(what), single, struct, at, offset);
+      else corrupt(single(), struct, field, offset);
       pastEndRefs++;
       return false;
     }
@@ -112,10 +130,10 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
     for (let i = 0; i < count; i++) {
       const e = decodeL1(l1, i);
       const at = { table: label, idx: i };
-      if (e.reservedBits) badEntry('L1 entries with reserved bits set', `L1 entry with reserved bits set: ${label}[${i}] = ${hex(Number(l1.readBigUInt64BE(i * 8) & 0xffffffffffffn))}`, 'L1 table', at);
+      if (e.reservedBits) badEntry('L1 entries with reserved bits set', () => `L1 entry with reserved bits set: ${label}[${i}] = ${hex(Number(l1.readBigUInt64BE(i * 8) & 0xffffffffffffn))}`, 'L1 table', at);
       if (e.offset === 0) continue;
       if (e.offset % cs !== 0) {
-        badEntry('L2 table offsets not cluster aligned', `L2 table offset ${hex(e.offset)} is not cluster aligned; L1 entry corrupted`, 'L1 table', at, e.offset);
+        badEntry('L2 table offsets not cluster aligned', () => `L2 table offset ${hex(e.offset)} is not cluster aligned; L1 entry corrupted`, 'L1 table', at, e.offset);
         lostTables++;
         continue;
       }
@@ -143,10 +161,13 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
       const table = `${prefix}[${i}]`;
       const w = words(l2);
       let next = 0; // where the next data cluster would follow on (per table, as QEMU)
+      // one position object per table, moved along (badEntry and inc read it at once; a table of
+      // garbage has 8,192 bad entries, and one object each was most of a check's collection time)
+      const at: EntryAt = { table, idx: 0 };
       for (let j = 0; j < g.l2Entries; j++) {
         if (emptyEntry(w, j, g.l2EntrySize)) continue;
         const x = decodeL2(l2, j, g);
-        const at = { table, idx: j };
+        at.idx = j;
         if (r.active && (x.kind === 'compressed' || x.offset !== 0)) {
           allocatedClusters++;
           // QEMU: compressed clusters are fragmented by nature; others when not after the previous one
@@ -155,22 +176,22 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
         }
         if (x.kind === 'compressed') {
           if (r.active) compressedClusters++;
-          if (x.copied) badEntry('compressed clusters with the COPIED flag', `compressed cluster with the COPIED flag: ${table}[${j}]`, 'L2 table', at, x.offset);
-          if (x.allocMask !== 0 || x.zeroMask !== 0) badEntry('compressed clusters with a non-zero subcluster bitmap', `compressed cluster with a non-zero subcluster bitmap: ${table}[${j}]`, 'L2 table', at, x.offset);
-          inc(x.offset, x.csize, DATA, 'compressed cluster', 'L2 table', `${table}[${j}]`, r.times, at);
+          if (x.copied) badEntry('compressed clusters with the COPIED flag', () => `compressed cluster with the COPIED flag: ${table}[${j}]`, 'L2 table', at, x.offset);
+          if (x.allocMask !== 0 || x.zeroMask !== 0) badEntry('compressed clusters with a non-zero subcluster bitmap', () => `compressed cluster with a non-zero subcluster bitmap: ${table}[${j}]`, 'L2 table', at, x.offset);
+          inc(x.offset, x.csize, DATA, 'compressed cluster', 'L2 table', undefined, r.times, at);
           continue;
         }
         if (g.l2EntrySize === 16) {
-          if (x.allocMask & x.zeroMask) badEntry('subclusters both allocated and zero', `subclusters both allocated and zero: ${table}[${j}]`, 'L2 table', at);
-          if (x.allocMask !== 0 && x.offset === 0) badEntry('allocated subclusters without a host cluster', `allocated subclusters without a host cluster: ${table}[${j}]`, 'L2 table', at);
+          if (x.allocMask & x.zeroMask) badEntry('subclusters both allocated and zero', () => `subclusters both allocated and zero: ${table}[${j}]`, 'L2 table', at);
+          if (x.allocMask !== 0 && x.offset === 0) badEntry('allocated subclusters without a host cluster', () => `allocated subclusters without a host cluster: ${table}[${j}]`, 'L2 table', at);
         }
         if (x.offset === 0) continue;
-        if (x.reservedBits) badEntry('L2 entries with reserved bits set', `L2 entry with reserved bits set: ${table}[${j}]`, 'L2 table', at, x.offset);
+        if (x.reservedBits) badEntry('L2 entries with reserved bits set', () => `L2 entry with reserved bits set: ${table}[${j}]`, 'L2 table', at, x.offset);
         if (x.offset % cs !== 0) {
-          badEntry('data cluster offsets not cluster aligned', `data cluster offset ${hex(x.offset)} is not cluster aligned; L2 entry corrupted`, 'L2 table', at, x.offset);
+          badEntry('data cluster offsets not cluster aligned', () => `data cluster offset ${hex(x.offset)} is not cluster aligned; L2 entry corrupted`, 'L2 table', at, x.offset);
           continue;
         }
-        inc(x.offset, cs, DATA, 'data cluster', 'L2 table', `${table}[${j}]`, r.times, at);
+        inc(x.offset, cs, DATA, 'data cluster', 'L2 table', undefined, r.times, at);
       }
     }
   };
@@ -205,7 +226,7 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
     } catch (err) {
       if (!(err instanceof DiskError)) throw err;
       const why = err.message.replace(/^[^:]*: /, '');
-      badEntry(why, `${why} (${err.details.field})`, 'refcount table', { table: 'refcount_table', idx: rt }, err.details.found as number);
+      badEntry(why, () => `${why} (${err.details.field})`, 'refcount table', { table: 'refcount_table', idx: rt }, err.details.found as number);
       blocks.push(null);
       continue;
     }
