@@ -68,3 +68,23 @@ test('deleting a disk a child depends on names --force', async (t) => {
   assert.notEqual(r.code, 0, r.stderr);
   assert.match(r.stderr, /pass --force/);
 });
+
+test('errors during convert name the destination typed, not the hidden temporary file', async (t) => {
+  const dir = (await tmpDir(t)).path;
+  const src = join(dir, 'src.qcow2');
+  await (await Disk.create(src, { format: 'qcow2', capacity: 16 * MiB })).close();
+  // refused by the target's create, while it is being built under its temporary name
+  let r = await vdkit('convert', '-O', 'vmdk', '-a', 'nosuch', src, join(dir, 'out.vmdk'));
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`INVAL \\(16000\\): ${join(dir, 'out.vmdk')}: adapterType`));
+  assert.doesNotMatch(r.stderr, /vdkit-partial/);
+  r = await vdkit('convert', '-O', 'vhd', '--size', '3T', src, join(dir, 'out.vhd'));
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`${join(dir, 'out.vhd')}: capacity`));
+  assert.doesNotMatch(r.stderr, /vdkit-partial/);
+  // a chain clone: each link's final name
+  r = await vdkit('convert', '--keep-chain', '-O', 'vmdk', '-a', 'nosuch', src, join(dir, 'kept.vmdk'));
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /kept[^ ]*\.vmdk: adapterType/);
+  assert.doesNotMatch(r.stderr, /vdkit-partial/);
+});
