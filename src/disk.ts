@@ -175,7 +175,7 @@ export class Disk {
       });
       if (children.length > 0) {
         await image.close().catch(() => {});
-        throw new DiskError('RDONLY', `${children[0]} is a child of this disk: writing here would corrupt it; open read-only, or force`, { path, field: 'children', found: children });
+        throw new DiskError('RDONLY', `${children[0]} is a child of this disk: writing here would corrupt it; open read-only, or pass --force (force)`, { path, field: 'children', found: children });
       }
     }
     if (opts.discard && (image.capabilities.discard !== 'native' || !image.discard)) {
@@ -415,7 +415,7 @@ export class Disk {
     if (props.uuid !== undefined && !opts.force) {
       const children = await findChildren(this.image, chainFormats, backends().flatMap((b) => b.extensions));
       if (children.length > 0) {
-        throw new DiskError('RDONLY', `${children[0]} is a child of this disk: a new uuid would break its link; force to do it anyway`, { path: this.path, field: 'uuid', found: children });
+        throw new DiskError('RDONLY', `${children[0]} is a child of this disk: a new uuid would break its link; pass --force (force) to do it anyway`, { path: this.path, field: 'uuid', found: children });
       }
     }
     const run = this.writeQueue.then(() => setProperties(this.image, props));

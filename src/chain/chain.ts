@@ -252,7 +252,7 @@ async function checkLink(ns: Namespace, childPath: string, child: Image, parentP
     throw new DiskError('INVALIDCHAIN', undefined, { path: childPath, field: 'createType', found: `${child.type} over ${parent.type}`, parent: parentPath });
   }
   if (child.format === parent.format && formats.sameSize(child.format) && child.capacity !== parent.capacity) {
-    throw new DiskError('INVALIDCHAIN', 'child and parent describe disks of different sizes', { path: childPath, field: 'capacity', expected: parent.capacity, found: child.capacity, parent: parentPath });
+    throw new DiskError('INVALIDCHAIN', `the parent ${parentPath} is ${parent.capacity} bytes and this child ${child.capacity}: a ${child.format} child must be its parent's size`, { path: childPath, field: 'capacity', expected: parent.capacity, found: child.capacity, parent: parentPath });
   }
 }
 

@@ -10,7 +10,7 @@
  * it; BENCHMARKS.md has the figures.
  */
 import { Command, CommanderError } from 'commander';
-import { DiskError, errorText } from '../core/errors.js';
+import { DiskError, stockTextBelow } from '../core/errors.js';
 import { cancelledBySignal, clearCancelled, getExitStatus, register, setExitStatus, type CliCommand } from './command.js';
 import { UsageError, formatArg } from './options.js';
 
@@ -123,7 +123,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (err instanceof DiskError) {
       process.stderr.write(`vdkit: ${err.code} (${err.number}): ${err.message}\n`);
-      if (!err.message.includes(errorText(err.code))) process.stderr.write(`  ${errorText(err.code)}\n`);
+      const stock = stockTextBelow(err);
+      if (stock !== undefined) process.stderr.write(`  ${stock}\n`);
       return 1;
     }
     process.stderr.write(`vdkit: INTERNAL: ${(err as Error)?.stack ?? String(err)}\n`);

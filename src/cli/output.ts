@@ -12,7 +12,29 @@ export function humanBytes(n: number): string {
   }
   return u === 0 ? `${n} B` : `${Number.isInteger(v) ? v : v.toFixed(2)} ${units[u]}`;
 }
-export function formatInfo(i: DiskInfo): string {
+/**
+ * qemu-img's format-specific keys (DiskInfo.specific) shown as rows, in qemu-img info's order;
+ * keys a format does not give are not shown, so no format needs naming here
+ */
+const SPECIFIC_ROWS: readonly [key: string, label: string][] = [
+  ['compat', 'compat'],
+  ['compression-type', 'compression type'],
+  ['lazy-refcounts', 'lazy refcounts'],
+  ['refcount-bits', 'refcount bits'],
+  ['corrupt', 'corrupt'],
+  ['extended-l2', 'extended l2'],
+];
+
+export interface InfoTextOptions {
+  /**
+   * the image cannot be opened for writing (a read-only format or type, or files the user may
+   * not write): the only case the "read only" row is shown, since info itself always opens
+   * read-only and DiskInfo.readOnly says only that
+   */
+  cannotWrite?: boolean;
+}
+
+export function formatInfo(i: DiskInfo, opts: InfoTextOptions = {}): string {
   const g = (x?: { cylinders: number; heads: number; sectors: number }) => (x ? `${x.cylinders}/${x.heads}/${x.sectors}` : '-');
   const rows: [string, string][] = [
     ['image', i.files[0] ?? ''],
@@ -25,15 +47,23 @@ export function formatInfo(i: DiskInfo): string {
   else if (i.geometry) rows.push(['geometry', g(i.geometry)]);
   rows.push(['number of links', String(i.numLinks)]);
   if (i.numLinks > 1 || i.parent !== undefined) rows.push(['parent', i.parent ?? '-']);
-  if (i.cid !== undefined) rows.push(['CID', i.cid], ['parent CID', i.parentCid ?? '-']);
+  // a content ID is VMDK's (qemu-img's format-specific "cid"); VHDX and VDI report their
+  // identities as DiskInfo.cid too, for chains, but they are GUIDs, not CIDs
+  if (i.cid !== undefined && i.specific?.cid !== undefined) rows.push(['CID', i.cid], ['parent CID', i.parentCid ?? '-']);
   if (i.uuid) rows.push(['uuid', i.uuid]);
   if (i.hwVersion) rows.push(['hardware version', i.hwVersion]);
   if (i.format === 'vmdk' && i.version !== undefined) rows.push(['sparse version', String(i.version)]);
+  if (i.clusterSize !== undefined) rows.push(['cluster size', `${i.clusterSize} bytes (${humanBytes(i.clusterSize)})`]);
+  for (const [key, label] of SPECIFIC_ROWS) {
+    const v = i.specific?.[key];
+    if (v !== undefined) rows.push([label, typeof v === 'boolean' ? (v ? 'yes' : 'no') : String(v)]);
+  }
+  if (i.dirty !== undefined) rows.push(['dirty', i.dirty ? 'yes: not closed cleanly (vdkit check)' : 'no']);
   for (const w of i.warnings ?? []) rows.push(['warning', w]);
   rows.push(['allocated', `${i.allocatedBytes} bytes (${humanBytes(i.allocatedBytes)})`]);
   rows.push(['file size', `${i.fileSize} bytes (${humanBytes(i.fileSize)})`]);
   rows.push(['disk size', `${i.diskSize} bytes (${humanBytes(i.diskSize)})`]);
-  rows.push(['read only', i.readOnly ? 'yes' : 'no']);
+  if (opts.cannotWrite) rows.push(['read only', 'yes']);
   const width = Math.max(...rows.map(([k]) => k.length));
   let out = rows.map(([k, v]) => `${k.padEnd(width)} : ${v}`).join('\n') + '\n';
   if (i.chain && i.chain.length > 1) {

@@ -30,7 +30,7 @@
  *   consistent."); errors name the DiskError code and the VIX_E_* name and number.
  */
 import { basename, dirname, join } from '../core/names.js';
-import { DiskError, ERROR_TABLE } from '../core/errors.js';
+import { DiskError, stockTextBelow } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
 import { Disk, openLinkIn } from '../disk.js';
 import { hostFiles } from '../storage/file.js';
@@ -384,7 +384,8 @@ export async function vdiskmanager(argv: string[], io: VdiskmanagerIO = stdio): 
     if (err instanceof DiskError) {
       const vix = vixNameOf(err.code);
       io.err(`Failed to run ${p.op} on '${p.files[0]}': ${err.message} (${err.code} ${err.number}; ${vix} ${VIX_ERRORS[vix]?.number ?? ''})\n`);
-      if (!err.message.includes(ERROR_TABLE[err.code].text)) io.err(`  ${ERROR_TABLE[err.code].text}\n`);
+      const stock = stockTextBelow(err);
+      if (stock !== undefined) io.err(`  ${stock}\n`);
       return 1;
     }
     io.err(`vdkit vdiskmanager: INTERNAL: ${(err as Error)?.stack ?? String(err)}\n`);

@@ -12,9 +12,16 @@ export interface ErrorRow {
   readonly text: string;
   /** exit status the CLI uses when this error ends a command */
   readonly exitCode: number;
+  /**
+   * the text states one cause (VDDK's reason for the code), which is false whenever vdkit raises
+   * the code for another reason: shown only when the raise site gave no message of its own
+   */
+  readonly onlyCause: boolean;
 }
 
-const row = (number: number, text: string, exitCode = 1): ErrorRow => Object.freeze({ number, text, exitCode });
+const row = (number: number, text: string, exitCode = 1, onlyCause = false): ErrorRow => Object.freeze({ number, text, exitCode, onlyCause });
+/** a row whose text names a cause; see ErrorRow.onlyCause */
+const causeRow = (number: number, text: string): ErrorRow => row(number, text, 1, true);
 
 export const ERROR_TABLE = Object.freeze({
   SUCCESS: row(0, 'The operation completed successfully', 0),
@@ -26,9 +33,9 @@ export const ERROR_TABLE = Object.freeze({
   NEEDSREPAIR: row(16006, 'The specified virtual disk needs repair'),
   OUTOFRANGE: row(16007, 'You have requested access to an area of the virtual disk that is out of bounds'),
   CID_MISMATCH: row(16008, 'The parent virtual disk has been modified since the child was created'),
-  CANTSHRINK: row(16009, 'The specified virtual disk cannot be shrunk because it is not the parent disk'),
+  CANTSHRINK: causeRow(16009, 'The specified virtual disk cannot be shrunk because it is not the parent disk'),
   PARTMISMATCH: row(16010, 'The partition table on the physical disk has changed since the disk was created'),
-  UNSUPPORTEDDISKVERSION: row(16011, 'The version of the virtual disk is newer than the version supported by this program'),
+  UNSUPPORTEDDISKVERSION: causeRow(16011, 'The version of the virtual disk is newer than the version supported by this program'),
   OPENPARENT: row(16012, 'The parent of this virtual disk could not be opened'),
   NOTSUPPORTED: row(16013, "The specified feature isn't supported by this version"),
   NEEDKEY: row(16014, 'One or more required keys were not provided'),
@@ -37,7 +44,7 @@ export const ERROR_TABLE = Object.freeze({
   TOOMANYOPENFILES: row(16027, "Reached the host's limit for open files"),
   TOOMANYREDO: row(16028, 'Too many levels of redo logs'),
   RAWTOOSMALL: row(16029, 'The physical disk is too small'),
-  INVALIDCHAIN: row(16030, 'Invalid disk chain: cannot mix ESX & hosted style disks in the same chain'),
+  INVALIDCHAIN: causeRow(16030, 'Invalid disk chain: cannot mix ESX & hosted style disks in the same chain'),
   // The rows below have names from the guide's table; their numbers are this kit's own.
   RDONLY: row(16004, 'The function was called on a virtual disk opened read-only, but it requires write access'),
   TOOBIGFORFS: row(16021, 'The destination file system does not support large files'),
@@ -71,6 +78,17 @@ export function errorText(code: ErrorCode | number): string {
     return `Unknown error ${code}`;
   }
   return ERROR_TABLE[code]?.text ?? `Unknown error ${String(code)}`;
+}
+
+/**
+ * The code's stock text to print under an error's own message, or undefined when the message
+ * already holds it or the stock text names a cause the raise site has replaced with the real one
+ * (a refused shrink is not "not the parent disk").
+ */
+export function stockTextBelow(err: DiskError): string | undefined {
+  const r = ERROR_TABLE[err.code];
+  if (!r || err.message.includes(r.text) || r.onlyCause) return undefined;
+  return r.text;
 }
 
 export interface ErrorDetails {

@@ -41,7 +41,7 @@ import type { Image } from '../formats/types.js';
 import { Disk, openLinkIn } from '../disk.js';
 import { childCreateOptions } from './child.js';
 import { copyRanges, dataRanges, moveIntoPlace, targetCapacity, type ConvertOptions, type ConvertResult } from './convert.js';
-import { linkFiles, partialPath, recordPath, removeStalePartials, writeRecord, type CloneRecord } from './partials.js';
+import { linkFiles, namingTargets, partialPath, recordPath, removeStalePartials, writeRecord, type CloneRecord } from './partials.js';
 
 export interface CloneChainOptions extends ConvertOptions {
   /** the lowest source link copied as a link of its own, 0 = the base (default 0); links below it are flattened into the new base */
@@ -230,7 +230,7 @@ async function cloneOpen(src: Disk, dstPath: string, opts: CloneChainOptions): P
       for (const l of placed) for (const f of await linkFiles(ns, l)) await ns.remove(f).catch(() => {});
     }
     await ns.remove(record).catch(() => {});
-    throw err;
+    throw namingTargets(err, finals);
   }
   await ns.remove(record).catch(() => {});
   return { bytesWritten: written, bytesSkipped: total - written, links: finals };

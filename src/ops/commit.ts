@@ -156,7 +156,7 @@ export async function commit(topPath: string, opts: CommitOptions = {}): Promise
     const base = await openLinkIn(ns, basePath, { readOnly: true });
     const others = (await findChildren(base, chainFormats, backends().flatMap((b) => b.extensions)).finally(() => base.close())).filter((c) => !inChain.has(ns.absolute(c)));
     if (others.length > 0 && !opts.force) {
-      throw new DiskError('RDONLY', `the base has another child (${others[0]}) that the commit would break; remove it or force`, { path: basePath, field: 'children', found: others });
+      throw new DiskError('RDONLY', `the base has another child (${others[0]}) that the commit would break; remove it or pass --force (force)`, { path: basePath, field: 'children', found: others });
     }
     for (const p of paths.slice(1, journal.depth)) journal.removeFiles.push(...(await filesOf(ns, p)));
     if (journal.drop) journal.removeFiles.push(...(await filesOf(ns, top)));

@@ -12,7 +12,7 @@ import type { ByteSink } from '../storage/sink.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
 import { convertCompressed, convertToRawSink, convertToStream } from './convert-stream.js';
 import type { Image } from '../formats/types.js';
-import { partialPath, removeStalePartials } from './partials.js';
+import { namingTargets, partialPath, removeStalePartials } from './partials.js';
 import { isZero } from '../binary/zeros.js';
 
 export interface Progress {
@@ -261,6 +261,14 @@ export async function dataRanges(src: Disk, length: number, grain = 1): Promise<
 }
 
 export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
+  try {
+    return await convertTo(src, dstPath, opts);
+  } catch (err) {
+    throw namingTargets(err, [dstPath]);
+  }
+}
+
+async function convertTo(src: Disk, dstPath: string, opts: ConvertOptions): Promise<ConvertResult> {
   const format = opts.format ?? DEFAULT_FORMAT;
   const driver = driverByName(format);
   if (opts.compress) {

@@ -11,6 +11,7 @@
 import { basename, dirname, extname, join } from '../core/names.js';
 import { readText, writeAtomic, type Namespace } from '../storage/namespace.js';
 import { openLinkIn } from '../disk.js';
+import { DiskError } from '../core/errors.js';
 import { describeChain } from './chain-list.js';
 
 /** The hidden temporary name a target is built under, in its own folder. */
@@ -22,6 +23,24 @@ export function partialPath(finalPath: string, pid = process.pid): string {
 /** The prefix every partial file of `finalPath` starts with (any process). */
 export function partialPrefix(finalPath: string): string {
   return `.${basename(finalPath, extname(finalPath))}.vdkit-partial-`;
+}
+
+/**
+ * `err`, raised while `finalPath` was being built under its hidden name, with that name (and its
+ * extents', which share the prefix) replaced by the final one in the message and details: the
+ * user typed the destination, never `.x.vdkit-partial-<pid>`, and a failed run removes it anyway.
+ * Changed in place so the code, cause and stack stay those of the original.
+ */
+export function namingTargets(err: unknown, finalPaths: readonly string[], pid = process.pid): unknown {
+  if (!(err instanceof Error)) return err;
+  const swaps = finalPaths.map((f) => [`${partialPrefix(f)}${pid}`, basename(f, extname(f))] as const);
+  const fix = (text: string) => swaps.reduce((t, [hidden, stem]) => t.split(hidden).join(stem), text);
+  if (!swaps.some(([hidden]) => err.message.includes(hidden) || String((err as { path?: unknown }).path ?? '').includes(hidden))) return err;
+  err.message = fix(err.message);
+  if (err.stack) err.stack = fix(err.stack);
+  const bag = (err instanceof DiskError ? err.details : err) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(bag)) if (typeof v === 'string') bag[k] = fix(v);
+  return err;
 }
 
 export function processRuns(pid: number): boolean {

@@ -53,7 +53,7 @@ export async function rebase(childPath: string, newParent: string | undefined, o
         throw new DiskError('NOTSUPPORTED', `a ${link.format} child needs a ${link.format} parent with an identity to record`, { path: newParent, field: 'format', found: parentFormat });
       }
       if (parentCapacity !== undefined && caps.differencingSameSize && parentFormat === link.format && parentCapacity !== link.capacity) {
-        throw new DiskError('INVALIDCHAIN', 'the new parent describes a disk of another size', { path: child, field: 'capacity', expected: link.capacity, found: parentCapacity });
+        throw new DiskError('INVALIDCHAIN', `the new parent ${newParent} is ${parentCapacity} bytes and this child ${link.capacity}: a ${link.format} child must be its parent's size`, { path: child, field: 'capacity', expected: link.capacity, found: parentCapacity });
       }
       if (!opts.unsafe) {
         const old = await Disk.open(child, { namespace: ns, readOnly: true, untrusted: opts.untrusted });

@@ -176,7 +176,7 @@ export async function unlink(path: string, opts: UnlinkOptions = {}): Promise<{ 
   let files: string[];
   try {
     const kids = await findChildren(image, chainFormats, extensions());
-    if (kids.length > 0 && !opts.force) throw new DiskError('NOTSUPPORTED', `${kids[0]} is a child of this disk: deleting it would break the child (force to delete anyway)`, { path, field: 'children', found: kids });
+    if (kids.length > 0 && !opts.force) throw new DiskError('NOTSUPPORTED', `${kids[0]} is a child of this disk: deleting it would break the child (pass --force (force) to delete anyway)`, { path, field: 'children', found: kids });
     files = (await image.info()).files.map((f) => ns.absolute(f));
   } finally {
     await image.close();

@@ -100,7 +100,7 @@ async function checkShrink(image: Image, next: number, opts: ResizeOptions): Pro
       const part = chunk.subarray(0, Math.min(chunk.length, r.offset + r.length - at));
       await image.read(part, at);
       if (part.some((b) => b !== 0)) {
-        throw new DiskError('CANTSHRINK', 'the part to cut off holds data: pass force to shrink anyway', { path: image.path, field: 'size', offset: at, found: next });
+        throw new DiskError('CANTSHRINK', 'the part to cut off holds data: pass --force (force) to shrink anyway', { path: image.path, field: 'size', offset: at, found: next });
       }
     }
   }

@@ -1,7 +1,26 @@
 /** `vdkit info`: what a disk is (VixDiskLib_GetInfo, qemu-img info). */
 import { diskCommand } from '../command.js';
 import { json, opt, readingOptions } from '../options.js';
+import { access, constants } from 'node:fs/promises';
+import type { DiskInfo } from '../../formats/types.js';
 import { formatInfo, formatProperties, out } from '../output.js';
+
+/**
+ * Whether the image could not be opened for writing: its format or type is written only in one
+ * pass (streamOptimized) or not at all, or one of its files is not writable by this user. Info
+ * opens every image read-only, so DiskInfo.readOnly cannot tell.
+ */
+async function cannotWrite(info: DiskInfo): Promise<boolean> {
+  // the driver's, not the image's: a read-only open reports write 'none' for every image
+  const { driverByName } = await import('../../formats/registry.js');
+  const driver = driverByName(info.format);
+  if (driver.capabilities.write === 'none' || driver.sequentialTypes.includes(info.type)) return true;
+  for (const f of info.files) {
+    const ok = await access(f, constants.W_OK).then(() => true, () => false);
+    if (!ok) return true;
+  }
+  return false;
+}
 
 export const info = diskCommand({
   name: 'info',
@@ -28,14 +47,17 @@ export const info = diskCommand({
     if (o.backingChain) {
       // one block per link, top first, each as `vdkit info` prints that image alone
       const blocks: string[] = [];
-      for (const link of d.links) blocks.push(formatInfo(await link.info()));
+      for (const link of d.links) {
+        const i = await link.info();
+        blocks.push(formatInfo(i, { cannotWrite: await cannotWrite(i) }));
+      }
       await out(blocks.join('\n'));
       return;
     }
     const info = await d.info();
     const properties = d.getProperties();
     if (o.json) await out(JSON.stringify({ ...info, path: file, properties }, (_k, v) => (v === undefined ? null : v), 2) + '\n');
-    else await out(formatInfo(info) + formatProperties(properties));
+    else await out(formatInfo(info, { cannotWrite: await cannotWrite(info) }) + formatProperties(properties));
     if (o.descriptor && 'descriptorText' in d.image) await out('\n' + (d.image as { descriptorText(): string }).descriptorText());
   },
 });
