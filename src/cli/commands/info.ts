@@ -1,8 +1,8 @@
 /** `vdkit info`: what a disk is (VixDiskLib_GetInfo, qemu-img info). */
 import { diskCommand } from '../command.js';
 import { json, opt, readingOptions } from '../options.js';
-import { access, constants } from 'node:fs/promises';
 import type { DiskInfo } from '../../formats/types.js';
+import type { Namespace } from '../../storage/namespace.js';
 import { formatInfo, formatProperties, out } from '../output.js';
 
 /**
@@ -10,14 +10,17 @@ import { formatInfo, formatProperties, out } from '../output.js';
  * pass (streamOptimized) or not at all, or one of its files is not writable by this user. Info
  * opens every image read-only, so DiskInfo.readOnly cannot tell.
  */
-async function cannotWrite(info: DiskInfo): Promise<boolean> {
+async function cannotWrite(info: DiskInfo, ns: Namespace): Promise<boolean> {
   // the driver's, not the image's: a read-only open reports write 'none' for every image
   const { driverByName } = await import('../../formats/registry.js');
   const driver = driverByName(info.format);
   if (driver.capabilities.write === 'none' || driver.sequentialTypes.includes(info.type)) return true;
+  // through the namespace (only storage/ touches the file system): an open for writing that
+  // is closed at once changes nothing
   for (const f of info.files) {
-    const ok = await access(f, constants.W_OK).then(() => true, () => false);
-    if (!ok) return true;
+    const st = await ns.open(f, { write: true }).catch(() => undefined);
+    if (!st) return true;
+    await st.close();
   }
   return false;
 }
@@ -49,7 +52,7 @@ export const info = diskCommand({
       const blocks: string[] = [];
       for (const link of d.links) {
         const i = await link.info();
-        blocks.push(formatInfo(i, { cannotWrite: await cannotWrite(i) }));
+        blocks.push(formatInfo(i, { cannotWrite: await cannotWrite(i, d.image.namespace) }));
       }
       await out(blocks.join('\n'));
       return;
@@ -57,7 +60,7 @@ export const info = diskCommand({
     const info = await d.info();
     const properties = d.getProperties();
     if (o.json) await out(JSON.stringify({ ...info, path: file, properties }, (_k, v) => (v === undefined ? null : v), 2) + '\n');
-    else await out(formatInfo(info, { cannotWrite: await cannotWrite(info) }) + formatProperties(properties));
+    else await out(formatInfo(info, { cannotWrite: await cannotWrite(info, d.image.namespace) }) + formatProperties(properties));
     if (o.descriptor && 'descriptorText' in d.image) await out('\n' + (d.image as { descriptorText(): string }).descriptorText());
   },
 });
