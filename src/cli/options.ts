@@ -82,7 +82,7 @@ export function parseCreateOptions(list: string | undefined): Partial<CreateOpti
         break;
       case 'preallocation':
         // metadata (tables allocated, data left sparse) has no implementation here: refused, never made sparse in silence
-        if (value === 'metadata') throw new UsageError('-o preallocation=metadata: not implemented; use off (sparse) or full/falloc (the zeros written: raw, and fixed or flat types)');
+        if (value === 'metadata') throw new UsageError('-o preallocation=metadata: refused (vdkit does not lay out metadata ahead of the data); use off (sparse) or full/falloc (the zeros written: raw, and fixed or flat types)');
         if (!['off', 'full', 'falloc'].includes(value)) throw new UsageError(`-o preallocation: off, full or falloc, got ${JSON.stringify(value)}`);
         out.preallocate = value !== 'off';
         break;

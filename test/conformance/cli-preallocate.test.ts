@@ -52,7 +52,7 @@ test('CLI create: preallocation is done (raw, fixed, flat) or refused (metadata,
     assert.ok((await allocated('off.raw')) < MiB, 'preallocation=off stays sparse');
 
     // refused, nothing made
-    await refused(['create', '-f', 'qcow2', '-o', 'preallocation=metadata', 'm.qcow2', '4M'], 2, /preallocation=metadata: not implemented/);
+    await refused(['create', '-f', 'qcow2', '-o', 'preallocation=metadata', 'm.qcow2', '4M'], 2, /preallocation=metadata: refused/);
     await refused(['create', '-f', 'qcow2', '-o', 'preallocation=full', 'q.qcow2', '4M'], 1, /qcow2 preallocation is not supported/);
     await refused(['create', '-f', 'vdi', '--preallocate', 'd.vdi', '4M'], 1, /VDI dynamic images grow as they are written; only fixed/);
     await refused(['create', '-f', 'vhd', '--preallocate', 'd.vhd', '4M'], 1, /VHD dynamic images grow/);
