@@ -122,6 +122,11 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
   });
 }
 
+/** Run this repository's `vdkit` command (bin/vdkit.js, the bundled CLI) in `cwd`; resolves whatever the status. */
+export function runVdkit(args: readonly string[], cwd: string): Promise<RunResult> {
+  return run(process.execPath, [join(repoRoot(), 'bin', 'vdkit.js'), ...args], { cwd });
+}
+
 /** Format a RunResult for assertion messages. */
 export function describeRun(cmd: string, args: readonly string[], r: RunResult): string {
   return `$ ${cmd} ${args.map((a) => (/[\s'"]/.test(a) ? JSON.stringify(a) : a)).join(' ')}\n-> exit ${r.code}\nstdout: ${r.stdout.trim()}\nstderr: ${r.stderr.trim()}`;

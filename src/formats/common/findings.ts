@@ -215,7 +215,10 @@ export class FindingLog {
     let m = this.keys.get(kind);
     if (!m) this.keys.set(kind, (m = new Map()));
     let k = m.get(series);
-    if (k === undefined) m.set(series, (k = `${kind}\u0000${series}`));
+    if (k !== undefined) return k;
+    k = `${kind}\u0000${series}`;
+    // one-off findings have a series each: past a bound the memo would only grow
+    if (m.size < MAX_FINDINGS) m.set(series, k);
     return k;
   }
 
