@@ -38,7 +38,19 @@ function cpuOf(pid: number | undefined): number {
   }
 }
 
-/** a case that waits this long (wall clock) without using its CPU time is a stall */
+/**
+ * Time the process's main thread spent runnable but waiting for a CPU, ms (/proc/<pid>/schedstat).
+ * A niced run beside other work waits for the CPU for long stretches; that is not a stall.
+ */
+function queuedOf(pid: number | undefined): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6 || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** a case that waits this long (wall clock less time queued for a CPU) without using its CPU time is a stall */
 const STALL_MS = 30_000;
 
 function rssOf(pid: number | undefined): number {
@@ -149,13 +161,15 @@ export class Pool {
           // neither finishes nor uses its CPU time for STALL_MS (a promise never settled) stalls.
           const pid = slot.child.pid;
           const cpu0 = cpuOf(pid);
+          const queued0 = queuedOf(pid);
           const t0 = performance.now();
           const tick = () => {
             if (slot.busy?.spec !== spec) return;
             const cpu = cpuOf(pid) - cpu0;
             const wall = performance.now() - t0;
+            const waited = wall - (queuedOf(pid) - queued0);
             if (cpu > timeoutMs) this.kill(slot, 'hang', `over ${timeoutMs} ms of CPU time (${Math.round(wall)} ms wall)`);
-            else if (wall > Math.max(STALL_MS + (spec.qemuCheck ? 2 * QEMU_MS : 0), timeoutMs)) this.kill(slot, 'hang', `no answer in ${Math.round(wall)} ms (${cpu} ms of CPU time: stalled)`);
+            else if (waited > Math.max(STALL_MS + (spec.qemuCheck ? 2 * QEMU_MS : 0), timeoutMs)) this.kill(slot, 'hang', `no answer in ${Math.round(wall)} ms (${Math.round(wall - waited)} ms of it queued for a CPU, ${cpu} ms of CPU time: stalled)`);
             else slot.busy.timer = setTimeout(tick, 100);
           };
           slot.busy = { spec, resolve, rss0: rssOf(pid), cpu0, t0, limit: timeoutMs, timer: setTimeout(tick, Math.min(timeoutMs, 100)) };
