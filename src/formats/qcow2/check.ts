@@ -19,9 +19,9 @@
  * match the refcounts; then the dirty bit is cleared. Refcount blocks a repair needs are placed
  * past the end of the file, beyond every referenced cluster.
  */
-import { DiskError } from '../../core/errors.js';
 import type { CheckFinding, CheckOptions, CheckReport } from '../types.js';
 import { separateSharedActive } from './dedupe.js';
+import { BAD_BLOCK_ENTRY } from './refcounts.js';
 import { FindingLog, fieldSpan, span } from '../common/findings.js';
 import type { Qcow2State } from './state.js';
 import { emptyEntry, readTables, words } from './tables.js';
@@ -220,13 +220,10 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
   inc(refs.tableOffset, refs.tableClusters * cs, META, 'refcount table', 'header', 'refcount_table_offset');
   const blocks: (Buffer | null)[] = [];
   for (let rt = 0; rt < refs.tableEntries; rt++) {
-    let off = 0;
-    try {
-      off = refs.blockOffset(rt);
-    } catch (err) {
-      if (!(err instanceof DiskError)) throw err;
-      const why = err.message.replace(/^[^:]*: /, '');
-      badEntry(why, () => `${why} (${err.details.field})`, 'refcount table', { table: 'refcount_table', idx: rt }, err.details.found as number);
+    const off = refs.entry(rt);
+    if (typeof off !== 'number') {
+      const why = BAD_BLOCK_ENTRY[off.bad];
+      badEntry(why, () => `${why} (refcount_table[${rt}] = ${hex(off.offset)}${off.bad === 'pastEnd' ? `, the file holds ${fileSize} bytes` : ''})`, 'refcount table', { table: 'refcount_table', idx: rt }, off.offset);
       blocks.push(null);
       continue;
     }

@@ -29,6 +29,12 @@ export interface FileState {
   size: number;
 }
 
+/** what is wrong with a refcount table entry (fixed texts: check merges runs of like entries) */
+export const BAD_BLOCK_ENTRY = {
+  unaligned: 'refcount block offset is not cluster aligned',
+  pastEnd: 'refcount block lies past the end of the file',
+} as const;
+
 export class Refcounts {
   /** first cluster index the next search starts at (QEMU's free_cluster_index) */
   freeIndex = 0;
@@ -66,18 +72,25 @@ export class Refcounts {
 
   /** Offset of refcount block `rt` (0 = none), with its reserved bits and range checked. */
   blockOffset(rt: number): number {
+    const e = this.entry(rt);
+    if (typeof e === 'number') return e;
+    const field = `refcount_table[${rt}]`;
+    if (e.bad === 'unaligned') throw new DiskError('CORRUPT', BAD_BLOCK_ENTRY.unaligned, { path: this.path, struct: 'refcount table', field, found: e.offset });
+    throw new DiskError('CORRUPT', BAD_BLOCK_ENTRY.pastEnd, { path: this.path, struct: 'refcount table', field, expected: `< ${this.file.size}`, found: e.offset });
+  }
+
+  /**
+   * Refcount table entry `rt`: the block's offset (0 = none), or why it is bad. Check walks a
+   * whole table of garbage with this (a DiskError per entry made tens of thousands of them).
+   */
+  entry(rt: number): number | { bad: keyof typeof BAD_BLOCK_ENTRY; offset: number } {
     if (rt >= this.tableEntries) return 0;
     const hi = this.table.readUInt32BE(rt * 8);
     const lo = this.table.readUInt32BE(rt * 8 + 4);
     if (hi === 0 && lo === 0) return 0;
     const offset = hi * 2 ** 32 + (lo >>> 0);
-    const field = `refcount_table[${rt}]`;
-    if (lo & 0x1ff || offset % this.clusterSize !== 0) {
-      throw new DiskError('CORRUPT', 'refcount block offset is not cluster aligned', { path: this.path, struct: 'refcount table', field, found: offset });
-    }
-    if (offset >= MAX_HOST_OFFSET || offset >= this.file.size) {
-      throw new DiskError('CORRUPT', 'refcount block lies past the end of the file', { path: this.path, struct: 'refcount table', field, expected: `< ${this.file.size}`, found: offset });
-    }
+    if (lo & 0x1ff || offset % this.clusterSize !== 0) return { bad: 'unaligned', offset };
+    if (offset >= MAX_HOST_OFFSET || offset >= this.file.size) return { bad: 'pastEnd', offset };
     return offset;
   }
 
