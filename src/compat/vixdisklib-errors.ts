@@ -18,7 +18,7 @@ import { DiskError, ERROR_TABLE, fromSystemError, type ErrorCode } from '../core
 
 export type VixNumberOrigin = 'vix.h' | 'vdkit';
 
-interface VixRow {
+export interface VixRow {
   readonly number: number;
   readonly text: string;
   readonly origin: VixNumberOrigin;

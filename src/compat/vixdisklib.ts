@@ -110,7 +110,7 @@ export * from './vixdisklib-admin.js';
  * `panic` vdkit's internal errors (vixdisklib-log.ts); a null one falls back to `log`. libDir
  * has no use here (nothing is loaded). InitEx takes a config file after them.
  */
-type InitParams = [
+export type InitParams = [
   majorVersion: number,
   minorVersion: number,
   log?: VixDiskLibGenericLogFunc | null,

@@ -33,7 +33,7 @@ export interface LintFinding {
 }
 
 /** one row of what a target makes of a format (and some of its types); the first match decides */
-interface AcceptRule {
+export interface AcceptRule {
   readonly format: string;
   /** types this rule covers (normalised: VMDK createType, fixed/dynamic, v2/v3); all when absent */
   readonly types?: readonly string[];
