@@ -82,7 +82,7 @@ async function load(path: string, store: ByteStore, opts: { readOnly: boolean; u
   const { readOnly } = opts;
   const findings: CheckFinding[] = [];
   const fileSize = await store.size();
-  const err = (code: 'CORRUPT' | 'INVALIDDISK' | 'UNSUPPORTEDFEATURE' | 'UNSUPPORTEDDISKVERSION', struct: string, field: string, message: string, expected?: unknown, found?: unknown) =>
+  const err = (code: 'CORRUPT' | 'INVALIDDISK' | 'NOTSUPPORTED' | 'UNSUPPORTEDFEATURE' | 'UNSUPPORTEDDISKVERSION', struct: string, field: string, message: string, expected?: unknown, found?: unknown) =>
     new DiskError(code, message, { path, struct, field, expected, found });
 
   // ---- file type identifier
@@ -103,6 +103,10 @@ async function load(path: string, store: ByteStore, opts: { readOnly: boolean; u
   const logOffset = toSafeNumber(h.logOffset, { path, struct: 'header', field: 'logOffset' });
   const logLength = h.logLength;
   if (logLength % ALIGN !== 0) throw err('CORRUPT', 'header', 'logLength', 'log length is not a multiple of 1 MiB', 'a multiple of 1048576', logLength);
+  // Without a log no metadata change can be made safely (§2.3), and a write that needs one
+  // (a new block, a sector bitmap) would be acknowledged and then fail at flush or close, its
+  // data lost (fuzz seed 22 case 65453): such an image opens read-only or not at all.
+  if (logLength === 0 && !readOnly) throw err('NOTSUPPORTED', 'header', 'logLength', 'this VHDX has no log, so it cannot be written safely: open it read-only (or convert it)', 'a log of at least 1048576 bytes', 0);
   if (logLength > 0) {
     if (logOffset % ALIGN !== 0 || logOffset < HEADER_SECTION) throw err('CORRUPT', 'header', 'logOffset', 'log offset is not a multiple of 1 MiB after the header section', 'a multiple of 1048576, >= 1048576', logOffset);
     if (logOffset + logLength > fileSize) throw err('CORRUPT', 'header', 'logOffset', 'the log lies past the end of the file', atMost(fileSize - logLength), logOffset);
