@@ -306,11 +306,12 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
   if (write) {
     // new refcount blocks go past everything referenced
     refs.freeIndex = Math.max(refs.freeIndex, nb);
-    for (const c of raise) {
-      await refs.ensureBlock(c);
-      await refs.set(c, ref[c]!);
-    }
-    for (const c of lower) await refs.set(c, c < nb ? ref[c]! : 0);
+    // blocks first (a new one may take a cluster whose count is then raised), then the counts
+    for (const c of raise) await refs.ensureBlock(c);
+    const values = new Map<number, number>();
+    for (const c of raise) values.set(c, ref[c]!);
+    for (const c of lower) values.set(c, c < nb ? ref[c]! : 0);
+    await refs.setMany(values);
     refs.freeIndex = 0;
   }
 

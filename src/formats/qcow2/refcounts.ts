@@ -225,6 +225,31 @@ export class Refcounts {
     await this.writeBlockRange(rt, b, i, i);
   }
 
+  /**
+   * Set the refcounts of many clusters whose blocks exist (check --repair), one write per block
+   * touched: a damaged table can need tens of thousands (a write each took a second of CPU).
+   */
+  async setMany(values: ReadonlyMap<number, number>): Promise<void> {
+    const clusters = [...values.keys()].sort((a, b) => a - b);
+    const epb = this.entriesPerBlock;
+    for (let i = 0; i < clusters.length; ) {
+      const rt = Math.floor(clusters[i]! / epb);
+      const b = await this.block(rt);
+      if (!b) throw new DiskError('INTERNAL', 'setMany() on a cluster without a refcount block', { path: this.path, found: clusters[i] });
+      const base = rt * epb;
+      const first = clusters[i]! - base;
+      let last = first;
+      for (; i < clusters.length && Math.floor(clusters[i]! / epb) === rt; i++) {
+        const c = clusters[i]!;
+        const value = values.get(c)!;
+        setRefcount(b, c - base, this.order, Math.min(value, this.max));
+        if (value === 0 && c < this.freeIndex) this.freeIndex = c;
+        last = c - base;
+      }
+      await this.writeBlockRange(rt, b, first, last);
+    }
+  }
+
   /** Make sure cluster `c` has a refcount block (created beyond `freeIndex` as `alloc` would). */
   async ensureBlock(c: number): Promise<void> {
     while (this.blockOffset(Math.floor(c / this.entriesPerBlock)) === 0) await this.createBlock(c);
