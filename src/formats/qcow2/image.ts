@@ -26,6 +26,7 @@ import { backing, makeEmpty, setBacking } from './links.js';
 import { dropClusters } from './maintain.js';
 import { info, metadataKeys, readMetadata, writeMetadata } from './metadata.js';
 import { resize } from './resize.js';
+import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from './snapshot-write.js';
 import { Qcow2State } from './state.js';
 import { writeSlice } from './write.js';
 
@@ -198,6 +199,12 @@ export class Qcow2Image extends Qcow2State implements Image {
       compact: (opts: InPlaceOptions = {}) => compact.call(this, opts),
       defragment: (opts: InPlaceOptions = {}) => defragment.call(this, opts),
       resize: (newCapacity: number) => resize.call(this, newCapacity),
+      snapshots: {
+        list: () => listSnapshots.call(this),
+        create: (name: string) => createSnapshot.call(this, name),
+        apply: (nameOrId: string) => applySnapshot.call(this, nameOrId),
+        delete: (nameOrId: string) => deleteSnapshot.call(this, nameOrId),
+      },
     };
   }
 }
