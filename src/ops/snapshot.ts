@@ -18,8 +18,6 @@ export interface SnapshotOptions {
   namespace?: Namespace;
 }
 
-export type SnapshotAction = { list: true } | { create: string } | { apply: string } | { delete: string };
-
 async function withSnapshots<T>(path: string, opts: SnapshotOptions, readOnly: boolean, fn: (s: InternalSnapshots, image: Image) => Promise<T>): Promise<T> {
   const ns = opts.namespace ?? hostFiles();
   if (!readOnly) refuseUnsafe(ns, 'snapshot', path);

@@ -152,8 +152,8 @@ function nextId(list: readonly SnapshotInfo[]): string {
 }
 
 /**
- * Create: 1. the active L1 table copied (COPIED clear) into fresh clusters; 2. +1 for every
- * L2 table and cluster it names; flush; 3. COPIED cleared where the refcount is now above 1;
+ * Create: 1. +1 for every L2 table and cluster the active L1 table names; 2. that table copied
+ * (COPIED clear) into fresh clusters; flush; 3. COPIED cleared where the refcount is now above 1;
  * flush; 4. the table with the new record written, then the header (writeTable). Killed before
  * 4, the image is as before with leaked clusters and some COPIED flags clear (a copy on the
  * next write of those clusters).
@@ -166,15 +166,11 @@ export async function createSnapshot(this: Qcow2State, name: string, opts: { dat
   const entries = this.h.l1_size;
   const refs = await references.call(this, this.l1, entries, 'l1');
   const copy = withoutCopied(this.l1, entries);
+  // first, so that a refcount that cannot count one more reference refuses before any change
+  await this.refs.adjustMany(refs, 1);
   const l1Clusters = Math.ceil((entries * 8) / cs);
   // an image of size 0 has no L1 table: neither has its snapshot (offset 0, as check expects)
   const l1At = l1Clusters === 0 ? 0 : await this.refs.alloc(l1Clusters);
-  try {
-    await this.refs.adjustMany(refs, 1);
-  } catch (err) {
-    await this.refs.update(l1At / cs, l1Clusters, -1);
-    throw err;
-  }
   await this.writeRaw(l1At, copy);
   await this.store.flush();
   await syncActive.call(this);
