@@ -367,7 +367,8 @@ export interface ImageMaintenance {
   snapshots?: InternalSnapshots;
   /**
    * Change creation-time options in place (qemu-img amend -o), present where the driver lists
-   * `amendOptions`; keys are the driver's (qemu's spellings), values as typed. Closes the image.
+   * `amendOptions`; keys are the driver's (qemu's spellings), values as typed. Every value is
+   * checked before the first write.
    */
   amend?(options: Readonly<Record<string, string>>): Promise<void>;
 }
@@ -512,6 +513,8 @@ export interface Driver {
   readonly extensions: readonly string[];
   readonly capabilities: Capabilities;
   readonly createOptions: readonly CreateOptionInfo[];
+  /** the options `ImageMaintenance.amend` takes (qemu-img amend -o KEY=VALUE), where it is offered */
+  readonly amendOptions?: readonly CreateOptionInfo[];
   /** how the uniform disk properties map onto this format's metadata keys */
   readonly properties: PropertyTable;
   /** sizes are whole multiples of this many bytes (raw 1, every other format a 512-byte sector) */

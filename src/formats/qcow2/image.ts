@@ -22,6 +22,7 @@ import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOption
 import { checkQcow2 } from './check.js';
 import { compact } from './compact.js';
 import { defragment } from './defrag.js';
+import { amend } from './amend.js';
 import { backing, makeEmpty, setBacking } from './links.js';
 import { dropClusters } from './maintain.js';
 import { info, metadataKeys, readMetadata, writeMetadata } from './metadata.js';
@@ -199,6 +200,7 @@ export class Qcow2Image extends Qcow2State implements Image {
       compact: (opts: InPlaceOptions = {}) => compact.call(this, opts),
       defragment: (opts: InPlaceOptions = {}) => defragment.call(this, opts),
       resize: (newCapacity: number) => resize.call(this, newCapacity),
+      amend: (options: Readonly<Record<string, string>>) => amend.call(this, options),
       snapshots: {
         list: () => listSnapshots.call(this),
         create: (name: string) => createSnapshot.call(this, name),

@@ -51,7 +51,8 @@ export abstract class Qcow2State {
     /** bytes of cluster 0 the header, extensions and name use now */
     public headerArea: number,
     public l1: Buffer,
-    readonly refs: Refcounts,
+    /** replaced when amend rewrites the refcounts at another width */
+    public refs: Refcounts,
     /** replaced when the table is rewritten (snapshot-write.ts) */
     public snapshots: SnapshotInfo[],
     /** bytes the snapshot table spans from snapshots_offset */
