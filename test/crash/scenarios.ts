@@ -19,6 +19,7 @@ import {
   resize,
   settableProperties,
   createSnapshot,
+  amend,
   applySnapshot,
   deleteSnapshot,
   type DiskProperties,
@@ -370,6 +371,19 @@ export const OPERATIONS: Operation[] = [
       await deleteSnapshot(s.target, 'old', { namespace: rec });
       rec.mark('deleted');
       return same(before);
+    },
+  },
+  {
+    name: 'amend',
+    skip: (f) => (!backends().find((b) => b.name === f.format)?.amendOptions?.some((o) => o.name === 'refcount_bits') ? `${f.format} has no refcount width to amend` : undefined),
+    prepare: (ns, f) => sparseDisk(ns, f),
+    run: async (rec, s, before) => {
+      // the refcount structure rewritten at another width, then back to 16 bits and version 2
+      await amend(s.target, { refcount_bits: '4' }, { namespace: rec });
+      rec.mark('refcount_bits=4');
+      await amend(s.target, { compat: '0.10', refcount_bits: '16' }, { namespace: rec });
+      rec.mark('compat=0.10');
+      return [before, before, before];
     },
   },
   {
