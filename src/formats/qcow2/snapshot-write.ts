@@ -106,8 +106,9 @@ async function syncCopied(this: Qcow2State, l1: Buffer, entries: number, name: s
 async function syncActive(this: Qcow2State): Promise<void> {
   const changed = await syncCopied.call(this, this.l1, this.h.l1_size, 'l1');
   if (changed.length === 0) return;
-  const lo = Math.min(...changed);
-  const hi = Math.max(...changed) + 1;
+  // changed is in ascending order (syncCopied walks the table); no spread: it may hold millions
+  const lo = changed[0]!;
+  const hi = changed[changed.length - 1]! + 1;
   await this.store.write(Number(this.h.l1_table_offset) + lo * 8, this.l1.subarray(lo * 8, hi * 8));
 }
 
