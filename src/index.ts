@@ -21,6 +21,9 @@ export { describeChain, type ChainLink, type ChainBreak } from './ops/chain-list
 export { measure, type MeasureOptions, type MeasureResult } from './ops/measure.js';
 export { TARGETS, accepted, applyTarget, lint, targetByName, type AppliedTarget, type LintFinding, type Severity, type TargetName, type TargetProfile } from './ops/targets.js';
 export { resize, type ResizeOptions, type ResizeResult } from './ops/resize.js';
+export { amend, amendOptionsOf, parseAmendList, type AmendOptions } from './ops/amend.js';
+export { applySnapshot, createSnapshot, deleteSnapshot, formatSnapshotList, listSnapshots, type SnapshotOptions } from './ops/snapshot.js';
+export type { InternalSnapshots, SnapshotEntry } from './formats/types.js';
 export { rename, unlink, type RenameResult, type UnlinkOptions } from './ops/rename.js';
 export { compact, defragment, type InPlaceOpOptions } from './ops/compact.js';
 export { discard, type DiscardOptions, type DiscardResult } from './ops/discard.js';

@@ -363,6 +363,41 @@ export interface ImageMaintenance {
    * old ones.
    */
   renameTo?(newPath: string, opts?: { keepOld?: boolean }): Promise<void>;
+  /** Present where the format keeps internal snapshots (qcow2): list, create, apply, delete. */
+  snapshots?: InternalSnapshots;
+  /**
+   * Change creation-time options in place (qemu-img amend -o), present where the driver lists
+   * `amendOptions`; keys are the driver's (qemu's spellings), values as typed. Every value is
+   * checked before the first write.
+   */
+  amend?(options: Readonly<Record<string, string>>): Promise<void>;
+}
+
+/** One internal snapshot, as `qemu-img snapshot -l` lists it. */
+export interface SnapshotEntry {
+  id: string;
+  name: string;
+  /** bytes of saved VM state (0 for a disk-only snapshot) */
+  vmStateSize: number;
+  date: Date;
+  /** guest clock at the time, nanoseconds */
+  vmClockNsec: number;
+  /** instruction count, -1 when not recorded */
+  icount: number;
+  /** virtual size when taken, when recorded */
+  diskSize?: number;
+}
+
+/**
+ * Internal snapshots of an open image. `nameOrId` is looked up as qemu-img does: an id first,
+ * then a name. Each change is crash-safe in the order the format's NOTES.md gives.
+ */
+export interface InternalSnapshots {
+  list(): SnapshotEntry[];
+  create(name: string): Promise<SnapshotEntry>;
+  /** make the disk's content the snapshot's again (the snapshot stays) */
+  apply(nameOrId: string): Promise<void>;
+  delete(nameOrId: string): Promise<void>;
 }
 
 /** An open image: data path, links and metadata, and the way to its maintenance operations. */
@@ -478,6 +513,8 @@ export interface Driver {
   readonly extensions: readonly string[];
   readonly capabilities: Capabilities;
   readonly createOptions: readonly CreateOptionInfo[];
+  /** the options `ImageMaintenance.amend` takes (qemu-img amend -o KEY=VALUE), where it is offered */
+  readonly amendOptions?: readonly CreateOptionInfo[];
   /** how the uniform disk properties map onto this format's metadata keys */
   readonly properties: PropertyTable;
   /** sizes are whole multiples of this many bytes (raw 1, every other format a 512-byte sector) */

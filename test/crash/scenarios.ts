@@ -18,8 +18,12 @@ import {
   rebase,
   resize,
   settableProperties,
+  createSnapshot,
+  amend,
+  applySnapshot,
+  deleteSnapshot,
   type DiskProperties,
-  type MemoryNamespace,
+  MemoryNamespace,
   type Namespace,
 } from '../../src/index.js';
 import type { RecordingNamespace } from '../../src/storage/recording.js';
@@ -141,6 +145,13 @@ async function writeRounds(rec: RecordingNamespace, s: Scenario, before: Model, 
 const sectorIn = (rnd: () => number, lo: number, hi: number, length: number) => lo + Math.floor(rnd() * ((hi - lo - length) / 512)) * 512;
 
 /** the same model once more: an operation that must not change what the disk reads */
+/** the content the snapshot-apply scenario's snapshot holds: the sparse disk (sparseDisk's pieces) */
+async function readSnapshotModel(s: Scenario): Promise<Model> {
+  const m = new MemoryNamespace();
+  await sparseDisk(m, s.spec, '/model.' + s.spec.ext);
+  return readModel(m, '/model.' + s.spec.ext);
+}
+
 const same = (m: Model) => [m, { capacity: m.capacity, data: m.data }];
 
 export const OPERATIONS: Operation[] = [
@@ -315,6 +326,64 @@ export const OPERATIONS: Operation[] = [
       await src.close();
       rec.mark('converted');
       return [m, m];
+    },
+  },
+  {
+    name: 'snapshot-create',
+    skip: (f) => (f.format !== 'qcow2' ? `${f.format} has no internal snapshots` : undefined),
+    prepare: (ns, f) => sparseDisk(ns, f),
+    run: async (rec, s, before) => {
+      await createSnapshot(s.target, 'crash', { namespace: rec });
+      rec.mark('snapshot taken');
+      return same(before);
+    },
+  },
+  {
+    name: 'snapshot-apply',
+    skip: (f) => (f.format !== 'qcow2' ? `${f.format} has no internal snapshots` : undefined),
+    prepare: async (ns, f) => {
+      // a snapshot of the sparse disk, then writes over its data and elsewhere
+      const s = await sparseDisk(ns, f);
+      await createSnapshot(s.target, 'base', { namespace: ns });
+      await fill(await Disk.open(s.target, { namespace: ns }), [
+        [32 * KiB, 3, 128 * KiB],
+        [CAPACITY / 4, 4, 64 * KiB],
+      ]);
+      return s;
+    },
+    run: async (rec, s, before) => {
+      const snap = await readSnapshotModel(s);
+      await applySnapshot(s.target, 'base', { namespace: rec });
+      rec.mark('applied');
+      return [before, snap];
+    },
+  },
+  {
+    name: 'snapshot-delete',
+    skip: (f) => (f.format !== 'qcow2' ? `${f.format} has no internal snapshots` : undefined),
+    prepare: async (ns, f) => {
+      const s = await sparseDisk(ns, f);
+      await createSnapshot(s.target, 'old', { namespace: ns });
+      await fill(await Disk.open(s.target, { namespace: ns }), [[0, 5, 64 * KiB]]);
+      return s;
+    },
+    run: async (rec, s, before) => {
+      await deleteSnapshot(s.target, 'old', { namespace: rec });
+      rec.mark('deleted');
+      return same(before);
+    },
+  },
+  {
+    name: 'amend',
+    skip: (f) => (!backends().find((b) => b.name === f.format)?.amendOptions?.some((o) => o.name === 'refcount_bits') ? `${f.format} has no refcount width to amend` : undefined),
+    prepare: (ns, f) => sparseDisk(ns, f),
+    run: async (rec, s, before) => {
+      // the refcount structure rewritten at another width, then back to 16 bits and version 2
+      await amend(s.target, { refcount_bits: '4' }, { namespace: rec });
+      rec.mark('refcount_bits=4');
+      await amend(s.target, { compat: '0.10', refcount_bits: '16' }, { namespace: rec });
+      rec.mark('compat=0.10');
+      return [before, before, before];
     },
   },
   {

@@ -2,6 +2,7 @@ import { TYPES, createQcow2 } from './create.js';
 import { QCOW2_CAPABILITIES } from './image.js';
 import { openQcow2 } from './open.js';
 import { writeCompressedQcow2 } from './compressed-writer.js';
+import { QCOW2_AMEND_OPTIONS } from './amend.js';
 import { QCOW2_MAGIC } from './structs.js';
 import { NO_PROPERTIES } from '../common/properties.js';
 import { defineDriver } from '../common/driver.js';
@@ -16,13 +17,14 @@ function probe(head: Buffer): number {
 
 export const qcow2Driver = defineDriver({
   name: 'qcow2',
-  description: 'QEMU copy-on-write image, version 3 (compat 1.1) and 2 (compat 0.10): backing files, zero clusters, compressed clusters (read; written whole by convert -c), snapshots (listed), check/repair',
+  description: 'QEMU copy-on-write image, version 3 (compat 1.1) and 2 (compat 0.10): backing files, zero clusters, compressed clusters (read; written whole by convert -c), internal snapshots (snapshot -l/-c/-a/-d), amend (compat, refcount_bits, lazy_refcounts), check/repair',
   extensions: ['qcow2', 'qcow'],
   newIdentity: () => undefined,
   createOptions: [
     { name: 'type', description: 'v3 (compat 1.1, default) or v2 (compat 0.10)' },
     { name: 'clusterSize', description: 'cluster size in bytes, a power of two from 512 to 2 MiB (default 65536)' },
   ],
+  amendOptions: QCOW2_AMEND_OPTIONS,
   capabilities: QCOW2_CAPABILITIES,
   properties: NO_PROPERTIES,
   parentField: 'backing_file_offset',

@@ -22,10 +22,12 @@ import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOption
 import { checkQcow2 } from './check.js';
 import { compact } from './compact.js';
 import { defragment } from './defrag.js';
+import { amend } from './amend.js';
 import { backing, makeEmpty, setBacking } from './links.js';
 import { dropClusters } from './maintain.js';
 import { info, metadataKeys, readMetadata, writeMetadata } from './metadata.js';
 import { resize } from './resize.js';
+import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from './snapshot-write.js';
 import { Qcow2State } from './state.js';
 import { writeSlice } from './write.js';
 
@@ -198,6 +200,13 @@ export class Qcow2Image extends Qcow2State implements Image {
       compact: (opts: InPlaceOptions = {}) => compact.call(this, opts),
       defragment: (opts: InPlaceOptions = {}) => defragment.call(this, opts),
       resize: (newCapacity: number) => resize.call(this, newCapacity),
+      amend: (options: Readonly<Record<string, string>>) => amend.call(this, options),
+      snapshots: {
+        list: () => listSnapshots.call(this),
+        create: (name: string) => createSnapshot.call(this, name),
+        apply: (nameOrId: string) => applySnapshot.call(this, nameOrId),
+        delete: (nameOrId: string) => deleteSnapshot.call(this, nameOrId),
+      },
     };
   }
 }

@@ -257,8 +257,26 @@ export class Refcounts {
 
   /** Lower the refcounts of many clusters at once (each listed once per reference), one write per block. */
   async decrementMany(clusters: number[]): Promise<void> {
+    await this.adjustMany(clusters, -1);
+  }
+
+  /**
+   * Add `delta` (+1 or -1) to the refcounts of many clusters at once, each listed once per
+   * reference; one write per block. Raising needs every block to exist (clusters in use have
+   * one) and checks every new value against the width before anything is written.
+   */
+  async adjustMany(clusters: number[], delta: 1 | -1): Promise<void> {
     clusters.sort((a, b) => a - b);
     const epb = this.entriesPerBlock;
+    if (delta > 0) {
+      for (let i = 0; i < clusters.length; ) {
+        const x = clusters[i]!;
+        let n = 0;
+        for (; i < clusters.length && clusters[i] === x; i++) n++;
+        const v = (await this.get(x)) + n;
+        if (v > this.max) throw new DiskError('NOTSUPPORTED', `refcount overflow: cluster ${x} would need refcount ${v}, refcount_bits ${1 << this.order} holds at most ${this.max}`, { path: this.path, struct: 'refcount block', field: `refcount[${x}]`, expected: `<= ${this.max}`, found: v });
+      }
+    }
     for (let i = 0; i < clusters.length; ) {
       const rt = Math.floor(clusters[i]! / epb);
       const b = await this.block(rt);
@@ -267,8 +285,8 @@ export class Refcounts {
       let last = -1;
       for (; i < clusters.length && Math.floor(clusters[i]! / epb) === rt; i++) {
         const x = clusters[i]!;
-        if (!b) throw new DiskError('CORRUPT', 'freeing a cluster whose refcount is already 0 (no refcount block)', { path: this.path, struct: 'refcount table', field: `refcount_table[${rt}]`, found: x });
-        const v = getRefcount(b, x - base, this.order) - 1;
+        if (!b) throw new DiskError('CORRUPT', delta < 0 ? 'freeing a cluster whose refcount is already 0 (no refcount block)' : 'a cluster in use has no refcount block', { path: this.path, struct: 'refcount table', field: `refcount_table[${rt}]`, found: x });
+        const v = getRefcount(b, x - base, this.order) + delta;
         if (v < 0) throw new DiskError('CORRUPT', 'refcount would drop below 0', { path: this.path, struct: 'refcount block', field: `refcount[${x}]`, found: 0 });
         setRefcount(b, x - base, this.order, v);
         if (v === 0 && x < this.freeIndex) this.freeIndex = x;

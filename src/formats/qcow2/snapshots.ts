@@ -1,6 +1,6 @@
 /**
- * Internal snapshots (qcow2.md §8): the table read and bounded at open. Creating, reading and
- * deleting snapshots is not offered yet; writes respect their sharing (COPIED flags).
+ * Internal snapshots (qcow2.md §8): the table read and bounded at open, and its entries encoded
+ * for a rewrite (snapshot-write.ts creates, applies and deletes snapshots).
  */
 import { DiskError, atMost } from '../../core/errors.js';
 import { toSafeNumber } from '../../core/ints.js';
@@ -18,6 +18,13 @@ export interface SnapshotInfo {
   vmStateSize: number;
   /** virtual disk size at the time (extra data), when recorded */
   diskSize?: number;
+  dateNsec: number;
+  /** guest clock at the time, nanoseconds */
+  vmClockNsec: number;
+  /** instruction count (extra data), -1 when not recorded */
+  icount: number;
+  /** the entry's bytes as stored (kept as they are when the table is rewritten) */
+  raw: Buffer;
 }
 
 export /**
@@ -55,15 +62,58 @@ async function readSnapshots(path: string, store: ByteStore, h: HeaderValue, fil
     const extra = await bytes(at + 40, s.extra_data_size, field);
     let vmStateSize = s.vm_state_size;
     let diskSize: number | undefined;
+    const icount = s.extra_data_size >= 24 ? Number(extra.readBigInt64BE(16)) : -1;
     if (s.extra_data_size >= 8) vmStateSize = Number(extra.readBigUInt64BE(0) & BigInt(Number.MAX_SAFE_INTEGER));
     if (s.extra_data_size >= 16) diskSize = Number(extra.readBigUInt64BE(8) & BigInt(Number.MAX_SAFE_INTEGER));
     const strAt = at + 40 + s.extra_data_size;
     const id = (await bytes(strAt, s.id_str_size, field)).toString('utf8');
     const name = (await bytes(strAt + s.id_str_size, s.name_size, field)).toString('utf8');
     const l1Offset = s.l1_table_offset > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(s.l1_table_offset);
-    out.push({ index: i, id, name, l1Offset, l1Size: s.l1_size, date: s.date_sec, vmStateSize, diskSize });
-    at = strAt + s.id_str_size + s.name_size;
+    const entryEnd = strAt + s.id_str_size + s.name_size;
+    const raw = Buffer.from(await bytes(at, entryEnd - at, field));
+    const vmClockNsec = Number(s.vm_clock_nsec & BigInt(Number.MAX_SAFE_INTEGER));
+    out.push({ index: i, id, name, l1Offset, l1Size: s.l1_size, date: s.date_sec, vmStateSize, diskSize, dateNsec: s.date_nsec, vmClockNsec, icount, raw });
+    at = entryEnd;
     at = Math.ceil(at / 8) * 8;
   }
   return { list: out, bytes: at - offset };
+}
+
+/** bytes of QEMU 7.2's extra data: vm_state_size_large, disk_size, icount */
+export const SNAPSHOT_EXTRA_BYTES = 24;
+
+/**
+ * A new table entry as QEMU 7.2 writes one (qcow2_write_snapshots): the 40-byte record, 24
+ * bytes of extra data (VM state 0, the disk size, icount 0 as qemu-img's), id, name; not padded
+ * (the table pads each entry to 8 bytes).
+ */
+export function encodeSnapshotEntry(e: { l1Offset: number; l1Size: number; id: string; name: string; date: Date; diskSize: number }): Buffer {
+  const id = Buffer.from(e.id, 'utf8');
+  const name = Buffer.from(e.name, 'utf8');
+  const head = SnapshotHeader.encode({
+    l1_table_offset: BigInt(e.l1Offset),
+    l1_size: e.l1Size,
+    id_str_size: id.length,
+    name_size: name.length,
+    date_sec: Math.floor(e.date.getTime() / 1000),
+    date_nsec: (e.date.getTime() % 1000) * 1e6,
+    vm_clock_nsec: 0n,
+    vm_state_size: 0,
+    extra_data_size: SNAPSHOT_EXTRA_BYTES,
+  });
+  const extra = Buffer.alloc(SNAPSHOT_EXTRA_BYTES);
+  extra.writeBigUInt64BE(BigInt(e.diskSize), 8);
+  return Buffer.concat([head, extra, id, name]);
+}
+
+/** The table of these entries (each padded to 8 bytes, as the reader expects). */
+export function encodeSnapshotTable(entries: readonly Buffer[]): Buffer {
+  const pad = (n: number) => Math.ceil(n / 8) * 8;
+  const out = Buffer.alloc(entries.reduce((n, e) => n + pad(e.length), 0));
+  let at = 0;
+  for (const e of entries) {
+    e.copy(out, at);
+    at += pad(e.length);
+  }
+  return out;
 }

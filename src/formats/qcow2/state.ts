@@ -51,10 +51,12 @@ export abstract class Qcow2State {
     /** bytes of cluster 0 the header, extensions and name use now */
     public headerArea: number,
     public l1: Buffer,
-    readonly refs: Refcounts,
-    readonly snapshots: SnapshotInfo[],
+    /** replaced when amend rewrites the refcounts at another width */
+    public refs: Refcounts,
+    /** replaced when the table is rewritten (snapshot-write.ts) */
+    public snapshots: SnapshotInfo[],
     /** bytes the snapshot table spans from snapshots_offset */
-    readonly snapshotTableBytes: number,
+    public snapshotTableBytes: number,
     readonly file: FileState,
     readonly readOnly: boolean,
     readonly warnings: string[],
@@ -139,7 +141,10 @@ export abstract class Qcow2State {
     const full = Header.encode(this.h);
     let from = Infinity;
     let to = 0;
-    const widths: Partial<Record<HeaderField, number>> = { size: 8, refcount_table_clusters: 4, l1_size: 4, incompatible_features: 8, autoclear_features: 8, refcount_table_offset: 8, l1_table_offset: 8 };
+    const widths: Partial<Record<HeaderField, number>> = {
+      version: 4, size: 8, refcount_table_clusters: 4, l1_size: 4, incompatible_features: 8, compatible_features: 8, autoclear_features: 8,
+      refcount_table_offset: 8, l1_table_offset: 8, nb_snapshots: 4, snapshots_offset: 8, refcount_order: 4,
+    };
     for (const f of fields) {
       const at = Header.offsetOf(f);
       const w = widths[f];

@@ -6,7 +6,7 @@ import { openVmdk } from './open.js';
 import { newCid } from './layout.js';
 import { vmdkStreamReader } from './stream/reader.js';
 import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
-import { VMDK_PROPERTIES } from './properties.js';
+import { VMDK_AMEND_OPTIONS, VMDK_PROPERTIES } from './properties.js';
 import { defineDriver } from '../common/driver.js';
 
 const ESX_TYPES = new Set(['vmfs', 'vmfssparse', 'vmfsthin', 'vmfspreallocated', 'vmfseagerzeroedthick', 'vmfsthick', 'sesparse', 'vmfsraw', 'vmfsrawdevicemap', 'vmfspassthroughrawdevicemap']);
@@ -23,6 +23,7 @@ export const vmdkDriver = defineDriver({
     { name: 'thin', description: 'vmfs: ddb.thinProvisioned' },
     { name: 'preallocate', description: 'flat types: write the zeros' },
   ],
+  amendOptions: VMDK_AMEND_OPTIONS,
   capabilities: VMDK_CAPABILITIES,
   properties: VMDK_PROPERTIES,
   selfNaming: true,

@@ -35,6 +35,7 @@ import { NO_PARENT, newCid } from './layout.js';
 import type { LinkState } from './state.js';
 import { backingLink, identityOf, makeEmptyLink, setBackingLink, setIdentityOf } from './links.js';
 import { checkLink, compactLink, defragmentLink, discardLink, renameLink, resizeLink } from './maintain.js';
+import { vmdkAmendWrites } from './properties.js';
 
 export const VMDK_CREATE_TYPES = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'] as const;
 
@@ -297,6 +298,13 @@ export class VmdkImage implements Image, LinkState {
       resize: (newCapacity: number) => resizeLink.call(this, newCapacity),
       compact: (opts: InPlaceOptions = {}) => compactLink.call(this, opts),
       defragment: (opts: InPlaceOptions = {}) => defragmentLink.call(this, opts),
+      amend: async (options: Readonly<Record<string, string>>) => {
+        const writes = vmdkAmendWrites(this.path, options);
+        if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
+        if (!this.descriptorWritable) throw new DiskError('NOTSUPPORTED', 'this extent has no descriptor to hold adapter type or hardware version', { path: this.path });
+        // one descriptor rewrite for all keys
+        if (writes.length > 0) await this.changeDescriptor((d) => writes.forEach(([k, v]) => d.setDdb(k, v)));
+      },
     };
   }
 

@@ -62,3 +62,28 @@ export const VMDK_PROPERTIES: PropertyTable = Object.freeze<PropertyTable>({
     return w;
   },
 });
+
+/** qemu-img amend options for VMDK (qemu's create option names): descriptor ddb keys. */
+export const VMDK_AMEND_OPTIONS = Object.freeze([
+  { name: 'adapter_type', description: 'ddb.adapterType: ide, lsilogic, buslogic, legacyESX, pvscsi (qemu-img create -o adapter_type)' },
+  { name: 'hwversion', description: 'ddb.virtualHWVersion: a whole number (qemu-img create -o hwversion)' },
+]);
+
+/** The ddb keys and values an amend writes, every value checked first (nothing written on a refusal). */
+export function vmdkAmendWrites(path: string, options: Readonly<Record<string, string>>): [string, string][] {
+  const w: [string, string][] = [];
+  for (const [key, value] of Object.entries(options)) {
+    if (key === 'adapter_type') {
+      // qemu's list for amend/create: the types a VMDK header's geometry rules know
+      const qemu = ['ide', 'lsilogic', 'buslogic', 'legacyESX', 'pvscsi'];
+      if (!qemu.includes(value)) throw new DiskError('INVAL', `unknown adapter type "${value}"`, { path, field: 'adapter_type', found: value, expected: qemu.join(', ') });
+      w.push(['adapterType', value]);
+    } else if (key === 'hwversion') {
+      if (!/^[1-9]\d{0,3}$/.test(value)) throw new DiskError('INVAL', 'hwversion is a whole number', { path, field: 'hwversion', found: value, expected: '1..9999' });
+      w.push(['virtualHWVersion', value]);
+    } else {
+      throw new DiskError('INVAL', `vmdk has no amend option "${key}"`, { path, field: 'options', found: key, expected: VMDK_AMEND_OPTIONS.map((o) => o.name).join(', ') });
+    }
+  }
+  return w;
+}
