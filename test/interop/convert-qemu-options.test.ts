@@ -145,7 +145,7 @@ test('convert -S: 0 allocates every cluster as qemu-img does, 4k leaves the hole
   await usage(['convert', '-S', '4k', '-c', '-O', 'qcow2', 'src.raw', 'x.qcow2'], dir, 2, /-S: compressed output/);
 });
 
-test('convert -W, -m N, -U: qemu-img range checks; the output is the source', async (t) => {
+test('convert -W, -m N, -U, -o: qemu-img range checks; the output is the source', async (t) => {
   if (!skipUnless(t, 'qemu-img')) return;
   const dir = (await tmpDir(t)).path;
   const big = Buffer.alloc(24 * MiB);
@@ -155,6 +155,12 @@ test('convert -W, -m N, -U: qemu-img range checks; the output is the source', as
     await ok('vdkit', ['convert', ...flags, '-O', 'qcow2', 'src.raw', `out${flags.join('')}.qcow2`], dir);
     await ok('qemu-img', ['compare', '-f', 'raw', 'src.raw', `out${flags.join('')}.qcow2`], dir);
   }
+  // -o: create options, as qemu-img convert -o
+  await ok('vdkit', ['convert', '-o', 'cluster_size=4k,compat=0.10', '-O', 'qcow2', 'src.raw', 'o.qcow2'], dir);
+  const info = JSON.parse((await ok('qemu-img', ['info', '--output=json', 'o.qcow2'], dir)).stdout) as { 'cluster-size': number; 'format-specific': { data: { compat: string } } };
+  assert.equal(info['cluster-size'], 4096);
+  assert.equal(info['format-specific'].data.compat, '0.10');
+  await ok('qemu-img', ['compare', '-f', 'raw', 'src.raw', 'o.qcow2'], dir);
   for (const m of ['0', '17', 'x']) await usage(['convert', '-m', m, '-O', 'raw', 'src.raw', 'x.raw'], dir, 2, /-m: invalid number of coroutines/);
   const help = (await ok('vdkit', ['convert', '--help'], dir)).stdout;
   assert.match(help.replace(/\s+/g, ' '), /-U, --force-share .*never locks/);
