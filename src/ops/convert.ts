@@ -46,7 +46,10 @@ export interface ConvertOptions extends Omit<DiskCreateOptions, 'capacity'> {
    * takes space whatever is done. 0: write every byte, zeros too, so the target is fully allocated.
    */
   sparseSize?: number;
-  /** qemu-img convert -m: chunks read and written at once, 1 to 16 (default 3) */
+  /**
+   * qemu-img convert -m: chunks read and written at once, 1 to 16 (default 3); for compressed and
+   * streamOptimized output the compression threads (unless `workers` says)
+   */
   inFlight?: number;
   /** qemu-img convert -W: writes may reach the target out of order, each chunk as soon as it is read */
   outOfOrder?: boolean;
@@ -167,7 +170,8 @@ function checkTuning(opts: ConvertOptions, dstPath: string): void {
   if (m !== undefined && (!Number.isInteger(m) || m < 1 || m > MAX_IN_FLIGHT)) throw new DiskError('INVAL', `chunks in flight must be 1 to ${MAX_IN_FLIGHT}`, { path: dstPath, field: 'inFlight', found: m });
   const special = opts.compress ? 'compressed output' : opts.sink ? 'output to a pipe' : undefined;
   if (special && (opts.existing || opts.backing)) throw new DiskError('INVAL', `${special} makes a new image of its own: it cannot ${opts.existing ? 'write into an existing one' : 'be a child'}`, { path: dstPath, field: opts.existing ? 'existing' : 'backing' });
-  const tuned = opts.sparseSize !== undefined ? 'sparseSize' : opts.inFlight !== undefined ? 'inFlight' : opts.outOfOrder ? 'outOfOrder' : undefined;
+  // compressed and streamOptimized output compress on worker threads: inFlight sets how many (below)
+  const tuned = opts.sparseSize !== undefined ? 'sparseSize' : opts.outOfOrder ? 'outOfOrder' : opts.inFlight !== undefined && opts.sink ? 'inFlight' : undefined;
   const sequential = opts.type !== undefined && opts.format !== undefined && driverByName(opts.format).sequentialTypes.includes(driverByName(opts.format).normaliseType(opts.type));
   if (tuned && (special || sequential)) throw new DiskError('INVAL', `${special ?? 'a streamOptimized target'} is written in one sequential pass of its own, which ${tuned} does not tune`, { path: dstPath, field: tuned });
   if (opts.existing && opts.backing) {
@@ -275,6 +279,8 @@ async function convertIntoExisting(src: Disk, dstPath: string, opts: ConvertOpti
 async function convertTo(src: Disk, dstPath: string, opts: ConvertOptions): Promise<ConvertResult> {
   checkTuning(opts, dstPath);
   if (opts.existing) return convertIntoExisting(src, dstPath, opts);
+  // -m for output compressed on worker threads: that many threads
+  if (opts.inFlight !== undefined && opts.workers === undefined) opts = { ...opts, workers: opts.inFlight };
   const format = opts.format ?? DEFAULT_FORMAT;
   const driver = driverByName(format);
   if (opts.compress) {

@@ -8,7 +8,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeRun, run, runVdkit, skipUnless, tmpDir } from '../helpers/tools.js';
 import { xorshiftBytes } from '../helpers/prng.js';
@@ -115,6 +115,12 @@ test('convert -B/-F: a child of the backing file, equal to the source per qemu-i
     assert.ok(held <= whole - 5 * MiB, `${fmt}: child holds ${held} bytes, a whole copy ${whole}`);
     if (fmt === 'qcow2') await ok('qemu-img', ['check', '-q', child], dir);
   }
+  // BACKING is named relative to the target's folder, as qemu-img resolves a backing file name
+  await mkdir(join(dir, 'sub'));
+  await usage(['convert', '-B', 'base.raw', '-F', 'raw', '-O', 'qcow2', 'mod.raw', 'sub/x.qcow2'], dir, 1, /sub\/base\.raw/);
+  await copyFile(join(dir, 'base.raw'), join(dir, 'sub', 'base.raw'));
+  await ok('vdkit', ['convert', '-B', 'base.raw', '-F', 'raw', '-O', 'qcow2', 'mod.raw', 'sub/x.qcow2'], dir);
+  await ok('qemu-img', ['compare', '-f', 'raw', 'mod.raw', 'sub/x.qcow2'], dir);
   await usage(['convert', '-F', 'raw', '-O', 'qcow2', 'mod.raw', 'x.qcow2'], dir, 2, /-F: a backing format needs a backing file \(-B\)/);
   await usage(['convert', '-B', 'base.raw', '-O', 'raw', 'mod.raw', 'x.raw'], dir, 1, /raw disks cannot be children/);
   await usage(['convert', '-n', '-B', 'base.raw', 'mod.raw', 'child.qcow2'], dir, 2, /-B: no effect when skipping image creation/);
@@ -161,6 +167,10 @@ test('convert -W, -m N, -U, -o: qemu-img range checks; the output is the source'
   assert.equal(info['cluster-size'], 4096);
   assert.equal(info['format-specific'].data.compat, '0.10');
   await ok('qemu-img', ['compare', '-f', 'raw', 'src.raw', 'o.qcow2'], dir);
+  // -m with -c: the compression threads
+  await ok('vdkit', ['convert', '-c', '-m', '2', '-O', 'qcow2', 'src.raw', 'c.qcow2'], dir);
+  await ok('qemu-img', ['compare', '-f', 'raw', 'src.raw', 'c.qcow2'], dir);
+  await usage(['convert', '-c', '-W', '-O', 'qcow2', 'src.raw', 'x.qcow2'], dir, 2, /-W: compressed output/);
   for (const m of ['0', '17', 'x']) await usage(['convert', '-m', m, '-O', 'raw', 'src.raw', 'x.raw'], dir, 2, /-m: invalid number of coroutines/);
   const help = (await ok('vdkit', ['convert', '--help'], dir)).stdout;
   assert.match(help.replace(/\s+/g, ' '), /-U, --force-share .*never locks/);

@@ -72,8 +72,8 @@ export async function convertTuning(o: OptionValues, src: string, dst: string): 
     out.inFlight = m;
   }
   if (o.outOfOrder) out.outOfOrder = true;
-  if ((out.sparseSize !== undefined || out.inFlight !== undefined || out.outOfOrder) && o.compress) {
-    throw new UsageError(`${[out.sparseSize !== undefined && '-S', out.inFlight !== undefined && '-m', out.outOfOrder && '-W'].filter(Boolean).join(', ')}: compressed output (-c) is written in one sequential pass of its own, which these do not tune`);
+  if ((out.sparseSize !== undefined || out.outOfOrder) && o.compress) {
+    throw new UsageError(`${[out.sparseSize !== undefined && '-S', out.outOfOrder && '-W'].filter(Boolean).join(', ')}: compressed output (-c) is written in one sequential pass of its own, which this does not tune (-m sets its compression threads)`);
   }
   if (o.snapshot !== undefined) {
     if (src === '-') throw new UsageError('-l: a snapshot is read from an image file, not from stdin');

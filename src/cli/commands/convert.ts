@@ -40,7 +40,7 @@ export const convert: CliCommand = {
       .option('-B, --backing <file>', 'make DST a child of this image (qcow2, vmdk, vhd, vhdx, vdi; named relative to DST\'s folder, as a backing file name is) and write only the blocks that differ from it')
       .option('-F, --backing-format <fmt>', 'with -B: the backing image\'s format (detected when omitted)')
       .option('-S, --sparse-size <size>', 'the shortest run of zeros left unwritten (a hole), a multiple of 512 up to 16M; rounded up to whole allocation units of the target (qcow2 clusters, VMDK grains, VDI blocks); 0 writes every byte (fully allocated); default 64K, or one unit where the target\'s is larger')
-      .option('-m, --coroutines <n>', 'chunks read and written at once, 1 to 16 (default 3)')
+      .option('-m, --coroutines <n>', 'chunks read and written at once, 1 to 16 (default 3); with -c or streamOptimized output: compression threads')
       .option('-W, --out-of-order', 'let writes reach DST out of order: each chunk is written as soon as it is read (qemu-img convert -W)')
       .option('-U, --force-share', 'open SRC without taking a lock (qemu-img -U); vdkit never locks an image, so this is always so')
       .option('-l, --snapshot <param>', 'read SRC as it was at an internal snapshot (qcow2): snapshot.id=ID, snapshot.name=NAME (both: they must name the same one), or an ID or NAME (an ID first, as qemu-img)')
