@@ -167,6 +167,10 @@ test('convert -W, -m N, -U, -o: qemu-img range checks; the output is the source'
   assert.equal(info['cluster-size'], 4096);
   assert.equal(info['format-specific'].data.compat, '0.10');
   await ok('qemu-img', ['compare', '-f', 'raw', 'src.raw', 'o.qcow2'], dir);
+  await ok('vdkit', ['convert', '-o', 'adapter_type=lsilogic,hwversion=11', '-O', 'vmdk', 'src.raw', 'o.vmdk'], dir);
+  const descriptor = (await readFile(join(dir, 'o.vmdk'))).subarray(512, 512 + 1024).toString('latin1');
+  assert.match(descriptor, /ddb\.adapterType = "lsilogic"/);
+  assert.match(descriptor, /ddb\.virtualHWVersion = "11"/);
   // -m with -c: the compression threads
   await ok('vdkit', ['convert', '-c', '-m', '2', '-O', 'qcow2', 'src.raw', 'c.qcow2'], dir);
   await ok('qemu-img', ['compare', '-f', 'raw', 'src.raw', 'c.qcow2'], dir);
