@@ -80,3 +80,24 @@ test('allocateAll writes zero blocks; sameAs skips what equals the backing disk 
   await child.dst.close();
   await base.close();
 });
+
+test('an abort stops both orders with CANCELLED, after every read and write in flight has settled', async () => {
+  const content = xorshiftBytes(32 * CHUNK, 9);
+  for (const outOfOrder of [false, true]) {
+    const { dst } = await target(content.length);
+    const ac = new AbortController();
+    let running = 0;
+    let reads = 0;
+    const read = async (into: Buffer, offset: number) => {
+      running++;
+      if (++reads === 6) ac.abort();
+      await sleep(3);
+      content.copy(into, 0, offset, offset + into.length);
+      running--;
+    };
+    await assert.rejects(copyRanges(read, dst, [{ offset: 0, length: content.length }], { chunkSize: CHUNK, zeroBlockSize: CHUNK, label: 't', inFlight: 4, outOfOrder, signal: ac.signal }), { code: 'CANCELLED' });
+    assert.equal(running, 0, `${outOfOrder}: a read still ran after the error`);
+    assert.ok(reads < 32, `${outOfOrder}: the copy went on after the abort (${reads} reads)`);
+    await dst.close();
+  }
+});
