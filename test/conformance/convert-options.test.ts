@@ -85,3 +85,12 @@ test('sparseSize: 0 allocates every cluster; a size is checked as qemu-img check
   await assert.rejects(convert(src, 'x.qcow2', { namespace: ns, format: 'qcow2', compress: true, outOfOrder: true }), { code: 'INVAL' });
   await src.close();
 });
+
+test('snapshot: refused for a format without internal snapshots (naming it), for a write open, and for a qcow2 without that snapshot', async () => {
+  const ns = new MemoryNamespace();
+  await Disk.create('d.vmdk', { format: 'vmdk', capacity: MiB, namespace: ns }).then((d) => d.close());
+  await assert.rejects(Disk.open('d.vmdk', { namespace: ns, readOnly: true, snapshot: { idOrName: '1' } }), { code: 'NOTSUPPORTED', message: /vmdk images have no internal snapshots/ });
+  await Disk.create('d.qcow2', { format: 'qcow2', capacity: MiB, namespace: ns }).then((d) => d.close());
+  await assert.rejects(Disk.open('d.qcow2', { namespace: ns, snapshot: { idOrName: '1' } }), { code: 'RDONLY' });
+  await assert.rejects(Disk.open('d.qcow2', { namespace: ns, readOnly: true, snapshot: { name: 'x' } }), { code: 'INVAL', message: /no internal snapshot with name "x" \(the image has none\)/ });
+});
