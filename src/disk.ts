@@ -29,6 +29,10 @@ export async function openLinkIn(ns: Namespace, path: string, opts: LinkOpenOpti
   const driver = opts.format ? driverByName(opts.format) : await detectFormatIn(ns, path);
   const { format: _format, cowByCaller, preserveIdentity, ...facts } = opts;
   const driverOpts: OpenOptions = { ...facts, updateIdentityOnWrite: !preserveIdentity };
+  if (opts.snapshot) {
+    if (!driver.capabilities.internalSnapshots) throw new DiskError('NOTSUPPORTED', `${driver.name} images have no internal snapshots to read`, { path, field: 'snapshot', found: JSON.stringify(opts.snapshot) });
+    if (!opts.readOnly) throw new DiskError('RDONLY', 'an internal snapshot is opened read-only', { path, field: 'snapshot' });
+  }
   if (!opts.readOnly && !cowByCaller) await refuseChildAlone(driver, ns, path, driverOpts);
   return driver.open(ns, path, driverOpts);
 }

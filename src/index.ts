@@ -2,7 +2,7 @@ export { DiskError, ERROR_TABLE, errorText, type ErrorCode, type ErrorDetails } 
 export { SECTOR_SIZE, parseSize } from './core/ints.js';
 export { Disk, openDisk, createDisk, detectFormat, type DiskOpenOptions, type DiskCreateOptions, type SetPropertiesOptions } from './disk.js';
 export { getProperties, setProperties, settableProperties, PROPERTY_NAMES, type DiskProperties, type PropertyName } from './ops/properties.js';
-export type { BlockExtent, BlockState, DiskInfo, ExtentInfo, Geometry, Image, ImageData, ImageLinks, ImageMetadata, ImageMaintenance, OpenOptions, Capabilities, Driver } from './formats/types.js';
+export type { BlockExtent, BlockState, DiskInfo, ExtentInfo, Geometry, Image, ImageData, ImageLinks, ImageMetadata, ImageMaintenance, OpenOptions, SnapshotRef, Capabilities, Driver } from './formats/types.js';
 export { backends } from './formats/registry.js';
 export { FileStore, FileNamespace } from './storage/file.js';
 export { MemoryStore, MemoryNamespace } from './storage/memory.js';

@@ -152,6 +152,8 @@ export interface Capabilities {
   readonly compact: 'none' | 'native';
   /** `defragment()`: put data units in virtual order in the file(s) */
   readonly defragment: 'none' | 'native';
+  /** the image holds internal snapshots that can be read (OpenOptions.snapshot); absent = no */
+  readonly internalSnapshots?: boolean;
 }
 
 /** options of the long in-place operations (compact, defragment) */
@@ -272,6 +274,12 @@ export interface ImageData {
   /** read `into.length` bytes at `offset` (validated by the caller) */
   read(into: Buffer, offset: number): Promise<void>;
   write(data: Buffer, offset: number): Promise<void>;
+  /**
+   * Store written zeros as data like any other bytes (qemu-img convert -S 0: a fully allocated
+   * target) instead of turning them into zero entries or leaving them unallocated. Only drivers
+   * that otherwise do that (qcow2, VDI) have it; the others store what is written.
+   */
+  storeZeros?: boolean;
   /** ranges of [offset, offset+length) in order, covering it exactly */
   blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
   flush(): Promise<void>;
@@ -442,6 +450,22 @@ export interface OpenOptions {
    * reads as (commit, rebase, merge, compact), so children stay valid.
    */
   updateIdentityOnWrite?: boolean;
+  /**
+   * Read the image as it was at this internal snapshot (qemu-img convert -l), read-only. Only
+   * formats whose capabilities say `internalSnapshots` have them; the others refuse it
+   * (NOTSUPPORTED, in the link opener).
+   */
+  snapshot?: SnapshotRef;
+}
+
+/**
+ * An internal snapshot as qemu-img -l names it: `snapshot.id=N` and/or `snapshot.name=X` (both
+ * must match one snapshot), or a bare word, tried as an id first, then as a name.
+ */
+export interface SnapshotRef {
+  id?: string;
+  name?: string;
+  idOrName?: string;
 }
 
 export interface CreateOptions {

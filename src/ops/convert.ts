@@ -13,7 +13,10 @@ import { Disk, type DiskCreateOptions } from '../disk.js';
 import { convertCompressed, convertToRawSink, convertToStream } from './convert-stream.js';
 import type { Image } from '../formats/types.js';
 import { namingTargets, partialPath, removeStalePartials } from './partials.js';
-import { isZero } from '../binary/zeros.js';
+import { copyRanges, DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT } from './copy-ranges.js';
+import { childCreateOptions } from './child.js';
+
+export { copyRanges, type CopyRangesOptions } from './copy-ranges.js';
 
 export interface Progress {
   /** virtual bytes processed so far */
@@ -33,8 +36,38 @@ export interface ConvertOptions extends Omit<DiskCreateOptions, 'capacity'> {
   onProgress?: (p: Progress) => void;
   /** bytes per read (default 2 MiB) */
   chunkSize?: number;
-  /** zero-detection granularity in bytes (default 64 KiB, the VMDK grain) */
+  /** zero-detection granularity in bytes (default 64 KiB, the VMDK grain); sparseSize sets it from a user's value */
   zeroBlockSize?: number;
+  /**
+   * qemu-img convert -S: the shortest run of zeros (bytes, a multiple of 512 up to 16 MiB) left
+   * unwritten, so it stays a hole. Rounded up to a whole number of the target's allocation units
+   * (its clusterSize: qcow2 clusters, VMDK grains, VDI blocks; 512 for raw, VHD and VHDX, which
+   * keep unwritten sectors as holes), since a smaller run inside a unit that is written anyway
+   * takes space whatever is done. 0: write every byte, zeros too, so the target is fully allocated.
+   */
+  sparseSize?: number;
+  /**
+   * qemu-img convert -m: chunks read and written at once, 1 to 16 (default 3); for compressed and
+   * streamOptimized output the compression threads (unless `workers` says)
+   */
+  inFlight?: number;
+  /** qemu-img convert -W: writes may reach the target out of order, each chunk as soon as it is read */
+  outOfOrder?: boolean;
+  /**
+   * qemu-img convert -n: write into the existing image at `dstPath` (opened as `format` when
+   * given, else as its content says) instead of creating one. It must hold at least the
+   * source's size; what lies past that is left as it is. Ranges that read as zeros in the source
+   * are written as zeros where the target does not read zeros already.
+   */
+  existing?: boolean;
+  /** with `existing` (qemu-img convert --target-is-zero): the target reads as zeros, so zero ranges are not written */
+  targetIsZero?: boolean;
+  /**
+   * qemu-img convert -B/-F: create the target as a child of this image (`path` relative to the
+   * target's folder, as a backing file name is; `format` detected when omitted) and write only
+   * the blocks whose content differs from it, so a source that mostly equals it makes a small child
+   */
+  backing?: { path: string; format?: string };
   /**
    * compressed output (qemu-img convert -c): qcow2 compressed clusters, or for VMDK the
    * streamOptimized type; other formats: NOTSUPPORTED
@@ -56,18 +89,6 @@ export interface ConvertResult {
   bytesSkipped: number;
 }
 
-/**
- * Chunks in the pipeline, each with its own buffer, reused: at most this many reads are in
- * flight, which leaves one of libuv's four threads free for the (serial) writes.
- */
-const READ_AHEAD = 3;
-
-/**
- * Start a flush (fdatasync) in the background after every this many bytes written, so the
- * target's data goes to the disk while the copy goes on instead of all at the final flush.
- */
-const FLUSH_EVERY = 32 * 1024 * 1024;
-
 const DEFAULT_CHUNK = 2 * 1024 * 1024;
 const DEFAULT_ZERO_BLOCK = 64 * 1024;
 
@@ -80,137 +101,6 @@ export function targetCapacity(format: string, wanted: number): number {
   if (!Number.isSafeInteger(wanted) || wanted < 0) throw new DiskError('INVAL', 'capacity must be a whole number of bytes', { field: 'capacity', found: wanted });
   const unit = driverByName(format).alignment;
   return Math.ceil(wanted / unit) * unit;
-}
-
-export interface CopyRangesOptions {
-  /** bytes per read */
-  chunkSize: number;
-  /** zero-detection granularity in bytes */
-  zeroBlockSize: number;
-  signal?: AbortSignal;
-  /** named in a CANCELLED error */
-  label: string;
-  /**
-   * Blocks that read as all zeros are not written where this says the target already reads
-   * zeros: undefined = everywhere (a fresh image); otherwise the image below a new child, whose
-   * block status tells where its zeros are (past its end reads as zeros too).
-   */
-  below?: Disk;
-  /** after each chunk: its range and the bytes written for it */
-  onChunk?: (c: { offset: number; length: number }, written: number) => void;
-  /**
-   * the background push of written data to the disk every FLUSH_EVERY bytes (default: the
-   * target's flush); convert's hidden target syncs its files without the driver's flush
-   */
-  sync?: () => Promise<void>;
-}
-
-/** whether every byte of [offset, offset+length) of `below` is known to read as zeros */
-async function readsZero(below: Disk, offset: number, length: number): Promise<boolean> {
-  const inside = Math.max(0, Math.min(length, below.capacity - offset));
-  if (inside === 0) return true;
-  return (await below.blockStatus(offset, inside)).every((r) => r.state !== 'data');
-}
-
-/**
- * The copy engine of convert and the chain clone: copy `ranges` of `read` into `dst`.
- * Up to READ_AHEAD chunks are read into their own buffers while earlier chunks are written.
- * The writes form one chain, issued in order and each started only after the one before it has
- * finished (Disk.write serialises them too), so the target sees exactly the write sequence of
- * a plain loop; the first failing write stops the rest of the chain. On failure every read and
- * write still in flight has settled before the error is thrown, so the caller may close and
- * remove the target at once.
- */
-export async function copyRanges(read: (into: Buffer, offset: number) => Promise<void>, dst: Disk, ranges: readonly { offset: number; length: number }[], opts: CopyRangesOptions): Promise<number> {
-  const chunk = opts.chunkSize;
-  const block = opts.zeroBlockSize;
-  let written = 0;
-  let chain: Promise<void> = Promise.resolve();
-  let writeError: { err: unknown } | undefined;
-  let unflushed = 0;
-  let flushing: Promise<void> | undefined;
-  const flushNow = () => {
-    unflushed = 0;
-    flushing = (opts.sync ? opts.sync() : dst.flush()).then(
-      () => {
-        flushing = undefined;
-      },
-      (err) => {
-        flushing = undefined;
-        writeError ??= { err };
-      },
-    );
-  };
-  const reads = new Map<number, Promise<Buffer>>(); // chunk index -> its read, until taken
-  try {
-    const chunks: { offset: number; length: number }[] = [];
-    for (const r of ranges) for (let at = r.offset; at < r.offset + r.length; at += chunk) chunks.push({ offset: at, length: Math.min(chunk, r.offset + r.length - at) });
-    const slots = Math.min(READ_AHEAD, chunks.length);
-    const buffers: Buffer[] = [];
-    // per buffer: settles once no pending write refers to it any more (never rejects)
-    const free: Promise<void>[] = new Array<Promise<void>>(slots).fill(Promise.resolve());
-    const startRead = (i: number): void => {
-      const slot = i % slots;
-      const c = chunks[i]!;
-      const p = free[slot]!.then(async () => {
-        const buf = (buffers[slot] ??= Buffer.allocUnsafe(chunk)).subarray(0, c.length);
-        await read(buf, c.offset);
-        return buf;
-      });
-      p.catch(() => {}); // awaited below; this only keeps an abandoned read from being "unhandled"
-      reads.set(i, p);
-    };
-    for (let i = 0; i < slots; i++) startRead(i);
-    for (let i = 0; i < chunks.length; i++) {
-      if (writeError) throw writeError.err;
-      if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: opts.label }, { cause: opts.signal.reason });
-      const c = chunks[i]!;
-      const readDone = reads.get(i)!;
-      reads.delete(i);
-      const buf = await readDone;
-      // write runs of non-zero blocks (aligned to the block size in virtual offsets); a zero
-      // block over something that does not read as zeros is written too (it hides it)
-      const runs: [number, number][] = [];
-      let runStart = -1;
-      let pos = 0;
-      while (pos < buf.length) {
-        const abs = c.offset + pos;
-        const n = Math.min(block - (abs % block), buf.length - pos);
-        const skip = isZero(buf, pos, pos + n) && (opts.below === undefined || (await readsZero(opts.below, abs, n)));
-        if (!skip && runStart < 0) runStart = pos;
-        if (skip && runStart >= 0) {
-          runs.push([runStart, pos]);
-          runStart = -1;
-        }
-        pos += n;
-      }
-      if (runStart >= 0) runs.push([runStart, buf.length]);
-      let chunkWritten = 0;
-      for (const [from, to] of runs) {
-        chain = chain.then(async () => {
-          await dst.write(c.offset + from, buf.subarray(from, to));
-          written += to - from;
-          chunkWritten += to - from;
-          unflushed += to - from;
-          if (unflushed >= FLUSH_EVERY && flushing === undefined) flushNow();
-        });
-      }
-      chain = chain.then(() => opts.onChunk?.(c, chunkWritten));
-      chain.catch((err) => (writeError ??= { err }));
-      free[i % slots] = chain.catch(() => {});
-      if (i + slots < chunks.length) startRead(i + slots);
-    }
-    await chain;
-    await flushing;
-    if (writeError) throw writeError.err;
-    return written;
-  } catch (err) {
-    // let the reads and writes still in flight finish before the caller closes the target
-    await chain.catch(() => {});
-    await Promise.allSettled(reads.values());
-    await flushing;
-    throw err;
-  }
 }
 
 /**
@@ -268,7 +158,129 @@ export async function convert(src: Disk, dstPath: string, opts: ConvertOptions =
   }
 }
 
+/** qemu-img's limit for -S: 16 MiB (its largest buffer) */
+export const MAX_SPARSE_SIZE = 16 * 1024 * 1024;
+
+function checkTuning(opts: ConvertOptions, dstPath: string): void {
+  const s = opts.sparseSize;
+  if (s !== undefined && (!Number.isSafeInteger(s) || s < 0 || s % 512 !== 0 || s > MAX_SPARSE_SIZE)) {
+    throw new DiskError('INVAL', `the sparse size must be a multiple of 512 up to ${MAX_SPARSE_SIZE}, or 0 to allocate every byte`, { path: dstPath, field: 'sparseSize', found: s });
+  }
+  const m = opts.inFlight;
+  if (m !== undefined && (!Number.isInteger(m) || m < 1 || m > MAX_IN_FLIGHT)) throw new DiskError('INVAL', `chunks in flight must be 1 to ${MAX_IN_FLIGHT}`, { path: dstPath, field: 'inFlight', found: m });
+  const special = opts.compress ? 'compressed output' : opts.sink ? 'output to a pipe' : undefined;
+  if (special && (opts.existing || opts.backing)) throw new DiskError('INVAL', `${special} makes a new image of its own: it cannot ${opts.existing ? 'write into an existing one' : 'be a child'}`, { path: dstPath, field: opts.existing ? 'existing' : 'backing' });
+  // compressed and streamOptimized output compress on worker threads: inFlight sets how many (below)
+  const tuned = opts.sparseSize !== undefined ? 'sparseSize' : opts.outOfOrder ? 'outOfOrder' : opts.inFlight !== undefined && opts.sink ? 'inFlight' : undefined;
+  const sequential = opts.type !== undefined && opts.format !== undefined && driverByName(opts.format).sequentialTypes.includes(driverByName(opts.format).normaliseType(opts.type));
+  if (tuned && (special || sequential)) throw new DiskError('INVAL', `${special ?? 'a streamOptimized target'} is written in one sequential pass of its own, which ${tuned} does not tune`, { path: dstPath, field: tuned });
+  if (opts.existing && opts.backing) {
+    throw new DiskError('INVAL', 'a backing image is given to a target as it is created; an existing target keeps its own (create it with a backing file, then convert into it)', { path: dstPath, field: 'backing' });
+  }
+  if (opts.targetIsZero && !opts.existing) throw new DiskError('INVAL', 'targetIsZero is about an existing target (existing)', { path: dstPath, field: 'targetIsZero' });
+}
+
+/**
+ * The zero-detection block and the chunk for a target: -S rounded up to whole allocation units
+ * of the target (see ConvertOptions.sparseSize), else the default; the chunk a whole number of
+ * blocks, so no block is split between two chunks.
+ */
+function grainFor(dst: Disk, opts: ConvertOptions): { block: number; chunk: number } {
+  let chunk = opts.chunkSize ?? DEFAULT_CHUNK;
+  const unit = Math.max(1, dst.image.clusterSize);
+  let block: number;
+  if (opts.zeroBlockSize !== undefined) block = opts.zeroBlockSize;
+  else if (opts.sparseSize) block = Math.ceil(opts.sparseSize / unit) * unit;
+  // A target that allocates whole units bigger than 64 KiB (VDI: 1 MiB blocks) stores the
+  // zeros around data in a unit anyway: looking for zeros per unit gives one write per unit
+  // instead of one per run of data, with the same result. Not above a chunk; not for targets
+  // that keep unwritten sectors of a block as holes (VHD, VHDX report one sector).
+  else block = Math.min(chunk, Math.max(DEFAULT_ZERO_BLOCK, unit));
+  chunk = Math.ceil(chunk / block) * block;
+  return { block, chunk };
+}
+
+/** `a` and `b` (each sorted, not overlapping) merged into one sorted list where they touch */
+function unionRanges(a: readonly { offset: number; length: number }[], b: readonly { offset: number; length: number }[]): { offset: number; length: number }[] {
+  const all = [...a, ...b].sort((x, y) => x.offset - y.offset);
+  const out: { offset: number; length: number }[] = [];
+  for (const r of all) {
+    const last = out[out.length - 1];
+    if (last && r.offset <= last.offset + last.length) last.length = Math.max(last.length, r.offset + r.length - last.offset);
+    else out.push({ ...r });
+  }
+  return out;
+}
+
+/**
+ * What convert reads and how it writes, for a target `dst` over [0, total): the ranges (the
+ * source's data, and also `other`'s where the target would read it unless overwritten: the
+ * backing image of -B, the existing target of -n) and copyRanges' block rules.
+ */
+async function copyPlan(src: Disk, dst: Disk, total: number, opts: ConvertOptions, other?: { disk: Disk; rule: 'sameAs' | 'below' }) {
+  const { block, chunk } = grainFor(dst, opts);
+  const allocateAll = opts.sparseSize === 0;
+  // With -S the copy engine alone chooses the holes: a zero run it writes (shorter than -S, or
+  // every byte with -S 0) is stored as data, where a driver would make a zero entry of it
+  if (opts.sparseSize !== undefined && 'storeZeros' in dst.image) dst.image.storeZeros = true;
+  let ranges: { offset: number; length: number }[];
+  if (allocateAll) ranges = total > 0 ? [{ offset: 0, length: total }] : [];
+  else {
+    ranges = await dataRanges(src, total, block);
+    if (other) ranges = unionRanges(ranges, await dataRanges(other.disk, Math.min(total, other.disk.capacity), block));
+  }
+  return {
+    ranges,
+    copy: {
+      chunkSize: chunk,
+      zeroBlockSize: block,
+      allocateAll,
+      inFlight: opts.inFlight ?? DEFAULT_IN_FLIGHT,
+      outOfOrder: !!opts.outOfOrder,
+      signal: opts.signal,
+      sameAs: other?.rule === 'sameAs' ? other.disk : undefined,
+      below: other?.rule === 'below' ? other.disk : undefined,
+    },
+  };
+}
+
+/** -n: copy `src` into the existing image at dstPath, which stays where it is (no temporary name) */
+async function convertIntoExisting(src: Disk, dstPath: string, opts: ConvertOptions): Promise<ConvertResult> {
+  const ns = opts.namespace ?? hostFiles();
+  if (opts.capacity !== undefined) throw new DiskError('INVAL', 'an existing target keeps its size: give no capacity', { path: dstPath, field: 'capacity', found: opts.capacity });
+  const dst = await Disk.open(dstPath, { namespace: ns, format: opts.format });
+  let written = 0;
+  let done = 0;
+  const total = src.capacity;
+  try {
+    if (dst.capacity < total) throw new DiskError('INVAL', 'the existing target is smaller than the source', { path: dstPath, field: 'capacity', expected: `>= ${total}`, found: dst.capacity });
+    if (opts.targetIsZero && dst.image.backing()) throw new DiskError('INVAL', 'a target with a backing file does not read as zeros: targetIsZero cannot be used', { path: dstPath, field: 'targetIsZero' });
+    const report = () => opts.onProgress?.({ done, total, written });
+    report();
+    const plan = await copyPlan(src, dst, total, opts, opts.targetIsZero ? undefined : { disk: dst, rule: 'below' });
+    await copyRanges((buf, at) => src.readInto(buf, at), dst, plan.ranges, {
+      ...plan.copy,
+      label: dstPath,
+      onChunk: (c, n) => {
+        written += n;
+        done = Math.max(done, c.offset + c.length);
+        report();
+      },
+    });
+    done = total;
+    report();
+    await dst.flush();
+  } finally {
+    await dst.close();
+  }
+  return { bytesWritten: written, bytesSkipped: total - written };
+}
+
 async function convertTo(src: Disk, dstPath: string, opts: ConvertOptions): Promise<ConvertResult> {
+  checkTuning(opts, dstPath);
+  if (opts.existing) return convertIntoExisting(src, dstPath, opts);
+  // -m for output compressed on worker threads: that many threads
+  if (opts.inFlight !== undefined && opts.workers === undefined) opts = { ...opts, workers: opts.inFlight };
   const format = opts.format ?? DEFAULT_FORMAT;
   const driver = driverByName(format);
   if (opts.compress) {
@@ -293,7 +305,16 @@ async function convertTo(src: Disk, dstPath: string, opts: ConvertOptions): Prom
   await removeStalePartials(ns, dstPath);
   // nobody sees the target before its rename: its ordering flushes wait for one sync at the end
   const staging = new DeferredSyncNamespace(ns);
-  const dst = await Disk.create(partial, { ...opts, namespace: staging, capacity, overwrite: true });
+  // -B: the backing image, named as the target will name it (relative to the target's folder)
+  const base = opts.backing ? await Disk.open(ns.resolve(dstPath, opts.backing.path), { namespace: ns, readOnly: true, format: opts.backing.format }) : undefined;
+  let dst: Disk;
+  try {
+    const spec = base ? { ...opts, ...childCreateOptions(base.image, ns.resolve(dstPath, opts.backing!.path), partial, { format, type: opts.type, capacity, namespace: staging }) } : opts;
+    dst = await Disk.create(partial, { ...spec, namespace: staging, capacity, overwrite: true });
+  } catch (err) {
+    await base?.close().catch(() => {});
+    throw err;
+  }
   let written = 0;
   let done = 0;
   // shrinking drops what lies past the new end; growing leaves the new tail unwritten (zeros)
@@ -301,22 +322,15 @@ async function convertTo(src: Disk, dstPath: string, opts: ConvertOptions): Prom
   try {
     const report = () => opts.onProgress?.({ done, total, written });
     report();
-    const chunk = opts.chunkSize ?? DEFAULT_CHUNK;
-    // A target that allocates whole units bigger than 64 KiB (VDI: 1 MiB blocks) stores the
-    // zeros around data in a unit anyway: looking for zeros per unit gives one write per unit
-    // instead of one per run of data, with the same result. Not above a chunk; not for targets
-    // that keep unwritten sectors of a block as holes (VHD, VHDX report one sector).
-    const zeroBlockSize = opts.zeroBlockSize ?? Math.min(chunk, Math.max(DEFAULT_ZERO_BLOCK, dst.image.clusterSize));
-    const ranges = await dataRanges(src, total, zeroBlockSize);
-    await copyRanges((buf, at) => src.readInto(buf, at), dst, ranges, {
-      chunkSize: chunk,
-      zeroBlockSize,
-      signal: opts.signal,
+    // a child of -B reads its parent where nothing is written: what equals the parent is skipped
+    const plan = await copyPlan(src, dst, total, opts, base ? { disk: base, rule: 'sameAs' } : undefined);
+    await copyRanges((buf, at) => src.readInto(buf, at), dst, plan.ranges, {
+      ...plan.copy,
       label: dstPath,
       sync: () => staging.syncNow(),
       onChunk: (c, n) => {
         written += n;
-        done = c.offset + c.length;
+        done = Math.max(done, c.offset + c.length);
         report();
       },
     });
@@ -331,6 +345,8 @@ async function convertTo(src: Disk, dstPath: string, opts: ConvertOptions): Prom
     await dst.close().catch(() => {});
     for (const f of files) if (basename(f).includes('.vdkit-partial-')) await ns.remove(f).catch(() => {});
     throw err;
+  } finally {
+    await base?.close().catch(() => {});
   }
   return { bytesWritten: written, bytesSkipped: total - written };
 }

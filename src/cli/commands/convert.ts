@@ -3,8 +3,14 @@ import { Option } from 'commander';
 import type { ConvertOptions } from '../../ops/convert.js';
 import type { CacheMode } from '../../storage/namespace.js';
 import { cancelOnSignals, setExitStatus, withDisk, type CliCommand } from '../command.js';
-import { TARGET_NAMES, UsageError, newImageFormat, num, openOpts, readingOptions, typeArg, withOptions } from '../options.js';
+import { TARGET_NAMES, UsageError, formatArg, newImageFormat, num, openOpts, parseCreateOptions, readingOptions, typeArg, withOptions } from '../options.js';
+import { convertTuning } from './convert-args.js';
 import { progressBar } from '../output.js';
+
+const withoutSnapshot = <T extends { snapshot?: unknown }>(t: T): Omit<T, 'snapshot'> => {
+  const { snapshot: _snapshot, ...rest } = t;
+  return rest;
+};
 
 export const convert: CliCommand = {
   name: 'convert',
@@ -28,6 +34,16 @@ export const convert: CliCommand = {
       .option('--from <n>', 'with --keep-chain: first link kept as a link, 0 = the base; links below are flattened into the new base')
       .option('--to <n>', 'with --keep-chain: last link copied, 0 = the base (default: the top)')
       .addOption(new Option('--cache <mode>', 'writeback: the target is on the disk (fdatasync) before it gets its name; unsafe: no fdatasync, as qemu-img convert does by default (faster; a host crash soon after can lose the output); durable: writeback, and the new name is synced too').choices(['writeback', 'unsafe', 'durable']).default('writeback'))
+      .option('-o, --options <list>', 'qemu-img style create options for the target: subformat, compat, adapter_type, hwversion, cluster_size, block_size, preallocation (key=value,...); not with -n')
+      .option('-n, --skip-create', 'write into the existing image DST (at least SRC\'s size; opened as -O when given, else as its content says) instead of creating it; bytes past SRC\'s size are left as they are, and ranges of SRC that read as zeros are written as zeros where DST does not read zeros already (qemu-img convert -n)')
+      .option('--target-is-zero', 'with -n: DST reads as zeros already, so zero ranges are not written at all')
+      .option('-B, --backing <file>', 'make DST a child of this image (qcow2, vmdk, vhd, vhdx, vdi; named relative to DST\'s folder, as a backing file name is) and write only the blocks that differ from it')
+      .option('-F, --backing-format <fmt>', 'with -B: the backing image\'s format (detected when omitted)')
+      .option('-S, --sparse-size <size>', 'the shortest run of zeros left unwritten (a hole), a multiple of 512 up to 16M; rounded up to whole allocation units of the target (qcow2 clusters, VMDK grains, VDI blocks); 0 writes every byte (fully allocated); default 64K, or one unit where the target\'s is larger')
+      .option('-m, --coroutines <n>', 'chunks read and written at once, 1 to 16 (default 3); with -c or streamOptimized output: compression threads')
+      .option('-W, --out-of-order', 'let writes reach DST out of order: each chunk is written as soon as it is read (qemu-img convert -W)')
+      .option('-U, --force-share', 'open SRC without taking a lock (qemu-img -U); vdkit never locks an image, so this is always so')
+      .option('-l, --snapshot <param>', 'read SRC as it was at an internal snapshot (qcow2): snapshot.id=ID, snapshot.name=NAME (both: they must name the same one), or an ID or NAME (an ID first, as qemu-img)')
       .option('--target <t>', `make what a target takes (${TARGET_NAMES.join(', ')}): format, type, adapter, versions, size rounding; -O/-t/-a/--hw override it (docs/targets.md)`)
       .argument('<src>')
       .argument('<dst>')
@@ -53,6 +69,7 @@ export const convert: CliCommand = {
           if (!/^\d+$/.test(v)) throw new UsageError(`${what}: expected a link number (0 = the base), got ${JSON.stringify(v)}`);
           return Number(v);
         };
+        const tuning = await convertTuning(o, src, dst);
         const from = link(o.from, '--from');
         const to = link(o.to, '--to');
         if (o.keepChain && (src === '-' || dst === '-')) throw new UsageError('--keep-chain needs files, not pipes');
@@ -62,10 +79,15 @@ export const convert: CliCommand = {
         const profile = o.target === undefined ? undefined : targets.targetByName(o.target);
         // -O, else DST's extension, else the profile's format (which applyTarget then fills in itself)
         let profileChooses = false;
-        const format = await newImageFormat(o.outputFormat, target, '-O', profile && (async () => {
-          profileChooses = true;
-          return profile.format;
-        }));
+        // -n opens DST as -O says, else as its content says
+        const format = o.skipCreate
+          ? o.outputFormat === undefined
+            ? ''
+            : await formatArg(o.outputFormat, '-O')
+          : await newImageFormat(o.outputFormat, target, '-O', profile && (async () => {
+              profileChooses = true;
+              return profile.format;
+            }));
         if (o.compress) {
           // qcow2 has compressed clusters; VMDK compresses only as its streamOptimized type
           const d = driverByName(format);
@@ -76,13 +98,16 @@ export const convert: CliCommand = {
         }
         if (toStdout && process.stdout.isTTY) throw new UsageError('refusing to write a disk image to a terminal; redirect stdout or give a file name');
         const sink = toStdout ? new StreamSink('-', process.stdout) : undefined;
+        const extra = parseCreateOptions(o.options);
         const options: ConvertOptions = {
+          ...extra,
+          ...withoutSnapshot(tuning),
           namespace: targetFiles,
-          format,
-          type: o.type,
+          format: format || undefined,
+          type: o.type ?? extra.type,
           compress: !!o.compress,
-          adapterType: o.adapter,
-          hwVersion: o.hw,
+          adapterType: o.adapter ?? extra.adapterType,
+          hwVersion: o.hw ?? extra.hwVersion,
           overwrite: o.overwrite,
           capacity: o.size === undefined ? undefined : num(o.size, '--size'),
           compressionLevel: o.compressionLevel === undefined ? undefined : Number(o.compressionLevel),
@@ -102,7 +127,10 @@ export const convert: CliCommand = {
         };
         // --target: the profile fills in what -O/-t/-a/--hw left open, and rounds the size (docs/targets.md)
         // -t is checked against the format it is for: -O's (or the extension's), or with --target the profile's choice (below)
-        if (!profile) typeArg(driverByName(format), o.type, '-t');
+        if (!profile && format) {
+          typeArg(driverByName(format), o.type, '-t');
+          typeArg(driverByName(format), extra.type, '-o');
+        }
         const forTarget = (capacity: number): ConvertOptions => {
           if (!profile) return options;
           const applied = targets.applyTarget(profile, { ...options, format: profileChooses ? undefined : format }, capacity);
@@ -124,7 +152,7 @@ export const convert: CliCommand = {
               await copyPieces(input, sink!);
             } else await ops.convert(Disk.from(new SequentialImage(input, input.capacity)), target, forTarget(input.capacity));
           } else {
-            await withDisk(src, { readOnly: true, ...openOpts(o) }, (d) => {
+            await withDisk(src, { readOnly: true, ...openOpts(o), snapshot: tuning.snapshot }, (d) => {
               const x = forTarget(options.capacity ?? d.capacity);
               return o.keepChain ? cloneChain(d, target, { ...x, from, to }) : ops.convert(d, target, x);
             });

@@ -24,6 +24,7 @@ export const formats: CliCommand = {
           c.defragment !== 'none' ? 'defrag' : '',
           c.resize !== 'none' ? `resize (${c.resize})` : '',
           c.metadata ? 'metadata' : '',
+          c.internalSnapshots ? 'internal snapshots (read: convert -l)' : '',
         ].filter(Boolean);
         await out(`${b.name.padEnd(6)} ${b.description}\n       files: ${b.extensions.map((e) => `.${e}`).join(' ')}; types: ${c.createTypes.join(', ')}; ${can.join(', ')}\n`);
         for (const opt of b.createOptions) await out(`       create option ${opt.name}: ${opt.description}\n`);

@@ -48,6 +48,7 @@ export const QCOW2_CAPABILITIES: Capabilities = Object.freeze({
   check: 'repair',
   compact: 'native',
   defragment: 'native',
+  internalSnapshots: true,
 });
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...QCOW2_CAPABILITIES, write: 'none' });

@@ -12,6 +12,7 @@ import { checkQcow2 } from './check.js';
 import { Qcow2Image } from './image.js';
 import { type FileState, Refcounts } from './refcounts.js';
 import { readSnapshots } from './snapshots.js';
+import { useSnapshot } from './snapshot-read.js';
 import type { Qcow2State } from './state.js';
 import { bitsOf, decodeFeatureTable, EXT, ExtensionHeader, type ExtensionRecord, geometry, Header, INCOMPAT, KNOWN_INCOMPAT_MASK, l1EntriesFor, MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, V2_HEADER_LENGTH, V3_HEADER_LENGTH, V3_MIN_HEADER_LENGTH } from './structs.js';
 
@@ -22,6 +23,7 @@ export async function openQcow2(ns: Namespace, path: string, opts: OpenOptions =
   try {
     image = await loadQcow2(path, store, readOnly);
     image.namespace = ns;
+    if (opts.snapshot) await useSnapshot(image, opts.snapshot);
   } catch (err) {
     await store.close().catch(() => {});
     throw err;

@@ -34,6 +34,8 @@ export abstract class Qcow2State {
   readonly g: Geometry;
   readonly l2Cache = new Map<number, Buffer>();
   readonly l2CacheLimit: number;
+  /** Image.storeZeros: written zeros are stored as data clusters, not zero entries */
+  storeZeros = false;
   readonly inflated = new Map<number, Buffer>();
   closed = false;
   prepared = false;

@@ -66,7 +66,7 @@ export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, of
     const field = `l2[${l1i}][${idx}]`;
     if (e.kind === 'normal' && e.copied) {
       this.checkData(e, field);
-      if (whole && v3 && isZero(piece)) plans.push({ idx, start, action: 'zero', data: piece, host: 0, free: [e.offset, cs] });
+      if (whole && v3 && !this.storeZeros && isZero(piece)) plans.push({ idx, start, action: 'zero', data: piece, host: 0, free: [e.offset, cs] });
       else plans.push({ idx, start, action: 'inplace', data: piece, host: e.offset + (from - start) });
       continue;
     }
@@ -87,7 +87,7 @@ export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, of
     let free: [number, number] | undefined;
     if (e.kind === 'compressed') free = [e.offset, e.csize];
     else if (e.offset !== 0) free = [e.offset, cs];
-    if (isZero(content)) {
+    if (!this.storeZeros && isZero(content)) {
       if (e.kind === 'unallocated' && this.backingName === undefined) continue; // already reads as zeros
       if (e.kind === 'zero' && e.offset === 0) continue;
       if (v3) {

@@ -43,6 +43,8 @@ const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VDI_CAPABILITIES
 
 export class VdiImage extends FileImage<VdiFile> implements Image {
   readonly format = 'vdi';
+  /** Image.storeZeros: written zeros get a block like other data */
+  storeZeros = false;
   readonly capabilities: Capabilities;
   readonly clusterSize: number;
   private readonly alloc: VdiMap;
@@ -176,7 +178,7 @@ export class VdiImage extends FileImage<VdiFile> implements Image {
         // FREE or ZERO: the rest of the block reads as zeros here (a differencing image gets
         // whole blocks from the chain layer, which copies the parent's bytes around the write)
         const whole = within === 0 && n === bs;
-        if (isZero(chunk) && this.file.h.type !== TYPE_FIXED) {
+        if (!this.storeZeros && isZero(chunk) && this.file.h.type !== TYPE_FIXED) {
           if (e !== BLOCK_ZERO) zeroed.push(b);
         } else if (whole) {
           fresh.push({ block: b, buf: chunk });
