@@ -214,3 +214,24 @@ test('convert -l: qcow2 internal snapshots (made by qemu-img snapshot) read as q
   await usage(['convert', '-l', 'snapshot.foo=1', '-O', 'raw', 's.qcow2', 'x.raw'], dir, 2, /-l: unknown parameter "snapshot.foo"/);
   await usage(['convert', '-l', 'one', '-O', 'raw', 'back-one.raw', 'x.raw'], dir, 1, /NOTSUPPORTED.*raw images have no internal snapshots/);
 });
+
+test('convert --bitmaps: qcow2 to qcow2 with none to copy; other ends refused as qemu-img refuses them; bitmaps themselves refused, not dropped', async (t) => {
+  if (!skipUnless(t, 'qemu-img')) return;
+  const dir = (await tmpDir(t)).path;
+  await ok('qemu-img', ['create', '-f', 'qcow2', 'none.qcow2', '4M'], dir);
+  await ok('qemu-img', ['create', '-f', 'qcow2', 'some.qcow2', '4M'], dir);
+  await ok('qemu-img', ['bitmap', '--add', 'some.qcow2', 'b0'], dir);
+  await ok('qemu-img', ['create', '-f', 'raw', 'plain.raw', '4M'], dir);
+  await ok('vdkit', ['convert', '--bitmaps', '-O', 'qcow2', 'none.qcow2', 'out.qcow2'], dir);
+  assert.equal((await run('qemu-img', ['compare', join(dir, 'none.qcow2'), join(dir, 'out.qcow2')])).code, 0);
+  // what qemu-img says no to (vmdk target: 'does not support bitmaps'; raw source: 'lacks bitmap support')
+  assert.notEqual((await run('qemu-img', ['convert', '--bitmaps', '-O', 'vmdk', join(dir, 'none.qcow2'), join(dir, 'q.vmdk')])).code, 0);
+  await usage(['convert', '--bitmaps', '-O', 'vmdk', 'none.qcow2', 'x.vmdk'], dir, 2, /vmdk cannot hold persistent bitmaps/);
+  await usage(['convert', '--bitmaps', '-O', 'qcow2', 'plain.raw', 'x.qcow2'], dir, 2, /raw, which has no persistent bitmaps/);
+  await usage(['convert', '--bitmaps', '-n', 'none.qcow2', 'out.qcow2'], dir, 2, /--bitmaps cannot be combined with -n/);
+  // an image with a bitmap: refused (exit 1), nothing made
+  const r = await runVdkit(['convert', '--bitmaps', '-O', 'qcow2', 'some.qcow2', 'y.qcow2'], dir);
+  assert.equal(r.code, 1, describeRun('vdkit', ['convert', '--bitmaps'], r));
+  assert.match(r.stderr, /NOTSUPPORTED.*copying persistent dirty bitmaps is not supported yet \(some\.qcow2 has 1\)/);
+  await assert.rejects(stat(join(dir, 'y.qcow2')));
+});

@@ -7,6 +7,7 @@ import type { OptionValues } from 'commander';
 import type { ConvertOptions } from '../../ops/convert.js';
 import type { SnapshotRef } from '../../formats/types.js';
 import { UsageError, formatArg, num } from '../options.js';
+import { DiskError } from '../../core/errors.js';
 
 /** qemu-img's limits for -S and -m */
 const MAX_SPARSE = 16 * 1024 * 1024;
@@ -80,6 +81,21 @@ export async function convertTuning(o: OptionValues, src: string, dst: string): 
     if (o.keepChain) throw new UsageError('-l cannot be combined with --keep-chain (a snapshot is read as one disk)');
     out.snapshot = snapshotArg(String(o.snapshot));
   }
+  if (o.bitmaps && o.skipCreate) throw new UsageError('--bitmaps cannot be combined with -n (the bitmaps are made with the new image)');
+  if (o.bitmaps && src === '-') throw new UsageError('--bitmaps: a stream from stdin has no bitmaps');
   // -U (--force-share): vdkit takes no locks on the images it opens, so sharing is what it always does
   return out;
+}
+
+/**
+ * --bitmaps (qemu-img convert): copy SRC's persistent dirty bitmaps into DST. Both ends must be
+ * able to hold them (of vdkit's formats only qcow2 has them), as qemu-img requires. With none to
+ * copy that is all; copying bitmaps themselves comes with bitmap support (issue 23), so an image
+ * that has some is refused rather than converted without them.
+ */
+export function checkBitmaps(src: { path: string; format: string; readMetadata(key: string): string | undefined; metadataKeys(): string[] }, dstFormat: string): void {
+  if (!src.metadataKeys().includes('bitmaps')) throw new UsageError(`--bitmaps: ${src.path} is ${src.format}, which has no persistent bitmaps (qcow2 has them)`);
+  if (dstFormat !== 'qcow2') throw new UsageError(`--bitmaps: ${dstFormat} cannot hold persistent bitmaps (qcow2 can)`);
+  const n = Number(src.readMetadata('bitmaps') ?? 0);
+  if (n > 0) throw new DiskError('NOTSUPPORTED', `--bitmaps: copying persistent dirty bitmaps is not supported yet (${src.path} has ${n}); convert without --bitmaps leaves them out, as qemu-img does`, { path: src.path, field: 'bitmaps', found: n });
 }

@@ -4,7 +4,7 @@ import type { ConvertOptions } from '../../ops/convert.js';
 import type { CacheMode } from '../../storage/namespace.js';
 import { cancelOnSignals, setExitStatus, withDisk, type CliCommand } from '../command.js';
 import { TARGET_NAMES, UsageError, formatArg, newImageFormat, num, openOpts, parseCreateOptions, readingOptions, typeArg, withOptions } from '../options.js';
-import { convertTuning } from './convert-args.js';
+import { checkBitmaps, convertTuning } from './convert-args.js';
 import { progressBar } from '../output.js';
 
 const withoutSnapshot = <T extends { snapshot?: unknown }>(t: T): Omit<T, 'snapshot'> => {
@@ -42,6 +42,7 @@ export const convert: CliCommand = {
       .option('-S, --sparse-size <size>', 'the shortest run of zeros left unwritten (a hole), a multiple of 512 up to 16M; rounded up to whole allocation units of the target (qcow2 clusters, VMDK grains, VDI blocks); 0 writes every byte (fully allocated); default 64K, or one unit where the target\'s is larger')
       .option('-m, --coroutines <n>', 'chunks read and written at once, 1 to 16 (default 3); with -c or streamOptimized output: compression threads')
       .option('-W, --out-of-order', 'let writes reach DST out of order: each chunk is written as soon as it is read (qemu-img convert -W)')
+      .option('--bitmaps', 'copy SRC\'s persistent dirty bitmaps (qcow2 to qcow2, as qemu-img); SRC with none: nothing to copy; SRC with some is refused: copying them is not supported yet')
       .option('-U, --force-share', 'open SRC without taking a lock (qemu-img -U); vdkit never locks an image, so this is always so')
       .option('-l, --snapshot <param>', 'read SRC as it was at an internal snapshot (qcow2): snapshot.id=ID, snapshot.name=NAME (both: they must name the same one), or an ID or NAME (an ID first, as qemu-img)')
       .option('--target <t>', `make what a target takes (${TARGET_NAMES.join(', ')}): format, type, adapter, versions, size rounding; -O/-t/-a/--hw override it (docs/targets.md)`)
@@ -153,6 +154,7 @@ export const convert: CliCommand = {
             } else await ops.convert(Disk.from(new SequentialImage(input, input.capacity)), target, forTarget(input.capacity));
           } else {
             await withDisk(src, { readOnly: true, ...openOpts(o), snapshot: tuning.snapshot }, (d) => {
+              if (o.bitmaps) checkBitmaps(d, format);
               const x = forTarget(options.capacity ?? d.capacity);
               return o.keepChain ? cloneChain(d, target, { ...x, from, to }) : ops.convert(d, target, x);
             });

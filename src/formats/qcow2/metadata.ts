@@ -5,10 +5,10 @@ import { DiskError } from '../../core/errors.js';
 import type { DiskInfo, ImageData } from '../types.js';
 import { oneFileInfo } from '../common/info.js';
 import type { Qcow2State } from './state.js';
-import { decodeL1, INCOMPAT } from './structs.js';
+import { AUTOCLEAR, decodeL1, EXT, INCOMPAT } from './structs.js';
 
 export function metadataKeys(this: Qcow2State): string[] {
-  const keys = ['compat', 'clusterSize', 'refcountBits', 'lazyRefcounts', 'extendedL2', 'compressionType', 'dirty', 'corrupt', 'snapshots'];
+  const keys = ['compat', 'clusterSize', 'refcountBits', 'lazyRefcounts', 'extendedL2', 'compressionType', 'dirty', 'corrupt', 'snapshots', 'bitmaps'];
   if (this.backingName !== undefined) keys.push('backingFile', 'backingFormat');
   return keys;
 }
@@ -34,6 +34,13 @@ export function readMetadata(this: Qcow2State, key: string): string | undefined 
       return bool(this.hasIncompat(INCOMPAT.CORRUPT));
     case 'snapshots':
       return JSON.stringify(this.snapshots.map((s) => ({ id: s.id, name: s.name, date: new Date(s.date * 1000).toISOString(), vmStateSize: s.vmStateSize, diskSize: s.diskSize, l1Size: s.l1Size })));
+    case 'bitmaps': {
+      // persistent dirty bitmaps: their count (the extension's nb_bitmaps), 0 when the
+      // autoclear bit says the extension is stale (a writer that did not keep them)
+      const ext = this.extension(EXT.BITMAPS);
+      const live = (this.h.autoclear_features & (1n << BigInt(AUTOCLEAR.BITMAPS))) !== 0n;
+      return String(live && ext && ext.length >= 4 ? ext.readUInt32BE(0) : 0);
+    }
     case 'backingFile':
       return this.backingName;
     case 'backingFormat':
