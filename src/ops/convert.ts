@@ -14,6 +14,7 @@ import { convertCompressed, convertToRawSink, convertToStream } from './convert-
 import type { Image } from '../formats/types.js';
 import { namingTargets, partialPath, removeStalePartials } from './partials.js';
 import { isZero } from '../binary/zeros.js';
+import { throttleProgress } from '../core/progress.js';
 
 export interface Progress {
   /** virtual bytes processed so far */
@@ -261,6 +262,7 @@ export async function dataRanges(src: Disk, length: number, grain = 1): Promise<
 }
 
 export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
+  opts = { ...opts, onProgress: throttleProgress(opts.onProgress) };
   try {
     return await convertTo(src, dstPath, opts);
   } catch (err) {
