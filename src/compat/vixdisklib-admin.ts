@@ -6,7 +6,6 @@
  */
 import { DiskError } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
-import { throttleCounts } from '../core/progress.js';
 import { Disk, openLinkIn } from '../disk.js';
 import { hintFor, parentFacts } from '../chain/chain.js';
 import type { CheckReport, Image, InPlaceOptions, InPlaceResult } from '../formats/types.js';
@@ -306,8 +305,8 @@ async function inPlace(
     throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `${image.format} ${image.type} disks cannot be ${what === 'compact' ? 'shrunk' : 'defragmented'} yet`, { path: disk.path, field: 'type', found: image.type });
   }
   const progress = startProgress(progressFunc, progressCallbackData);
-  // thinned as the ops thin theirs (core/progress.ts): the driver reports per batch
-  const opts: InPlaceOptions = { signal: progress.signal, onProgress: throttleCounts((done, total) => progress.report(total === 0 ? 100 : (100 * done) / total)) };
+  // startProgress passes each whole per cent once: that is this progress function's thinning
+  const opts: InPlaceOptions = { signal: progress.signal, onProgress: (done, total) => progress.report(total === 0 ? 100 : (100 * done) / total) };
   await disk.flush();
   let result: InPlaceResult;
   try {

@@ -324,6 +324,9 @@ async function convertTo(src: Disk, dstPath: string, opts: ConvertOptions): Prom
     });
     done = total;
     report();
+    // a stop asked for by the last report (a VixDiskLib progress function returning false at 100 %,
+    // the only report after 0 % of a fast convert) still stops it: the target is not yet in place
+    if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: dstPath }, { cause: opts.signal.reason });
     await dst.flush();
     await staging.seal();
     await moveIntoPlace(dst.image, dstPath);
