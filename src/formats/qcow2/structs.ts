@@ -394,3 +394,6 @@ export function encodeHeaderArea(h: HeaderValue, tail: Buffer, exts: readonly Ex
   backingName?.copy(out, at);
   return out;
 }
+
+/** the create types (the version) by every name qemu-img and vdkit accept */
+export const TYPES: Record<string, 2 | 3> = { v3: 3, '1.1': 3, 'compat=1.1': 3, qcow2: 3, v2: 2, '0.10': 2, 'compat=0.10': 2 };
