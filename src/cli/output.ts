@@ -107,15 +107,6 @@ export function hexDump(buf: Buffer, base: number): string {
   return lines.join('\n') + '\n';
 }
 
-export function progressBar(done: number, total: number, startedMs: number, width = 30): string {
-  const frac = total > 0 ? done / total : 1;
-  const filled = Math.round(frac * width);
-  const elapsed = (Date.now() - startedMs) / 1000;
-  const rate = elapsed > 0 ? done / elapsed : 0;
-  const eta = rate > 0 ? (total - done) / rate : 0;
-  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(frac * 100).toFixed(1).padStart(5)}%  ${humanBytes(Math.round(rate))}/s  ETA ${eta.toFixed(0)}s`;
-}
-
 /** Write to stdout, resolving once the data is handed over (so a command's output is complete before exit). */
 export function out(s: string | Buffer): Promise<void> {
   return new Promise((resolve, reject) => process.stdout.write(s, (err) => (err ? reject(err) : resolve())));

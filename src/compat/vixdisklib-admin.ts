@@ -305,6 +305,7 @@ async function inPlace(
     throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `${image.format} ${image.type} disks cannot be ${what === 'compact' ? 'shrunk' : 'defragmented'} yet`, { path: disk.path, field: 'type', found: image.type });
   }
   const progress = startProgress(progressFunc, progressCallbackData);
+  // startProgress passes each whole per cent once: that is this progress function's thinning
   const opts: InPlaceOptions = { signal: progress.signal, onProgress: (done, total) => progress.report(total === 0 ? 100 : (100 * done) / total) };
   await disk.flush();
   let result: InPlaceResult;

@@ -3,10 +3,53 @@
  * hashing, random numbers and the worker threads of the stream writer. A browser build swaps
  * this one module (pako or CompressionStream, WebCrypto, Web Workers); the layering test
  * (test/unit/layering.test.ts) fails on any other node: import in those layers.
+ *
+ * crypto, zlib and worker_threads are loaded at their first use, not when this module is: each
+ * costs a few ms of start-up, and `vdkit info` or `--version` use none of them (bench/startup.ts).
  */
-export { createHash, randomBytes, randomInt, randomUUID } from 'node:crypto';
-export { constants as zlibConstants, deflateRawSync, deflateSync, inflate, inflateRawSync, inflateSync } from 'node:zlib';
+import { createRequire } from 'node:module';
+
+type Crypto = typeof import('node:crypto');
+type Zlib = typeof import('node:zlib');
+type Threads = typeof import('node:worker_threads');
+
+const load = createRequire(import.meta.url);
+let crypto: Crypto | undefined;
+let zlib: Zlib | undefined;
+let threads: Threads | undefined;
+const cryptoModule = (): Crypto => (crypto ??= load('node:crypto') as Crypto);
+const zlibModule = (): Zlib => (zlib ??= load('node:zlib') as Zlib);
+const threadsModule = (): Threads => (threads ??= load('node:worker_threads') as Threads);
+
+type AnyFunction = (...args: unknown[]) => unknown;
+/** `name` of the module `get` loads, as a function that loads it when first called (overloads kept) */
+function late<M, K extends keyof M>(get: () => M, name: K): M[K] {
+  return ((...args: unknown[]) => (get()[name] as AnyFunction)(...args)) as M[K];
+}
+
+export const createHash = late(cryptoModule, 'createHash');
+export const randomBytes = late(cryptoModule, 'randomBytes');
+export const randomInt = late(cryptoModule, 'randomInt');
+export const randomUUID = late(cryptoModule, 'randomUUID');
+
+export const deflateRawSync = late(zlibModule, 'deflateRawSync');
+export const deflateSync = late(zlibModule, 'deflateSync');
+export const inflate = late(zlibModule, 'inflate');
+export const inflateRawSync = late(zlibModule, 'inflateRawSync');
+export const inflateSync = late(zlibModule, 'inflateSync');
+/** zlib's constants, read through to the module when first read */
+export const zlibConstants: Zlib['constants'] = new Proxy({} as Zlib['constants'], { get: (_target, key) => (zlibModule().constants as unknown as Record<string | symbol, unknown>)[key] });
+
+/** worker_threads' Worker, loaded when the first one is made */
+export type Worker = import('node:worker_threads').Worker;
+export const Worker: Threads['Worker'] = new Proxy(class {} as unknown as Threads['Worker'], {
+  construct: (_target, args: unknown[]) => new (threadsModule().Worker as unknown as new (...a: unknown[]) => object)(...args),
+});
+/** in a worker thread: the port to the thread that started it (null elsewhere) */
+export function workerPort(): Threads['parentPort'] {
+  return threadsModule().parentPort;
+}
+
 export { availableParallelism } from 'node:os';
-export { Worker, parentPort } from 'node:worker_threads';
 export { promisify } from 'node:util';
 export type { Readable } from 'node:stream';

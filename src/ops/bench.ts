@@ -8,6 +8,7 @@
 import { DiskError } from '../core/errors.js';
 import type { Disk } from '../disk.js';
 import type { Progress } from './convert.js';
+import { throttleProgress } from '../core/progress.js';
 
 export interface BenchOptions {
   /** requests (default 75000, as qemu-img) */
@@ -41,6 +42,7 @@ export interface BenchResult {
 }
 
 export async function bench(d: Disk, opts: BenchOptions = {}): Promise<BenchResult> {
+  opts = { ...opts, onProgress: throttleProgress(opts.onProgress) };
   const count = opts.count ?? 75000;
   const depth = opts.depth ?? 64;
   const size = opts.bufferSize ?? 4096;

@@ -9,6 +9,7 @@ import { createHash } from '../core/platform.js';
 import { DiskError } from '../core/errors.js';
 import type { Disk } from '../disk.js';
 import type { Progress } from './convert.js';
+import { throttleProgress } from '../core/progress.js';
 
 export const CHECKSUM_BLOCK = 1024 * 1024;
 const ZERO_BLOCK_HASH = createHash('sha256').update(Buffer.alloc(CHECKSUM_BLOCK)).digest();
@@ -19,6 +20,7 @@ export interface ChecksumOptions {
 }
 
 export async function checksum(d: Disk, opts: ChecksumOptions = {}): Promise<string> {
+  opts = { ...opts, onProgress: throttleProgress(opts.onProgress) };
   const outer = createHash('sha256');
   const size = Buffer.alloc(8);
   size.writeBigUInt64LE(BigInt(d.capacity));

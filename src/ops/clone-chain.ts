@@ -42,6 +42,7 @@ import { Disk, openLinkIn } from '../disk.js';
 import { childCreateOptions } from './child.js';
 import { copyRanges, dataRanges, moveIntoPlace, targetCapacity, type ConvertOptions, type ConvertResult } from './convert.js';
 import { linkFiles, namingTargets, partialPath, recordPath, removeStalePartials, writeRecord, type CloneRecord } from './partials.js';
+import { throttleProgress } from '../core/progress.js';
 
 export interface CloneChainOptions extends ConvertOptions {
   /** the lowest source link copied as a link of its own, 0 = the base (default 0); links below it are flattened into the new base */
@@ -77,6 +78,7 @@ async function readClamped(img: Image, into: Buffer, offset: number): Promise<vo
 }
 
 export async function cloneChain(src: Disk | string, dstPath: string, opts: CloneChainOptions = {}): Promise<CloneChainResult> {
+  opts = { ...opts, onProgress: throttleProgress(opts.onProgress) };
   const own = typeof src === 'string' ? await Disk.open(src, { namespace: opts.namespace, readOnly: true, untrusted: opts.untrusted }) : undefined;
   try {
     return await cloneOpen(own ?? (src as Disk), dstPath, opts);

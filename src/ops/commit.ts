@@ -29,6 +29,7 @@ import { DEFAULT_FORMAT, backends, driverByName } from '../formats/registry.js';
 import { Disk, chainFormats, openLinkIn } from '../disk.js';
 import type { Image } from '../formats/types.js';
 import type { Progress } from './convert.js';
+import { throttleProgress } from '../core/progress.js';
 
 /** how a copy between links is watched and stopped (commit and merge) */
 interface CopyWatch {
@@ -101,6 +102,7 @@ async function copyRanges(
 }
 
 export async function commit(topPath: string, opts: CommitOptions = {}): Promise<{ base: string; bytesCopied: number }> {
+  opts = { ...opts, onProgress: throttleProgress(opts.onProgress) };
   const ns = opts.namespace ?? hostFiles();
   refuseUnsafe(ns, 'commit', topPath);
   const top = ns.absolute(topPath);
@@ -223,6 +225,7 @@ export interface MergeOptions extends ChainCopyOptions {
 }
 
 export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Promise<{ bytesCopied: number; parent?: string }> {
+  opts = { ...opts, onProgress: throttleProgress(opts.onProgress) };
   const ns = opts.namespace ?? hostFiles();
   refuseUnsafe(ns, 'merge', topPath);
   const top = ns.absolute(topPath);

@@ -19,6 +19,7 @@ import { openLinkIn } from '../disk.js';
 import { driverByName, detectFormatIn } from '../formats/registry.js';
 import { hostFiles } from '../storage/file.js';
 import { refuseUnsafe, type Namespace } from '../storage/namespace.js';
+import { throttleCounts } from '../core/progress.js';
 import type { Image, InPlaceOptions, InPlaceResult } from '../formats/types.js';
 
 export interface InPlaceOpOptions extends InPlaceOptions {
@@ -29,11 +30,11 @@ export interface InPlaceOpOptions extends InPlaceOptions {
 }
 
 export async function compact(path: string, opts: InPlaceOpOptions = {}): Promise<InPlaceResult> {
-  return inPlace(path, 'compact', opts, (img) => img.maintenance().compact!({ signal: opts.signal, onProgress: opts.onProgress }));
+  return inPlace(path, 'compact', opts, (img, o) => img.maintenance().compact!({ signal: o.signal, onProgress: o.onProgress }));
 }
 
 export async function defragment(path: string, opts: InPlaceOpOptions = {}): Promise<InPlaceResult> {
-  return inPlace(path, 'defragment', opts, (img) => img.maintenance().defragment!({ signal: opts.signal, onProgress: opts.onProgress }));
+  return inPlace(path, 'defragment', opts, (img, o) => img.maintenance().defragment!({ signal: o.signal, onProgress: o.onProgress }));
 }
 
 /** the same refusal for every in-place operation: the capability must be native and the method present */
@@ -52,14 +53,15 @@ export async function refuseWithout(path: string, cap: 'compact' | 'defragment' 
   return driver.name;
 }
 
-async function inPlace(path: string, cap: 'compact' | 'defragment', opts: InPlaceOpOptions, run: (img: Image) => Promise<InPlaceResult>): Promise<InPlaceResult> {
+async function inPlace(path: string, cap: 'compact' | 'defragment', opts: InPlaceOpOptions, run: (img: Image, opts: InPlaceOpOptions) => Promise<InPlaceResult>): Promise<InPlaceResult> {
+  opts = { ...opts, onProgress: throttleCounts(opts.onProgress) };
   if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path }, { cause: opts.signal.reason });
   const ns = opts.namespace ?? hostFiles();
   refuseUnsafe(ns, cap, path);
   const format = await refuseWithout(path, cap, opts.format, ns);
   const image = await openLinkIn(ns, path, { format, cowByCaller: true, preserveIdentity: true });
   try {
-    return await run(image);
+    return await run(image, opts);
   } finally {
     await image.close();
   }

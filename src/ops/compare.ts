@@ -8,6 +8,7 @@ import { DiskError } from '../core/errors.js';
 import type { Disk } from '../disk.js';
 import type { BlockExtent } from '../formats/types.js';
 import type { Progress } from './convert.js';
+import { throttleProgress } from '../core/progress.js';
 
 export interface CompareOptions {
   strict?: boolean;
@@ -47,6 +48,7 @@ function firstDiff(a: Buffer, b: Buffer): number {
 }
 
 export async function compare(a: Disk, b: Disk, opts: CompareOptions = {}): Promise<CompareResult> {
+  opts = { ...opts, onProgress: throttleProgress(opts.onProgress) };
   if (opts.strict && a.capacity !== b.capacity) {
     return { identical: false, offset: Math.min(a.capacity, b.capacity), reason: `sizes differ (${a.capacity} and ${b.capacity} bytes)` };
   }

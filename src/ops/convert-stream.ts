@@ -52,6 +52,8 @@ export async function convertToStream(src: Disk, dstPath: string, opts: ConvertO
     });
     await sink.flush();
     report(total, r.size);
+    // as convert: a stop asked for by the last report stops it before the target gets its name
+    if (opts.signal?.aborted && !opts.sink) throw new DiskError('CANCELLED', undefined, { path: dstPath }, { cause: opts.signal.reason });
     return { bytesWritten: r.size, bytesSkipped: 0 };
   };
   if (opts.sink) return write(opts.sink);

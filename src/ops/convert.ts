@@ -17,6 +17,7 @@ import { copyRanges, DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT } from './copy-ranges.js';
 import { childCreateOptions } from './child.js';
 
 export { copyRanges, type CopyRangesOptions } from './copy-ranges.js';
+import { throttleProgress } from '../core/progress.js';
 
 export interface Progress {
   /** virtual bytes processed so far */
@@ -151,6 +152,7 @@ export async function dataRanges(src: Disk, length: number, grain = 1): Promise<
 }
 
 export async function convert(src: Disk, dstPath: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
+  opts = { ...opts, onProgress: throttleProgress(opts.onProgress) };
   try {
     return await convertTo(src, dstPath, opts);
   } catch (err) {
@@ -336,6 +338,9 @@ async function convertTo(src: Disk, dstPath: string, opts: ConvertOptions): Prom
     });
     done = total;
     report();
+    // a stop asked for by the last report (a VixDiskLib progress function returning false at 100 %,
+    // the only report after 0 % of a fast convert) still stops it: the target is not yet in place
+    if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: dstPath }, { cause: opts.signal.reason });
     await dst.flush();
     await staging.seal();
     await moveIntoPlace(dst.image, dstPath);

@@ -8,6 +8,7 @@ import { DiskError } from '../core/errors.js';
 import { isZero } from '../binary/zeros.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
 import type { Progress } from './convert.js';
+import { throttleProgress } from '../core/progress.js';
 import { unlink } from './rename.js';
 
 export interface DdOptions {
@@ -35,6 +36,7 @@ export interface DdResult {
 const PIECE = 1024 * 1024;
 
 export async function dd(input: string, output: string, opts: DdOptions): Promise<DdResult> {
+  opts = { ...opts, onProgress: throttleProgress(opts.onProgress) };
   const bs = opts.blockSize ?? 512;
   const skip = opts.skip ?? 0;
   for (const [field, v, min] of [['bs', bs, 1], ['skip', skip, 0], ['count', opts.count ?? 0, 0]] as const) {

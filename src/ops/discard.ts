@@ -18,6 +18,7 @@ import { Disk } from '../disk.js';
 import type { Image } from '../formats/types.js';
 import { refuseWithout } from './compact.js';
 import type { Namespace } from '../storage/namespace.js';
+import { throttleCounts } from '../core/progress.js';
 
 export interface DiscardOptions {
   format?: string;
@@ -42,6 +43,7 @@ export interface DiscardResult {
 const STEP = 1024 * 1024 * 1024;
 
 export async function discard(path: string, offset: number, length: number, opts: DiscardOptions = {}): Promise<DiscardResult> {
+  opts = { ...opts, onProgress: throttleCounts(opts.onProgress) };
   const format = await refuseWithout(path, 'discard', opts.format, opts.namespace);
   const disk = await Disk.open(path, { namespace: opts.namespace, format, force: opts.force, untrusted: opts.untrusted });
   try {

@@ -16,6 +16,7 @@ import { refuseUnsafe, type Namespace } from '../storage/namespace.js';
 import { Disk, openLinkIn } from '../disk.js';
 import { driverByName } from '../formats/registry.js';
 import type { Progress } from './convert.js';
+import { throttleProgress } from '../core/progress.js';
 
 export interface RebaseOptions {
   /** only rewrite the link; copy nothing (repair) */
@@ -31,6 +32,7 @@ const CHUNK = 1024 * 1024;
 
 /** Re-point `childPath` at `newParent` (undefined: make it a standalone base). */
 export async function rebase(childPath: string, newParent: string | undefined, opts: RebaseOptions = {}): Promise<{ bytesCopied: number }> {
+  opts = { ...opts, onProgress: throttleProgress(opts.onProgress) };
   const ns = opts.namespace ?? hostFiles();
   refuseUnsafe(ns, 'rebase', childPath);
   const child = ns.absolute(childPath);

@@ -341,7 +341,8 @@ test('VixDiskLib: Clone (types, progress, cancel, overwrite), SpaceNeededForClon
       percents.push(p);
       return true;
     }, token, false);
-    assert.ok(percents.length >= 3, `progress reported along the way: ${percents.join(',')}`);
+    // the convert under Clone thins its reports (every 100 ms and 1 %): a fast clone says 0 and 100
+    assert.ok(percents.length >= 2, `progress reported: ${percents.join(',')}`);
     assert.deepEqual(percents, [...percents].sort((a, b) => a - b));
     assert.equal(percents[0], 0);
     assert.equal(percents[percents.length - 1], 100);

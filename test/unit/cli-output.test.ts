@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { hexDump, humanBytes, progressBar } from '../../src/cli/output.js';
+import { hexDump, humanBytes } from '../../src/cli/output.js';
 
 test('humanBytes', () => {
   assert.equal(humanBytes(512), '512 B');
@@ -12,11 +12,4 @@ test('humanBytes', () => {
 test('hexDump prints offset, 16 bytes and ASCII per line', () => {
   const d = hexDump(Buffer.from('ABCDEFGHIJKLMNOPqr\n'), 0x200);
   assert.equal(d, '00000200: 41 42 43 44 45 46 47 48 49 4a 4b 4c 4d 4e 4f 50  |ABCDEFGHIJKLMNOP|\n00000210: 71 72 0a                                         |qr.|\n');
-});
-
-test('progressBar shows fraction, rate and ETA', () => {
-  const started = Date.now() - 2000;
-  const bar = progressBar(2 * 2 ** 20, 8 * 2 ** 20, started, 20);
-  assert.match(bar, /^\[#####\.{15}\]  25\.0%  \d+(\.\d+)? (KiB|MiB)\/s  ETA \d+s$/);
-  assert.match(progressBar(10, 10, Date.now() - 1000, 10), /^\[#{10}\] 100\.0%/);
 });

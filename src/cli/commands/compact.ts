@@ -5,30 +5,21 @@
 import type { Command } from 'commander';
 import { cancellable, type CliCommand } from '../command.js';
 import { formatOpt } from '../options.js';
-import { humanBytes, out, progressBar } from '../output.js';
+import { humanBytes, out } from '../output.js';
+import { progressFromOptions } from '../progress.js';
 
 /** the options and action of compact and defrag: they differ in the op run and one word of the report */
 export function defineInPlace(cmd: Command, name: 'compact' | 'defrag'): Command {
   return cmd
-    .option('-p, --progress', 'show a progress bar on a terminal')
+    .option('-p, --progress', 'show progress on stderr: a bar on a terminal, else a line per per cent (as qemu-img)')
     .addOption(formatOpt())
     .argument('<file>')
     .action(async (file: string, o) => {
       const ops = await import('../../ops/compact.js');
       const op = name === 'compact' ? ops.compact : ops.defragment;
-      const started = Date.now();
-      const tty = !!o.progress && process.stderr.isTTY;
-      let lastDraw = 0;
-      const onProgress = tty
-        ? (done: number, total: number) => {
-            const now = Date.now();
-            if (now - lastDraw < 100 && done < total) return;
-            lastDraw = now;
-            process.stderr.write(`\r${progressBar(done, total, started)}`);
-          }
-        : undefined;
+      const progress = progressFromOptions(o);
       // Ctrl-C / SIGTERM stop it between steps, each of which leaves the file consistent
-      const r = await cancellable((signal) => op(file, { format: o.format, onProgress, signal })).finally(() => tty && process.stderr.write('\n'));
+      const r = await cancellable((signal) => op(file, { format: o.format, onProgress: progress?.counts, signal })).finally(() => progress?.end());
       const saved = r.fileBytesBefore - r.fileBytesAfter;
       const moved = r.moved === undefined ? '' : `, ${r.moved} data block${r.moved === 1 ? '' : 's'} moved${name === 'defrag' && r.moved === 0 ? ' (already in virtual order)' : ''}`;
       await out(`${file}: ${humanBytes(r.fileBytesBefore)} -> ${humanBytes(r.fileBytesAfter)}${saved > 0 ? ` (${humanBytes(saved)} given back)` : ''}${moved}\n`);

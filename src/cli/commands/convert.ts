@@ -5,7 +5,7 @@ import type { CacheMode } from '../../storage/namespace.js';
 import { cancelOnSignals, setExitStatus, withDisk, type CliCommand } from '../command.js';
 import { TARGET_NAMES, UsageError, formatArg, newImageFormat, num, openOpts, parseCreateOptions, readingOptions, typeArg, withOptions } from '../options.js';
 import { checkBitmaps, convertTuning } from './convert-args.js';
-import { progressBar } from '../output.js';
+import { progressFromOptions } from '../progress.js';
 
 const withoutSnapshot = <T extends { snapshot?: unknown }>(t: T): Omit<T, 'snapshot'> => {
   const { snapshot: _snapshot, ...rest } = t;
@@ -22,7 +22,7 @@ export const convert: CliCommand = {
       .option('-t, --type <type>', 'target type (VMDK createType or 0-5; streamOptimized is 5)')
       .option('-a, --adapter <type>', 'target adapter type')
       .option('--hw <version>', 'target virtual hardware version')
-      .option('-p, --progress', 'show a progress bar on a terminal')
+      .option('-p, --progress', 'show progress on stderr: a bar on a terminal, else a line per per cent (as qemu-img)')
       .option('--json-progress', 'print one JSON line per progress update to stderr, for scripts')
       .option('--overwrite', 'replace an existing target')
       .option('-c, --compress', 'compressed output (qemu-img convert -c): qcow2 compressed clusters, or for vmdk the streamOptimized type')
@@ -59,9 +59,7 @@ export const convert: CliCommand = {
           import('../../ops/targets.js'),
           import('../../formats/registry.js'),
         ]);
-        const started = Date.now();
-        const tty = !!o.progress && process.stderr.isTTY;
-        let lastDraw = 0;
+        const progress = progressFromOptions(o);
         // the target is created through a namespace of this cache mode (the source is only read)
         const targetFiles = new FileNamespace({ cacheMode: o.cache as CacheMode });
         const link = (v: string | undefined, what: string) => {
@@ -113,18 +111,7 @@ export const convert: CliCommand = {
           capacity: o.size === undefined ? undefined : num(o.size, '--size'),
           compressionLevel: o.compressionLevel === undefined ? undefined : Number(o.compressionLevel),
           sink,
-          onProgress:
-            tty || o.jsonProgress
-              ? (p) => {
-                  const now = Date.now();
-                  if (now - lastDraw < 100 && p.done < p.total) return;
-                  lastDraw = now;
-                  if (o.jsonProgress) {
-                    const seconds = (now - started) / 1000;
-                    process.stderr.write(JSON.stringify({ done: p.done, total: p.total, written: p.written, percent: p.total ? (100 * p.done) / p.total : 100, bytesPerSecond: seconds > 0 ? Math.round(p.done / seconds) : 0 }) + '\n');
-                  } else process.stderr.write(`\r${progressBar(p.done, p.total, started)}`);
-                }
-              : undefined,
+          onProgress: progress?.update,
         };
         // --target: the profile fills in what -O/-t/-a/--hw left open, and rounds the size (docs/targets.md)
         // -t is checked against the format it is for: -O's (or the extension's), or with --target the profile's choice (below)
@@ -161,7 +148,7 @@ export const convert: CliCommand = {
           }
         } finally {
           cancel.end();
-          if (tty) process.stderr.write('\n');
+          progress?.end();
         }
         if (profile && !toStdout) {
           // check the result the way `vdkit lint --target` would

@@ -5,17 +5,12 @@
  * downgrade), each ending in one header write (NOTES.md "Amend").
  */
 import { DiskError } from '../../core/errors.js';
-import type { CreateOptionInfo } from '../types.js';
 import { rewriteHeaderArea } from './links.js';
 import { Refcounts } from './refcounts.js';
 import type { Qcow2State } from './state.js';
 import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, decodeL1, decodeL2, encodeFeatureTable, EXT, getRefcount, INCOMPAT, MAX_REFTABLE_BYTES, maxRefcount, setRefcount, V2_HEADER_LENGTH, V3_HEADER_LENGTH } from './structs.js';
+import { QCOW2_AMEND_OPTIONS } from './structs.js';
 
-export const QCOW2_AMEND_OPTIONS: readonly CreateOptionInfo[] = Object.freeze([
-  { name: 'compat', description: '0.10 (version 2) or 1.1 (version 3); down to 0.10 only when no version 3 feature is in use' },
-  { name: 'refcount_bits', description: 'refcount width: 1, 2, 4, 8, 16, 32 or 64 (version 2: 16 only); the refcount structure is rewritten' },
-  { name: 'lazy_refcounts', description: 'on or off (compat 1.1 only); vdkit itself always writes refcounts at once' },
-]);
 
 const COMPAT: Readonly<Record<string, 2 | 3>> = { '0.10': 2, v2: 2, '1.1': 3, v3: 3 };
 

@@ -51,6 +51,6 @@ export async function compact(this: Qcow2State, opts: InPlaceOptions = {}): Prom
       await dropClusters.call(this, (e, c) => e.kind === 'normal' && e.copied && pick.has(c), child ? 'zero' : 'unallocate');
     };
   }
-  await compactMap(map, opts);
-  return { fileBytesBefore, fileBytesAfter: await this.store.size() };
+  const { moved } = await compactMap(map, opts);
+  return { fileBytesBefore, fileBytesAfter: await this.store.size(), moved };
 }

@@ -5,7 +5,7 @@
  * window, so a larger one would make streams it cannot read — kept only when it is smaller
  * than the cluster; otherwise the cluster is written as it is, as QEMU does.
  */
-import { deflateRawSync, parentPort } from '../../core/platform.js';
+import { deflateRawSync, workerPort } from '../../core/platform.js';
 import { isZero } from '../../binary/zeros.js';
 import { looksIncompressible } from '../common/incompressible.js';
 
@@ -62,7 +62,8 @@ export function compressClusters(job: ClusterJob): ClusterResult {
   return { id: job.id, out, sizes, data: job.data };
 }
 
-parentPort?.on('message', (job: ClusterJob) => {
+const port = workerPort();
+port?.on('message', (job: ClusterJob) => {
   const r = compressClusters(job);
-  parentPort!.postMessage(r, [r.out.buffer as ArrayBuffer, r.data.buffer as ArrayBuffer]);
+  port!.postMessage(r, [r.out.buffer as ArrayBuffer, r.data.buffer as ArrayBuffer]);
 });

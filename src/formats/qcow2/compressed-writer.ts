@@ -29,7 +29,7 @@ import type { ByteStore } from '../../storage/store.js';
 import { DeflatePool, InOrder, readJobInput, type PoolJob } from '../common/deflate-pool.js';
 import type { StreamSource } from '../common/stream-source.js';
 import type { CompressedWriteOptions } from '../types.js';
-import { TYPES } from './create.js';
+import { TYPES } from './structs.js';
 import { STORED_CLUSTER, ZERO_CLUSTER, type ClusterJob, type ClusterResult } from './compress-worker.js';
 import {
   COPIED_HI,

@@ -23,6 +23,7 @@ import {
   MAX_L1_BYTES,
   MIN_CLUSTER_BITS,
   QCOW2_MAGIC,
+  TYPES,
   V3_HEADER_LENGTH,
   encodeFeatureTable,
   encodeHeaderArea,
@@ -33,8 +34,6 @@ import {
   type ExtensionRecord,
   type HeaderValue,
 } from './structs.js';
-
-export const TYPES: Record<string, 2 | 3> = { v3: 3, '1.1': 3, 'compat=1.1': 3, qcow2: 3, v2: 2, '0.10': 2, 'compat=0.10': 2 };
 
 export async function createQcow2(ns: Namespace, path: string, opts: CreateOptions): Promise<Qcow2Image> {
   const version = opts.type === undefined ? 3 : TYPES[opts.type.toLowerCase()];

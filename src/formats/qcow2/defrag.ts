@@ -25,6 +25,6 @@ export async function defragment(this: Qcow2State, opts: InPlaceOptions = {}): P
     throw new DiskError('NOTSUPPORTED', `an image with internal snapshots cannot be defragmented (their clusters are shared; ${this.snapshots.length} snapshot(s))`, { path: this.path, struct: 'header', field: 'nb_snapshots', found: this.snapshots.length });
   }
   const fileBytesBefore = await this.store.size();
-  await defragmentMap(qcow2Relayout(this, 'defragment'), opts);
-  return { fileBytesBefore, fileBytesAfter: await this.store.size() };
+  const { moved } = await defragmentMap(qcow2Relayout(this, 'defragment'), opts);
+  return { fileBytesBefore, fileBytesAfter: await this.store.size(), moved };
 }

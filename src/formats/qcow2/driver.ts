@@ -1,11 +1,32 @@
-import { TYPES, createQcow2 } from './create.js';
-import { QCOW2_CAPABILITIES } from './image.js';
-import { openQcow2 } from './open.js';
-import { writeCompressedQcow2 } from './compressed-writer.js';
-import { QCOW2_AMEND_OPTIONS } from './amend.js';
-import { QCOW2_MAGIC } from './structs.js';
+/**
+ * The qcow2 driver's descriptor. What it declares (names, capabilities, probe) is here; what it
+ * runs (open, create, the compressed writer) is imported when first called, so that loading
+ * the registry (every `vdkit info`) does not load every format's code.
+ */
+import type { Capabilities } from '../types.js';
+import { QCOW2_AMEND_OPTIONS, QCOW2_MAGIC, TYPES } from './structs.js';
 import { NO_PROPERTIES } from '../common/properties.js';
 import { defineDriver } from '../common/driver.js';
+
+export const QCOW2_CAPABILITIES: Capabilities = Object.freeze({
+  write: 'native',
+  blockStatus: 'native',
+  zero: 'native',
+  metadata: true,
+  createTypes: ['v3', 'v2'],
+  differencing: true,
+  differencingSameSize: false,
+  parentLink: 'name',
+  identityFollowsContent: false,
+  split: false,
+  discard: 'native',
+  resize: 'grow-shrink',
+  flush: 'concurrent',
+  check: 'repair',
+  compact: 'native',
+  defragment: 'native',
+  internalSnapshots: true,
+});
 
 /**
  * Ours when the file starts with "QFI\xfb" and is not qcow version 1 (a different format, named
@@ -36,7 +57,7 @@ export const qcow2Driver = defineDriver({
   /** the qcow2 version (the create type) is the same for every link */
   childType: (baseType: string | undefined) => baseType,
   probe,
-  open: openQcow2,
-  create: createQcow2,
-  writeCompressed: writeCompressedQcow2,
+  open: async (ns, name, opts) => (await import('./open.js')).openQcow2(ns, name, opts),
+  create: async (ns, name, opts) => (await import('./create.js')).createQcow2(ns, name, opts),
+  writeCompressed: async (src, store, opts) => (await import('./compressed-writer.js')).writeCompressedQcow2(src, store, opts),
 });

@@ -19,10 +19,6 @@
 import { DiskError } from '../../core/errors.js';
 import { appendExtent, appendMapped } from '../common/extents.js';
 import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, InPlaceOptions, MappedExtent } from '../types.js';
-import { checkQcow2 } from './check.js';
-import { compact } from './compact.js';
-import { defragment } from './defrag.js';
-import { amend } from './amend.js';
 import { backing, makeEmpty, setBacking } from './links.js';
 import { dropClusters } from './maintain.js';
 import { info, metadataKeys, readMetadata, writeMetadata } from './metadata.js';
@@ -30,26 +26,8 @@ import { resize } from './resize.js';
 import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from './snapshot-write.js';
 import { Qcow2State } from './state.js';
 import { writeSlice } from './write.js';
+import { QCOW2_CAPABILITIES } from './driver.js';
 
-export const QCOW2_CAPABILITIES: Capabilities = Object.freeze({
-  write: 'native',
-  blockStatus: 'native',
-  zero: 'native',
-  metadata: true,
-  createTypes: ['v3', 'v2'],
-  differencing: true,
-  differencingSameSize: false,
-  parentLink: 'name',
-  identityFollowsContent: false,
-  split: false,
-  discard: 'native',
-  resize: 'grow-shrink',
-  flush: 'concurrent',
-  check: 'repair',
-  compact: 'native',
-  defragment: 'native',
-  internalSnapshots: true,
-});
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...QCOW2_CAPABILITIES, write: 'none' });
 
@@ -196,12 +174,13 @@ export class Qcow2Image extends Qcow2State implements Image {
       check: async (opts: CheckOptions): Promise<CheckReport> => {
         if (opts.repair && !opts.dryRun) this.checkWritable();
         else if (this.closed) throw new DiskError('CLOSED', undefined, { path: this.path });
-        return checkQcow2(this, opts);
+        return (await import('./check.js')).checkQcow2(this, opts);
       },
-      compact: (opts: InPlaceOptions = {}) => compact.call(this, opts),
-      defragment: (opts: InPlaceOptions = {}) => defragment.call(this, opts),
+      // loaded when run: opening an image to read it does not load the relayout code
+      compact: async (opts: InPlaceOptions = {}) => (await import('./compact.js')).compact.call(this, opts),
+      defragment: async (opts: InPlaceOptions = {}) => (await import('./defrag.js')).defragment.call(this, opts),
       resize: (newCapacity: number) => resize.call(this, newCapacity),
-      amend: (options: Readonly<Record<string, string>>) => amend.call(this, options),
+      amend: async (options: Readonly<Record<string, string>>) => (await import('./amend.js')).amend.call(this, options),
       snapshots: {
         list: () => listSnapshots.call(this),
         create: (name: string) => createSnapshot.call(this, name),

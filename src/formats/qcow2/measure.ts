@@ -10,8 +10,7 @@ import { DiskError } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo } from '../../core/ints.js';
 import { groupsTouched, unitCount } from '../common/measure.js';
 import type { CreateOptions, MeasureLayout } from '../types.js';
-import { TYPES } from './create.js';
-import { DEFAULT_CLUSTER_BITS, MAX_CLUSTER_BITS, MAX_L1_BYTES, MIN_CLUSTER_BITS, geometry, l1EntriesFor } from './structs.js';
+import { DEFAULT_CLUSTER_BITS, MAX_CLUSTER_BITS, MAX_L1_BYTES, MIN_CLUSTER_BITS, TYPES, geometry, l1EntriesFor } from './structs.js';
 
 /** refcount_order vdkit and QEMU write: 16-bit refcounts */
 const REFCOUNT_ORDER = 4;

@@ -8,13 +8,15 @@ import { toSafeNumber } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { OpenOptions } from '../types.js';
-import { checkQcow2 } from './check.js';
 import { Qcow2Image } from './image.js';
 import { type FileState, Refcounts } from './refcounts.js';
 import { readSnapshots } from './snapshots.js';
 import { useSnapshot } from './snapshot-read.js';
 import type { Qcow2State } from './state.js';
 import { bitsOf, decodeFeatureTable, EXT, ExtensionHeader, type ExtensionRecord, geometry, Header, INCOMPAT, KNOWN_INCOMPAT_MASK, l1EntriesFor, MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, V2_HEADER_LENGTH, V3_HEADER_LENGTH, V3_MIN_HEADER_LENGTH } from './structs.js';
+
+/** the checker, loaded when an open needs it (read-write: a read-only `vdkit info` does not) */
+const checkQcow2: typeof import('./check.js').checkQcow2 = async (state, opts) => (await import('./check.js')).checkQcow2(state, opts);
 
 export async function openQcow2(ns: Namespace, path: string, opts: OpenOptions = {}): Promise<Qcow2Image> {
   const readOnly = !!opts.readOnly;

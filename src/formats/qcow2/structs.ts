@@ -5,6 +5,7 @@
  * cluster descriptors and packed refcounts. Nothing here does I/O.
  */
 import { defineStruct, reserved, u8, u16, u32, u64 } from '../../binary/struct.js';
+import type { CreateOptionInfo } from '../types.js';
 
 export const QCOW2_MAGIC = 0x514649fb;
 export const V2_HEADER_LENGTH = 72;
@@ -394,3 +395,13 @@ export function encodeHeaderArea(h: HeaderValue, tail: Buffer, exts: readonly Ex
   backingName?.copy(out, at);
   return out;
 }
+
+/** the create types (the version) by every name qemu-img and vdkit accept */
+export const TYPES: Record<string, 2 | 3> = { v3: 3, '1.1': 3, 'compat=1.1': 3, qcow2: 3, v2: 2, '0.10': 2, 'compat=0.10': 2 };
+
+/** `amend -o` keys (the driver lists them without loading amend.ts) */
+export const QCOW2_AMEND_OPTIONS: readonly CreateOptionInfo[] = Object.freeze([
+  { name: 'compat', description: '0.10 (version 2) or 1.1 (version 3); down to 0.10 only when no version 3 feature is in use' },
+  { name: 'refcount_bits', description: 'refcount width: 1, 2, 4, 8, 16, 32 or 64 (version 2: 16 only); the refcount structure is rewritten' },
+  { name: 'lazy_refcounts', description: 'on or off (compat 1.1 only); vdkit itself always writes refcounts at once' },
+]);

@@ -16,7 +16,7 @@ import type { Namespace } from '../../storage/namespace.js';
 import type { CreateOptions } from '../types.js';
 import { refusePreallocate, writeZeros } from '../common/create.js';
 import { VdiImage } from './image.js';
-import { MAX_BLOCKS } from './layout.js';
+import { MAX_CREATE_BYTES, TYPE_ALIASES } from './layout.js';
 import {
   BLOCK_FREE,
   DEFAULT_BLOCK_SIZE,
@@ -37,21 +37,8 @@ import {
   type VdiHeaderValue,
 } from './structs.js';
 
-/** the largest disk we create: QEMU's limit (0x1FFFFF80 blocks of 1 MiB), so qemu-img opens every image we make */
-export const MAX_CREATE_BYTES = MAX_BLOCKS * DEFAULT_BLOCK_SIZE;
-
-export const TYPE_ALIASES: Record<string, number> = {
-  dynamic: TYPE_NORMAL,
-  normal: TYPE_NORMAL,
-  standard: TYPE_NORMAL,
-  '1': TYPE_NORMAL,
-  fixed: TYPE_FIXED,
-  static: TYPE_FIXED,
-  '2': TYPE_FIXED,
-  differencing: TYPE_DIFF,
-  diff: TYPE_DIFF,
-  '4': TYPE_DIFF,
-};
+// what measure.ts needs too lives in layout.ts
+export { MAX_CREATE_BYTES, TYPE_ALIASES };
 
 export async function createVdi(ns: Namespace, path: string, opts: CreateOptions): Promise<VdiImage> {
   const type = opts.type === undefined ? (opts.parent ? TYPE_DIFF : TYPE_NORMAL) : TYPE_ALIASES[opts.type.toLowerCase()];

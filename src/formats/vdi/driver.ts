@@ -1,10 +1,6 @@
 import { randomUUID } from '../../core/platform.js';
-import type { Namespace, OpenOptions } from '../types.js';
-import { createVdi } from './create.js';
-import { VdiImage } from './image.js';
 import { VDI_CAPABILITIES } from './layout.js';
 import { VDI_SIGNATURE } from './structs.js';
-import { checkVdiFile } from './check.js';
 import { VDI_PROPERTIES } from './properties.js';
 import { defineDriver } from '../common/driver.js';
 
@@ -26,7 +22,8 @@ export const vdiDriver = defineDriver({
   probe(head: Buffer): number {
     return head.length >= 68 && head.readUInt32LE(64) === VDI_SIGNATURE ? 100 : 0;
   },
-  open: (ns: Namespace, path: string, opts: OpenOptions) => VdiImage.open(ns, path, opts),
-  create: createVdi,
-  checkFile: checkVdiFile,
+  // the code is imported when first run (see qcow2/driver.ts)
+  open: async (ns, path, opts) => (await import('./image.js')).VdiImage.open(ns, path, opts),
+  create: async (ns, path, opts) => (await import('./create.js')).createVdi(ns, path, opts),
+  checkFile: async (ns, path, opts) => (await import('./check.js')).checkVdiFile(ns, path, opts),
 });

@@ -6,7 +6,7 @@
 import { DiskError } from '../../core/errors.js';
 import type { Capabilities } from '../types.js';
 import { DYNAMIC_FIXED_CAPABILITIES } from '../common/driver.js';
-import { SECTOR, TYPE_DIFF, TYPE_FIXED, TYPE_NORMAL, TYPE_UNDO, isNullUuid, uuidFromText } from './structs.js';
+import { DEFAULT_BLOCK_SIZE, SECTOR, TYPE_DIFF, TYPE_FIXED, TYPE_NORMAL, TYPE_UNDO, isNullUuid, uuidFromText } from './structs.js';
 
 export const VDI_CAPABILITIES: Capabilities = Object.freeze({
   ...DYNAMIC_FIXED_CAPABILITIES,
@@ -37,3 +37,20 @@ export function parseUuid(text: string, path: string, field: string): Buffer {
 export function hex(n: number): string {
   return `0x${n.toString(16).padStart(8, '0')}`;
 }
+
+/** the largest disk we create: QEMU's limit (0x1FFFFF80 blocks of 1 MiB), so qemu-img opens every image we make */
+export const MAX_CREATE_BYTES = MAX_BLOCKS * DEFAULT_BLOCK_SIZE;
+
+/** create type names and numbers (VBoxManage, qemu-img, VDI type numbers) */
+export const TYPE_ALIASES: Record<string, number> = {
+  dynamic: TYPE_NORMAL,
+  normal: TYPE_NORMAL,
+  standard: TYPE_NORMAL,
+  '1': TYPE_NORMAL,
+  fixed: TYPE_FIXED,
+  static: TYPE_FIXED,
+  '2': TYPE_FIXED,
+  differencing: TYPE_DIFF,
+  diff: TYPE_DIFF,
+  '4': TYPE_DIFF,
+};

@@ -26,8 +26,8 @@ export async function compact(file: VdiFile, alloc: VdiMap, opts: InPlaceOptions
     return isZero(buf);
   };
   map.drop = (items) => alloc.markDropped(items.map((it) => it.entry));
-  await compactMap(map, opts);
-  return { fileBytesBefore, fileBytesAfter: await file.store.size() };
+  const { moved } = await compactMap(map, opts);
+  return { fileBytesBefore, fileBytesAfter: await file.store.size(), moved };
 }
 
 /**

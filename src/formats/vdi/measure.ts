@@ -7,7 +7,7 @@ import { DiskError } from '../../core/errors.js';
 import { ceilDiv } from '../../core/ints.js';
 import { unitCount } from '../common/measure.js';
 import type { CreateOptions, MeasureLayout } from '../types.js';
-import { MAX_CREATE_BYTES, TYPE_ALIASES } from './create.js';
+import { MAX_CREATE_BYTES, TYPE_ALIASES } from './layout.js';
 import { DEFAULT_BLOCK_SIZE, SECTOR, TYPE_FIXED, TYPE_NORMAL, freshLayout } from './structs.js';
 
 export function measureVdi(opts: CreateOptions): MeasureLayout {

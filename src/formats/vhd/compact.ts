@@ -31,8 +31,8 @@ export async function compact(file: VhdFile, map: VhdMap, opts: InPlaceOptions =
     return isZero(buf);
   };
   m.drop = (items) => map.dropBlocks(items.map((it) => it.entry));
-  await compactMap(m, opts);
-  return { fileBytesBefore, fileBytesAfter: await file.store.size() };
+  const { moved } = await compactMap(m, opts);
+  return { fileBytesBefore, fileBytesAfter: await file.store.size(), moved };
 }
 
 /**

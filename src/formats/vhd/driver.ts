@@ -1,8 +1,4 @@
 import { randomUUID } from '../../core/platform.js';
-import type { Namespace, OpenOptions } from '../types.js';
-import { checkVhdFile } from './check.js';
-import { createVhd } from './create.js';
-import { VhdImage } from './image.js';
 import { VHD_CAPABILITIES } from './layout.js';
 import { FOOTER_CHECKSUM_AT, FOOTER_COOKIE, Footer, vhdChecksum } from './structs.js';
 import { VHD_PROPERTIES } from './properties.js';
@@ -39,7 +35,8 @@ export const vhdDriver = defineDriver({
   parentField: 'diskType',
   typeSpellings: DYNAMIC_SPELLINGS,
   probe,
-  open: (ns: Namespace, path: string, opts: OpenOptions) => VhdImage.open(ns, path, opts),
-  create: createVhd,
-  checkFile: checkVhdFile,
+  // the code is imported when first run (see qcow2/driver.ts)
+  open: async (ns, path, opts) => (await import('./image.js')).VhdImage.open(ns, path, opts),
+  create: async (ns, path, opts) => (await import('./create.js')).createVhd(ns, path, opts),
+  checkFile: async (ns, path, opts) => (await import('./check.js')).checkVhdFile(ns, path, opts),
 });

@@ -45,8 +45,8 @@ export async function compact(state: VhdxState, opts: InPlaceOptions = {}): Prom
     }
     await state.commit();
   };
-  await compactMap(map, opts);
-  return { fileBytesBefore, fileBytesAfter: await state.store.size() };
+  const { moved } = await compactMap(map, opts);
+  return { fileBytesBefore, fileBytesAfter: await state.store.size(), moved };
 }
 
 /**

@@ -56,18 +56,18 @@ import {
   defaultBlockSize,
   encodeHeader,
   payloadIndex,
+  LOG_OFFSET,
+  LOG_LENGTH,
+  BAT_OFFSET,
+  METADATA_LENGTH,
+  DATA_GAP,
+  CHILD_BLOCK_SIZE,
+  LOGICAL_SECTOR,
+  PHYSICAL_SECTOR,
 } from './structs.js';
 
-export const LOG_OFFSET = MiB;
-export const LOG_LENGTH = MiB;
-export const BAT_OFFSET = 2 * MiB;
-export const METADATA_LENGTH = MiB;
-/** QEMU starts the data area 4 MiB after the metadata region */
-export const DATA_GAP = 4 * MiB;
-/** block size of a new differencing image (what Hyper-V uses for children, whatever the parent's) */
-export const CHILD_BLOCK_SIZE = 2 * MiB;
-export const LOGICAL_SECTOR = 512;
-export const PHYSICAL_SECTOR = 4096;
+// the layout of a new image (structs.ts), named here too for the modules that make one
+export { LOG_OFFSET, LOG_LENGTH, BAT_OFFSET, METADATA_LENGTH, DATA_GAP, CHILD_BLOCK_SIZE, LOGICAL_SECTOR, PHYSICAL_SECTOR };
 
 export async function createVhdx(ns: Namespace, path: string, opts: CreateOptions): Promise<VhdxImage> {
   const type = fixedDynamicType(opts, path, 'VHDX');

@@ -27,10 +27,10 @@ export async function defragment(state: VhdxState, opts: InPlaceOptions = {}): P
   if (state.fixed && at.every((p, j) => j === 0 || p > at[j - 1]!)) {
     opts.onProgress?.(0, at.length);
     opts.onProgress?.(at.length, at.length);
-    return { fileBytesBefore, fileBytesAfter: fileBytesBefore };
+    return { fileBytesBefore, fileBytesAfter: fileBytesBefore, moved: 0 };
   }
   // without a log no BAT entry can change safely: refused before anything is copied
   if (!state.logWriter) throw new DiskError('NOTSUPPORTED', 'this VHDX has no log: its blocks cannot be moved safely', { path: state.path, struct: 'header', field: 'logLength', found: 0 });
-  await defragmentMap(vhdxRelayout(state), opts);
-  return { fileBytesBefore, fileBytesAfter: await state.store.size() };
+  const { moved } = await defragmentMap(vhdxRelayout(state), opts);
+  return { fileBytesBefore, fileBytesAfter: await state.store.size(), moved };
 }

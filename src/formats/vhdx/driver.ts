@@ -1,10 +1,17 @@
 import { randomUUID } from '../../core/platform.js';
-import { createVhdx } from './create.js';
-import { VHDX_CAPABILITIES } from './image.js';
-import { openVhdx } from './open.js';
+import type { Capabilities } from '../types.js';
 import { FILE_SIGNATURE } from './structs.js';
 import { VHDX_PROPERTIES } from './properties.js';
-import { DYNAMIC_SPELLINGS, PREALLOCATE_FIXED, defineDriver } from '../common/driver.js';
+import { DYNAMIC_FIXED_CAPABILITIES, DYNAMIC_SPELLINGS, PREALLOCATE_FIXED, defineDriver } from '../common/driver.js';
+
+export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
+  ...DYNAMIC_FIXED_CAPABILITIES,
+  // Hyper-V renews the DataWriteGuid on the first data write of a session, and a child records
+  // its parent's DataWriteGuid: like a VMDK CID, the identity follows the content
+  identityFollowsContent: true,
+  flush: 'exclusive',
+});
+
 
 /** Ours when the file type identifier "vhdxfile" is at offset 0 (what QEMU probes too). */
 function probe(head: Buffer): number {
@@ -27,6 +34,7 @@ export const vhdxDriver = defineDriver({
   parentField: 'hasParent',
   typeSpellings: DYNAMIC_SPELLINGS,
   probe,
-  open: openVhdx,
-  create: createVhdx,
+  // the code is imported when first run (see qcow2/driver.ts)
+  open: async (ns, name, opts) => (await import('./open.js')).openVhdx(ns, name, opts),
+  create: async (ns, name, opts) => (await import('./create.js')).createVhdx(ns, name, opts),
 });

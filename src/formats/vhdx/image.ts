@@ -22,7 +22,7 @@
  *   (zeros alone, the parent's data in a chain). clusterSize is the logical sector size.
  */
 import { writeBitmapped } from '../common/bitmapped-write.js';
-import { DYNAMIC_FIXED_CAPABILITIES } from '../common/driver.js';
+import { VHDX_CAPABILITIES } from './driver.js';
 import { appendExtent, appendSectorRuns } from '../common/extents.js';
 import { oneFileInfo } from '../common/info.js';
 import { unitSpans } from '../../core/ints.js';
@@ -50,13 +50,6 @@ import { defragment } from './defrag.js';
 import { resize } from './resize.js';
 import { check } from './check.js';
 
-export const VHDX_CAPABILITIES: Capabilities = Object.freeze({
-  ...DYNAMIC_FIXED_CAPABILITIES,
-  // Hyper-V renews the DataWriteGuid on the first data write of a session, and a child records
-  // its parent's DataWriteGuid: like a VMDK CID, the identity follows the content
-  identityFollowsContent: true,
-  flush: 'exclusive',
-});
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VHDX_CAPABILITIES, write: 'none' });
 

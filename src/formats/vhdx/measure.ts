@@ -7,9 +7,8 @@ import { DiskError } from '../../core/errors.js';
 import { roundUp } from '../../core/ints.js';
 import { unitCount } from '../common/measure.js';
 import type { CreateOptions, MeasureLayout } from '../types.js';
-import { BAT_OFFSET, DATA_GAP, LOGICAL_SECTOR, METADATA_LENGTH } from './create.js';
 import { FIXED_DYNAMIC_TYPES } from '../common/create.js';
-import { ALIGN, MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, MIN_BLOCK_SIZE, batEntryCount, chunkRatio, defaultBlockSize } from './structs.js';
+import { ALIGN, BAT_OFFSET, DATA_GAP, LOGICAL_SECTOR, METADATA_LENGTH, MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, MIN_BLOCK_SIZE, batEntryCount, chunkRatio, defaultBlockSize } from './structs.js';
 
 export function measureVhdx(opts: CreateOptions): MeasureLayout {
   const type = opts.type === undefined ? 'dynamic' : FIXED_DYNAMIC_TYPES[opts.type.toLowerCase()];

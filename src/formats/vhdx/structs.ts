@@ -426,3 +426,15 @@ export function creatorText(creator: Buffer): string {
   while (end + 1 < creator.length && (creator[end] !== 0 || creator[end + 1] !== 0)) end += 2;
   return creator.toString('utf16le', 0, end);
 }
+
+/** the layout of a new image (create.ts), as QEMU makes it; measure.ts needs it without create's code */
+export const LOG_OFFSET = MiB;
+export const LOG_LENGTH = MiB;
+export const BAT_OFFSET = 2 * MiB;
+export const METADATA_LENGTH = MiB;
+/** QEMU starts the data area 4 MiB after the metadata region */
+export const DATA_GAP = 4 * MiB;
+/** block size of a new differencing image (what Hyper-V uses for children, whatever the parent's) */
+export const CHILD_BLOCK_SIZE = 2 * MiB;
+export const LOGICAL_SECTOR = 512;
+export const PHYSICAL_SECTOR = 4096;

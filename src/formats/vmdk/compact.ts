@@ -73,10 +73,10 @@ function perGrain(onGrain: (() => void) | undefined): NonNullable<InPlaceOptions
  * grains are moved from the end of the file into the free slots below them, and the file is
  * cut after the last one. Leaked slots (a killed write, a discard) are reclaimed the same way.
  */
-export async function compactExtent(this: SparseState, opts: { hasParent: boolean; signal?: AbortSignal; onGrain?: () => void }): Promise<void> {
+export async function compactExtent(this: SparseState, opts: { hasParent: boolean; signal?: AbortSignal; onGrain?: () => void }): Promise<number> {
   const map = vmdkRelayout(this, !opts.hasParent ? 0 : this.hasZeroMarker ? 1 : undefined);
   if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal.reason });
-  await compactMap(map, { signal: opts.signal, onProgress: perGrain(opts.onGrain) });
+  return (await compactMap(map, { signal: opts.signal, onProgress: perGrain(opts.onGrain) })).moved;
 }
 
 /**
@@ -86,8 +86,8 @@ export async function compactExtent(this: SparseState, opts: { hasParent: boolea
  * slots that belong elsewhere are moved out of the way (to their own slot when free, else past
  * the final area), then the window's grains are moved in. The file is cut after the last grain.
  */
-export async function defragmentExtent(this: SparseState, opts: { signal?: AbortSignal; onGrain?: () => void }): Promise<void> {
+export async function defragmentExtent(this: SparseState, opts: { signal?: AbortSignal; onGrain?: () => void }): Promise<number> {
   const map = vmdkRelayout(this);
   if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: this.path }, { cause: opts.signal.reason });
-  await defragmentMap(map, { signal: opts.signal, onProgress: perGrain(opts.onGrain) });
+  return (await defragmentMap(map, { signal: opts.signal, onProgress: perGrain(opts.onGrain) })).moved;
 }

@@ -17,38 +17,14 @@ import { refusePreallocate } from '../common/create.js';
 import { Descriptor, parseCid, type ExtentLine } from './descriptor.js';
 import type { VmdkImage } from './image.js';
 import { openVmdk } from './open.js';
-import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newCid, newDdb, writeFreshSparse } from './layout.js';
+import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newCid, newDdb, normaliseCreateType, writeFreshSparse } from './layout.js';
 
 /** grains and tables of one hosted sparse extent must stay below sector 2^32 */
 export const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
 
 
-/** vmware-vdiskmanager -t numbers, and aliases users type. */
-const TYPE_ALIASES: Record<string, string> = {
-  '0': 'monolithicSparse',
-  '1': 'twoGbMaxExtentSparse',
-  '2': 'monolithicFlat',
-  '3': 'twoGbMaxExtentFlat',
-  '4': 'vmfs',
-  '5': 'streamOptimized',
-  '2gbmaxextentsparse': 'twoGbMaxExtentSparse',
-  '2gbmaxextentflat': 'twoGbMaxExtentFlat',
-  vmfsthin: 'vmfs',
-  vmfsthick: 'vmfs',
-  vmfspreallocated: 'vmfs',
-  vmfseagerzeroedthick: 'vmfs',
-  sparse: 'monolithicSparse',
-  flat: 'monolithicFlat',
-};
-
-export function normaliseCreateType(type: string | undefined): string {
-  if (type === undefined) return 'monolithicSparse';
-  const known = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'];
-  const exact = known.find((k) => k.toLowerCase() === type.toLowerCase());
-  return exact ?? TYPE_ALIASES[type.toLowerCase()] ?? type;
-}
-
-
+// normaliseCreateType lives in layout.ts (the driver and measure need it without this file's code)
+export { normaliseCreateType };
 
 export async function createVmdk(ns: Namespace, path: string, opts: CreateOptions): Promise<VmdkImage> {
   const type = normaliseCreateType(opts.type);

@@ -1,13 +1,32 @@
 import { DiskError } from '../../core/errors.js';
-import { createVmdk, normaliseCreateType } from './create.js';
+import type { Capabilities } from '../types.js';
 import { hex8, looksLikeDescriptor } from './descriptor.js';
-import { VMDK_CAPABILITIES } from './image.js';
-import { openVmdk } from './open.js';
-import { newCid } from './layout.js';
+import { newCid, normaliseCreateType } from './layout.js';
 import { vmdkStreamReader } from './stream/reader.js';
 import { COWD_MAGIC, SESPARSE_CONST_MAGIC, SPARSE_MAGIC } from './structs.js';
 import { VMDK_AMEND_OPTIONS, VMDK_PROPERTIES } from './properties.js';
 import { defineDriver } from '../common/driver.js';
+
+export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
+  write: 'native',
+  blockStatus: 'native',
+  zero: 'emulate',
+  metadata: true,
+  createTypes: ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs'],
+  differencing: true,
+  differencingSameSize: true,
+  parentLink: 'identity',
+  identityFollowsContent: true,
+  split: true,
+  // hosted sparse types (monolithicSparse, twoGbMaxExtentSparse, their children); an opened
+  // image of another type (flat, streamOptimized, ESX deltas) says 'none' (NOTES.md)
+  discard: 'native',
+  resize: 'grow',
+  flush: 'concurrent',
+  check: 'repair',
+  compact: 'native',
+  defragment: 'native',
+});
 
 const ESX_TYPES = new Set(['vmfs', 'vmfssparse', 'vmfsthin', 'vmfspreallocated', 'vmfseagerzeroedthick', 'vmfsthick', 'sesparse', 'vmfsraw', 'vmfsrawdevicemap', 'vmfspassthroughrawdevicemap']);
 
@@ -48,7 +67,8 @@ export const vmdkDriver = defineDriver({
     if (head.length >= 8 && head.readBigUInt64LE(0) === SESPARSE_CONST_MAGIC) return 100;
     return looksLikeDescriptor(head) ? 100 : 0;
   },
-  open: openVmdk,
-  create: createVmdk,
+  // the code is imported when first run (see qcow2/driver.ts)
+  open: async (ns, name, opts) => (await import('./open.js')).openVmdk(ns, name, opts),
+  create: async (ns, name, opts) => (await import('./create.js')).createVmdk(ns, name, opts),
   sequential: vmdkStreamReader,
 });

@@ -34,31 +34,14 @@ import type { SparseExtent } from './sparse.js';
 import { NO_PARENT, newCid } from './layout.js';
 import type { LinkState } from './state.js';
 import { backingLink, identityOf, makeEmptyLink, setBackingLink, setIdentityOf } from './links.js';
-import { checkLink, compactLink, defragmentLink, discardLink, renameLink, resizeLink } from './maintain.js';
+
+/** maintain.ts, loaded when first needed: opening a disk to read it does not load its code */
+const maintain = () => import('./maintain.js');
+import { VMDK_CAPABILITIES } from './driver.js';
 import { vmdkAmendWrites } from './properties.js';
 
 export const VMDK_CREATE_TYPES = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'] as const;
 
-export const VMDK_CAPABILITIES: Capabilities = Object.freeze({
-  write: 'native',
-  blockStatus: 'native',
-  zero: 'emulate',
-  metadata: true,
-  createTypes: ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs'],
-  differencing: true,
-  differencingSameSize: true,
-  parentLink: 'identity',
-  identityFollowsContent: true,
-  split: true,
-  // hosted sparse types (monolithicSparse, twoGbMaxExtentSparse, their children); an opened
-  // image of another type (flat, streamOptimized, ESX deltas) says 'none' (NOTES.md)
-  discard: 'native',
-  resize: 'grow',
-  flush: 'concurrent',
-  check: 'repair',
-  compact: 'native',
-  defragment: 'native',
-});
 
 const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({ ...VMDK_CAPABILITIES, write: 'none' });
 const NOT_SPARSE: Pick<Capabilities, 'discard' | 'compact' | 'defragment'> = { discard: 'none', compact: 'none', defragment: 'none' };
@@ -287,17 +270,17 @@ export class VmdkImage implements Image, LinkState {
   // ------------------------------------------------------------------ maintenance (maintain.ts)
 
   discard(offset: number, length: number): Promise<void> {
-    return discardLink.call(this, offset, length);
+    return maintain().then((m) => m.discardLink.call(this, offset, length));
   }
 
   /** check; rename of the files for a new descriptor path and growing in place close the image */
   maintenance(): ImageMaintenance {
     return {
-      check: (opts: CheckOptions) => checkLink.call(this, opts),
-      renameTo: (newPath: string, opts: { keepOld?: boolean } = {}) => renameLink.call(this, newPath, opts),
-      resize: (newCapacity: number) => resizeLink.call(this, newCapacity),
-      compact: (opts: InPlaceOptions = {}) => compactLink.call(this, opts),
-      defragment: (opts: InPlaceOptions = {}) => defragmentLink.call(this, opts),
+      check: async (opts: CheckOptions) => (await maintain()).checkLink.call(this, opts),
+      renameTo: async (newPath: string, opts: { keepOld?: boolean } = {}) => (await maintain()).renameLink.call(this, newPath, opts),
+      resize: async (newCapacity: number) => (await maintain()).resizeLink.call(this, newCapacity),
+      compact: async (opts: InPlaceOptions = {}) => (await maintain()).compactLink.call(this, opts),
+      defragment: async (opts: InPlaceOptions = {}) => (await maintain()).defragmentLink.call(this, opts),
       amend: async (options: Readonly<Record<string, string>>) => {
         const writes = vmdkAmendWrites(this.path, options);
         if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });

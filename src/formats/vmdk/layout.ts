@@ -201,3 +201,28 @@ export async function writeFreshSparse(store: ByteStore, capacitySectors: number
   await store.write(L.rgdOffset * SECTOR_SIZE, rgd);
   await store.write(L.gdOffset * SECTOR_SIZE, gd);
 }
+
+/** vmware-vdiskmanager -t numbers, and aliases users type. */
+const TYPE_ALIASES: Record<string, string> = {
+  '0': 'monolithicSparse',
+  '1': 'twoGbMaxExtentSparse',
+  '2': 'monolithicFlat',
+  '3': 'twoGbMaxExtentFlat',
+  '4': 'vmfs',
+  '5': 'streamOptimized',
+  '2gbmaxextentsparse': 'twoGbMaxExtentSparse',
+  '2gbmaxextentflat': 'twoGbMaxExtentFlat',
+  vmfsthin: 'vmfs',
+  vmfsthick: 'vmfs',
+  vmfspreallocated: 'vmfs',
+  vmfseagerzeroedthick: 'vmfs',
+  sparse: 'monolithicSparse',
+  flat: 'monolithicFlat',
+};
+
+export function normaliseCreateType(type: string | undefined): string {
+  if (type === undefined) return 'monolithicSparse';
+  const known = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'];
+  const exact = known.find((k) => k.toLowerCase() === type.toLowerCase());
+  return exact ?? TYPE_ALIASES[type.toLowerCase()] ?? type;
+}

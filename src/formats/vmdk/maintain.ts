@@ -223,18 +223,19 @@ async function fileBytes(this: LinkState): Promise<number> {
   return n;
 }
 
-async function relayout(this: LinkState, sparse: SparseExtent[], opts: InPlaceOptions, run: (s: SparseExtent, onGrain: () => void) => Promise<void>): Promise<InPlaceResult> {
+async function relayout(this: LinkState, sparse: SparseExtent[], opts: InPlaceOptions, run: (s: SparseExtent, onGrain: () => void) => Promise<number>): Promise<InPlaceResult> {
   const fileBytesBefore = await fileBytes.call(this);
   let total = 0;
   for (const s of sparse) total += await s.dataGrainCount();
   let done = 0;
+  let moved = 0;
   opts.onProgress?.(0, total);
   for (const s of sparse) {
-    await run(s, () => {
+    moved += await run(s, () => {
       done++;
       opts.onProgress?.(done, total);
     });
     await s.flush();
   }
-  return { fileBytesBefore, fileBytesAfter: await fileBytes.call(this) };
+  return { fileBytesBefore, fileBytesAfter: await fileBytes.call(this), moved };
 }

@@ -22,9 +22,8 @@ import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
 import { groupsTouched, unitCount } from '../common/measure.js';
 import type { CreateOptions, MeasureLayout, UnitRun } from '../types.js';
-import { normaliseCreateType } from './create.js';
 import { Descriptor, type ExtentLine } from './descriptor.js';
-import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, freshSparseLayout, newCid, newDdb } from './layout.js';
+import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, freshSparseLayout, newCid, newDdb, normaliseCreateType } from './layout.js';
 
 const GRAIN_SECTORS = 128;
 const GRAIN = GRAIN_SECTORS * SECTOR_SIZE;

@@ -515,11 +515,13 @@ export class SparseExtent implements SparseState {
     return dataGrainCount.call(this);
   }
 
-  compact(opts: { hasParent: boolean; signal?: AbortSignal; onGrain?: () => void }): Promise<void> {
+  /** resolves to the grains moved */
+  compact(opts: { hasParent: boolean; signal?: AbortSignal; onGrain?: () => void }): Promise<number> {
     return compactExtent.call(this, opts);
   }
 
-  defragment(opts: { signal?: AbortSignal; onGrain?: () => void }): Promise<void> {
+  /** resolves to the grains moved */
+  defragment(opts: { signal?: AbortSignal; onGrain?: () => void }): Promise<number> {
     return defragmentExtent.call(this, opts);
   }
 

@@ -13,7 +13,7 @@
  * valid zlib stream of stored blocks, 16 bytes larger than the data, which is what a real
  * compressor would have produced anyway.
  */
-import { deflateSync, parentPort } from '../../../core/platform.js';
+import { deflateSync, workerPort } from '../../../core/platform.js';
 import { isZero } from '../../../binary/zeros.js';
 import { looksIncompressible } from '../../common/incompressible.js';
 import { GRAIN_MARKER_HEAD, MarkerHead } from '../structs.js';
@@ -148,7 +148,8 @@ export function compressGrains(job: DeflateJob): DeflateResult {
   return { id: job.id, out, grains, data: job.data };
 }
 
-parentPort?.on('message', (job: DeflateJob) => {
+const port = workerPort();
+port?.on('message', (job: DeflateJob) => {
   const r = compressGrains(job);
-  parentPort!.postMessage(r, [r.out.buffer as ArrayBuffer, r.data.buffer as ArrayBuffer]);
+  port!.postMessage(r, [r.out.buffer as ArrayBuffer, r.data.buffer as ArrayBuffer]);
 });
