@@ -530,12 +530,13 @@ test('metadata: compat, cluster size, refcount bits, backing; all read-only; ide
   const base = join(dir, 'base.qcow2');
   await (await Disk.create(base, { format: 'qcow2', capacity: MiB, clusterSize: 4096 })).close();
   const c = await createChild(base, join(dir, 'c.qcow2'));
-  assert.deepEqual(c.metadataKeys(), ['compat', 'clusterSize', 'refcountBits', 'lazyRefcounts', 'extendedL2', 'compressionType', 'dirty', 'corrupt', 'snapshots', 'backingFile', 'backingFormat']);
+  assert.deepEqual(c.metadataKeys(), ['compat', 'clusterSize', 'refcountBits', 'lazyRefcounts', 'extendedL2', 'compressionType', 'dirty', 'corrupt', 'snapshots', 'bitmaps', 'backingFile', 'backingFormat']);
   assert.equal(c.readMetadata('compat'), '1.1');
   assert.equal(c.readMetadata('clusterSize'), '65536');
   assert.equal(c.readMetadata('refcountBits'), '16');
   assert.equal(c.readMetadata('lazyRefcounts'), 'false');
   assert.equal(c.readMetadata('snapshots'), '[]');
+  assert.equal(c.readMetadata('bitmaps'), '0');
   assert.equal(c.readMetadata('backingFile'), 'base.qcow2');
   assert.equal(c.readMetadata('backingFormat'), 'qcow2');
   await assert.rejects(c.writeMetadata('compat', '0.10'), (e: DiskError) => e.code === 'NOTSUPPORTED' && e.details.field === 'compat');
