@@ -219,6 +219,31 @@ function unionRanges(a: readonly { offset: number; length: number }[], b: readon
  * source's data, and also `other`'s where the target would read it unless overwritten: the
  * backing image of -B, the existing target of -n) and copyRanges' block rules.
  */
+/**
+ * Copy what `copyPlan` picks from `src` to `dst`, reporting progress from 0 to `total`; returns
+ * the bytes written.
+ */
+async function copyReporting(src: Disk, dst: Disk, dstPath: string, total: number, opts: ConvertOptions, other: { disk: Disk; rule: 'sameAs' | 'below' } | undefined, sync?: () => Promise<void>): Promise<number> {
+  let written = 0;
+  let done = 0;
+  const report = () => opts.onProgress?.({ done, total, written });
+  report();
+  const plan = await copyPlan(src, dst, total, opts, other);
+  await copyRanges((buf, at) => src.readInto(buf, at), dst, plan.ranges, {
+    ...plan.copy,
+    label: dstPath,
+    sync,
+    onChunk: (c, n) => {
+      written += n;
+      done = Math.max(done, c.offset + c.length);
+      report();
+    },
+  });
+  done = total;
+  report();
+  return written;
+}
+
 async function copyPlan(src: Disk, dst: Disk, total: number, opts: ConvertOptions, other?: { disk: Disk; rule: 'sameAs' | 'below' }) {
   const { block, chunk } = grainFor(dst, opts);
   const allocateAll = opts.sparseSize === 0;
@@ -252,25 +277,11 @@ async function convertIntoExisting(src: Disk, dstPath: string, opts: ConvertOpti
   if (opts.capacity !== undefined) throw new DiskError('INVAL', 'an existing target keeps its size: give no capacity', { path: dstPath, field: 'capacity', found: opts.capacity });
   const dst = await Disk.open(dstPath, { namespace: ns, format: opts.format });
   let written = 0;
-  let done = 0;
   const total = src.capacity;
   try {
     if (dst.capacity < total) throw new DiskError('INVAL', 'the existing target is smaller than the source', { path: dstPath, field: 'capacity', expected: `>= ${total}`, found: dst.capacity });
     if (opts.targetIsZero && dst.image.backing()) throw new DiskError('INVAL', 'a target with a backing file does not read as zeros: targetIsZero cannot be used', { path: dstPath, field: 'targetIsZero' });
-    const report = () => opts.onProgress?.({ done, total, written });
-    report();
-    const plan = await copyPlan(src, dst, total, opts, opts.targetIsZero ? undefined : { disk: dst, rule: 'below' });
-    await copyRanges((buf, at) => src.readInto(buf, at), dst, plan.ranges, {
-      ...plan.copy,
-      label: dstPath,
-      onChunk: (c, n) => {
-        written += n;
-        done = Math.max(done, c.offset + c.length);
-        report();
-      },
-    });
-    done = total;
-    report();
+    written = await copyReporting(src, dst, dstPath, total, opts, opts.targetIsZero ? undefined : { disk: dst, rule: 'below' });
     await dst.flush();
   } finally {
     await dst.close();
@@ -318,26 +329,11 @@ async function convertTo(src: Disk, dstPath: string, opts: ConvertOptions): Prom
     throw err;
   }
   let written = 0;
-  let done = 0;
   // shrinking drops what lies past the new end; growing leaves the new tail unwritten (zeros)
   const total = Math.min(capacity, src.capacity);
   try {
-    const report = () => opts.onProgress?.({ done, total, written });
-    report();
     // a child of -B reads its parent where nothing is written: what equals the parent is skipped
-    const plan = await copyPlan(src, dst, total, opts, base ? { disk: base, rule: 'sameAs' } : undefined);
-    await copyRanges((buf, at) => src.readInto(buf, at), dst, plan.ranges, {
-      ...plan.copy,
-      label: dstPath,
-      sync: () => staging.syncNow(),
-      onChunk: (c, n) => {
-        written += n;
-        done = Math.max(done, c.offset + c.length);
-        report();
-      },
-    });
-    done = total;
-    report();
+    written = await copyReporting(src, dst, dstPath, total, opts, base ? { disk: base, rule: 'sameAs' } : undefined, () => staging.syncNow());
     // a stop asked for by the last report (a VixDiskLib progress function returning false at 100 %,
     // the only report after 0 % of a fast convert) still stops it: the target is not yet in place
     if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: dstPath }, { cause: opts.signal.reason });
