@@ -22,6 +22,7 @@ import { FileNamespace } from '../../src/storage/file.js';
 import { RecordingNamespace } from '../../src/storage/recording.js';
 import { spawnSync } from 'node:child_process';
 import { hasTool } from '../helpers/tools.js';
+import { xorshiftBytes } from '../helpers/prng.js';
 import { Header, SnapshotHeader } from '../../src/formats/qcow2/structs.js';
 import { expectFailure, poke, readAt, removeTempDirs, sha, tempDir } from './support.js';
 
@@ -378,6 +379,16 @@ test('a valid snapshot table is listed in metadata', async () => {
 // so the L1 table ran on over other data, and check walked tens of L2 "tables" of garbage: 3 s
 // per case, over the fuzzer's 1 s of CPU. Per entry it built two or three strings (a message in
 // hex for a run that only counts it, the run's key) and decoded compressed entries in BigInt.
+/** a read-only check of `p` and the CPU time it took, ms */
+async function timedCheck(p: string) {
+  const c0 = process.cpuUsage();
+  const link = await openLink(p, { readOnly: true });
+  const report = await link.maintenance().check!({ repair: false });
+  await link.close();
+  const u = process.cpuUsage(c0);
+  return { report, ms: (u.user + u.system) / 1000 };
+}
+
 test('check of an L1 table naming 48 L2 tables of random bytes stays within a few hundred ms of CPU', async () => {
   const p = copy(base);
   const tables = 48;
@@ -396,12 +407,7 @@ test('check of an L1 table naming 48 L2 tables of random bytes stays within a fe
   await poke(p, at, Buffer.concat([l1, garbage]));
   await poke(p, ho('l1_table_offset'), u64(BigInt(at)));
   await poke(p, ho('l1_size'), u32(CS / 8));
-  const c0 = process.cpuUsage();
-  const link = await openLink(p, { readOnly: true });
-  const report = await link.maintenance().check!({ repair: false });
-  await link.close();
-  const u = process.cpuUsage(c0);
-  const ms = (u.user + u.system) / 1000;
+  const { report, ms } = await timedCheck(p);
   const bad = report.findings.filter((f) => f.kind === 'corruption');
   assert.ok(bad.length > 10 && bad.some((f) => /compressed cluster/.test(f.message)) && bad.some((f) => /past the end of the file/.test(f.message)), JSON.stringify(bad.slice(0, 3)));
   // 48 x 8,192 entries: 1,000 ms before, 320 ms after (load 6 on the 2-core machine)
@@ -414,26 +420,14 @@ test('check of a refcount table of 32 clusters, nearly all garbage entries, stay
   // DiskError (a stack trace) and, with its offset in the text, began a finding of its own
   const p = copy(base);
   const at = Math.ceil(statSync(p).size / CS) * CS;
-  const table = Buffer.alloc(32 * CS);
-  let seed = 0x9e3779b9;
-  for (let i = 0; i < table.length; i += 4) {
-    seed ^= seed << 13;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    table.writeUInt32BE(seed >>> 0, i);
-  }
+  const table = xorshiftBytes(32 * CS, 0x9e3779b9);
   // entry 0 still names the image's real refcount block, so the image's own counts are checked
   const realTable = Number((await readAt(p, ho('refcount_table_offset'), 8)).readBigUInt64BE(0));
   (await readAt(p, realTable, 8)).copy(table, 0);
   await poke(p, at, table);
   await poke(p, ho('refcount_table_offset'), u64(BigInt(at)));
   await poke(p, ho('refcount_table_clusters'), u32(32));
-  const c0 = process.cpuUsage();
-  const link = await openLink(p, { readOnly: true });
-  const report = await link.maintenance().check!({ repair: false });
-  await link.close();
-  const u = process.cpuUsage(c0);
-  const ms = (u.user + u.system) / 1000;
+  const { report, ms } = await timedCheck(p);
   const bad = report.findings.filter((f) => f.kind === 'corruption');
   assert.ok(bad.some((f) => /refcount block offset is not cluster aligned: \d+ entries/.test(f.message)), JSON.stringify(bad.slice(0, 3)));
   assert.ok(bad.some((f) => /refcount block lies past the end of the file/.test(f.message)), JSON.stringify(bad.slice(0, 3)));

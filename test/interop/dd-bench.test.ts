@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { Disk } from '../../src/index.js';
 import { describeRun, run, runVdkit, skipUnless, tmpDir } from '../helpers/tools.js';
 import { xorshiftBytes } from '../helpers/prng.js';
+import { readAll } from '../helpers/in-place-kill.js';
 
 const MiB = 2 ** 20;
 const KiB = 1024;
@@ -27,15 +28,6 @@ async function source(dir: string, format = 'qcow2'): Promise<{ path: string; mo
   await d.write(9 * MiB + 4 * KiB, model.subarray(9 * MiB + 4 * KiB, 9 * MiB + 12 * KiB));
   await d.close();
   return { path, model };
-}
-
-async function readAll(path: string): Promise<Buffer> {
-  const d = await Disk.open(path, { readOnly: true });
-  try {
-    return await d.read(0, d.capacity);
-  } finally {
-    await d.close();
-  }
 }
 
 test('dd: the same image as qemu-img dd for each output format, and sparse', async (t) => {

@@ -231,24 +231,9 @@ export class Refcounts {
    */
   async setMany(values: ReadonlyMap<number, number>): Promise<void> {
     const clusters = [...values.keys()].sort((a, b) => a - b);
-    const epb = this.entriesPerBlock;
-    for (let i = 0; i < clusters.length; ) {
-      const rt = Math.floor(clusters[i]! / epb);
-      const b = await this.block(rt);
-      if (!b) throw new DiskError('INTERNAL', 'setMany() on a cluster without a refcount block', { path: this.path, found: clusters[i] });
-      const base = rt * epb;
-      const first = clusters[i]! - base;
-      let last = first;
-      for (; i < clusters.length && Math.floor(clusters[i]! / epb) === rt; i++) {
-        const c = clusters[i]!;
-        const value = values.get(c)!;
-        setRefcount(b, c - base, this.order, Math.min(value, this.max));
-        if (value === 0 && c < this.freeIndex) this.freeIndex = c;
-        last = c - base;
-      }
-      await this.writeBlockRange(rt, b, first, last);
-    }
+    await this.rewriteSorted(clusters, (x) => Math.min(values.get(x)!, this.max), (rt, x) => new DiskError('INTERNAL', 'setMany() on a cluster without a refcount block', { path: this.path, field: `refcount_table[${rt}]`, found: x }));
   }
+
 
   /** Make sure cluster `c` has a refcount block (created beyond `freeIndex` as `alloc` would). */
   async ensureBlock(c: number): Promise<void> {
@@ -260,6 +245,7 @@ export class Refcounts {
     await this.adjustMany(clusters, -1);
   }
 
+
   /**
    * Add `delta` (+1 or -1) to the refcounts of many clusters at once, each listed once per
    * reference; one write per block. Raising needs every block to exist (clusters in use have
@@ -267,7 +253,6 @@ export class Refcounts {
    */
   async adjustMany(clusters: number[], delta: 1 | -1): Promise<void> {
     clusters.sort((a, b) => a - b);
-    const epb = this.entriesPerBlock;
     if (delta > 0) {
       for (let i = 0; i < clusters.length; ) {
         const x = clusters[i]!;
@@ -277,23 +262,38 @@ export class Refcounts {
         if (v > this.max) throw new DiskError('NOTSUPPORTED', `refcount overflow: cluster ${x} would need refcount ${v}, refcount_bits ${1 << this.order} holds at most ${this.max}`, { path: this.path, struct: 'refcount block', field: `refcount[${x}]`, expected: `<= ${this.max}`, found: v });
       }
     }
-    for (let i = 0; i < clusters.length; ) {
-      const rt = Math.floor(clusters[i]! / epb);
-      const b = await this.block(rt);
-      const base = rt * epb;
-      let first = Infinity;
-      let last = -1;
-      for (; i < clusters.length && Math.floor(clusters[i]! / epb) === rt; i++) {
-        const x = clusters[i]!;
-        if (!b) throw new DiskError('CORRUPT', delta < 0 ? 'freeing a cluster whose refcount is already 0 (no refcount block)' : 'a cluster in use has no refcount block', { path: this.path, struct: 'refcount table', field: `refcount_table[${rt}]`, found: x });
-        const v = getRefcount(b, x - base, this.order) + delta;
+    await this.rewriteSorted(
+      clusters,
+      (x, old) => {
+        const v = old + delta;
         if (v < 0) throw new DiskError('CORRUPT', 'refcount would drop below 0', { path: this.path, struct: 'refcount block', field: `refcount[${x}]`, found: 0 });
+        return v;
+      },
+      (rt, x) => new DiskError('CORRUPT', delta < 0 ? 'freeing a cluster whose refcount is already 0 (no refcount block)' : 'a cluster in use has no refcount block', { path: this.path, struct: 'refcount table', field: `refcount_table[${rt}]`, found: x }),
+    );
+  }
+
+  /**
+   * New refcounts for clusters in ascending order (a cluster listed twice is changed twice), one
+   * write per refcount block touched; `noBlock` is the error for a cluster without a block.
+   */
+  private async rewriteSorted(sorted: readonly number[], value: (cluster: number, old: number) => number, noBlock: (rt: number, cluster: number) => DiskError): Promise<void> {
+    const epb = this.entriesPerBlock;
+    for (let i = 0; i < sorted.length; ) {
+      const rt = Math.floor(sorted[i]! / epb);
+      const b = await this.block(rt);
+      if (!b) throw noBlock(rt, sorted[i]!);
+      const base = rt * epb;
+      const first = sorted[i]! - base;
+      let last = first;
+      for (; i < sorted.length && Math.floor(sorted[i]! / epb) === rt; i++) {
+        const x = sorted[i]!;
+        const v = value(x, getRefcount(b, x - base, this.order));
         setRefcount(b, x - base, this.order, v);
         if (v === 0 && x < this.freeIndex) this.freeIndex = x;
-        first = Math.min(first, x - base);
-        last = Math.max(last, x - base);
+        last = x - base;
       }
-      if (b && last >= 0) await this.writeBlockRange(rt, b, first, last);
+      await this.writeBlockRange(rt, b, first, last);
     }
   }
 
