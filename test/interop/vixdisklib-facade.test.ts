@@ -1,17 +1,21 @@
 /**
  * The VixDiskLib facade's fidelity to VDDK (issue 15 item 3), beyond vixdisklib.test.ts and
  * vixdisklib-maintenance.test.ts: every call that takes a path refuses a file of no known
- * format before changing it, Shrink/Defragment of every preallocated type is a no-op, vdkit's
- * own bugs reach panic, and a config file that is no file fails InitEx.
+ * format before changing it, Shrink/Defragment of every preallocated type is a no-op, repairs
+ * made by a read-write open reach the warn callback, vdkit's own bugs reach panic, and a config
+ * file that is no file fails InitEx.
  */
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Disk } from '../../src/index.js';
+import { vhdxLogHooks } from '../../src/formats/vhdx/log.js';
 import * as V from '../../src/compat/vixdisklib.js';
 import { skipUnless, tmpDir } from '../helpers/tools.js';
 import { S, qemu, rejectsVix, params, session } from './vixdisklib-support.js';
+
+const MiB = 1024 * 1024;
 
 test('VixDiskLib: Grow, Unlink, Rename, CheckRepair and Clone refuse a file of no known format (VIX_E_DISK_INVALIDDISK) and leave it as it was', async (t) => {
   const dir = (await tmpDir(t, 'vdkit-vix-notdisk-')).path;
@@ -69,6 +73,59 @@ test('VixDiskLib: Shrink and Defragment of fixed VHD and VHDX and static VDI dis
       if (!name.endsWith('.vhd')) await qemu(['check', '-q', path]);
     }
   });
+});
+
+/** a VHDX whose last metadata change is in the log only: its writer stopped after the log flush */
+async function vhdxWithPendingLog(path: string): Promise<void> {
+  const d = await Disk.create(path, { format: 'vhdx', capacity: 8 * MiB, blockSize: MiB });
+  await d.write(0, Buffer.alloc(4096, 0x11));
+  await d.flush();
+  await d.write(5 * MiB, Buffer.alloc(4096, 0x22));
+  vhdxLogHooks.afterLogFlush = () => {
+    throw new Error('stopped after the log flush');
+  };
+  try {
+    await assert.rejects(d.flush(), /stopped after the log flush/);
+  } finally {
+    vhdxLogHooks.afterLogFlush = undefined;
+  }
+  await d.close();
+}
+
+test('VixDiskLib_Init callbacks: what a read-write Open repairs (a VHDX log replayed, a qcow2 dirty bit) reaches warn', async (t) => {
+  const dir = (await tmpDir(t, 'vdkit-vix-repair-')).path;
+  const vhdx = join(dir, 'log.vhdx');
+  await vhdxWithPendingLog(vhdx);
+  const qcow2 = join(dir, 'dirty.qcow2');
+  await (await Disk.create(qcow2, { format: 'qcow2', capacity: MiB })).close();
+  const fh = await open(qcow2, 'r+');
+  const b = Buffer.alloc(1);
+  await fh.read(b, 0, 1, 79);
+  b[0] = b[0]! | 1; // incompatible_features bit 0: dirty
+  await fh.write(b, 0, 1, 79);
+  await fh.close();
+  const warns: string[] = [];
+  await V.VixDiskLib_Init(1, 0, null, (m) => void warns.push(m), null, null);
+  try {
+    const cnx = await V.VixDiskLib_Connect(null);
+    const h = await V.VixDiskLib_Open(cnx, vhdx, 0);
+    assert.ok(warns.some((m) => /log\.vhdx: .*log held .* replayed/.test(m)), `warn got the log replay: ${JSON.stringify(warns)}`);
+    const buf = Buffer.alloc(S);
+    await V.VixDiskLib_Read(h, (5 * MiB) / S, 1, buf);
+    assert.ok(buf.every((x) => x === 0x22), 'the replayed write reads back');
+    await V.VixDiskLib_Close(h);
+    const q = await V.VixDiskLib_Open(cnx, qcow2, 0);
+    await V.VixDiskLib_Close(q);
+    assert.ok(warns.some((m) => /dirty\.qcow2: .*refcounts rebuilt/.test(m)), `warn got the refcount rebuild: ${JSON.stringify(warns)}`);
+    // repaired once: the next opens have nothing to say
+    const count = warns.length;
+    await V.VixDiskLib_Close(await V.VixDiskLib_Open(cnx, vhdx, 0));
+    await V.VixDiskLib_Close(await V.VixDiskLib_Open(cnx, qcow2, 0));
+    assert.equal(warns.length, count, JSON.stringify(warns.slice(count)));
+    await V.VixDiskLib_Disconnect(cnx);
+  } finally {
+    V.VixDiskLib_Exit();
+  }
 });
 
 test('VixDiskLib: an exception that is no file error (a vdkit bug) is VIX_E_FAIL and reaches panic, not VIX_E_DISK_FILEIO', async (t) => {
