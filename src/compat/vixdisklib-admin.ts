@@ -16,7 +16,7 @@ import { resize } from '../ops/resize.js';
 import { rename, unlink } from '../ops/rename.js';
 import { checkDisk } from '../ops/check.js';
 import { VIX_OK, vixFail as fail } from './vixdisklib-errors.js';
-import { adapterName, call, cancelled, diskTypeOf, handles, liveConnection, liveDisk, log, needInit, sectors, startProgress, writableConnection } from './vixdisklib-state.js';
+import { adapterName, call, cancelled, diskTypeOf, handles, liveConnection, liveDisk, log, needDiskImage, needInit, sectors, startProgress, writableConnection } from './vixdisklib-state.js';
 import {
   VIXDISKLIB_DISK_MONOLITHIC_SPARSE,
   VIXDISKLIB_DISK_SPLIT_SPARSE,
@@ -130,6 +130,7 @@ export async function VixDiskLib_Clone(
     const { type, thin } = diskTypeOf(createParams.diskType, dstPath);
     const adapterType = adapterName(createParams.adapterType, dstPath);
     const wanted = sectors(createParams.capacity ?? 0, 'capacity', dstPath);
+    await needDiskImage(srcPath);
     const src = await Disk.open(srcPath, { readOnly: true });
     try {
       let capacity = src.capacity;
@@ -222,6 +223,7 @@ export async function VixDiskLib_Attach(parentHandle: VixDiskLibHandle, childHan
 export async function VixDiskLib_Rename(srcFileName: string, dstFileName: string): Promise<number> {
   return call(async () => {
     needInit();
+    await needDiskImage(srcFileName);
     await rename(srcFileName, dstFileName);
     return VIX_OK;
   });
@@ -231,6 +233,7 @@ export async function VixDiskLib_Rename(srcFileName: string, dstFileName: string
 export async function VixDiskLib_Unlink(connection: VixDiskLibConnection, path: string): Promise<number> {
   return call(async () => {
     writableConnection(connection, 'Unlink', path);
+    await needDiskImage(path);
     await unlink(path, { force: true });
     return VIX_OK;
   });
@@ -252,6 +255,7 @@ export async function VixDiskLib_Grow(
   return call(async () => {
     writableConnection(connection, 'Grow', path);
     sectors(capacity, 'capacity', path);
+    await needDiskImage(path);
     const progress = startProgress(progressFunc, progressCallbackData);
     const keys = ['geometry.cylinders', 'geometry.heads', 'geometry.sectors'];
     let kept: [string, string][] = [];
@@ -325,7 +329,8 @@ async function inPlace(
 /** preallocated disks: every sector has its place in the file, nothing to reclaim or move */
 function isFlat(image: Image): boolean {
   if (image.format === 'raw') return true;
-  if (image.format === 'vhd') return image.type === 'fixed';
+  // VHD and VHDX fixed, VDI static (its type is 'fixed' too): every block is allocated when made
+  if (image.format === 'vhd' || image.format === 'vhdx' || image.format === 'vdi') return image.type === 'fixed';
   return image.format === 'vmdk' && /flat|^vmfs$|preallocated|thick/i.test(image.type);
 }
 
@@ -347,6 +352,7 @@ export async function VixDiskLib_CheckRepair(connection: VixDiskLibConnection, f
   return call(async () => {
     if (repair) writableConnection(connection, 'CheckRepair with repair', filename);
     else liveConnection(connection);
+    await needDiskImage(filename);
     return checkDisk(filename, { repair: !!repair });
   });
 }

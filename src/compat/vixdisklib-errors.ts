@@ -216,10 +216,19 @@ export class VixDiskLibError extends DiskError {
   }
 }
 
-/** @internal whatever a call body threw, as a VixDiskLibError */
+/**
+ * @internal whatever a call body threw, as a VixDiskLibError. An exception without a system
+ * error code (a TypeError, a RangeError: a vdkit bug, not a failed file operation) is INTERNAL
+ * (VIX_E_FAIL), which also reaches the panic callback, instead of passing for a file I/O error.
+ */
 export function toVixError(err: unknown): VixDiskLibError {
   if (err instanceof VixDiskLibError) return err;
   if (err instanceof DiskError) return new VixDiskLibError(err);
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') {
+    const what = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    return new VixDiskLibError(new DiskError('INTERNAL', `internal error in vdkit (${what})`, {}, { cause: err }));
+  }
   return new VixDiskLibError(fromSystemError(err));
 }
 

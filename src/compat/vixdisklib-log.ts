@@ -55,7 +55,11 @@ const NFC_KEYS: Record<string, keyof VixDiskLibConfig['nfc']> = {
  * exists (level, text): unknown keys, keys without effect. Keys match case-insensitively.
  */
 export async function readConfigFile(path: string, notes: [number, string][]): Promise<VixDiskLibConfig> {
-  const text = await readText(hostFiles(), path, 1024 * 1024);
+  const text = await readText(hostFiles(), path, 1024 * 1024).catch((err: unknown) => {
+    // the Disk API calls a path that is no regular file "not a virtual disk"; this one is no disk
+    if (err instanceof DiskError && err.code === 'INVALIDDISK') throw new DiskError('INVAL', 'the config file is not a regular file', { path, field: 'configFile' }, { cause: err });
+    throw err;
+  });
   const cfg: VixDiskLibConfig = { logLevel: DEFAULT_CONFIG.logLevel, nfc: {} };
   const bad = (line: number, field: string, message: string, found: unknown) => new DiskError('INVAL', `config file line ${line}: ${message}`, { path, field, found });
   for (const [i, raw] of text.split(/\r?\n/).entries()) {

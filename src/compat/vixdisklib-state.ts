@@ -5,7 +5,7 @@
  */
 import { DiskError } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
-import type { Disk } from '../disk.js';
+import { detectFormat, type Disk } from '../disk.js';
 import { toVixError, vixFail as fail } from './vixdisklib-errors.js';
 import { DEFAULT_CONFIG, VIX_LOG_ERROR, VIX_LOG_INFO, VIX_LOG_PANIC, VixLogger, type VixDiskLibConfig } from './vixdisklib-log.js';
 import {
@@ -91,6 +91,17 @@ export function liveDisk(handle: VixDiskLibHandle): Disk {
   if (!state) throw fail('INVAL', 'VIX_E_DISK_INVAL', 'not a disk handle from VixDiskLib_Open');
   if (!state.disk) throw new DiskError('CLOSED', 'the disk handle has been closed (or attached)', { path: handle.path });
   return state.disk;
+}
+
+/**
+ * VDDK works on virtual disks only: a file that no format claims (the Disk API would take it as
+ * raw) is refused with VIX_E_DISK_INVALIDDISK before anything reads, grows, renames or deletes
+ * it, so a path given by mistake is never changed. `hint` says how the caller reaches raw data.
+ */
+export async function needDiskImage(path: string, hint = 'to use raw data, name it as the extent of a flat VMDK descriptor'): Promise<void> {
+  if ((await detectFormat(path)).name === 'raw') {
+    throw fail('INVALIDDISK', 'VIX_E_DISK_INVALIDDISK', `not a disk image of any known format: ${hint}`, { path, field: 'format', found: 'raw' });
+  }
 }
 
 /** a sector number or count: a safe non-negative integer */

@@ -23,8 +23,14 @@
  *   refused with VIX_E_DISK_NOTSUPPORTED; transport mode is always "file". ConnectEx's
  *   readOnly makes every Open read-only and refuses the calls that write files.
  * - Open refuses a file no format claims (VIX_E_DISK_INVALIDDISK) unless the caller says it
- *   is raw: a flat VMDK descriptor naming it, or vdkit's VDKIT_FLAG_OPEN_RAW.
- * - Init's log, warn and panic callbacks and InitEx's config file: vixdisklib-log.ts.
+ *   is raw: a flat VMDK descriptor naming it, or vdkit's VDKIT_FLAG_OPEN_RAW (an open flag, so
+ *   a VDDK program that never passes it behaves as under VDDK). The calls that take a path
+ *   instead of a handle (Grow, Unlink, Rename, CheckRepair, Clone's source) refuse such a file
+ *   the same way, with no flag to override: nothing here writes, moves or deletes a file that
+ *   is not a disk image.
+ * - Init's log, warn and panic callbacks and InitEx's config file: vixdisklib-log.ts. An
+ *   exception that is no file error (a TypeError: a vdkit bug) is INTERNAL, VIX_E_FAIL, and
+ *   goes to panic too; what a read-write Open repaired (a qcow2 dirty bit, a VHDX log) to warn.
  * - Open flags: READ_ONLY and SINGLE_LINK map onto the Disk API; UNBUFFERED is accepted and
  *   has no effect (Node offers no O_DIRECT; every write still goes through the kit's ordered
  *   write path). Opening read-write a disk a child depends on is refused, as the guide says.
@@ -33,8 +39,9 @@
  *   CheckRepair resolves VIX_OK whatever it finds ("refers to the success of the call, not the
  *   consistency of the disk"), handing back the findings.
  * - Shrink and Defragment go through the Image contract's compact/defragment (capabilities
- *   compact/defragment). On flat (preallocated) disks they do nothing and return VIX_OK, as
- *   the guide says; a sparse type whose driver has neither gives VIX_E_DISK_NOTSUPPORTED.
+ *   compact/defragment). On flat (preallocated) disks (VMDK flat and VMFS, fixed VHD and VHDX,
+ *   static VDI, raw) they do nothing and return VIX_OK, as the guide says; a sparse type whose
+ *   driver has neither gives VIX_E_DISK_NOTSUPPORTED.
  * - Progress functions get (progressData, percentCompleted) as in VDDK; VDDK ignores their
  *   return value, here returning exactly `false` cancels the operation (VIX_E_DISK_CANCELLED).
  * - Clone's createParams.capacity: 0 clones at the source's size; a larger one grows the
@@ -50,10 +57,10 @@
  */
 import { ERROR_TABLE } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
-import { Disk, detectFormat } from '../disk.js';
+import { Disk } from '../disk.js';
 import { VIX_ERRORS, VIX_OK, VixDiskLibError, toVixError, vixFail as fail } from './vixdisklib-errors.js';
 import { DEFAULT_CONFIG, VIX_LOG_WARNING, VixLogger, readConfigFile, type VixDiskLibConfig, type VixDiskLibGenericLogFunc } from './vixdisklib-log.js';
-import { adapterNumber, call, connections, handles, lib, liveConnection, liveDisk, log, needInit, sectors } from './vixdisklib-state.js';
+import { adapterNumber, call, connections, handles, lib, liveConnection, liveDisk, log, needDiskImage, needInit, sectors } from './vixdisklib-state.js';
 import {
   VIXDISKLIB_FLAG_OPEN_READ_ONLY,
   VIXDISKLIB_FLAG_OPEN_SINGLE_LINK,
@@ -241,9 +248,7 @@ export async function VixDiskLib_Open(connection: VixDiskLibConnection, path: st
     const raw = (flags & VDKIT_FLAG_OPEN_RAW) !== 0;
     // content that no format claims falls back to raw in the Disk API; VDDK refuses it, and a
     // Write would overwrite whatever the file holds
-    if (!raw && (await detectFormat(path)).name === 'raw') {
-      throw fail('INVALIDDISK', 'VIX_E_DISK_INVALIDDISK', 'not a disk image of any known format: to open raw data, name it in a flat VMDK descriptor or pass VDKIT_FLAG_OPEN_RAW', { path, field: 'format', found: 'raw' });
-    }
+    if (!raw) await needDiskImage(path, 'to open raw data, name it in a flat VMDK descriptor or pass VDKIT_FLAG_OPEN_RAW');
     const readOnly = (flags & VIXDISKLIB_FLAG_OPEN_READ_ONLY) !== 0 || cnx.readOnly;
     if (cnx.readOnly && (flags & VIXDISKLIB_FLAG_OPEN_READ_ONLY) === 0) log(`VixDiskLib: ${path} opened read-only: the connection is read-only`);
     if (flags & VIXDISKLIB_FLAG_OPEN_UNBUFFERED) log(`VixDiskLib: ${path}: VIXDISKLIB_FLAG_OPEN_UNBUFFERED has no effect here (no O_DIRECT in Node)`);

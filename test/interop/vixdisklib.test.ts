@@ -22,8 +22,9 @@ test('VixDiskLib: error table, numbers, GetErrorText, library state', async (t) 
   assert.equal(V.VixDiskLib_GetErrorText(V.VIX_OK), 'The operation completed successfully');
   assert.match(V.VixDiskLib_GetErrorText(65000), /Unknown error 65000/);
   assert.equal(V.VIX_ERROR_CODE((3n << 40n) | 16013n), 16013);
-  // VMware's public vix.h (open-vm-tools lib/include/vix.h, enum of VixError): the general
-  // codes and every disk-library code it defines, as (name, number) pairs
+  // VMware's public vix.h (open-vm-tools open-vm-tools/lib/include/vix.h at 004c98fb, enum of
+  // VixError, the block its comment says is copied into vixDiskLib.h): the general codes and
+  // every disk-library code it defines, as (name, number) pairs
   const VIX_H: [string, number][] = [
     ['VIX_OK', 0], ['VIX_E_FAIL', 1], ['VIX_E_OUT_OF_MEMORY', 2], ['VIX_E_INVALID_ARG', 3], ['VIX_E_FILE_NOT_FOUND', 4],
     ['VIX_E_OBJECT_IS_BUSY', 5], ['VIX_E_NOT_SUPPORTED', 6], ['VIX_E_FILE_ERROR', 7], ['VIX_E_DISK_FULL', 8],
@@ -32,6 +33,7 @@ test('VixDiskLib: error table, numbers, GetErrorText, library state', async (t) 
     ['VIX_E_NOT_SUPPORTED_ON_REMOTE_OBJECT', 20], ['VIX_E_FILE_TOO_BIG', 21], ['VIX_E_FILE_NAME_INVALID', 22], ['VIX_E_ALREADY_EXISTS', 23],
     ['VIX_E_BUFFER_TOOSMALL', 24], ['VIX_E_OBJECT_NOT_FOUND', 25], ['VIX_E_HOST_NOT_CONNECTED', 26], ['VIX_E_INVALID_UTF8_STRING', 27],
     ['VIX_E_UNFINISHED_JOB', 29], ['VIX_E_NEED_KEY', 30], ['VIX_E_OPERATION_ALREADY_IN_PROGRESS', 31], ['VIX_E_LICENSE', 32],
+    ['VIX_E_VM_HOST_DISCONNECTED', 34], ['VIX_E_AUTHENTICATION_FAIL', 35], ['VIX_E_HOST_CONNECTION_LOST', 36], ['VIX_E_DUPLICATE_NAME', 41],
     ['VIX_E_DISK_INVAL', 16000], ['VIX_E_DISK_NOINIT', 16001], ['VIX_E_DISK_NOIO', 16002], ['VIX_E_DISK_PARTIALCHAIN', 16003],
     ['VIX_E_DISK_NEEDSREPAIR', 16006], ['VIX_E_DISK_OUTOFRANGE', 16007], ['VIX_E_DISK_CID_MISMATCH', 16008], ['VIX_E_DISK_CANTSHRINK', 16009],
     ['VIX_E_DISK_PARTMISMATCH', 16010], ['VIX_E_DISK_UNSUPPORTEDDISKVERSION', 16011], ['VIX_E_DISK_OPENPARENT', 16012],

@@ -317,7 +317,9 @@ export class VhdxImage implements Image {
       links: { parent: link ? link.hint || link.hints?.[0] : undefined, cid: identity(this.state), parentCid: link?.parentId, uuid: guidText(this.state.virtualDiskId, 'le'), version: this.state.header.version },
       fileSize: this.state.fileSize,
       qemuFacts: { clusterSize: this.state.params.blockSize },
-      warnings: this.state.findings.filter((f) => !f.repaired).map((f) => f.message),
+      // what this read-write open repaired (a log replayed, a region table rewritten) is still
+      // said, as qcow2 says its rebuilt refcounts: VixDiskLib's warn callback and `info` report it
+      warnings: this.state.findings.map((f) => (f.repaired ? `${f.message} (repaired at open)` : f.message)),
     });
   }
 }
