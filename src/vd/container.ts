@@ -182,11 +182,14 @@ export class VDisk {
     }
   }
 
-  /** Open one image and stack it on the top; the caller holds the lock. */
-  private async stack(format: string | undefined, path: string, flags: number, ns: Namespace): Promise<void> {
+  /**
+   * Open one image and stack it on the top; the caller holds the lock. `empty`: the image is a
+   * child just made, so what the disk reads does not change and the cache stays as it is.
+   */
+  private async stack(format: string | undefined, path: string, flags: number, ns: Namespace, empty = false): Promise<void> {
     checkOpenFlags(flags, path);
     VDisk.refuseShareable(flags, path);
-    await this.cache?.refuseStale();
+    if (!empty) await this.cache?.refuseStale();
     const below = this.entries[this.entries.length - 1];
     let img: Image;
     try {
@@ -208,7 +211,7 @@ export class VDisk {
     }
     this.entries.push({ image: img, path: ns.absolute(path), format: img.format, ns, flags, own: flags, lower: false });
     this.rebuild();
-    await this.cache?.invalidate();
+    if (!empty) await this.cache?.invalidate();
   }
 
   /** VDOpen's linkage check: a base first, then each image a child of the one below it. */
@@ -296,7 +299,7 @@ export class VDisk {
           await link.close();
         }
       }
-      await this.stack(fmt, path, flags, ns);
+      await this.stack(fmt, path, flags, ns, opts.parentUuid === undefined);
     });
   }
 

@@ -269,3 +269,69 @@ test('a cache image answers the second read without touching the slow base, and 
   await assert.rejects(r.createCache('raw', join(dir, 'c.raw')), code('NOTSUPPORTED'));
   await r.closeAll();
 });
+
+test('the cache stays across createDiff (nothing changes) and is emptied when an image is closed', async (t) => {
+  const dir = (await tmpDir(t)).path;
+  const slow = new CountingNamespace(hostFiles());
+  const c = new VDisk({ namespace: slow });
+  await c.createBase('vdi', join(dir, 'b.vdi'), 4 * MiB);
+  await c.write(0, fill(MiB, 8));
+  await c.createCache('vhd', join(dir, 'cache.vhd'), { namespace: hostFiles() });
+  await c.read(0, MiB);
+  await c.createDiff(undefined, join(dir, 'd.vdi'));
+  let before = slow.bytesRead;
+  assert.deepEqual(await c.read(0, MiB), fill(MiB, 8));
+  assert.equal(slow.bytesRead, before, 'still cached after createDiff');
+  await c.write(0, fill(4096, 9));
+  assert.deepEqual((await c.read(0, 8192)).subarray(0, 4096), fill(4096, 9));
+  await c.close(true); // the disk reads the base again: the cache must not serve the diff's bytes
+  before = slow.bytesRead;
+  assert.deepEqual(await c.read(0, MiB), fill(MiB, 8));
+  assert.ok(slow.bytesRead > before, 'emptied: read from the base again');
+  await c.closeAll();
+});
+
+test('VDCopyEx with the same-content shortcut reads nothing of the images below nImageFromSame', async (t) => {
+  const dir = (await tmpDir(t)).path;
+  const slow = new CountingNamespace(hostFiles());
+  const a = new VDisk();
+  await a.createBase('qcow2', join(dir, 'a0.qcow2'), 8 * MiB, { namespace: slow });
+  await a.write(0, fill(4 * MiB, 1));
+  const b = new VDisk();
+  await a.copyEx(0, b, { path: join(dir, 'b0.vdi'), format: 'vdi' });
+  await a.createDiff(undefined, join(dir, 'a1.qcow2'), { namespace: hostFiles() });
+  await a.write(MiB, fill(65536, 2));
+  await b.createDiff(undefined, join(dir, 'b1.vdi'));
+  let before = slow.bytesRead;
+  const r = await a.copyEx(1, b, { fromSame: 0, toSame: 0 });
+  assert.equal(r.bytesWritten, 65536);
+  assert.equal(r.bytesRead, 65536);
+  assert.ok(slow.bytesRead - before < 65536, `the source base was not read for data (${slow.bytesRead - before} bytes of metadata at most)`);
+  assert.deepEqual(await b.read(0, 8 * MiB), await a.read(0, 8 * MiB));
+  // without the shortcut the whole disk is compared, the source base read too
+  await a.write(6 * MiB, fill(512, 3));
+  before = slow.bytesRead;
+  const full = await a.copyEx(1, b);
+  assert.ok(slow.bytesRead - before >= 3 * MiB, `the base was read (${slow.bytesRead - before} bytes)`);
+  assert.ok(full.bytesWritten <= MiB, `only the changed chunk was written (${full.bytesWritten})`);
+  assert.deepEqual(await b.read(0, 8 * MiB), await a.read(0, 8 * MiB));
+  await assert.rejects(a.copyEx(1, a), code('NOTSUPPORTED'), 'no move inside one container');
+  await a.closeAll();
+  await b.closeAll();
+});
+
+test('DISCARD and IGNORE_FLUSH open flags', async (t) => {
+  const dir = (await tmpDir(t)).path;
+  const c = new VDisk();
+  await c.createBase('qcow2', join(dir, 'q.qcow2'), 4 * MiB);
+  await c.write(0, fill(MiB, 1));
+  await assert.rejects(c.discardRanges([{ offset: 0, length: 65536 }]), code('NOTSUPPORTED'), 'not opened with DISCARD');
+  await c.setOpenFlags(0, vd.VD_OPEN_FLAGS_DISCARD | vd.VD_OPEN_FLAGS_IGNORE_FLUSH);
+  await c.discardRanges([{ offset: 0, length: 131072 }]);
+  assert.deepEqual(await c.read(0, 131072), Buffer.alloc(131072));
+  await c.flush(); // ignored, no error
+  await c.closeAll();
+  assert.deepEqual(await allocated(join(dir, 'q.qcow2'), 0, 196608), ['unallocated', 'data']);
+  // a format that cannot discard is refused at open (VERR_VD_DISCARD_NOT_SUPPORTED)
+  await assert.rejects(new VDisk().createBase('vmdk', join(dir, 'f.vmdk'), MiB, { imageFlags: vd.VD_IMAGE_FLAGS_FIXED, openFlags: vd.VD_OPEN_FLAGS_DISCARD }), /cannot discard/);
+});
