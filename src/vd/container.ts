@@ -183,13 +183,14 @@ export class VDisk {
   }
 
   /**
-   * Open one image and stack it on the top; the caller holds the lock. `empty`: the image is a
-   * child just made, so what the disk reads does not change and the cache stays as it is.
+   * Open one image and stack it on the top; the caller holds the lock. `sameContent`: what the
+   * disk reads does not change (a child just made, the images left by a merge), so the cache
+   * stays as it is.
    */
-  private async stack(format: string | undefined, path: string, flags: number, ns: Namespace, empty = false): Promise<void> {
+  private async stack(format: string | undefined, path: string, flags: number, ns: Namespace, sameContent = false): Promise<void> {
     checkOpenFlags(flags, path);
     VDisk.refuseShareable(flags, path);
-    if (!empty) await this.cache?.refuseStale();
+    if (!sameContent) await this.cache?.refuseStale();
     const below = this.entries[this.entries.length - 1];
     let img: Image;
     try {
@@ -211,7 +212,7 @@ export class VDisk {
     }
     this.entries.push({ image: img, path: ns.absolute(path), format: img.format, ns, flags, own: flags, lower: false });
     this.rebuild();
-    if (!empty) await this.cache?.invalidate();
+    if (!sameContent) await this.cache?.invalidate();
   }
 
   /** VDOpen's linkage check: a base first, then each image a child of the one below it. */
@@ -540,7 +541,7 @@ export class VDisk {
       // what is left, with the flags each image was given (stacking makes the lower ones read-only again)
       for (const i of keep) {
         const s = saved[i]!;
-        await this.stack(s.format, s.path, s.own, s.ns);
+        await this.stack(s.format, s.path, s.own, s.ns, true);
       }
       if (failure !== undefined) throw failure;
     });

@@ -23,20 +23,21 @@ const code = (c: string) => (err: unknown) => err instanceof DiskError && err.co
 class CountingNamespace extends NamespaceWrapper {
   bytesRead = 0;
   override async open(name: string, opts?: { write?: boolean }): Promise<ByteStore> {
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const ns = this;
+    const count = (n: number) => {
+      this.bytesRead += n;
+    };
     const inner = await super.open(name, opts);
     return new (class extends StoreWrapper {
       override read(offset: number, length: number) {
-        ns.bytesRead += length;
+        count(length);
         return super.read(offset, length);
       }
       override readInto(into: Buffer, offset: number) {
-        ns.bytesRead += into.length;
+        count(into.length);
         return super.readInto(into, offset);
       }
       override readZeroPadded(offset: number, length: number) {
-        ns.bytesRead += length;
+        count(length);
         return super.readZeroPadded(offset, length);
       }
     })(inner);
@@ -284,6 +285,13 @@ test('the cache stays across createDiff (nothing changes) and is emptied when an
   assert.equal(slow.bytesRead, before, 'still cached after createDiff');
   await c.write(0, fill(4096, 9));
   assert.deepEqual((await c.read(0, 8192)).subarray(0, 4096), fill(4096, 9));
+  // a merge changes nothing the disk reads either: still cached
+  await c.createDiff(undefined, join(dir, 'd2.vdi'));
+  await c.merge(2, 1);
+  before = slow.bytesRead;
+  assert.deepEqual((await c.read(0, MiB)).subarray(0, 8192), Buffer.concat([fill(4096, 9), fill(MiB, 8).subarray(4096, 8192)]));
+  assert.equal(slow.bytesRead, before, 'still cached after the merge');
+  assert.equal(c.getCount(), 2);
   await c.close(true); // the disk reads the base again: the cache must not serve the diff's bytes
   before = slow.bytesRead;
   assert.deepEqual(await c.read(0, MiB), fill(MiB, 8));
