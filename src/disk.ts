@@ -202,9 +202,12 @@ export class Disk {
     return new Disk(await driver.create(ns, path, spec));
   }
 
-  /** wrap an already opened image */
-  static from(image: Image): Disk {
-    return new Disk(image);
+  /**
+   * wrap an already opened image; `flags` as the open options `honorZeroes` (default true) and
+   * `discard` (default false) set them, for a caller that opened the image itself
+   */
+  static from(image: Image, flags: { honorZeroes?: boolean; discard?: boolean } = {}): Disk {
+    return new Disk(image, { honorZeroes: flags.honorZeroes ?? true, discard: !!flags.discard });
   }
 
   get path(): string {

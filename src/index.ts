@@ -53,4 +53,8 @@ export type { SequentialFormat, SequentialInput, SequentialReader } from './form
 export type { StreamSource } from './formats/common/stream-source.js';
 export type { TlsCredentials, TlsMode } from './nbd/server/tls.js';
 export { dd, type DdOptions, type DdResult } from './ops/dd.js';
+export { VDisk, VD_LAST_IMAGE, type VDiskOptions, type VdImageOptions, type CreateBaseOptions, type CreateDiffOptions, type CacheCreateOptions } from './vd/container.js';
+export type { CopyExOptions, CopyExResult } from './vd/copy.js';
+export type { VdMergeOptions } from './vd/merge.js';
+export * as vd from './vd/flags.js';
 export { bench, type BenchOptions, type BenchResult } from './ops/bench.js';

@@ -233,7 +233,11 @@ export async function locateParent(ns: Namespace, childPath: string, link: Backi
   throw new DiskError('OPENPARENT', `parent not found (${where}${how})`, { path: childPath, field: 'parent hint', found: link.hint, expected: found.tried[0] });
 }
 
-async function checkLink(ns: Namespace, childPath: string, child: Image, parentPath: string, parent: Image, parentId: string | undefined, formats: ChainFormats): Promise<void> {
+/**
+ * The checks a child and its parent must pass to stack (identity, same family, same size where
+ * the format needs it); also used by a container that stacks links one by one (vd/).
+ */
+export async function checkLink(ns: Namespace, childPath: string, child: Image, parentPath: string, parent: Image, parentId: string | undefined, formats: ChainFormats): Promise<void> {
   if (parentId !== undefined) {
     const id = parent.identity();
     if ((id === undefined || id.toLowerCase() !== parentId.toLowerCase()) && !(await committedFrom(ns, parentPath, parentId, id))) {

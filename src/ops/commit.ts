@@ -222,6 +222,8 @@ export interface MergeOptions extends ChainCopyOptions {
   base?: string;
   /** merge every parent into the top: the top becomes a standalone disk */
   all?: boolean;
+  /** merge even though a child in the top's folder depends on it (its content does not change, so the child stays valid) */
+  force?: boolean;
 }
 
 export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Promise<{ bytesCopied: number; parent?: string }> {
@@ -229,7 +231,7 @@ export async function mergeIntoTop(topPath: string, opts: MergeOptions = {}): Pr
   const ns = opts.namespace ?? hostFiles();
   refuseUnsafe(ns, 'merge', topPath);
   const top = ns.absolute(topPath);
-  const d = await Disk.open(top, { namespace: ns, preserveIdentity: true, untrusted: opts.untrusted });
+  const d = await Disk.open(top, { namespace: ns, preserveIdentity: true, untrusted: opts.untrusted, force: opts.force });
   let paths: string[];
   let depth: number;
   let copied: number;

@@ -38,9 +38,9 @@ test('the pattern finds a planted branch and ignores comments and data', () => {
   assert.deepEqual(branches("// format === 'vdi'\nconst rules = [{ format: 'vmdk' }];\n"), []);
 });
 
-test('src/ops, src/chain, src/block and src/disk.ts branch on no format name', async () => {
+test('src/ops, src/chain, src/block, src/vd and src/disk.ts branch on no format name', async () => {
   const src = join(repoRoot(), 'src');
-  const files = [...(await walk(join(src, 'ops'))), ...(await walk(join(src, 'chain'))), ...(await walk(join(src, 'block'))), join(src, 'disk.ts')];
+  const files = [...(await walk(join(src, 'ops'))), ...(await walk(join(src, 'chain'))), ...(await walk(join(src, 'block'))), ...(await walk(join(src, 'vd'))), join(src, 'disk.ts')];
   const found: string[] = [];
   const allowedSeen = new Set<string>();
   for (const f of files) {
