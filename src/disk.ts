@@ -122,10 +122,10 @@ export interface DiskOpenOptions extends ChainOpenOptions {
    */
   discard?: boolean;
   /**
-   * VD_OPEN_FLAGS_SHAREABLE: others may write the image while it is open. vdkit takes no file
-   * locks on any open (it never denies others access, unlike VirtualBox's RTFILE_O_DENY_WRITE),
-   * so this is accepted for compatibility and changes nothing; coordinating writers is the
-   * caller's job.
+   * VD_OPEN_FLAGS_SHAREABLE: others may write the image while it is open. vdkit's drivers cache
+   * metadata (tables, allocation pointers) and would lose or overwrite another writer's
+   * allocations, so a shareable read-write open is refused (NOTSUPPORTED, field `shareable`);
+   * with `readOnly` it is accepted (a reader that sees a torn state gets errors, never writes).
    */
   shareable?: boolean;
 }
@@ -161,6 +161,9 @@ export class Disk {
   static async open(path: string, opts: DiskOpenOptions = {}): Promise<Disk> {
     const ns = opts.namespace ?? hostFiles();
     let image: Image;
+    if (opts.shareable && !opts.readOnly && !opts.infoOnly) {
+      throw new DiskError('NOTSUPPORTED', `${path}: a shareable read-write open is not supported: vdkit caches metadata and concurrent writers would corrupt the image; open read-only`, { file: path, field: 'shareable' });
+    }
     if (opts.infoOnly) {
       return new Disk(await openLinkIn(ns, path, { ...opts, readOnly: true }));
     }

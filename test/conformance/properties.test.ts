@@ -283,7 +283,7 @@ test('CLI: set then info shows the properties (text and --json); info --no-chain
   assert.equal((JSON.parse(alone.stdout) as { properties: { comment: string } }).properties.comment, 'hello');
 });
 
-test('open flags: honorZeroes false discards all-zero units, default stores them; discard needs the flag; shareable accepted', async (t) => {
+test('open flags: honorZeroes false discards all-zero units, default stores them; discard needs the flag; shareable read-write refused', async (t) => {
   if (!skipUnless(t, 'qemu-img')) return;
   const dir = await tmpDir(t);
   const data = xorshiftBytes(64 * 1024, 7);
@@ -338,10 +338,10 @@ test('open flags: honorZeroes false discards all-zero units, default stores them
   await (await Disk.create(join(dir.path, 'r.raw'), { format: 'raw', capacity: MiB })).close();
   await assert.rejects(Disk.open(join(dir.path, 'r.raw'), { discard: true }), notSupported('discard'));
 
-  // shareable: vdkit locks nothing, so a second read-write open alongside works with or without it
-  const a = await Disk.open(p, { shareable: true });
+  // shareable: refused read-write (concurrent writers are not safe with cached metadata),
+  // accepted read-only
+  await assert.rejects(Disk.open(p, { shareable: true }), notSupported('shareable'));
   const b = await Disk.open(p, { readOnly: true, shareable: true });
-  assert.equal(a.readOnly, false);
+  assert.equal(b.readOnly, true);
   await b.close();
-  await a.close();
 });
