@@ -75,7 +75,10 @@ writeFileSync('dist/cli/package.json', '{ "type": "module" }\n');
 
 // A real import() left in main.cjs runs through Node's ES module loader at that point, not
 // through the bundle: only packages kept outside it may be imported so.
-const left = [...readFileSync('dist/cli/main.cjs', 'utf8').matchAll(/\bimport\((["'`])([^"'`]*)\1\)/g)].map((m) => m[2]).filter((s) => !common.external.includes(s) && !s.startsWith('node:'));
+const bundle = readFileSync('dist/cli/main.cjs');
+// bin/vdkit.js reads it as latin1, which is right for ASCII only (esbuild's default charset)
+if (!bundle.every((b) => b < 0x80)) throw new Error('dist/cli/main.cjs: not ASCII');
+const left = [...bundle.toString('latin1').matchAll(/\bimport\((["'`])([^"'`]*)\1\)/g)].map((m) => m[2]).filter((s) => !common.external.includes(s) && !s.startsWith('node:'));
 if (left.length > 0) throw new Error(`dist/cli/main.cjs: import() of ${left.join(', ')} was not bundled`);
 
 // The code cache: what a run of `vdkit info` on a small qcow2 compiled (the functions every

@@ -69,8 +69,8 @@ test('CLI start-up, bundled: info and --version read one script of the repositor
   assert.ok(names.includes('main.cjs.cache'), `the build writes the code cache (dist/cli: ${names.join(' ')})`);
   const dir = await mkdtemp(join(tmpdir(), 'vdkit-startup-'));
   try {
-    // every file of the repository loaded as a module: ES modules through a loader hook, CommonJS
-    // ones from require.cache at exit
+    // every file of the repository loaded as a module: through a loader hook (ES modules, and
+    // CommonJS ones while a hook is set) and from require.cache at exit (CommonJS)
     const root = pathToFileURL(REPO).href + '/';
     const hook = join(dir, 'hook.mjs');
     await writeFile(hook, `export async function load(url, context, next) { if (url.startsWith(${JSON.stringify(root)})) process.stderr.write('LOADED ' + url.slice(${root.length}) + '\\n'); return next(url, context); }\n`);
@@ -83,7 +83,7 @@ test('CLI start-up, bundled: info and --version read one script of the repositor
         env: { ...process.env, VDKIT_DEBUG_STARTUP: '1', VDKIT_NO_BUNDLE: '' },
       });
       const lines = r.stderr.split('\n');
-      return { status: r.status, stderr: r.stderr, modules: lines.filter((l) => l.startsWith('LOADED ')).map((l) => l.slice(7)), cache: lines.find((l) => l.includes('code cache')) };
+      return { status: r.status, stderr: r.stderr, modules: [...new Set(lines.filter((l) => l.startsWith('LOADED ')).map((l) => l.slice(7)))], cache: lines.find((l) => l.includes('code cache')) };
     };
 
     const version = vdkit(['--version']);
