@@ -1,8 +1,9 @@
 /**
  * A few worker threads that compress for the sequential writers (streamOptimized VMDK grains,
  * qcow2 compressed clusters): each writer names its worker script by URL, relative to its own
- * module, because scripts/bundle-cli.mjs bundles every worker as its own entry point beside the
- * CLI chunks, where such a URL still resolves. Jobs are answered in any order, by id; the
+ * module, because scripts/bundle-cli.mjs bundles every worker as a file of its own beside the
+ * CLI's bundle (dist/cli/main.cjs, whose import.meta.url is its own), where such a URL still
+ * resolves. Jobs are answered in any order, by id; the
  * writer awaits them in its own order, so the output does not depend on the thread count.
  */
 import { Worker } from '../../core/platform.js';

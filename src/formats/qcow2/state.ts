@@ -263,6 +263,16 @@ export abstract class Qcow2State {
         const cStart = c * cs;
         const cEnd = Math.min(sliceEnd, cStart + cs);
         const idx = c - l1i * l2Entries;
+        if (!extended && l2.readUInt32BE(idx * 8) === 0 && l2.readUInt32BE(idx * 8 + 4) === 0) {
+          // a run of empty standard entries (most of a sparse table) is one unallocated piece,
+          // found without decoding each entry: `info` counts the data of every table this way
+          let next = idx + 1;
+          while ((l1i * l2Entries + next) * cs < sliceEnd && l2.readUInt32BE(next * 8) === 0 && l2.readUInt32BE(next * 8 + 4) === 0) next++;
+          const runEnd = Math.min(sliceEnd, (l1i * l2Entries + next) * cs);
+          push({ offset: at, length: runEnd - at, state: 'unallocated', host: -1 });
+          at = runEnd;
+          continue;
+        }
         const e = decodeL2(l2, idx, this.g);
         const field = `l2[${l1i}][${idx}]`;
         if (e.kind === 'compressed') {
