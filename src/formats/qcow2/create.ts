@@ -16,7 +16,10 @@ import type { Qcow2Image } from './image.js';
 import { openQcow2 } from './open.js';
 import { setInitialSize } from './resize.js';
 import {
+  COMPRESSION_DEFLATE,
+  COMPRESSION_ZSTD,
   DEFAULT_CLUSTER_BITS,
+  INCOMPAT,
   EXT,
   MAX_BACKING_NAME,
   MAX_CLUSTER_BITS,
@@ -52,6 +55,11 @@ export async function createQcow2(ns: Namespace, path: string, opts: CreateOptio
   if (l1Entries * 8 > MAX_L1_BYTES) {
     throw new DiskError('INVAL', `capacity too large for ${cs}-byte clusters (the L1 table would exceed QEMU's 32 MiB)`, { path, field: 'capacity', expected: `<= ${(MAX_L1_BYTES / 8) * (cs / 8) * cs}`, found: opts.capacity });
   }
+  const zstd = opts.compressionType === 'zstd';
+  if (opts.compressionType !== undefined && !zstd && opts.compressionType !== 'zlib') {
+    throw new DiskError('INVAL', `unknown compression type ${JSON.stringify(opts.compressionType)}`, { path, field: 'compressionType', expected: 'zlib or zstd', found: opts.compressionType });
+  }
+  if (zstd && version < 3) throw new DiskError('INVAL', 'zstd compression needs version 3 (compat 1.1)', { path, field: 'compressionType', found: 'zstd' });
   if (opts.preallocate) throw new DiskError('NOTSUPPORTED', 'qcow2 preallocation is not supported (images are created sparse)', { path, field: 'preallocate' });
 
   const exts: ExtensionRecord[] = [];
@@ -81,12 +89,12 @@ export async function createQcow2(ns: Namespace, path: string, opts: CreateOptio
     refcount_table_clusters: 1,
     nb_snapshots: 0,
     snapshots_offset: 0n,
-    incompatible_features: 0n,
+    incompatible_features: zstd ? 1n << BigInt(INCOMPAT.COMPRESSION) : 0n,
     compatible_features: 0n,
     autoclear_features: 0n,
     refcount_order: 4,
     header_length: version === 3 ? V3_HEADER_LENGTH : 0,
-    compression_type: 0,
+    compression_type: zstd ? COMPRESSION_ZSTD : COMPRESSION_DEFLATE,
   };
   const area = encodeHeaderArea(h, Buffer.alloc(0), exts, name);
   if (area.length > cs) {

@@ -5,7 +5,7 @@ import { DiskError } from '../../core/errors.js';
 import type { DiskInfo, ImageData } from '../types.js';
 import { oneFileInfo } from '../common/info.js';
 import type { Qcow2State } from './state.js';
-import { AUTOCLEAR, decodeL1, EXT, INCOMPAT } from './structs.js';
+import { AUTOCLEAR, COMPRESSION_NAMES, decodeL1, EXT, INCOMPAT } from './structs.js';
 
 export function metadataKeys(this: Qcow2State): string[] {
   const keys = ['compat', 'clusterSize', 'refcountBits', 'lazyRefcounts', 'extendedL2', 'compressionType', 'dirty', 'corrupt', 'snapshots', 'bitmaps'];
@@ -27,7 +27,7 @@ export function readMetadata(this: Qcow2State, key: string): string | undefined 
     case 'extendedL2':
       return bool(this.hasIncompat(INCOMPAT.EXTL2));
     case 'compressionType':
-      return this.h.compression_type === 0 ? 'zlib' : String(this.h.compression_type);
+      return COMPRESSION_NAMES[this.h.compression_type] ?? String(this.h.compression_type);
     case 'dirty':
       return bool(this.hasIncompat(INCOMPAT.DIRTY));
     case 'corrupt':

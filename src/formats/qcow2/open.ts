@@ -13,7 +13,7 @@ import { type FileState, Refcounts } from './refcounts.js';
 import { readSnapshots } from './snapshots.js';
 import { useSnapshot } from './snapshot-read.js';
 import type { Qcow2State } from './state.js';
-import { bitsOf, decodeFeatureTable, EXT, ExtensionHeader, type ExtensionRecord, geometry, Header, INCOMPAT, KNOWN_INCOMPAT_MASK, l1EntriesFor, MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, V2_HEADER_LENGTH, V3_HEADER_LENGTH, V3_MIN_HEADER_LENGTH } from './structs.js';
+import { bitsOf, COMPRESSION_DEFLATE, COMPRESSION_ZSTD, decodeFeatureTable, EXT, ExtensionHeader, type ExtensionRecord, geometry, Header, INCOMPAT, KNOWN_INCOMPAT_MASK, l1EntriesFor, MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, V2_HEADER_LENGTH, V3_HEADER_LENGTH, V3_MIN_HEADER_LENGTH } from './structs.js';
 
 /** the checker, loaded when an open needs it (read-write: a read-only `vdkit info` does not) */
 const checkQcow2: typeof import('./check.js').checkQcow2 = async (state, opts) => (await import('./check.js')).checkQcow2(state, opts);
@@ -136,17 +136,13 @@ export async function loadQcow2(path: string, store: ByteStore, readOnly: boolea
   if (has(INCOMPAT.DATA_FILE)) {
     throw new DiskError('UNSUPPORTEDFEATURE', 'external data files (incompatible bit 2) are not supported', { path, struct: 'header', field: 'incompatible_features', found: `0x${incompat.toString(16)}`, bits: [INCOMPAT.DATA_FILE] });
   }
-  if (h.compression_type !== 0 || has(INCOMPAT.COMPRESSION)) {
-    if (h.compression_type === 0 || !has(INCOMPAT.COMPRESSION)) {
+  if (h.compression_type !== COMPRESSION_DEFLATE || has(INCOMPAT.COMPRESSION)) {
+    if (h.compression_type === COMPRESSION_DEFLATE || !has(INCOMPAT.COMPRESSION)) {
       throw bad('compression_type', 'compression type and incompatible bit 3 disagree', 'both zero (deflate) or both set', `type ${h.compression_type}, bit 3 ${has(INCOMPAT.COMPRESSION) ? 'set' : 'clear'}`);
     }
-    throw new DiskError('UNSUPPORTEDFEATURE', `compression type ${h.compression_type}${h.compression_type === 1 ? ' (zstd)' : ''} is not supported (deflate only)`, {
-      path,
-      struct: 'header',
-      field: 'compression_type',
-      expected: 0,
-      found: h.compression_type,
-    });
+    if (h.compression_type !== COMPRESSION_ZSTD) {
+      throw new DiskError('UNSUPPORTEDFEATURE', `compression type ${h.compression_type} is not supported (0 deflate and 1 zstd are)`, { path, struct: 'header', field: 'compression_type', expected: '0 or 1', found: h.compression_type });
+    }
   }
   if (h.crypt_method !== 0) {
     throw new DiskError('UNSUPPORTEDFEATURE', `encrypted images (crypt_method ${h.crypt_method}: ${h.crypt_method === 1 ? 'AES' : h.crypt_method === 2 ? 'LUKS' : 'unknown'}) are not supported`, {

@@ -12,7 +12,7 @@ import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent, BlockState } from '../types.js';
 import { type FileState, Refcounts } from './refcounts.js';
 import type { SnapshotInfo } from './snapshots.js';
-import { decodeL1, decodeL2, encodeL1, EXT, type ExtensionRecord, formatFromQemu, type Geometry, geometry, Header, type HeaderField, type HeaderValue, INCOMPAT, type L2Entry, V2_HEADER_LENGTH } from './structs.js';
+import { COMPRESSION_ZSTD, decodeL1, decodeL2, encodeL1, EXT, type ExtensionRecord, formatFromQemu, type Geometry, geometry, Header, type HeaderField, type HeaderValue, INCOMPAT, type L2Entry, V2_HEADER_LENGTH } from './structs.js';
 
 /** L2 tables kept in memory */
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
@@ -298,21 +298,26 @@ export abstract class Qcow2State {
     else (await this.store.readZeroPadded(host, dst.length)).copy(dst);
   }
 
-  /** One compressed cluster, inflated (raw deflate into exactly one cluster, as QEMU). */
-  async inflate(comp: { offset: number; csize: number; field: string }): Promise<Buffer> {
+  /** One compressed cluster, inflated (raw deflate, or zstd: exactly one cluster, as QEMU). */
+  async inflate(comp: { offset: number; csize: number; field: string; cluster?: number }): Promise<Buffer> {
     const hit = this.inflated.get(comp.offset);
     if (hit) return hit;
     const where = { path: this.path, struct: 'L2 table', field: comp.field, found: comp.offset };
     if (comp.offset >= this.file.size) throw new DiskError('CORRUPT', 'compressed cluster lies past the end of the file', { ...where, expected: `< ${this.file.size}` });
     const src = await this.store.read(comp.offset, Math.min(comp.csize, this.file.size - comp.offset));
     let out: Buffer;
-    try {
-      out = inflateRawSync(src, { finishFlush: zc.Z_SYNC_FLUSH, maxOutputLength: this.clusterSize });
-    } catch (err) {
-      throw new DiskError('ZLIB', `compressed cluster does not inflate into one cluster (${(err as Error).message})`, where, { cause: err });
-    }
-    if (out.length !== this.clusterSize) {
-      throw new DiskError('ZLIB', 'compressed cluster inflates to less than a cluster', { ...where, expected: this.clusterSize, length: out.length });
+    if (this.h.compression_type === COMPRESSION_ZSTD) {
+      const { unzstdCluster } = await import('./zstd.js');
+      out = await unzstdCluster(src, this.clusterSize, { path: this.path, field: comp.field, found: comp.offset, guest: comp.cluster ?? -1 });
+    } else {
+      try {
+        out = inflateRawSync(src, { finishFlush: zc.Z_SYNC_FLUSH, maxOutputLength: this.clusterSize });
+      } catch (err) {
+        throw new DiskError('ZLIB', `compressed cluster does not inflate into one cluster (${(err as Error).message})`, where, { cause: err });
+      }
+      if (out.length !== this.clusterSize) {
+        throw new DiskError('ZLIB', 'compressed cluster inflates to less than a cluster', { ...where, expected: this.clusterSize, length: out.length });
+      }
     }
     this.inflated.set(comp.offset, out);
     if (this.inflated.size > INFLATE_CACHE) this.inflated.delete(this.inflated.keys().next().value!);

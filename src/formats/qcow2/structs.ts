@@ -100,6 +100,10 @@ export const EXT = Object.freeze({
 /** Feature bits (qcow2.md §2.1). */
 export const INCOMPAT = Object.freeze({ DIRTY: 0, CORRUPT: 1, DATA_FILE: 2, COMPRESSION: 3, EXTL2: 4 });
 export const COMPAT_LAZY_REFCOUNTS = 0;
+/** header byte 104 (compression_type): 0 deflate, 1 zstd (then incompatible bit 3 is set) */
+export const COMPRESSION_DEFLATE = 0;
+export const COMPRESSION_ZSTD = 1;
+export const COMPRESSION_NAMES: readonly string[] = ['zlib', 'zstd'];
 export const AUTOCLEAR = Object.freeze({ BITMAPS: 0, DATA_FILE_RAW: 1 });
 /** incompatible bits this driver knows (it may still refuse some of them) */
 export const KNOWN_INCOMPAT_MASK = 0x1fn;

@@ -76,7 +76,7 @@ export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, of
     else {
       content = Buffer.alloc(cs);
       if (!whole) {
-        if (e.kind === 'compressed') (await this.inflate({ offset: e.offset, csize: e.csize, field })).copy(content);
+        if (e.kind === 'compressed') (await this.inflate({ offset: e.offset, csize: e.csize, field, cluster: start })).copy(content);
         else if (e.kind === 'normal') {
           this.checkData(e, field);
           await this.readHost(content, e.offset);
