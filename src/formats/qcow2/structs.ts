@@ -160,13 +160,18 @@ export interface Geometry {
   l2Entries: number;
   /** log2 of the guest bytes one L2 table maps */
   l2Bits: number;
+  /**
+   * an external data file (incompatible bit 2): host offset 0 is a real cluster there, so an
+   * entry of offset 0 with COPIED set is allocated (qcow2.md §4: only then may it be 0)
+   */
+  externalData: boolean;
 }
 
-export function geometry(clusterBits: number, extendedL2: boolean): Geometry {
+export function geometry(clusterBits: number, extendedL2: boolean, externalData = false): Geometry {
   const clusterSize = 2 ** clusterBits;
   const l2EntrySize = extendedL2 ? 16 : 8;
   const l2Entries = clusterSize / l2EntrySize;
-  return { clusterBits, clusterSize, l2EntrySize, l2Entries, l2Bits: clusterBits + Math.log2(l2Entries) };
+  return { clusterBits, clusterSize, l2EntrySize, l2Entries, l2Bits: clusterBits + Math.log2(l2Entries), externalData };
 }
 
 /** L1 entries needed to map `size` guest bytes (QEMU size_to_l1). */
@@ -250,7 +255,7 @@ export function decodeL2(buf: Buffer, index: number, g: Geometry): L2Entry {
   const reservedBits = (hi & L2_RESERVED_HI) !== 0 || (lo & L2_RESERVED_LO) !== 0;
   let kind: ClusterKind;
   if (!extended && lo & 1) kind = 'zero';
-  else if (offset === 0) kind = extended && zeroMask !== 0 ? 'zero' : 'unallocated';
+  else if (offset === 0 && !(copied && g.externalData)) kind = extended && zeroMask !== 0 ? 'zero' : 'unallocated';
   else kind = 'normal';
   return { kind, offset, copied, csize: 0, reservedBits, allocMask, zeroMask };
 }
