@@ -86,11 +86,22 @@ export function parseCreateOptions(list: string | undefined): Partial<CreateOpti
         if (!['off', 'full', 'falloc'].includes(value)) throw new UsageError(`-o preallocation: off, full or falloc, got ${JSON.stringify(value)}`);
         out.preallocate = value !== 'off';
         break;
+      case 'compression_type': // qcow2
+        if (value !== 'zlib' && value !== 'zstd') throw new UsageError(`-o compression_type: zlib or zstd, got ${JSON.stringify(value)}`);
+        out.compressionType = value;
+        break;
+      case 'data_file': // qcow2: guest data in this file, named relative to the image's folder
+        if (value === '' || value === 'on') throw new UsageError('-o data_file: give the data file\'s name (data_file=NAME)');
+        out.dataFile = value;
+        break;
+      case 'data_file_raw':
+        out.dataFileRaw = flag();
+        break;
       case 'force_size':
         out.chsRounding = !flag();
         break;
       default:
-        throw new UsageError(`-o: unknown option ${JSON.stringify(key)} (known: subformat, compat, adapter_type, hwversion, cluster_size, block_size, preallocation, force_size)`);
+        throw new UsageError(`-o: unknown option ${JSON.stringify(key)} (known: subformat, compat, adapter_type, hwversion, cluster_size, block_size, preallocation, force_size, compression_type, data_file, data_file_raw)`);
     }
   }
   return out;

@@ -21,6 +21,8 @@ const SPECIFIC_ROWS: readonly [key: string, label: string][] = [
   ['compression-type', 'compression type'],
   ['lazy-refcounts', 'lazy refcounts'],
   ['refcount-bits', 'refcount bits'],
+  ['data-file', 'data file'],
+  ['data-file-raw', 'data file raw'],
   ['corrupt', 'corrupt'],
   ['extended-l2', 'extended l2'],
 ];

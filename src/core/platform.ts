@@ -50,6 +50,29 @@ export function workerPort(): Threads['parentPort'] {
   return threadsModule().parentPort;
 }
 
+/** zstd one-shot compress/decompress (WebAssembly); `level` 1..22, decompress up to `capacity` bytes */
+export interface Zstd {
+  compress(data: Uint8Array, level: number): Uint8Array;
+  /** one whole frame (no trailing bytes) into at most `capacity` bytes; throws on a bad frame */
+  decompress(frame: Uint8Array, capacity: number): Uint8Array;
+}
+let zstd: Promise<Zstd> | undefined;
+/**
+ * The zstd library, loaded and initialised at the first call only: its 1.2 MB of WebAssembly
+ * costs start-up time nobody but a zstd qcow2 needs. Loaded through `require` (not `import`)
+ * so the CLI bundle leaves the package in node_modules, where it finds its .wasm file.
+ */
+export function loadZstd(): Promise<Zstd> {
+  return (zstd ??= (async (): Promise<Zstd> => {
+    const m = load('@bokuweb/zstd-wasm') as { init(): Promise<void>; compress(b: Uint8Array, level?: number): Uint8Array; decompress(b: Uint8Array, opts?: { defaultHeapSize: number }): Uint8Array };
+    await m.init();
+    return { compress: (data, level) => m.compress(data, level), decompress: (frame, capacity) => m.decompress(frame, { defaultHeapSize: capacity }) };
+  })().catch((err) => {
+    zstd = undefined; // a later call tries again
+    throw err;
+  }));
+}
+
 export { availableParallelism } from 'node:os';
 export { promisify } from 'node:util';
 export type { Readable } from 'node:stream';

@@ -504,6 +504,18 @@ export interface CreateOptions {
    * size-dependent choice, 8 MiB up to 1 GiB ... 64 MiB above 32 TiB; 2 MiB for a child)
    */
   blockSize?: number;
+  /**
+   * qcow2: how compressed clusters are compressed (`-o compression_type=`): 'zlib' (deflate,
+   * the default) or 'zstd' (incompatible bit 3, read by QEMU >= 5.1)
+   */
+  compressionType?: 'zlib' | 'zstd';
+  /**
+   * qcow2: keep the guest data in this file (`-o data_file=`), named relative to the image's
+   * folder as it is stored in the image; the qcow2 file holds the metadata only
+   */
+  dataFile?: string;
+  /** qcow2 with dataFile (`-o data_file_raw=on`): the data file is kept a raw image of the guest */
+  dataFileRaw?: boolean;
 }
 
 /** A run of allocation units of a target image that hold data (what `measure` counts). */
@@ -612,8 +624,10 @@ export interface CompressedWriteOptions {
   type?: string;
   /** qcow2: bytes per cluster (default 64 KiB) */
   clusterSize?: number;
-  /** zlib level 1-9 (default: the level the format's usual producer uses) */
+  /** zlib level 1-9, zstd 1-19 (default: the level the format's usual producer uses) */
   compressionLevel?: number;
+  /** qcow2: 'zlib' (deflate, default) or 'zstd' */
+  compressionType?: 'zlib' | 'zstd';
   /** compression threads (default: one per core, at most 4) */
   workers?: number;
   signal?: AbortSignal;

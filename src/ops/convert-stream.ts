@@ -83,6 +83,8 @@ export async function convertCompressed(driver: Driver, src: Disk, dstPath: stri
   if (opts.sink) throw new DiskError('NOTSUPPORTED', `compressed ${driver.name} cannot be written to a pipe`, { path: opts.sink.name, field: 'format', found: driver.name });
   if (opts.parent) throw new DiskError('NOTSUPPORTED', 'compressed output is a whole image, not a child of a backing file', { path: dstPath, field: 'parent' });
   if (opts.preallocate) throw new DiskError('INVAL', 'compressed output cannot be preallocated', { path: dstPath, field: 'preallocate' });
+  // QEMU refuses compressed writes into an image with an external data file (compressed clusters are in the image file)
+  if (opts.dataFile !== undefined) throw new DiskError('NOTSUPPORTED', 'compressed output cannot have an external data file', { path: dstPath, field: 'dataFile', found: opts.dataFile });
   const capacity = targetCapacity(driver.name, opts.capacity ?? src.capacity);
   const total = Math.min(capacity, src.capacity);
   const ns = opts.namespace ?? hostFiles();
@@ -96,6 +98,7 @@ export async function convertCompressed(driver: Driver, src: Disk, dstPath: stri
       type: opts.type,
       clusterSize: opts.clusterSize,
       compressionLevel: opts.compressionLevel,
+      compressionType: opts.compressionType,
       workers: opts.workers,
       signal: opts.signal,
       onProgress: (done, written) => opts.onProgress?.({ done: Math.min(done, total), total, written }),

@@ -34,7 +34,7 @@ export const convert: CliCommand = {
       .option('--from <n>', 'with --keep-chain: first link kept as a link, 0 = the base; links below are flattened into the new base')
       .option('--to <n>', 'with --keep-chain: last link copied, 0 = the base (default: the top)')
       .addOption(new Option('--cache <mode>', 'writeback: the target is on the disk (fdatasync) before it gets its name; unsafe: no fdatasync, as qemu-img convert does by default (faster; a host crash soon after can lose the output); durable: writeback, and the new name is synced too').choices(['writeback', 'unsafe', 'durable']).default('writeback'))
-      .option('-o, --options <list>', 'qemu-img style create options for the target: subformat, compat, adapter_type, hwversion, cluster_size, block_size, preallocation (key=value,...); not with -n')
+      .option('-o, --options <list>', 'qemu-img style create options for the target: subformat, compat, adapter_type, hwversion, cluster_size, block_size, preallocation, compression_type (qcow2: zlib, zstd), data_file, data_file_raw (qcow2) (key=value,...); not with -n')
       .option('-n, --skip-create', 'write into the existing image DST (at least SRC\'s size; opened as -O when given, else as its content says) instead of creating it; bytes past SRC\'s size are left as they are, and ranges of SRC that read as zeros are written as zeros where DST does not read zeros already (qemu-img convert -n)')
       .option('--target-is-zero', 'with -n: DST reads as zeros already, so zero ranges are not written at all')
       .option('-B, --backing <file>', 'make DST a child of this image (qcow2, vmdk, vhd, vhdx, vdi; named relative to DST\'s folder, as a backing file name is) and write only the blocks that differ from it')

@@ -17,7 +17,7 @@ export const create: CliCommand = {
       .option('--preallocate', 'raw, flat and fixed types: write zeros into the data files instead of leaving them sparse (refused for types that grow)')
       .option('--chs-rounding', 'vhd: round the size up to a whole CHS geometry (Virtual PC; qemu-img without force_size)')
       .option('--overwrite', 'replace existing files')
-      .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, preallocation (key=value,...)')
+      .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, preallocation, compression_type (qcow2: zlib, zstd), data_file, data_file_raw (qcow2) (key=value,...)')
       .option('-b, --backing <file>', 'create a child of this disk (qemu-img create -b); SIZE may then be omitted')
       .option('-F, --backing-format <fmt>', 'format of the backing file (detected when omitted)')
       .argument('<file>')

@@ -51,7 +51,8 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
   const log = new FindingLog();
   // 0. clusters named twice by the active tables (or named as data and as metadata) get their
   // own copies first: raising the refcount instead leaves a state the next write breaks
-  if (opts.repair) await separateSharedActive(img, log, { dryRun });
+  // (with an external data file the data clusters are not in this file: nothing to separate)
+  if (opts.repair && !img.dataFile) await separateSharedActive(img, log, { dryRun });
 
   const h = img.header;
   const g = img.geometry;
@@ -168,11 +169,15 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
         if (emptyEntry(w, j, g.l2EntrySize)) continue;
         const x = decodeL2(l2, j, g);
         at.idx = j;
-        if (r.active && (x.kind === 'compressed' || x.offset !== 0)) {
+        if (r.active && (x.kind === 'compressed' || x.offset !== 0 || x.kind === 'normal')) {
           allocatedClusters++;
           // QEMU: compressed clusters are fragmented by nature; others when not after the previous one
           if (x.kind === 'compressed' || (next !== 0 && x.offset !== next)) fragmentedClusters++;
           if (x.kind !== 'compressed') next = x.offset + cs;
+        }
+        if (x.kind === 'compressed' && img.dataFile) {
+          badEntry('compressed clusters in an image with an external data file', () => `compressed cluster in an image with an external data file: ${table}[${j}]`, 'L2 table', at, x.offset);
+          continue;
         }
         if (x.kind === 'compressed') {
           if (r.active) compressedClusters++;
@@ -185,13 +190,14 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
           if (x.allocMask & x.zeroMask) badEntry('subclusters both allocated and zero', () => `subclusters both allocated and zero: ${table}[${j}]`, 'L2 table', at);
           if (x.allocMask !== 0 && x.offset === 0) badEntry('allocated subclusters without a host cluster', () => `allocated subclusters without a host cluster: ${table}[${j}]`, 'L2 table', at);
         }
-        if (x.offset === 0) continue;
+        if (x.offset === 0 && x.kind !== 'normal') continue;
         if (x.reservedBits) badEntry('L2 entries with reserved bits set', () => `L2 entry with reserved bits set: ${table}[${j}]`, 'L2 table', at, x.offset);
         if (x.offset % cs !== 0) {
           badEntry('data cluster offsets not cluster aligned', () => `data cluster offset ${hex(x.offset)} is not cluster aligned; L2 entry corrupted`, 'L2 table', at, x.offset);
           continue;
         }
-        inc(x.offset, cs, DATA, 'data cluster', 'L2 table', undefined, r.times, at);
+        // data clusters in an external data file have no refcounts here (QEMU counts none)
+        if (!img.dataFile) inc(x.offset, cs, DATA, 'data cluster', 'L2 table', undefined, r.times, at);
       }
     }
   };
@@ -352,8 +358,10 @@ export async function checkQcow2(img: Qcow2State, opts: CheckOptions): Promise<C
     for (let j = 0; j < g.l2Entries; j++) {
       if (emptyEntry(w, j, g.l2EntrySize)) continue;
       const x = decodeL2(l2, j, g);
-      if (x.kind === 'compressed' || x.offset === 0 || x.offset % cs !== 0 || x.offset >= fileSize) continue;
-      const rc2 = await refcountOf(x.offset / cs);
+      if (x.kind === 'compressed' || x.offset === 0 || x.offset % cs !== 0) continue;
+      if (!img.dataFile && x.offset >= fileSize) continue;
+      // a data file's cluster counts as used once (QEMU's check takes refcount 1 there)
+      const rc2 = img.dataFile ? 1 : await refcountOf(x.offset / cs);
       if (x.copied === (rc2 === 1)) continue;
       log.add('corruption', `copied-l2:${i}:${rc2}`, j, (a, b) => ({ message: a === b ? `OFLAG_COPIED data cluster: l2_entry=${hex(x.offset)} refcount=${rc2}` : `OFLAG_COPIED data clusters: l2[${i}][${a}..${b}] refcount=${rc2}`, field: a === b ? `l2[${i}][${a}]` : `l2[${i}][${a}..${b}]` }), {
         struct: 'L2 table',

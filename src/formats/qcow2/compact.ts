@@ -21,6 +21,7 @@ import { decodeL1, decodeL2 } from './structs.js';
  * 3. The file is cut after the last cluster with a refcount.
  */
 export async function compact(this: Qcow2State, opts: InPlaceOptions = {}): Promise<InPlaceResult> {
+  this.refuseDataFile('compact');
   await this.prepareWrite();
   const fileBytesBefore = await this.store.size();
   const cs = this.clusterSize;

@@ -31,11 +31,18 @@ export interface ClusterResult {
   data: Uint8Array;
 }
 
-export function compressClusters(job: ClusterJob): ClusterResult {
+/** one cluster compressed (the result may be longer than the cluster: then it is stored) */
+export type Squeeze = (cluster: Buffer, level: number) => Uint8Array;
+
+/** QEMU's deflate: raw, 4 KiB window */
+const deflateCluster: Squeeze = (cluster, level) => deflateRawSync(cluster, { level, windowBits: 12, memLevel: 9 });
+
+/** `squeeze`: deflate here; the zstd writer passes its own and runs this on its own thread */
+export function compressClusters(job: ClusterJob, squeeze: Squeeze = deflateCluster): ClusterResult {
   const data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
   const cs = job.clusterSize;
   const sizes: number[] = [];
-  const parts: Buffer[] = [];
+  const parts: Uint8Array[] = [];
   let total = 0;
   for (let at = 0; at < data.length; at += cs) {
     const cluster = data.subarray(at, at + cs);
@@ -43,7 +50,7 @@ export function compressClusters(job: ClusterJob): ClusterResult {
       sizes.push(ZERO_CLUSTER);
       continue;
     }
-    const z = looksIncompressible(cluster) ? undefined : deflateRawSync(cluster, { level: job.level, windowBits: 12, memLevel: 9 });
+    const z = looksIncompressible(cluster) ? undefined : squeeze(cluster, job.level);
     if (z === undefined || z.length >= cs) {
       sizes.push(STORED_CLUSTER);
       continue;
@@ -56,7 +63,7 @@ export function compressClusters(job: ClusterJob): ClusterResult {
   const out = Buffer.allocUnsafeSlow(total);
   let at = 0;
   for (const p of parts) {
-    p.copy(out, at);
+    out.set(p, at);
     at += p.length;
   }
   return { id: job.id, out, sizes, data: job.data };

@@ -22,7 +22,7 @@
  * Compression runs on worker threads (compress-worker.ts); results are placed in guest order,
  * so the output does not depend on the thread count.
  */
-import { availableParallelism } from '../../core/platform.js';
+import { availableParallelism, loadZstd } from '../../core/platform.js';
 import { DiskError } from '../../core/errors.js';
 import { ceilDiv, isPowerOfTwo } from '../../core/ints.js';
 import type { ByteStore } from '../../storage/store.js';
@@ -30,10 +30,14 @@ import { DeflatePool, InOrder, readJobInput, type PoolJob } from '../common/defl
 import type { StreamSource } from '../common/stream-source.js';
 import type { CompressedWriteOptions } from '../types.js';
 import { TYPES } from './structs.js';
-import { STORED_CLUSTER, ZERO_CLUSTER, type ClusterJob, type ClusterResult } from './compress-worker.js';
+import { compressClusters, STORED_CLUSTER, ZERO_CLUSTER, type ClusterJob, type ClusterResult, type Squeeze } from './compress-worker.js';
+import { ZSTD_DEFAULT_LEVEL } from './zstd.js';
 import {
+  COMPRESSION_DEFLATE,
+  COMPRESSION_ZSTD,
   COPIED_HI,
   DEFAULT_CLUSTER_BITS,
+  INCOMPAT,
   EXT,
   MAX_CLUSTER_BITS,
   MAX_L1_BYTES,
@@ -127,14 +131,20 @@ export async function writeCompressedQcow2(src: StreamSource, store: ByteStore, 
   if (!isPowerOfTwo(cs) || cs < 2 ** MIN_CLUSTER_BITS || cs > 2 ** MAX_CLUSTER_BITS) {
     throw new DiskError('INVAL', 'cluster size must be a power of two from 512 bytes to 2 MiB', { path, field: 'clusterSize', expected: '512..2097152', found: cs });
   }
-  const level = opts.compressionLevel ?? 6;
-  if (!Number.isInteger(level) || level < 1 || level > 9) {
-    throw new DiskError('INVAL', 'compression level must be 1 to 9', { path, field: 'compressionLevel', found: level });
+  const zstd = opts.compressionType === 'zstd';
+  if (opts.compressionType !== undefined && !zstd && opts.compressionType !== 'zlib') {
+    throw new DiskError('INVAL', `unknown compression type ${JSON.stringify(opts.compressionType)}`, { path, field: 'compressionType', expected: 'zlib or zstd', found: opts.compressionType });
+  }
+  const level = opts.compressionLevel ?? (zstd ? ZSTD_DEFAULT_LEVEL : 6);
+  const maxLevel = zstd ? 19 : 9;
+  if (!Number.isInteger(level) || level < 1 || level > maxLevel) {
+    throw new DiskError('INVAL', `compression level must be 1 to ${maxLevel}`, { path, field: 'compressionLevel', found: level });
   }
   const version = opts.type === undefined ? 3 : TYPES[opts.type.toLowerCase()];
   if (version === undefined) {
     throw new DiskError('INVAL', `unknown qcow2 type ${JSON.stringify(opts.type)}`, { path, field: 'type', expected: 'v3 (compat 1.1, default) or v2 (compat 0.10)', found: opts.type });
   }
+  if (zstd && version < 3) throw new DiskError('INVAL', 'zstd compression needs version 3 (compat 1.1)', { path, field: 'compressionType', found: 'zstd' });
   const clusterBits = Math.log2(cs);
   const g = geometry(clusterBits, false);
   const l1Entries = l1EntriesFor(capacity, g);
@@ -219,7 +229,11 @@ export async function writeCompressedQcow2(src: StreamSource, store: ByteStore, 
   };
 
   const workers = Math.max(1, opts.workers ?? Math.min(availableParallelism(), 4));
-  const pool = new DeflatePool<ClusterJob, ClusterResult>(new URL('./compress-worker.js', import.meta.url), workers);
+  // zstd runs on this thread (its WebAssembly would be loaded again in every worker)
+  const z = zstd ? await loadZstd() : undefined;
+  const squeeze: Squeeze | undefined = z && ((cluster, lvl) => z.compress(cluster, lvl));
+  const pool = z ? undefined : new DeflatePool<ClusterJob, ClusterResult>(new URL('./compress-worker.js', import.meta.url), workers);
+  const run = (job: ClusterJob, transfer: ArrayBuffer[]): Promise<ClusterResult> => (pool ? pool.run(job, transfer) : Promise.resolve().then(() => compressClusters(job, squeeze)));
   const maxInFlight = workers * 3;
   const jobBytes = Math.max(cs, JOB_BYTES);
   const free: ArrayBuffer[] = [];
@@ -243,14 +257,14 @@ export async function writeCompressedQcow2(src: StreamSource, store: ByteStore, 
         const ab = free.pop() ?? new ArrayBuffer(jobBytes);
         // the last cluster may reach past the capacity
         await readJobInput(src, ab, bytes, from, end, capacity);
-        await jobs.add(from, end, pool.run({ id: nextId++, data: new Uint8Array(ab, 0, bytes), clusterSize: cs, level }, [ab]));
+        await jobs.add(from, end, run({ id: nextId++, data: new Uint8Array(ab, 0, bytes), clusterSize: cs, level }, [ab]));
         from = lastEnd = end;
       }
     }
     await jobs.drain();
   } finally {
     await jobs.settle();
-    await pool.close();
+    await pool?.close();
   }
   await closeL2();
   await out.flush();
@@ -295,12 +309,12 @@ export async function writeCompressedQcow2(src: StreamSource, store: ByteStore, 
       refcount_table_clusters: tableClusters,
       nb_snapshots: 0,
       snapshots_offset: 0n,
-      incompatible_features: 0n,
+      incompatible_features: zstd ? 1n << BigInt(INCOMPAT.COMPRESSION) : 0n,
       compatible_features: 0n,
       autoclear_features: 0n,
       refcount_order: REFCOUNT_ORDER,
       header_length: version === 3 ? V3_HEADER_LENGTH : 0,
-      compression_type: 0,
+      compression_type: zstd ? COMPRESSION_ZSTD : COMPRESSION_DEFLATE,
     },
     Buffer.alloc(0),
     exts,

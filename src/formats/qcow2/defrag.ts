@@ -20,6 +20,7 @@ import type { Qcow2State } from './state.js';
  * The file is cut after the last cluster in use, empty refcount blocks dropped first.
  */
 export async function defragment(this: Qcow2State, opts: InPlaceOptions = {}): Promise<InPlaceResult> {
+  this.refuseDataFile('defragment');
   await this.prepareWrite();
   if (this.snapshots.length > 0) {
     throw new DiskError('NOTSUPPORTED', `an image with internal snapshots cannot be defragmented (their clusters are shared; ${this.snapshots.length} snapshot(s))`, { path: this.path, struct: 'header', field: 'nb_snapshots', found: this.snapshots.length });

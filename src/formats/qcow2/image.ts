@@ -47,7 +47,7 @@ export class Qcow2Image extends Qcow2State implements Image {
     const out: MappedExtent[] = [];
     for (const s of await this.segments(offset, length)) {
       const stored = s.state === 'data' && !s.comp;
-      appendMapped(out, s.offset, s.length, s.state, stored ? this.path : undefined, stored ? s.host : undefined);
+      appendMapped(out, s.offset, s.length, s.state, stored ? (this.dataFile?.path ?? this.path) : undefined, stored ? s.host : undefined);
     }
     return out;
   }
@@ -101,7 +101,9 @@ export class Qcow2Image extends Qcow2State implements Image {
       if (st.some((r) => r.state === 'data')) await this.write(Buffer.alloc(to - from), from);
     }
     if (whole.length === 0) return;
-    if (this.backingName !== undefined) {
+    // a data file keeps its clusters where the guest has them (a raw one must read as the
+    // guest does): zeros are written there, the entries stay
+    if (this.backingName !== undefined || this.dataFile) {
       // a child: the zero flag through the write path (v3), zeros as data (v2)
       const z = Buffer.alloc(cs);
       for (const c of whole) await this.write(z.subarray(0, Math.min(cs, this.capacity - c * cs)), c * cs);
@@ -112,15 +114,22 @@ export class Qcow2Image extends Qcow2State implements Image {
   }
 
   override async flush(): Promise<void> {
-    if (!this.readOnly && !this.closed) await this.store.flush();
+    if (this.readOnly || this.closed) return;
+    // the data before the metadata that may name it
+    await this.dataFile?.store.flush();
+    await this.store.flush();
   }
 
   override async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     try {
-      if (!this.readOnly) await this.store.flush();
+      if (!this.readOnly) {
+        await this.dataFile?.store.flush();
+        await this.store.flush();
+      }
     } finally {
+      await this.dataFile?.store.close().catch(() => {});
       await this.store.close();
     }
   }

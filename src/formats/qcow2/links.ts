@@ -55,6 +55,7 @@ export async function rewriteHeaderArea(this: Qcow2State, name: string | undefin
  * the file is cut after the last cluster still in use.
  */
 export async function makeEmpty(this: Qcow2State): Promise<void> {
+  this.refuseDataFile('emptying the image');
   await this.prepareWrite();
   const l2s: number[] = [];
   for (let i = 0; i < this.h.l1_size; i++) {

@@ -5,11 +5,12 @@ import { DiskError } from '../../core/errors.js';
 import type { DiskInfo, ImageData } from '../types.js';
 import { oneFileInfo } from '../common/info.js';
 import type { Qcow2State } from './state.js';
-import { AUTOCLEAR, decodeL1, EXT, INCOMPAT } from './structs.js';
+import { AUTOCLEAR, COMPRESSION_NAMES, decodeL1, EXT, INCOMPAT } from './structs.js';
 
 export function metadataKeys(this: Qcow2State): string[] {
   const keys = ['compat', 'clusterSize', 'refcountBits', 'lazyRefcounts', 'extendedL2', 'compressionType', 'dirty', 'corrupt', 'snapshots', 'bitmaps'];
   if (this.backingName !== undefined) keys.push('backingFile', 'backingFormat');
+  if (this.dataFile) keys.push('dataFile', 'dataFileRaw');
   return keys;
 }
 
@@ -27,7 +28,7 @@ export function readMetadata(this: Qcow2State, key: string): string | undefined 
     case 'extendedL2':
       return bool(this.hasIncompat(INCOMPAT.EXTL2));
     case 'compressionType':
-      return this.h.compression_type === 0 ? 'zlib' : String(this.h.compression_type);
+      return COMPRESSION_NAMES[this.h.compression_type] ?? String(this.h.compression_type);
     case 'dirty':
       return bool(this.hasIncompat(INCOMPAT.DIRTY));
     case 'corrupt':
@@ -41,6 +42,10 @@ export function readMetadata(this: Qcow2State, key: string): string | undefined 
       const live = (this.h.autoclear_features & (1n << BigInt(AUTOCLEAR.BITMAPS))) !== 0n;
       return String(live && ext && ext.length >= 4 ? ext.readUInt32BE(0) : 0);
     }
+    case 'dataFile':
+      return this.dataFile?.name;
+    case 'dataFileRaw':
+      return this.dataFile ? bool(this.dataFile.raw) : undefined;
     case 'backingFile':
       return this.backingName;
     case 'backingFormat':
@@ -88,7 +93,7 @@ async function dataBytes(this: Qcow2State): Promise<number> {
 }
 
 export async function info(this: Qcow2State & ImageData): Promise<DiskInfo> {
-  return oneFileInfo(this, {
+  const out = await oneFileInfo(this, {
     links: { parent: this.backingName, version: this.h.version },
     extentType: 'QCOW2',
     allocatedBytes: await dataBytes.call(this),
@@ -96,6 +101,9 @@ export async function info(this: Qcow2State & ImageData): Promise<DiskInfo> {
     warnings: this.warnings,
     qemuFacts: { clusterSize: this.clusterSize, dirty: this.hasIncompat(INCOMPAT.DIRTY), parentFormat: this.backingName === undefined ? undefined : this.backingFormat(), specific: specific.call(this) },
   });
+  // the guest data's file is one of the image's files (copies, renames and removals take it too)
+  if (this.dataFile) out.files.push(this.dataFile.path);
+  return out;
 }
 
 /** what qemu-img shows as the format-specific data of a qcow2 image, from the header */
@@ -108,6 +116,8 @@ function specific(this: Qcow2State): Record<string, unknown> {
     'compression-type': compression,
     'lazy-refcounts': (h.compatible_features & 1n) !== 0n,
     'refcount-bits': 2 ** h.refcount_order,
+    // as qemu-img: the name as the image stores it
+    ...(this.dataFile ? { 'data-file': this.dataFile.name, 'data-file-raw': this.dataFile.raw } : {}),
     corrupt: this.hasIncompat(INCOMPAT.CORRUPT),
     'extended-l2': this.hasIncompat(INCOMPAT.EXTL2),
   };

@@ -8,12 +8,13 @@ import { toSafeNumber } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { OpenOptions } from '../types.js';
+import { resolveBesideFile } from '../common/beside-file.js';
 import { Qcow2Image } from './image.js';
 import { type FileState, Refcounts } from './refcounts.js';
 import { readSnapshots } from './snapshots.js';
 import { useSnapshot } from './snapshot-read.js';
 import type { Qcow2State } from './state.js';
-import { bitsOf, decodeFeatureTable, EXT, ExtensionHeader, type ExtensionRecord, geometry, Header, INCOMPAT, KNOWN_INCOMPAT_MASK, l1EntriesFor, MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, V2_HEADER_LENGTH, V3_HEADER_LENGTH, V3_MIN_HEADER_LENGTH } from './structs.js';
+import { AUTOCLEAR, bitsOf, COMPRESSION_DEFLATE, COMPRESSION_ZSTD, decodeFeatureTable, EXT, ExtensionHeader, type ExtensionRecord, geometry, Header, INCOMPAT, KNOWN_INCOMPAT_MASK, l1EntriesFor, MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, V2_HEADER_LENGTH, V3_HEADER_LENGTH, V3_MIN_HEADER_LENGTH } from './structs.js';
 
 /** the checker, loaded when an open needs it (read-write: a read-only `vdkit info` does not) */
 const checkQcow2: typeof import('./check.js').checkQcow2 = async (state, opts) => (await import('./check.js')).checkQcow2(state, opts);
@@ -26,6 +27,7 @@ export async function openQcow2(ns: Namespace, path: string, opts: OpenOptions =
     image = await loadQcow2(path, store, readOnly);
     image.namespace = ns;
     if (opts.snapshot) await useSnapshot(image, opts.snapshot);
+    if (image.hasIncompat(INCOMPAT.DATA_FILE)) await openDataFile(image, ns, opts);
   } catch (err) {
     await store.close().catch(() => {});
     throw err;
@@ -37,6 +39,24 @@ export async function openQcow2(ns: Namespace, path: string, opts: OpenOptions =
     throw err;
   }
   return image;
+}
+
+/**
+ * The external data file, by the name the image stores, relative to the image's folder (as
+ * QEMU resolves it) and through the image's own namespace; a name that leaves the folder is
+ * refused unless `allowExternalExtents`, as a VMDK extent's is.
+ */
+async function openDataFile(image: Qcow2Image, ns: Namespace, opts: OpenOptions): Promise<void> {
+  const name = image.extension(EXT.DATA_FILE)!.toString('utf8');
+  const full = await resolveBesideFile(ns, image.path, name, !!opts.allowExternalExtents, { what: 'data file', owner: 'image', badName: 'CORRUPT' });
+  const store = await ns.open(full, { write: !image.readOnly });
+  try {
+    const raw = (image.h.autoclear_features & (1n << BigInt(AUTOCLEAR.DATA_FILE_RAW))) !== 0n;
+    image.dataFile = { name, path: full, store, size: await store.size(), raw };
+  } catch (err) {
+    await store.close().catch(() => {});
+    throw err;
+  }
 }
 
 export async function loadQcow2(path: string, store: ByteStore, readOnly: boolean): Promise<Qcow2Image> {
@@ -134,19 +154,19 @@ export async function loadQcow2(path: string, store: ByteStore, readOnly: boolea
   }
   const has = (bit: number) => (incompat & (1n << BigInt(bit))) !== 0n;
   if (has(INCOMPAT.DATA_FILE)) {
-    throw new DiskError('UNSUPPORTEDFEATURE', 'external data files (incompatible bit 2) are not supported', { path, struct: 'header', field: 'incompatible_features', found: `0x${incompat.toString(16)}`, bits: [INCOMPAT.DATA_FILE] });
+    // QEMU can be given the data file on its command line; vdkit takes the name the image stores
+    const name = exts.find((e) => e.type === EXT.DATA_FILE)?.data;
+    if (!name || name.length === 0) {
+      throw new DiskError('UNSUPPORTEDFEATURE', 'the image keeps its data in an external data file (incompatible bit 2) but names none (header extension 0x44415441)', { path, struct: 'header', field: 'incompatible_features', found: `0x${incompat.toString(16)}`, bits: [INCOMPAT.DATA_FILE] });
+    }
   }
-  if (h.compression_type !== 0 || has(INCOMPAT.COMPRESSION)) {
-    if (h.compression_type === 0 || !has(INCOMPAT.COMPRESSION)) {
+  if (h.compression_type !== COMPRESSION_DEFLATE || has(INCOMPAT.COMPRESSION)) {
+    if (h.compression_type === COMPRESSION_DEFLATE || !has(INCOMPAT.COMPRESSION)) {
       throw bad('compression_type', 'compression type and incompatible bit 3 disagree', 'both zero (deflate) or both set', `type ${h.compression_type}, bit 3 ${has(INCOMPAT.COMPRESSION) ? 'set' : 'clear'}`);
     }
-    throw new DiskError('UNSUPPORTEDFEATURE', `compression type ${h.compression_type}${h.compression_type === 1 ? ' (zstd)' : ''} is not supported (deflate only)`, {
-      path,
-      struct: 'header',
-      field: 'compression_type',
-      expected: 0,
-      found: h.compression_type,
-    });
+    if (h.compression_type !== COMPRESSION_ZSTD) {
+      throw new DiskError('UNSUPPORTEDFEATURE', `compression type ${h.compression_type} is not supported (0 deflate and 1 zstd are)`, { path, struct: 'header', field: 'compression_type', expected: '0 or 1', found: h.compression_type });
+    }
   }
   if (h.crypt_method !== 0) {
     throw new DiskError('UNSUPPORTEDFEATURE', `encrypted images (crypt_method ${h.crypt_method}: ${h.crypt_method === 1 ? 'AES' : h.crypt_method === 2 ? 'LUKS' : 'unknown'}) are not supported`, {

@@ -160,6 +160,7 @@ function nextId(list: readonly SnapshotInfo[]): string {
  * next write of those clusters).
  */
 export async function createSnapshot(this: Qcow2State, name: string, opts: { date?: Date } = {}): Promise<SnapshotEntry> {
+  this.refuseDataFile('an internal snapshot');
   await this.prepareWrite();
   if (name === '') throw new DiskError('INVAL', 'a snapshot needs a name', { path: this.path, field: 'name' });
   if (Buffer.byteLength(name) > 0xffff) throw new DiskError('INVAL', 'snapshot name longer than 65535 bytes', { path: this.path, struct: 'snapshot', field: 'name_size', found: Buffer.byteLength(name) });

@@ -12,7 +12,7 @@ import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent, BlockState } from '../types.js';
 import { type FileState, Refcounts } from './refcounts.js';
 import type { SnapshotInfo } from './snapshots.js';
-import { decodeL1, decodeL2, encodeL1, EXT, type ExtensionRecord, formatFromQemu, type Geometry, geometry, Header, type HeaderField, type HeaderValue, INCOMPAT, type L2Entry, V2_HEADER_LENGTH } from './structs.js';
+import { AUTOCLEAR, COMPRESSION_ZSTD, decodeL1, decodeL2, encodeL1, EXT, type ExtensionRecord, formatFromQemu, type Geometry, geometry, Header, type HeaderField, type HeaderValue, INCOMPAT, type L2Entry, V2_HEADER_LENGTH } from './structs.js';
 
 /** L2 tables kept in memory */
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
@@ -29,6 +29,19 @@ export interface Segment {
   comp?: { offset: number; csize: number; cluster: number; field: string };
 }
 
+/** An external data file (incompatible bit 2, header extension 0x44415441): the guest data. */
+export interface DataFile {
+  /** the name as the image stores it (relative to the image's folder, as QEMU resolves it) */
+  name: string;
+  /** the name in the namespace */
+  path: string;
+  store: ByteStore;
+  /** bytes of the data file (grows as writes land past its end) */
+  size: number;
+  /** autoclear bit 1 (data_file_raw): the data file is a raw image of the guest, kept so */
+  raw: boolean;
+}
+
 export abstract class Qcow2State {
   readonly clusterSize: number;
   readonly g: Geometry;
@@ -42,6 +55,12 @@ export abstract class Qcow2State {
 
   /** set by open: where this image's file is named */
   namespace!: Namespace;
+  /**
+   * set by open when the image has an external data file: host offsets of data clusters are
+   * offsets in it (equal to the guest offsets when vdkit or QEMU allocate them), and data
+   * clusters have no refcounts in the image file
+   */
+  dataFile?: DataFile;
   constructor(
     readonly path: string,
     readonly store: ByteStore,
@@ -63,7 +82,7 @@ export abstract class Qcow2State {
     readonly readOnly: boolean,
     readonly warnings: string[],
   ) {
-    this.g = geometry(h.cluster_bits, (h.incompatible_features & (1n << BigInt(INCOMPAT.EXTL2))) !== 0n);
+    this.g = geometry(h.cluster_bits, (h.incompatible_features & (1n << BigInt(INCOMPAT.EXTL2))) !== 0n, (h.incompatible_features & (1n << BigInt(INCOMPAT.DATA_FILE))) !== 0n);
     this.clusterSize = this.g.clusterSize;
     this.l2CacheLimit = Math.max(16, Math.floor(L2_CACHE_BYTES / this.clusterSize));
   }
@@ -122,17 +141,25 @@ export abstract class Qcow2State {
     return e ? formatFromQemu(e.data.toString('latin1')) : undefined;
   }
 
+  /** Operations that move or share data clusters within the image file (QEMU refuses snapshots too). */
+  refuseDataFile(what: string): void {
+    if (!this.dataFile) return;
+    throw new DiskError('NOTSUPPORTED', `${what}: not for an image with an external data file (its data clusters are in ${this.dataFile.name}, not in the image file)`, { path: this.path, struct: 'header', field: 'incompatible_features', bits: [INCOMPAT.DATA_FILE] });
+  }
+
   checkWritable(): void {
     if (this.closed) throw new DiskError('CLOSED', undefined, { path: this.path });
     if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
   }
 
-  /** Before the first change: clear the autoclear bits we do not maintain (bitmaps, raw data file). */
+  /** Before the first change: clear the autoclear bits we do not maintain (bitmaps, unknown ones). */
   async prepareWrite(): Promise<void> {
     this.checkWritable();
     if (this.prepared) return;
-    if (this.h.version >= 3 && this.h.autoclear_features !== 0n) {
-      this.h.autoclear_features = 0n;
+    // the raw bit of a data file stays: writes keep the data file raw (write.ts)
+    const keep = this.dataFile?.raw ? 1n << BigInt(AUTOCLEAR.DATA_FILE_RAW) : 0n;
+    if (this.h.version >= 3 && (this.h.autoclear_features & ~keep) !== 0n) {
+      this.h.autoclear_features &= keep;
       await this.writeHeaderFields(['autoclear_features']);
     }
     this.prepared = true;
@@ -230,9 +257,10 @@ export abstract class Qcow2State {
     if (this.l2Cache.size > this.l2CacheLimit) this.l2Cache.delete(this.l2Cache.keys().next().value!);
   }
 
-  /** A data cluster's host offset, checked (aligned, inside the file). */
+  /** A data cluster's host offset, checked (aligned, inside the file; a data file reads zeros past its end, as QEMU's). */
   checkData(e: L2Entry, field: string): void {
     if (e.offset % this.clusterSize !== 0) throw new DiskError('CORRUPT', 'data cluster offset is not cluster aligned', { path: this.path, struct: 'L2 table', field, found: e.offset });
+    if (this.dataFile) return;
     if (e.offset >= this.file.size) throw new DiskError('CORRUPT', 'data cluster lies past the end of the file', { path: this.path, struct: 'L2 table', field, expected: `< ${this.file.size}`, found: e.offset });
   }
 
@@ -275,7 +303,9 @@ export abstract class Qcow2State {
         }
         const e = decodeL2(l2, idx, this.g);
         const field = `l2[${l1i}][${idx}]`;
-        if (e.kind === 'compressed') {
+        if (e.kind === 'compressed' && this.dataFile) {
+          throw new DiskError('CORRUPT', 'compressed cluster in an image with an external data file (QEMU refuses them too)', { path: this.path, struct: 'L2 table', field, found: e.offset });
+        } else if (e.kind === 'compressed') {
           push({ offset: at, length: cEnd - at, state: 'data', host: -1, comp: { offset: e.offset, csize: e.csize, cluster: cStart, field } });
         } else if (extended) {
           if (e.offset !== 0) this.checkData(e, field);
@@ -303,26 +333,33 @@ export abstract class Qcow2State {
     return out;
   }
 
+  /** Guest data at `host`: in the image file, or in the data file when there is one. */
   async readHost(dst: Buffer, host: number): Promise<void> {
-    if (host + dst.length <= this.file.size) await this.store.readInto(dst, host);
-    else (await this.store.readZeroPadded(host, dst.length)).copy(dst);
+    const [store, size] = this.dataFile ? [this.dataFile.store, this.dataFile.size] : [this.store, this.file.size];
+    if (host + dst.length <= size) await store.readInto(dst, host);
+    else (await store.readZeroPadded(host, dst.length)).copy(dst);
   }
 
-  /** One compressed cluster, inflated (raw deflate into exactly one cluster, as QEMU). */
-  async inflate(comp: { offset: number; csize: number; field: string }): Promise<Buffer> {
+  /** One compressed cluster, inflated (raw deflate, or zstd: exactly one cluster, as QEMU). */
+  async inflate(comp: { offset: number; csize: number; field: string; cluster?: number }): Promise<Buffer> {
     const hit = this.inflated.get(comp.offset);
     if (hit) return hit;
     const where = { path: this.path, struct: 'L2 table', field: comp.field, found: comp.offset };
     if (comp.offset >= this.file.size) throw new DiskError('CORRUPT', 'compressed cluster lies past the end of the file', { ...where, expected: `< ${this.file.size}` });
     const src = await this.store.read(comp.offset, Math.min(comp.csize, this.file.size - comp.offset));
     let out: Buffer;
-    try {
-      out = inflateRawSync(src, { finishFlush: zc.Z_SYNC_FLUSH, maxOutputLength: this.clusterSize });
-    } catch (err) {
-      throw new DiskError('ZLIB', `compressed cluster does not inflate into one cluster (${(err as Error).message})`, where, { cause: err });
-    }
-    if (out.length !== this.clusterSize) {
-      throw new DiskError('ZLIB', 'compressed cluster inflates to less than a cluster', { ...where, expected: this.clusterSize, length: out.length });
+    if (this.h.compression_type === COMPRESSION_ZSTD) {
+      const { unzstdCluster } = await import('./zstd.js');
+      out = await unzstdCluster(src, this.clusterSize, { path: this.path, field: comp.field, found: comp.offset, guest: comp.cluster ?? -1 });
+    } else {
+      try {
+        out = inflateRawSync(src, { finishFlush: zc.Z_SYNC_FLUSH, maxOutputLength: this.clusterSize });
+      } catch (err) {
+        throw new DiskError('ZLIB', `compressed cluster does not inflate into one cluster (${(err as Error).message})`, where, { cause: err });
+      }
+      if (out.length !== this.clusterSize) {
+        throw new DiskError('ZLIB', 'compressed cluster inflates to less than a cluster', { ...where, expected: this.clusterSize, length: out.length });
+      }
     }
     this.inflated.set(comp.offset, out);
     if (this.inflated.size > INFLATE_CACHE) this.inflated.delete(this.inflated.keys().next().value!);

@@ -100,6 +100,10 @@ export const EXT = Object.freeze({
 /** Feature bits (qcow2.md §2.1). */
 export const INCOMPAT = Object.freeze({ DIRTY: 0, CORRUPT: 1, DATA_FILE: 2, COMPRESSION: 3, EXTL2: 4 });
 export const COMPAT_LAZY_REFCOUNTS = 0;
+/** header byte 104 (compression_type): 0 deflate, 1 zstd (then incompatible bit 3 is set) */
+export const COMPRESSION_DEFLATE = 0;
+export const COMPRESSION_ZSTD = 1;
+export const COMPRESSION_NAMES: readonly string[] = ['zlib', 'zstd'];
 export const AUTOCLEAR = Object.freeze({ BITMAPS: 0, DATA_FILE_RAW: 1 });
 /** incompatible bits this driver knows (it may still refuse some of them) */
 export const KNOWN_INCOMPAT_MASK = 0x1fn;
@@ -156,13 +160,18 @@ export interface Geometry {
   l2Entries: number;
   /** log2 of the guest bytes one L2 table maps */
   l2Bits: number;
+  /**
+   * an external data file (incompatible bit 2): host offset 0 is a real cluster there, so an
+   * entry of offset 0 with COPIED set is allocated (qcow2.md §4: only then may it be 0)
+   */
+  externalData: boolean;
 }
 
-export function geometry(clusterBits: number, extendedL2: boolean): Geometry {
+export function geometry(clusterBits: number, extendedL2: boolean, externalData = false): Geometry {
   const clusterSize = 2 ** clusterBits;
   const l2EntrySize = extendedL2 ? 16 : 8;
   const l2Entries = clusterSize / l2EntrySize;
-  return { clusterBits, clusterSize, l2EntrySize, l2Entries, l2Bits: clusterBits + Math.log2(l2Entries) };
+  return { clusterBits, clusterSize, l2EntrySize, l2Entries, l2Bits: clusterBits + Math.log2(l2Entries), externalData };
 }
 
 /** L1 entries needed to map `size` guest bytes (QEMU size_to_l1). */
@@ -246,7 +255,7 @@ export function decodeL2(buf: Buffer, index: number, g: Geometry): L2Entry {
   const reservedBits = (hi & L2_RESERVED_HI) !== 0 || (lo & L2_RESERVED_LO) !== 0;
   let kind: ClusterKind;
   if (!extended && lo & 1) kind = 'zero';
-  else if (offset === 0) kind = extended && zeroMask !== 0 ? 'zero' : 'unallocated';
+  else if (offset === 0 && !(copied && g.externalData)) kind = extended && zeroMask !== 0 ? 'zero' : 'unallocated';
   else kind = 'normal';
   return { kind, offset, copied, csize: 0, reservedBits, allocMask, zeroMask };
 }

@@ -34,6 +34,8 @@ interface Plan {
 /** A write within one L2 table's range (see the order in the file comment). */
 export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, offset: number): Promise<void> {
   const cs = this.clusterSize;
+  /** an external data file: data goes there at the guest offset, and has no refcounts here */
+  const df = this.dataFile;
   const g = this.g;
   const v3 = this.h.version >= 3;
   const l1e = decodeL1(this.l1, l1i);
@@ -64,6 +66,14 @@ export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, of
     const whole = from === start && to >= Math.min(start + cs, this.capacity);
     const e = decodeL2(l2, idx, g);
     const field = `l2[${l1i}][${idx}]`;
+    if (df) {
+      if (e.kind === 'compressed') throw new DiskError('CORRUPT', 'compressed cluster in an image with an external data file (QEMU refuses them too)', { path: this.path, struct: 'L2 table', field, found: e.offset });
+      if (e.kind === 'normal') {
+        this.checkData(e, field);
+        plans.push({ idx, start, action: 'inplace', data: piece, host: e.offset + (from - start) });
+        continue;
+      }
+    }
     if (e.kind === 'normal' && e.copied) {
       this.checkData(e, field);
       if (whole && v3 && !this.storeZeros && isZero(piece)) plans.push({ idx, start, action: 'zero', data: piece, host: 0, free: [e.offset, cs] });
@@ -76,7 +86,7 @@ export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, of
     else {
       content = Buffer.alloc(cs);
       if (!whole) {
-        if (e.kind === 'compressed') (await this.inflate({ offset: e.offset, csize: e.csize, field })).copy(content);
+        if (e.kind === 'compressed') (await this.inflate({ offset: e.offset, csize: e.csize, field, cluster: start })).copy(content);
         else if (e.kind === 'normal') {
           this.checkData(e, field);
           await this.readHost(content, e.offset);
@@ -85,6 +95,14 @@ export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, of
       piece.copy(content, from - start);
     }
     let free: [number, number] | undefined;
+    if (df) {
+      // the data file's cluster is where the guest's is (QEMU allocates so too); nothing to free.
+      // Zeros stay zeros in the entries only while the data file need not read as the guest.
+      if (!df.raw && isZero(content) && ((e.kind === 'unallocated' && this.backingName === undefined) || e.kind === 'zero')) continue;
+      const overZeros = !whole && (e.kind === 'unallocated' || e.kind === 'zero');
+      plans.push({ idx, start, action: 'alloc', data: content, host: start, piece: overZeros ? { at: from - start, bytes: piece } : undefined });
+      continue;
+    }
     if (e.kind === 'compressed') free = [e.offset, e.csize];
     else if (e.offset !== 0) free = [e.offset, cs];
     if (!this.storeZeros && isZero(content)) {
@@ -101,28 +119,37 @@ export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, of
   if (plans.length === 0) return;
 
   // 1. refcounts: the new L2 table first, then the data clusters (contiguous), as QEMU
-  const eof = this.file.size;
+  const eof = df ? df.size : this.file.size;
   const l2Off = fresh ? await this.refs.alloc(1) : l1e.offset;
   if (fresh) assertNoOverlap.call(this, l2Off, cs, 'a new L2 table');
+  const target = df ? df.store : this.store;
   const allocs = plans.filter((p) => p.action === 'alloc');
   if (allocs.length > 0) {
-    const base = await this.refs.alloc(allocs.length);
-    assertNoOverlap.call(this, base, allocs.length * cs, 'new data clusters');
-    allocs.forEach((p, i) => (p.host = base + i * cs));
+    // (a data file's clusters were placed at their guest offsets above)
+    const base = df ? 0 : await this.refs.alloc(allocs.length);
+    if (!df) {
+      assertNoOverlap.call(this, base, allocs.length * cs, 'new data clusters');
+      allocs.forEach((p, i) => (p.host = base + i * cs));
+    }
     // 2. data. Clusters past the old end of the file were never written (holes): over zeros
     //    only the new bytes go there, so partial writes keep the file sparse.
     const parts = allocs.map((p) => (p.piece && p.host >= eof ? { at: p.host + p.piece.at, bytes: p.piece.bytes } : { at: p.host, bytes: p.data }));
     for (let i = 0; i < parts.length; ) {
       let j = i + 1;
       while (j < parts.length && parts[j]!.at === parts[j - 1]!.at + parts[j - 1]!.bytes.length) j++;
-      await this.store.writev(parts[i]!.at, coalesce(parts.slice(i, j).map((x) => x.bytes)));
+      await target.writev(parts[i]!.at, coalesce(parts.slice(i, j).map((x) => x.bytes)));
       i = j;
     }
-    const end = base + allocs.length * cs;
-    // the file can only be short of `end` when the last cluster was written partly (a hole)
-    const last = parts[parts.length - 1]!;
-    if (last.at + last.bytes.length < end && (await this.store.size()) < end) await this.store.truncate(end);
-    this.file.size = Math.max(this.file.size, end);
+    if (df) {
+      // a data file may end inside a cluster written in part: what lies past its end reads as zeros
+      for (const x of parts) df.size = Math.max(df.size, x.at + x.bytes.length);
+    } else {
+      const end = base + allocs.length * cs;
+      // the file can only be short of `end` when the last cluster was written partly (a hole)
+      const last = parts[parts.length - 1]!;
+      if (last.at + last.bytes.length < end && (await this.store.size()) < end) await this.store.truncate(end);
+      this.file.size = Math.max(this.file.size, end);
+    }
   }
   const inplace = plans.filter((p) => p.action === 'inplace');
   for (let i = 0; i < inplace.length; ) {
@@ -130,11 +157,14 @@ export async function writeSlice(this: Qcow2State, l1i: number, data: Buffer, of
     let j = i + 1;
     while (j < inplace.length && inplace[j]!.host === inplace[j - 1]!.host + inplace[j - 1]!.data.length) j++;
     const run = inplace.slice(i, j);
-    await this.store.writev(run[0]!.host, coalesce(run.map((p) => p.data)));
+    await target.writev(run[0]!.host, coalesce(run.map((p) => p.data)));
     const last = run[run.length - 1]!;
-    this.file.size = Math.max(this.file.size, last.host + last.data.length);
+    if (df) df.size = Math.max(df.size, last.host + last.data.length);
+    else this.file.size = Math.max(this.file.size, last.host + last.data.length);
     i = j;
   }
+  // a data file's new clusters are durable before the entries that name them
+  if (df && allocs.length > 0) await df.store.flush();
   // 3. L2 entries, once the refcounts and data they name are durable: between two flushes a
   // power cut may keep any subset of the writes, and an entry that lands without them names a
   // cluster of refcount 0 (handed out again after the next open) or bytes never written

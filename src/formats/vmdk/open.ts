@@ -5,12 +5,13 @@
  * directories. Everything is validated here, before a VmdkImage (image.ts) or SparseExtent
  * (sparse.ts) is built; every failed open closes what it opened.
  */
-import { basename, dirname, isAbsolute } from '../../core/names.js';
+import { basename } from '../../core/names.js';
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, ceilDiv, isPowerOfTwo, roundUp, toSafeNumber } from '../../core/ints.js';
 import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { OpenOptions } from '../types.js';
+import { resolveBesideFile } from '../common/beside-file.js';
 import { Descriptor, MAX_DESCRIPTOR_BYTES, looksLikeDescriptor, type ExtentLine } from './descriptor.js';
 import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents.js';
 import { EsxSparseExtent } from './esx-sparse.js';
@@ -140,27 +141,8 @@ async function openBareEsx(path: string, store: ByteStore, type: 'VMFSSPARSE' | 
 }
 
 /** Resolve an extent file name from a descriptor, refusing names that escape its folder. */
-export async function resolveExtentPath(ns: Namespace, descriptorPath: string, fileName: string, allowExternal: boolean): Promise<string> {
-  const dir = dirname(ns.absolute(descriptorPath));
-  const where = { path: descriptorPath, field: 'extent file name', found: fileName };
-  if (fileName === '' || fileName.includes('\0')) throw new DiskError('BADDESCRIPTOR', 'empty or invalid extent file name', where);
-  const external = isAbsolute(fileName) || /^[A-Za-z]:[\\/]/.test(fileName) || fileName.split(/[\\/]/).includes('..');
-  if (external && !allowExternal) {
-    throw new DiskError('EXTERNALEXTENT', 'extent file name is absolute or leaves the descriptor\'s folder (pass allowExternalExtents to allow)', where);
-  }
-  const full = ns.resolve(descriptorPath, fileName);
-  const kind = await ns.kind(full);
-  if (kind === 'missing') throw new DiskError('FILENOTFOUND', 'extent file not found', { ...where, path: full });
-  if (!allowExternal) {
-    if (kind === 'device' || kind === 'other' || kind === 'dir') throw new DiskError('EXTERNALEXTENT', 'extent names a device or something other than a regular file', where);
-    // Any component may be a symbolic link (the file or a folder on the way): compare real names.
-    const real = await ns.realName(full);
-    const realDir = await ns.realName(dir);
-    if (!real.startsWith(realDir === '/' ? '/' : realDir + '/') || (await ns.kind(real)) !== 'file') {
-      throw new DiskError('EXTERNALEXTENT', 'extent resolves (through a symbolic link) to a file outside the descriptor\'s folder', where);
-    }
-  }
-  return full;
+export function resolveExtentPath(ns: Namespace, descriptorPath: string, fileName: string, allowExternal: boolean): Promise<string> {
+  return resolveBesideFile(ns, descriptorPath, fileName, allowExternal, { what: 'extent file', owner: 'descriptor', badName: 'BADDESCRIPTOR' });
 }
 
 /** the namespace's identity of a name ("same file"), or undefined when it cannot be had */
