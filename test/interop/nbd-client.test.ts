@@ -90,7 +90,7 @@ test('nbdkit memory: vdkit convert writes into the export (as -n), qemu-img read
   assert.match(res.stderr, /RDONLY/);
 });
 
-test('nbdkit file over a qcow2 file: -f qcow2 nbd:// reads the image inside the export', async (t) => {
+test('nbdkit file over a qcow2 file: -f qcow2 nbd:// reads (info, convert, check, checksum) the image inside the export', async (t) => {
   if (!skipUnless(t, 'nbdkit', 'qemu-img', 'qemu-io')) return;
   const dir = (await tmpDir(t)).path;
   const fx = await makeFixture(dir, 'qcow2');
@@ -104,6 +104,7 @@ test('nbdkit file over a qcow2 file: -f qcow2 nbd:// reads the image inside the 
   assert.deepEqual([raw.format, raw.capacity], ['raw', (await stat(fx.path)).size]);
   await vdkit(['convert', '-f', 'qcow2', '-O', 'raw', uri, 'out.raw'], dir);
   assert.ok((await readFile(join(dir, 'out.raw'))).equals(await readFile(fx.model)));
+  assert.match(await vdkit(['check', '-f', 'qcow2', uri], dir), /No errors/);
   const sums = await Promise.all([vdkit(['checksum', '-f', 'qcow2', uri], dir), vdkit(['checksum', fx.path], dir)]);
   assert.equal(sums[0].split(/\s+/)[0], sums[1].split(/\s+/)[0]);
 });
