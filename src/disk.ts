@@ -11,13 +11,15 @@ import { DEFAULT_FORMAT, backends, detectFormatIn, driverByName } from './format
 import type { BackingLink, BlockExtent, CreateOptions, DiskInfo, Driver, Image, MappedExtent, OpenOptions, ParentFacts } from './formats/types.js';
 import { hostFiles } from './storage/file.js';
 import type { Namespace } from './storage/namespace.js';
+import { locate } from './storage/locations.js';
 import { getProperties, setProperties } from './block/properties.js';
 import type { DiskProperties } from './formats/common/properties.js';
 import { isZero } from './binary/zeros.js';
 
 /** The driver for the content of `name` (host files unless `ns` is given). */
-export async function detectFormat(name: string, ns: Namespace = hostFiles()): Promise<Driver> {
-  return detectFormatIn(ns, name);
+export async function detectFormat(name: string, ns?: Namespace): Promise<Driver> {
+  const loc = ns ? undefined : await locate(name);
+  return detectFormatIn(ns ?? loc?.namespace ?? hostFiles(), loc?.name ?? name);
 }
 
 /**
@@ -159,6 +161,11 @@ export class Disk {
    * its folder depends on (the VDDK guide: "it is an error to open the parent"), unless `force`.
    */
   static async open(path: string, opts: DiskOpenOptions = {}): Promise<Disk> {
+    if (!opts.namespace) {
+      // a URL (nbd://...) names its own namespace; its bytes are raw unless a format is given
+      const loc = await locate(path);
+      if (loc) return Disk.open(loc.name, { ...opts, namespace: loc.namespace, format: opts.format ?? loc.defaultFormat });
+    }
     const ns = opts.namespace ?? hostFiles();
     let image: Image;
     if (opts.shareable && !opts.readOnly && !opts.infoOnly) {
@@ -193,6 +200,10 @@ export class Disk {
   }
 
   static async create(path: string, opts: DiskCreateOptions): Promise<Disk> {
+    if (!opts.namespace) {
+      const loc = await locate(path);
+      if (loc) return Disk.create(loc.name, { ...opts, namespace: loc.namespace });
+    }
     const driver = driverByName(opts.format ?? DEFAULT_FORMAT);
     const ns = opts.namespace ?? hostFiles();
     let spec: CreateOptions = opts;

@@ -122,6 +122,9 @@ export interface DiskCommandSpec<P> {
   run(d: Disk, r: DiskRun<P>): Promise<void>;
 }
 
+/** a name with a scheme (storage/locations.ts claims these), not a host path */
+const URL_NAME = /^[a-z][a-z0-9+.-]*:\/\//i;
+
 export function diskCommand<P = undefined>(spec: DiskCommandSpec<P>): CliCommand {
   return {
     name: spec.name,
@@ -135,7 +138,8 @@ export function diskCommand<P = undefined>(spec: DiskCommandSpec<P>): CliCommand
         const args = rest.slice(0, -2) as (string | undefined)[];
         const o = rest[rest.length - 2] as OptionValues;
         const r: DiskRun<P> = { o, file, args, p: spec.parse ? await spec.parse(o, file) : (undefined as P) };
-        await withDisk(file, { readOnly: spec.readOnly, ...openOpts(o), ...spec.openOptions?.(r) }, (d) => spec.run(d, r));
+        // a URL (nbd://...?tls-psk-file=...) is printed as the disk names itself: without credentials
+        await withDisk(file, { readOnly: spec.readOnly, ...openOpts(o), ...spec.openOptions?.(r) }, (d) => spec.run(d, URL_NAME.test(file) ? { ...r, file: d.path } : r));
       });
     },
   };

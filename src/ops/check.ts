@@ -15,6 +15,7 @@
  * - Files a stopped rename of the named disk left in its folder (ops/rename.ts
  *   renameLeftovers) are leaks of the disk; a repair removes them.
  */
+import { locate } from '../storage/locations.js';
 import { basename } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
 import { Disk } from '../disk.js';
@@ -42,6 +43,11 @@ export interface CheckDiskOptions extends CheckOptions {
 }
 
 export async function checkDisk(path: string, opts: CheckDiskOptions): Promise<CheckReport> {
+  if (!opts.namespace) {
+    // a URL (nbd://...) names its own namespace; its bytes are raw unless a format is given
+    const loc = await locate(path);
+    if (loc) return checkDisk(loc.name, { ...opts, namespace: loc.namespace, format: opts.format ?? loc.defaultFormat });
+  }
   const ns = opts.namespace ?? hostFiles();
   if (opts.repair && !opts.dryRun) refuseUnsafe(ns, 'repair', path);
   opts = { ...opts, namespace: ns };

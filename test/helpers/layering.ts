@@ -9,8 +9,10 @@ import { join, posix, relative, sep } from 'node:path';
 
 /** lowest first; a file may import its own layer and those below it */
 export const LAYERS: readonly { name: string; prefixes: readonly string[] }[] = [
-  { name: 'core', prefixes: ['core/', 'binary/'] },
-  { name: 'storage', prefixes: ['storage/'] },
+  // the NBD wire codec is pure (binary/ tables, no sockets) and shared by the server (a front
+  // end) and the client, which is a storage namespace (ARCHITECTURE.md: storage/ ... nbd (client))
+  { name: 'core', prefixes: ['core/', 'binary/', 'nbd/protocol/'] },
+  { name: 'storage', prefixes: ['storage/', 'nbd/client/'] },
   { name: 'formats', prefixes: ['formats/'] },
   { name: 'chain', prefixes: ['chain/'] },
   { name: 'block', prefixes: ['disk.ts', 'block/'] },

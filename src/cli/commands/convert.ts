@@ -49,7 +49,7 @@ export const convert: CliCommand = {
       .argument('<src>')
       .argument('<dst>')
       .action(async (src: string, dst: string, o) => {
-        const [{ Disk }, ops, { cloneChain }, { copyPieces, openSequentialInput, SequentialImage }, { StreamSink }, { FileNamespace }, targets, { driverByName }] = await Promise.all([
+        const [{ Disk }, ops, { cloneChain }, { copyPieces, openSequentialInput, SequentialImage }, { StreamSink }, { FileNamespace }, targets, { driverByName }, { locate }] = await Promise.all([
           import('../../disk.js'),
           import('../../ops/convert.js'),
           import('../../ops/clone-chain.js'),
@@ -58,10 +58,15 @@ export const convert: CliCommand = {
           import('../../storage/file.js'),
           import('../../ops/targets.js'),
           import('../../formats/registry.js'),
+          import('../../storage/locations.js'),
         ]);
+        // a URL target (nbd://...) is an export that exists with its size: it is written into as
+        // with -n (qemu-img convert -n nbd://...), as raw bytes unless -O names a format
+        const remote = await locate(dst);
+        if (remote) o.skipCreate = true;
         const progress = progressFromOptions(o);
         // the target is created through a namespace of this cache mode (the source is only read)
-        const targetFiles = new FileNamespace({ cacheMode: o.cache as CacheMode });
+        const targetFiles = remote?.namespace ?? new FileNamespace({ cacheMode: o.cache as CacheMode });
         const link = (v: string | undefined, what: string) => {
           if (v === undefined) return undefined;
           if (!o.keepChain) throw new UsageError(`${what} needs --keep-chain`);
@@ -73,7 +78,7 @@ export const convert: CliCommand = {
         const to = link(o.to, '--to');
         if (o.keepChain && (src === '-' || dst === '-')) throw new UsageError('--keep-chain needs files, not pipes');
         const toStdout = dst === '-';
-        const target = toStdout ? (o.streamName ?? 'disk.vmdk') : dst;
+        const target = toStdout ? (o.streamName ?? 'disk.vmdk') : (remote?.name ?? dst);
         if (o.target !== undefined && !TARGET_NAMES.includes(String(o.target).toLowerCase())) throw new UsageError(`--target: unknown target ${JSON.stringify(o.target)} (known: ${TARGET_NAMES.join(', ')})`);
         const profile = o.target === undefined ? undefined : targets.targetByName(o.target);
         // -O, else DST's extension, else the profile's format (which applyTarget then fills in itself)
@@ -81,7 +86,7 @@ export const convert: CliCommand = {
         // -n opens DST as -O says, else as its content says
         const format = o.skipCreate
           ? o.outputFormat === undefined
-            ? ''
+            ? (remote?.defaultFormat ?? '')
             : await formatArg(o.outputFormat, '-O')
           : await newImageFormat(o.outputFormat, target, '-O', profile && (async () => {
               profileChooses = true;
@@ -152,7 +157,7 @@ export const convert: CliCommand = {
         }
         if (profile && !toStdout) {
           // check the result the way `vdkit lint --target` would
-          const findings = await withDisk(dst, { readOnly: true, singleLink: true }, (t) => targets.lint(t, profile));
+          const findings = await withDisk(target, { readOnly: true, singleLink: true, namespace: remote?.namespace }, (t) => targets.lint(t, profile));
           for (const f of findings) process.stderr.write(`${f.severity}: ${f.field}: ${f.message}\n`);
           // a refusal fails the command as `lint --target` does (exit 1): the image is made as asked
           // (-O/-t chose against the profile), but a script must not take it for an upload-ready one

@@ -7,7 +7,7 @@
  *   folder holding a CA).
  * - PSK: a file of `username:hexkey` lines (psktool's format, read by nbdkit --tls-psk and
  *   qemu's tls-creds-psk). TLS 1.3 PSK works with Node's default ciphers; TLS 1.2 PSK needs the
- *   PSK suites named, which Node leaves out by default.
+ *   PSK suites named, which Node leaves out by default. The PSK file reader is the client's.
  */
 import { join } from '../../core/names.js';
 import { hostFiles } from '../../storage/file.js';
@@ -18,6 +18,7 @@ const readSmall = async (path: string) => Buffer.from(await readText(hostFiles()
 import tls from 'node:tls';
 import type { Socket } from 'node:net';
 import { DiskError } from '../../core/errors.js';
+import { PSK_TLS12_SUITES, readPskFile } from '../client/tls.js';
 
 export type TlsMode = 'off' | 'on' | 'require';
 
@@ -49,24 +50,9 @@ export async function loadX509Dir(dir: string): Promise<TlsCredentials> {
   return { cert, key, ca };
 }
 
-const PSK_LINE = /^([^:\s]+):([0-9a-fA-F]+)$/;
-
 export async function loadPskFile(path: string): Promise<TlsCredentials> {
-  const text = await readText(hostFiles(), path, 1024 * 1024).catch((err) => {
-    throw new DiskError('FILENOTFOUND', 'cannot read the PSK file', { path }, { cause: err });
-  });
-  const psk = new Map<string, Buffer>();
-  text.split(/\r?\n/).forEach((line, i) => {
-    if (line.trim() === '' || line.startsWith('#')) return;
-    const m = PSK_LINE.exec(line.trim());
-    if (!m || m[2]!.length % 2 !== 0) throw new DiskError('INVAL', `line ${i + 1} is not username:hexkey`, { path, field: `line ${i + 1}` });
-    psk.set(m[1]!, Buffer.from(m[2]!, 'hex'));
-  });
-  if (psk.size === 0) throw new DiskError('INVAL', 'the PSK file holds no username:hexkey line', { path });
-  return { psk };
+  return { psk: await readPskFile(path) };
 }
-
-const PSK_TLS12_SUITES = 'ECDHE-PSK-CHACHA20-POLY1305:PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256:PSK-CHACHA20-POLY1305';
 
 /** Node's server options for these credentials (built once per server) */
 export function serverContextOptions(c: TlsCredentials): tls.TLSSocketOptions {

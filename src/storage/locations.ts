@@ -1,0 +1,54 @@
+/**
+ * Names that carry their own namespace: a URL whose scheme says where the bytes live (nbd://
+ * and its kin today; http(s):// and s3:// are meant to join here). Anything that takes a path
+ * (Disk.open, the CLI) asks `locate` once and gets the namespace and the name inside it; a name
+ * no scheme claims stays a name of the caller's namespace (host files). Each scheme's code is
+ * loaded only when a name uses it.
+ */
+import type { Namespace } from './namespace.js';
+
+export interface Location {
+  namespace: Namespace;
+  /** the name inside `namespace`, safe to print (no credentials) */
+  name: string;
+  /**
+   * the format the bytes are read as when the caller names none: a remote block export is a
+   * raw disk unless told otherwise (-f qcow2 for an export that holds a qcow2 file's bytes)
+   */
+  defaultFormat?: string;
+}
+
+interface Scheme {
+  /** e.g. "nbd", for messages */
+  readonly name: string;
+  matches(name: string): boolean;
+  locate(name: string): Promise<Location>;
+}
+
+const SCHEMES: Scheme[] = [
+  {
+    name: 'nbd',
+    matches: (n) => /^nbds?(\+unix)?:\/\//i.test(n),
+    locate: async (n) => {
+      const { NbdNamespace } = await import('../nbd/client/namespace.js');
+      const { namespace, name } = await NbdNamespace.fromUri(n);
+      return { namespace, name, defaultFormat: 'raw' };
+    },
+  },
+];
+
+/** true when a scheme claims `name` (it is not a host path) */
+export function isLocationName(name: string): boolean {
+  return SCHEMES.some((s) => s.matches(name));
+}
+
+/** the namespace and inner name of a URL `name`, or undefined for a plain name */
+export async function locate(name: string): Promise<Location | undefined> {
+  const s = SCHEMES.find((x) => x.matches(name));
+  return s ? s.locate(name) : undefined;
+}
+
+/** the names of the schemes known (for help texts) */
+export function schemeNames(): string[] {
+  return SCHEMES.map((s) => s.name);
+}
