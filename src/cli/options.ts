@@ -30,6 +30,15 @@ export function num(text: string, what: string): number {
 }
 
 /**
+ * A VMDK grain size on the command line (-o grain_size, --grain-size): a bare number counts
+ * sectors, as the header's grainSize field and mkimg do (128 = 64 KiB); a K/M suffix gives bytes
+ * (64K), an s suffix sectors (128s). Returns bytes (CreateOptions.grainSize).
+ */
+export function grainSizeArg(text: string, what: string): number {
+  return /^\s*\d+\s*$/.test(text) ? num(text, what) * 512 : num(text, what);
+}
+
+/**
  * A format named on the command line (-f, -O, -F), as its driver names it (qemu's names too).
  * An unknown name is a wrong command line (exit 2), as qemu-img's is, not a failure of a disk.
  */
@@ -80,6 +89,9 @@ export function parseCreateOptions(list: string | undefined): Partial<CreateOpti
       case 'block_size':
         out.blockSize = num(value, '-o block_size');
         break;
+      case 'grain_size':
+        out.grainSize = grainSizeArg(value, '-o grain_size');
+        break;
       case 'preallocation':
         // metadata (tables allocated, data left sparse) has no implementation here: refused, never made sparse in silence
         if (value === 'metadata') throw new UsageError('-o preallocation=metadata: refused (vdkit does not lay out metadata ahead of the data); use off (sparse) or full/falloc (the zeros written: raw, and fixed or flat types)');
@@ -90,7 +102,7 @@ export function parseCreateOptions(list: string | undefined): Partial<CreateOpti
         out.chsRounding = !flag();
         break;
       default:
-        throw new UsageError(`-o: unknown option ${JSON.stringify(key)} (known: subformat, compat, adapter_type, hwversion, cluster_size, block_size, preallocation, force_size)`);
+        throw new UsageError(`-o: unknown option ${JSON.stringify(key)} (known: subformat, compat, adapter_type, hwversion, cluster_size, block_size, grain_size, preallocation, force_size)`);
     }
   }
   return out;

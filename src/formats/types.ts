@@ -478,6 +478,12 @@ export interface CreateOptions {
   preallocate?: boolean;
   /** VMFS only: mark the disk thin provisioned */
   thin?: boolean;
+  /**
+   * VMDK hosted sparse types: grain size in bytes, a power of two from 8 KiB to 32 MiB (default
+   * 64 KiB, 128 sectors, what VMware, VirtualBox and QEMU write; `-o grain_size=` takes sectors).
+   * Refused for the flat types and streamOptimized; other formats ignore it.
+   */
+  grainSize?: number;
   overwrite?: boolean;
   /**
    * make the new image a child of this parent: `hint` is the path to store (relative to the

@@ -1,7 +1,7 @@
 /** `vdkit create`: a new disk, or with -b a child of a backing disk (qemu-img create). */
 import { Option } from 'commander';
 import type { CliCommand } from '../command.js';
-import { QEMU_FORMAT_NAMES, UsageError, newImageFormat, num, parseCreateOptions, typeArg } from '../options.js';
+import { QEMU_FORMAT_NAMES, UsageError, grainSizeArg, newImageFormat, num, parseCreateOptions, typeArg } from '../options.js';
 import { humanBytes, out } from '../output.js';
 
 export const create: CliCommand = {
@@ -15,15 +15,17 @@ export const create: CliCommand = {
       .option('--hw <version>', 'virtual hardware version written to ddb.virtualHWVersion (default 4)')
       .option('--thin', 'vmfs: mark the disk thin provisioned')
       .option('--preallocate', 'raw, flat and fixed types: write zeros into the data files instead of leaving them sparse (refused for types that grow)')
+      .option('--grain-size <n>', 'vmdk sparse types: grain size in sectors, a power of two from 16 to 65536 (default 128 = 64 KiB); 64K-style values are bytes')
       .option('--chs-rounding', 'vhd: round the size up to a whole CHS geometry (Virtual PC; qemu-img without force_size)')
       .option('--overwrite', 'replace existing files')
-      .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, preallocation (key=value,...)')
+      .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, grain_size (vmdk, sectors), preallocation (key=value,...)')
       .option('-b, --backing <file>', 'create a child of this disk (qemu-img create -b); SIZE may then be omitted')
       .option('-F, --backing-format <fmt>', 'format of the backing file (detected when omitted)')
       .argument('<file>')
       .argument('[size]', 'bytes, or with a K/M/G/T suffix, or sectors with an s suffix (2048s)')
       .action(async (file: string, size: string | undefined, o) => {
         const extra = parseCreateOptions(o.options);
+        if (o.grainSize !== undefined) extra.grainSize = grainSizeArg(o.grainSize, '--grain-size');
         // -t and -o subformat/compat are checked against the format they are for (exit 2 when unknown)
         const checkTypes = async (format: string) => {
           const { driverByName } = await import('../../formats/registry.js');

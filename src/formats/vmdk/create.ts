@@ -17,7 +17,7 @@ import { refusePreallocate } from '../common/create.js';
 import { Descriptor, parseCid, type ExtentLine } from './descriptor.js';
 import type { VmdkImage } from './image.js';
 import { openVmdk } from './open.js';
-import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newCid, newDdb, normaliseCreateType, writeFreshSparse } from './layout.js';
+import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, grainSectorsOf, newCid, newDdb, normaliseCreateType, writeFreshSparse } from './layout.js';
 
 /** grains and tables of one hosted sparse extent must stay below sector 2^32 */
 export const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
@@ -38,6 +38,11 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
     throw new DiskError('INVAL', 'capacity must be a positive whole number of bytes', { path, field: 'capacity', found: opts.capacity });
   }
   const sectors = ceilDiv(opts.capacity, SECTOR_SIZE);
+  const sparseType = type === 'monolithicSparse' || type === 'twoGbMaxExtentSparse';
+  if (opts.grainSize !== undefined && !sparseType) {
+    throw new DiskError('INVAL', `a ${type} disk has no grains: grain size is for monolithicSparse and twoGbMaxExtentSparse`, { path, field: 'grainSize', found: opts.grainSize });
+  }
+  const grainSectors = grainSectorsOf(opts.grainSize, path);
   if (opts.preallocate && (type === 'monolithicSparse' || type === 'twoGbMaxExtentSparse')) refusePreallocate(path, 'VMDK', type, 'monolithicFlat, twoGbMaxExtentFlat and vmfs');
   const esx = type === 'vmfs';
   const adapterType = opts.adapterType ?? 'lsilogic';
@@ -106,7 +111,7 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
     if (type === 'monolithicSparse') {
       const st = await createFile(path);
       try {
-        await writeFreshSparse(st, sectors, { descriptor: descriptor.toString(), descriptorSectors: 20 });
+        await writeFreshSparse(st, sectors, { descriptor: descriptor.toString(), descriptorSectors: 20, grainSectors });
         await st.flush();
       } finally {
         await st.close();
@@ -116,7 +121,7 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
         const st = await createFile(join(dir, line.fileName!));
         try {
           if (line.type === 'SPARSE') {
-            await writeFreshSparse(st, line.sectorCount, {});
+            await writeFreshSparse(st, line.sectorCount, { grainSectors });
           } else {
             await st.truncate(line.sectorCount * SECTOR_SIZE);
             if (opts.preallocate) await zeroFill(st, line.sectorCount * SECTOR_SIZE);

@@ -41,6 +41,7 @@ export const vmdkDriver = defineDriver({
     { name: 'hwVersion', description: 'ddb.virtualHWVersion (default 4)' },
     { name: 'thin', description: 'vmfs: ddb.thinProvisioned' },
     { name: 'preallocate', description: 'flat types: write the zeros' },
+    { name: 'grainSize', description: 'sparse types: grain size in bytes, a power of two from 8 KiB to 32 MiB (default 64 KiB; -o grain_size= in sectors)' },
   ],
   amendOptions: VMDK_AMEND_OPTIONS,
   capabilities: VMDK_CAPABILITIES,
