@@ -32,7 +32,7 @@ const ESX_TYPES = new Set(['vmfs', 'vmfssparse', 'vmfsthin', 'vmfspreallocated',
 
 export const vmdkDriver = defineDriver({
   name: 'vmdk',
-  description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs; streamOptimized (read; written whole by convert); ESXi deltas (vmfsSparse, seSparse) read-only',
+  description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs; streamOptimized (read; written whole by convert); ESXi deltas: vmfsSparse (COWD) read-write, seSparse read-only',
   extensions: ['vmdk'],
   newIdentity: () => hex8(newCid()),
   createOptions: [

@@ -136,7 +136,8 @@ async function openBareEsx(path: string, store: ByteStore, type: 'VMFSSPARSE' | 
     ddb: [],
   });
   const extent = probe.withLine(descriptor.extents()[0]!);
-  return new VmdkImage(path, descriptor, [extent], undefined, false, true);
+  // a COWD file opened read-write takes writes (SESparse refused that open above)
+  return new VmdkImage(path, descriptor, [extent], undefined, false, readOnly);
 }
 
 /** Resolve an extent file name from a descriptor, refusing names that escape its folder. */
@@ -229,8 +230,8 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
       out.push(new FlatExtent(line, known.store, file, line.offsetSectors * SECTOR_SIZE, known.size, extentReadOnly, owns));
       continue;
     }
-    // ESXi delta extents are never written: a check (and repair) opens them read-only, any
-    // other read-write open is refused (EsxSparseExtent)
+    // ESXi delta extents: a check (and repair) opens them read-only; COWD is written in place
+    // (cowd-write.ts), a read-write open of SESparse is refused (EsxSparseExtent)
     const store = await ns.open(file, { write: !(extentReadOnly || (line.type === 'SESPARSE' && !!opts.tolerateDamage)) });
     opened.push(store);
     if (line.type === 'SESPARSE') {
