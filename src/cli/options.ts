@@ -125,21 +125,22 @@ export async function newImageFormat(explicit: string | undefined, file: string,
 }
 
 /** the open options every command that opens a disk shares */
-export function openOpts(o: { format?: string; allowExternalExtents?: boolean; untrusted?: boolean; singleLink?: boolean; force?: boolean; ignoreChecksums?: boolean }) {
-  return { format: o.format, allowExternalExtents: o.allowExternalExtents, untrusted: o.untrusted, singleLink: o.singleLink, force: o.force, ignoreChecksums: o.ignoreChecksums };
+export function openOpts(o: { format?: string; allowExternalExtents?: boolean; allowRawDevice?: boolean; untrusted?: boolean; singleLink?: boolean; force?: boolean; ignoreChecksums?: boolean }) {
+  return { format: o.format, allowExternalExtents: o.allowExternalExtents, allowRawDevice: o.allowRawDevice, untrusted: o.untrusted, singleLink: o.singleLink, force: o.force, ignoreChecksums: o.ignoreChecksums };
 }
 
 export const formatOpt = () => new Option('-f, --format <fmt>', 'image format (detected from the content when omitted)');
 export const external = () => new Option('--allow-external-extents', 'allow extent files outside the descriptor\'s folder (absolute paths, "..", devices)');
 export const untrusted = () => new Option('--untrusted', 'refuse parent hints that are absolute or leave the child\'s folder');
+export const rawDevice = () => new Option('--allow-raw-device', 'open a raw-device VMDK (fullDevice, partitionedDevice, raw device mappings): its extents are devices or partitions, used in place');
 export const singleLink = () => new Option('--single-link', 'open only this image, not its parents (unallocated ranges read as zeros)');
 export const force = () => new Option('--force', 'write to a disk even though a child (redo log) depends on it');
 export const ignoreChecksums = () => new Option('--ignore-checksums', 'open an image whose checksums do not match, read-only, to recover its data (VHD)');
 
 /** options of every command that opens a disk to read it */
-export const readingOptions = () => [formatOpt(), untrusted(), singleLink(), external(), ignoreChecksums()];
+export const readingOptions = () => [formatOpt(), untrusted(), singleLink(), external(), rawDevice(), ignoreChecksums()];
 /** options of every command that opens a disk to change it */
-export const writingOptions = () => [formatOpt(), untrusted(), force(), external()];
+export const writingOptions = () => [formatOpt(), untrusted(), force(), external(), rawDevice()];
 
 /** one command's own option, as `cmd.option(flags, description, defaultValue)` adds it */
 export function opt(flags: string, description: string, defaultValue?: string): Option {

@@ -16,6 +16,7 @@ export const create: CliCommand = {
       .option('--thin', 'vmfs: mark the disk thin provisioned')
       .option('--preallocate', 'raw, flat and fixed types: write zeros into the data files instead of leaving them sparse (refused for types that grow)')
       .option('--grain-size <n>', 'vmdk sparse types: grain size in sectors, a power of two from 16 to 65536 (default 128 = 64 KiB); 64K-style values are bytes')
+      .option('--raw-device <path>', 'vmdk: a raw-device disk (fullDevice) naming this block device or partition, used in place (opened later with --allow-raw-device); SIZE may then be omitted (the whole device)')
       .option('--chs-rounding', 'vhd: round the size up to a whole CHS geometry (Virtual PC; qemu-img without force_size)')
       .option('--overwrite', 'replace existing files')
       .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, grain_size (vmdk, sectors), preallocation (key=value,...)')
@@ -28,6 +29,8 @@ export const create: CliCommand = {
         if (o.grainSize !== undefined) extra.grainSize = grainSizeArg(o.grainSize, '--grain-size');
         // -t and -o subformat/compat are checked against the format they are for (exit 2 when unknown)
         const checkTypes = async (format: string) => {
+          // fullDevice is made only with --raw-device: the driver refuses it without, naming that option
+          if (format === 'vmdk' && [o.type, extra.type].some((x) => typeof x === 'string' && x.toLowerCase() === 'fulldevice')) return;
           const { driverByName } = await import('../../formats/registry.js');
           typeArg(driverByName(format), o.type, '-t');
           typeArg(driverByName(format), extra.type, '-o');
@@ -41,6 +44,7 @@ export const create: CliCommand = {
               ['thin', '--thin'],
               ['preallocate', '--preallocate'],
               ['chsRounding', '--chs-rounding'],
+              ['rawDevice', '--raw-device'],
             ] as const
           ).filter(([k]) => o[k] !== undefined);
           if (unused.length > 0) throw new UsageError(`${unused.map(([, flag]) => flag).join(', ')}: not with -b (a child keeps its parent's adapter, hardware version and geometry, and grows as it is written)`);
@@ -64,8 +68,8 @@ export const create: CliCommand = {
           await out(`created ${file}: ${d.format} ${d.type} child of ${o.backing}, ${d.capacity} bytes (${humanBytes(d.capacity)})\n`);
           return;
         }
-        if (size === undefined) throw new UsageError('size: required unless -b BACKING is given');
-        const capacity = num(size, 'size');
+        if (size === undefined && o.rawDevice === undefined) throw new UsageError('size: required unless -b BACKING or --raw-device is given');
+        const capacity = size === undefined ? 0 : num(size, 'size');
         const format = await newImageFormat(o.format, file, '-f');
         await checkTypes(format);
         const { Disk } = await import('../../disk.js');
@@ -77,6 +81,7 @@ export const create: CliCommand = {
           thin: o.thin,
           preallocate: o.preallocate,
           chsRounding: o.chsRounding,
+          rawDevice: o.rawDevice,
           overwrite: o.overwrite,
           ...extra,
           type: o.type ?? extra.type,

@@ -229,6 +229,12 @@ export async function writeFreshSparse(store: ByteStore, capacitySectors: number
   await store.write(L.gdOffset * SECTOR_SIZE, gd);
 }
 
+/**
+ * createTypes whose extents name devices or partitions (VMware's fullDevice, partitionedDevice,
+ * ESX raw device mappings), lower case: opened only with OpenOptions.allowRawDevice
+ */
+export const RAW_DEVICE_TYPES: ReadonlySet<string> = new Set(['fulldevice', 'partitioneddevice', 'vmfsraw', 'vmfsrawdevicemap', 'vmfspassthroughrawdevicemap']);
+
 /** vmware-vdiskmanager -t numbers, and aliases users type. */
 const TYPE_ALIASES: Record<string, string> = {
   '0': 'monolithicSparse',
@@ -249,7 +255,7 @@ const TYPE_ALIASES: Record<string, string> = {
 
 export function normaliseCreateType(type: string | undefined): string {
   if (type === undefined) return 'monolithicSparse';
-  const known = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'];
+  const known = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized', 'fullDevice'];
   const exact = known.find((k) => k.toLowerCase() === type.toLowerCase());
   return exact ?? TYPE_ALIASES[type.toLowerCase()] ?? type;
 }
