@@ -166,3 +166,19 @@ test('CLI: create -o grain_size=N (sectors) and --grain-size (sectors, or bytes 
     assert.equal(q.code, 0, q.stdout + q.stderr);
   }
 });
+
+test('measure follows the grain size: its empty-disk bytes are the file create writes, its unit the grain', async (t) => {
+  const { measureVmdk } = await import('../../src/formats/vmdk/measure.js');
+  const { stat } = await import('node:fs/promises');
+  const dir = (await tmpDir(t, 'vdkit-grain-')).path;
+  for (const grainSectors of [16, 128, 2048]) {
+    const capacity = 1024 * MiB;
+    const grainSize = grainSectors * 512;
+    const m = measureVmdk({ capacity, grainSize });
+    assert.equal(m.unit, grainSize);
+    const p = join(dir, `m${grainSectors}.vmdk`);
+    await (await Disk.create(p, { format: 'vmdk', capacity, grainSize })).close();
+    assert.equal(m.required([]), (await stat(p)).size, `${grainSectors}-sector grains: measure's empty disk is the created file`);
+    assert.equal(m.fullyAllocated, m.required([]) + capacity);
+  }
+});

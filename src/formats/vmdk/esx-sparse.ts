@@ -433,7 +433,7 @@ export function seSparseGrainIndex(lo: number, hi: number): number {
 
 function refuseWrite(readOnly: boolean, path: string, what: string): void {
   if (!readOnly) {
-    throw new DiskError('NOTSUPPORTED', `${what} extents can only be opened read-only (vdkit, like QEMU, does not write ESXi delta files); open the disk read-only`, { path, field: 'extent type' });
+    throw new DiskError('NOTSUPPORTED', `${what} extents can only be opened read-only (vdkit, like QEMU, does not write SESparse: its journal, free bitmap and back map are not documented); open the disk read-only`, { path, field: 'extent type' });
   }
 }
 
