@@ -158,3 +158,31 @@ test('a bare COWD file opened read-write takes writes too; SESparse stays read-o
     await r.close();
   }
 });
+
+test('a COWD whose grains overlap (each other or a grain table) opens read-only only: read-write is NEEDSREPAIR', async (t) => {
+  const { expectFailure } = await import('../corpus/support.js');
+  const dir = (await tmpDir(t, 'vdkit-cowd-')).path;
+  const rng = new BuildRng(seedOf(t.name));
+  // grainSize 1 -> 5: every grain now runs over the next one (found by the fuzzer as a lost write)
+  const built = buildCowd(rng, { capacitySectors: 5 * 2048, grainSectors: 1, fill: 0.3 });
+  const wide = await writeCowdLink(dir, 'wide', built, { cid: '5eed0002' });
+  const fh = (await import('node:fs')).openSync(wide.extent, 'r+');
+  const five = Buffer.alloc(4);
+  five.writeUInt32LE(5);
+  (await import('node:fs')).writeSync(fh, five, 0, 4, COWD.grainSize);
+  (await import('node:fs')).closeSync(fh);
+  const before = readFileSync(wide.extent);
+  await expectFailure(() => Disk.open(wide.desc), { code: 'NEEDSREPAIR', path: wide.extent, message: /share sectors/ });
+  await (await Disk.open(wide.desc, { readOnly: true })).close();
+  assert.ok(readFileSync(wide.extent).equals(before), 'the refused open wrote nothing');
+
+  // a grain entry naming sectors of a grain table
+  const b2 = buildCowd(rng, { capacitySectors: 5 * 2048, grainSectors: 1, fill: 0.3 });
+  const over = await writeCowdLink(dir, 'over', b2, { cid: '5eed0003' });
+  const bytes = readFileSync(over.extent);
+  const table0 = b2.at.tables[0]! / 512;
+  const firstUsed = [...b2.at.grains.keys()].filter((gi) => gi < 4096).sort((a, b) => a - b)[0]!;
+  bytes.writeUInt32LE(table0 + 3, b2.at.tables[0]! + firstUsed * 4);
+  writeFileSync(over.extent, bytes);
+  await expectFailure(() => Disk.open(over.desc), { code: 'NEEDSREPAIR', path: over.extent, message: /share sectors/ });
+});

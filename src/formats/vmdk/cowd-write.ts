@@ -14,10 +14,10 @@
  * A kill before 4 leaks the space below freeSector (check: a leak, ESXi reuses nothing either);
  * no entry ever names bytes that are not durable. Close flushes and sets uncleanShutdown = 0.
  *
- * Where allocation starts: the first allocation of a session scans every table the directory
- * names and starts after the header, the directory, every table and every grain they name, or at
- * freeSector when that is later: a freeSector that lags the file (a crash of another writer)
- * must not place a grain over one in use.
+ * A read-write open reads every table once (prepare): overlapping pieces are refused (NEEDSREPAIR),
+ * and allocation starts after the header, the directory, every table and every grain they name,
+ * or at freeSector when that is later: a freeSector that lags the file (a crash of another
+ * writer) must not place a grain over one in use.
  */
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE, unitSpans } from '../../core/ints.js';
@@ -80,7 +80,7 @@ export class CowdWriter {
     await Promise.all(direct);
     if (fresh.length === 0) return;
 
-    if (this.nextFree < 0) this.nextFree = await this.firstFree();
+    if (this.nextFree < 0) await this.prepare();
     const start = this.nextFree;
     const newTables = [...new Set(fresh.map((f) => Math.floor(f.gi / COWD_GTES_PER_GT)))].filter((g) => t.gd[g] === 0);
     const tableSector = new Map(newTables.map((g, k) => [g, start + k * GT_SECTORS]));
@@ -140,21 +140,65 @@ export class CowdWriter {
     await t.store.write(sector, bytes.subarray(sector, sector + SECTOR_SIZE));
   }
 
-  /** the first sector after everything the extent uses, or freeSector when later */
-  private async firstFree(): Promise<number> {
+  /**
+   * Before a read-write session: every table is read once; pieces that overlap (two grains, a
+   * grain and a table, a grain over the header or directory) are refused with NEEDSREPAIR, since
+   * a write to one would change the other (found by the fuzzer: a grainSize changed from 1 to 5
+   * made every grain run over the next). Also sets where allocation starts: after the header, the
+   * directory, every table and every grain, or at freeSector when that is later.
+   */
+  async prepare(): Promise<void> {
     const t = this.t;
+    const gs = t.grainSectors;
     let end = Math.max(t.metaEndSector, t.header.freeSector);
     // entries past the end of the file are damage the reads and check report, not space in use
     const fileSectors = Math.ceil(t.bounds.fileSize / SECTOR_SIZE);
+    let starts = new Uint32Array(1024);
+    let count = 0;
+    const where = (g: number, i: number) => ({ path: t.path, struct: 'grain table', field: `GTE[${g * COWD_GTES_PER_GT + i}]` });
     for (let g = 0; g < t.gd.length; g++) {
       if (t.gd[g] === 0) continue;
       end = Math.max(end, t.gd[g]! + GT_SECTORS);
       const words = (await t.table(g))!;
       for (let i = 0; i < words.length; i++) {
         const e = words[i]!;
-        if (e !== 0 && e < fileSectors) end = Math.max(end, e + t.grainSectors);
+        if (e === 0 || e >= fileSectors) continue;
+        if (e < t.metaEndSector) throw new DiskError('NEEDSREPAIR', 'a grain lies over the header or grain directory: writing would damage them', { ...where(g, i), found: e });
+        end = Math.max(end, e + gs);
+        if (count < MAX_OVERLAP_GRAINS) {
+          if (count === starts.length) {
+            const grown = new Uint32Array(Math.min(starts.length * 2, MAX_OVERLAP_GRAINS));
+            grown.set(starts);
+            starts = grown;
+          }
+          starts[count++] = e;
+        }
       }
     }
-    return end;
+    const sorted = starts.subarray(0, count).sort();
+    for (let k = 1; k < sorted.length; k++) {
+      if (sorted[k]! - sorted[k - 1]! < gs) {
+        throw new DiskError('NEEDSREPAIR', `two grains share sectors (${sorted[k - 1]} and ${sorted[k]}, ${gs} sectors each): a write to one would change the other`, { path: t.path, struct: 'grain table', field: 'GTE', found: sorted[k] });
+      }
+    }
+    // a table over a grain: the first grain starting before the table's end must end before its start
+    for (let g = 0; g < t.gd.length; g++) {
+      const at = t.gd[g]!;
+      if (at === 0) continue;
+      let lo = 0;
+      let hi = sorted.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (sorted[mid]! < at + GT_SECTORS) lo = mid + 1;
+        else hi = mid;
+      }
+      if (lo > 0 && sorted[lo - 1]! + gs > at) {
+        throw new DiskError('NEEDSREPAIR', `grain table ${g} (sector ${at}) and a grain (sector ${sorted[lo - 1]}) share sectors`, { path: t.path, struct: 'grain directory', field: `GDE[${g}]`, found: at });
+      }
+    }
+    this.nextFree = end;
   }
 }
+
+/** grains whose overlaps the read-write open checks (128 MiB of starts); beyond, only allocation is kept apart */
+const MAX_OVERLAP_GRAINS = 32 * 1024 * 1024;

@@ -213,6 +213,7 @@ export class EsxSparseExtent implements Extent {
         cache: (g, words) => extent.gtCache.set(g, words),
         locate: decode,
       });
+      await extent.writer.prepare();
     }
     return extent;
   }
