@@ -8,11 +8,12 @@
  * Crash-safe order, one batch per write request:
  *   1. uncleanShutdown = 1 in the header (once a session, flushed) before the first change;
  *   2. the new zeroed tables and the new grains (whole, zero-padded) in one write at the next free
- *      sector, then freeSector moved past them (header sector 0 only);
- *   3. fdatasync;
+ *      sector; fdatasync (the file is that long before freeSector says so);
+ *   3. freeSector moved past them (header sector 0 only); fdatasync (it covers them before an
+ *      entry names them);
  *   4. the directory entries of the new tables, then the table entries of the new grains.
- * A kill before 4 leaks the space below freeSector (check: a leak, ESXi reuses nothing either);
- * no entry ever names bytes that are not durable. Close flushes and sets uncleanShutdown = 0.
+ * A power cut before 4 leaks the space below freeSector (check: a leak, ESXi reuses nothing
+ * either); no entry ever names bytes that are not durable or lie above freeSector. Close flushes and sets uncleanShutdown = 0.
  *
  * A read-write open reads every table once (prepare): overlapping pieces are refused (NEEDSREPAIR),
  * and allocation starts after the header, the directory, every table and every grain they name,
@@ -90,9 +91,13 @@ export class CowdWriter {
     const bufs = [...newTables.map(() => Buffer.alloc(GT_SECTORS * SECTOR_SIZE)), ...fresh.map((f) => f.buf)];
     await t.store.writev(start * SECTOR_SIZE, bufs);
     this.nextFree = end;
-    await this.writeHeaderField('freeSector', end);
     t.bounds.fileSize = Math.max(t.bounds.fileSize, end * SECTOR_SIZE);
-    // the tables and grains durable before any entry names them
+    // the file holds the new sectors before freeSector names them (a freeSector past the end of
+    // the file is a truncated file to every reader), and freeSector covers them before an entry
+    // names them (an entry above freeSector is a grain ESX would allocate over): two barriers,
+    // found by the crash-state test (test/conformance/cowd-crash-states.test.ts)
+    await t.store.flush();
+    await this.writeHeaderField('freeSector', end);
     await t.store.flush();
 
     for (const [g, sector] of tableSector) {
