@@ -192,7 +192,7 @@ export async function openChain(ns: Namespace, path: string, opts: ChainOpenOpti
       seen.add(real);
       let parent: Image;
       try {
-        parent = await formats.open(ns, parentPath, { readOnly: true, allowExternalExtents: opts.allowExternalExtents, format: link.format, cowByCaller: true, ignoreChecksums });
+        parent = await formats.open(ns, parentPath, { readOnly: true, allowExternalExtents: opts.allowExternalExtents, allowRawDevice: opts.allowRawDevice, format: link.format, cowByCaller: true, ignoreChecksums });
       } catch (err) {
         if (err instanceof DiskError && err.code !== 'FILENOTFOUND') throw err;
         throw new DiskError('OPENPARENT', `cannot open parent ${parentPath}`, { path: at, field: 'parent hint', found: link.hint }, { cause: err });

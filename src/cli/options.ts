@@ -30,6 +30,15 @@ export function num(text: string, what: string): number {
 }
 
 /**
+ * A VMDK grain size on the command line (-o grain_size, --grain-size): a bare number counts
+ * sectors, as the header's grainSize field and mkimg do (128 = 64 KiB); a K/M suffix gives bytes
+ * (64K), an s suffix sectors (128s). Returns bytes (CreateOptions.grainSize).
+ */
+export function grainSizeArg(text: string, what: string): number {
+  return /^\s*\d+\s*$/.test(text) ? num(text, what) * 512 : num(text, what);
+}
+
+/**
  * A format named on the command line (-f, -O, -F), as its driver names it (qemu's names too).
  * An unknown name is a wrong command line (exit 2), as qemu-img's is, not a failure of a disk.
  */
@@ -80,6 +89,9 @@ export function parseCreateOptions(list: string | undefined): Partial<CreateOpti
       case 'block_size':
         out.blockSize = num(value, '-o block_size');
         break;
+      case 'grain_size':
+        out.grainSize = grainSizeArg(value, '-o grain_size');
+        break;
       case 'preallocation':
         // metadata (tables allocated, data left sparse) has no implementation here: refused, never made sparse in silence
         if (value === 'metadata') throw new UsageError('-o preallocation=metadata: refused (vdkit does not lay out metadata ahead of the data); use off (sparse) or full/falloc (the zeros written: raw, and fixed or flat types)');
@@ -101,7 +113,7 @@ export function parseCreateOptions(list: string | undefined): Partial<CreateOpti
         out.chsRounding = !flag();
         break;
       default:
-        throw new UsageError(`-o: unknown option ${JSON.stringify(key)} (known: subformat, compat, adapter_type, hwversion, cluster_size, block_size, preallocation, force_size, compression_type, data_file, data_file_raw)`);
+        throw new UsageError(`-o: unknown option ${JSON.stringify(key)} (known: subformat, compat, adapter_type, hwversion, cluster_size, block_size, grain_size, preallocation, force_size, compression_type, data_file, data_file_raw)`);
     }
   }
   return out;
@@ -124,21 +136,22 @@ export async function newImageFormat(explicit: string | undefined, file: string,
 }
 
 /** the open options every command that opens a disk shares */
-export function openOpts(o: { format?: string; allowExternalExtents?: boolean; untrusted?: boolean; singleLink?: boolean; force?: boolean; ignoreChecksums?: boolean }) {
-  return { format: o.format, allowExternalExtents: o.allowExternalExtents, untrusted: o.untrusted, singleLink: o.singleLink, force: o.force, ignoreChecksums: o.ignoreChecksums };
+export function openOpts(o: { format?: string; allowExternalExtents?: boolean; allowRawDevice?: boolean; untrusted?: boolean; singleLink?: boolean; force?: boolean; ignoreChecksums?: boolean }) {
+  return { format: o.format, allowExternalExtents: o.allowExternalExtents, allowRawDevice: o.allowRawDevice, untrusted: o.untrusted, singleLink: o.singleLink, force: o.force, ignoreChecksums: o.ignoreChecksums };
 }
 
 export const formatOpt = () => new Option('-f, --format <fmt>', 'image format (detected from the content when omitted)');
 export const external = () => new Option('--allow-external-extents', 'allow extent files outside the descriptor\'s folder (absolute paths, "..", devices)');
 export const untrusted = () => new Option('--untrusted', 'refuse parent hints that are absolute or leave the child\'s folder');
+export const rawDevice = () => new Option('--allow-raw-device', 'open a raw-device VMDK (fullDevice, partitionedDevice, raw device mappings): its extents are devices or partitions, used in place');
 export const singleLink = () => new Option('--single-link', 'open only this image, not its parents (unallocated ranges read as zeros)');
 export const force = () => new Option('--force', 'write to a disk even though a child (redo log) depends on it');
 export const ignoreChecksums = () => new Option('--ignore-checksums', 'open an image whose checksums do not match, read-only, to recover its data (VHD)');
 
 /** options of every command that opens a disk to read it */
-export const readingOptions = () => [formatOpt(), untrusted(), singleLink(), external(), ignoreChecksums()];
+export const readingOptions = () => [formatOpt(), untrusted(), singleLink(), external(), rawDevice(), ignoreChecksums()];
 /** options of every command that opens a disk to change it */
-export const writingOptions = () => [formatOpt(), untrusted(), force(), external()];
+export const writingOptions = () => [formatOpt(), untrusted(), force(), external(), rawDevice()];
 
 /** one command's own option, as `cmd.option(flags, description, defaultValue)` adds it */
 export function opt(flags: string, description: string, defaultValue?: string): Option {

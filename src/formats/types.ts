@@ -426,6 +426,14 @@ export interface OpenOptions {
   /** allow extent files that are absolute, contain "..", or are devices (CVE-2022-47951 class) */
   allowExternalExtents?: boolean;
   /**
+   * VMDK: open a raw-device disk (createType fullDevice, partitionedDevice, vmfsRaw*,
+   * vmfs*RawDeviceMap, or VMFSRAW / VMFSRDM extents): its extents name block devices or
+   * partitions by absolute path, and reads and writes go to them. Refused without it
+   * (NOTSUPPORTED naming allowRawDevice); with it those extents may be absolute names, devices or
+   * regular files.
+   */
+  allowRawDevice?: boolean;
+  /**
    * VHD: open an image whose footer or dynamic-header checksum does not match (or whose end
    * footer is missing but whose copy at offset 0 is intact), read-only, to recover its data.
    * Without it such an image is refused (CORRUPT, field "checksum"); a read-write open is
@@ -478,6 +486,20 @@ export interface CreateOptions {
   preallocate?: boolean;
   /** VMFS only: mark the disk thin provisioned */
   thin?: boolean;
+  /**
+   * VMDK hosted sparse types: grain size in bytes, a power of two from 8 KiB to 32 MiB (default
+   * 64 KiB, 128 sectors, what VMware, VirtualBox and QEMU write; `-o grain_size=` takes sectors).
+   * Refused for the flat types and streamOptimized; other formats ignore it.
+   */
+  grainSize?: number;
+  /**
+   * VMDK: make a raw-device disk (createType fullDevice, VirtualBox's VBOXHDDRAW style): one FLAT
+   * extent naming this block device or partition (a regular file stands in for tests) by its
+   * absolute path; the data stays on the device. Only on this explicit request: type fullDevice
+   * without it is NOTSUPPORTED. `capacity` 0 takes the device's whole length. Opening the result
+   * needs OpenOptions.allowRawDevice.
+   */
+  rawDevice?: string;
   overwrite?: boolean;
   /**
    * make the new image a child of this parent: `hint` is the path to store (relative to the

@@ -30,6 +30,8 @@ export interface CheckDiskOptions extends CheckOptions {
   format?: string;
   untrusted?: boolean;
   allowExternalExtents?: boolean;
+  /** VMDK: check a raw-device disk (OpenOptions.allowRawDevice) */
+  allowRawDevice?: boolean;
   /** check the chain links too (default true) */
   chain?: boolean;
   /** where the disk's files are named (default: host files); a repair refuses an 'unsafe' cache mode */
@@ -117,7 +119,7 @@ async function checkLink(driver: Driver, path: string, opts: CheckDiskOptions): 
     if (look && look.findings.length === 0) return look;
   }
   // repair writes metadata, never data, so the lone link may be opened read-write
-  const d = await Disk.open(path, { namespace: opts.namespace, format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, tolerateDamage: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents });
+  const d = await Disk.open(path, { namespace: opts.namespace, format: driver.name, readOnly: !write, singleLink: true, cowByCaller: true, force: true, tolerateDamage: true, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents, allowRawDevice: opts.allowRawDevice });
   try {
     const m = d.image.maintenance();
     if (!m.check) throw new DiskError('NOTSUPPORTED', `${driver.name} images cannot be checked yet`, { path });
@@ -128,7 +130,7 @@ async function checkLink(driver: Driver, path: string, opts: CheckDiskOptions): 
 }
 
 async function checkChain(driver: Driver, path: string, opts: CheckDiskOptions, report: CheckReport): Promise<void> {
-  const common = { namespace: opts.namespace, format: driver.name, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents };
+  const common = { namespace: opts.namespace, format: driver.name, untrusted: opts.untrusted, allowExternalExtents: opts.allowExternalExtents, allowRawDevice: opts.allowRawDevice };
   let hasParent = false;
   try {
     const one = await Disk.open(path, { ...common, readOnly: true, singleLink: true, ignoreChecksums: true });

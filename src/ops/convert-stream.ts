@@ -36,6 +36,11 @@ export function diskSource(src: Disk, capacity: number): StreamSource {
 }
 
 export async function convertToStream(src: Disk, dstPath: string, opts: ConvertOptions): Promise<ConvertResult> {
+  // every stream producer (VMware's exporter, VirtualBox, QEMU, open-vmdk) writes 64 KiB grains,
+  // and open-vmdk's reader takes no larger ones: the writer keeps to that
+  if (opts.grainSize !== undefined && opts.grainSize !== 65536) {
+    throw new DiskError('NOTSUPPORTED', 'streamOptimized disks are written with 64 KiB grains (128 sectors) only', { path: dstPath, field: 'grainSize', expected: 65536, found: opts.grainSize });
+  }
   const capacity = opts.capacity ?? src.capacity;
   const total = Math.min(capacity, src.capacity);
   const report = (done: number, written: number) => opts.onProgress?.({ done: Math.min(done, total), total, written });

@@ -1,4 +1,4 @@
-import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link, mkdtemp, rm } from 'node:fs/promises';
+import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link, mkdtemp, rm, readFile } from 'node:fs/promises';
 import { appendFileSync, constants, createReadStream, readSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -37,6 +37,22 @@ const SLOW_MS_PER_MIB = 0.5;
 const SLOW_RUN = 2;
 const ASYNC_AFTER_SLOW_MS = 1000;
 
+/**
+ * Length in bytes of the block device numbered `rdev` (Linux: /sys/dev/block/MAJOR:MINOR/size
+ * counts 512-byte sectors whatever the device's own sector size); undefined where that is not known.
+ */
+export async function blockDeviceBytes(rdev: number): Promise<number | undefined> {
+  const dev = BigInt(rdev);
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+  try {
+    const sectors = Number((await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8')).trim());
+    return Number.isSafeInteger(sectors * 512) ? sectors * 512 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class FileStore implements ByteStore {
   private closed = false;
   /** Date.now() until which reads go through the thread pool (sync reads were slow) */
@@ -70,7 +86,10 @@ export class FileStore implements ByteStore {
 
   async size(): Promise<number> {
     try {
-      return (await this.fh.stat()).size;
+      const st = await this.fh.stat();
+      // a block device (a raw-device VMDK's extent) says 0 in st_size: ask the kernel for its length
+      if (st.isBlockDevice()) return (await blockDeviceBytes(st.rdev)) ?? st.size;
+      return st.size;
     } catch (err) {
       throw fromSystemError(err, this.name);
     }

@@ -177,11 +177,13 @@ test('descriptor with a garbage line, a bad extent type, or version=4 -> the par
   await expectFailure(() => Disk.open(v, { format: 'vmdk' }), { code: 'UNSUPPORTEDDISKVERSION', path: v, field: 'version' });
 });
 
-test('unsupported extent kinds (VMFSRAW, VMFSRDM) -> NOTSUPPORTED', async () => {
+test('raw device extents (VMFSRAW, VMFSRDM) -> NOTSUPPORTED naming allowRawDevice, even under another createType', async () => {
   const r = writeDescriptor([`RW ${SECTORS} VMFSRAW "inside-flat.vmdk"`], 'vmfsRaw');
-  await expectFailure(() => Disk.open(r), { code: 'NOTSUPPORTED', path: r, field: 'extent type' });
+  await expectFailure(() => Disk.open(r), { code: 'NOTSUPPORTED', path: r, field: 'allowRawDevice' });
   const m = writeDescriptor([`RW ${SECTORS} VMFSRDM "inside-flat.vmdk"`], 'vmfsRawDeviceMap');
-  await expectFailure(() => Disk.open(m), { code: 'NOTSUPPORTED', path: m, field: 'extent type' });
+  await expectFailure(() => Disk.open(m, { readOnly: true }), { code: 'NOTSUPPORTED', path: m, field: 'allowRawDevice' });
+  const hidden = writeDescriptor([`RW ${SECTORS} VMFSRDM "inside-flat.vmdk"`], 'monolithicFlat');
+  await expectFailure(() => Disk.open(hidden, { readOnly: true }), { code: 'NOTSUPPORTED', path: hidden, field: 'allowRawDevice' });
 });
 
 test('a SESPARSE extent that is not a SESparse file -> INVALIDDISK naming the extent (read-write: NOTSUPPORTED first)', async () => {

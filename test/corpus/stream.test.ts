@@ -137,3 +137,38 @@ test('a QEMU-made stream whose descriptor is wiped and whose file ends before ov
     assert.equal(sha(p), digest);
   }
 });
+
+test('a vdkit-made stream whose descriptor is wiped and whose file ends before overHead -> CORRUPT overHead, not a clean empty disk', async (t) => {
+  const { Disk: D, convert } = await import('../../src/index.js');
+  const { readFileSync, writeFileSync } = await import('node:fs');
+  const src = join(dir, `v${++n}.vmdk`);
+  const s = await D.create(src, { capacity: 16 * 1024 * 1024 });
+  await s.write(5 * 65536 + 7, Buffer.alloc(200000, 0x5a));
+  const stream = join(dir, `v${++n}-stream.vmdk`);
+  await convert(s, stream, { type: 'streamOptimized' });
+  await s.close();
+  const whole = readFileSync(stream);
+  assert.equal(whole.readBigUInt64LE(64), 128n, 'overHead of a vdkit stream: 128 sectors');
+  const descriptorSectors = Number(whole.readBigUInt64LE(36));
+  // the header sector and a wiped descriptor, cut at 32 KiB, then the footer marker, footer and
+  // EOS of the stream; the footer's grain directory moved to a zero sector inside the cut file,
+  // so every other check passes and only the length tells the file lost its grains
+  const head = Buffer.alloc(32768);
+  whole.copy(head, 0, 0, 512);
+  const tail = Buffer.from(whole.subarray(whole.length - 3 * 512));
+  tail.writeBigUInt64LE(BigInt(1 + descriptorSectors + 4), 512 + 56); // footer gdOffset
+  const p = join(dir, `v${++n}-cut.vmdk`);
+  writeFileSync(p, Buffer.concat([head, tail]));
+  const digest = sha(p);
+  await expectFailure(() => Disk.open(p, { readOnly: true }), { code: 'CORRUPT', path: p, field: 'overHead', message: /truncated/ });
+  // cut without keeping the footer: the stream's end is missing
+  const q = join(dir, `v${++n}-cut.vmdk`);
+  writeFileSync(q, head);
+  await expectFailure(() => Disk.open(q, { readOnly: true }), { code: 'CORRUPT', path: q, field: /footer|overHead/ });
+  assert.equal(sha(p), digest, 'a refused open writes nothing');
+  const { run, skipUnless } = await import('../helpers/tools.js');
+  if (skipUnless(t, 'qemu-img')) {
+    const r = await run('qemu-img', ['info', '-f', 'vmdk', p]);
+    assert.notEqual(r.code, 0, 'qemu-img refuses it too');
+  }
+});

@@ -261,6 +261,10 @@ test('recovery reaches every link: a differencing VHD whose parent also has a ba
   // the CLI's --ignore-checksums: same reach
   const { run, describeRun, repoRoot } = await import('../helpers/tools.js');
   const out = join(top, 'out.raw');
+  const refused = [join(repoRoot(), 'bin', 'vdkit.js'), 'convert', '-O', 'raw', c, join(top, 'refused.raw')];
+  const no = await run(process.execPath, refused);
+  assert.notEqual(no.code, 0, 'without --ignore-checksums the CLI refuses the chain');
+  assert.match(no.stderr, /checksum/);
   const args = [join(repoRoot(), 'bin', 'vdkit.js'), 'convert', '--ignore-checksums', '-O', 'raw', c, out];
   const r = await run(process.execPath, args);
   assert.equal(r.code, 0, describeRun('vdkit', args.slice(1), r));

@@ -20,7 +20,7 @@ import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Disk, detectFormat } from '../../src/index.js';
 import { createChild } from '../../src/ops/child.js';
-import { bunzip, describeRun, haveTestdata, run, sharedTestdata, skipUnless, tmpDir } from '../helpers/tools.js';
+import { bunzip, describeRun, haveTestdata, run, runVdkit, sharedTestdata, skipUnless, tmpDir } from '../helpers/tools.js';
 import { MiB, RawModel, Rng, SECTOR, assertWholeDiskEqual, planWrites, readExact, runOk, seedOf } from './support.js';
 
 const BLOCK = 2 * MiB;
@@ -262,6 +262,11 @@ test('a fixed VHD made by qemu-img (-o subformat=fixed): vdkit detects vhd, qemu
   assert.equal(asVpc.format, 'vpc');
   assert.equal(probed['virtual-size'], asVpc['virtual-size'] + 512, 'as raw, the footer counts as data');
   assert.equal((await detectFormat(p)).name, 'vhd');
+  // and `vdkit info` without -f says so too, with the size qemu-img gives only with -f vpc
+  const info = await runVdkit(['info', '--json', p], dir);
+  assert.equal(info.code, 0, describeRun('vdkit', ['info', '--json', p], info));
+  const mine = JSON.parse(info.stdout) as { format: string; type: string; capacity: number };
+  assert.deepEqual([mine.format, mine.type, mine.capacity], ['vhd', 'fixed', asVpc['virtual-size']]);
   const d = await Disk.open(p, { readOnly: true });
   try {
     assert.equal(d.format, 'vhd');

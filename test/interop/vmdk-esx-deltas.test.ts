@@ -124,9 +124,11 @@ for (const c of CASES) {
     assert.match(cli.stdout, /No errors were found on the image/);
     assert.deepEqual(hashes(), hashed, 'check --repair of a clean ESXi delta writes nothing');
 
-    // read-write is refused before anything is written, naming the extent file
+    // SESparse: read-write is refused before anything is written, naming the extent file (COWD
+    // is written: vmdk-cowd-write.test.ts)
+    if (c.type !== 'SESPARSE') return;
     const before = readFileSync(desc);
-    for (const path of [desc, join(dir, `disk-000001-${c.type === 'SESPARSE' ? 'sesparse' : 'delta'}.vmdk`)]) {
+    for (const path of [desc, join(dir, `disk-000001-sesparse.vmdk`)]) {
       const err = await Disk.open(path).then(
         async (x) => {
           await x.close();

@@ -2,7 +2,7 @@
 import { Option } from 'commander';
 import type { CheckReport } from '../../formats/types.js';
 import { setExitStatus, type CliCommand } from '../command.js';
-import { QEMU_FORMAT_NAMES, UsageError, external, formatOpt, openOpts, untrusted, withOptions } from '../options.js';
+import { QEMU_FORMAT_NAMES, UsageError, external, formatOpt, openOpts, rawDevice, untrusted, withOptions } from '../options.js';
 import { out } from '../output.js';
 
 const SCOPES = ['leaks', 'all'] as const;
@@ -39,7 +39,7 @@ export const check: CliCommand = {
   name: 'check',
   summary: 'check a disk and its chain for corruptions and leaks (qemu-img check, VDRepair, VixDiskLib_CheckRepair); exit 0 clean, 2 corruptions, 3 leaks only, 1 could not check (as qemu-img check)',
   define: (cmd) =>
-    withOptions(cmd, [formatOpt(), untrusted(), external()])
+    withOptions(cmd, [formatOpt(), untrusted(), external(), rawDevice()])
       .option('-r, --repair [leaks|all]', 'repair (opens the disk read-write): leaks = only when nothing but leaks was found (a disk with corruptions is left alone), all = everything vdkit can (the default)')
       .option('-n, --dry-run', 'with --repair: say what a repair would change, change nothing')
       .option('--json', 'machine-readable report (vdkit\'s findings)')

@@ -1,7 +1,7 @@
 /** `vdkit create`: a new disk, or with -b a child of a backing disk (qemu-img create). */
 import { Option } from 'commander';
 import type { CliCommand } from '../command.js';
-import { QEMU_FORMAT_NAMES, UsageError, newImageFormat, num, parseCreateOptions, typeArg } from '../options.js';
+import { QEMU_FORMAT_NAMES, UsageError, grainSizeArg, newImageFormat, num, parseCreateOptions, typeArg } from '../options.js';
 import { humanBytes, out } from '../output.js';
 
 export const create: CliCommand = {
@@ -15,17 +15,22 @@ export const create: CliCommand = {
       .option('--hw <version>', 'virtual hardware version written to ddb.virtualHWVersion (default 4)')
       .option('--thin', 'vmfs: mark the disk thin provisioned')
       .option('--preallocate', 'raw, flat and fixed types: write zeros into the data files instead of leaving them sparse (refused for types that grow)')
+      .option('--grain-size <n>', 'vmdk sparse types: grain size in sectors, a power of two from 16 to 65536 (default 128 = 64 KiB); 64K-style values are bytes')
+      .option('--raw-device <path>', 'vmdk: a raw-device disk (fullDevice) naming this block device or partition, used in place (opened later with --allow-raw-device); SIZE may then be omitted (the whole device)')
       .option('--chs-rounding', 'vhd: round the size up to a whole CHS geometry (Virtual PC; qemu-img without force_size)')
       .option('--overwrite', 'replace existing files')
-      .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, preallocation, compression_type (qcow2: zlib, zstd), data_file, data_file_raw (qcow2) (key=value,...)')
+      .option('-o, --options <list>', 'qemu-img style format options: subformat, adapter_type, hwversion, cluster_size, block_size, grain_size (vmdk, sectors), preallocation, compression_type (qcow2: zlib, zstd), data_file, data_file_raw (qcow2) (key=value,...)')
       .option('-b, --backing <file>', 'create a child of this disk (qemu-img create -b); SIZE may then be omitted')
       .option('-F, --backing-format <fmt>', 'format of the backing file (detected when omitted)')
       .argument('<file>')
       .argument('[size]', 'bytes, or with a K/M/G/T suffix, or sectors with an s suffix (2048s)')
       .action(async (file: string, size: string | undefined, o) => {
         const extra = parseCreateOptions(o.options);
+        if (o.grainSize !== undefined) extra.grainSize = grainSizeArg(o.grainSize, '--grain-size');
         // -t and -o subformat/compat are checked against the format they are for (exit 2 when unknown)
         const checkTypes = async (format: string) => {
+          // fullDevice is made only with --raw-device: the driver refuses it without, naming that option
+          if (format === 'vmdk' && [o.type, extra.type].some((x) => typeof x === 'string' && x.toLowerCase() === 'fulldevice')) return;
           const { driverByName } = await import('../../formats/registry.js');
           typeArg(driverByName(format), o.type, '-t');
           typeArg(driverByName(format), extra.type, '-o');
@@ -39,6 +44,7 @@ export const create: CliCommand = {
               ['thin', '--thin'],
               ['preallocate', '--preallocate'],
               ['chsRounding', '--chs-rounding'],
+              ['rawDevice', '--raw-device'],
             ] as const
           ).filter(([k]) => o[k] !== undefined);
           if (unused.length > 0) throw new UsageError(`${unused.map(([, flag]) => flag).join(', ')}: not with -b (a child keeps its parent's adapter, hardware version and geometry, and grows as it is written)`);
@@ -62,8 +68,8 @@ export const create: CliCommand = {
           await out(`created ${file}: ${d.format} ${d.type} child of ${o.backing}, ${d.capacity} bytes (${humanBytes(d.capacity)})\n`);
           return;
         }
-        if (size === undefined) throw new UsageError('size: required unless -b BACKING is given');
-        const capacity = num(size, 'size');
+        if (size === undefined && o.rawDevice === undefined) throw new UsageError('size: required unless -b BACKING or --raw-device is given');
+        const capacity = size === undefined ? 0 : num(size, 'size');
         const format = await newImageFormat(o.format, file, '-f');
         await checkTypes(format);
         const { Disk } = await import('../../disk.js');
@@ -75,6 +81,7 @@ export const create: CliCommand = {
           thin: o.thin,
           preallocate: o.preallocate,
           chsRounding: o.chsRounding,
+          rawDevice: o.rawDevice,
           overwrite: o.overwrite,
           ...extra,
           type: o.type ?? extra.type,

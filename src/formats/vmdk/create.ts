@@ -17,7 +17,7 @@ import { refusePreallocate } from '../common/create.js';
 import { Descriptor, parseCid, type ExtentLine } from './descriptor.js';
 import type { VmdkImage } from './image.js';
 import { openVmdk } from './open.js';
-import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, newCid, newDdb, normaliseCreateType, writeFreshSparse } from './layout.js';
+import { ADAPTER_TYPES, RAW_DEVICE_TYPES, SPLIT_EXTENT_SECTORS, grainSectorsOf, newCid, newDdb, normaliseCreateType, writeFreshSparse } from './layout.js';
 
 /** grains and tables of one hosted sparse extent must stay below sector 2^32 */
 export const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
@@ -27,7 +27,8 @@ export const MAX_MONOLITHIC_SPARSE_SECTORS = 2 ** 32 - 2 ** 20;
 export { normaliseCreateType };
 
 export async function createVmdk(ns: Namespace, path: string, opts: CreateOptions): Promise<VmdkImage> {
-  const type = normaliseCreateType(opts.type);
+  const type = normaliseCreateType(opts.type ?? (opts.rawDevice !== undefined ? 'fullDevice' : undefined));
+  if (RAW_DEVICE_TYPES.has(type.toLowerCase()) || opts.rawDevice !== undefined) return createRawDevice(ns, path, type, opts);
   if (type === 'streamOptimized') {
     throw new DiskError('NOTSUPPORTED', 'streamOptimized disks are written by conversion, not created empty (vdkit convert is where this writer will live)', { path, field: 'type' });
   }
@@ -38,6 +39,11 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
     throw new DiskError('INVAL', 'capacity must be a positive whole number of bytes', { path, field: 'capacity', found: opts.capacity });
   }
   const sectors = ceilDiv(opts.capacity, SECTOR_SIZE);
+  const sparseType = type === 'monolithicSparse' || type === 'twoGbMaxExtentSparse';
+  if (opts.grainSize !== undefined && !sparseType) {
+    throw new DiskError('INVAL', `a ${type} disk has no grains: grain size is for monolithicSparse and twoGbMaxExtentSparse`, { path, field: 'grainSize', found: opts.grainSize });
+  }
+  const grainSectors = grainSectorsOf(opts.grainSize, path);
   if (opts.preallocate && (type === 'monolithicSparse' || type === 'twoGbMaxExtentSparse')) refusePreallocate(path, 'VMDK', type, 'monolithicFlat, twoGbMaxExtentFlat and vmfs');
   const esx = type === 'vmfs';
   const adapterType = opts.adapterType ?? 'lsilogic';
@@ -106,7 +112,7 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
     if (type === 'monolithicSparse') {
       const st = await createFile(path);
       try {
-        await writeFreshSparse(st, sectors, { descriptor: descriptor.toString(), descriptorSectors: 20 });
+        await writeFreshSparse(st, sectors, { descriptor: descriptor.toString(), descriptorSectors: 20, grainSectors });
         await st.flush();
       } finally {
         await st.close();
@@ -116,7 +122,7 @@ export async function createVmdk(ns: Namespace, path: string, opts: CreateOption
         const st = await createFile(join(dir, line.fileName!));
         try {
           if (line.type === 'SPARSE') {
-            await writeFreshSparse(st, line.sectorCount, {});
+            await writeFreshSparse(st, line.sectorCount, { grainSectors });
           } else {
             await st.truncate(line.sectorCount * SECTOR_SIZE);
             if (opts.preallocate) await zeroFill(st, line.sectorCount * SECTOR_SIZE);
@@ -147,3 +153,61 @@ async function zeroFill(st: ByteStore, length: number): Promise<void> {
   for (let at = 0; at < length; at += chunk.length) await st.write(at, chunk.subarray(0, Math.min(chunk.length, length - at)));
 }
 
+
+/**
+ * A raw-device disk (createType fullDevice; VirtualBox's `createmedium --variant RawDisk`, VMware's
+ * "use a physical disk"): a descriptor file whose one FLAT extent names the device by its absolute
+ * path, offset 0. Only on request (CreateOptions.rawDevice): nothing is written to the device.
+ */
+async function createRawDevice(ns: Namespace, path: string, type: string, opts: CreateOptions): Promise<VmdkImage> {
+  if (opts.rawDevice === undefined) {
+    throw new DiskError('NOTSUPPORTED', `a ${type} VMDK names a device or partition whose data it uses in place: created only on request, with rawDevice (--raw-device PATH)`, { path, field: 'rawDevice', found: type });
+  }
+  if (type !== 'fullDevice') throw new DiskError('INVAL', `a raw-device VMDK is of type fullDevice, not ${type}`, { path, field: 'type', expected: 'fullDevice', found: opts.type });
+  for (const k of ['parent', 'grainSize', 'preallocate', 'thin'] as const) {
+    if (opts[k] !== undefined && opts[k] !== false) throw new DiskError('INVAL', `a raw-device VMDK takes no ${k}`, { path, field: k });
+  }
+  const adapterType = opts.adapterType ?? 'lsilogic';
+  if (!(ADAPTER_TYPES as readonly string[]).includes(adapterType)) {
+    throw new DiskError('INVAL', `unknown adapter type ${JSON.stringify(adapterType)}`, { path, field: 'adapterType', expected: ADAPTER_TYPES.join(', ') });
+  }
+  const hw = String(opts.hwVersion ?? 4);
+  if (!/^\d{1,3}$/.test(hw)) throw new DiskError('INVAL', `bad hardware version ${JSON.stringify(hw)}`, { path, field: 'hwVersion' });
+  const device = ns.absolute(opts.rawDevice);
+  if (/["\n\r]/.test(device)) throw new DiskError('INVAL', 'the device name cannot be written into a descriptor', { path: device, field: 'rawDevice' });
+  const kind = await ns.kind(await ns.realName(device));
+  if (kind !== 'device' && kind !== 'file') {
+    throw new DiskError('INVAL', 'a raw-device VMDK names a block device or partition (or a regular file)', { path: device, field: 'rawDevice', found: kind });
+  }
+  // the store refuses character devices and anything else that is no disk
+  const dev = await ns.open(device);
+  let length: number;
+  try {
+    length = await dev.size();
+  } finally {
+    await dev.close();
+  }
+  const capacity = opts.capacity === 0 ? Math.floor(length / SECTOR_SIZE) * SECTOR_SIZE : opts.capacity;
+  if (!Number.isSafeInteger(capacity) || capacity <= 0 || capacity % SECTOR_SIZE !== 0 || capacity > length) {
+    throw new DiskError('INVAL', 'capacity must be whole sectors within the device (0: the whole device)', { path: device, field: 'capacity', expected: `512..${length}, a multiple of 512`, found: opts.capacity });
+  }
+  const sectors = capacity / SECTOR_SIZE;
+  const cid = newCid();
+  const descriptor = Descriptor.build({
+    cid,
+    createType: 'fullDevice',
+    extents: [{ access: 'RW', sectorCount: sectors, type: 'FLAT', fileName: device, offsetSectors: 0 }],
+    ddb: newDdb(cid, sectors, { adapterType, hwVersion: hw }),
+  });
+  const st = await ns.create(path, { overwrite: !!opts.overwrite });
+  try {
+    await st.write(0, Buffer.from(descriptor.toString(), 'utf8'));
+    await st.flush();
+    await st.close();
+  } catch (err) {
+    await st.close().catch(() => {});
+    await ns.remove(path).catch(() => {});
+    throw err;
+  }
+  return openVmdk(ns, path, { readOnly: false, allowRawDevice: true });
+}

@@ -32,7 +32,7 @@ const ESX_TYPES = new Set(['vmfs', 'vmfssparse', 'vmfsthin', 'vmfspreallocated',
 
 export const vmdkDriver = defineDriver({
   name: 'vmdk',
-  description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs; streamOptimized (read; written whole by convert); ESXi deltas (vmfsSparse, seSparse) read-only',
+  description: 'VMware virtual disk: hosted sparse and flat, split, ESXi vmfs; streamOptimized (read; written whole by convert); ESXi deltas: vmfsSparse (COWD) read-write, seSparse read-only',
   extensions: ['vmdk'],
   newIdentity: () => hex8(newCid()),
   createOptions: [
@@ -41,6 +41,7 @@ export const vmdkDriver = defineDriver({
     { name: 'hwVersion', description: 'ddb.virtualHWVersion (default 4)' },
     { name: 'thin', description: 'vmfs: ddb.thinProvisioned' },
     { name: 'preallocate', description: 'flat types: write the zeros' },
+    { name: 'grainSize', description: 'sparse types: grain size in bytes, a power of two from 8 KiB to 32 MiB (default 64 KiB; -o grain_size= in sectors)' },
   ],
   amendOptions: VMDK_AMEND_OPTIONS,
   capabilities: VMDK_CAPABILITIES,

@@ -1,7 +1,7 @@
 /**
- * ESXi delta extents, read-only: COWD (createType "vmfsSparse", extent type VMFSSPARSE; the ESX
- * redo-log / snapshot format up to ESXi 6.5) and SESparse (createType "seSparse", extent type
- * SESPARSE; the snapshot format of ESXi 6.5+). Layouts: NOTES.md and ../shared/formats/vmdk.md §5.
+ * ESXi delta extents: COWD (createType "vmfsSparse", extent type VMFSSPARSE; the ESX redo-log /
+ * snapshot format up to ESXi 6.5; written in place by cowd-write.ts) and SESparse (createType
+ * "seSparse", extent type SESPARSE; the snapshot format of ESXi 6.5+, read-only). Layouts: NOTES.md and ../shared/formats/vmdk.md §5.
  *
  * Design notes
  * - Both are two-level maps from a virtual grain to a place in the file: a grain directory (GD)
@@ -11,10 +11,10 @@
  *   COWD: u32 entries, GDE = GT sector, GTE = grain sector, 0 = unallocated, no zero grains.
  *   SESparse: u64 entries, GDE = 0x10000000_<GT index>, GTE top nibble 0 unallocated,
  *   1 unmapped, 2 zero, 3 allocated (grain index split over bits 0-47 and 48-59).
- * - Read-only, as in QEMU: ESXi allocates COWD tables together with its free-space count
- *   (freeSector), and SESparse keeps a journal, a free bitmap and a back map in step with every
- *   allocation; writing either without them would make a file ESXi distrusts. A read-write open
- *   is NOTSUPPORTED, naming the file, before anything is read.
+ * - COWD writes allocate tables and grains at freeSector and move it, as ESX does
+ *   (cowd-write.ts). SESparse is read-only, as in QEMU: it keeps a journal, a free bitmap and a
+ *   back map in step with every allocation, whose encodings are not public; a read-write open is
+ *   NOTSUPPORTED, naming the file, before anything is read.
  * - Untrusted fields: every region is checked against the file length before it is read, and
  *   the GD is read only for the entries the capacity needs (numGDEntries / grainDirSize may claim
  *   more, never fewer), so no allocation is sized by a field the file cannot back. Directory
@@ -47,6 +47,7 @@ import {
   SeSparseVolatileHeader,
 } from './structs.js';
 import { isZero } from '../../binary/zeros.js';
+import { CowdWriter } from './cowd-write.js';
 import { ZEROS, planRead } from '../common/read-plan.js';
 import type { StructValue } from '../../binary/struct.js';
 
@@ -108,13 +109,14 @@ export interface SeSparseFacts {
 export type EsxFacts = CowdFacts | SeSparseFacts;
 
 export class EsxSparseExtent implements Extent {
-  private readonly gtCache = new Map<number, Uint32Array>();
-
   private constructor(
     readonly line: ExtentLine,
     readonly store: ByteStore,
     readonly path: string,
     private readonly layout: Layout,
+    private readonly gtCache = new Map<number, Uint32Array>(),
+    /** a COWD extent opened read-write (cowd-write.ts); SESparse is never written */
+    private writer?: CowdWriter,
   ) {}
 
   get kind(): EsxKind {
@@ -141,11 +143,12 @@ export class EsxSparseExtent implements Extent {
     return this.layout.tables;
   }
 
-  /** Open a COWD extent. `readOnly` must be true: we never write these files. */
+  /** Open a COWD extent; read-write opens write through cowd-write.ts. */
   static async openCowd(line: ExtentLine, store: ByteStore, opts: { readOnly: boolean }): Promise<EsxSparseExtent> {
     const path = store.name;
-    refuseWrite(opts.readOnly, path, 'ESX sparse (COWD, vmfsSparse)');
     const fileSize = await store.size();
+    // raised by the writer as grains are added: entries are checked against the file as it is now
+    const bounds = { fileSize };
     const bad = (field: string, message: string, expected: unknown, found: unknown, code: ErrorCode = 'CORRUPT') =>
       new DiskError(code, message, { path, struct: 'CowdHeader', field, expected, found });
     if (fileSize < COWD_HEADER_BYTES) throw bad('file length', 'file is too short for a COWD header', `>= ${COWD_HEADER_BYTES} bytes`, fileSize, 'INVALIDDISK');
@@ -182,12 +185,12 @@ export class EsxSparseExtent implements Extent {
       const e = words[i]!;
       if (e === 0) return UNALLOCATED;
       const at = e * SECTOR_SIZE;
-      if (at < metaEndBytes || at >= fileSize) {
-        throw new DiskError('CORRUPT', at >= fileSize ? 'grain lies past the end of the file' : 'grain table entry points into the header or grain directory', {
+      if (at < metaEndBytes || at >= bounds.fileSize) {
+        throw new DiskError('CORRUPT', at >= bounds.fileSize ? 'grain lies past the end of the file' : 'grain table entry points into the header or grain directory', {
           path,
           struct: 'grain table',
           field: `GTE[${gi}]`,
-          expected: `sector ${metaEnd} .. ${fileSectors - 1}`,
+          expected: `sector ${metaEnd} .. ${Math.ceil(bounds.fileSize / SECTOR_SIZE) - 1}`,
           found: e,
         });
       }
@@ -195,7 +198,24 @@ export class EsxSparseExtent implements Extent {
     };
     checkLine(line, h.numSectors, path, 'numSectors');
     const facts: CowdFacts = { kind: 'COWD', fileSize, header: h, gd, metaEndSector: metaEnd };
-    return new EsxSparseExtent(line, store, path, { kind: 'COWD', capacityBytes: h.numSectors * SECTOR_SIZE, grainBytes, tables, entryBytes: 4, decode, version: h.version, facts });
+    const extent = new EsxSparseExtent(line, store, path, { kind: 'COWD', capacityBytes: h.numSectors * SECTOR_SIZE, grainBytes, tables, entryBytes: 4, decode, version: h.version, facts });
+    if (!opts.readOnly) {
+      extent.writer = new CowdWriter({
+        store,
+        path,
+        header: h,
+        gd,
+        tables,
+        metaEndSector: metaEnd,
+        grainSectors: h.grainSize,
+        bounds,
+        table: (g) => extent.table(g),
+        cache: (g, words) => extent.gtCache.set(g, words),
+        locate: decode,
+      });
+      await extent.writer.prepare();
+    }
+    return extent;
   }
 
   /** Open a SESparse extent. `readOnly` must be true: we never write these files. */
@@ -309,7 +329,8 @@ export class EsxSparseExtent implements Extent {
   /** The same extent under another extent line (a bare file is described once its header is read). */
   withLine(line: ExtentLine): EsxSparseExtent {
     checkLine(line, this.layout.capacityBytes / SECTOR_SIZE, this.path, this.layout.kind === 'COWD' ? 'numSectors' : 'capacity');
-    return new EsxSparseExtent(line, this.store, this.path, this.layout);
+    // one cache and one writer for both: the writer keeps the cached tables current
+    return new EsxSparseExtent(line, this.store, this.path, this.layout, this.gtCache, this.writer);
   }
 
   // ---------------------------------------------------------------- tables
@@ -351,8 +372,9 @@ export class EsxSparseExtent implements Extent {
     (await this.store.readZeroPadded(at, into.length)).copy(into);
   }
 
-  async write(_data: Buffer, offset: number): Promise<void> {
-    throw new DiskError('NOTSUPPORTED', `${this.layout.kind} extents are read-only`, { path: this.path, offset, field: 'extent type', found: this.line.type });
+  async write(data: Buffer, offset: number): Promise<void> {
+    if (!this.writer) throw new DiskError(this.layout.kind === 'COWD' ? 'RDONLY' : 'NOTSUPPORTED', `${this.layout.kind} extent opened read-only`, { path: this.path, offset, field: 'extent type', found: this.line.type });
+    await this.writer.write(data, offset);
   }
 
   async status(offset: number, length: number): Promise<BlockExtent[]> {
@@ -391,11 +413,17 @@ export class EsxSparseExtent implements Extent {
     return out;
   }
 
-  async flush(): Promise<void> {}
+  async flush(): Promise<void> {
+    if (this.writer) await this.store.flush();
+  }
 
   async close(): Promise<void> {
-    this.gtCache.clear();
-    await this.store.close();
+    try {
+      await this.writer?.close();
+    } finally {
+      this.gtCache.clear();
+      await this.store.close();
+    }
   }
 }
 
@@ -406,7 +434,7 @@ export function seSparseGrainIndex(lo: number, hi: number): number {
 
 function refuseWrite(readOnly: boolean, path: string, what: string): void {
   if (!readOnly) {
-    throw new DiskError('NOTSUPPORTED', `${what} extents can only be opened read-only (vdkit, like QEMU, does not write ESXi delta files); open the disk read-only`, { path, field: 'extent type' });
+    throw new DiskError('NOTSUPPORTED', `${what} extents can only be opened read-only (vdkit, like QEMU, does not write SESparse: its journal, free bitmap and back map are not documented); open the disk read-only`, { path, field: 'extent type' });
   }
 }
 

@@ -16,6 +16,13 @@ import { FLAG_REDUNDANT_GD, FLAG_VALID_NEWLINE, SPARSE_MAGIC, SparseExtentHeader
 export const MAX_GD_ENTRIES = 16 * 1024 * 1024;
 /** grains above 32 MiB would mean per-grain buffers sized by an untrusted field */
 export const MAX_GRAIN_SECTORS = 65536;
+/** the grain every producer writes by default (VMware, VirtualBox, QEMU): 64 KiB */
+export const DEFAULT_GRAIN_SECTORS = 128;
+/**
+ * the smallest grain we create: the technote asks for a power of two "greater than 8" sectors and
+ * libvmdk refuses 8; VirtualBox and QEMU read 8 too, so 8 is only a reader's question (NOTES.md)
+ */
+export const MIN_GRAIN_SECTORS = 16;
 /** VMware's (and VirtualBox's) split size: 2047 MiB. QEMU uses 2 GiB; readers accept any. */
 export const SPLIT_EXTENT_SECTORS = 4192256;
 export const ADAPTER_TYPES = ['ide', 'buslogic', 'lsilogic', 'pvscsi', 'legacyESX'] as const;
@@ -136,9 +143,28 @@ export async function rewriteHeader(store: ByteStore, path: string, change: (h: 
   return h;
 }
 
+/**
+ * The grain of a new hosted sparse extent, in sectors, from CreateOptions.grainSize (bytes):
+ * a power of two from MIN_GRAIN_SECTORS to MAX_GRAIN_SECTORS sectors (what our own open accepts),
+ * default 128.
+ */
+export function grainSectorsOf(grainSize: number | undefined, path?: string): number {
+  if (grainSize === undefined) return DEFAULT_GRAIN_SECTORS;
+  const sectors = grainSize / SECTOR_SIZE;
+  if (!Number.isSafeInteger(grainSize) || !Number.isInteger(sectors) || sectors < MIN_GRAIN_SECTORS || sectors > MAX_GRAIN_SECTORS || (sectors & (sectors - 1)) !== 0) {
+    throw new DiskError('INVAL', 'VMDK grain size must be a power of two from 8 KiB to 32 MiB (16 to 65536 sectors)', {
+      path,
+      field: 'grainSize',
+      expected: `${MIN_GRAIN_SECTORS * SECTOR_SIZE}..${MAX_GRAIN_SECTORS * SECTOR_SIZE} bytes, a power of two`,
+      found: grainSize,
+    });
+  }
+  return sectors;
+}
+
 /** Layout of a fresh sparse extent (NOTES.md §3.7), shared by create and tests. */
 export function freshSparseLayout(capacitySectors: number, opts: { embeddedDescriptorSectors: number; grainSectors?: number; numGTEs?: number }) {
-  const grainSectors = opts.grainSectors ?? 128;
+  const grainSectors = opts.grainSectors ?? DEFAULT_GRAIN_SECTORS;
   const numGTEs = opts.numGTEs ?? 512;
   const gtCount = ceilDiv(ceilDiv(capacitySectors, grainSectors), numGTEs);
   const gdSectors = ceilDiv(4 * gtCount, SECTOR_SIZE);
@@ -155,9 +181,10 @@ export function freshSparseLayout(capacitySectors: number, opts: { embeddedDescr
  * pointing at their (zero) grain tables, and the file sized to `overHead`. The tables are
  * not built in memory, so a 16 TiB disk costs its directories, not its whole metadata area.
  */
-export async function writeFreshSparse(store: ByteStore, capacitySectors: number, opts: { descriptor?: string; descriptorSectors?: number }): Promise<void> {
+export async function writeFreshSparse(store: ByteStore, capacitySectors: number, opts: { descriptor?: string; descriptorSectors?: number; grainSectors?: number }): Promise<void> {
   const descriptorSectors = opts.descriptor !== undefined ? (opts.descriptorSectors ?? 20) : 0;
-  const L = freshSparseLayout(capacitySectors, { embeddedDescriptorSectors: descriptorSectors });
+  const L = freshSparseLayout(capacitySectors, { embeddedDescriptorSectors: descriptorSectors, grainSectors: opts.grainSectors });
+  if (L.gtCount > MAX_GD_ENTRIES) throw new DiskError('INVAL', 'grain directory too large for this capacity and grain size', { path: store.name, field: 'grainSize', expected: `<= ${MAX_GD_ENTRIES} grain tables`, found: L.gtCount });
   if (L.overHead > 0xffffffff) throw new DiskError('INVAL', 'capacity too large for one sparse extent', { found: capacitySectors });
   const head = Buffer.alloc((1 + descriptorSectors) * SECTOR_SIZE);
   SparseExtentHeader.encode(
@@ -202,6 +229,12 @@ export async function writeFreshSparse(store: ByteStore, capacitySectors: number
   await store.write(L.gdOffset * SECTOR_SIZE, gd);
 }
 
+/**
+ * createTypes whose extents name devices or partitions (VMware's fullDevice, partitionedDevice,
+ * ESX raw device mappings), lower case: opened only with OpenOptions.allowRawDevice
+ */
+export const RAW_DEVICE_TYPES: ReadonlySet<string> = new Set(['fulldevice', 'partitioneddevice', 'vmfsraw', 'vmfsrawdevicemap', 'vmfspassthroughrawdevicemap']);
+
 /** vmware-vdiskmanager -t numbers, and aliases users type. */
 const TYPE_ALIASES: Record<string, string> = {
   '0': 'monolithicSparse',
@@ -222,7 +255,7 @@ const TYPE_ALIASES: Record<string, string> = {
 
 export function normaliseCreateType(type: string | undefined): string {
   if (type === undefined) return 'monolithicSparse';
-  const known = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'];
+  const known = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized', 'fullDevice'];
   const exact = known.find((k) => k.toLowerCase() === type.toLowerCase());
   return exact ?? TYPE_ALIASES[type.toLowerCase()] ?? type;
 }

@@ -127,7 +127,7 @@ export async function resizeLink(this: LinkState, newCapacity: number): Promise<
         // a file of this name is no extent of the disk (a killed resize left it): overwrite
         const store = await this.namespace.create(join(dir, name), { overwrite: true });
         try {
-          if (sparse) await writeFreshSparse(store, sectors, {});
+          if (sparse) await writeFreshSparse(store, sectors, { grainSectors: last.sparse!.grainSectors }); // the disk's grain, not the default
           else await store.truncate(sectors * SECTOR_SIZE);
           await store.flush();
         } finally {

@@ -23,9 +23,10 @@ import { SECTOR_SIZE, ceilDiv, roundUp } from '../../core/ints.js';
 import { groupsTouched, unitCount } from '../common/measure.js';
 import type { CreateOptions, MeasureLayout, UnitRun } from '../types.js';
 import { Descriptor, type ExtentLine } from './descriptor.js';
-import { ADAPTER_TYPES, SPLIT_EXTENT_SECTORS, freshSparseLayout, newCid, newDdb, normaliseCreateType } from './layout.js';
+import { ADAPTER_TYPES, DEFAULT_GRAIN_SECTORS, SPLIT_EXTENT_SECTORS, freshSparseLayout, grainSectorsOf, newCid, newDdb, normaliseCreateType } from './layout.js';
 
-const GRAIN_SECTORS = 128;
+/** the grain of streams and of the default hosted sparse disk (64 KiB) */
+const GRAIN_SECTORS = DEFAULT_GRAIN_SECTORS;
 const GRAIN = GRAIN_SECTORS * SECTOR_SIZE;
 const GTES = 512;
 /** the VMFS file block size (VMFS 5 and 6) */
@@ -45,10 +46,18 @@ export function measureVmdk(opts: CreateOptions, name = 'vdkit-measure-xx.vmdk')
   const sectors = ceilDiv(opts.capacity, SECTOR_SIZE);
   const capacity = sectors * SECTOR_SIZE;
   const grains = ceilDiv(sectors, GRAIN_SECTORS);
+  // the hosted sparse types take a grain size (createVmdk refuses it for the others, and so do we)
+  const sparseType = type === 'monolithicSparse' || type === 'twoGbMaxExtentSparse';
+  if (opts.grainSize !== undefined && !sparseType && !(type === 'streamOptimized' && opts.grainSize === GRAIN)) {
+    throw new DiskError('INVAL', `a ${type} disk takes no grain size other than its own`, { field: 'grainSize', found: opts.grainSize });
+  }
+  const grainSectors = grainSectorsOf(opts.grainSize);
+  const grain = grainSectors * SECTOR_SIZE;
+  const sparseGrains = ceilDiv(sectors, grainSectors);
 
   if (type === 'monolithicSparse') {
-    const head = freshSparseLayout(sectors, { embeddedDescriptorSectors: 20 }).overHead * SECTOR_SIZE;
-    return { capacity, unit: GRAIN, required: (runs) => head + unitCount(runs) * GRAIN, fullyAllocated: head + grains * GRAIN, notes: [] };
+    const head = freshSparseLayout(sectors, { embeddedDescriptorSectors: 20, grainSectors }).overHead * SECTOR_SIZE;
+    return { capacity, unit: grain, required: (runs) => head + unitCount(runs) * grain, fullyAllocated: head + sparseGrains * grain, notes: [] };
   }
   if (type === 'streamOptimized') {
     const gtCount = ceilDiv(grains, GTES);
@@ -85,8 +94,10 @@ export function measureVmdk(opts: CreateOptions, name = 'vdkit-measure-xx.vmdk')
   const descriptor = descriptorBytes(type, lines, sectors, adapterType, thin, String(opts.hwVersion ?? 4));
 
   if (type === 'twoGbMaxExtentSparse') {
-    const heads = lines.reduce((a, l) => a + freshSparseLayout(l.sectorCount, { embeddedDescriptorSectors: 0 }).overHead * SECTOR_SIZE, 0);
-    return { capacity, unit: GRAIN, required: (runs) => descriptor + heads + unitCount(runs) * GRAIN, fullyAllocated: descriptor + heads + grains * GRAIN, notes: [] };
+    const heads = lines.reduce((a, l) => a + freshSparseLayout(l.sectorCount, { embeddedDescriptorSectors: 0, grainSectors }).overHead * SECTOR_SIZE, 0);
+    // each extent's last grain is whole in its file: count grains per extent
+    const perExtent = lines.reduce((a, l) => a + ceilDiv(l.sectorCount, grainSectors), 0);
+    return { capacity, unit: grain, required: (runs) => descriptor + heads + unitCount(runs) * grain, fullyAllocated: descriptor + heads + perExtent * grain, notes: [] };
   }
   const files = descriptor + capacity;
   if (thin) {

@@ -17,7 +17,7 @@ import { FlatExtent, SparseFileExtent, ZeroExtent, type Extent } from './extents
 import { EsxSparseExtent } from './esx-sparse.js';
 import { VmdkImage } from './image.js';
 import { readU32Array } from '../../binary/tables.js';
-import { MAX_GD_ENTRIES, MAX_GRAIN_SECTORS, NO_PARENT, checkDirectory } from './layout.js';
+import { MAX_GD_ENTRIES, MAX_GRAIN_SECTORS, NO_PARENT, RAW_DEVICE_TYPES, checkDirectory } from './layout.js';
 import { entryError, metadataOverlaps, overlapError, scanGrainEntries } from './overlap.js';
 import { SparseExtent } from './sparse.js';
 import {
@@ -137,12 +137,27 @@ async function openBareEsx(path: string, store: ByteStore, type: 'VMFSSPARSE' | 
     ddb: [],
   });
   const extent = probe.withLine(descriptor.extents()[0]!);
-  return new VmdkImage(path, descriptor, [extent], undefined, false, true);
+  // a COWD file opened read-write takes writes (SESparse refused that open above)
+  return new VmdkImage(path, descriptor, [extent], undefined, false, readOnly);
 }
 
 /** Resolve an extent file name from a descriptor, refusing names that escape its folder. */
 export function resolveExtentPath(ns: Namespace, descriptorPath: string, fileName: string, allowExternal: boolean): Promise<string> {
   return resolveBesideFile(ns, descriptorPath, fileName, allowExternal, { what: 'extent file', owner: 'descriptor', badName: 'BADDESCRIPTOR' });
+}
+
+/**
+ * With allowRawDevice: the resolved name of a FLAT-like extent when it may name anything (every
+ * extent of a raw-device link: a device, a partition, or a regular file standing in) or names a
+ * device; undefined to apply the usual rules (resolveExtentPath).
+ */
+async function rawDeviceName(ns: Namespace, descriptorPath: string, fileName: string, rawLink: boolean): Promise<string | undefined> {
+  if (fileName === '' || fileName.includes('\0')) return undefined;
+  const full = ns.resolve(descriptorPath, fileName);
+  const kind = await ns.kind(full);
+  if (kind === 'missing') throw new DiskError('FILENOTFOUND', 'raw device or extent file not found', { path: full, field: 'extent file name', found: fileName });
+  if (rawLink) return full;
+  return (await ns.kind(await ns.realName(full))) === 'device' ? full : undefined;
 }
 
 /** the namespace's identity of a name ("same file"), or undefined when it cannot be had */
@@ -161,6 +176,13 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
   const self = await fileId(ns, path);
   if (self) seen.set(self, [{ line: { access: 'RW', sectorCount: 1, type: 'ZERO', offsetSectors: 0 }, n: 0 }]);
   const lines = descriptor.extents();
+  // raw-device disks (VBOXHDDRAW style, ESX raw device mappings) name devices or partitions by
+  // absolute path, and writes go straight to them: only on explicit request
+  const rawLink = RAW_DEVICE_TYPES.has((descriptor.get('createType') ?? '').toLowerCase()) || lines.some((l) => l.type === 'VMFSRDM' || l.type === 'VMFSRAW');
+  if (rawLink && !opts.allowRawDevice) {
+    const what = lines.find((l) => l.type === 'VMFSRDM' || l.type === 'VMFSRAW')?.type ?? descriptor.get('createType');
+    throw new DiskError('NOTSUPPORTED', `a raw-device VMDK (${what}) uses a device or partition in place: open it with allowRawDevice (--allow-raw-device)`, { path, field: 'allowRawDevice', found: what });
+  }
   // A descriptor may name one file on many lines (up to the extent cap): its path is resolved
   // and checked once, and FLAT lines of one file share one open store (1001 lines opening and
   // checking the file each took over a second per check).
@@ -172,12 +194,12 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
       out.push(new ZeroExtent(line, path));
       continue;
     }
-    if (line.type === 'VMFSRDM' || line.type === 'VMFSRAW') {
-      throw new DiskError('NOTSUPPORTED', `${line.type} extents are not supported`, { path, field: 'extent type', found: line.type });
-    }
+    // a raw device mapping reads as the device it maps (on ESX the mapping file is that device)
+    const flatLike = line.type === 'FLAT' || line.type === 'VMFS' || line.type === 'VMFSRDM' || line.type === 'VMFSRAW';
     let r = resolved.get(line.fileName!);
     if (!r) {
-      const file = await resolveExtentPath(ns, path, line.fileName!, !!opts.allowExternalExtents);
+      const device = flatLike && opts.allowRawDevice ? await rawDeviceName(ns, path, line.fileName!, rawLink) : undefined;
+      const file = device ?? (await resolveExtentPath(ns, path, line.fileName!, !!opts.allowExternalExtents));
       r = { file, id: await fileId(ns, file) };
       resolved.set(line.fileName!, r);
     }
@@ -198,7 +220,7 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
       seen.set(key, earlier);
     }
     const extentReadOnly = readOnly || line.access !== 'RW';
-    if (line.type === 'FLAT' || line.type === 'VMFS') {
+    if (flatLike) {
       const key = `${extentReadOnly}\0${file}`;
       let known = flatStores.get(key);
       const owns = !known;
@@ -211,8 +233,8 @@ async function openExtents(ns: Namespace, path: string, descriptor: Descriptor, 
       out.push(new FlatExtent(line, known.store, file, line.offsetSectors * SECTOR_SIZE, known.size, extentReadOnly, owns));
       continue;
     }
-    // ESXi delta extents are never written: a check (and repair) opens them read-only, any
-    // other read-write open is refused (EsxSparseExtent)
+    // ESXi delta extents: a check (and repair) opens them read-only; COWD is written in place
+    // (cowd-write.ts), a read-write open of SESparse is refused (EsxSparseExtent)
     const store = await ns.open(file, { write: !(extentReadOnly || (line.type === 'SESPARSE' && !!opts.tolerateDamage)) });
     opened.push(store);
     if (line.type === 'SESPARSE') {
