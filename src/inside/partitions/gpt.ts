@@ -181,7 +181,7 @@ function decodeTable(src: ByteSource, g: GoodHeader, ss: number, which: 'primary
       attributes: e.attributes.toString(16).padStart(16, '0'),
     });
   }
-  warnings.push(...layoutWarnings(parts, src.capacity, 'GPT entry'));
+  warnings.push(...layoutWarnings(parts, src.capacity, 'GPT entry', (p, end) => `entry[${p.number - 1}].${end ? 'lastLba' : 'firstLba'}`));
   return {
     scheme: 'gpt',
     sectorSize: ss,

@@ -128,7 +128,8 @@ export async function readMbr(src: ByteSource, sector0: Buffer, opts: MbrReadOpt
     parts.push(entryPartition(e, i + 1, isExt ? 'extended' : 'primary', 0, ss));
   });
   if (extended) parts.push(...(await readLogicals(src, extended, ss, warnings, opts.path)));
-  warnings.push(...layoutWarnings(parts, src.capacity, 'MBR'));
+  // primaries are MBR entries; a logical is entry 0 of its EBR
+  warnings.push(...layoutWarnings(parts, src.capacity, 'MBR', (p, end) => `${p.kind === 'logical' ? 'EBR ' : ''}entry[${p.kind === 'logical' ? 0 : p.number - 1}].${end ? 'sectors' : 'lbaFirst'}`));
   const diskId = sector0.readUInt32LE(440).toString(16).padStart(8, '0');
   return { table: { scheme: 'mbr', sectorSize: ss, diskId, partitions: parts }, warnings };
 }
