@@ -31,6 +31,19 @@ const PACKAGE_OF: Record<string, string> = {
   nbdfuse: 'nbdfuse',
   fusermount3: 'fuse3',
   openssl: 'openssl',
+  sfdisk: 'fdisk',
+  sgdisk: 'gdisk',
+  mmls: 'sleuthkit',
+  blkid: 'util-linux',
+  'mkfs.ext2': 'e2fsprogs',
+  'mkfs.ext3': 'e2fsprogs',
+  'mkfs.ext4': 'e2fsprogs',
+  'mkfs.fat': 'dosfstools',
+  mkntfs: 'ntfs-3g',
+  'mkfs.exfat': 'exfatprogs',
+  'mkfs.xfs': 'xfsprogs',
+  'mkfs.btrfs': 'btrfs-progs',
+  mkswap: 'util-linux',
 };
 
 const toolCache = new Map<string, string | undefined>();
