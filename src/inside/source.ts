@@ -5,6 +5,7 @@
  * chunk). Nothing here touches the file system: a reader gets bytes only through `read`.
  */
 import { DiskError } from '../core/errors.js';
+import { lastAtOrBelow } from '../binary/search.js';
 
 /** Random access to bytes: `Disk` satisfies it as it is. */
 export interface ByteSource {
@@ -55,13 +56,7 @@ export class RangeSource implements ByteSource {
     // the single-range case (every partition) is a plain shifted read
     if (this.ranges.length === 1) return this.base.read(this.ranges[0]!.offset + offset, length);
     const out = Buffer.alloc(length);
-    let lo = 0;
-    let hi = this.starts.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.starts[mid]! <= offset) lo = mid;
-      else hi = mid - 1;
-    }
+    const lo = lastAtOrBelow(this.starts.length, (i) => this.starts[i]!, offset);
     let done = 0;
     for (let i = lo; done < length && i < this.ranges.length; i++) {
       const r = this.ranges[i]!;

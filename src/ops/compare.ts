@@ -9,6 +9,7 @@ import type { Disk } from '../disk.js';
 import type { BlockExtent } from '../formats/types.js';
 import type { Progress } from './convert.js';
 import { throttleProgress } from '../core/progress.js';
+import { lastAtOrBelow } from '../binary/search.js';
 
 export interface CompareOptions {
   strict?: boolean;
@@ -28,14 +29,7 @@ const CHUNK = 1024 * 1024;
 /** Is the range [offset, offset+length) one that reads as zeros without looking (zero or unallocated)? */
 function quietAt(status: BlockExtent[], offset: number): { quiet: boolean; end: number } {
   // status is sorted and covers the disk; binary search the extent holding `offset`
-  let lo = 0;
-  let hi = status.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (status[mid]!.offset <= offset) lo = mid;
-    else hi = mid - 1;
-  }
-  const e = status[lo]!;
+  const e = status[lastAtOrBelow(status.length, (i) => status[i]!.offset, offset)]!;
   return { quiet: e.state !== 'data', end: e.offset + e.length };
 }
 

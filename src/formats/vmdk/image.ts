@@ -39,6 +39,7 @@ import { backingLink, identityOf, makeEmptyLink, setBackingLink, setIdentityOf }
 const maintain = () => import('./maintain.js');
 import { VMDK_CAPABILITIES } from './driver.js';
 import { vmdkAmendWrites } from './properties.js';
+import { lastAtOrBelow } from '../../binary/search.js';
 
 export const VMDK_CREATE_TYPES = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'vmfs', 'streamOptimized'] as const;
 
@@ -138,15 +139,7 @@ export class VmdkImage implements Image, LinkState {
   // ------------------------------------------------------------------ I/O
 
   extentIndex(offset: number): number {
-    // binary search: last extent whose start <= offset
-    let lo = 0;
-    let hi = this.starts.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.starts[mid]! <= offset) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
+    return lastAtOrBelow(this.starts.length, (i) => this.starts[i]!, offset);
   }
 
   async read(into: Buffer, offset: number): Promise<void> {
