@@ -16,6 +16,8 @@ export interface Location {
    * raw disk unless told otherwise (-f qcow2 for an export that holds a qcow2 file's bytes)
    */
   defaultFormat?: string;
+  /** the storage cannot be written at all (http:// objects): why, for a target refused up front */
+  readOnly?: string;
 }
 
 interface Scheme {
@@ -41,7 +43,7 @@ const SCHEMES: Scheme[] = [
     locate: async (n) => {
       const { HttpNamespace } = await import('./http/namespace.js');
       // an object's bytes are a file's: the format is detected from them as for a file
-      return HttpNamespace.fromUrl(n);
+      return { ...HttpNamespace.fromUrl(n), readOnly: 'http(s) objects are read-only: vdkit does not write over HTTP' };
     },
   },
 ];

@@ -142,8 +142,10 @@ export class HttpNamespace implements Namespace {
     return this.absolute(name);
   }
 
+  /** the name's URL without credentials; a trailing "/" goes, as core/names.ts drops it (a folder's name is a prefix of its objects') */
   absolute(name: string): string {
-    return displayUrl(this.urlOf(name));
+    const d = displayUrl(this.urlOf(name));
+    return d.endsWith('/') && !d.includes('?') ? d.replace(/\/+$/, '') : d;
   }
 
   resolve(base: string, relativeName: string): string {
