@@ -32,6 +32,8 @@ export interface Faults {
   auth?: string;
   /** after this many ranged GETs, rewrite nothing but change the ETag (as if the file were replaced) */
   changeAfterGets?: number;
+  /** ignore If-Match and If-Range (a server or cache that does not do conditional requests) */
+  ignoreConditions?: boolean;
 }
 
 export interface LoggedRequest {
@@ -98,13 +100,13 @@ export async function startRangeServer(t: TestContext | undefined, root: string,
       return;
     }
     const ifMatch = req.headers['if-match'];
-    if (ifMatch !== undefined && ifMatch !== etag && ifMatch !== '*') {
+    if (!faults.ignoreConditions && ifMatch !== undefined && ifMatch !== etag && ifMatch !== '*') {
       res.writeHead(412, common).end();
       return;
     }
     const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     const ifRange = req.headers['if-range'];
-    const honour = m && !faults.ignoreRange && (ifRange === undefined || ifRange === etag);
+    const honour = m && !faults.ignoreRange && (faults.ignoreConditions || ifRange === undefined || ifRange === etag);
     const fh = await open(file, 'r');
     try {
       if (!honour) {
@@ -112,7 +114,7 @@ export async function startRangeServer(t: TestContext | undefined, root: string,
         const buf = Buffer.alloc(Math.min(size, 4 * 1024 * 1024));
         for (let at = 0; at < size; at += buf.length) {
           const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - at), at);
-          if (!res.write(buf.subarray(0, bytesRead))) await new Promise((r) => res.once('drain', r));
+          if (!res.write(buf.subarray(0, bytesRead))) await new Promise((r) => (res.once('drain', r), res.once('close', r)));
           if (res.destroyed) return;
         }
         res.end();

@@ -113,7 +113,7 @@ export class HttpNamespace implements Namespace {
   }
 
   /** HTTP has no listing: a search of the folder finds nothing (parents are found by their hints) */
-  async list(): Promise<string[]> {
+  async list(_dirName: string): Promise<string[]> {
     return [];
   }
 

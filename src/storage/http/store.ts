@@ -206,15 +206,15 @@ export class HttpStore implements ByteStore {
     return new DiskError('RDONLY', 'an http(s) object is read-only: vdkit does not write over HTTP', { path: this.name });
   }
 
-  async write(): Promise<void> {
+  async write(_offset: number, _data: Buffer): Promise<void> {
     throw this.readOnlyError();
   }
 
-  async writev(): Promise<void> {
+  async writev(_offset: number, _data: readonly Buffer[]): Promise<void> {
     throw this.readOnlyError();
   }
 
-  async truncate(): Promise<void> {
+  async truncate(_length: number): Promise<void> {
     throw this.readOnlyError();
   }
 
