@@ -4,6 +4,7 @@
  */
 import { DiskError } from '../core/errors.js';
 import { hostFiles } from '../storage/file.js';
+import { locate } from '../storage/locations.js';
 import type { Namespace } from '../storage/namespace.js';
 import { locateParent, DEFAULT_MAX_DEPTH } from '../chain/chain.js';
 import { chainFormats, openLinkIn } from '../disk.js';
@@ -33,6 +34,11 @@ export interface ChainBreak {
 }
 
 export async function describeChain(path: string, opts: { untrusted?: boolean; maxDepth?: number; namespace?: Namespace } = {}): Promise<{ links: ChainLink[]; break?: ChainBreak }> {
+  if (!opts.namespace) {
+    // a URL (http://, nbd://) names its own namespace
+    const loc = await locate(path);
+    if (loc) return describeChain(loc.name, { ...opts, namespace: loc.namespace });
+  }
   const ns = opts.namespace ?? hostFiles();
   const links: ChainLink[] = [];
   const seen = new Set<string>();

@@ -1,6 +1,6 @@
 /**
  * Names that carry their own namespace: a URL whose scheme says where the bytes live (nbd://
- * and its kin today; http(s):// and s3:// are meant to join here). Anything that takes a path
+ * and its kin, http:// and https://; s3:// is meant to join here). Anything that takes a path
  * (Disk.open, the CLI) asks `locate` once and gets the namespace and the name inside it; a name
  * no scheme claims stays a name of the caller's namespace (host files). Each scheme's code is
  * loaded only when a name uses it.
@@ -16,6 +16,8 @@ export interface Location {
    * raw disk unless told otherwise (-f qcow2 for an export that holds a qcow2 file's bytes)
    */
   defaultFormat?: string;
+  /** the storage cannot be written at all (http:// objects): why, for a target refused up front */
+  readOnly?: string;
 }
 
 interface Scheme {
@@ -33,6 +35,15 @@ const SCHEMES: Scheme[] = [
       const { NbdNamespace } = await import('../nbd/client/namespace.js');
       const { namespace, name } = await NbdNamespace.fromUri(n);
       return { namespace, name, defaultFormat: 'raw' };
+    },
+  },
+  {
+    name: 'http',
+    matches: (n) => /^https?:\/\//i.test(n),
+    locate: async (n) => {
+      const { HttpNamespace } = await import('./http/namespace.js');
+      // an object's bytes are a file's: the format is detected from them as for a file
+      return { ...HttpNamespace.fromUrl(n), readOnly: 'http(s) objects are read-only: vdkit does not write over HTTP' };
     },
   },
 ];

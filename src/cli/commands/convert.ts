@@ -1,5 +1,6 @@
 /** `vdkit convert` (alias clone): copy a disk into a new image (qemu-img convert, vmware-vdiskmanager -r). */
 import { Option } from 'commander';
+import { DiskError } from '../../core/errors.js';
 import type { ConvertOptions } from '../../ops/convert.js';
 import type { CacheMode } from '../../storage/namespace.js';
 import { cancelOnSignals, setExitStatus, withDisk, type CliCommand } from '../command.js';
@@ -63,6 +64,7 @@ export const convert: CliCommand = {
         // a URL target (nbd://...) is an export that exists with its size: it is written into as
         // with -n (qemu-img convert -n nbd://...), as raw bytes unless -O names a format
         const remote = await locate(dst);
+        if (remote?.readOnly) throw new DiskError('RDONLY', `cannot be a convert target: ${remote.readOnly}`, { path: remote.name });
         if (remote) o.skipCreate = true;
         const progress = progressFromOptions(o);
         // the target is created through a namespace of this cache mode (the source is only read)
