@@ -91,7 +91,7 @@ function typeOf(e: LayoutEntry, i: number, scheme: Scheme, path?: string): numbe
   const family = scheme === 'gpt' ? 'gpt' : 'mbr';
   const t = partitionTypeFor(e.type, family);
   if (t === undefined) {
-    throw inval(`partition ${i + 1}: ${JSON.stringify(e.type)} is not a ${family === 'gpt' ? 'GPT' : 'MBR'} partition type (an alias such as linux-data, efi, freebsd-ufs, ${family === 'gpt' ? 'or a type GUID' : 'or a hex id such as 0x83'})`, `partitions[${i}].type`, path, e.type);
+    throw inval(`partition ${i + 1}: ${JSON.stringify(e.type)} is not ${family === 'gpt' ? 'a GPT' : 'an MBR'} partition type (an alias such as linux-data, efi, freebsd-ufs, ${family === 'gpt' ? 'or a type GUID' : 'or a hex id such as 0x83'})`, `partitions[${i}].type`, path, e.type);
   }
   if (t === MBR_PROTECTIVE && family === 'mbr') throw inval(`partition ${i + 1}: 0xee is GPT's protective entry; use the gpt scheme`, `partitions[${i}].type`, path, e.type);
   return t;
