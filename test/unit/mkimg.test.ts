@@ -203,3 +203,26 @@ test('mkimg: -P rounds sizes and starts to the physical sector; -c grows the dis
   await assert.rejects(mkimg({ scheme: 'gpt', partitions: [{ type: 'linux-data', contents: { stream: chunks([Buffer.alloc(10, 1)]) } }], output: 's.raw', namespace: ns, signal: ac.signal }), (e: unknown) => e instanceof DiskError && e.code === 'CANCELLED');
   assert.equal(await ns.exists('s.raw'), false);
 });
+
+test('mkimg: an image as contents is its virtual disk, copied by its allocation (a qcow2 of 64 MiB with 128 KiB written)', async () => {
+  const ns = new MemoryNamespace();
+  const part = await Disk.create('p.qcow2', { format: 'qcow2', capacity: 64 * MiB, namespace: ns });
+  const data = Buffer.alloc(128 * 1024, 0xc3);
+  await part.write(40 * MiB, data);
+  await part.close();
+  const r = await mkimg({ scheme: 'mbr', partitions: [{ type: 'linux-data', contents: { image: 'p.qcow2' } }], format: 'vdi', output: 'd.vdi', namespace: ns });
+  assert.deepEqual(r.partitions.map((p) => [p.offset, p.length]), [[MiB, 64 * MiB]]);
+  // the MBR's sector and the 128 KiB: nothing of the 64 MiB the qcow2 does not hold
+  assert.ok(r.bytesWritten <= 2 * MiB, `written ${r.bytesWritten}`);
+  const d = await Disk.open('d.vdi', { namespace: ns, readOnly: true });
+  try {
+    const got = Buffer.alloc(data.length + 4096);
+    await d.readInto(got, MiB + 40 * MiB - 2048);
+    assert.ok(got.subarray(2048, 2048 + data.length).equals(data));
+    assert.ok(got.subarray(0, 2048).every((b) => b === 0) && got.subarray(2048 + data.length).every((b) => b === 0));
+    const { table } = await readPartitionTable(d);
+    assert.equal(table?.partitions[0]?.type, '0x83');
+  } finally {
+    await d.close();
+  }
+});
