@@ -59,6 +59,7 @@ export type { VdMergeOptions } from './vd/merge.js';
 export * as vd from './vd/flags.js';
 export { bench, type BenchOptions, type BenchResult } from './ops/bench.js';
 export { listVolumes, readPartitionTable, volumeSource, type DiskLayout, type ListVolumesOptions, type VolumeEntry } from './inside/volumes.js';
+export { mkimg, mkimgFormat, type MkimgOptions, type MkimgPartition, type MkimgResult, type PartitionContents } from './ops/mkimg/mkimg.js';
 export { RangeSource, sliceSource, type ByteSource, type ByteRange } from './inside/source.js';
 export { detectVolume, PROBES, type Detected, type Probe } from './inside/detect/index.js';
 export { parseLvmText, type LvmSection, type LvmValue } from './inside/lvm/text.js';

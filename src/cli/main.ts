@@ -36,7 +36,7 @@ async function loadCommand(name: string): Promise<CliCommand> {
 export const COMMANDS: readonly CommandEntry[] = (
   [
     ['create'], ['info'], ['read'], ['write'], ['fill'], ['meta'], ['set'], ['map'], ['convert', 'clone'], ['measure'], ['lint'], ['check'],
-    ['compare'], ['checksum'], ['partitions'], ['dd'], ['bench'], ['formats'], ['child', 'redo'], ['attach'], ['commit'], ['rebase'], ['resize'], ['compact'], ['defrag', 'defragment'],
+    ['compare'], ['checksum'], ['partitions'], ['mkimg'], ['dd'], ['bench'], ['formats'], ['child', 'redo'], ['attach'], ['commit'], ['rebase'], ['resize'], ['compact'], ['defrag', 'defragment'],
     ['discard'], ['snapshot'], ['amend'], ['rename'], ['delete'], ['chain'], ['vdiskmanager'], ['serve', 'nbd'],
   ] as const
 ).map((names) => ({ names, load: () => loadCommand(names[0]) }));

@@ -1,6 +1,6 @@
 /**
  * The node: built-ins that formats, chain, block and ops may use, all through here: zlib,
- * hashing, random numbers and the worker threads of the stream writer. A browser build swaps
+ * hashing, random numbers, the worker threads of the stream writer and the child processes of mkimg. A browser build swaps
  * this one module (pako or CompressionStream, WebCrypto, Web Workers); the layering test
  * (test/unit/layering.test.ts) fails on any other node: import in those layers.
  *
@@ -12,14 +12,17 @@ import { createRequire } from 'node:module';
 type Crypto = typeof import('node:crypto');
 type Zlib = typeof import('node:zlib');
 type Threads = typeof import('node:worker_threads');
+type ChildProcesses = typeof import('node:child_process');
 
 const load = createRequire(import.meta.url);
 let crypto: Crypto | undefined;
 let zlib: Zlib | undefined;
 let threads: Threads | undefined;
+let children: ChildProcesses | undefined;
 const cryptoModule = (): Crypto => (crypto ??= load('node:crypto') as Crypto);
 const zlibModule = (): Zlib => (zlib ??= load('node:zlib') as Zlib);
 const threadsModule = (): Threads => (threads ??= load('node:worker_threads') as Threads);
+const childModule = (): ChildProcesses => (children ??= load('node:child_process') as ChildProcesses);
 
 type AnyFunction = (...args: unknown[]) => unknown;
 /** `name` of the module `get` loads, as a function that loads it when first called (overloads kept) */
@@ -72,6 +75,9 @@ export function loadZstd(): Promise<Zstd> {
     throw err;
   }));
 }
+
+/** child_process' spawn, loaded at the first call: mkimg runs a command for a partition's contents (-p TYPE:-CMD) */
+export const spawn = late(childModule, 'spawn');
 
 export { availableParallelism } from 'node:os';
 export { promisify } from 'node:util';

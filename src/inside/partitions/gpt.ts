@@ -10,7 +10,7 @@
 import { DiskError } from '../../core/errors.js';
 import { Struct, ascii, bytes, reserved, u32, u64 } from '../../binary/struct.js';
 import { crc32 } from '../../binary/crc32.js';
-import { guidText, isNullGuid } from '../../binary/guid.js';
+import { guidFromText, guidText, isNullGuid, newGuid } from '../../binary/guid.js';
 import type { ByteSource } from '../source.js';
 import { warning, type InsideWarning, type Partition, type PartitionTable } from '../types.js';
 import { layoutWarnings } from './check.js';
@@ -191,5 +191,132 @@ function decodeTable(src: ByteSource, g: GoodHeader, ss: number, which: 'primary
     header: which,
     firstUsable: first * ss,
     lastUsable: (last + 1) * ss - 1,
+  };
+}
+
+/** sgdisk's, sfdisk's and mkimg's array: 128 entries of 128 bytes (16 KiB) */
+export const DEFAULT_ENTRY_COUNT = 128;
+const ENTRY_SIZE = GptEntry.size;
+/** the UTF-16 code units of a partition name */
+export const MAX_NAME_UNITS = 36;
+
+/** Sectors the entry array takes, and the usable range it leaves on a disk of `totalSectors`. */
+export function gptLayout(sectorSize: number, totalSectors: number, entryCount = DEFAULT_ENTRY_COUNT): { arraySectors: number; firstUsable: number; lastUsable: number } {
+  const arraySectors = Math.ceil((entryCount * ENTRY_SIZE) / sectorSize);
+  // LBA 0 protective MBR, LBA 1 header, then the array; at the end the backup array and header
+  return { arraySectors, firstUsable: 2 + arraySectors, lastUsable: totalSectors - 2 - arraySectors };
+}
+
+export interface GptEntryInput {
+  /** entry slot, 0-based (the partition number less one) */
+  index: number;
+  /** type GUID text */
+  type: string;
+  /** unique partition GUID text (default: a random one) */
+  uuid?: string;
+  firstLba: number;
+  lastLba: number;
+  attributes?: bigint;
+  /** up to 36 UTF-16 code units */
+  name?: string;
+}
+
+export interface GptEncodeOptions {
+  sectorSize: number;
+  totalSectors: number;
+  /** entries in the array (default 128, more when an index needs it) */
+  entryCount?: number;
+  /** disk GUID text (default: a random one) */
+  diskGuid?: string;
+  path?: string;
+}
+
+export interface EncodedGpt {
+  /** LBA 1 onwards: the primary header sector and the entry array */
+  primary: Buffer;
+  /** from LBA `backupLba` to the last sector: the backup entry array and header */
+  backup: Buffer;
+  backupLba: number;
+  firstUsable: number;
+  lastUsable: number;
+  diskGuid: string;
+}
+
+function guidBytes(text: string, path: string | undefined, struct: string, field: string): Buffer {
+  const b = guidFromText(text, 'le');
+  if (!b) throw new DiskError('INVAL', `${JSON.stringify(text)} is not a GUID`, { path, struct, field, found: text });
+  return b;
+}
+
+/**
+ * The primary and backup GPT for `entries` (each CRC filled in), through the header and entry
+ * tables the reader checks. Entries must lie in the usable range and not overlap: a caller's
+ * layout error is a DiskError naming the entry, never a table a reader would warn about.
+ */
+export function encodeGpt(entries: readonly GptEntryInput[], opts: GptEncodeOptions): EncodedGpt {
+  const ss = opts.sectorSize;
+  const count = Math.max(opts.entryCount ?? DEFAULT_ENTRY_COUNT, ...entries.map((e) => e.index + 1));
+  if (count * ENTRY_SIZE > MAX_ENTRY_BYTES) throw new DiskError('INVAL', `${count} GPT entries is more than ${MAX_ENTRY_BYTES / ENTRY_SIZE}`, { path: opts.path, struct: 'GPT header', field: 'numberOfPartitionEntries', expected: `<= ${MAX_ENTRY_BYTES / ENTRY_SIZE}`, found: count });
+  const { arraySectors, firstUsable, lastUsable } = gptLayout(ss, opts.totalSectors, count);
+  if (lastUsable < firstUsable) throw new DiskError('INVAL', `a disk of ${opts.totalSectors} sectors has no room for a GPT`, { path: opts.path, struct: 'GPT header', field: 'lastUsableLba', found: opts.totalSectors });
+  const array = Buffer.alloc(arraySectors * ss);
+  const sorted = [...entries].sort((a, b) => a.firstLba - b.firstLba);
+  sorted.forEach((e, i) => {
+    const field = `entry[${e.index}]`;
+    if (e.firstLba < firstUsable || e.lastLba > lastUsable || e.lastLba < e.firstLba) {
+      throw new DiskError('INVAL', `partition ${e.index + 1} (LBA ${e.firstLba}..${e.lastLba}) is outside the usable sectors ${firstUsable}..${lastUsable}`, { path: opts.path, struct: 'GPT entry', field: `${field}.lastLba`, expected: `${firstUsable}..${lastUsable}`, found: e.lastLba });
+    }
+    const prev = sorted[i - 1];
+    if (prev && prev.lastLba >= e.firstLba) throw new DiskError('INVAL', `partitions ${prev.index + 1} and ${e.index + 1} overlap`, { path: opts.path, struct: 'GPT entry', field: `${field}.firstLba`, found: e.firstLba });
+    const name = Buffer.from(e.name ?? '', 'utf16le');
+    if (name.length > MAX_NAME_UNITS * 2) throw new DiskError('INVAL', `the name ${JSON.stringify(e.name)} is longer than ${MAX_NAME_UNITS} UTF-16 units`, { path: opts.path, struct: 'GPT entry', field: `${field}.name`, expected: `<= ${MAX_NAME_UNITS}`, found: name.length / 2 });
+    if (array.subarray(e.index * ENTRY_SIZE, (e.index + 1) * ENTRY_SIZE).some((b) => b !== 0)) throw new DiskError('INVAL', `two partitions in entry ${e.index + 1}`, { path: opts.path, struct: 'GPT entry', field });
+    GptEntry.encode(
+      {
+        typeGuid: guidBytes(e.type, opts.path, 'GPT entry', `${field}.typeGuid`),
+        uniqueGuid: e.uuid ? guidBytes(e.uuid, opts.path, 'GPT entry', `${field}.uniqueGuid`) : newGuid('le'),
+        firstLba: BigInt(e.firstLba),
+        lastLba: BigInt(e.lastLba),
+        attributes: e.attributes ?? 0n,
+        name,
+      },
+      array,
+      e.index * ENTRY_SIZE,
+    );
+  });
+  const arrayCrc = crc32(array.subarray(0, count * ENTRY_SIZE));
+  const diskGuid = opts.diskGuid !== undefined ? guidBytes(opts.diskGuid, opts.path, 'GPT header', 'diskGuid') : newGuid('le');
+  const lastLba = opts.totalSectors - 1;
+  const header = (myLba: number, alternateLba: number, partitionEntryLba: number): Buffer => {
+    const sector = Buffer.alloc(ss);
+    GptHeader.encode(
+      {
+        signature: GPT_SIGNATURE,
+        revision: 0x00010000,
+        headerSize: GptHeader.size,
+        headerCrc32: 0,
+        myLba: BigInt(myLba),
+        alternateLba: BigInt(alternateLba),
+        firstUsableLba: BigInt(firstUsable),
+        lastUsableLba: BigInt(lastUsable),
+        diskGuid,
+        partitionEntryLba: BigInt(partitionEntryLba),
+        numberOfPartitionEntries: count,
+        sizeOfPartitionEntry: ENTRY_SIZE,
+        partitionEntryArrayCrc32: arrayCrc,
+      },
+      sector,
+    );
+    sector.writeUInt32LE(crc32(sector.subarray(0, GptHeader.size)), GptHeader.offsetOf('headerCrc32'));
+    return sector;
+  };
+  const backupLba = lastUsable + 1;
+  return {
+    primary: Buffer.concat([header(1, lastLba, 2), array]),
+    backup: Buffer.concat([array, header(lastLba, 1, backupLba)]),
+    backupLba,
+    firstUsable,
+    lastUsable,
+    diskGuid: guidText(diskGuid, 'le'),
   };
 }

@@ -167,3 +167,71 @@ async function readLogicals(src: ByteSource, ext: { start: number; sectors: numb
   }
   return out;
 }
+
+/** One entry to write: LBAs relative to what the entry is read against (sector 0, or per MBR rules the EBR/extended start). */
+export interface MbrEntryInput {
+  type: number;
+  lbaFirst: number;
+  sectors: number;
+  active?: boolean;
+  /** absolute LBAs of the first and last sector, for the CHS fields (default: lbaFirst and its end) */
+  chsFirst?: number;
+  chsLast?: number;
+}
+
+export interface MbrEncodeOptions {
+  /** bytes 0..445 (boot code, disk signature, copy-protect word) from this; longer input is cut there */
+  bootcode?: Buffer;
+  /** the disk signature at 440 (default: what the boot code has there, else 0) */
+  diskSignature?: number;
+  /** heads and sectors per track for the CHS fields (default 255/63, fdisk's) */
+  heads?: number;
+  sectorsPerTrack?: number;
+  /** names the image and the structure in errors (`MBR`, `EBR at 2048`) */
+  path?: string;
+  struct?: string;
+}
+
+/** where a CHS address cannot reach (past cylinder 1023) fdisk and the UEFI spec write 1023/254/63 */
+const CHS_MAX = Buffer.from([0xfe, 0xff, 0xff]);
+
+/** CHS bytes as the entry stores them: head, sector with the cylinder's top two bits, cylinder low byte */
+export function chsBytes(lba: number, heads: number, sectorsPerTrack: number): Buffer {
+  const cyl = Math.floor(lba / (heads * sectorsPerTrack));
+  if (cyl > 1023) return Buffer.from(CHS_MAX);
+  const head = Math.floor(lba / sectorsPerTrack) % heads;
+  const sector = (lba % sectorsPerTrack) + 1;
+  return Buffer.from([head, sector | ((cyl >> 2) & 0xc0), cyl & 0xff]);
+}
+
+/**
+ * A 512-byte MBR (or EBR) sector holding `entries` in slots 0..3 (undefined leaves a slot
+ * empty), through the same field tables the reader decodes. An LBA or count that does not fit
+ * 32 bits is a DiskError naming the entry field.
+ */
+export function encodeMbrSector(entries: readonly (MbrEntryInput | undefined)[], opts: MbrEncodeOptions = {}): Buffer {
+  const struct = opts.struct ?? 'MBR';
+  if (entries.length > 4) throw new DiskError('INVAL', `an MBR holds 4 entries, not ${entries.length}`, { path: opts.path, struct, field: 'entries', expected: '<= 4', found: entries.length });
+  const heads = opts.heads ?? 255;
+  const spt = opts.sectorsPerTrack ?? 63;
+  const table = Buffer.alloc(64);
+  entries.forEach((e, i) => {
+    if (!e) return;
+    for (const field of ['lbaFirst', 'sectors'] as const) {
+      if (!Number.isSafeInteger(e[field]) || e[field] < 0 || e[field] > 0xffffffff) {
+        throw new DiskError('INVAL', `${field} ${e[field]} does not fit the 32 bits of an MBR entry (sectors past 2 TiB at 512 bytes need GPT)`, { path: opts.path, struct, field: `entry[${i}].${field}`, expected: '<= 4294967295', found: e[field] });
+      }
+    }
+    const first = e.chsFirst ?? e.lbaFirst;
+    const last = e.chsLast ?? e.lbaFirst + e.sectors - 1;
+    MbrEntry.encode({ status: e.active ? 0x80 : 0, chsFirst: chsBytes(first, heads, spt), type: e.type, chsLast: chsBytes(last, heads, spt), lbaFirst: e.lbaFirst, sectors: e.sectors }, table, i * 16);
+  });
+  const sector = Buffer.alloc(512);
+  const boot = opts.bootcode?.subarray(0, MbrSector.offsetOf('entries'));
+  MbrSector.encode({ diskSignature: 0, copyProtect: 0, entries: table, signature: MBR_SIGNATURE }, sector);
+  // the boot code is the bytes the table leaves free: everything before the entries (its disk
+  // signature too, unless one is given)
+  if (boot) boot.copy(sector, 0);
+  if (opts.diskSignature !== undefined) sector.writeUInt32LE(opts.diskSignature, MbrSector.offsetOf('diskSignature'));
+  return sector;
+}

@@ -91,3 +91,59 @@ export function mbrTypeName(id: number): string | undefined {
 export function gptTypeName(guid: string): string | undefined {
   return GPT_TYPES.get(guid.toLowerCase());
 }
+
+/**
+ * A partition type by name, for both schemes: FreeBSD mkimg's aliases (its scheme.c: efi,
+ * freebsd*, fat16b, fat32, fat32lba, mbr, ntfs, prepboot, ebr) and the Linux, Windows and BIOS
+ * ones gpart/sgdisk users expect. `mbr` is the system id, `gpt` the type GUID (lower case); a
+ * scheme without one cannot hold that type (mkimg says the same: bios-boot has no MBR id).
+ */
+export const TYPE_ALIASES: ReadonlyMap<string, { readonly mbr?: number; readonly gpt?: string }> = new Map([
+  ['efi', { mbr: 0xef, gpt: 'c12a7328-f81f-11d2-ba4b-00a0c93ec93b' }],
+  ['freebsd', { mbr: 0xa5, gpt: '516e7cb4-6ecf-11d6-8ff8-00022d09712b' }],
+  ['freebsd-boot', { gpt: '83bd6b9d-7f41-11dc-be0b-001560b84f0f' }],
+  ['freebsd-nandfs', { gpt: '74ba7dd9-a689-11e1-bd04-00e081286acf' }],
+  ['freebsd-swap', { gpt: '516e7cb5-6ecf-11d6-8ff8-00022d09712b' }],
+  ['freebsd-ufs', { gpt: '516e7cb6-6ecf-11d6-8ff8-00022d09712b' }],
+  ['freebsd-vinum', { gpt: '516e7cb8-6ecf-11d6-8ff8-00022d09712b' }],
+  ['freebsd-zfs', { gpt: '516e7cba-6ecf-11d6-8ff8-00022d09712b' }],
+  ['mbr', { gpt: '024dee41-33e7-11d3-9d69-0008c781f39f' }],
+  ['ebr', { mbr: 0x05 }],
+  // FAT and NTFS on GPT are Microsoft basic data (mkimg, gpart and Windows agree)
+  ['fat16b', { mbr: 0x06, gpt: 'ebd0a0a2-b9e5-4433-87c0-68b6b72699c7' }],
+  ['fat32', { mbr: 0x0b, gpt: 'ebd0a0a2-b9e5-4433-87c0-68b6b72699c7' }],
+  ['fat32lba', { mbr: 0x0c, gpt: 'ebd0a0a2-b9e5-4433-87c0-68b6b72699c7' }],
+  ['ntfs', { mbr: 0x07, gpt: 'ebd0a0a2-b9e5-4433-87c0-68b6b72699c7' }],
+  ['ms-basic-data', { mbr: 0x07, gpt: 'ebd0a0a2-b9e5-4433-87c0-68b6b72699c7' }],
+  ['ms-reserved', { gpt: 'e3c9e316-0b5c-4db8-817d-f92df00215ae' }],
+  ['ms-recovery', { mbr: 0x27, gpt: 'de94bba4-06d1-4d40-a16a-bfd50179d6ac' }],
+  ['prepboot', { mbr: 0x41, gpt: '9e1a2d38-c612-4316-aa26-8b49521e5a8b' }],
+  ['bios-boot', { gpt: '21686148-6449-6e6f-744e-656564454649' }],
+  ['linux-data', { mbr: 0x83, gpt: '0fc63daf-8483-4772-8e79-3d69d8477de4' }],
+  ['linux-swap', { mbr: 0x82, gpt: '0657fd6d-a4ab-43c4-84e5-0933c84b4f4f' }],
+  ['linux-lvm', { mbr: 0x8e, gpt: 'e6d6d379-f507-44c2-a23c-238f2a3df928' }],
+  ['linux-raid', { mbr: 0xfd, gpt: 'a19d880f-05fc-4d3b-a006-743f0f84911e' }],
+  ['linux-home', { gpt: '933ac7e1-2eb4-4f13-b844-0e14e2aef915' }],
+  ['linux-root-x86-64', { gpt: '4f68bce3-e8cd-4db1-96e7-fbcaf984b709' }],
+  ['linux-root-arm64', { gpt: 'b921b045-1df0-41c3-af44-4c6f280d3fae' }],
+  ['apple-hfs', { mbr: 0xaf, gpt: '48465300-0000-11aa-aa11-00306543ecac' }],
+  ['apple-apfs', { gpt: '7c3457ef-0000-11aa-aa11-00306543ecac' }],
+  ['vmware-vmfs', { mbr: 0xfb, gpt: 'aa31e02a-400f-11db-9590-000c2911d1b8' }],
+]);
+
+/**
+ * The type `name` stands for in `scheme`: an alias above, an MBR id as hex (`0x83`, `83`), or a
+ * GPT type GUID; undefined when it is none of these or the scheme has no such type.
+ */
+export function partitionTypeFor(name: string, scheme: 'mbr' | 'gpt'): number | string | undefined {
+  const key = name.trim().toLowerCase();
+  const alias = TYPE_ALIASES.get(key);
+  if (alias) return scheme === 'mbr' ? alias.mbr : alias.gpt;
+  if (scheme === 'mbr') {
+    const m = /^(?:0x)?([0-9a-f]{1,2})$/.exec(key);
+    const id = m ? parseInt(m[1]!, 16) : NaN;
+    return id > 0 && id !== MBR_PROTECTIVE ? id : undefined;
+  }
+  const g = /^\{?([0-9a-f]{8})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{12})\}?$/.exec(key);
+  return g && !/^[0-]+$/.test(g.slice(1).join('')) ? g.slice(1).join('-') : undefined;
+}
