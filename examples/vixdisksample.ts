@@ -13,8 +13,10 @@
  *   vdkit) refuse for a parent that has a redo log, so -info on a base after -redo would fail.
  * - -clone without -cap makes the clone the source's size (VixDiskLib_Clone with capacity 0);
  *   with -cap it is that many MB, which must hold the source.
- * - -host/-user/-password/-port/-vm are parsed as in the sample; a remote connection is
- *   refused by this library (VIX_E_DISK_NOTSUPPORTED), as VixDiskLib_Connect reports it.
+ * - -host/-user/-password/-port/-vm are parsed as in the sample. With -host the disk is an NBD
+ *   export of that server (`vdkit serve`, qemu-nbd, nbdkit), diskPath its export name, reached
+ *   by VixDiskLib_Connect's default transports (nbdssl, then nbd); -port 0 (the default) is
+ *   NBD's 10809. -create, -redo and -clone work on local files only.
  * - Errors print as the sample's error wrapper does ("Error: [where] code text") and exit 1.
  */
 import {

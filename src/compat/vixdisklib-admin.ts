@@ -16,7 +16,7 @@ import { resize } from '../ops/resize.js';
 import { rename, unlink } from '../ops/rename.js';
 import { checkDisk } from '../ops/check.js';
 import { VIX_OK, vixFail as fail } from './vixdisklib-errors.js';
-import { adapterName, call, cancelled, diskTypeOf, handles, liveConnection, liveDisk, log, needDiskImage, needInit, sectors, startProgress, writableConnection } from './vixdisklib-state.js';
+import { adapterName, call, cancelled, diskTypeOf, handles, liveConnection, liveDisk, localFiles, log, needDiskImage, needInit, openByTransport, sectors, startProgress, writableConnection } from './vixdisklib-state.js';
 import {
   VIXDISKLIB_DISK_MONOLITHIC_SPARSE,
   VIXDISKLIB_DISK_SPLIT_SPARSE,
@@ -126,12 +126,12 @@ export async function VixDiskLib_Clone(
 ): Promise<number> {
   return call(async () => {
     writableConnection(dstConnection, 'Clone', dstPath);
-    liveConnection(srcConnection);
+    const srcState = liveConnection(srcConnection);
     const { type, thin } = diskTypeOf(createParams.diskType, dstPath);
     const adapterType = adapterName(createParams.adapterType, dstPath);
     const wanted = sectors(createParams.capacity ?? 0, 'capacity', dstPath);
-    await needDiskImage(srcPath);
-    const src = await Disk.open(srcPath, { readOnly: true });
+    // a source on a remote connection is an NBD export: the backup path, export -> local VMDK
+    const { disk: src } = await openByTransport(srcState, srcPath, { readOnly: true, singleLink: false, raw: false });
     try {
       let capacity = src.capacity;
       if (wanted !== 0) {
@@ -351,7 +351,7 @@ export async function VixDiskLib_Defragment(diskHandle: VixDiskLibHandle, progre
 export async function VixDiskLib_CheckRepair(connection: VixDiskLibConnection, filename: string, repair: boolean): Promise<CheckReport> {
   return call(async () => {
     if (repair) writableConnection(connection, 'CheckRepair with repair', filename);
-    else liveConnection(connection);
+    else localFiles(liveConnection(connection), 'CheckRepair', filename);
     await needDiskImage(filename);
     return checkDisk(filename, { repair: !!repair });
   });

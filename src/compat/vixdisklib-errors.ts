@@ -61,6 +61,13 @@ export const VIX_ERRORS: Readonly<Record<string, VixRow>> = Object.freeze({
   VIX_E_ALREADY_EXISTS: vixh(23, 'The object already exists'),
   VIX_E_BUFFER_TOOSMALL: vixh(24, 'The buffer is too small'),
   VIX_E_OBJECT_NOT_FOUND: vixh(25, 'The object was not found'),
+  // vix.h host (network) errors: what the nbd and nbdssl transports report
+  VIX_E_HOST_NETBLKDEV_HANDSHAKE: vixh(14006, 'The network block device handshake failed'),
+  VIX_E_HOST_SOCKET_CREATION_ERROR: vixh(14007, 'Cannot create a socket'),
+  VIX_E_HOST_SERVER_NOT_FOUND: vixh(14008, 'The server was not found'),
+  VIX_E_HOST_NETWORK_CONN_REFUSED: vixh(14009, 'The server refused the connection'),
+  VIX_E_HOST_TCP_SOCKET_ERROR: vixh(14010, 'A TCP socket error occurred'),
+  VIX_E_HOST_TCP_CONN_LOST: vixh(14011, 'The TCP connection was lost'),
   // Table C-1, common errors
   VIX_E_DISK_SUCCESS: vixh(0, 'The operation completed successfully'),
   VIX_E_DISK_INVAL: vixh(16000, 'One of the parameters supplied is invalid'),
@@ -153,6 +160,11 @@ export const VIX_E_INVALID_ARG = num('VIX_E_INVALID_ARG');
 export const VIX_E_NOT_SUPPORTED = num('VIX_E_NOT_SUPPORTED');
 export const VIX_E_CANCELLED = num('VIX_E_CANCELLED');
 export const VIX_E_BUFFER_TOOSMALL = num('VIX_E_BUFFER_TOOSMALL');
+export const VIX_E_HOST_NETBLKDEV_HANDSHAKE = num('VIX_E_HOST_NETBLKDEV_HANDSHAKE');
+export const VIX_E_HOST_SERVER_NOT_FOUND = num('VIX_E_HOST_SERVER_NOT_FOUND');
+export const VIX_E_HOST_NETWORK_CONN_REFUSED = num('VIX_E_HOST_NETWORK_CONN_REFUSED');
+export const VIX_E_HOST_TCP_SOCKET_ERROR = num('VIX_E_HOST_TCP_SOCKET_ERROR');
+export const VIX_E_HOST_TCP_CONN_LOST = num('VIX_E_HOST_TCP_CONN_LOST');
 export const VIX_E_DISK_INVAL = num('VIX_E_DISK_INVAL');
 export const VIX_E_DISK_NOINIT = num('VIX_E_DISK_NOINIT');
 export const VIX_E_DISK_NOIO = num('VIX_E_DISK_NOIO');

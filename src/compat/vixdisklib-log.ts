@@ -8,9 +8,15 @@
  * - vixDiskLib.transport.LogLevel: VMware's levels, 0 panic, 1 error, 2 warning, 3 audit,
  *   4 info, 5 verbose, 6 trivia (default 6: everything). A message goes out when its level
  *   is at most this one; panics always do.
- * - vixDiskLib.nfc.RequestTimeoutMs / ReadTimeoutMs / WriteTimeoutMs: NFC (NBD transport)
- *   timeouts. This library has only the file transport, so they are checked (a number of
- *   milliseconds) and kept, and have no effect; a log line says so.
+ * - vixDiskLib.nfc.RequestTimeoutMs / ReadTimeoutMs / WriteTimeoutMs: the network (nbd,
+ *   nbdssl) transports' timeouts. RequestTimeoutMs bounds connecting and the NBD handshake;
+ *   the larger of ReadTimeoutMs and WriteTimeoutMs is how long a server may stay silent with
+ *   requests in flight before the connection is taken as lost (one connection has one timer).
+ * vdkit's own keys, for the nbdssl transport (vixdisklib-remote.ts):
+ * - vdkit.nbd.tlsCertificates: a folder laid out as libnbd's tls-certificates= (ca-cert.pem,
+ *   and client-cert.pem + client-key.pem for a server that asks for a client certificate).
+ * - vdkit.nbd.tlsPskFile: a PSK file (psktool's username:hexkey lines); nbdssl then uses TLS-PSK
+ *   with the identity connectParams.creds.uid.userName.
  * Other keys are ignored with a warning, as VDDK ignores what it does not know.
  *
  * Which callback gets what: info and audit lines go to `log`; warnings and failed calls
@@ -38,11 +44,18 @@ export interface VixDiskLibConfig {
   tmpDirectory?: string;
   /** vixDiskLib.transport.LogLevel */
   logLevel: number;
-  /** vixDiskLib.nfc.*TimeoutMs: accepted, no effect (file transport only) */
+  /** vixDiskLib.nfc.*TimeoutMs: the nbd/nbdssl transports' timeouts */
   nfc: { requestTimeoutMs?: number; readTimeoutMs?: number; writeTimeoutMs?: number };
+  /** vdkit.nbd.*: the nbdssl transport's credentials */
+  nbd: { tlsCertificates?: string; tlsPskFile?: string };
 }
 
-export const DEFAULT_CONFIG: Readonly<VixDiskLibConfig> = Object.freeze({ logLevel: VIX_LOG_TRIVIA, nfc: {} });
+export const DEFAULT_CONFIG: Readonly<VixDiskLibConfig> = Object.freeze({ logLevel: VIX_LOG_TRIVIA, nfc: {}, nbd: {} });
+
+const NBD_KEYS: Record<string, keyof VixDiskLibConfig['nbd']> = {
+  'vdkit.nbd.tlscertificates': 'tlsCertificates',
+  'vdkit.nbd.tlspskfile': 'tlsPskFile',
+};
 
 const NFC_KEYS: Record<string, keyof VixDiskLibConfig['nfc']> = {
   'vixdisklib.nfc.requesttimeoutms': 'requestTimeoutMs',
@@ -60,7 +73,7 @@ export async function readConfigFile(path: string, notes: [number, string][]): P
     if (err instanceof DiskError && err.code === 'INVALIDDISK') throw new DiskError('INVAL', 'the config file is not a regular file', { path, field: 'configFile' }, { cause: err });
     throw err;
   });
-  const cfg: VixDiskLibConfig = { logLevel: DEFAULT_CONFIG.logLevel, nfc: {} };
+  const cfg: VixDiskLibConfig = { logLevel: DEFAULT_CONFIG.logLevel, nfc: {}, nbd: {} };
   const bad = (line: number, field: string, message: string, found: unknown) => new DiskError('INVAL', `config file line ${line}: ${message}`, { path, field, found });
   for (const [i, raw] of text.split(/\r?\n/).entries()) {
     const line = raw.trim();
@@ -81,7 +94,10 @@ export async function readConfigFile(path: string, notes: [number, string][]): P
     } else if (lower in NFC_KEYS) {
       if (!/^\d+$/.test(value)) throw bad(i + 1, key, 'a timeout is a whole number of milliseconds', value);
       cfg.nfc[NFC_KEYS[lower]!] = Number(value);
-      notes.push([VIX_LOG_INFO, `VixDiskLib: ${key} applies to the NBD/NFC transport; this library has only the file transport, so it has no effect`]);
+    } else if (lower in NBD_KEYS) {
+      // read when nbdssl first connects, so a missing file fails that Open, naming it
+      if (value === '') throw bad(i + 1, key, 'expected a path', value);
+      cfg.nbd[NBD_KEYS[lower]!] = value;
     } else {
       notes.push([VIX_LOG_WARNING, `VixDiskLib: config file ${path} line ${i + 1}: unknown key ${key} ignored`]);
     }

@@ -5,9 +5,10 @@
  */
 import { DiskError } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
-import { detectFormat, type Disk } from '../disk.js';
+import { Disk, detectFormat } from '../disk.js';
 import { toVixError, vixFail as fail } from './vixdisklib-errors.js';
-import { DEFAULT_CONFIG, VIX_LOG_ERROR, VIX_LOG_INFO, VIX_LOG_PANIC, VixLogger, type VixDiskLibConfig } from './vixdisklib-log.js';
+import { DEFAULT_CONFIG, VIX_LOG_ERROR, VIX_LOG_INFO, VIX_LOG_PANIC, VIX_LOG_WARNING, VixLogger, type VixDiskLibConfig } from './vixdisklib-log.js';
+import { ioError, openOverNbd, usable, type RemoteServer } from './vixdisklib-remote.js';
 import {
   VIXDISKLIB_ADAPTER_IDE,
   VIXDISKLIB_ADAPTER_SCSI_BUSLOGIC,
@@ -45,11 +46,19 @@ export interface ConnectionState {
   params: VixDiskLibConnectParams;
   /** ConnectEx(readOnly = true): every Open is read-only, and calls that write refuse */
   readOnly: boolean;
+  /** the server whose NBD exports the disks are (connectParams.serverName) */
+  remote?: RemoteServer;
+  /** the transport modes to try, in order (vixdisklib-remote.ts) */
+  modes: string[];
 }
 
 export interface HandleState {
   disk: Disk | undefined;
   connection: VixDiskLibConnection;
+  /** the transport mode that opened it (GetTransportMode) */
+  transport: string;
+  /** set when it is an NBD export: errors of a dropped connection name this server */
+  remote?: RemoteServer;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -83,7 +92,66 @@ export function liveConnection(connection: VixDiskLibConnection): ConnectionStat
 export function writableConnection(connection: VixDiskLibConnection, what: string, path: string): ConnectionState {
   const state = liveConnection(connection);
   if (state.readOnly) throw new DiskError('RDONLY', `${what} writes, and this connection was made read-only (VixDiskLib_ConnectEx with readOnly)`, { path, field: 'readOnly' });
+  return localFiles(state, what, path);
+}
+
+/**
+ * a connection whose names are local files: the calls that take a path and work on files
+ * (Create, Grow, Unlink, CheckRepair, Clone's target) have no NBD counterpart, so a remote
+ * connection refuses them unless its transport list has `file`
+ */
+export function localFiles(state: ConnectionState, what: string, path: string): ConnectionState {
+  if (state.remote && !state.modes.includes('file')) {
+    throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `${what} works on local files, and this connection's disks are NBD exports of ${state.remote.label} (add "file" to the transport modes for local files)`, { path, field: 'transportModes', found: state.modes.join(':') });
+  }
   return state;
+}
+
+/**
+ * Open `path` by the connection's transport modes, the first that works (VDDK's order): `file`
+ * a local disk image (raw data only with `raw`), `nbd`/`nbdssl` the export of that name on the
+ * connection's server. When all fail, the last failure is thrown; the others are logged.
+ */
+export async function openByTransport(
+  state: ConnectionState,
+  path: string,
+  opts: { readOnly: boolean; singleLink: boolean; raw: boolean },
+): Promise<{ disk: Disk; transport: string; remote?: RemoteServer }> {
+  const tried = state.modes.filter(usable).filter((m) => m === 'file' || state.remote);
+  if (tried.length === 0) {
+    throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `none of the transport modes ${state.modes.join(':')} is available (this library offers file, nbd and nbdssl)`, { path, field: 'transportModes', found: state.modes.join(':') });
+  }
+  let last: unknown;
+  for (const [i, mode] of tried.entries()) {
+    try {
+      if (mode === 'file') {
+        // content that no format claims falls back to raw in the Disk API; VDDK refuses it, and a
+        // Write would overwrite whatever the file holds
+        if (!opts.raw) await needDiskImage(path, 'to open raw data, name it in a flat VMDK descriptor or pass VDKIT_FLAG_OPEN_RAW');
+        const disk = await Disk.open(path, { readOnly: opts.readOnly, singleLink: opts.singleLink, format: opts.raw ? 'raw' : undefined });
+        return { disk, transport: mode };
+      }
+      const disk = await openOverNbd(state.remote!, mode as 'nbd' | 'nbdssl', path, opts.readOnly, lib.config);
+      log(`VixDiskLib: ${path} opened over ${mode} from ${state.remote!.label}`);
+      return { disk, transport: mode, remote: state.remote };
+    } catch (err) {
+      last = err;
+      if (i < tried.length - 1) log(`VixDiskLib: ${path}: transport ${mode} failed, trying ${tried[i + 1]}: ${(err as Error)?.message ?? String(err)}`, VIX_LOG_WARNING);
+    }
+  }
+  throw last;
+}
+
+/** call() for a call on an open handle: over NBD, a dropped connection is reported as such */
+export function ioCall<T>(handle: VixDiskLibHandle, body: () => Promise<T>): Promise<T> {
+  return call(async () => {
+    try {
+      return await body();
+    } catch (err) {
+      const remote = handle ? handles.get(handle)?.remote : undefined;
+      throw remote ? ioError(err, remote) : err;
+    }
+  });
 }
 
 export function liveDisk(handle: VixDiskLibHandle): Disk {

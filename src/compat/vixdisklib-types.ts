@@ -84,10 +84,13 @@ export interface VixDiskLibInfo {
 
 export interface VixDiskLibConnectParams {
   vmxSpec?: string | null;
+  /** an NBD server's host name or address (or, vdkit's extension, a Unix socket path) */
   serverName?: string | null;
+  /** nbdssl: the server certificate's SHA-1 (or SHA-256) fingerprint, pinned */
   thumbPrint?: string | null;
   credType?: number;
   creds?: { uid?: { userName?: string; password?: string } };
+  /** the NBD server's TCP port; 0 or absent: 10809 */
   port?: number;
 }
 
@@ -101,8 +104,10 @@ export interface VixDiskLibBlock {
 export type VixDiskLibProgressFunc = (progressData: unknown, percentCompleted: number) => boolean | void;
 
 export interface VixDiskLibConnection {
-  readonly local: true;
+  /** false when connectParams named a server (its disks are NBD exports) */
+  readonly local: boolean;
   readonly vmxSpec: string | null;
+  readonly serverName: string | null;
 }
 
 export interface VixDiskLibHandle {

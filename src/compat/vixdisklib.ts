@@ -19,9 +19,12 @@
  *   VIX_E_DISK_NEEDSREPAIR, BADDESCRIPTOR -> VIX_E_DISK_INVALIDDISK, CLOSED -> VIX_E_DISK_NOIO,
  *   EXTERNALEXTENT -> VIX_E_DISK_PERMISSIONS, INTERNAL -> VIX_E_FAIL); the DiskError code stays
  *   on the error as `code`. GetErrorText returns the guide's Table C-1 text.
- * - Connections are local only: Connect with a serverName (managed disk on ESX/vCenter) is
- *   refused with VIX_E_DISK_NOTSUPPORTED; transport mode is always "file". ConnectEx's
- *   readOnly makes every Open read-only and refuses the calls that write files.
+ * - Connections: without a serverName, local files (transport "file"). With one, the disks are
+ *   NBD exports of that server, opened over the nbd and nbdssl transports by vdkit's NBD
+ *   client (vixdisklib-remote.ts: transport order, TLS trust, the network VIX errors);
+ *   managed disks of ESX/vCenter (vmxSpec, snapshots, san/hotadd) need VMware's VDDK, or a
+ *   server in front of it (nbdkit-vddk). ConnectEx's readOnly makes every Open read-only and
+ *   refuses the calls that write files.
  * - Open refuses a file no format claims (VIX_E_DISK_INVALIDDISK) unless the caller says it
  *   is raw: a flat VMDK descriptor naming it, or vdkit's VDKIT_FLAG_OPEN_RAW (an open flag, so
  *   a VDDK program that never passes it behaves as under VDDK). The calls that take a path
@@ -60,7 +63,8 @@ import { SECTOR_SIZE } from '../core/ints.js';
 import { Disk } from '../disk.js';
 import { VIX_ERRORS, VIX_OK, VixDiskLibError, toVixError, vixFail as fail } from './vixdisklib-errors.js';
 import { DEFAULT_CONFIG, VIX_LOG_WARNING, VixLogger, readConfigFile, type VixDiskLibConfig, type VixDiskLibGenericLogFunc } from './vixdisklib-log.js';
-import { adapterNumber, call, connections, handles, lib, liveConnection, liveDisk, log, needDiskImage, needInit, sectors } from './vixdisklib-state.js';
+import { adapterNumber, call, connections, handles, ioCall, lib, liveConnection, liveDisk, log, needInit, openByTransport, sectors } from './vixdisklib-state.js';
+import { TRANSPORT_MODES, remoteServerOf, transportList } from './vixdisklib-remote.js';
 import {
   VIXDISKLIB_FLAG_OPEN_READ_ONLY,
   VIXDISKLIB_FLAG_OPEN_SINGLE_LINK,
@@ -171,36 +175,42 @@ export function vixDiskLibConfig(): Readonly<VixDiskLibConfig> {
   return lib.config;
 }
 
-/** the transports this library offers: local files only */
+/** the transports this library offers, colon-separated: "file:nbd:nbdssl" */
 export function VixDiskLib_ListTransportModes(): string {
-  return 'file';
+  return TRANSPORT_MODES.join(':');
 }
 
-/** VixDiskLib_Connect(connectParams): a connection for local disks (params null or without serverName) */
+/**
+ * VixDiskLib_Connect(connectParams): ConnectEx read-write with the default transports: local
+ * disks without a serverName, the server's NBD exports (nbdssl, then nbd) with one
+ */
 export async function VixDiskLib_Connect(connectParams: VixDiskLibConnectParams | null): Promise<VixDiskLibConnection> {
-  return connect(connectParams, false);
+  return connect(connectParams, false, null);
 }
 
-function connect(connectParams: VixDiskLibConnectParams | null, readOnly: boolean): Promise<VixDiskLibConnection> {
+function connect(connectParams: VixDiskLibConnectParams | null, readOnly: boolean, transportModes: string | null): Promise<VixDiskLibConnection> {
   return call(async () => {
     needInit();
     const params = connectParams ?? {};
-    if (params.serverName) {
-      throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `managed disks on ${params.serverName} need VMware's VDDK: this library opens local (hosted) disks only`, { field: 'serverName', found: params.serverName });
-    }
-    const connection: VixDiskLibConnection = Object.freeze({ local: true as const, vmxSpec: params.vmxSpec ?? null });
-    connections.set(connection, { open: true, params: { ...params }, readOnly });
-    log(`VixDiskLib: connected to local disks${readOnly ? ', read-only' : ''}`);
+    // nothing is sent yet: an NBD connection is per export, made by Open (so a server that
+    // serves one client, like qemu-nbd without -t, is not used up by a probe)
+    const remote = remoteServerOf(params);
+    const modes = transportList(transportModes, !!remote);
+    if (remote && params.vmxSpec) log(`VixDiskLib: vmxSpec ${params.vmxSpec} has no meaning over NBD: Open names the export`);
+    const connection: VixDiskLibConnection = Object.freeze({ local: !remote, vmxSpec: params.vmxSpec ?? null, serverName: params.serverName || null });
+    connections.set(connection, { open: true, params: { ...params }, readOnly, remote, modes });
+    log(`VixDiskLib: connected to ${remote ? `NBD server ${remote.label} (transports ${modes.join(':')})` : 'local disks'}${readOnly ? ', read-only' : ''}`);
     return connection;
   });
 }
 
 /**
- * VixDiskLib_ConnectEx(connectParams, readOnly, snapshotRef, transportModes): as Connect. With
+ * VixDiskLib_ConnectEx(connectParams, readOnly, snapshotRef, transportModes): as Connect, with
+ * the transport modes to try in order ("nbdssl:nbd", "file", ...; null for the default). With
  * readOnly, "later calls to VixDiskLib_Open() are always read-only regardless of the openFlags
  * setting" (the guide), and the calls that write files through the connection (Create, Clone
  * into it, Grow, Unlink, CheckRepair with repair) refuse with VIX_E_DISK_RDONLY. snapshotRef
- * only matters remotely.
+ * names a vSphere snapshot, which an NBD server has no notion of: it is ignored.
  */
 export async function VixDiskLib_ConnectEx(
   connectParams: VixDiskLibConnectParams | null,
@@ -208,12 +218,7 @@ export async function VixDiskLib_ConnectEx(
   _snapshotRef: string | null,
   transportModes: string | null,
 ): Promise<VixDiskLibConnection> {
-  if (transportModes && !transportModes.split(':').includes('file')) {
-    return call(async () => {
-      throw fail('NOTSUPPORTED', 'VIX_E_DISK_NOTSUPPORTED', `transport modes ${transportModes}: only "file" is offered`, { field: 'transportModes', found: transportModes });
-    });
-  }
-  return connect(connectParams, !!readOnly);
+  return connect(connectParams, !!readOnly, transportModes);
 }
 
 export async function VixDiskLib_Disconnect(connection: VixDiskLibConnection): Promise<number> {
@@ -239,26 +244,22 @@ export async function VixDiskLib_Cleanup(_connectParams: VixDiskLibConnectParams
 // ---------------------------------------------------------------------------------------------
 // Disk operations
 
-/** VixDiskLib_Open(connection, path, flags): a handle for Read, Write, GetInfo, ... */
+/**
+ * VixDiskLib_Open(connection, path, flags): a handle for Read, Write, GetInfo, ... On a
+ * connection with a serverName, `path` is the name of an export of that server.
+ */
 export async function VixDiskLib_Open(connection: VixDiskLibConnection, path: string, flags: number): Promise<VixDiskLibHandle> {
   return call(async () => {
     const cnx = liveConnection(connection);
     const known = VIXDISKLIB_FLAG_OPEN_UNBUFFERED | VIXDISKLIB_FLAG_OPEN_SINGLE_LINK | VIXDISKLIB_FLAG_OPEN_READ_ONLY | VDKIT_FLAG_OPEN_RAW;
     if (!Number.isInteger(flags) || (flags & ~known) !== 0) throw fail('INVAL', 'VIX_E_DISK_INVAL', `unknown open flags 0x${(flags >>> 0).toString(16)}`, { path, field: 'flags', found: flags });
     const raw = (flags & VDKIT_FLAG_OPEN_RAW) !== 0;
-    // content that no format claims falls back to raw in the Disk API; VDDK refuses it, and a
-    // Write would overwrite whatever the file holds
-    if (!raw) await needDiskImage(path, 'to open raw data, name it in a flat VMDK descriptor or pass VDKIT_FLAG_OPEN_RAW');
     const readOnly = (flags & VIXDISKLIB_FLAG_OPEN_READ_ONLY) !== 0 || cnx.readOnly;
     if (cnx.readOnly && (flags & VIXDISKLIB_FLAG_OPEN_READ_ONLY) === 0) log(`VixDiskLib: ${path} opened read-only: the connection is read-only`);
     if (flags & VIXDISKLIB_FLAG_OPEN_UNBUFFERED) log(`VixDiskLib: ${path}: VIXDISKLIB_FLAG_OPEN_UNBUFFERED has no effect here (no O_DIRECT in Node)`);
-    const disk = await Disk.open(path, {
-      readOnly,
-      singleLink: (flags & VIXDISKLIB_FLAG_OPEN_SINGLE_LINK) !== 0,
-      format: raw ? 'raw' : undefined,
-    });
+    const { disk, transport, remote } = await openByTransport(cnx, path, { readOnly, singleLink: (flags & VIXDISKLIB_FLAG_OPEN_SINGLE_LINK) !== 0, raw });
     const handle: VixDiskLibHandle = Object.freeze({ path, flags });
-    handles.set(handle, { disk, connection });
+    handles.set(handle, { disk, connection, transport, remote });
     if (lib.logger.wants(VIX_LOG_WARNING)) {
       // damage tolerated by the open (a qcow2 dirty bit, a VHD checksum ignored, ...)
       const info = await disk.info().catch(() => undefined);
@@ -269,7 +270,7 @@ export async function VixDiskLib_Open(connection: VixDiskLibConnection, path: st
 }
 
 export async function VixDiskLib_Close(diskHandle: VixDiskLibHandle): Promise<number> {
-  return call(async () => {
+  return ioCall(diskHandle, async () => {
     const disk = liveDisk(diskHandle);
     handles.get(diskHandle)!.disk = undefined;
     await disk.close();
@@ -279,7 +280,7 @@ export async function VixDiskLib_Close(diskHandle: VixDiskLibHandle): Promise<nu
 
 /** VixDiskLib_GetInfo(diskHandle): geometry, capacity in sectors, adapter, links, parent hint, uuid */
 export async function VixDiskLib_GetInfo(diskHandle: VixDiskLibHandle): Promise<VixDiskLibInfo> {
-  return call(async () => {
+  return ioCall(diskHandle, async () => {
     const info = await liveDisk(diskHandle).info();
     const geo = (g: VixDiskLibGeometry | undefined): VixDiskLibGeometry => ({ cylinders: g?.cylinders ?? 0, heads: g?.heads ?? 0, sectors: g?.sectors ?? 0 });
     return {
@@ -297,10 +298,10 @@ export async function VixDiskLib_GetInfo(diskHandle: VixDiskLibHandle): Promise<
 /** nothing to free in JavaScript; kept so ported code reads the same */
 export function VixDiskLib_FreeInfo(_info: VixDiskLibInfo | null): void {}
 
-/** "file": every disk here is a local file */
+/** the transport mode that opened the disk: "file", "nbd" or "nbdssl" */
 export function VixDiskLib_GetTransportMode(diskHandle: VixDiskLibHandle): string {
   liveDisk(diskHandle);
-  return 'file';
+  return handles.get(diskHandle)!.transport;
 }
 
 /**
@@ -321,7 +322,7 @@ function sectorRequest(diskHandle: VixDiskLibHandle, startSector: number, numSec
 
 /** VixDiskLib_Read(diskHandle, startSector, numSectors, readBuffer): fills readBuffer */
 export async function VixDiskLib_Read(diskHandle: VixDiskLibHandle, startSector: number, numSectors: number, readBuffer: Uint8Array): Promise<number> {
-  return call(async () => {
+  return ioCall(diskHandle, async () => {
     const { disk, offset, view } = sectorRequest(diskHandle, startSector, numSectors, readBuffer);
     await disk.readInto(view, offset);
     return VIX_OK;
@@ -330,7 +331,7 @@ export async function VixDiskLib_Read(diskHandle: VixDiskLibHandle, startSector:
 
 /** VixDiskLib_Write(diskHandle, startSector, numSectors, writeBuffer) */
 export async function VixDiskLib_Write(diskHandle: VixDiskLibHandle, startSector: number, numSectors: number, writeBuffer: Uint8Array): Promise<number> {
-  return call(async () => {
+  return ioCall(diskHandle, async () => {
     const { disk, offset, view } = sectorRequest(diskHandle, startSector, numSectors, writeBuffer);
     await disk.write(offset, view);
     return VIX_OK;
@@ -339,7 +340,7 @@ export async function VixDiskLib_Write(diskHandle: VixDiskLibHandle, startSector
 
 /** VixDiskLib_Flush: written data (and the format's metadata) made durable */
 export async function VixDiskLib_Flush(diskHandle: VixDiskLibHandle): Promise<number> {
-  return call(async () => {
+  return ioCall(diskHandle, async () => {
     await liveDisk(diskHandle).flush();
     return VIX_OK;
   });
@@ -350,7 +351,7 @@ export async function VixDiskLib_Flush(diskHandle: VixDiskLibHandle): Promise<nu
 
 /** VixDiskLib_ReadMetadata(diskHandle, key): the value; VIX_E_DISK_KEY_NOTFOUND when absent */
 export async function VixDiskLib_ReadMetadata(diskHandle: VixDiskLibHandle, key: string): Promise<string> {
-  return call(async () => {
+  return ioCall(diskHandle, async () => {
     const disk = liveDisk(diskHandle);
     const v = disk.readMetadata(key);
     if (v === undefined) throw fail('INVAL', 'VIX_E_DISK_KEY_NOTFOUND', `no metadata key ${JSON.stringify(key)}`, { path: disk.path, field: key });
@@ -360,7 +361,7 @@ export async function VixDiskLib_ReadMetadata(diskHandle: VixDiskLibHandle, key:
 
 /** VixDiskLib_WriteMetadata(diskHandle, key, val): add or update one entry */
 export async function VixDiskLib_WriteMetadata(diskHandle: VixDiskLibHandle, key: string, val: string): Promise<number> {
-  return call(async () => {
+  return ioCall(diskHandle, async () => {
     await liveDisk(diskHandle).writeMetadata(key, val);
     return VIX_OK;
   });
@@ -368,7 +369,7 @@ export async function VixDiskLib_WriteMetadata(diskHandle: VixDiskLibHandle, key
 
 /** VixDiskLib_GetMetadataKeys(diskHandle): every key, in the disk's order */
 export async function VixDiskLib_GetMetadataKeys(diskHandle: VixDiskLibHandle): Promise<string[]> {
-  return call(async () => liveDisk(diskHandle).metadataKeys());
+  return ioCall(diskHandle, async () => liveDisk(diskHandle).metadataKeys());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,7 +383,7 @@ export async function VixDiskLib_GetMetadataKeys(diskHandle: VixDiskLibHandle): 
  * most VIXDISKLIB_MAX_CHUNK_NUMBER chunks per call.
  */
 export async function VixDiskLib_QueryAllocatedBlocks(diskHandle: VixDiskLibHandle, startSector: number, numSectors: number, chunkSize: number): Promise<VixDiskLibBlock[]> {
-  return call(async () => {
+  return ioCall(diskHandle, async () => {
     const disk = liveDisk(diskHandle);
     const path = disk.path;
     sectors(startSector, 'startSector', path);

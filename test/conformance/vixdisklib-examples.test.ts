@@ -7,8 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { open, readFile, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { serve } from '../../src/nbd/server/server.js';
 import { describeRun, repoRoot, run, skipUnless, tmpDir } from '../helpers/tools.js';
 import { descriptorText } from '../interop/support.js';
 
@@ -209,14 +211,39 @@ test('VDDK sample program: every command of the guide, checked with qemu-img and
   assert.equal(notDisk.code, 1, describeRun('vixdisksample', ['-fill', 'notes.txt'], notDisk));
   assert.match(notDisk.stderr, /^Error: \[vixdisksample\] 3ebf VIX_E_DISK_INVALIDDISK The file specified is not a virtual disk/, '16063 = 0x3ebf');
   assert.equal(await readFile(notes, 'utf8'), text, 'the file is unchanged');
-  const remote = await sample(dir, ['-info', '-host', 'esx3', '-user', 'admin', '-password', 'secret', '[storage1]RHEL5/RHEL5.vmdk']);
+  // a host: the disk is an NBD export there; nothing listens on this port
+  const closed = net.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const port = (closed.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  const remote = await sample(dir, ['-info', '-host', '127.0.0.1', '-port', String(port), '-user', 'admin', '-password', 'secret', '[storage1]RHEL5/RHEL5.vmdk']);
   assert.equal(remote.code, 1);
-  assert.match(remote.stderr, /^Error: \[vixdisksample\] 3e8d VIX_E_DISK_NOTSUPPORTED /, '16013 = 0x3e8d');
+  assert.match(remote.stderr, /^Error: \[vixdisksample\] 36b9 VIX_E_HOST_NETWORK_CONN_REFUSED /, '14009 = 0x36b9');
 
   // -virus (the guide's chapter 5 addition): nothing in sample.vmdk
   const clean = await sample(dir, ['-virus', 'clone.vmdk']);
   assert.equal(clean.code, 0, describeRun('vixdisksample', ['-virus'], clean));
   assert.equal(clean.stdout, `capacity = ${MB100 / 512} sectors\n${MB100 / 512} sectors scanned\n`);
+});
+
+test('vixdisksample with -host/-port against vdkit serve: -info, -fill and -dump of an NBD export (the sample unchanged)', async (t) => {
+  if (!skipUnless(t, 'qemu-img', 'qemu-io')) return;
+  const dir = (await tmpDir(t, 'vdkit-sample-nbd-')).path;
+  const disk = join(dir, 'served.qcow2');
+  await qemu(['create', '-q', '-f', 'qcow2', disk, '8M']);
+  const q = await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 512', disk]);
+  assert.equal(q.code, 0, describeRun('qemu-io', [disk], q));
+  const server = await serve({ images: [{ path: disk, name: 'vm1' }], listen: { host: '127.0.0.1', port: 0 } });
+  t.after(() => server.close());
+  const host = ['-host', '127.0.0.1', '-port', String((server.address as { port: number }).port)];
+  const info = await sampleOk(dir, ['-info', ...host, 'vm1']);
+  assert.match(info, /^capacity {10}= 16384 sectors\nnumber of links {3}= 1\n/);
+  await sampleOk(dir, ['-fill', '-val', '171', '-start', '3', '-count', '2', ...host, 'vm1']);
+  const dump = await sampleOk(dir, ['-dump', '-start', '3', '-count', '1', ...host, 'vm1']);
+  assert.match(dump, /^0000 : ab ab ab ab ab ab ab ab ab ab ab ab ab ab ab ab \n/);
+  await server.close();
+  const check = await run('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0xab 1536 1024', '-c', 'read -P 0x5a 0 512', disk]);
+  assert.equal(check.code, 0, describeRun('qemu-io', [disk], check));
 });
 
 test('virus-scan example: finds a signature in any sector (also across sector and read boundaries) of a qemu-made disk', async (t) => {

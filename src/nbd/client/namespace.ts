@@ -33,6 +33,14 @@ export class NbdNamespace implements Namespace {
     return { namespace: ns, name: u.display };
   }
 
+  /**
+   * the namespace of a server whose TLS settings the caller made (VixDiskLib's nbdssl: a
+   * pinned thumbprint, which no URI parameter carries)
+   */
+  static forServer(base: NbdUri, tls: ClientTls | undefined, opts: NbdNamespaceOptions = {}): NbdNamespace {
+    return new NbdNamespace(base, tls, opts);
+  }
+
   /** the parsed URI of `name`, which must be on this namespace's server */
   private uriOf(name: string): NbdUri {
     if (!isNbdUri(name)) return parseNbdUri(siblingDisplay(this.base, name.replace(/^\/+/, '')));

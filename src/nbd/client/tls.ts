@@ -50,6 +50,11 @@ export interface ClientTls {
   /** the name the server certificate must carry; undefined: chain only */
   hostname?: string;
   verifyPeer: boolean;
+  /**
+   * the server certificate's own fingerprint (VixDiskLib's thumbPrint): when set it is the
+   * whole check, as a pinned self-signed certificate has no chain or name to verify
+   */
+  pin?: { algorithm: 'sha1' | 'sha256'; hex: string };
 }
 
 const readSmall = async (path: string) => Buffer.from(await readText(hostFiles(), path, 1024 * 1024), 'utf8');
@@ -89,6 +94,13 @@ export function upgradeClient(raw: Socket, c: ClientTls, label: string): Promise
       opts.pskCallback = () => ({ identity, psk: key });
       // the key itself authenticates the server: there is no certificate to check
       opts.checkServerIdentity = () => undefined;
+    } else if (c.pin) {
+      opts.cert = c.cert;
+      opts.key = c.key;
+      // Node checks a name only after the chain verified; the pin is compared on secureConnect
+      opts.rejectUnauthorized = false;
+      opts.checkServerIdentity = () => undefined;
+      if (c.hostname !== undefined && !/^[\d.]+$|:/.test(c.hostname)) opts.servername = c.hostname;
     } else {
       opts.ca = c.ca;
       opts.cert = c.cert;
@@ -109,6 +121,15 @@ export function upgradeClient(raw: Socket, c: ClientTls, label: string): Promise
     s.once('error', fail);
     s.once('close', () => reject(new DiskError('FILEIO', 'the server closed the connection during the TLS handshake', { path: label, field: 'tls' })));
     s.once('secureConnect', () => {
+      if (c.pin) {
+        const cert = s.getPeerCertificate();
+        const seen = ((c.pin.algorithm === 'sha1' ? cert?.fingerprint : cert?.fingerprint256) ?? '').replace(/:/g, '').toLowerCase();
+        if (seen !== c.pin.hex) {
+          s.destroy();
+          reject(new DiskError('FILEIO', `the server's certificate does not match the thumbprint (${c.pin.algorithm} ${seen || 'none'})`, { path: label, field: 'thumbPrint', expected: c.pin.hex, found: seen }));
+          return;
+        }
+      }
       s.off('error', fail);
       resolve(s);
     });
