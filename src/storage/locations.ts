@@ -1,6 +1,6 @@
 /**
  * Names that carry their own namespace: a URL whose scheme says where the bytes live (nbd://
- * and its kin today; http(s):// and s3:// are meant to join here). Anything that takes a path
+ * and its kin, s3://; http(s):// is meant to join here). Anything that takes a path
  * (Disk.open, the CLI) asks `locate` once and gets the namespace and the name inside it; a name
  * no scheme claims stays a name of the caller's namespace (host files). Each scheme's code is
  * loaded only when a name uses it.
@@ -16,6 +16,11 @@ export interface Location {
    * raw disk unless told otherwise (-f qcow2 for an export that holds a qcow2 file's bytes)
    */
   defaultFormat?: string;
+  /**
+   * names here cannot be created, only written into (an NBD export has its size): a convert
+   * target is written as with -n. Object stores create names, so they leave this unset.
+   */
+  existingOnly?: boolean;
 }
 
 interface Scheme {
@@ -32,7 +37,16 @@ const SCHEMES: Scheme[] = [
     locate: async (n) => {
       const { NbdNamespace } = await import('../nbd/client/namespace.js');
       const { namespace, name } = await NbdNamespace.fromUri(n);
-      return { namespace, name, defaultFormat: 'raw' };
+      return { namespace, name, defaultFormat: 'raw', existingOnly: true };
+    },
+  },
+  {
+    name: 's3',
+    // s3:/ too: ops build names beside a target with core/names, which folds the double slash
+    matches: (n) => /^s3:\/+/i.test(n),
+    locate: async (n) => {
+      const { S3Namespace } = await import('./s3/namespace.js');
+      return S3Namespace.fromUrl(n);
     },
   },
 ];
