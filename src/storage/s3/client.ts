@@ -11,6 +11,7 @@
  * need), us-east-1 when nothing names a region, and checksums only where S3 requires them
  * (the SDK's CRC defaults are refused by many compatible stores; Xen Orchestra does the same).
  */
+import { createRequire } from 'node:module';
 import { DiskError } from '../../core/errors.js';
 import { endpointUrl, type S3Url } from './url.js';
 
@@ -24,7 +25,12 @@ export function loadSdk(): Promise<{ s3: ClientModule; storage: StorageModule }>
   // the SDK warns on Node < 22 that its releases after January 2027 will need Node 22: vdkit
   // pins its version (package.json), so the warning is about releases it does not use
   if (typeof process === 'object') process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  sdk ??= Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]).then(([s3, storage]) => ({ s3, storage }));
+  // through require (the SDK ships CommonJS), not import(): the CLI bundle leaves the SDK in
+  // node_modules, and the bundle runs in node:vm, where import() of a package is not served
+  sdk ??= (async () => {
+    const load = createRequire(import.meta.url);
+    return { s3: load('@aws-sdk/client-s3') as ClientModule, storage: load('@aws-sdk/lib-storage') as StorageModule };
+  })();
   return sdk;
 }
 
@@ -91,9 +97,10 @@ export function s3Error(err: unknown, path: string, what: string): DiskError {
   const e = (err ?? {}) as SdkError;
   const status = e.$metadata?.httpStatusCode;
   const code = e.name ?? e.Code ?? 'Error';
-  const text = `${what}: ${code}${e.message && e.message !== code ? ` (${e.message})` : ''}${status ? ` [HTTP ${status}]` : ''}`;
+  // the SDK names a bodiless error (HEAD) by its status and gives "UnknownError" as its text
+  const text = `${code}${e.message && e.message !== code && e.message !== 'UnknownError' ? ` (${e.message})` : ''}${status ? ` [HTTP ${status}]` : ''}`;
   const details = { path, field: what, found: code };
-  if (code === 'NoSuchKey' || code === 'NotFound' || code === 'NoSuchBucket' || (status === 404 && code !== 'NoSuchUpload')) return new DiskError('FILENOTFOUND', text, details, { cause: err });
+  if (code === 'NoSuchKey' || code === 'NotFound' || code === 'NoSuchBucket' || (status === 404 && code !== 'NoSuchUpload')) return new DiskError('FILENOTFOUND', code === 'NoSuchBucket' ? `no such bucket: ${text}` : `no such object: ${text}`, details, { cause: err });
   if (code === 'AccessDenied' || code === 'Forbidden' || code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || status === 403) return new DiskError('FILENOPERMISSION', text, details, { cause: err });
   if (code === 'PreconditionFailed' || status === 412) return new DiskError('FILEIO', `the object changed while it was read (its ETag is no longer the one it was opened with): ${text}`, details, { cause: err });
   if (code === 'CredentialsProviderError') return new DiskError('FILENOPERMISSION', `no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (${e.message})`, details, { cause: err });

@@ -29,8 +29,8 @@ export function isS3Url(name: string): boolean {
   return PREFIX.test(name);
 }
 
-/** bucket names as S3 allows them (3-63 of a-z 0-9 . -), loosened to what compatible stores take (A-Z, _) */
-const BUCKET = /^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$/;
+/** bucket names as S3 allows them (3-63 of a-z 0-9 . -), loosened to what compatible stores take (A-Z, _, shorter) */
+const BUCKET = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 
 export function parseS3Url(name: string): S3Url {
   if (!isS3Url(name)) throw new DiskError('INVAL', 'not an s3:// name', { path: name, expected: 's3://bucket/key' });
@@ -52,7 +52,7 @@ export function parseS3Url(name: string): S3Url {
   }
   // keys are taken as paths: "a/../b" is "b", and no name can climb out of the bucket
   key = key === '' ? '' : normalize('/' + key).slice(1);
-  const url: S3Url = { bucket: authority, key, display: `s3://${authority}/${key}` };
+  const url: S3Url = { bucket: authority, key, display: s3Display(authority, key) };
   if (q >= 0) {
     for (const [k, v] of new URLSearchParams(rest.slice(q + 1))) {
       if (k === 'path-style') url.pathStyle = flag(v, url.display);
@@ -85,5 +85,6 @@ export function endpointUrl(v: string, path: string): string {
 
 /** `s3://bucket/key` of a bucket and key */
 export function s3Display(bucket: string, key: string): string {
-  return `s3://${bucket}/${key}`;
+  // the bucket itself without a trailing slash, so "a folder's name + '/'" prefixes its keys
+  return key === '' ? `s3://${bucket}` : `s3://${bucket}/${key}`;
 }
