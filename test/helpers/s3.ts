@@ -137,7 +137,8 @@ export async function startLocalS3(buckets: string[] = ['disks']): Promise<Local
       return xml(res, 403, `<Error><Code>SignatureDoesNotMatch</Code><Message>${esc(bad)}</Message></Error>`);
     }
     if (s3.fault && (await s3.fault(req, res, body))) return;
-    const [, bucket, ...keyParts] = url.pathname.split('/');
+    const [, bucket, ...rest] = url.pathname.split('/');
+    const keyParts = rest.filter((p) => p !== '');
     if (req.method === 'GET' && url.searchParams.has('uploads') && keyParts.length === 0) {
       const ups = await s3.pendingUploads(decodeURIComponent(bucket!));
       return xml(res, 200, `<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>${esc(bucket!)}</Bucket><IsTruncated>false</IsTruncated>${ups.map((u) => `<Upload><Key>${esc(u.key)}</Key><UploadId>${u.uploadId}</UploadId></Upload>`).join('')}</ListMultipartUploadsResult>`);
@@ -173,6 +174,8 @@ export async function startLocalS3(buckets: string[] = ['disks']): Promise<Local
     AWS_CONFIG_FILE: join(directory, 'no-config'),
     AWS_SHARED_CREDENTIALS_FILE: join(directory, 'no-credentials'),
     AWS_PROFILE: '',
+    // the SDK's notice that its 2027 releases need Node 22 (vdkit pins its version)
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };
   return s3;
 }
