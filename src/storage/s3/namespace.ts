@@ -12,6 +12,7 @@
  * it. `createSequential` is the way for outputs made front to back: a multipart upload with
  * bounded memory and no local file (upload.ts).
  */
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm, rmdir, stat as fsStat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join as hostJoin } from 'node:path';
@@ -125,7 +126,12 @@ export class S3Namespace implements Namespace {
     if (!opts.overwrite && (await this.exists(w.display))) throw new DiskError('FILEEXISTS', undefined, { path: w.display });
     const old = this.staged.get(w.display);
     if (old !== undefined) await this.dropSpool(w.display);
-    const dir = await (this.spoolDir ??= mkdtemp(hostJoin(tmpdir(), 'vdkit-s3-spool-')));
+    const dir = await (this.spoolDir ??= mkdtemp(hostJoin(tmpdir(), 'vdkit-s3-spool-')).then((d) => {
+      // a spool is of no use once the process is gone (a failed convert that could not list
+      // its files, an exit between close and rename): the folder goes with the process
+      process.once('exit', () => rmSync(d, { recursive: true, force: true }));
+      return d;
+    }));
     const path = hostJoin(dir, `${++this.spools}-${basename(w.key).replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100)}`);
     return this.spoolStore(w, await this.spoolFiles.create(path, { overwrite: true }), path);
   }
@@ -138,6 +144,7 @@ export class S3Namespace implements Namespace {
         await uploadFile({ ctx: this.ctx, ...w }, path, (await fsStat(path)).size);
       } finally {
         await rm(path, { force: true });
+        if (this.staged.size === 0 && this.spoolDir) await rmdir(await this.spoolDir).catch(() => {});
       }
     });
   }
