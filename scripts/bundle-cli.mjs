@@ -17,7 +17,8 @@
 // commander (CommonJS) is bundled, with its `require('node:child_process')` (child_process and
 // net, a few ms) made lazy: commander spawns only for executable subcommands, which vdkit has none
 // of. koffi (native) stays in node_modules, and so does @bokuweb/zstd-wasm (it finds its .wasm
-// file beside its own module). The compression workers (deflate-worker: streamOptimized VMDK;
+// file beside its own module). The AWS SDK (@aws-sdk/client-s3, lib-storage: several MB, loaded
+// only for s3:// names) stays outside too, so commands that never touch S3 read none of it. The compression workers (deflate-worker: streamOptimized VMDK;
 // compress-worker: compressed qcow2) are ES module bundles of their own beside main.cjs, because
 // each writer starts its worker by URL relative to its own module (import.meta.url, which in
 // main.cjs is main.cjs's URL).
@@ -43,7 +44,7 @@ const common = {
   bundle: true,
   platform: 'node',
   target: 'node20',
-  external: ['koffi', '@bokuweb/zstd-wasm'],
+  external: ['koffi', '@bokuweb/zstd-wasm', '@aws-sdk/client-s3', '@aws-sdk/lib-storage'],
   minifyWhitespace: true,
   minifySyntax: true,
   logLevel: 'warning',

@@ -10,6 +10,7 @@ import { DiskError } from '../core/errors.js';
 import type { Disk } from '../disk.js';
 import { writeStreamOptimized, type StreamSource } from '../formats/vmdk/stream/writer.js';
 import { StoreSink, type ByteSink } from '../storage/sink.js';
+import type { Namespace } from '../storage/namespace.js';
 import { hostFiles } from '../storage/file.js';
 import type { Driver } from '../formats/types.js';
 import { targetCapacity, type ConvertOptions, type ConvertResult } from './convert.js';
@@ -63,7 +64,8 @@ export async function convertToStream(src: Disk, dstPath: string, opts: ConvertO
   };
   if (opts.sink) return write(opts.sink);
 
-  const ns = opts.namespace ?? hostFiles();
+  const ns: Namespace = opts.namespace ?? hostFiles();
+  if (ns.createSequential) return intoSequential(ns, dstPath, opts, capacity, write);
   if (!opts.overwrite && (await ns.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
   await removeStalePartials(ns, dstPath);
   const partial = partialPath(dstPath);
@@ -76,6 +78,25 @@ export async function convertToStream(src: Disk, dstPath: string, opts: ConvertO
   } catch (err) {
     await sink.close();
     await ns.remove(partial).catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * Stream-shaped output into a new name of a namespace that takes it as one sequential upload
+ * (S3: a multipart upload, no local copy and no hidden name to rename, since the object appears
+ * only when the upload completes). Any failure or cancel aborts the upload, so nothing is left.
+ */
+export async function intoSequential<T>(ns: Namespace, dstPath: string, opts: ConvertOptions, sizeHint: number, write: (sink: ByteSink) => Promise<T>): Promise<T> {
+  const sink = await ns.createSequential!(dstPath, { overwrite: opts.overwrite, sizeHint });
+  try {
+    const r = await write(sink);
+    if (opts.signal?.aborted) throw new DiskError('CANCELLED', undefined, { path: dstPath }, { cause: opts.signal.reason });
+    await sink.close();
+    return r;
+  } catch (err) {
+    // the original failure is what the caller needs; the sink retries its own abort
+    await sink.abort(err).catch(() => {});
     throw err;
   }
 }

@@ -8,9 +8,10 @@ import { DiskError } from '../core/errors.js';
 import { DEFAULT_FORMAT, driverByName } from '../formats/registry.js';
 import { hostFiles } from '../storage/file.js';
 import { DeferredSyncNamespace } from '../storage/deferred-sync.js';
+import type { Namespace } from '../storage/namespace.js';
 import type { ByteSink } from '../storage/sink.js';
 import { Disk, type DiskCreateOptions } from '../disk.js';
-import { convertCompressed, convertToRawSink, convertToStream } from './convert-stream.js';
+import { convertCompressed, convertToRawSink, convertToStream, intoSequential } from './convert-stream.js';
 import type { Image } from '../formats/types.js';
 import { namingTargets, partialPath, removeStalePartials } from './partials.js';
 import { copyRanges, DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT } from './copy-ranges.js';
@@ -310,7 +311,9 @@ async function convertTo(src: Disk, dstPath: string, opts: ConvertOptions): Prom
     return convertToRawSink(src, opts.sink, opts);
   }
   const capacity = targetCapacity(format, opts.capacity ?? src.capacity);
-  const ns = opts.namespace ?? hostFiles();
+  const ns: Namespace = opts.namespace ?? hostFiles();
+  // raw into storage that takes front-to-back output better (S3): every byte in order, as to a pipe
+  if (ns.createSequential && driver.alignment === 1 && !opts.backing) return intoSequential(ns, dstPath, opts, capacity, (sink) => convertToRawSink(src, sink, { ...opts, capacity }));
   if (!opts.overwrite && (await ns.exists(dstPath))) throw new DiskError('FILEEXISTS', undefined, { path: dstPath });
   // The target is built under a hidden temporary name in the same folder and moved to its name
   // only when complete, so a killed convert never leaves something at `dstPath` that looks whole.

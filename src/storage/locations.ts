@@ -1,6 +1,6 @@
 /**
  * Names that carry their own namespace: a URL whose scheme says where the bytes live (nbd://
- * and its kin, http:// and https://; s3:// is meant to join here). Anything that takes a path
+ * and its kin, s3://, http:// and https://). Anything that takes a path
  * (Disk.open, the CLI) asks `locate` once and gets the namespace and the name inside it; a name
  * no scheme claims stays a name of the caller's namespace (host files). Each scheme's code is
  * loaded only when a name uses it.
@@ -18,6 +18,11 @@ export interface Location {
   defaultFormat?: string;
   /** the storage cannot be written at all (http:// objects): why, for a target refused up front */
   readOnly?: string;
+  /**
+   * names here cannot be created, only written into (an NBD export has its size): a convert
+   * target is written as with -n. Object stores create names, so they leave this unset.
+   */
+  existingOnly?: boolean;
 }
 
 interface Scheme {
@@ -34,7 +39,16 @@ const SCHEMES: Scheme[] = [
     locate: async (n) => {
       const { NbdNamespace } = await import('../nbd/client/namespace.js');
       const { namespace, name } = await NbdNamespace.fromUri(n);
-      return { namespace, name, defaultFormat: 'raw' };
+      return { namespace, name, defaultFormat: 'raw', existingOnly: true };
+    },
+  },
+  {
+    name: 's3',
+    // s3:/ too: ops build names beside a target with core/names, which folds the double slash
+    matches: (n) => /^s3:\/+/i.test(n),
+    locate: async (n) => {
+      const { S3Namespace } = await import('./s3/namespace.js');
+      return S3Namespace.fromUrl(n);
     },
   },
   {

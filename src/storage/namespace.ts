@@ -6,6 +6,7 @@
  */
 import { DiskError } from '../core/errors.js';
 import type { ByteStore } from './store.js';
+import type { CommittingSink } from './sink.js';
 
 /**
  * How far `flush` goes, per namespace instance (qemu-img's `-t` cache modes):
@@ -64,6 +65,13 @@ export interface Namespace {
   absolute(name: string): string;
   /** `relativeName` taken relative to the folder of `base` (parent hints, extent names); absolute names stay absolute */
   resolve(base: string, relativeName: string): string;
+  /**
+   * Optional: a new name written front to back, for storage that takes such output better than
+   * random writes (an object store: one multipart upload, no local copy). The name appears when
+   * the sink closes and not at all when it is aborted. `sizeHint`: about how big it will be.
+   * Writers of stream-shaped output (raw, streamOptimized) use it where it exists.
+   */
+  createSequential?(name: string, opts?: { overwrite?: boolean; sizeHint?: number }): Promise<CommittingSink>;
 }
 
 /** Write `data` under a temporary name, flush, and rename it over `name`: readers see the old bytes or the new ones. */

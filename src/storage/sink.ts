@@ -22,7 +22,7 @@ export interface ByteSink {
 
 const GATHER = 1024 * 1024;
 
-abstract class GatheringSink implements ByteSink {
+export abstract class GatheringSink implements ByteSink {
   position = 0;
   /** small appends are copied here, so callers may reuse their buffers once append resolves */
   private readonly gather = Buffer.allocUnsafeSlow(GATHER);
@@ -126,4 +126,13 @@ export class StreamSink extends GatheringSink {
   protected async sync(): Promise<void> {}
 
   async close(): Promise<void> {}
+}
+
+/**
+ * A sink whose output appears whole when `close()` resolves and not at all after `abort()`
+ * (an S3 multipart upload): the writer closes it only after its last byte, and aborts it on any
+ * failure or cancel, so no half-written target is ever visible under its name.
+ */
+export interface CommittingSink extends ByteSink {
+  abort(reason?: unknown): Promise<void>;
 }

@@ -61,11 +61,12 @@ export const convert: CliCommand = {
           import('../../formats/registry.js'),
           import('../../storage/locations.js'),
         ]);
-        // a URL target (nbd://...) is an export that exists with its size: it is written into as
-        // with -n (qemu-img convert -n nbd://...), as raw bytes unless -O names a format
+        // a URL target: an NBD export exists with its size, so it is written into as with -n
+        // (qemu-img convert -n nbd://...), as raw bytes unless -O names a format; an s3:// name is
+        // created as a file is
         const remote = await locate(dst);
         if (remote?.readOnly) throw new DiskError('RDONLY', `cannot be a convert target: ${remote.readOnly}`, { path: remote.name });
-        if (remote) o.skipCreate = true;
+        if (remote?.existingOnly) o.skipCreate = true;
         const progress = progressFromOptions(o);
         // the target is created through a namespace of this cache mode (the source is only read)
         const targetFiles = remote?.namespace ?? new FileNamespace({ cacheMode: o.cache as CacheMode });
