@@ -6,12 +6,21 @@
  * `Namespace.absolute`, not here.
  */
 
+/**
+ * A URL name (`s3://bucket/key`, `https://host/a/b`): its `scheme://authority` part is a root
+ * that normalizing keeps whole (folding the double slash made `s3:/bucket` names that each URL
+ * namespace had to take back), and the rest is an absolute path under it.
+ */
+const URL_ROOT = /^([a-z][a-z0-9+.-]*:\/\/[^/]*)(\/.*)?$/i;
+
 export function isAbsolute(name: string): boolean {
-  return name.startsWith('/');
+  return name.startsWith('/') || URL_ROOT.test(name);
 }
 
 /** "." and ".." resolved, repeated and trailing slashes dropped; ".." above the root stays at the root */
 export function normalize(name: string): string {
+  const url = URL_ROOT.exec(name);
+  if (url) return url[1] + normalize('/' + (url[2] ?? ''));
   const abs = isAbsolute(name);
   const out: string[] = [];
   for (const part of name.split('/')) {

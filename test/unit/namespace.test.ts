@@ -128,3 +128,13 @@ test('name helpers agree with POSIX paths', () => {
   assert.equal(names.resolveBeside('/a/b/c.vmdk', '/x/d.vmdk'), '/x/d.vmdk');
   assert.equal(names.basename('disk.vmdk', '.vmdk'), 'disk');
 });
+
+test('URL names keep their scheme://authority root when joined and normalized', () => {
+  assert.equal(names.join('s3://bucket/imgs', 'child.qcow2'), 's3://bucket/imgs/child.qcow2');
+  assert.equal(names.resolveBeside('https://host:8080/d/a.vmdk', 'a-flat.vmdk'), 'https://host:8080/d/a-flat.vmdk');
+  assert.equal(names.resolveBeside('https://host/d/a.vmdk', '../p/b.vhd'), 'https://host/p/b.vhd');
+  assert.equal(names.normalize('s3://bucket/a/../../x'), 's3://bucket/x', '".." stops at the authority');
+  assert.equal(names.normalize('http://h'), 'http://h/');
+  assert.ok(names.isAbsolute('s3://b/k') && !names.isAbsolute('b/k'));
+  assert.equal(names.dirname('s3://bucket/imgs/x.vmdk'), 's3://bucket/imgs');
+});
