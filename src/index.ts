@@ -2,7 +2,7 @@ export { DiskError, ERROR_TABLE, errorText, type ErrorCode, type ErrorDetails } 
 export { SECTOR_SIZE, parseSize } from './core/ints.js';
 export { Disk, openDisk, createDisk, detectFormat, type DiskOpenOptions, type DiskCreateOptions, type SetPropertiesOptions } from './disk.js';
 export { getProperties, setProperties, settableProperties, PROPERTY_NAMES, type DiskProperties, type PropertyName } from './ops/properties.js';
-export type { BlockExtent, BlockState, DiskInfo, ExtentInfo, Geometry, Image, ImageData, ImageLinks, ImageMetadata, ImageMaintenance, OpenOptions, SnapshotRef, Capabilities, Driver } from './formats/types.js';
+export type { BlockExtent, BlockState, DiskInfo, ExtentInfo, Geometry, Image, ImageData, ImageLinks, ImageMetadata, ImageMaintenance, OpenOptions, SnapshotRef, Capabilities, Driver, PersistentBitmapInfo, PersistentBitmaps } from './formats/types.js';
 export { backends } from './formats/registry.js';
 export { FileStore, FileNamespace } from './storage/file.js';
 export { MemoryStore, MemoryNamespace } from './storage/memory.js';
@@ -23,6 +23,8 @@ export { TARGETS, accepted, applyTarget, lint, targetByName, type AppliedTarget,
 export { resize, type ResizeOptions, type ResizeResult } from './ops/resize.js';
 export { amend, amendOptionsOf, parseAmendList, type AmendOptions } from './ops/amend.js';
 export { applySnapshot, createSnapshot, deleteSnapshot, formatSnapshotList, listSnapshots, type SnapshotOptions } from './ops/snapshot.js';
+export { bitmap, bitmapRanges, listBitmaps, type BitmapAction, type BitmapOptions } from './ops/bitmap.js';
+export { changedRanges, rangeBytes, type ChangedSince } from './ops/changed.js';
 export type { InternalSnapshots, SnapshotEntry } from './formats/types.js';
 export { rename, unlink, type RenameResult, type UnlinkOptions } from './ops/rename.js';
 export { compact, defragment, type InPlaceOpOptions } from './ops/compact.js';

@@ -37,7 +37,7 @@ export const COMMANDS: readonly CommandEntry[] = (
   [
     ['create'], ['info'], ['read'], ['write'], ['fill'], ['meta'], ['set'], ['map'], ['convert', 'clone'], ['measure'], ['lint'], ['check'],
     ['compare'], ['checksum'], ['partitions'], ['mkimg'], ['dd'], ['bench'], ['formats'], ['child', 'redo'], ['attach'], ['commit'], ['rebase'], ['resize'], ['compact'], ['defrag', 'defragment'],
-    ['discard'], ['snapshot'], ['amend'], ['rename'], ['delete'], ['chain'], ['vdiskmanager'], ['serve', 'nbd'],
+    ['discard'], ['snapshot'], ['bitmap'], ['changed'], ['amend'], ['rename'], ['delete'], ['chain'], ['vdiskmanager'], ['serve', 'nbd'],
   ] as const
 ).map((names) => ({ names, load: () => loadCommand(names[0]) }));
 
@@ -58,6 +58,7 @@ const FORMAT_OPTIONS: readonly (readonly [key: string, flag: string])[] = [
   ['outputFormat', '-O'],
   ['backingFormat', '-F'],
   ['secondFormat', '-F'],
+  ['sourceFormat', '-F'],
 ];
 
 /** The program with `commands` (default: all of them). */

@@ -60,6 +60,9 @@ export function formatInfo(i: DiskInfo, opts: InfoTextOptions = {}): string {
     const v = i.specific?.[key];
     if (v !== undefined) rows.push([label, typeof v === 'boolean' ? (v ? 'yes' : 'no') : String(v)]);
   }
+  // persistent bitmaps (qemu-img info's "bitmaps:" list): name, granularity, flags
+  const bitmaps = i.specific?.bitmaps as { name: string; granularity: number; flags: string[] }[] | undefined;
+  for (const b of bitmaps ?? []) rows.push(['bitmap', `${b.name}: granularity ${b.granularity}, flags [${b.flags.join(', ')}]`]);
   if (i.dirty !== undefined) rows.push(['dirty', i.dirty ? 'yes: not closed cleanly (vdkit check)' : 'no']);
   for (const w of i.warnings ?? []) rows.push(['warning', w]);
   rows.push(['allocated', `${i.allocatedBytes} bytes (${humanBytes(i.allocatedBytes)})`]);

@@ -374,6 +374,11 @@ export interface ImageMaintenance {
   /** Present where the format keeps internal snapshots (qcow2): list, create, apply, delete. */
   snapshots?: InternalSnapshots;
   /**
+   * Present where the format keeps persistent dirty bitmaps (qcow2): list, add, remove, clear,
+   * enable, disable, merge, and the ranges a bitmap marks (qemu-img bitmap).
+   */
+  bitmaps?: PersistentBitmaps;
+  /**
    * Change creation-time options in place (qemu-img amend -o), present where the driver lists
    * `amendOptions`; keys are the driver's (qemu's spellings), values as typed. Every value is
    * checked before the first write.
@@ -658,3 +663,37 @@ export interface CompressedWriteOptions {
 }
 
 export type { ByteStore, Namespace };
+
+/** One persistent dirty bitmap as qemu-img info shows it (Qcow2BitmapInfo), and its state. */
+export interface PersistentBitmapInfo {
+  name: string;
+  /** bytes one bit stands for */
+  granularity: number;
+  /** qemu-img info's flags: 'in-use', 'auto' */
+  flags: string[];
+  /** records writes (the 'auto' flag) and is consistent */
+  enabled: boolean;
+  /** in_use was set when the image was opened (not closed cleanly): only removal works */
+  inconsistent: boolean;
+}
+
+/** A byte range of the disk. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/** The persistent dirty bitmaps of one image (ImageMaintenance.bitmaps; qemu-img bitmap). */
+export interface PersistentBitmaps {
+  list(): PersistentBitmapInfo[];
+  /** granularity default: the cluster size, at least 4 KiB (qemu's); `disabled`: not recording */
+  add(name: string, opts?: { granularity?: number; disabled?: boolean }): Promise<void>;
+  remove(name: string): Promise<void>;
+  clear(name: string): Promise<void>;
+  enable(name: string): Promise<void>;
+  disable(name: string): Promise<void>;
+  /** set every granule these byte ranges touch (a merge from another bitmap: its dirty ranges) */
+  merge(name: string, ranges: readonly ByteRange[]): Promise<void>;
+  /** the byte ranges the bitmap marks, in order, maximal runs */
+  dirty(name: string): Promise<ByteRange[]>;
+}

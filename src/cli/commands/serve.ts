@@ -27,6 +27,7 @@ export const serveCommand: CliCommand = {
     .option('--run <cmd>', 'start, run CMD with $NBD_URI set (sh -c), stop when it exits and exit with its status')
     .option('--single-link', 'serve only this image, not its parents (unallocated ranges read as zeros)')
     .option('-f, --format <fmt>', 'image format (detected from the content when omitted)')
+    .option('-B, --bitmap <name>', 'offer this persistent dirty bitmap of the (qcow2) image as the qemu:dirty-bitmap:NAME context; repeatable', (v: string, prev: string[] = []) => [...prev, v])
     .addOption(new Option('--tls <mode>', 'off, on (optional) or require (default: require when credentials are given)').choices(['off', 'on', 'require']))
     .option('--tls-creds <dir>', 'X.509 folder: server-cert.pem, server-key.pem, optional ca-cert.pem (then client certificates are required)')
     .option('--tls-psk <file>', 'PSK file of username:hexkey lines (psktool)')
@@ -51,7 +52,7 @@ export const serveCommand: CliCommand = {
       const activated = process.env.LISTEN_FDS !== undefined && Number(process.env.LISTEN_PID) === process.pid && Number(process.env.LISTEN_FDS) >= 1;
       const listen: ListenOptions = activated ? { fd: 3 } : o.socket ? { socket: o.socket } : { host: o.bind, port };
       const opts: ServeOptions = {
-        images: image ? [{ path: image, name: o.exportName, description: o.description, format: o.format }] : undefined,
+        images: image ? [{ path: image, name: o.exportName, description: o.description, format: o.format, bitmaps: o.bitmap }] : undefined,
         dir: o.dir,
         listen,
         readOnly: !!o.readOnly,

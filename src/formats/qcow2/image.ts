@@ -19,6 +19,7 @@
 import { DiskError } from '../../core/errors.js';
 import { appendExtent, appendMapped } from '../common/extents.js';
 import type { BackingChange, BackingLink, BlockExtent, Capabilities, CheckOptions, CheckReport, DiskInfo, Image, ImageMaintenance, InPlaceOptions, MappedExtent } from '../types.js';
+import { armBitmaps, bitmapOps, markDirty, storeTracked } from './bitmap-write.js';
 import { backing, makeEmpty, setBacking } from './links.js';
 import { dropClusters } from './maintain.js';
 import { info, metadataKeys, readMetadata, writeMetadata } from './metadata.js';
@@ -68,6 +69,10 @@ export class Qcow2Image extends Qcow2State implements Image {
 
   override async write(data: Buffer, offset: number): Promise<void> {
     await this.prepareWrite();
+    if (this.bitmaps) {
+      await armBitmaps.call(this);
+      markDirty.call(this, offset, data.length);
+    }
     const end = offset + data.length;
     for (let at = offset; at < end; ) {
       const l1i = Math.floor(at / this.span);
@@ -86,6 +91,10 @@ export class Qcow2Image extends Qcow2State implements Image {
    */
   async discard(offset: number, length: number): Promise<void> {
     await this.prepareWrite();
+    if (this.bitmaps) {
+      await armBitmaps.call(this);
+      markDirty.call(this, offset, length);
+    }
     const cs = this.clusterSize;
     const end = offset + length;
     const whole: number[] = [];
@@ -122,6 +131,9 @@ export class Qcow2Image extends Qcow2State implements Image {
 
   override async close(): Promise<void> {
     if (this.closed) return;
+    // the recorded writes stored, in_use cleared (bitmap-write.ts); the files close even if that fails
+    let failed: unknown;
+    if (!this.readOnly) await storeTracked.call(this).catch((err: unknown) => (failed = err));
     this.closed = true;
     try {
       if (!this.readOnly) {
@@ -132,6 +144,7 @@ export class Qcow2Image extends Qcow2State implements Image {
       await this.dataFile?.store.close().catch(() => {});
       await this.store.close();
     }
+    if (failed) throw failed;
   }
 
   // ------------------------------------------------------------------ chain links (links.ts)
@@ -190,6 +203,7 @@ export class Qcow2Image extends Qcow2State implements Image {
       defragment: async (opts: InPlaceOptions = {}) => (await import('./defrag.js')).defragment.call(this, opts),
       resize: (newCapacity: number) => resize.call(this, newCapacity),
       amend: async (options: Readonly<Record<string, string>>) => (await import('./amend.js')).amend.call(this, options),
+      bitmaps: bitmapOps(this),
       snapshots: {
         list: () => listSnapshots.call(this),
         create: (name: string) => createSnapshot.call(this, name),

@@ -4,8 +4,9 @@
 import { DiskError } from '../../core/errors.js';
 import type { DiskInfo, ImageData } from '../types.js';
 import { oneFileInfo } from '../common/info.js';
+import { flagNames } from './bitmaps.js';
 import type { Qcow2State } from './state.js';
-import { AUTOCLEAR, COMPRESSION_NAMES, decodeL1, EXT, INCOMPAT } from './structs.js';
+import { COMPRESSION_NAMES, decodeL1, INCOMPAT } from './structs.js';
 
 export function metadataKeys(this: Qcow2State): string[] {
   const keys = ['compat', 'clusterSize', 'refcountBits', 'lazyRefcounts', 'extendedL2', 'compressionType', 'dirty', 'corrupt', 'snapshots', 'bitmaps'];
@@ -38,9 +39,7 @@ export function readMetadata(this: Qcow2State, key: string): string | undefined 
     case 'bitmaps': {
       // persistent dirty bitmaps: their count (the extension's nb_bitmaps), 0 when the
       // autoclear bit says the extension is stale (a writer that did not keep them)
-      const ext = this.extension(EXT.BITMAPS);
-      const live = (this.h.autoclear_features & (1n << BigInt(AUTOCLEAR.BITMAPS))) !== 0n;
-      return String(live && ext && ext.length >= 4 ? ext.readUInt32BE(0) : 0);
+      return String(this.bitmaps?.list.length ?? 0);
     }
     case 'dataFile':
       return this.dataFile?.name;
@@ -115,6 +114,8 @@ function specific(this: Qcow2State): Record<string, unknown> {
     compat: '1.1',
     'compression-type': compression,
     'lazy-refcounts': (h.compatible_features & 1n) !== 0n,
+    // as qemu-img: present when there are bitmaps, in directory order, flags as stored
+    ...(this.bitmaps ? { bitmaps: this.bitmaps.list.map((b) => ({ flags: flagNames(b.flags), name: b.name, granularity: 2 ** b.granularityBits })) } : {}),
     'refcount-bits': 2 ** h.refcount_order,
     // as qemu-img: the name as the image stores it
     ...(this.dataFile ? { 'data-file': this.dataFile.name, 'data-file-raw': this.dataFile.raw } : {}),

@@ -11,6 +11,7 @@ import type { OpenOptions } from '../types.js';
 import { resolveBesideFile } from '../common/beside-file.js';
 import { Qcow2Image } from './image.js';
 import { type FileState, Refcounts } from './refcounts.js';
+import { liveExtension, readBitmapDirectory, unkeepable } from './bitmaps.js';
 import { readSnapshots } from './snapshots.js';
 import { useSnapshot } from './snapshot-read.js';
 import type { Qcow2State } from './state.js';
@@ -217,7 +218,14 @@ export async function loadQcow2(path: string, store: ByteStore, readOnly: boolea
   if (has(INCOMPAT.DIRTY)) warnings.push('dirty bit set: refcounts may be out of date (rebuilt on a read-write open)');
   if (has(INCOMPAT.CORRUPT)) warnings.push('corrupt bit set: QEMU found metadata corruption; the image opens read-only only');
   if (snapshots.length > 0) warnings.push(`${snapshots.length} internal snapshot(s): listed in metadata key "snapshots"`);
+  // ---- persistent bitmaps: only while autoclear bit 0 says a bitmap-aware writer kept them
+  const bitmapsExt = h.version >= 3 ? liveExtension(exts, h.autoclear_features) : undefined;
+  const bitmaps = bitmapsExt ? await readBitmapDirectory(path, store, bitmapsExt, fileSize, { clusterSize: cs, capacity: size }) : undefined;
+  if (!bitmapsExt && exts.some((e) => e.type === EXT.BITMAPS)) warnings.push('bitmaps extension ignored: a program unaware of bitmaps wrote to the image (autoclear bit 0 is clear); their clusters are leaks');
+  const inconsistent = bitmaps?.list.filter((b) => b.inconsistent) ?? [];
+  if (inconsistent.length > 0) warnings.push(`bitmap(s) ${inconsistent.map((b) => `'${b.name}'`).join(', ')} inconsistent (in_use set: not closed cleanly)`);
   image = new Qcow2Image(path, store, h, headerTail, exts, backingName, areaEnd, l1, refs, snapshots, snapshotTableBytes, file, readOnly, warnings);
+  image.bitmaps = bitmaps;
   return image;
 }
 
@@ -229,6 +237,10 @@ async function readWriteChecks(this: Qcow2State, tolerateDamage: boolean): Promi
   }
   if (this.hasIncompat(INCOMPAT.EXTL2)) {
     throw new DiskError('UNSUPPORTEDFEATURE', 'extended L2 entries (incompatible bit 4) are supported for reading only: open read-only', { ...where, bits: [INCOMPAT.EXTL2] });
+  }
+  for (const b of this.bitmaps?.list ?? []) {
+    const why = unkeepable(b);
+    if (why) throw new DiskError('UNSUPPORTEDFEATURE', `bitmap '${b.name}' has ${why}: vdkit could not keep it in step with writes; open read-only`, { path: this.path, struct: 'bitmap directory', field: 'flags', found: b.flags });
   }
   this.refs.validateTable();
   if (this.hasIncompat(INCOMPAT.DIRTY)) {

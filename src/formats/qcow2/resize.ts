@@ -2,6 +2,7 @@
  * Growing the L1 table (create and resize) and resizing in place (NOTES.md "Resize").
  */
 import { DiskError } from '../../core/errors.js';
+import { refuseWithBitmaps } from './bitmap-write.js';
 import type { Qcow2State } from './state.js';
 import { INCOMPAT, l1EntriesFor } from './structs.js';
 
@@ -45,6 +46,7 @@ export async function setInitialSize(this: Qcow2State, capacity: number): Promis
  * its entries (a table longer than needed is valid), so growing again reads zeros there.
  */
 export async function resize(this: Qcow2State, newCapacity: number): Promise<void> {
+  refuseWithBitmaps.call(this, 'resize');
   try {
     await this.prepareWrite();
     const old = this.capacity;

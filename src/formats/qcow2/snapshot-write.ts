@@ -14,6 +14,7 @@ import { DiskError } from '../../core/errors.js';
 import type { SnapshotEntry } from '../types.js';
 import { growL1 } from './resize.js';
 import { encodeSnapshotEntry, encodeSnapshotTable, type SnapshotInfo } from './snapshots.js';
+import { refuseWithBitmaps } from './bitmap-write.js';
 import type { Qcow2State } from './state.js';
 import { COPIED_HI, decodeL1, decodeL2, encodeL1 } from './structs.js';
 
@@ -194,6 +195,7 @@ export async function createSnapshot(this: Qcow2State, name: string, opts: { dat
  * snapshot's data is the disk, the old active clusters leak until 4.
  */
 export async function applySnapshot(this: Qcow2State, nameOrId: string): Promise<void> {
+  refuseWithBitmaps.call(this, 'applying a snapshot');
   await this.prepareWrite();
   const s = find.call(this, nameOrId);
   if (s.diskSize !== undefined && s.diskSize !== this.capacity) {

@@ -11,6 +11,7 @@ import type { Namespace } from '../../storage/namespace.js';
 import type { ByteStore } from '../../storage/store.js';
 import type { BlockExtent, BlockState } from '../types.js';
 import { type FileState, Refcounts } from './refcounts.js';
+import type { BitmapSet } from './bitmaps.js';
 import type { SnapshotInfo } from './snapshots.js';
 import { AUTOCLEAR, COMPRESSION_ZSTD, decodeL1, decodeL2, encodeL1, EXT, type ExtensionRecord, formatFromQemu, type Geometry, geometry, Header, type HeaderField, type HeaderValue, INCOMPAT, type L2Entry, V2_HEADER_LENGTH } from './structs.js';
 
@@ -61,6 +62,11 @@ export abstract class Qcow2State {
    * clusters have no refcounts in the image file
    */
   dataFile?: DataFile;
+  /**
+   * the persistent bitmaps (set by open when the bitmaps extension is there and autoclear bit 0
+   * says it is valid; bitmaps.ts, bitmap-write.ts)
+   */
+  bitmaps?: BitmapSet;
   constructor(
     readonly path: string,
     readonly store: ByteStore,
@@ -152,12 +158,14 @@ export abstract class Qcow2State {
     if (this.readOnly) throw new DiskError('RDONLY', undefined, { path: this.path });
   }
 
-  /** Before the first change: clear the autoclear bits we do not maintain (bitmaps, unknown ones). */
+  /** Before the first change: clear the autoclear bits we do not maintain (unknown ones). */
   async prepareWrite(): Promise<void> {
     this.checkWritable();
     if (this.prepared) return;
-    // the raw bit of a data file stays: writes keep the data file raw (write.ts)
-    const keep = this.dataFile?.raw ? 1n << BigInt(AUTOCLEAR.DATA_FILE_RAW) : 0n;
+    // the raw bit of a data file stays: writes keep the data file raw (write.ts); the bitmaps
+    // bit stays while the bitmaps are kept in step (bitmap-write.ts)
+    let keep = this.dataFile?.raw ? 1n << BigInt(AUTOCLEAR.DATA_FILE_RAW) : 0n;
+    if (this.bitmaps) keep |= 1n << BigInt(AUTOCLEAR.BITMAPS);
     if (this.h.version >= 3 && (this.h.autoclear_features & ~keep) !== 0n) {
       this.h.autoclear_features &= keep;
       await this.writeHeaderFields(['autoclear_features']);

@@ -127,6 +127,8 @@ export const STATE_ZERO = 1 << 1;
 
 export const CONTEXT_BASE_ALLOCATION = 'base:allocation';
 export const CONTEXT_ALLOCATION_DEPTH = 'qemu:allocation-depth';
+/** qemu's prefix of a persistent dirty bitmap's context: qemu:dirty-bitmap:NAME */
+export const CONTEXT_DIRTY_BITMAP = 'qemu:dirty-bitmap:';
 
 /** spec limit for every string on the wire (names, descriptions, messages, context names) */
 export const MAX_STRING = 4096;

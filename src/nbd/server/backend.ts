@@ -51,6 +51,11 @@ export interface ExportBackend {
   writeZeroes?(offset: number, length: number, opts: { noHole: boolean; fastZero: boolean; fua: boolean }): Promise<void>;
   /** give the range's space back; afterwards it reads as zeros (optional) */
   discard?(offset: number, length: number): Promise<void>;
+  /**
+   * The dirty ranges of a persistent bitmap the export offers (ExportSpec.bitmaps) within
+   * [offset, offset+length), in order (optional: only exports with bitmaps have it).
+   */
+  bitmapStatus?(name: string, offset: number, length: number): Promise<{ offset: number; length: number }[]>;
   close(): Promise<void>;
 }
 
@@ -60,5 +65,7 @@ export interface ExportSpec {
   /** exports with the same key share one open backend (default: the name); --dir uses the real path */
   key?: string;
   description?: string;
+  /** persistent dirty bitmaps offered as qemu:dirty-bitmap:NAME contexts (qemu-nbd -B NAME) */
+  bitmaps?: readonly string[];
   open(): Promise<ExportBackend>;
 }

@@ -14,7 +14,8 @@ import type { ExportTable } from './exports.js';
 import type { Limits } from './limits.js';
 import type { TlsMode } from './tls.js';
 
-export type ContextKind = 'base:allocation' | 'qemu:allocation-depth';
+/** a metadata context: the two allocation ones, or a persistent dirty bitmap offered with -B NAME */
+export type ContextKind = 'base:allocation' | 'qemu:allocation-depth' | `qemu:dirty-bitmap:${string}`;
 
 export interface MetaSelection {
   exportName: string;

@@ -15,6 +15,8 @@ export interface DiskBackendOptions {
   format?: string;
   /** refuse parent hints that leave the image's folder (used for --dir exports) */
   untrusted?: boolean;
+  /** persistent dirty bitmaps of the top image to offer (qemu-nbd -B); each must exist and be usable */
+  bitmaps?: readonly string[];
 }
 
 /** open `path` as an export; discard is used where the image can do it */
@@ -35,7 +37,30 @@ export async function openDiskBackend(path: string, opts: DiskBackendOptions = {
     }
   }
   const numLinks = (await disk.info().catch(() => ({ numLinks: 1 }))).numLinks;
-  return diskBackend(disk, { canDiscard, chainLength: numLinks });
+  const backend = diskBackend(disk, { canDiscard, chainLength: numLinks });
+  if (opts.bitmaps && opts.bitmaps.length > 0) {
+    try {
+      const ops = disk.links[0]!.maintenance().bitmaps;
+      if (!ops) throw new DiskError('NOTSUPPORTED', `${disk.format} images have no persistent bitmaps (qcow2 has them)`, { path, field: 'format', found: disk.format });
+      // every bitmap named must be there and usable now: a bad one fails serve, not a client
+      for (const name of opts.bitmaps) await ops.dirty(name);
+      // a read-only export's bitmaps cannot change: their ranges are computed once
+      const cache = new Map<string, { offset: number; length: number }[]>();
+      backend.bitmapStatus = async (name, offset, length) => {
+        if (!opts.bitmaps!.includes(name)) throw new DiskError('INVAL', `bitmap '${name}' is not offered by this export`, { path, field: 'bitmap', found: name });
+        let all = disk.readOnly ? cache.get(name) : undefined;
+        if (!all) {
+          all = await ops.dirty(name);
+          if (disk.readOnly) cache.set(name, all);
+        }
+        return all.filter((r) => r.offset < offset + length && r.offset + r.length > offset);
+      };
+    } catch (err) {
+      await disk.close().catch(() => {});
+      throw err;
+    }
+  }
+  return backend;
 }
 
 /** wrap an open Disk; `canDiscard` only if it was opened with the discard flag */

@@ -10,7 +10,7 @@
  */
 import type { Socket } from 'node:net';
 import { DiskError } from '../../core/errors.js';
-import { CONTEXT_ALLOCATION_DEPTH, CONTEXT_BASE_ALLOCATION, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, Info, MAX_STRING, Opt, Rep, TFlag } from '../protocol/constants.js';
+import { CONTEXT_ALLOCATION_DEPTH, CONTEXT_BASE_ALLOCATION, CONTEXT_DIRTY_BITMAP, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, Info, MAX_STRING, Opt, Rep, TFlag } from '../protocol/constants.js';
 import { decodeInfoRequest, decodeMetaContextRequest, encodeExportNameReply, encodeGreeting, encodeInfoBlockSize, encodeInfoExport, encodeInfoString, encodeMetaContext, encodeOptionReply, encodeServerEntry, quoteName } from '../protocol/codec.js';
 import { ClientFlags, OptionHeader } from '../protocol/structs.js';
 import type { ExportBackend, ExportSpec } from './backend.js';
@@ -193,8 +193,9 @@ async function handleOption(conn: Connection, option: number, data: Buffer): Pro
       if (set) conn.meta = undefined; // a new selection replaces the old even when it fails
       const q = decodeMetaContextRequest(data, conn.ctx.limits.maxQueries);
       if (set && !conn.structured) return void error(Rep.ERR_INVALID, 'SET_META_CONTEXT needs structured replies first');
-      if (!(await lookup(conn, q.name))) return void error(Rep.ERR_UNKNOWN, `no export named ${quoteName(q.name)}`);
-      const kinds = matchContexts(q.queries, set);
+      const found = await lookup(conn, q.name);
+      if (!found) return void error(Rep.ERR_UNKNOWN, `no export named ${quoteName(q.name)}`);
+      const kinds = matchContexts(q.queries, set, found.bitmaps ?? []);
       kinds.forEach((kind, i) => reply(Rep.META_CONTEXT, encodeMetaContext(set ? i : 0, kind)));
       if (set) conn.meta = { exportName: q.name, contexts: kinds.map((kind, id) => ({ id, kind })) };
       reply(Rep.ACK);
@@ -233,15 +234,19 @@ async function handleOption(conn: Connection, option: number, data: Buffer): Pro
 }
 
 /** the contexts a list of queries selects (an empty LIST query list means all of them) */
-function matchContexts(queries: readonly string[], set: boolean): ContextKind[] {
+function matchContexts(queries: readonly string[], set: boolean, bitmaps: readonly string[]): ContextKind[] {
   const out: ContextKind[] = [];
   const add = (k: ContextKind) => {
     if (!out.includes(k)) out.push(k);
   };
-  if (queries.length === 0 && !set) return [CONTEXT_BASE_ALLOCATION, CONTEXT_ALLOCATION_DEPTH];
+  const dirty = bitmaps.map((b) => `${CONTEXT_DIRTY_BITMAP}${b}` as const);
+  if (queries.length === 0 && !set) return [CONTEXT_BASE_ALLOCATION, CONTEXT_ALLOCATION_DEPTH, ...dirty];
   for (const q of queries) {
     if (q === CONTEXT_BASE_ALLOCATION || (!set && q === 'base:')) add(CONTEXT_BASE_ALLOCATION);
-    else if (q === CONTEXT_ALLOCATION_DEPTH || (!set && q === 'qemu:')) add(CONTEXT_ALLOCATION_DEPTH);
+    else if (q === CONTEXT_ALLOCATION_DEPTH) add(CONTEXT_ALLOCATION_DEPTH);
+    else if (!set && q === 'qemu:') [CONTEXT_ALLOCATION_DEPTH as ContextKind, ...dirty].forEach(add);
+    else if (!set && q === CONTEXT_DIRTY_BITMAP) dirty.forEach(add);
+    else if ((dirty as string[]).includes(q)) add(q as ContextKind);
     // queries in other namespaces, or unknown leaves, select nothing (spec: ignore them)
   }
   return out;

@@ -25,6 +25,8 @@ export interface ImageExport {
   name?: string;
   description?: string;
   format?: string;
+  /** persistent dirty bitmaps offered as qemu:dirty-bitmap:NAME contexts (qemu-nbd -B NAME) */
+  bitmaps?: readonly string[];
 }
 
 export type ListenOptions = { host?: string; port?: number } | { socket: string } | { fd: number };
@@ -79,8 +81,8 @@ export async function serve(opts: ServeOptions): Promise<NbdServer> {
   const images = (opts.images ?? []).map((i) => (typeof i === 'string' ? { path: i } : i));
   const imageSpecs: ExportSpec[] = images.map((img) => {
     const name = img.name ?? (images.length === 1 && specs.length === 0 && !opts.dir ? '' : basename(img.path));
-    const openOpts = { readOnly: opts.readOnly, singleLink: opts.singleLink, format: img.format };
-    return { name, description: img.description, open: () => openDiskBackend(img.path, openOpts) };
+    const openOpts = { readOnly: opts.readOnly, singleLink: opts.singleLink, format: img.format, bitmaps: img.bitmaps };
+    return { name, description: img.description, bitmaps: img.bitmaps, open: () => openDiskBackend(img.path, openOpts) };
   });
   specs.push(...imageSpecs);
   if (specs.length === 0 && !opts.dir) throw new DiskError('INVAL', 'nothing to serve: give images, exports or a folder');

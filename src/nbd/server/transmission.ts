@@ -9,7 +9,7 @@
  * is always consumed, or the connection ends), then meaning (error reply, connection kept).
  */
 import { DiskError } from '../../core/errors.js';
-import { CmdFlag, Cmd, MAX_PAYLOAD, NbdErr, STATE_HOLE, STATE_ZERO, TFlag } from '../protocol/constants.js';
+import { CmdFlag, Cmd, CONTEXT_DIRTY_BITMAP, MAX_PAYLOAD, NbdErr, STATE_HOLE, STATE_ZERO, TFlag } from '../protocol/constants.js';
 import { decodeRequest, encodeBlockStatusChunk, encodeDataChunkHead, encodeErrorChunk, encodeNoneChunk, encodeSimpleReply, type ChunkTarget, type NbdRequest, type StatusExtent } from '../protocol/codec.js';
 import { ExtendedRequest, Request } from '../protocol/structs.js';
 import type { BackendExtent, ExportBackend } from './backend.js';
@@ -213,9 +213,20 @@ async function blockStatus(conn: Connection, backend: ExportBackend, req: NbdReq
   if (len === 0) throw new RequestError(NbdErr.EINVAL, 'block status of zero bytes');
   const limits = conn.ctx.limits;
   const reqOne = (req.flags & CmdFlag.REQ_ONE) !== 0;
-  const extents = await backend.blockStatus(off, Math.min(len, limits.maxStatusLength));
+  const span = Math.min(len, limits.maxStatusLength);
+  const needsAllocation = meta.contexts.some((c) => !c.kind.startsWith(CONTEXT_DIRTY_BITMAP));
+  const extents = needsAllocation ? await backend.blockStatus(off, span) : [];
+  const lists: StatusExtent[][] = [];
+  for (const c of meta.contexts) {
+    if (!c.kind.startsWith(CONTEXT_DIRTY_BITMAP)) lists.push(statusExtents(extents, c.kind, reqOne, limits.maxExtents, conn.extended));
+    else {
+      if (!backend.bitmapStatus) throw new RequestError(NbdErr.EINVAL, 'this export offers no bitmaps');
+      const dirty = await backend.bitmapStatus(c.kind.slice(CONTEXT_DIRTY_BITMAP.length), off, span);
+      lists.push(statusExtents(bitmapExtents(dirty, off, span), c.kind, reqOne, limits.maxExtents, conn.extended));
+    }
+  }
   const t = target(conn, req);
-  const chunks = meta.contexts.map((c, i) => encodeBlockStatusChunk(t, c.id, statusExtents(extents, c.kind, reqOne, limits.maxExtents, conn.extended), i === meta.contexts.length - 1));
+  const chunks = meta.contexts.map((c, i) => encodeBlockStatusChunk(t, c.id, lists[i]!, i === meta.contexts.length - 1));
   conn.send(...chunks);
 }
 
@@ -226,7 +237,8 @@ export function statusExtents(extents: readonly BackendExtent[], kind: ContextKi
   const maxLen = extended ? Number.MAX_SAFE_INTEGER : 0xffffffff - 511;
   for (const e of extents) {
     if (e.length <= 0) continue;
-    const status = kind === 'base:allocation' ? (e.state === 'data' ? 0 : STATE_HOLE | STATE_ZERO) : e.state === 'unallocated' ? 0 : (e.depth ?? 0) + 1;
+    // a bitmap's extents come as data (dirty: 1) and unallocated (clean: 0) from bitmapExtents
+    const status = kind === 'base:allocation' ? (e.state === 'data' ? 0 : STATE_HOLE | STATE_ZERO) : kind === 'qemu:allocation-depth' ? (e.state === 'unallocated' ? 0 : (e.depth ?? 0) + 1) : e.state === 'data' ? 1 : 0;
     const last = out[out.length - 1];
     if (last && last.status === status && last.length + e.length <= maxLen) last.length += e.length;
     else if (last && last.status === status) {
@@ -238,5 +250,21 @@ export function statusExtents(extents: readonly BackendExtent[], kind: ContextKi
       if (e.length > maxLen) break;
     }
   }
+  return out;
+}
+
+/** dirty ranges within [off, off+len) as extents covering it: dirty as 'data', clean as 'unallocated' */
+export function bitmapExtents(dirty: readonly { offset: number; length: number }[], off: number, len: number): BackendExtent[] {
+  const out: BackendExtent[] = [];
+  let at = off;
+  for (const r of dirty) {
+    const from = Math.max(r.offset, at);
+    const to = Math.min(r.offset + r.length, off + len);
+    if (to <= from) continue;
+    if (from > at) out.push({ offset: at, length: from - at, state: 'unallocated' });
+    out.push({ offset: from, length: to - from, state: 'data' });
+    at = to;
+  }
+  if (at < off + len) out.push({ offset: at, length: off + len - at, state: 'unallocated' });
   return out;
 }
