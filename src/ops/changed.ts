@@ -12,7 +12,7 @@
  * - `allocated: true` (the guide's "*" change ID): every range some link stores (data or zeros).
  * Results are sorted, non-overlapping, maximal runs, clipped to the disk.
  */
-import { resolve } from 'node:path';
+import { normalize } from '../core/names.js';
 import { DiskError } from '../core/errors.js';
 import type { Disk } from '../disk.js';
 import type { BlockExtent, ByteRange } from '../formats/types.js';
@@ -96,9 +96,10 @@ export async function changedRanges(newer: Disk, spec: ChangedSince): Promise<By
   }
   const g = spec.granularity ?? 512;
   if (!Number.isInteger(g) || g < 1) throw new DiskError('INVAL', 'granularity is a whole number of bytes', { field: 'granularity', found: g });
-  // an older generation of the same chain: what the links above it store
-  const older = resolve(spec.since.links[0]!.path);
-  const depth = newer.links.findIndex((l) => resolve(l.path) === older);
+  // an older generation of the same chain: what the links above it store (link paths are the
+  // namespace's resolved names, so a plain normalize compares them)
+  const older = normalize(spec.since.links[0]!.path);
+  const depth = newer.links.findIndex((l) => normalize(l.path) === older);
   if (depth >= 0 && spec.since.links.length === newer.links.length - depth) return allocatedAbove(newer, depth);
   return differences(newer, spec.since, g, spec.signal);
 }
