@@ -16,7 +16,9 @@ export const LAYERS: readonly { name: string; prefixes: readonly string[] }[] = 
   { name: 'formats', prefixes: ['formats/'] },
   { name: 'chain', prefixes: ['chain/'] },
   { name: 'block', prefixes: ['disk.ts', 'block/'] },
-  { name: 'ops', prefixes: ['ops/', 'inside/'] },
+  // partition tables, LVM and volume probes read a Disk through a ByteSource: below ops and the front ends
+  { name: 'inside', prefixes: ['inside/'] },
+  { name: 'ops', prefixes: ['ops/'] },
   // the VD container (VirtualBox's VDOpen/VDMerge/VDCopyEx ...) drives the chain layer and ops
   { name: 'vd', prefixes: ['vd/'] },
   { name: 'front', prefixes: ['compat/', 'cli/', 'nbd/', 'web/', 'mount/'] },
@@ -26,7 +28,7 @@ export const LAYERS: readonly { name: string; prefixes: readonly string[] }[] = 
 /** the one module of core/ that formats, chain, block and ops reach node: built-ins through */
 export const PLATFORM = 'core/platform.ts';
 /** layers that may import no node: module except through PLATFORM */
-const PLATFORM_ONLY = new Set(['formats', 'chain', 'block', 'ops', 'vd']);
+const PLATFORM_ONLY = new Set(['formats', 'chain', 'block', 'inside', 'ops', 'vd']);
 /** node: modules only storage/ may import */
 const FILE_SYSTEM = new Set(['node:fs', 'node:fs/promises', 'node:path', 'node:path/posix']);
 

@@ -1,6 +1,6 @@
 /**
  * Layering is checked, not hoped for (ARCHITECTURE.md): core/binary < storage < formats < chain
- * < block (disk.ts) < ops < front ends (compat, cli, nbd) < index.ts; nothing imports upward;
+ * < block (disk.ts) < inside (partition tables, LVM, volume probes) < ops < front ends (compat, cli, nbd) < index.ts; nothing imports upward;
  * only storage/ imports node:fs / node:path; formats, chain, block and ops reach node: built-ins
  * only through core/platform.ts. The checker runs over src/ and over a fixture tree with planted
  * violations, so a rule that stopped firing would fail here too.
@@ -41,6 +41,9 @@ test('the checker finds planted violations and lets the allowed edges be', async
     'cli/main.ts': "import { Command } from 'commander';\nimport { join } from 'node:path';\n",
     'ops/convert.ts': "export { helper } from './helper.js';\n",
     'mystery/x.ts': 'export {};\n',
+    // inside/ reads a Disk (block) and is read by ops: upward to ops is planted, down to disk.ts allowed
+    'inside/volumes.ts': "import type { Disk } from '../disk.js';\nimport { convert } from '../ops/convert.js';\n",
+    'ops/list.ts': "import { listVolumes } from '../inside/volumes.js';\n",
   };
   for (const [name, text] of Object.entries(files)) {
     await mkdir(dirname(join(root, name)), { recursive: true });
@@ -52,6 +55,7 @@ test('the checker finds planted violations and lets the allowed edges be', async
     'cli/main.ts -> node:path (fs-outside-storage)',
     'formats/up.ts -> ../cli/main.js (upward)',
     'formats/up.ts -> ../ops/convert.js (upward)',
+    'inside/volumes.ts -> ../ops/convert.js (upward)',
     'mystery/x.ts ->  (unknown-layer)',
     'ops/hash.ts -> node:crypto (node-outside-platform)',
   ]);
