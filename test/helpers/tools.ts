@@ -31,7 +31,15 @@ const PACKAGE_OF: Record<string, string> = {
   nbdfuse: 'nbdfuse',
   fusermount3: 'fuse3',
   openssl: 'openssl',
+  'mkfs.ext4': 'e2fsprogs',
+  'mkfs.ext3': 'e2fsprogs',
+  'mkfs.ext2': 'e2fsprogs',
+  debugfs: 'e2fsprogs',
+  e2fsck: 'e2fsprogs',
 };
+
+/** folders searched after PATH: e2fsprogs lives in /usr/sbin, which a user's PATH often lacks */
+const SBIN = ['/usr/sbin', '/sbin'];
 
 const toolCache = new Map<string, string | undefined>();
 
@@ -42,7 +50,7 @@ export function whichTool(name: string): string | undefined {
   if (name.includes('/')) {
     found = isExecutable(name) ? name : undefined;
   } else {
-    for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    for (const dir of [...(process.env.PATH ?? '').split(delimiter), ...SBIN]) {
       if (!dir) continue;
       const p = join(dir, name);
       if (isExecutable(p)) {
