@@ -59,7 +59,7 @@ export class FileTree implements Filesystem {
       const dirStat = await this.reader.statIno(dir);
       if (dirStat.type !== 'dir') throw new DiskError('INVAL', 'not a directory', { path, field: name, found: dirStat.type });
       const ino = await this.reader.lookupIno(dir, name);
-      if (ino === undefined) throw new DiskError('FILENOTFOUND', `no such file or directory: ${name}`, { path, field: name });
+      if (ino === undefined) throw new DiskError('FILENOTFOUND', 'no such file or directory', { path, field: name });
       if (pending.length > 0 || opts.follow) {
         const st = await this.reader.statIno(ino);
         if (st.type === 'symlink') {
