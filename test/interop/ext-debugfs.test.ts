@@ -9,6 +9,7 @@
  * is read again through a qcow2 that qemu-img converted it to, via the Disk API.
  */
 import assert from 'node:assert/strict';
+import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Disk, DiskError, openExt, openFilesystem, type Filesystem } from '../../src/index.js';
@@ -184,3 +185,64 @@ for (const v of VARIANTS) {
     }
   });
 }
+
+/** ext2fs_ext_attr_hash_entry: the name's bytes, then the value's 32-bit words */
+function xattrHash(name: Buffer, value: Buffer): number {
+  let h = 0;
+  for (const c of name) h = ((h << 5) ^ (h >>> 27) ^ c) >>> 0;
+  for (let i = 0; i + 4 <= value.length; i += 4) h = ((h << 16) ^ (h >>> 16) ^ value.readUInt32LE(i)) >>> 0;
+  return h;
+}
+
+test('ext inline directory continued in its system.data xattr (as the kernel writes it; mke2fs never does) = debugfs', async (t) => {
+  if (!skipUnless(t, 'mkfs.ext4', 'debugfs')) return;
+  const dir = (await tmpDir(t, 'vdkit-ext-spill-')).path;
+  const src = join(dir, 'src');
+  await mkdir(join(src, 'd'), { recursive: true });
+  await writeFile(join(src, 'd', 'a'), 'one\n');
+  await writeFile(join(src, 'b'), 'two\n');
+  const img = join(dir, 'fs.img');
+  await ok('mkfs.ext4', ['-q', '-F', '-b', '1024', '-I', '256', '-O', 'inline_data,^metadata_csum', '-d', src, img, '4M']);
+  const where = async (path: string) => {
+    const r = await run('debugfs', ['-R', `imap ${path}`, img]);
+    const m = /located at block (\d+), offset 0x([0-9a-f]+)/.exec(r.stdout)!;
+    return Number(m[1]) * 1024 + parseInt(m[2]!, 16);
+  };
+  const dAt = await where('/d');
+  const bAt = await where('/b');
+  const bIno = Number(/^\/(\d+)\//m.exec((await run('debugfs', ['-R', 'ls -p /', img])).stdout.split('\n').find((l) => l.includes('/b/'))!)![1]);
+  const fh = await open(img, 'r+');
+  try {
+    const inode = Buffer.alloc(256);
+    await fh.read(inode, 0, 256, dAt);
+    assert.equal(inode.readUInt32LE(0x20) & 0x10000000, 0x10000000, '/d is an inline directory');
+    const area = 128 + inode.readUInt16LE(128);
+    assert.equal(inode.readUInt32LE(area), 0xea020000);
+    assert.equal(inode.subarray(area + 20, area + 24).toString(), 'data', 'system.data is the first in-inode xattr');
+    // one more entry, "spill" -> /b, as the 16-byte value of system.data; the directory grows to 60 + 16
+    const value = Buffer.alloc(16);
+    value.writeUInt32LE(bIno, 0);
+    value.writeUInt16LE(16, 4);
+    value.writeUInt8(5, 6);
+    value.writeUInt8(1, 7);
+    value.write('spill', 8);
+    const offs = 256 - area - 4 - 16 - 4; // e_value_offs counts from the first entry; leave the 4-byte end marker room
+    inode.writeUInt16LE(offs, area + 4 + 2);
+    inode.writeUInt32LE(value.length, area + 4 + 8);
+    inode.writeUInt32LE(xattrHash(Buffer.from('data'), value), area + 4 + 12);
+    value.copy(inode, area + 4 + offs);
+    inode.writeUInt32LE(60 + value.length, 4);
+    await fh.write(inode, 0, 256, dAt);
+    const b = Buffer.alloc(2);
+    b.writeUInt16LE(2);
+    await fh.write(b, 0, 2, bAt + 0x1a);
+  } finally {
+    await fh.close();
+  }
+  const disk = await Disk.open(img, { readOnly: true, format: 'raw' });
+  t.after(() => disk.close());
+  const fs = await openExt(disk);
+  assert.deepEqual((await fs.readdir('/d')).map((e) => e.name).sort(), ['a', 'spill']);
+  assert.equal((await fs.read('/d/spill', 0, 10)).toString(), 'two\n');
+  await compareWithDebugfs(fs, img, dir);
+});
