@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { Disk, DiskError, openExt, openFilesystem, type Filesystem } from '../../src/index.js';
 import { describeRun, skipUnless, tmpDir } from '../helpers/tools.js';
-import { buildTree, compareWithDebugfs, debugfsStats, fragmentImage, run, type TreeOptions } from './ext-support.js';
+import { buildTree, compareWithDebugfs, debugfsStats, fragmentImage, preallocate, run, type TreeOptions } from './ext-support.js';
 
 interface Variant {
   name: string;
@@ -27,6 +27,8 @@ interface Variant {
   htree?: boolean;
   /** a file written by debugfs into the holes of deleted files */
   fragment?: number;
+  /** blocks of a preallocated (uninitialized-extent) file over deleted files' blocks */
+  prealloc?: number;
   qcow2?: boolean;
 }
 
@@ -40,6 +42,7 @@ const VARIANTS: Variant[] = [
     type: 'ext4',
     htree: true,
     fragment: 3 * 1024 * 1024,
+    prealloc: 64,
     qcow2: true,
   },
   {
@@ -140,6 +143,7 @@ for (const v of VARIANTS) {
     // carries 2100-01-01 (0xf4865700 is negative as 32 bits): nsec 123456000 << 2 | 1
     if (bigInodes) await ok('debugfs', ['-w', '-R', 'sif /modes/future mtime_extra 0x1d6f2801', img]);
     const fragmented = v.fragment ? await fragmentImage(img, dir, v.fragment) : undefined;
+    const prealloc = v.prealloc ? await preallocate(img, dir, v.prealloc) : undefined;
 
     const disk = await Disk.open(img, { readOnly: true, format: 'raw' });
     t.after(() => disk.close());
@@ -164,6 +168,17 @@ for (const v of VARIANTS) {
       const frag = (await debugfsStats(img, dir, [st.ino])).get(st.ino)!;
       if (v.type === 'ext4') assert.ok(frag.extents > 4, `the fragmented file has ${frag.extents} extents (more than fit in the inode)`);
       assert.ok((await fs.read('/frag/fragmented.bin', 0, fragmented.length)).equals(fragmented));
+    }
+    if (prealloc) {
+      // the blocks hold a deleted file's bytes; an uninitialized extent must read as zeros anyway
+      const bs = prealloc.blockSize;
+      let nonZero = 0;
+      for (const r of prealloc.ranges) if (!(await disk.read(r.physical * bs, r.count * bs)).equals(Buffer.alloc(r.count * bs))) nonZero++;
+      assert.ok(nonZero > 0, 'some preallocated blocks hold old non-zero bytes on disk');
+      assert.equal(prealloc.ranges.reduce((n, r) => n + r.count, 0), v.prealloc);
+      const st = await fs.stat('/prealloc-dir/file');
+      assert.equal(st.size, v.prealloc! * bs);
+      assert.ok((await fs.read('/prealloc-dir/file', 0, st.size)).equals(Buffer.alloc(st.size)), 'an uninitialized extent reads as zeros');
     }
     if (v.type === 'ext4' && v.args.includes('inline_data')) {
       // 37 bytes fit i_block; 74 bytes spill into the system.data xattr; one-entry folders are inline too

@@ -119,6 +119,28 @@ export async function fragmentImage(image: string, scratch: string, bytes: numbe
   return data;
 }
 
+/**
+ * An ext4 file of `blocks` uninitialized (preallocated) blocks: small files with data are deleted
+ * first so the allocator hands their blocks back, then debugfs fallocates. Returns where the
+ * extents landed, for the test to prove those blocks hold old, non-zero bytes.
+ */
+export async function preallocate(image: string, scratch: string, blocks: number): Promise<{ blockSize: number; ranges: { physical: number; count: number }[] }> {
+  const cmds = ['mkdir /prealloc-dir'];
+  for (let i = 300; i < 400; i++) cmds.push(`rm /many/d3/f${i}.bin`);
+  cmds.push('write /dev/null /prealloc-dir/file', `fallocate /prealloc-dir/file 0 ${blocks - 1}`);
+  const file = join(scratch, 'prealloc.cmds');
+  await writeFile(file, cmds.join('\n') + '\n');
+  let r = await run('debugfs', ['-w', '-f', file, image]);
+  assert.equal(r.code, 0, describeRun('debugfs', ['-w', '-f', file, image], r));
+  const bs = Number(/Block size:\s+(\d+)/.exec((await run('debugfs', ['-R', 'stats', image])).stdout)![1]);
+  r = await run('debugfs', ['-w', '-R', `sif /prealloc-dir/file size ${blocks * bs}`, image]);
+  assert.equal(r.code, 0, r.stderr);
+  const ex = (await run('debugfs', ['-R', 'ex /prealloc-dir/file', image])).stdout;
+  const ranges = [...ex.matchAll(/(\d+)\s+-\s+\d+\s+(\d+)\s+Uninit\s*$/gm)].map((m) => ({ physical: Number(m[1]), count: Number(m[2]) }));
+  assert.ok(ranges.length > 0, `uninitialized extents:\n${ex}`);
+  return { blockSize: bs, ranges };
+}
+
 export interface DebugfsInode {
   ino: number;
   type: string;

@@ -97,7 +97,8 @@ export function decodeInode(raw: Buffer, ino: number, geo: ExtGeometry): ExtInod
     mtime: time(base.mtime, has(0x0c) ? extra!.mtimeExtra : undefined),
     ctime: time(base.ctime, has(0x08) ? extra!.ctimeExtra : undefined),
     crtime: has(0x14) ? time(extra!.crtime, has(0x18) ? extra!.crtimeExtra : undefined) : undefined,
-    xattrArea: geo.inodeSize > xStart ? raw.subarray(xStart, geo.inodeSize) : Buffer.alloc(0),
+    // a copy: a cached inode must not pin the whole metadata block it was read from
+    xattrArea: geo.inodeSize > xStart ? Buffer.from(raw.subarray(xStart, geo.inodeSize)) : Buffer.alloc(0),
   };
 }
 
