@@ -64,9 +64,9 @@ const VARIANTS: Variant[] = [
     type: 'ext4',
   },
   {
-    name: 'ext2, 1 KiB blocks, 128-byte inodes, legacy block maps up to the triple indirect block',
+    name: 'ext2, 1 KiB blocks, 128-byte inodes, no filetype in directory entries, legacy block maps up to the triple indirect block',
     mkfs: 'mkfs.ext2',
-    args: ['-b', '1024', '-I', '128'],
+    args: ['-b', '1024', '-I', '128', '-O', '^filetype'],
     size: '120M',
     tree: { smallFiles: 300, bigDir: 600, depth: 10 },
     type: 'ext2',

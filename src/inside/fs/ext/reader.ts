@@ -299,9 +299,8 @@ export class ExtReader implements InodeReader, BlockAccess {
         }
       }
     }
-    if (!(this.geo.incompat & INCOMPAT_FILETYPE)) {
-      for (let i = 0; i < out.length; i++) out[i] = { ...out[i]!, type: (await this.inode(out[i]!.ino)).type };
-    }
+    // no filetype feature (old ext2), or an entry that left it 0: the inode says
+    for (let i = 0; i < out.length; i++) if (out[i]!.type === 'unknown') out[i] = { ...out[i]!, type: (await this.inode(out[i]!.ino)).type };
     return out;
   }
 
