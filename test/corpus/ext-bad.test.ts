@@ -5,7 +5,7 @@
  * broken magic, entries > max, an extent past the end), directory entries (rec_len 0, a name
  * longer than its record, an inode past the last), inode sizes (past what the filesystem can
  * address, a directory of absurd size, a huge symlink), and a truncated image. Each must give a
- * DiskError with the code and the field named, within a second, having read little: the source
+ * DiskError with the code, the image and the field named, within a second, having read little: the source
  * counts its bytes, so a reader that followed an absurd count would fail the bound.
  */
 import assert from 'node:assert/strict';
@@ -191,6 +191,7 @@ for (const c of CASES) {
     assert.ok(err instanceof DiskError, `expected a DiskError, got ${String(err)}`);
     assert.equal(err.code, c.code, err.message);
     assert.equal(err.details.field, c.field, err.message);
+    assert.equal(err.details.path, 'fs.img', `the error names the image: ${err.message}`);
     if (c.code === 'UNSUPPORTEDFEATURE') assert.match(err.message, /encrypt, unknown 0x80000000/);
     assert.ok(cpu.user + cpu.system < 1_000_000, `took ${(cpu.user + cpu.system) / 1000} ms of CPU`);
     assert.ok(src.bytesRead < 1024 * 1024, `read ${src.bytesRead} bytes`);

@@ -11,6 +11,8 @@ import { TYPE_OF_DIRENT } from './inode.js';
 import { DirEntry } from './structs.js';
 
 export interface DirParseContext {
+  /** the image (and partition), for errors */
+  readonly path?: string;
   readonly inode: number;
   /** the logical block or `inline` (for error messages) */
   readonly where: string;
@@ -29,7 +31,7 @@ function recLenOf(raw: number, blockSize: number): number {
 /** Append the entries of one directory block (or inline area) to `out`; `.` and `..` are left out. */
 export function parseDirBlock(buf: Buffer, ctx: DirParseContext, out: FsDirEntry[]): void {
   const bad = (field: string, message: string, expected: unknown, found: unknown) =>
-    new DiskError('CORRUPT', `directory inode ${ctx.inode}, block ${ctx.where}: ${message}`, { struct: 'ext directory entry', field, inode: ctx.inode, expected, found });
+    new DiskError('CORRUPT', `directory inode ${ctx.inode}, block ${ctx.where}: ${message}`, { path: ctx.path, struct: 'ext directory entry', field, inode: ctx.inode, expected, found });
   let pos = 0;
   while (pos < buf.length) {
     if (pos + DirEntry.size > buf.length) throw bad('rec_len', 'entry runs past the block', `<= ${buf.length - DirEntry.size}`, pos);

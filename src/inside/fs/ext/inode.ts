@@ -58,9 +58,9 @@ function time(base: number, extra: number | undefined): FsTime {
   return { sec, nsec: extra >>> 2 };
 }
 
-export function decodeInode(raw: Buffer, ino: number, geo: ExtGeometry): ExtInode {
+export function decodeInode(raw: Buffer, ino: number, geo: ExtGeometry, path?: string): ExtInode {
   const base = Inode.decode(raw, 0);
-  const where = { struct: 'ext inode', inode: ino };
+  const where = { path, struct: 'ext inode', inode: ino };
   let extraIsize = 0;
   let extra: ReturnType<typeof InodeExtra.decode> | undefined;
   if (geo.inodeSize > 128) {
@@ -109,13 +109,13 @@ const XATTR_INDEX_SYSTEM = 7;
  * The value of the in-inode xattr `system.<name>`, or undefined. Every offset is checked
  * against the area, and the walk stops at the area's end, so a damaged list cannot loop.
  */
-export function inodeXattr(inode: ExtInode, name: string): Buffer | undefined {
+export function inodeXattr(inode: ExtInode, name: string, path?: string): Buffer | undefined {
   const area = inode.xattrArea;
   if (area.length < 4 || area.readUInt32LE(0) !== XATTR_MAGIC) return undefined;
   const first = 4; // e_value_offs counts from the first entry, right after the magic
   let pos = first;
   const bad = (field: string, found: unknown) =>
-    new DiskError('CORRUPT', `inode ${inode.ino}: in-inode extended attribute out of bounds`, { struct: 'ext xattr entry', field, inode: inode.ino, found });
+    new DiskError('CORRUPT', `inode ${inode.ino}: in-inode extended attribute out of bounds`, { path, struct: 'ext xattr entry', field, inode: inode.ino, found });
   while (pos + 4 <= area.length && area.readUInt32LE(pos) !== 0) {
     if (pos + XattrEntry.size > area.length) throw bad('e_name_len', pos);
     const e = XattrEntry.decode(area, pos);
@@ -123,7 +123,7 @@ export function inodeXattr(inode: ExtInode, name: string): Buffer | undefined {
     if (nameEnd > area.length) throw bad('e_name_len', e.nameLen);
     const entryName = area.subarray(pos + XattrEntry.size, nameEnd).toString('latin1');
     if (e.nameIndex === XATTR_INDEX_SYSTEM && entryName === name) {
-      if (e.valueInum !== 0) throw new DiskError('NOTSUPPORTED', `inode ${inode.ino}: system.${name} kept in another inode`, { struct: 'ext xattr entry', field: 'e_value_inum', found: e.valueInum });
+      if (e.valueInum !== 0) throw new DiskError('NOTSUPPORTED', `inode ${inode.ino}: system.${name} kept in another inode`, { path, struct: 'ext xattr entry', field: 'e_value_inum', found: e.valueInum });
       const start = first + e.valueOffs;
       if (start + e.valueSize > area.length) throw bad('e_value_offs', e.valueOffs);
       return area.subarray(start, start + e.valueSize);

@@ -22,6 +22,8 @@ export interface Run {
 
 /** what the mappers need from the reader */
 export interface BlockAccess {
+  /** the image (and partition), for errors */
+  readonly name?: string;
   readonly blockSize: number;
   readonly blocksCount: number;
   readBlock(block: number, why: { inode: number; field: string }): Promise<Buffer>;
@@ -31,8 +33,8 @@ export const MAX_EXTENT_DEPTH = 5;
 /** an uninitialized extent's ee_len is its length plus this */
 const EXT_INIT_MAX_LEN = 32768;
 
-function corrupt(inode: number, field: string, message: string, expected?: unknown, found?: unknown): DiskError {
-  return new DiskError('CORRUPT', `inode ${inode}: ${message}`, { struct: 'ext extent tree', field, inode, expected, found });
+function corrupt(io: BlockAccess, inode: number, field: string, message: string, expected?: unknown, found?: unknown): DiskError {
+  return new DiskError('CORRUPT', `inode ${inode}: ${message}`, { path: io.name, struct: 'ext extent tree', field, inode, expected, found });
 }
 
 /** the extents of `root` (i_block) that overlap logical blocks [first, first + count), in order */
@@ -41,13 +43,13 @@ export async function mapExtents(io: BlockAccess, inode: number, root: Buffer, f
   const end = first + count;
   const walk = async (node: Buffer, depth: number | undefined): Promise<void> => {
     const h = ExtentHeader.decode(node, 0);
-    if (h.magic !== EXTENT_MAGIC) throw corrupt(inode, 'eh_magic', 'extent node without its magic', EXTENT_MAGIC, h.magic);
+    if (h.magic !== EXTENT_MAGIC) throw corrupt(io, inode, 'eh_magic', 'extent node without its magic', EXTENT_MAGIC, h.magic);
     const room = Math.floor((node.length - ExtentHeader.size) / 12);
-    if (h.entries > h.max || h.max > room) throw corrupt(inode, 'eh_entries', 'more extent entries than the node holds', `<= ${Math.min(h.max, room)}`, h.entries);
+    if (h.entries > h.max || h.max > room) throw corrupt(io, inode, 'eh_entries', 'more extent entries than the node holds', `<= ${Math.min(h.max, room)}`, h.entries);
     if (depth === undefined) {
-      if (h.depth > MAX_EXTENT_DEPTH) throw corrupt(inode, 'eh_depth', 'extent tree too deep', `<= ${MAX_EXTENT_DEPTH}`, h.depth);
+      if (h.depth > MAX_EXTENT_DEPTH) throw corrupt(io, inode, 'eh_depth', 'extent tree too deep', `<= ${MAX_EXTENT_DEPTH}`, h.depth);
     } else if (h.depth !== depth) {
-      throw corrupt(inode, 'eh_depth', 'extent node at the wrong depth (a loop or a misplaced node)', depth, h.depth);
+      throw corrupt(io, inode, 'eh_depth', 'extent node at the wrong depth (a loop or a misplaced node)', depth, h.depth);
     }
     let prev = -1;
     for (let i = 0; i < h.entries; i++) {
@@ -56,23 +58,23 @@ export async function mapExtents(io: BlockAccess, inode: number, root: Buffer, f
         const e = Extent.decode(node, at);
         const uninit = e.len > EXT_INIT_MAX_LEN;
         const len = uninit ? e.len - EXT_INIT_MAX_LEN : e.len;
-        if (e.block <= prev && i > 0) throw corrupt(inode, 'ee_block', 'extents out of order', `> ${prev}`, e.block);
+        if (e.block <= prev && i > 0) throw corrupt(io, inode, 'ee_block', 'extents out of order', `> ${prev}`, e.block);
         prev = e.block + len - 1;
         const physical = e.startLo + e.startHi * 2 ** 32;
         if (len === 0) continue;
         if (physical === 0 || physical + len > io.blocksCount) {
-          throw corrupt(inode, 'ee_start', 'extent outside the filesystem', `1..${io.blocksCount - len}`, physical);
+          throw corrupt(io, inode, 'ee_start', 'extent outside the filesystem', `1..${io.blocksCount - len}`, physical);
         }
         if (e.block + len <= first || e.block >= end) continue;
         out.push({ logical: e.block, physical, count: len, uninit });
       } else {
         const ix = ExtentIndex.decode(node, at);
-        if (ix.block <= prev && i > 0) throw corrupt(inode, 'ei_block', 'extent index entries out of order', `> ${prev}`, ix.block);
+        if (ix.block <= prev && i > 0) throw corrupt(io, inode, 'ei_block', 'extent index entries out of order', `> ${prev}`, ix.block);
         prev = ix.block;
         const next = i + 1 < h.entries ? ExtentIndex.decode(node, at + 12).block : Infinity;
         if (next <= first || ix.block >= end) continue;
         const leaf = ix.leafLo + ix.leafHi * 2 ** 32;
-        if (leaf === 0 || leaf >= io.blocksCount) throw corrupt(inode, 'ei_leaf', 'extent index points outside the filesystem', `1..${io.blocksCount - 1}`, leaf);
+        if (leaf === 0 || leaf >= io.blocksCount) throw corrupt(io, inode, 'ei_leaf', 'extent index points outside the filesystem', `1..${io.blocksCount - 1}`, leaf);
         await walk(await io.readBlock(leaf, { inode, field: 'ei_leaf' }), h.depth - 1);
       }
     }
@@ -98,7 +100,7 @@ export async function mapBlocks(io: BlockAccess, inode: number, iblock: Buffer, 
     }
   };
   const check = (b: number, field: string) => {
-    if (b >= io.blocksCount) throw new DiskError('CORRUPT', `inode ${inode}: block pointer outside the filesystem`, { struct: 'ext inode', field, inode, expected: `< ${io.blocksCount}`, found: b });
+    if (b >= io.blocksCount) throw new DiskError('CORRUPT', `inode ${inode}: block pointer outside the filesystem`, { path: io.name, struct: 'ext inode', field, inode, expected: `< ${io.blocksCount}`, found: b });
     return b;
   };
   const pointer = async (table: number, index: number, field: string): Promise<number> => {

@@ -70,7 +70,7 @@ export class ExtReader implements InodeReader, BlockAccess {
   private constructor(
     private readonly source: FsSource,
     readonly geo: ExtGeometry,
-    private readonly name: string | undefined,
+    readonly name: string | undefined,
   ) {
     this.blockSize = geo.blockSize;
     this.blocksCount = geo.blocksCount;
@@ -164,7 +164,7 @@ export class ExtReader implements InodeReader, BlockAccess {
     const table = await this.inodeTable(g);
     const blk = await this.readBlock(table + Math.floor(byte / this.blockSize), { inode: ino, field: 'bg_inode_table' });
     const within = byte % this.blockSize;
-    const inode = decodeInode(blk.subarray(within, within + this.geo.inodeSize), ino, this.geo);
+    const inode = decodeInode(blk.subarray(within, within + this.geo.inodeSize), ino, this.geo, this.name);
     const extents = (inode.flags & FL_EXTENTS) !== 0;
     const limit = maxFileBlocks(extents, this.blockSize) * this.blockSize;
     if (!Number.isSafeInteger(inode.size) || inode.size > limit) {
@@ -202,7 +202,7 @@ export class ExtReader implements InodeReader, BlockAccess {
 
   /** the file's bytes [0, size) when kept in the inode (INLINE_DATA): i_block, then system.data */
   private inlineData(n: ExtInode): Buffer {
-    const tail = inodeXattr(n, 'data') ?? Buffer.alloc(0);
+    const tail = inodeXattr(n, 'data', this.name) ?? Buffer.alloc(0);
     const data = Buffer.concat([n.block, tail]);
     if (n.size > data.length) {
       throw this.error('CORRUPT', `inode ${n.ino}: inline data shorter than the file`, { struct: 'ext inode', field: 'i_size', inode: n.ino, expected: `<= ${data.length}`, found: n.size });
@@ -270,12 +270,12 @@ export class ExtReader implements InodeReader, BlockAccess {
   async readdirIno(ino: number): Promise<FsDirEntry[]> {
     const n = await this.inode(ino);
     if (n.type !== 'dir') throw this.error('INVAL', `inode ${ino} is not a directory`, { inode: ino, found: n.type });
-    const ctx = (where: string): DirParseContext => ({ inode: ino, where, blockSize: this.blockSize, filetype: (this.geo.incompat & INCOMPAT_FILETYPE) !== 0, inodesCount: this.geo.inodesCount });
+    const ctx = (where: string): DirParseContext => ({ path: this.name, inode: ino, where, blockSize: this.blockSize, filetype: (this.geo.incompat & INCOMPAT_FILETYPE) !== 0, inodesCount: this.geo.inodesCount });
     const out: FsDirEntry[] = [];
     if (n.flags & FL_INLINE_DATA) {
       // i_block: the parent's inode number (4 bytes), then entries; system.data: more entries
       parseDirBlock(n.block.subarray(4), ctx('inline'), out);
-      const tail = inodeXattr(n, 'data');
+      const tail = inodeXattr(n, 'data', this.name);
       if (tail && tail.length > 0) parseDirBlock(tail, ctx('inline system.data'), out);
     } else {
       if (n.size > MAX_DIR_BYTES || n.size % this.blockSize !== 0) {
