@@ -35,6 +35,21 @@ export * as vixdisklib from './compat/vixdisklib.js';
 export { serve, type ServeOptions, type NbdServer, type ImageExport, type ListenOptions, type ServeTlsOptions } from './nbd/server/server.js';
 export type { ExportBackend, ExportSpec, BackendExtent, BlockSizes } from './nbd/server/backend.js';
 export { openDiskBackend, diskBackend } from './nbd/server/disk-backend.js';
+/**
+ * Read-only filesystems inside a disk: `openFilesystem(source)` (or `openExt`) over a Disk, or a
+ * partition or volume of one, gives a `Filesystem`: readdir, stat (lstat unless `follow`), read,
+ * readlink and statfs by path, the same by inode number, paths walked once for every reader.
+ *
+ * ```ts
+ * const disk = await Disk.open('vm.qcow2', { readOnly: true });
+ * const fs = await openFilesystem(disk);
+ * console.log((await fs.read('/etc/os-release', 0, 4096)).toString());
+ * ```
+ */
+export { openFilesystem, type OpenFilesystemOptions } from './inside/fs/open.js';
+export { openExt, type ExtOpenOptions } from './inside/fs/ext/index.js';
+export { FileTree, MAX_SYMLINKS } from './inside/fs/path.js';
+export type { Filesystem, FileType, FsDirEntry, FsSource, FsStat, FsStatfs, FsTime, FsWarning, InodeReader, StatOptions } from './inside/fs/types.js';
 // types the API above names in its signatures (so the generated documentation links them)
 export type { BackingChange, BackingLink, CheckFinding, CheckOptions, CheckReport, CompressedWriteOptions, CreateOptionInfo, CreateOptions, LinkRecord, MappedExtent, ParentFacts } from './formats/types.js';
 export type { ByteSink } from './storage/sink.js';

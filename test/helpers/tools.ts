@@ -44,7 +44,12 @@ const PACKAGE_OF: Record<string, string> = {
   'mkfs.xfs': 'xfsprogs',
   'mkfs.btrfs': 'btrfs-progs',
   mkswap: 'util-linux',
+  debugfs: 'e2fsprogs',
+  e2fsck: 'e2fsprogs',
 };
+
+/** folders searched after PATH: e2fsprogs lives in /usr/sbin, which a user's PATH often lacks */
+const SBIN = ['/usr/sbin', '/sbin'];
 
 const toolCache = new Map<string, string | undefined>();
 
@@ -55,7 +60,7 @@ export function whichTool(name: string): string | undefined {
   if (name.includes('/')) {
     found = isExecutable(name) ? name : undefined;
   } else {
-    for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    for (const dir of [...(process.env.PATH ?? '').split(delimiter), ...SBIN]) {
       if (!dir) continue;
       const p = join(dir, name);
       if (isExecutable(p)) {
