@@ -1,8 +1,8 @@
 /**
  * `IMAGE[:PART]` for the commands that look inside a disk (ls, cat): the one place that splits
  * the argument and turns it into a filesystem. Without PART the whole disk is the filesystem;
- * PART (a partition number, an LVM `vg/lv` or a label) is resolved by volumeOf(), the hook the
- * partition reader (inside/volumes.ts) fills in. Imports nothing heavy at load time (command
+ * PART (a partition number, an LVM `vg/lv` or a label) is resolved by volumeOf() through the
+ * partition reader (inside/volumes.ts). Imports nothing heavy at load time (command
  * modules import this; the disk and the readers load inside the action).
  */
 import { DiskError } from '../core/errors.js';
@@ -35,12 +35,20 @@ export function splitImagePart(arg: string): ImageTarget {
 }
 
 /**
- * The bytes of PART of `disk`. The partition reader fills this in (partition numbers, vg/lv,
- * labels); until then only the whole disk is a filesystem.
+ * The bytes of PART of `disk`: a partition number (`1`, `5`), an LVM `vg/lv`, or a label (the
+ * filesystem's, or a GPT partition name) that names exactly one volume, as virt-ls's device
+ * names and guestfish's labels pick them.
  */
 async function volumeOf(disk: Disk, t: ImageTarget): Promise<FsSource> {
   if (t.part === undefined) return disk;
-  throw new DiskError('NOTSUPPORTED', `choosing a partition or volume (":${t.part}") needs the partition reader; give the whole disk`, { path: t.image, field: 'PART' });
+  const { listVolumes, volumeSource } = await import('../inside/volumes.js');
+  const { volumes } = await listVolumes(disk, { path: disk.path });
+  const byId = volumes.find((v) => v.id === t.part);
+  if (byId) return volumeSource(disk, byId);
+  const byLabel = volumes.filter((v) => v.content?.label === t.part || v.partition?.name === t.part);
+  if (byLabel.length === 1) return volumeSource(disk, byLabel[0]!);
+  const known = volumes.map((v) => v.id + (v.content?.label ? ` (${v.content.label})` : '')).filter((x) => x !== '');
+  throw new DiskError('INVAL', byLabel.length > 1 ? `${byLabel.length} volumes carry the label "${t.part}": name one by number` : `no partition, volume or label "${t.part}" (volumes: ${known.join(', ') || 'none'})`, { path: t.image, field: 'PART', found: t.part });
 }
 
 /** Open IMAGE[:PART] read-only, open its filesystem, run `fn`, close the disk whatever happens. */

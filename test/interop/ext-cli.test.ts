@@ -79,10 +79,24 @@ test('vdkit ls / cat on a whole-disk ext4 in a qcow2', async (t) => {
     [['ls', q, '/missing'], 1, /FILENOTFOUND/],
     [['cat', q, '/links'], 1, /is a directory/],
     [['cat', q, '/links/loop-a'], 1, /too many levels of symbolic links/],
-    [['ls', `${q}:1`], 1, /NOTSUPPORTED.*partition/],
+    [['ls', `${q}:1`], 1, /no partition, volume or label "1"/],
   ] as const) {
     const res = await runVdkit([...args], dir);
     assert.equal(res.code, code, describeRun('vdkit', [...args], res));
     assert.match(res.stderr, text);
   }
+
+  // IMAGE:PART: the same filesystem as partition 2 of a GPT disk (built by mkimg from the qcow2),
+  // picked by number, by GPT partition name and by filesystem label
+  await run('e2label', [raw, 'extroot']);
+  const gpt = join(dir, 'gpt.vmdk');
+  r = await runVdkit(['mkimg', '-s', 'gpt', '-p', 'efi/esp::1M', '-p', `linux-data/rootpart:=${raw}`, '--image-format', 'vmdk', '-o', gpt], dir);
+  assert.equal(r.code, 0, describeRun('vdkit', ['mkimg'], r));
+  const links = await ok(['ls', raw, '/links']);
+  assert.equal(await ok(['ls', `${gpt}:2`, '/links']), links, 'by partition number');
+  assert.equal(await ok(['ls', `${gpt}:rootpart`, '/links']), links, 'by GPT partition name');
+  assert.equal(await ok(['cat', `${gpt}:extroot`, '/links/slow']), 'linked content\n', 'by filesystem label');
+  const none = await runVdkit(['ls', `${gpt}:9`], dir);
+  assert.equal(none.code, 1, describeRun('vdkit', ['ls'], none));
+  assert.match(none.stderr, /no partition, volume or label "9" \(volumes: 1, 2 \(extroot\)\)/);
 });
