@@ -169,7 +169,8 @@ export class SliceStore implements ByteStore {
 export class TarNamespace implements Namespace {
   readonly cacheMode: CacheMode = 'writeback';
   private readonly files = new Map<string, TarMember>();
-  private readonly dirs = new Set<string>(['']);
+  /** names are absolute inside the archive ("/disk1.vmdk"), as the beside-file checks expect */
+  private readonly dirs = new Set<string>(['/']);
 
   constructor(
     private readonly outer: Namespace,
@@ -179,9 +180,9 @@ export class TarNamespace implements Namespace {
     for (const m of members) {
       const n = safeMemberName(m.name);
       if (n === undefined) continue;
-      if (m.kind === 'file') this.files.set(n, m);
+      if (m.kind === 'file') this.files.set(`/${n}`, m);
       const parts = n.split('/');
-      for (let i = 1; i < parts.length + (m.kind === 'dir' ? 1 : 0); i++) this.dirs.add(parts.slice(0, i).join('/'));
+      for (let i = 1; i < parts.length + (m.kind === 'dir' ? 1 : 0); i++) this.dirs.add(`/${parts.slice(0, i).join('/')}`);
     }
   }
 
@@ -199,8 +200,7 @@ export class TarNamespace implements Namespace {
   }
 
   private key(name: string): string {
-    const n = normalize(name).replace(/^\/+/, '');
-    return n === '.' ? '' : n;
+    return normalize(`/${name}`);
   }
 
   member(name: string): TarMember | undefined {
@@ -212,7 +212,7 @@ export class TarNamespace implements Namespace {
     if (!m) throw new DiskError('FILENOTFOUND', `no file ${JSON.stringify(name)} in ${this.archive}`, { path: `${this.archive}#${name}` });
     if (opts.write) throw new DiskError('RDONLY', 'members of an archive are read-only', { path: `${this.archive}#${name}` });
     const st = await this.outer.open(this.archive);
-    return new SliceStore(`${this.archive}#${this.key(name)}`, st, m.offset, m.size, true);
+    return new SliceStore(`${this.archive}#${this.key(name).slice(1)}`, st, m.offset, m.size, true);
   }
 
   private refuse(name: string): never {
@@ -232,9 +232,9 @@ export class TarNamespace implements Namespace {
   }
 
   async list(dirName: string): Promise<string[]> {
-    const d = this.key(dirName).replace(/\/+$/, '');
+    const d = this.key(dirName);
     if (!this.dirs.has(d)) throw new DiskError('FILENOTFOUND', undefined, { path: `${this.archive}#${dirName}` });
-    const prefix = d === '' ? '' : `${d}/`;
+    const prefix = d === '/' ? '/' : `${d}/`;
     const out = new Set<string>();
     for (const n of [...this.files.keys(), ...this.dirs]) {
       if (n === d || !n.startsWith(prefix)) continue;
@@ -267,6 +267,6 @@ export class TarNamespace implements Namespace {
   }
 
   resolve(base: string, relativeName: string): string {
-    return this.key(resolveBeside(this.key(base), relativeName));
+    return resolveBeside(this.key(base), relativeName);
   }
 }
