@@ -36,7 +36,7 @@ async function loadCommand(name: string): Promise<CliCommand> {
 export const COMMANDS: readonly CommandEntry[] = (
   [
     ['create'], ['info'], ['read'], ['write'], ['fill'], ['meta'], ['set'], ['map'], ['convert', 'clone'], ['measure'], ['lint'], ['check'],
-    ['compare'], ['checksum'], ['partitions'], ['mkimg'], ['dd'], ['bench'], ['formats'], ['child', 'redo'], ['attach'], ['commit'], ['rebase'], ['resize'], ['compact'], ['defrag', 'defragment'],
+    ['compare'], ['checksum'], ['partitions'], ['mkimg'], ['ova'], ['dd'], ['bench'], ['formats'], ['child', 'redo'], ['attach'], ['commit'], ['rebase'], ['resize'], ['compact'], ['defrag', 'defragment'],
     ['discard'], ['snapshot'], ['bitmap'], ['changed'], ['amend'], ['rename'], ['delete'], ['chain'], ['vdiskmanager'], ['serve', 'nbd'], ['ls'], ['cat'],
   ] as const
 ).map((names) => ({ names, load: () => loadCommand(names[0]) }));
@@ -94,6 +94,17 @@ export function negativeSizeLast(argv: readonly string[]): string[] {
   return [...argv.slice(0, -1), '--', last];
 }
 
+/**
+ * `convert -#disk1.vmdk DST` (a disk of an OVA on stdin): `-#...` is the source, not an unknown
+ * option. As with negativeSizeLast a `--` goes in front of it, when only DST (or `-`) follows.
+ */
+export function archiveStdinSource(argv: readonly string[]): string[] {
+  if (argv[0] !== 'convert' && argv[0] !== 'clone') return [...argv];
+  const i = argv.findIndex((a) => /^-#./.test(a));
+  if (i < 0 || argv.includes('--') || argv.slice(i + 1).some((a) => a.startsWith('-') && a !== '-')) return [...argv];
+  return [...argv.slice(0, i), '--', ...argv.slice(i)];
+}
+
 /** Run the CLI; resolves to the exit status. */
 export async function main(argv: string[]): Promise<number> {
   // vmware-vdiskmanager's single-letter options are parsed by its own parser, not commander's
@@ -105,7 +116,7 @@ export async function main(argv: string[]): Promise<number> {
     const program = await buildProgram(commandsFor(argv));
     setExitStatus(0);
     clearCancelled();
-    await program.parseAsync(negativeSizeLast(argv), { from: 'user' });
+    await program.parseAsync(archiveStdinSource(negativeSizeLast(argv)), { from: 'user' });
     return getExitStatus();
   } catch (err) {
     if (err instanceof CommanderError) {

@@ -1,4 +1,4 @@
-import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link, mkdtemp, rm, readFile } from 'node:fs/promises';
+import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link, mkdtemp, mkdir, rm, readFile } from 'node:fs/promises';
 import { appendFileSync, constants, createReadStream, readSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -377,6 +377,15 @@ export function hostReadStream(path: string, highWaterMark = 1024 * 1024): Reada
 /** A new, empty folder under the host's temporary folder (the tour runs in one). */
 export function makeHostTempFolder(prefix: string): Promise<string> {
   return mkdtemp(hostJoin(tmpdir(), prefix));
+}
+
+/** A host folder (and its parents) made when missing (`ova extract` DIR). */
+export async function makeHostFolder(path: string): Promise<void> {
+  try {
+    await mkdir(path, { recursive: true });
+  } catch (err) {
+    throw fromSystemError(err, path);
+  }
 }
 
 export function removeHostFolder(path: string): Promise<void> {

@@ -1,6 +1,7 @@
 /**
  * Names that carry their own namespace: a URL whose scheme says where the bytes live (nbd://
- * and its kin, s3://, http:// and https://). Anything that takes a path
+ * and its kin, s3://, http:// and https://), or a member of an archive
+ * (`vm.ova#disk1.vmdk`, `vm.ova#1`: storage/tar.ts, read-only). Anything that takes a path
  * (Disk.open, the CLI) asks `locate` once and gets the namespace and the name inside it; a name
  * no scheme claims stays a name of the caller's namespace (host files). Each scheme's code is
  * loaded only when a name uses it.
@@ -32,7 +33,32 @@ interface Scheme {
   locate(name: string): Promise<Location>;
 }
 
+/** `vm.ova#disk1.vmdk` / `vm.ova#1`: the archive's host name, and the member or disk number */
+const OVA_NAME = /^(.+\.(?:ova|tar))#(.+)$/i;
+
+/** the extensions of disk images an OVA carries, for `vm.ova#N` */
+const DISK_MEMBER = /\.(vmdk|vhd|vhdx|vdi|qcow2|img|raw)$/i;
+
 const SCHEMES: Scheme[] = [
+  {
+    name: 'ova',
+    matches: (n) => OVA_NAME.test(n),
+    locate: async (n) => {
+      const [, archive, member] = OVA_NAME.exec(n)!;
+      const [{ TarNamespace }, { hostFiles }, { DiskError }, { safeMemberName }] = await Promise.all([import('./tar.js'), import('./file.js'), import('../core/errors.js'), import('../binary/tar.js')]);
+      const namespace = await TarNamespace.open(hostFiles(), archive!);
+      let name = member!;
+      if (/^\d+$/.test(name)) {
+        // the Nth disk: OVF writers put disk files in the archive in the descriptor's order
+        const disks = namespace.members.filter((m) => m.kind === 'file' && DISK_MEMBER.test(m.name) && safeMemberName(m.name) !== undefined);
+        const i = Number(name);
+        if (i < 1 || i > disks.length) throw new DiskError('FILENOTFOUND', `${archive} has ${disks.length} disk file(s); no disk #${i}`, { path: n, field: 'member', expected: `1..${disks.length}`, found: i });
+        name = safeMemberName(disks[i - 1]!.name)!;
+      }
+      // the archive is read-only: a member is never a target
+      return { namespace, name, readOnly: 'members of an OVA/tar archive are read-only: extract it first (vdkit ova extract)' };
+    },
+  },
   {
     name: 'nbd',
     matches: (n) => /^nbds?(\+unix)?:\/\//i.test(n),

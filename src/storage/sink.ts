@@ -62,17 +62,21 @@ export abstract class GatheringSink implements ByteSink {
 }
 
 /**
- * A store written from its start (a new file of a namespace): flush is the store's flush, so
- * the namespace's cache mode decides whether it syncs.
+ * A store written from its start (a new file of a namespace), or from `start` (a member inside
+ * an archive being written): flush is the store's flush, so the namespace's cache mode decides
+ * whether it syncs.
  */
 export class StoreSink extends GatheringSink {
   private written = 0;
-  constructor(private readonly store: ByteStore) {
+  constructor(
+    private readonly store: ByteStore,
+    private readonly start = 0,
+  ) {
     super(store.name);
   }
 
   protected async put(buf: Buffer): Promise<void> {
-    await this.store.write(this.written, buf);
+    await this.store.write(this.start + this.written, buf);
     this.written += buf.length;
   }
 

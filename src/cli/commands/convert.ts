@@ -16,7 +16,7 @@ const withoutSnapshot = <T extends { snapshot?: unknown }>(t: T): Omit<T, 'snaps
 export const convert: CliCommand = {
   name: 'convert',
   aliases: ['clone'],
-  summary: 'copy a disk into a new image, converting format and type (qemu-img convert, vmware-vdiskmanager -r); "-" as SRC reads raw or streamOptimized from stdin, "-" as DST writes raw or streamOptimized to stdout',
+  summary: 'copy a disk into a new image, converting format and type (qemu-img convert, vmware-vdiskmanager -r); "-" as SRC reads raw or streamOptimized from stdin ("-#disk1.vmdk" or "-#1": a disk of an OVA on stdin; vm.ova#disk1.vmdk or vm.ova#1 reads one from an OVA file), "-" as DST writes raw or streamOptimized to stdout',
   define: (cmd) =>
     withOptions(cmd, readingOptions())
       .addOption(new Option('-O, --output-format <fmt>', 'target format (see `vdkit formats`); default: the one DST\'s extension names (.vmdk .vdi .vhd .vhdx .qcow2 .raw/.img ...; for "-", --stream-name\'s), else --target\'s'))
@@ -79,7 +79,7 @@ export const convert: CliCommand = {
         const tuning = await convertTuning(o, src, dst);
         const from = link(o.from, '--from');
         const to = link(o.to, '--to');
-        if (o.keepChain && (src === '-' || dst === '-')) throw new UsageError('--keep-chain needs files, not pipes');
+        if (o.keepChain && (src === '-' || src.startsWith('-#') || dst === '-')) throw new UsageError('--keep-chain needs files, not pipes');
         const toStdout = dst === '-';
         const target = toStdout ? (o.streamName ?? 'disk.vmdk') : (remote?.name ?? dst);
         if (o.target !== undefined && !TARGET_NAMES.includes(String(o.target).toLowerCase())) throw new UsageError(`--target: unknown target ${JSON.stringify(o.target)} (known: ${TARGET_NAMES.join(', ')})`);
@@ -139,10 +139,13 @@ export const convert: CliCommand = {
         const cancel = cancelOnSignals();
         options.signal = cancel.signal;
         try {
-          if (src === '-') {
+          if (src === '-' || src.startsWith('-#')) {
             // a read from a pipe that waits for data would not see the abort: end the pipe
             cancel.signal.addEventListener('abort', () => process.stdin.destroy(), { once: true });
-            const input = await openSequentialInput(process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size'), sizeField: '--input-size' });
+            // -#disk1.vmdk / -#1: a member of the tar archive (an OVA) arriving on stdin
+            const member = src.startsWith('-#') ? src.slice(2) : undefined;
+            const stdin = member === undefined ? process.stdin : (await import('../../ops/ova/stream.js')).tarMemberStream(process.stdin, member, '-');
+            const input = await openSequentialInput(stdin as typeof process.stdin, { format: o.format, size: o.inputSize === undefined ? undefined : num(o.inputSize, '--input-size'), sizeField: '--input-size' });
             if (input.capacity === undefined) {
               if (!(toStdout && format === 'raw')) throw new UsageError('raw input from stdin needs --input-size SIZE (unless the output is raw to stdout)');
               await copyPieces(input, sink!);
