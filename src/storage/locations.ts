@@ -46,7 +46,9 @@ const SCHEMES: Scheme[] = [
     locate: async (n) => {
       const [, archive, member] = OVA_NAME.exec(n)!;
       const [{ TarNamespace }, { hostFiles }, { DiskError }, { safeMemberName }] = await Promise.all([import('./tar.js'), import('./file.js'), import('../core/errors.js'), import('../binary/tar.js')]);
-      const namespace = await TarNamespace.open(hostFiles(), archive!);
+      // the archive itself may live anywhere a name reaches (https://h/vm.ova#1, s3://b/vm.ova#1)
+      const outer = await locate(archive!);
+      const namespace = await TarNamespace.open(outer?.namespace ?? hostFiles(), outer?.name ?? archive!);
       let name = member!;
       if (/^\d+$/.test(name)) {
         // the Nth disk: OVF writers put disk files in the archive in the descriptor's order

@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { describeRun, hasTool, repoRoot, run, runVdkit, skipUnless, tmpDir } from '../helpers/tools.js';
+import { startRangeServer } from '../helpers/range-server.js';
 
 async function ok(cmd: string, args: string[], cwd?: string): Promise<string> {
   const r = await run(cmd, args, { cwd });
@@ -213,6 +214,9 @@ test('ova create: descriptor first, references resolve, manifest = sha256sum, di
   });
   assert.equal(piped.code, 0, piped.stderr);
   await ok('qemu-img', ['compare', src.qcow2, join(dir, 'o3.qcow2')]);
+  // an archive that lives behind a URL: its member opens through the URL's namespace
+  const server = await startRangeServer(t, dir);
+  await vdkit(['compare', `${server.url}/vm1.0.ova#2`, src.raw], dir);
   // a member is read-only: it is never a convert target
   const r = await runVdkit(['convert', src.raw, `${ova}#disk2.vmdk`], dir);
   assert.equal(r.code, 1, describeRun('vdkit', ['convert', src.raw, `${ova}#disk2.vmdk`], r));
