@@ -26,6 +26,8 @@ export interface Limits {
   maxExtents: number;
   /** bytes one BLOCK_STATUS request looks at (clients re-query from where the answer stopped) */
   maxStatusLength: number;
+  /** kernel send buffer asked for on each client socket (SO_SNDBUF; 0 keeps the default): see send-buffer.ts */
+  sendBuffer: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -39,6 +41,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxSkip: 128 * 1024 * 1024,
   maxExtents: 128 * 1024,
   maxStatusLength: 1024 * 1024 * 1024,
+  sendBuffer: 2 * 1024 * 1024,
 });
 
 /** counts requests and bytes in flight; acquire waits (so the caller stops reading) when full */

@@ -18,6 +18,7 @@ import { negotiate } from './handshake.js';
 import { DEFAULT_LIMITS, type Limits } from './limits.js';
 import { loadPskFile, loadX509Dir, serverContextOptions, type TlsCredentials, type TlsMode } from './tls.js';
 import { transmit } from './transmission.js';
+import { enlargeSendBuffer } from './send-buffer.js';
 
 export interface ImageExport {
   path: string;
@@ -151,6 +152,7 @@ export async function serve(opts: ServeOptions): Promise<NbdServer> {
 
   const listener = net.createServer({ noDelay: true, pauseOnConnect: false }, (raw) => {
     raw.setNoDelay?.(true);
+    enlargeSendBuffer(raw, ctx.limits.sendBuffer);
     raw.on('error', () => {});
     if (ctx.shuttingDown) return void raw.destroy();
     if (live.size < shared) return start(raw);
