@@ -72,16 +72,16 @@ export interface MkfatOptions {
   sectorsPerCluster?: number;
 }
 
-/** mkfs.fat an image of `size` bytes and mcopy the contents of `src` into its root (times kept) */
-export async function makeFat(image: string, src: string, o: MkfatOptions): Promise<void> {
+/** mkfs.fat an image of `size` bytes and mcopy the contents of `src` (when given) into its root (times kept) */
+export async function makeFat(image: string, src: string | undefined, o: MkfatOptions): Promise<void> {
   await writeFile(image, '');
   const r = await run('truncate', ['-s', String(o.size), image]);
   assert.equal(r.code, 0, r.stderr);
   const args = ['-F', String(o.fatBits), ...(o.label ? ['-n', o.label] : []), ...(o.sectorsPerCluster ? ['-s', String(o.sectorsPerCluster)] : []), image];
   const m = await run('mkfs.fat', args);
   assert.equal(m.code, 0, describeRun('mkfs.fat', args, m));
-  const entries = await readdir(src);
-  if (entries.length > 0) await mtool('mcopy', ['-s', '-m', '-i', image, ...entries.map((e) => join(src, e)), '::/']);
+  const entries = src === undefined ? [] : await readdir(src);
+  if (entries.length > 0) await mtool('mcopy', ['-s', '-m', '-i', image, ...entries.map((e) => join(src!, e)), '::/']);
 }
 
 /**
