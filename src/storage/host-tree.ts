@@ -97,6 +97,14 @@ export interface HostTime {
 }
 
 /**
+ * Node takes seconds as a number, but turns a negative one into "now"; a Date may be negative
+ * (a time before 1970) at the price of sub-millisecond digits.
+ */
+function hostTime(t: HostTime): number | Date {
+  return t.sec >= 0 ? t.sec + t.nsec / 1e9 : new Date(t.sec * 1000 + Math.floor(t.nsec / 1e6));
+}
+
+/**
  * Set the permission bits (not on a symbolic link: Linux has no lchmod) and the access and
  * modification times (lutimes: the link's own). A failure to set either is returned as text
  * for a warning, not thrown: a target that cannot keep them (a FAT or SMB mount, a non-owner)
@@ -112,7 +120,7 @@ export async function hostSetAttributes(path: string, a: { mode?: number; atime:
     }
   }
   try {
-    await lutimes(path, a.atime.sec + a.atime.nsec / 1e9, a.mtime.sec + a.mtime.nsec / 1e9);
+    await lutimes(path, hostTime(a.atime), hostTime(a.mtime));
   } catch (err) {
     problems.push(`times: ${(err as Error).message}`);
   }
