@@ -48,6 +48,7 @@ export { openDiskBackend, diskBackend } from './nbd/server/disk-backend.js';
  */
 export { openFilesystem, type OpenFilesystemOptions } from './inside/fs/open.js';
 export { openExt, type ExtOpenOptions } from './inside/fs/ext/index.js';
+export { openFat, type FatOpenOptions } from './inside/fs/fat/index.js';
 export { FileTree, MAX_SYMLINKS } from './inside/fs/path.js';
 export type { Filesystem, FileType, FsDirEntry, FsSource, FsStat, FsStatfs, FsTime, FsWarning, InodeReader, StatOptions } from './inside/fs/types.js';
 // types the API above names in its signatures (so the generated documentation links them)

@@ -21,7 +21,7 @@ export interface CommandEntry {
 }
 
 /** the export of a command's module (commands/<name>.ts) where it is not the command's name */
-const EXPORTED: Readonly<Record<string, string>> = { delete: 'deleteCommand', serve: 'serveCommand' };
+const EXPORTED: Readonly<Record<string, string>> = { delete: 'deleteCommand', serve: 'serveCommand', 'copy-out': 'copyOut' };
 
 async function loadCommand(name: string): Promise<CliCommand> {
   const module = (await import(`./commands/${name}.js`)) as Record<string, CliCommand>;
@@ -37,7 +37,7 @@ export const COMMANDS: readonly CommandEntry[] = (
   [
     ['create'], ['info'], ['read'], ['write'], ['fill'], ['meta'], ['set'], ['map'], ['convert', 'clone'], ['measure'], ['lint'], ['check'],
     ['compare'], ['checksum'], ['partitions'], ['mkimg'], ['ova'], ['dd'], ['bench'], ['formats'], ['child', 'redo'], ['attach'], ['commit'], ['rebase'], ['resize'], ['compact'], ['defrag', 'defragment'],
-    ['discard'], ['snapshot'], ['bitmap'], ['changed'], ['amend'], ['rename'], ['delete'], ['chain'], ['vdiskmanager'], ['serve', 'nbd'], ['ls'], ['cat'],
+    ['discard'], ['snapshot'], ['bitmap'], ['changed'], ['amend'], ['rename'], ['delete'], ['chain'], ['vdiskmanager'], ['serve', 'nbd'], ['ls'], ['cat'], ['copy-out'], ['stat'],
   ] as const
 ).map((names) => ({ names, load: () => loadCommand(names[0]) }));
 

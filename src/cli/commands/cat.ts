@@ -9,7 +9,7 @@ const CHUNK = 4 * 1024 * 1024;
 
 export const cat: CliCommand = {
   name: 'cat',
-  summary: 'write a file of the disk\'s filesystem to stdout (IMAGE[:PART] PATH; ext2/3/4), read-only',
+  summary: 'write a file of the disk\'s filesystem to stdout (IMAGE[:PART] PATH; ext2/3/4, FAT12/16/32), read-only',
   define: (cmd) =>
     withOptions(cmd, readingOptions())
       .argument('<image>', 'the disk image, or IMAGE:PART for one partition or volume')

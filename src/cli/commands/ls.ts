@@ -56,7 +56,7 @@ function longLines(rows: readonly Row[]): string[] {
 
 export const ls: CliCommand = {
   name: 'ls',
-  summary: 'list files in the disk\'s filesystem (IMAGE[:PART] [PATH]; ext2/3/4), read-only',
+  summary: 'list files in the disk\'s filesystem (IMAGE[:PART] [PATH]; ext2/3/4, FAT12/16/32), read-only',
   define: (cmd) =>
     withOptions(cmd, [...readingOptions(), opt('-l, --long', 'mode, links, owner, size and mtime (UTC)'), opt('-R, --recursive', 'list subdirectories too'), json('one JSON object per entry, with every stat field')])
       .argument('<image>', 'the disk image, or IMAGE:PART for one partition or volume')

@@ -4,6 +4,7 @@
  */
 import { DiskError } from '../../core/errors.js';
 import { openExt } from './ext/index.js';
+import { looksLikeFat, openFat } from './fat/index.js';
 import { EXT_MAGIC, SUPERBLOCK_OFFSET, Superblock } from './ext/structs.js';
 import type { Filesystem, FsSource } from './types.js';
 
@@ -28,6 +29,7 @@ const KINDS: readonly FsKind[] = [
     },
     open: (source, opts) => openExt(source, opts),
   },
+  { type: 'vfat', is: looksLikeFat, open: (source, opts) => openFat(source, opts) },
 ];
 
 /** Open whatever filesystem `source` holds, read-only; INVALIDDISK when no reader knows it. */
