@@ -13,6 +13,7 @@ import { decodeInode, FL_EXTENTS, FL_INLINE_DATA, inodeXattr, type ExtInode } fr
 import { mapBlocks, mapExtents, maxFileBlocks, type BlockAccess, type Run } from './map.js';
 import { GroupDesc, SUPERBLOCK_OFFSET, Superblock } from './structs.js';
 import { groupHasSuper, INCOMPAT_64BIT, INCOMPAT_FILETYPE, INCOMPAT_META_BG, parseSuperblock, type ExtGeometry } from './superblock.js';
+import { Lru } from '../lru.js';
 
 /** bytes one readIno call may return */
 export const MAX_READ = 64 * 1024 * 1024;
@@ -24,35 +25,6 @@ const BLOCK_CACHE_BYTES = 8 * 1024 * 1024;
 const INODE_CACHE_COUNT = 4096;
 const DIR_CACHE_ENTRIES = 1_000_000;
 const ROOT_INO = 2;
-
-/** A Map used as an LRU: `get` refreshes, `set` evicts the oldest while over `budget` units. */
-class Lru<K, V> {
-  private readonly map = new Map<K, { value: V; cost: number }>();
-  private used = 0;
-  constructor(private readonly budget: number) {}
-  get(key: K): V | undefined {
-    const hit = this.map.get(key);
-    if (!hit) return undefined;
-    this.map.delete(key);
-    this.map.set(key, hit);
-    return hit.value;
-  }
-  set(key: K, value: V, cost = 1): void {
-    const old = this.map.get(key);
-    if (old) {
-      this.used -= old.cost;
-      this.map.delete(key);
-    }
-    if (cost > this.budget) return;
-    this.map.set(key, { value, cost });
-    this.used += cost;
-    for (const [k, v] of this.map) {
-      if (this.used <= this.budget) break;
-      this.map.delete(k);
-      this.used -= v.cost;
-    }
-  }
-}
 
 export interface ExtOpenOptions {
   /** a name for error messages (the image and partition) */

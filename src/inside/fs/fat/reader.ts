@@ -12,7 +12,7 @@ import { DiskError } from '../../../core/errors.js';
 import type { FileType, FsDirEntry, FsSource, FsStat, FsStatfs, FsWarning, InodeReader } from '../types.js';
 import { parseBoot, type FatGeometry } from './boot.js';
 import { decodeShort, MAX_DIR_BYTES, parseDir, type FatEntry } from './dir.js';
-import { Lru } from './lru.js';
+import { Lru } from '../lru.js';
 import { ATTR_DIRECTORY, ATTR_LONG_NAME, ATTR_READ_ONLY, ATTR_VOLUME_ID, DELETED, ENTRY_SIZE } from './structs.js';
 import { COUNT_FREE_MAX_FAT, FatTable, type Run } from './table.js';
 

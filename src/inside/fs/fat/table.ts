@@ -8,7 +8,7 @@
 import { DiskError } from '../../../core/errors.js';
 import type { FsSource } from '../types.js';
 import type { FatGeometry } from './boot.js';
-import { Lru } from './lru.js';
+import { Lru } from '../lru.js';
 
 const CHUNK = 64 * 1024;
 const FAT_CACHE_BYTES = 4 * 1024 * 1024;

@@ -1,7 +1,7 @@
 /**
  * A Map used as an LRU with a budget in caller-chosen units: `get` refreshes, `set` evicts the
- * oldest while over budget. (ext's reader keeps the same class privately; one shared copy
- * under fs/ is a follow-up once the readers have merged.)
+ * oldest while over budget. The readers' block and inode caches (ext, FAT) bound their memory
+ * with it: sizes come from untrusted metadata, so every cache has a budget, not a count.
  */
 export class Lru<K, V> {
   private readonly map = new Map<K, { value: V; cost: number }>();
