@@ -9,12 +9,10 @@ import { DiskError } from '../core/errors.js';
 import { SECTOR_SIZE } from '../core/ints.js';
 import { ChunkQueue } from '../binary/chunk-queue.js';
 import type { ByteSink } from '../storage/sink.js';
-import { MemoryNamespace } from '../storage/memory.js';
-import type { Namespace } from '../storage/namespace.js';
-import type { BlockExtent, Capabilities, DiskInfo, Image, ImageMaintenance } from '../formats/types.js';
+import type { BlockExtent, DiskInfo, Image } from '../formats/types.js';
 import type { SequentialInput, SequentialReader } from '../formats/sequential.js';
 import { backends } from '../formats/registry.js';
-import { READ_ONLY_CAPABILITIES } from '../formats/common/driver.js';
+import { SyntheticImage } from '../formats/common/synthetic-image.js';
 
 export type { SequentialInput };
 
@@ -140,10 +138,7 @@ function rawInput(r: ByteReader, first: Buffer, name: string, size: number | und
  * know more than "data" before the bytes have arrived, so the target's zero detection finds the
  * holes.
  */
-export class SequentialImage implements Image {
-  readonly readOnly = true;
-  /** read front to back only; block status comes from the layout as it is read */
-  readonly capabilities: Capabilities = READ_ONLY_CAPABILITIES;
+export class SequentialImage extends SyntheticImage implements Image {
   readonly clusterSize = 64 * 1024;
   readonly type: string;
   readonly format: string;
@@ -157,6 +152,7 @@ export class SequentialImage implements Image {
     private readonly input: SequentialInput,
     readonly capacity: number,
   ) {
+    super();
     this.format = input.format;
     this.type = input.type;
     this.it = input.pieces()[Symbol.asyncIterator]();
@@ -165,12 +161,6 @@ export class SequentialImage implements Image {
   get path(): string {
     return this.input.name;
   }
-
-  /** a pipe is no name in any namespace: nothing is ever looked up beside it */
-  get namespace(): Namespace {
-    return (this.names ??= new MemoryNamespace());
-  }
-  private names: Namespace | undefined;
 
   read(into: Buffer, offset: number): Promise<void> {
     const run = this.queue.then(() => this.readNow(into, offset));
@@ -204,48 +194,15 @@ export class SequentialImage implements Image {
     this.cursor = end;
   }
 
-  async write(): Promise<void> {
-    throw new DiskError('RDONLY', undefined, { path: this.path });
-  }
-
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     return [{ offset, length, state: 'data' }];
   }
 
-  backing(): undefined {
-    return undefined;
-  }
-  identity(): undefined {
-    return undefined;
-  }
-  async setIdentity(): Promise<void> {
-    throw new DiskError('RDONLY', undefined, { path: this.path });
-  }
-  async setBacking(): Promise<void> {
-    throw new DiskError('RDONLY', undefined, { path: this.path });
-  }
-  async makeEmpty(): Promise<void> {
-    throw new DiskError('RDONLY', undefined, { path: this.path });
-  }
-  /** a pipe is read once: nothing to maintain */
-  maintenance(): ImageMaintenance {
-    return {};
-  }
-  async flush(): Promise<void> {}
   async close(): Promise<void> {
     await this.it.return?.();
   }
   async info(): Promise<DiskInfo> {
     return { format: this.format, type: this.type, capacity: this.capacity, sectors: Math.ceil(this.capacity / SECTOR_SIZE), numLinks: 1, extents: [], files: [], allocatedBytes: this.capacity, fileSize: 0, diskSize: 0, readOnly: true };
-  }
-  metadataKeys(): string[] {
-    return [];
-  }
-  readMetadata(): undefined {
-    return undefined;
-  }
-  async writeMetadata(): Promise<void> {
-    throw new DiskError('RDONLY', undefined, { path: this.path });
   }
 }
 

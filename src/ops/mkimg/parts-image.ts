@@ -8,12 +8,10 @@
  */
 import { DiskError } from '../../core/errors.js';
 import { SECTOR_SIZE } from '../../core/ints.js';
-import { MemoryNamespace } from '../../storage/memory.js';
-import type { Namespace } from '../../storage/namespace.js';
-import type { BlockExtent, Capabilities, DiskInfo, Image, ImageMaintenance } from '../../formats/types.js';
-import { READ_ONLY_CAPABILITIES } from '../../formats/common/driver.js';
+import type { BlockExtent, DiskInfo, Image } from '../../formats/types.js';
 import { appendExtent } from '../../formats/common/extents.js';
 import type { Disk } from '../../disk.js';
+import { SyntheticImage } from '../../formats/common/synthetic-image.js';
 
 /** bytes held in memory, 64 KiB blocks that were not all zeros (a command's output) */
 export interface SparseBytes {
@@ -27,20 +25,18 @@ export type Piece =
   | { readonly offset: number; readonly length: number; readonly disk: Disk }
   | { readonly offset: number; readonly length: number; readonly sparse: SparseBytes };
 
-export class PartsImage implements Image {
-  readonly readOnly = true;
-  readonly capabilities: Capabilities = READ_ONLY_CAPABILITIES;
+export class PartsImage extends SyntheticImage implements Image {
   readonly clusterSize = SECTOR_SIZE;
   readonly format = 'mkimg';
   readonly type = 'mkimg';
   private readonly pieces: readonly Piece[];
-  private names: Namespace | undefined;
 
   constructor(
     readonly path: string,
     readonly capacity: number,
     pieces: readonly Piece[],
   ) {
+    super();
     this.pieces = [...pieces].filter((p) => p.length > 0).sort((a, b) => a.offset - b.offset);
     this.pieces.forEach((p, i) => {
       const prev = this.pieces[i - 1];
@@ -48,11 +44,6 @@ export class PartsImage implements Image {
         throw new DiskError('INTERNAL', `mkimg pieces overlap or pass the end at ${p.offset}`, { path, offset: p.offset });
       }
     });
-  }
-
-  /** nothing is ever looked up beside a disk that is being built */
-  get namespace(): Namespace {
-    return (this.names ??= new MemoryNamespace());
   }
 
   /** the pieces that meet [offset, offset+length), in order */
@@ -117,41 +108,10 @@ export class PartsImage implements Image {
     return out;
   }
 
-  async write(): Promise<void> {
-    throw new DiskError('RDONLY', undefined, { path: this.path });
-  }
-  backing(): undefined {
-    return undefined;
-  }
-  identity(): undefined {
-    return undefined;
-  }
-  async setIdentity(): Promise<void> {
-    throw new DiskError('RDONLY', undefined, { path: this.path });
-  }
-  async setBacking(): Promise<void> {
-    throw new DiskError('RDONLY', undefined, { path: this.path });
-  }
-  async makeEmpty(): Promise<void> {
-    throw new DiskError('RDONLY', undefined, { path: this.path });
-  }
-  maintenance(): ImageMaintenance {
-    return {};
-  }
-  async flush(): Promise<void> {}
   /** the contents' disks are the caller's to close */
   async close(): Promise<void> {}
   async info(): Promise<DiskInfo> {
     const allocatedBytes = (await this.blockStatus(0, this.capacity)).reduce((n, r) => n + (r.state === 'data' ? r.length : 0), 0);
     return { format: this.format, type: this.type, capacity: this.capacity, sectors: Math.ceil(this.capacity / SECTOR_SIZE), numLinks: 1, extents: [], files: [], allocatedBytes, fileSize: 0, diskSize: 0, readOnly: true };
-  }
-  metadataKeys(): string[] {
-    return [];
-  }
-  readMetadata(): undefined {
-    return undefined;
-  }
-  async writeMetadata(): Promise<void> {
-    throw new DiskError('RDONLY', undefined, { path: this.path });
   }
 }
