@@ -6,15 +6,15 @@
  * zstd, child processes) throws NOTSUPPORTED when called, so a read-only inspection never
  * reaches it.
  *
- * - hashing: web/hash.ts (synchronous and incremental, which Web Crypto's digest is not);
- * - inflate: web/inflate.ts (synchronous: the VMDK and qcow2 read paths inflate a grain or
+ * - hashing: src/core/sha.ts (synchronous and incremental, which Web Crypto's digest is not);
+ * - inflate: src/core/inflate.ts (synchronous: the VMDK and qcow2 read paths inflate a grain or
  *   cluster inline; DecompressionStream is asynchronous and would change those paths);
  * - randomness: crypto.getRandomValues.
  */
 import { DiskError } from '../src/core/errors.js';
-import { inflateRaw, inflateZlib, type InflateOptions } from './inflate.js';
+import { inflateRaw, inflateZlib, type InflateOptions } from '../src/core/inflate.js';
 
-export { createHash } from './hash.js';
+export { createHash } from '../src/core/sha.js';
 
 function notInBrowser(what: string): never {
   throw new DiskError('NOTSUPPORTED', `${what} is not in the browser build yet`, { field: what });

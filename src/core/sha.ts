@@ -3,7 +3,7 @@
  * digest once). Why not Web Crypto: `crypto.subtle.digest` is one-shot and asynchronous, and the
  * library hashes synchronously and incrementally (checksum's outer hash over every 1 MiB block
  * hash; a VHDX/VDI name-based GUID). A streaming digest is a small loop over FIPS 180-4; it is
- * checked against node:crypto in test/unit/web-hash.test.ts.
+ * checked against node:crypto in test/unit/sha.test.ts.
  */
 
 const K256 = new Uint32Array([

@@ -5,7 +5,7 @@
  * reads a code bit by bit against canonical code counts (the shape of zlib's puff.c, the
  * reference decoder): small rather than fast; a table-driven decoder is a later step if
  * compressed images in the browser need the speed. Checked against node:zlib in
- * test/unit/web-inflate.test.ts.
+ * test/unit/inflate.test.ts.
  */
 
 export interface InflateOptions {
