@@ -209,6 +209,8 @@ function inspect(top: string): void {
 function pick(files: File[]): void {
   if (files.length === 0) return;
   $('error').textContent = '';
+  // a new pick starts the views over (a script or test waits for them to be done again)
+  for (const v of ['info', 'check', 'map']) $(`view-${v}`).dataset.state = 'idle';
   $('picked').textContent = `Reading ${files.length} file${files.length > 1 ? 's' : ''}…`;
   onFiles = (m) => {
     onFiles = undefined;

@@ -44,6 +44,7 @@ const PACKAGE_OF: Record<string, string> = {
   'mkfs.xfs': 'xfsprogs',
   'mkfs.btrfs': 'btrfs-progs',
   mkswap: 'util-linux',
+  chromium: 'chromium',
 };
 
 const toolCache = new Map<string, string | undefined>();
