@@ -61,25 +61,46 @@ function showError(view: HTMLElement, err: Error & { code?: string }): void {
   view.dataset.state = 'error';
 }
 
+/** a property value in words: geometry as C/H/S, other objects as JSON */
+function propertyText(v: unknown): string {
+  if (v && typeof v === 'object' && 'cylinders' in v && 'heads' in v && 'sectors' in v) {
+    const g = v as { cylinders: number; heads: number; sectors: number };
+    return `${g.cylinders}/${g.heads}/${g.sectors}`;
+  }
+  return typeof v === 'object' ? JSON.stringify(v) : String(v);
+}
+
+/** "parentUuid" -> "parent uuid", "pchs" -> "PCHS" */
+function propertyLabel(k: string): string {
+  return /^[lp]chs$/.test(k) ? `${k.toUpperCase()} (C/H/S)` : k.replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase();
+}
+
 function renderInfo(view: HTMLElement, i: InfoResult): void {
   const facts = el('dl', { class: 'facts', id: 'info-facts' });
-  const row = (k: string, v: string, id: string) => facts.append(el('dt', {}, k), el('dd', { id }, v));
-  row('Format', i.format, 'info-format');
-  row('Type', i.type, 'info-type');
-  row('Virtual size', exact(i.capacity), 'info-size');
-  row('Allocated', `${exact(i.allocatedBytes)}${i.chain.length > 1 ? ' in the whole chain' : ''}`, 'info-allocated');
-  row('Size of the files', exact(i.fileSize), 'info-files-size');
-  if (i.clusterSize) row('Cluster / grain / block', size(i.clusterSize), 'info-cluster');
-  if (i.geometry) row('Geometry (C/H/S)', `${i.geometry.cylinders}/${i.geometry.heads}/${i.geometry.sectors}`, 'info-geometry');
-  for (const [k, v] of Object.entries(i.properties)) if (v !== null && v !== undefined && v !== '') row(k, typeof v === 'object' ? JSON.stringify(v) : String(v), `info-prop-${k}`);
+  const row = (list: HTMLElement, k: string, v: string, id: string) => list.append(el('dt', {}, k), el('dd', { id }, v));
+  row(facts, 'Format', i.format, 'info-format');
+  row(facts, 'Type', i.type, 'info-type');
+  row(facts, 'Virtual size', exact(i.capacity), 'info-size');
+  row(facts, 'Allocated', `${exact(i.allocatedBytes)}${i.chain.length > 1 ? ', the links together' : ''}`, 'info-allocated');
+  row(facts, 'Size of the files', exact(i.fileSize), 'info-files-size');
+  if (i.clusterSize) row(facts, 'Cluster / grain / block', size(i.clusterSize), 'info-cluster');
+  if (i.geometry) row(facts, 'Geometry (C/H/S)', `${i.geometry.cylinders}/${i.geometry.heads}/${i.geometry.sectors}`, 'info-geometry');
+  // the uniform properties (uuids, geometry, adapter, comment) a step further down: facts first
+  const props = el('dl', { class: 'facts', id: 'info-properties' });
+  for (const [k, v] of Object.entries(i.properties)) if (v !== null && v !== undefined && v !== '') row(props, propertyLabel(k), propertyText(v), `info-prop-${k}`);
   const chain = el('ol', { class: 'chain', id: 'info-chain' });
   i.chain.forEach((l, depth) => {
-    const files = l.files.length > 1 ? el('span', {}, ' — files: ', l.files.map(shortName).join(', ')) : null;
+    const files = l.files.length > 1 ? el('div', { class: 'muted' }, `files: ${l.files.map(shortName).join(', ')}`) : null;
     chain.append(
-      el('li', { 'data-path': l.path, 'data-format': l.format, 'data-type': l.type }, el('strong', {}, shortName(l.path)), ' ', el('span', { class: 'tag' }, `${l.format} ${l.type}`), ` ${depth === 0 ? 'top' : `parent ${depth}`}, ${size(l.allocatedBytes)} allocated`, files),
+      el('li', { 'data-path': l.path, 'data-format': l.format, 'data-type': l.type }, el('strong', {}, shortName(l.path)), ' ', el('span', { class: 'tag' }, `${l.format} ${l.type}`), el('div', { class: 'muted' }, `${depth === 0 ? 'top' : `parent ${depth}`}, ${size(l.allocatedBytes)} allocated in ${size(l.fileSize)} of files`), files),
     );
   });
-  view.replaceChildren(el('h3', {}, shortName(i.path)), facts, el('h3', {}, i.chain.length > 1 ? `Chain: ${i.chain.length} links, top first` : 'Chain: one image, no parent'), chain);
+  view.replaceChildren(
+    el('div', { class: 'columns' },
+      el('div', {}, el('h3', {}, shortName(i.path)), facts, props.childElementCount > 0 ? el('details', {}, el('summary', {}, 'Metadata'), props) : null),
+      el('div', {}, el('h3', {}, i.chain.length > 1 ? `Chain: ${i.chain.length} links, top first` : 'Chain: one image, no parent'), chain),
+    ),
+  );
   view.dataset.state = 'done';
 }
 
@@ -87,7 +108,8 @@ function renderCheck(view: HTMLElement, c: CheckResult): void {
   const healthy = c.corruptions === 0 && c.leaks === 0;
   view.replaceChildren(
     el('p', { id: 'check-summary', class: healthy ? 'ok' : 'bad' }, c.summary),
-    c.lines.length > 0 ? el('ul', { id: 'check-findings' }, ...c.lines.map((l) => el('li', {}, l))) : el('p', {}, `vdkit checked the ${c.format} metadata of ${shortName(c.path)} and of every parent: tables, headers and what they point at.`),
+    ...(c.lines.length > 0 ? [el('ul', { id: 'check-findings' }, ...c.lines.map((l) => el('li', {}, l)))] : []),
+    el('p', {}, `Checked the headers, tables and what they point at in ${c.checked.map(shortName).join(', ')}${c.checked.length > 1 ? ' (every link of the chain)' : ''}.`),
   );
   view.dataset.state = 'done';
 }

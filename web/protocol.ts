@@ -45,6 +45,8 @@ export interface CheckResult {
   leaks: number;
   /** one sentence per finding, as `vdkit check` prints them */
   lines: string[];
+  /** the files checked: the top, then its parents */
+  checked: string[];
   /** "No errors were found on the image." or the counts */
   summary: string;
 }

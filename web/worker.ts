@@ -135,6 +135,7 @@ async function run(id: number, command: Command, top: string, signal: AbortSigna
         corruptions,
         leaks,
         lines: checkLines(report),
+        checked: [report.path, ...(report.links ?? []).map((r) => r.path)],
         summary: corruptions === 0 && leaks === 0 ? 'No errors were found on the image.' : `${corruptions} errors and ${leaks} leaks were found on the image.`,
       };
     }
