@@ -175,6 +175,23 @@ test('the page reads picked images in the browser: info, chain, check, map and c
       });
     }
 
+    await t.test('a checksum cancelled mid-way stops and says so', async () => {
+      // a sparse raw file: no holes are known through a Blob, so every block is read and hashed
+      const big = join(dir, 'big.raw');
+      await ok('truncate', ['-s', '1G', big]);
+      await page.setInputFiles('#files', [big]);
+      await page.waitForFunction(() => document.getElementById('view-info')!.dataset.state === 'done');
+      await page.click('#tab-checksum');
+      await page.click('#checksum-start');
+      await page.waitForFunction(() => (document.getElementById('checksum-progress') as HTMLProgressElement).value > 0);
+      await page.click('#checksum-cancel');
+      await page.waitForFunction(() => document.getElementById('view-checksum')!.dataset.state !== 'running');
+      assert.equal(await page.locator('#view-checksum').getAttribute('data-state'), 'cancelled');
+      assert.equal(await page.locator('#checksum-status').innerText(), 'cancelled');
+      assert.equal(await page.locator('#checksum-value').innerText(), '');
+      assert.equal(await page.locator('#checksum-start').isEnabled(), true, 'a new run can start');
+    });
+
     await t.test('the tabs work from the keyboard', async () => {
       await page.focus('#tab-info');
       await page.keyboard.press('ArrowRight');
