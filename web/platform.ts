@@ -14,7 +14,20 @@
 import { DiskError } from '../src/core/errors.js';
 import { inflateRaw, inflateZlib, type InflateOptions } from '../src/core/inflate.js';
 
-export { createHash } from '../src/core/sha.js';
+import { createHash } from '../src/core/sha.js';
+
+export { createHash };
+
+/**
+ * Web Crypto's native digest where the page is a secure context (https, localhost), else the
+ * plain-JS one: the checksum hashes every 1 MiB block through here, ~10x faster natively.
+ * digest() copies the bytes when called, so the caller may reuse its buffer at once.
+ */
+export async function sha256(data: Uint8Array): Promise<Buffer> {
+  const subtle = globalThis.crypto?.subtle;
+  if (subtle) return Buffer.from(await subtle.digest('SHA-256', data as Uint8Array<ArrayBuffer>));
+  return createHash('sha256').update(data).digest();
+}
 
 function notInBrowser(what: string): never {
   throw new DiskError('NOTSUPPORTED', `${what} is not in the browser build yet`, { field: what });

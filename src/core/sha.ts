@@ -34,7 +34,8 @@ function sha256(): Compressor {
         const s1 = ((b >>> 17) | (b << 15)) ^ ((b >>> 19) | (b << 13)) ^ (b >>> 10);
         w[i] = (w[i - 16]! + s0 + w[i - 7]! + s1) | 0;
       }
-      let [a, b, c, d, e, f, g, h] = state as unknown as number[];
+      // plain loads, not destructuring: a typed array's iterator costs a third of the time here
+      let a = state[0]!, b = state[1]!, c = state[2]!, d = state[3]!, e = state[4]!, f = state[5]!, g = state[6]!, h = state[7]!;
       for (let i = 0; i < 64; i++) {
         const s1 = ((e! >>> 6) | (e! << 26)) ^ ((e! >>> 11) | (e! << 21)) ^ ((e! >>> 25) | (e! << 7));
         const ch = (e! & f!) ^ (~e! & g!);
@@ -74,7 +75,7 @@ function sha1(): Compressor {
         const x = w[i - 3]! ^ w[i - 8]! ^ w[i - 14]! ^ w[i - 16]!;
         w[i] = (x << 1) | (x >>> 31);
       }
-      let [a, b, c, d, e] = state as unknown as number[];
+      let a = state[0]!, b = state[1]!, c = state[2]!, d = state[3]!, e = state[4]!;
       for (let i = 0; i < 80; i++) {
         let f: number;
         let k: number;
