@@ -6,6 +6,7 @@ export type { BlockExtent, BlockState, DiskInfo, ExtentInfo, Geometry, Image, Im
 export { backends } from './formats/registry.js';
 export { FileStore, FileNamespace } from './storage/file.js';
 export { MemoryStore, MemoryNamespace } from './storage/memory.js';
+export { BlobNamespace, BlobStore, type BlobLike, type NamedBlob } from './storage/blob.js';
 export { CACHE_MODES, type CacheMode, type Namespace, type NameStat } from './storage/namespace.js';
 export type { ByteStore } from './storage/store.js';
 export { convert, type ConvertOptions, type Progress } from './ops/convert.js';

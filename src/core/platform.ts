@@ -35,6 +35,14 @@ export const randomBytes = late(cryptoModule, 'randomBytes');
 export const randomInt = late(cryptoModule, 'randomInt');
 export const randomUUID = late(cryptoModule, 'randomUUID');
 
+/**
+ * SHA-256 of one buffer, one-shot. Asynchronous so that the browser build can use Web Crypto's
+ * native digest for the bulk of a checksum (its incremental hashes stay on createHash).
+ */
+export async function sha256(data: Uint8Array): Promise<Buffer> {
+  return cryptoModule().createHash('sha256').update(data).digest();
+}
+
 export const deflateRawSync = late(zlibModule, 'deflateRawSync');
 export const deflateSync = late(zlibModule, 'deflateSync');
 export const inflate = late(zlibModule, 'inflate');

@@ -5,7 +5,7 @@
  * a zero block without being read, so sparse disks are hashed at the speed of their data.
  * Written `sha256-1m:<hex>`; two disks with equal content give equal digests.
  */
-import { createHash } from '../core/platform.js';
+import { createHash, sha256 } from '../core/platform.js';
 import { DiskError } from '../core/errors.js';
 import type { Disk } from '../disk.js';
 import type { Progress } from './convert.js';
@@ -41,7 +41,7 @@ export async function checksum(d: Disk, opts: ChecksumOptions = {}): Promise<str
       const chunk = buf.subarray(0, n);
       if (quiet) chunk.fill(0);
       else await d.readInto(chunk, at);
-      outer.update(createHash('sha256').update(chunk).digest());
+      outer.update(await sha256(chunk));
     }
     opts.onProgress?.({ done: at + n, total: d.capacity, written: 0 });
   }

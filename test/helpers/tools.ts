@@ -46,6 +46,7 @@ const PACKAGE_OF: Record<string, string> = {
   mkswap: 'util-linux',
   debugfs: 'e2fsprogs',
   e2fsck: 'e2fsprogs',
+  chromium: 'chromium',
 };
 
 /** folders searched after PATH: e2fsprogs lives in /usr/sbin, which a user's PATH often lacks */
