@@ -87,3 +87,9 @@ export { RangeSource, sliceSource, type ByteSource, type ByteRange } from './ins
 export { detectVolume, PROBES, type Detected, type Probe } from './inside/detect/index.js';
 export { parseLvmText, type LvmSection, type LvmValue } from './inside/lvm/text.js';
 export type { InsideWarning, LogicalVolume, Partition, PartitionKind, PartitionTable, VolumeGroup } from './inside/types.js';
+export type { Scheme as MkimgScheme } from './ops/mkimg/layout.js';
+export type { ManifestEntry } from './ops/ova/archive.js';
+export type { ManifestDigest, OvaMemberWritten } from './ops/ova/create.js';
+export type { OvfVmSettings, OvfDiskEntry } from './ops/ova/ovf.js';
+export type { TarKind } from './binary/tar.js';
+export type { CommittingSink } from './storage/sink.js';

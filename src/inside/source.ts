@@ -6,6 +6,7 @@
  */
 import { DiskError } from '../core/errors.js';
 import { lastAtOrBelow } from '../binary/search.js';
+import type { ByteRange } from '../formats/types.js';
 
 /** Random access to bytes: `Disk` satisfies it as it is. */
 export interface ByteSource {
@@ -15,11 +16,8 @@ export interface ByteSource {
   read(offset: number, length: number): Promise<Buffer>;
 }
 
-/** bytes [offset, offset + length) of the disk */
-export interface ByteRange {
-  readonly offset: number;
-  readonly length: number;
-}
+/** bytes [offset, offset + length) of the disk: one type for volumes, bitmaps and changed areas */
+export type { ByteRange };
 
 /** a volume may be made of at most this many ranges (a striped LV of 64 GiB in 64 KiB chunks) */
 export const MAX_RANGES = 1 << 20;
