@@ -1,4 +1,4 @@
-import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link, mkdtemp, rm, readFile } from 'node:fs/promises';
+import { open, type FileHandle, stat, rename, unlink, lstat, realpath, readdir, link, mkdtemp, mkdir, rm, readFile } from 'node:fs/promises';
 import { appendFileSync, constants, createReadStream, readSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -377,6 +377,11 @@ export function hostReadStream(path: string, highWaterMark = 1024 * 1024): Reada
 /** A new, empty folder under the host's temporary folder (the tour runs in one). */
 export function makeHostTempFolder(prefix: string): Promise<string> {
   return mkdtemp(hostJoin(tmpdir(), prefix));
+}
+
+/** A host folder and its missing parents (a backup folder named for the first time). */
+export async function makeHostFolder(path: string): Promise<void> {
+  await mkdir(path, { recursive: true });
 }
 
 export function removeHostFolder(path: string): Promise<void> {
