@@ -137,6 +137,11 @@ export async function lockFolder(ns: Namespace, dir: string): Promise<() => Prom
       throw new DiskError('INVAL', `another backup (process ${pid}) is writing this folder`, { path, field: 'lock', found: pid });
     }
   }
+  // a run killed while it wrote its lock left the lock's temporary
+  for (const name of await ns.list(dir)) {
+    const pid = Number(/^\.vdkit-backup\.lock\.vdkit-tmp-(\d+)$/.exec(name)?.[1]);
+    if (Number.isSafeInteger(pid) && pid !== process.pid && !processRuns(pid)) await ns.remove(join(dir, name)).catch(() => {});
+  }
   await writeAtomic(ns, path, Buffer.from(`${process.pid}\n`));
   return () => ns.remove(path).catch(() => {});
 }

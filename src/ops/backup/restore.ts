@@ -58,7 +58,7 @@ export function pickPoint(points: readonly Manifest[], sel: number | Date | unde
 }
 
 function mismatch(target: string, point: Manifest, found: string): DiskError {
-  return new DiskError('CORRUPT', `the restored disk does not match backup point ${point.point}`, { path: target, field: 'checksum', expected: point.checksum, found });
+  return new DiskError('CORRUPT', `the restored disk does not match backup point ${point.point} (left as it is, for inspection)`, { path: target, field: 'checksum', expected: point.checksum, found });
 }
 
 export async function restore(dir: string, target: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
