@@ -314,3 +314,26 @@ test('differential points are backed by the full one; --chain takes what the lin
   await restore(cf, join(dir, 'chain.vhdx'), { format: 'vhdx' });
   await ok('qemu-img', ['compare', join(dir, 'chain.vhdx'), s2]);
 });
+
+test('a backup of an NBD export (vdkit serve): content increments, the manifest names the URL without its query', async (t) => {
+  if (!skipUnless(t, 'qemu-img')) return;
+  const { startServer, unixUri } = await import('./nbd-support.js');
+  const dir = (await tmpDir(t)).path;
+  const src = join(dir, 'src.qcow2');
+  await ok('qemu-img', ['create', '-q', '-f', 'qcow2', src, '8M']);
+  await ok('qemu-io', ['-c', 'write -P 1 0 3M', src]);
+  const folder = join(dir, 'bk');
+  for (let round = 0; round < 2; round++) {
+    if (round > 0) await ok('qemu-io', ['-c', 'write -P 9 2M 128k', src]);
+    const server = await startServer(t, { images: [src], listen: { socket: join(dir, `s${round}.sock`) }, readOnly: true });
+    const uri = unixUri(server);
+    const m = JSON.parse(await vdkit(['backup', uri, folder, '--json'])) as BackupManifest;
+    await server.close();
+    assert.equal(m.source.name, 'nbd+unix:///', 'no ?socket= (a query may name key files)');
+    assert.equal(m.source.format, 'raw');
+    assert.equal(m.checksum, await sumOf(src));
+    if (round > 0) assert.deepEqual(m.ranges, [{ offset: 2 * MiB, length: 128 * 1024 }]);
+  }
+  await restore(folder, join(dir, 'out.qcow2'));
+  await ok('qemu-img', ['compare', join(dir, 'out.qcow2'), src]);
+});
