@@ -26,6 +26,9 @@ export { amend, amendOptionsOf, parseAmendList, type AmendOptions } from './ops/
 export { applySnapshot, createSnapshot, deleteSnapshot, formatSnapshotList, listSnapshots, type SnapshotOptions } from './ops/snapshot.js';
 export { bitmap, bitmapRanges, listBitmaps, type BitmapAction, type BitmapOptions } from './ops/bitmap.js';
 export { changedRanges, rangeBytes, type ChangedSince } from './ops/changed.js';
+export { backup, type BackupOptions, type BackupResult } from './ops/backup/backup.js';
+export { restore, type RestoreOptions, type RestoreResult } from './ops/backup/restore.js';
+export { listPoints as listBackupPoints, type Manifest as BackupManifest } from './ops/backup/points.js';
 export type { InternalSnapshots, SnapshotEntry } from './formats/types.js';
 export { rename, unlink, type RenameResult, type UnlinkOptions } from './ops/rename.js';
 export { compact, defragment, type InPlaceOpOptions } from './ops/compact.js';

@@ -37,7 +37,7 @@ export const COMMANDS: readonly CommandEntry[] = (
   [
     ['create'], ['info'], ['read'], ['write'], ['fill'], ['meta'], ['set'], ['map'], ['convert', 'clone'], ['measure'], ['lint'], ['check'],
     ['compare'], ['checksum'], ['partitions'], ['mkimg'], ['ova'], ['dd'], ['bench'], ['formats'], ['child', 'redo'], ['attach'], ['commit'], ['rebase'], ['resize'], ['compact'], ['defrag', 'defragment'],
-    ['discard'], ['snapshot'], ['bitmap'], ['changed'], ['amend'], ['rename'], ['delete'], ['chain'], ['vdiskmanager'], ['serve', 'nbd'], ['ls'], ['cat'], ['copy-out'], ['stat'], ['web'],
+    ['discard'], ['snapshot'], ['bitmap'], ['changed'], ['backup'], ['restore'], ['amend'], ['rename'], ['delete'], ['chain'], ['vdiskmanager'], ['serve', 'nbd'], ['ls'], ['cat'], ['copy-out'], ['stat'], ['web'],
   ] as const
 ).map((names) => ({ names, load: () => loadCommand(names[0]) }));
 

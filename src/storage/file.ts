@@ -379,7 +379,7 @@ export function makeHostTempFolder(prefix: string): Promise<string> {
   return mkdtemp(hostJoin(tmpdir(), prefix));
 }
 
-/** A host folder (and its parents) made when missing (`ova extract` DIR). */
+/** A host folder (and its parents) made when missing (`ova extract` DIR, a backup folder named for the first time). */
 export async function makeHostFolder(path: string): Promise<void> {
   try {
     await mkdir(path, { recursive: true });
