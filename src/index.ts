@@ -96,3 +96,4 @@ export type { ManifestDigest, OvaMemberWritten } from './ops/ova/create.js';
 export type { OvfVmSettings, OvfDiskEntry } from './ops/ova/ovf.js';
 export type { TarKind } from './binary/tar.js';
 export type { CommittingSink } from './storage/sink.js';
+export type { ChangeSource, PointKind, SourceIdentity } from './ops/backup/points.js';
